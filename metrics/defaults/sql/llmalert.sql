@@ -1,0 +1,19 @@
+{#- llmalert.sql: recent values for LLM-based alerting (disabled by default).
+    Variables: table_key, metric_batch, alert_max_n, alert_metric_timestamp_max_days_ago.
+    Output: metric_timestamp, metric_name, metric_value, oldest first per metric. -#}
+WITH data AS (
+  SELECT metric_timestamp, metric_name, avg(metric_value) AS metric_value
+  FROM {{ table_key }}
+  WHERE metric_batch = '{{ metric_batch }}'
+    AND metric_type = 'metric'
+    AND metric_timestamp >= make_timestamp(epoch_us(now())) - INTERVAL '{{ alert_metric_timestamp_max_days_ago }} days'
+  GROUP BY metric_timestamp, metric_name
+),
+ranked AS (
+  SELECT *, row_number() OVER (PARTITION BY metric_name ORDER BY metric_timestamp DESC) AS recency_rank
+  FROM data
+)
+SELECT metric_timestamp, metric_name, metric_value
+FROM ranked
+WHERE recency_rank <= {{ alert_max_n }}
+ORDER BY metric_name, metric_timestamp

@@ -1,0 +1,26 @@
+{#- plot.sql: the data behind a metric's plot: recent values with score, alert and change
+    marks, alert_max_n observations per metric.
+    Variables: table_key, metric_batch, alert_max_n.
+    Output: metric_timestamp, metric_name, metric_value, metric_score, metric_alert,
+    metric_change, oldest first per metric. -#}
+WITH data AS (
+  SELECT metric_timestamp, metric_name,
+    avg(CASE WHEN metric_type = 'metric' THEN metric_value END) AS metric_value,
+    avg(CASE WHEN metric_type = 'score' THEN metric_value END) AS metric_score,
+    max(CASE WHEN metric_type = 'alert' THEN metric_value END) AS metric_alert,
+    max(CASE WHEN metric_type = 'change' THEN metric_value END) AS metric_change
+  FROM {{ table_key }}
+  WHERE metric_batch = '{{ metric_batch }}'
+    AND metric_type IN ('metric', 'score', 'alert', 'change')
+  GROUP BY metric_timestamp, metric_name
+),
+ranked AS (
+  SELECT *, row_number() OVER (PARTITION BY metric_name ORDER BY metric_timestamp DESC) AS recency_rank
+  FROM data
+  WHERE metric_value IS NOT NULL
+)
+SELECT metric_timestamp, metric_name, metric_value, metric_score,
+  coalesce(metric_alert, 0) AS metric_alert, coalesce(metric_change, 0) AS metric_change
+FROM ranked
+WHERE recency_rank <= {{ alert_max_n }}
+ORDER BY metric_name, metric_timestamp

@@ -1,0 +1,59 @@
+//! Errors a user can make in a metrics folder. Each names the file and, where
+//! there is one, the key, and says what to do.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ConfigError {
+    #[error("metrics folder {dir} does not exist: pass --metrics DIR or set SANDSTACK_METRICS")]
+    MissingFolder { dir: PathBuf },
+
+    #[error("{file}: cannot read: {message}")]
+    Io { file: PathBuf, message: String },
+
+    #[error("{file}: invalid YAML: {message}")]
+    Yaml { file: PathBuf, message: String },
+
+    #[error("{file}: expected a mapping of keys to values at the top level")]
+    NotAMapping { file: PathBuf },
+
+    #[error("{file}: missing required key `metric_batch`: every batch file must name its batch")]
+    MissingBatchName { file: PathBuf },
+
+    #[error("duplicate metric_batch `{name}` in {first} and {second}: batch names must be unique")]
+    DuplicateBatch {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+
+    #[error("{file}: key `{key}`: {message}")]
+    Template {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+
+    #[error("{file}: key `{key}`: expected {expected}, found {found}")]
+    BadType {
+        file: PathBuf,
+        key: String,
+        expected: String,
+        found: String,
+    },
+
+    #[error("{file}: key `{key}`: {message}")]
+    BadValue {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+
+    #[error("{file}: key `{key}`: invalid cron expression \"{expr}\": {message}")]
+    BadCron {
+        file: PathBuf,
+        key: String,
+        expr: String,
+        message: String,
+    },
+}

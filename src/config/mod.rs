@@ -1,0 +1,362 @@
+//! The Anomstack-compatible metrics folder: `defaults/defaults.yaml` plus one
+//! batch per other `*.yaml`, merged (shallowly), overridden from the
+//! environment, rendered with Jinja and read into typed [`BatchSpec`]s.
+//!
+//! Loading never stops at the first problem: every error and warning in the
+//! folder is collected, and batches sandstack cannot run yet (another `db`,
+//! a cloud `model_path`) are listed as skipped while the rest load.
+
+mod cron_expr;
+mod env_overrides;
+mod error;
+mod fields;
+mod keys;
+mod spec;
+mod template;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+
+pub use cron_expr::CronExpr;
+pub use env_overrides::env_batch_name;
+pub use error::ConfigError;
+pub use spec::{
+    BatchSpec, HttpPolicy, IngestSource, Job, JobSchedule, ModelConfig, PreprocessParams,
+    PythonSource, SandboxLimits, ScheduleStatus, Thresholds,
+};
+
+/// Relative path of the defaults file inside a metrics folder.
+pub const DEFAULTS_FILE: &str = "defaults/defaults.yaml";
+
+/// The `db` values sandstack can run.
+const SUPPORTED_DBS: &[&str] = &["duckdb"];
+
+/// A batch sandstack recognised but cannot run yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub metric_batch: String,
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+/// Everything found in a metrics folder.
+#[derive(Debug, Default)]
+pub struct MetricsFolder {
+    pub dir: PathBuf,
+    /// Loaded batches, sorted by name; disabled ones included (see
+    /// `disable_batch`).
+    pub batches: Vec<BatchSpec>,
+    pub skipped: Vec<Skipped>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl MetricsFolder {
+    pub fn batch(&self, name: &str) -> Option<&BatchSpec> {
+        self.batches.iter().find(|b| b.metric_batch == name)
+    }
+
+    pub fn enabled_batches(&self) -> impl Iterator<Item = &BatchSpec> {
+        self.batches.iter().filter(|b| !b.disable_batch)
+    }
+}
+
+/// The `ANOMSTACK*` and `SANDSTACK*` variables of this process.
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("ANOMSTACK") || k.starts_with("SANDSTACK"))
+        .collect()
+}
+
+/// Load a metrics folder. `env` holds the override variables (see
+/// [`process_env`]), passed in so tests need not touch the process.
+pub fn load(dir: &Path, env: &BTreeMap<String, String>) -> MetricsFolder {
+    let mut out = MetricsFolder {
+        dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    if !dir.is_dir() {
+        out.errors.push(ConfigError::MissingFolder {
+            dir: dir.to_path_buf(),
+        });
+        return out;
+    }
+    let renderer = template::TemplateRenderer::new(dir);
+
+    let defaults_path = dir.join(DEFAULTS_FILE);
+    let defaults = if defaults_path.is_file() {
+        match read_mapping(&defaults_path) {
+            Ok(m) => {
+                warn_unknown_keys(&defaults_path, &m, &mut out.warnings);
+                m
+            }
+            Err(e) => {
+                out.errors.push(e);
+                return out;
+            }
+        }
+    } else {
+        out.warnings.push(format!(
+            "{}: not found; using built-in defaults (and no default SQL templates)",
+            defaults_path.display()
+        ));
+        Mapping::new()
+    };
+
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for file in batch_files(dir, &mut out.errors) {
+        let batch_map = match read_mapping(&file) {
+            Ok(m) => m,
+            Err(e) => {
+                out.errors.push(e);
+                continue;
+            }
+        };
+        let name = match batch_map.get("metric_batch") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                out.errors
+                    .push(ConfigError::MissingBatchName { file: file.clone() });
+                continue;
+            }
+        };
+        if let Some(first) = seen.get(&name) {
+            out.errors.push(ConfigError::DuplicateBatch {
+                name,
+                first: first.clone(),
+                second: file.clone(),
+            });
+            continue;
+        }
+        seen.insert(name.clone(), file.clone());
+        warn_unknown_keys(&file, &batch_map, &mut out.warnings);
+
+        match load_batch(
+            &renderer,
+            &defaults_path,
+            &defaults,
+            &file,
+            &name,
+            &batch_map,
+            env,
+        ) {
+            Ok(Loaded::Batch(spec)) => out.batches.push(*spec),
+            Ok(Loaded::Skipped(s)) => {
+                out.warnings.push(format!(
+                    "{}: batch `{}` skipped: {}",
+                    s.file.display(),
+                    s.metric_batch,
+                    s.reason
+                ));
+                out.skipped.push(s);
+            }
+            Err(errors) => out.errors.extend(errors),
+        }
+    }
+    out.batches
+        .sort_by(|a, b| a.metric_batch.cmp(&b.metric_batch));
+    out
+}
+
+enum Loaded {
+    Batch(Box<BatchSpec>),
+    Skipped(Skipped),
+}
+
+fn load_batch(
+    renderer: &template::TemplateRenderer,
+    defaults_path: &Path,
+    defaults: &Mapping,
+    file: &Path,
+    name: &str,
+    batch_map: &Mapping,
+    env: &BTreeMap<String, String>,
+) -> Result<Loaded, Vec<ConfigError>> {
+    // Shallow merge, as Anomstack does: a batch's nested map replaces the
+    // default's whole.
+    let mut merged = defaults.clone();
+    for (k, v) in batch_map {
+        merged.insert(k.clone(), v.clone());
+    }
+    let env_vars = env_overrides::apply(name, &mut merged, env);
+    merged.insert("metric_batch".into(), Value::String(name.to_string()));
+
+    let origin = |key: &str| -> PathBuf {
+        let upper = key.to_ascii_uppercase();
+        if let Some(var) = env_vars
+            .iter()
+            .rev()
+            .find(|v| v.ends_with(&format!("__{upper}")))
+        {
+            return PathBuf::from(format!("environment variable {var}"));
+        }
+        if batch_map.contains_key(key) || !defaults.contains_key(key) {
+            file.to_path_buf()
+        } else {
+            defaults_path.to_path_buf()
+        }
+    };
+
+    // Skip what sandstack cannot run before rendering anything, so a
+    // BigQuery batch's templates need not render against DuckDB.
+    let db = merged.get("db").and_then(Value::as_str).unwrap_or("duckdb");
+    if !SUPPORTED_DBS.contains(&db) {
+        return Ok(Loaded::Skipped(Skipped {
+            metric_batch: name.to_string(),
+            file: file.to_path_buf(),
+            reason: format!(
+                "db `{db}` is not supported by sandstack yet (supported: {})",
+                SUPPORTED_DBS.join(", ")
+            ),
+        }));
+    }
+    let model_path = merged
+        .get("model_path")
+        .and_then(Value::as_str)
+        .unwrap_or("local://./models");
+    if let Some(reason) = unsupported_model_path(model_path) {
+        return Ok(Loaded::Skipped(Skipped {
+            metric_batch: name.to_string(),
+            file: file.to_path_buf(),
+            reason,
+        }));
+    }
+
+    let raw_ingest_fn = merged
+        .get("ingest_fn")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let rendered = render_all(renderer, &merged, &origin)?;
+    let origins: BTreeMap<String, PathBuf> = merged
+        .keys()
+        .filter_map(Value::as_str)
+        .map(|k| (k.to_string(), origin(k)))
+        .filter(|(_, o)| o.as_path() != file)
+        .collect();
+    let spec = spec::read_spec(file, name, &rendered, raw_ingest_fn.as_deref(), origins)?;
+    Ok(Loaded::Batch(Box::new(spec)))
+}
+
+/// Render every top-level string. Short values (those without an include)
+/// are rendered first, so a SQL template sees `table_key` already rendered.
+fn render_all(
+    renderer: &template::TemplateRenderer,
+    merged: &Mapping,
+    origin: &dyn Fn(&str) -> PathBuf,
+) -> Result<Mapping, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut render_pass = |context: &Mapping, only_short: bool| -> Mapping {
+        let ctx = minijinja::Value::from(minijinja::value::Serde(context));
+        let mut out = context.clone();
+        for (k, v) in merged {
+            let (Some(key), Value::String(text)) = (k.as_str(), v) else {
+                continue;
+            };
+            let has_include = text.contains("include");
+            let is_template = text.contains("{{") || text.contains("{%") || text.contains("{#");
+            if only_short == has_include || !is_template {
+                continue;
+            }
+            match renderer.render(key, text, &ctx) {
+                Ok(r) => {
+                    out.insert(k.clone(), Value::String(r));
+                }
+                Err(message) => errors.push(ConfigError::Template {
+                    file: origin(key),
+                    key: key.to_string(),
+                    message,
+                }),
+            }
+        }
+        out
+    };
+    let first = render_pass(merged, true);
+    let second = render_pass(&first, false);
+    if errors.is_empty() {
+        Ok(second)
+    } else {
+        Err(errors)
+    }
+}
+
+fn unsupported_model_path(path: &str) -> Option<String> {
+    match path.split_once("://") {
+        Some(("local", _)) => None,
+        Some((scheme, _)) => Some(format!(
+            "model_path scheme `{scheme}://` is not supported by sandstack yet (supported: local://)"
+        )),
+        None => Some(format!(
+            "model_path `{path}` has no scheme: write local://{path}"
+        )),
+    }
+}
+
+fn read_mapping(path: &Path) -> Result<Mapping, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    match serde_yaml_ng::from_str::<Value>(&text) {
+        Ok(Value::Mapping(m)) => Ok(m),
+        Ok(Value::Null) => Ok(Mapping::new()),
+        Ok(_) => Err(ConfigError::NotAMapping {
+            file: path.to_path_buf(),
+        }),
+        Err(e) => Err(ConfigError::Yaml {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Every `*.yaml`/`*.yml` below `dir` except the defaults file, sorted, so
+/// load order (and so which duplicate is "first") is stable.
+fn batch_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let defaults = dir.join(DEFAULTS_FILE);
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in walker {
+        match entry {
+            Ok(e) => {
+                let p = e.path();
+                let is_yaml = matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("yaml") | Some("yml")
+                );
+                if e.file_type().is_file() && is_yaml && p != defaults {
+                    files.push(p.to_path_buf());
+                }
+            }
+            Err(e) => errors.push(ConfigError::Io {
+                file: e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| dir.to_path_buf()),
+                message: e.to_string(),
+            }),
+        }
+    }
+    files
+}
+
+fn warn_unknown_keys(file: &Path, map: &Mapping, warnings: &mut Vec<String>) {
+    for key in map.keys().filter_map(Value::as_str) {
+        if keys::is_known(key) {
+            continue;
+        }
+        let hint = match keys::suggest(key) {
+            Some(s) => format!(" (did you mean `{s}`?)"),
+            None => String::new(),
+        };
+        warnings.push(format!(
+            "{}: unknown key `{key}` is ignored{hint}",
+            file.display()
+        ));
+    }
+}

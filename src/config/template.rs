@@ -1,0 +1,210 @@
+//! Jinja rendering of config values with minijinja. `{% include %}` paths are
+//! relative to the metrics folder and may not leave it.
+
+use std::path::{Component, Path, PathBuf};
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+
+/// One environment per metrics folder, so included files are read and parsed
+/// once however many batches include them.
+pub struct TemplateRenderer {
+    env: Environment<'static>,
+}
+
+impl TemplateRenderer {
+    pub fn new(root: &Path) -> Self {
+        let mut env = Environment::new();
+        // Strict: a typo in a variable name is an error naming it, not an
+        // empty string in the middle of a SQL query.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        let root = root.to_path_buf();
+        env.set_loader(move |name| load_include(&root, name));
+        TemplateRenderer { env }
+    }
+
+    /// Render `text` with `context`; `name` labels the template in errors.
+    pub fn render(
+        &self,
+        name: &str,
+        text: &str,
+        context: &minijinja::Value,
+    ) -> Result<String, String> {
+        self.env.render_named_str(name, text, context).map_err(|err| {
+            if err.kind() == ErrorKind::UndefinedError {
+                if let Some(names) = self.undefined_names(name, text, context) {
+                    let line = err.line().map(|l| format!(" (line {l})")).unwrap_or_default();
+                    return format!("undefined variable {names}{line}: template variables are the batch's config keys");
+                }
+            }
+            describe_error(err)
+        })
+    }
+
+    /// The variables `text` uses that `context` lacks, for a message that
+    /// names them (minijinja's own error does not).
+    fn undefined_names(
+        &self,
+        name: &str,
+        text: &str,
+        context: &minijinja::Value,
+    ) -> Option<String> {
+        let tmpl = self.env.template_from_named_str(name, text).ok()?;
+        let mut missing: Vec<String> = tmpl
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| context.get_attr(v).map_or(true, |x| x.is_undefined()))
+            .map(|v| format!("`{v}`"))
+            .collect();
+        missing.sort();
+        (!missing.is_empty()).then(|| missing.join(", "))
+    }
+}
+
+fn describe_error(err: minijinja::Error) -> String {
+    // The include loader's own messages (InvalidOperation) say everything;
+    // for minijinja's, name the kind of problem before the detail.
+    let mut text = match (err.kind(), err.detail()) {
+        (ErrorKind::InvalidOperation, Some(detail)) => detail.to_string(),
+        (kind, Some(detail)) => format!("{}: {detail}", kind_text(kind)),
+        (_, None) => err.to_string(),
+    };
+    if let Some(line) = err.line() {
+        if let Some(name) = err.name() {
+            text.push_str(&format!(" (in {name} line {line})"));
+        }
+    }
+    let mut source = std::error::Error::source(&err);
+    while let Some(inner) = source {
+        text.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    text
+}
+
+fn kind_text(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::UndefinedError => "undefined variable",
+        ErrorKind::SyntaxError => "template syntax error",
+        _ => "template error",
+    }
+}
+
+/// Resolve an include name against the metrics folder, refusing any path
+/// that leaves it (by `..`, an absolute path or a symlink).
+fn load_include(root: &Path, name: &str) -> Result<Option<String>, minijinja::Error> {
+    let refuse = |why: &str| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("include \"{name}\" {why}: includes must stay inside the metrics folder"),
+        )
+    };
+    let rel = Path::new(name);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, Component::Prefix(_) | Component::RootDir))
+    {
+        return Err(refuse("is an absolute path"));
+    }
+    let mut depth: i32 = 0;
+    for c in rel.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(refuse("escapes the metrics folder"));
+        }
+    }
+    let path: PathBuf = root.join(
+        rel.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect::<PathBuf>(),
+    );
+    let canonical_root = root.canonicalize().map_err(|e| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("metrics folder: {e}"))
+    })?;
+    let canonical = match path.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "include \"{name}\" not found: no such file {}",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("include \"{name}\": {e}"),
+            ))
+        }
+    };
+    if !canonical.starts_with(&canonical_root) {
+        return Err(refuse(
+            "resolves outside the metrics folder (through a symlink)",
+        ));
+    }
+    std::fs::read_to_string(&canonical).map(Some).map_err(|e| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("include \"{name}\": cannot read {}: {e}", path.display()),
+        )
+    })
+}
+
+/// If a value is exactly one include (Anomstack's idiom for `ingest_fn`),
+/// the included path: the rendered code then has that file's line numbers.
+pub fn sole_include(raw: &str) -> Option<String> {
+    let t = raw.trim();
+    let inner = t.strip_prefix("{%")?.strip_suffix("%}")?;
+    let inner = inner.trim_matches('-').trim();
+    let arg = inner.strip_prefix("include")?.trim();
+    let quoted = arg
+        .strip_prefix('"')
+        .and_then(|a| a.strip_suffix('"'))
+        .or_else(|| arg.strip_prefix('\'').and_then(|a| a.strip_suffix('\'')))?;
+    if quoted.contains(['"', '\'']) {
+        return None;
+    }
+    Some(quoted.trim_start_matches("./").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sole_include_recognises_the_idiom() {
+        assert_eq!(
+            sole_include("{% include \"./examples/hn/x.py\" %}\n").as_deref(),
+            Some("examples/hn/x.py")
+        );
+        assert_eq!(
+            sole_include("{%- include 'a.sql' -%}").as_deref(),
+            Some("a.sql")
+        );
+        assert_eq!(sole_include("select 1; {% include \"a.sql\" %}"), None);
+    }
+
+    #[test]
+    fn refuses_parent_escape_without_touching_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = load_include(dir.path(), "../secret").unwrap_err();
+        assert!(
+            err.to_string().contains("escapes the metrics folder"),
+            "{err}"
+        );
+        let err = load_include(dir.path(), "/etc/passwd").unwrap_err();
+        assert!(err.to_string().contains("absolute path"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! sandstack: Anomstack-compatible metric ingest, anomaly detection and
+//! alerting in one binary, with user Python run in a WebAssembly sandbox.
+//!
+//! A metric row's path, by module: [`config`] reads a batch's YAML into a
+//! `BatchSpec`; [`jobs::ingest`] gets its rows from DuckDB SQL or from the
+//! [`sandbox`] (CPython in wasmtime), normalises them, and hands them to
+//! [`store`], one long DuckDB table per `table_key`.
+
+pub mod cli;
+pub mod config;
+pub mod jobs;
+pub mod sandbox;
+pub mod store;
