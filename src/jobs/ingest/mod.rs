@@ -1,0 +1,273 @@
+//! The ingest job: a batch's rows come from its source ([`sql`] in DuckDB,
+//! or [`python`] in the sandbox), are checked and normalised
+//! ([`normalize`]), and are stored in the batch's table in one transaction:
+//! a failed ingest stores nothing.
+
+pub mod normalize;
+pub mod python;
+pub mod sql;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+
+use crate::config::{BatchSpec, IngestSource};
+use crate::sandbox::{LogLine, RunError, RunReport, RunStats, Sandbox, SetupError};
+use crate::store::{append_in, Store, StoreError};
+
+pub use normalize::{describe_rows, InvalidResult};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("batch {batch}: ingest_sql failed: {message}")]
+    Sql { batch: String, message: String },
+    #[error("batch {batch}: {source}")]
+    Invalid {
+        batch: String,
+        #[source]
+        source: InvalidResult,
+    },
+    #[error("batch {batch}: {source}")]
+    Run {
+        batch: String,
+        #[source]
+        source: RunError,
+    },
+    #[error("batch {batch}: {source}")]
+    Store {
+        batch: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] StoreError),
+    #[error("batch {batch}: the Python sandbox is not available: {source}")]
+    Setup {
+        batch: String,
+        #[source]
+        source: SetupError,
+    },
+}
+
+/// Where the Python sandbox comes from: opened lazily, so SQL-only runs
+/// never set it up.
+pub trait SandboxSource {
+    fn sandbox(&self) -> Result<std::sync::Arc<Sandbox>, SetupError>;
+}
+
+/// The process-wide sandbox under [`crate::sandbox::home_dir`], with setup
+/// progress on stderr.
+pub struct DefaultSandbox;
+
+impl SandboxSource for DefaultSandbox {
+    fn sandbox(&self) -> Result<std::sync::Arc<Sandbox>, SetupError> {
+        Sandbox::shared(&crate::sandbox::home_dir(), &|msg| {
+            eprintln!("sandstack setup: {msg}")
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestOptions {
+    /// Run and validate, store nothing.
+    pub dry_run: bool,
+}
+
+/// What an ingest did.
+#[derive(Debug)]
+pub struct IngestReport {
+    pub batch: String,
+    pub table_key: String,
+    /// The normalised rows (stored unless a dry run).
+    pub rows: RecordBatch,
+    pub stored: usize,
+    pub dropped_nan: usize,
+    pub source_time: Duration,
+    pub store_time: Duration,
+    pub total_time: Duration,
+    /// For Python batches: the sandbox's figures, output and logs.
+    pub sandbox: Option<SandboxDetails>,
+}
+
+#[derive(Debug)]
+pub struct SandboxDetails {
+    pub stats: RunStats,
+    pub output: String,
+    pub logs: Vec<LogLine>,
+}
+
+/// A failed ingest, with what a Python run printed and logged before it
+/// failed (for the user to see).
+#[derive(Debug)]
+pub struct IngestFailure {
+    pub error: IngestError,
+    pub sandbox: Option<SandboxDetails>,
+}
+
+impl std::fmt::Display for IngestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+pub fn run(
+    spec: &BatchSpec,
+    store: &mut Store,
+    sandboxes: &dyn SandboxSource,
+    env: &BTreeMap<String, String>,
+    opts: IngestOptions,
+) -> Result<IngestReport, IngestFailure> {
+    let batch = spec.metric_batch.clone();
+    let fail = |error: IngestError| IngestFailure {
+        error,
+        sandbox: None,
+    };
+    let started = Instant::now();
+    match &spec.ingest {
+        IngestSource::Sql(sql) => {
+            let table = spec.table_key.clone();
+            if !opts.dry_run {
+                store.ensure_metrics_table(&table).map_err(|source| {
+                    fail(IngestError::Store {
+                        batch: batch.clone(),
+                        source,
+                    })
+                })?;
+            }
+            let mut source_time = Duration::ZERO;
+            let mut store_time = Duration::ZERO;
+            let result = store.transact(!opts.dry_run, |tx| {
+                let t = Instant::now();
+                let raw = sql::query(tx, sql).map_err(|message| IngestError::Sql {
+                    batch: batch.clone(),
+                    message,
+                })?;
+                let normalized = normalize::normalize(
+                    &raw,
+                    &batch,
+                    spec.ingest_metric_rounding,
+                    spec.limits.max_rows,
+                )
+                .map_err(|source| IngestError::Invalid {
+                    batch: batch.clone(),
+                    source,
+                })?;
+                source_time = t.elapsed();
+                let t = Instant::now();
+                let stored = if opts.dry_run {
+                    0
+                } else {
+                    append_in(tx, &table, std::slice::from_ref(&normalized.rows)).map_err(
+                        |source| IngestError::Store {
+                            batch: batch.clone(),
+                            source,
+                        },
+                    )?
+                };
+                store_time = t.elapsed();
+                Ok((normalized, stored))
+            });
+            let (normalized, stored) = result.map_err(fail)?;
+            log_dropped(&batch, normalized.dropped_nan);
+            Ok(IngestReport {
+                batch,
+                table_key: table,
+                rows: normalized.rows,
+                stored,
+                dropped_nan: normalized.dropped_nan,
+                source_time,
+                store_time,
+                total_time: started.elapsed(),
+                sandbox: None,
+            })
+        }
+        IngestSource::Python(source) => {
+            let sandbox = sandboxes.sandbox().map_err(|source| {
+                fail(IngestError::Setup {
+                    batch: batch.clone(),
+                    source,
+                })
+            })?;
+            let t = Instant::now();
+            let report: RunReport = python::run(&sandbox, python::request(spec, source, env));
+            let source_time = t.elapsed();
+            let details = SandboxDetails {
+                stats: report.stats.clone(),
+                output: report.output.clone(),
+                logs: report.logs.clone(),
+            };
+            finish_python(spec, store, report, opts, started, source_time, details)
+        }
+    }
+}
+
+/// Normalise and store a Python run's result.
+pub fn finish_python(
+    spec: &BatchSpec,
+    store: &mut Store,
+    report: RunReport,
+    opts: IngestOptions,
+    started: Instant,
+    source_time: Duration,
+    details: SandboxDetails,
+) -> Result<IngestReport, IngestFailure> {
+    let batch = spec.metric_batch.clone();
+    let raw = match report.outcome {
+        Ok(b) => b,
+        Err(source) => {
+            return Err(IngestFailure {
+                error: IngestError::Run { batch, source },
+                sandbox: Some(details),
+            })
+        }
+    };
+    let normalized = match normalize::normalize(
+        &[raw],
+        &batch,
+        spec.ingest_metric_rounding,
+        spec.limits.max_rows,
+    ) {
+        Ok(n) => n,
+        Err(source) => {
+            return Err(IngestFailure {
+                error: IngestError::Invalid { batch, source },
+                sandbox: Some(details),
+            })
+        }
+    };
+    log_dropped(&batch, normalized.dropped_nan);
+    let t = Instant::now();
+    let stored = if opts.dry_run {
+        0
+    } else {
+        match store.append_metrics(&spec.table_key, std::slice::from_ref(&normalized.rows)) {
+            Ok(n) => n,
+            Err(source) => {
+                return Err(IngestFailure {
+                    error: IngestError::Store { batch, source },
+                    sandbox: Some(details),
+                })
+            }
+        }
+    };
+    Ok(IngestReport {
+        batch,
+        table_key: spec.table_key.clone(),
+        rows: normalized.rows,
+        stored,
+        dropped_nan: normalized.dropped_nan,
+        source_time,
+        store_time: t.elapsed(),
+        total_time: started.elapsed(),
+        sandbox: Some(details),
+    })
+}
+
+fn log_dropped(batch: &str, n: usize) {
+    if n > 0 {
+        tracing::warn!(
+            "batch {batch}: dropped {n} rows whose metric_value was NaN, null or infinite"
+        );
+    }
+}
