@@ -1,0 +1,120 @@
+"""Runs one ingest in a fresh instance of sandstack's snapshot.
+
+The host runs `import _sandstack_driver; _sandstack_driver.main()` as the instance's only
+turn. The driver asks the host for the run's inputs (the user's code, the function to call,
+its arguments, the allowed environment), since the snapshot froze `os.environ`; reseeds
+the random generators, which the snapshot froze too, from the host's random source; runs
+the function; and sends back its DataFrame as a columnar frame, or the user's exception
+with a traceback of the user's own frames.
+"""
+
+import os
+import sys
+import traceback
+
+import _sandstack_door as door
+import _sandstack_frame as frame
+
+
+def _reseed():
+    import random
+
+    import numpy as np
+
+    seed = int.from_bytes(os.urandom(16), "little")
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _user_traceback(exc, filename):
+    """The traceback from the user's code down, without the driver's frames (all of them
+    for a syntax error, which has no user frame: Python then shows the file and line)."""
+    te = traceback.TracebackException.from_exception(exc)
+    stack = te.stack
+    keep = []
+    for i, fs in enumerate(stack):
+        if fs.filename == filename:
+            keep = stack[i:]
+            break
+    if not keep and not isinstance(exc, SyntaxError):
+        return ""  # nothing of the user's to show beyond the message
+    te.stack = traceback.StackSummary.from_list(keep)
+    return "".join(te.format())
+
+
+def _send_error(exc, filename, kind="exception"):
+    door.call(
+        "error",
+        {
+            "kind": kind,
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": _user_traceback(exc, filename),
+        },
+    )
+
+
+def main():
+    start, _ = door.call("start")
+    filename = start["filename"]
+    source = start["source"]
+    function = start["function"]
+    os.environ.clear()
+    os.environ.update(start.get("env", {}))
+    os.environ.setdefault("TMPDIR", "/tmp")
+    _reseed()
+
+    import linecache
+
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"__name__": "__sandstack_ingest__", "__file__": filename, "__builtins__": __builtins__}
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as e:
+        _send_error(e, filename, "syntax")
+        return
+    try:
+        exec(code, namespace)
+        fn = namespace.get(function)
+        if fn is None or not callable(fn):
+            defined = sorted(k for k, v in namespace.items() if callable(v) and not k.startswith("_"))
+            raise NameError(
+                f"the ingest code defines no function `{function}()`"
+                + (f" (it defines: {', '.join(defined)})" if defined else "")
+            )
+        result = fn(**start.get("kwargs", {}))
+    except BaseException as e:  # noqa: BLE001 - everything the user raises goes back
+        if isinstance(e, SystemExit):
+            e = RuntimeError(f"the ingest code called exit({e.code!r})")
+        _send_error(e, filename)
+        return
+
+    import pandas as pd
+
+    if not isinstance(result, pd.DataFrame):
+        door.call(
+            "error",
+            {
+                "kind": "result_type",
+                "type": "TypeError",
+                "message": f"{function}() returned {type(result).__name__}, expected a pandas DataFrame",
+                "traceback": "",
+            },
+        )
+        return
+    columns, body = frame.encode(result)
+    door.call("result", {"format": "sscf1", "rows": columns["rows"], "columns": columns["columns"]}, body)
+
+
+def warm():
+    """Exercise the common paths once, at snapshot time, so lazily built state (pandas'
+    dtype caches, the frame encoder) is in the snapshot rather than paid on every run."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.DataFrame({"metric_name": ["a", "b"], "metric_value": [1.0, 2.5]})
+    df["metric_timestamp"] = pd.Timestamp.now(tz="UTC")
+    df["metric_value"] = np.round(df["metric_value"], 2)
+    frame.encode(df)
+    pd.DataFrame([["x", 1]], columns=["metric_name", "metric_value"])
+    pd.to_datetime(["2026-01-01T00:00:00Z"], utc=True)

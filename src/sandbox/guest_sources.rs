@@ -1,0 +1,83 @@
+//! sandstack's guest-side Python (runtime/python/), compiled into the binary
+//! and installed into the snapshot, so a deploy is one file.
+
+use sha2::{Digest, Sha256};
+
+/// (module name, source, is a package)
+pub const MODULES: &[(&str, &str, bool)] = &[
+    (
+        "_sandstack_door",
+        include_str!("../../runtime/python/_sandstack_door.py"),
+        false,
+    ),
+    (
+        "_sandstack_frame",
+        include_str!("../../runtime/python/_sandstack_frame.py"),
+        false,
+    ),
+    (
+        "_sandstack_driver",
+        include_str!("../../runtime/python/_sandstack_driver.py"),
+        false,
+    ),
+    (
+        "requests",
+        include_str!("../../runtime/python/requests/__init__.py"),
+        true,
+    ),
+    (
+        "requests.exceptions",
+        include_str!("../../runtime/python/requests/exceptions.py"),
+        false,
+    ),
+    (
+        "requests.auth",
+        include_str!("../../runtime/python/requests/auth.py"),
+        false,
+    ),
+    (
+        "dagster",
+        include_str!("../../runtime/python/dagster/__init__.py"),
+        true,
+    ),
+];
+
+const BOOT: &str = include_str!("../../runtime/python/_sandstack_boot.py");
+
+/// What every run executes as its one turn.
+pub const RUN_TURN: &str = "import _sandstack_driver\n_sandstack_driver.main()\n";
+
+/// The turn run once at snapshot time: install the modules, import what
+/// ingest code needs, warm lazy state, and freeze the heap out of the GC's
+/// reach (a collection would otherwise touch, and so copy, every page).
+pub fn snapshot_turn() -> String {
+    let mut src = String::from(BOOT);
+    src.push_str("\ninstall({\n");
+    for (name, source, is_pkg) in MODULES {
+        // JSON string literals are valid Python string literals.
+        let lit = serde_json::to_string(source).unwrap_or_default();
+        let pkg = if *is_pkg { "True" } else { "False" };
+        src.push_str(&format!("    {name:?}: ({lit}, {pkg}),\n"));
+    }
+    src.push_str(
+        "})\n\
+         import gc, json, logging, random, datetime, time, uuid, math, statistics\n\
+         import numpy\n\
+         import pandas\n\
+         import requests, requests.exceptions, requests.auth\n\
+         import dagster\n\
+         import _sandstack_driver\n\
+         _sandstack_driver.warm()\n\
+         gc.collect()\n\
+         gc.freeze()\n",
+    );
+    src
+}
+
+/// Changes whenever the guest-side code or the snapshot recipe changes.
+pub fn sources_hash() -> String {
+    let mut h = Sha256::new();
+    h.update(snapshot_turn().as_bytes());
+    h.update(RUN_TURN.as_bytes());
+    hex::encode(h.finalize())
+}

@@ -1,0 +1,237 @@
+//! The per-store context (one per run, as in wasmtime's embedding examples):
+//! WASI, the memory limiter, and the door's state; plus `host::call`, the
+//! function behind the guest's `_host.call`.
+
+use std::time::Instant;
+
+use arrow::record_batch::RecordBatch;
+use wasmtime::{Caller, ResourceLimiter};
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::door::{self, GuestError, Op};
+use super::error::RunError;
+use super::http::{self, HttpGate, Reply};
+use super::result_frame;
+use crate::config::SandboxLimits;
+
+/// Return codes of `host::call`, as the guest's `_host` module reads them.
+const CALL_OK: i32 = 0;
+const CALL_HOST_FAULT: i32 = -2;
+
+/// Guest log lines kept per run (further lines are counted, not kept).
+const MAX_LOG_LINES: usize = 10_000;
+
+/// What the guest asks for with `start`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunInputs {
+    pub batch: String,
+    pub source: String,
+    pub filename: String,
+    pub function: String,
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+}
+
+/// Caps linear memory at `ingest_memory_mb`. A refused growth makes the
+/// guest's allocator fail, which CPython raises as `MemoryError`; `denied`
+/// lets the host name the limit whatever the guest made of it.
+pub struct MemoryLimiter {
+    pub cap_bytes: usize,
+    pub denied: bool,
+    pub peak_bytes: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap_bytes {
+            self.denied = true;
+            return Ok(false);
+        }
+        self.peak_bytes = self.peak_bytes.max(desired).max(current);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+pub struct DoorState {
+    pub inputs: RunInputs,
+    pub limits: SandboxLimits,
+    pub deadline: Instant,
+    pub http: HttpGate,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: usize,
+    pub started: bool,
+    pub result: Option<RecordBatch>,
+    pub guest_error: Option<GuestError>,
+    /// Set when the host stops the run; the trap that follows is this.
+    pub fatal: Option<RunError>,
+    /// When false (while building the snapshot) every call answers "no host".
+    pub open: bool,
+}
+
+pub struct HostState {
+    pub wasi: WasiP1Ctx,
+    pub limiter: MemoryLimiter,
+    pub door: DoorState,
+}
+
+/// Trap message used after `fatal` is set.
+pub const STOP_TRAP: &str = "sandstack: run stopped by the host";
+
+fn stop(state: &mut HostState, error: RunError) -> wasmtime::Error {
+    if state.door.fatal.is_none() {
+        state.door.fatal = Some(error);
+    }
+    wasmtime::Error::msg(STOP_TRAP)
+}
+
+/// `host::call(ptr, len, out_ptr_ptr, out_len_ptr) -> i32`.
+pub fn door_call(
+    mut caller: Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+    out_ptr_ptr: i32,
+    out_len_ptr: i32,
+) -> wasmtime::Result<i32> {
+    if !caller.data().door.open {
+        return Ok(-1);
+    }
+    let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        return Ok(CALL_HOST_FAULT);
+    };
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    let max_frame = caller
+        .data()
+        .door
+        .limits
+        .max_result_kb
+        .saturating_mul(1024)
+        .saturating_add(door::MAX_HEADER as u64) as usize;
+    if len > max_frame {
+        let limits = caller.data().door.limits.clone();
+        return Err(stop(
+            caller.data_mut(),
+            RunError::Limit {
+                limit: "ingest_max_result_kb",
+                value: limits.max_result_kb.to_string(),
+                detail: format!("the guest sent a {} KiB message", len / 1024),
+            },
+        ));
+    }
+    let data = memory.data(&caller);
+    if ptr.checked_add(len).is_none_or(|end| end > data.len()) {
+        return Ok(CALL_HOST_FAULT);
+    }
+    let frame = data[ptr..ptr + len].to_vec();
+    let reply = match handle(caller.data_mut(), &frame) {
+        Ok(reply) => reply,
+        Err(e) => return Err(stop(caller.data_mut(), e)),
+    };
+    // Reply memory is allocated by the guest's own allocator.
+    let alloc = caller
+        .get_export("host_alloc")
+        .and_then(|e| e.into_func())
+        .and_then(|f| f.typed::<i32, i32>(&caller).ok());
+    let Some(alloc) = alloc else {
+        return Ok(CALL_HOST_FAULT);
+    };
+    let p = alloc.call(&mut caller, reply.len() as i32)? as u32 as usize;
+    let mem = memory.data_mut(&mut caller);
+    let fits = |at: usize, n: usize| at.checked_add(n).is_some_and(|end| end <= mem.len());
+    let (opp, olp) = (out_ptr_ptr as u32 as usize, out_len_ptr as u32 as usize);
+    if p == 0 || !fits(p, reply.len()) || !fits(opp, 4) || !fits(olp, 4) {
+        return Ok(CALL_HOST_FAULT);
+    }
+    mem[p..p + reply.len()].copy_from_slice(&reply);
+    mem[opp..opp + 4].copy_from_slice(&(p as u32).to_le_bytes());
+    mem[olp..olp + 4].copy_from_slice(&(reply.len() as u32).to_le_bytes());
+    Ok(CALL_OK)
+}
+
+/// Answer one frame, or stop the run.
+fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, RunError> {
+    let request = door::decode(frame).map_err(|e| RunError::Protocol(e.to_string()))?;
+    let door = &mut state.door;
+    match request.op {
+        Op::Start { .. } => {
+            if door.started {
+                return Err(RunError::Protocol("`start` sent twice".into()));
+            }
+            door.started = true;
+            let inputs = serde_json::to_value(&door.inputs)
+                .map_err(|e| RunError::Internal(e.to_string()))?;
+            Ok(door::ok(inputs, &[]))
+        }
+        Op::Log { level, message } => {
+            tracing::info!(target: "sandstack::guest", batch = %door.inputs.batch, "[{level}] {message}");
+            if door.logs.len() < MAX_LOG_LINES {
+                let message: String = message.chars().take(4096).collect();
+                door.logs.push(LogLine { level, message });
+            } else {
+                door.logs_dropped += 1;
+            }
+            Ok(door::ok(serde_json::json!({}), &[]))
+        }
+        Op::Http(req) => {
+            let reply = door.http.execute(&req, request.body, door.deadline)?;
+            if Instant::now() >= door.deadline {
+                return Err(RunError::Limit {
+                    limit: "ingest_timeout_s",
+                    value: http::fmt_secs(door.limits.timeout_s),
+                    detail: String::new(),
+                });
+            }
+            Ok(match reply {
+                Reply::Response(x) => door::ok(
+                    serde_json::json!({
+                        "status": x.status,
+                        "reason": x.reason,
+                        "headers": x.response_headers,
+                        "url": x.final_url,
+                    }),
+                    &x.response_body,
+                ),
+                Reply::Failed { kind, message } => door::refuse(kind, &message),
+            })
+        }
+        Op::Result(header) => {
+            if door.result.is_some() {
+                return Err(RunError::Protocol("`result` sent twice".into()));
+            }
+            if header.rows > door.limits.max_rows {
+                return Err(RunError::Limit {
+                    limit: "ingest_max_rows",
+                    value: door.limits.max_rows.to_string(),
+                    detail: format!("returned {} rows", header.rows),
+                });
+            }
+            let batch = result_frame::read(&header, request.body)
+                .map_err(|e| RunError::Protocol(e.to_string()))?;
+            door.result = Some(batch);
+            Ok(door::ok(serde_json::json!({}), &[]))
+        }
+        Op::Error(err) => {
+            door.guest_error = Some(err);
+            Ok(door::ok(serde_json::json!({}), &[]))
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Every import the guest gets, set up in one place: WASI preview 1 and the
+//! door. Nothing else reaches the host.
+
+use wasmtime::Linker;
+
+use super::host::{self, HostState};
+
+pub fn add_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_sync(linker, |s: &mut HostState| &mut s.wasi)?;
+    linker.func_wrap("host", "call", host::door_call)?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The sandbox: user Python (an `ingest_fn`) run in CPython compiled to
+//! WebAssembly, hosted by wasmtime, with hard caps on CPU (fuel), wall
+//! clock (epochs), memory, output, result size and HTTP.
+//!
+//! Setup happens once per machine and is cached under `$SANDSTACK_HOME`
+//! (default `~/.cache/sandstack`): the pinned guest is fetched with pip
+//! ([`guest`]), sandstack's snapshot is built from it with wasmtime-wizer
+//! ([`snapshot`]), and the snapshot is compiled and serialized
+//! ([`module_cache`]). Each run then instantiates a fresh copy-on-write
+//! instance from an `InstancePre` ([`run`]); the guest reaches the host only
+//! through WASI (a read-only stdlib, no other files, no sockets) and the
+//! door ([`door`], [`host`]), where HTTP is made under the batch's policy
+//! ([`http`]).
+
+pub mod door;
+mod engine;
+pub mod error;
+pub mod guest;
+mod guest_sources;
+mod host;
+pub mod http;
+mod linker;
+mod module_cache;
+mod output;
+mod result_frame;
+mod run;
+mod snapshot;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::{InstancePre, Linker};
+
+pub use error::{RunError, SetupError};
+pub use host::LogLine;
+pub use http::Exchange;
+pub use run::{RunReport, RunRequest, RunStats};
+
+use guest::GuestFiles;
+use host::HostState;
+
+/// sandstack's cache directory: `$SANDSTACK_HOME`, else `~/.cache/sandstack`.
+pub fn home_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("SANDSTACK_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("sandstack")
+}
+
+/// A ready sandbox: the compiled guest, linked, waiting to be instantiated.
+pub struct Sandbox {
+    guest: GuestFiles,
+    pre: InstancePre<HostState>,
+}
+
+/// Reports progress of the one-time setup steps.
+pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
+
+impl Sandbox {
+    /// Open the sandbox, doing whatever one-time setup is still missing.
+    pub fn open(home: &Path, say: Say<'_>) -> Result<Sandbox, SetupError> {
+        let engine = engine::shared_engine().map_err(SetupError::Compile)?;
+        // Fast path, no lock: everything is already there.
+        if let Some(guest) = guest::existing(home) {
+            let key = snapshot::snapshot_key(&guest);
+            if let Some(module) =
+                module_cache::load(engine, &module_cache::compiled_path(home, &key))
+            {
+                return Self::link(guest, module);
+            }
+        }
+        std::fs::create_dir_all(home)
+            .map_err(SetupError::io(format!("creating {}", home.display())))?;
+        let lock_path = home.join("setup.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(SetupError::io(format!("creating {}", lock_path.display())))?;
+        if lock.try_lock().is_err() {
+            say("waiting for another sandstack process to finish setting up the sandbox");
+            lock.lock()
+                .map_err(SetupError::io(format!("locking {}", lock_path.display())))?;
+        }
+
+        let guest = guest::ensure(home, say)?;
+        let key = snapshot::snapshot_key(&guest);
+        let compiled = module_cache::compiled_path(home, &key);
+        if let Some(module) = module_cache::load(engine, &compiled) {
+            return Self::link(guest, module);
+        }
+        let snap = snapshot::snapshot_path(home, &key);
+        if !snap.is_file() {
+            timed(
+                say,
+                "building the guest snapshot: CPython with numpy, pandas and sandstack's modules imported (a few minutes and ~2.5 GB of RAM, once per machine)",
+                || snapshot::build(&guest, &snap),
+            )?;
+        }
+        timed(
+            say,
+            "compiling the snapshot to native code (a few minutes, once per machine)",
+            || module_cache::compile(engine, &snap, &compiled),
+        )?;
+        let module = module_cache::load(engine, &compiled).ok_or_else(|| {
+            SetupError::Compile(format!(
+                "{} was written but does not load",
+                compiled.display()
+            ))
+        })?;
+        Self::link(guest, module)
+    }
+
+    fn link(guest: GuestFiles, module: wasmtime::Module) -> Result<Sandbox, SetupError> {
+        let mut linker: Linker<HostState> = Linker::new(module.engine());
+        linker::add_imports(&mut linker)
+            .map_err(|e| SetupError::Compile(format!("linking: {e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| SetupError::Compile(format!("linking: {e:#}")))?;
+        Ok(Sandbox { guest, pre })
+    }
+
+    /// The process-wide sandbox for `home`, opened on first use.
+    pub fn shared(home: &Path, say: Say<'_>) -> Result<Arc<Sandbox>, SetupError> {
+        static OPEN: OnceLock<Mutex<HashMap<PathBuf, Arc<Sandbox>>>> = OnceLock::new();
+        let map = OPEN.get_or_init(Default::default);
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(home) {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Sandbox::open(home, say)?);
+        map.insert(home.to_path_buf(), s.clone());
+        Ok(s)
+    }
+
+    /// Run one ingest in a fresh instance, on a thread with a stack large
+    /// enough for the guest. Blocks until the run ends.
+    pub fn run(&self, req: RunRequest) -> RunReport {
+        std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name(format!("sandstack-guest-{}", req.batch))
+                .stack_size(engine::GUEST_THREAD_STACK)
+                .spawn_scoped(scope, || self.run_here(req));
+            match spawned.map(|h| h.join()) {
+                Ok(Ok(report)) => report,
+                Ok(Err(_panic)) => {
+                    failed_report(RunError::Internal("the run's thread panicked".into()))
+                }
+                Err(e) => failed_report(RunError::Internal(format!(
+                    "cannot start the run's thread: {e}"
+                ))),
+            }
+        })
+    }
+}
+
+fn failed_report(error: RunError) -> RunReport {
+    RunReport {
+        outcome: Err(error),
+        stats: RunStats::default(),
+        output: String::new(),
+        logs: Vec::new(),
+        exchanges: Vec::new(),
+        seed: [0; 32],
+        clock_start_us: 0,
+    }
+}
+
+/// Run a long step, saying what it is, how long it has taken every 15 s,
+/// and how long it took.
+fn timed<T>(
+    say: Say<'_>,
+    what: &str,
+    step: impl FnOnce() -> Result<T, SetupError>,
+) -> Result<T, SetupError> {
+    say(what);
+    let start = Instant::now();
+    let done = Mutex::new(false);
+    let cv = std::sync::Condvar::new();
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut finished = done.lock().unwrap_or_else(|p| p.into_inner());
+            while !*finished {
+                let (guard, timeout) = cv
+                    .wait_timeout(finished, Duration::from_secs(15))
+                    .unwrap_or_else(|p| p.into_inner());
+                finished = guard;
+                if timeout.timed_out() && !*finished {
+                    say(&format!(
+                        "  ... still working ({}s)",
+                        start.elapsed().as_secs()
+                    ));
+                }
+            }
+        });
+        let result = step();
+        *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        result
+    });
+    if result.is_ok() {
+        say(&format!("  done in {:.0}s", start.elapsed().as_secs_f64()));
+    }
+    result
+}

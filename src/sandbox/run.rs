@@ -1,0 +1,326 @@
+//! One ingest run: a fresh instance of the compiled snapshot, the driver's
+//! turn, and the outcome, with every way a run can end mapped to an error
+//! that names its cause.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::record_batch::RecordBatch;
+use rand::{Rng, SeedableRng};
+use wasmtime::{Instance, Store, Trap};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit};
+
+use super::engine::EPOCH_TICK;
+use super::error::RunError;
+use super::host::{DoorState, HostState, LogLine, MemoryLimiter, RunInputs};
+use super::http::{fmt_secs, Exchange, HttpGate};
+use super::output::CappedOutput;
+use super::{guest_sources, snapshot, Sandbox};
+use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
+
+/// Write `source` into the guest and run it as one turn; returns the exit
+/// status (the low byte of `turn`'s result).
+pub fn run_turn<T>(
+    store: &mut Store<T>,
+    instance: &Instance,
+    source: &str,
+) -> wasmtime::Result<i32> {
+    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
+    let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+    let len = i32::try_from(source.len()).map_err(|_| wasmtime::Error::msg("source too large"))?;
+    let p = alloc.call(&mut *store, len)?;
+    if p == 0 {
+        return Err(wasmtime::Error::msg(
+            "the guest could not allocate the turn's source",
+        ));
+    }
+    memory.write(&mut *store, p as u32 as usize, source.as_bytes())?;
+    Ok(turn.call(&mut *store, (p, len))? & 0xff)
+}
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub batch: String,
+    pub source: PythonSource,
+    pub limits: SandboxLimits,
+    pub http: HttpPolicy,
+    /// Allowlisted environment variables and their values.
+    pub env: BTreeMap<String, String>,
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// The guest's random seed; a fresh one when None.
+    pub seed: Option<[u8; 32]>,
+    /// The guest's wall-clock start (µs since the epoch); now when None.
+    pub clock_start_us: Option<i64>,
+}
+
+impl RunRequest {
+    pub fn new(batch: &str, source: PythonSource, limits: SandboxLimits, http: HttpPolicy) -> Self {
+        RunRequest {
+            batch: batch.to_string(),
+            source,
+            limits,
+            http,
+            env: BTreeMap::new(),
+            kwargs: serde_json::Map::new(),
+            seed: None,
+            clock_start_us: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunStats {
+    pub fuel_used: u64,
+    pub wall: Duration,
+    pub instantiate: Duration,
+    pub peak_memory_bytes: u64,
+    pub http_requests: u64,
+}
+
+/// How a run went, with what it printed and logged either way.
+#[derive(Debug)]
+pub struct RunReport {
+    pub outcome: Result<RecordBatch, RunError>,
+    pub stats: RunStats,
+    pub output: String,
+    pub logs: Vec<LogLine>,
+    pub exchanges: Vec<Exchange>,
+    pub seed: [u8; 32],
+    pub clock_start_us: i64,
+}
+
+/// The guest's clocks: wall time starts where the host says (now, or a
+/// recorded start) and advances with real time.
+#[derive(Clone)]
+struct GuestClock {
+    start: Duration,
+    base: Instant,
+}
+
+impl HostWallClock for GuestClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_micros(1)
+    }
+    fn now(&self) -> Duration {
+        self.start + self.base.elapsed()
+    }
+}
+
+impl HostMonotonicClock for GuestClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+}
+
+impl Sandbox {
+    pub(super) fn run_here(&self, req: RunRequest) -> RunReport {
+        let started = Instant::now();
+        let seed = req.seed.unwrap_or_else(|| {
+            let mut s = [0u8; 32];
+            rand::rng().fill_bytes(&mut s);
+            s
+        });
+        let clock_start_us = req.clock_start_us.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64)
+        });
+        let output = CappedOutput::new(req.limits.max_output_kb.saturating_mul(1024) as usize);
+        let mut report = RunReport {
+            outcome: Err(RunError::Internal("not run".into())),
+            stats: RunStats::default(),
+            output: String::new(),
+            logs: Vec::new(),
+            exchanges: Vec::new(),
+            seed,
+            clock_start_us,
+        };
+        let mut store = match self.new_store(&req, &output, seed, clock_start_us) {
+            Ok(s) => s,
+            Err(e) => {
+                report.outcome = Err(e);
+                return report;
+            }
+        };
+        let t0 = Instant::now();
+        let instance = self.pre.instantiate(&mut store);
+        report.stats.instantiate = t0.elapsed();
+        let turn = instance.and_then(|i| {
+            let status = run_turn(&mut store, &i, guest_sources::RUN_TURN);
+            let size = i
+                .get_memory(&mut store, "memory")
+                .map_or(0, |m| m.data_size(&store));
+            store.data_mut().limiter.peak_bytes = store.data().limiter.peak_bytes.max(size);
+            status
+        });
+        report.stats.fuel_used = req
+            .limits
+            .fuel
+            .saturating_sub(store.get_fuel().unwrap_or(0));
+        report.stats.wall = started.elapsed();
+        let state = store.into_data();
+        report.stats.peak_memory_bytes = state.limiter.peak_bytes as u64;
+        report.stats.http_requests = state.door.http.requests_made;
+        report.output = output.text();
+        report.logs = state.door.logs.clone();
+        report.exchanges = state.door.http.exchanges.clone();
+        report.outcome = classify(turn, state, &output, &req.limits);
+        report
+    }
+
+    fn new_store(
+        &self,
+        req: &RunRequest,
+        output: &CappedOutput,
+        seed: [u8; 32],
+        clock_start_us: i64,
+    ) -> Result<Store<HostState>, RunError> {
+        let mut b = snapshot::wasi_builder(&self.guest, output)?;
+        let clock = GuestClock {
+            start: Duration::from_micros(clock_start_us.max(0) as u64),
+            base: Instant::now(),
+        };
+        b.wall_clock(clock.clone());
+        b.monotonic_clock(clock);
+        // Every random byte the guest sees derives from the seed, so a run
+        // can be replayed exactly.
+        let mut insecure_seed = seed;
+        insecure_seed[0] ^= 0x5a;
+        b.secure_random(rand::rngs::StdRng::from_seed(seed));
+        b.insecure_random(rand::rngs::StdRng::from_seed(insecure_seed));
+        b.insecure_random_seed(u128::from_le_bytes(
+            seed[..16].try_into().unwrap_or([0; 16]),
+        ));
+        let limits = req.limits.clone();
+        let state = HostState {
+            wasi: b.build_p1(),
+            limiter: MemoryLimiter {
+                cap_bytes: (limits.memory_mb.saturating_mul(1 << 20)) as usize,
+                denied: false,
+                peak_bytes: 0,
+            },
+            door: DoorState {
+                inputs: RunInputs {
+                    batch: req.batch.clone(),
+                    source: req.source.code.clone(),
+                    filename: req.source.filename.clone(),
+                    function: req.source.function.clone(),
+                    kwargs: req.kwargs.clone(),
+                    env: req.env.clone(),
+                },
+                http: HttpGate::new(req.http.clone(), limits.clone()),
+                deadline: Instant::now() + Duration::from_secs_f64(limits.timeout_s),
+                limits: limits.clone(),
+                logs: Vec::new(),
+                logs_dropped: 0,
+                started: false,
+                result: None,
+                guest_error: None,
+                fatal: None,
+                open: true,
+            },
+        };
+        let mut store = Store::new(self.pre.module().engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| RunError::Internal(format!("{e:#}")))?;
+        let ticks = (limits.timeout_s / EPOCH_TICK.as_secs_f64())
+            .ceil()
+            .max(1.0) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+}
+
+fn classify(
+    turn: wasmtime::Result<i32>,
+    state: HostState,
+    output: &CappedOutput,
+    limits: &SandboxLimits,
+) -> Result<RecordBatch, RunError> {
+    let door = state.door;
+    if let Some(fatal) = door.fatal {
+        return Err(fatal);
+    }
+    let memory_limit = || RunError::Limit {
+        limit: "ingest_memory_mb",
+        value: limits.memory_mb.to_string(),
+        detail: String::new(),
+    };
+    let status = match turn {
+        Ok(status) => status,
+        Err(e) => {
+            if output.overflowed() {
+                return Err(RunError::Limit {
+                    limit: "ingest_max_output_kb",
+                    value: limits.max_output_kb.to_string(),
+                    detail: "stdout and stderr together".into(),
+                });
+            }
+            return Err(match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => RunError::Limit {
+                    limit: "ingest_fuel",
+                    value: limits.fuel.to_string(),
+                    detail: String::new(),
+                },
+                Some(Trap::Interrupt) => RunError::Limit {
+                    limit: "ingest_timeout_s",
+                    value: fmt_secs(limits.timeout_s),
+                    detail: String::new(),
+                },
+                Some(Trap::StackOverflow) => {
+                    RunError::StackOverflow(super::engine::MAX_WASM_STACK >> 20)
+                }
+                _ if state.limiter.denied => memory_limit(),
+                _ => match e.downcast_ref::<I32Exit>() {
+                    Some(exit) => {
+                        RunError::Crashed(format!("the guest exited with status {}", exit.0))
+                    }
+                    None => RunError::Crashed(format!("{e:#}{}", output_tail(output))),
+                },
+            });
+        }
+    };
+    if let Some(err) = door.guest_error {
+        if state.limiter.denied && err.type_name == "MemoryError" {
+            return Err(memory_limit());
+        }
+        if err.kind == "result_type" {
+            return Err(RunError::BadResult(err.message));
+        }
+        return Err(RunError::Exception {
+            type_name: err.type_name,
+            message: err.message,
+            traceback: err.traceback,
+        });
+    }
+    if let Some(batch) = door.result {
+        return Ok(batch);
+    }
+    if state.limiter.denied {
+        return Err(memory_limit());
+    }
+    Err(RunError::Crashed(format!(
+        "the driver ended with status {status} and no result{}",
+        output_tail(output)
+    )))
+}
+
+fn output_tail(output: &CappedOutput) -> String {
+    let text = output.text();
+    if text.trim().is_empty() {
+        return String::new();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    format!("; guest output:\n{tail}")
+}

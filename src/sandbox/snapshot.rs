@@ -1,0 +1,162 @@
+//! Builds sandstack's own pre-initialized snapshot of the guest with
+//! wasmtime-wizer: CPython started, numpy, pandas and sandstack's guest
+//! modules imported and warmed. Minutes and a few GB of RAM, once per
+//! machine; every run then starts from this state in under a millisecond.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Linker, Module, Store};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::engine;
+use super::error::SetupError;
+use super::guest::GuestFiles;
+use super::guest_sources;
+use super::host::{DoorState, HostState, MemoryLimiter, RunInputs};
+use super::output::CappedOutput;
+use crate::config::{HttpPolicy, SandboxLimits};
+
+/// Guest paths and arguments; runs must use the very same (the snapshot
+/// froze libc's view of its preopens and environment).
+pub const STDLIB_GUEST_DIR: &str = "/usr/local/lib";
+pub const ARGV0: &str = "/usr/local/bin/python.wasm";
+pub const GUEST_ENV: [(&str, &str); 2] = [("TMPDIR", "/tmp"), ("PYTHONTZPATH", "")];
+const INIT_FUNC: &str = "wizer.initialize";
+
+/// Identifies a snapshot by everything that goes into it.
+pub fn snapshot_key(guest: &GuestFiles) -> String {
+    let mut h = Sha256::new();
+    h.update(guest.pin.sha256.as_bytes());
+    h.update(guest_sources::sources_hash().as_bytes());
+    h.update(b"wasmtime-wizer 48.0.8");
+    hex::encode(h.finalize())[..24].to_string()
+}
+
+pub fn snapshot_path(home: &Path, key: &str) -> PathBuf {
+    home.join("snapshots").join(format!("{key}.wasm"))
+}
+
+/// A WASI context with the layout every guest instance gets.
+pub fn wasi_builder(
+    guest: &GuestFiles,
+    output: &CappedOutput,
+) -> Result<WasiCtxBuilder, SetupError> {
+    let mut b = WasiCtxBuilder::new();
+    b.args(&[ARGV0]);
+    for (k, v) in GUEST_ENV {
+        b.env(k, v);
+    }
+    b.stdout(output.clone());
+    b.stderr(output.clone());
+    b.allow_blocking_current_thread(true);
+    b.preopened_dir(&guest.stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadOnly)
+        .map_err(|e| SetupError::Io {
+            context: format!("opening {}", guest.stdlib_dir.display()),
+            message: format!("{e:#}"),
+        })?;
+    Ok(b)
+}
+
+/// Build the snapshot at `out` (the caller holds the setup lock).
+pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
+    let snap_err = |what: &str| {
+        let what = what.to_string();
+        move |e: wasmtime::Error| SetupError::Snapshot(format!("{what}: {e:#}"))
+    };
+    let wasm = std::fs::read(&guest.python_wasm).map_err(SetupError::io(format!(
+        "reading {}",
+        guest.python_wasm.display()
+    )))?;
+    let mut wizer = wasmtime_wizer::Wizer::new();
+    wizer.init_func(INIT_FUNC);
+    let (cx, instrumented) = wizer
+        .instrument(&wasm)
+        .map_err(snap_err("instrumenting python.wasm"))?;
+
+    let engine = engine::snapshot_engine().map_err(SetupError::Snapshot)?;
+    let module = Module::new(&engine, &instrumented)
+        .map_err(snap_err("compiling the instrumented module"))?;
+    drop(instrumented);
+
+    let output = CappedOutput::new(1 << 20);
+    let wasi = wasi_builder(guest, &output)?.build_p1();
+    let limits = SandboxLimits::default();
+    let state = HostState {
+        wasi,
+        limiter: MemoryLimiter {
+            cap_bytes: usize::MAX,
+            denied: false,
+            peak_bytes: 0,
+        },
+        door: DoorState {
+            inputs: RunInputs {
+                batch: "(snapshot)".into(),
+                source: String::new(),
+                filename: String::new(),
+                function: String::new(),
+                kwargs: Default::default(),
+                env: Default::default(),
+            },
+            http: super::http::HttpGate::new(HttpPolicy::default(), limits.clone()),
+            limits,
+            deadline: std::time::Instant::now(),
+            logs: Vec::new(),
+            logs_dropped: 0,
+            started: false,
+            result: None,
+            guest_error: None,
+            fatal: None,
+            open: false,
+        },
+    };
+    let mut store = Store::new(&engine, state);
+    store.set_fuel(u64::MAX).map_err(snap_err("setting fuel"))?;
+    store.set_epoch_deadline(u64::MAX / 2);
+    let mut linker: Linker<HostState> = Linker::new(&engine);
+    super::linker::add_imports(&mut linker).map_err(snap_err("linking"))?;
+    let instance = linker
+        .instantiate(&mut store, &module)
+        .map_err(snap_err("instantiating"))?;
+
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+        init.call(&mut store, ())
+            .map_err(snap_err("calling _initialize"))?;
+    }
+    let wizer_init = instance
+        .get_typed_func::<(), ()>(&mut store, INIT_FUNC)
+        .map_err(snap_err("finding wizer.initialize"))?;
+    wizer_init
+        .call(&mut store, ())
+        .map_err(snap_err("calling wizer.initialize"))?;
+
+    let status = super::run::run_turn(&mut store, &instance, &guest_sources::snapshot_turn())
+        .map_err(snap_err("importing numpy, pandas and the guest modules"))?;
+    if status != 0 {
+        return Err(SetupError::Snapshot(format!(
+            "the warm-up turn exited with status {status}; guest output:\n{}",
+            output.text()
+        )));
+    }
+
+    let snapshot = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| SetupError::Snapshot(e.to_string()))?
+        .block_on(wizer.snapshot(
+            &cx,
+            &mut wasmtime_wizer::WasmtimeWizer {
+                store: &mut store,
+                instance,
+            },
+        ))
+        .map_err(snap_err("taking the snapshot"))?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(SetupError::io(format!("creating {}", dir.display())))?;
+    }
+    let tmp = out.with_extension("partial");
+    std::fs::write(&tmp, &snapshot)
+        .map_err(SetupError::io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, out).map_err(SetupError::io(format!("writing {}", out.display())))?;
+    Ok(())
+}
