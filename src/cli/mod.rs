@@ -1,0 +1,133 @@
+//! The `sandstack` command line: argument parsing and one module per
+//! command. Commands print for people on stdout, progress and logs on
+//! stderr, and exit 1 when anything failed.
+
+mod bench;
+mod ingest;
+mod setup;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sandstack",
+    version,
+    about = "Metric ingest, anomaly detection and alerting for Anomstack-style metrics folders, with user Python in a WebAssembly sandbox",
+    long_about = "sandstack reads an Anomstack-style metrics/ folder (defaults/defaults.yaml plus one YAML file per metric batch), \
+                  runs each batch's ingest_fn (Python, in a CPython-on-WebAssembly sandbox with CPU, memory, time, output and HTTP limits) \
+                  or ingest_sql (DuckDB SQL), and stores the metrics in a DuckDB file.\n\n\
+                  Environment: SANDSTACK_METRICS and SANDSTACK_DB set the defaults of --metrics and --db; \
+                  SANDSTACK_HOME is the cache for the sandbox (default ~/.cache/sandstack); \
+                  ANOMSTACK__<BATCH>__<KEY> overrides a batch's key; RUST_LOG sets log verbosity."
+)]
+pub struct Cli {
+    /// The metrics folder.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDSTACK_METRICS",
+        default_value = "./metrics"
+    )]
+    pub metrics: PathBuf,
+
+    /// The DuckDB file metrics are stored in (created if missing).
+    #[arg(long, global = true, env = "SANDSTACK_DB", default_value = crate::store::DEFAULT_DB)]
+    pub db: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load the metrics folder and report every batch with its jobs and schedules, every warning and every error (exit 1 on errors).
+    Validate,
+    /// List the batches: source, table, and whether each is enabled.
+    List,
+    /// Run the ingest of one or more batches now and store the rows.
+    Ingest {
+        /// Batch names (metric_batch); see `sandstack list`.
+        batches: Vec<String>,
+        /// Ingest every enabled batch.
+        #[arg(long, conflicts_with = "batches")]
+        all: bool,
+        /// Run and validate, print the rows that would be stored, store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rows to print per batch.
+        #[arg(long, default_value_t = 20)]
+        show: usize,
+    },
+    /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
+    Setup,
+    /// Benchmarks that print their figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Run a Python batch's ingest function N times in the sandbox and, side by side, in the machine's python3 with pandas.
+    Sandbox {
+        /// Sandbox runs.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Native python3 subprocess runs (each starts Python and imports pandas).
+        #[arg(long, default_value_t = 20)]
+        native_runs: usize,
+        /// The batch to run (a Python batch with no network).
+        #[arg(long, default_value = "example_random")]
+        batch: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match &cli.command {
+        Command::Validate => validate::validate(&cli),
+        Command::List => validate::list(&cli),
+        Command::Ingest {
+            batches,
+            all,
+            dry_run,
+            show,
+        } => ingest::ingest(&cli, batches, *all, *dry_run, *show),
+        Command::Setup => setup::setup(),
+        Command::Bench(BenchCommand::Sandbox {
+            runs,
+            native_runs,
+            batch,
+        }) => bench::sandbox(&cli, batch, *runs, *native_runs),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sandstack=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Load the metrics folder; print warnings to stderr.
+pub(crate) fn load_folder(cli: &Cli) -> crate::config::MetricsFolder {
+    let folder = crate::config::load(&cli.metrics, &crate::config::process_env());
+    for w in &folder.warnings {
+        eprintln!("warning: {w}");
+    }
+    folder
+}

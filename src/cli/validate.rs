@@ -1,0 +1,105 @@
+//! `sandstack validate` and `sandstack list`.
+
+use std::process::ExitCode;
+
+use super::{load_folder, Cli};
+use crate::config::{BatchSpec, IngestSource, ScheduleStatus};
+
+fn source_label(spec: &BatchSpec) -> &'static str {
+    match spec.ingest {
+        IngestSource::Python(_) => "python",
+        IngestSource::Sql(_) => "sql",
+    }
+}
+
+pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let folder = load_folder(cli);
+    for spec in &folder.batches {
+        let jobs: Vec<String> = spec
+            .scheduled_jobs()
+            .map(|(job, s)| {
+                let status = match s.status {
+                    ScheduleStatus::Running => "RUNNING",
+                    ScheduleStatus::Stopped => "STOPPED",
+                };
+                format!("{} \"{}\" {status}", job.name(), s.cron.text)
+            })
+            .collect();
+        let state = if spec.disable_batch {
+            " [disabled]"
+        } else {
+            ""
+        };
+        println!(
+            "{}{state} ({}, table {}, {}): {}",
+            spec.metric_batch,
+            source_label(spec),
+            spec.table_key,
+            spec.file.display(),
+            jobs.join("; ")
+        );
+    }
+    for s in &folder.skipped {
+        println!(
+            "{} [skipped] ({}): {}",
+            s.metric_batch,
+            s.file.display(),
+            s.reason
+        );
+    }
+    if folder.errors.is_empty() {
+        println!(
+            "ok: {} batches ({} skipped), {} warnings",
+            folder.batches.len(),
+            folder.skipped.len(),
+            folder.warnings.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for e in &folder.errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{} errors in {}", folder.errors.len(), folder.dir.display());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let folder = load_folder(cli);
+    println!(
+        "{:<32} {:<7} {:<24} {:<9} file",
+        "metric_batch", "source", "table_key", "state"
+    );
+    for spec in &folder.batches {
+        println!(
+            "{:<32} {:<7} {:<24} {:<9} {}",
+            spec.metric_batch,
+            source_label(spec),
+            spec.table_key,
+            if spec.disable_batch {
+                "disabled"
+            } else {
+                "enabled"
+            },
+            spec.file.display()
+        );
+    }
+    for s in &folder.skipped {
+        println!(
+            "{:<32} {:<7} {:<24} {:<9} {}",
+            s.metric_batch,
+            "-",
+            "-",
+            "skipped",
+            s.file.display()
+        );
+    }
+    for e in &folder.errors {
+        eprintln!("error: {e}");
+    }
+    Ok(if folder.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,191 @@
+//! `ingest_sql` batches: stored through the same validation as Python
+//! results, in one transaction.
+
+use std::process::Command;
+
+use sandstack::store::Store;
+
+use crate::support::{repo, run_ingest, Folder};
+
+fn count(store: &Store, table: &str) -> u64 {
+    store.count_rows(table).expect("count")
+}
+
+#[test]
+fn the_shipped_sql_example_stores_rows_that_duckdb_reads_back() {
+    let folder = sandstack::config::load(&repo().join("metrics"), &Default::default());
+    let spec = folder.batch("example_sql").expect("example_sql").clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.duckdb");
+    {
+        let mut store = Store::open(&db).expect("open");
+        let r = run_ingest(&spec, &mut store, &[]).expect("ingest");
+        assert_eq!(r.stored, 3);
+        run_ingest(&spec, &mut store, &[]).expect("second ingest");
+        assert_eq!(
+            count(&store, "metrics"),
+            6,
+            "running twice stores twice as many"
+        );
+    }
+    // A separate connection to the file sees the committed rows.
+    let conn = duckdb::Connection::open(&db).expect("reopen");
+    let (n, batches, types, names): (i64, i64, String, String) = conn
+        .query_row(
+            "select count(*), count(distinct metric_batch), string_agg(distinct metric_type, ','), \
+             string_agg(distinct metric_name, ',' order by metric_name) from metrics",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("query");
+    assert_eq!((n, batches, types.as_str()), (6, 1, "metric"));
+    assert_eq!(names, "sql_count,sql_noise,sql_sine");
+}
+
+#[test]
+fn a_failing_sql_leaves_the_table_unchanged() {
+    let f = Folder::with_defaults();
+    f.write("b.yaml", "metric_batch: b\ningest_sql: \"select now() as metric_timestamp, 'm' as metric_name, 1.5 as metric_value\"\n");
+    let mut store = Store::in_memory().expect("store");
+    run_ingest(&f.spec("b", &[]), &mut store, &[]).expect("first ingest");
+    assert_eq!(count(&store, "metrics"), 1);
+
+    f.write(
+        "b.yaml",
+        "metric_batch: b\ningest_sql: \"select * from no_such_table\"\n",
+    );
+    let err = run_ingest(&f.spec("b", &[]), &mut store, &[]).expect_err("must fail");
+    assert!(
+        err.to_string().starts_with("batch b: ingest_sql failed: Catalog Error: Table with name no_such_table does not exist"),
+        "{err}"
+    );
+    assert_eq!(count(&store, "metrics"), 1);
+
+    f.write("b.yaml", "metric_batch: b\ningest_sql: \"select now() as metric_timestamp, 'm' as metric_name, 'abc' as metric_value\"\n");
+    let err = run_ingest(&f.spec("b", &[]), &mut store, &[]).expect_err("must fail");
+    assert_eq!(
+        err.to_string(),
+        "batch b: metric_value must be numeric: row 0 (metric `m`) has \"abc\""
+    );
+    assert_eq!(count(&store, "metrics"), 1);
+}
+
+#[test]
+fn rounding_nan_dropping_and_zero_rows() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        "metric_batch: b\ningest_metric_rounding: 2\ningest_sql: >\n  select now() as metric_timestamp, n as metric_name, v as metric_value\n  from (values ('a', 1.23456), ('b', 'nan'::double)) t(n, v)\n",
+    );
+    let mut store = Store::in_memory().expect("store");
+    let r = run_ingest(&f.spec("b", &[]), &mut store, &[]).expect("ingest");
+    assert_eq!((r.stored, r.dropped_nan), (1, 1));
+    let v: f64 = store
+        .connection()
+        .query_row("select metric_value from metrics", [], |r| r.get(0))
+        .expect("value");
+    assert_eq!(v, 1.23);
+
+    f.write("b.yaml", "metric_batch: b\ningest_sql: \"select now() as metric_timestamp, 'm' as metric_name, 1.0 as metric_value where false\"\n");
+    let err = run_ingest(&f.spec("b", &[]), &mut store, &[]).expect_err("zero rows");
+    assert_eq!(
+        err.to_string(),
+        "batch b: ingest returned no rows: return at least one row with metric_name, metric_value and metric_timestamp"
+    );
+}
+
+fn sandstack(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(args)
+        .env_remove("SANDSTACK_METRICS")
+        .env_remove("SANDSTACK_DB")
+        .output()
+        .expect("run sandstack")
+}
+
+#[test]
+fn cli_validate_lists_every_batch_and_exits_1_on_errors() {
+    let metrics = repo().join("metrics");
+    let out = sandstack(&["validate", "--metrics", metrics.to_str().expect("utf8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["example_random", "example_sql", "hn_top_stories_scores"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(name)),
+            "{name} missing from:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("ingest \"45 6 * * *\" STOPPED"), "{stdout}");
+
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        "metric_batch: b\ningest_sql: x\nalert_threshold: high\n",
+    )
+    .write("c.yaml", "ingest_sql: x\n");
+    let out = sandstack(&["validate", "--metrics", f.path().to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("key `alert_threshold`: expected a number"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("missing required key `metric_batch`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 errors in"), "{stderr}");
+}
+
+#[test]
+fn cli_ingest_stores_and_dry_run_does_not() {
+    let metrics = repo().join("metrics");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("cli.duckdb");
+    let (m, d) = (metrics.to_str().expect("utf8"), db.to_str().expect("utf8"));
+    let out = sandstack(&[
+        "ingest",
+        "example_sql",
+        "--metrics",
+        m,
+        "--db",
+        d,
+        "--dry-run",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("batch example_sql: would store 3 rows"));
+    assert!(!db.exists(), "a dry run must not create the database");
+    let out = sandstack(&["ingest", "example_sql", "--metrics", m, "--db", d]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("batch example_sql: stored 3 rows in metrics"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sql_sine"),
+        "the rows are printed:\n{stdout}"
+    );
+    assert_eq!(
+        Store::open(&db)
+            .expect("open")
+            .count_rows("metrics")
+            .expect("count"),
+        3
+    );
+    let out = sandstack(&["ingest", "nope", "--metrics", m, "--db", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no batch named `nope`"));
+}

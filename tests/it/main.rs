@@ -1,0 +1,12 @@
+//! sandstack's integration tests, in one binary (each file under tests/
+//! would otherwise link the whole stack again).
+
+mod support;
+
+mod config_folder;
+mod ingest_sql;
+mod sandbox_hackernews;
+mod sandbox_http;
+mod sandbox_limits;
+mod sandbox_runs;
+mod sql_templates;

@@ -1,0 +1,182 @@
+//! Hostile ingest code: every limit holds, the error names it, and nothing
+//! is stored.
+
+use crate::support::{expect_failure, python_batch};
+
+const OK_FRAME: &str = "pd.DataFrame({'metric_name': ['m'], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})";
+
+fn body(lines: &str) -> String {
+    format!("import pandas as pd\n\ndef ingest():\n{lines}\n    return {OK_FRAME}\n")
+}
+
+#[test]
+fn an_infinite_loop_runs_out_of_fuel() {
+    let (_f, spec) = python_batch(
+        "spin",
+        &body("    while True:\n        pass"),
+        "ingest_fuel: 200000000",
+    );
+    assert_eq!(
+        expect_failure(&spec),
+        "batch spin: ingest exceeded ingest_fuel=200000000"
+    );
+}
+
+#[test]
+fn an_infinite_loop_with_ample_fuel_hits_the_wall_clock() {
+    let (_f, spec) = python_batch(
+        "spin_slow",
+        &body("    while True:\n        pass"),
+        "ingest_fuel: 100000000000000\ningest_timeout_s: 1",
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        expect_failure(&spec),
+        "batch spin_slow: ingest exceeded ingest_timeout_s=1"
+    );
+    assert!(started.elapsed().as_secs_f64() < 10.0);
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_cap() {
+    let (_f, spec) = python_batch(
+        "bomb",
+        &body("    hog = []\n    while True:\n        hog.append(bytearray(16 * 1024 * 1024))"),
+        "ingest_memory_mb: 400",
+    );
+    assert_eq!(
+        expect_failure(&spec),
+        "batch bomb: ingest exceeded ingest_memory_mb=400"
+    );
+}
+
+#[test]
+fn fifty_megabytes_of_stdout_hit_the_output_cap() {
+    let (_f, spec) = python_batch(
+        "loud",
+        &body("    print('x' * 50_000_000)"),
+        "ingest_max_output_kb: 64",
+    );
+    assert_eq!(
+        expect_failure(&spec),
+        "batch loud: ingest exceeded ingest_max_output_kb=64 (stdout and stderr together)"
+    );
+}
+
+#[test]
+fn deep_recursion_is_stopped_cleanly() {
+    let code = body("    import sys\n    sys.setrecursionlimit(10**7)\n    def down(n):\n        return down(n + 1) + 1\n    down(0)");
+    let (_f, spec) = python_batch("deep", &code, "");
+    assert_eq!(
+        expect_failure(&spec),
+        "batch deep: ingest exceeded the guest's 8 MiB stack: recursion too deep (make it iterative or shallower)"
+    );
+}
+
+#[test]
+fn the_host_filesystem_is_out_of_reach() {
+    let code = body(
+        "    for path in ['/etc/passwd', '/usr/local/lib/../../../etc/passwd', '/proc/self/environ']:\n        try:\n            open(path).read()\n        except OSError:\n            continue\n        raise AssertionError('read ' + path)\n    open('/etc/passwd').read()",
+    );
+    let (_f, spec) = python_batch("files", &code, "");
+    let err = expect_failure(&spec);
+    assert!(
+        err.starts_with(
+            "batch files: FileNotFoundError: [Errno 44] No such file or directory: '/etc/passwd'"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("root:x:0:0"), "{err}");
+}
+
+#[test]
+fn writing_files_is_refused() {
+    let code = body("    open('/usr/local/lib/python315.zip', 'wb').write(b'x')");
+    let (_f, spec) = python_batch("writes", &code, "");
+    let err = expect_failure(&spec);
+    assert!(err.starts_with("batch writes: "), "{err}");
+    assert!(err.contains("Error"), "{err}");
+}
+
+#[test]
+fn returning_a_list_is_refused() {
+    let (_f, spec) = python_batch("list", "def ingest():\n    return [1, 2, 3]\n", "");
+    assert_eq!(
+        expect_failure(&spec),
+        "batch list: ingest() returned list, expected a pandas DataFrame"
+    );
+}
+
+#[test]
+fn missing_columns_are_refused() {
+    let code = "import pandas as pd\n\ndef ingest():\n    return pd.DataFrame({'metric_name': ['a'], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})\n";
+    let (_f, spec) = python_batch("cols", code, "");
+    assert_eq!(
+        expect_failure(&spec),
+        "batch cols: ingest result is missing required column(s) metric_value; found columns: metric_name, metric_timestamp. Return a DataFrame with metric_name, metric_value and metric_timestamp"
+    );
+}
+
+#[test]
+fn non_numeric_values_are_refused() {
+    let code = "import pandas as pd\n\ndef ingest():\n    return pd.DataFrame({'metric_name': ['a', 'b'], 'metric_value': [1.0, 'lots'], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')] * 2})\n";
+    let (_f, spec) = python_batch("nonnum", code, "");
+    assert_eq!(
+        expect_failure(&spec),
+        "batch nonnum: metric_value must be numeric: row 1 (metric `b`) has \"lots\""
+    );
+}
+
+#[test]
+fn zero_rows_are_refused() {
+    let code = "import pandas as pd\n\ndef ingest():\n    return pd.DataFrame(columns=['metric_name', 'metric_value', 'metric_timestamp'])\n";
+    let (_f, spec) = python_batch("empty", code, "");
+    assert_eq!(
+        expect_failure(&spec),
+        "batch empty: ingest returned no rows: return at least one row with metric_name, metric_value and metric_timestamp"
+    );
+}
+
+#[test]
+fn more_rows_than_allowed_are_refused() {
+    let code = "import pandas as pd\n\ndef ingest():\n    n = 50\n    return pd.DataFrame({'metric_name': [f'm{i}' for i in range(n)], 'metric_value': range(n), 'metric_timestamp': pd.Timestamp.now(tz='UTC')})\n";
+    let (_f, spec) = python_batch("many", code, "ingest_max_rows: 10");
+    assert_eq!(
+        expect_failure(&spec),
+        "batch many: ingest exceeded ingest_max_rows=10 (returned 50 rows)"
+    );
+}
+
+#[test]
+fn a_syntax_error_names_the_file_and_line() {
+    let code = "import pandas as pd\n\ndef ingest(:\n    return None\n";
+    let (_f, spec) = python_batch("syntax", code, "");
+    let err = expect_failure(&spec);
+    assert!(err.starts_with("batch syntax: SyntaxError: "), "{err}");
+    assert!(err.contains("File \"b/syntax.py\", line 3"), "{err}");
+    assert!(err.contains("def ingest(:"), "{err}");
+}
+
+#[test]
+fn a_missing_function_says_what_is_defined() {
+    let (_f, spec) = python_batch("nofn", "def fetch():\n    return 1\n", "");
+    assert_eq!(
+        expect_failure(&spec),
+        "batch nofn: NameError: the ingest code defines no function `ingest()` (it defines: fetch)"
+    );
+}
+
+#[test]
+fn a_failing_batch_does_not_affect_the_next() {
+    let (_f, bad) = python_batch(
+        "bad",
+        &body("    while True:\n        pass"),
+        "ingest_fuel: 100000000",
+    );
+    let (_g, good) = python_batch("good", &body(""), "");
+    expect_failure(&bad);
+    let mut store = sandstack::store::Store::in_memory().expect("store");
+    let r = crate::support::run_ingest(&good, &mut store, &[])
+        .unwrap_or_else(|e| panic!("{}", e.error));
+    assert_eq!(r.stored, 1);
+}

@@ -1,0 +1,125 @@
+//! The shipped SQL templates render for every example batch and run in
+//! DuckDB; the alert template smooths and snoozes over earlier rows only.
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use arrow::datatypes::{Float64Type, Int32Type};
+
+use sandstack::store::Store;
+
+use crate::support::{repo, Folder};
+
+#[test]
+fn every_default_template_runs_for_every_example() {
+    let folder = sandstack::config::load(&repo().join("metrics"), &Default::default());
+    let store = Store::in_memory().expect("store");
+    for spec in &folder.batches {
+        store.ensure_metrics_table(&spec.table_key).expect("table");
+        for key in [
+            "train_sql",
+            "score_sql",
+            "alert_sql",
+            "change_sql",
+            "plot_sql",
+            "llmalert_sql",
+            "dashboard_sql",
+            "delete_sql",
+            "summary_sql",
+        ] {
+            let sql = spec
+                .sql
+                .get(key)
+                .unwrap_or_else(|| panic!("{} lacks {key}", spec.metric_batch));
+            store
+                .query_arrow(sql)
+                .unwrap_or_else(|e| panic!("{} {key} does not run: {e}\n{sql}", spec.metric_batch));
+        }
+    }
+}
+
+fn column_f64(batches: &[RecordBatch], name: &str) -> Vec<f64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c =
+                cast(b.column_by_name(name).expect("column"), &DataType::Float64).expect("cast");
+            c.as_primitive::<Float64Type>().values().to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn alerts_smooth_and_snooze_over_earlier_rows_in_time_order() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        "metric_batch: b\ningest_sql: select 1\nalert_smooth_n: 3\nalert_snooze_n: 3\nalert_threshold: 0.8\n",
+    );
+    let spec = f.spec("b", &[]);
+    let store = Store::in_memory().expect("store");
+    store.ensure_metrics_table("metrics").expect("table");
+    // Five observations, scores 1,1,1,0,0 then 0,0,1,1,1 (oldest first).
+    let scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+    let mut sql = String::from("insert into metrics values ");
+    for (i, s) in scores.iter().enumerate() {
+        let ts = format!(
+            "make_timestamp(epoch_us(now())) - interval '{} minutes'",
+            10 - i
+        );
+        sql.push_str(&format!(
+            "({ts}, 'b', 'm', 'metric', {i}, null), ({ts}, 'b', 'm', 'score', {s}, null),"
+        ));
+    }
+    sql.pop();
+    store.connection().execute_batch(&sql).expect("insert");
+    let out = store.query_arrow(&spec.sql["alert_sql"]).expect("alerts");
+    let smooth = column_f64(&out, "metric_score_smooth");
+    let rounded: Vec<f64> = smooth.iter().map(|v| (v * 100.0).round() / 100.0).collect();
+    assert_eq!(
+        rounded,
+        vec![1.0, 1.0, 1.0, 0.67, 0.33, 0.0, 0.0, 0.33, 0.67, 1.0]
+    );
+    let alerts: Vec<i32> = out
+        .iter()
+        .flat_map(|b| {
+            let c = cast(
+                b.column_by_name("metric_alert").expect("column"),
+                &DataType::Int32,
+            )
+            .expect("cast");
+            c.as_primitive::<Int32Type>().values().to_vec()
+        })
+        .collect();
+    // Fires at the first high row, is snoozed for the next three, and fires
+    // again only when the smoothed score is back over the threshold.
+    assert_eq!(alerts, vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let ranks = column_f64(&out, "recency_rank");
+    assert_eq!(ranks.last(), Some(&1.0));
+}
+
+#[test]
+fn delete_removes_only_old_rows_of_the_batch() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        "metric_batch: b\ningest_sql: select 1\ndelete_after_n_days: 30\n",
+    );
+    let spec = f.spec("b", &[]);
+    let store = Store::in_memory().expect("store");
+    store.ensure_metrics_table("metrics").expect("table");
+    store
+        .connection()
+        .execute_batch(
+            "insert into metrics values \
+             (make_timestamp(epoch_us(now())) - interval '40 days', 'b', 'm', 'metric', 1, null), \
+             (make_timestamp(epoch_us(now())) - interval '1 days', 'b', 'm', 'metric', 2, null), \
+             (make_timestamp(epoch_us(now())) - interval '40 days', 'other', 'm', 'metric', 3, null)",
+        )
+        .expect("insert");
+    store
+        .connection()
+        .execute_batch(&spec.sql["delete_sql"])
+        .expect("delete");
+    assert_eq!(store.count_rows("metrics").expect("count"), 2);
+}

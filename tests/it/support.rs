@@ -1,0 +1,165 @@
+//! Helpers shared by the integration tests: temporary metrics folders built
+//! on the shipped defaults, the shared sandbox, and loopback HTTP servers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sandstack::config::{self, BatchSpec, MetricsFolder};
+use sandstack::jobs::ingest::{self, IngestFailure, IngestOptions, IngestReport, SandboxSource};
+use sandstack::sandbox::{home_dir, Sandbox, SetupError};
+use sandstack::store::Store;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary metrics folder.
+pub struct Folder {
+    pub dir: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+impl Folder {
+    /// A folder with the shipped defaults (YAML, SQL, preprocess.py).
+    pub fn with_defaults() -> Self {
+        let f = Folder::empty();
+        copy_dir(&repo().join("metrics/defaults"), &f.path().join("defaults"));
+        f
+    }
+
+    pub fn empty() -> Self {
+        Folder {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> &Self {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+        self
+    }
+
+    pub fn load(&self, env: &[(&str, &str)]) -> MetricsFolder {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        config::load(self.path(), &env)
+    }
+
+    /// Load and return one batch, failing the test on any error.
+    pub fn spec(&self, name: &str, env: &[(&str, &str)]) -> BatchSpec {
+        let folder = self.load(env);
+        assert!(
+            folder.errors.is_empty(),
+            "unexpected errors: {:?}",
+            folder.errors
+        );
+        folder
+            .batch(name)
+            .unwrap_or_else(|| panic!("no batch {name}"))
+            .clone()
+    }
+
+    /// Display form of a file in this folder, as errors show it.
+    pub fn shown(&self, rel: &str) -> String {
+        self.path().join(rel).display().to_string()
+    }
+}
+
+/// A folder with one Python batch `name` whose code is `code`, plus extra
+/// YAML lines.
+pub fn python_batch(name: &str, code: &str, extra_yaml: &str) -> (Folder, BatchSpec) {
+    let f = Folder::with_defaults();
+    f.write(&format!("b/{name}.py"), code);
+    f.write(
+        &format!("b/{name}.yaml"),
+        &format!("metric_batch: \"{name}\"\ningest_fn: >\n  {{% include \"./b/{name}.py\" %}}\n{extra_yaml}\n"),
+    );
+    let spec = f.spec(name, &[]);
+    (f, spec)
+}
+
+/// The machine's sandbox (set up once, cached under SANDSTACK_HOME).
+pub struct TestSandbox;
+
+impl SandboxSource for TestSandbox {
+    fn sandbox(&self) -> Result<Arc<Sandbox>, SetupError> {
+        Sandbox::shared(&home_dir(), &|m| eprintln!("sandstack setup: {m}"))
+    }
+}
+
+pub fn run_ingest(
+    spec: &BatchSpec,
+    store: &mut Store,
+    env: &[(&str, &str)],
+) -> Result<IngestReport, IngestFailure> {
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    ingest::run(spec, store, &TestSandbox, &env, IngestOptions::default())
+}
+
+/// Run a Python batch expected to fail; return the error text and check
+/// that nothing was stored.
+pub fn expect_failure(spec: &BatchSpec) -> String {
+    let mut store = Store::in_memory().expect("store");
+    let err = match run_ingest(spec, &mut store, &[]) {
+        Ok(r) => panic!("expected a failure, stored {} rows", r.stored),
+        Err(f) => f,
+    };
+    assert_eq!(
+        store.count_rows(&spec.table_key).expect("count"),
+        0,
+        "a failed run stored rows"
+    );
+    err.error.to_string()
+}
+
+/// An HTTP server on loopback, serving `router` until dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TestServer {
+    pub fn start(router: axum::Router) -> TestServer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("addr");
+        rt.spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        TestServer { addr, _rt: rt }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
