@@ -67,7 +67,10 @@ pub fn snapshot_turn() -> String {
          import requests, requests.exceptions, requests.auth\n\
          import dagster\n\
          import _sandstack_driver\n\
-         _sandstack_driver.warm()\n\
+         import warnings\n\
+         with warnings.catch_warnings():\n\
+         \x20   warnings.simplefilter('ignore')\n\
+         \x20   _sandstack_driver.warm()\n\
          gc.collect()\n\
          gc.freeze()\n",
     );

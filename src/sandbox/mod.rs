@@ -17,6 +17,7 @@ mod engine;
 pub mod error;
 pub mod guest;
 mod guest_sources;
+mod guest_threads;
 mod host;
 pub mod http;
 mod linker;
@@ -140,22 +141,10 @@ impl Sandbox {
 
     /// Run one ingest in a fresh instance, on a thread with a stack large
     /// enough for the guest. Blocks until the run ends.
-    pub fn run(&self, req: RunRequest) -> RunReport {
-        std::thread::scope(|scope| {
-            let spawned = std::thread::Builder::new()
-                .name(format!("sandstack-guest-{}", req.batch))
-                .stack_size(engine::GUEST_THREAD_STACK)
-                .spawn_scoped(scope, || self.run_here(req));
-            match spawned.map(|h| h.join()) {
-                Ok(Ok(report)) => report,
-                Ok(Err(_panic)) => {
-                    failed_report(RunError::Internal("the run's thread panicked".into()))
-                }
-                Err(e) => failed_report(RunError::Internal(format!(
-                    "cannot start the run's thread: {e}"
-                ))),
-            }
-        })
+    pub fn run(self: &Arc<Self>, req: RunRequest) -> RunReport {
+        let me = self.clone();
+        guest_threads::run(move || me.run_here(req))
+            .unwrap_or_else(|e| failed_report(RunError::Internal(e)))
     }
 }
 

@@ -29,6 +29,6 @@ pub fn request(
     req
 }
 
-pub fn run(sandbox: &Sandbox, req: RunRequest) -> RunReport {
+pub fn run(sandbox: &std::sync::Arc<Sandbox>, req: RunRequest) -> RunReport {
     sandbox.run(req)
 }
