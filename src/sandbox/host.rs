@@ -12,7 +12,7 @@ use super::door::{self, GuestError, Op};
 use super::error::RunError;
 use super::http::{self, HttpGate, Reply};
 use super::result_frame;
-use crate::config::SandboxLimits;
+use crate::config::{HttpPolicy, SandboxLimits};
 
 /// Return codes of `host::call`, as the guest's `_host` module reads them.
 const CALL_OK: i32 = 0;
@@ -86,6 +86,26 @@ pub struct DoorState {
     pub fatal: Option<RunError>,
     /// When false (while building the snapshot) every call answers "no host".
     pub open: bool,
+}
+
+impl DoorState {
+    /// A door for one run; `open: false` answers every call with "no host"
+    /// (while the snapshot is built).
+    pub fn new(inputs: RunInputs, http: HttpPolicy, limits: SandboxLimits, open: bool) -> Self {
+        DoorState {
+            inputs,
+            http: HttpGate::new(http, limits.clone()),
+            deadline: Instant::now() + std::time::Duration::from_secs_f64(limits.timeout_s),
+            limits,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            started: false,
+            result: None,
+            guest_error: None,
+            fatal: None,
+            open,
+        }
+    }
 }
 
 pub struct HostState {

@@ -13,7 +13,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit};
 use super::engine::EPOCH_TICK;
 use super::error::RunError;
 use super::host::{DoorState, HostState, LogLine, MemoryLimiter, RunInputs};
-use super::http::{fmt_secs, Exchange, HttpGate};
+use super::http::{fmt_secs, Exchange};
 use super::output::CappedOutput;
 use super::{guest_sources, snapshot, Sandbox};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
@@ -206,8 +206,8 @@ impl Sandbox {
                 denied: false,
                 peak_bytes: 0,
             },
-            door: DoorState {
-                inputs: RunInputs {
+            door: DoorState::new(
+                RunInputs {
                     batch: req.batch.clone(),
                     source: req.source.code.clone(),
                     filename: req.source.filename.clone(),
@@ -215,17 +215,10 @@ impl Sandbox {
                     kwargs: req.kwargs.clone(),
                     env: req.env.clone(),
                 },
-                http: HttpGate::new(req.http.clone(), limits.clone()),
-                deadline: Instant::now() + Duration::from_secs_f64(limits.timeout_s),
-                limits: limits.clone(),
-                logs: Vec::new(),
-                logs_dropped: 0,
-                started: false,
-                result: None,
-                guest_error: None,
-                fatal: None,
-                open: true,
-            },
+                req.http.clone(),
+                limits.clone(),
+                true,
+            ),
         };
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -81,7 +81,6 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
 
     let output = CappedOutput::new(1 << 20);
     let wasi = wasi_builder(guest, &output)?.build_p1();
-    let limits = SandboxLimits::default();
     let state = HostState {
         wasi,
         limiter: MemoryLimiter {
@@ -89,8 +88,8 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
             denied: false,
             peak_bytes: 0,
         },
-        door: DoorState {
-            inputs: RunInputs {
+        door: DoorState::new(
+            RunInputs {
                 batch: "(snapshot)".into(),
                 source: String::new(),
                 filename: String::new(),
@@ -98,17 +97,10 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
                 kwargs: Default::default(),
                 env: Default::default(),
             },
-            http: super::http::HttpGate::new(HttpPolicy::default(), limits.clone()),
-            limits,
-            deadline: std::time::Instant::now(),
-            logs: Vec::new(),
-            logs_dropped: 0,
-            started: false,
-            result: None,
-            guest_error: None,
-            fatal: None,
-            open: false,
-        },
+            HttpPolicy::default(),
+            SandboxLimits::default(),
+            false,
+        ),
     };
     let mut store = Store::new(&engine, state);
     store.set_fuel(u64::MAX).map_err(snap_err("setting fuel"))?;

@@ -112,7 +112,7 @@ pub fn run_ingest(
     spec: &BatchSpec,
     store: &mut Store,
     env: &[(&str, &str)],
-) -> Result<IngestReport, IngestFailure> {
+) -> Result<IngestReport, Box<IngestFailure>> {
     let env: BTreeMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

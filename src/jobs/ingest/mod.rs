@@ -117,7 +117,7 @@ pub fn run(
     sandboxes: &dyn SandboxSource,
     env: &BTreeMap<String, String>,
     opts: IngestOptions,
-) -> Result<IngestReport, IngestFailure> {
+) -> Result<IngestReport, Box<IngestFailure>> {
     let batch = spec.metric_batch.clone();
     let fail = |error: IngestError| IngestFailure {
         error,
@@ -211,15 +211,15 @@ pub fn finish_python(
     started: Instant,
     source_time: Duration,
     details: SandboxDetails,
-) -> Result<IngestReport, IngestFailure> {
+) -> Result<IngestReport, Box<IngestFailure>> {
     let batch = spec.metric_batch.clone();
     let raw = match report.outcome {
         Ok(b) => b,
         Err(source) => {
-            return Err(IngestFailure {
+            return Err(Box::new(IngestFailure {
                 error: IngestError::Run { batch, source },
                 sandbox: Some(details),
-            })
+            }))
         }
     };
     let normalized = match normalize::normalize(
@@ -230,10 +230,10 @@ pub fn finish_python(
     ) {
         Ok(n) => n,
         Err(source) => {
-            return Err(IngestFailure {
+            return Err(Box::new(IngestFailure {
                 error: IngestError::Invalid { batch, source },
                 sandbox: Some(details),
-            })
+            }))
         }
     };
     log_dropped(&batch, normalized.dropped_nan);
@@ -244,10 +244,10 @@ pub fn finish_python(
         match store.append_metrics(&spec.table_key, std::slice::from_ref(&normalized.rows)) {
             Ok(n) => n,
             Err(source) => {
-                return Err(IngestFailure {
+                return Err(Box::new(IngestFailure {
                     error: IngestError::Store { batch, source },
                     sandbox: Some(details),
-                })
+                }))
             }
         }
     };
