@@ -5,6 +5,7 @@ mod support;
 
 mod config_folder;
 mod ingest_sql;
+mod sandbox_door;
 mod sandbox_hackernews;
 mod sandbox_http;
 mod sandbox_limits;
