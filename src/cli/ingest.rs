@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
-use super::{load_folder, Cli};
+use super::{load_folder, CassetteArgs, Cli};
 use crate::config::BatchSpec;
+use crate::jobs::ingest::recording::CassetteOptions;
 use crate::jobs::ingest::{self, describe_rows, DefaultSandbox, IngestOptions, SandboxDetails};
+use crate::sandbox::cassette::RecordMode;
 use crate::store::Store;
 
 fn ms(d: std::time::Duration) -> String {
@@ -34,12 +36,28 @@ pub fn print_sandbox(details: &SandboxDetails) {
     }
 }
 
+fn cassette_options(args: &CassetteArgs) -> Option<CassetteOptions> {
+    let (path, mode) = match (&args.record, &args.replay, &args.cassette) {
+        (Some(p), _, _) => (p.clone(), RecordMode::All),
+        (_, Some(p), _) => (p.clone(), RecordMode::None),
+        (_, _, Some(p)) => (p.clone(), args.record_mode.unwrap_or(RecordMode::Once)),
+        _ => return None,
+    };
+    Some(CassetteOptions {
+        path,
+        mode,
+        match_on: args.match_on.clone(),
+        scrub: args.scrub.clone(),
+    })
+}
+
 pub fn ingest(
     cli: &Cli,
     names: &[String],
     all: bool,
     dry_run: bool,
     show: usize,
+    cassette_args: &CassetteArgs,
 ) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     if !folder.errors.is_empty() {
@@ -74,6 +92,10 @@ pub fn ingest(
         }
         picked
     };
+    let cassette = cassette_options(cassette_args);
+    if cassette.is_some() && selected.len() != 1 {
+        bail!("a cassette records one batch's run: name exactly one batch with --record, --replay or --cassette");
+    }
     let mut store = if dry_run {
         Store::in_memory()?
     } else {
@@ -87,7 +109,10 @@ pub fn ingest(
             &mut store,
             &DefaultSandbox,
             &env,
-            IngestOptions { dry_run },
+            IngestOptions {
+                dry_run,
+                cassette: cassette.clone(),
+            },
         ) {
             Ok(r) => {
                 let verb = if dry_run {

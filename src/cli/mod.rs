@@ -61,12 +61,37 @@ pub enum Command {
         /// Rows to print per batch.
         #[arg(long, default_value_t = 20)]
         show: usize,
+        #[command(flatten)]
+        cassette: CassetteArgs,
     },
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
     Setup,
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Record and replay of a Python batch's run (one batch at a time).
+#[derive(clap::Args, Debug, Default)]
+pub struct CassetteArgs {
+    /// Run for real and write the run's cassette (HTTP exchanges, clock start, random seed; secrets scrubbed) to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["replay", "cassette"])]
+    pub record: Option<PathBuf>,
+    /// Replay the run from a cassette, with no network: the same inputs give byte-identical rows.
+    #[arg(long, value_name = "FILE", conflicts_with = "cassette")]
+    pub replay: Option<PathBuf>,
+    /// Use FILE as --record-mode says.
+    #[arg(long, value_name = "FILE")]
+    pub cassette: Option<PathBuf>,
+    /// With --cassette: once (record if FILE is missing, else replay), none (replay only), new_episodes (replay, and record requests not in FILE), all (always record).
+    #[arg(long, value_enum, requires = "cassette")]
+    pub record_mode: Option<crate::sandbox::cassette::RecordMode>,
+    /// What a replayed request must match, as a comma list (default method,url,body).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub match_on: Vec<crate::sandbox::cassette::MatchOn>,
+    /// More header or environment variable names whose values are scrubbed from the cassette (Authorization, Cookie and names with KEY, TOKEN, SECRET or PASSWORD always are).
+    #[arg(long, value_delimiter = ',')]
+    pub scrub: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,7 +121,8 @@ pub fn main() -> ExitCode {
             all,
             dry_run,
             show,
-        } => ingest::ingest(&cli, batches, *all, *dry_run, *show),
+            cassette,
+        } => ingest::ingest(&cli, batches, *all, *dry_run, *show, cassette),
         Command::Setup => setup::setup(),
         Command::Bench(BenchCommand::Sandbox {
             runs,

@@ -71,6 +71,9 @@ pub enum RunError {
     /// The function returned something that is not a DataFrame.
     #[error("{0}")]
     BadResult(String),
+    /// A replayed run made a request the cassette does not have.
+    #[error("replay: {0}")]
+    Replay(String),
     /// The guest broke the door protocol.
     #[error("the guest broke the door protocol: {0}")]
     Protocol(String),

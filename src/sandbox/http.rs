@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+use super::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
 use super::door::HttpRequestHeader;
 use super::error::RunError;
 use crate::config::{HttpPolicy, SandboxLimits};
@@ -167,6 +168,41 @@ pub enum Reply {
     Failed { kind: &'static str, message: String },
 }
 
+/// A recorded interaction as the guest sees it.
+fn replayed_reply(req: &HttpRequestHeader, hit: Interaction) -> Reply {
+    match (hit.response, hit.error) {
+        (Some(r), _) => Reply::Response(Exchange {
+            method: req.method.clone(),
+            url: req.url.clone(),
+            request_headers: req.headers.clone(),
+            request_body: Vec::new(),
+            status: r.status,
+            reason: r.reason,
+            response_headers: r.headers,
+            response_body: r.body.bytes().unwrap_or_default(),
+            final_url: if r.url.is_empty() {
+                req.url.clone()
+            } else {
+                r.url
+            },
+        }),
+        (None, Some(e)) => Reply::Failed {
+            kind: match e.kind.as_str() {
+                "timeout" => "timeout",
+                "connect_timeout" => "connect_timeout",
+                "invalid_url" => "invalid_url",
+                "too_many_redirects" => "too_many_redirects",
+                _ => "connection",
+            },
+            message: e.message,
+        },
+        (None, None) => Reply::Failed {
+            kind: "connection",
+            message: "the cassette records neither a response nor an error for this request".into(),
+        },
+    }
+}
+
 /// The outcome of one hop.
 enum Hop {
     Response {
@@ -189,7 +225,11 @@ pub struct HttpGate {
     trusted_client: Option<reqwest::Client>,
     refused: Arc<Mutex<Option<Refusal>>>,
     pub requests_made: u64,
-    pub exchanges: Vec<Exchange>,
+    /// Every request the guest made and what it got, scrubbed, in order.
+    pub interactions: Vec<Interaction>,
+    /// In replay, the recorded interactions that answer requests.
+    replay: Option<ReplayBook>,
+    pub scrubber: Scrubber,
 }
 
 impl HttpGate {
@@ -201,8 +241,86 @@ impl HttpGate {
             trusted_client: None,
             refused: Arc::new(Mutex::new(None)),
             requests_made: 0,
-            exchanges: Vec::new(),
+            interactions: Vec::new(),
+            replay: None,
+            scrubber: Scrubber::default(),
         }
+    }
+
+    /// Answer requests from `book` (and, with `allow_new`, go out for the
+    /// rest); scrub recorded interactions with `scrubber`.
+    pub fn set_replay(&mut self, book: Option<ReplayBook>, scrubber: Scrubber) {
+        self.replay = book;
+        self.scrubber = scrubber;
+    }
+
+    fn count_request(&mut self, url: &str) -> Result<(), RunError> {
+        if self.requests_made >= self.limits.http_max_requests {
+            return Err(RunError::Limit {
+                limit: "http_max_requests",
+                value: self.limits.http_max_requests.to_string(),
+                detail: format!("request to {url}"),
+            });
+        }
+        self.requests_made += 1;
+        Ok(())
+    }
+
+    /// Make one guest request: from the cassette when replaying, else for
+    /// real; either way it is recorded (scrubbed) as an interaction.
+    pub fn execute(
+        &mut self,
+        req: &HttpRequestHeader,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Reply, RunError> {
+        self.scrubber.learn_headers(&req.headers);
+        let recorded = self
+            .scrubber
+            .request(&req.method, &req.url, &req.headers, body);
+        if let Some(book) = self.replay.as_mut() {
+            if let Some(hit) = book.find(&recorded) {
+                self.count_request(&req.url)?;
+                self.interactions.push(hit.clone());
+                return Ok(replayed_reply(req, hit));
+            }
+            if !book.allow_new {
+                let closest = book.closest(&recorded).map_or_else(
+                    || "the cassette has no requests".to_string(),
+                    |c| format!("the closest recorded request is {c}"),
+                );
+                return Err(RunError::Replay(format!(
+                    "no recorded response for {} {} (matching on {}); {closest}. Record it with --record-mode new_episodes or all",
+                    recorded.method,
+                    recorded.url,
+                    book.match_on_text()
+                )));
+            }
+        }
+        let reply = self.execute_live(req, body, deadline)?;
+        let interaction = match &reply {
+            Reply::Response(x) => Interaction {
+                request: recorded,
+                response: Some(cassette::Response {
+                    status: x.status,
+                    reason: x.reason.clone(),
+                    headers: self.scrubber.headers(&x.response_headers),
+                    url: self.scrubber.url(&x.final_url),
+                    body: self.scrubber.body(&x.response_body),
+                }),
+                error: None,
+            },
+            Reply::Failed { kind, message } => Interaction {
+                request: recorded,
+                response: None,
+                error: Some(RecordedError {
+                    kind: kind.to_string(),
+                    message: self.scrubber.text(message),
+                }),
+            },
+        };
+        self.interactions.push(interaction);
+        Ok(reply)
     }
 
     fn client(&mut self, trusted: bool) -> Result<reqwest::Client, RunError> {
@@ -302,9 +420,9 @@ impl HttpGate {
         Ok(())
     }
 
-    /// Make one guest request (following redirects if asked), within the
-    /// run's wall-clock `deadline`.
-    pub fn execute(
+    /// Make one guest request over the network (following redirects if
+    /// asked), within the run's wall-clock `deadline`.
+    fn execute_live(
         &mut self,
         req: &HttpRequestHeader,
         body: &[u8],
@@ -362,14 +480,7 @@ impl HttpGate {
             } else {
                 self.check_url(&url)?;
             }
-            if self.requests_made >= self.limits.http_max_requests {
-                return Err(RunError::Limit {
-                    limit: "http_max_requests",
-                    value: self.limits.http_max_requests.to_string(),
-                    detail: format!("request to {url}"),
-                });
-            }
-            self.requests_made += 1;
+            self.count_request(url.as_str())?;
             let (status, reason, resp_headers, resp_body, location) = match self.send_once(
                 &method,
                 &url,
@@ -412,7 +523,6 @@ impl HttpGate {
                         url.to_string()
                     },
                 };
-                self.exchanges.push(exchange.clone());
                 return Ok(Reply::Response(exchange));
             };
             url = match url.join(&loc) {

@@ -12,6 +12,7 @@
 //! door ([`door`], [`host`]), where HTTP is made under the batch's policy
 //! ([`http`]).
 
+pub mod cassette;
 pub mod door;
 mod engine;
 pub mod error;
@@ -36,7 +37,6 @@ use wasmtime::{InstancePre, Linker};
 
 pub use error::{RunError, SetupError};
 pub use host::LogLine;
-pub use http::Exchange;
 pub use run::{RunReport, RunRequest, RunStats};
 
 use guest::GuestFiles;
@@ -154,7 +154,8 @@ fn failed_report(error: RunError) -> RunReport {
         stats: RunStats::default(),
         output: String::new(),
         logs: Vec::new(),
-        exchanges: Vec::new(),
+        interactions: Vec::new(),
+        scrubber: Default::default(),
         seed: [0; 32],
         clock_start_us: 0,
     }

@@ -3,6 +3,8 @@
 //! that names its cause.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::record_batch::RecordBatch;
@@ -10,10 +12,11 @@ use rand::{Rng, SeedableRng};
 use wasmtime::{Instance, Store, Trap};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit};
 
+use super::cassette::{Interaction, ReplayBook, Scrubber};
 use super::engine::EPOCH_TICK;
 use super::error::RunError;
 use super::host::{DoorState, HostState, LogLine, MemoryLimiter, RunInputs};
-use super::http::{fmt_secs, Exchange};
+use super::http::fmt_secs;
 use super::output::CappedOutput;
 use super::{guest_sources, snapshot, Sandbox};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
@@ -55,6 +58,14 @@ pub struct RunRequest {
     pub seed: Option<[u8; 32]>,
     /// The guest's wall-clock start (µs since the epoch); now when None.
     pub clock_start_us: Option<i64>,
+    /// Deterministic time: every clock read advances 1 µs from the start,
+    /// so a replay sees the same times on every run.
+    pub virtual_clock: bool,
+    /// Replay HTTP from these recorded interactions.
+    pub replay: Option<ReplayBook>,
+    /// Extra header or variable names whose values are scrubbed from the
+    /// recorded interactions.
+    pub scrub_names: Vec<String>,
 }
 
 impl RunRequest {
@@ -68,6 +79,9 @@ impl RunRequest {
             kwargs: serde_json::Map::new(),
             seed: None,
             clock_start_us: None,
+            virtual_clock: false,
+            replay: None,
+            scrub_names: Vec::new(),
         }
     }
 }
@@ -88,17 +102,32 @@ pub struct RunReport {
     pub stats: RunStats,
     pub output: String,
     pub logs: Vec<LogLine>,
-    pub exchanges: Vec<Exchange>,
+    /// Every HTTP request the guest made and its outcome, scrubbed.
+    pub interactions: Vec<Interaction>,
+    /// The scrubber the run used (it learned secrets from headers), for
+    /// writing the rest of a cassette consistently.
+    pub scrubber: Scrubber,
     pub seed: [u8; 32],
     pub clock_start_us: i64,
 }
 
 /// The guest's clocks: wall time starts where the host says (now, or a
-/// recorded start) and advances with real time.
+/// recorded start) and advances with real time, or, when virtual, by 1 µs
+/// per read (both clocks share the count), which replays exactly.
 #[derive(Clone)]
 struct GuestClock {
     start: Duration,
     base: Instant,
+    reads: Option<Arc<AtomicU64>>,
+}
+
+impl GuestClock {
+    fn elapsed(&self) -> Duration {
+        match &self.reads {
+            Some(n) => Duration::from_micros(n.fetch_add(1, Ordering::Relaxed)),
+            None => self.base.elapsed(),
+        }
+    }
 }
 
 impl HostWallClock for GuestClock {
@@ -106,7 +135,7 @@ impl HostWallClock for GuestClock {
         Duration::from_micros(1)
     }
     fn now(&self) -> Duration {
-        self.start + self.base.elapsed()
+        self.start + self.elapsed()
     }
 }
 
@@ -115,7 +144,7 @@ impl HostMonotonicClock for GuestClock {
         1_000
     }
     fn now(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
+        self.elapsed().as_nanos() as u64
     }
 }
 
@@ -138,7 +167,8 @@ impl Sandbox {
             stats: RunStats::default(),
             output: String::new(),
             logs: Vec::new(),
-            exchanges: Vec::new(),
+            interactions: Vec::new(),
+            scrubber: Scrubber::default(),
             seed,
             clock_start_us,
         };
@@ -170,7 +200,8 @@ impl Sandbox {
         report.stats.http_requests = state.door.http.requests_made;
         report.output = output.text();
         report.logs = state.door.logs.clone();
-        report.exchanges = state.door.http.exchanges.clone();
+        report.interactions = state.door.http.interactions.clone();
+        report.scrubber = state.door.http.scrubber.clone();
         report.outcome = classify(turn, state, &output, &req.limits);
         report
     }
@@ -186,6 +217,7 @@ impl Sandbox {
         let clock = GuestClock {
             start: Duration::from_micros(clock_start_us.max(0) as u64),
             base: Instant::now(),
+            reads: req.virtual_clock.then(|| Arc::new(AtomicU64::new(0))),
         };
         b.wall_clock(clock.clone());
         b.monotonic_clock(clock);
@@ -220,6 +252,11 @@ impl Sandbox {
                 true,
             ),
         };
+        let mut state = state;
+        state.door.http.set_replay(
+            req.replay.clone(),
+            Scrubber::new(&req.env, &req.scrub_names),
+        );
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
         store

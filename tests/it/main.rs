@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cassettes;
 mod config_folder;
 mod ingest_sql;
 mod sandbox_door;

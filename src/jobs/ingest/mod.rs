@@ -5,6 +5,7 @@
 
 pub mod normalize;
 pub mod python;
+pub mod recording;
 pub mod sql;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,8 @@ pub enum IngestError {
         #[source]
         source: StoreError,
     },
+    #[error("batch {batch}: {message}")]
+    Cassette { batch: String, message: String },
     #[error("database error: {0}")]
     Database(#[from] StoreError),
     #[error("batch {batch}: the Python sandbox is not available: {source}")]
@@ -68,10 +71,12 @@ impl SandboxSource for DefaultSandbox {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct IngestOptions {
     /// Run and validate, store nothing.
     pub dry_run: bool,
+    /// Record or replay the run's cassette (Python batches).
+    pub cassette: Option<recording::CassetteOptions>,
 }
 
 /// What an ingest did.
@@ -189,9 +194,44 @@ pub fn run(
                     source,
                 })
             })?;
+            let mut req = python::request(spec, source, env);
+            let plan = match &opts.cassette {
+                Some(c) => {
+                    let plan = recording::plan(c).map_err(|message| {
+                        fail(IngestError::Cassette {
+                            batch: batch.clone(),
+                            message,
+                        })
+                    })?;
+                    for w in recording::prepare(&mut req, &plan, c, source) {
+                        tracing::warn!("batch {batch}: {w}");
+                    }
+                    Some((plan, c))
+                }
+                None => None,
+            };
+            let run_env = req.env.clone();
             let t = Instant::now();
-            let report: RunReport = python::run(&sandbox, python::request(spec, source, env));
+            let report: RunReport = python::run(&sandbox, req);
             let source_time = t.elapsed();
+            if let Some((plan, c)) = &plan {
+                match recording::write_after(plan, c, spec, source, &run_env, &report) {
+                    Ok(Some(path)) => tracing::info!(
+                        "batch {batch}: wrote cassette {} ({} HTTP interactions)",
+                        path.display(),
+                        report.interactions.len()
+                    ),
+                    Ok(None) => {
+                        tracing::info!("batch {batch}: replayed cassette {}", c.path.display())
+                    }
+                    Err(message) => {
+                        return Err(Box::new(fail(IngestError::Cassette {
+                            batch: batch.clone(),
+                            message,
+                        })))
+                    }
+                }
+            }
             let details = SandboxDetails {
                 stats: report.stats.clone(),
                 output: report.output.clone(),
