@@ -102,6 +102,11 @@ def main():
             },
         )
         return
+    if start.get("result_format") == "arrow_ipc":
+        import _sandstack_ipc
+
+        door.call("result", {"format": "arrow_ipc", "rows": int(len(result))}, _sandstack_ipc.encode(result))
+        return
     columns, body = frame.encode(result)
     door.call("result", {"format": "sscf1", "rows": columns["rows"], "columns": columns["columns"]}, body)
 
@@ -116,7 +121,7 @@ def warm(rounds=64):
     import numpy as np
     import pandas as pd
 
-    for _ in range(rounds):
+    for i in range(rounds):
         rng = np.random.default_rng()
         values = rng.normal(loc=10.0, scale=1.0, size=3)
         df = pd.DataFrame({"metric_name": [f"m{i}" for i in range(3)], "metric_value": values})
@@ -129,4 +134,8 @@ def warm(rounds=64):
         mixed = pd.DataFrame({"metric_name": ["a", "b"], "metric_value": [1, 2]})
         mixed["metric_timestamp"] = [datetime.datetime.now(), "2026-01-01T00:00:00Z"]
         frame.encode(mixed)
+        if i % 8 == 0:
+            import _sandstack_ipc
+
+            _sandstack_ipc.encode(df)
         pd.to_datetime(["2026-01-01T00:00:00Z"], utc=True)

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use super::{load_folder, Cli};
 use crate::config::IngestSource;
 use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
+use crate::sandbox::ResultFormat;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -49,6 +50,7 @@ pub fn sandbox(
     batch: &str,
     runs: usize,
     native_runs: usize,
+    result_format: ResultFormat,
 ) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     let spec = folder
@@ -59,9 +61,14 @@ pub fn sandbox(
     };
     let sandbox = DefaultSandbox.sandbox()?;
     let env = std::collections::BTreeMap::new();
+    let request = || {
+        let mut req = python::request(spec, source, &env);
+        req.result_format = result_format;
+        req
+    };
 
     // One warm-up run: page in the compiled module.
-    let warm = python::run(&sandbox, python::request(spec, source, &env));
+    let warm = python::run(&sandbox, request());
     if let Err(e) = warm.outcome {
         bail!("batch {batch}: {e}");
     }
@@ -71,7 +78,7 @@ pub fn sandbox(
     let start = Instant::now();
     for _ in 0..runs {
         let t = Instant::now();
-        let report = python::run(&sandbox, python::request(spec, source, &env));
+        let report = python::run(&sandbox, request());
         let raw = report
             .outcome
             .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
@@ -87,7 +94,7 @@ pub fn sandbox(
         instantiate.push(report.stats.instantiate);
     }
     let total = start.elapsed();
-    println!("sandstack bench sandbox: batch {batch}, {rows} rows per run");
+    println!("sandstack bench sandbox: batch {batch}, {rows} rows per run, result format {result_format:?}");
     println!(
         "{}",
         summary("sandbox (fresh instance)", times.clone(), total)

@@ -107,6 +107,9 @@ pub enum BenchCommand {
         /// The batch to run (a Python batch with no network).
         #[arg(long, default_value = "example_random")]
         batch: String,
+        /// How the guest hands back its DataFrame.
+        #[arg(long, value_enum, default_value = "frame")]
+        result_format: crate::sandbox::ResultFormat,
     },
 }
 
@@ -128,7 +131,8 @@ pub fn main() -> ExitCode {
             runs,
             native_runs,
             batch,
-        }) => bench::sandbox(&cli, batch, *runs, *native_runs),
+            result_format,
+        }) => bench::sandbox(&cli, batch, *runs, *native_runs, *result_format),
     };
     match result {
         Ok(code) => code,

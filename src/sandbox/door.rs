@@ -77,6 +77,8 @@ fn yes() -> bool {
 pub struct ResultHeader {
     pub format: String,
     pub rows: u64,
+    /// The columnar frame's description (empty for Arrow IPC).
+    #[serde(default)]
     pub columns: Vec<ColumnHeader>,
 }
 

@@ -16,6 +16,11 @@ pub const MODULES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "_sandstack_ipc",
+        include_str!("../../runtime/python/_sandstack_ipc.py"),
+        false,
+    ),
+    (
         "_sandstack_driver",
         include_str!("../../runtime/python/_sandstack_driver.py"),
         false,
@@ -66,7 +71,7 @@ pub fn snapshot_turn() -> String {
          import pandas\n\
          import requests, requests.exceptions, requests.auth\n\
          import dagster\n\
-         import _sandstack_driver\n\
+         import _sandstack_driver, _sandstack_ipc\n\
          import warnings\n\
          with warnings.catch_warnings():\n\
          \x20   warnings.simplefilter('ignore')\n\
@@ -83,4 +88,39 @@ pub fn sources_hash() -> String {
     h.update(snapshot_turn().as_bytes());
     h.update(RUN_TURN.as_bytes());
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MODULES;
+
+    /// Every guest module on disk ships in the binary, except the boot code
+    /// (which is inlined into the snapshot turn).
+    #[test]
+    fn every_runtime_module_is_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/python");
+        let mut on_disk = Vec::new();
+        for entry in walkdir::WalkDir::new(&root) {
+            let entry = entry.expect("walk runtime/python");
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("py") {
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&root)
+                .expect("under root")
+                .with_extension("");
+            let mut name = rel.to_string_lossy().replace('/', ".");
+            if let Some(pkg) = name.strip_suffix(".__init__") {
+                name = pkg.to_string();
+            }
+            if name != "_sandstack_boot" {
+                on_disk.push(name);
+            }
+        }
+        on_disk.sort();
+        let mut embedded: Vec<String> = MODULES.iter().map(|(n, _, _)| n.to_string()).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
 }

@@ -30,6 +30,9 @@ pub struct RunInputs {
     pub function: String,
     pub kwargs: serde_json::Map<String, serde_json::Value>,
     pub env: std::collections::BTreeMap<String, String>,
+    /// How the guest sends its DataFrame: `sscf1` (sandstack's columnar
+    /// frame) or `arrow_ipc`.
+    pub result_format: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

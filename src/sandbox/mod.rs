@@ -37,7 +37,7 @@ use wasmtime::{InstancePre, Linker};
 
 pub use error::{RunError, SetupError};
 pub use host::LogLine;
-pub use run::{RunReport, RunRequest, RunStats};
+pub use run::{ResultFormat, RunReport, RunRequest, RunStats};
 
 use guest::GuestFiles;
 use host::HostState;

@@ -1,7 +1,8 @@
-//! Reads the guest's columnar result frame (see
-//! runtime/python/_sandstack_frame.py) into an Arrow RecordBatch. Buffers are
-//! copied whole, never walked row by row; every offset and length from the
-//! guest is checked, because the guest is not trusted.
+//! Reads the guest's result into an Arrow RecordBatch: sandstack's columnar
+//! frame (runtime/python/_sandstack_frame.py, the default) or an Arrow IPC
+//! stream (runtime/python/_sandstack_ipc.py). Buffers are copied whole,
+//! never walked row by row; every offset and length from the guest is
+//! checked, because the guest is not trusted.
 
 use std::sync::Arc;
 
@@ -23,9 +24,34 @@ fn bad(msg: impl Into<String>) -> FrameReadError {
 }
 
 pub fn read(header: &ResultHeader, body: &[u8]) -> Result<RecordBatch, FrameReadError> {
-    if header.format != "sscf1" {
-        return Err(bad(format!("unknown format `{}`", header.format)));
+    match header.format.as_str() {
+        "sscf1" => read_frame(header, body),
+        "arrow_ipc" => read_ipc(header, body),
+        other => Err(bad(format!("unknown format `{other}`"))),
     }
+}
+
+/// An Arrow IPC stream; arrow's reader validates every buffer and offset.
+fn read_ipc(header: &ResultHeader, body: &[u8]) -> Result<RecordBatch, FrameReadError> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .map_err(|e| bad(format!("Arrow IPC: {e}")))?;
+    let schema = reader.schema();
+    let batches: Vec<RecordBatch> = reader
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("Arrow IPC: {e}")))?;
+    let batch = arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| bad(format!("Arrow IPC: {e}")))?;
+    if batch.num_rows() as u64 != header.rows {
+        return Err(bad(format!(
+            "Arrow IPC stream has {} rows, the header says {}",
+            batch.num_rows(),
+            header.rows
+        )));
+    }
+    Ok(batch)
+}
+
+fn read_frame(header: &ResultHeader, body: &[u8]) -> Result<RecordBatch, FrameReadError> {
     let rows = usize::try_from(header.rows).map_err(|_| bad("row count too large"))?;
     let mut fields = Vec::with_capacity(header.columns.len());
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(header.columns.len());

@@ -66,6 +66,17 @@ pub struct RunRequest {
     /// Extra header or variable names whose values are scrubbed from the
     /// recorded interactions.
     pub scrub_names: Vec<String>,
+    pub result_format: ResultFormat,
+}
+
+/// How the guest hands its DataFrame to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ResultFormat {
+    /// sandstack's columnar frame: a JSON column list plus raw numpy buffers.
+    #[default]
+    Frame,
+    /// An Arrow IPC stream written by the guest.
+    ArrowIpc,
 }
 
 impl RunRequest {
@@ -82,6 +93,7 @@ impl RunRequest {
             virtual_clock: false,
             replay: None,
             scrub_names: Vec::new(),
+            result_format: ResultFormat::Frame,
         }
     }
 }
@@ -246,6 +258,10 @@ impl Sandbox {
                     function: req.source.function.clone(),
                     kwargs: req.kwargs.clone(),
                     env: req.env.clone(),
+                    result_format: match req.result_format {
+                        ResultFormat::Frame => "sscf1",
+                        ResultFormat::ArrowIpc => "arrow_ipc",
+                    },
                 },
                 req.http.clone(),
                 limits.clone(),

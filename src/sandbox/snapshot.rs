@@ -96,6 +96,7 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
                 function: String::new(),
                 kwargs: Default::default(),
                 env: Default::default(),
+                result_format: "sscf1",
             },
             HttpPolicy::default(),
             SandboxLimits::default(),

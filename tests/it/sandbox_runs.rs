@@ -178,3 +178,31 @@ fn seed_and_clock_fix_every_source_of_randomness() {
     assert_eq!(a, b, "the same seed and clock give the same values");
     assert_ne!(a, c, "another seed gives other values");
 }
+
+#[test]
+fn both_result_formats_give_the_same_rows() {
+    let code = "import pandas as pd\nimport numpy as np\n\ndef ingest():\n    df = pd.DataFrame({'metric_name': ['a', 'b', 'c', 'a'], 'metric_value': [1, 2.5, np.nan, 4], 'metadata': ['{}', None, 'x', 'y']})\n    df['metric_timestamp'] = pd.Timestamp('2026-01-01T00:00:00Z')\n    df['flag'] = [True, False, True, False]\n    return df\n";
+    let (_f, spec) = python_batch("formats", code, "");
+    let IngestSource::Python(src) = &spec.ingest else {
+        panic!()
+    };
+    let sandbox = TestSandbox.sandbox().expect("sandbox");
+    let run = |format| {
+        let mut req = RunRequest::new(
+            "formats",
+            src.clone(),
+            spec.limits.clone(),
+            spec.http.clone(),
+        );
+        req.result_format = format;
+        sandbox.run(req).outcome.unwrap_or_else(|e| panic!("{e}"))
+    };
+    use sandstack::sandbox::ResultFormat;
+    let (frame, ipc) = (run(ResultFormat::Frame), run(ResultFormat::ArrowIpc));
+    let norm = |b| {
+        sandstack::jobs::ingest::normalize::normalize(&[b], "formats", 4, 100)
+            .expect("valid")
+            .rows
+    };
+    assert_eq!(norm(frame), norm(ipc));
+}
