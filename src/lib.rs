@@ -4,10 +4,12 @@
 //! A metric row's path, by module: [`config`] reads a batch's YAML into a
 //! `BatchSpec`; [`jobs::ingest`] gets its rows from DuckDB SQL or from the
 //! [`sandbox`] (CPython in wasmtime), normalises them, and hands them to
-//! [`store`], one long DuckDB table per `table_key`.
+//! [`store`], one long DuckDB table per `table_key`. [`models`] turns stored
+//! metrics into model features.
 
 pub mod cli;
 pub mod config;
 pub mod jobs;
+pub mod models;
 pub mod sandbox;
 pub mod store;

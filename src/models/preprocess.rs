@@ -1,0 +1,251 @@
+//! Native preprocess, with the semantics of the shipped
+//! `metrics/defaults/python/preprocess.py` under pandas: sort by time,
+//! optionally resample (`freq`, `freq_agg`), difference (`diff_n`), smooth
+//! with a rolling mean (`smooth_n`), add `lags_n` lagged copies, and drop
+//! every row with a missing value. tests/fixtures/preprocess_golden.json
+//! holds pandas' own output for the tests to compare against.
+//!
+//! Hand-written: these are a few loops over one series, and no Rust crate
+//! reproduces pandas' resampling bins and rolling-window NaN rules.
+
+use crate::config::PreprocessParams;
+
+/// One metric's model features: a row per kept timestamp, columns
+/// `[metric_value, lag_1, ..., lag_n]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    pub timestamps_us: Vec<i64>,
+    pub rows: Vec<Vec<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("preprocess_params.freq `{0}` is not a frequency sandstack understands (use e.g. 30s, 5min, 1h, 1D)")]
+    BadFreq(String),
+    #[error("preprocess_params.freq_agg `{0}` is not supported (use mean, sum, min, max, median, first, last or count)")]
+    BadAgg(String),
+    #[error("timestamps and values differ in length ({0} and {1})")]
+    Length(usize, usize),
+}
+
+/// A pandas offset alias as microseconds: `30s`, `5min` (or `5T`), `1h`
+/// (or `H`), `1D`.
+pub fn parse_freq(freq: &str) -> Result<i64, PreprocessError> {
+    let f = freq.trim();
+    let split = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
+    let (num, unit) = f.split_at(split);
+    let n: i64 = if num.is_empty() {
+        1
+    } else {
+        num.parse()
+            .map_err(|_| PreprocessError::BadFreq(freq.into()))?
+    };
+    let unit_us: i64 = match unit {
+        "us" | "U" => 1,
+        "ms" | "L" => 1_000,
+        "s" | "S" => 1_000_000,
+        "min" | "T" => 60_000_000,
+        "h" | "H" => 3_600_000_000,
+        "D" | "d" => 86_400_000_000,
+        _ => return Err(PreprocessError::BadFreq(freq.into())),
+    };
+    if n <= 0 {
+        return Err(PreprocessError::BadFreq(freq.into()));
+    }
+    Ok(n * unit_us)
+}
+
+pub fn preprocess(
+    timestamps_us: &[i64],
+    values: &[f64],
+    p: &PreprocessParams,
+) -> Result<Features, PreprocessError> {
+    if timestamps_us.len() != values.len() {
+        return Err(PreprocessError::Length(timestamps_us.len(), values.len()));
+    }
+    let mut points: Vec<(i64, f64)> = timestamps_us
+        .iter()
+        .copied()
+        .zip(values.iter().copied())
+        .collect();
+    // pandas' sort_values is stable too: equal timestamps keep input order.
+    points.sort_by_key(|(t, _)| *t);
+    let (mut ts, mut x): (Vec<i64>, Vec<f64>) = points.into_iter().unzip();
+    if let Some(freq) = p.freq.as_deref().filter(|f| !f.trim().is_empty()) {
+        (ts, x) = resample(&ts, &x, parse_freq(freq)?, &p.freq_agg)?;
+    }
+    if p.diff_n > 0 {
+        x = diff(&x, p.diff_n as usize);
+    }
+    if p.smooth_n > 0 {
+        x = rolling_mean(&x, p.smooth_n as usize);
+    }
+    let lags = p.lags_n as usize;
+    let mut out = Features {
+        timestamps_us: Vec::new(),
+        rows: Vec::new(),
+    };
+    for i in 0..x.len() {
+        let mut row = Vec::with_capacity(lags + 1);
+        row.push(x[i]);
+        for k in 1..=lags {
+            row.push(if i >= k { x[i - k] } else { f64::NAN });
+        }
+        if row.iter().all(|v| !v.is_nan()) {
+            out.timestamps_us.push(ts[i]);
+            out.rows.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// pandas' default resampling: bins of `freq` from midnight of the first
+/// timestamp's day, closed and labelled on the left, every bin from the
+/// first point's to the last point's present (empty ones aggregate to NaN,
+/// or 0 for sum and count).
+fn resample(
+    ts: &[i64],
+    x: &[f64],
+    freq: i64,
+    agg: &str,
+) -> Result<(Vec<i64>, Vec<f64>), PreprocessError> {
+    if !matches!(
+        agg,
+        "mean" | "sum" | "min" | "max" | "median" | "first" | "last" | "count"
+    ) {
+        return Err(PreprocessError::BadAgg(agg.into()));
+    }
+    let (Some(&first), Some(&last)) = (ts.first(), ts.last()) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    const DAY: i64 = 86_400_000_000;
+    let origin = first.div_euclid(DAY) * DAY;
+    let bin = |t: i64| (t - origin).div_euclid(freq);
+    let (b0, b1) = (bin(first), bin(last));
+    let n = (b1 - b0 + 1) as usize;
+    let mut groups: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for (t, v) in ts.iter().zip(x) {
+        groups[(bin(*t) - b0) as usize].push(*v);
+    }
+    let labels = (0..n).map(|i| origin + (b0 + i as i64) * freq).collect();
+    let values = groups.into_iter().map(|g| aggregate(g, agg)).collect();
+    Ok((labels, values))
+}
+
+fn aggregate(mut g: Vec<f64>, agg: &str) -> f64 {
+    // pandas skips NaN inside a bin.
+    g.retain(|v| !v.is_nan());
+    match agg {
+        "sum" => g.iter().sum(),
+        "count" => g.len() as f64,
+        _ if g.is_empty() => f64::NAN,
+        "mean" => g.iter().sum::<f64>() / g.len() as f64,
+        "min" => g.iter().copied().fold(f64::INFINITY, f64::min),
+        "max" => g.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        "first" => g[0],
+        "last" => g[g.len() - 1],
+        _ => {
+            g.sort_by(f64::total_cmp);
+            let m = g.len() / 2;
+            if g.len() % 2 == 1 {
+                g[m]
+            } else {
+                (g[m - 1] + g[m]) / 2.0
+            }
+        }
+    }
+}
+
+fn diff(x: &[f64], n: usize) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| if i >= n { x[i] - x[i - n] } else { f64::NAN })
+        .collect()
+}
+
+/// pandas' `rolling(window=n).mean()`: NaN unless all `n` values are there.
+fn rolling_mean(x: &[f64], n: usize) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| {
+            if i + 1 < n {
+                return f64::NAN;
+            }
+            let w = &x[i + 1 - n..=i];
+            if w.iter().any(|v| v.is_nan()) {
+                f64::NAN
+            } else {
+                w.iter().sum::<f64>() / n as f64
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Golden {
+        input: Input,
+        cases: Vec<Case>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Input {
+        timestamps_us: Vec<i64>,
+        values: Vec<f64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Case {
+        params: serde_json::Value,
+        timestamps_us: Vec<i64>,
+        rows: Vec<Vec<f64>>,
+    }
+
+    #[test]
+    fn matches_pandas_on_the_golden_cases() {
+        let golden: Golden =
+            serde_json::from_str(include_str!("../../tests/fixtures/preprocess_golden.json"))
+                .expect("golden file parses");
+        for case in &golden.cases {
+            let params: PreprocessParams =
+                serde_json::from_value(case.params.clone()).expect("params");
+            let got = preprocess(&golden.input.timestamps_us, &golden.input.values, &params)
+                .expect("preprocess");
+            assert_eq!(
+                got.timestamps_us, case.timestamps_us,
+                "timestamps for {}",
+                case.params
+            );
+            assert_eq!(got.rows.len(), case.rows.len(), "rows for {}", case.params);
+            for (g, w) in got.rows.iter().zip(&case.rows) {
+                for (a, b) in g.iter().zip(w) {
+                    // pandas' rolling mean uses running sums: equal to ~1e-12.
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                        "{a} vs {b} for {}",
+                        case.params
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frequencies_and_errors() {
+        assert_eq!(parse_freq("5min"), Ok(300_000_000));
+        assert_eq!(parse_freq("H"), Ok(3_600_000_000));
+        assert_eq!(parse_freq("1D"), Ok(86_400_000_000));
+        assert_eq!(
+            parse_freq("3 weeks"),
+            Err(PreprocessError::BadFreq("3 weeks".into()))
+        );
+        let p = PreprocessParams {
+            freq: Some("1min".into()),
+            freq_agg: "mode".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            preprocess(&[0], &[1.0], &p),
+            Err(PreprocessError::BadAgg("mode".into()))
+        );
+    }
+}
