@@ -1,4 +1,263 @@
-//! Anomaly models and the features they are fed. So far: the native
-//! preprocess step (see [`preprocess`]); the models themselves come next.
+//! Anomaly models and the features they are fed ([`preprocess`]). Models
+//! are named as in Anomstack's `model_configs` (PCA, KNN, IForest), trained
+//! on one metric's feature rows, and score a row as a 0..1 anomaly
+//! probability: the raw score scaled between the lowest and highest
+//! training score and clipped, as PyOD's default (linear) `predict_proba`
+//! that Anomstack uses. Several models' probabilities combine by
+//! `model_combination_method` (mean, min, max). [`store`] saves them.
 
+mod iforest;
+mod knn;
+mod pca;
 pub mod preprocess;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    #[error("model_name `{0}` is not supported (use PCA, KNN or IForest)")]
+    UnknownModel(String),
+    #[error("model `{tag}`: model_params.{key} must be {expected}")]
+    BadParam {
+        tag: String,
+        key: String,
+        expected: &'static str,
+    },
+    #[error("cannot train on {rows} rows: at least {min} are needed (train_min_n)")]
+    TooFewRows { rows: usize, min: usize },
+    #[error("feature rows have {found} columns, the model was trained on {expected}")]
+    Width { expected: usize, found: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Inner {
+    Pca(pca::Pca),
+    Knn(knn::Knn),
+    IForest(iforest::IsolationForest),
+}
+
+/// One trained model for one metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainedModel {
+    pub model_name: String,
+    pub model_tag: String,
+    pub n_features: usize,
+    pub trained_rows: usize,
+    /// Raw training scores' range, for calibration.
+    pub score_min: f64,
+    pub score_max: f64,
+    inner: Inner,
+}
+
+fn param_usize(cfg: &ModelConfig, key: &str, default: usize) -> Result<usize, ModelError> {
+    match cfg.model_params.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n > 0)
+            .map(|n| n as usize)
+            .ok_or_else(|| ModelError::BadParam {
+                tag: cfg.tag(),
+                key: key.into(),
+                expected: "a whole number above 0",
+            }),
+    }
+}
+
+impl TrainedModel {
+    /// Train one configured model on feature rows (all the same width).
+    pub fn fit(
+        cfg: &ModelConfig,
+        rows: &[Vec<f64>],
+        seed: u64,
+    ) -> Result<TrainedModel, ModelError> {
+        if rows.len() < 2 {
+            return Err(ModelError::TooFewRows {
+                rows: rows.len(),
+                min: 2,
+            });
+        }
+        let n_features = rows[0].len();
+        if let Some(bad) = rows.iter().find(|r| r.len() != n_features) {
+            return Err(ModelError::Width {
+                expected: n_features,
+                found: bad.len(),
+            });
+        }
+        let (inner, training): (Inner, Vec<f64>) =
+            match cfg.model_name.to_ascii_uppercase().as_str() {
+                "PCA" => {
+                    let n = match cfg.model_params.get("n_components") {
+                        None | Some(serde_json::Value::Null) => None,
+                        Some(_) => Some(param_usize(cfg, "n_components", n_features)?),
+                    };
+                    let m = pca::Pca::fit(rows, n);
+                    let s = rows.iter().map(|r| m.score(r)).collect();
+                    (Inner::Pca(m), s)
+                }
+                "KNN" => {
+                    let m = knn::Knn::fit(rows, param_usize(cfg, "n_neighbors", 5)?);
+                    let s = m.training_scores();
+                    (Inner::Knn(m), s)
+                }
+                "IFOREST" | "ISOLATIONFOREST" => {
+                    let m = iforest::IsolationForest::fit(
+                        rows,
+                        param_usize(cfg, "n_estimators", 100)?,
+                        param_usize(cfg, "max_samples", 256)?,
+                        seed,
+                    );
+                    let s = rows.iter().map(|r| m.score(r)).collect();
+                    (Inner::IForest(m), s)
+                }
+                other => return Err(ModelError::UnknownModel(other.to_string())),
+            };
+        let score_min = training.iter().copied().fold(f64::INFINITY, f64::min);
+        let score_max = training.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Ok(TrainedModel {
+            model_name: cfg.model_name.clone(),
+            model_tag: cfg.tag(),
+            n_features,
+            trained_rows: rows.len(),
+            score_min,
+            score_max,
+            inner,
+        })
+    }
+
+    pub fn raw_score(&self, row: &[f64]) -> Result<f64, ModelError> {
+        if row.len() != self.n_features {
+            return Err(ModelError::Width {
+                expected: self.n_features,
+                found: row.len(),
+            });
+        }
+        Ok(match &self.inner {
+            Inner::Pca(m) => m.score(row),
+            Inner::Knn(m) => m.score(row),
+            Inner::IForest(m) => m.score(row),
+        })
+    }
+
+    /// The anomaly probability in 0..1.
+    pub fn probability(&self, row: &[f64]) -> Result<f64, ModelError> {
+        let s = self.raw_score(row)?;
+        let span = self.score_max - self.score_min;
+        Ok(if span > 0.0 {
+            ((s - self.score_min) / span).clamp(0.0, 1.0)
+        } else {
+            0.0
+        })
+    }
+}
+
+/// Combine several models' probabilities (`model_combination_method`).
+pub fn combine(probabilities: &[f64], method: &str) -> Option<f64> {
+    if probabilities.is_empty() {
+        return None;
+    }
+    Some(match method {
+        "min" => probabilities.iter().copied().fold(f64::INFINITY, f64::min),
+        "max" => probabilities
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max),
+        _ => probabilities.iter().sum::<f64>() / probabilities.len() as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn cfg(name: &str) -> ModelConfig {
+        ModelConfig {
+            model_name: name.into(),
+            model_tag: None,
+            model_params: BTreeMap::new(),
+        }
+    }
+
+    type Rows = Vec<Vec<f64>>;
+
+    /// A noisy sine with lag features (training rows, some normal rows),
+    /// and rows that break its pattern.
+    fn data() -> (Rows, Rows, Rows) {
+        let series: Vec<f64> = (0..400)
+            .map(|i| (i as f64 / 10.0).sin() + 0.05 * ((i * 7919 % 97) as f64 / 97.0 - 0.5))
+            .collect();
+        let rows: Vec<Vec<f64>> = (3..series.len())
+            .map(|i| vec![series[i], series[i - 1], series[i - 2], series[i - 3]])
+            .collect();
+        let normal = rows[100..110].to_vec();
+        let odd = vec![
+            vec![3.0, 0.1, -0.1, 0.0],
+            vec![-2.5, 0.9, 0.95, 0.99],
+            vec![0.0, 5.0, -5.0, 0.0],
+        ];
+        (rows, normal, odd)
+    }
+
+    #[test]
+    fn every_model_scores_anomalies_above_normal_points() {
+        let (train, normal, odd) = data();
+        for name in ["PCA", "KNN", "IForest"] {
+            let m = TrainedModel::fit(&cfg(name), &train, 42).expect("fits");
+            let normal_max = normal
+                .iter()
+                .map(|r| m.probability(r).expect("score"))
+                .fold(0.0, f64::max);
+            for r in &odd {
+                let p = m.probability(r).expect("score");
+                assert!(
+                    p > normal_max,
+                    "{name}: anomaly {r:?} scored {p}, normal max {normal_max}"
+                );
+                assert!((0.0..=1.0).contains(&p));
+            }
+        }
+    }
+
+    #[test]
+    fn training_is_reproducible_and_errors_are_clear() {
+        let (train, _, _) = data();
+        assert_eq!(
+            TrainedModel::fit(&cfg("IForest"), &train, 1).expect("fits"),
+            TrainedModel::fit(&cfg("IForest"), &train, 1).expect("fits")
+        );
+        assert_eq!(
+            TrainedModel::fit(&cfg("LOF"), &train, 1)
+                .unwrap_err()
+                .to_string(),
+            "model_name `LOF` is not supported (use PCA, KNN or IForest)"
+        );
+        let mut bad = cfg("KNN");
+        bad.model_params
+            .insert("n_neighbors".into(), serde_json::json!("five"));
+        assert_eq!(
+            TrainedModel::fit(&bad, &train, 1).unwrap_err().to_string(),
+            "model `knn`: model_params.n_neighbors must be a whole number above 0"
+        );
+        let m = TrainedModel::fit(&cfg("PCA"), &train, 1).expect("fits");
+        assert_eq!(
+            m.probability(&[1.0]).unwrap_err(),
+            ModelError::Width {
+                expected: 4,
+                found: 1
+            }
+        );
+    }
+
+    #[test]
+    fn combination_methods() {
+        assert_eq!(combine(&[0.2, 0.8], "mean"), Some(0.5));
+        assert_eq!(combine(&[0.2, 0.8], "min"), Some(0.2));
+        assert_eq!(combine(&[0.2, 0.8], "max"), Some(0.8));
+        assert_eq!(combine(&[], "mean"), None);
+    }
+}

@@ -1,0 +1,192 @@
+//! Saved models under `model_path` (`local://DIR`), one file per batch,
+//! metric and model tag, in a versioned JSON envelope: a file written by
+//! another format version is refused with a message saying to retrain.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::TrainedModel;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelStoreError {
+    #[error(
+        "model_path `{0}` is not supported yet: use local://DIR (s3:// and gs:// are planned)"
+    )]
+    Scheme(String),
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path} was saved by model format {found}, this sandstack reads format {FORMAT_VERSION}: run `sandstack train` for the batch again")]
+    Version { path: PathBuf, found: u32 },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    format: u32,
+    batch: String,
+    metric: String,
+    model: TrainedModel,
+}
+
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+/// File-name-safe form of a batch, metric or tag (metric names are user
+/// data: never let one become a path).
+fn safe(part: &str) -> String {
+    let mut s: String = part
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // Distinct names that clean to the same text stay distinct.
+    if s != part {
+        let h = sha2::Digest::finalize(sha2::Digest::chain_update(
+            sha2::Sha256::default(),
+            part.as_bytes(),
+        ));
+        s.push('-');
+        s.push_str(&hex::encode(&h[..4]));
+    }
+    s
+}
+
+impl ModelStore {
+    /// `model_path` as configured, relative paths against `base`.
+    pub fn open(model_path: &str, base: &Path) -> Result<ModelStore, ModelStoreError> {
+        let Some(dir) = model_path.strip_prefix("local://") else {
+            return Err(ModelStoreError::Scheme(model_path.to_string()));
+        };
+        Ok(ModelStore {
+            root: base.join(dir),
+        })
+    }
+
+    pub fn path(&self, batch: &str, metric: &str, tag: &str) -> PathBuf {
+        self.root
+            .join(safe(batch))
+            .join(safe(metric))
+            .join(format!("{}.json", safe(tag)))
+    }
+
+    pub fn save(
+        &self,
+        batch: &str,
+        metric: &str,
+        model: &TrainedModel,
+    ) -> Result<PathBuf, ModelStoreError> {
+        let path = self.path(batch, metric, &model.model_tag);
+        let io = |message: String| ModelStoreError::Io {
+            path: path.clone(),
+            message,
+        };
+        let envelope = Envelope {
+            format: FORMAT_VERSION,
+            batch: batch.into(),
+            metric: metric.into(),
+            model: model.clone(),
+        };
+        let text = serde_json::to_vec(&envelope).map_err(|e| io(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
+        }
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, text).map_err(|e| io(e.to_string()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(e.to_string()))?;
+        Ok(path)
+    }
+
+    /// The saved model, None if there is none.
+    pub fn load(
+        &self,
+        batch: &str,
+        metric: &str,
+        tag: &str,
+    ) -> Result<Option<TrainedModel>, ModelStoreError> {
+        let path = self.path(batch, metric, tag);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(ModelStoreError::Io {
+                    path,
+                    message: e.to_string(),
+                })
+            }
+        };
+        #[derive(Deserialize)]
+        struct Version {
+            format: u32,
+        }
+        let v: Version = serde_json::from_slice(&bytes).map_err(|e| ModelStoreError::Io {
+            path: path.clone(),
+            message: format!("not a sandstack model file: {e}"),
+        })?;
+        if v.format != FORMAT_VERSION {
+            return Err(ModelStoreError::Version {
+                path,
+                found: v.format,
+            });
+        }
+        let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| ModelStoreError::Io {
+            path: path.clone(),
+            message: format!("corrupt model file: {e}"),
+        })?;
+        Ok(Some(env.model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+
+    #[test]
+    fn saves_loads_and_refuses_other_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ModelStore::open("local://models", dir.path()).expect("local");
+        let rows: Vec<Vec<f64>> = (0..50)
+            .map(|i| vec![i as f64, (i * i % 7) as f64])
+            .collect();
+        let cfg = ModelConfig {
+            model_name: "PCA".into(),
+            model_tag: Some("pca_default".into()),
+            model_params: Default::default(),
+        };
+        let m = TrainedModel::fit(&cfg, &rows, 1).expect("fits");
+        let path = store.save("b", "../etc/passwd", &m).expect("save");
+        assert!(
+            path.starts_with(dir.path().join("models/b")),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            store
+                .load("b", "../etc/passwd", "pca_default")
+                .expect("load"),
+            Some(m)
+        );
+        assert_eq!(store.load("b", "other", "pca_default").expect("load"), None);
+
+        let text = std::fs::read_to_string(&path).expect("read").replacen(
+            "\"format\":1",
+            "\"format\":0",
+            1,
+        );
+        std::fs::write(&path, text).expect("write");
+        let err = store
+            .load("b", "../etc/passwd", "pca_default")
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("was saved by model format 0, this sandstack reads format 1: run `sandstack train` for the batch again"), "{err}");
+        assert!(ModelStore::open("s3://bucket/models", dir.path()).is_err());
+    }
+}
