@@ -112,6 +112,7 @@ pub fn ingest(
             IngestOptions {
                 dry_run,
                 cassette: cassette.clone(),
+                simulated_now_us: None,
             },
         ) {
             Ok(r) => {

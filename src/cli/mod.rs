@@ -4,6 +4,7 @@
 
 mod bench;
 mod ingest;
+mod jobs;
 mod setup;
 mod validate;
 
@@ -63,6 +64,28 @@ pub enum Command {
         show: usize,
         #[command(flatten)]
         cassette: CassetteArgs,
+    },
+    /// Train the batch's models on its history (train_sql) and save them under model_path.
+    Train { batch: String },
+    /// Score observations not scored yet with the saved models (score_sql).
+    Score { batch: String },
+    /// Store alerts where the smoothed score passes alert_threshold (alert_sql), and threshold alerts.
+    Alert { batch: String },
+    /// Detect level changes with MAD (change_sql).
+    Change { batch: String },
+    /// Delete the batch's rows older than delete_after_n_days (delete_sql).
+    Delete { batch: String },
+    /// Row counts and last timestamps per batch, metric and type (summary_sql), for one batch or all.
+    Summary { batch: Option<String> },
+    /// Ingest over N past periods with a simulated clock, then train, score, alert and detect changes.
+    Backfill {
+        batch: String,
+        /// How many periods to ingest.
+        #[arg(long)]
+        periods: usize,
+        /// The period length: a number and s, m, h or d.
+        #[arg(long, default_value = "10m")]
+        every: String,
     },
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
     Setup,
@@ -127,6 +150,17 @@ pub fn main() -> ExitCode {
             cassette,
         } => ingest::ingest(&cli, batches, *all, *dry_run, *show, cassette),
         Command::Setup => setup::setup(),
+        Command::Train { batch } => jobs::job(&cli, batch, jobs::JobKind::Train),
+        Command::Score { batch } => jobs::job(&cli, batch, jobs::JobKind::Score),
+        Command::Alert { batch } => jobs::job(&cli, batch, jobs::JobKind::Alert),
+        Command::Change { batch } => jobs::job(&cli, batch, jobs::JobKind::Change),
+        Command::Delete { batch } => jobs::job(&cli, batch, jobs::JobKind::Delete),
+        Command::Summary { batch } => jobs::summary(&cli, batch.as_deref()),
+        Command::Backfill {
+            batch,
+            periods,
+            every,
+        } => jobs::backfill(&cli, batch, *periods, every),
         Command::Bench(BenchCommand::Sandbox {
             runs,
             native_runs,

@@ -1,4 +1,13 @@
-//! The jobs a batch runs. Each job reads a [`crate::config::BatchSpec`] and
-//! works against the [`crate::store::Store`].
+//! The jobs a batch runs, each reading a [`crate::config::BatchSpec`] and
+//! working against the [`crate::store::Store`]: [`ingest`] stores metrics,
+//! [`train`] fits models, [`score`] writes anomaly scores, [`alert`] and
+//! [`change`] write judgements, [`maintenance`] deletes old rows and
+//! summarises; [`rows`] holds what they share.
 
+pub mod alert;
+pub mod change;
 pub mod ingest;
+pub mod maintenance;
+pub mod rows;
+pub mod score;
+pub mod train;

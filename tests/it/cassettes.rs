@@ -37,6 +37,7 @@ fn with_cassette(
             match_on: Vec::new(),
             scrub: Vec::new(),
         }),
+        simulated_now_us: None,
     };
     ingest::run(spec, store, &TestSandbox, &env, opts)
 }

@@ -77,6 +77,10 @@ pub struct IngestOptions {
     pub dry_run: bool,
     /// Record or replay the run's cassette (Python batches).
     pub cassette: Option<recording::CassetteOptions>,
+    /// Ingest as if it were this instant (µs since the epoch), for
+    /// backfills: Python code sees it as its clock; SQL rows are stamped
+    /// with it.
+    pub simulated_now_us: Option<i64>,
 }
 
 /// What an ingest did.
@@ -148,7 +152,7 @@ pub fn run(
                     batch: batch.clone(),
                     message,
                 })?;
-                let normalized = normalize::normalize(
+                let mut normalized = normalize::normalize(
                     &raw,
                     &batch,
                     spec.ingest_metric_rounding,
@@ -158,6 +162,9 @@ pub fn run(
                     batch: batch.clone(),
                     source,
                 })?;
+                if let Some(at) = opts.simulated_now_us {
+                    normalized.rows = normalize::restamp(&normalized.rows, at);
+                }
                 source_time = t.elapsed();
                 let t = Instant::now();
                 let stored = if opts.dry_run {
@@ -195,6 +202,7 @@ pub fn run(
                 })
             })?;
             let mut req = python::request(spec, source, env);
+            req.clock_start_us = opts.simulated_now_us;
             let plan = match &opts.cassette {
                 Some(c) => {
                     let plan = recording::plan(c).map_err(|message| {

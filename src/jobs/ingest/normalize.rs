@@ -269,6 +269,16 @@ fn round_values(values: &Float64Array, decimals: i64) -> Float64Array {
     values.unary::<_, arrow::datatypes::Float64Type>(|v| (v * scale).round() / scale)
 }
 
+/// The same rows, all stamped with `at_us` (backfills of SQL batches,
+/// whose SQL reads the real clock).
+pub fn restamp(rows: &RecordBatch, at_us: i64) -> RecordBatch {
+    let mut columns = rows.columns().to_vec();
+    columns[0] = Arc::new(arrow::array::TimestampMicrosecondArray::from(
+        vec![at_us; rows.num_rows()],
+    ));
+    RecordBatch::try_new(rows.schema(), columns).unwrap_or_else(|_| rows.clone())
+}
+
 /// Rows of a normalised batch, as text, for printing.
 pub fn describe_rows(rows: &RecordBatch, limit: usize) -> String {
     let shown = rows.slice(0, rows.num_rows().min(limit));

@@ -1,0 +1,209 @@
+//! `sandstack train|score|alert|change|delete|summary` and `backfill`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::{load_folder, Cli};
+use crate::config::BatchSpec;
+use crate::jobs::ingest::{self, DefaultSandbox, IngestOptions};
+use crate::jobs::{alert, change, maintenance, score, train};
+use crate::store::Store;
+
+/// Which detection job to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Train,
+    Score,
+    Alert,
+    Change,
+    Delete,
+}
+
+fn batch<'a>(
+    folder: &'a crate::config::MetricsFolder,
+    name: &str,
+) -> anyhow::Result<&'a BatchSpec> {
+    folder.batch(name).with_context(|| {
+        let known: Vec<&str> = folder
+            .batches
+            .iter()
+            .map(|b| b.metric_batch.as_str())
+            .collect();
+        format!(
+            "no batch named `{name}` in {} (batches: {})",
+            folder.dir.display(),
+            known.join(", ")
+        )
+    })
+}
+
+/// Run one job on one batch and print what it did.
+pub fn run_job(spec: &BatchSpec, store: &mut Store, kind: JobKind) -> anyhow::Result<()> {
+    let name = &spec.metric_batch;
+    let base = Path::new(".");
+    match kind {
+        JobKind::Train => {
+            let r = train::run(spec, store, base)?;
+            println!("batch {name}: trained {} models", r.trained.len());
+            for (metric, tag, rows) in &r.trained {
+                println!("  {metric}: {tag} on {rows} feature rows");
+            }
+            for (metric, why) in &r.skipped {
+                println!("  {metric}: skipped ({why})");
+            }
+        }
+        JobKind::Score => {
+            let r = score::run(spec, store, base)?;
+            println!("batch {name}: stored {} scores", r.scored);
+            for (metric, why) in &r.skipped {
+                println!("  {metric}: skipped ({why})");
+            }
+        }
+        JobKind::Alert => {
+            let r = alert::run(spec, store)?;
+            println!(
+                "batch {name}: {} alerts, {} threshold alerts",
+                r.alerts.len(),
+                r.threshold_alerts.len()
+            );
+            for j in r.alerts.iter().chain(&r.threshold_alerts) {
+                println!(
+                    "  {} {}: {}",
+                    j.timestamp_us,
+                    j.metric_name,
+                    j.metadata.clone().unwrap_or_default()
+                );
+            }
+        }
+        JobKind::Change => {
+            let r = change::run(spec, store)?;
+            println!("batch {name}: {} changes", r.len());
+            for j in &r {
+                println!(
+                    "  {} {}: {}",
+                    j.timestamp_us,
+                    j.metric_name,
+                    j.metadata.clone().unwrap_or_default()
+                );
+            }
+        }
+        JobKind::Delete => {
+            let n = maintenance::delete(spec, store)?;
+            println!(
+                "batch {name}: deleted {n} rows older than {} days",
+                spec.delete_after_n_days
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn job(cli: &Cli, name: &str, kind: JobKind) -> anyhow::Result<ExitCode> {
+    let folder = load_folder(cli);
+    let spec = batch(&folder, name)?;
+    let mut store = Store::open(&cli.db)?;
+    run_job(spec, &mut store, kind)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn summary(cli: &Cli, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let folder = load_folder(cli);
+    let store = Store::open(&cli.db)?;
+    let batches: Vec<&BatchSpec> = match name {
+        Some(n) => vec![batch(&folder, n)?],
+        None => folder.enabled_batches().collect(),
+    };
+    let out = maintenance::summary(batches.into_iter(), &store)?;
+    println!("{}", arrow::util::pretty::pretty_format_batches(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `10m`, `30s`, `2h`, `1d`.
+pub fn parse_every(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num.parse().with_context(|| {
+        format!("--every `{text}`: expected a number and s, m, h or d (e.g. 10m)")
+    })?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--every `{text}`: the unit must be s, m, h or d (e.g. 10m)"),
+    };
+    if secs == 0 {
+        bail!("--every must be more than 0");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::Result<ExitCode> {
+    let step = parse_every(every)?;
+    let folder = load_folder(cli);
+    let spec = batch(&folder, name)?;
+    let mut store = Store::open(&cli.db)?;
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let step_us = step.as_micros() as i64;
+    let started = Instant::now();
+    let (mut stored, mut failed) = (0usize, 0usize);
+    for i in 0..periods {
+        let at = now_us - (periods - 1 - i) as i64 * step_us;
+        let opts = IngestOptions {
+            simulated_now_us: Some(at),
+            ..Default::default()
+        };
+        match ingest::run(spec, &mut store, &DefaultSandbox, &env, opts) {
+            Ok(r) => stored += r.stored,
+            Err(f) => {
+                failed += 1;
+                eprintln!("period {}/{periods}: {}", i + 1, f.error);
+            }
+        }
+        if periods >= 10 && (i + 1) % (periods / 10) == 0 {
+            eprintln!(
+                "backfill {name}: {}/{periods} periods ({:.1}s)",
+                i + 1,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    println!("batch {name}: backfilled {periods} periods every {every}: {stored} rows stored, {failed} periods failed");
+    // Score the whole backfill, not just the newest score_max_n rows.
+    let mut scoring = spec.clone();
+    scoring.score_max_n = scoring.score_max_n.max(periods as u64);
+    if let Some(sql) = scoring.sql.get_mut("score_sql") {
+        *sql = sql.replace(
+            &format!("recency_rank <= {}", spec.score_max_n),
+            &format!("recency_rank <= {}", scoring.score_max_n),
+        );
+    }
+    for kind in [
+        JobKind::Train,
+        JobKind::Score,
+        JobKind::Alert,
+        JobKind::Change,
+    ] {
+        run_job(&scoring, &mut store, kind)?;
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_parses_units() {
+        assert_eq!(super::parse_every("10m").expect("ok").as_secs(), 600);
+        assert_eq!(super::parse_every("1d").expect("ok").as_secs(), 86_400);
+        assert!(super::parse_every("10x").is_err());
+        assert!(super::parse_every("m").is_err());
+    }
+}

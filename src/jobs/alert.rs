@@ -1,0 +1,180 @@
+//! The alert job: `alert_sql` smooths each metric's score over the previous
+//! `alert_smooth_n` observations and snoozes after an alert; a row flagged
+//! there within the newest `alert_recent_n` becomes an `alert` row (once).
+//! Threshold alerts (`tholdalert_thresholds`) run in the same job. Alerts
+//! are stored and logged; delivery is a separate step.
+
+use super::rows::{existing, series_by_metric, write, Judgement, RowsError};
+use crate::config::BatchSpec;
+use crate::store::{Store, StoreError, TableKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("batch {batch}: {source}")]
+    Rows {
+        batch: String,
+        #[source]
+        source: RowsError,
+    },
+    #[error("batch {batch}: {source}")]
+    Store {
+        batch: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("batch {batch}: the batch has no alert_sql")]
+    NoSql { batch: String },
+}
+
+#[derive(Debug, Default)]
+pub struct AlertReport {
+    pub alerts: Vec<Judgement>,
+    pub threshold_alerts: Vec<Judgement>,
+}
+
+pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertError> {
+    let batch = spec.metric_batch.clone();
+    let b = || batch.clone();
+    let sql = spec
+        .sql
+        .get("alert_sql")
+        .ok_or_else(|| AlertError::NoSql { batch: b() })?;
+    store
+        .ensure_metrics_table(&spec.table_key)
+        .map_err(|source| AlertError::Store { batch: b(), source })?;
+    let series = series_by_metric(store, sql, "alert")
+        .map_err(|source| AlertError::Rows { batch: b(), source })?;
+    let already = existing(store, &spec.table_key, &batch, "alert")
+        .map_err(|source| AlertError::Store { batch: b(), source })?;
+    let mut report = AlertReport::default();
+    for (metric, s) in &series {
+        if spec.alert_exclude_metrics.contains(metric) {
+            continue;
+        }
+        let col = |name: &str| {
+            s.extra
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| vec![f64::NAN; s.values.len()])
+        };
+        let (flag, rank, score, smooth) = (
+            col("metric_alert"),
+            col("recency_rank"),
+            col("metric_score"),
+            col("metric_score_smooth"),
+        );
+        for i in 0..s.values.len() {
+            let recent = rank[i] <= spec.alert_recent_n as f64;
+            let is_new = !already
+                .get(metric)
+                .is_some_and(|d| d.contains(&s.timestamps_us[i]));
+            if recent && flag[i] == 1.0 && is_new {
+                let j = Judgement {
+                    timestamp_us: s.timestamps_us[i],
+                    metric_name: metric.clone(),
+                    value: 1.0,
+                    metadata: Some(serde_json::json!({
+                        "value": s.values[i],
+                        "score": score[i],
+                        "score_smooth": smooth[i],
+                        "threshold": spec.alert_threshold,
+                        "tags": spec.metric_tags.get(metric),
+                    })),
+                };
+                tracing::warn!(
+                    "ALERT batch {batch} metric {metric}: value {} smoothed score {:.3} >= alert_threshold {}",
+                    s.values[i],
+                    smooth[i],
+                    spec.alert_threshold
+                );
+                report.alerts.push(j);
+            }
+        }
+        if spec.alert_always {
+            if let Some(i) = rank.iter().position(|r| *r == 1.0) {
+                tracing::info!(
+                    "alert_always: batch {batch} metric {metric} latest smoothed score {:.3}",
+                    smooth[i]
+                );
+            }
+        }
+    }
+    write(store, &spec.table_key, &batch, "alert", &report.alerts)
+        .map_err(|source| AlertError::Store { batch: b(), source })?;
+    report.threshold_alerts =
+        threshold_alerts(spec, store).map_err(|source| AlertError::Store { batch: b(), source })?;
+    write(
+        store,
+        &spec.table_key,
+        &batch,
+        "tholdalert",
+        &report.threshold_alerts,
+    )
+    .map_err(|source| AlertError::Store { batch: b(), source })?;
+    Ok(report)
+}
+
+/// The newest value of each metric in `tholdalert_thresholds` outside its
+/// bounds, unless a threshold alert fired in the previous
+/// `tholdalert_snooze_n` observations.
+fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, StoreError> {
+    let mut out = Vec::new();
+    if spec.tholdalert_thresholds.is_empty() {
+        return Ok(out);
+    }
+    let key = TableKey::parse(&spec.table_key)?;
+    let batch = &spec.metric_batch;
+    let db = |context: &str| {
+        let context = context.to_string();
+        move |source| StoreError::Db { context, source }
+    };
+    for (metric, bounds) in &spec.tholdalert_thresholds {
+        let sql = format!(
+            "SELECT epoch_us(m.metric_timestamp), m.metric_value, \
+             (SELECT count(*) FROM {t} a WHERE a.metric_batch = m.metric_batch AND a.metric_name = m.metric_name \
+              AND a.metric_type = 'tholdalert' AND a.metric_timestamp = m.metric_timestamp) \
+             FROM {t} m WHERE m.metric_batch = ? AND m.metric_name = ? AND m.metric_type = 'metric' \
+             ORDER BY m.metric_timestamp DESC LIMIT ?",
+            t = key.quoted()
+        );
+        let mut stmt = store
+            .connection()
+            .prepare(&sql)
+            .map_err(db("reading threshold data"))?;
+        let rows: Vec<(i64, f64, i64)> = stmt
+            .query_map(
+                duckdb::params![batch, metric, spec.tholdalert_snooze_n as i64 + 1],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
+                        r.get(2)?,
+                    ))
+                },
+            )
+            .map_err(db("reading threshold data"))?
+            .collect::<Result<_, _>>()
+            .map_err(db("reading threshold data"))?;
+        let Some(&(ts, value, already)) = rows.first() else {
+            continue;
+        };
+        let snoozed = rows.iter().skip(1).any(|(_, _, fired)| *fired > 0);
+        let broken = match (bounds.upper, bounds.lower) {
+            (Some(u), _) if value > u => Some(("upper", u)),
+            (_, Some(l)) if value < l => Some(("lower", l)),
+            _ => None,
+        };
+        if let Some((side, bound)) = broken {
+            if already == 0 && !snoozed {
+                tracing::warn!("THRESHOLD ALERT batch {batch} metric {metric}: value {value} is past its {side} bound {bound}");
+                out.push(Judgement {
+                    timestamp_us: ts,
+                    metric_name: metric.clone(),
+                    value: 1.0,
+                    metadata: Some(serde_json::json!({"value": value, "bound": side, "threshold": bound, "tags": spec.metric_tags.get(metric)})),
+                });
+            }
+        }
+    }
+    Ok(out)
+}

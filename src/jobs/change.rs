@@ -1,0 +1,141 @@
+//! The change job: MAD-based change detection. For each metric, the newest
+//! `change_detect_last_n` (smoothed) values are compared with the earlier
+//! ones by the modified z-score `0.6745 (x - median) / MAD` (Iglewicz and
+//! Hoaglin); beyond `change_threshold` is a change, unless one was flagged in
+//! the previous `change_snooze_n` observations.
+
+use super::rows::{existing, series_by_metric, write, Judgement, RowsError};
+use crate::config::BatchSpec;
+use crate::store::{Store, StoreError};
+
+/// Earlier observations needed before a change can be judged.
+pub const MIN_BASELINE: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("batch {batch}: {source}")]
+    Rows {
+        batch: String,
+        #[source]
+        source: RowsError,
+    },
+    #[error("batch {batch}: {source}")]
+    Store {
+        batch: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("batch {batch}: the batch has no change_sql")]
+    NoSql { batch: String },
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Modified z-scores of `recent` against `baseline`; None if the baseline
+/// has no spread at all.
+pub fn modified_z(baseline: &[f64], recent: &[f64]) -> Option<Vec<f64>> {
+    let mut b = baseline.to_vec();
+    let med = median(&mut b);
+    let mut dev: Vec<f64> = baseline.iter().map(|x| (x - med).abs()).collect();
+    let mean_dev = dev.iter().sum::<f64>() / dev.len().max(1) as f64;
+    let mad = median(&mut dev);
+    // With MAD 0 (over half the baseline identical), the usual fallback:
+    // (x - median) / (1.253314 * mean absolute deviation).
+    let (k, scale) = if mad > 0.0 {
+        (0.6745, mad)
+    } else {
+        (1.0, 1.253314 * mean_dev)
+    };
+    (scale > 0.0).then(|| recent.iter().map(|x| k * (x - med) / scale).collect())
+}
+
+pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, ChangeError> {
+    let batch = spec.metric_batch.clone();
+    let b = || batch.clone();
+    let sql = spec
+        .sql
+        .get("change_sql")
+        .ok_or_else(|| ChangeError::NoSql { batch: b() })?;
+    store
+        .ensure_metrics_table(&spec.table_key)
+        .map_err(|source| ChangeError::Store { batch: b(), source })?;
+    let series = series_by_metric(store, sql, "change")
+        .map_err(|source| ChangeError::Rows { batch: b(), source })?;
+    let already = existing(store, &spec.table_key, &batch, "change")
+        .map_err(|source| ChangeError::Store { batch: b(), source })?;
+    let last_n = spec.change_detect_last_n.max(1) as usize;
+    let mut out = Vec::new();
+    for (metric, s) in &series {
+        let smooth = s
+            .extra
+            .get("metric_value_smooth")
+            .cloned()
+            .unwrap_or_else(|| s.values.clone());
+        let changed_before = s
+            .extra
+            .get("changed_before")
+            .cloned()
+            .unwrap_or_else(|| vec![0.0; s.values.len()]);
+        let n = smooth.len();
+        if n < last_n + MIN_BASELINE {
+            continue;
+        }
+        let split = n - last_n;
+        let baseline: Vec<f64> = smooth[..split]
+            .iter()
+            .copied()
+            .filter(|v| !v.is_nan())
+            .collect();
+        let Some(z) = modified_z(&baseline, &smooth[split..]) else {
+            continue;
+        };
+        let mut last_flag: Option<usize> = None;
+        for (k, zk) in z.iter().enumerate() {
+            let i = split + k;
+            let snoozed = changed_before[i] > 0.0
+                || last_flag.is_some_and(|j| i - j <= spec.change_snooze_n as usize)
+                || already
+                    .get(metric)
+                    .is_some_and(|d| d.contains(&s.timestamps_us[i]));
+            if zk.abs() > spec.change_threshold && !snoozed {
+                last_flag = Some(i);
+                tracing::warn!(
+                    "CHANGE batch {batch} metric {metric}: value {} has modified z-score {zk:.2}",
+                    s.values[i]
+                );
+                out.push(Judgement {
+                    timestamp_us: s.timestamps_us[i],
+                    metric_name: metric.clone(),
+                    value: 1.0,
+                    metadata: Some(serde_json::json!({"value": s.values[i], "z": zk, "threshold": spec.change_threshold, "tags": spec.metric_tags.get(metric)})),
+                });
+            }
+        }
+    }
+    write(store, &spec.table_key, &batch, "change", &out)
+        .map_err(|source| ChangeError::Store { batch: b(), source })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_shift_scores_far_beyond_the_threshold() {
+        let baseline: Vec<f64> = (0..50)
+            .map(|i| 10.0 + ((i * 37 % 11) as f64 - 5.0) * 0.1)
+            .collect();
+        let z = modified_z(&baseline, &[10.1, 14.0]).expect("spread");
+        assert!(z[0].abs() < 3.5 && z[1] > 3.5, "{z:?}");
+        assert!(modified_z(&[1.0; 20], &[1.0]).is_none());
+    }
+}

@@ -1,0 +1,225 @@
+//! What the detection jobs share: reading a job's SQL result into per-metric
+//! series, and writing judgement rows (`score`, `alert`, `change`,
+//! `tholdalert`) to the batch's table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit};
+
+use crate::store::{metrics_schema, Store, StoreError};
+
+/// One metric's observations, oldest first, with any extra numeric columns
+/// the SQL returned (by name).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    pub timestamps_us: Vec<i64>,
+    pub values: Vec<f64>,
+    pub extra: BTreeMap<String, Vec<f64>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RowsError {
+    #[error("{job} SQL must return a `{column}` column ({detail})")]
+    Column {
+        job: &'static str,
+        column: &'static str,
+        detail: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn column<'a>(
+    b: &'a RecordBatch,
+    job: &'static str,
+    name: &'static str,
+) -> Result<&'a Arc<dyn Array>, RowsError> {
+    b.column_by_name(name).ok_or_else(|| RowsError::Column {
+        job,
+        column: name,
+        detail: "missing".into(),
+    })
+}
+
+fn as_f64(
+    a: &Arc<dyn Array>,
+    job: &'static str,
+    name: &'static str,
+) -> Result<Float64Array, RowsError> {
+    cast(a, &DataType::Float64)
+        .map(|c| c.as_primitive::<arrow::datatypes::Float64Type>().clone())
+        .map_err(|e| RowsError::Column {
+            job,
+            column: name,
+            detail: e.to_string(),
+        })
+}
+
+/// Run `sql` and group its rows by `metric_name`, in row order (the shipped
+/// templates order by name, then time). Numeric columns other than the
+/// three required ones are kept in `extra`.
+pub fn series_by_metric(
+    store: &Store,
+    sql: &str,
+    job: &'static str,
+) -> Result<BTreeMap<String, Series>, RowsError> {
+    let batches = store.query_arrow(sql)?;
+    let mut out: BTreeMap<String, Series> = BTreeMap::new();
+    for b in &batches {
+        let ts = cast(
+            column(b, job, "metric_timestamp")?,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )
+        .map_err(|e| RowsError::Column {
+            job,
+            column: "metric_timestamp",
+            detail: e.to_string(),
+        })?;
+        let ts = ts.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let names = cast(column(b, job, "metric_name")?, &DataType::Utf8).map_err(|e| {
+            RowsError::Column {
+                job,
+                column: "metric_name",
+                detail: e.to_string(),
+            }
+        })?;
+        let names = names.as_string::<i32>();
+        let values = as_f64(column(b, job, "metric_value")?, job, "metric_value")?;
+        let extras: Vec<(String, Float64Array)> = b
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| {
+                !matches!(
+                    f.name().as_str(),
+                    "metric_timestamp" | "metric_name" | "metric_value"
+                )
+            })
+            .filter_map(|f| {
+                let a = b.column_by_name(f.name())?;
+                let c = cast(a, &DataType::Float64).ok()?;
+                Some((
+                    f.name().clone(),
+                    c.as_primitive::<arrow::datatypes::Float64Type>().clone(),
+                ))
+            })
+            .collect();
+        for i in 0..b.num_rows() {
+            if names.is_null(i) || ts.is_null(i) {
+                continue;
+            }
+            let s = out.entry(names.value(i).to_string()).or_default();
+            s.timestamps_us.push(ts.value(i));
+            s.values.push(if values.is_null(i) {
+                f64::NAN
+            } else {
+                values.value(i)
+            });
+            for (name, col) in &extras {
+                s.extra
+                    .entry(name.clone())
+                    .or_default()
+                    .push(if col.is_null(i) {
+                        f64::NAN
+                    } else {
+                        col.value(i)
+                    });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A judgement row to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub timestamp_us: i64,
+    pub metric_name: String,
+    pub value: f64,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Write judgement rows of `metric_type` for `batch` in one transaction.
+pub fn write(
+    store: &mut Store,
+    table_key: &str,
+    batch: &str,
+    metric_type: &str,
+    rows: &[Judgement],
+) -> Result<usize, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let n = rows.len();
+    let b = RecordBatch::try_new(
+        metrics_schema(),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(
+                rows.iter().map(|r| r.timestamp_us).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(vec![batch; n])),
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|r| r.metric_name.as_str())
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(vec![metric_type; n])),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.value).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|r| r.metadata.as_ref().map(|m| m.to_string()))
+                    .collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .map_err(|e| StoreError::Db {
+        context: format!("building {metric_type} rows"),
+        source: duckdb::Error::ToSqlConversionFailure(Box::new(e)),
+    })?;
+    store.append_metrics(table_key, &[b])
+}
+
+/// Timestamps (µs) that already have a row of `metric_type` for a metric.
+pub fn existing(
+    store: &Store,
+    table_key: &str,
+    batch: &str,
+    metric_type: &str,
+) -> Result<BTreeMap<String, std::collections::BTreeSet<i64>>, StoreError> {
+    let key = crate::store::TableKey::parse(table_key)?;
+    let sql = format!(
+        "SELECT metric_name, epoch_us(metric_timestamp) FROM {} WHERE metric_batch = ? AND metric_type = ?",
+        key.quoted()
+    );
+    let mut out: BTreeMap<String, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    let mut stmt = store
+        .connection()
+        .prepare(&sql)
+        .map_err(|source| StoreError::Db {
+            context: "reading existing rows".into(),
+            source,
+        })?;
+    let rows = stmt
+        .query_map(duckdb::params![batch, metric_type], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(|source| StoreError::Db {
+            context: "reading existing rows".into(),
+            source,
+        })?;
+    for row in rows {
+        let (name, ts) = row.map_err(|source| StoreError::Db {
+            context: "reading existing rows".into(),
+            source,
+        })?;
+        out.entry(name).or_default().insert(ts);
+    }
+    Ok(out)
+}

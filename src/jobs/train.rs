@@ -1,0 +1,111 @@
+//! The train job: `train_sql`'s observations, per metric, preprocessed and
+//! fitted by every configured model, saved under `model_path`.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::rows::{series_by_metric, RowsError};
+use crate::config::BatchSpec;
+use crate::models::preprocess::{preprocess, PreprocessError};
+use crate::models::store::{ModelStore, ModelStoreError};
+use crate::models::{ModelError, TrainedModel};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("batch {batch}: {source}")]
+    Rows {
+        batch: String,
+        #[source]
+        source: RowsError,
+    },
+    #[error("batch {batch}: {source}")]
+    Models {
+        batch: String,
+        #[source]
+        source: ModelStoreError,
+    },
+    #[error("batch {batch}: preprocess: {source}")]
+    Preprocess {
+        batch: String,
+        #[source]
+        source: PreprocessError,
+    },
+    #[error("batch {batch}: the batch has no train_sql")]
+    NoSql { batch: String },
+}
+
+#[derive(Debug, Default)]
+pub struct TrainReport {
+    /// (metric, model tag, training rows)
+    pub trained: Vec<(String, String, usize)>,
+    /// (metric, why)
+    pub skipped: Vec<(String, String)>,
+}
+
+/// A stable seed per batch, metric and model, so retraining on the same
+/// data gives the same model.
+pub fn seed(batch: &str, metric: &str, tag: &str) -> u64 {
+    let h = Sha256::digest(format!("{batch}\0{metric}\0{tag}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().unwrap_or([0; 8]))
+}
+
+pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, TrainError> {
+    let batch = spec.metric_batch.clone();
+    let sql = spec.sql.get("train_sql").ok_or_else(|| TrainError::NoSql {
+        batch: batch.clone(),
+    })?;
+    store
+        .ensure_metrics_table(&spec.table_key)
+        .map_err(|e| TrainError::Rows {
+            batch: batch.clone(),
+            source: e.into(),
+        })?;
+    let series = series_by_metric(store, sql, "train").map_err(|source| TrainError::Rows {
+        batch: batch.clone(),
+        source,
+    })?;
+    let models = ModelStore::open(&spec.model_path, base).map_err(|source| TrainError::Models {
+        batch: batch.clone(),
+        source,
+    })?;
+    let mut report = TrainReport::default();
+    for (metric, s) in &series {
+        if spec.train_exclude_metrics.contains(metric) {
+            continue;
+        }
+        if (s.values.len() as u64) < spec.train_min_n {
+            report.skipped.push((
+                metric.clone(),
+                format!(
+                    "{} observations, train_min_n is {}",
+                    s.values.len(),
+                    spec.train_min_n
+                ),
+            ));
+            continue;
+        }
+        let features =
+            preprocess(&s.timestamps_us, &s.values, &spec.preprocess_params).map_err(|source| {
+                TrainError::Preprocess {
+                    batch: batch.clone(),
+                    source,
+                }
+            })?;
+        for cfg in &spec.model_configs {
+            match TrainedModel::fit(cfg, &features.rows, seed(&batch, metric, &cfg.tag())) {
+                Ok(model) => {
+                    models.save(&batch, metric, &model).map_err(|source| TrainError::Models { batch: batch.clone(), source })?;
+                    report.trained.push((metric.clone(), cfg.tag(), features.rows.len()));
+                }
+                Err(ModelError::TooFewRows { rows, .. }) => report.skipped.push((
+                    metric.clone(),
+                    format!("{rows} feature rows after preprocessing (diff, smoothing and lags use up the first rows)"),
+                )),
+                Err(e) => report.skipped.push((metric.clone(), format!("model {}: {e}", cfg.tag()))),
+            }
+        }
+    }
+    Ok(report)
+}
