@@ -47,9 +47,10 @@ pub struct TrainedModel {
     pub model_tag: String,
     pub n_features: usize,
     pub trained_rows: usize,
-    /// Raw training scores' range, for calibration.
+    /// Raw training scores' minimum and `1 - contamination` quantile, for
+    /// calibration.
     pub score_min: f64,
-    pub score_max: f64,
+    pub score_top: f64,
     inner: Inner,
 }
 
@@ -116,15 +117,29 @@ impl TrainedModel {
                 }
                 other => return Err(ModelError::UnknownModel(other.to_string())),
             };
-        let score_min = training.iter().copied().fold(f64::INFINITY, f64::min);
-        let score_max = training.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let contamination =
+            match cfg.model_params.get("contamination") {
+                None | Some(serde_json::Value::Null) => 0.1,
+                Some(v) => v.as_f64().filter(|c| *c > 0.0 && *c < 0.5).ok_or_else(|| {
+                    ModelError::BadParam {
+                        tag: cfg.tag(),
+                        key: "contamination".into(),
+                        expected: "a number between 0 and 0.5",
+                    }
+                })?,
+            };
+        let mut sorted = training.clone();
+        sorted.sort_by(f64::total_cmp);
+        let score_min = sorted[0];
+        let q = ((1.0 - contamination) * (sorted.len() - 1) as f64).round() as usize;
+        let score_top = sorted[q.min(sorted.len() - 1)];
         Ok(TrainedModel {
             model_name: cfg.model_name.clone(),
             model_tag: cfg.tag(),
             n_features,
             trained_rows: rows.len(),
             score_min,
-            score_max,
+            score_top,
             inner,
         })
     }
@@ -146,7 +161,7 @@ impl TrainedModel {
     /// The anomaly probability in 0..1.
     pub fn probability(&self, row: &[f64]) -> Result<f64, ModelError> {
         let s = self.raw_score(row)?;
-        let span = self.score_max - self.score_min;
+        let span = self.score_top - self.score_min;
         Ok(if span > 0.0 {
             ((s - self.score_min) / span).clamp(0.0, 1.0)
         } else {
@@ -208,18 +223,24 @@ mod tests {
         let (train, normal, odd) = data();
         for name in ["PCA", "KNN", "IForest"] {
             let m = TrainedModel::fit(&cfg(name), &train, 42).expect("fits");
-            let normal_max = normal
-                .iter()
-                .map(|r| m.probability(r).expect("score"))
-                .fold(0.0, f64::max);
+            let score = |r: &Vec<f64>| m.raw_score(r).expect("score");
+            let normal_max = normal.iter().map(score).fold(0.0, f64::max);
             for r in &odd {
-                let p = m.probability(r).expect("score");
                 assert!(
-                    p > normal_max,
-                    "{name}: anomaly {r:?} scored {p}, normal max {normal_max}"
+                    score(r) > normal_max,
+                    "{name}: anomaly {r:?} scored {}, normal max {normal_max}",
+                    score(r)
                 );
-                assert!((0.0..=1.0).contains(&p));
+                assert_eq!(m.probability(r).expect("p"), 1.0, "{name}: {r:?}");
             }
+            let below = normal
+                .iter()
+                .filter(|r| m.probability(r).expect("p") < 1.0)
+                .count();
+            assert!(
+                below * 2 >= normal.len(),
+                "{name}: most normal rows must score below 1"
+            );
         }
     }
 

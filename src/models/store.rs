@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainedModel;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelStoreError {
@@ -177,8 +177,8 @@ mod tests {
         assert_eq!(store.load("b", "other", "pca_default").expect("load"), None);
 
         let text = std::fs::read_to_string(&path).expect("read").replacen(
+            "\"format\":2",
             "\"format\":1",
-            "\"format\":0",
             1,
         );
         std::fs::write(&path, text).expect("write");
@@ -186,7 +186,7 @@ mod tests {
             .load("b", "../etc/passwd", "pca_default")
             .unwrap_err()
             .to_string();
-        assert!(err.ends_with("was saved by model format 0, this sandstack reads format 1: run `sandstack train` for the batch again"), "{err}");
+        assert!(err.ends_with("was saved by model format 1, this sandstack reads format 2: run `sandstack train` for the batch again"), "{err}");
         assert!(ModelStore::open("s3://bucket/models", dir.path()).is_err());
     }
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod cassettes;
 mod config_folder;
+mod detection;
 mod ingest_sql;
 mod sandbox_door;
 mod sandbox_hackernews;
