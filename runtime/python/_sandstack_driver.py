@@ -82,7 +82,24 @@ def main():
                 f"the ingest code defines no function `{function}()`"
                 + (f" (it defines: {', '.join(defined)})" if defined else "")
             )
-        result = fn(**start.get("kwargs", {}))
+        if start.get("mode") == "preprocess":
+            import numpy as np
+            import pandas as pd
+
+            series = start["series"]
+            values = [np.nan if v is None else v for v in series["values"]]
+            df = pd.DataFrame(
+                {
+                    "metric_timestamp": pd.to_datetime(np.asarray(series["timestamps_us"], dtype="int64"), unit="us"),
+                    "metric_value": np.asarray(values, dtype="float64"),
+                }
+            )
+            result = fn(df, **start.get("kwargs", {}))
+            if isinstance(result, pd.DataFrame):
+                # Features are indexed by time; send the index as a column.
+                result = result.reset_index()
+        else:
+            result = fn(**start.get("kwargs", {}))
     except BaseException as e:  # noqa: BLE001 - everything the user raises goes back
         if isinstance(e, SystemExit):
             e = RuntimeError(f"the ingest code called exit({e.code!r})")

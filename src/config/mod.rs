@@ -236,7 +236,18 @@ fn load_batch(
         .map(|k| (k.to_string(), origin(k)))
         .filter(|(_, o)| o.as_path() != file)
         .collect();
-    let spec = spec::read_spec(file, name, &rendered, raw_ingest_fn.as_deref(), origins)?;
+    let raw_preprocess_fn = merged
+        .get("preprocess_fn")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let spec = spec::read_spec(
+        file,
+        name,
+        &rendered,
+        raw_ingest_fn.as_deref(),
+        raw_preprocess_fn.as_deref(),
+        origins,
+    )?;
     Ok(Loaded::Batch(Box::new(spec)))
 }
 

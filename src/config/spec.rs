@@ -236,7 +236,10 @@ pub struct BatchSpec {
     pub model_path: String,
     pub disable_batch: bool,
     pub ingest: IngestSource,
-    pub preprocess_fn: Option<String>,
+    /// A preprocess function other than the shipped default, run in the
+    /// sandbox; None means the native equivalent of the shipped
+    /// `defaults/python/preprocess.py`.
+    pub preprocess_fn: Option<PythonSource>,
     /// Rendered SQL templates by key (`train_sql`, ...).
     pub sql: BTreeMap<String, String>,
     pub schedules: BTreeMap<Job, JobSchedule>,
@@ -302,6 +305,7 @@ pub(super) fn read_spec(
     name: &str,
     map: &serde_yaml_ng::Mapping,
     raw_ingest_fn: Option<&str>,
+    raw_preprocess_fn: Option<&str>,
     origins: BTreeMap<String, PathBuf>,
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let mut r = FieldReader::new(file, map, origins);
@@ -455,7 +459,7 @@ pub(super) fn read_spec(
         model_path: r.string("model_path", "local://./models"),
         disable_batch: r.bool("disable_batch", false),
         ingest: ingest.unwrap_or(IngestSource::Sql(String::new())),
-        preprocess_fn: r.opt_string("preprocess_fn"),
+        preprocess_fn: custom_preprocess(r.opt_string("preprocess_fn"), raw_preprocess_fn, file),
         sql,
         schedules,
         alert_methods: r.string_list("alert_methods"),
@@ -510,6 +514,30 @@ pub(super) fn read_spec(
     } else {
         Err(r.errors)
     }
+}
+
+/// The shipped default preprocess, which runs natively.
+const SHIPPED_PREPROCESS: &str = include_str!("../../metrics/defaults/python/preprocess.py");
+
+/// A preprocess function that differs from the shipped default (set by the
+/// batch, or edited in the defaults folder) runs in the sandbox.
+fn custom_preprocess(
+    code: Option<String>,
+    raw: Option<&str>,
+    file: &std::path::Path,
+) -> Option<PythonSource> {
+    let code = code?;
+    if code.trim() == SHIPPED_PREPROCESS.trim() || code.trim().is_empty() {
+        return None;
+    }
+    let filename = raw
+        .and_then(super::template::sole_include)
+        .unwrap_or_else(|| format!("<{}:preprocess_fn>", file.display()));
+    Some(PythonSource {
+        code,
+        filename,
+        function: "preprocess".into(),
+    })
 }
 
 fn default_models() -> Vec<ModelConfig> {

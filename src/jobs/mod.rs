@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod change;
+pub mod features;
 pub mod ingest;
 pub mod maintenance;
 pub mod rows;

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
+use super::features::{features, FeatureError};
 use super::rows::{existing, series_by_metric, write, Judgement, RowsError};
 use crate::config::BatchSpec;
-use crate::models::preprocess::{preprocess, PreprocessError};
 use crate::models::store::{ModelStore, ModelStoreError};
 use crate::models::{combine, ModelError};
 use crate::store::{Store, StoreError};
@@ -24,11 +24,11 @@ pub enum ScoreError {
         #[source]
         source: ModelStoreError,
     },
-    #[error("batch {batch}: preprocess: {source}")]
+    #[error("batch {batch}: {source}")]
     Preprocess {
         batch: String,
         #[source]
-        source: PreprocessError,
+        source: Box<FeatureError>,
     },
     #[error("batch {batch}: metric {metric}: {source}")]
     Model {
@@ -89,8 +89,12 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
                 .push((metric.clone(), "no trained model".into()));
             continue;
         }
-        let features = preprocess(&s.timestamps_us, &s.values, &spec.preprocess_params)
-            .map_err(|source| ScoreError::Preprocess { batch: b(), source })?;
+        let features = features(spec, &s.timestamps_us, &s.values).map_err(|source| {
+            ScoreError::Preprocess {
+                batch: b(),
+                source: Box::new(source),
+            }
+        })?;
         let done = scored_before.get(metric);
         for (ts, row) in features.timestamps_us.iter().zip(&features.rows) {
             if done.is_some_and(|d| d.contains(ts)) {

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::features::{features, FeatureError};
 use super::rows::{series_by_metric, RowsError};
 use crate::config::BatchSpec;
-use crate::models::preprocess::{preprocess, PreprocessError};
 use crate::models::store::{ModelStore, ModelStoreError};
 use crate::models::{ModelError, TrainedModel};
 use crate::store::Store;
@@ -26,11 +26,11 @@ pub enum TrainError {
         #[source]
         source: ModelStoreError,
     },
-    #[error("batch {batch}: preprocess: {source}")]
+    #[error("batch {batch}: {source}")]
     Preprocess {
         batch: String,
         #[source]
-        source: PreprocessError,
+        source: Box<FeatureError>,
     },
     #[error("batch {batch}: the batch has no train_sql")]
     NoSql { batch: String },
@@ -86,13 +86,12 @@ pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, 
             ));
             continue;
         }
-        let features =
-            preprocess(&s.timestamps_us, &s.values, &spec.preprocess_params).map_err(|source| {
-                TrainError::Preprocess {
-                    batch: batch.clone(),
-                    source,
-                }
-            })?;
+        let features = features(spec, &s.timestamps_us, &s.values).map_err(|source| {
+            TrainError::Preprocess {
+                batch: batch.clone(),
+                source: Box::new(source),
+            }
+        })?;
         for cfg in &spec.model_configs {
             match TrainedModel::fit(cfg, &features.rows, seed(&batch, metric, &cfg.tag())) {
                 Ok(model) => {

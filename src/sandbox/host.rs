@@ -33,6 +33,10 @@ pub struct RunInputs {
     /// How the guest sends its DataFrame: `sscf1` (sandstack's columnar
     /// frame) or `arrow_ipc`.
     pub result_format: &'static str,
+    /// `ingest`, or `preprocess` with `series` as the metric's input.
+    pub mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -67,6 +67,9 @@ pub struct RunRequest {
     /// recorded interactions.
     pub scrub_names: Vec<String>,
     pub result_format: ResultFormat,
+    /// Run the function as a preprocess over this series (timestamps in µs,
+    /// values), instead of as an ingest; `kwargs` are its parameters.
+    pub preprocess_input: Option<(Vec<i64>, Vec<f64>)>,
 }
 
 /// How the guest hands its DataFrame to the host.
@@ -94,6 +97,7 @@ impl RunRequest {
             replay: None,
             scrub_names: Vec::new(),
             result_format: ResultFormat::Frame,
+            preprocess_input: None,
         }
     }
 }
@@ -262,6 +266,17 @@ impl Sandbox {
                         ResultFormat::Frame => "sscf1",
                         ResultFormat::ArrowIpc => "arrow_ipc",
                     },
+                    mode: if req.preprocess_input.is_some() {
+                        "preprocess"
+                    } else {
+                        "ingest"
+                    },
+                    series: req.preprocess_input.as_ref().map(|(ts, v)| {
+                        // NaN is not JSON: missing values travel as null.
+                        let values: Vec<Option<f64>> =
+                            v.iter().map(|x| x.is_finite().then_some(*x)).collect();
+                        serde_json::json!({"timestamps_us": ts, "values": values})
+                    }),
                 },
                 req.http.clone(),
                 limits.clone(),

@@ -97,6 +97,8 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
                 kwargs: Default::default(),
                 env: Default::default(),
                 result_format: "sscf1",
+                mode: "ingest",
+                series: None,
             },
             HttpPolicy::default(),
             SandboxLimits::default(),

@@ -332,3 +332,71 @@ fn jobs_on_no_data_or_too_little_store_nothing() {
         "only the ten metric rows"
     );
 }
+
+const OWN_PREPROCESS: &str = r#"import pandas as pd
+
+
+def preprocess(df, diff_n=1, smooth_n=3, lags_n=5, freq=None, freq_agg="mean"):
+    X = df.sort_values("metric_timestamp").set_index("metric_timestamp")[["metric_value"]]
+    X["change"] = X["metric_value"].diff()
+    X["change_lag_1"] = X["change"].shift(1)
+    return X.dropna()
+"#;
+
+#[test]
+fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
+    let mut store = Store::in_memory().expect("store");
+    generate(&store);
+    let f = Folder::with_defaults();
+    f.write("own.py", OWN_PREPROCESS);
+    f.write(
+        "b.yaml",
+        "metric_batch: synth\ningest_sql: \"select * from synthetic\"\npreprocess_fn: >\n  {% include \"./own.py\" %}\n",
+    );
+    let spec = f.spec("synth", &[]);
+    let own = spec.preprocess_fn.as_ref().expect("a custom preprocess");
+    assert_eq!(own.filename, "own.py");
+    assert!(
+        Folder::with_defaults()
+            .write("c.yaml", "metric_batch: c\ningest_sql: select 1\n")
+            .spec("c", &[])
+            .preprocess_fn
+            .is_none(),
+        "the shipped default runs natively"
+    );
+
+    run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
+    let t = train::run(&spec, &store, f.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.trained.len(), 10, "{:?}", t.skipped);
+    assert_eq!(t.trained[0].2, N - 2, "diff and one lag drop two rows");
+    let models =
+        sandstack::models::store::ModelStore::open(&spec.model_path, f.path()).expect("store");
+    let m = models
+        .load("synth", "m0", "pca_default")
+        .expect("load")
+        .expect("saved");
+    assert_eq!(m.n_features, 3, "value, change and its lag");
+    assert!(
+        score::run(&spec, &mut store, f.path())
+            .expect("score")
+            .scored
+            > 0
+    );
+
+    f.write(
+        "own.py",
+        "def preprocess(df, **params):\n    raise ValueError('no features today')\n",
+    );
+    let spec = f.spec("synth", &[]);
+    let err = train::run(&spec, &store, f.path())
+        .expect_err("raises")
+        .to_string();
+    assert!(
+        err.starts_with("batch synth: preprocess_fn: ValueError: no features today"),
+        "{err}"
+    );
+    assert!(
+        err.contains("File \"own.py\", line 2, in preprocess"),
+        "{err}"
+    );
+}
