@@ -400,3 +400,124 @@ fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
         "{err}"
     );
 }
+
+#[test]
+fn threshold_alerts_fire_once_and_snooze() {
+    let (_f, spec) =
+        batch("tholdalert_thresholds:\n  m:\n    upper: 50\n    lower: 5\ntholdalert_snooze_n: 2");
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table("metrics").expect("table");
+    let add = |store: &Store, minutes_ago: i64, v: f64| {
+        store
+            .connection()
+            .execute_batch(&format!(
+                "insert into metrics values (make_timestamp(epoch_us(now())) - interval '{minutes_ago} minutes', 'synth', 'm', 'metric', {v}, null)"
+            ))
+            .expect("insert");
+    };
+    add(&store, 10, 20.0);
+    assert!(
+        alert::run(&spec, &mut store)
+            .expect("alert")
+            .threshold_alerts
+            .is_empty(),
+        "inside the bounds"
+    );
+    add(&store, 9, 80.0);
+    let first = alert::run(&spec, &mut store)
+        .expect("alert")
+        .threshold_alerts;
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].metadata.as_ref().map(|m| m["bound"].clone()),
+        Some(serde_json::json!("upper"))
+    );
+    assert!(
+        alert::run(&spec, &mut store)
+            .expect("again")
+            .threshold_alerts
+            .is_empty(),
+        "not twice for one row"
+    );
+    add(&store, 8, 1.0);
+    assert!(
+        alert::run(&spec, &mut store)
+            .expect("snoozed")
+            .threshold_alerts
+            .is_empty(),
+        "snoozed"
+    );
+    add(&store, 7, 20.0);
+    add(&store, 6, 20.0);
+    add(&store, 5, 2.0);
+    let later = alert::run(&spec, &mut store)
+        .expect("alert")
+        .threshold_alerts;
+    assert_eq!(later.len(), 1, "past the snooze, the lower bound fires");
+}
+
+#[test]
+fn cli_backfill_then_summary_and_delete() {
+    let repo = crate::support::repo();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bf.duckdb");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+            .args(args)
+            .arg("--metrics")
+            .arg(repo.join("metrics"))
+            .arg("--db")
+            .arg(&db)
+            .current_dir(dir.path())
+            .output()
+            .expect("run sandstack")
+    };
+    let out = run(&[
+        "backfill",
+        "example_sql",
+        "--periods",
+        "40",
+        "--every",
+        "10m",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "batch example_sql: backfilled 40 periods every 10m: 120 rows stored, 0 periods failed"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("batch example_sql: trained 6 models"),
+        "{stdout}"
+    );
+    assert!(
+        dir.path().join("models/example_sql").is_dir(),
+        "models saved under model_path"
+    );
+    let out = run(&["summary"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("sql_sine") && stdout.contains("score"),
+        "{stdout}"
+    );
+    let out = run(&["delete", "example_sql"]);
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("batch example_sql: deleted 0 rows older than 365 days"));
+    let out = run(&[
+        "backfill",
+        "example_sql",
+        "--periods",
+        "3",
+        "--every",
+        "10x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--every `10x`: the unit must be s, m, h or d"));
+}
