@@ -4,27 +4,11 @@
 //! Threshold alerts (`tholdalert_thresholds`) run in the same job. Alerts
 //! are stored and logged; delivery is a separate step.
 
-use super::rows::{existing, series_by_metric, write, Judgement, RowsError};
+use super::rows::{load_input, write, JobError, Judgement};
 use crate::config::BatchSpec;
 use crate::store::{Store, StoreError, TableKey};
 
-#[derive(Debug, thiserror::Error)]
-pub enum AlertError {
-    #[error("batch {batch}: {source}")]
-    Rows {
-        batch: String,
-        #[source]
-        source: RowsError,
-    },
-    #[error("batch {batch}: {source}")]
-    Store {
-        batch: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error("batch {batch}: the batch has no alert_sql")]
-    NoSql { batch: String },
-}
+pub type AlertError = JobError;
 
 #[derive(Debug, Default)]
 pub struct AlertReport {
@@ -35,19 +19,10 @@ pub struct AlertReport {
 pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertError> {
     let batch = spec.metric_batch.clone();
     let b = || batch.clone();
-    let sql = spec
-        .sql
-        .get("alert_sql")
-        .ok_or_else(|| AlertError::NoSql { batch: b() })?;
-    store
-        .ensure_metrics_table(&spec.table_key)
-        .map_err(|source| AlertError::Store { batch: b(), source })?;
-    let series = series_by_metric(store, sql, "alert")
-        .map_err(|source| AlertError::Rows { batch: b(), source })?;
-    let already = existing(store, &spec.table_key, &batch, "alert")
-        .map_err(|source| AlertError::Store { batch: b(), source })?;
+    let input = load_input(spec, store, "alert_sql", "alert", Some("alert"))?;
+    let (series, already) = (&input.series, &input.done);
     let mut report = AlertReport::default();
-    for (metric, s) in &series {
+    for (metric, s) in series {
         if spec.alert_exclude_metrics.contains(metric) {
             continue;
         }

@@ -4,40 +4,15 @@
 //! Hoaglin); beyond `change_threshold` is a change, unless one was flagged in
 //! the previous `change_snooze_n` observations.
 
-use super::rows::{existing, series_by_metric, write, Judgement, RowsError};
+use super::rows::{load_input, write, JobError, Judgement};
 use crate::config::BatchSpec;
-use crate::store::{Store, StoreError};
+use crate::models::preprocess::median;
+use crate::store::Store;
 
 /// Earlier observations needed before a change can be judged.
 pub const MIN_BASELINE: usize = 10;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    #[error("batch {batch}: {source}")]
-    Rows {
-        batch: String,
-        #[source]
-        source: RowsError,
-    },
-    #[error("batch {batch}: {source}")]
-    Store {
-        batch: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error("batch {batch}: the batch has no change_sql")]
-    NoSql { batch: String },
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
+pub type ChangeError = JobError;
 
 /// Modified z-scores of `recent` against `baseline`; None if the baseline
 /// has no spread at all.
@@ -60,20 +35,11 @@ pub fn modified_z(baseline: &[f64], recent: &[f64]) -> Option<Vec<f64>> {
 pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, ChangeError> {
     let batch = spec.metric_batch.clone();
     let b = || batch.clone();
-    let sql = spec
-        .sql
-        .get("change_sql")
-        .ok_or_else(|| ChangeError::NoSql { batch: b() })?;
-    store
-        .ensure_metrics_table(&spec.table_key)
-        .map_err(|source| ChangeError::Store { batch: b(), source })?;
-    let series = series_by_metric(store, sql, "change")
-        .map_err(|source| ChangeError::Rows { batch: b(), source })?;
-    let already = existing(store, &spec.table_key, &batch, "change")
-        .map_err(|source| ChangeError::Store { batch: b(), source })?;
+    let input = load_input(spec, store, "change_sql", "change", Some("change"))?;
+    let (series, already) = (&input.series, &input.done);
     let last_n = spec.change_detect_last_n.max(1) as usize;
     let mut out = Vec::new();
-    for (metric, s) in &series {
+    for (metric, s) in series {
         let smooth = s
             .extra
             .get("metric_value_smooth")

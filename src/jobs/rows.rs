@@ -11,7 +11,92 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 
+use super::features::FeatureError;
+use crate::config::BatchSpec;
+use crate::models::store::ModelStoreError;
+use crate::models::ModelError;
 use crate::store::{metrics_schema, Store, StoreError};
+
+/// Every way a detection job can fail, naming the batch.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("batch {batch}: {source}")]
+    Rows {
+        batch: String,
+        #[source]
+        source: RowsError,
+    },
+    #[error("batch {batch}: {source}")]
+    Models {
+        batch: String,
+        #[source]
+        source: ModelStoreError,
+    },
+    #[error("batch {batch}: {source}")]
+    Preprocess {
+        batch: String,
+        #[source]
+        source: Box<FeatureError>,
+    },
+    #[error("batch {batch}: metric {metric}: {source}")]
+    Model {
+        batch: String,
+        metric: String,
+        #[source]
+        source: ModelError,
+    },
+    #[error("batch {batch}: {source}")]
+    Store {
+        batch: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("batch {batch}: the batch has no {key}")]
+    NoSql { batch: String, key: &'static str },
+}
+
+/// What a job starts from: its SQL's rows by metric, and, per metric, the
+/// timestamps that already have a row of the type the job writes.
+pub struct JobInput {
+    pub series: BTreeMap<String, Series>,
+    pub done: BTreeMap<String, std::collections::BTreeSet<i64>>,
+}
+
+/// Run the job's SQL template `sql_key` (creating the table first) and read
+/// the timestamps already judged as `done_type`.
+pub fn load_input(
+    spec: &BatchSpec,
+    store: &Store,
+    sql_key: &'static str,
+    job: &'static str,
+    done_type: Option<&str>,
+) -> Result<JobInput, JobError> {
+    let batch = || spec.metric_batch.clone();
+    let sql = spec.sql.get(sql_key).ok_or_else(|| JobError::NoSql {
+        batch: batch(),
+        key: sql_key,
+    })?;
+    store
+        .ensure_metrics_table(&spec.table_key)
+        .map_err(|source| JobError::Store {
+            batch: batch(),
+            source,
+        })?;
+    let series = series_by_metric(store, sql, job).map_err(|source| JobError::Rows {
+        batch: batch(),
+        source,
+    })?;
+    let done = match done_type {
+        Some(t) => existing(store, &spec.table_key, &spec.metric_batch, t).map_err(|source| {
+            JobError::Store {
+                batch: batch(),
+                source,
+            }
+        })?,
+        None => BTreeMap::new(),
+    };
+    Ok(JobInput { series, done })
+}
 
 /// One metric's observations, oldest first, with any extra numeric columns
 /// the SQL returned (by name).

@@ -3,49 +3,14 @@
 
 use std::path::Path;
 
-use super::features::{features, FeatureError};
-use super::rows::{existing, series_by_metric, write, Judgement, RowsError};
+use super::features::features;
+use super::rows::{load_input, write, JobError, Judgement};
 use crate::config::BatchSpec;
-use crate::models::store::{ModelStore, ModelStoreError};
-use crate::models::{combine, ModelError};
-use crate::store::{Store, StoreError};
+use crate::models::combine;
+use crate::models::store::ModelStore;
+use crate::store::Store;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ScoreError {
-    #[error("batch {batch}: {source}")]
-    Rows {
-        batch: String,
-        #[source]
-        source: RowsError,
-    },
-    #[error("batch {batch}: {source}")]
-    Models {
-        batch: String,
-        #[source]
-        source: ModelStoreError,
-    },
-    #[error("batch {batch}: {source}")]
-    Preprocess {
-        batch: String,
-        #[source]
-        source: Box<FeatureError>,
-    },
-    #[error("batch {batch}: metric {metric}: {source}")]
-    Model {
-        batch: String,
-        metric: String,
-        #[source]
-        source: ModelError,
-    },
-    #[error("batch {batch}: {source}")]
-    Store {
-        batch: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error("batch {batch}: the batch has no score_sql")]
-    NoSql { batch: String },
-}
+pub type ScoreError = JobError;
 
 #[derive(Debug, Default)]
 pub struct ScoreReport {
@@ -57,22 +22,13 @@ pub struct ScoreReport {
 pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport, ScoreError> {
     let batch = spec.metric_batch.clone();
     let b = || batch.clone();
-    let sql = spec
-        .sql
-        .get("score_sql")
-        .ok_or_else(|| ScoreError::NoSql { batch: b() })?;
-    store
-        .ensure_metrics_table(&spec.table_key)
-        .map_err(|source| ScoreError::Store { batch: b(), source })?;
-    let series = series_by_metric(store, sql, "score")
-        .map_err(|source| ScoreError::Rows { batch: b(), source })?;
+    let input = load_input(spec, store, "score_sql", "score", Some("score"))?;
+    let (series, scored_before) = (&input.series, &input.done);
     let models = ModelStore::open(&spec.model_path, base)
-        .map_err(|source| ScoreError::Models { batch: b(), source })?;
-    let scored_before = existing(store, &spec.table_key, &batch, "score")
-        .map_err(|source| ScoreError::Store { batch: b(), source })?;
+        .map_err(|source| JobError::Models { batch: b(), source })?;
     let mut report = ScoreReport::default();
     let mut rows = Vec::new();
-    for (metric, s) in &series {
+    for (metric, s) in series {
         let mut loaded = Vec::new();
         for cfg in &spec.model_configs {
             if let Some(m) = models

@@ -5,36 +5,14 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::features::{features, FeatureError};
-use super::rows::{series_by_metric, RowsError};
+use super::features::features;
+use super::rows::{load_input, JobError};
 use crate::config::BatchSpec;
-use crate::models::store::{ModelStore, ModelStoreError};
+use crate::models::store::ModelStore;
 use crate::models::{ModelError, TrainedModel};
 use crate::store::Store;
 
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error("batch {batch}: {source}")]
-    Rows {
-        batch: String,
-        #[source]
-        source: RowsError,
-    },
-    #[error("batch {batch}: {source}")]
-    Models {
-        batch: String,
-        #[source]
-        source: ModelStoreError,
-    },
-    #[error("batch {batch}: {source}")]
-    Preprocess {
-        batch: String,
-        #[source]
-        source: Box<FeatureError>,
-    },
-    #[error("batch {batch}: the batch has no train_sql")]
-    NoSql { batch: String },
-}
+pub type TrainError = JobError;
 
 #[derive(Debug, Default)]
 pub struct TrainReport {
@@ -53,25 +31,14 @@ pub fn seed(batch: &str, metric: &str, tag: &str) -> u64 {
 
 pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, TrainError> {
     let batch = spec.metric_batch.clone();
-    let sql = spec.sql.get("train_sql").ok_or_else(|| TrainError::NoSql {
-        batch: batch.clone(),
-    })?;
-    store
-        .ensure_metrics_table(&spec.table_key)
-        .map_err(|e| TrainError::Rows {
-            batch: batch.clone(),
-            source: e.into(),
-        })?;
-    let series = series_by_metric(store, sql, "train").map_err(|source| TrainError::Rows {
-        batch: batch.clone(),
-        source,
-    })?;
+    let input = load_input(spec, store, "train_sql", "train", None)?;
+    let series = &input.series;
     let models = ModelStore::open(&spec.model_path, base).map_err(|source| TrainError::Models {
         batch: batch.clone(),
         source,
     })?;
     let mut report = TrainReport::default();
-    for (metric, s) in &series {
+    for (metric, s) in series {
         if spec.train_exclude_metrics.contains(metric) {
             continue;
         }

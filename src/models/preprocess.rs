@@ -144,15 +144,18 @@ fn aggregate(mut g: Vec<f64>, agg: &str) -> f64 {
         "max" => g.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         "first" => g[0],
         "last" => g[g.len() - 1],
-        _ => {
-            g.sort_by(f64::total_cmp);
-            let m = g.len() / 2;
-            if g.len() % 2 == 1 {
-                g[m]
-            } else {
-                (g[m - 1] + g[m]) / 2.0
-            }
-        }
+        _ => median(&mut g),
+    }
+}
+
+/// The median (the mean of the middle two for an even count); sorts `v`.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
     }
 }
 

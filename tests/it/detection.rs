@@ -253,18 +253,7 @@ fn the_alert_job_stores_exactly_the_expected_rows() {
     let mut store = Store::in_memory().expect("store");
     store.ensure_metrics_table("metrics").expect("table");
     let scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-    let mut sql = String::from("insert into metrics values ");
-    for (i, s) in scores.iter().enumerate() {
-        let ts = format!(
-            "make_timestamp(epoch_us(now())) - interval '{} minutes'",
-            10 - i
-        );
-        sql.push_str(&format!(
-            "({ts}, 'synth', 'm', 'metric', {i}, null), ({ts}, 'synth', 'm', 'score', {s}, null),"
-        ));
-    }
-    sql.pop();
-    store.connection().execute_batch(&sql).expect("insert");
+    crate::support::insert_scored_series(&store, "synth", &scores);
     let alerts = alert::run(&spec, &mut store).expect("alert").alerts;
     let values: Vec<f64> = alerts
         .iter()

@@ -61,18 +61,7 @@ fn alerts_smooth_and_snooze_over_earlier_rows_in_time_order() {
     store.ensure_metrics_table("metrics").expect("table");
     // Five observations, scores 1,1,1,0,0 then 0,0,1,1,1 (oldest first).
     let scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-    let mut sql = String::from("insert into metrics values ");
-    for (i, s) in scores.iter().enumerate() {
-        let ts = format!(
-            "make_timestamp(epoch_us(now())) - interval '{} minutes'",
-            10 - i
-        );
-        sql.push_str(&format!(
-            "({ts}, 'b', 'm', 'metric', {i}, null), ({ts}, 'b', 'm', 'score', {s}, null),"
-        ));
-    }
-    sql.pop();
-    store.connection().execute_batch(&sql).expect("insert");
+    crate::support::insert_scored_series(&store, "b", &scores);
     let out = store.query_arrow(&spec.sql["alert_sql"]).expect("alerts");
     let smooth = column_f64(&out, "metric_score_smooth");
     let rounded: Vec<f64> = smooth.iter().map(|v| (v * 100.0).round() / 100.0).collect();

@@ -163,3 +163,23 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 }
+
+/// Insert a metric `m` of batch `batch` with one observation a minute (the
+/// i-th valued i) and the given anomaly scores, oldest first, ending a
+/// minute ago.
+pub fn insert_scored_series(store: &Store, batch: &str, scores: &[f64]) {
+    let n = scores.len();
+    let mut sql = String::from("insert into metrics values ");
+    for (i, s) in scores.iter().enumerate() {
+        let ts = format!(
+            "make_timestamp(epoch_us(now())) - interval '{} minutes'",
+            n - i
+        );
+        sql.push_str(&format!("({ts}, '{batch}', 'm', 'metric', {i}, null), ({ts}, '{batch}', 'm', 'score', {s}, null),"));
+    }
+    sql.pop();
+    store
+        .connection()
+        .execute_batch(&sql)
+        .expect("insert a scored series");
+}
