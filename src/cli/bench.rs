@@ -6,9 +6,9 @@
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
-use super::{load_folder, Cli};
+use super::{find_batch, load_folder, Cli};
 use crate::config::IngestSource;
 use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
 use crate::sandbox::ResultFormat;
@@ -53,9 +53,7 @@ pub fn sandbox(
     result_format: ResultFormat,
 ) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
-    let spec = folder
-        .batch(batch)
-        .with_context(|| format!("no batch named `{batch}` in {}", folder.dir.display()))?;
+    let spec = find_batch(&folder, batch)?;
     let IngestSource::Python(source) = &spec.ingest else {
         bail!("batch `{batch}` is not a Python batch");
     };
@@ -68,7 +66,7 @@ pub fn sandbox(
     };
 
     // One warm-up run: page in the compiled module.
-    let warm = python::run(&sandbox, request());
+    let warm = sandbox.run(request());
     if let Err(e) = warm.outcome {
         bail!("batch {batch}: {e}");
     }
@@ -78,7 +76,7 @@ pub fn sandbox(
     let start = Instant::now();
     for _ in 0..runs {
         let t = Instant::now();
-        let report = python::run(&sandbox, request());
+        let report = sandbox.run(request());
         let raw = report
             .outcome
             .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
-use super::{load_folder, CassetteArgs, Cli};
+use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
 use crate::config::BatchSpec;
 use crate::jobs::ingest::recording::CassetteOptions;
 use crate::jobs::ingest::{self, describe_rows, DefaultSandbox, IngestOptions, SandboxDetails};
@@ -72,25 +72,10 @@ pub fn ingest(
         if names.is_empty() {
             bail!("name the batches to ingest (see `sandstack list`), or pass --all");
         }
-        let mut picked = Vec::new();
-        for n in names {
-            match folder.batch(n) {
-                Some(b) => picked.push(b),
-                None => {
-                    let known: Vec<&str> = folder
-                        .batches
-                        .iter()
-                        .map(|b| b.metric_batch.as_str())
-                        .collect();
-                    bail!(
-                        "no batch named `{n}` in {} (batches: {})",
-                        folder.dir.display(),
-                        known.join(", ")
-                    );
-                }
-            }
-        }
-        picked
+        names
+            .iter()
+            .map(|n| find_batch(&folder, n))
+            .collect::<anyhow::Result<Vec<_>>>()?
     };
     let cassette = cassette_options(cassette_args);
     if cassette.is_some() && selected.len() != 1 {
@@ -101,7 +86,7 @@ pub fn ingest(
     } else {
         Store::open(&cli.db)?
     };
-    let env = process_env_all();
+    let env = host_env();
     let mut failed = 0;
     for spec in &selected {
         match ingest::run(
@@ -160,9 +145,4 @@ pub fn ingest(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The whole environment: `ingest_env` allowlists name any variable.
-fn process_env_all() -> std::collections::BTreeMap<String, String> {
-    std::env::vars().collect()
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{load_folder, Cli};
+use super::{find_batch, host_env, load_folder, Cli};
 use crate::config::BatchSpec;
 use crate::jobs::ingest::{self, DefaultSandbox, IngestOptions};
 use crate::jobs::{alert, change, maintenance, score, train};
@@ -20,24 +20,6 @@ pub enum JobKind {
     Alert,
     Change,
     Delete,
-}
-
-fn batch<'a>(
-    folder: &'a crate::config::MetricsFolder,
-    name: &str,
-) -> anyhow::Result<&'a BatchSpec> {
-    folder.batch(name).with_context(|| {
-        let known: Vec<&str> = folder
-            .batches
-            .iter()
-            .map(|b| b.metric_batch.as_str())
-            .collect();
-        format!(
-            "no batch named `{name}` in {} (batches: {})",
-            folder.dir.display(),
-            known.join(", ")
-        )
-    })
 }
 
 /// Run one job on one batch and print what it did.
@@ -103,7 +85,7 @@ pub fn run_job(spec: &BatchSpec, store: &mut Store, kind: JobKind) -> anyhow::Re
 
 pub fn job(cli: &Cli, name: &str, kind: JobKind) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
-    let spec = batch(&folder, name)?;
+    let spec = find_batch(&folder, name)?;
     let mut store = Store::open(&cli.db)?;
     run_job(spec, &mut store, kind)?;
     Ok(ExitCode::SUCCESS)
@@ -113,7 +95,7 @@ pub fn summary(cli: &Cli, name: Option<&str>) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     let store = Store::open(&cli.db)?;
     let batches: Vec<&BatchSpec> = match name {
-        Some(n) => vec![batch(&folder, n)?],
+        Some(n) => vec![find_batch(&folder, n)?],
         None => folder.enabled_batches().collect(),
     };
     let out = maintenance::summary(batches.into_iter(), &store)?;
@@ -144,9 +126,9 @@ pub fn parse_every(text: &str) -> anyhow::Result<Duration> {
 pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::Result<ExitCode> {
     let step = parse_every(every)?;
     let folder = load_folder(cli);
-    let spec = batch(&folder, name)?;
+    let spec = find_batch(&folder, name)?;
     let mut store = Store::open(&cli.db)?;
-    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let env = host_env();
     let now_us = chrono::Utc::now().timestamp_micros();
     let step_us = step.as_micros() as i64;
     let started = Instant::now();

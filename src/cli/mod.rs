@@ -187,6 +187,31 @@ fn init_logging() {
         .try_init();
 }
 
+/// The batch named `name`, or an error listing the folder's batches.
+pub(crate) fn find_batch<'a>(
+    folder: &'a crate::config::MetricsFolder,
+    name: &str,
+) -> anyhow::Result<&'a crate::config::BatchSpec> {
+    folder.batch(name).ok_or_else(|| {
+        let known: Vec<&str> = folder
+            .batches
+            .iter()
+            .map(|b| b.metric_batch.as_str())
+            .collect();
+        anyhow::anyhow!(
+            "no batch named `{name}` in {} (batches: {})",
+            folder.dir.display(),
+            known.join(", ")
+        )
+    })
+}
+
+/// This process's whole environment: a batch's `ingest_env` allowlist may
+/// name any variable.
+pub(crate) fn host_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
 /// Load the metrics folder; print warnings to stderr.
 pub(crate) fn load_folder(cli: &Cli) -> crate::config::MetricsFolder {
     let folder = crate::config::load(&cli.metrics, &crate::config::process_env());

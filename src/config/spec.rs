@@ -285,16 +285,13 @@ pub struct BatchSpec {
 }
 
 impl BatchSpec {
-    /// The jobs that will run on a schedule: enabled and RUNNING.
+    /// The jobs not turned off with `disable_<job>`, whatever their
+    /// schedule status (RUNNING or STOPPED).
     pub fn scheduled_jobs(&self) -> impl Iterator<Item = (Job, &JobSchedule)> {
         self.schedules
             .iter()
             .filter(|(_, s)| !s.disabled)
             .map(|(j, s)| (*j, s))
-    }
-
-    pub fn is_python(&self) -> bool {
-        matches!(self.ingest, IngestSource::Python(_))
     }
 }
 

@@ -101,13 +101,3 @@ fn traceback_suffix(tb: &str) -> String {
         format!("\n{}", tb.trim_end())
     }
 }
-
-impl RunError {
-    /// The name of the limit hit, if this is a limit error.
-    pub fn limit(&self) -> Option<&'static str> {
-        match self {
-            RunError::Limit { limit, .. } => Some(limit),
-            _ => None,
-        }
-    }
-}

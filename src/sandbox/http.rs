@@ -147,13 +147,9 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// One exchange as the guest saw it (for stats, logs and cassettes).
+/// The response the guest gets.
 #[derive(Debug, Clone)]
 pub struct Exchange {
-    pub method: String,
-    pub url: String,
-    pub request_headers: Vec<(String, String)>,
-    pub request_body: Vec<u8>,
     pub status: u16,
     pub reason: String,
     pub response_headers: Vec<(String, String)>,
@@ -172,10 +168,6 @@ pub enum Reply {
 fn replayed_reply(req: &HttpRequestHeader, hit: Interaction) -> Reply {
     match (hit.response, hit.error) {
         (Some(r), _) => Reply::Response(Exchange {
-            method: req.method.clone(),
-            url: req.url.clone(),
-            request_headers: req.headers.clone(),
-            request_body: Vec::new(),
             status: r.status,
             reason: r.reason,
             response_headers: r.headers,
@@ -225,8 +217,11 @@ pub struct HttpGate {
     trusted_client: Option<reqwest::Client>,
     refused: Arc<Mutex<Option<Refusal>>>,
     pub requests_made: u64,
-    /// Every request the guest made and what it got, scrubbed, in order.
+    /// Every request the guest made and what it got, scrubbed, in order
+    /// (kept only when `record` is set).
     pub interactions: Vec<Interaction>,
+    /// Keep `interactions`, for writing a cassette.
+    record: bool,
     /// In replay, the recorded interactions that answer requests.
     replay: Option<ReplayBook>,
     pub scrubber: Scrubber,
@@ -242,15 +237,18 @@ impl HttpGate {
             refused: Arc::new(Mutex::new(None)),
             requests_made: 0,
             interactions: Vec::new(),
+            record: false,
             replay: None,
             scrubber: Scrubber::default(),
         }
     }
 
     /// Answer requests from `book` (and, with `allow_new`, go out for the
-    /// rest); scrub recorded interactions with `scrubber`.
-    pub fn set_replay(&mut self, book: Option<ReplayBook>, scrubber: Scrubber) {
+    /// rest); with `record`, keep every interaction, scrubbed with
+    /// `scrubber`. Without either, requests are neither copied nor scrubbed.
+    pub fn set_cassette(&mut self, book: Option<ReplayBook>, record: bool, scrubber: Scrubber) {
         self.replay = book;
+        self.record = record;
         self.scrubber = scrubber;
     }
 
@@ -274,6 +272,9 @@ impl HttpGate {
         body: &[u8],
         deadline: Instant,
     ) -> Result<Reply, RunError> {
+        if self.replay.is_none() && !self.record {
+            return self.execute_live(req, body, deadline);
+        }
         self.scrubber.learn_headers(&req.headers);
         let recorded = self
             .scrubber
@@ -281,7 +282,9 @@ impl HttpGate {
         if let Some(book) = self.replay.as_mut() {
             if let Some(hit) = book.find(&recorded) {
                 self.count_request(&req.url)?;
-                self.interactions.push(hit.clone());
+                if self.record {
+                    self.interactions.push(hit.clone());
+                }
                 return Ok(replayed_reply(req, hit));
             }
             if !book.allow_new {
@@ -319,7 +322,9 @@ impl HttpGate {
                 }),
             },
         };
-        self.interactions.push(interaction);
+        if self.record {
+            self.interactions.push(interaction);
+        }
         Ok(reply)
     }
 
@@ -509,10 +514,6 @@ impl HttpGate {
             };
             let Some(loc) = redirect_to else {
                 let exchange = Exchange {
-                    method: req.method.clone(),
-                    url: req.url.clone(),
-                    request_headers: req.headers.clone(),
-                    request_body: body,
                     status,
                     reason,
                     response_headers: resp_headers,

@@ -144,20 +144,7 @@ impl Sandbox {
     pub fn run(self: &Arc<Self>, req: RunRequest) -> RunReport {
         let me = self.clone();
         guest_threads::run(move || me.run_here(req))
-            .unwrap_or_else(|e| failed_report(RunError::Internal(e)))
-    }
-}
-
-fn failed_report(error: RunError) -> RunReport {
-    RunReport {
-        outcome: Err(error),
-        stats: RunStats::default(),
-        output: String::new(),
-        logs: Vec::new(),
-        interactions: Vec::new(),
-        scrubber: Default::default(),
-        seed: [0; 32],
-        clock_start_us: 0,
+            .unwrap_or_else(|e| RunReport::failed(RunError::Internal(e), [0; 32], 0))
     }
 }
 

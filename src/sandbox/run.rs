@@ -67,6 +67,8 @@ pub struct RunRequest {
     /// recorded interactions.
     pub scrub_names: Vec<String>,
     pub result_format: ResultFormat,
+    /// Keep the run's HTTP interactions (scrubbed) for a cassette.
+    pub record_interactions: bool,
     /// Run the function as a preprocess over this series (timestamps in µs,
     /// values), instead of as an ingest; `kwargs` are its parameters.
     pub preprocess_input: Option<(Vec<i64>, Vec<f64>)>,
@@ -98,6 +100,7 @@ impl RunRequest {
             scrub_names: Vec::new(),
             result_format: ResultFormat::Frame,
             preprocess_input: None,
+            record_interactions: false,
         }
     }
 }
@@ -125,6 +128,22 @@ pub struct RunReport {
     pub scrubber: Scrubber,
     pub seed: [u8; 32],
     pub clock_start_us: i64,
+}
+
+impl RunReport {
+    /// A run that ended (or has not got) anywhere yet: `error`, no output.
+    pub(super) fn failed(error: RunError, seed: [u8; 32], clock_start_us: i64) -> RunReport {
+        RunReport {
+            outcome: Err(error),
+            stats: RunStats::default(),
+            output: String::new(),
+            logs: Vec::new(),
+            interactions: Vec::new(),
+            scrubber: Scrubber::default(),
+            seed,
+            clock_start_us,
+        }
+    }
 }
 
 /// The guest's clocks: wall time starts where the host says (now, or a
@@ -178,16 +197,8 @@ impl Sandbox {
                 .map_or(0, |d| d.as_micros() as i64)
         });
         let output = CappedOutput::new(req.limits.max_output_kb.saturating_mul(1024) as usize);
-        let mut report = RunReport {
-            outcome: Err(RunError::Internal("not run".into())),
-            stats: RunStats::default(),
-            output: String::new(),
-            logs: Vec::new(),
-            interactions: Vec::new(),
-            scrubber: Scrubber::default(),
-            seed,
-            clock_start_us,
-        };
+        let mut report =
+            RunReport::failed(RunError::Internal("not run".into()), seed, clock_start_us);
         let mut store = match self.new_store(&req, &output, seed, clock_start_us) {
             Ok(s) => s,
             Err(e) => {
@@ -247,7 +258,7 @@ impl Sandbox {
             seed[..16].try_into().unwrap_or([0; 16]),
         ));
         let limits = req.limits.clone();
-        let state = HostState {
+        let mut state = HostState {
             wasi: b.build_p1(),
             limiter: MemoryLimiter {
                 cap_bytes: (limits.memory_mb.saturating_mul(1 << 20)) as usize,
@@ -283,9 +294,9 @@ impl Sandbox {
                 true,
             ),
         };
-        let mut state = state;
-        state.door.http.set_replay(
+        state.door.http.set_cassette(
             req.replay.clone(),
+            req.record_interactions,
             Scrubber::new(&req.env, &req.scrub_names),
         );
         let mut store = Store::new(self.pre.module().engine(), state);

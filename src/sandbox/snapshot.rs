@@ -29,7 +29,7 @@ pub fn snapshot_key(guest: &GuestFiles) -> String {
     let mut h = Sha256::new();
     h.update(guest.pin.sha256.as_bytes());
     h.update(guest_sources::sources_hash().as_bytes());
-    h.update(b"wasmtime-wizer 48.0.8");
+    h.update(format!("wasmtime-wizer {}", engine::wasmtime_version()).as_bytes());
     hex::encode(h.finalize())[..24].to_string()
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
-pub use schema::{metrics_schema, METRIC_TYPES};
+pub use schema::metrics_schema;
 
 /// Default database file, relative to the working directory.
 pub const DEFAULT_DB: &str = "sandstack.duckdb";

@@ -12,18 +12,6 @@ pub const METRIC_TYPE: &str = "metric_type";
 pub const METRIC_VALUE: &str = "metric_value";
 pub const METADATA: &str = "metadata";
 
-/// The `metric_type` values sandstack writes.
-pub const METRIC_TYPES: &[&str] = &[
-    "metric",
-    "score",
-    "alert",
-    "change",
-    "tholdalert",
-    "llmalert",
-    "thumbsup",
-    "thumbsdown",
-];
-
 /// Column definitions, in table order.
 pub fn create_table_sql(qualified: &str) -> String {
     format!(

@@ -220,7 +220,7 @@ pub fn run(
             };
             let run_env = req.env.clone();
             let t = Instant::now();
-            let report: RunReport = python::run(&sandbox, req);
+            let report: RunReport = sandbox.run(req);
             let source_time = t.elapsed();
             if let Some((plan, c)) = &plan {
                 match recording::write_after(plan, c, spec, source, &run_env, &report) {

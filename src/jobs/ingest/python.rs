@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{BatchSpec, PythonSource};
-use crate::sandbox::{RunReport, RunRequest, Sandbox};
+use crate::sandbox::RunRequest;
 
 /// The allowlisted variables' values from `env` (those set).
 pub fn allowed_env(spec: &BatchSpec, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -27,8 +27,4 @@ pub fn request(
     );
     req.env = allowed_env(spec, env);
     req
-}
-
-pub fn run(sandbox: &std::sync::Arc<Sandbox>, req: RunRequest) -> RunReport {
-    sandbox.run(req)
 }

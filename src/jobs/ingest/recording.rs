@@ -73,6 +73,16 @@ pub fn prepare(
 ) -> Vec<String> {
     let mut warnings = Vec::new();
     req.scrub_names = opts.scrub.clone();
+    // Recording, and new_episodes (which rewrites the cassette), keep
+    // every interaction.
+    req.record_interactions = matches!(
+        plan,
+        Plan::Record
+            | Plan::Replay {
+                allow_new: true,
+                ..
+            }
+    );
     if let Plan::Replay {
         cassette,
         allow_new,
