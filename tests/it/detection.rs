@@ -225,17 +225,7 @@ fn detects_injected_anomalies_with_measured_precision_and_recall() {
         count(&store, "alert"),
         count(&store, "change"),
     );
-    assert_eq!(
-        score::run(&spec, &mut store, f.path())
-            .expect("score")
-            .scored,
-        0
-    );
-    assert!(alert::run(&spec, &mut store)
-        .expect("alert")
-        .alerts
-        .is_empty());
-    assert!(change::run(&spec, &mut store).expect("change").is_empty());
+    assert_judging_jobs_add_nothing(&spec, &mut store, f.path());
     assert_eq!(
         (
             count(&store, "score"),
@@ -276,23 +266,20 @@ fn the_alert_job_stores_exactly_the_expected_rows() {
     );
 }
 
+/// Score, alert and change find nothing new to write.
+fn assert_judging_jobs_add_nothing(spec: &BatchSpec, store: &mut Store, models: &std::path::Path) {
+    assert_eq!(score::run(spec, store, models).expect("score").scored, 0);
+    assert!(alert::run(spec, store).expect("alert").alerts.is_empty());
+    assert!(change::run(spec, store).expect("change").is_empty());
+}
+
 #[test]
 fn jobs_on_no_data_or_too_little_store_nothing() {
     let (f, spec) = batch("train_min_n: 14");
     let mut store = Store::in_memory().expect("store");
     let t = train::run(&spec, &store, f.path()).expect("train on nothing");
     assert!(t.trained.is_empty() && t.skipped.is_empty());
-    assert_eq!(
-        score::run(&spec, &mut store, f.path())
-            .expect("score")
-            .scored,
-        0
-    );
-    assert!(alert::run(&spec, &mut store)
-        .expect("alert")
-        .alerts
-        .is_empty());
-    assert!(change::run(&spec, &mut store).expect("change").is_empty());
+    assert_judging_jobs_add_nothing(&spec, &mut store, f.path());
     assert_eq!(store.count_rows("metrics").expect("count"), 0);
 
     store
