@@ -12,4 +12,5 @@ pub mod config;
 pub mod jobs;
 pub mod models;
 pub mod sandbox;
+pub mod scheduler;
 pub mod store;

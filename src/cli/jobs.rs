@@ -2,13 +2,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use super::{find_batch, host_env, load_folder, Cli};
 use crate::config::BatchSpec;
-use crate::jobs::ingest::{self, DefaultSandbox, IngestOptions};
+use crate::jobs::backfill;
+use crate::jobs::ingest::DefaultSandbox;
 use crate::jobs::{alert, change, maintenance, score, train};
 use crate::store::Store;
 
@@ -128,42 +129,30 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
     let folder = load_folder(cli);
     let spec = find_batch(&folder, name)?;
     let mut store = Store::open(&cli.db)?;
-    let env = host_env();
-    let now_us = chrono::Utc::now().timestamp_micros();
-    let step_us = step.as_micros() as i64;
-    let started = Instant::now();
-    let (mut stored, mut failed) = (0usize, 0usize);
-    for i in 0..periods {
-        let at = now_us - (periods - 1 - i) as i64 * step_us;
-        let opts = IngestOptions {
-            simulated_now_us: Some(at),
-            ..Default::default()
-        };
-        match ingest::run(spec, &mut store, &DefaultSandbox, &env, opts) {
-            Ok(r) => stored += r.stored,
-            Err(f) => {
-                failed += 1;
-                eprintln!("period {}/{periods}: {}", i + 1, f.error);
-            }
-        }
-        if periods >= 10 && (i + 1) % (periods / 10) == 0 {
+    let report = backfill::ingest_periods(
+        spec,
+        &mut store,
+        &DefaultSandbox,
+        &host_env(),
+        periods,
+        step,
+        chrono::Utc::now().timestamp_micros(),
+        None,
+        &|done, total, took| {
             eprintln!(
-                "backfill {name}: {}/{periods} periods ({:.1}s)",
-                i + 1,
-                started.elapsed().as_secs_f64()
-            );
-        }
+                "backfill {name}: {done}/{total} periods ({:.1}s)",
+                took.as_secs_f64()
+            )
+        },
+    );
+    if let Some(e) = &report.first_error {
+        eprintln!("first failure: {e}");
     }
-    println!("batch {name}: backfilled {periods} periods every {every}: {stored} rows stored, {failed} periods failed");
-    // Score the whole backfill, not just the newest score_max_n rows.
-    let mut scoring = spec.clone();
-    scoring.score_max_n = scoring.score_max_n.max(periods as u64);
-    if let Some(sql) = scoring.sql.get_mut("score_sql") {
-        *sql = sql.replace(
-            &format!("recency_rank <= {}", spec.score_max_n),
-            &format!("recency_rank <= {}", scoring.score_max_n),
-        );
-    }
+    println!(
+        "batch {name}: backfilled {periods} periods every {every}: {} rows stored, {} periods failed",
+        report.stored, report.failed
+    );
+    let scoring = backfill::scoring_spec(spec, periods);
     for kind in [
         JobKind::Train,
         JobKind::Score,
@@ -172,7 +161,7 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
     ] {
         run_job(&scoring, &mut store, kind)?;
     }
-    Ok(if failed == 0 {
+    Ok(if report.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

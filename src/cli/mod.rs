@@ -5,6 +5,8 @@
 mod bench;
 mod ingest;
 mod jobs;
+mod run;
+mod runs;
 mod setup;
 mod validate;
 
@@ -87,6 +89,10 @@ pub enum Command {
         #[arg(long, default_value = "10m")]
         every: String,
     },
+    /// Run the scheduler: every RUNNING job of every enabled batch on its cron schedule, with run history, hot reload of the folder, and graceful shutdown on SIGINT/SIGTERM.
+    Run(run::RunArgs),
+    /// Show the run history recorded by `sandstack run` (newest first).
+    Runs(runs::RunsArgs),
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
     Setup,
     /// Benchmarks that print their figures.
@@ -150,6 +156,8 @@ pub fn main() -> ExitCode {
             cassette,
         } => ingest::ingest(&cli, batches, *all, *dry_run, *show, cassette),
         Command::Setup => setup::setup(),
+        Command::Run(args) => run::run(&cli, args),
+        Command::Runs(args) => runs::runs(&cli, args),
         Command::Train { batch } => jobs::job(&cli, batch, jobs::JobKind::Train),
         Command::Score { batch } => jobs::job(&cli, batch, jobs::JobKind::Score),
         Command::Alert { batch } => jobs::job(&cli, batch, jobs::JobKind::Alert),

@@ -57,3 +57,22 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+impl ConfigError {
+    /// The files the error is about (a batch that fails to load is kept at
+    /// its last good version by hot reload when its file is named here).
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        match self {
+            ConfigError::MissingFolder { dir } => vec![dir],
+            ConfigError::DuplicateBatch { first, second, .. } => vec![first, second],
+            ConfigError::Io { file, .. }
+            | ConfigError::Yaml { file, .. }
+            | ConfigError::NotAMapping { file }
+            | ConfigError::MissingBatchName { file }
+            | ConfigError::Template { file, .. }
+            | ConfigError::BadType { file, .. }
+            | ConfigError::BadValue { file, .. }
+            | ConfigError::BadCron { file, .. } => vec![file],
+        }
+    }
+}

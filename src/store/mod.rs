@@ -2,6 +2,7 @@
 //! created on first use; rows go in as Arrow record batches through DuckDB's
 //! Arrow appender and queries come back as Arrow.
 
+pub mod runs;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
+pub use runs::{Retention, RunFilter, RunRecord, RunStatus};
 pub use schema::metrics_schema;
 
 /// Default database file, relative to the working directory.
@@ -136,6 +138,18 @@ impl Store {
         Ok(Store {
             conn,
             path: PathBuf::from(":memory:"),
+        })
+    }
+
+    /// Another connection to the same database, for work on another
+    /// thread (DuckDB serialises conflicting writes itself).
+    pub fn try_clone(&self) -> Result<Self, StoreError> {
+        Ok(Store {
+            conn: self
+                .conn
+                .try_clone()
+                .map_err(db_err("opening another connection"))?,
+            path: self.path.clone(),
         })
     }
 

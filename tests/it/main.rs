@@ -12,4 +12,6 @@ mod sandbox_hackernews;
 mod sandbox_http;
 mod sandbox_limits;
 mod sandbox_runs;
+mod scheduler;
+mod scheduler_soak;
 mod sql_templates;

@@ -1,0 +1,337 @@
+//! `sandstack run`: load the metrics folder, start the scheduler, watch the
+//! folder for edits, and shut down gracefully on SIGINT/SIGTERM. With
+//! `--demo`, every batch's schedules are turned on at a fast cadence and
+//! empty batches are backfilled first, so scores and alerts appear at once.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch as tokio_watch};
+
+use super::jobs::{run_job, JobKind};
+use super::{host_env, Cli};
+use crate::config::{self, env_batch_name, Job, MetricsFolder};
+use crate::jobs::{backfill, ingest::DefaultSandbox};
+use crate::scheduler::clock::SystemClock;
+use crate::scheduler::plan::{runnable_jobs, Plan};
+use crate::scheduler::runner::{JobRunner, StoreRunLog, StoreRunner};
+use crate::scheduler::{self, Event, Scheduler};
+use crate::store::{Retention, RunStatus, Store};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Jobs running at once (default: the number of cores).
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+    /// Seconds running jobs get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+    /// Run history older than this many days is deleted.
+    #[arg(long, default_value_t = 14)]
+    pub runs_retention_days: u64,
+    /// At most this many runs are kept in the history.
+    #[arg(long, default_value_t = 100_000)]
+    pub runs_max_rows: u64,
+    /// Demo profile: turn on every schedule of every batch (ingest, score, alert, change every minute; train every 5),
+    /// and backfill batches with no rows yet, so the first scores and alerts appear within a minute.
+    #[arg(long)]
+    pub demo: bool,
+    /// With --demo: periods to backfill, 10 minutes apart.
+    #[arg(long, default_value_t = 144)]
+    pub demo_periods: usize,
+}
+
+/// The demo profile as environment overrides, the same mechanism a user
+/// has (`ANOMSTACK__<BATCH>__<JOB>_DEFAULT_SCHEDULE_STATUS=RUNNING`).
+fn demo_overrides(folder: &MetricsFolder) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for b in &folder.batches {
+        let upper = env_batch_name(&b.metric_batch);
+        for job in Job::ALL {
+            let cron = match job {
+                Job::Ingest | Job::Score | Job::Alert | Job::Change | Job::Plot => "* * * * *",
+                Job::Train => "*/5 * * * *",
+                _ => continue,
+            };
+            let j = job.name().to_ascii_uppercase();
+            env.insert(
+                format!("SANDSTACK__{upper}__{j}_DEFAULT_SCHEDULE_STATUS"),
+                "RUNNING".into(),
+            );
+            env.insert(
+                format!("SANDSTACK__{upper}__{j}_CRON_SCHEDULE"),
+                cron.into(),
+            );
+        }
+    }
+    env
+}
+
+/// Load the folder with the process's overrides, plus the demo profile's
+/// (the user's own variables win).
+fn load(dir: &std::path::Path, demo: bool) -> MetricsFolder {
+    let env = config::process_env();
+    let folder = config::load(dir, &env);
+    if !demo {
+        return folder;
+    }
+    let mut with_demo = demo_overrides(&folder);
+    with_demo.extend(env);
+    config::load(dir, &with_demo)
+}
+
+pub fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(cli, args))
+}
+
+async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let dir = cli.metrics.clone();
+    let demo = args.demo;
+    let folder = load(&dir, demo);
+    for w in &folder.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &folder.errors {
+        eprintln!("error: {e}");
+    }
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "metrics folder {} does not exist: pass --metrics DIR or set SANDSTACK_METRICS",
+            dir.display()
+        );
+    }
+    let store = Store::open(&cli.db)?;
+    store.ensure_runs_table()?;
+    let env = host_env();
+
+    if demo {
+        demo_backfill(&folder, &store, &env, args.demo_periods).await?;
+    }
+
+    let now = chrono::Utc::now();
+    let history = store.try_clone()?;
+    let plan = Plan::new(&folder, now, &|batch, job| {
+        history
+            .last_scheduled(batch, job.name())
+            .ok()
+            .flatten()
+            .and_then(chrono::DateTime::from_timestamp_micros)
+    });
+    print_plan(&plan, &folder, cli);
+
+    let runner: Arc<dyn JobRunner> = Arc::new(StoreRunner::new(
+        store.try_clone()?,
+        Arc::new(DefaultSandbox),
+        env,
+        cassette_dir(&cli.db),
+    ));
+    let log = Arc::new(StoreRunLog::new(
+        store.try_clone()?,
+        Retention {
+            max_age_days: args.runs_retention_days,
+            max_rows: args.runs_max_rows,
+        },
+    ));
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let loader: scheduler::watch::Loader = {
+        let dir = dir.clone();
+        Arc::new(move || load(&dir, demo))
+    };
+    let _watch = scheduler::watch::watch(&dir, loader, reload_tx, Duration::from_millis(300))
+        .map_err(|e| tracing::warn!("hot reload is off: cannot watch {}: {e}", dir.display()))
+        .ok();
+
+    let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("sandstack run: shutting down (signal again to exit now)");
+        let _ = stop_tx.send(true);
+        wait_for_signal().await;
+        eprintln!("sandstack run: second signal, exiting now");
+        std::process::exit(130);
+    });
+
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(e) = events_rx.recv().await {
+            print_event(&e);
+        }
+    });
+    let mut options = scheduler::Options {
+        grace: Duration::from_secs(args.grace_secs),
+        ..Default::default()
+    };
+    if let Some(n) = args.max_concurrent {
+        options.max_concurrent = n.max(1);
+    }
+    let sched = Scheduler {
+        clock: Arc::new(SystemClock),
+        runner,
+        log,
+        options,
+        events: Some(events_tx),
+    };
+    let out = sched.run(plan, reload_rx, stop_rx).await;
+    eprintln!(
+        "sandstack run: stopped ({} run(s) finished during shutdown, {} interrupted)",
+        out.finished_in_grace,
+        out.interrupted.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `metrics.duckdb` keeps its `record_runs` cassettes in `metrics.cassettes/`.
+fn cassette_dir(db: &std::path::Path) -> std::path::PathBuf {
+    db.with_extension("cassettes")
+}
+
+async fn demo_backfill(
+    folder: &MetricsFolder,
+    store: &Store,
+    env: &BTreeMap<String, String>,
+    periods: usize,
+) -> anyhow::Result<()> {
+    for spec in folder.enabled_batches() {
+        let mut conn = store.try_clone()?;
+        let spec = spec.clone();
+        let env = env.clone();
+        let name = spec.metric_batch.clone();
+        let has_rows = conn
+            .connection()
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE metric_batch = ?",
+                    crate::store::TableKey::parse(&spec.table_key)?.quoted()
+                ),
+                [&name],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap_or(0)
+            > 0;
+        if has_rows {
+            eprintln!("demo: {name} already has rows, no backfill");
+            continue;
+        }
+        eprintln!("demo: backfilling {name}: {periods} periods, 10 minutes apart");
+        tokio::task::spawn_blocking(move || {
+            let report = backfill::ingest_periods(
+                &spec,
+                &mut conn,
+                &DefaultSandbox,
+                &env,
+                periods,
+                Duration::from_secs(600),
+                chrono::Utc::now().timestamp_micros(),
+                Some(3),
+                &|done, total, took| {
+                    eprintln!(
+                        "demo: {name}: {done}/{total} periods ({:.1}s)",
+                        took.as_secs_f64()
+                    )
+                },
+            );
+            if report.gave_up {
+                eprintln!(
+                    "demo: {name}: the first periods all failed, skipping its backfill: {}",
+                    report.first_error.unwrap_or_default()
+                );
+                return;
+            }
+            eprintln!(
+                "demo: {name}: {} rows stored, {} periods failed",
+                report.stored, report.failed
+            );
+            let scoring = backfill::scoring_spec(&spec, periods);
+            for kind in [
+                JobKind::Train,
+                JobKind::Score,
+                JobKind::Alert,
+                JobKind::Change,
+            ] {
+                if let Err(e) = run_job(&scoring, &mut conn, kind) {
+                    eprintln!("demo: {name}: {kind:?} failed: {e:#}");
+                }
+            }
+        })
+        .await
+        .context("demo backfill")?;
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
+    let enabled = folder.enabled_batches().count();
+    println!(
+        "sandstack run: {} batch(es) in {}, {} enabled, {} scheduled job(s); storing in {}",
+        folder.batches.len(),
+        folder.dir.display(),
+        enabled,
+        plan.entries.len(),
+        cli.db.display()
+    );
+    for spec in plan.batches() {
+        let jobs: Vec<String> = runnable_jobs(spec)
+            .map(|(j, c)| format!("{} ({})", j.name(), c.text))
+            .collect();
+        if !jobs.is_empty() {
+            println!("  {}: {}", spec.metric_batch, jobs.join(", "));
+        }
+    }
+    if plan.entries.is_empty() {
+        println!(
+            "  no schedule is RUNNING. Turn one on in the batch's YAML (ingest_default_schedule_status: RUNNING), \
+             from the environment (ANOMSTACK__<BATCH>__INGEST_DEFAULT_SCHEDULE_STATUS=RUNNING), or try --demo."
+        );
+    }
+    println!(
+        "  run history: table sandstack_runs (sandstack runs --db {} once this process stops); edits to the folder are picked up live; Ctrl-C stops.",
+        cli.db.display()
+    );
+}
+
+fn print_event(e: &Event) {
+    if let Event::Finished(r) = e {
+        let late_ms = (r.started_us - r.scheduled_us) as f64 / 1e3;
+        match r.status {
+            RunStatus::Succeeded => println!(
+                "{} {:<8} {}: ok, {} rows, {:.0} ms (started {:.0} ms after its tick)",
+                r.batch, r.job, r.run_id, r.rows, r.wall_ms, late_ms
+            ),
+            _ => println!(
+                "{} {:<8} {}: {}: {}",
+                r.batch,
+                r.job,
+                r.run_id,
+                r.status.as_str(),
+                r.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ),
+        }
+    }
+}

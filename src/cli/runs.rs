@@ -1,0 +1,73 @@
+//! `sandstack runs`: read the run history (`sandstack_runs`).
+
+use std::process::ExitCode;
+
+use super::Cli;
+use crate::store::{RunFilter, Store};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunsArgs {
+    /// Only this batch's runs.
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Only this job's runs (ingest, train, score, alert, change, plot, delete, summary).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Only failed and interrupted runs, with their errors in full.
+    #[arg(long)]
+    pub failed: bool,
+    /// Newest runs to show.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+fn time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| us.to_string())
+}
+
+pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db)?;
+    let runs = store.list_runs(&RunFilter {
+        batch: args.batch.clone(),
+        job: args.job.clone(),
+        failed_only: args.failed,
+        limit: args.limit,
+        offset: 0,
+    })?;
+    if runs.is_empty() {
+        println!("no runs recorded in {} for this filter", cli.db.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:>7}  {:<23}  {:<24} {:<8} {:<11} {:>7} {:>9} {:>12}",
+        "run", "started (UTC)", "batch", "job", "status", "rows", "wall ms", "fuel"
+    );
+    for r in &runs {
+        println!(
+            "{:>7}  {:<23}  {:<24} {:<8} {:<11} {:>7} {:>9.1} {:>12}",
+            r.run_id,
+            time(r.started_us),
+            r.batch,
+            r.job,
+            r.status.as_str(),
+            r.rows,
+            r.wall_ms,
+            r.fuel
+        );
+        if let Some(e) = &r.error {
+            if args.failed {
+                for line in e.lines() {
+                    println!("           {line}");
+                }
+            } else if let Some(first) = e.lines().next() {
+                println!("           {first}");
+            }
+        }
+        if let Some(c) = &r.cassette {
+            println!("           cassette: {c}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

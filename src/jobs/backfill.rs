@@ -1,0 +1,82 @@
+//! Backfill: ingest a batch over past periods with a simulated clock, so a
+//! new batch has history to train on at once (`sandstack backfill`, and the
+//! demo profile of `sandstack run`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::ingest::{self, IngestOptions, SandboxSource};
+use crate::config::BatchSpec;
+use crate::store::Store;
+
+#[derive(Debug, Default)]
+pub struct BackfillReport {
+    pub periods_run: usize,
+    pub stored: usize,
+    pub failed: usize,
+    /// The first failure, for the user.
+    pub first_error: Option<String>,
+    /// Stopped early because every one of the first periods failed.
+    pub gave_up: bool,
+}
+
+/// Ingest `periods` periods `step` apart ending at `now_us`. When the
+/// first `give_up_after` periods all fail (a source that cannot be reached),
+/// stop rather than fail the same way hundreds of times.
+#[allow(clippy::too_many_arguments)]
+pub fn ingest_periods(
+    spec: &BatchSpec,
+    store: &mut Store,
+    sandboxes: &dyn SandboxSource,
+    env: &BTreeMap<String, String>,
+    periods: usize,
+    step: Duration,
+    now_us: i64,
+    give_up_after: Option<usize>,
+    progress: &dyn Fn(usize, usize, Duration),
+) -> BackfillReport {
+    let step_us = step.as_micros() as i64;
+    let started = Instant::now();
+    let mut report = BackfillReport::default();
+    for i in 0..periods {
+        let at = now_us - (periods - 1 - i) as i64 * step_us;
+        let opts = IngestOptions {
+            simulated_now_us: Some(at),
+            ..Default::default()
+        };
+        report.periods_run += 1;
+        match ingest::run(spec, store, sandboxes, env, opts) {
+            Ok(r) => report.stored += r.stored,
+            Err(f) => {
+                report.failed += 1;
+                if report.first_error.is_none() {
+                    report.first_error = Some(f.error.to_string());
+                }
+            }
+        }
+        if give_up_after.is_some_and(|n| report.failed == n && report.periods_run == n) {
+            report.gave_up = true;
+            break;
+        }
+        if periods >= 10 && (i + 1) % (periods / 10) == 0 {
+            progress(i + 1, periods, started.elapsed());
+        }
+    }
+    report
+}
+
+/// The batch's spec for judging a backfill: score the whole backfill, not
+/// just the newest `score_max_n` rows, and alert on any of it, not just the
+/// newest `alert_recent_n` observations.
+pub fn scoring_spec(spec: &BatchSpec, periods: usize) -> BatchSpec {
+    let mut scoring = spec.clone();
+    scoring.alert_recent_n = scoring.alert_recent_n.max(periods as u64);
+    scoring.score_max_n = scoring.score_max_n.max(periods as u64);
+    if let Some(sql) = scoring.sql.get_mut("score_sql") {
+        *sql = sql.replace(
+            &format!("recency_rank <= {}", spec.score_max_n),
+            &format!("recency_rank <= {}", scoring.score_max_n),
+        );
+    }
+    scoring
+}

@@ -1,0 +1,347 @@
+//! `sandstack run`'s scheduler: fires every RUNNING job of every enabled
+//! batch on its cron schedule ([`plan`]), at most `max_concurrent` at once
+//! and one run of a given batch job at a time, records each run in the
+//! history, takes reloaded folders while it runs ([`watch`]), and on
+//! shutdown lets running jobs finish within a grace period.
+//!
+//! Time comes from a [`clock::Clock`] so tests drive it by hand; the work
+//! itself from a [`runner::JobRunner`], so tests can replace it.
+
+pub mod clock;
+pub mod plan;
+pub mod runner;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::config::MetricsFolder;
+use crate::store::{RunRecord, RunStatus};
+use clock::Clock;
+use plan::{JobKey, Plan, ReloadReport};
+use runner::{JobRunner, RunLog, RunTicket};
+
+/// What the scheduler did, as it did it (for tests and progress output).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        key: JobKey,
+        scheduled: DateTime<Utc>,
+    },
+    /// A tick came while the previous run of the job was still going.
+    Skipped {
+        key: JobKey,
+        scheduled: DateTime<Utc>,
+    },
+    Finished(Box<RunRecord>),
+    Reloaded(ReloadReport),
+    /// Everything due up to `now` has been dispatched; waiting.
+    Idle {
+        now: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Jobs running at once.
+    pub max_concurrent: usize,
+    /// How long running jobs get to finish after a shutdown signal.
+    pub grace: Duration,
+    /// How often old history is pruned.
+    pub prune_every: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_concurrent: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            grace: Duration::from_secs(30),
+            prune_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How the scheduler ended.
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    pub finished_in_grace: usize,
+    pub interrupted: Vec<JobKey>,
+}
+
+pub struct Scheduler {
+    pub clock: Arc<dyn Clock>,
+    pub runner: Arc<dyn JobRunner>,
+    pub log: Arc<dyn RunLog>,
+    pub options: Options,
+    pub events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+impl Scheduler {
+    fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// Run until `shutdown` turns true (or its sender is dropped).
+    pub async fn run(
+        self,
+        mut plan: Plan,
+        mut reloads: mpsc::Receiver<MetricsFolder>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Shutdown {
+        let slots = Arc::new(Semaphore::new(self.options.max_concurrent.max(1)));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobKey, RunRecord)>();
+        let mut running: HashMap<JobKey, DateTime<Utc>> = HashMap::new();
+        let mut last_prune: Option<Instant> = None;
+        let mut reloads_open = true;
+
+        loop {
+            if last_prune.is_none_or(|t| t.elapsed() >= self.options.prune_every) {
+                last_prune = Some(Instant::now());
+                let (log, now) = (self.log.clone(), self.clock.now());
+                tokio::task::spawn_blocking(move || log.prune(now));
+            }
+            // Replayed ticks (catch_up) run one after another.
+            let idle_with_backlog: Vec<JobKey> = plan
+                .entries
+                .iter()
+                .filter(|(k, e)| !e.backlog.is_empty() && !running.contains_key(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in idle_with_backlog {
+                if let Some(e) = plan.entries.get_mut(&key) {
+                    if let Some(tick) = e.backlog.pop_front() {
+                        let ticket = RunTicket {
+                            spec: e.spec.clone(),
+                            job: key.1,
+                            scheduled: tick,
+                            catch_up: true,
+                        };
+                        self.dispatch(ticket, &mut running, &slots, &done_tx);
+                    }
+                }
+            }
+            // Runs that ended since the last turn are not "still going".
+            while let Ok((key, record)) = done_rx.try_recv() {
+                running.remove(&key);
+                self.emit(Event::Finished(Box::new(record)));
+            }
+            let now = self.clock.now();
+            for (key, tick) in plan.take_due(now) {
+                if running.contains_key(&key) {
+                    self.skip(&key, tick, now);
+                    continue;
+                }
+                let Some(e) = plan.entries.get(&key) else {
+                    continue;
+                };
+                let ticket = RunTicket {
+                    spec: e.spec.clone(),
+                    job: key.1,
+                    scheduled: tick,
+                    catch_up: false,
+                };
+                self.dispatch(ticket, &mut running, &slots, &done_tx);
+            }
+            self.emit(Event::Idle { now });
+
+            let next = plan.next_tick();
+            let sleep = async {
+                match next {
+                    Some(t) => self.clock.sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                Some((key, record)) = done_rx.recv() => {
+                    running.remove(&key);
+                    self.emit(Event::Finished(Box::new(record)));
+                }
+                folder = reloads.recv(), if reloads_open => match folder {
+                    Some(folder) => {
+                        let report = plan.reload(&folder, self.clock.now());
+                        log_reload(&report);
+                        self.emit(Event::Reloaded(report));
+                    }
+                    None => reloads_open = false,
+                },
+                _ = sleep => {}
+            }
+        }
+
+        // Shutdown: start nothing new; give running jobs the grace period.
+        let mut out = Shutdown::default();
+        if !running.is_empty() {
+            tracing::info!(
+                "shutting down: waiting up to {}s for {} running job(s)",
+                self.options.grace.as_secs(),
+                running.len()
+            );
+        }
+        let deadline = tokio::time::Instant::now() + self.options.grace;
+        while !running.is_empty() {
+            tokio::select! {
+                Some((key, record)) = done_rx.recv() => {
+                    running.remove(&key);
+                    out.finished_in_grace += 1;
+                    self.emit(Event::Finished(Box::new(record)));
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let now = self.clock.now();
+        for ((batch, job), scheduled) in running {
+            tracing::warn!(
+                "batch {batch} job {}: still running after the {}s grace period; abandoned (its transaction is not committed)",
+                job.name(),
+                self.options.grace.as_secs()
+            );
+            let record = RunRecord {
+                run_id: 0,
+                batch: batch.clone(),
+                job: job.name().into(),
+                scheduled_us: us(scheduled),
+                started_us: us(scheduled),
+                ended_us: us(now),
+                status: RunStatus::Interrupted,
+                error: Some(format!(
+                    "still running when sandstack shut down ({}s grace period)",
+                    self.options.grace.as_secs()
+                )),
+                rows: 0,
+                fuel: 0,
+                wall_ms: 0.0,
+                cassette: None,
+            };
+            self.log.record(&record);
+            out.interrupted.push((batch, job));
+        }
+        out
+    }
+
+    fn skip(&self, key: &JobKey, tick: DateTime<Utc>, now: DateTime<Utc>) {
+        tracing::warn!(
+            "batch {} job {}: tick {} skipped, the previous run is still going",
+            key.0,
+            key.1.name(),
+            tick.format("%H:%M:%S")
+        );
+        self.emit(Event::Skipped {
+            key: key.clone(),
+            scheduled: tick,
+        });
+        let record = RunRecord {
+            run_id: 0,
+            batch: key.0.clone(),
+            job: key.1.name().into(),
+            scheduled_us: us(tick),
+            started_us: us(now),
+            ended_us: us(now),
+            status: RunStatus::Skipped,
+            error: Some("the previous run of this job was still going".into()),
+            rows: 0,
+            fuel: 0,
+            wall_ms: 0.0,
+            cassette: None,
+        };
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.record(&record));
+    }
+
+    fn dispatch(
+        &self,
+        ticket: RunTicket,
+        running: &mut HashMap<JobKey, DateTime<Utc>>,
+        slots: &Arc<Semaphore>,
+        done: &mpsc::UnboundedSender<(JobKey, RunRecord)>,
+    ) {
+        let key = (ticket.spec.metric_batch.clone(), ticket.job);
+        running.insert(key.clone(), ticket.scheduled);
+        self.emit(Event::Started {
+            key: key.clone(),
+            scheduled: ticket.scheduled,
+        });
+        let (slots, done) = (slots.clone(), done.clone());
+        let (runner, log, clock) = (self.runner.clone(), self.log.clone(), self.clock.clone());
+        tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let (batch, job, scheduled) = (
+                ticket.spec.metric_batch.clone(),
+                ticket.job,
+                ticket.scheduled,
+            );
+            let work = tokio::task::spawn_blocking(move || {
+                let started = clock.now();
+                let t0 = Instant::now();
+                let result = runner.run(&ticket);
+                let mut record = RunRecord {
+                    run_id: 0,
+                    batch: ticket.spec.metric_batch.clone(),
+                    job: ticket.job.name().into(),
+                    scheduled_us: us(ticket.scheduled),
+                    started_us: us(started),
+                    ended_us: us(clock.now()),
+                    status: result.status,
+                    error: result.error,
+                    rows: result.rows,
+                    fuel: result.fuel,
+                    wall_ms: t0.elapsed().as_secs_f64() * 1e3,
+                    cassette: result.cassette,
+                };
+                record.run_id = log.record(&record);
+                record
+            })
+            .await;
+            let record = work.unwrap_or_else(|e| RunRecord {
+                run_id: 0,
+                batch,
+                job: job.name().into(),
+                scheduled_us: us(scheduled),
+                started_us: us(scheduled),
+                ended_us: us(scheduled),
+                status: RunStatus::Failed,
+                error: Some(format!("the job panicked: {e}")),
+                rows: 0,
+                fuel: 0,
+                wall_ms: 0.0,
+                cassette: None,
+            });
+            let _ = done.send((key, record));
+        });
+    }
+}
+
+fn log_reload(r: &ReloadReport) {
+    for e in &r.errors {
+        tracing::error!("reload: {e}");
+    }
+    for b in &r.kept {
+        tracing::warn!("reload: batch {b} failed to load; its last good version keeps running");
+    }
+    for b in &r.added {
+        tracing::info!("reload: batch {b} added");
+    }
+    for b in &r.changed {
+        tracing::info!("reload: batch {b} changed");
+    }
+    for b in &r.removed {
+        tracing::info!("reload: batch {b} removed");
+    }
+}

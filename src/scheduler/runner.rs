@@ -1,0 +1,239 @@
+//! What a scheduled tick does: [`StoreRunner`] runs the batch's job against
+//! the DuckDB store (a connection of its own per run) and [`StoreRunLog`]
+//! writes the outcome to the run history. Both are traits so scheduler tests
+//! can count, block and fail runs at will.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{BatchSpec, Job};
+use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
+use crate::jobs::{alert, change, maintenance, score, train};
+use crate::sandbox::cassette::RecordMode;
+use crate::store::{Retention, RunRecord, RunStatus, Store};
+
+/// One tick of one job.
+#[derive(Debug, Clone)]
+pub struct RunTicket {
+    pub spec: Arc<BatchSpec>,
+    pub job: Job,
+    pub scheduled: DateTime<Utc>,
+    /// A tick missed while the process was down (`catch_up: true`):
+    /// ingest runs with its clock at the tick.
+    pub catch_up: bool,
+}
+
+/// How a run went.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub rows: u64,
+    pub fuel: u64,
+    pub cassette: Option<String>,
+}
+
+impl RunResult {
+    pub fn ok(rows: u64) -> Self {
+        RunResult {
+            status: RunStatus::Succeeded,
+            error: None,
+            rows,
+            fuel: 0,
+            cassette: None,
+        }
+    }
+
+    pub fn failed(error: impl Into<String>) -> Self {
+        RunResult {
+            status: RunStatus::Failed,
+            error: Some(error.into()),
+            rows: 0,
+            fuel: 0,
+            cassette: None,
+        }
+    }
+}
+
+/// Runs a ticket to completion (blocking; called on a worker thread).
+pub trait JobRunner: Send + Sync + 'static {
+    fn run(&self, ticket: &RunTicket) -> RunResult;
+}
+
+/// Where finished runs are written.
+pub trait RunLog: Send + Sync + 'static {
+    /// Store a run; returns its id (0 if it could not be stored).
+    fn record(&self, record: &RunRecord) -> i64;
+    /// Drop history beyond the retention setting.
+    fn prune(&self, now: DateTime<Utc>);
+}
+
+/// The run history in the DuckDB file.
+pub struct StoreRunLog {
+    store: Mutex<Store>,
+    retention: Retention,
+}
+
+impl StoreRunLog {
+    pub fn new(store: Store, retention: Retention) -> Self {
+        StoreRunLog {
+            store: Mutex::new(store),
+            retention,
+        }
+    }
+}
+
+impl RunLog for StoreRunLog {
+    fn record(&self, record: &RunRecord) -> i64 {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        match store.record_run(record) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(
+                    "batch {} job {}: could not record the run in sandstack_runs: {e}",
+                    record.batch,
+                    record.job
+                );
+                0
+            }
+        }
+    }
+
+    fn prune(&self, now: DateTime<Utc>) {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        match store.prune_runs(self.retention, now.timestamp_micros()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("run history: pruned {n} old runs"),
+            Err(e) => tracing::error!("run history: pruning failed: {e}"),
+        }
+    }
+}
+
+/// Runs jobs for real.
+pub struct StoreRunner {
+    /// Cloned into one connection per run.
+    store: Mutex<Store>,
+    pub sandboxes: Arc<dyn SandboxSource + Send + Sync>,
+    /// The process environment (a batch's `ingest_env` picks from it).
+    pub env: BTreeMap<String, String>,
+    /// Where `record_runs` cassettes are written.
+    pub cassette_dir: PathBuf,
+    /// What `local://` model paths are relative to.
+    pub model_base: PathBuf,
+    /// DuckDB refuses concurrent CREATEs of one table from two connections
+    /// (a catalog write-write conflict), so tables are made one at a time.
+    schema_lock: Mutex<()>,
+}
+
+impl StoreRunner {
+    pub fn new(
+        store: Store,
+        sandboxes: Arc<dyn SandboxSource + Send + Sync>,
+        env: BTreeMap<String, String>,
+        cassette_dir: PathBuf,
+    ) -> Self {
+        StoreRunner {
+            store: Mutex::new(store),
+            sandboxes,
+            env,
+            cassette_dir,
+            model_base: PathBuf::from("."),
+            schema_lock: Mutex::new(()),
+        }
+    }
+
+    fn connection(&self) -> Result<Store, String> {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.try_clone().map_err(|e| e.to_string())
+    }
+
+    fn ingest(&self, t: &RunTicket, store: &mut Store) -> RunResult {
+        let spec = &t.spec;
+        let cassette = (spec.record_runs
+            && matches!(spec.ingest, crate::config::IngestSource::Python(_)))
+        .then(|| CassetteOptions {
+            path: self
+                .cassette_dir
+                .join(&spec.metric_batch)
+                .join(format!("{}.yaml", t.scheduled.format("%Y%m%dT%H%M%S%.3fZ"))),
+            mode: RecordMode::All,
+            match_on: Vec::new(),
+            scrub: Vec::new(),
+        });
+        let cassette_path = cassette.as_ref().map(|c| c.path.display().to_string());
+        let opts = IngestOptions {
+            simulated_now_us: t.catch_up.then(|| t.scheduled.timestamp_micros()),
+            cassette,
+            ..Default::default()
+        };
+        match ingest::run(spec, store, self.sandboxes.as_ref(), &self.env, opts) {
+            Ok(r) => RunResult {
+                fuel: r.sandbox.as_ref().map_or(0, |s| s.stats.fuel_used),
+                cassette: cassette_path,
+                ..RunResult::ok(r.stored as u64)
+            },
+            Err(f) => {
+                let mut error = f.error.to_string();
+                if let Some(s) = &f.sandbox {
+                    if !s.output.trim().is_empty() {
+                        error.push_str("\n--- output ---\n");
+                        error.push_str(s.output.trim_end());
+                    }
+                }
+                RunResult {
+                    fuel: f.sandbox.as_ref().map_or(0, |s| s.stats.fuel_used),
+                    // A failed run's cassette is the one worth replaying.
+                    cassette: cassette_path.filter(|p| std::path::Path::new(p).exists()),
+                    ..RunResult::failed(error)
+                }
+            }
+        }
+    }
+}
+
+impl JobRunner for StoreRunner {
+    fn run(&self, t: &RunTicket) -> RunResult {
+        let mut store = match self.connection() {
+            Ok(s) => s,
+            Err(e) => return RunResult::failed(format!("database: {e}")),
+        };
+        let spec = &t.spec;
+        {
+            let _one_at_a_time = self.schema_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = store.ensure_metrics_table(&spec.table_key) {
+                return RunResult::failed(format!("batch {}: {e}", spec.metric_batch));
+            }
+        }
+        let base = self.model_base.as_path();
+        let outcome: Result<u64, String> = match t.job {
+            Job::Ingest => return self.ingest(t, &mut store),
+            Job::Train => train::run(spec, &store, base)
+                .map(|r| r.trained.len() as u64)
+                .map_err(|e| e.to_string()),
+            Job::Score => score::run(spec, &mut store, base)
+                .map(|r| r.scored as u64)
+                .map_err(|e| e.to_string()),
+            Job::Alert => alert::run(spec, &mut store)
+                .map(|r| (r.alerts.len() + r.threshold_alerts.len()) as u64)
+                .map_err(|e| e.to_string()),
+            Job::Change => change::run(spec, &mut store)
+                .map(|r| r.len() as u64)
+                .map_err(|e| e.to_string()),
+            Job::Delete => maintenance::delete(spec, &store).map_err(|e| e.to_string()),
+            Job::Summary => maintenance::summary(std::iter::once(spec.as_ref()), &store)
+                .map(|b| b.iter().map(|b| b.num_rows() as u64).sum())
+                .map_err(|e| e.to_string()),
+            Job::Plot | Job::Llmalert => Err(format!(
+                "the {} job is not supported by this version of sandstack",
+                t.job.name()
+            )),
+        };
+        match outcome {
+            Ok(rows) => RunResult::ok(rows),
+            Err(e) => RunResult::failed(e),
+        }
+    }
+}
