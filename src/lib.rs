@@ -7,6 +7,7 @@
 //! [`store`], one long DuckDB table per `table_key`. [`models`] turns stored
 //! metrics into model features.
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod jobs;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{find_batch, host_env, load_folder, Cli};
+use crate::alerts::notify::{self, NotifyReport};
+use crate::alerts::Channels;
 use crate::config::BatchSpec;
 use crate::jobs::backfill;
 use crate::jobs::ingest::DefaultSandbox;
@@ -23,8 +25,14 @@ pub enum JobKind {
     Delete,
 }
 
-/// Run one job on one batch and print what it did.
-pub fn run_job(spec: &BatchSpec, store: &mut Store, kind: JobKind) -> anyhow::Result<()> {
+/// Run one job on one batch and print what it did; with `channels`, send
+/// its alerts or changes (backfills do not).
+pub fn run_job(
+    spec: &BatchSpec,
+    store: &mut Store,
+    kind: JobKind,
+    channels: Option<&Channels>,
+) -> anyhow::Result<()> {
     let name = &spec.metric_batch;
     let base = Path::new(".");
     match kind {
@@ -60,6 +68,9 @@ pub fn run_job(spec: &BatchSpec, store: &mut Store, kind: JobKind) -> anyhow::Re
                     j.metadata.clone().unwrap_or_default()
                 );
             }
+            if let Some(c) = channels {
+                print_sent(&notify::alerts(spec, store, &r, c));
+            }
         }
         JobKind::Change => {
             let r = change::run(spec, store)?;
@@ -71,6 +82,9 @@ pub fn run_job(spec: &BatchSpec, store: &mut Store, kind: JobKind) -> anyhow::Re
                     j.metric_name,
                     j.metadata.clone().unwrap_or_default()
                 );
+            }
+            if let Some(c) = channels {
+                print_sent(&notify::changes(spec, store, &r, c));
             }
         }
         JobKind::Delete => {
@@ -84,23 +98,69 @@ pub fn run_job(spec: &BatchSpec, store: &mut Store, kind: JobKind) -> anyhow::Re
     Ok(())
 }
 
+fn print_sent(r: &NotifyReport) {
+    if r.messages == 0 {
+        return;
+    }
+    println!(
+        "  sent {} message(s): {} deliveries succeeded",
+        r.messages,
+        r.sent()
+    );
+    for p in r.problems() {
+        println!("  not delivered: {p}");
+    }
+}
+
 pub fn job(cli: &Cli, name: &str, kind: JobKind) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     let spec = find_batch(&folder, name)?;
     let mut store = Store::open(&cli.db)?;
-    run_job(spec, &mut store, kind)?;
+    let channels = Channels::from_env(&host_env());
+    run_job(spec, &mut store, kind, Some(&channels))?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn summary(cli: &Cli, name: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     let store = Store::open(&cli.db)?;
     let batches: Vec<&BatchSpec> = match name {
         Some(n) => vec![find_batch(&folder, n)?],
         None => folder.enabled_batches().collect(),
     };
+    let methods = batches
+        .first()
+        .map(|b| b.alert_methods.clone())
+        .unwrap_or_default();
     let out = maintenance::summary(batches.into_iter(), &store)?;
     println!("{}", arrow::util::pretty::pretty_format_batches(&out)?);
+    if send {
+        let channels = Channels::from_env(&host_env());
+        print_sent(&notify::summary(
+            name.unwrap_or("all batches"),
+            &methods,
+            &out,
+            &channels,
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sandstack plot BATCH [--out DIR]`.
+pub fn plot(cli: &Cli, name: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let folder = load_folder(cli);
+    let spec = find_batch(&folder, name)?;
+    let store = Store::open(&cli.db)?;
+    let dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| super::run::plot_dir(&cli.db));
+    let files = notify::write_plots(spec, &store, &dir).map_err(anyhow::Error::msg)?;
+    if files.is_empty() {
+        println!("batch {name}: no metrics to plot yet");
+    }
+    for f in &files {
+        println!("{}", f.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -159,7 +219,7 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         JobKind::Alert,
         JobKind::Change,
     ] {
-        run_job(&scoring, &mut store, kind)?;
+        run_job(&scoring, &mut store, kind, None)?;
     }
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS

@@ -71,14 +71,26 @@ pub enum Command {
     Train { batch: String },
     /// Score observations not scored yet with the saved models (score_sql).
     Score { batch: String },
-    /// Store alerts where the smoothed score passes alert_threshold (alert_sql), and threshold alerts.
+    /// Store alerts where the smoothed score passes alert_threshold (alert_sql), and threshold alerts; send them through alert_methods / tholdalert_methods.
     Alert { batch: String },
-    /// Detect level changes with MAD (change_sql).
+    /// Detect level changes with MAD (change_sql) and send them through alert_methods.
     Change { batch: String },
     /// Delete the batch's rows older than delete_after_n_days (delete_sql).
     Delete { batch: String },
     /// Row counts and last timestamps per batch, metric and type (summary_sql), for one batch or all.
-    Summary { batch: Option<String> },
+    Summary {
+        batch: Option<String>,
+        /// Also send it through the batch's alert_methods (the first batch's, for all).
+        #[arg(long)]
+        send: bool,
+    },
+    /// Write a PNG plot of each of the batch's metrics (plot_sql): values, anomaly scores, alerts and changes.
+    Plot {
+        batch: String,
+        /// Folder for the plots (default: next to the database, e.g. sandstack.plots/); one subfolder per batch.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Ingest over N past periods with a simulated clock, then train, score, alert and detect changes.
     Backfill {
         batch: String,
@@ -163,7 +175,8 @@ pub fn main() -> ExitCode {
         Command::Alert { batch } => jobs::job(&cli, batch, jobs::JobKind::Alert),
         Command::Change { batch } => jobs::job(&cli, batch, jobs::JobKind::Change),
         Command::Delete { batch } => jobs::job(&cli, batch, jobs::JobKind::Delete),
-        Command::Summary { batch } => jobs::summary(&cli, batch.as_deref()),
+        Command::Summary { batch, send } => jobs::summary(&cli, batch.as_deref(), *send),
+        Command::Plot { batch, out } => jobs::plot(&cli, batch, out.as_deref()),
         Command::Backfill {
             batch,
             periods,

@@ -131,6 +131,7 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         Arc::new(DefaultSandbox),
         env,
         cassette_dir(&cli.db),
+        plot_dir(&cli.db),
     ));
     let log = Arc::new(StoreRunLog::new(
         store.try_clone()?,
@@ -207,6 +208,11 @@ fn cassette_dir(db: &std::path::Path) -> std::path::PathBuf {
     db.with_extension("cassettes")
 }
 
+/// `metrics.duckdb` keeps the plot job's PNGs in `metrics.plots/`.
+pub(crate) fn plot_dir(db: &std::path::Path) -> std::path::PathBuf {
+    db.with_extension("plots")
+}
+
 async fn demo_backfill(
     folder: &MetricsFolder,
     store: &Store,
@@ -270,7 +276,7 @@ async fn demo_backfill(
                 JobKind::Alert,
                 JobKind::Change,
             ] {
-                if let Err(e) = run_job(&scoring, &mut conn, kind) {
+                if let Err(e) = run_job(&scoring, &mut conn, kind, None) {
                     eprintln!("demo: {name}: {kind:?} failed: {e:#}");
                 }
             }

@@ -45,17 +45,18 @@ impl Clock for SystemClock {
 /// A clock that moves only when told to.
 #[derive(Debug)]
 pub struct ManualClock {
-    now: Mutex<DateTime<Utc>>,
+    /// The time, and how many times it was set.
+    now: Mutex<(DateTime<Utc>, u64)>,
     moved: watch::Sender<DateTime<Utc>>,
-    /// The instant the latest sleeper waits for, so a test knows when
-    /// everything due has been handled.
-    sleeper: Mutex<Option<DateTime<Utc>>>,
+    /// The instant the latest sleeper waits for, and the setting it saw,
+    /// so a test knows when everything due has been handled.
+    sleeper: Mutex<Option<(DateTime<Utc>, u64)>>,
 }
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
         ManualClock {
-            now: Mutex::new(start),
+            now: Mutex::new((start, 0)),
             moved: watch::channel(start).0,
             sleeper: Mutex::new(None),
         }
@@ -64,21 +65,29 @@ impl ManualClock {
     /// Move the clock to `to` (never backwards).
     pub fn set(&self, to: DateTime<Utc>) {
         let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
-        if to > *now {
-            *now = to;
+        if to > now.0 {
+            *now = (to, now.1 + 1);
             let mut sleeper = self.sleeper.lock().unwrap_or_else(|p| p.into_inner());
-            if sleeper.is_some_and(|at| at <= to) {
-                // That sleeper wakes now and will register its next sleep.
-                *sleeper = None;
+            if let Some((at, g)) = sleeper.as_mut() {
+                // A sleeper not due yet stays asleep: still current.
+                if *at > to {
+                    *g = now.1;
+                }
             }
             drop(sleeper);
             self.moved.send_replace(to);
         }
     }
 
-    /// What the most recent `sleep_until` waits for.
+    /// What a sleep started since the clock was last set waits for: once
+    /// that is later than the clock, everything due has been dispatched.
     pub fn sleeping_until(&self) -> Option<DateTime<Utc>> {
-        *self.sleeper.lock().unwrap_or_else(|p| p.into_inner())
+        let generation = self.now.lock().unwrap_or_else(|p| p.into_inner()).1;
+        self.sleeper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter(|(_, g)| *g == generation)
+            .map(|(at, _)| at)
     }
 
     pub fn advance(&self, by: chrono::TimeDelta) {
@@ -89,11 +98,12 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+        self.now.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     fn sleep_until(&self, at: DateTime<Utc>) -> Sleep<'_> {
-        *self.sleeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+        let generation = self.now.lock().unwrap_or_else(|p| p.into_inner()).1;
+        *self.sleeper.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, generation));
         let mut rx = self.moved.subscribe();
         Box::pin(async move {
             while *rx.borrow_and_update() < at {

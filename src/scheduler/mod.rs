@@ -154,15 +154,14 @@ impl Scheduler {
                 };
                 self.dispatch(ticket, &mut running, &slots, &done_tx);
             }
-            self.emit(Event::Idle { now });
-
-            let next = plan.next_tick();
+            let next = plan.next_tick().map(|t| self.clock.sleep_until(t));
             let sleep = async {
                 match next {
-                    Some(t) => self.clock.sleep_until(t).await,
+                    Some(s) => s.await,
                     None => std::future::pending().await,
                 }
             };
+            self.emit(Event::Idle { now });
             tokio::select! {
                 biased;
                 changed = shutdown.changed() => {

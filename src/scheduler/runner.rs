@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use crate::alerts::{notify, Channels};
 use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
 use crate::jobs::{alert, change, maintenance, score, train};
@@ -123,6 +124,10 @@ pub struct StoreRunner {
     pub cassette_dir: PathBuf,
     /// What `local://` model paths are relative to.
     pub model_base: PathBuf,
+    /// Where the plot job writes its PNGs.
+    pub plot_dir: PathBuf,
+    /// Alert channels (from the environment).
+    pub channels: Channels,
     /// DuckDB refuses concurrent CREATEs of one table from two connections
     /// (a catalog write-write conflict), so tables are made one at a time.
     schema_lock: Mutex<()>,
@@ -134,12 +139,15 @@ impl StoreRunner {
         sandboxes: Arc<dyn SandboxSource + Send + Sync>,
         env: BTreeMap<String, String>,
         cassette_dir: PathBuf,
+        plot_dir: PathBuf,
     ) -> Self {
         StoreRunner {
             store: Mutex::new(store),
             sandboxes,
+            channels: Channels::from_env(&env),
             env,
             cassette_dir,
+            plot_dir,
             model_base: PathBuf::from("."),
             schema_lock: Mutex::new(()),
         }
@@ -208,31 +216,58 @@ impl JobRunner for StoreRunner {
             }
         }
         let base = self.model_base.as_path();
-        let outcome: Result<u64, String> = match t.job {
+        // (rows, problems delivering alerts)
+        let outcome: Result<(u64, Vec<String>), String> = match t.job {
             Job::Ingest => return self.ingest(t, &mut store),
             Job::Train => train::run(spec, &store, base)
-                .map(|r| r.trained.len() as u64)
+                .map(|r| (r.trained.len() as u64, vec![]))
                 .map_err(|e| e.to_string()),
             Job::Score => score::run(spec, &mut store, base)
-                .map(|r| r.scored as u64)
+                .map(|r| (r.scored as u64, vec![]))
                 .map_err(|e| e.to_string()),
             Job::Alert => alert::run(spec, &mut store)
-                .map(|r| (r.alerts.len() + r.threshold_alerts.len()) as u64)
+                .map(|r| {
+                    let sent = notify::alerts(spec, &store, &r, &self.channels);
+                    (
+                        (r.alerts.len() + r.threshold_alerts.len()) as u64,
+                        sent.problems(),
+                    )
+                })
                 .map_err(|e| e.to_string()),
             Job::Change => change::run(spec, &mut store)
-                .map(|r| r.len() as u64)
+                .map(|r| {
+                    let sent = notify::changes(spec, &store, &r, &self.channels);
+                    (r.len() as u64, sent.problems())
+                })
                 .map_err(|e| e.to_string()),
-            Job::Delete => maintenance::delete(spec, &store).map_err(|e| e.to_string()),
+            Job::Plot => notify::write_plots(spec, &store, &self.plot_dir)
+                .map(|files| (files.len() as u64, vec![])),
+            Job::Delete => maintenance::delete(spec, &store)
+                .map(|n| (n, vec![]))
+                .map_err(|e| e.to_string()),
             Job::Summary => maintenance::summary(std::iter::once(spec.as_ref()), &store)
-                .map(|b| b.iter().map(|b| b.num_rows() as u64).sum())
+                .map(|b| {
+                    let sent = notify::summary(
+                        &spec.metric_batch,
+                        &spec.alert_methods,
+                        &b,
+                        &self.channels,
+                    );
+                    (b.iter().map(|b| b.num_rows() as u64).sum(), sent.problems())
+                })
                 .map_err(|e| e.to_string()),
-            Job::Plot | Job::Llmalert => Err(format!(
-                "the {} job is not supported by this version of sandstack",
-                t.job.name()
-            )),
+            Job::Llmalert => {
+                Err("the llmalert job is not supported by this version of sandstack".into())
+            }
         };
         match outcome {
-            Ok(rows) => RunResult::ok(rows),
+            // The job did its work; a channel that could not deliver is
+            // noted on the run, not a failure of it.
+            Ok((rows, problems)) => RunResult {
+                error: (!problems.is_empty())
+                    .then(|| format!("alert delivery: {}", problems.join("; "))),
+                ..RunResult::ok(rows)
+            },
             Err(e) => RunResult::failed(e),
         }
     }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alert_delivery;
 mod cassettes;
 mod config_folder;
 mod detection;

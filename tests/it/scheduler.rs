@@ -596,6 +596,7 @@ async fn real_jobs_store_rows_and_history() {
         Arc::new(TestSandbox),
         BTreeMap::new(),
         db.path().join("m.cassettes"),
+        db.path().join("m.plots"),
     ));
     let log = Arc::new(StoreRunLog::new(
         store.try_clone().expect("conn"),

@@ -183,3 +183,77 @@ pub fn insert_scored_series(store: &Store, batch: &str, scores: &[f64]) {
         .execute_batch(&sql)
         .expect("insert a scored series");
 }
+
+/// A real SMTP server on loopback that keeps what it receives. Hand-written
+/// (a few lines of the protocol) because tests need it to refuse on cue:
+/// the first `fail_first` messages are answered `451` at DATA.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    pub messages: Arc<std::sync::Mutex<Vec<String>>>,
+    pub fail_first: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("addr");
+        let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fail_first = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (m, fail) = (messages.clone(), fail_first.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (m, fail) = (m.clone(), fail.clone());
+                std::thread::spawn(move || {
+                    let mut out = stream.try_clone().expect("clone");
+                    let mut lines = BufReader::new(stream);
+                    let mut say = |s: &str| out.write_all(s.as_bytes()).is_ok();
+                    say("220 sink ESMTP\r\n");
+                    let mut line = String::new();
+                    while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                        let ok = match verb.as_str() {
+                            "EHLO" | "HELO" => say("250 sink\r\n"),
+                            "MAIL" | "RCPT" | "RSET" | "NOOP" => say("250 OK\r\n"),
+                            "DATA" => {
+                                let refuse = fail
+                                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                        n.checked_sub(1)
+                                    })
+                                    .is_ok();
+                                if refuse {
+                                    say("451 4.3.0 try again later\r\n")
+                                } else {
+                                    say("354 end with .\r\n");
+                                    let mut data = String::new();
+                                    let mut l = String::new();
+                                    while lines.read_line(&mut l).unwrap_or(0) > 0 && l != ".\r\n" {
+                                        data.push_str(&l);
+                                        l.clear();
+                                    }
+                                    m.lock().expect("lock").push(data);
+                                    say("250 queued\r\n")
+                                }
+                            }
+                            "QUIT" => {
+                                say("221 bye\r\n");
+                                break;
+                            }
+                            _ => say("502 not implemented\r\n"),
+                        };
+                        if !ok {
+                            break;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        SmtpSink {
+            addr,
+            messages,
+            fail_first,
+        }
+    }
+}

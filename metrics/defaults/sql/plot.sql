@@ -1,5 +1,5 @@
-{#- plot.sql: the data behind a metric's plot: recent values with score, alert and change
-    marks, alert_max_n observations per metric.
+{#- plot.sql: the data behind a metric's plot: recent values with score, alert (anomaly or
+    threshold) and change marks, alert_max_n observations per metric.
     Variables: table_key, metric_batch, alert_max_n.
     Output: metric_timestamp, metric_name, metric_value, metric_score, metric_alert,
     metric_change, oldest first per metric. -#}
@@ -7,11 +7,11 @@ WITH data AS (
   SELECT metric_timestamp, metric_name,
     avg(CASE WHEN metric_type = 'metric' THEN metric_value END) AS metric_value,
     avg(CASE WHEN metric_type = 'score' THEN metric_value END) AS metric_score,
-    max(CASE WHEN metric_type = 'alert' THEN metric_value END) AS metric_alert,
+    max(CASE WHEN metric_type IN ('alert', 'tholdalert') THEN metric_value END) AS metric_alert,
     max(CASE WHEN metric_type = 'change' THEN metric_value END) AS metric_change
   FROM {{ table_key }}
   WHERE metric_batch = '{{ metric_batch }}'
-    AND metric_type IN ('metric', 'score', 'alert', 'change')
+    AND metric_type IN ('metric', 'score', 'alert', 'tholdalert', 'change')
   GROUP BY metric_timestamp, metric_name
 ),
 ranked AS (

@@ -1,0 +1,177 @@
+//! From job results to messages: the alert job's alerts and threshold
+//! alerts, the change job's changes and the summary, each sent through the
+//! batch's methods with the metric's plot; and the plot job's PNG files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+
+use super::message::{file_stem, AlertFacts, Kind, Message};
+use super::{deliver, plot, Channels, Delivery, Outcome};
+use crate::config::BatchSpec;
+use crate::jobs::alert::AlertReport;
+use crate::jobs::rows::{load_input, JobError, Judgement, Series};
+use crate::store::Store;
+
+/// What a round of sending did.
+#[derive(Debug, Default)]
+pub struct NotifyReport {
+    pub messages: usize,
+    pub deliveries: Vec<Delivery>,
+}
+
+impl NotifyReport {
+    /// One line per channel that failed (or is listed but not configured).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .deliveries
+            .iter()
+            .filter_map(|d| match &d.outcome {
+                Outcome::Sent => None,
+                Outcome::NotConfigured(why) => Some(why.clone()),
+                Outcome::Failed(why) => Some(format!(
+                    "{} failed after {} attempt(s): {why}",
+                    d.channel, d.attempts
+                )),
+            })
+            .collect();
+        out.dedup();
+        out
+    }
+
+    pub fn sent(&self) -> usize {
+        self.deliveries
+            .iter()
+            .filter(|d| d.outcome == Outcome::Sent)
+            .count()
+    }
+
+    fn add(&mut self, d: Vec<Delivery>) {
+        self.messages += 1;
+        self.deliveries.extend(d);
+    }
+}
+
+/// `plot_sql`'s rows by metric.
+pub fn plot_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, JobError> {
+    Ok(load_input(spec, store, "plot_sql", "plot", None)?.series)
+}
+
+fn facts(spec: &BatchSpec, kind: Kind, j: &Judgement) -> AlertFacts {
+    let meta = j.metadata.clone().unwrap_or_default();
+    let f = |k: &str| meta.get(k).and_then(|v| v.as_f64());
+    AlertFacts {
+        kind,
+        batch: spec.metric_batch.clone(),
+        metric: j.metric_name.clone(),
+        timestamp_us: j.timestamp_us,
+        value: f("value").unwrap_or(f64::NAN),
+        score: match kind {
+            Kind::Change => f("z"),
+            _ => f("score_smooth"),
+        },
+        threshold: f("threshold").unwrap_or(f64::NAN),
+        bound: meta
+            .get("bound")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        tags: meta.get("tags").cloned().unwrap_or_default(),
+    }
+}
+
+fn send_judgements(
+    spec: &BatchSpec,
+    store: &Store,
+    channels: &Channels,
+    items: &[(Kind, &Judgement)],
+) -> NotifyReport {
+    let mut report = NotifyReport::default();
+    if items.is_empty() {
+        return report;
+    }
+    let series = plot_series(spec, store).unwrap_or_else(|e| {
+        tracing::warn!("batch {}: no plots for the alerts: {e}", spec.metric_batch);
+        BTreeMap::new()
+    });
+    for (kind, j) in items {
+        let facts = facts(spec, *kind, j);
+        let png = series.get(&j.metric_name).and_then(|s| {
+            plot::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert_threshold)
+                .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
+                .ok()
+        });
+        let methods = match kind {
+            Kind::Threshold => &spec.tholdalert_methods,
+            _ => &spec.alert_methods,
+        };
+        report.add(deliver(channels, methods, &Message::alert(&facts, png)));
+    }
+    report
+}
+
+/// Send the alert job's alerts (through `alert_methods`) and threshold
+/// alerts (through `tholdalert_methods`).
+pub fn alerts(
+    spec: &BatchSpec,
+    store: &Store,
+    alert: &AlertReport,
+    channels: &Channels,
+) -> NotifyReport {
+    let items: Vec<(Kind, &Judgement)> = alert
+        .alerts
+        .iter()
+        .map(|j| (Kind::Anomaly, j))
+        .chain(alert.threshold_alerts.iter().map(|j| (Kind::Threshold, j)))
+        .collect();
+    send_judgements(spec, store, channels, &items)
+}
+
+/// Send the change job's changes through `alert_methods`.
+pub fn changes(
+    spec: &BatchSpec,
+    store: &Store,
+    changes: &[Judgement],
+    channels: &Channels,
+) -> NotifyReport {
+    let items: Vec<(Kind, &Judgement)> = changes.iter().map(|j| (Kind::Change, j)).collect();
+    send_judgements(spec, store, channels, &items)
+}
+
+/// Send a summary (the `summary_sql` result) through `methods`.
+pub fn summary(
+    title: &str,
+    methods: &[String],
+    batches: &[RecordBatch],
+    channels: &Channels,
+) -> NotifyReport {
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    let table = arrow::util::pretty::pretty_format_batches(batches)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|e| format!("(cannot format the summary: {e})"));
+    let mut report = NotifyReport::default();
+    report.add(deliver(
+        channels,
+        methods,
+        &Message::summary(title, table, rows),
+    ));
+    report
+}
+
+/// Write one PNG per metric of the batch to `dir/<batch>/<metric>.png`;
+/// returns the files written.
+pub fn write_plots(spec: &BatchSpec, store: &Store, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let series = plot_series(spec, store).map_err(|e| e.to_string())?;
+    let folder = dir.join(file_stem(&spec.metric_batch));
+    std::fs::create_dir_all(&folder)
+        .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    let mut out = Vec::new();
+    for (metric, s) in &series {
+        let png = plot::render_png(&spec.metric_batch, metric, s, spec.alert_threshold)
+            .map_err(|e| format!("batch {}: {e}", spec.metric_batch))?;
+        let path = folder.join(format!("{}.png", file_stem(metric)));
+        std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
+}

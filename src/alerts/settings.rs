@@ -1,0 +1,125 @@
+//! Channel settings from the environment, named as Anomstack names them
+//! where it has a name (`ANOMSTACK_ALERT_EMAIL_*`), `SANDSTACK_*` otherwise.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::email::{EmailChannel, Security};
+use super::slack::SlackChannel;
+use super::webhook::WebhookChannel;
+use super::{Channel, RetryPolicy};
+
+/// The channels this process can send to.
+#[derive(Default)]
+pub struct Channels {
+    pub email: Option<EmailChannel>,
+    pub slack: Option<SlackChannel>,
+    pub webhook: Option<WebhookChannel>,
+    pub retry: RetryPolicy,
+    /// Settings that were present but wrong, reported when the channel is
+    /// used.
+    pub problems: BTreeMap<&'static str, String>,
+}
+
+impl std::fmt::Debug for Channels {
+    // Never print settings: they hold passwords and webhook URLs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels")
+            .field("email", &self.email.is_some())
+            .field("slack", &self.slack.is_some())
+            .field("webhook", &self.webhook.is_some())
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+fn get<'a>(env: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    env.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+impl Channels {
+    pub fn from_env(env: &BTreeMap<String, String>) -> Channels {
+        let mut c = Channels::default();
+        match email(env) {
+            Ok(e) => c.email = e,
+            Err(why) => {
+                c.problems.insert("email", why);
+            }
+        }
+        if let Some(url) = get(env, "SANDSTACK_SLACK_WEBHOOK_URL") {
+            match SlackChannel::new(url) {
+                Ok(s) => c.slack = Some(s),
+                Err(why) => {
+                    c.problems.insert("slack", why);
+                }
+            }
+        }
+        if let Some(url) = get(env, "SANDSTACK_ALERT_WEBHOOK_URL") {
+            let token = get(env, "SANDSTACK_ALERT_WEBHOOK_TOKEN").map(str::to_string);
+            match WebhookChannel::new(url, token) {
+                Ok(w) => c.webhook = Some(w),
+                Err(why) => {
+                    c.problems.insert("webhook", why);
+                }
+            }
+        }
+        if let Some(n) = get(env, "SANDSTACK_ALERT_RETRIES").and_then(|v| v.parse().ok()) {
+            c.retry.attempts = n;
+        }
+        if let Some(ms) = get(env, "SANDSTACK_ALERT_RETRY_BASE_MS").and_then(|v| v.parse().ok()) {
+            c.retry.base = Duration::from_millis(ms);
+        }
+        c
+    }
+
+    /// The channel for a method: Ok(None) for `log`, Err with what to set
+    /// when it is not configured.
+    pub fn get(&self, method: &str) -> Result<Option<&dyn Channel>, String> {
+        if let Some(p) = self.problems.get(method) {
+            return Err(p.clone());
+        }
+        let missing = |what: &str| Err(format!("{method} is not configured: set {what}"));
+        match method {
+            "log" => Ok(None),
+            "email" => match &self.email {
+                Some(e) => Ok(Some(e)),
+                None => missing("ANOMSTACK_ALERT_EMAIL_FROM, ANOMSTACK_ALERT_EMAIL_TO and ANOMSTACK_ALERT_EMAIL_SMTP_HOST"),
+            },
+            "slack" => match &self.slack {
+                Some(s) => Ok(Some(s)),
+                None => missing("SANDSTACK_SLACK_WEBHOOK_URL (a Slack incoming-webhook URL)"),
+            },
+            "webhook" => match &self.webhook {
+                Some(w) => Ok(Some(w)),
+                None => missing("SANDSTACK_ALERT_WEBHOOK_URL"),
+            },
+            other => Err(format!(
+                "unknown alert method `{other}` in alert_methods: use {}",
+                super::METHODS.join(", ")
+            )),
+        }
+    }
+}
+
+fn email(env: &BTreeMap<String, String>) -> Result<Option<EmailChannel>, String> {
+    let (Some(from), Some(to), Some(host)) = (
+        get(env, "ANOMSTACK_ALERT_EMAIL_FROM"),
+        get(env, "ANOMSTACK_ALERT_EMAIL_TO"),
+        get(env, "ANOMSTACK_ALERT_EMAIL_SMTP_HOST"),
+    ) else {
+        return Ok(None);
+    };
+    let port = match get(env, "ANOMSTACK_ALERT_EMAIL_SMTP_PORT") {
+        Some(p) => p.parse::<u16>().map_err(|_| {
+            format!("ANOMSTACK_ALERT_EMAIL_SMTP_PORT must be a port number, found `{p}`")
+        })?,
+        None => 587,
+    };
+    let security = match get(env, "SANDSTACK_ALERT_EMAIL_SECURITY") {
+        Some(s) => Security::parse(s)?,
+        None if port == 465 => Security::Tls,
+        None => Security::StartTls,
+    };
+    let password = get(env, "ANOMSTACK_ALERT_EMAIL_PASSWORD").map(str::to_string);
+    EmailChannel::new(from, to, host, port, security, password).map(Some)
+}

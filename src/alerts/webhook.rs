@@ -1,0 +1,54 @@
+//! The `webhook` channel: the alert as JSON, POSTed to
+//! `SANDSTACK_ALERT_WEBHOOK_URL` (PagerDuty, Teams, Opsgenie and friends,
+//! usually through a small adapter), with `Authorization: Bearer` from
+//! `SANDSTACK_ALERT_WEBHOOK_TOKEN` when set and the plot as base64 PNG.
+
+use base64::Engine;
+
+use super::slack::{channel_url, client, post_json};
+use super::{Channel, Message};
+
+pub struct WebhookChannel {
+    url: url::Url,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl WebhookChannel {
+    pub fn new(url: &str, token: Option<String>) -> Result<Self, String> {
+        Ok(WebhookChannel {
+            url: channel_url(url, "SANDSTACK_ALERT_WEBHOOK_URL")?,
+            token,
+            client: client()?,
+        })
+    }
+}
+
+/// The JSON a webhook receives.
+pub fn payload(m: &Message) -> serde_json::Value {
+    let mut body = m.fields.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("subject".into(), m.subject.clone().into());
+        obj.insert("text".into(), m.text.clone().into());
+        if let Some(p) = &m.plot {
+            obj.insert("plot_filename".into(), p.filename.clone().into());
+            obj.insert(
+                "plot_png_base64".into(),
+                base64::engine::general_purpose::STANDARD
+                    .encode(&p.png)
+                    .into(),
+            );
+        }
+    }
+    body
+}
+
+impl Channel for WebhookChannel {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn send(&self, m: &Message) -> Result<(), String> {
+        post_json(&self.client, &self.url, self.token.as_deref(), &payload(m))
+    }
+}

@@ -1,0 +1,429 @@
+//! Alert delivery end to end: a batch with a known anomaly, the alert job,
+//! and real servers on loopback (an SMTP sink, an axum server standing in
+//! for Slack and a webhook receiver). Checks what arrived on each channel,
+//! the PNG attached, retries, and that a dead channel does not stop the
+//! others.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::Engine;
+use sandstack::alerts::notify;
+use sandstack::alerts::{Channels, Outcome};
+use sandstack::config::BatchSpec;
+use sandstack::jobs::alert;
+use sandstack::store::Store;
+
+use crate::support::{Folder, SmtpSink, TestServer};
+
+/// One request received: channel, JSON body, Authorization header.
+type Body = (String, serde_json::Value, Option<String>);
+
+/// What the HTTP receiver got, per path, and how it answers.
+#[derive(Clone, Default)]
+struct Received {
+    bodies: Arc<Mutex<Vec<Body>>>,
+    hook_attempts: Arc<AtomicUsize>,
+    hook_status: Arc<Mutex<u16>>,
+}
+
+async fn slack(State(r): State<Received>, body: String) -> StatusCode {
+    let v = serde_json::from_str(&body).unwrap_or_default();
+    r.bodies
+        .lock()
+        .expect("lock")
+        .push(("slack".into(), v, None));
+    StatusCode::OK
+}
+
+async fn hook(State(r): State<Received>, headers: HeaderMap, body: String) -> StatusCode {
+    r.hook_attempts.fetch_add(1, Ordering::SeqCst);
+    let status = *r.hook_status.lock().expect("lock");
+    if status != 200 {
+        return StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let v = serde_json::from_str(&body).unwrap_or_default();
+    r.bodies
+        .lock()
+        .expect("lock")
+        .push(("webhook".into(), v, auth));
+    StatusCode::OK
+}
+
+fn receiver() -> (TestServer, Received) {
+    let r = Received::default();
+    *r.hook_status.lock().expect("lock") = 200;
+    let app = Router::new()
+        .route("/services/T000/B000/SECRETTOKEN", post(slack))
+        .route("/hook", post(hook))
+        .with_state(r.clone());
+    (TestServer::start(app), r)
+}
+
+/// A batch whose metric `latency_ms` sits near 10 for 59 minutes and jumps
+/// to 42 at the end, with scores to match (what train and score would
+/// write), so the alert job flags exactly the last point.
+fn anomalous_batch() -> (Folder, BatchSpec, Store) {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/api.yaml",
+        "metric_batch: \"api\"\n\
+         ingest_sql: \"SELECT 1\"\n\
+         alert_methods: \"email,slack,webhook,log\"\n\
+         tholdalert_methods: \"webhook\"\n\
+         tholdalert_thresholds:\n  latency_ms: {upper: 30}\n\
+         alert_smooth_n: 1\n\
+         metric_tags:\n  latency_ms: {team: payments, unit: ms}\n",
+    );
+    let spec = f.spec("api", &[]);
+    let store = Store::in_memory().expect("store");
+    store.ensure_metrics_table("metrics").expect("table");
+    let mut sql = String::from("INSERT INTO metrics VALUES ");
+    for i in 0..60 {
+        let ts = format!(
+            "make_timestamp(epoch_us(now())) - INTERVAL '{} minutes'",
+            60 - i
+        );
+        let (v, s) = if i == 59 {
+            (42.0, 0.97)
+        } else {
+            (
+                10.0 + ((i * 7) % 5) as f64 * 0.3,
+                0.1 + ((i * 3) % 4) as f64 * 0.05,
+            )
+        };
+        sql.push_str(&format!(
+            "({ts}, 'api', 'latency_ms', 'metric', {v}, NULL), ({ts}, 'api', 'latency_ms', 'score', {s}, NULL),"
+        ));
+    }
+    sql.pop();
+    store.connection().execute_batch(&sql).expect("insert");
+    (f, spec, store)
+}
+
+fn env(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn email_env(sink: &SmtpSink) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "ANOMSTACK_ALERT_EMAIL_FROM",
+            "sandstack@example.test".into(),
+        ),
+        (
+            "ANOMSTACK_ALERT_EMAIL_TO",
+            "oncall@example.test, boss@example.test".into(),
+        ),
+        ("ANOMSTACK_ALERT_EMAIL_SMTP_HOST", "127.0.0.1".into()),
+        (
+            "ANOMSTACK_ALERT_EMAIL_SMTP_PORT",
+            sink.addr.port().to_string(),
+        ),
+        ("SANDSTACK_ALERT_EMAIL_SECURITY", "plain".into()),
+        ("SANDSTACK_ALERT_RETRY_BASE_MS", "20".into()),
+    ]
+}
+
+/// The PNG attached to a raw e-mail, decoded.
+fn attached_png(raw: &str) -> Vec<u8> {
+    let at = raw.find("Content-Type: image/png").expect("a PNG part");
+    let part = &raw[at..];
+    let body_start = part.find("\r\n\r\n").expect("part body") + 4;
+    let body = &part[body_start..];
+    let end = body.find("\r\n--").expect("part end");
+    let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64 PNG")
+}
+
+fn assert_png(png: &[u8]) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let reader = decoder.read_info().expect("a valid PNG");
+    let (w, h) = (reader.info().width, reader.info().height);
+    assert!(
+        (600..=2000).contains(&w) && (300..=1500).contains(&h),
+        "{w}x{h}"
+    );
+    assert!(
+        (10_000..2_000_000).contains(&png.len()),
+        "{} bytes",
+        png.len()
+    );
+}
+
+#[test]
+fn an_anomaly_reaches_every_channel_with_its_plot() {
+    let (_f, spec, mut store) = anomalous_batch();
+    let sink = SmtpSink::start();
+    let (server, got) = receiver();
+    let mut e = email_env(&sink);
+    e.push((
+        "SANDSTACK_SLACK_WEBHOOK_URL",
+        server.url("/services/T000/B000/SECRETTOKEN"),
+    ));
+    e.push(("SANDSTACK_ALERT_WEBHOOK_URL", server.url("/hook")));
+    e.push(("SANDSTACK_ALERT_WEBHOOK_TOKEN", "hook-token".into()));
+    let channels = Channels::from_env(&env(&e));
+
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    assert_eq!(report.alerts.len(), 1, "exactly the last point");
+    assert_eq!(report.threshold_alerts.len(), 1, "42 > upper bound 30");
+    let sent = notify::alerts(&spec, &store, &report, &channels);
+    assert!(sent.problems().is_empty(), "{:?}", sent.problems());
+    // Anomaly: email, slack, webhook (log is always on); threshold: webhook.
+    assert_eq!((sent.messages, sent.sent()), (2, 4));
+
+    let mails = sink.messages.lock().expect("lock").clone();
+    assert_eq!(mails.len(), 1, "one e-mail");
+    let mail = &mails[0];
+    assert!(
+        mail.contains("Subject: [sandstack] anomaly: api / latency_ms at "),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("To: oncall@example.test, boss@example.test"),
+        "{mail}"
+    );
+    for field in [
+        "metric: latency_ms",
+        "value: 42",
+        "smoothed anomaly score: 0.97 (alert_threshold 0.8)",
+        "tags: {\"team\":\"payments\",\"unit\":\"ms\"}",
+        "timestamp: 20",
+    ] {
+        assert!(mail.contains(field), "missing {field:?} in {mail}");
+    }
+    assert!(mail.contains("filename=\"api_latency_ms.png\""), "{mail}");
+    assert_png(&attached_png(mail));
+
+    let bodies = got.bodies.lock().expect("lock").clone();
+    let slack: Vec<_> = bodies.iter().filter(|(c, _, _)| c == "slack").collect();
+    assert_eq!(slack.len(), 1);
+    let text = slack[0].1["blocks"][1]["text"]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        text.contains("metric: latency_ms") && text.contains("value: 42"),
+        "{text}"
+    );
+    assert!(slack[0].1["text"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("[sandstack] anomaly: api / latency_ms"));
+
+    let hooks: Vec<_> = bodies.iter().filter(|(c, _, _)| c == "webhook").collect();
+    assert_eq!(hooks.len(), 2, "the anomaly and the threshold alert");
+    let anomaly = &hooks
+        .iter()
+        .find(|h| h.1["kind"] == "anomaly")
+        .expect("anomaly")
+        .1;
+    assert_eq!(anomaly["batch"], "api");
+    assert_eq!(anomaly["metric"], "latency_ms");
+    assert_eq!(anomaly["value"], 42.0);
+    assert_eq!(anomaly["score"], 0.97);
+    assert_eq!(anomaly["threshold"], 0.8);
+    assert_eq!(anomaly["tags"]["team"], "payments");
+    assert!(anomaly["timestamp"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with("+00:00"));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(anomaly["plot_png_base64"].as_str().expect("plot"))
+        .expect("base64");
+    assert_png(&png);
+    assert_eq!(hooks[0].2.as_deref(), Some("Bearer hook-token"));
+    let thold = &hooks
+        .iter()
+        .find(|h| h.1["kind"] == "threshold")
+        .expect("threshold")
+        .1;
+    assert_eq!(
+        (thold["bound"].as_str(), thold["threshold"].as_f64()),
+        (Some("upper"), Some(30.0))
+    );
+
+    // Nothing new: nothing sent again.
+    let again = alert::run(&spec, &mut store).expect("again");
+    let resent = notify::alerts(&spec, &store, &again, &channels);
+    assert_eq!(resent.messages, 0);
+}
+
+#[test]
+fn a_dead_or_failing_channel_is_retried_then_reported_and_the_others_deliver() {
+    let (_f, spec, mut store) = anomalous_batch();
+    let sink = SmtpSink::start();
+    // The first e-mail is refused (451) and succeeds on retry.
+    sink.fail_first.store(1, Ordering::SeqCst);
+    let (server, got) = receiver();
+    *got.hook_status.lock().expect("lock") = 500;
+    // Slack: a port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!(
+        "http://{}/services/T000/B000/SECRETTOKEN",
+        closed.local_addr().expect("addr")
+    );
+    drop(closed);
+    let mut e = email_env(&sink);
+    e.push(("SANDSTACK_SLACK_WEBHOOK_URL", dead));
+    e.push(("SANDSTACK_ALERT_WEBHOOK_URL", server.url("/hook")));
+    let channels = Channels::from_env(&env(&e));
+
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    let sent = notify::alerts(&spec, &store, &report, &channels);
+    let by = |c: &str| {
+        sent.deliveries
+            .iter()
+            .filter(|d| d.channel == c)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let email = by("email");
+    assert_eq!(email.len(), 1);
+    assert_eq!(
+        (&email[0].outcome, email[0].attempts),
+        (&Outcome::Sent, 2),
+        "retried once"
+    );
+    assert_eq!(sink.messages.lock().expect("lock").len(), 1);
+    let slack = by("slack");
+    assert_eq!(slack[0].attempts, 3);
+    let Outcome::Failed(why) = &slack[0].outcome else {
+        panic!("slack should fail: {slack:?}")
+    };
+    assert!(
+        why.contains("error sending request") || why.contains("onnect"),
+        "{why}"
+    );
+    let hooks = by("webhook");
+    assert_eq!(hooks.len(), 2, "the anomaly and the threshold alert");
+    for h in &hooks {
+        assert_eq!(
+            h.outcome,
+            Outcome::Failed("server answered HTTP 500 Internal Server Error".into())
+        );
+        assert_eq!(h.attempts, 3);
+    }
+    assert_eq!(
+        got.hook_attempts.load(Ordering::SeqCst),
+        6,
+        "3 attempts per message"
+    );
+    let problems = sent.problems().join("\n");
+    assert!(
+        problems.contains("slack failed after 3 attempt(s)"),
+        "{problems}"
+    );
+    assert!(
+        !problems.contains("SECRETTOKEN"),
+        "a webhook URL is a secret: {problems}"
+    );
+}
+
+#[test]
+fn unconfigured_and_unknown_methods_say_what_to_set() {
+    let channels = Channels::from_env(&BTreeMap::new());
+    let m = sandstack::alerts::Message::summary("t", "table".into(), 1);
+    let out = sandstack::alerts::deliver(
+        &channels,
+        &["email".into(), "slack".into(), "teams".into(), "log".into()],
+        &m,
+    );
+    let why: Vec<String> = out
+        .iter()
+        .map(|d| match &d.outcome {
+            Outcome::NotConfigured(w) => w.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(why.len(), 3, "log needs nothing");
+    assert!(why[0].contains("ANOMSTACK_ALERT_EMAIL_SMTP_HOST"));
+    assert!(why[1].contains("SANDSTACK_SLACK_WEBHOOK_URL"));
+    assert!(
+        why[2].contains("unknown alert method `teams`")
+            && why[2].contains("email, slack, webhook, log")
+    );
+    let bad = Channels::from_env(&env(&[
+        (
+            "SANDSTACK_SLACK_WEBHOOK_URL",
+            "ftp://hooks.example/SECRET".into(),
+        ),
+        ("ANOMSTACK_ALERT_EMAIL_FROM", "not an address".into()),
+        ("ANOMSTACK_ALERT_EMAIL_TO", "a@b.test".into()),
+        ("ANOMSTACK_ALERT_EMAIL_SMTP_HOST", "127.0.0.1".into()),
+    ]));
+    let e = bad.get("email").err().unwrap_or_default();
+    assert!(
+        e.contains("ANOMSTACK_ALERT_EMAIL_FROM `not an address` is not an address"),
+        "{e}"
+    );
+    let s = bad.get("slack").err().unwrap_or_default();
+    assert_eq!(s, "SANDSTACK_SLACK_WEBHOOK_URL must be an http(s) URL");
+}
+
+#[test]
+fn the_summary_goes_out_through_the_same_channels() {
+    let (_f, spec, store) = anomalous_batch();
+    let (server, got) = receiver();
+    let channels = Channels::from_env(&env(&[(
+        "SANDSTACK_ALERT_WEBHOOK_URL",
+        server.url("/hook"),
+    )]));
+    let rows =
+        sandstack::jobs::maintenance::summary(std::iter::once(&spec), &store).expect("summary");
+    let sent = notify::summary("api", &["webhook".to_string()], &rows, &channels);
+    assert_eq!(sent.sent(), 1);
+    let bodies = got.bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 1);
+    let body = &bodies[0].1;
+    assert_eq!(body["kind"], "summary");
+    assert_eq!(body["rows"], 2, "metric and score rows of latency_ms");
+    let table = body["table"].as_str().unwrap_or("");
+    assert!(
+        table.contains("latency_ms") && table.contains("| 60 "),
+        "{table}"
+    );
+}
+
+#[test]
+fn plots_are_written_per_metric_and_hostile_names_stay_in_the_folder() {
+    let (_f, spec, mut store) = anomalous_batch();
+    alert::run(&spec, &mut store).expect("alert job");
+    store
+        .connection()
+        .execute_batch("INSERT INTO metrics VALUES (now()::TIMESTAMP, 'api', '../../escape', 'metric', 1.0, NULL)")
+        .expect("insert");
+    let out = tempfile::tempdir().expect("tmp");
+    let files = notify::write_plots(&spec, &store, out.path()).expect("plots");
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.strip_prefix(out.path())
+                .expect("inside")
+                .display()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, vec!["api/_.._.._escape.png", "api/latency_ms.png"]);
+    let png = std::fs::read(&files[1]).expect("read");
+    assert_png(&png);
+    std::fs::copy(
+        &files[1],
+        std::env::temp_dir().join("sandstack-alert-plot.png"),
+    )
+    .expect("keep a copy to look at");
+}
