@@ -15,3 +15,4 @@ pub mod models;
 pub mod sandbox;
 pub mod scheduler;
 pub mod store;
+pub mod web;

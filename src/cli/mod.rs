@@ -101,8 +101,10 @@ pub enum Command {
         #[arg(long, default_value = "10m")]
         every: String,
     },
-    /// Run the scheduler: every RUNNING job of every enabled batch on its cron schedule, with run history, hot reload of the folder, and graceful shutdown on SIGINT/SIGTERM.
+    /// Run the scheduler and the dashboard: every RUNNING job of every enabled batch on its cron schedule, with run history, hot reload of the folder, and graceful shutdown on SIGINT/SIGTERM.
     Run(run::RunArgs),
+    /// Serve the dashboard alone (it is also part of `sandstack run`).
+    Dashboard(run::WebArgs),
     /// Show the run history recorded by `sandstack run` (newest first).
     Runs(runs::RunsArgs),
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
@@ -170,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Setup => setup::setup(),
         Command::Run(args) => run::run(&cli, args),
         Command::Runs(args) => runs::runs(&cli, args),
+        Command::Dashboard(args) => run::dashboard(&cli, args),
         Command::Train { batch } => jobs::job(&cli, batch, jobs::JobKind::Train),
         Command::Score { batch } => jobs::job(&cli, batch, jobs::JobKind::Score),
         Command::Alert { batch } => jobs::job(&cli, batch, jobs::JobKind::Alert),

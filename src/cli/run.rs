@@ -42,6 +42,61 @@ pub struct RunArgs {
     /// With --demo: periods to backfill, 10 minutes apart.
     #[arg(long, default_value_t = 144)]
     pub demo_periods: usize,
+    #[command(flatten)]
+    pub web: WebArgs,
+    /// Do not serve the dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WebArgs {
+    /// Address the dashboard listens on (port 0: any free port; the address is printed).
+    /// Writes (feedback) need SANDSTACK_DASHBOARD_TOKEN when it is set; reading needs nothing, so keep it on loopback
+    /// or behind a proxy unless the data is public.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+}
+
+/// Bind the dashboard's address and start serving it until `stop` turns true.
+pub(crate) async fn start_dashboard(
+    cli: &Cli,
+    web: &WebArgs,
+    store: &Store,
+    loader: scheduler::watch::Loader,
+    mut stop: tokio_watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(&web.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "the dashboard cannot listen on {}: pass --listen HOST:PORT (or --no-dashboard)",
+                web.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let token = std::env::var("SANDSTACK_DASHBOARD_TOKEN").ok();
+    println!(
+        "dashboard: http://{addr}/ ({})",
+        if token.as_deref().is_some_and(|t| !t.is_empty()) {
+            "feedback needs SANDSTACK_DASHBOARD_TOKEN"
+        } else {
+            "read and feedback open to anyone who reaches the port; set SANDSTACK_DASHBOARD_TOKEN to protect feedback"
+        }
+    );
+    let state = crate::web::WebState::new(store.try_clone()?, loader, token, cassette_dir(&cli.db));
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            while !*stop.borrow() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        if let Err(e) = crate::web::serve(listener, state, shutdown).await {
+            tracing::error!("dashboard stopped: {e}");
+        }
+    }))
 }
 
 /// The demo profile as environment overrides, the same mechanism a user
@@ -72,7 +127,7 @@ fn demo_overrides(folder: &MetricsFolder) -> BTreeMap<String, String> {
 
 /// Load the folder with the process's overrides, plus the demo profile's
 /// (the user's own variables win).
-fn load(dir: &std::path::Path, demo: bool) -> MetricsFolder {
+pub(crate) fn load(dir: &std::path::Path, demo: bool) -> MetricsFolder {
     let env = config::process_env();
     let folder = config::load(dir, &env);
     if !demo {
@@ -81,6 +136,26 @@ fn load(dir: &std::path::Path, demo: bool) -> MetricsFolder {
     let mut with_demo = demo_overrides(&folder);
     with_demo.extend(env);
     config::load(dir, &with_demo)
+}
+
+/// `sandstack dashboard`: the dashboard alone, until SIGINT/SIGTERM.
+pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let store = Store::open(&cli.db)?;
+        store.ensure_runs_table()?;
+        let dir = cli.metrics.clone();
+        let loader: scheduler::watch::Loader = Arc::new(move || load(&dir, false));
+        let (stop_tx, stop_rx) = tokio_watch::channel(false);
+        let served = start_dashboard(cli, web, &store, loader, stop_rx).await?;
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+        let _ = served.await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 pub fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -150,6 +225,15 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .ok();
 
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    let dashboard = if args.no_dashboard {
+        None
+    } else {
+        let loader: scheduler::watch::Loader = {
+            let dir = dir.clone();
+            Arc::new(move || load(&dir, demo))
+        };
+        Some(start_dashboard(cli, &args.web, &store, loader, stop_rx.clone()).await?)
+    };
     tokio::spawn(async move {
         wait_for_signal().await;
         eprintln!("sandstack run: shutting down (signal again to exit now)");
@@ -180,6 +264,9 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         events: Some(events_tx),
     };
     let out = sched.run(plan, reload_rx, stop_rx).await;
+    if let Some(d) = dashboard {
+        let _ = d.await;
+    }
     eprintln!(
         "sandstack run: stopped ({} run(s) finished during shutdown, {} interrupted)",
         out.finished_in_grace,
@@ -312,7 +399,7 @@ fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
         );
     }
     println!(
-        "  run history: table sandstack_runs (sandstack runs --db {} once this process stops); edits to the folder are picked up live; Ctrl-C stops.",
+        "  run history: the dashboard's Runs page, or `sandstack runs --db {}` once this process stops; edits to the folder are picked up live; Ctrl-C stops.",
         cli.db.display()
     );
 }

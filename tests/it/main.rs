@@ -6,6 +6,7 @@ mod support;
 mod alert_delivery;
 mod cassettes;
 mod config_folder;
+mod dashboard;
 mod detection;
 mod ingest_sql;
 mod sandbox_door;

@@ -46,7 +46,7 @@ fn fifty_batches_every_second() {
     let db_dir = tempfile::tempdir().expect("tmp");
     let db = db_dir.path().join("soak.duckdb");
     let child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args(["run", "--grace-secs", "20", "--metrics"])
+        .args(["run", "--no-dashboard", "--grace-secs", "20", "--metrics"])
         .arg(f.path())
         .arg("--db")
         .arg(&db)

@@ -1,0 +1,120 @@
+//! The dashboard, served by the same binary (`sandstack run`, or
+//! `sandstack dashboard` alone): server-rendered pages ([`pages`]) from
+//! embedded minijinja templates, which escape everything drawn from data;
+//! chart geometry in [`charts`]; queries in [`data`]. Read-only unless
+//! `SANDSTACK_DASHBOARD_TOKEN` is set, in which case writes (feedback)
+//! need it; with no token, anyone who can reach the port may vote.
+
+pub mod charts;
+pub mod data;
+pub mod pages;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::config::MetricsFolder;
+use crate::scheduler::watch::Loader;
+use crate::store::Store;
+
+/// How long a loaded metrics folder is reused before loading it again.
+const FOLDER_TTL: Duration = Duration::from_secs(2);
+
+pub struct WebState {
+    store: Mutex<Store>,
+    loader: Loader,
+    folder: Mutex<Option<(Instant, Arc<MetricsFolder>)>>,
+    token: Option<String>,
+    templates: minijinja::Environment<'static>,
+    cassette_dir: PathBuf,
+}
+
+pub type Shared = Arc<WebState>;
+
+fn templates() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    // Names end in .html, so minijinja escapes every value for HTML.
+    for (name, text) in [
+        ("base.html", include_str!("templates/base.html")),
+        ("home.html", include_str!("templates/home.html")),
+        ("batch.html", include_str!("templates/batch.html")),
+        ("anomalies.html", include_str!("templates/anomalies.html")),
+        ("runs.html", include_str!("templates/runs.html")),
+        ("error.html", include_str!("templates/error.html")),
+    ] {
+        if let Err(e) = env.add_template(name, text) {
+            // The templates are part of the binary; a broken one is a bug.
+            panic!("dashboard template {name} does not parse: {e}");
+        }
+    }
+    env
+}
+
+impl WebState {
+    /// `token`: when set, writes need it (`SANDSTACK_DASHBOARD_TOKEN`).
+    pub fn new(
+        store: Store,
+        loader: Loader,
+        token: Option<String>,
+        cassette_dir: PathBuf,
+    ) -> Shared {
+        Arc::new(WebState {
+            store: Mutex::new(store),
+            loader,
+            folder: Mutex::new(None),
+            token: token.filter(|t| !t.is_empty()),
+            templates: templates(),
+            cassette_dir,
+        })
+    }
+
+    /// A connection of its own for one request.
+    fn store(&self) -> Result<Store, String> {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_clone()
+            .map_err(|e| e.to_string())
+    }
+
+    /// The metrics folder, loaded at most every [`FOLDER_TTL`].
+    fn folder(&self) -> Arc<MetricsFolder> {
+        let mut cached = self.folder.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, f)) = cached.as_ref() {
+            if at.elapsed() < FOLDER_TTL {
+                return f.clone();
+            }
+        }
+        let f = Arc::new((self.loader)());
+        *cached = Some((Instant::now(), f.clone()));
+        f
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/batch/{batch}", get(pages::batch))
+        .route("/anomalies", get(pages::anomalies))
+        .route("/runs", get(pages::runs))
+        .route("/runs/{id}/cassette", get(pages::cassette))
+        .route("/feedback", post(pages::feedback))
+        .route("/static/app.css", get(pages::css))
+        .route("/static/app.js", get(pages::js))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

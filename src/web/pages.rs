@@ -1,0 +1,430 @@
+//! The dashboard's handlers, one plain async function per page. Database
+//! work runs on the blocking pool with a connection of its own.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use minijinja::context;
+use serde::Deserialize;
+
+use super::charts::{self, Window};
+use super::data::{self, Vote};
+use super::Shared;
+use crate::alerts::message::format_time;
+use crate::config::BatchSpec;
+use crate::store::{RunFilter, Store};
+
+const PAGE_SIZE: usize = 50;
+
+fn now_text() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
+}
+
+/// Render a template with the values every page has.
+fn render(s: &Shared, name: &str, page: &str, ctx: minijinja::Value) -> Response {
+    let base = context! {
+        page => page,
+        version => env!("CARGO_PKG_VERSION"),
+        now => now_text(),
+        token_required => s.token.is_some(),
+    };
+    let merged = context! { ..ctx, ..base };
+    match s
+        .templates
+        .get_template(name)
+        .and_then(|t| t.render(merged))
+    {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!("dashboard: rendering {name}: {e:#}");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered; see the log",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn error_page(s: &Shared, status: StatusCode, message: String) -> Response {
+    let mut r = render(
+        s,
+        "error.html",
+        "",
+        context! { status => status.as_u16(), message => message },
+    );
+    *r.status_mut() = status;
+    r
+}
+
+/// Run `work` with its own connection on the blocking pool.
+async fn with_store<T: Send + 'static>(
+    s: &Shared,
+    work: impl FnOnce(&mut Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let mut store = s.store()?;
+    tokio::task::spawn_blocking(move || work(&mut store))
+        .await
+        .map_err(|e| format!("the request's work failed: {e}"))?
+}
+
+fn enabled(s: &Shared) -> Vec<BatchSpec> {
+    s.folder().enabled_batches().cloned().collect()
+}
+
+pub async fn home(State(s): State<Shared>) -> Response {
+    let batches = enabled(&s);
+    let folder = s.folder();
+    let errors: Vec<String> = folder.errors.iter().map(|e| e.to_string()).collect();
+    let dir = folder.dir.display().to_string();
+    let result = with_store(&s, move |store| {
+        let mut figures = BTreeMap::new();
+        let tables: std::collections::BTreeSet<&str> = batches.iter().map(|b| b.table_key.as_str()).collect();
+        for t in tables {
+            figures.extend(data::card_figures(store, t).map_err(|e| e.to_string())?);
+        }
+        let ingests = data::last_ingests(store).map_err(|e| e.to_string())?;
+        let mut cards: Vec<_> = batches
+            .iter()
+            .map(|b| {
+                let f = figures.get(&b.metric_batch).cloned().unwrap_or_default();
+                let run = ingests.get(&b.metric_batch);
+                let last = run.map(|r| r.1).or(f.last_metric_us);
+                (
+                    f.alerts_24h,
+                    b.metric_batch.clone(),
+                    context! {
+                        batch => b.metric_batch.clone(),
+                        metrics => f.metrics,
+                        alerts => f.alerts_24h,
+                        mean_score => f.mean_score_24h.map(charts::short).unwrap_or_else(|| "n/a".into()),
+                        last_ingest => last.map(format_time).unwrap_or_else(|| "never".into()),
+                        last_status => run.map(|r| r.0.clone()),
+                    },
+                )
+            })
+            .collect();
+        cards.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        Ok(cards.into_iter().map(|c| c.2).collect::<Vec<_>>())
+    })
+    .await;
+    match result {
+        Ok(cards) => render(
+            &s,
+            "home.html",
+            "home",
+            context! { cards => cards, errors => errors, folder => dir },
+        ),
+        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct BatchQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    window: String,
+}
+
+pub async fn batch(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<BatchQuery>,
+) -> Response {
+    let Some(spec) = s.folder().batch(&name).cloned() else {
+        return error_page(
+            &s,
+            StatusCode::NOT_FOUND,
+            format!("no batch named {name} in the metrics folder"),
+        );
+    };
+    let window_text = if q.window.is_empty() {
+        "100".to_string()
+    } else {
+        q.window.clone()
+    };
+    let window = Window::parse(&window_text);
+    let needle = q.q.to_lowercase();
+    let threshold = spec.alert_threshold;
+    let result = with_store(&s, move |store| {
+        let series = data::chart_series(&spec, store)?;
+        let now = chrono::Utc::now().timestamp_micros();
+        Ok(series
+            .iter()
+            .filter(|(m, _)| needle.is_empty() || m.to_lowercase().contains(&needle))
+            .filter_map(|(m, ser)| charts::chart(m, ser, window, now, threshold))
+            .collect::<Vec<_>>())
+    })
+    .await;
+    let windows: Vec<_> = Window::CHOICES
+        .iter()
+        .map(|(v, l)| context! { value => *v, label => *l })
+        .collect();
+    match result {
+        Ok(charts) => render(
+            &s,
+            "batch.html",
+            "batch",
+            context! {
+                batch => name, charts => minijinja::value::Serde(&charts), q => q.q, window => window_text, windows => windows,
+                w => charts::WIDTH, h => charts::HEIGHT,
+            },
+        ),
+        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct PageQuery {
+    page: Option<usize>,
+    #[serde(default)]
+    batch: String,
+    failed: Option<String>,
+}
+
+/// The first [`PAGE_SIZE`] of `rows` (fetched one longer), and whether
+/// there are more.
+fn one_page<T>(mut rows: Vec<T>) -> (Vec<T>, bool) {
+    let more = rows.len() > PAGE_SIZE;
+    rows.truncate(PAGE_SIZE);
+    (rows, more)
+}
+
+pub async fn anomalies(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Response {
+    let page = q.page.unwrap_or(1).max(1);
+    let batches = enabled(&s);
+    let result = with_store(&s, move |store| {
+        let refs: Vec<&BatchSpec> = batches.iter().collect();
+        data::anomalies(store, &refs, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(rows) => {
+            let (rows, more) = one_page(rows);
+            let list: Vec<_> = rows
+                .iter()
+                .map(|a| {
+                    let meta: serde_json::Value = a
+                        .metadata
+                        .as_deref()
+                        .and_then(|m| serde_json::from_str(m).ok())
+                        .unwrap_or_default();
+                    let num = |k: &str| meta.get(k).and_then(|v| v.as_f64()).map(charts::short).unwrap_or_default();
+                    context! {
+                        batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
+                        time => format_time(a.timestamp_us),
+                        kind => match a.kind.as_str() { "alert" => "anomaly", "tholdalert" => "threshold", k => k },
+                        value => num("value"),
+                        score => if a.kind == "change" { num("z") } else { num("score_smooth") },
+                        up => a.up, down => a.down,
+                    }
+                })
+                .collect();
+            render(
+                &s,
+                "anomalies.html",
+                "anomalies",
+                context! { anomalies => list, page => page, more => more },
+            )
+        }
+        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Response {
+    let page = q.page.unwrap_or(1).max(1);
+    let failed = q.failed.is_some_and(|f| !f.is_empty() && f != "0");
+    let batch = q.batch.trim().to_string();
+    let filter = RunFilter {
+        batch: (!batch.is_empty()).then(|| batch.clone()),
+        job: None,
+        failed_only: failed,
+        limit: PAGE_SIZE + 1,
+        offset: (page - 1) * PAGE_SIZE,
+    };
+    let result = with_store(&s, move |store| {
+        store.list_runs(&filter).map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(rows) => {
+            let (rows, more) = one_page(rows);
+            let list: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    context! {
+                        run_id => r.run_id, batch => r.batch.clone(), job => r.job.clone(), status => r.status.as_str(),
+                        started => format_time(r.started_us), rows => r.rows,
+                        wall_ms => format!("{:.1}", r.wall_ms),
+                        late_ms => format!("{:.0}", (r.started_us - r.scheduled_us) as f64 / 1e3),
+                        error => r.error.clone(), cassette => r.cassette.is_some(),
+                    }
+                })
+                .collect();
+            render(
+                &s,
+                "runs.html",
+                "runs",
+                context! { runs => list, page => page, more => more, batch => batch, failed => failed },
+            )
+        }
+        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// A recorded run's cassette, only from the cassette folder.
+pub async fn cassette(State(s): State<Shared>, Path(id): Path<i64>) -> Response {
+    let dir = s.cassette_dir.clone();
+    let result = with_store(&s, move |store| {
+        let run = store.run_by_id(id).map_err(|e| e.to_string())?;
+        let Some(path) = run.and_then(|r| r.cassette) else {
+            return Ok(None);
+        };
+        let (Ok(real), Ok(root)) = (std::fs::canonicalize(&path), std::fs::canonicalize(&dir))
+        else {
+            return Ok(None);
+        };
+        if !real.starts_with(&root) {
+            return Ok(None);
+        }
+        let name = real
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        std::fs::read(&real)
+            .map(|b| Some((name, b)))
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Some((name, bytes))) => (
+            [
+                (header::CONTENT_TYPE, "application/yaml".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"run-{id}-{}\"",
+                        crate::alerts::message::file_stem(&name)
+                    ),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => error_page(
+            &s,
+            StatusCode::NOT_FOUND,
+            format!("run {id} has no cassette"),
+        ),
+        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FeedbackForm {
+    batch: String,
+    metric: String,
+    timestamp_us: i64,
+    vote: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// Compare without stopping at the first difference.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+pub async fn feedback(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<FeedbackForm>,
+) -> Response {
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let fail = |status: StatusCode, message: String| {
+        if wants_json {
+            (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+        } else {
+            error_page(&s, status, message)
+        }
+    };
+    if let Some(expected) = &s.token {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let given = if f.token.is_empty() {
+            bearer
+        } else {
+            f.token.as_str()
+        };
+        if !same_secret(given, expected) {
+            return fail(
+                StatusCode::UNAUTHORIZED,
+                "feedback needs the dashboard token (SANDSTACK_DASHBOARD_TOKEN): enter it at the top of the page".into(),
+            );
+        }
+    }
+    let vote = match f.vote.as_str() {
+        "up" => Vote::Up,
+        "down" => Vote::Down,
+        other => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                format!("vote must be up or down, not {other}"),
+            )
+        }
+    };
+    let Some(spec) = s.folder().batch(&f.batch).cloned() else {
+        return fail(StatusCode::NOT_FOUND, format!("no batch named {}", f.batch));
+    };
+    let (metric, ts) = (f.metric.clone(), f.timestamp_us);
+    let result = with_store(&s, move |store| {
+        data::record_feedback(store, &spec, &metric, ts, vote).map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Some(count)) if wants_json => {
+            axum::Json(serde_json::json!({ "count": count })).into_response()
+        }
+        Ok(Some(_)) => Redirect::to("/anomalies").into_response(),
+        Ok(None) => fail(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no anomaly of {} / {} at {}",
+                f.batch,
+                f.metric,
+                format_time(f.timestamp_us)
+            ),
+        ),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+pub async fn css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("static/app.css"),
+    )
+}
+
+pub async fn js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("static/app.js"),
+    )
+}

@@ -1,0 +1,44 @@
+// Progressive enhancement only: every page works without this file.
+// - the metric filter narrows charts as you type;
+// - feedback buttons post in the background and update their counts;
+// - the dashboard token (when the server requires one) is kept in localStorage.
+(function () {
+  var KEY = "sandstack-dashboard-token";
+  var filter = document.getElementById("metric-filter");
+  if (filter) {
+    filter.addEventListener("input", function () {
+      var q = filter.value.toLowerCase();
+      document.querySelectorAll("figure.chart").forEach(function (f) {
+        var name = (f.getAttribute("data-metric") || "").toLowerCase();
+        f.style.display = name.indexOf(q) >= 0 ? "" : "none";
+      });
+    });
+  }
+  var tokenForm = document.getElementById("token-form");
+  if (tokenForm) {
+    tokenForm.token.value = localStorage.getItem(KEY) || "";
+    tokenForm.addEventListener("submit", function (e) {
+      e.preventDefault();
+      localStorage.setItem(KEY, tokenForm.token.value);
+    });
+  }
+  document.querySelectorAll("form.thumbs").forEach(function (form) {
+    form.querySelectorAll("button").forEach(function (button) {
+      button.addEventListener("click", function (e) {
+        e.preventDefault();
+        var data = new URLSearchParams(new FormData(form));
+        data.set("vote", button.value);
+        data.set("token", localStorage.getItem(KEY) || "");
+        fetch("/feedback", { method: "POST", body: data, headers: { "Accept": "application/json" } })
+          .then(function (r) { return r.json().then(function (j) { return [r.ok, j]; }); })
+          .then(function (res) {
+            if (!res[0]) { alert(res[1].error || "feedback was not saved"); return; }
+            var span = button.querySelector("span");
+            span.textContent = String(res[1].count);
+            button.classList.add("voted");
+          })
+          .catch(function () { alert("feedback was not saved: the dashboard did not answer"); });
+      });
+    });
+  });
+})();

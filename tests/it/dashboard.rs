@@ -1,0 +1,492 @@
+//! The dashboard: every page escapes what comes from data (metric names,
+//! errors, search text), and an end-to-end run of `sandstack run` driven by
+//! Debian's headless Chromium through ChromeDriver: the home page lists the
+//! batches, a batch page shows its charts, a thumbs-up click stores a row.
+//! Screenshots go to the test's output folder.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use sandstack::store::{RunRecord, RunStatus, Store};
+use serde_json::{json, Value};
+
+use crate::support::{Folder, TestServer};
+
+/// A metric name that runs script if it is not escaped.
+const HOSTILE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
+
+/// A folder with batch `api` and a database holding an hour of its data
+/// (a normal metric with one anomaly, and the hostile metric with one),
+/// plus a failed run whose error holds HTML and which recorded a cassette.
+fn setup(db: &Path) -> Folder {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/api.yaml",
+        "metric_batch: \"api\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'x' AS metric_name, 1.0 AS metric_value\"\n",
+    );
+    let store = Store::open(db).expect("db");
+    store.ensure_metrics_table("metrics").expect("table");
+    let hostile_sql = HOSTILE.replace('\'', "''");
+    let mut sql = String::from("INSERT INTO metrics VALUES ");
+    for i in 0..60 {
+        let ts = format!(
+            "make_timestamp(epoch_us(now())) - INTERVAL '{} minutes'",
+            60 - i
+        );
+        for (name, base) in [("latency_ms", 10.0), (hostile_sql.as_str(), 100.0)] {
+            let (v, s) = if i == 55 {
+                (base * 4.0, 0.97)
+            } else {
+                (
+                    base + ((i * 7) % 5) as f64 * 0.3,
+                    0.1 + ((i * 3) % 4) as f64 * 0.05,
+                )
+            };
+            sql.push_str(&format!("({ts}, 'api', '{name}', 'metric', {v}, NULL), ({ts}, 'api', '{name}', 'score', {s}, NULL),"));
+            if i == 55 {
+                let meta = format!(
+                    "{{\"value\": {v}, \"score\": {s}, \"score_smooth\": {s}, \"threshold\": 0.8}}"
+                );
+                sql.push_str(&format!("({ts}, 'api', '{name}', 'alert', 1, '{meta}'),"));
+            }
+        }
+    }
+    sql.pop();
+    store.connection().execute_batch(&sql).expect("insert");
+    let cassettes = db.with_extension("cassettes").join("api");
+    std::fs::create_dir_all(&cassettes).expect("mkdir");
+    let cassette = cassettes.join("run.yaml");
+    std::fs::write(&cassette, "format: 1\ninteractions: []\n").expect("cassette");
+    let now = chrono::Utc::now().timestamp_micros();
+    store
+        .record_run(&RunRecord {
+            run_id: 0,
+            batch: "api".into(),
+            job: "ingest".into(),
+            scheduled_us: now - 2_000_000,
+            started_us: now - 1_900_000,
+            ended_us: now - 1_000_000,
+            status: RunStatus::Failed,
+            error: Some(format!(
+                "batch api: ingest_sql failed: <b>boom</b> {HOSTILE}"
+            )),
+            rows: 0,
+            fuel: 0,
+            wall_ms: 900.0,
+            cassette: Some(cassette.display().to_string()),
+        })
+        .expect("run");
+    f
+}
+
+fn get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let r = reqwest::get(url).await.expect("get");
+        (r.status().as_u16(), r.text().await.expect("text"))
+    })
+}
+
+#[test]
+fn every_page_escapes_what_comes_from_data() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("d.duckdb");
+    let f = setup(&db);
+    let store = Store::open(&db).expect("db");
+    let dir = f.path().to_path_buf();
+    let loader: sandstack::scheduler::watch::Loader =
+        Arc::new(move || sandstack::config::load(&dir, &Default::default()));
+    let state = sandstack::web::WebState::new(store, loader, None, db.with_extension("cassettes"));
+    let server = TestServer::start(sandstack::web::router(state));
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pages = [
+        "/".to_string(),
+        "/batch/api".into(),
+        format!("/batch/api?q={}", enc("<img")),
+        format!("/batch/api?window={}", enc(HOSTILE)),
+        "/anomalies".into(),
+        "/runs".into(),
+        format!("/runs?batch={}", enc(HOSTILE)),
+        format!("/batch/{}", enc(HOSTILE)),
+    ];
+    for p in &pages {
+        let (status, body) = get(&server.url(p));
+        assert!(status == 200 || status == 404, "{p}: {status}");
+        assert!(
+            !body.contains("<img src=x"),
+            "{p} has raw HTML from data:\n{body}"
+        );
+        assert!(
+            !body.contains("<script>window"),
+            "{p} has a raw script from data"
+        );
+        assert!(!body.contains("<b>boom"), "{p} has raw HTML from an error");
+    }
+    let (_, batch) = get(&server.url("/batch/api"));
+    assert!(
+        batch.contains("&lt;img src=x onerror="),
+        "the hostile metric is shown, as text"
+    );
+    assert_eq!(batch.matches("<svg class=\"chart\"").count(), 2);
+    let (_, runs) = get(&server.url("/runs"));
+    assert!(runs.contains("&lt;b&gt;boom&lt;&#x2f;b&gt;"), "{runs}");
+    let (status, cassette) = get(&server.url("/runs/1/cassette"));
+    assert_eq!(
+        (status, cassette.as_str()),
+        (200, "format: 1\ninteractions: []\n")
+    );
+    let (status, _) = get(&server.url("/runs/999/cassette"));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn feedback_needs_the_token_when_one_is_set() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("d.duckdb");
+    let f = setup(&db);
+    let store = Store::open(&db).expect("db");
+    let ts: i64 = store
+        .connection()
+        .query_row("SELECT epoch_us(metric_timestamp) FROM metrics WHERE metric_type = 'alert' AND metric_name = 'latency_ms'", [], |r| r.get(0))
+        .expect("alert ts");
+    let check = store.try_clone().expect("conn");
+    let dir = f.path().to_path_buf();
+    let loader: sandstack::scheduler::watch::Loader =
+        Arc::new(move || sandstack::config::load(&dir, &Default::default()));
+    let state =
+        sandstack::web::WebState::new(store, loader, Some("s3cret".into()), tmp.path().join("c"));
+    let server = TestServer::start(sandstack::web::router(state));
+    let post = |form: &[(&str, String)]| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form.iter())
+            .finish();
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(server.url("/feedback"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("post");
+            (r.status().as_u16(), r.text().await.expect("text"))
+        })
+    };
+    let base = |token: &str, ts: i64| {
+        vec![
+            ("batch", "api".to_string()),
+            ("metric", "latency_ms".to_string()),
+            ("timestamp_us", ts.to_string()),
+            ("vote", "up".to_string()),
+            ("token", token.to_string()),
+        ]
+    };
+    let (status, body) = post(&base("", ts));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("SANDSTACK_DASHBOARD_TOKEN"));
+    let (status, _) = post(&base("wrong!", ts));
+    assert_eq!(status, 401);
+    let (status, body) = post(&base("s3cret", ts + 1));
+    assert_eq!(status, 404, "no anomaly at that instant: {body}");
+    let (status, body) = post(&base("s3cret", ts));
+    assert_eq!((status, body.as_str()), (200, "{\"count\":1}"));
+    let ups: i64 = check
+        .connection()
+        .query_row(
+            "SELECT count(*) FROM metrics WHERE metric_type = 'thumbsup'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(
+        ups, 1,
+        "only the authorised vote on a real anomaly is stored"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A WebDriver session in headless Chromium.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        for tool in ["chromium", "chromedriver"] {
+            assert!(
+                Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()),
+                "{tool} is missing: run scripts/install-deps (it installs Debian's chromium and chromium-driver)"
+            );
+        }
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while rt
+            .block_on(client.get(format!("{base}/status")).send())
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().expect("profile").keep();
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--no-first-run", "--window-size=1280,1400",
+                     format!("--user-data-dir={}", profile.display())]
+        }}}});
+        let mut b = Browser {
+            driver,
+            base,
+            session: String::new(),
+            client,
+            rt,
+        };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"].as_str().expect("a session").to_string();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = if path == "/session" {
+            format!("{}/session", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let req = match method {
+            "GET" => self.client.get(url),
+            "DELETE" => self.client.delete(url),
+            _ => self
+                .client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.unwrap_or(json!({})).to_string()),
+        };
+        let text = self
+            .rt
+            .block_on(async { req.send().await?.text().await })
+            .expect("webdriver answer");
+        let v: Value = serde_json::from_str(&text).expect("webdriver JSON");
+        assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
+        v.get("value").cloned().unwrap_or(v)
+    }
+
+    fn open(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn script(&self, js: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": js, "args": []})),
+        )
+    }
+
+    fn screenshot(&self, to: &Path) {
+        let b64 = self.call("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("base64"))
+            .expect("png");
+        std::fs::write(to, png).expect("write screenshot");
+        println!("screenshot: {}", to.display());
+    }
+
+    fn click(&self, css: &str) {
+        let el = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        let id = el
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|v| v.as_str())
+            .expect("element id")
+            .to_string();
+        self.call("POST", &format!("/element/{id}/click"), None);
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.rt.block_on(
+                self.client
+                    .delete(format!("{}/session/{}", self.base, self.session))
+                    .send(),
+            );
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Start `sandstack run` with the dashboard on a free port; returns the
+/// child and the dashboard's base URL.
+fn start_sandstack(folder: &Path, db: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--grace-secs",
+            "5",
+            "--metrics",
+        ])
+        .arg(folder)
+        .arg("--db")
+        .arg(db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sandstack run");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("sandstack run printed its dashboard address")
+            .expect("line");
+        if let Some(rest) = line.strip_prefix("dashboard: ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+#[test]
+fn chromium_browses_the_dashboard_and_a_thumbs_up_is_stored() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("e2e.duckdb");
+    let f = setup(&db);
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e");
+    std::fs::create_dir_all(&shots).expect("mkdir");
+    let (mut daemon, url) = start_sandstack(f.path(), &db);
+    let browser = Browser::start();
+
+    browser.open(&format!("{url}/"));
+    let cards = browser
+        .script("return Array.from(document.querySelectorAll('.card h2')).map(e => e.textContent)");
+    assert_eq!(cards, json!(["api"]), "the home page lists the batch");
+    let alerts = browser.script("return document.querySelector('.card .alerts').textContent");
+    assert_eq!(alerts, json!("2"));
+    browser.screenshot(&shots.join("home.png"));
+
+    browser.open(&format!("{url}/batch/api"));
+    let charts = browser
+        .script("return document.querySelectorAll('figure.chart svg polyline.value').length");
+    assert_eq!(charts, json!(2), "one chart per metric");
+    let names = browser.script(
+        "return Array.from(document.querySelectorAll('figcaption .name')).map(e => e.textContent)",
+    );
+    assert!(
+        names
+            .as_array()
+            .is_some_and(|n| n.iter().any(|v| v == HOSTILE)),
+        "shown as text: {names}"
+    );
+    assert_eq!(
+        browser.script("return window.__xss === undefined"),
+        json!(true),
+        "no script ran"
+    );
+    let marks = browser.script("return document.querySelectorAll('svg circle.alert').length");
+    assert_eq!(marks, json!(2));
+    browser.screenshot(&shots.join("batch.png"));
+
+    browser.open(&format!("{url}/anomalies"));
+    assert_eq!(
+        browser.script("return window.__xss === undefined"),
+        json!(true)
+    );
+    let first_metric =
+        browser.script("return document.querySelector('tbody tr td.metric').textContent");
+    browser.click("tbody tr:first-child button.thumbs-up");
+    let started = Instant::now();
+    while browser.script(
+        "return document.querySelector('tbody tr:first-child button.thumbs-up span').textContent",
+    ) != json!("1")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the vote was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    browser.screenshot(&shots.join("anomalies.png"));
+
+    browser.open(&format!("{url}/runs"));
+    let err = browser.script("return document.querySelector('tr.detail pre').textContent");
+    assert!(err.as_str().unwrap_or("").contains("<b>boom</b>"), "{err}");
+    let link = browser.script("return document.querySelector('tr.detail a').getAttribute('href')");
+    assert_eq!(link, json!("/runs/1/cassette"));
+    browser.screenshot(&shots.join("runs.png"));
+    drop(browser);
+
+    // Stop the daemon, then read what the click stored.
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let status = daemon.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    let store = Store::open(&db).expect("db");
+    let stored: Vec<(String, String)> = {
+        let mut stmt = store
+            .connection()
+            .prepare("SELECT metric_name, metric_type FROM metrics WHERE metric_type IN ('thumbsup', 'thumbsdown')")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(
+        stored,
+        vec![(
+            first_metric.as_str().unwrap_or("").to_string(),
+            "thumbsup".to_string()
+        )]
+    );
+}
