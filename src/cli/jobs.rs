@@ -9,35 +9,31 @@ use anyhow::{bail, Context};
 use super::{find_batch, host_env, load_folder, Cli};
 use crate::alerts::notify::{self, NotifyReport};
 use crate::alerts::Channels;
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::jobs::backfill;
+use crate::jobs::dispatch::{self, JobContext, Outcome};
 use crate::jobs::ingest::DefaultSandbox;
-use crate::jobs::{alert, change, maintenance, score, train};
+use crate::jobs::maintenance;
+use crate::jobs::rows::Judgement;
 use crate::store::Store;
-
-/// Which detection job to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    Train,
-    Score,
-    Alert,
-    Change,
-    Delete,
-}
 
 /// Run one job on one batch and print what it did; with `channels`, send
 /// its alerts or changes (backfills do not).
 pub fn run_job(
     spec: &BatchSpec,
     store: &mut Store,
-    kind: JobKind,
+    job: Job,
     channels: Option<&Channels>,
 ) -> anyhow::Result<()> {
     let name = &spec.metric_batch;
-    let base = Path::new(".");
-    match kind {
-        JobKind::Train => {
-            let r = train::run(spec, store, base)?;
+    let ctx = JobContext {
+        model_base: Path::new("."),
+        plot_dir: Path::new("."),
+        channels,
+    };
+    let out = dispatch::run(spec, store, job, &ctx).map_err(anyhow::Error::from_boxed)?;
+    match &out {
+        Outcome::Trained(r) => {
             println!("batch {name}: trained {} models", r.trained.len());
             for (metric, tag, rows) in &r.trained {
                 println!("  {metric}: {tag} on {rows} feature rows");
@@ -46,56 +42,45 @@ pub fn run_job(
                 println!("  {metric}: skipped ({why})");
             }
         }
-        JobKind::Score => {
-            let r = score::run(spec, store, base)?;
+        Outcome::Scored(r) => {
             println!("batch {name}: stored {} scores", r.scored);
             for (metric, why) in &r.skipped {
                 println!("  {metric}: skipped ({why})");
             }
         }
-        JobKind::Alert => {
-            let r = alert::run(spec, store)?;
+        Outcome::Alerted(r, _) => {
             println!(
                 "batch {name}: {} alerts, {} threshold alerts",
                 r.alerts.len(),
                 r.threshold_alerts.len()
             );
-            for j in r.alerts.iter().chain(&r.threshold_alerts) {
-                println!(
-                    "  {} {}: {}",
-                    j.timestamp_us,
-                    j.metric_name,
-                    j.metadata.clone().unwrap_or_default()
-                );
-            }
-            if let Some(c) = channels {
-                print_sent(&notify::alerts(spec, store, &r, c));
-            }
+            print_judgements(r.alerts.iter().chain(&r.threshold_alerts));
         }
-        JobKind::Change => {
-            let r = change::run(spec, store)?;
+        Outcome::Changed(r, _) => {
             println!("batch {name}: {} changes", r.len());
-            for j in &r {
-                println!(
-                    "  {} {}: {}",
-                    j.timestamp_us,
-                    j.metric_name,
-                    j.metadata.clone().unwrap_or_default()
-                );
-            }
-            if let Some(c) = channels {
-                print_sent(&notify::changes(spec, store, &r, c));
-            }
+            print_judgements(r.iter());
         }
-        JobKind::Delete => {
-            let n = maintenance::delete(spec, store)?;
-            println!(
-                "batch {name}: deleted {n} rows older than {} days",
-                spec.delete_after_n_days
-            );
-        }
+        Outcome::Deleted(n) => println!(
+            "batch {name}: deleted {n} rows older than {} days",
+            spec.delete_after_n_days
+        ),
+        Outcome::Plotted(_) | Outcome::Summarised(..) => {}
+    }
+    if let Some(sent) = out.sent() {
+        print_sent(sent);
     }
     Ok(())
+}
+
+fn print_judgements<'a>(js: impl Iterator<Item = &'a Judgement>) {
+    for j in js {
+        println!(
+            "  {} {}: {}",
+            j.timestamp_us,
+            j.metric_name,
+            j.metadata.clone().unwrap_or_default()
+        );
+    }
 }
 
 fn print_sent(r: &NotifyReport) {
@@ -112,12 +97,12 @@ fn print_sent(r: &NotifyReport) {
     }
 }
 
-pub fn job(cli: &Cli, name: &str, kind: JobKind) -> anyhow::Result<ExitCode> {
+pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     let spec = find_batch(&folder, name)?;
     let mut store = Store::open(&cli.db)?;
     let channels = Channels::from_env(&host_env());
-    run_job(spec, &mut store, kind, Some(&channels))?;
+    run_job(spec, &mut store, job, Some(&channels))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -213,13 +198,8 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         report.stored, report.failed
     );
     let scoring = backfill::scoring_spec(spec, periods);
-    for kind in [
-        JobKind::Train,
-        JobKind::Score,
-        JobKind::Alert,
-        JobKind::Change,
-    ] {
-        run_job(&scoring, &mut store, kind, None)?;
+    for job in [Job::Train, Job::Score, Job::Alert, Job::Change] {
+        run_job(&scoring, &mut store, job, None)?;
     }
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS

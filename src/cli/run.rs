@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
-use super::jobs::{run_job, JobKind};
+use super::jobs::run_job;
 use super::{host_env, Cli};
 use crate::config::{self, env_batch_name, Job, MetricsFolder};
 use crate::jobs::{backfill, ingest::DefaultSandbox};
@@ -357,12 +357,7 @@ async fn demo_backfill(
                 report.stored, report.failed
             );
             let scoring = backfill::scoring_spec(&spec, periods);
-            for kind in [
-                JobKind::Train,
-                JobKind::Score,
-                JobKind::Alert,
-                JobKind::Change,
-            ] {
+            for kind in [Job::Train, Job::Score, Job::Alert, Job::Change] {
                 if let Err(e) = run_job(&scoring, &mut conn, kind, None) {
                     eprintln!("demo: {name}: {kind:?} failed: {e:#}");
                 }

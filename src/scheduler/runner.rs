@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::alerts::{notify, Channels};
+use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
+use crate::jobs::dispatch::{self, JobContext};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
-use crate::jobs::{alert, change, maintenance, score, train};
 use crate::sandbox::cassette::RecordMode;
 use crate::store::{Retention, RunRecord, RunStatus, Store};
 
@@ -215,60 +215,26 @@ impl JobRunner for StoreRunner {
                 return RunResult::failed(format!("batch {}: {e}", spec.metric_batch));
             }
         }
-        let base = self.model_base.as_path();
-        // (rows, problems delivering alerts)
-        let outcome: Result<(u64, Vec<String>), String> = match t.job {
-            Job::Ingest => return self.ingest(t, &mut store),
-            Job::Train => train::run(spec, &store, base)
-                .map(|r| (r.trained.len() as u64, vec![]))
-                .map_err(|e| e.to_string()),
-            Job::Score => score::run(spec, &mut store, base)
-                .map(|r| (r.scored as u64, vec![]))
-                .map_err(|e| e.to_string()),
-            Job::Alert => alert::run(spec, &mut store)
-                .map(|r| {
-                    let sent = notify::alerts(spec, &store, &r, &self.channels);
-                    (
-                        (r.alerts.len() + r.threshold_alerts.len()) as u64,
-                        sent.problems(),
-                    )
-                })
-                .map_err(|e| e.to_string()),
-            Job::Change => change::run(spec, &mut store)
-                .map(|r| {
-                    let sent = notify::changes(spec, &store, &r, &self.channels);
-                    (r.len() as u64, sent.problems())
-                })
-                .map_err(|e| e.to_string()),
-            Job::Plot => notify::write_plots(spec, &store, &self.plot_dir)
-                .map(|files| (files.len() as u64, vec![])),
-            Job::Delete => maintenance::delete(spec, &store)
-                .map(|n| (n, vec![]))
-                .map_err(|e| e.to_string()),
-            Job::Summary => maintenance::summary(std::iter::once(spec.as_ref()), &store)
-                .map(|b| {
-                    let sent = notify::summary(
-                        &spec.metric_batch,
-                        &spec.alert_methods,
-                        &b,
-                        &self.channels,
-                    );
-                    (b.iter().map(|b| b.num_rows() as u64).sum(), sent.problems())
-                })
-                .map_err(|e| e.to_string()),
-            Job::Llmalert => {
-                Err("the llmalert job is not supported by this version of sandstack".into())
-            }
+        if t.job == Job::Ingest {
+            return self.ingest(t, &mut store);
+        }
+        let ctx = JobContext {
+            model_base: &self.model_base,
+            plot_dir: &self.plot_dir,
+            channels: Some(&self.channels),
         };
-        match outcome {
+        match dispatch::run(spec, &mut store, t.job, &ctx) {
             // The job did its work; a channel that could not deliver is
             // noted on the run, not a failure of it.
-            Ok((rows, problems)) => RunResult {
-                error: (!problems.is_empty())
-                    .then(|| format!("alert delivery: {}", problems.join("; "))),
-                ..RunResult::ok(rows)
-            },
-            Err(e) => RunResult::failed(e),
+            Ok(out) => {
+                let problems = out.sent().map(|s| s.problems()).unwrap_or_default();
+                RunResult {
+                    error: (!problems.is_empty())
+                        .then(|| format!("alert delivery: {}", problems.join("; "))),
+                    ..RunResult::ok(out.rows())
+                }
+            }
+            Err(e) => RunResult::failed(e.to_string()),
         }
     }
 }

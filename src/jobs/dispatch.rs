@@ -1,0 +1,101 @@
+//! One place that runs any stored-data job of a batch (everything but
+//! ingest, which takes its own options): used by the scheduler's runner and
+//! by the command line, which only differ in what they do with the outcome.
+
+use std::path::Path;
+
+use arrow::record_batch::RecordBatch;
+
+use super::alert::AlertReport;
+use super::rows::Judgement;
+use super::score::ScoreReport;
+use super::train::TrainReport;
+use super::{alert, change, maintenance, score, train};
+use crate::alerts::notify::{self, NotifyReport};
+use crate::alerts::Channels;
+use crate::config::{BatchSpec, Job};
+use crate::store::Store;
+
+/// Where a job's side effects go.
+pub struct JobContext<'a> {
+    /// What `local://` model paths are relative to.
+    pub model_base: &'a Path,
+    /// Where the plot job writes its PNGs.
+    pub plot_dir: &'a Path,
+    /// Alert channels; None sends nothing (backfills).
+    pub channels: Option<&'a Channels>,
+}
+
+/// What a job did.
+#[derive(Debug)]
+pub enum Outcome {
+    Trained(TrainReport),
+    Scored(ScoreReport),
+    Alerted(AlertReport, NotifyReport),
+    Changed(Vec<Judgement>, NotifyReport),
+    Plotted(Vec<std::path::PathBuf>),
+    Deleted(u64),
+    Summarised(Vec<RecordBatch>, NotifyReport),
+}
+
+impl Outcome {
+    /// The rows (models, scores, judgements, files...) the job produced.
+    pub fn rows(&self) -> u64 {
+        match self {
+            Outcome::Trained(r) => r.trained.len() as u64,
+            Outcome::Scored(r) => r.scored as u64,
+            Outcome::Alerted(r, _) => (r.alerts.len() + r.threshold_alerts.len()) as u64,
+            Outcome::Changed(c, _) => c.len() as u64,
+            Outcome::Plotted(files) => files.len() as u64,
+            Outcome::Deleted(n) => *n,
+            Outcome::Summarised(b, _) => b.iter().map(|b| b.num_rows() as u64).sum(),
+        }
+    }
+
+    /// What was sent, for the jobs that send.
+    pub fn sent(&self) -> Option<&NotifyReport> {
+        match self {
+            Outcome::Alerted(_, s) | Outcome::Changed(_, s) | Outcome::Summarised(_, s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A job's error, with its cause chain kept for the command line.
+pub type DispatchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Run `job` of `spec`. Ingest and llmalert are not run here.
+pub fn run(
+    spec: &BatchSpec,
+    store: &mut Store,
+    job: Job,
+    ctx: &JobContext<'_>,
+) -> Result<Outcome, DispatchError> {
+    let send = |f: &dyn Fn(&Channels) -> NotifyReport| ctx.channels.map(f).unwrap_or_default();
+    match job {
+        Job::Train => Ok(Outcome::Trained(train::run(spec, store, ctx.model_base)?)),
+        Job::Score => Ok(Outcome::Scored(score::run(spec, store, ctx.model_base)?)),
+        Job::Alert => {
+            let r = alert::run(spec, store)?;
+            let sent = send(&|c| notify::alerts(spec, store, &r, c));
+            Ok(Outcome::Alerted(r, sent))
+        }
+        Job::Change => {
+            let r = change::run(spec, store)?;
+            let sent = send(&|c| notify::changes(spec, store, &r, c));
+            Ok(Outcome::Changed(r, sent))
+        }
+        Job::Plot => Ok(Outcome::Plotted(notify::write_plots(spec, store, ctx.plot_dir)?)),
+        Job::Delete => Ok(Outcome::Deleted(maintenance::delete(spec, store)?)),
+        Job::Summary => {
+            let b = maintenance::summary(std::iter::once(spec), store)?;
+            let sent = send(&|c| notify::summary(&spec.metric_batch, &spec.alert_methods, &b, c));
+            Ok(Outcome::Summarised(b, sent))
+        }
+        Job::Ingest | Job::Llmalert => Err(format!(
+            "the {} job is not run here (ingest has its own entry point; llmalert is not supported)",
+            job.name()
+        )
+        .into()),
+    }
+}
