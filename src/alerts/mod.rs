@@ -7,6 +7,7 @@
 //! jobs' results; [`plot`] renders the PNGs.
 
 pub mod email;
+mod http;
 pub mod message;
 pub mod notify;
 pub mod plot;

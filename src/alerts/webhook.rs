@@ -5,7 +5,7 @@
 
 use base64::Engine;
 
-use super::slack::{channel_url, client, post_json};
+use super::http::{channel_url, client, post_json};
 use super::{Channel, Message};
 
 pub struct WebhookChannel {

@@ -30,6 +30,7 @@ fn time(us: i64) -> String {
 pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db)?;
     let runs = store.list_runs(&RunFilter {
+        run_id: None,
         batch: args.batch.clone(),
         job: args.job.clone(),
         failed_only: args.failed,

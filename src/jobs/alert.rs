@@ -6,7 +6,7 @@
 
 use super::rows::{load_input, write, JobError, Judgement};
 use crate::config::BatchSpec;
-use crate::store::{Store, StoreError, TableKey};
+use crate::store::{db_err, Store, StoreError, TableKey};
 
 pub type AlertError = JobError;
 
@@ -99,10 +99,6 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
     }
     let key = TableKey::parse(&spec.table_key)?;
     let batch = &spec.metric_batch;
-    let db = |context: &str| {
-        let context = context.to_string();
-        move |source| StoreError::Db { context, source }
-    };
     for (metric, bounds) in &spec.tholdalert_thresholds {
         let sql = format!(
             "SELECT epoch_us(m.metric_timestamp), m.metric_value, \
@@ -115,7 +111,7 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
         let mut stmt = store
             .connection()
             .prepare(&sql)
-            .map_err(db("reading threshold data"))?;
+            .map_err(db_err("reading threshold data"))?;
         let rows: Vec<(i64, f64, i64)> = stmt
             .query_map(
                 duckdb::params![batch, metric, spec.tholdalert_snooze_n as i64 + 1],
@@ -127,9 +123,9 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
                     ))
                 },
             )
-            .map_err(db("reading threshold data"))?
+            .map_err(db_err("reading threshold data"))?
             .collect::<Result<_, _>>()
-            .map_err(db("reading threshold data"))?;
+            .map_err(db_err("reading threshold data"))?;
         let Some(&(ts, value, already)) = rows.first() else {
             continue;
         };

@@ -212,23 +212,15 @@ impl Scheduler {
                 job.name(),
                 self.options.grace.as_secs()
             );
-            let record = RunRecord {
-                run_id: 0,
-                batch: batch.clone(),
-                job: job.name().into(),
-                scheduled_us: us(scheduled),
-                started_us: us(scheduled),
-                ended_us: us(now),
-                status: RunStatus::Interrupted,
-                error: Some(format!(
+            let record = unfinished(
+                &(batch.clone(), job),
+                [scheduled, scheduled, now],
+                RunStatus::Interrupted,
+                format!(
                     "still running when sandstack shut down ({}s grace period)",
                     self.options.grace.as_secs()
-                )),
-                rows: 0,
-                fuel: 0,
-                wall_ms: 0.0,
-                cassette: None,
-            };
+                ),
+            );
             self.log.record(&record);
             out.interrupted.push((batch, job));
         }
@@ -246,20 +238,12 @@ impl Scheduler {
             key: key.clone(),
             scheduled: tick,
         });
-        let record = RunRecord {
-            run_id: 0,
-            batch: key.0.clone(),
-            job: key.1.name().into(),
-            scheduled_us: us(tick),
-            started_us: us(now),
-            ended_us: us(now),
-            status: RunStatus::Skipped,
-            error: Some("the previous run of this job was still going".into()),
-            rows: 0,
-            fuel: 0,
-            wall_ms: 0.0,
-            cassette: None,
-        };
+        let record = unfinished(
+            key,
+            [tick, now, now],
+            RunStatus::Skipped,
+            "the previous run of this job was still going".into(),
+        );
         let log = self.log.clone();
         tokio::task::spawn_blocking(move || log.record(&record));
     }
@@ -281,11 +265,7 @@ impl Scheduler {
         let (runner, log, clock) = (self.runner.clone(), self.log.clone(), self.clock.clone());
         tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;
-            let (batch, job, scheduled) = (
-                ticket.spec.metric_batch.clone(),
-                ticket.job,
-                ticket.scheduled,
-            );
+            let scheduled = ticket.scheduled;
             let work = tokio::task::spawn_blocking(move || {
                 let started = clock.now();
                 let t0 = Instant::now();
@@ -308,22 +288,40 @@ impl Scheduler {
                 record
             })
             .await;
-            let record = work.unwrap_or_else(|e| RunRecord {
-                run_id: 0,
-                batch,
-                job: job.name().into(),
-                scheduled_us: us(scheduled),
-                started_us: us(scheduled),
-                ended_us: us(scheduled),
-                status: RunStatus::Failed,
-                error: Some(format!("the job panicked: {e}")),
-                rows: 0,
-                fuel: 0,
-                wall_ms: 0.0,
-                cassette: None,
+            let record = work.unwrap_or_else(|e| {
+                unfinished(
+                    &key,
+                    [scheduled; 3],
+                    RunStatus::Failed,
+                    format!("the job panicked: {e}"),
+                )
             });
             let _ = done.send((key, record));
         });
+    }
+}
+
+/// The record of a run that did no work (skipped, interrupted, panicked):
+/// `times` are scheduled, started and ended.
+fn unfinished(
+    key: &JobKey,
+    times: [DateTime<Utc>; 3],
+    status: RunStatus,
+    error: String,
+) -> RunRecord {
+    RunRecord {
+        run_id: 0,
+        batch: key.0.clone(),
+        job: key.1.name().into(),
+        scheduled_us: us(times[0]),
+        started_us: us(times[1]),
+        ended_us: us(times[2]),
+        status,
+        error: Some(error),
+        rows: 0,
+        fuel: 0,
+        wall_ms: 0.0,
+        cassette: None,
     }
 }
 

@@ -34,7 +34,8 @@ pub enum StoreError {
     },
 }
 
-fn db_err(context: impl Into<String>) -> impl FnOnce(duckdb::Error) -> StoreError {
+/// Wrap a DuckDB error with what was being done.
+pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(duckdb::Error) -> StoreError {
     let context = context.into();
     move |source| StoreError::Db { context, source }
 }

@@ -81,6 +81,8 @@ pub struct RunRecord {
 /// Which runs to read.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
+    /// One run by id.
+    pub run_id: Option<i64>,
     pub batch: Option<String>,
     pub job: Option<String>,
     pub failed_only: bool,
@@ -145,6 +147,10 @@ impl Store {
              status, error, rows, fuel, wall_ms, cassette FROM sandstack_runs WHERE true",
         );
         let mut args: Vec<Box<dyn duckdb::ToSql>> = Vec::new();
+        if let Some(id) = filter.run_id {
+            sql.push_str(" AND run_id = ?");
+            args.push(Box::new(id));
+        }
         if let Some(b) = &filter.batch {
             sql.push_str(" AND batch = ?");
             args.push(Box::new(b.clone()));
@@ -186,11 +192,12 @@ impl Store {
 
     /// One run by id.
     pub fn run_by_id(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
-        let all = self.list_runs(&RunFilter {
-            limit: usize::MAX >> 1,
+        let found = self.list_runs(&RunFilter {
+            run_id: Some(run_id),
+            limit: 1,
             ..Default::default()
         })?;
-        Ok(all.into_iter().find(|r| r.run_id == run_id))
+        Ok(found.into_iter().next())
     }
 
     /// The newest scheduled instant recorded for a batch's job, for

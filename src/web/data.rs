@@ -7,15 +7,8 @@ use std::collections::BTreeMap;
 use duckdb::params;
 
 use crate::config::BatchSpec;
-use crate::jobs::rows::{series_by_metric, Series};
-use crate::store::{Store, StoreError, TableKey};
-
-fn db(context: &str) -> impl FnOnce(duckdb::Error) -> StoreError + '_ {
-    move |source| StoreError::Db {
-        context: context.to_string(),
-        source,
-    }
-}
+use crate::jobs::rows::{load_input, Series};
+use crate::store::{db_err, Store, StoreError, TableKey};
 
 /// One batch's home-page card figures.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,7 +36,7 @@ pub fn card_figures(
          FROM {t} GROUP BY metric_batch"
     );
     let ctx = "reading the dashboard's batch figures";
-    let mut stmt = store.connection().prepare(&sql).map_err(db(ctx))?;
+    let mut stmt = store.connection().prepare(&sql).map_err(db_err(ctx))?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -56,9 +49,9 @@ pub fn card_figures(
                 },
             ))
         })
-        .map_err(db(ctx))?
+        .map_err(db_err(ctx))?
         .collect::<Result<BTreeMap<_, _>, _>>()
-        .map_err(db(ctx))?;
+        .map_err(db_err(ctx))?;
     Ok(rows)
 }
 
@@ -72,25 +65,20 @@ pub fn last_ingests(store: &Store) -> Result<BTreeMap<String, (String, i64)>, St
             "SELECT batch, status, epoch_us(ended_at) FROM sandstack_runs WHERE job = 'ingest' AND status <> 'skipped'
              QUALIFY row_number() OVER (PARTITION BY batch ORDER BY started_at DESC, run_id DESC) = 1",
         )
-        .map_err(db(ctx))?;
+        .map_err(db_err(ctx))?;
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
-        .map_err(db(ctx))?
+        .map_err(db_err(ctx))?
         .collect::<Result<BTreeMap<_, _>, _>>()
-        .map_err(db(ctx))?;
+        .map_err(db_err(ctx))?;
     Ok(rows)
 }
 
 /// `dashboard_sql`'s series by metric.
 pub fn chart_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, String> {
-    let Some(sql) = spec.sql.get("dashboard_sql") else {
-        return Err(format!("batch {} has no dashboard_sql", spec.metric_batch));
-    };
-    store
-        .ensure_metrics_table(&spec.table_key)
-        .map_err(|e| e.to_string())?;
-    series_by_metric(store, sql, "dashboard")
-        .map_err(|e| format!("batch {}: {e}", spec.metric_batch))
+    load_input(spec, store, "dashboard_sql", "dashboard", None)
+        .map(|input| input.series)
+        .map_err(|e| e.to_string())
 }
 
 /// One alert, threshold alert or change, with its feedback counts.
@@ -142,7 +130,7 @@ pub fn anomalies(
         parts.join(" UNION ALL ")
     );
     let ctx = "reading anomalies";
-    let mut stmt = store.connection().prepare(&sql).map_err(db(ctx))?;
+    let mut stmt = store.connection().prepare(&sql).map_err(db_err(ctx))?;
     let rows = stmt
         .query_map(duckdb::params_from_iter(args.iter()), |r| {
             Ok(Anomaly {
@@ -155,9 +143,9 @@ pub fn anomalies(
                 down: r.get(6)?,
             })
         })
-        .map_err(db(ctx))?
+        .map_err(db_err(ctx))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(db(ctx))?;
+        .map_err(db_err(ctx))?;
     Ok(rows)
 }
 
@@ -198,7 +186,7 @@ pub fn record_feedback(
                 params![batch, metric, timestamp_us],
                 |r| r.get(0),
             )
-            .map_err(db(ctx))?;
+            .map_err(db_err(ctx))?;
         if exists == 0 {
             return Ok(None);
         }
@@ -206,7 +194,7 @@ pub fn record_feedback(
             &format!("INSERT INTO {t} VALUES (make_timestamp(?::BIGINT), ?, ?, ?, 1, NULL)"),
             params![timestamp_us, batch, metric, vote.metric_type()],
         )
-        .map_err(db(ctx))?;
+        .map_err(db_err(ctx))?;
         let n: i64 = tx
             .query_row(
                 &format!(
@@ -215,7 +203,7 @@ pub fn record_feedback(
                 params![batch, metric, timestamp_us, vote.metric_type()],
                 |r| r.get(0),
             )
-            .map_err(db(ctx))?;
+            .map_err(db_err(ctx))?;
         Ok(Some(n))
     })
 }

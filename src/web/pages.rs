@@ -242,6 +242,7 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Respon
     let failed = q.failed.is_some_and(|f| !f.is_empty() && f != "0");
     let batch = q.batch.trim().to_string();
     let filter = RunFilter {
+        run_id: None,
         batch: (!batch.is_empty()).then(|| batch.clone()),
         job: None,
         failed_only: failed,

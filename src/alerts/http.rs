@@ -1,0 +1,48 @@
+//! What the HTTP channels (`slack`, `webhook`) share: checking the
+//! configured URL, the client, and a JSON POST whose errors never repeat the
+//! URL (it holds the token).
+
+use std::time::Duration;
+
+/// Check a channel URL; the error never repeats it (it holds the token).
+pub(crate) fn channel_url(url: &str, var: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(url).map_err(|e| format!("{var} is not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{var} must be an http(s) URL"));
+    }
+    Ok(u)
+}
+
+pub(crate) fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// POST `body` as JSON; the error names the status or the failure, never
+/// the URL.
+pub(crate) fn post_json(
+    client: &reqwest::Client,
+    url: &url::Url,
+    bearer: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    super::block_on(async {
+        let mut req = client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("server answered HTTP {status}"))
+        }
+    })?
+}
