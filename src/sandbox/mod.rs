@@ -13,6 +13,7 @@
 //! ([`http`]).
 
 pub mod cassette;
+mod clock;
 pub mod door;
 mod engine;
 pub mod error;

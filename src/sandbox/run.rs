@@ -3,16 +3,17 @@
 //! that names its cause.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::record_batch::RecordBatch;
 use rand::{Rng, SeedableRng};
 use wasmtime::{Instance, Store, Trap};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, I32Exit};
+use wasmtime_wasi::I32Exit;
 
 use super::cassette::{Interaction, ReplayBook, Scrubber};
+use super::clock::GuestClock;
 use super::engine::EPOCH_TICK;
 use super::error::RunError;
 use super::host::{DoorState, HostState, LogLine, MemoryLimiter, RunInputs};
@@ -143,43 +144,6 @@ impl RunReport {
             seed,
             clock_start_us,
         }
-    }
-}
-
-/// The guest's clocks: wall time starts where the host says (now, or a
-/// recorded start) and advances with real time, or, when virtual, by 1 µs
-/// per read (both clocks share the count), which replays exactly.
-#[derive(Clone)]
-struct GuestClock {
-    start: Duration,
-    base: Instant,
-    reads: Option<Arc<AtomicU64>>,
-}
-
-impl GuestClock {
-    fn elapsed(&self) -> Duration {
-        match &self.reads {
-            Some(n) => Duration::from_micros(n.fetch_add(1, Ordering::Relaxed)),
-            None => self.base.elapsed(),
-        }
-    }
-}
-
-impl HostWallClock for GuestClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_micros(1)
-    }
-    fn now(&self) -> Duration {
-        self.start + self.elapsed()
-    }
-}
-
-impl HostMonotonicClock for GuestClock {
-    fn resolution(&self) -> u64 {
-        1_000
-    }
-    fn now(&self) -> u64 {
-        self.elapsed().as_nanos() as u64
     }
 }
 
