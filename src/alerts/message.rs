@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use crate::file_names::file_stem;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// The smoothed anomaly score reached `alert_threshold`.
@@ -61,26 +63,6 @@ pub fn format_time(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| us.to_string())
-}
-
-/// A metric name as a file name: only `[A-Za-z0-9_.-]`, never `.` or `..`
-/// (metric names come from user code).
-pub fn file_stem(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(120)
-        .collect();
-    if s.is_empty() || s.starts_with('.') {
-        s.insert(0, '_');
-    }
-    s
 }
 
 impl Message {
@@ -173,19 +155,5 @@ fn num(v: Option<f64>) -> String {
             format!("{r}")
         }
         _ => "n/a".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_stems_stay_in_their_folder() {
-        assert_eq!(file_stem("../../etc/passwd"), "_.._.._etc_passwd");
-        assert_eq!(file_stem(".."), "_..");
-        assert_eq!(file_stem(""), "_");
-        assert_eq!(file_stem("cpu.load-1m"), "cpu.load-1m");
-        assert_eq!(file_stem("<script>"), "_script_");
     }
 }

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
 
-use super::message::{file_stem, AlertFacts, Kind, Message};
+use super::message::{AlertFacts, Kind, Message};
 use super::{deliver, plot, Channels, Delivery, Outcome};
 use crate::config::BatchSpec;
+use crate::file_names::file_stem;
 use crate::jobs::alert::AlertReport;
 use crate::jobs::rows::{load_input, JobError, Judgement, Series};
 use crate::store::Store;

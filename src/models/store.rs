@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::TrainedModel;
+use crate::file_names::file_stem as safe;
 
 pub const FORMAT_VERSION: u32 = 2;
 
@@ -32,31 +33,6 @@ struct Envelope {
 
 pub struct ModelStore {
     root: PathBuf,
-}
-
-/// File-name-safe form of a batch, metric or tag (metric names are user
-/// data: never let one become a path).
-fn safe(part: &str) -> String {
-    let mut s: String = part
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    // Distinct names that clean to the same text stay distinct.
-    if s != part {
-        let h = sha2::Digest::finalize(sha2::Digest::chain_update(
-            sha2::Sha256::default(),
-            part.as_bytes(),
-        ));
-        s.push('-');
-        s.push_str(&hex::encode(&h[..4]));
-    }
-    s
 }
 
 impl ModelStore {

@@ -311,7 +311,7 @@ pub async fn cassette(State(s): State<Shared>, Path(id): Path<i64>) -> Response 
                     header::CONTENT_DISPOSITION,
                     format!(
                         "attachment; filename=\"run-{id}-{}\"",
-                        crate::alerts::message::file_stem(&name)
+                        crate::file_names::file_stem(&name)
                     ),
                 ),
             ],
