@@ -5,21 +5,15 @@ use arrow::record_batch::RecordBatch;
 use crate::config::BatchSpec;
 use crate::store::{Store, StoreError};
 
-/// Run the batch's `delete_sql`; returns how many rows it removed.
+/// Run the batch's `delete_sql`, as one statement (a prepared statement
+/// cannot smuggle a second one in); returns how many rows it removed.
 pub fn delete(spec: &BatchSpec, store: &Store) -> Result<u64, StoreError> {
     let Some(sql) = spec.sql.get("delete_sql") else {
         return Ok(0);
     };
     store.ensure_metrics_table(&spec.table_key)?;
-    let before = store.count_rows(&spec.table_key)?;
-    store
-        .connection()
-        .execute_batch(sql)
-        .map_err(|source| StoreError::Db {
-            context: format!("batch {}: delete_sql", spec.metric_batch),
-            source,
-        })?;
-    Ok(before.saturating_sub(store.count_rows(&spec.table_key)?))
+    let removed = store.execute_one(sql, &format!("batch {}: delete_sql", spec.metric_batch))?;
+    Ok(removed as u64)
 }
 
 /// `summary_sql` once per distinct table among `batches`.

@@ -4,6 +4,7 @@
 
 pub mod runs;
 pub mod schema;
+pub mod statements;
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,8 @@ pub enum StoreError {
         #[source]
         source: duckdb::Error,
     },
+    #[error("{context}: {message}")]
+    Sql { context: String, message: String },
 }
 
 /// Wrap a DuckDB error with what was being done.
@@ -160,6 +163,21 @@ impl Store {
 
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Run `sql` (from the metrics folder) if it is exactly one statement;
+    /// returns the rows it changed. `context` names it in errors.
+    pub fn execute_one(&self, sql: &str, context: &str) -> Result<usize, StoreError> {
+        let refuse = |message: String| StoreError::Sql {
+            context: context.to_string(),
+            message,
+        };
+        match statements::count(sql).map_err(&refuse)? {
+            1 => self.conn.execute(sql, []).map_err(db_err(context)),
+            n => Err(refuse(format!(
+                "it holds {n} statements; it must be exactly one"
+            ))),
+        }
     }
 
     /// Create the metrics table (and its schema) if missing.
