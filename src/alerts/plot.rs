@@ -98,9 +98,11 @@ fn draw(
     }
     // A little room either side, so a marker on the newest point (where
     // alerts usually are) is drawn whole.
+    // Saturating: a database may hold times at the ends of i64 (stored
+    // before ingest bounded them).
     let (first, last) = (s.timestamps_us[0], s.timestamps_us[n - 1]);
-    let room = ((last - first) / 40).max(1);
-    let (t0, t1) = (first - room, last + room);
+    let room = (last.saturating_sub(first) / 40).max(1);
+    let (t0, t1) = (first.saturating_sub(room), last.saturating_add(room));
     let finite = s.values.iter().copied().filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
@@ -110,7 +112,7 @@ fn draw(
     let label_time = |us: &i64| {
         DateTime::from_timestamp_micros(*us)
             .map(|t| {
-                if last - first > 36 * 3_600_000_000 {
+                if last.saturating_sub(first) > 36 * 3_600_000_000 {
                     t.format("%m-%d %H:%M").to_string()
                 } else {
                     t.format("%H:%M").to_string()
@@ -287,5 +289,15 @@ mod tests {
             "a real picture, not a blank: {}",
             png.len()
         );
+    }
+
+    #[test]
+    fn times_at_the_ends_of_i64_do_not_panic() {
+        let s = Series {
+            timestamps_us: vec![i64::MIN + 1, 0, i64::MAX],
+            values: vec![1.0, 2.0, 3.0],
+            extra: Default::default(),
+        };
+        let _ = render_png("b", "m", &s, 0.8);
     }
 }

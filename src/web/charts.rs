@@ -118,9 +118,11 @@ pub fn chart(
         col("metric_alert"),
         col("metric_change"),
     );
+    // In f64: a database may hold times at the ends of i64 (stored before
+    // ingest bounded them), whose differences overflow i64.
     let (t0, t1) = (
-        s.timestamps_us[first],
-        s.timestamps_us[last].max(s.timestamps_us[first] + 1),
+        s.timestamps_us[first] as f64,
+        (s.timestamps_us[last] as f64).max(s.timestamps_us[first] as f64 + 1.0),
     );
     let (lo, hi) = idx
         .iter()
@@ -128,7 +130,7 @@ pub fn chart(
             (a.min(s.values[*i]), b.max(s.values[*i]))
         });
     let span = if hi > lo { hi - lo } else { 1.0 };
-    let x = |t: i64| PAD + (t - t0) as f64 / (t1 - t0) as f64 * (WIDTH - 2.0 * PAD);
+    let x = |t: i64| PAD + (t as f64 - t0) / (t1 - t0) * (WIDTH - 2.0 * PAD);
     let y = |v: f64| {
         PAD + (hi - v) / span * (VALUE_BOTTOM - 2.0 * PAD) + if hi > lo { 0.0 } else { 20.0 }
     };
@@ -165,7 +167,7 @@ pub fn chart(
     Some(Chart {
         metric: metric.to_string(),
         n: idx.len(),
-        from: time(t0),
+        from: time(s.timestamps_us[first]),
         to: time(s.timestamps_us[last]),
         last: short(s.values[last]),
         alerts: alert_marks.len(),
@@ -204,5 +206,16 @@ mod tests {
         assert_eq!(c.n, 10);
         assert_eq!(c.value_points.split(' ').count(), 10);
         assert!(chart("m", &s, Window::LastHours(1), 100 * hour, 0.8).is_none());
+    }
+
+    #[test]
+    fn times_at_the_ends_of_i64_do_not_panic() {
+        let s = Series {
+            timestamps_us: vec![i64::MIN + 1, 0, i64::MAX],
+            values: vec![1.0, 2.0, 3.0],
+            extra: Default::default(),
+        };
+        let c = chart("m", &s, Window::LastPoints(10), 0, 0.8).expect("chart");
+        assert_eq!(c.n, 3);
     }
 }
