@@ -56,6 +56,10 @@ pub struct WebArgs {
     /// or behind a proxy unless the data is public.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// A host name the dashboard answers to (repeatable; `name` or `name:port`). It always answers to IP
+    /// addresses and localhost; other names are refused, so a web page cannot reach it through DNS rebinding.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Bind the dashboard's address and start serving it until `stop` turns true.
@@ -84,7 +88,13 @@ pub(crate) async fn start_dashboard(
             "read and feedback open to anyone who reaches the port; set SANDSTACK_DASHBOARD_TOKEN to protect feedback"
         }
     );
-    let state = crate::web::WebState::new(store.try_clone()?, loader, token, cassette_dir(&cli.db));
+    let state = crate::web::WebState::new(
+        store.try_clone()?,
+        loader,
+        token,
+        cassette_dir(&cli.db),
+        web.allowed_hosts.clone(),
+    );
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             while !*stop.borrow() {

@@ -3,10 +3,13 @@
 //! embedded minijinja templates, which escape everything drawn from data;
 //! chart geometry in [`charts`]; queries in [`data`]. Read-only unless
 //! `SANDSTACK_DASHBOARD_TOKEN` is set, in which case writes (feedback)
-//! need it; with no token, anyone who can reach the port may vote.
+//! need it; with no token, anyone who can reach the port may vote. Every
+//! request first passes [`guard`]: a `Host` it answers to (no DNS
+//! rebinding) and, for writes, no cross-site origin.
 
 pub mod charts;
 pub mod data;
+pub mod guard;
 pub mod pages;
 
 use std::path::PathBuf;
@@ -30,6 +33,9 @@ pub struct WebState {
     token: Option<String>,
     templates: minijinja::Environment<'static>,
     cassette_dir: PathBuf,
+    /// Host names the dashboard answers to besides IP literals and
+    /// `localhost` (`--allowed-host`).
+    allowed_hosts: Vec<String>,
 }
 
 pub type Shared = Arc<WebState>;
@@ -54,12 +60,15 @@ fn templates() -> minijinja::Environment<'static> {
 }
 
 impl WebState {
-    /// `token`: when set, writes need it (`SANDSTACK_DASHBOARD_TOKEN`).
+    /// `token`: when set, writes need it (`SANDSTACK_DASHBOARD_TOKEN`);
+    /// `allowed_hosts`: names it answers to besides IP literals and
+    /// `localhost`.
     pub fn new(
         store: Store,
         loader: Loader,
         token: Option<String>,
         cassette_dir: PathBuf,
+        allowed_hosts: Vec<String>,
     ) -> Shared {
         Arc::new(WebState {
             store: Mutex::new(store),
@@ -68,6 +77,7 @@ impl WebState {
             token: token.filter(|t| !t.is_empty()),
             templates: templates(),
             cassette_dir,
+            allowed_hosts,
         })
     }
 
@@ -105,6 +115,10 @@ pub fn router(state: Shared) -> Router {
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check,
+        ))
         .with_state(state)
 }
 

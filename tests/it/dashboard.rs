@@ -103,7 +103,13 @@ fn every_page_escapes_what_comes_from_data() {
     let dir = f.path().to_path_buf();
     let loader: sandstack::scheduler::watch::Loader =
         Arc::new(move || sandstack::config::load(&dir, &Default::default()));
-    let state = sandstack::web::WebState::new(store, loader, None, db.with_extension("cassettes"));
+    let state = sandstack::web::WebState::new(
+        store,
+        loader,
+        None,
+        db.with_extension("cassettes"),
+        Vec::new(),
+    );
     let server = TestServer::start(sandstack::web::router(state));
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let pages = [
@@ -160,8 +166,13 @@ fn feedback_needs_the_token_when_one_is_set() {
     let dir = f.path().to_path_buf();
     let loader: sandstack::scheduler::watch::Loader =
         Arc::new(move || sandstack::config::load(&dir, &Default::default()));
-    let state =
-        sandstack::web::WebState::new(store, loader, Some("s3cret".into()), tmp.path().join("c"));
+    let state = sandstack::web::WebState::new(
+        store,
+        loader,
+        Some("s3cret".into()),
+        tmp.path().join("c"),
+        Vec::new(),
+    );
     let server = TestServer::start(sandstack::web::router(state));
     let post = |form: &[(&str, String)]| {
         let rt = tokio::runtime::Builder::new_current_thread()
