@@ -173,7 +173,12 @@ pub fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(cli, args))
+    let outcome = rt.block_on(run_async(cli, args));
+    // Runs still going after the grace period were recorded as interrupted;
+    // do not wait for them (dropping the runtime would, for as long as they
+    // take).
+    rt.shutdown_timeout(Duration::from_millis(200));
+    outcome
 }
 
 async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -275,7 +280,8 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let out = sched.run(plan, reload_rx, stop_rx).await;
     if let Some(d) = dashboard {
-        let _ = d.await;
+        // Open keep-alive connections must not hold the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(1), d).await;
     }
     eprintln!(
         "sandstack run: stopped ({} run(s) finished during shutdown, {} interrupted)",
