@@ -1,16 +1,19 @@
 //! HTTP for the guest, made by the host under the batch's policy: only
-//! public addresses unless `http_allow_private`, an optional host allowlist,
-//! every redirect hop re-checked, and caps on requests, response size and
-//! time. Addresses are checked after DNS resolution, in the resolver the
-//! connection itself uses, so a name cannot be rebound to a private address
-//! between the check and the connect.
+//! public addresses unless `http_allow_private` ([`super::addresses`]), an
+//! optional host allowlist, every redirect hop re-checked, and caps on
+//! requests, response size and time. Addresses are checked after DNS
+//! resolution, in the resolver the connection itself uses, so a name cannot
+//! be rebound to a private address between the check and the connect.
+//! Whatever the guest sees (errors, final URLs) names the URL the code asked
+//! for, never an `http_rewrite` target: that is the operator's business.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
+use super::addresses::refusal;
 use super::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
 use super::door::HttpRequestHeader;
 use super::error::RunError;
@@ -26,63 +29,6 @@ const HOST_ONLY_HEADERS: &[&str] = &[
     "connection",
     "upgrade",
 ];
-
-/// Why an address is not public, if it is not.
-pub fn non_public_reason(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => v4_reason(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4_reason(v4);
-            }
-            let s = v6.segments();
-            if v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
-                Some("a cloud metadata address")
-            } else if v6.is_loopback() {
-                Some("a loopback address")
-            } else if v6.is_unspecified() {
-                Some("the unspecified address")
-            } else if s[0] & 0xfe00 == 0xfc00 {
-                Some("a private (unique local) address")
-            } else if s[0] & 0xffc0 == 0xfe80 {
-                Some("a link-local address")
-            } else if v6.is_multicast() {
-                Some("a multicast address")
-            } else if s[0] == 0x64 && s[1] == 0xff9b {
-                Some("a NAT64 address (it can reach private IPv4)")
-            } else if s[0] == 0x2002 {
-                Some("a 6to4 address (it can reach private IPv4)")
-            } else {
-                None
-            }
-        }
-    }
-}
-
-fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
-    let o = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) || ip == Ipv4Addr::new(100, 100, 100, 200) {
-        Some("a cloud metadata address")
-    } else if ip.is_loopback() {
-        Some("a loopback address")
-    } else if ip.is_private() {
-        Some("a private address")
-    } else if ip.is_link_local() {
-        Some("a link-local address")
-    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
-        Some("a shared (carrier-grade NAT) address")
-    } else if o[0] == 0 {
-        Some("the unspecified address")
-    } else if ip.is_multicast() {
-        Some("a multicast address")
-    } else if ip.is_broadcast() || o[0] >= 240 {
-        Some("a reserved address")
-    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
-        Some("a benchmarking address")
-    } else {
-        None
-    }
-}
 
 /// A refusal by policy; stops the run.
 #[derive(Debug, Clone)]
@@ -111,7 +57,7 @@ impl Resolve for PolicyResolver {
             let mut public = Vec::new();
             let mut first_refusal = None;
             for a in addrs {
-                match non_public_reason(a.ip()) {
+                match refusal(a.ip()) {
                     None => public.push(a),
                     Some(reason) if first_refusal.is_none() => {
                         first_refusal = Some(Refusal {
@@ -164,20 +110,45 @@ pub enum Reply {
     Failed { kind: &'static str, message: String },
 }
 
-/// A recorded interaction as the guest sees it.
-fn replayed_reply(req: &HttpRequestHeader, hit: Interaction) -> Reply {
-    match (hit.response, hit.error) {
-        (Some(r), _) => Reply::Response(Exchange {
-            status: r.status,
-            reason: r.reason,
-            response_headers: r.headers,
-            response_body: r.body.bytes().unwrap_or_default(),
-            final_url: if r.url.is_empty() {
-                req.url.clone()
-            } else {
-                r.url
-            },
-        }),
+/// A recorded interaction as the guest sees it, under the same limits as
+/// a live response.
+fn replayed_reply(
+    req: &HttpRequestHeader,
+    hit: Interaction,
+    limits: &SandboxLimits,
+) -> Result<Reply, RunError> {
+    Ok(match (hit.response, hit.error) {
+        (Some(r), _) => {
+            let body = r.body.bytes().map_err(|e| {
+                RunError::Replay(format!(
+                    "the cassette's response to {} {} has an unreadable body: {e}",
+                    req.method, req.url
+                ))
+            })?;
+            let max_bytes = limits.http_max_response_kb.saturating_mul(1024);
+            if body.len() as u64 > max_bytes {
+                return Err(RunError::Limit {
+                    limit: "http_max_response_kb",
+                    value: limits.http_max_response_kb.to_string(),
+                    detail: format!(
+                        "the cassette's response from {} is {} KiB",
+                        req.url,
+                        body.len() / 1024
+                    ),
+                });
+            }
+            Reply::Response(Exchange {
+                status: r.status,
+                reason: r.reason,
+                response_headers: r.headers,
+                response_body: body,
+                final_url: if r.url.is_empty() {
+                    req.url.clone()
+                } else {
+                    r.url
+                },
+            })
+        }
         (None, Some(e)) => Reply::Failed {
             kind: match e.kind.as_str() {
                 "timeout" => "timeout",
@@ -192,7 +163,7 @@ fn replayed_reply(req: &HttpRequestHeader, hit: Interaction) -> Reply {
             kind: "connection",
             message: "the cassette records neither a response nor an error for this request".into(),
         },
-    }
+    })
 }
 
 /// The outcome of one hop.
@@ -285,7 +256,7 @@ impl HttpGate {
                 if self.record {
                     self.interactions.push(hit.clone());
                 }
-                return Ok(replayed_reply(req, hit));
+                return replayed_reply(req, hit, &self.limits);
             }
             if !book.allow_new {
                 let closest = book.closest(&recorded).map_or_else(
@@ -365,11 +336,18 @@ impl HttpGate {
             .map(|(from, to)| format!("{to}{}", &url[from.len()..]))
     }
 
-    /// Check a URL against the policy before connecting: scheme, allowlist
-    /// and (for IP literals, which skip DNS) the address.
-    fn check_url(&self, url: &reqwest::Url) -> Result<(), RunError> {
-        self.check_allowlist(url)?;
-        self.check_address(url)
+    /// The URL as the guest would have it: a rewrite target's prefix turned
+    /// back into the prefix the code asked for.
+    fn guest_view(&self, url: &str) -> String {
+        self.policy
+            .rewrite
+            .iter()
+            .filter(|(_, to)| !to.is_empty() && url.starts_with(to.as_str()))
+            .max_by_key(|(_, to)| to.len())
+            .map_or_else(
+                || url.to_string(),
+                |(from, to)| format!("{from}{}", &url[to.len()..]),
+            )
     }
 
     fn check_allowlist(&self, url: &reqwest::Url) -> Result<(), RunError> {
@@ -405,6 +383,8 @@ impl HttpGate {
         Ok(())
     }
 
+    /// IP literals skip DNS, so they are checked here; names are checked
+    /// by the resolver.
     fn check_address(&self, url: &reqwest::Url) -> Result<(), RunError> {
         let host = url
             .host_str()
@@ -413,7 +393,7 @@ impl HttpGate {
             .to_ascii_lowercase();
         if let Ok(ip) = host.parse::<IpAddr>() {
             if !self.policy.allow_private {
-                if let Some(reason) = non_public_reason(ip) {
+                if let Some(reason) = refusal(ip) {
                     return Err(RunError::Policy {
                         target: url.to_string(),
                         reason: format!("{ip} is {reason}"),
@@ -433,15 +413,12 @@ impl HttpGate {
         body: &[u8],
         deadline: Instant,
     ) -> Result<Reply, RunError> {
-        // A rewritten first hop goes where the operator pointed it (a mirror,
-        // a test server: private addresses allowed); the allowlist still
-        // applies to the URL the guest asked for, and every redirect from
-        // there is checked in full.
-        let original = reqwest::Url::parse(&req.url);
-        let rewritten = self.rewritten(&req.url);
-        let mut trusted_hop = rewritten.is_some();
-        let target = rewritten.unwrap_or_else(|| req.url.clone());
-        let mut url = match reqwest::Url::parse(&target) {
+        // Each hop has the URL the code asked for (or was redirected to, in
+        // its own terms), which the allowlist and every message use, and the
+        // URL actually fetched: a rewritten one goes where the operator
+        // pointed it (a mirror, a test server: private addresses allowed);
+        // any other is checked in full.
+        let mut guest_url = match reqwest::Url::parse(&req.url) {
             Ok(u) => u,
             Err(e) => {
                 return Ok(Reply::Failed {
@@ -474,27 +451,33 @@ impl HttpGate {
                 }),
         );
         for hop in 0..=MAX_REDIRECTS {
-            if trusted_hop {
-                if let Ok(o) = &original {
-                    self.check_allowlist(o)?;
+            self.check_allowlist(&guest_url)?;
+            let rewritten = self.rewritten(guest_url.as_str());
+            let trusted = rewritten.is_some();
+            let target = match rewritten.as_deref().map(reqwest::Url::parse) {
+                None => guest_url.clone(),
+                Some(Ok(u)) => u,
+                Some(Err(e)) => {
+                    return Err(RunError::Internal(format!(
+                        "http_rewrite makes an invalid URL of {guest_url}: {e}"
+                    )))
                 }
-                let scheme_ok = matches!(url.scheme(), "http" | "https");
-                if !scheme_ok {
-                    self.check_url(&url)?;
-                }
-            } else {
-                self.check_url(&url)?;
+            };
+            if !trusted {
+                self.check_address(&target)?;
             }
-            self.count_request(url.as_str())?;
-            let (status, reason, resp_headers, resp_body, location) = match self.send_once(
+            self.count_request(guest_url.as_str())?;
+            let hop_reply = self.send_once(
                 &method,
-                &url,
+                &target,
+                &guest_url,
                 &headers,
                 &body,
                 per_request,
                 deadline,
-                trusted_hop,
-            )? {
+                trusted,
+            )?;
+            let (status, reason, resp_headers, resp_body, location) = match hop_reply {
                 Hop::Failed(reply) => return Ok(reply),
                 Hop::Response {
                     status,
@@ -521,21 +504,26 @@ impl HttpGate {
                     final_url: if hop == 0 {
                         req.url.clone()
                     } else {
-                        url.to_string()
+                        guest_url.to_string()
                     },
                 };
                 return Ok(Reply::Response(exchange));
             };
-            url = match url.join(&loc) {
+            // Resolved against the fetched URL, then seen in the guest's
+            // terms: a mirror's relative redirect stays on the mirror.
+            guest_url = match target
+                .join(&loc)
+                .map(|u| self.guest_view(u.as_str()))
+                .and_then(|u| reqwest::Url::parse(&u))
+            {
                 Ok(u) => u,
                 Err(e) => {
                     return Ok(Reply::Failed {
                         kind: "connection",
-                        message: format!("redirect from {url} to invalid location {loc:?}: {e}"),
+                        message: format!("redirect from {guest_url} to an invalid location: {e}"),
                     })
                 }
             };
-            trusted_hop = false;
             if status == 303
                 || ((status == 301 || status == 302) && method == reqwest::Method::POST)
             {
@@ -558,6 +546,7 @@ impl HttpGate {
         &mut self,
         method: &reqwest::Method,
         url: &reqwest::Url,
+        shown: &reqwest::Url,
         headers: &[(String, String)],
         body: &[u8],
         per_request: Duration,
@@ -614,7 +603,7 @@ impl HttpGate {
             .take();
         if let Some(r) = refused {
             return Err(RunError::Policy {
-                target: format!("{url} -> {}", r.target),
+                target: format!("{shown} -> {}", r.target),
                 reason: r.reason,
                 hint: " (set http_allow_private: true to allow it)".into(),
             });
@@ -623,12 +612,12 @@ impl HttpGate {
             Err(_elapsed) if wall_bound => Err(RunError::Limit {
                 limit: "ingest_timeout_s",
                 value: fmt_secs(self.limits.timeout_s),
-                detail: format!("waiting for {url}"),
+                detail: format!("waiting for {shown}"),
             }),
             Err(_elapsed) => Ok(Hop::Failed(Reply::Failed {
                 kind: "timeout",
                 message: format!(
-                    "{method} {url} timed out after {:.1}s (http_timeout_s={})",
+                    "{method} {shown} timed out after {:.1}s (http_timeout_s={})",
                     budget.as_secs_f64(),
                     fmt_secs(self.limits.http_timeout_s)
                 ),
@@ -636,7 +625,7 @@ impl HttpGate {
             Ok(Ok(Err(size))) => Err(RunError::Limit {
                 limit: "http_max_response_kb",
                 value: self.limits.http_max_response_kb.to_string(),
-                detail: format!("response from {url} is over {} KiB", size / 1024),
+                detail: format!("response from {shown} is over {} KiB", size / 1024),
             }),
             Ok(Ok(Ok((status, headers, body, location)))) => Ok(Hop::Response {
                 status: status.as_u16(),
@@ -651,7 +640,8 @@ impl HttpGate {
                 } else {
                     "connection"
                 },
-                message: format!("{method} {url} failed: {}", error_chain(&e)),
+                // Without its URL: reqwest would name the rewrite target.
+                message: format!("{method} {shown} failed: {}", error_chain(&e.without_url())),
             })),
         }
     }
@@ -690,43 +680,6 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn classifies_addresses() {
-        let refused = [
-            "127.0.0.1",
-            "10.0.0.1",
-            "172.16.5.4",
-            "192.168.1.1",
-            "169.254.169.254",
-            "169.254.1.1",
-            "100.100.100.200",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
-            "::1",
-            "::",
-            "fc00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.1.2.3",
-            "fd00:ec2::254",
-            "64:ff9b::a00:1",
-        ];
-        for a in refused {
-            let ip: IpAddr = a.parse().expect("ip");
-            assert!(non_public_reason(ip).is_some(), "{a} should be refused");
-        }
-        for a in ["1.1.1.1", "93.184.216.34", "2606:4700:4700::1111"] {
-            let ip: IpAddr = a.parse().expect("ip");
-            assert_eq!(non_public_reason(ip), None, "{a} is public");
-        }
-        assert_eq!(
-            non_public_reason("169.254.169.254".parse().expect("ip")),
-            Some("a cloud metadata address")
-        );
-    }
 
     #[test]
     fn allowlist_patterns() {

@@ -12,6 +12,7 @@
 //! door ([`door`], [`host`]), where HTTP is made under the batch's policy
 //! ([`http`]).
 
+mod addresses;
 pub mod cassette;
 mod clock;
 pub mod door;
