@@ -13,6 +13,21 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Interactions a cassette may hold (a run makes at most
+/// `http_max_requests`; `new_episodes` adds up across runs).
+pub const MAX_INTERACTIONS: usize = 10_000;
+
+/// The operator's cap on a cassette's size, in MiB (default 16).
+pub const MAX_MB_ENV: &str = "SANDSTACK_CASSETTE_MAX_MB";
+
+fn max_bytes() -> u64 {
+    std::env::var(MAX_MB_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(16)
+        .saturating_mul(1 << 20)
+}
 pub const SCRUBBED: &str = "<scrubbed>";
 
 /// Header names always scrubbed (case-insensitive).
@@ -176,20 +191,51 @@ pub enum CassetteError {
 }
 
 impl Cassette {
+    /// Read a cassette, refusing one too large to load quickly
+    /// ([`max_bytes`]), with more than [`MAX_INTERACTIONS`], or with a body
+    /// that does not decode: a replay must not fail halfway on bad input.
     pub fn load(path: &Path) -> Result<Cassette, CassetteError> {
-        let text = std::fs::read_to_string(path).map_err(|e| CassetteError::Read {
+        let err = |message: String| CassetteError::Read {
             path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let c: Cassette = serde_yaml_ng::from_str(&text).map_err(|e| CassetteError::Read {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let limit = max_bytes();
+        let size = std::fs::metadata(path)
+            .map_err(|e| err(e.to_string()))?
+            .len();
+        if size > limit {
+            return Err(err(format!(
+                "it is {} MiB, over the {} MiB a cassette may have (the operator sets {MAX_MB_ENV})",
+                size >> 20,
+                limit >> 20
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let c: Cassette = serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
         if c.version != FORMAT_VERSION {
             return Err(CassetteError::Version {
                 path: path.display().to_string(),
                 found: c.version,
             });
+        }
+        if c.interactions.len() > MAX_INTERACTIONS {
+            return Err(err(format!(
+                "it has {} interactions, over the {MAX_INTERACTIONS} a cassette may have",
+                c.interactions.len()
+            )));
+        }
+        for (i, x) in c.interactions.iter().enumerate() {
+            let bodies = [Some(&x.request.body), x.response.as_ref().map(|r| &r.body)];
+            for (part, body) in ["request", "response"].iter().zip(bodies) {
+                if let Some(Err(e)) = body.map(Body::bytes) {
+                    return Err(err(format!(
+                        "interaction {} ({} {}): the {part} body: {e}",
+                        i + 1,
+                        x.request.method,
+                        x.request.url
+                    )));
+                }
+            }
         }
         Ok(c)
     }
