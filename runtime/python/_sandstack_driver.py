@@ -119,12 +119,35 @@ def main():
             },
         )
         return
-    if start.get("result_format") == "arrow_ipc":
-        import _sandstack_ipc
-
-        door.call("result", {"format": "arrow_ipc", "rows": int(len(result))}, _sandstack_ipc.encode(result))
+    duplicated = [str(c) for c in result.columns[result.columns.duplicated()].unique()]
+    if duplicated:
+        door.call(
+            "error",
+            {
+                "kind": "result_type",
+                "type": "ValueError",
+                "message": f"{function}() returned a DataFrame with duplicate column name(s) "
+                + ", ".join(duplicated)
+                + ": give each column one name (df.loc[:, ~df.columns.duplicated()] keeps the first)",
+                "traceback": "",
+            },
+        )
         return
-    columns, body = frame.encode(result)
+    try:
+        columns, body = frame.encode(result)
+    except BaseException as e:  # noqa: BLE001 - user objects' __str__ and friends run here
+        if isinstance(e, SystemExit):
+            e = RuntimeError(f"the ingest code called exit({e.code!r})")
+        door.call(
+            "error",
+            {
+                "kind": "result",
+                "type": type(e).__name__,
+                "message": f"cannot convert the DataFrame {function}() returned: {type(e).__name__}: {e}",
+                "traceback": _user_traceback(e, filename),
+            },
+        )
+        return
     door.call("result", {"format": "sscf1", "rows": columns["rows"], "columns": columns["columns"]}, body)
 
 
@@ -151,8 +174,4 @@ def warm(rounds=64):
         mixed = pd.DataFrame({"metric_name": ["a", "b"], "metric_value": [1, 2]})
         mixed["metric_timestamp"] = [datetime.datetime.now(), "2026-01-01T00:00:00Z"]
         frame.encode(mixed)
-        if i % 8 == 0:
-            import _sandstack_ipc
-
-            _sandstack_ipc.encode(df)
         pd.to_datetime(["2026-01-01T00:00:00Z"], utc=True)

@@ -11,7 +11,6 @@ use anyhow::bail;
 use super::{find_batch, load_folder, Cli};
 use crate::config::IngestSource;
 use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
-use crate::sandbox::ResultFormat;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -50,7 +49,6 @@ pub fn sandbox(
     batch: &str,
     runs: usize,
     native_runs: usize,
-    result_format: ResultFormat,
 ) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     let spec = find_batch(&folder, batch)?;
@@ -59,11 +57,7 @@ pub fn sandbox(
     };
     let sandbox = DefaultSandbox.sandbox()?;
     let env = std::collections::BTreeMap::new();
-    let request = || {
-        let mut req = python::request(spec, source, &env);
-        req.result_format = result_format;
-        req
-    };
+    let request = || python::request(spec, source, &env);
 
     // One warm-up run: page in the compiled module.
     let warm = sandbox.run(request());
@@ -80,19 +74,14 @@ pub fn sandbox(
         let raw = report
             .outcome
             .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
-        let n = normalize(
-            &[raw],
-            batch,
-            spec.ingest_metric_rounding,
-            spec.limits.max_rows,
-        )
-        .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
+        let n = normalize(&[raw], batch, &spec.limits, spec.ingest_metric_rounding)
+            .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
         rows = n.rows.num_rows();
         times.push(t.elapsed());
         instantiate.push(report.stats.instantiate);
     }
     let total = start.elapsed();
-    println!("sandstack bench sandbox: batch {batch}, {rows} rows per run, result format {result_format:?}");
+    println!("sandstack bench sandbox: batch {batch}, {rows} rows per run");
     println!(
         "{}",
         summary("sandbox (fresh instance)", times.clone(), total)

@@ -150,9 +150,6 @@ pub enum BenchCommand {
         /// The batch to run (a Python batch with no network).
         #[arg(long, default_value = "example_random")]
         batch: String,
-        /// How the guest hands back its DataFrame.
-        #[arg(long, value_enum, default_value = "frame")]
-        result_format: crate::sandbox::ResultFormat,
     },
 }
 
@@ -189,8 +186,7 @@ pub fn main() -> ExitCode {
             runs,
             native_runs,
             batch,
-            result_format,
-        }) => bench::sandbox(&cli, batch, *runs, *native_runs, *result_format),
+        }) => bench::sandbox(&cli, batch, *runs, *native_runs),
     };
     match result {
         Ok(code) => code,

@@ -131,6 +131,23 @@ impl<'a> FieldReader<'a> {
         }
     }
 
+    /// A UTC date (`2026-01-01`) or date and time, as µs since the epoch.
+    pub fn utc_time(&mut self, key: &str, default: i64) -> i64 {
+        let Some(text) = self.opt_string(key) else {
+            return default;
+        };
+        match super::spec::parse_utc_us(&text) {
+            Some(us) => us,
+            None => {
+                self.bad_value(
+                    key,
+                    format!("must be a UTC date like 2026-01-01 or 2026-01-01T00:00:00, found \"{text}\""),
+                );
+                default
+            }
+        }
+    }
+
     pub fn i64(&mut self, key: &str, default: i64) -> i64 {
         match self.raw(key) {
             None => default,

@@ -30,6 +30,29 @@ pub use spec::{
 /// Relative path of the defaults file inside a metrics folder.
 pub const DEFAULTS_FILE: &str = "defaults/defaults.yaml";
 
+/// Longest `metric_batch`.
+pub const MAX_BATCH_NAME_LEN: usize = 128;
+
+/// A batch name reaches SQL templates, file names and URLs: letters,
+/// digits, `_`, `-` and `.`, starting with a letter, digit or `_`.
+pub fn check_batch_name(name: &str) -> Result<(), String> {
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok_start && ok_chars && name.len() <= MAX_BATCH_NAME_LEN {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(60).collect();
+    Err(format!(
+        "{:?} is not a valid batch name: use at most {MAX_BATCH_NAME_LEN} letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`",
+        shown
+    ))
+}
+
 /// The `db` values sandstack can run.
 const SUPPORTED_DBS: &[&str] = &["duckdb"];
 
@@ -123,6 +146,14 @@ pub fn load(dir: &Path, env: &BTreeMap<String, String>) -> MetricsFolder {
                 continue;
             }
         };
+        if let Err(message) = check_batch_name(&name) {
+            out.errors.push(ConfigError::BadValue {
+                file: file.clone(),
+                key: "metric_batch".into(),
+                message,
+            });
+            continue;
+        }
         if let Some(first) = seen.get(&name) {
             out.errors.push(ConfigError::DuplicateBatch {
                 name,

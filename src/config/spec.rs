@@ -196,6 +196,28 @@ pub struct SandboxLimits {
     pub http_max_requests: u64,
     pub http_max_response_kb: u64,
     pub http_timeout_s: f64,
+    /// Longest metric name stored, in characters (SQL ingests too).
+    pub max_name_len: u64,
+    /// Range of stored times, µs since the epoch (SQL ingests too).
+    pub timestamp_min_us: i64,
+    pub timestamp_max_us: i64,
+}
+
+/// Longest `ingest_timeout_s` and `http_timeout_s`, in seconds.
+pub const MAX_TIMEOUT_S: f64 = 86_400.0;
+
+/// `ingest_timestamp_min` and `ingest_timestamp_max` by default.
+pub const DEFAULT_TIMESTAMP_RANGE: (&str, &str) = ("1900-01-01", "2200-01-01");
+
+/// A date or date and time (UTC) as µs since the epoch.
+pub fn parse_utc_us(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let t = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok())
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok())?;
+    Some(t.and_utc().timestamp_micros())
 }
 
 impl Default for SandboxLimits {
@@ -210,6 +232,9 @@ impl Default for SandboxLimits {
             http_max_requests: 100,
             http_max_response_kb: 10_240,
             http_timeout_s: 10.0,
+            max_name_len: 200,
+            timestamp_min_us: parse_utc_us(DEFAULT_TIMESTAMP_RANGE.0).unwrap_or(0),
+            timestamp_max_us: parse_utc_us(DEFAULT_TIMESTAMP_RANGE.1).unwrap_or(i64::MAX),
         }
     }
 }
@@ -437,7 +462,28 @@ pub(super) fn read_spec(
         http_max_requests: r.u64("http_max_requests", d.http_max_requests),
         http_max_response_kb: r.u64("http_max_response_kb", d.http_max_response_kb),
         http_timeout_s: r.positive_f64("http_timeout_s", d.http_timeout_s),
+        max_name_len: r.u64("ingest_max_name_len", d.max_name_len),
+        timestamp_min_us: r.utc_time("ingest_timestamp_min", d.timestamp_min_us),
+        timestamp_max_us: r.utc_time("ingest_timestamp_max", d.timestamp_max_us),
     };
+    if limits.timestamp_min_us >= limits.timestamp_max_us {
+        r.bad_value(
+            "ingest_timestamp_max",
+            "must be later than ingest_timestamp_min",
+        );
+    }
+    // Larger values would overflow the host's clock arithmetic.
+    for (key, v) in [
+        ("ingest_timeout_s", limits.timeout_s),
+        ("http_timeout_s", limits.http_timeout_s),
+    ] {
+        if v > MAX_TIMEOUT_S {
+            r.bad_value(
+                key,
+                format!("must be at most {MAX_TIMEOUT_S} seconds (a day), found {v}"),
+            );
+        }
+    }
     if limits.memory_mb > 4096 {
         r.bad_value(
             "ingest_memory_mb",

@@ -44,3 +44,60 @@ impl HostMonotonicClock for GuestClock {
         self.elapsed().as_nanos() as u64
     }
 }
+
+/// The host's wall clock, µs since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl GuestClock {
+    /// A clock starting at `start_us` (µs since the epoch); virtual when
+    /// `virtual_time`.
+    pub fn new(start_us: i64, virtual_time: bool) -> Self {
+        GuestClock {
+            start: Duration::from_micros(start_us.max(0) as u64),
+            base: Instant::now(),
+            reads: virtual_time.then(|| Arc::new(AtomicU64::new(0))),
+        }
+    }
+
+    /// The wall clock, in ns since the epoch (as WASI's realtime clock).
+    pub fn wall_ns(&self) -> u64 {
+        u64::try_from(HostWallClock::now(self).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The monotonic clock, in ns.
+    pub fn monotonic_ns(&self) -> u64 {
+        HostMonotonicClock::now(self)
+    }
+
+    /// Under a virtual clock, move time on by `by` instead of waiting for
+    /// it (a replayed sleep); false for a real clock.
+    pub fn advance(&self, by: Duration) -> bool {
+        match &self.reads {
+            Some(n) => {
+                let us = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+                n.fetch_add(us, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_virtual_clock_advances_by_reads_and_sleeps() {
+        let c = GuestClock::new(1_000_000, true);
+        assert_eq!(c.wall_ns(), 1_000_000_000);
+        assert_eq!(c.monotonic_ns(), 1_000);
+        assert!(c.advance(Duration::from_secs(2)));
+        assert_eq!(c.monotonic_ns(), 2_000_002_000);
+        assert!(!GuestClock::new(0, false).advance(Duration::from_secs(1)));
+    }
+}

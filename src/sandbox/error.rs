@@ -61,8 +61,10 @@ pub enum RunError {
         reason: String,
         hint: String,
     },
-    /// The user's code raised.
-    #[error("{type_name}: {message}{}", traceback_suffix(.traceback))]
+    /// The user's code raised. The message shows on one line and the
+    /// traceback indented, so nothing the guest raises can pass for a line
+    /// of the host's own.
+    #[error("{type_name}: {}{}", super::guest_text::one_line(.message), traceback_suffix(.traceback))]
     Exception {
         type_name: String,
         message: String,
@@ -96,8 +98,12 @@ fn detail_suffix(detail: &str) -> String {
 
 fn traceback_suffix(tb: &str) -> String {
     if tb.trim().is_empty() {
-        String::new()
-    } else {
-        format!("\n{}", tb.trim_end())
+        return String::new();
     }
+    let mut out = String::new();
+    for line in tb.trim_end().lines() {
+        out.push_str("\n  ");
+        out.push_str(line);
+    }
+    out
 }

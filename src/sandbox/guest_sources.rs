@@ -16,11 +16,6 @@ pub const MODULES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
-        "_sandstack_ipc",
-        include_str!("../../runtime/python/_sandstack_ipc.py"),
-        false,
-    ),
-    (
         "_sandstack_driver",
         include_str!("../../runtime/python/_sandstack_driver.py"),
         false,
@@ -71,7 +66,7 @@ pub fn snapshot_turn() -> String {
          import pandas\n\
          import requests, requests.exceptions, requests.auth\n\
          import dagster\n\
-         import _sandstack_driver, _sandstack_ipc\n\
+         import _sandstack_driver\n\
          import warnings\n\
          with warnings.catch_warnings():\n\
          \x20   warnings.simplefilter('ignore')\n\

@@ -8,9 +8,12 @@ use arrow::record_batch::RecordBatch;
 use wasmtime::{Caller, ResourceLimiter};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
+use super::clock::GuestClock;
 use super::door::{self, GuestError, Op};
 use super::error::RunError;
+use super::guest_text;
 use super::http::{self, HttpGate, Reply};
+use super::output::CappedOutput;
 use super::result_frame;
 use crate::config::{HttpPolicy, SandboxLimits};
 
@@ -21,6 +24,25 @@ const CALL_HOST_FAULT: i32 = -2;
 /// Guest log lines kept per run (further lines are counted, not kept).
 const MAX_LOG_LINES: usize = 10_000;
 
+/// Characters of one log record kept (the rest is cut, marked with `…`).
+const MAX_LOG_CHARS: usize = 4096;
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// The output budget is spent: stdout, stderr and log records together.
+pub fn output_limit(limits: &SandboxLimits) -> RunError {
+    RunError::Limit {
+        limit: "ingest_max_output_kb",
+        value: limits.max_output_kb.to_string(),
+        detail: "stdout, stderr and log records together".into(),
+    }
+}
+
 /// What the guest asks for with `start`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunInputs {
@@ -30,9 +52,6 @@ pub struct RunInputs {
     pub function: String,
     pub kwargs: serde_json::Map<String, serde_json::Value>,
     pub env: std::collections::BTreeMap<String, String>,
-    /// How the guest sends its DataFrame: `sscf1` (sandstack's columnar
-    /// frame) or `arrow_ipc`.
-    pub result_format: &'static str,
     /// `ingest`, or `preprocess` with `series` as the metric's input.
     pub mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,12 +138,16 @@ pub struct HostState {
     pub wasi: WasiP1Ctx,
     pub limiter: MemoryLimiter,
     pub door: DoorState,
+    /// The clocks WASI reads, for waits against them ([`super::poll`]).
+    pub clock: GuestClock,
+    /// stdout and stderr; log records are charged to the same budget.
+    pub output: CappedOutput,
 }
 
 /// Trap message used after `fatal` is set.
 pub const STOP_TRAP: &str = "sandstack: run stopped by the host";
 
-fn stop(state: &mut HostState, error: RunError) -> wasmtime::Error {
+pub(super) fn stop(state: &mut HostState, error: RunError) -> wasmtime::Error {
     if state.door.fatal.is_none() {
         state.door.fatal = Some(error);
     }
@@ -164,14 +187,15 @@ pub fn door_call(
             },
         ));
     }
-    let data = memory.data(&caller);
-    if ptr.checked_add(len).is_none_or(|end| end > data.len()) {
+    // The frame is read where it lies in guest memory: nothing the guest
+    // sends is copied before its op is known and charged to its budget.
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let Some(frame) = ptr.checked_add(len).and_then(|end| data.get(ptr..end)) else {
         return Ok(CALL_HOST_FAULT);
-    }
-    let frame = data[ptr..ptr + len].to_vec();
-    let reply = match handle(caller.data_mut(), &frame) {
+    };
+    let reply = match handle(state, frame) {
         Ok(reply) => reply,
-        Err(e) => return Err(stop(caller.data_mut(), e)),
+        Err(e) => return Err(stop(state, e)),
     };
     // Reply memory is allocated by the guest's own allocator.
     let alloc = caller
@@ -196,7 +220,8 @@ pub fn door_call(
 
 /// Answer one frame, or stop the run.
 fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, RunError> {
-    let request = door::decode(frame).map_err(|e| RunError::Protocol(e.to_string()))?;
+    let request = door::decode(frame)
+        .map_err(|e| RunError::Protocol(guest_text::one_line(&e.to_string())))?;
     let door = &mut state.door;
     match request.op {
         Op::Start { .. } => {
@@ -209,9 +234,14 @@ fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, RunError> {
             Ok(door::ok(inputs, &[]))
         }
         Op::Log { level, message } => {
+            // Charged before the host copies or prints any of it.
+            if !state.output.charge(level.len() + message.len()) {
+                return Err(output_limit(&door.limits));
+            }
+            let level = guest_text::one_line(&truncate(&level, 16));
+            let message = guest_text::one_line(&truncate(&message, MAX_LOG_CHARS));
             tracing::info!(target: "sandstack::guest", batch = %door.inputs.batch, "[{level}] {message}");
             if door.logs.len() < MAX_LOG_LINES {
-                let message: String = message.chars().take(4096).collect();
                 door.logs.push(LogLine { level, message });
             } else {
                 door.logs_dropped += 1;
@@ -252,7 +282,7 @@ fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, RunError> {
                 });
             }
             let batch = result_frame::read(&header, request.body)
-                .map_err(|e| RunError::Protocol(e.to_string()))?;
+                .map_err(|e| RunError::Protocol(guest_text::one_line(&e.to_string())))?;
             door.result = Some(batch);
             Ok(door::ok(serde_json::json!({}), &[]))
         }

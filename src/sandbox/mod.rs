@@ -20,12 +20,14 @@ mod engine;
 pub mod error;
 pub mod guest;
 mod guest_sources;
+pub mod guest_text;
 mod guest_threads;
 mod host;
 pub mod http;
 mod linker;
 mod module_cache;
 mod output;
+mod poll;
 mod result_frame;
 mod run;
 mod snapshot;
@@ -39,7 +41,7 @@ use wasmtime::{InstancePre, Linker};
 
 pub use error::{RunError, SetupError};
 pub use host::LogLine;
-pub use run::{ResultFormat, RunReport, RunRequest, RunStats};
+pub use run::{RunReport, RunRequest, RunStats};
 
 use guest::GuestFiles;
 use host::HostState;

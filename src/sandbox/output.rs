@@ -1,7 +1,9 @@
 //! The guest's stdout and stderr: one capped buffer for both, in the order
-//! written (as a terminal would show them). Writing past the cap keeps what
-//! fits and stops the run with `ingest_max_output_kb` named, instead of
-//! wasmtime's `MemoryOutputPipe`, which only traps with a generic message.
+//! written (as a terminal would show them), and the one output budget of a
+//! run, which log records sent through the door are charged to as well.
+//! Writing past the cap keeps what fits and stops the run with
+//! `ingest_max_output_kb` named, instead of wasmtime's `MemoryOutputPipe`,
+//! which only traps with a generic message.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +17,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 struct State {
     buf: Vec<u8>,
     cap: usize,
+    /// Bytes of the budget spent: `buf` plus log records.
+    used: usize,
     overflowed: bool,
 }
 
@@ -33,6 +37,7 @@ impl CappedOutput {
             state: Arc::new(Mutex::new(State {
                 buf: Vec::new(),
                 cap,
+                used: 0,
                 overflowed: false,
             })),
         }
@@ -55,14 +60,28 @@ impl CappedOutput {
 
     fn append(&self, bytes: &[u8]) -> Result<usize, ()> {
         let mut s = self.lock();
-        let room = s.cap.saturating_sub(s.buf.len());
+        let room = s.cap.saturating_sub(s.used);
         let take = room.min(bytes.len());
         s.buf.extend_from_slice(&bytes[..take]);
+        s.used += take;
         if take < bytes.len() {
             s.overflowed = true;
             return Err(());
         }
         Ok(take)
+    }
+
+    /// Spend `n` bytes of the budget on something kept elsewhere (a log
+    /// record); false, and the budget marked spent, if they do not fit.
+    pub fn charge(&self, n: usize) -> bool {
+        let mut s = self.lock();
+        if s.used.saturating_add(n) > s.cap {
+            s.used = s.cap;
+            s.overflowed = true;
+            return false;
+        }
+        s.used += n;
+        true
     }
 }
 
@@ -136,5 +155,15 @@ mod tests {
         assert!(OutputStream::write(&mut out, Bytes::from_static(b"defg")).is_err());
         assert_eq!(out.text(), "abcde");
         assert!(out.overflowed());
+    }
+
+    #[test]
+    fn log_records_share_the_budget() {
+        let mut out = CappedOutput::new(10);
+        assert!(out.charge(6));
+        assert!(OutputStream::write(&mut out, Bytes::from_static(b"abcd")).is_ok());
+        assert!(!out.charge(1));
+        assert!(out.overflowed());
+        assert!(OutputStream::write(&mut out, Bytes::from_static(b"x")).is_err());
     }
 }

@@ -3,9 +3,7 @@
 //! that names its cause.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use rand::{Rng, SeedableRng};
@@ -19,7 +17,7 @@ use super::error::RunError;
 use super::host::{DoorState, HostState, LogLine, MemoryLimiter, RunInputs};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
-use super::{guest_sources, snapshot, Sandbox};
+use super::{guest_sources, guest_text, snapshot, Sandbox};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
 
 /// Write `source` into the guest and run it as one turn; returns the exit
@@ -67,22 +65,11 @@ pub struct RunRequest {
     /// Extra header or variable names whose values are scrubbed from the
     /// recorded interactions.
     pub scrub_names: Vec<String>,
-    pub result_format: ResultFormat,
     /// Keep the run's HTTP interactions (scrubbed) for a cassette.
     pub record_interactions: bool,
     /// Run the function as a preprocess over this series (timestamps in µs,
     /// values), instead of as an ingest; `kwargs` are its parameters.
     pub preprocess_input: Option<(Vec<i64>, Vec<f64>)>,
-}
-
-/// How the guest hands its DataFrame to the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ResultFormat {
-    /// sandstack's columnar frame: a JSON column list plus raw numpy buffers.
-    #[default]
-    Frame,
-    /// An Arrow IPC stream written by the guest.
-    ArrowIpc,
 }
 
 impl RunRequest {
@@ -99,7 +86,6 @@ impl RunRequest {
             virtual_clock: false,
             replay: None,
             scrub_names: Vec::new(),
-            result_format: ResultFormat::Frame,
             preprocess_input: None,
             record_interactions: false,
         }
@@ -155,11 +141,7 @@ impl Sandbox {
             rand::rng().fill_bytes(&mut s);
             s
         });
-        let clock_start_us = req.clock_start_us.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64)
-        });
+        let clock_start_us = req.clock_start_us.unwrap_or_else(super::clock::now_us);
         let output = CappedOutput::new(req.limits.max_output_kb.saturating_mul(1024) as usize);
         let mut report =
             RunReport::failed(RunError::Internal("not run".into()), seed, clock_start_us);
@@ -189,7 +171,7 @@ impl Sandbox {
         let state = store.into_data();
         report.stats.peak_memory_bytes = state.limiter.peak_bytes as u64;
         report.stats.http_requests = state.door.http.requests_made;
-        report.output = output.text();
+        report.output = guest_text::clean(&output.text());
         report.logs = state.door.logs.clone();
         report.interactions = state.door.http.interactions.clone();
         report.scrubber = state.door.http.scrubber.clone();
@@ -205,13 +187,9 @@ impl Sandbox {
         clock_start_us: i64,
     ) -> Result<Store<HostState>, RunError> {
         let mut b = snapshot::wasi_builder(&self.guest, output)?;
-        let clock = GuestClock {
-            start: Duration::from_micros(clock_start_us.max(0) as u64),
-            base: Instant::now(),
-            reads: req.virtual_clock.then(|| Arc::new(AtomicU64::new(0))),
-        };
+        let clock = GuestClock::new(clock_start_us, req.virtual_clock);
         b.wall_clock(clock.clone());
-        b.monotonic_clock(clock);
+        b.monotonic_clock(clock.clone());
         // Every random byte the guest sees derives from the seed, so a run
         // can be replayed exactly.
         let mut insecure_seed = seed;
@@ -224,6 +202,8 @@ impl Sandbox {
         let limits = req.limits.clone();
         let mut state = HostState {
             wasi: b.build_p1(),
+            clock,
+            output: output.clone(),
             limiter: MemoryLimiter {
                 cap_bytes: (limits.memory_mb.saturating_mul(1 << 20)) as usize,
                 denied: false,
@@ -237,10 +217,6 @@ impl Sandbox {
                     function: req.source.function.clone(),
                     kwargs: req.kwargs.clone(),
                     env: req.env.clone(),
-                    result_format: match req.result_format {
-                        ResultFormat::Frame => "sscf1",
-                        ResultFormat::ArrowIpc => "arrow_ipc",
-                    },
                     mode: if req.preprocess_input.is_some() {
                         "preprocess"
                     } else {
@@ -296,11 +272,7 @@ fn classify(
         Ok(status) => status,
         Err(e) => {
             if output.overflowed() {
-                return Err(RunError::Limit {
-                    limit: "ingest_max_output_kb",
-                    value: limits.max_output_kb.to_string(),
-                    detail: "stdout and stderr together".into(),
-                });
+                return Err(super::host::output_limit(limits));
             }
             return Err(match e.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => RunError::Limit {
@@ -327,16 +299,30 @@ fn classify(
         }
     };
     if let Some(err) = door.guest_error {
-        if state.limiter.denied && err.type_name == "MemoryError" {
-            return Err(memory_limit());
+        let message = guest_text::clean(&err.message);
+        if state.limiter.denied {
+            // Whatever the code made of the refused allocation (a swallowed
+            // MemoryError, a None used later), the cause is the cap.
+            if err.type_name == "MemoryError" {
+                return Err(memory_limit());
+            }
+            return Err(RunError::Limit {
+                limit: "ingest_memory_mb",
+                value: limits.memory_mb.to_string(),
+                detail: format!(
+                    "an allocation was refused; the code then failed with {}: {}",
+                    guest_text::one_line(&err.type_name),
+                    guest_text::one_line(&message)
+                ),
+            });
         }
-        if err.kind == "result_type" {
-            return Err(RunError::BadResult(err.message));
+        if err.kind == "result_type" || err.kind == "result" {
+            return Err(RunError::BadResult(guest_text::one_line(&message)));
         }
         return Err(RunError::Exception {
-            type_name: err.type_name,
-            message: err.message,
-            traceback: err.traceback,
+            type_name: guest_text::one_line(&err.type_name),
+            message,
+            traceback: guest_text::clean(&err.traceback),
         });
     }
     if let Some(batch) = door.result {
@@ -352,11 +338,16 @@ fn classify(
 }
 
 fn output_tail(output: &CappedOutput) -> String {
-    let text = output.text();
+    let text = guest_text::clean(&output.text());
     if text.trim().is_empty() {
         return String::new();
     }
     let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    // Indented: guest lines must not pass for the host's own.
+    let tail: Vec<String> = lines[lines.len().saturating_sub(20)..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect();
+    let tail = tail.join("\n");
     format!("; guest output:\n{tail}")
 }

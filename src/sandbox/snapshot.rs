@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Linker, Module, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::clock::GuestClock;
 use super::engine;
 use super::error::SetupError;
 use super::guest::GuestFiles;
@@ -83,6 +84,8 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
     let wasi = wasi_builder(guest, &output)?.build_p1();
     let state = HostState {
         wasi,
+        clock: GuestClock::new(super::clock::now_us(), false),
+        output: output.clone(),
         limiter: MemoryLimiter {
             cap_bytes: usize::MAX,
             denied: false,
@@ -96,7 +99,6 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
                 function: String::new(),
                 kwargs: Default::default(),
                 env: Default::default(),
-                result_format: "sscf1",
                 mode: "ingest",
                 series: None,
             },

@@ -160,8 +160,11 @@ impl StoreRunner {
 
     fn ingest(&self, t: &RunTicket, store: &mut Store) -> RunResult {
         let spec = &t.spec;
+        // The name is checked at load; checked again here because it
+        // becomes a directory name.
         let cassette = (spec.record_runs
-            && matches!(spec.ingest, crate::config::IngestSource::Python(_)))
+            && matches!(spec.ingest, crate::config::IngestSource::Python(_))
+            && crate::config::check_batch_name(&spec.metric_batch).is_ok())
         .then(|| CassetteOptions {
             path: self
                 .cassette_dir

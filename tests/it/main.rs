@@ -8,6 +8,7 @@ mod cassettes;
 mod config_folder;
 mod dashboard;
 mod detection;
+mod hostile;
 mod ingest_sql;
 mod sandbox_door;
 mod sandbox_hackernews;

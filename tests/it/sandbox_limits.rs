@@ -59,7 +59,7 @@ fn fifty_megabytes_of_stdout_hit_the_output_cap() {
     );
     assert_eq!(
         expect_failure(&spec),
-        "batch loud: ingest exceeded ingest_max_output_kb=64 (stdout and stderr together)"
+        "batch loud: ingest exceeded ingest_max_output_kb=64 (stdout, stderr and log records together)"
     );
 }
 

@@ -99,7 +99,7 @@ fn exceptions_come_back_with_the_users_file_and_line() {
         .error
         .to_string();
     assert!(
-        err.starts_with("batch tb: ValueError: boom\nTraceback (most recent call last):"),
+        err.starts_with("batch tb: ValueError: boom\n  Traceback (most recent call last):"),
         "{err}"
     );
     assert!(err.contains("File \"b/tb.py\", line 5, in ingest"), "{err}");
@@ -180,29 +180,27 @@ fn seed_and_clock_fix_every_source_of_randomness() {
 }
 
 #[test]
-fn both_result_formats_give_the_same_rows() {
+fn the_result_frame_carries_every_column_type() {
     let code = "import pandas as pd\nimport numpy as np\n\ndef ingest():\n    df = pd.DataFrame({'metric_name': ['a', 'b', 'c', 'a'], 'metric_value': [1, 2.5, np.nan, 4], 'metadata': ['{}', None, 'x', 'y']})\n    df['metric_timestamp'] = pd.Timestamp('2026-01-01T00:00:00Z')\n    df['flag'] = [True, False, True, False]\n    return df\n";
     let (_f, spec) = python_batch("formats", code, "");
     let IngestSource::Python(src) = &spec.ingest else {
         panic!()
     };
     let sandbox = TestSandbox.sandbox().expect("sandbox");
-    let run = |format| {
-        let mut req = RunRequest::new(
-            "formats",
-            src.clone(),
-            spec.limits.clone(),
-            spec.http.clone(),
-        );
-        req.result_format = format;
-        sandbox.run(req).outcome.unwrap_or_else(|e| panic!("{e}"))
-    };
-    use sandstack::sandbox::ResultFormat;
-    let (frame, ipc) = (run(ResultFormat::Frame), run(ResultFormat::ArrowIpc));
-    let norm = |b| {
-        sandstack::jobs::ingest::normalize::normalize(&[b], "formats", 4, 100)
-            .expect("valid")
-            .rows
-    };
-    assert_eq!(norm(frame), norm(ipc));
+    let req = RunRequest::new(
+        "formats",
+        src.clone(),
+        spec.limits.clone(),
+        spec.http.clone(),
+    );
+    let raw = sandbox.run(req).outcome.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(raw.num_columns(), 5);
+    let rows = sandstack::jobs::ingest::normalize::normalize(&[raw], "formats", &spec.limits, 4)
+        .expect("valid")
+        .rows;
+    assert_eq!(rows.num_rows(), 3, "the NaN row is dropped");
+    let text = sandstack::jobs::ingest::describe_rows(&rows, 10);
+    for expected in ["2026-01-01T00:00:00", "| a ", "| 2.5 ", "| 4.0 ", "| {} "] {
+        assert!(text.contains(expected), "{expected} in\n{text}");
+    }
 }

@@ -152,16 +152,12 @@ pub fn run(
                     batch: batch.clone(),
                     message,
                 })?;
-                let mut normalized = normalize::normalize(
-                    &raw,
-                    &batch,
-                    spec.ingest_metric_rounding,
-                    spec.limits.max_rows,
-                )
-                .map_err(|source| IngestError::Invalid {
-                    batch: batch.clone(),
-                    source,
-                })?;
+                let mut normalized =
+                    normalize::normalize(&raw, &batch, &spec.limits, spec.ingest_metric_rounding)
+                        .map_err(|source| IngestError::Invalid {
+                        batch: batch.clone(),
+                        source,
+                    })?;
                 if let Some(at) = opts.simulated_now_us {
                     normalized.rows = normalize::restamp(&normalized.rows, at);
                 }
@@ -270,20 +266,16 @@ pub fn finish_python(
             }))
         }
     };
-    let normalized = match normalize::normalize(
-        &[raw],
-        &batch,
-        spec.ingest_metric_rounding,
-        spec.limits.max_rows,
-    ) {
-        Ok(n) => n,
-        Err(source) => {
-            return Err(Box::new(IngestFailure {
-                error: IngestError::Invalid { batch, source },
-                sandbox: Some(details),
-            }))
-        }
-    };
+    let normalized =
+        match normalize::normalize(&[raw], &batch, &spec.limits, spec.ingest_metric_rounding) {
+            Ok(n) => n,
+            Err(source) => {
+                return Err(Box::new(IngestFailure {
+                    error: IngestError::Invalid { batch, source },
+                    sandbox: Some(details),
+                }))
+            }
+        };
     log_dropped(&batch, normalized.dropped_nan);
     let t = Instant::now();
     let stored = if opts.dry_run {

@@ -10,6 +10,8 @@ use arrow::compute::{cast, concat_batches, filter_record_batch};
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
+use crate::config::SandboxLimits;
+use crate::sandbox::guest_text::one_line;
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
 /// What normalisation produced.
@@ -38,6 +40,19 @@ pub enum InvalidResult {
     ValueType { found: String },
     #[error("metric_timestamp must be a timestamp, date or ISO-8601 string: {detail}")]
     BadTimestamp { detail: String },
+    #[error("metric_timestamp at row {row} is {value}, outside the allowed range {min} to {max} (ingest_timestamp_min, ingest_timestamp_max)")]
+    TimestampOutOfRange {
+        row: usize,
+        value: String,
+        min: String,
+        max: String,
+    },
+    #[error("metric_name at row {row} {problem}: {shown}")]
+    BadName {
+        row: usize,
+        problem: String,
+        shown: String,
+    },
     #[error("{column} is empty (null) at row {row}; every row needs a {column}")]
     NullIn { column: &'static str, row: usize },
     #[error("all {rows} rows had a NaN or infinite metric_value; nothing to store")]
@@ -47,13 +62,15 @@ pub enum InvalidResult {
 }
 
 /// Normalise raw result batches for `batch`: required columns, types,
-/// rounding to `rounding` decimals (negative disables), NaN rows dropped.
+/// names and times within `limits`, rounding to `rounding` decimals
+/// (negative disables), NaN rows dropped.
 pub fn normalize(
     raw: &[RecordBatch],
     batch: &str,
+    limits: &SandboxLimits,
     rounding: i64,
-    max_rows: u64,
 ) -> Result<Normalized, InvalidResult> {
+    let max_rows = limits.max_rows;
     let Some(first) = raw.first() else {
         return Err(InvalidResult::Empty);
     };
@@ -107,6 +124,7 @@ pub fn normalize(
         });
     }
     let names = names.as_string::<i32>().clone();
+    check_names(&names, limits.max_name_len)?;
     let values = to_f64(&col(METRIC_VALUE)?, &names)?;
     let timestamps = to_timestamp(&col(METRIC_TIMESTAMP)?)?;
     if let Some(row) = first_null(&timestamps) {
@@ -115,6 +133,7 @@ pub fn normalize(
             row,
         });
     }
+    check_time_range(&timestamps, limits)?;
     let metadata: ArrayRef = match input.column_by_name(METADATA) {
         Some(m) => to_utf8(m)?,
         None => Arc::new(StringArray::new_null(n)),
@@ -152,6 +171,74 @@ pub fn normalize(
         out
     };
     Ok(Normalized { rows, dropped_nan })
+}
+
+/// Names reach file names, SQL parameters, terminals and web pages: none
+/// may be empty, over `max_len` characters, or hold control characters.
+fn check_names(names: &StringArray, max_len: u64) -> Result<(), InvalidResult> {
+    let bad = |row: usize, name: &str, problem: String| {
+        let shown: String = name.chars().take(60).collect();
+        let more = if name.chars().nth(60).is_some() {
+            "…"
+        } else {
+            ""
+        };
+        Err(InvalidResult::BadName {
+            row,
+            problem,
+            shown: format!("\"{}{more}\"", one_line(&shown)),
+        })
+    };
+    for (row, name) in names.iter().enumerate() {
+        let Some(name) = name else { continue };
+        if name.trim().is_empty() {
+            return bad(row, name, "is empty; every metric needs a name".into());
+        }
+        if name.len() as u64 > max_len && name.chars().count() as u64 > max_len {
+            return bad(
+                row,
+                name,
+                format!(
+                    "is {} characters long, over ingest_max_name_len={max_len}",
+                    name.chars().count()
+                ),
+            );
+        }
+        if let Some(c) = name.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
+            return bad(
+                row,
+                name,
+                format!("holds the control character U+{:04X}", c as u32),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Every time within [ingest_timestamp_min, ingest_timestamp_max].
+fn check_time_range(timestamps: &ArrayRef, limits: &SandboxLimits) -> Result<(), InvalidResult> {
+    let us = timestamps.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let (min, max) = (limits.timestamp_min_us, limits.timestamp_max_us);
+    match us.values().iter().position(|t| *t < min || *t > max) {
+        None => Ok(()),
+        Some(row) => Err(InvalidResult::TimestampOutOfRange {
+            row,
+            value: fmt_us(us.value(row)),
+            min: fmt_us(min),
+            max: fmt_us(max),
+        }),
+    }
+}
+
+fn fmt_us(us: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(us) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => format!("{us} µs from 1970"),
+    }
 }
 
 fn first_null(a: &ArrayRef) -> Option<usize> {
@@ -232,7 +319,23 @@ fn to_timestamp(a: &ArrayRef) -> Result<ArrayRef, InvalidResult> {
             })
         }
     };
-    cast(&naive, &target).map_err(bad)
+    let out = cast(&naive, &target).map_err(bad)?;
+    // A safe cast turns what it cannot read (unparseable text, a time out
+    // of range) into null: say so, instead of calling the value empty.
+    if out.null_count() > a.null_count() {
+        if let Some(row) = (0..a.len()).find(|i| a.is_valid(*i) && out.is_null(*i)) {
+            let value = arrow::util::display::array_value_to_string(a, row)
+                .unwrap_or_else(|_| "its value".into());
+            let shown: String = value.chars().take(60).collect();
+            return Err(InvalidResult::BadTimestamp {
+                detail: format!(
+                    "row {row} has \"{}\", which is not a readable date and time (or is out of range)",
+                    one_line(&shown)
+                ),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn strip_zone(a: &ArrayRef, unit: TimeUnit) -> ArrayRef {
@@ -309,6 +412,21 @@ mod tests {
         .expect("valid batch")
     }
 
+    fn limits(max_rows: u64) -> SandboxLimits {
+        SandboxLimits {
+            max_rows,
+            ..SandboxLimits::default()
+        }
+    }
+
+    fn one_row(name: &str, ts: ArrayRef) -> RecordBatch {
+        batch(vec![
+            ("metric_name", names(&[name])),
+            ("metric_value", Arc::new(Float64Array::from(vec![1.0]))),
+            ("metric_timestamp", ts),
+        ])
+    }
+
     fn names(v: &[&str]) -> ArrayRef {
         Arc::new(StringArray::from(v.to_vec()))
     }
@@ -326,7 +444,7 @@ mod tests {
                 names(&["2026-01-01T00:00:00Z", "2026-01-01 01:00:00"]),
             ),
         ]);
-        let n = normalize(&[b], "my_batch", 2, 100).expect("valid");
+        let n = normalize(&[b], "my_batch", &limits(100), 2).expect("valid");
         assert_eq!(n.rows.num_rows(), 2);
         let v = n
             .rows
@@ -346,7 +464,7 @@ mod tests {
             ("metric_value", Arc::new(Int64Array::from(vec![1]))),
             ("metric_timestamp", Arc::new(ts)),
         ]);
-        let n = normalize(&[b], "x", 4, 10).expect("valid");
+        let n = normalize(&[b], "x", &limits(10), 4).expect("valid");
         let t = n
             .rows
             .column(0)
@@ -361,7 +479,7 @@ mod tests {
             ("metric_value", Arc::new(Float64Array::from(vec![1.0]))),
             ("metric_timestamp", names(&["2026-01-01T02:00:00+02:00"])),
         ]);
-        let n = normalize(&[b], "x", 4, 10).expect("valid");
+        let n = normalize(&[b], "x", &limits(10), 4).expect("valid");
         let t = n
             .rows
             .column(0)
@@ -382,7 +500,7 @@ mod tests {
                 names(&["2026-01-01", "2026-01-01", "2026-01-01"]),
             ),
         ]);
-        let n = normalize(&[b], "x", 4, 10).expect("valid");
+        let n = normalize(&[b], "x", &limits(10), 4).expect("valid");
         assert_eq!((n.rows.num_rows(), n.dropped_nan), (1, 2));
     }
 
@@ -390,7 +508,7 @@ mod tests {
     fn errors_are_precise() {
         let missing = batch(vec![("metric_name", names(&["a"]))]);
         assert_eq!(
-            normalize(&[missing], "x", 4, 10).unwrap_err().to_string(),
+            normalize(&[missing], "x", &limits(10), 4).unwrap_err().to_string(),
             "ingest result is missing required column(s) metric_value, metric_timestamp; found columns: metric_name. Return a DataFrame with metric_name, metric_value and metric_timestamp"
         );
         let text = batch(vec![
@@ -399,7 +517,9 @@ mod tests {
             ("metric_timestamp", names(&["2026-01-01", "2026-01-01"])),
         ]);
         assert_eq!(
-            normalize(&[text], "x", 4, 10).unwrap_err().to_string(),
+            normalize(&[text], "x", &limits(10), 4)
+                .unwrap_err()
+                .to_string(),
             "metric_value must be numeric: row 1 (metric `b`) has \"abc\""
         );
         let many = batch(vec![
@@ -408,7 +528,7 @@ mod tests {
             ("metric_timestamp", names(&["2026-01-01", "2026-01-01"])),
         ]);
         assert_eq!(
-            normalize(&[many], "x", 4, 1).unwrap_err(),
+            normalize(&[many], "x", &limits(1), 4).unwrap_err(),
             InvalidResult::TooManyRows { limit: 1, rows: 2 }
         );
         let all_nan = batch(vec![
@@ -417,8 +537,51 @@ mod tests {
             ("metric_timestamp", names(&["2026-01-01"])),
         ]);
         assert_eq!(
-            normalize(&[all_nan], "x", 4, 5).unwrap_err(),
+            normalize(&[all_nan], "x", &limits(5), 4).unwrap_err(),
             InvalidResult::AllNan { rows: 1 }
         );
+    }
+
+    #[test]
+    fn names_must_be_present_short_and_printable() {
+        let ts = || names(&["2026-01-01"]);
+        let err = |name: &str| {
+            normalize(&[one_row(name, ts())], "x", &limits(10), 4)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(" "),
+            "metric_name at row 0 is empty; every metric needs a name: \" \""
+        );
+        let long = "n".repeat(300);
+        assert!(err(&long).starts_with(
+            "metric_name at row 0 is 300 characters long, over ingest_max_name_len=200: \"nnn"
+        ));
+        assert_eq!(
+            err("cpu\x1b[2Jload"),
+            "metric_name at row 0 holds the control character U+001B: \"cpu\\u{1b}[2Jload\""
+        );
+        assert!(err("a\u{202e}b").contains("U+202E"));
+    }
+
+    #[test]
+    fn times_must_be_readable_and_in_range() {
+        let err = |ts: ArrayRef| {
+            normalize(&[one_row("m", ts)], "x", &limits(10), 4)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err(names(&["yesterday-ish"])),
+            "metric_timestamp must be a timestamp, date or ISO-8601 string: row 0 has \"yesterday-ish\", which is not a readable date and time (or is out of range)"
+        );
+        assert_eq!(
+            err(Arc::new(TimestampNanosecondArray::from(vec![i64::MAX]))),
+            "metric_timestamp at row 0 is 2262-04-11 23:47:16, outside the allowed range 1900-01-01 00:00:00 to 2200-01-01 00:00:00 (ingest_timestamp_min, ingest_timestamp_max)"
+        );
+        let seconds = arrow::array::TimestampSecondArray::from(vec![i64::MAX / 2]);
+        assert!(err(Arc::new(seconds)).contains("not a readable date and time"));
+        assert!(err(names(&["200000-01-01T00:00:00"])).starts_with("metric_timestamp"));
     }
 }
