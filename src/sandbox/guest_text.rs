@@ -16,6 +16,12 @@ fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
 }
 
+/// A character that acts on a terminal instead of showing: a control
+/// character or a bidirectional override.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control() || is_bidi_control(c)
+}
+
 fn escape(c: char, out: &mut String) {
     use std::fmt::Write;
     let _ = write!(out, "\\u{{{:x}}}", c as u32);

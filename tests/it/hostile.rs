@@ -17,7 +17,9 @@ use sandstack::jobs::ingest::{self, IngestOptions};
 use sandstack::sandbox::cassette::{self, Cassette, RecordMode};
 use sandstack::store::Store;
 
-use crate::support::{expect_failure, python_batch, run_ingest, Folder, TestSandbox, TestServer};
+use crate::support::{
+    expect_failure, python_batch, run_ingest, spawn_run, terminate, Folder, TestSandbox, TestServer,
+};
 
 const FRAME: &str = "pd.DataFrame({'metric_name': ['m'], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})";
 
@@ -606,7 +608,6 @@ fn the_dashboard_refuses_foreign_hosts_and_cross_site_votes() {
 #[test]
 fn sleeping_batches_cannot_starve_a_third_and_sigterm_ends_the_process_in_grace() {
     use sandstack::store::{RunFilter, RunStatus};
-    use std::process::{Command, Stdio};
 
     let f = Folder::with_defaults();
     f.write("s/forever.py", &body("    time.sleep(10**6)"));
@@ -630,30 +631,9 @@ fn sleeping_batches_cannot_starve_a_third_and_sigterm_ends_the_process_in_grace(
     );
     let tmp = tempfile::tempdir().expect("tmp");
     let db = tmp.path().join("s.duckdb");
-    let child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args([
-            "run",
-            "--no-dashboard",
-            "--max-concurrent",
-            "2",
-            "--grace-secs",
-            "2",
-            "--metrics",
-        ])
-        .arg(f.path())
-        .arg("--db")
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sandstack run");
+    let child = spawn_run(&f, &db, &["--max-concurrent", "2", "--grace-secs", "2"]);
     std::thread::sleep(Duration::from_secs(8));
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success());
+    terminate(&child);
     let asked = Instant::now();
     let out = child.wait_with_output().expect("wait");
     let took = asked.elapsed();

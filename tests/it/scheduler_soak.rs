@@ -3,12 +3,11 @@
 //! with SIGTERM. Checks that no tick was lost and nothing failed, and prints
 //! ticks on time, runs per second and the process's peak RSS.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sandstack::store::{RunFilter, RunStatus, Store};
 
-use crate::support::Folder;
+use crate::support::{spawn_run, terminate, Folder};
 
 const BATCHES: usize = 50;
 const SOAK: Duration = Duration::from_secs(30);
@@ -45,24 +44,11 @@ fn fifty_batches_every_second() {
     }
     let db_dir = tempfile::tempdir().expect("tmp");
     let db = db_dir.path().join("soak.duckdb");
-    let child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args(["run", "--no-dashboard", "--grace-secs", "20", "--metrics"])
-        .arg(f.path())
-        .arg("--db")
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sandstack run");
+    let child = spawn_run(&f, &db, &["--grace-secs", "20"]);
     let started = Instant::now();
     std::thread::sleep(SOAK);
     let rss_kib = peak_rss_kib(child.id());
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(term.success());
+    terminate(&child);
     let stop_asked = Instant::now();
     let out = child.wait_with_output().expect("wait");
     let stop_took = stop_asked.elapsed();

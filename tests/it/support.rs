@@ -257,3 +257,29 @@ impl SmtpSink {
         }
     }
 }
+
+/// Start the real `sandstack run` on `folder` and `db`, without the
+/// dashboard, with `args` added; stdout is dropped, stderr piped.
+pub fn spawn_run(folder: &Folder, db: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["run", "--no-dashboard"])
+        .args(args)
+        .arg("--metrics")
+        .arg(folder.path())
+        .arg("--db")
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sandstack run")
+}
+
+/// Send SIGTERM to `child`.
+pub fn terminate(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -TERM {}", child.id());
+}

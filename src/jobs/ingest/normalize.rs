@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::SandboxLimits;
-use crate::sandbox::guest_text::one_line;
+use crate::sandbox::guest_text::{acts_on_terminal, one_line};
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
 /// What normalisation produced.
@@ -204,7 +204,7 @@ fn check_names(names: &StringArray, max_len: u64) -> Result<(), InvalidResult> {
                 ),
             );
         }
-        if let Some(c) = name.chars().find(|c| c.is_control() || is_bidi_control(*c)) {
+        if let Some(c) = name.chars().find(|c| acts_on_terminal(*c)) {
             return bad(
                 row,
                 name,
@@ -213,10 +213,6 @@ fn check_names(names: &StringArray, max_len: u64) -> Result<(), InvalidResult> {
         }
     }
     Ok(())
-}
-
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Every time within [ingest_timestamp_min, ingest_timestamp_max].
