@@ -30,6 +30,11 @@ const SUBCLOCKFLAG_ABSTIME: u16 = 1;
 const CLOCKID_REALTIME: u32 = 0;
 const CLOCKID_THREAD_CPUTIME: u32 = 3;
 
+/// Subscriptions one call may make: far more than any program polls, few
+/// enough that the host's copies stay small (the guest's memory could hold
+/// tens of millions).
+const MAX_SUBSCRIPTIONS: usize = 4096;
+
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
@@ -177,7 +182,7 @@ pub fn poll_oneoff(
         return Ok(ERRNO_FAULT);
     };
     let n = nsubscriptions as u32 as usize;
-    if n == 0 {
+    if n == 0 || n > MAX_SUBSCRIPTIONS {
         return Ok(ERRNO_INVAL);
     }
     let (subs, events_at, nevents_at) = {

@@ -104,6 +104,17 @@ fn a_sleep_within_the_deadline_sleeps() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
+#[test]
+fn a_poll_of_thousands_of_descriptors_is_refused_not_copied() {
+    let code = body(
+        "    import errno, select\n    p = select.poll()\n    for fd in range(5000):\n        p.register(fd)\n    try:\n        p.poll(0)\n    except OSError as e:\n        assert e.errno == errno.EINVAL, e\n    else:\n        raise AssertionError('polled 5000 descriptors')",
+    );
+    let (_f, spec) = python_batch("poll_bomb", &code, "");
+    let mut store = Store::in_memory().expect("store");
+    let r = run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stored, 1);
+}
+
 // 2. Addresses: this machine's own, IPv6 forms of private IPv4, rewrite
 // targets kept from the guest.
 
