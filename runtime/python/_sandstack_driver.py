@@ -119,8 +119,8 @@ def main():
             },
         )
         return
-    duplicated = [str(c) for c in result.columns[result.columns.duplicated()].unique()]
-    if duplicated:
+    if len(set(result.columns)) != len(result.columns):
+        duplicated = [str(c) for c in result.columns[result.columns.duplicated()].unique()]
         door.call(
             "error",
             {
