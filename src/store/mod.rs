@@ -172,12 +172,8 @@ impl Store {
             context: context.to_string(),
             message,
         };
-        match statements::count(sql).map_err(&refuse)? {
-            1 => self.conn.execute(sql, []).map_err(db_err(context)),
-            n => Err(refuse(format!(
-                "it holds {n} statements; it must be exactly one"
-            ))),
-        }
+        statements::require_one(sql).map_err(refuse)?;
+        self.conn.execute(sql, []).map_err(db_err(context))
     }
 
     /// Create the metrics table (and its schema) if missing.
@@ -196,6 +192,11 @@ impl Store {
 
     /// Run a query and collect its result as Arrow.
     pub fn query_arrow(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError> {
+        // duckdb-rs would run every statement but the last while preparing.
+        statements::require_one(sql).map_err(|message| StoreError::Sql {
+            context: "preparing query".into(),
+            message,
+        })?;
         let mut stmt = self.conn.prepare(sql).map_err(db_err("preparing query"))?;
         let batches = stmt
             .query_arrow([])

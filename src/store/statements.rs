@@ -76,6 +76,16 @@ impl Drop for Parser {
     }
 }
 
+/// `sql` is exactly one statement, or why not.
+pub fn require_one(sql: &str) -> Result<(), String> {
+    match count(sql)? {
+        1 => Ok(()),
+        n => Err(format!(
+            "it holds {n} statements; SQL from the metrics folder must be exactly one"
+        )),
+    }
+}
+
 /// The number of statements in `sql`, or why it does not parse.
 pub fn count(sql: &str) -> Result<usize, String> {
     static PARSER: OnceLock<Result<Mutex<Parser>, String>> = OnceLock::new();

@@ -522,7 +522,44 @@ fn delete_sql_runs_as_one_statement() {
         .expect_err("two statements are refused")
         .to_string();
     assert!(
-        err == "batch sql_del: delete_sql: it holds 2 statements; it must be exactly one",
+        err == "batch sql_del: delete_sql: it holds 2 statements; SQL from the metrics folder must be exactly one",
+        "{err}"
+    );
+    assert_eq!(
+        store
+            .count_rows("metrics")
+            .expect("the table is still there"),
+        1
+    );
+}
+
+#[test]
+fn ingest_sql_and_sql_templates_run_as_one_statement() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/two.yaml",
+        "metric_batch: \"two\"\ningest_sql: \"DROP TABLE IF EXISTS metrics; SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\n",
+    );
+    f.write(
+        "b/ok.yaml",
+        "metric_batch: \"ok\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\ntrain_sql: \"DROP TABLE metrics; SELECT * FROM metrics\"\n",
+    );
+    let mut store = Store::in_memory().expect("store");
+    let ok = f.spec("ok", &[]);
+    run_ingest(&ok, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let err = run_ingest(&f.spec("two", &[]), &mut store, &[])
+        .expect_err("two statements")
+        .to_string();
+    assert_eq!(
+        err,
+        "batch two: ingest_sql failed: it holds 2 statements; SQL from the metrics folder must be exactly one"
+    );
+    let models = tempfile::tempdir().expect("tmp");
+    let err = sandstack::jobs::train::run(&ok, &store, models.path())
+        .expect_err("two statements")
+        .to_string();
+    assert!(
+        err.contains("preparing query: it holds 2 statements; SQL from the metrics folder must be exactly one"),
         "{err}"
     );
     assert_eq!(
