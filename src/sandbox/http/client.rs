@@ -1,0 +1,170 @@
+//! One hop: the request made with reqwest (no redirects followed, no
+//! proxy), within its timeout and the run's deadline, its body capped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::resolver::{runtime, PolicyResolver};
+use super::{fmt_secs, HttpGate, Reply};
+use crate::sandbox::error::RunError;
+
+/// The outcome of one hop.
+pub(super) enum Hop {
+    Response {
+        status: u16,
+        reason: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        location: Option<String>,
+    },
+    /// An error the guest sees as an exception.
+    Failed(Reply),
+}
+
+impl HttpGate {
+    fn client(&mut self, trusted: bool) -> Result<reqwest::Client, RunError> {
+        let slot = if trusted {
+            &self.trusted_client
+        } else {
+            &self.client
+        };
+        if let Some(c) = slot {
+            return Ok(c.clone());
+        }
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PolicyResolver {
+                allow_private: trusted || self.policy.allow_private,
+                refused: self.refused.clone(),
+            }))
+            .no_proxy()
+            .build()
+            .map_err(|e| RunError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        if trusted {
+            self.trusted_client = Some(c.clone());
+        } else {
+            self.client = Some(c.clone());
+        }
+        Ok(c)
+    }
+
+    /// One request and its response, without following redirects.
+    #[allow(clippy::too_many_arguments)] // one hop's full description; a struct would only rename them
+    pub(super) fn send_once(
+        &mut self,
+        method: &reqwest::Method,
+        url: &reqwest::Url,
+        shown: &reqwest::Url,
+        headers: &[(String, String)],
+        body: &[u8],
+        per_request: Duration,
+        deadline: Instant,
+        trusted: bool,
+    ) -> Result<Hop, RunError> {
+        let client = self.client(trusted)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let wall_bound = remaining < per_request;
+        let budget = remaining.min(per_request);
+        let max_bytes = self.limits.http_max_response_kb.saturating_mul(1024);
+        let mut builder = client.request(method.clone(), url.clone());
+        for (k, v) in headers {
+            builder = builder.header(k, v);
+        }
+        if !body.is_empty() {
+            builder = builder.body(body.to_vec());
+        }
+        let fetch = async move {
+            let resp = builder.send().await?;
+            let status = resp.status();
+            let hdrs: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            if resp.content_length().is_some_and(|n| n > max_bytes) {
+                return Ok(Err(resp.content_length().unwrap_or(0)));
+            }
+            let mut resp = resp;
+            let mut data = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                if (data.len() + chunk.len()) as u64 > max_bytes {
+                    return Ok(Err((data.len() + chunk.len()) as u64));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>(Ok((status, hdrs, data, location)))
+        };
+        let outcome = runtime().block_on(async { tokio::time::timeout(budget, fetch).await });
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = refused {
+            return Err(RunError::Policy {
+                target: format!("{shown} -> {}", r.target),
+                reason: r.reason,
+                hint: " (set http_allow_private: true to allow it)".into(),
+            });
+        }
+        match outcome {
+            Err(_elapsed) if wall_bound => Err(RunError::Limit {
+                limit: "ingest_timeout_s",
+                value: fmt_secs(self.limits.timeout_s),
+                detail: format!("waiting for {shown}"),
+            }),
+            Err(_elapsed) => Ok(Hop::Failed(Reply::Failed {
+                kind: "timeout",
+                message: format!(
+                    "{method} {shown} timed out after {:.1}s (http_timeout_s={})",
+                    budget.as_secs_f64(),
+                    fmt_secs(self.limits.http_timeout_s)
+                ),
+            })),
+            Ok(Ok(Err(size))) => Err(RunError::Limit {
+                limit: "http_max_response_kb",
+                value: self.limits.http_max_response_kb.to_string(),
+                detail: format!("response from {shown} is over {} KiB", size / 1024),
+            }),
+            Ok(Ok(Ok((status, headers, body, location)))) => Ok(Hop::Response {
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or("").to_string(),
+                headers,
+                body,
+                location,
+            }),
+            Ok(Err(e)) => Ok(Hop::Failed(Reply::Failed {
+                kind: if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection"
+                },
+                // Without its URL: reqwest would name the rewrite target.
+                message: format!("{method} {shown} failed: {}", error_chain(&e.without_url())),
+            })),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let s = inner.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = inner.source();
+    }
+    text
+}

@@ -1,0 +1,113 @@
+//! What the guest's HTTP may reach: the scheme, the `http_allow_hosts`
+//! allowlist, IP literals against the address policy, and `http_rewrite`
+//! in both directions (to the operator's target, and back to the URL the
+//! code asked for, which is all the guest ever sees).
+
+use std::net::IpAddr;
+
+use super::HttpGate;
+use crate::sandbox::addresses::refusal;
+use crate::sandbox::error::RunError;
+
+impl HttpGate {
+    /// Apply the longest matching `http_rewrite` prefix; None if none
+    /// matches.
+    pub(super) fn rewritten(&self, url: &str) -> Option<String> {
+        self.policy
+            .rewrite
+            .iter()
+            .filter(|(from, _)| url.starts_with(from.as_str()))
+            .max_by_key(|(from, _)| from.len())
+            .map(|(from, to)| format!("{to}{}", &url[from.len()..]))
+    }
+
+    /// The URL as the guest would have it: a rewrite target's prefix turned
+    /// back into the prefix the code asked for.
+    pub(super) fn guest_view(&self, url: &str) -> String {
+        self.policy
+            .rewrite
+            .iter()
+            .filter(|(_, to)| !to.is_empty() && url.starts_with(to.as_str()))
+            .max_by_key(|(_, to)| to.len())
+            .map_or_else(
+                || url.to_string(),
+                |(from, to)| format!("{from}{}", &url[to.len()..]),
+            )
+    }
+
+    pub(super) fn check_allowlist(&self, url: &reqwest::Url) -> Result<(), RunError> {
+        let refuse = |reason: String| RunError::Policy {
+            target: url.to_string(),
+            reason,
+            hint: String::new(),
+        };
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refuse(format!(
+                "scheme `{}` is not allowed (use http or https)",
+                url.scheme()
+            )));
+        }
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
+        if !self.policy.allow_hosts.is_empty()
+            && !self
+                .policy
+                .allow_hosts
+                .iter()
+                .any(|h| host_matches(h, &host))
+        {
+            return Err(RunError::Policy {
+                target: url.to_string(),
+                reason: format!("host `{host}` is not in http_allow_hosts"),
+                hint: format!(" (allowed: {})", self.policy.allow_hosts.join(", ")),
+            });
+        }
+        Ok(())
+    }
+
+    /// IP literals skip DNS, so they are checked here; names are checked
+    /// by the resolver.
+    pub(super) fn check_address(&self, url: &reqwest::Url) -> Result<(), RunError> {
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            if !self.policy.allow_private {
+                if let Some(reason) = refusal(ip) {
+                    return Err(RunError::Policy {
+                        target: url.to_string(),
+                        reason: format!("{ip} is {reason}"),
+                        hint: " (set http_allow_private: true to allow it)".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim().to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => pattern == host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_patterns() {
+        assert!(host_matches("api.example.com", "api.example.com"));
+        assert!(host_matches("*.example.com", "a.example.com"));
+        assert!(!host_matches("*.example.com", "example.com.evil.net"));
+        assert!(!host_matches("example.com", "badexample.com"));
+    }
+}
