@@ -24,6 +24,7 @@ pub mod guest_text;
 mod guest_threads;
 mod host;
 pub mod http;
+mod instance;
 mod linker;
 mod module_cache;
 mod output;

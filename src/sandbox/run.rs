@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use rand::{Rng, SeedableRng};
-use wasmtime::{Instance, Store, Trap};
+use wasmtime::{Store, Trap};
 use wasmtime_wasi::I32Exit;
 
 use super::cassette::{Interaction, ReplayBook, Scrubber};
@@ -17,31 +17,8 @@ use super::error::RunError;
 use super::host::{DoorState, HostState, LogLine, MemoryLimiter, RunInputs};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
-use super::{guest_sources, guest_text, snapshot, Sandbox};
+use super::{guest_sources, guest_text, instance, Sandbox};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
-
-/// Write `source` into the guest and run it as one turn; returns the exit
-/// status (the low byte of `turn`'s result).
-pub fn run_turn<T>(
-    store: &mut Store<T>,
-    instance: &Instance,
-    source: &str,
-) -> wasmtime::Result<i32> {
-    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
-    let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
-    let memory = instance
-        .get_memory(&mut *store, "memory")
-        .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
-    let len = i32::try_from(source.len()).map_err(|_| wasmtime::Error::msg("source too large"))?;
-    let p = alloc.call(&mut *store, len)?;
-    if p == 0 {
-        return Err(wasmtime::Error::msg(
-            "the guest could not allocate the turn's source",
-        ));
-    }
-    memory.write(&mut *store, p as u32 as usize, source.as_bytes())?;
-    Ok(turn.call(&mut *store, (p, len))? & 0xff)
-}
 
 /// Everything one run needs.
 #[derive(Debug, Clone)]
@@ -156,7 +133,7 @@ impl Sandbox {
         let instance = self.pre.instantiate(&mut store);
         report.stats.instantiate = t0.elapsed();
         let turn = instance.and_then(|i| {
-            let status = run_turn(&mut store, &i, guest_sources::RUN_TURN);
+            let status = instance::run_turn(&mut store, &i, guest_sources::RUN_TURN);
             let size = i
                 .get_memory(&mut store, "memory")
                 .map_or(0, |m| m.data_size(&store));
@@ -186,7 +163,7 @@ impl Sandbox {
         seed: [u8; 32],
         clock_start_us: i64,
     ) -> Result<Store<HostState>, RunError> {
-        let mut b = snapshot::wasi_builder(&self.guest, output)?;
+        let mut b = instance::wasi_builder(&self.guest, output)?;
         let clock = GuestClock::new(clock_start_us, req.virtual_clock);
         b.wall_clock(clock.clone());
         b.monotonic_clock(clock.clone());

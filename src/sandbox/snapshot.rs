@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Linker, Module, Store};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::clock::GuestClock;
 use super::engine;
@@ -18,11 +17,6 @@ use super::host::{DoorState, HostState, MemoryLimiter, RunInputs};
 use super::output::CappedOutput;
 use crate::config::{HttpPolicy, SandboxLimits};
 
-/// Guest paths and arguments; runs must use the very same (the snapshot
-/// froze libc's view of its preopens and environment).
-pub const STDLIB_GUEST_DIR: &str = "/usr/local/lib";
-pub const ARGV0: &str = "/usr/local/bin/python.wasm";
-pub const GUEST_ENV: [(&str, &str); 2] = [("TMPDIR", "/tmp"), ("PYTHONTZPATH", "")];
 const INIT_FUNC: &str = "wizer.initialize";
 
 /// Identifies a snapshot by everything that goes into it.
@@ -36,27 +30,6 @@ pub fn snapshot_key(guest: &GuestFiles) -> String {
 
 pub fn snapshot_path(home: &Path, key: &str) -> PathBuf {
     home.join("snapshots").join(format!("{key}.wasm"))
-}
-
-/// A WASI context with the layout every guest instance gets.
-pub fn wasi_builder(
-    guest: &GuestFiles,
-    output: &CappedOutput,
-) -> Result<WasiCtxBuilder, SetupError> {
-    let mut b = WasiCtxBuilder::new();
-    b.args(&[ARGV0]);
-    for (k, v) in GUEST_ENV {
-        b.env(k, v);
-    }
-    b.stdout(output.clone());
-    b.stderr(output.clone());
-    b.allow_blocking_current_thread(true);
-    b.preopened_dir(&guest.stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadOnly)
-        .map_err(|e| SetupError::Io {
-            context: format!("opening {}", guest.stdlib_dir.display()),
-            message: format!("{e:#}"),
-        })?;
-    Ok(b)
 }
 
 /// Build the snapshot at `out` (the caller holds the setup lock).
@@ -81,7 +54,7 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
     drop(instrumented);
 
     let output = CappedOutput::new(1 << 20);
-    let wasi = wasi_builder(guest, &output)?.build_p1();
+    let wasi = super::instance::wasi_builder(guest, &output)?.build_p1();
     let state = HostState {
         wasi,
         clock: GuestClock::new(super::clock::now_us(), false),
@@ -127,7 +100,7 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
         .call(&mut store, ())
         .map_err(snap_err("calling wizer.initialize"))?;
 
-    let status = super::run::run_turn(&mut store, &instance, &guest_sources::snapshot_turn())
+    let status = super::instance::run_turn(&mut store, &instance, &guest_sources::snapshot_turn())
         .map_err(snap_err("importing numpy, pandas and the guest modules"))?;
     if status != 0 {
         return Err(SetupError::Snapshot(format!(
