@@ -115,9 +115,33 @@ pub struct DoorState {
 }
 
 impl DoorState {
-    /// A door for one run; `open: false` answers every call with "no host"
-    /// (while the snapshot is built).
-    pub fn new(inputs: RunInputs, http: HttpPolicy, limits: SandboxLimits, open: bool) -> Self {
+    /// The door of a run.
+    pub fn open(inputs: RunInputs, http: HttpPolicy, limits: SandboxLimits) -> Self {
+        Self::new(inputs, http, limits, true)
+    }
+
+    /// A door that answers every call with "no host" (while the snapshot
+    /// is built).
+    pub fn closed() -> Self {
+        let inputs = RunInputs {
+            batch: "(snapshot)".into(),
+            source: String::new(),
+            filename: String::new(),
+            function: String::new(),
+            kwargs: Default::default(),
+            env: Default::default(),
+            mode: "ingest",
+            series: None,
+        };
+        Self::new(
+            inputs,
+            HttpPolicy::default(),
+            SandboxLimits::default(),
+            false,
+        )
+    }
+
+    fn new(inputs: RunInputs, http: HttpPolicy, limits: SandboxLimits, open: bool) -> Self {
         DoorState {
             inputs,
             http: HttpGate::new(http, limits.clone()),
@@ -130,6 +154,30 @@ impl DoorState {
             guest_error: None,
             fatal: None,
             open,
+        }
+    }
+}
+
+impl HostState {
+    /// A store's context: `memory_cap_bytes` bounds the guest's linear
+    /// memory.
+    pub fn new(
+        wasi: WasiP1Ctx,
+        clock: GuestClock,
+        output: CappedOutput,
+        memory_cap_bytes: usize,
+        door: DoorState,
+    ) -> Self {
+        HostState {
+            wasi,
+            limiter: MemoryLimiter {
+                cap_bytes: memory_cap_bytes,
+                denied: false,
+                peak_bytes: 0,
+            },
+            door,
+            clock,
+            output,
         }
     }
 }

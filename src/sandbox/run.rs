@@ -14,7 +14,7 @@ use super::cassette::{Interaction, ReplayBook, Scrubber};
 use super::clock::GuestClock;
 use super::engine::EPOCH_TICK;
 use super::error::RunError;
-use super::host::{DoorState, HostState, LogLine, MemoryLimiter, RunInputs};
+use super::host::{DoorState, HostState, LogLine, RunInputs};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
 use super::{guest_sources, guest_text, instance, Sandbox};
@@ -177,40 +177,32 @@ impl Sandbox {
             seed[..16].try_into().unwrap_or([0; 16]),
         ));
         let limits = req.limits.clone();
-        let mut state = HostState {
-            wasi: b.build_p1(),
-            clock,
-            output: output.clone(),
-            limiter: MemoryLimiter {
-                cap_bytes: (limits.memory_mb.saturating_mul(1 << 20)) as usize,
-                denied: false,
-                peak_bytes: 0,
+        let inputs = RunInputs {
+            batch: req.batch.clone(),
+            source: req.source.code.clone(),
+            filename: req.source.filename.clone(),
+            function: req.source.function.clone(),
+            kwargs: req.kwargs.clone(),
+            env: req.env.clone(),
+            mode: if req.preprocess_input.is_some() {
+                "preprocess"
+            } else {
+                "ingest"
             },
-            door: DoorState::new(
-                RunInputs {
-                    batch: req.batch.clone(),
-                    source: req.source.code.clone(),
-                    filename: req.source.filename.clone(),
-                    function: req.source.function.clone(),
-                    kwargs: req.kwargs.clone(),
-                    env: req.env.clone(),
-                    mode: if req.preprocess_input.is_some() {
-                        "preprocess"
-                    } else {
-                        "ingest"
-                    },
-                    series: req.preprocess_input.as_ref().map(|(ts, v)| {
-                        // NaN is not JSON: missing values travel as null.
-                        let values: Vec<Option<f64>> =
-                            v.iter().map(|x| x.is_finite().then_some(*x)).collect();
-                        serde_json::json!({"timestamps_us": ts, "values": values})
-                    }),
-                },
-                req.http.clone(),
-                limits.clone(),
-                true,
-            ),
+            series: req.preprocess_input.as_ref().map(|(ts, v)| {
+                // NaN is not JSON: missing values travel as null.
+                let values: Vec<Option<f64>> =
+                    v.iter().map(|x| x.is_finite().then_some(*x)).collect();
+                serde_json::json!({"timestamps_us": ts, "values": values})
+            }),
         };
+        let mut state = HostState::new(
+            b.build_p1(),
+            clock,
+            output.clone(),
+            (limits.memory_mb.saturating_mul(1 << 20)) as usize,
+            DoorState::open(inputs, req.http.clone(), limits.clone()),
+        );
         state.door.http.set_cassette(
             req.replay.clone(),
             req.record_interactions,

@@ -13,9 +13,8 @@ use super::engine;
 use super::error::SetupError;
 use super::guest::GuestFiles;
 use super::guest_sources;
-use super::host::{DoorState, HostState, MemoryLimiter, RunInputs};
+use super::host::{DoorState, HostState};
 use super::output::CappedOutput;
-use crate::config::{HttpPolicy, SandboxLimits};
 
 const INIT_FUNC: &str = "wizer.initialize";
 
@@ -55,31 +54,13 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
 
     let output = CappedOutput::new(1 << 20);
     let wasi = super::instance::wasi_builder(guest, &output)?.build_p1();
-    let state = HostState {
+    let state = HostState::new(
         wasi,
-        clock: GuestClock::new(super::clock::now_us(), false),
-        output: output.clone(),
-        limiter: MemoryLimiter {
-            cap_bytes: usize::MAX,
-            denied: false,
-            peak_bytes: 0,
-        },
-        door: DoorState::new(
-            RunInputs {
-                batch: "(snapshot)".into(),
-                source: String::new(),
-                filename: String::new(),
-                function: String::new(),
-                kwargs: Default::default(),
-                env: Default::default(),
-                mode: "ingest",
-                series: None,
-            },
-            HttpPolicy::default(),
-            SandboxLimits::default(),
-            false,
-        ),
-    };
+        GuestClock::new(super::clock::now_us(), false),
+        output.clone(),
+        usize::MAX,
+        DoorState::closed(),
+    );
     let mut store = Store::new(&engine, state);
     store.set_fuel(u64::MAX).map_err(snap_err("setting fuel"))?;
     store.set_epoch_deadline(u64::MAX / 2);
