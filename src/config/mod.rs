@@ -11,6 +11,7 @@ mod env_overrides;
 mod error;
 mod fields;
 mod keys;
+mod names;
 mod spec;
 mod template;
 
@@ -22,6 +23,7 @@ use serde_yaml_ng::{Mapping, Value};
 pub use cron_expr::CronExpr;
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
+pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};
 pub use spec::{
     BatchSpec, HttpPolicy, IngestSource, Job, JobSchedule, ModelConfig, PreprocessParams,
     PythonSource, SandboxLimits, ScheduleStatus, Thresholds,
@@ -29,29 +31,6 @@ pub use spec::{
 
 /// Relative path of the defaults file inside a metrics folder.
 pub const DEFAULTS_FILE: &str = "defaults/defaults.yaml";
-
-/// Longest `metric_batch`.
-pub const MAX_BATCH_NAME_LEN: usize = 128;
-
-/// A batch name reaches SQL templates, file names and URLs: letters,
-/// digits, `_`, `-` and `.`, starting with a letter, digit or `_`.
-pub fn check_batch_name(name: &str) -> Result<(), String> {
-    let ok_start = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok_start && ok_chars && name.len() <= MAX_BATCH_NAME_LEN {
-        return Ok(());
-    }
-    let shown: String = name.chars().take(60).collect();
-    Err(format!(
-        "{:?} is not a valid batch name: use at most {MAX_BATCH_NAME_LEN} letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`",
-        shown
-    ))
-}
 
 /// The `db` values sandstack can run.
 const SUPPORTED_DBS: &[&str] = &["duckdb"];

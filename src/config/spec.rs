@@ -448,7 +448,7 @@ pub(super) fn read_spec(
         .unwrap_or_default();
 
     let table_key = r.string("table_key", "metrics");
-    if let Err(message) = crate::store::validate_table_key(&table_key) {
+    if let Err(message) = super::validate_table_key(&table_key) {
         r.bad_value("table_key", message);
     }
 

@@ -43,28 +43,6 @@ pub(crate) fn db_err(context: impl Into<String>) -> impl FnOnce(duckdb::Error) -
     move |source| StoreError::Db { context, source }
 }
 
-/// `table_key` may be `table` or `schema.table`, each an SQL identifier, as
-/// Anomstack's `tmp.metrics`. Anything else is refused: it is spliced into
-/// SQL.
-pub fn validate_table_key(key: &str) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() > 2 {
-        return Err("use `table` or `schema.table`".into());
-    }
-    for part in parts {
-        let mut chars = part.chars();
-        let ok_start = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-        if !ok_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "`{part}` is not a plain identifier (letters, digits and _, not starting with a digit)"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// A validated table key, split and quoted for SQL.
 #[derive(Debug, Clone)]
 pub struct TableKey {
@@ -74,7 +52,7 @@ pub struct TableKey {
 
 impl TableKey {
     pub fn parse(key: &str) -> Result<Self, StoreError> {
-        validate_table_key(key).map_err(|message| StoreError::TableKey {
+        crate::config::validate_table_key(key).map_err(|message| StoreError::TableKey {
             key: key.to_string(),
             message,
         })?;
@@ -297,19 +275,4 @@ pub fn append_in(
         .flush()
         .map_err(db_err(format!("flushing rows to {table_key}")))?;
     Ok(rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_keys_are_identifiers() {
-        assert!(validate_table_key("metrics").is_ok());
-        assert!(validate_table_key("tmp.metrics").is_ok());
-        assert!(validate_table_key("a.b.c").is_err());
-        assert!(validate_table_key("metrics; drop table x").is_err());
-        assert!(validate_table_key("1abc").is_err());
-        assert!(validate_table_key("").is_err());
-    }
 }

@@ -1,0 +1,62 @@
+//! Names from the metrics folder that reach SQL and file names: a batch's
+//! name and its `table_key`, checked against safe character sets at load.
+
+/// Longest `metric_batch`.
+pub const MAX_BATCH_NAME_LEN: usize = 128;
+
+/// A batch name reaches SQL templates, file names and URLs: letters,
+/// digits, `_`, `-` and `.`, starting with a letter, digit or `_`.
+pub fn check_batch_name(name: &str) -> Result<(), String> {
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok_start && ok_chars && name.len() <= MAX_BATCH_NAME_LEN {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(60).collect();
+    Err(format!(
+        "{:?} is not a valid batch name: use at most {MAX_BATCH_NAME_LEN} letters, digits, `_`, `-` and `.`, starting with a letter, digit or `_`",
+        shown
+    ))
+}
+
+/// `table_key` may be `table` or `schema.table`, each an SQL identifier, as
+/// Anomstack's `tmp.metrics`. Anything else is refused: it is spliced into
+/// SQL.
+pub fn validate_table_key(key: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() > 2 {
+        return Err("use `table` or `schema.table`".into());
+    }
+    for part in parts {
+        let mut chars = part.chars();
+        let ok_start = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !ok_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "`{part}` is not a plain identifier (letters, digits and _, not starting with a digit)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_keys_are_identifiers() {
+        assert!(validate_table_key("metrics").is_ok());
+        assert!(validate_table_key("tmp.metrics").is_ok());
+        assert!(validate_table_key("a.b.c").is_err());
+        assert!(validate_table_key("metrics; drop table x").is_err());
+        assert!(validate_table_key("1abc").is_err());
+        assert!(validate_table_key("").is_err());
+    }
+}
