@@ -138,7 +138,7 @@ pub fn plot(cli: &Cli, name: &str, out: Option<&Path>) -> anyhow::Result<ExitCod
     let store = Store::open(&cli.db)?;
     let dir = out
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| super::run::plot_dir(&cli.db));
+        .unwrap_or_else(|| super::db_paths::plot_dir(&cli.db));
     let files = notify::write_plots(spec, &store, &dir).map_err(anyhow::Error::msg)?;
     if files.is_empty() {
         println!("batch {name}: no metrics to plot yet");

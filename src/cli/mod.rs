@@ -3,6 +3,7 @@
 //! stderr, and exit 1 when anything failed.
 
 mod bench;
+mod db_paths;
 mod ingest;
 mod jobs;
 mod run;

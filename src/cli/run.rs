@@ -92,7 +92,7 @@ pub(crate) async fn start_dashboard(
         store.try_clone()?,
         loader,
         token,
-        cassette_dir(&cli.db),
+        super::db_paths::cassette_dir(&cli.db),
         web.allowed_hosts.clone(),
     );
     Ok(tokio::spawn(async move {
@@ -220,8 +220,8 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         store.try_clone()?,
         Arc::new(DefaultSandbox),
         env,
-        cassette_dir(&cli.db),
-        plot_dir(&cli.db),
+        super::db_paths::cassette_dir(&cli.db),
+        super::db_paths::plot_dir(&cli.db),
     ));
     let log = Arc::new(StoreRunLog::new(
         store.try_clone()?,
@@ -304,16 +304,6 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// `metrics.duckdb` keeps its `record_runs` cassettes in `metrics.cassettes/`.
-fn cassette_dir(db: &std::path::Path) -> std::path::PathBuf {
-    db.with_extension("cassettes")
-}
-
-/// `metrics.duckdb` keeps the plot job's PNGs in `metrics.plots/`.
-pub(crate) fn plot_dir(db: &std::path::Path) -> std::path::PathBuf {
-    db.with_extension("plots")
 }
 
 async fn demo_backfill(
