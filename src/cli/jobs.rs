@@ -7,11 +7,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{find_batch, host_env, load_folder, Cli};
+use crate::alerts::dispatch::{self, JobContext, Outcome};
 use crate::alerts::notify::{self, NotifyReport};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::jobs::backfill;
-use crate::jobs::dispatch::{self, JobContext, Outcome};
 use crate::jobs::ingest::DefaultSandbox;
 use crate::jobs::maintenance;
 use crate::jobs::rows::Judgement;

@@ -7,7 +7,6 @@
 pub mod alert;
 pub mod backfill;
 pub mod change;
-pub mod dispatch;
 pub mod features;
 pub mod ingest;
 pub mod maintenance;

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use crate::alerts::dispatch::{self, JobContext};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
-use crate::jobs::dispatch::{self, JobContext};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
 use crate::sandbox::cassette::RecordMode;
 use crate::store::{Retention, RunRecord, RunStatus, Store};

@@ -1,19 +1,21 @@
 //! One place that runs any stored-data job of a batch (everything but
-//! ingest, which takes its own options): used by the scheduler's runner and
-//! by the command line, which only differ in what they do with the outcome.
+//! ingest, which takes its own options) and delivers what it produced: used
+//! by the scheduler's runner and by the command line, which only differ in
+//! what they do with the outcome. It sits with delivery, above the jobs, so
+//! the jobs never import the channels that carry their results.
 
 use std::path::Path;
 
 use arrow::record_batch::RecordBatch;
 
-use super::alert::AlertReport;
-use super::rows::Judgement;
-use super::score::ScoreReport;
-use super::train::TrainReport;
-use super::{alert, change, maintenance, score, train};
-use crate::alerts::notify::{self, NotifyReport};
-use crate::alerts::Channels;
+use super::notify::{self, NotifyReport};
+use super::Channels;
 use crate::config::{BatchSpec, Job};
+use crate::jobs::alert::AlertReport;
+use crate::jobs::rows::Judgement;
+use crate::jobs::score::ScoreReport;
+use crate::jobs::train::TrainReport;
+use crate::jobs::{alert, change, maintenance, score, train};
 use crate::store::Store;
 
 /// Where a job's side effects go.
