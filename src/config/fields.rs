@@ -136,7 +136,7 @@ impl<'a> FieldReader<'a> {
         let Some(text) = self.opt_string(key) else {
             return default;
         };
-        match super::spec::parse_utc_us(&text) {
+        match parse_utc_us(&text) {
             Some(us) => us,
             None => {
                 self.bad_value(
@@ -233,4 +233,15 @@ impl<'a> FieldReader<'a> {
             })
             .collect()
     }
+}
+
+/// A date or date and time (UTC) as µs since the epoch.
+pub fn parse_utc_us(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let t = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok())
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok())?;
+    Some(t.and_utc().timestamp_micros())
 }

@@ -209,17 +209,6 @@ pub const MAX_TIMEOUT_S: f64 = 86_400.0;
 /// `ingest_timestamp_min` and `ingest_timestamp_max` by default.
 pub const DEFAULT_TIMESTAMP_RANGE: (&str, &str) = ("1900-01-01", "2200-01-01");
 
-/// A date or date and time (UTC) as µs since the epoch.
-pub fn parse_utc_us(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let t = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok())
-        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok())?;
-    Some(t.and_utc().timestamp_micros())
-}
-
 impl Default for SandboxLimits {
     fn default() -> Self {
         SandboxLimits {
@@ -233,8 +222,9 @@ impl Default for SandboxLimits {
             http_max_response_kb: 10_240,
             http_timeout_s: 10.0,
             max_name_len: 200,
-            timestamp_min_us: parse_utc_us(DEFAULT_TIMESTAMP_RANGE.0).unwrap_or(0),
-            timestamp_max_us: parse_utc_us(DEFAULT_TIMESTAMP_RANGE.1).unwrap_or(i64::MAX),
+            timestamp_min_us: super::fields::parse_utc_us(DEFAULT_TIMESTAMP_RANGE.0).unwrap_or(0),
+            timestamp_max_us: super::fields::parse_utc_us(DEFAULT_TIMESTAMP_RANGE.1)
+                .unwrap_or(i64::MAX),
         }
     }
 }
