@@ -30,7 +30,7 @@ pub struct JobContext<'a> {
 
 /// What a job did.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum JobOutcome {
     Trained(TrainReport),
     Scored(ScoreReport),
     Alerted(AlertReport, NotifyReport),
@@ -40,24 +40,26 @@ pub enum Outcome {
     Summarised(Vec<RecordBatch>, NotifyReport),
 }
 
-impl Outcome {
+impl JobOutcome {
     /// The rows (models, scores, judgements, files...) the job produced.
     pub fn rows(&self) -> u64 {
         match self {
-            Outcome::Trained(r) => r.trained.len() as u64,
-            Outcome::Scored(r) => r.scored as u64,
-            Outcome::Alerted(r, _) => (r.alerts.len() + r.threshold_alerts.len()) as u64,
-            Outcome::Changed(c, _) => c.len() as u64,
-            Outcome::Plotted(files) => files.len() as u64,
-            Outcome::Deleted(n) => *n,
-            Outcome::Summarised(b, _) => b.iter().map(|b| b.num_rows() as u64).sum(),
+            JobOutcome::Trained(r) => r.trained.len() as u64,
+            JobOutcome::Scored(r) => r.scored as u64,
+            JobOutcome::Alerted(r, _) => (r.alerts.len() + r.threshold_alerts.len()) as u64,
+            JobOutcome::Changed(c, _) => c.len() as u64,
+            JobOutcome::Plotted(files) => files.len() as u64,
+            JobOutcome::Deleted(n) => *n,
+            JobOutcome::Summarised(b, _) => b.iter().map(|b| b.num_rows() as u64).sum(),
         }
     }
 
     /// What was sent, for the jobs that send.
     pub fn sent(&self) -> Option<&NotifyReport> {
         match self {
-            Outcome::Alerted(_, s) | Outcome::Changed(_, s) | Outcome::Summarised(_, s) => Some(s),
+            JobOutcome::Alerted(_, s)
+            | JobOutcome::Changed(_, s)
+            | JobOutcome::Summarised(_, s) => Some(s),
             _ => None,
         }
     }
@@ -72,27 +74,27 @@ pub fn run(
     store: &mut Store,
     job: Job,
     ctx: &JobContext<'_>,
-) -> Result<Outcome, DispatchError> {
+) -> Result<JobOutcome, DispatchError> {
     let send = |f: &dyn Fn(&Channels) -> NotifyReport| ctx.channels.map(f).unwrap_or_default();
     match job {
-        Job::Train => Ok(Outcome::Trained(train::run(spec, store, ctx.model_base)?)),
-        Job::Score => Ok(Outcome::Scored(score::run(spec, store, ctx.model_base)?)),
+        Job::Train => Ok(JobOutcome::Trained(train::run(spec, store, ctx.model_base)?)),
+        Job::Score => Ok(JobOutcome::Scored(score::run(spec, store, ctx.model_base)?)),
         Job::Alert => {
             let r = alert::run(spec, store)?;
             let sent = send(&|c| notify::alerts(spec, store, &r, c));
-            Ok(Outcome::Alerted(r, sent))
+            Ok(JobOutcome::Alerted(r, sent))
         }
         Job::Change => {
             let r = change::run(spec, store)?;
             let sent = send(&|c| notify::changes(spec, store, &r, c));
-            Ok(Outcome::Changed(r, sent))
+            Ok(JobOutcome::Changed(r, sent))
         }
-        Job::Plot => Ok(Outcome::Plotted(notify::write_plots(spec, store, ctx.plot_dir)?)),
-        Job::Delete => Ok(Outcome::Deleted(maintenance::delete(spec, store)?)),
+        Job::Plot => Ok(JobOutcome::Plotted(notify::write_plots(spec, store, ctx.plot_dir)?)),
+        Job::Delete => Ok(JobOutcome::Deleted(maintenance::delete(spec, store)?)),
         Job::Summary => {
             let b = maintenance::summary(std::iter::once(spec), store)?;
             let sent = send(&|c| notify::summary(&spec.metric_batch, &spec.alert_methods, &b, c));
-            Ok(Outcome::Summarised(b, sent))
+            Ok(JobOutcome::Summarised(b, sent))
         }
         Job::Ingest | Job::Llmalert => Err(format!(
             "the {} job is not run here (ingest has its own entry point; llmalert is not supported)",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{find_batch, host_env, load_folder, Cli};
-use crate::alerts::dispatch::{self, JobContext, Outcome};
+use crate::alerts::dispatch::{self, JobContext, JobOutcome};
 use crate::alerts::notify::{self, NotifyReport};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
@@ -33,7 +33,7 @@ pub fn run_job(
     };
     let out = dispatch::run(spec, store, job, &ctx).map_err(anyhow::Error::from_boxed)?;
     match &out {
-        Outcome::Trained(r) => {
+        JobOutcome::Trained(r) => {
             println!("batch {name}: trained {} models", r.trained.len());
             for (metric, tag, rows) in &r.trained {
                 println!("  {metric}: {tag} on {rows} feature rows");
@@ -42,13 +42,13 @@ pub fn run_job(
                 println!("  {metric}: skipped ({why})");
             }
         }
-        Outcome::Scored(r) => {
+        JobOutcome::Scored(r) => {
             println!("batch {name}: stored {} scores", r.scored);
             for (metric, why) in &r.skipped {
                 println!("  {metric}: skipped ({why})");
             }
         }
-        Outcome::Alerted(r, _) => {
+        JobOutcome::Alerted(r, _) => {
             println!(
                 "batch {name}: {} alerts, {} threshold alerts",
                 r.alerts.len(),
@@ -56,15 +56,15 @@ pub fn run_job(
             );
             print_judgements(r.alerts.iter().chain(&r.threshold_alerts));
         }
-        Outcome::Changed(r, _) => {
+        JobOutcome::Changed(r, _) => {
             println!("batch {name}: {} changes", r.len());
             print_judgements(r.iter());
         }
-        Outcome::Deleted(n) => println!(
+        JobOutcome::Deleted(n) => println!(
             "batch {name}: deleted {n} rows older than {} days",
             spec.delete_after_n_days
         ),
-        Outcome::Plotted(_) | Outcome::Summarised(..) => {}
+        JobOutcome::Plotted(_) | JobOutcome::Summarised(..) => {}
     }
     if let Some(sent) = out.sent() {
         print_sent(sent);
