@@ -60,7 +60,7 @@ pub fn sandbox(
     let request = || python::request(spec, source, &env);
 
     // One warm-up run: page in the compiled module.
-    let warm = sandbox.run(request());
+    let warm = sandbox.execute(request());
     if let Err(e) = warm.outcome {
         bail!("batch {batch}: {e}");
     }
@@ -70,7 +70,7 @@ pub fn sandbox(
     let start = Instant::now();
     for _ in 0..runs {
         let t = Instant::now();
-        let report = sandbox.run(request());
+        let report = sandbox.execute(request());
         let raw = report
             .outcome
             .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;

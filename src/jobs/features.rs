@@ -12,14 +12,14 @@ use arrow::datatypes::{DataType, Float64Type, TimeUnit, TimestampMicrosecondType
 use crate::config::BatchSpec;
 use crate::jobs::ingest::{DefaultSandbox, SandboxSource};
 use crate::models::preprocess::{preprocess, Features, PreprocessError};
-use crate::sandbox::{RunError, RunRequest, SetupError};
+use crate::sandbox::{ExecError, ExecRequest, SetupError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
     #[error("preprocess: {0}")]
     Native(#[from] PreprocessError),
     #[error("preprocess_fn: {0}")]
-    Sandbox(#[from] RunError),
+    Sandbox(#[from] ExecError),
     #[error("preprocess_fn: the Python sandbox is not available: {0}")]
     Setup(#[from] SetupError),
     #[error("preprocess_fn returned {0}")]
@@ -35,7 +35,7 @@ pub fn features(
         return Ok(preprocess(timestamps_us, values, &spec.preprocess_params)?);
     };
     let sandbox = DefaultSandbox.sandbox()?;
-    let mut req = RunRequest::new(
+    let mut req = ExecRequest::new(
         &spec.metric_batch,
         source.clone(),
         spec.limits.clone(),
@@ -47,7 +47,7 @@ pub fn features(
         req.kwargs = params;
     }
     req.preprocess_input = Some((timestamps_us.to_vec(), values.to_vec()));
-    let batch = sandbox.run(req).outcome?;
+    let batch = sandbox.execute(req).outcome?;
     from_frame(&batch)
 }
 

@@ -43,7 +43,7 @@ impl SetupError {
 
 /// One run failed. Nothing from it is stored.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum RunError {
+pub enum ExecError {
     /// A limit was hit; names the limit and its value.
     #[error("ingest exceeded {limit}={value}{}", detail_suffix(.detail))]
     Limit {

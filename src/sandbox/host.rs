@@ -10,7 +10,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::clock::GuestClock;
 use super::door::{self, GuestError, Op};
-use super::error::RunError;
+use super::error::ExecError;
 use super::guest_text;
 use super::http::{self, HttpGate, Reply};
 use super::output::CappedOutput;
@@ -35,8 +35,8 @@ fn truncate(text: &str, max_chars: usize) -> String {
 }
 
 /// The output budget is spent: stdout, stderr and log records together.
-pub fn output_limit(limits: &SandboxLimits) -> RunError {
-    RunError::Limit {
+pub fn output_limit(limits: &SandboxLimits) -> ExecError {
+    ExecError::Limit {
         limit: "ingest_max_output_kb",
         value: limits.max_output_kb.to_string(),
         detail: "stdout, stderr and log records together".into(),
@@ -45,7 +45,7 @@ pub fn output_limit(limits: &SandboxLimits) -> RunError {
 
 /// What the guest asks for with `start`.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct RunInputs {
+pub struct ExecInputs {
     pub batch: String,
     pub source: String,
     pub filename: String,
@@ -99,7 +99,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 pub struct DoorState {
-    pub inputs: RunInputs,
+    pub inputs: ExecInputs,
     pub limits: SandboxLimits,
     pub deadline: Instant,
     pub http: HttpGate,
@@ -109,21 +109,21 @@ pub struct DoorState {
     pub result: Option<RecordBatch>,
     pub guest_error: Option<GuestError>,
     /// Set when the host stops the run; the trap that follows is this.
-    pub fatal: Option<RunError>,
+    pub fatal: Option<ExecError>,
     /// When false (while building the snapshot) every call answers "no host".
     pub open: bool,
 }
 
 impl DoorState {
     /// The door of a run.
-    pub fn open(inputs: RunInputs, http: HttpPolicy, limits: SandboxLimits) -> Self {
+    pub fn open(inputs: ExecInputs, http: HttpPolicy, limits: SandboxLimits) -> Self {
         Self::new(inputs, http, limits, true)
     }
 
     /// A door that answers every call with "no host" (while the snapshot
     /// is built).
     pub fn closed() -> Self {
-        let inputs = RunInputs {
+        let inputs = ExecInputs {
             batch: "(snapshot)".into(),
             source: String::new(),
             filename: String::new(),
@@ -141,7 +141,7 @@ impl DoorState {
         )
     }
 
-    fn new(inputs: RunInputs, http: HttpPolicy, limits: SandboxLimits, open: bool) -> Self {
+    fn new(inputs: ExecInputs, http: HttpPolicy, limits: SandboxLimits, open: bool) -> Self {
         DoorState {
             inputs,
             http: HttpGate::new(http, limits.clone()),
@@ -195,7 +195,7 @@ pub struct HostState {
 /// Trap message used after `fatal` is set.
 pub const STOP_TRAP: &str = "sandstack: run stopped by the host";
 
-pub(super) fn stop(state: &mut HostState, error: RunError) -> wasmtime::Error {
+pub(super) fn stop(state: &mut HostState, error: ExecError) -> wasmtime::Error {
     if state.door.fatal.is_none() {
         state.door.fatal = Some(error);
     }
@@ -228,7 +228,7 @@ pub fn door_call(
         let limits = caller.data().door.limits.clone();
         return Err(stop(
             caller.data_mut(),
-            RunError::Limit {
+            ExecError::Limit {
                 limit: "ingest_max_result_kb",
                 value: limits.max_result_kb.to_string(),
                 detail: format!("the guest sent a {} KiB message", len / 1024),
@@ -267,18 +267,18 @@ pub fn door_call(
 }
 
 /// Answer one frame, or stop the run.
-fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, RunError> {
+fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, ExecError> {
     let request = door::decode(frame)
-        .map_err(|e| RunError::Protocol(guest_text::one_line(&e.to_string())))?;
+        .map_err(|e| ExecError::Protocol(guest_text::one_line(&e.to_string())))?;
     let door = &mut state.door;
     match request.op {
         Op::Start { .. } => {
             if door.started {
-                return Err(RunError::Protocol("`start` sent twice".into()));
+                return Err(ExecError::Protocol("`start` sent twice".into()));
             }
             door.started = true;
             let inputs = serde_json::to_value(&door.inputs)
-                .map_err(|e| RunError::Internal(e.to_string()))?;
+                .map_err(|e| ExecError::Internal(e.to_string()))?;
             Ok(door::ok(inputs, &[]))
         }
         Op::Log { level, message } => {
@@ -299,7 +299,7 @@ fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, RunError> {
         Op::Http(req) => {
             let reply = door.http.execute(&req, request.body, door.deadline)?;
             if Instant::now() >= door.deadline {
-                return Err(RunError::Limit {
+                return Err(ExecError::Limit {
                     limit: "ingest_timeout_s",
                     value: http::fmt_secs(door.limits.timeout_s),
                     detail: String::new(),
@@ -320,17 +320,17 @@ fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, RunError> {
         }
         Op::Result(header) => {
             if door.result.is_some() {
-                return Err(RunError::Protocol("`result` sent twice".into()));
+                return Err(ExecError::Protocol("`result` sent twice".into()));
             }
             if header.rows > door.limits.max_rows {
-                return Err(RunError::Limit {
+                return Err(ExecError::Limit {
                     limit: "ingest_max_rows",
                     value: door.limits.max_rows.to_string(),
                     detail: format!("returned {} rows", header.rows),
                 });
             }
             let batch = result_frame::read(&header, request.body)
-                .map_err(|e| RunError::Protocol(guest_text::one_line(&e.to_string())))?;
+                .map_err(|e| ExecError::Protocol(guest_text::one_line(&e.to_string())))?;
             door.result = Some(batch);
             Ok(door::ok(serde_json::json!({}), &[]))
         }

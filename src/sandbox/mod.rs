@@ -6,8 +6,9 @@
 //! (default `~/.cache/sandstack`): the pinned guest is fetched with pip
 //! ([`guest`]), sandstack's snapshot is built from it with wasmtime-wizer
 //! ([`snapshot`]), and the snapshot is compiled and serialized
-//! ([`module_cache`]). Each run then instantiates a fresh copy-on-write
-//! instance from an `InstancePre` ([`run`]); the guest reaches the host only
+//! ([`module_cache`]). Each execution ("exec", as opposed to a scheduled
+//! job run) then instantiates a fresh copy-on-write instance from an
+//! `InstancePre` ([`exec`]); the guest reaches the host only
 //! through WASI (a read-only stdlib, no other files, no sockets) and the
 //! door ([`door`], [`host`]), where HTTP is made under the batch's policy
 //! ([`http`]).
@@ -18,6 +19,7 @@ mod clock;
 pub mod door;
 mod engine;
 pub mod error;
+mod exec;
 pub mod guest;
 mod guest_sources;
 pub mod guest_text;
@@ -30,7 +32,6 @@ mod module_cache;
 mod output;
 mod poll;
 mod result_frame;
-mod run;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -40,9 +41,9 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{InstancePre, Linker};
 
-pub use error::{RunError, SetupError};
+pub use error::{ExecError, SetupError};
+pub use exec::{ExecReport, ExecRequest, ExecStats};
 pub use host::LogLine;
-pub use run::{RunReport, RunRequest, RunStats};
 
 use guest::GuestFiles;
 use host::HostState;
@@ -146,10 +147,10 @@ impl Sandbox {
 
     /// Run one ingest in a fresh instance, on a thread with a stack large
     /// enough for the guest. Blocks until the run ends.
-    pub fn run(self: &Arc<Self>, req: RunRequest) -> RunReport {
+    pub fn execute(self: &Arc<Self>, req: ExecRequest) -> ExecReport {
         let me = self.clone();
-        guest_threads::run(move || me.run_here(req))
-            .unwrap_or_else(|e| RunReport::failed(RunError::Internal(e), [0; 32], 0))
+        guest_threads::run(move || me.execute_here(req))
+            .unwrap_or_else(|e| ExecReport::failed(ExecError::Internal(e), [0; 32], 0))
     }
 }
 

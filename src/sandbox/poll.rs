@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Caller;
 
-use super::error::RunError;
+use super::error::ExecError;
 use super::host::{stop, HostState};
 use super::http::fmt_secs;
 
@@ -137,7 +137,7 @@ fn plan(subs: &[Subscription], now: impl Fn(u32) -> u64) -> (Duration, Vec<[u8; 
 }
 
 /// Wait `wait` within the run's deadline, or say why not.
-fn wait_within_deadline(state: &HostState, wait: Duration) -> Result<(), RunError> {
+fn wait_within_deadline(state: &HostState, wait: Duration) -> Result<(), ExecError> {
     if wait.is_zero() {
         return Ok(());
     }
@@ -146,7 +146,7 @@ fn wait_within_deadline(state: &HostState, wait: Duration) -> Result<(), RunErro
         .deadline
         .saturating_duration_since(Instant::now());
     if wait >= remaining {
-        return Err(RunError::Limit {
+        return Err(ExecError::Limit {
             limit: "ingest_timeout_s",
             value: fmt_secs(state.door.limits.timeout_s),
             detail: format!(

@@ -3,7 +3,7 @@
 //! runs and deterministic seeds.
 
 use sandstack::config::IngestSource;
-use sandstack::sandbox::RunRequest;
+use sandstack::sandbox::ExecRequest;
 use sandstack::store::Store;
 
 use crate::support::{python_batch, repo, run_ingest, TestSandbox};
@@ -169,10 +169,10 @@ fn seed_and_clock_fix_every_source_of_randomness() {
     };
     let sandbox = TestSandbox.sandbox().expect("sandbox");
     let run = |seed: [u8; 32]| {
-        let mut req = RunRequest::new("rand", src.clone(), spec.limits.clone(), spec.http.clone());
+        let mut req = ExecRequest::new("rand", src.clone(), spec.limits.clone(), spec.http.clone());
         req.seed = Some(seed);
         req.clock_start_us = Some(1_767_225_600_000_000);
-        sandbox.run(req).outcome.expect("runs")
+        sandbox.execute(req).outcome.expect("runs")
     };
     let (a, b, c) = (run([7; 32]), run([7; 32]), run([8; 32]));
     assert_eq!(a, b, "the same seed and clock give the same values");
@@ -187,13 +187,16 @@ fn the_result_frame_carries_every_column_type() {
         panic!()
     };
     let sandbox = TestSandbox.sandbox().expect("sandbox");
-    let req = RunRequest::new(
+    let req = ExecRequest::new(
         "formats",
         src.clone(),
         spec.limits.clone(),
         spec.http.clone(),
     );
-    let raw = sandbox.run(req).outcome.unwrap_or_else(|e| panic!("{e}"));
+    let raw = sandbox
+        .execute(req)
+        .outcome
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(raw.num_columns(), 5);
     let rows = sandstack::jobs::ingest::normalize::normalize(&[raw], "formats", &spec.limits, 4)
         .expect("valid")

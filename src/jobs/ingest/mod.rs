@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::{BatchSpec, IngestSource};
-use crate::sandbox::{LogLine, RunError, RunReport, RunStats, Sandbox, SetupError};
+use crate::sandbox::{ExecError, ExecReport, ExecStats, LogLine, Sandbox, SetupError};
 use crate::store::{append_in, Store, StoreError};
 
 pub use normalize::{describe_rows, InvalidResult};
@@ -33,7 +33,7 @@ pub enum IngestError {
     Run {
         batch: String,
         #[source]
-        source: RunError,
+        source: ExecError,
     },
     #[error("batch {batch}: {source}")]
     Store {
@@ -101,7 +101,7 @@ pub struct IngestReport {
 
 #[derive(Debug)]
 pub struct SandboxDetails {
-    pub stats: RunStats,
+    pub stats: ExecStats,
     pub output: String,
     pub logs: Vec<LogLine>,
 }
@@ -216,7 +216,7 @@ pub fn run(
             };
             let run_env = req.env.clone();
             let t = Instant::now();
-            let report: RunReport = sandbox.run(req);
+            let report: ExecReport = sandbox.execute(req);
             let source_time = t.elapsed();
             if let Some((plan, c)) = &plan {
                 match recording::write_after(plan, c, spec, source, &run_env, &report) {
@@ -250,7 +250,7 @@ pub fn run(
 pub fn finish_python(
     spec: &BatchSpec,
     store: &mut Store,
-    report: RunReport,
+    report: ExecReport,
     opts: IngestOptions,
     started: Instant,
     source_time: Duration,

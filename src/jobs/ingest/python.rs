@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{BatchSpec, PythonSource};
-use crate::sandbox::RunRequest;
+use crate::sandbox::ExecRequest;
 
 /// The allowlisted variables' values from `env` (those set).
 pub fn allowed_env(spec: &BatchSpec, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -18,8 +18,8 @@ pub fn request(
     spec: &BatchSpec,
     source: &PythonSource,
     env: &BTreeMap<String, String>,
-) -> RunRequest {
-    let mut req = RunRequest::new(
+) -> ExecRequest {
+    let mut req = ExecRequest::new(
         &spec.metric_batch,
         source.clone(),
         spec.limits.clone(),

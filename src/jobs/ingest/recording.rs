@@ -11,7 +11,7 @@ use crate::sandbox::cassette::{
     function_sha256, Cassette, MatchOn, RecordMode, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION,
     SCRUBBED,
 };
-use crate::sandbox::{RunReport, RunRequest};
+use crate::sandbox::{ExecReport, ExecRequest};
 
 #[derive(Debug, Clone)]
 pub struct CassetteOptions {
@@ -66,7 +66,7 @@ pub fn plan(opts: &CassetteOptions) -> Result<Plan, String> {
 
 /// Seed `req` for the plan; returns warnings for the user.
 pub fn prepare(
-    req: &mut RunRequest,
+    req: &mut ExecRequest,
     plan: &Plan,
     opts: &CassetteOptions,
     source: &PythonSource,
@@ -138,7 +138,7 @@ pub fn write_after(
     spec: &BatchSpec,
     source: &PythonSource,
     env: &BTreeMap<String, String>,
-    report: &RunReport,
+    report: &ExecReport,
 ) -> Result<Option<PathBuf>, String> {
     let (seed, clock) = match plan {
         Plan::Record => (hex::encode(report.seed), report.clock_start_us),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::resolver::{runtime, PolicyResolver};
 use super::{fmt_secs, HttpGate, Reply};
-use crate::sandbox::error::RunError;
+use crate::sandbox::error::ExecError;
 
 /// The outcome of one hop.
 pub(super) enum Hop {
@@ -22,7 +22,7 @@ pub(super) enum Hop {
 }
 
 impl HttpGate {
-    fn client(&mut self, trusted: bool) -> Result<reqwest::Client, RunError> {
+    fn client(&mut self, trusted: bool) -> Result<reqwest::Client, ExecError> {
         let slot = if trusted {
             &self.trusted_client
         } else {
@@ -39,7 +39,7 @@ impl HttpGate {
             }))
             .no_proxy()
             .build()
-            .map_err(|e| RunError::Internal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| ExecError::Internal(format!("cannot build the HTTP client: {e}")))?;
         if trusted {
             self.trusted_client = Some(c.clone());
         } else {
@@ -60,7 +60,7 @@ impl HttpGate {
         per_request: Duration,
         deadline: Instant,
         trusted: bool,
-    ) -> Result<Hop, RunError> {
+    ) -> Result<Hop, ExecError> {
         let client = self.client(trusted)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let wall_bound = remaining < per_request;
@@ -110,14 +110,14 @@ impl HttpGate {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(r) = refused {
-            return Err(RunError::Policy {
+            return Err(ExecError::Policy {
                 target: format!("{shown} -> {}", r.target),
                 reason: r.reason,
                 hint: " (set http_allow_private: true to allow it)".into(),
             });
         }
         match outcome {
-            Err(_elapsed) if wall_bound => Err(RunError::Limit {
+            Err(_elapsed) if wall_bound => Err(ExecError::Limit {
                 limit: "ingest_timeout_s",
                 value: fmt_secs(self.limits.timeout_s),
                 detail: format!("waiting for {shown}"),
@@ -130,7 +130,7 @@ impl HttpGate {
                     fmt_secs(self.limits.http_timeout_s)
                 ),
             })),
-            Ok(Ok(Err(size))) => Err(RunError::Limit {
+            Ok(Ok(Err(size))) => Err(ExecError::Limit {
                 limit: "http_max_response_kb",
                 value: self.limits.http_max_response_kb.to_string(),
                 detail: format!("response from {shown} is over {} KiB", size / 1024),

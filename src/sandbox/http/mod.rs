@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use super::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
 use super::door::HttpRequestHeader;
-use super::error::RunError;
+use super::error::ExecError;
 use crate::config::{HttpPolicy, SandboxLimits};
 
 use replay::replayed_reply;
@@ -89,9 +89,9 @@ impl HttpGate {
         self.scrubber = scrubber;
     }
 
-    fn count_request(&mut self, url: &str) -> Result<(), RunError> {
+    fn count_request(&mut self, url: &str) -> Result<(), ExecError> {
         if self.requests_made >= self.limits.http_max_requests {
-            return Err(RunError::Limit {
+            return Err(ExecError::Limit {
                 limit: "http_max_requests",
                 value: self.limits.http_max_requests.to_string(),
                 detail: format!("request to {url}"),
@@ -108,7 +108,7 @@ impl HttpGate {
         req: &HttpRequestHeader,
         body: &[u8],
         deadline: Instant,
-    ) -> Result<Reply, RunError> {
+    ) -> Result<Reply, ExecError> {
         if self.replay.is_none() && !self.record {
             return self.execute_live(req, body, deadline);
         }
@@ -129,7 +129,7 @@ impl HttpGate {
                     || "the cassette has no requests".to_string(),
                     |c| format!("the closest recorded request is {c}"),
                 );
-                return Err(RunError::Replay(format!(
+                return Err(ExecError::Replay(format!(
                     "no recorded response for {} {} (matching on {}); {closest}. Record it with --record-mode new_episodes or all",
                     recorded.method,
                     recorded.url,

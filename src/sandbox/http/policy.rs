@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::HttpGate;
 use crate::sandbox::addresses::refusal;
-use crate::sandbox::error::RunError;
+use crate::sandbox::error::ExecError;
 
 impl HttpGate {
     /// Apply the longest matching `http_rewrite` prefix; None if none
@@ -35,8 +35,8 @@ impl HttpGate {
             )
     }
 
-    pub(super) fn check_allowlist(&self, url: &reqwest::Url) -> Result<(), RunError> {
-        let refuse = |reason: String| RunError::Policy {
+    pub(super) fn check_allowlist(&self, url: &reqwest::Url) -> Result<(), ExecError> {
+        let refuse = |reason: String| ExecError::Policy {
             target: url.to_string(),
             reason,
             hint: String::new(),
@@ -59,7 +59,7 @@ impl HttpGate {
                 .iter()
                 .any(|h| host_matches(h, &host))
         {
-            return Err(RunError::Policy {
+            return Err(ExecError::Policy {
                 target: url.to_string(),
                 reason: format!("host `{host}` is not in http_allow_hosts"),
                 hint: format!(" (allowed: {})", self.policy.allow_hosts.join(", ")),
@@ -70,7 +70,7 @@ impl HttpGate {
 
     /// IP literals skip DNS, so they are checked here; names are checked
     /// by the resolver.
-    pub(super) fn check_address(&self, url: &reqwest::Url) -> Result<(), RunError> {
+    pub(super) fn check_address(&self, url: &reqwest::Url) -> Result<(), ExecError> {
         let host = url
             .host_str()
             .unwrap_or_default()
@@ -79,7 +79,7 @@ impl HttpGate {
         if let Ok(ip) = host.parse::<IpAddr>() {
             if !self.policy.allow_private {
                 if let Some(reason) = refusal(ip) {
-                    return Err(RunError::Policy {
+                    return Err(ExecError::Policy {
                         target: url.to_string(),
                         reason: format!("{ip} is {reason}"),
                         hint: " (set http_allow_private: true to allow it)".into(),

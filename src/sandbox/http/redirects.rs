@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::client::Hop;
 use super::{Exchange, HttpGate, Reply};
 use crate::sandbox::door::HttpRequestHeader;
-use crate::sandbox::error::RunError;
+use crate::sandbox::error::ExecError;
 
 const MAX_REDIRECTS: usize = 10;
 
@@ -27,7 +27,7 @@ impl HttpGate {
         req: &HttpRequestHeader,
         body: &[u8],
         deadline: Instant,
-    ) -> Result<Reply, RunError> {
+    ) -> Result<Reply, ExecError> {
         // Each hop has the URL the code asked for (or was redirected to, in
         // its own terms), which the allowlist and every message use, and the
         // URL actually fetched: a rewritten one goes where the operator
@@ -73,7 +73,7 @@ impl HttpGate {
                 None => guest_url.clone(),
                 Some(Ok(u)) => u,
                 Some(Err(e)) => {
-                    return Err(RunError::Internal(format!(
+                    return Err(ExecError::Internal(format!(
                         "http_rewrite makes an invalid URL of {guest_url}: {e}"
                     )))
                 }

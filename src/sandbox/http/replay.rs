@@ -5,7 +5,7 @@ use super::{Exchange, Reply};
 use crate::config::SandboxLimits;
 use crate::sandbox::cassette::Interaction;
 use crate::sandbox::door::HttpRequestHeader;
-use crate::sandbox::error::RunError;
+use crate::sandbox::error::ExecError;
 
 /// A recorded interaction as the guest sees it, under the same limits as
 /// a live response.
@@ -13,18 +13,18 @@ pub(super) fn replayed_reply(
     req: &HttpRequestHeader,
     hit: Interaction,
     limits: &SandboxLimits,
-) -> Result<Reply, RunError> {
+) -> Result<Reply, ExecError> {
     Ok(match (hit.response, hit.error) {
         (Some(r), _) => {
             let body = r.body.bytes().map_err(|e| {
-                RunError::Replay(format!(
+                ExecError::Replay(format!(
                     "the cassette's response to {} {} has an unreadable body: {e}",
                     req.method, req.url
                 ))
             })?;
             let max_bytes = limits.http_max_response_kb.saturating_mul(1024);
             if body.len() as u64 > max_bytes {
-                return Err(RunError::Limit {
+                return Err(ExecError::Limit {
                     limit: "http_max_response_kb",
                     value: limits.http_max_response_kb.to_string(),
                     detail: format!(

@@ -1,6 +1,7 @@
-//! One ingest run: a fresh instance of the compiled snapshot, the driver's
-//! turn, and the outcome, with every way a run can end mapped to an error
-//! that names its cause.
+//! One execution of guest code (an "exec", as opposed to a scheduled job
+//! run): a fresh instance of the compiled snapshot, the driver's turn, and
+//! the outcome, with every way it can end mapped to an error that names its
+//! cause.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,8 +14,8 @@ use wasmtime_wasi::I32Exit;
 use super::cassette::{Interaction, ReplayBook, Scrubber};
 use super::clock::GuestClock;
 use super::engine::EPOCH_TICK;
-use super::error::RunError;
-use super::host::{DoorState, HostState, LogLine, RunInputs};
+use super::error::ExecError;
+use super::host::{DoorState, HostState, LogLine, ExecInputs};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
 use super::{guest_sources, guest_text, instance, Sandbox};
@@ -22,7 +23,7 @@ use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
 
 /// Everything one run needs.
 #[derive(Debug, Clone)]
-pub struct RunRequest {
+pub struct ExecRequest {
     pub batch: String,
     pub source: PythonSource,
     pub limits: SandboxLimits,
@@ -49,9 +50,9 @@ pub struct RunRequest {
     pub preprocess_input: Option<(Vec<i64>, Vec<f64>)>,
 }
 
-impl RunRequest {
+impl ExecRequest {
     pub fn new(batch: &str, source: PythonSource, limits: SandboxLimits, http: HttpPolicy) -> Self {
-        RunRequest {
+        ExecRequest {
             batch: batch.to_string(),
             source,
             limits,
@@ -70,7 +71,7 @@ impl RunRequest {
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct RunStats {
+pub struct ExecStats {
     pub fuel_used: u64,
     pub wall: Duration,
     pub instantiate: Duration,
@@ -80,9 +81,9 @@ pub struct RunStats {
 
 /// How a run went, with what it printed and logged either way.
 #[derive(Debug)]
-pub struct RunReport {
-    pub outcome: Result<RecordBatch, RunError>,
-    pub stats: RunStats,
+pub struct ExecReport {
+    pub outcome: Result<RecordBatch, ExecError>,
+    pub stats: ExecStats,
     pub output: String,
     pub logs: Vec<LogLine>,
     /// Every HTTP request the guest made and its outcome, scrubbed.
@@ -94,12 +95,12 @@ pub struct RunReport {
     pub clock_start_us: i64,
 }
 
-impl RunReport {
+impl ExecReport {
     /// A run that ended (or has not got) anywhere yet: `error`, no output.
-    pub(super) fn failed(error: RunError, seed: [u8; 32], clock_start_us: i64) -> RunReport {
-        RunReport {
+    pub(super) fn failed(error: ExecError, seed: [u8; 32], clock_start_us: i64) -> ExecReport {
+        ExecReport {
             outcome: Err(error),
-            stats: RunStats::default(),
+            stats: ExecStats::default(),
             output: String::new(),
             logs: Vec::new(),
             interactions: Vec::new(),
@@ -111,7 +112,7 @@ impl RunReport {
 }
 
 impl Sandbox {
-    pub(super) fn run_here(&self, req: RunRequest) -> RunReport {
+    pub(super) fn execute_here(&self, req: ExecRequest) -> ExecReport {
         let started = Instant::now();
         let seed = req.seed.unwrap_or_else(|| {
             let mut s = [0u8; 32];
@@ -121,7 +122,7 @@ impl Sandbox {
         let clock_start_us = req.clock_start_us.unwrap_or_else(super::clock::now_us);
         let output = CappedOutput::new(req.limits.max_output_kb.saturating_mul(1024) as usize);
         let mut report =
-            RunReport::failed(RunError::Internal("not run".into()), seed, clock_start_us);
+            ExecReport::failed(ExecError::Internal("not run".into()), seed, clock_start_us);
         let mut store = match self.new_store(&req, &output, seed, clock_start_us) {
             Ok(s) => s,
             Err(e) => {
@@ -158,11 +159,11 @@ impl Sandbox {
 
     fn new_store(
         &self,
-        req: &RunRequest,
+        req: &ExecRequest,
         output: &CappedOutput,
         seed: [u8; 32],
         clock_start_us: i64,
-    ) -> Result<Store<HostState>, RunError> {
+    ) -> Result<Store<HostState>, ExecError> {
         let mut b = instance::wasi_builder(&self.guest, output)?;
         let clock = GuestClock::new(clock_start_us, req.virtual_clock);
         b.wall_clock(clock.clone());
@@ -177,7 +178,7 @@ impl Sandbox {
             seed[..16].try_into().unwrap_or([0; 16]),
         ));
         let limits = req.limits.clone();
-        let inputs = RunInputs {
+        let inputs = ExecInputs {
             batch: req.batch.clone(),
             source: req.source.code.clone(),
             filename: req.source.filename.clone(),
@@ -212,7 +213,7 @@ impl Sandbox {
         store.limiter(|s| &mut s.limiter);
         store
             .set_fuel(limits.fuel)
-            .map_err(|e| RunError::Internal(format!("{e:#}")))?;
+            .map_err(|e| ExecError::Internal(format!("{e:#}")))?;
         let ticks = (limits.timeout_s / EPOCH_TICK.as_secs_f64())
             .ceil()
             .max(1.0) as u64;
@@ -227,12 +228,12 @@ fn classify(
     state: HostState,
     output: &CappedOutput,
     limits: &SandboxLimits,
-) -> Result<RecordBatch, RunError> {
+) -> Result<RecordBatch, ExecError> {
     let door = state.door;
     if let Some(fatal) = door.fatal {
         return Err(fatal);
     }
-    let memory_limit = || RunError::Limit {
+    let memory_limit = || ExecError::Limit {
         limit: "ingest_memory_mb",
         value: limits.memory_mb.to_string(),
         detail: String::new(),
@@ -244,25 +245,25 @@ fn classify(
                 return Err(super::host::output_limit(limits));
             }
             return Err(match e.downcast_ref::<Trap>() {
-                Some(Trap::OutOfFuel) => RunError::Limit {
+                Some(Trap::OutOfFuel) => ExecError::Limit {
                     limit: "ingest_fuel",
                     value: limits.fuel.to_string(),
                     detail: String::new(),
                 },
-                Some(Trap::Interrupt) => RunError::Limit {
+                Some(Trap::Interrupt) => ExecError::Limit {
                     limit: "ingest_timeout_s",
                     value: fmt_secs(limits.timeout_s),
                     detail: String::new(),
                 },
                 Some(Trap::StackOverflow) => {
-                    RunError::StackOverflow(super::engine::MAX_WASM_STACK >> 20)
+                    ExecError::StackOverflow(super::engine::MAX_WASM_STACK >> 20)
                 }
                 _ if state.limiter.denied => memory_limit(),
                 _ => match e.downcast_ref::<I32Exit>() {
                     Some(exit) => {
-                        RunError::Crashed(format!("the guest exited with status {}", exit.0))
+                        ExecError::Crashed(format!("the guest exited with status {}", exit.0))
                     }
-                    None => RunError::Crashed(format!("{e:#}{}", output_tail(output))),
+                    None => ExecError::Crashed(format!("{e:#}{}", output_tail(output))),
                 },
             });
         }
@@ -275,7 +276,7 @@ fn classify(
             if err.type_name == "MemoryError" {
                 return Err(memory_limit());
             }
-            return Err(RunError::Limit {
+            return Err(ExecError::Limit {
                 limit: "ingest_memory_mb",
                 value: limits.memory_mb.to_string(),
                 detail: format!(
@@ -286,9 +287,9 @@ fn classify(
             });
         }
         if err.kind == "result_type" || err.kind == "result" {
-            return Err(RunError::BadResult(guest_text::one_line(&message)));
+            return Err(ExecError::BadResult(guest_text::one_line(&message)));
         }
-        return Err(RunError::Exception {
+        return Err(ExecError::Exception {
             type_name: guest_text::one_line(&err.type_name),
             message,
             traceback: guest_text::clean(&err.traceback),
@@ -300,7 +301,7 @@ fn classify(
     if state.limiter.denied {
         return Err(memory_limit());
     }
-    Err(RunError::Crashed(format!(
+    Err(ExecError::Crashed(format!(
         "the driver ended with status {status} and no result{}",
         output_tail(output)
     )))
