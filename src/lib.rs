@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod file_names;
 pub mod jobs;
 pub mod models;

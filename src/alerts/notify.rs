@@ -10,9 +10,10 @@ use arrow::record_batch::RecordBatch;
 use super::message::{AlertFacts, Kind, Message};
 use super::{deliver, plot, Channels, Delivery, Outcome};
 use crate::config::BatchSpec;
+use crate::domain::{Judgement, Series};
 use crate::file_names::file_stem;
 use crate::jobs::alert::AlertReport;
-use crate::jobs::rows::{load_input, JobError, Judgement, Series};
+use crate::jobs::rows::{load_input, JobError};
 use crate::store::Store;
 
 /// What a round of sending did.

@@ -10,7 +10,7 @@ use chrono::DateTime;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use crate::jobs::rows::Series;
+use crate::domain::Series;
 
 pub const WIDTH: u32 = 900;
 pub const HEIGHT: u32 = 520;

@@ -11,10 +11,10 @@ use crate::alerts::dispatch::{self, JobContext, JobOutcome};
 use crate::alerts::notify::{self, NotifyReport};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
+use crate::domain::Judgement;
 use crate::jobs::backfill;
 use crate::jobs::ingest::DefaultSandbox;
 use crate::jobs::maintenance;
-use crate::jobs::rows::Judgement;
 use crate::store::Store;
 
 /// Run one job on one batch and print what it did; with `channels`, send

@@ -4,8 +4,9 @@
 //! Threshold alerts (`tholdalert_thresholds`) run in the same job. Alerts
 //! are stored and logged; delivery is a separate step.
 
-use super::rows::{load_input, write, JobError, Judgement};
+use super::rows::{load_input, write, JobError};
 use crate::config::BatchSpec;
+use crate::domain::Judgement;
 use crate::store::{db_err, Store, StoreError, TableKey};
 
 pub type AlertError = JobError;

@@ -4,8 +4,9 @@
 //! Hoaglin); beyond `change_threshold` is a change, unless one was flagged in
 //! the previous `change_snooze_n` observations.
 
-use super::rows::{load_input, write, JobError, Judgement};
+use super::rows::{load_input, write, JobError};
 use crate::config::BatchSpec;
+use crate::domain::Judgement;
 use crate::models::preprocess::median;
 use crate::store::Store;
 

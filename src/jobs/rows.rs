@@ -13,6 +13,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 
 use super::features::FeatureError;
 use crate::config::BatchSpec;
+use crate::domain::{Judgement, Series};
 use crate::models::store::ModelStoreError;
 use crate::models::ModelError;
 use crate::store::{metrics_schema, Store, StoreError};
@@ -96,15 +97,6 @@ pub fn load_input(
         None => BTreeMap::new(),
     };
     Ok(JobInput { series, done })
-}
-
-/// One metric's observations, oldest first, with any extra numeric columns
-/// the SQL returned (by name).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Series {
-    pub timestamps_us: Vec<i64>,
-    pub values: Vec<f64>,
-    pub extra: BTreeMap<String, Vec<f64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,15 +210,6 @@ pub fn series_by_metric(
         }
     }
     Ok(out)
-}
-
-/// A judgement row to write.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    pub timestamp_us: i64,
-    pub metric_name: String,
-    pub value: f64,
-    pub metadata: Option<serde_json::Value>,
 }
 
 /// Write judgement rows of `metric_type` for `batch` in one transaction.

@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use super::features::features;
-use super::rows::{load_input, write, JobError, Judgement};
+use super::rows::{load_input, write, JobError};
 use crate::config::BatchSpec;
+use crate::domain::Judgement;
 use crate::models::combine;
 use crate::models::store::ModelStore;
 use crate::store::Store;

@@ -15,7 +15,7 @@ use super::cassette::{Interaction, ReplayBook, Scrubber};
 use super::clock::GuestClock;
 use super::engine::EPOCH_TICK;
 use super::error::ExecError;
-use super::host::{DoorState, HostState, LogLine, ExecInputs};
+use super::host::{DoorState, ExecInputs, HostState, LogLine};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
 use super::{guest_sources, guest_text, instance, Sandbox};

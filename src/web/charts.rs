@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::jobs::rows::Series;
+use crate::domain::Series;
 
 pub const WIDTH: f64 = 380.0;
 pub const HEIGHT: f64 = 120.0;

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use duckdb::params;
 
 use crate::config::BatchSpec;
-use crate::jobs::rows::{load_input, Series};
+use crate::domain::Series;
+use crate::jobs::rows::load_input;
 use crate::store::{db_err, Store, StoreError, TableKey};
 
 /// One batch's home-page card figures.
