@@ -159,14 +159,21 @@ impl<'a> FieldReader<'a> {
         }
     }
 
-    /// A positive number (seconds, megabytes...).
-    pub fn positive_f64(&mut self, key: &str, default: f64) -> f64 {
+    /// A duration in seconds: more than 0 and at most [`MAX_SECONDS`]
+    /// (larger values would overflow the host's clock arithmetic).
+    pub fn seconds(&mut self, key: &str, default: f64) -> f64 {
         let v = self.f64(key, default);
-        if v.is_finite() && v > 0.0 {
-            v
-        } else {
+        if !(v.is_finite() && v > 0.0) {
             self.bad_value(key, format!("must be greater than 0, found {v}"));
             default
+        } else if v > MAX_SECONDS {
+            self.bad_value(
+                key,
+                format!("must be at most {MAX_SECONDS} seconds (a day), found {v}"),
+            );
+            default
+        } else {
+            v
         }
     }
 
@@ -234,6 +241,10 @@ impl<'a> FieldReader<'a> {
             .collect()
     }
 }
+
+/// Longest duration a `seconds` key takes (`ingest_timeout_s`,
+/// `http_timeout_s`).
+pub const MAX_SECONDS: f64 = 86_400.0;
 
 /// A date or date and time (UTC) as µs since the epoch.
 pub fn parse_utc_us(text: &str) -> Option<i64> {

@@ -203,9 +203,6 @@ pub struct SandboxLimits {
     pub timestamp_max_us: i64,
 }
 
-/// Longest `ingest_timeout_s` and `http_timeout_s`, in seconds.
-pub const MAX_TIMEOUT_S: f64 = 86_400.0;
-
 /// `ingest_timestamp_min` and `ingest_timestamp_max` by default.
 pub const DEFAULT_TIMESTAMP_RANGE: (&str, &str) = ("1900-01-01", "2200-01-01");
 
@@ -444,14 +441,14 @@ pub(super) fn read_spec(
 
     let limits = SandboxLimits {
         fuel: r.u64("ingest_fuel", d.fuel),
-        timeout_s: r.positive_f64("ingest_timeout_s", d.timeout_s),
+        timeout_s: r.seconds("ingest_timeout_s", d.timeout_s),
         memory_mb: r.u64("ingest_memory_mb", d.memory_mb),
         max_rows: r.u64("ingest_max_rows", d.max_rows),
         max_output_kb: r.u64("ingest_max_output_kb", d.max_output_kb),
         max_result_kb: r.u64("ingest_max_result_kb", d.max_result_kb),
         http_max_requests: r.u64("http_max_requests", d.http_max_requests),
         http_max_response_kb: r.u64("http_max_response_kb", d.http_max_response_kb),
-        http_timeout_s: r.positive_f64("http_timeout_s", d.http_timeout_s),
+        http_timeout_s: r.seconds("http_timeout_s", d.http_timeout_s),
         max_name_len: r.u64("ingest_max_name_len", d.max_name_len),
         timestamp_min_us: r.utc_time("ingest_timestamp_min", d.timestamp_min_us),
         timestamp_max_us: r.utc_time("ingest_timestamp_max", d.timestamp_max_us),
@@ -461,18 +458,6 @@ pub(super) fn read_spec(
             "ingest_timestamp_max",
             "must be later than ingest_timestamp_min",
         );
-    }
-    // Larger values would overflow the host's clock arithmetic.
-    for (key, v) in [
-        ("ingest_timeout_s", limits.timeout_s),
-        ("http_timeout_s", limits.http_timeout_s),
-    ] {
-        if v > MAX_TIMEOUT_S {
-            r.bad_value(
-                key,
-                format!("must be at most {MAX_TIMEOUT_S} seconds (a day), found {v}"),
-            );
-        }
     }
     if limits.memory_mb > 4096 {
         r.bad_value(

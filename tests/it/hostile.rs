@@ -509,6 +509,24 @@ fn batch_names_that_could_reach_sql_or_paths_are_refused_at_load() {
 }
 
 #[test]
+fn timeouts_past_a_day_are_refused_at_load() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/slow.yaml",
+        "metric_batch: \"slow\"\ningest_sql: \"SELECT 1\"\ningest_timeout_s: 1000000\nhttp_timeout_s: 86401\n",
+    );
+    let errors: Vec<String> = f.load(&[]).errors.iter().map(|e| e.to_string()).collect();
+    let file = f.shown("b/slow.yaml");
+    assert_eq!(
+        errors,
+        vec![
+            format!("{file}: key `ingest_timeout_s`: must be at most 86400 seconds (a day), found 1000000"),
+            format!("{file}: key `http_timeout_s`: must be at most 86400 seconds (a day), found 86401"),
+        ]
+    );
+}
+
+#[test]
 fn delete_sql_runs_as_one_statement() {
     let f = Folder::with_defaults();
     f.write(
