@@ -153,7 +153,7 @@ impl Sandbox {
         report.logs = state.door.logs.clone();
         report.interactions = state.door.http.interactions.clone();
         report.scrubber = state.door.http.scrubber.clone();
-        report.outcome = classify(turn, state, &output, &req.limits);
+        report.outcome = classify(turn, state, &output, &report.output, &req.limits);
         report
     }
 
@@ -223,20 +223,22 @@ impl Sandbox {
     }
 }
 
+/// `shown` is the guest's output, already cleaned for display.
 fn classify(
     turn: wasmtime::Result<i32>,
     state: HostState,
     output: &CappedOutput,
+    shown: &str,
     limits: &SandboxLimits,
 ) -> Result<RecordBatch, ExecError> {
     let door = state.door;
     if let Some(fatal) = door.fatal {
         return Err(fatal);
     }
-    let memory_limit = || ExecError::Limit {
+    let memory_limit = |detail: String| ExecError::Limit {
         limit: "ingest_memory_mb",
         value: limits.memory_mb.to_string(),
-        detail: String::new(),
+        detail,
     };
     let status = match turn {
         Ok(status) => status,
@@ -258,12 +260,12 @@ fn classify(
                 Some(Trap::StackOverflow) => {
                     ExecError::StackOverflow(super::engine::MAX_WASM_STACK >> 20)
                 }
-                _ if state.limiter.denied => memory_limit(),
+                _ if state.limiter.denied => memory_limit(String::new()),
                 _ => match e.downcast_ref::<I32Exit>() {
                     Some(exit) => {
                         ExecError::Crashed(format!("the guest exited with status {}", exit.0))
                     }
-                    None => ExecError::Crashed(format!("{e:#}{}", output_tail(output))),
+                    None => ExecError::Crashed(format!("{e:#}{}", output_tail(shown))),
                 },
             });
         }
@@ -273,18 +275,15 @@ fn classify(
         if state.limiter.denied {
             // Whatever the code made of the refused allocation (a swallowed
             // MemoryError, a None used later), the cause is the cap.
-            if err.type_name == "MemoryError" {
-                return Err(memory_limit());
-            }
-            return Err(ExecError::Limit {
-                limit: "ingest_memory_mb",
-                value: limits.memory_mb.to_string(),
-                detail: format!(
+            return Err(memory_limit(if err.type_name == "MemoryError" {
+                String::new()
+            } else {
+                format!(
                     "an allocation was refused; the code then failed with {}: {}",
                     guest_text::one_line(&err.type_name),
                     guest_text::one_line(&message)
-                ),
-            });
+                )
+            }));
         }
         if err.kind == "result_type" || err.kind == "result" {
             return Err(ExecError::BadResult(guest_text::one_line(&message)));
@@ -299,16 +298,15 @@ fn classify(
         return Ok(batch);
     }
     if state.limiter.denied {
-        return Err(memory_limit());
+        return Err(memory_limit(String::new()));
     }
     Err(ExecError::Crashed(format!(
         "the driver ended with status {status} and no result{}",
-        output_tail(output)
+        output_tail(shown)
     )))
 }
 
-fn output_tail(output: &CappedOutput) -> String {
-    let text = guest_text::clean(&output.text());
+fn output_tail(text: &str) -> String {
     if text.trim().is_empty() {
         return String::new();
     }

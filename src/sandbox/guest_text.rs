@@ -29,21 +29,27 @@ fn escape(c: char, out: &mut String) {
 
 /// Guest text with its control characters escaped; newlines and tabs kept.
 pub fn clean(text: &str) -> String {
-    if !text
-        .chars()
-        .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c))
-    {
+    let escaped = |c: char| acts_on_terminal(c) && c != '\n' && c != '\t';
+    if !text.chars().any(escaped) {
         return text.to_string();
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c) {
+        if escaped(c) {
             escape(c, &mut out);
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// The first `max_chars` characters of `text`, with `…` if it was longer.
+pub fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// Guest text on one line: control characters escaped, newlines as `\n`.
@@ -53,7 +59,7 @@ pub fn one_line(text: &str) -> String {
         match c {
             '\n' => out.push_str("\\n"),
             '\t' => out.push(' '),
-            c if c.is_control() || is_bidi_control(c) => escape(c, &mut out),
+            c if acts_on_terminal(c) => escape(c, &mut out),
             c => out.push(c),
         }
     }

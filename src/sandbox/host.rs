@@ -27,13 +27,6 @@ const MAX_LOG_LINES: usize = 10_000;
 /// Characters of one log record kept (the rest is cut, marked with `…`).
 const MAX_LOG_CHARS: usize = 4096;
 
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_string(),
-    }
-}
-
 /// The output budget is spent: stdout, stderr and log records together.
 pub fn output_limit(limits: &SandboxLimits) -> ExecError {
     ExecError::Limit {
@@ -192,6 +185,11 @@ pub struct HostState {
     pub output: CappedOutput,
 }
 
+/// Whether `n` bytes at `at` lie within guest memory `mem`.
+pub(super) fn fits(mem: &[u8], at: usize, n: usize) -> bool {
+    at.checked_add(n).is_some_and(|end| end <= mem.len())
+}
+
 /// Trap message used after `fatal` is set.
 pub const STOP_TRAP: &str = "sandstack: run stopped by the host";
 
@@ -255,9 +253,8 @@ pub fn door_call(
     };
     let p = alloc.call(&mut caller, reply.len() as i32)? as u32 as usize;
     let mem = memory.data_mut(&mut caller);
-    let fits = |at: usize, n: usize| at.checked_add(n).is_some_and(|end| end <= mem.len());
     let (opp, olp) = (out_ptr_ptr as u32 as usize, out_len_ptr as u32 as usize);
-    if p == 0 || !fits(p, reply.len()) || !fits(opp, 4) || !fits(olp, 4) {
+    if p == 0 || !fits(mem, p, reply.len()) || !fits(mem, opp, 4) || !fits(mem, olp, 4) {
         return Ok(CALL_HOST_FAULT);
     }
     mem[p..p + reply.len()].copy_from_slice(&reply);
@@ -286,8 +283,8 @@ fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, ExecError> {
             if !state.output.charge(level.len() + message.len()) {
                 return Err(output_limit(&door.limits));
             }
-            let level = guest_text::one_line(&truncate(&level, 16));
-            let message = guest_text::one_line(&truncate(&message, MAX_LOG_CHARS));
+            let level = guest_text::one_line(&guest_text::truncate(&level, 16));
+            let message = guest_text::one_line(&guest_text::truncate(&message, MAX_LOG_CHARS));
             tracing::info!(target: "sandstack::guest", batch = %door.inputs.batch, "[{level}] {message}");
             if door.logs.len() < MAX_LOG_LINES {
                 door.logs.push(LogLine { level, message });

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Caller;
 
 use super::error::ExecError;
-use super::host::{stop, HostState};
+use super::host::{fits, stop, HostState};
 use super::http::fmt_secs;
 
 const SUBSCRIPTION_SIZE: usize = 48;
@@ -216,8 +216,7 @@ pub fn poll_oneoff(
     }
     let data = memory.data_mut(&mut caller);
     let len = fired.len() * EVENT_SIZE;
-    let fits = |at: usize, n: usize| at.checked_add(n).is_some_and(|end| end <= data.len());
-    if !fits(events_at, len) || !fits(nevents_at, 4) {
+    if !fits(data, events_at, len) || !fits(data, nevents_at, 4) {
         return Ok(ERRNO_FAULT);
     }
     for (i, e) in fired.iter().enumerate() {

@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::SandboxLimits;
-use crate::sandbox::guest_text::{acts_on_terminal, one_line};
+use crate::sandbox::guest_text::{acts_on_terminal, one_line, truncate};
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
 /// What normalisation produced.
@@ -177,16 +177,10 @@ pub fn normalize(
 /// may be empty, over `max_len` characters, or hold control characters.
 fn check_names(names: &StringArray, max_len: u64) -> Result<(), InvalidResult> {
     let bad = |row: usize, name: &str, problem: String| {
-        let shown: String = name.chars().take(60).collect();
-        let more = if name.chars().nth(60).is_some() {
-            "…"
-        } else {
-            ""
-        };
         Err(InvalidResult::BadName {
             row,
             problem,
-            shown: format!("\"{}{more}\"", one_line(&shown)),
+            shown: format!("\"{}\"", one_line(&truncate(name, 60))),
         })
     };
     for (row, name) in names.iter().enumerate() {
