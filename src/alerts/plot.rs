@@ -64,6 +64,30 @@ pub fn render_png(
     Ok(out)
 }
 
+/// What both panels share: the series, its flag columns and the time axis.
+struct Frame<'a> {
+    s: &'a Series,
+    threshold: f64,
+    score: Vec<f64>,
+    alert: Vec<f64>,
+    change: Vec<f64>,
+    /// First and last observation, µs.
+    first: i64,
+    last: i64,
+    /// The x axis: a little wider than the data.
+    t0: i64,
+    t1: i64,
+}
+
+type Area<'b> = DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>;
+
+fn draw_err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> String {
+    e.to_string()
+}
+
+const RED: RGBColor = RGBColor(214, 39, 40);
+const ORANGE: RGBColor = RGBColor(255, 127, 14);
+
 fn draw(
     batch: &str,
     metric: &str,
@@ -72,28 +96,22 @@ fn draw(
     rgb: &mut [u8],
 ) -> Result<(), String> {
     fonts();
-    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(e)?;
-    let (score, alert, change) = (
-        col(s, "metric_score"),
-        col(s, "metric_alert"),
-        col(s, "metric_change"),
-    );
-    let n = s.values.len();
+    root.fill(&WHITE).map_err(draw_err)?;
     let title = format!("{batch} / {metric}");
     let root = root
         .titled(&title, (FONT, 20).into_font().style(FontStyle::Bold))
-        .map_err(e)?;
+        .map_err(draw_err)?;
     let (top, bottom) = root.split_vertically(HEIGHT * 62 / 100);
+    let n = s.values.len();
     if n == 0 {
         top.draw(&Text::new(
             "no observations yet",
             (WIDTH as i32 / 2 - 80, 100),
             (FONT, 16),
         ))
-        .map_err(e)?;
-        root.present().map_err(e)?;
+        .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
         return Ok(());
     }
     // A little room either side, so a marker on the newest point (where
@@ -102,105 +120,137 @@ fn draw(
     // before ingest bounded them).
     let (first, last) = (s.timestamps_us[0], s.timestamps_us[n - 1]);
     let room = (last.saturating_sub(first) / 40).max(1);
-    let (t0, t1) = (first.saturating_sub(room), last.saturating_add(room));
-    let finite = s.values.iter().copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let pad = ((hi - lo) * 0.08).max(1e-9);
-    let label_time = |us: &i64| {
+    let frame = Frame {
+        s,
+        threshold,
+        score: col(s, "metric_score"),
+        alert: col(s, "metric_alert"),
+        change: col(s, "metric_change"),
+        first,
+        last,
+        t0: first.saturating_sub(room),
+        t1: last.saturating_add(room),
+    };
+    draw_values(&top, &frame)?;
+    draw_scores(&bottom, &frame)?;
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+impl Frame<'_> {
+    /// Time labels: with the date when the span passes a day and a half.
+    fn label_time(&self, us: &i64) -> String {
         DateTime::from_timestamp_micros(*us)
             .map(|t| {
-                if last.saturating_sub(first) > 36 * 3_600_000_000 {
+                if self.last.saturating_sub(self.first) > 36 * 3_600_000_000 {
                     t.format("%m-%d %H:%M").to_string()
                 } else {
                     t.format("%H:%M").to_string()
                 }
             })
             .unwrap_or_default()
-    };
+    }
 
-    let mut values = ChartBuilder::on(&top)
+    /// The finite points of `ys` whose `flags` are set.
+    fn flagged(&self, flags: &[f64], ys: &[f64]) -> Vec<(i64, f64)> {
+        (0..self.s.values.len())
+            .filter(|i| flags[*i] > 0.0 && ys[*i].is_finite())
+            .map(|i| (self.s.timestamps_us[i], ys[i]))
+            .collect()
+    }
+
+    /// The finite points of `ys`.
+    fn finite<'b>(&'b self, ys: &'b [f64]) -> impl Iterator<Item = (i64, f64)> + 'b {
+        self.s
+            .timestamps_us
+            .iter()
+            .zip(ys)
+            .filter(|(_, v)| v.is_finite())
+            .map(|(t, v)| (*t, *v))
+    }
+}
+
+/// Top panel: the values, alerts as red rings, changes as purple triangles.
+fn draw_values(area: &Area<'_>, f: &Frame<'_>) -> Result<(), String> {
+    let finite = f.s.values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(1e-9);
+    let mut chart = ChartBuilder::on(area)
         .margin(10)
         .x_label_area_size(22)
         .y_label_area_size(60)
-        .build_cartesian_2d(t0..t1, (lo - pad)..(hi + pad))
-        .map_err(e)?;
-    values
+        .build_cartesian_2d(f.t0..f.t1, (lo - pad)..(hi + pad))
+        .map_err(draw_err)?;
+    chart
         .configure_mesh()
         .x_labels(8)
-        .x_label_formatter(&label_time)
+        .x_label_formatter(&|us| f.label_time(us))
         .y_desc("value")
         .label_style((FONT, 12))
         .x_max_light_lines(1)
         .y_max_light_lines(1)
         .light_line_style(RGBColor(245, 245, 245))
         .draw()
-        .map_err(e)?;
-    let points = || {
-        s.timestamps_us
-            .iter()
-            .zip(&s.values)
-            .filter(|(_, v)| v.is_finite())
-            .map(|(t, v)| (*t, *v))
-    };
+        .map_err(draw_err)?;
     let blue = RGBColor(31, 119, 180);
-    values
-        .draw_series(LineSeries::new(points(), blue.stroke_width(2)))
-        .map_err(e)?
+    chart
+        .draw_series(LineSeries::new(f.finite(&f.s.values), blue.stroke_width(2)))
+        .map_err(draw_err)?
         .label("value")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
-    let red = RGBColor(214, 39, 40);
     let purple = RGBColor(148, 103, 189);
-    let marked = |flags: &[f64]| -> Vec<(i64, f64)> {
-        (0..n)
-            .filter(|i| flags[*i] > 0.0 && s.values[*i].is_finite())
-            .map(|i| (s.timestamps_us[i], s.values[i]))
-            .collect()
-    };
-    values
+    chart
         .draw_series(
-            marked(&alert)
+            f.flagged(&f.alert, &f.s.values)
                 .into_iter()
-                .map(|p| Circle::new(p, 7, red.stroke_width(3))),
+                .map(|p| Circle::new(p, 7, RED.stroke_width(3))),
         )
-        .map_err(e)?
+        .map_err(draw_err)?
         .label("alert")
-        .legend(move |(x, y)| Circle::new((x + 8, y), 5, red.stroke_width(2)));
-    values
+        .legend(move |(x, y)| Circle::new((x + 8, y), 5, RED.stroke_width(2)));
+    chart
         .draw_series(
-            marked(&change)
+            f.flagged(&f.change, &f.s.values)
                 .into_iter()
                 .map(|p| TriangleMarker::new(p, 8, purple.filled())),
         )
-        .map_err(e)?
+        .map_err(draw_err)?
         .label("change")
         .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, purple.filled()));
-    values
+    chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(200, 200, 200))
         .label_font((FONT, 12))
         .draw()
-        .map_err(e)?;
+        .map_err(draw_err)?;
+    Ok(())
+}
 
-    let max_score = score
+/// Bottom panel: the score as bars (red from the threshold up), the
+/// threshold dashed, alerts as red rings.
+fn draw_scores(area: &Area<'_>, f: &Frame<'_>) -> Result<(), String> {
+    let threshold = f.threshold;
+    let max_score = f
+        .score
         .iter()
         .copied()
         .filter(|v| v.is_finite())
         .fold(threshold, f64::max);
-    let mut scores = ChartBuilder::on(&bottom)
+    let mut chart = ChartBuilder::on(area)
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(t0..t1, 0.0..(max_score * 1.1).max(1.0))
-        .map_err(e)?;
-    scores
+        .build_cartesian_2d(f.t0..f.t1, 0.0..(max_score * 1.1).max(1.0))
+        .map_err(draw_err)?;
+    chart
         .configure_mesh()
         .x_labels(8)
-        .x_label_formatter(&label_time)
+        .x_label_formatter(&|us| f.label_time(us))
         .y_desc("anomaly score")
         .x_desc("time (UTC)")
         .label_style((FONT, 12))
@@ -208,53 +258,39 @@ fn draw(
         .y_max_light_lines(1)
         .light_line_style(RGBColor(245, 245, 245))
         .draw()
-        .map_err(e)?;
-    let orange = RGBColor(255, 127, 14);
-    let scored = || {
-        s.timestamps_us
-            .iter()
-            .zip(&score)
-            .filter(|(_, v)| v.is_finite())
-            .map(|(t, v)| (*t, *v))
-    };
-    scores
-        .draw_series(scored().map(|(t, v)| {
+        .map_err(draw_err)?;
+    chart
+        .draw_series(f.finite(&f.score).map(|(t, v)| {
             Rectangle::new(
                 [(t, 0.0), (t, v)],
-                if v >= threshold { red } else { orange }.stroke_width(2),
+                if v >= threshold { RED } else { ORANGE }.stroke_width(2),
             )
         }))
-        .map_err(e)?;
-    scores
-        .draw_series(LineSeries::new(scored(), orange.stroke_width(1)))
-        .map_err(e)?;
-    scores
+        .map_err(draw_err)?;
+    chart
+        .draw_series(LineSeries::new(f.finite(&f.score), ORANGE.stroke_width(1)))
+        .map_err(draw_err)?;
+    chart
         .draw_series(DashedLineSeries::new(
-            vec![(first, threshold), (last, threshold)],
+            vec![(f.first, threshold), (f.last, threshold)],
             6,
             4,
-            red.stroke_width(1),
+            RED.stroke_width(1),
         ))
-        .map_err(e)?;
-    bottom
-        .draw(&Text::new(
-            format!("alert_threshold {threshold}"),
-            (WIDTH as i32 - 200, 14),
-            (FONT, 12).into_font().color(&red),
-        ))
-        .map_err(e)?;
-    let alerted: Vec<(i64, f64)> = (0..n)
-        .filter(|i| alert[*i] > 0.0 && score[*i].is_finite())
-        .map(|i| (s.timestamps_us[i], score[i]))
-        .collect();
-    scores
+        .map_err(draw_err)?;
+    area.draw(&Text::new(
+        format!("alert_threshold {threshold}"),
+        (WIDTH as i32 - 200, 14),
+        (FONT, 12).into_font().color(&RED),
+    ))
+    .map_err(draw_err)?;
+    chart
         .draw_series(
-            alerted
+            f.flagged(&f.alert, &f.score)
                 .into_iter()
-                .map(|p| Circle::new(p, 6, red.stroke_width(3))),
+                .map(|p| Circle::new(p, 6, RED.stroke_width(3))),
         )
-        .map_err(e)?;
-    root.present().map_err(e)?;
+        .map_err(draw_err)?;
     Ok(())
 }
 

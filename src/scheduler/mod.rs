@@ -74,6 +74,16 @@ pub struct Shutdown {
     pub interrupted: Vec<JobKey>,
 }
 
+/// The jobs started and not yet reported done.
+struct InFlight {
+    /// Each running job with the tick it is for.
+    running: HashMap<JobKey, DateTime<Utc>>,
+    /// `max_concurrent` permits.
+    slots: Arc<Semaphore>,
+    /// Where a finished run reports.
+    done: mpsc::UnboundedSender<(JobKey, RunRecord)>,
+}
+
 pub struct Scheduler {
     pub clock: Arc<dyn Clock>,
     pub runner: Arc<dyn JobRunner>,
@@ -100,9 +110,12 @@ impl Scheduler {
         mut reloads: mpsc::Receiver<MetricsFolder>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Shutdown {
-        let slots = Arc::new(Semaphore::new(self.options.max_concurrent.max(1)));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobKey, RunRecord)>();
-        let mut running: HashMap<JobKey, DateTime<Utc>> = HashMap::new();
+        let mut jobs = InFlight {
+            running: HashMap::new(),
+            slots: Arc::new(Semaphore::new(self.options.max_concurrent.max(1))),
+            done: done_tx,
+        };
         let mut last_prune: Option<Instant> = None;
         let mut reloads_open = true;
 
@@ -112,48 +125,14 @@ impl Scheduler {
                 let (log, now) = (self.log.clone(), self.clock.now());
                 tokio::task::spawn_blocking(move || log.prune(now));
             }
-            // Replayed ticks (catch_up) run one after another.
-            let idle_with_backlog: Vec<JobKey> = plan
-                .entries
-                .iter()
-                .filter(|(k, e)| !e.backlog.is_empty() && !running.contains_key(*k))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in idle_with_backlog {
-                if let Some(e) = plan.entries.get_mut(&key) {
-                    if let Some(tick) = e.backlog.pop_front() {
-                        let ticket = RunTicket {
-                            spec: e.spec.clone(),
-                            job: key.1,
-                            scheduled: tick,
-                            catch_up: true,
-                        };
-                        self.dispatch(ticket, &mut running, &slots, &done_tx);
-                    }
-                }
-            }
+            self.dispatch_backlog(&mut plan, &mut jobs);
             // Runs that ended since the last turn are not "still going".
             while let Ok((key, record)) = done_rx.try_recv() {
-                running.remove(&key);
+                jobs.running.remove(&key);
                 self.emit(Event::Finished(Box::new(record)));
             }
             let now = self.clock.now();
-            for (key, tick) in plan.take_due(now) {
-                if running.contains_key(&key) {
-                    self.skip(&key, tick, now);
-                    continue;
-                }
-                let Some(e) = plan.entries.get(&key) else {
-                    continue;
-                };
-                let ticket = RunTicket {
-                    spec: e.spec.clone(),
-                    job: key.1,
-                    scheduled: tick,
-                    catch_up: false,
-                };
-                self.dispatch(ticket, &mut running, &slots, &done_tx);
-            }
+            self.dispatch_due(&mut plan, &mut jobs, now);
             let next = plan.next_tick().map(|t| self.clock.sleep_until(t));
             let sleep = async {
                 match next {
@@ -170,7 +149,7 @@ impl Scheduler {
                     }
                 }
                 Some((key, record)) = done_rx.recv() => {
-                    running.remove(&key);
+                    jobs.running.remove(&key);
                     self.emit(Event::Finished(Box::new(record)));
                 }
                 folder = reloads.recv(), if reloads_open => match folder {
@@ -184,8 +163,60 @@ impl Scheduler {
                 _ = sleep => {}
             }
         }
+        self.wind_down(jobs.running, done_rx).await
+    }
 
-        // Shutdown: start nothing new; give running jobs the grace period.
+    /// Replayed ticks (catch_up) run one after another: the next of a job
+    /// starts once the previous has ended.
+    fn dispatch_backlog(&self, plan: &mut Plan, jobs: &mut InFlight) {
+        let idle_with_backlog: Vec<JobKey> = plan
+            .entries
+            .iter()
+            .filter(|(k, e)| !e.backlog.is_empty() && !jobs.running.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in idle_with_backlog {
+            if let Some(e) = plan.entries.get_mut(&key) {
+                if let Some(tick) = e.backlog.pop_front() {
+                    let ticket = RunTicket {
+                        spec: e.spec.clone(),
+                        job: key.1,
+                        scheduled: tick,
+                        catch_up: true,
+                    };
+                    self.dispatch(ticket, jobs);
+                }
+            }
+        }
+    }
+
+    /// Start every job due by `now`, skipping those still running.
+    fn dispatch_due(&self, plan: &mut Plan, jobs: &mut InFlight, now: DateTime<Utc>) {
+        for (key, tick) in plan.take_due(now) {
+            if jobs.running.contains_key(&key) {
+                self.skip(&key, tick, now);
+                continue;
+            }
+            let Some(e) = plan.entries.get(&key) else {
+                continue;
+            };
+            let ticket = RunTicket {
+                spec: e.spec.clone(),
+                job: key.1,
+                scheduled: tick,
+                catch_up: false,
+            };
+            self.dispatch(ticket, jobs);
+        }
+    }
+
+    /// Shutdown: start nothing new; give running jobs the grace period, then
+    /// record the ones still going as interrupted.
+    async fn wind_down(
+        &self,
+        mut running: HashMap<JobKey, DateTime<Utc>>,
+        mut done_rx: mpsc::UnboundedReceiver<(JobKey, RunRecord)>,
+    ) -> Shutdown {
         let mut out = Shutdown::default();
         if !running.is_empty() {
             tracing::info!(
@@ -248,20 +279,14 @@ impl Scheduler {
         tokio::task::spawn_blocking(move || log.record(&record));
     }
 
-    fn dispatch(
-        &self,
-        ticket: RunTicket,
-        running: &mut HashMap<JobKey, DateTime<Utc>>,
-        slots: &Arc<Semaphore>,
-        done: &mpsc::UnboundedSender<(JobKey, RunRecord)>,
-    ) {
+    fn dispatch(&self, ticket: RunTicket, jobs: &mut InFlight) {
         let key = (ticket.spec.metric_batch.clone(), ticket.job);
-        running.insert(key.clone(), ticket.scheduled);
+        jobs.running.insert(key.clone(), ticket.scheduled);
         self.emit(Event::Started {
             key: key.clone(),
             scheduled: ticket.scheduled,
         });
-        let (slots, done) = (slots.clone(), done.clone());
+        let (slots, done) = (jobs.slots.clone(), jobs.done.clone());
         let (runner, log, clock) = (self.runner.clone(), self.log.clone(), self.clock.clone());
         tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;

@@ -89,6 +89,17 @@ pub fn short(v: f64) -> String {
     }
 }
 
+/// The index of the first observation inside `window`.
+fn window_start(s: &Series, window: Window, now_us: i64) -> usize {
+    match window {
+        Window::LastPoints(k) => s.values.len().saturating_sub(k),
+        Window::LastHours(h) => {
+            let cut = now_us - h * 3_600_000_000;
+            s.timestamps_us.partition_point(|t| *t < cut)
+        }
+    }
+}
+
 /// The chart of one metric, or None when nothing falls in the window.
 pub fn chart(
     metric: &str,
@@ -98,14 +109,9 @@ pub fn chart(
     threshold: f64,
 ) -> Option<Chart> {
     let n = s.values.len();
-    let start = match window {
-        Window::LastPoints(k) => n.saturating_sub(k),
-        Window::LastHours(h) => {
-            let cut = now_us - h * 3_600_000_000;
-            s.timestamps_us.partition_point(|t| *t < cut)
-        }
-    };
-    let idx: Vec<usize> = (start..n).filter(|i| s.values[*i].is_finite()).collect();
+    let idx: Vec<usize> = (window_start(s, window, now_us)..n)
+        .filter(|i| s.values[*i].is_finite())
+        .collect();
     let (&first, &last) = (idx.first()?, idx.last()?);
     let col = |name: &str| {
         s.extra

@@ -78,37 +78,7 @@ pub fn normalize(
         detail: e.to_string(),
     })?;
     let n = input.num_rows();
-    let required = [METRIC_NAME, METRIC_VALUE, METRIC_TIMESTAMP];
-    let missing: Vec<&str> = required
-        .iter()
-        .copied()
-        .filter(|c| input.column_by_name(c).is_none())
-        .collect();
-    if !missing.is_empty() {
-        let found: Vec<String> = input
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        return Err(InvalidResult::MissingColumns {
-            missing: missing.join(", "),
-            found: if found.is_empty() {
-                "(none)".into()
-            } else {
-                found.join(", ")
-            },
-        });
-    }
-    if n == 0 {
-        return Err(InvalidResult::Empty);
-    }
-    if n as u64 > max_rows {
-        return Err(InvalidResult::TooManyRows {
-            limit: max_rows,
-            rows: n,
-        });
-    }
+    check_shape(&input, max_rows)?;
     let col = |name: &str| {
         input
             .column_by_name(name)
@@ -171,6 +141,44 @@ pub fn normalize(
         out
     };
     Ok(Normalized { rows, dropped_nan })
+}
+
+/// The three required columns are there, and there are between 1 and
+/// `max_rows` rows.
+fn check_shape(input: &RecordBatch, max_rows: u64) -> Result<(), InvalidResult> {
+    let required = [METRIC_NAME, METRIC_VALUE, METRIC_TIMESTAMP];
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|c| input.column_by_name(c).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let found: Vec<String> = input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        return Err(InvalidResult::MissingColumns {
+            missing: missing.join(", "),
+            found: if found.is_empty() {
+                "(none)".into()
+            } else {
+                found.join(", ")
+            },
+        });
+    }
+    let n = input.num_rows();
+    if n == 0 {
+        return Err(InvalidResult::Empty);
+    }
+    if n as u64 > max_rows {
+        return Err(InvalidResult::TooManyRows {
+            limit: max_rows,
+            rows: n,
+        });
+    }
+    Ok(())
 }
 
 /// Names reach file names, SQL parameters, terminals and web pages: none

@@ -8,6 +8,29 @@ use super::resolver::{runtime, PolicyResolver};
 use super::{fmt_secs, HttpGate, Reply};
 use crate::sandbox::error::ExecError;
 
+/// A guest request in the guest's own terms, checked once, carried through
+/// every hop (a redirect may change its method, body and URL).
+pub(super) struct GuestRequest {
+    pub method: reqwest::Method,
+    /// The URL the code asked for, or was redirected to: what the
+    /// allowlist judges and every message names.
+    pub url: reqwest::Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// `timeout=` capped by `http_timeout_s`.
+    pub per_request: Duration,
+    /// The run's wall-clock deadline.
+    pub deadline: Instant,
+}
+
+/// Where one hop goes: the guest's URL as fetched, after any rewrite.
+pub(super) struct HopTarget {
+    pub url: reqwest::Url,
+    /// Rewritten by the operator's `http_rewrite`: private addresses
+    /// allowed.
+    pub trusted: bool,
+}
+
 /// The outcome of one hop.
 pub(super) enum Hop {
     Response {
@@ -49,61 +72,26 @@ impl HttpGate {
     }
 
     /// One request and its response, without following redirects.
-    #[allow(clippy::too_many_arguments)] // one hop's full description; a struct would only rename them
     pub(super) fn send_once(
         &mut self,
-        method: &reqwest::Method,
-        url: &reqwest::Url,
-        shown: &reqwest::Url,
-        headers: &[(String, String)],
-        body: &[u8],
-        per_request: Duration,
-        deadline: Instant,
-        trusted: bool,
+        request: &GuestRequest,
+        target: &HopTarget,
     ) -> Result<Hop, ExecError> {
-        let client = self.client(trusted)?;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let wall_bound = remaining < per_request;
-        let budget = remaining.min(per_request);
+        let (method, shown) = (&request.method, &request.url);
+        let client = self.client(target.trusted)?;
+        let remaining = request.deadline.saturating_duration_since(Instant::now());
+        let wall_bound = remaining < request.per_request;
+        let budget = remaining.min(request.per_request);
         let max_bytes = self.limits.http_max_response_kb.saturating_mul(1024);
-        let mut builder = client.request(method.clone(), url.clone());
-        for (k, v) in headers {
+        let mut builder = client.request(method.clone(), target.url.clone());
+        for (k, v) in &request.headers {
             builder = builder.header(k, v);
         }
-        if !body.is_empty() {
-            builder = builder.body(body.to_vec());
+        if !request.body.is_empty() {
+            builder = builder.body(request.body.clone());
         }
-        let fetch = async move {
-            let resp = builder.send().await?;
-            let status = resp.status();
-            let hdrs: Vec<(String, String)> = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-            if resp.content_length().is_some_and(|n| n > max_bytes) {
-                return Ok(Err(resp.content_length().unwrap_or(0)));
-            }
-            let mut resp = resp;
-            let mut data = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if (data.len() + chunk.len()) as u64 > max_bytes {
-                    return Ok(Err((data.len() + chunk.len()) as u64));
-                }
-                data.extend_from_slice(&chunk);
-            }
-            Ok::<_, reqwest::Error>(Ok((status, hdrs, data, location)))
-        };
-        let outcome = runtime().block_on(async { tokio::time::timeout(budget, fetch).await });
+        let outcome = runtime()
+            .block_on(async { tokio::time::timeout(budget, fetch(builder, max_bytes)).await });
         let refused = self
             .refused
             .lock()
@@ -153,6 +141,43 @@ impl HttpGate {
             })),
         }
     }
+}
+
+/// A response with its status, headers, body and `Location`.
+type Fetched = (
+    reqwest::StatusCode,
+    Vec<(String, String)>,
+    Vec<u8>,
+    Option<String>,
+);
+
+/// Send and read the response, or `Err(size)` as soon as its body is
+/// known to pass `max_bytes`.
+async fn fetch(
+    builder: reqwest::RequestBuilder,
+    max_bytes: u64,
+) -> Result<Result<Fetched, u64>, reqwest::Error> {
+    let mut resp = builder.send().await?;
+    let status = resp.status();
+    let text =
+        |v: &reqwest::header::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), text(v)))
+        .collect();
+    let location = resp.headers().get(reqwest::header::LOCATION).map(text);
+    if let Some(n) = resp.content_length().filter(|n| *n > max_bytes) {
+        return Ok(Err(n));
+    }
+    let mut data = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if (data.len() + chunk.len()) as u64 > max_bytes {
+            return Ok(Err((data.len() + chunk.len()) as u64));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(Ok((status, headers, data, location)))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

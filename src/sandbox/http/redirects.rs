@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::client::Hop;
+use super::client::{GuestRequest, Hop, HopTarget};
 use super::{Exchange, HttpGate, Reply};
 use crate::sandbox::door::HttpRequestHeader;
 use crate::sandbox::error::ExecError;
@@ -19,40 +19,29 @@ const HOST_ONLY_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// Whether a response is a redirect to follow.
+fn redirect_location(follow: bool, status: u16, location: Option<String>) -> Option<String> {
+    location.filter(|_| follow && matches!(status, 301 | 302 | 303 | 307 | 308))
+}
+
 impl HttpGate {
-    /// Make one guest request over the network (following redirects if
-    /// asked), within the run's wall-clock `deadline`.
-    pub(super) fn execute_live(
-        &mut self,
+    /// Check the request's URL, method and headers, and settle its timeout.
+    fn guest_request(
+        &self,
         req: &HttpRequestHeader,
         body: &[u8],
         deadline: Instant,
-    ) -> Result<Reply, ExecError> {
-        // Each hop has the URL the code asked for (or was redirected to, in
-        // its own terms), which the allowlist and every message use, and the
-        // URL actually fetched: a rewritten one goes where the operator
-        // pointed it (a mirror, a test server: private addresses allowed);
-        // any other is checked in full.
-        let mut guest_url = match reqwest::Url::parse(&req.url) {
-            Ok(u) => u,
-            Err(e) => {
-                return Ok(Reply::Failed {
-                    kind: "invalid_url",
-                    message: format!("invalid URL {:?}: {e}", req.url),
-                })
-            }
-        };
-        let mut method = match reqwest::Method::from_bytes(req.method.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => {
-                return Ok(Reply::Failed {
-                    kind: "invalid_url",
-                    message: format!("invalid HTTP method {:?}", req.method),
-                })
-            }
-        };
-        let mut body = body.to_vec();
-        let headers: Vec<(String, String)> = req
+    ) -> Result<GuestRequest, Reply> {
+        let url = reqwest::Url::parse(&req.url).map_err(|e| Reply::Failed {
+            kind: "invalid_url",
+            message: format!("invalid URL {:?}: {e}", req.url),
+        })?;
+        let method =
+            reqwest::Method::from_bytes(req.method.as_bytes()).map_err(|_| Reply::Failed {
+                kind: "invalid_url",
+                message: format!("invalid HTTP method {:?}", req.method),
+            })?;
+        let headers = req
             .headers
             .iter()
             .filter(|(k, _)| !HOST_ONLY_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
@@ -65,93 +54,113 @@ impl HttpGate {
                     t.min(self.limits.http_timeout_s)
                 }),
         );
-        for hop in 0..=MAX_REDIRECTS {
-            self.check_allowlist(&guest_url)?;
-            let rewritten = self.rewritten(guest_url.as_str());
-            let trusted = rewritten.is_some();
-            let target = match rewritten.as_deref().map(reqwest::Url::parse) {
-                None => guest_url.clone(),
-                Some(Ok(u)) => u,
-                Some(Err(e)) => {
-                    return Err(ExecError::Internal(format!(
-                        "http_rewrite makes an invalid URL of {guest_url}: {e}"
-                    )))
-                }
-            };
-            if !trusted {
-                self.check_address(&target)?;
+        Ok(GuestRequest {
+            method,
+            url,
+            headers,
+            body: body.to_vec(),
+            per_request,
+            deadline,
+        })
+    }
+
+    /// Judge one hop: the allowlist on the guest's URL, then either the
+    /// operator's rewrite (trusted) or the address policy on the URL itself.
+    fn hop_target(&mut self, guest_url: &reqwest::Url) -> Result<HopTarget, ExecError> {
+        self.check_allowlist(guest_url)?;
+        let rewritten = self.rewritten(guest_url.as_str());
+        let target = match rewritten.as_deref().map(reqwest::Url::parse) {
+            None => HopTarget {
+                url: guest_url.clone(),
+                trusted: false,
+            },
+            Some(Ok(url)) => HopTarget { url, trusted: true },
+            Some(Err(e)) => {
+                return Err(ExecError::Internal(format!(
+                    "http_rewrite makes an invalid URL of {guest_url}: {e}"
+                )))
             }
-            self.count_request(guest_url.as_str())?;
-            let hop_reply = self.send_once(
-                &method,
-                &target,
-                &guest_url,
-                &headers,
-                &body,
-                per_request,
-                deadline,
-                trusted,
-            )?;
-            let (status, reason, resp_headers, resp_body, location) = match hop_reply {
-                Hop::Failed(reply) => return Ok(reply),
-                Hop::Response {
+        };
+        if !target.trusted {
+            self.check_address(&target.url)?;
+        }
+        self.count_request(guest_url.as_str())?;
+        Ok(target)
+    }
+
+    /// Make one guest request over the network (following redirects if
+    /// asked), within the run's wall-clock `deadline`.
+    pub(super) fn execute_live(
+        &mut self,
+        req: &HttpRequestHeader,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Reply, ExecError> {
+        let mut request = match self.guest_request(req, body, deadline) {
+            Ok(r) => r,
+            Err(reply) => return Ok(reply),
+        };
+        for hop in 0..=MAX_REDIRECTS {
+            let target = self.hop_target(&request.url)?;
+            let (status, reason, headers, body, location) =
+                match self.send_once(&request, &target)? {
+                    Hop::Failed(reply) => return Ok(reply),
+                    Hop::Response {
+                        status,
+                        reason,
+                        headers,
+                        body,
+                        location,
+                    } => (status, reason, headers, body, location),
+                };
+            let Some(loc) = redirect_location(req.follow_redirects, status, location) else {
+                return Ok(Reply::Response(Exchange {
                     status,
                     reason,
-                    headers,
-                    body,
-                    location,
-                } => (status, reason, headers, body, location),
-            };
-            let redirect_to = match location {
-                Some(loc)
-                    if req.follow_redirects && matches!(status, 301 | 302 | 303 | 307 | 308) =>
-                {
-                    Some(loc)
-                }
-                _ => None,
-            };
-            let Some(loc) = redirect_to else {
-                let exchange = Exchange {
-                    status,
-                    reason,
-                    response_headers: resp_headers,
-                    response_body: resp_body,
+                    response_headers: headers,
+                    response_body: body,
                     final_url: if hop == 0 {
                         req.url.clone()
                     } else {
-                        guest_url.to_string()
+                        request.url.to_string()
                     },
-                };
-                return Ok(Reply::Response(exchange));
+                }));
             };
-            // Resolved against the fetched URL, then seen in the guest's
-            // terms: a mirror's relative redirect stays on the mirror.
-            guest_url = match target
-                .join(&loc)
-                .map(|u| self.guest_view(u.as_str()))
-                .and_then(|u| reqwest::Url::parse(&u))
-            {
-                Ok(u) => u,
-                Err(e) => {
-                    return Ok(Reply::Failed {
-                        kind: "connection",
-                        message: format!("redirect from {guest_url} to an invalid location: {e}"),
-                    })
-                }
-            };
-            if status == 303
-                || ((status == 301 || status == 302) && method == reqwest::Method::POST)
-            {
-                method = reqwest::Method::GET;
-                body.clear();
-            }
-            if hop == MAX_REDIRECTS {
-                break;
+            if let Err(reply) = self.follow(&mut request, &target, &loc, status) {
+                return Ok(reply);
             }
         }
         Ok(Reply::Failed {
             kind: "too_many_redirects",
             message: format!("exceeded {MAX_REDIRECTS} redirects"),
         })
+    }
+
+    /// Turn `request` into the redirect's next hop. The location is
+    /// resolved against the fetched URL, then seen in the guest's terms: a
+    /// mirror's relative redirect stays on the mirror.
+    fn follow(
+        &self,
+        request: &mut GuestRequest,
+        fetched: &HopTarget,
+        location: &str,
+        status: u16,
+    ) -> Result<(), Reply> {
+        request.url = fetched
+            .url
+            .join(location)
+            .map(|u| self.guest_view(u.as_str()))
+            .and_then(|u| reqwest::Url::parse(&u))
+            .map_err(|e| Reply::Failed {
+                kind: "connection",
+                message: format!("redirect from {} to an invalid location: {e}", request.url),
+            })?;
+        if status == 303
+            || ((status == 301 || status == 302) && request.method == reqwest::Method::POST)
+        {
+            request.method = reqwest::Method::GET;
+            request.body.clear();
+        }
+        Ok(())
     }
 }
