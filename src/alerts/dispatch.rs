@@ -93,7 +93,7 @@ pub fn run(
         Job::Delete => Ok(JobOutcome::Deleted(maintenance::delete(spec, store)?)),
         Job::Summary => {
             let b = maintenance::summary(std::iter::once(spec), store)?;
-            let sent = send(&|c| notify::summary(&spec.metric_batch, &spec.alert_methods, &b, c));
+            let sent = send(&|c| notify::summary(&spec.metric_batch, &spec.alert.methods, &b, c));
             Ok(JobOutcome::Summarised(b, sent))
         }
         Job::Ingest | Job::Llmalert => Err(format!(

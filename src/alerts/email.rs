@@ -8,7 +8,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{SmtpTransport, Transport};
 
-use super::{Channel, Message};
+use super::{Channel, Message, SendError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
@@ -89,7 +89,7 @@ impl Channel for EmailChannel {
         "email"
     }
 
-    fn send(&self, m: &Message) -> Result<(), String> {
+    fn send(&self, m: &Message) -> Result<(), SendError> {
         let mut b = lettre::Message::builder()
             .from(self.from.clone())
             .subject(m.subject.clone());
@@ -98,15 +98,22 @@ impl Channel for EmailChannel {
         }
         let mut body = MultiPart::mixed().singlepart(SinglePart::plain(m.text.clone()));
         if let Some(p) = &m.plot {
-            let png = ContentType::parse("image/png").map_err(|e| e.to_string())?;
+            let png =
+                ContentType::parse("image/png").map_err(|e| SendError::permanent(e.to_string()))?;
             body = body.singlepart(Attachment::new(p.filename.clone()).body(p.png.clone(), png));
         }
         let mail = b
             .multipart(body)
-            .map_err(|e| format!("building the e-mail: {e}"))?;
-        self.transport
-            .send(&mail)
-            .map(|_| ())
-            .map_err(|e| format!("SMTP server {}: {e}", self.server))
+            .map_err(|e| SendError::permanent(format!("building the e-mail: {e}")))?;
+        self.transport.send(&mail).map(|_| ()).map_err(|e| {
+            let message = format!("SMTP server {}: {e}", self.server);
+            // A 5xx reply refuses this mail for good; anything else (4xx,
+            // a dropped connection, a timeout) may pass later.
+            if e.is_permanent() {
+                SendError::permanent(message)
+            } else {
+                SendError::transient(message)
+            }
+        })
     }
 }

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::SendError;
+
 /// Check a channel URL; the error never repeats it (it holds the token).
 pub(crate) fn channel_url(url: &str, var: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(url).map_err(|e| format!("{var} is not a URL ({e})"))?;
@@ -28,7 +30,7 @@ pub(crate) fn post_json(
     url: &url::Url,
     bearer: Option<&str>,
     body: &serde_json::Value,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     super::block_on(async {
         let mut req = client
             .post(url.clone())
@@ -37,12 +39,22 @@ pub(crate) fn post_json(
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| e.without_url().to_string())?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SendError::transient(e.without_url().to_string()))?;
         let status = resp.status();
+        let message = || format!("server answered HTTP {status}");
         if status.is_success() {
             Ok(())
+        } else if status.is_client_error()
+            && status != reqwest::StatusCode::REQUEST_TIMEOUT
+            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(SendError::permanent(message()))
         } else {
-            Err(format!("server answered HTTP {status}"))
+            Err(SendError::transient(message()))
         }
-    })?
+    })
+    .map_err(SendError::transient)?
 }

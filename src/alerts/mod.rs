@@ -19,10 +19,9 @@ pub mod webhook;
 use std::time::{Duration, Instant};
 
 pub use message::Message;
-pub use settings::Channels;
 
-/// Names accepted in `alert_methods` / `tholdalert_methods`.
-pub const METHODS: [&str; 4] = ["email", "slack", "webhook", "log"];
+use crate::config::AlertMethod;
+pub use settings::Channels;
 
 /// How one channel's delivery of one message went.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,12 +39,47 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Whether sending again could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The server was unreachable, busy or failing (a timeout, SMTP 4xx,
+    /// HTTP 5xx, 408 or 429): try again after a pause.
+    Transient,
+    /// The request itself was refused (SMTP 5xx, another HTTP 4xx, a
+    /// message that cannot be built): the same send would fail again.
+    Permanent,
+}
+
+/// Why one send failed. The message never holds secrets (passwords,
+/// webhook URLs, tokens): it is logged and stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub retry: Retry,
+    pub message: String,
+}
+
+impl SendError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        SendError {
+            retry: Retry::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        SendError {
+            retry: Retry::Permanent,
+            message: message.into(),
+        }
+    }
+}
+
 /// A channel that sends messages (blocking).
 pub trait Channel: Sync {
     fn name(&self) -> &'static str;
-    /// Send once. The error must not contain secrets (passwords, webhook
-    /// URLs, tokens): it is logged and stored.
-    fn send(&self, message: &Message) -> Result<(), String>;
+    /// Send once.
+    fn send(&self, message: &Message) -> Result<(), SendError>;
 }
 
 /// Retries after a failure: `attempts` in all, waiting `base`, 2x`base`,
@@ -68,7 +102,9 @@ impl Default for RetryPolicy {
 fn send_with_retries(channel: &dyn Channel, message: &Message, retry: RetryPolicy) -> Delivery {
     let attempts = retry.attempts.max(1);
     let mut last = String::new();
+    let mut made = 0;
     for attempt in 1..=attempts {
+        made = attempt;
         let started = Instant::now();
         match channel.send(message) {
             Ok(()) => {
@@ -84,7 +120,10 @@ fn send_with_retries(channel: &dyn Channel, message: &Message, retry: RetryPolic
                     channel.name(),
                     started.elapsed().as_millis()
                 );
-                last = e;
+                last = e.message;
+                if e.retry == Retry::Permanent {
+                    break;
+                }
             }
         }
         if attempt < attempts {
@@ -92,33 +131,32 @@ fn send_with_retries(channel: &dyn Channel, message: &Message, retry: RetryPolic
         }
     }
     tracing::error!(
-        "alert channel {}: giving up after {attempts} attempts: {last} ({})",
+        "alert channel {}: giving up after {made} of {attempts} attempts: {last} ({})",
         channel.name(),
         message.subject
     );
     Delivery {
         channel: channel.name().into(),
         outcome: Outcome::Failed(last),
-        attempts,
+        attempts: made,
     }
 }
 
 /// Send `message` to every channel in `methods`, in parallel.
-pub fn deliver(channels: &Channels, methods: &[String], message: &Message) -> Vec<Delivery> {
+pub fn deliver(channels: &Channels, methods: &[AlertMethod], message: &Message) -> Vec<Delivery> {
     let mut out = Vec::new();
     let mut to_send: Vec<&dyn Channel> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for m in methods {
-        let m = m.trim().to_ascii_lowercase();
-        if m.is_empty() || !seen.insert(m.clone()) {
+    for &m in methods {
+        if !seen.insert(m) {
             continue;
         }
-        match channels.get(&m) {
+        match channels.get(m) {
             Ok(Some(c)) => to_send.push(c),
             // `log`: every alert is logged anyway.
             Ok(None) => {}
             Err(why) => out.push(Delivery {
-                channel: m,
+                channel: m.to_string(),
                 outcome: Outcome::NotConfigured(why),
                 attempts: 0,
             }),
@@ -148,4 +186,87 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String
         .build()
         .map(|rt| rt.block_on(f))
         .map_err(|e| format!("cannot start an async runtime: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A channel that fails its first `failures` sends with `retry`.
+    struct Flaky {
+        failures: u32,
+        retry: Retry,
+        calls: AtomicU32,
+    }
+
+    impl Channel for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+
+        fn send(&self, _: &Message) -> Result<(), SendError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= self.failures {
+                Err(SendError {
+                    retry: self.retry,
+                    message: format!("failure {n}"),
+                })
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn message() -> Message {
+        Message {
+            kind: message::Kind::Summary,
+            subject: "s".into(),
+            text: "t".into(),
+            fields: serde_json::json!({}),
+            plot: None,
+        }
+    }
+
+    const FAST: RetryPolicy = RetryPolicy {
+        attempts: 3,
+        base: Duration::from_millis(1),
+    };
+
+    fn flaky(failures: u32, retry: Retry) -> Flaky {
+        Flaky {
+            failures,
+            retry,
+            calls: AtomicU32::new(0),
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_retried_until_one_succeeds() {
+        let c = flaky(2, Retry::Transient);
+        let d = send_with_retries(&c, &message(), FAST);
+        assert_eq!((d.outcome, d.attempts), (Outcome::Sent, 3));
+    }
+
+    #[test]
+    fn transient_failures_give_up_after_the_last_attempt() {
+        let c = flaky(9, Retry::Transient);
+        let d = send_with_retries(&c, &message(), FAST);
+        assert_eq!(
+            (d.outcome, d.attempts),
+            (Outcome::Failed("failure 3".into()), 3)
+        );
+    }
+
+    #[test]
+    fn a_permanent_failure_is_not_retried() {
+        let c = flaky(9, Retry::Permanent);
+        let d = send_with_retries(&c, &message(), FAST);
+        assert_eq!(
+            (d.outcome, d.attempts),
+            (Outcome::Failed("failure 1".into()), 1)
+        );
+        assert_eq!(c.calls.load(Ordering::SeqCst), 1);
+    }
 }

@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::message::{AlertFacts, Kind, Message};
 use super::{deliver, plot, Channels, Delivery, Outcome};
-use crate::config::BatchSpec;
+use crate::config::{AlertMethod, BatchSpec};
 use crate::domain::{Judgement, Series};
 use crate::file_names::file_stem;
 use crate::jobs::alert::AlertReport;
@@ -99,13 +99,13 @@ fn send_judgements(
     for (kind, j) in items {
         let facts = facts(spec, *kind, j);
         let png = series.get(&j.metric_name).and_then(|s| {
-            plot::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert_threshold)
+            plot::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert.threshold)
                 .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
                 .ok()
         });
         let methods = match kind {
-            Kind::Threshold => &spec.tholdalert_methods,
-            _ => &spec.alert_methods,
+            Kind::Threshold => &spec.tholdalert.methods,
+            _ => &spec.alert.methods,
         };
         report.add(deliver(channels, methods, &Message::alert(&facts, png)));
     }
@@ -143,7 +143,7 @@ pub fn changes(
 /// Send a summary (the `summary_sql` result) through `methods`.
 pub fn summary(
     title: &str,
-    methods: &[String],
+    methods: &[AlertMethod],
     batches: &[RecordBatch],
     channels: &Channels,
 ) -> NotifyReport {
@@ -169,7 +169,7 @@ pub fn write_plots(spec: &BatchSpec, store: &Store, dir: &Path) -> Result<Vec<Pa
         .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
     let mut out = Vec::new();
     for (metric, s) in &series {
-        let png = plot::render_png(&spec.metric_batch, metric, s, spec.alert_threshold)
+        let png = plot::render_png(&spec.metric_batch, metric, s, spec.alert.threshold)
             .map_err(|e| format!("batch {}: {e}", spec.metric_batch))?;
         let path = folder.join(format!("{}.png", file_stem(metric)));
         std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -8,6 +8,7 @@ use super::email::{EmailChannel, Security};
 use super::slack::SlackChannel;
 use super::webhook::WebhookChannel;
 use super::{Channel, RetryPolicy};
+use crate::config::AlertMethod;
 
 /// The channels this process can send to.
 #[derive(Default)]
@@ -74,29 +75,25 @@ impl Channels {
 
     /// The channel for a method: Ok(None) for `log`, Err with what to set
     /// when it is not configured.
-    pub fn get(&self, method: &str) -> Result<Option<&dyn Channel>, String> {
-        if let Some(p) = self.problems.get(method) {
+    pub fn get(&self, method: AlertMethod) -> Result<Option<&dyn Channel>, String> {
+        if let Some(p) = self.problems.get(method.to_string().as_str()) {
             return Err(p.clone());
         }
         let missing = |what: &str| Err(format!("{method} is not configured: set {what}"));
         match method {
-            "log" => Ok(None),
-            "email" => match &self.email {
+            AlertMethod::Log => Ok(None),
+            AlertMethod::Email => match &self.email {
                 Some(e) => Ok(Some(e)),
                 None => missing("ANOMSTACK_ALERT_EMAIL_FROM, ANOMSTACK_ALERT_EMAIL_TO and ANOMSTACK_ALERT_EMAIL_SMTP_HOST"),
             },
-            "slack" => match &self.slack {
+            AlertMethod::Slack => match &self.slack {
                 Some(s) => Ok(Some(s)),
                 None => missing("SANDSTACK_SLACK_WEBHOOK_URL (a Slack incoming-webhook URL)"),
             },
-            "webhook" => match &self.webhook {
+            AlertMethod::Webhook => match &self.webhook {
                 Some(w) => Ok(Some(w)),
                 None => missing("SANDSTACK_ALERT_WEBHOOK_URL"),
             },
-            other => Err(format!(
-                "unknown alert method `{other}` in alert_methods: use {}",
-                super::METHODS.join(", ")
-            )),
         }
     }
 }

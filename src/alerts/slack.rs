@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::http::{channel_url, client, post_json};
-use super::{Channel, Message};
+use super::{Channel, Message, SendError};
 
 pub struct SlackChannel {
     url: url::Url,
@@ -26,7 +26,7 @@ impl Channel for SlackChannel {
         "slack"
     }
 
-    fn send(&self, m: &Message) -> Result<(), String> {
+    fn send(&self, m: &Message) -> Result<(), SendError> {
         let body = json!({
             "text": m.subject,
             "blocks": [

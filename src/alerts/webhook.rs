@@ -6,7 +6,7 @@
 use base64::Engine;
 
 use super::http::{channel_url, client, post_json};
-use super::{Channel, Message};
+use super::{Channel, Message, SendError};
 
 pub struct WebhookChannel {
     url: url::Url,
@@ -48,7 +48,7 @@ impl Channel for WebhookChannel {
         "webhook"
     }
 
-    fn send(&self, m: &Message) -> Result<(), String> {
+    fn send(&self, m: &Message) -> Result<(), SendError> {
         post_json(&self.client, &self.url, self.token.as_deref(), &payload(m))
     }
 }

@@ -74,8 +74,13 @@ pub fn sandbox(
         let raw = report
             .outcome
             .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
-        let n = normalize(&[raw], batch, &spec.limits, spec.ingest_metric_rounding)
-            .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
+        let n = normalize(
+            &[raw],
+            batch,
+            &spec.limits,
+            spec.ingest_settings.metric_rounding,
+        )
+        .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
         rows = n.rows.num_rows();
         times.push(t.elapsed());
         instantiate.push(report.stats.instantiate);

@@ -5,9 +5,11 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, MetricsFolder};
 use crate::jobs::ingest::recording::CassetteOptions;
-use crate::jobs::ingest::{self, describe_rows, DefaultSandbox, IngestOptions, SandboxDetails};
+use crate::jobs::ingest::{
+    self, describe_rows, DefaultSandbox, IngestOptions, IngestReport, SandboxDetails,
+};
 use crate::sandbox::cassette::RecordMode;
 use crate::store::Store;
 
@@ -51,14 +53,24 @@ fn cassette_options(args: &CassetteArgs) -> Option<CassetteOptions> {
     })
 }
 
-pub fn ingest(
-    cli: &Cli,
-    names: &[String],
-    all: bool,
-    dry_run: bool,
-    show: usize,
-    cassette_args: &CassetteArgs,
-) -> anyhow::Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Batch names (metric_batch); see `sandstack list`.
+    pub batches: Vec<String>,
+    /// Ingest every enabled batch.
+    #[arg(long, conflicts_with = "batches")]
+    pub all: bool,
+    /// Run and validate, print the rows that would be stored, store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows to print per batch.
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
+    #[command(flatten)]
+    pub cassette: CassetteArgs,
+}
+
+pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli);
     if !folder.errors.is_empty() {
         for e in &folder.errors {
@@ -66,22 +78,12 @@ pub fn ingest(
         }
         eprintln!("note: batches with errors are not run; `sandstack validate` lists them");
     }
-    let selected: Vec<&BatchSpec> = if all {
-        folder.enabled_batches().collect()
-    } else {
-        if names.is_empty() {
-            bail!("name the batches to ingest (see `sandstack list`), or pass --all");
-        }
-        names
-            .iter()
-            .map(|n| find_batch(&folder, n))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
-    let cassette = cassette_options(cassette_args);
+    let selected = selected_batches(&folder, args)?;
+    let cassette = cassette_options(&args.cassette);
     if cassette.is_some() && selected.len() != 1 {
         bail!("a cassette records one batch's run: name exactly one batch with --record, --replay or --cassette");
     }
-    let mut store = if dry_run {
+    let mut store = if args.dry_run {
         Store::in_memory()?
     } else {
         Store::open(&cli.db)?
@@ -89,45 +91,13 @@ pub fn ingest(
     let env = host_env();
     let mut failed = 0;
     for spec in &selected {
-        match ingest::run(
-            spec,
-            &mut store,
-            &DefaultSandbox,
-            &env,
-            IngestOptions {
-                dry_run,
-                cassette: cassette.clone(),
-                simulated_now_us: None,
-            },
-        ) {
-            Ok(r) => {
-                let verb = if dry_run {
-                    format!("would store {} rows", r.rows.num_rows())
-                } else {
-                    format!(
-                        "stored {} rows in {} ({})",
-                        r.stored,
-                        r.table_key,
-                        cli.db.display()
-                    )
-                };
-                println!(
-                    "batch {}: {verb}; source {}, store {}, total {}{}",
-                    r.batch,
-                    ms(r.source_time),
-                    ms(r.store_time),
-                    ms(r.total_time),
-                    if r.dropped_nan > 0 {
-                        format!("; dropped {} NaN rows", r.dropped_nan)
-                    } else {
-                        String::new()
-                    }
-                );
-                if let Some(d) = &r.sandbox {
-                    print_sandbox(d);
-                }
-                println!("{}", describe_rows(&r.rows, show));
-            }
+        let opts = IngestOptions {
+            dry_run: args.dry_run,
+            cassette: cassette.clone(),
+            simulated_now_us: None,
+        };
+        match ingest::run(spec, &mut store, &DefaultSandbox, &env, opts) {
+            Ok(r) => print_report(&r, cli, args),
             Err(f) => {
                 failed += 1;
                 eprintln!("error: {}", f.error);
@@ -145,4 +115,48 @@ pub fn ingest(
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The batches named on the command line, or every enabled one with `--all`.
+fn selected_batches<'a>(
+    folder: &'a MetricsFolder,
+    args: &IngestArgs,
+) -> anyhow::Result<Vec<&'a BatchSpec>> {
+    if args.all {
+        return Ok(folder.enabled_batches().collect());
+    }
+    if args.batches.is_empty() {
+        bail!("name the batches to ingest (see `sandstack list`), or pass --all");
+    }
+    args.batches.iter().map(|n| find_batch(folder, n)).collect()
+}
+
+/// One ingest's line of figures, its sandbox details and its rows.
+fn print_report(r: &IngestReport, cli: &Cli, args: &IngestArgs) {
+    let verb = if args.dry_run {
+        format!("would store {} rows", r.rows.num_rows())
+    } else {
+        format!(
+            "stored {} rows in {} ({})",
+            r.stored,
+            r.table_key,
+            cli.db.display()
+        )
+    };
+    let dropped = if r.dropped_nan > 0 {
+        format!("; dropped {} NaN rows", r.dropped_nan)
+    } else {
+        String::new()
+    };
+    println!(
+        "batch {}: {verb}; source {}, store {}, total {}{dropped}",
+        r.batch,
+        ms(r.source_time),
+        ms(r.store_time),
+        ms(r.total_time),
+    );
+    if let Some(d) = &r.sandbox {
+        print_sandbox(d);
+    }
+    println!("{}", describe_rows(&r.rows, args.show));
 }

@@ -62,7 +62,7 @@ pub fn run_job(
         }
         JobOutcome::Deleted(n) => println!(
             "batch {name}: deleted {n} rows older than {} days",
-            spec.delete_after_n_days
+            spec.delete.after_n_days
         ),
         JobOutcome::Plotted(_) | JobOutcome::Summarised(..) => {}
     }
@@ -115,7 +115,7 @@ pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<Exit
     };
     let methods = batches
         .first()
-        .map(|b| b.alert_methods.clone())
+        .map(|b| b.alert.methods.clone())
         .unwrap_or_default();
     let out = maintenance::summary(batches.into_iter(), &store)?;
     println!("{}", arrow::util::pretty::pretty_format_batches(&out)?);
@@ -179,10 +179,12 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         &mut store,
         &DefaultSandbox,
         &host_env(),
-        periods,
-        step,
-        chrono::Utc::now().timestamp_micros(),
-        None,
+        backfill::Periods {
+            count: periods,
+            step,
+            end_us: chrono::Utc::now().timestamp_micros(),
+            give_up_after: None,
+        },
         &|done, total, took| {
             eprintln!(
                 "backfill {name}: {done}/{total} periods ({:.1}s)",

@@ -52,22 +52,10 @@ pub enum Command {
     Validate,
     /// List the batches: source, table, and whether each is enabled.
     List,
+    /// Print every configuration key a batch may set, with its default and meaning (Markdown).
+    Keys,
     /// Run the ingest of one or more batches now and store the rows.
-    Ingest {
-        /// Batch names (metric_batch); see `sandstack list`.
-        batches: Vec<String>,
-        /// Ingest every enabled batch.
-        #[arg(long, conflicts_with = "batches")]
-        all: bool,
-        /// Run and validate, print the rows that would be stored, store nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Rows to print per batch.
-        #[arg(long, default_value_t = 20)]
-        show: usize,
-        #[command(flatten)]
-        cassette: CassetteArgs,
-    },
+    Ingest(ingest::IngestArgs),
     /// Train the batch's models on its history (train_sql) and save them under model_path.
     Train { batch: String },
     /// Score observations not scored yet with the saved models (score_sql).
@@ -160,13 +148,11 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate => validate::validate(&cli),
         Command::List => validate::list(&cli),
-        Command::Ingest {
-            batches,
-            all,
-            dry_run,
-            show,
-            cassette,
-        } => ingest::ingest(&cli, batches, *all, *dry_run, *show, cassette),
+        Command::Keys => {
+            print!("{}", crate::config::keys::markdown_table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(args) => ingest::ingest(&cli, args),
         Command::Setup => setup::setup(),
         Command::Run(args) => run::run(&cli, args),
         Command::Runs(args) => runs::runs(&cli, args),

@@ -4,6 +4,7 @@
 //! empty batches are backfilled first, so scores and alerts appear at once.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,23 +185,10 @@ pub fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let dir = cli.metrics.clone();
     let demo = args.demo;
-    let folder = load(&dir, demo);
-    for w in &folder.warnings {
-        eprintln!("warning: {w}");
-    }
-    for e in &folder.errors {
-        eprintln!("error: {e}");
-    }
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "metrics folder {} does not exist: pass --metrics DIR or set SANDSTACK_METRICS",
-            dir.display()
-        );
-    }
+    let folder = load_reporting(&dir, demo)?;
     let store = Store::open(&cli.db)?;
     store.ensure_runs_table()?;
     let env = host_env();
-
     if demo {
         demo_backfill(&folder, &store, &env, args.demo_periods).await?;
     }
@@ -216,6 +204,74 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     });
     print_plan(&plan, &folder, cli);
 
+    let loader: scheduler::watch::Loader = {
+        let dir = dir.clone();
+        Arc::new(move || load(&dir, demo))
+    };
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let _watch =
+        scheduler::watch::watch(&dir, loader.clone(), reload_tx, Duration::from_millis(300))
+            .map_err(|e| tracing::warn!("hot reload is off: cannot watch {}: {e}", dir.display()))
+            .ok();
+    let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    let dashboard = if args.no_dashboard {
+        None
+    } else {
+        Some(start_dashboard(cli, &args.web, &store, loader, stop_rx.clone()).await?)
+    };
+    tokio::spawn(stop_on_signals(stop_tx));
+
+    let sched = scheduler_for(cli, args, &store, env)?;
+    let out = sched.run(plan, reload_rx, stop_rx).await;
+    if let Some(d) = dashboard {
+        // Open keep-alive connections must not hold the exit.
+        let _ = tokio::time::timeout(Duration::from_secs(1), d).await;
+    }
+    eprintln!(
+        "sandstack run: stopped ({} run(s) finished during shutdown, {} interrupted)",
+        out.finished_in_grace,
+        out.interrupted.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Load the folder, printing its warnings and errors; a missing folder is
+/// the only thing that stops `run` (a broken batch only skips itself).
+fn load_reporting(dir: &Path, demo: bool) -> anyhow::Result<MetricsFolder> {
+    let folder = load(dir, demo);
+    for w in &folder.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &folder.errors {
+        eprintln!("error: {e}");
+    }
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "metrics folder {} does not exist: pass --metrics DIR or set SANDSTACK_METRICS",
+            dir.display()
+        );
+    }
+    Ok(folder)
+}
+
+/// The first signal asks for a graceful shutdown; a second exits at once.
+async fn stop_on_signals(stop_tx: tokio_watch::Sender<bool>) {
+    wait_for_signal().await;
+    eprintln!("sandstack run: shutting down (signal again to exit now)");
+    let _ = stop_tx.send(true);
+    wait_for_signal().await;
+    eprintln!("sandstack run: second signal, exiting now");
+    std::process::exit(130);
+}
+
+/// The scheduler with its runner, history and options from the flags; its
+/// events are printed as they come.
+fn scheduler_for(
+    cli: &Cli,
+    args: &RunArgs,
+    store: &Store,
+    env: BTreeMap<String, String>,
+) -> anyhow::Result<Scheduler> {
     let runner: Arc<dyn JobRunner> = Arc::new(StoreRunner::new(
         store.try_clone()?,
         Arc::new(DefaultSandbox),
@@ -230,34 +286,6 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
             max_rows: args.runs_max_rows,
         },
     ));
-    let (reload_tx, reload_rx) = mpsc::channel(4);
-    let loader: scheduler::watch::Loader = {
-        let dir = dir.clone();
-        Arc::new(move || load(&dir, demo))
-    };
-    let _watch = scheduler::watch::watch(&dir, loader, reload_tx, Duration::from_millis(300))
-        .map_err(|e| tracing::warn!("hot reload is off: cannot watch {}: {e}", dir.display()))
-        .ok();
-
-    let (stop_tx, stop_rx) = tokio_watch::channel(false);
-    let dashboard = if args.no_dashboard {
-        None
-    } else {
-        let loader: scheduler::watch::Loader = {
-            let dir = dir.clone();
-            Arc::new(move || load(&dir, demo))
-        };
-        Some(start_dashboard(cli, &args.web, &store, loader, stop_rx.clone()).await?)
-    };
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!("sandstack run: shutting down (signal again to exit now)");
-        let _ = stop_tx.send(true);
-        wait_for_signal().await;
-        eprintln!("sandstack run: second signal, exiting now");
-        std::process::exit(130);
-    });
-
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(e) = events_rx.recv().await {
@@ -271,24 +299,13 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.max_concurrent {
         options.max_concurrent = n.max(1);
     }
-    let sched = Scheduler {
+    Ok(Scheduler {
         clock: Arc::new(SystemClock),
         runner,
         log,
         options,
         events: Some(events_tx),
-    };
-    let out = sched.run(plan, reload_rx, stop_rx).await;
-    if let Some(d) = dashboard {
-        // Open keep-alive connections must not hold the exit.
-        let _ = tokio::time::timeout(Duration::from_secs(1), d).await;
-    }
-    eprintln!(
-        "sandstack run: stopped ({} run(s) finished during shutdown, {} interrupted)",
-        out.finished_in_grace,
-        out.interrupted.len()
-    );
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 async fn wait_for_signal() {
@@ -317,18 +334,7 @@ async fn demo_backfill(
         let spec = spec.clone();
         let env = env.clone();
         let name = spec.metric_batch.clone();
-        let has_rows = conn
-            .connection()
-            .query_row(
-                &format!(
-                    "SELECT count(*) FROM {} WHERE metric_batch = ?",
-                    crate::store::TableKey::parse(&spec.table_key)?.quoted()
-                ),
-                [&name],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0)
-            > 0;
+        let has_rows = conn.batch_has_rows(&spec.table_key, &name).unwrap_or(false);
         if has_rows {
             eprintln!("demo: {name} already has rows, no backfill");
             continue;
@@ -340,10 +346,12 @@ async fn demo_backfill(
                 &mut conn,
                 &DefaultSandbox,
                 &env,
-                periods,
-                Duration::from_secs(600),
-                chrono::Utc::now().timestamp_micros(),
-                Some(3),
+                backfill::Periods {
+                    count: periods,
+                    step: Duration::from_secs(600),
+                    end_us: chrono::Utc::now().timestamp_micros(),
+                    give_up_after: Some(3),
+                },
                 &|done, total, took| {
                     eprintln!(
                         "demo: {name}: {done}/{total} periods ({:.1}s)",

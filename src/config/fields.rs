@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
+use super::choices::Choice;
 use super::error::ConfigError;
 
 pub struct FieldReader<'a> {
@@ -50,6 +51,11 @@ impl<'a> FieldReader<'a> {
             None | Some(Value::Null) => None,
             Some(v) => Some(v),
         }
+    }
+
+    /// The batch file being read.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     /// The file (or variable) a key's value came from.
@@ -108,124 +114,45 @@ impl<'a> FieldReader<'a> {
         }
     }
 
-    pub fn f64(&mut self, key: &str, default: f64) -> f64 {
-        match self.raw(key) {
-            None => default,
-            Some(Value::Number(n)) => n.as_f64().unwrap_or(default),
-            Some(other) => {
-                self.bad_type(key, "a number", other);
-                default
-            }
-        }
-    }
-
-    /// A non-negative integer.
-    pub fn u64(&mut self, key: &str, default: u64) -> u64 {
-        match self.raw(key) {
-            None => default,
-            Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or(default),
-            Some(other) => {
-                self.bad_type(key, "a whole number of 0 or more", other);
-                default
-            }
-        }
-    }
-
-    /// A UTC date (`2026-01-01`) or date and time, as µs since the epoch.
-    pub fn utc_time(&mut self, key: &str, default: i64) -> i64 {
+    /// One of a fixed set of values; `default` when absent.
+    pub fn choice<T: Choice + PartialEq>(&mut self, key: &str, default: T) -> T {
         let Some(text) = self.opt_string(key) else {
             return default;
         };
-        match parse_utc_us(&text) {
-            Some(us) => us,
-            None => {
-                self.bad_value(
-                    key,
-                    format!("must be a UTC date like 2026-01-01 or 2026-01-01T00:00:00, found \"{text}\""),
-                );
-                default
-            }
-        }
-    }
-
-    pub fn i64(&mut self, key: &str, default: i64) -> i64 {
-        match self.raw(key) {
-            None => default,
-            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(default),
-            Some(other) => {
-                self.bad_type(key, "a whole number", other);
-                default
-            }
-        }
-    }
-
-    /// A duration in seconds: more than 0 and at most [`MAX_SECONDS`]
-    /// (larger values would overflow the host's clock arithmetic).
-    pub fn seconds(&mut self, key: &str, default: f64) -> f64 {
-        let v = self.f64(key, default);
-        if !(v.is_finite() && v > 0.0) {
-            self.bad_value(key, format!("must be greater than 0, found {v}"));
+        T::parse(&text).unwrap_or_else(|message| {
+            self.bad_value(key, message);
             default
-        } else if v > MAX_SECONDS {
-            self.bad_value(
-                key,
-                format!("must be at most {MAX_SECONDS} seconds (a day), found {v}"),
-            );
-            default
-        } else {
-            v
+        })
+    }
+
+    /// A key declared in [`super::keys`], read as `T`; its declared default
+    /// when absent or wrong (the error is recorded).
+    pub fn declared<T: ReadAs>(&mut self, key: &'static str) -> T {
+        if let Some(v) = self.raw(key) {
+            match T::from_value(v) {
+                Ok(x) => return x,
+                Err(p) => self.problem(key, v, p),
+            }
+        }
+        let default = super::keys::default_value(key);
+        match T::from_value(default) {
+            Ok(x) => x,
+            // The declared defaults are sandstack's own, each read back by
+            // a test in `keys`.
+            Err(_) => panic!("the declared default of `{key}` does not read as its type"),
         }
     }
 
-    /// A list of strings; a comma-separated string is accepted too, as
-    /// Anomstack writes `alert_methods: "email,slack"`.
-    pub fn string_list(&mut self, key: &str) -> Vec<String> {
-        match self.raw(key) {
-            None => Vec::new(),
-            Some(Value::String(s)) => s
-                .split(',')
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .collect(),
-            Some(Value::Sequence(items)) => {
-                let mut out = Vec::new();
-                for item in items {
-                    match item {
-                        Value::String(s) => out.push(s.clone()),
-                        Value::Number(n) => out.push(n.to_string()),
-                        other => {
-                            self.bad_type(key, "a list of strings", other);
-                            return Vec::new();
-                        }
-                    }
-                }
-                out
-            }
-            Some(other) => {
-                self.bad_type(key, "a list of strings", other);
-                Vec::new()
-            }
-        }
-    }
-
-    /// A structured value read through serde, with serde's message.
-    pub fn structured<T: serde::de::DeserializeOwned>(
-        &mut self,
-        key: &str,
-        expected: &str,
-    ) -> Option<T> {
-        let value = self.raw(key)?;
-        match serde_yaml_ng::from_value::<T>(value.clone()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.errors.push(ConfigError::BadType {
-                    file: self.origin(key),
-                    key: key.to_string(),
-                    expected: expected.to_string(),
-                    found: format!("{} ({e})", describe(value)),
-                });
-                None
-            }
+    fn problem(&mut self, key: &str, value: &Value, problem: Problem) {
+        match problem {
+            Problem::Type(expected) => self.bad_type(key, expected, value),
+            Problem::Shape(expected, detail) => self.errors.push(ConfigError::BadType {
+                file: self.origin(key),
+                key: key.to_string(),
+                expected: expected.to_string(),
+                found: format!("{} ({detail})", describe(value)),
+            }),
+            Problem::Value(message) => self.bad_value(key, message),
         }
     }
 
@@ -255,4 +182,172 @@ pub fn parse_utc_us(text: &str) -> Option<i64> {
         .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok())
         .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").ok())?;
     Some(t.and_utc().timestamp_micros())
+}
+
+/// What is wrong with a value, before the reader adds file and key.
+pub enum Problem {
+    /// Expected this kind of value.
+    Type(&'static str),
+    /// Expected this kind of value; the parser's words on what it found.
+    Shape(&'static str, String),
+    /// Right kind, wrong value: why.
+    Value(String),
+}
+
+/// A type a declared key is read as ([`FieldReader::declared`]).
+pub trait ReadAs: Sized {
+    fn from_value(value: &Value) -> Result<Self, Problem>;
+}
+
+impl ReadAs for bool {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        match v {
+            Value::Bool(b) => Ok(*b),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+            _ => Err(Problem::Type("true or false")),
+        }
+    }
+}
+
+impl ReadAs for u64 {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        match v {
+            Value::Number(n) => n
+                .as_u64()
+                .ok_or(Problem::Type("a whole number of 0 or more")),
+            _ => Err(Problem::Type("a whole number of 0 or more")),
+        }
+    }
+}
+
+impl ReadAs for i64 {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        match v {
+            Value::Number(n) => n.as_i64().ok_or(Problem::Type("a whole number")),
+            _ => Err(Problem::Type("a whole number")),
+        }
+    }
+}
+
+impl ReadAs for f64 {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        match v {
+            Value::Number(n) => n.as_f64().ok_or(Problem::Type("a number")),
+            _ => Err(Problem::Type("a number")),
+        }
+    }
+}
+
+impl ReadAs for String {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            // Numbers and booleans written where text is expected are fine
+            // as text (`table_key: 2024` is a valid table name).
+            Value::Number(n) => Ok(n.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
+            _ => Err(Problem::Type("a string")),
+        }
+    }
+}
+
+/// Absent or null is None.
+impl<T: ReadAs> ReadAs for Option<T> {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        match v {
+            Value::Null => Ok(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+/// A list of strings; a comma-separated string is accepted too, as
+/// Anomstack writes `alert_methods: "email,slack"`.
+impl ReadAs for Vec<String> {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        match v {
+            Value::Null => Ok(Vec::new()),
+            Value::String(s) => Ok(s
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()),
+            Value::Sequence(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    _ => Err(Problem::Type("a list of strings")),
+                })
+                .collect(),
+            _ => Err(Problem::Type("a list of strings")),
+        }
+    }
+}
+
+/// A duration in seconds: more than 0 and at most [`MAX_SECONDS`]
+/// (larger values would overflow the host's clock arithmetic).
+pub struct Seconds(pub f64);
+
+impl ReadAs for Seconds {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        let v = f64::from_value(v)?;
+        if !(v.is_finite() && v > 0.0) {
+            Err(Problem::Value(format!("must be greater than 0, found {v}")))
+        } else if v > MAX_SECONDS {
+            Err(Problem::Value(format!(
+                "must be at most {MAX_SECONDS} seconds (a day), found {v}"
+            )))
+        } else {
+            Ok(Seconds(v))
+        }
+    }
+}
+
+/// A UTC date (`2026-01-01`) or date and time, as µs since the epoch.
+pub struct UtcMicros(pub i64);
+
+impl ReadAs for UtcMicros {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        let text = String::from_value(v)?;
+        parse_utc_us(&text).map(UtcMicros).ok_or_else(|| {
+            Problem::Value(format!(
+                "must be a UTC date like 2026-01-01 or 2026-01-01T00:00:00, found \"{text}\""
+            ))
+        })
+    }
+}
+
+/// A structured value read with serde (mappings and lists of mappings).
+pub struct Structured<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Described> ReadAs for Structured<T> {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        serde_yaml_ng::from_value::<T>(v.clone())
+            .map(Structured)
+            .map_err(|e| Problem::Shape(T::EXPECTED, e.to_string()))
+    }
+}
+
+/// What a structured value should look like, for errors.
+pub trait Described {
+    const EXPECTED: &'static str;
+}
+
+/// One of a fixed set of values.
+impl<T: Choice + PartialEq> ReadAs for T {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        T::parse(&String::from_value(v)?).map_err(Problem::Value)
+    }
+}
+
+/// A list of choices (`a,b` or a YAML list).
+impl<T: Choice + PartialEq> ReadAs for Vec<T> {
+    fn from_value(v: &Value) -> Result<Self, Problem> {
+        Vec::<String>::from_value(v)?
+            .iter()
+            .map(|text| T::parse(text).map_err(Problem::Value))
+            .collect()
+    }
 }

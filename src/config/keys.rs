@@ -1,68 +1,66 @@
-//! The configuration keys sandstack knows, for unknown-key warnings with a
-//! did-you-mean suggestion.
+//! The key table: every configuration key sandstack knows, declared once in
+//! [`super::sections`] (or below, for the per-job keys and Anomstack's keys
+//! that are accepted without being used), with its default and doc. It
+//! answers the unknown-key warnings (with a did-you-mean), the defaults the
+//! reader falls back to, `sandstack keys` and the README's table.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde_yaml_ng::Value;
+
+use super::declare::KeyDoc;
+use super::sections::{
+    AlertSettings, BatchKeys, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings,
+    PreprocessSettings, SandboxLimits, ScoreSettings, ThresholdAlertSettings, TrainSettings,
+};
 use super::Job;
 
-/// Keys read by [`super::BatchSpec`].
-pub const SPEC_KEYS: &[&str] = &[
-    "metric_batch",
-    "db",
-    "table_key",
-    "model_path",
-    "disable_batch",
-    "alert_methods",
-    "tholdalert_methods",
-    "tholdalert_thresholds",
-    "tholdalert_snooze_n",
-    "ingest_fn",
-    "ingest_fn_name",
-    "ingest_sql",
-    "preprocess_fn",
-    "preprocess_params",
-    "model_configs",
-    "model_combination_method",
-    "train_max_n",
-    "train_min_n",
-    "train_metric_timestamp_max_days_ago",
-    "train_exclude_metrics",
-    "score_max_n",
-    "score_exclude_metrics",
-    "alert_threshold",
-    "alert_smooth_n",
-    "alert_snooze_n",
-    "alert_recent_n",
-    "alert_max_n",
-    "alert_always",
-    "alert_exclude_metrics",
-    "alert_metric_timestamp_max_days_ago",
-    "change_threshold",
-    "change_detect_last_n",
-    "change_smooth_n",
-    "change_snooze_n",
-    "change_include_metrics",
-    "change_exclude_metrics",
-    "change_metric_timestamp_max_days_ago",
-    "delete_after_n_days",
-    "ingest_metric_rounding",
-    "metric_tags",
-    "ingest_fuel",
-    "ingest_timeout_s",
-    "ingest_memory_mb",
-    "ingest_max_rows",
-    "ingest_max_output_kb",
-    "ingest_max_result_kb",
-    "ingest_max_name_len",
-    "ingest_timestamp_min",
-    "ingest_timestamp_max",
-    "ingest_env",
-    "http_max_requests",
-    "http_max_response_kb",
-    "http_timeout_s",
-    "http_allow_private",
-    "http_allow_hosts",
-    "http_rewrite",
-    "record_runs",
-    "catch_up",
+/// The sections' keys, in the order they are documented.
+pub fn declared() -> impl Iterator<Item = &'static KeyDoc> {
+    [
+        BatchKeys::KEYS,
+        IngestSettings::KEYS,
+        SandboxLimits::KEYS,
+        HttpPolicy::KEYS,
+        PreprocessSettings::KEYS,
+        TrainSettings::KEYS,
+        ScoreSettings::KEYS,
+        AlertSettings::KEYS,
+        ThresholdAlertSettings::KEYS,
+        ChangeSettings::KEYS,
+        DeleteSettings::KEYS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Keys every job has, `<job>` standing for its name.
+pub const JOB_KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        name: "<job>_cron_schedule",
+        default: "(per job)",
+        doc: "when the job runs: cron, 5 fields (Dagster's), or 6 with seconds first",
+        section: "schedule",
+    },
+    KeyDoc {
+        name: "<job>_default_schedule_status",
+        default: "STOPPED",
+        doc: "RUNNING or STOPPED: whether `sandstack run` schedules the job",
+        section: "schedule",
+    },
+    KeyDoc {
+        name: "disable_<job>",
+        default: "false",
+        doc: "turn the job off (llmalert is off unless set to false)",
+        section: "schedule",
+    },
+    KeyDoc {
+        name: "<job>_sql",
+        default: "(shipped)",
+        doc: "the job's SQL template (also `dashboard_sql`); exactly one statement",
+        section: "schedule",
+    },
 ];
 
 /// Anomstack keys that sandstack accepts without using them (yet), so a
@@ -93,42 +91,80 @@ pub const ANOMSTACK_ACCEPTED: &[&str] = &[
     "preprocess_lags_n",
 ];
 
+/// The keys one job has.
+fn job_keys(job: Job) -> [String; 4] {
+    let n = job.name();
+    [
+        format!("{n}_cron_schedule"),
+        format!("{n}_default_schedule_status"),
+        format!("disable_{n}"),
+        format!("{n}_sql"),
+    ]
+}
+
 /// Whether `key` is a per-job key (`<job>_cron_schedule`,
 /// `<job>_default_schedule_status`, `disable_<job>`, `<job>_sql`).
 pub fn is_job_key(key: &str) -> bool {
-    Job::ALL.iter().any(|job| {
-        let n = job.name();
-        key == format!("{n}_cron_schedule")
-            || key == format!("{n}_default_schedule_status")
-            || key == format!("disable_{n}")
-            || key == format!("{n}_sql")
-    }) || key == "disable_dashboard"
+    Job::ALL
+        .iter()
+        .any(|job| job_keys(*job).iter().any(|k| k == key))
+        || key == "disable_dashboard"
 }
 
 pub fn is_known(key: &str) -> bool {
-    SPEC_KEYS.contains(&key) || ANOMSTACK_ACCEPTED.contains(&key) || is_job_key(key)
+    key == "metric_batch"
+        || declared().any(|k| k.name == key)
+        || ANOMSTACK_ACCEPTED.contains(&key)
+        || is_job_key(key)
 }
 
 /// The closest known key, if one is close enough to be a likely typo.
 pub fn suggest(key: &str) -> Option<String> {
-    let mut candidates: Vec<String> = SPEC_KEYS
-        .iter()
-        .chain(ANOMSTACK_ACCEPTED)
-        .map(|k| k.to_string())
+    let mut candidates: Vec<String> = declared()
+        .map(|k| k.name.to_string())
+        .chain(ANOMSTACK_ACCEPTED.iter().map(|k| k.to_string()))
         .collect();
     for job in Job::ALL {
-        let n = job.name();
-        candidates.push(format!("{n}_cron_schedule"));
-        candidates.push(format!("{n}_default_schedule_status"));
-        candidates.push(format!("disable_{n}"));
-        candidates.push(format!("{n}_sql"));
+        candidates.extend(job_keys(job));
     }
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(key, &c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 5))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+    super::choices::closest(key, candidates.iter().map(String::as_str)).map(str::to_string)
+}
+
+/// A declared key's default, parsed from its YAML text once.
+pub fn default_value(key: &str) -> &'static Value {
+    static DEFAULTS: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
+    static NULL: Value = Value::Null;
+    DEFAULTS
+        .get_or_init(|| {
+            declared()
+                .map(|k| {
+                    let v = serde_yaml_ng::from_str(k.default).unwrap_or(Value::Null);
+                    (k.name, v)
+                })
+                .collect()
+        })
+        .get(key)
+        .unwrap_or(&NULL)
+}
+
+/// The key table in Markdown, as `sandstack keys` prints it and the README
+/// holds it.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key | default | section | meaning |\n|---|---|---|---|\n");
+    for k in declared().chain(JOB_KEYS) {
+        let default = match k.default {
+            "~" => "(none)",
+            d => d,
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            k.name,
+            default.replace('|', "\\|"),
+            k.section,
+            k.doc.trim()
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -154,5 +190,65 @@ mod tests {
         assert!(is_known("disable_alert"));
         assert!(is_known("change_default_schedule_status"));
         assert!(!is_known("trian_cron_schedule"));
+    }
+
+    #[test]
+    fn every_key_is_declared_once_and_its_default_reads() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in declared() {
+            assert!(seen.insert(k.name), "{} is declared twice", k.name);
+            assert!(!k.doc.trim().is_empty(), "{} has no doc", k.name);
+            assert!(
+                serde_yaml_ng::from_str::<Value>(k.default).is_ok(),
+                "{}: default {:?} is not YAML",
+                k.name,
+                k.default
+            );
+            assert!(
+                !ANOMSTACK_ACCEPTED.contains(&k.name),
+                "{} is also 'accepted'",
+                k.name
+            );
+        }
+        // Reading every section at its defaults panics if one does not read.
+        let _ = (
+            BatchKeys::default(),
+            IngestSettings::default(),
+            SandboxLimits::default(),
+            HttpPolicy::default(),
+            PreprocessSettings::default(),
+            TrainSettings::default(),
+            ScoreSettings::default(),
+            AlertSettings::default(),
+            ThresholdAlertSettings::default(),
+            ChangeSettings::default(),
+            DeleteSettings::default(),
+        );
+    }
+
+    #[test]
+    fn the_readme_holds_the_key_table() {
+        let readme = include_str!("../../README.md");
+        let begin = "<!-- keys:begin (generated by `sandstack keys`) -->\n";
+        let start = readme
+            .find(begin)
+            .expect("README has the keys:begin marker")
+            + begin.len();
+        let end = readme
+            .find("<!-- keys:end -->")
+            .expect("README has the keys:end marker");
+        assert!(
+            readme[start..end] == markdown_table(),
+            "the README's key table is out of date: replace it with `sandstack keys`"
+        );
+    }
+
+    #[test]
+    fn the_shipped_defaults_file_uses_only_known_keys() {
+        let text = include_str!("../../metrics/defaults/defaults.yaml");
+        let map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(text).expect("defaults.yaml");
+        for k in map.keys().filter_map(Value::as_str) {
+            assert!(is_known(k), "defaults.yaml sets unknown key {k}");
+        }
     }
 }

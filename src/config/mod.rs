@@ -6,12 +6,15 @@
 //! folder is collected, and batches sandstack cannot run yet (another `db`,
 //! a cloud `model_path`) are listed as skipped while the rest load.
 
+pub mod choices;
 mod cron_expr;
+pub mod declare;
 mod env_overrides;
 mod error;
-mod fields;
-mod keys;
+pub(crate) mod fields;
+pub mod keys;
 mod names;
+pub mod sections;
 mod spec;
 mod template;
 
@@ -20,14 +23,17 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
+pub use choices::{AlertMethod, Choice, CombinationMethod, ModelKind, ScheduleStatus};
 pub use cron_expr::CronExpr;
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
 pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};
-pub use spec::{
-    BatchSpec, HttpPolicy, IngestSource, Job, JobSchedule, ModelConfig, PreprocessParams,
-    PythonSource, SandboxLimits, ScheduleStatus, Thresholds,
+pub use sections::{
+    AlertSettings, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings, ModelConfig,
+    PreprocessParams, SandboxLimits, ScoreSettings, ThresholdAlertSettings, Thresholds,
+    TrainSettings,
 };
+pub use spec::{BatchSpec, IngestSource, Job, JobSchedule, PythonSource};
 
 /// Relative path of the defaults file inside a metrics folder.
 pub const DEFAULTS_FILE: &str = "defaults/defaults.yaml";
@@ -86,73 +92,32 @@ pub fn load(dir: &Path, env: &BTreeMap<String, String>) -> MetricsFolder {
         return out;
     }
     let renderer = template::TemplateRenderer::new(dir);
-
-    let defaults_path = dir.join(DEFAULTS_FILE);
-    let defaults = if defaults_path.is_file() {
-        match read_mapping(&defaults_path) {
-            Ok(m) => {
-                warn_unknown_keys(&defaults_path, &m, &mut out.warnings);
-                m
-            }
-            Err(e) => {
-                out.errors.push(e);
-                return out;
-            }
-        }
-    } else {
-        out.warnings.push(format!(
-            "{}: not found; using built-in defaults (and no default SQL templates)",
-            defaults_path.display()
-        ));
-        Mapping::new()
+    let Some(defaults) = read_defaults(dir, &mut out) else {
+        return out;
     };
-
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     for file in batch_files(dir, &mut out.errors) {
-        let batch_map = match read_mapping(&file) {
+        let map = match read_mapping(&file) {
             Ok(m) => m,
             Err(e) => {
                 out.errors.push(e);
                 continue;
             }
         };
-        let name = match batch_map.get("metric_batch") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => {
-                out.errors
-                    .push(ConfigError::MissingBatchName { file: file.clone() });
+        let name = match batch_name(&file, &map, &mut seen) {
+            Ok(name) => name,
+            Err(e) => {
+                out.errors.push(e);
                 continue;
             }
         };
-        if let Err(message) = check_batch_name(&name) {
-            out.errors.push(ConfigError::BadValue {
-                file: file.clone(),
-                key: "metric_batch".into(),
-                message,
-            });
-            continue;
-        }
-        if let Some(first) = seen.get(&name) {
-            out.errors.push(ConfigError::DuplicateBatch {
-                name,
-                first: first.clone(),
-                second: file.clone(),
-            });
-            continue;
-        }
-        seen.insert(name.clone(), file.clone());
-        warn_unknown_keys(&file, &batch_map, &mut out.warnings);
-
-        match load_batch(
-            &renderer,
-            &defaults_path,
-            &defaults,
-            &file,
-            &name,
-            &batch_map,
-            env,
-        ) {
+        warn_unknown_keys(&file, &map, &mut out.warnings);
+        let batch = BatchFile {
+            file: &file,
+            name: &name,
+            map: &map,
+        };
+        match load_batch(&renderer, &defaults, &batch, env) {
             Ok(Loaded::Batch(spec)) => out.batches.push(*spec),
             Ok(Loaded::Skipped(s)) => {
                 out.warnings.push(format!(
@@ -171,6 +136,77 @@ pub fn load(dir: &Path, env: &BTreeMap<String, String>) -> MetricsFolder {
     out
 }
 
+/// `defaults/defaults.yaml` and where it is; an empty mapping with a
+/// warning when missing, None (with the error recorded) when unreadable.
+fn read_defaults(dir: &Path, out: &mut MetricsFolder) -> Option<Defaults> {
+    let path = dir.join(DEFAULTS_FILE);
+    if !path.is_file() {
+        out.warnings.push(format!(
+            "{}: not found; using built-in defaults (and no default SQL templates)",
+            path.display()
+        ));
+        return Some(Defaults {
+            path,
+            map: Mapping::new(),
+        });
+    }
+    match read_mapping(&path) {
+        Ok(map) => {
+            warn_unknown_keys(&path, &map, &mut out.warnings);
+            Some(Defaults { path, map })
+        }
+        Err(e) => {
+            out.errors.push(e);
+            None
+        }
+    }
+}
+
+/// A batch file's `metric_batch`: present, safe as a name, and not taken
+/// by an earlier file.
+fn batch_name(
+    file: &Path,
+    map: &Mapping,
+    seen: &mut HashMap<String, PathBuf>,
+) -> Result<String, ConfigError> {
+    let name = match map.get("metric_batch") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(ConfigError::MissingBatchName {
+                file: file.to_path_buf(),
+            })
+        }
+    };
+    check_batch_name(&name).map_err(|message| ConfigError::BadValue {
+        file: file.to_path_buf(),
+        key: "metric_batch".into(),
+        message,
+    })?;
+    if let Some(first) = seen.get(&name) {
+        return Err(ConfigError::DuplicateBatch {
+            name,
+            first: first.clone(),
+            second: file.to_path_buf(),
+        });
+    }
+    seen.insert(name.clone(), file.to_path_buf());
+    Ok(name)
+}
+
+/// The folder's defaults file.
+struct Defaults {
+    path: PathBuf,
+    map: Mapping,
+}
+
+/// One batch file, read and named.
+struct BatchFile<'a> {
+    file: &'a Path,
+    name: &'a str,
+    map: &'a Mapping,
+}
+
 enum Loaded {
     Batch(Box<BatchSpec>),
     Skipped(Skipped),
@@ -178,17 +214,15 @@ enum Loaded {
 
 fn load_batch(
     renderer: &template::TemplateRenderer,
-    defaults_path: &Path,
-    defaults: &Mapping,
-    file: &Path,
-    name: &str,
-    batch_map: &Mapping,
+    defaults: &Defaults,
+    batch: &BatchFile<'_>,
     env: &BTreeMap<String, String>,
 ) -> Result<Loaded, Vec<ConfigError>> {
+    let BatchFile { file, name, map } = *batch;
     // Shallow merge, as Anomstack does: a batch's nested map replaces the
     // default's whole.
-    let mut merged = defaults.clone();
-    for (k, v) in batch_map {
+    let mut merged = defaults.map.clone();
+    for (k, v) in map {
         merged.insert(k.clone(), v.clone());
     }
     let env_vars = env_overrides::apply(name, &mut merged, env);
@@ -203,42 +237,24 @@ fn load_batch(
         {
             return PathBuf::from(format!("environment variable {var}"));
         }
-        if batch_map.contains_key(key) || !defaults.contains_key(key) {
+        if map.contains_key(key) || !defaults.map.contains_key(key) {
             file.to_path_buf()
         } else {
-            defaults_path.to_path_buf()
+            defaults.path.clone()
         }
     };
 
     // Skip what sandstack cannot run before rendering anything, so a
     // BigQuery batch's templates need not render against DuckDB.
-    let db = merged.get("db").and_then(Value::as_str).unwrap_or("duckdb");
-    if !SUPPORTED_DBS.contains(&db) {
-        return Ok(Loaded::Skipped(Skipped {
-            metric_batch: name.to_string(),
-            file: file.to_path_buf(),
-            reason: format!(
-                "db `{db}` is not supported by sandstack yet (supported: {})",
-                SUPPORTED_DBS.join(", ")
-            ),
-        }));
-    }
-    let model_path = merged
-        .get("model_path")
-        .and_then(Value::as_str)
-        .unwrap_or("local://./models");
-    if let Some(reason) = unsupported_model_path(model_path) {
+    if let Some(reason) = skip_reason(&merged) {
         return Ok(Loaded::Skipped(Skipped {
             metric_batch: name.to_string(),
             file: file.to_path_buf(),
             reason,
         }));
     }
-
-    let raw_ingest_fn = merged
-        .get("ingest_fn")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let raw_text = |key: &str| merged.get(key).and_then(Value::as_str).map(str::to_string);
+    let (raw_ingest_fn, raw_preprocess_fn) = (raw_text("ingest_fn"), raw_text("preprocess_fn"));
     let rendered = render_all(renderer, &merged, &origin)?;
     let origins: BTreeMap<String, PathBuf> = merged
         .keys()
@@ -246,19 +262,33 @@ fn load_batch(
         .map(|k| (k.to_string(), origin(k)))
         .filter(|(_, o)| o.as_path() != file)
         .collect();
-    let raw_preprocess_fn = merged
-        .get("preprocess_fn")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let spec = spec::read_spec(
-        file,
-        name,
-        &rendered,
-        raw_ingest_fn.as_deref(),
-        raw_preprocess_fn.as_deref(),
-        origins,
-    )?;
+    let raw = spec::RawTemplates {
+        ingest_fn: raw_ingest_fn.as_deref(),
+        preprocess_fn: raw_preprocess_fn.as_deref(),
+    };
+    let spec = spec::read_spec(file, name, &rendered, raw, origins)?;
     Ok(Loaded::Batch(Box::new(spec)))
+}
+
+/// Why sandstack cannot run a batch yet (another `db`, a cloud
+/// `model_path`), judged on the merged values before rendering.
+fn skip_reason(merged: &Mapping) -> Option<String> {
+    let text = |key: &str| {
+        merged
+            .get(key)
+            .and_then(Value::as_str)
+            .or_else(|| keys::default_value(key).as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let db = text("db");
+    if !SUPPORTED_DBS.contains(&db.as_str()) {
+        return Some(format!(
+            "db `{db}` is not supported by sandstack yet (supported: {})",
+            SUPPORTED_DBS.join(", ")
+        ));
+    }
+    unsupported_model_path(&text("model_path"))
 }
 
 /// Render every top-level string. Short values (those without an include)

@@ -4,11 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::choices::ScheduleStatus;
 use super::cron_expr::CronExpr;
 use super::error::ConfigError;
 use super::fields::FieldReader;
+use super::sections::{
+    AlertSettings, BatchKeys, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings,
+    PreprocessParams, PreprocessSettings, SandboxLimits, ScoreSettings, ThresholdAlertSettings,
+    TrainSettings,
+};
 
 /// The jobs a batch can run, in pipeline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -83,12 +89,6 @@ impl Job {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum ScheduleStatus {
-    Running,
-    Stopped,
-}
-
 /// When and whether a job of a batch runs.
 #[derive(Debug, Clone)]
 pub struct JobSchedule {
@@ -118,126 +118,6 @@ pub struct PythonSource {
     pub function: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelConfig {
-    pub model_name: String,
-    #[serde(default)]
-    pub model_tag: Option<String>,
-    #[serde(default)]
-    pub model_params: BTreeMap<String, serde_json::Value>,
-}
-
-impl ModelConfig {
-    pub fn tag(&self) -> String {
-        self.model_tag
-            .clone()
-            .unwrap_or_else(|| self.model_name.to_lowercase())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreprocessParams {
-    #[serde(default = "one")]
-    pub diff_n: u32,
-    #[serde(default = "three")]
-    pub smooth_n: u32,
-    #[serde(default = "five")]
-    pub lags_n: u32,
-    #[serde(default)]
-    pub freq: Option<String>,
-    #[serde(default = "mean")]
-    pub freq_agg: String,
-}
-
-fn one() -> u32 {
-    1
-}
-fn three() -> u32 {
-    3
-}
-fn five() -> u32 {
-    5
-}
-fn mean() -> String {
-    "mean".into()
-}
-
-impl Default for PreprocessParams {
-    fn default() -> Self {
-        PreprocessParams {
-            diff_n: 1,
-            smooth_n: 3,
-            lags_n: 5,
-            freq: None,
-            freq_agg: "mean".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Thresholds {
-    #[serde(default)]
-    pub upper: Option<f64>,
-    #[serde(default)]
-    pub lower: Option<f64>,
-}
-
-/// The sandbox's limits for one batch's ingest runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SandboxLimits {
-    pub fuel: u64,
-    pub timeout_s: f64,
-    pub memory_mb: u64,
-    pub max_rows: u64,
-    pub max_output_kb: u64,
-    pub max_result_kb: u64,
-    pub http_max_requests: u64,
-    pub http_max_response_kb: u64,
-    pub http_timeout_s: f64,
-    /// Longest metric name stored, in characters (SQL ingests too).
-    pub max_name_len: u64,
-    /// Range of stored times, µs since the epoch (SQL ingests too).
-    pub timestamp_min_us: i64,
-    pub timestamp_max_us: i64,
-}
-
-/// `ingest_timestamp_min` and `ingest_timestamp_max` by default.
-pub const DEFAULT_TIMESTAMP_RANGE: (&str, &str) = ("1900-01-01", "2200-01-01");
-
-impl Default for SandboxLimits {
-    fn default() -> Self {
-        SandboxLimits {
-            fuel: 20_000_000_000,
-            timeout_s: 30.0,
-            memory_mb: 1024,
-            max_rows: 100_000,
-            max_output_kb: 256,
-            max_result_kb: 65_536,
-            http_max_requests: 100,
-            http_max_response_kb: 10_240,
-            http_timeout_s: 10.0,
-            max_name_len: 200,
-            timestamp_min_us: super::fields::parse_utc_us(DEFAULT_TIMESTAMP_RANGE.0).unwrap_or(0),
-            timestamp_max_us: super::fields::parse_utc_us(DEFAULT_TIMESTAMP_RANGE.1)
-                .unwrap_or(i64::MAX),
-        }
-    }
-}
-
-/// Who the sandbox's HTTP may reach.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct HttpPolicy {
-    /// Allow loopback, private, link-local and metadata addresses.
-    pub allow_private: bool,
-    /// If non-empty, the only hosts that may be reached.
-    pub allow_hosts: Vec<String>,
-    /// URL prefix rewrites (`https://api.example.com` -> `http://127.0.0.1:8080`),
-    /// for tests and local mirrors; the policy applies to the rewritten URL.
-    pub rewrite: BTreeMap<String, String>,
-}
-
 #[derive(Debug, Clone)]
 pub struct BatchSpec {
     pub metric_batch: String,
@@ -247,51 +127,25 @@ pub struct BatchSpec {
     pub table_key: String,
     pub model_path: String,
     pub disable_batch: bool,
+    pub metric_tags: BTreeMap<String, serde_json::Value>,
     pub ingest: IngestSource,
+    pub ingest_settings: IngestSettings,
     /// A preprocess function other than the shipped default, run in the
     /// sandbox; None means the native equivalent of the shipped
     /// `defaults/python/preprocess.py`.
     pub preprocess_fn: Option<PythonSource>,
+    pub preprocess_params: PreprocessParams,
     /// Rendered SQL templates by key (`train_sql`, ...).
     pub sql: BTreeMap<String, String>,
     pub schedules: BTreeMap<Job, JobSchedule>,
-    pub alert_methods: Vec<String>,
-    pub tholdalert_methods: Vec<String>,
-    pub tholdalert_thresholds: BTreeMap<String, Thresholds>,
-    pub tholdalert_snooze_n: u64,
-    pub model_configs: Vec<ModelConfig>,
-    pub model_combination_method: String,
-    pub train_max_n: u64,
-    pub train_min_n: u64,
-    pub train_metric_timestamp_max_days_ago: u64,
-    pub train_exclude_metrics: Vec<String>,
-    pub score_max_n: u64,
-    pub score_exclude_metrics: Vec<String>,
-    pub preprocess_params: PreprocessParams,
-    pub alert_threshold: f64,
-    pub alert_smooth_n: u64,
-    pub alert_snooze_n: u64,
-    pub alert_recent_n: u64,
-    pub alert_max_n: u64,
-    pub alert_always: bool,
-    pub alert_exclude_metrics: Vec<String>,
-    pub alert_metric_timestamp_max_days_ago: u64,
-    pub change_threshold: f64,
-    pub change_detect_last_n: u64,
-    pub change_smooth_n: u64,
-    pub change_snooze_n: u64,
-    pub change_include_metrics: Vec<String>,
-    pub change_exclude_metrics: Vec<String>,
-    pub change_metric_timestamp_max_days_ago: u64,
-    pub delete_after_n_days: u64,
-    pub ingest_metric_rounding: i64,
-    pub metric_tags: BTreeMap<String, serde_json::Value>,
     pub limits: SandboxLimits,
     pub http: HttpPolicy,
-    /// Names of host environment variables the guest may read.
-    pub ingest_env: Vec<String>,
-    pub record_runs: bool,
-    pub catch_up: bool,
+    pub train: TrainSettings,
+    pub score: ScoreSettings,
+    pub alert: AlertSettings,
+    pub tholdalert: ThresholdAlertSettings,
+    pub change: ChangeSettings,
+    pub delete: DeleteSettings,
     /// Every rendered key, for SQL templates and later jobs.
     pub values: BTreeMap<String, serde_json::Value>,
 }
@@ -307,34 +161,84 @@ impl BatchSpec {
     }
 }
 
-/// Read a rendered mapping into a spec. `raw_ingest_fn` is the value before
-/// rendering, used to find the file a traceback should name.
+/// Read a rendered mapping into a spec, section by section. `raw_ingest_fn`
+/// and `raw_preprocess_fn` are the values before rendering, used to find
+/// the file a traceback should name.
 pub(super) fn read_spec(
     file: &std::path::Path,
     name: &str,
     map: &serde_yaml_ng::Mapping,
-    raw_ingest_fn: Option<&str>,
-    raw_preprocess_fn: Option<&str>,
+    raw: RawTemplates<'_>,
     origins: BTreeMap<String, PathBuf>,
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let mut r = FieldReader::new(file, map, origins);
-    let d = SandboxLimits::default();
+    let batch = BatchKeys::read(&mut r);
+    if let Err(message) = super::validate_table_key(&batch.table_key) {
+        r.bad_value("table_key", message);
+    }
+    let ingest_settings = IngestSettings::read(&mut r);
+    let ingest = ingest_source(&mut r, &ingest_settings, raw.ingest_fn);
+    let preprocess = PreprocessSettings::read(&mut r);
+    let limits = SandboxLimits::read(&mut r);
+    check_limits(&mut r, &limits);
+    let schedules = read_schedules(&mut r);
+    let sql = read_templates(&mut r);
+    let spec = BatchSpec {
+        metric_batch: name.to_string(),
+        file: file.to_path_buf(),
+        db: batch.db,
+        table_key: batch.table_key,
+        model_path: batch.model_path,
+        disable_batch: batch.disable_batch,
+        metric_tags: batch.metric_tags,
+        ingest: ingest.unwrap_or(IngestSource::Sql(String::new())),
+        ingest_settings,
+        preprocess_fn: custom_preprocess(preprocess.preprocess_fn, raw.preprocess_fn, file),
+        preprocess_params: preprocess.params,
+        sql,
+        schedules,
+        limits,
+        http: HttpPolicy::read(&mut r),
+        train: TrainSettings::read(&mut r),
+        score: ScoreSettings::read(&mut r),
+        alert: AlertSettings::read(&mut r),
+        tholdalert: ThresholdAlertSettings::read(&mut r),
+        change: ChangeSettings::read(&mut r),
+        delete: DeleteSettings::read(&mut r),
+        values: r.all_as_json(),
+    };
+    if r.errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(r.errors)
+    }
+}
 
-    let ingest_fn = r.opt_string("ingest_fn");
-    let ingest_sql = r.opt_string("ingest_sql");
-    let function = r.string("ingest_fn_name", "ingest");
-    let ingest = match (ingest_fn, ingest_sql) {
+/// The templates' text before rendering.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RawTemplates<'a> {
+    pub ingest_fn: Option<&'a str>,
+    pub preprocess_fn: Option<&'a str>,
+}
+
+/// `ingest_fn` (Python) or `ingest_sql`, exactly one of them.
+fn ingest_source(
+    r: &mut FieldReader,
+    settings: &IngestSettings,
+    raw_ingest_fn: Option<&str>,
+) -> Option<IngestSource> {
+    match (&settings.ingest_fn, &settings.ingest_sql) {
         (Some(code), None) => {
             let filename = raw_ingest_fn
                 .and_then(super::template::sole_include)
-                .unwrap_or_else(|| format!("<{}:ingest_fn>", file.display()));
+                .unwrap_or_else(|| format!("<{}:ingest_fn>", r.file().display()));
             Some(IngestSource::Python(PythonSource {
-                code,
+                code: code.clone(),
                 filename,
-                function,
+                function: settings.fn_name.clone(),
             }))
         }
-        (None, Some(sql)) => Some(IngestSource::Sql(sql)),
+        (None, Some(sql)) => Some(IngestSource::Sql(sql.clone())),
         (Some(_), Some(_)) => {
             r.bad_value(
                 "ingest_fn",
@@ -349,8 +253,32 @@ pub(super) fn read_spec(
             );
             None
         }
-    };
+    }
+}
 
+/// What one key cannot say alone: the time range's order and the guest's
+/// address space.
+fn check_limits(r: &mut FieldReader, limits: &SandboxLimits) {
+    if limits.timestamp_min_us >= limits.timestamp_max_us {
+        r.bad_value(
+            "ingest_timestamp_max",
+            "must be later than ingest_timestamp_min",
+        );
+    }
+    if limits.memory_mb > 4096 {
+        r.bad_value(
+            "ingest_memory_mb",
+            format!(
+                "must be at most 4096 (a 32-bit guest's address space), found {}",
+                limits.memory_mb
+            ),
+        );
+    }
+}
+
+/// `<job>_cron_schedule`, `<job>_default_schedule_status` and
+/// `disable_<job>` for every job.
+fn read_schedules(r: &mut FieldReader) -> BTreeMap<Job, JobSchedule> {
     let mut schedules = BTreeMap::new();
     for job in Job::ALL {
         let key = format!("{}_cron_schedule", job.name());
@@ -368,18 +296,7 @@ pub(super) fn read_spec(
             }
         };
         let status_key = format!("{}_default_schedule_status", job.name());
-        let status_text = r.string(&status_key, "STOPPED");
-        let status = match status_text.to_ascii_uppercase().as_str() {
-            "RUNNING" => ScheduleStatus::Running,
-            "STOPPED" => ScheduleStatus::Stopped,
-            _ => {
-                r.bad_value(
-                    &status_key,
-                    format!("must be RUNNING or STOPPED, found \"{status_text}\""),
-                );
-                ScheduleStatus::Stopped
-            }
-        };
+        let status = r.choice(&status_key, ScheduleStatus::Stopped);
         let disabled = r.bool(&format!("disable_{}", job.name()), job == Job::Llmalert);
         if let Some(cron) = cron {
             schedules.insert(
@@ -392,146 +309,19 @@ pub(super) fn read_spec(
             );
         }
     }
+    schedules
+}
 
+/// Every job's SQL template that is set, and `dashboard_sql`.
+fn read_templates(r: &mut FieldReader) -> BTreeMap<String, String> {
     let mut sql = BTreeMap::new();
-    for job in Job::ALL {
-        if let Some(key) = job.sql_key() {
-            if let Some(text) = r.opt_string(key) {
-                sql.insert(key.to_string(), text);
-            }
+    let keys = Job::ALL.iter().filter_map(|j| j.sql_key());
+    for key in keys.chain(["dashboard_sql"]) {
+        if let Some(text) = r.opt_string(key) {
+            sql.insert(key.to_string(), text);
         }
     }
-    if let Some(text) = r.opt_string("dashboard_sql") {
-        sql.insert("dashboard_sql".into(), text);
-    }
-
-    let model_configs: Vec<ModelConfig> = r
-        .structured(
-            "model_configs",
-            "a list of {model_name, model_tag, model_params}",
-        )
-        .unwrap_or_else(default_models);
-    let model_combination_method = r.string("model_combination_method", "mean");
-    if !["mean", "min", "max"].contains(&model_combination_method.as_str()) {
-        r.bad_value(
-            "model_combination_method",
-            format!("must be mean, min or max, found \"{model_combination_method}\""),
-        );
-    }
-    let preprocess_params: PreprocessParams = r
-        .structured(
-            "preprocess_params",
-            "a mapping with diff_n, smooth_n, lags_n, freq, freq_agg",
-        )
-        .unwrap_or_default();
-    let tholdalert_thresholds: BTreeMap<String, Thresholds> = r
-        .structured(
-            "tholdalert_thresholds",
-            "a mapping of metric name to {upper, lower}",
-        )
-        .unwrap_or_default();
-    let metric_tags: BTreeMap<String, serde_json::Value> = r
-        .structured("metric_tags", "a mapping of metric name to tags")
-        .unwrap_or_default();
-
-    let table_key = r.string("table_key", "metrics");
-    if let Err(message) = super::validate_table_key(&table_key) {
-        r.bad_value("table_key", message);
-    }
-
-    let limits = SandboxLimits {
-        fuel: r.u64("ingest_fuel", d.fuel),
-        timeout_s: r.seconds("ingest_timeout_s", d.timeout_s),
-        memory_mb: r.u64("ingest_memory_mb", d.memory_mb),
-        max_rows: r.u64("ingest_max_rows", d.max_rows),
-        max_output_kb: r.u64("ingest_max_output_kb", d.max_output_kb),
-        max_result_kb: r.u64("ingest_max_result_kb", d.max_result_kb),
-        http_max_requests: r.u64("http_max_requests", d.http_max_requests),
-        http_max_response_kb: r.u64("http_max_response_kb", d.http_max_response_kb),
-        http_timeout_s: r.seconds("http_timeout_s", d.http_timeout_s),
-        max_name_len: r.u64("ingest_max_name_len", d.max_name_len),
-        timestamp_min_us: r.utc_time("ingest_timestamp_min", d.timestamp_min_us),
-        timestamp_max_us: r.utc_time("ingest_timestamp_max", d.timestamp_max_us),
-    };
-    if limits.timestamp_min_us >= limits.timestamp_max_us {
-        r.bad_value(
-            "ingest_timestamp_max",
-            "must be later than ingest_timestamp_min",
-        );
-    }
-    if limits.memory_mb > 4096 {
-        r.bad_value(
-            "ingest_memory_mb",
-            format!(
-                "must be at most 4096 (a 32-bit guest's address space), found {}",
-                limits.memory_mb
-            ),
-        );
-    }
-
-    let spec = BatchSpec {
-        metric_batch: name.to_string(),
-        file: file.to_path_buf(),
-        db: r.string("db", "duckdb"),
-        table_key,
-        model_path: r.string("model_path", "local://./models"),
-        disable_batch: r.bool("disable_batch", false),
-        ingest: ingest.unwrap_or(IngestSource::Sql(String::new())),
-        preprocess_fn: custom_preprocess(r.opt_string("preprocess_fn"), raw_preprocess_fn, file),
-        sql,
-        schedules,
-        alert_methods: r.string_list("alert_methods"),
-        tholdalert_methods: r.string_list("tholdalert_methods"),
-        tholdalert_thresholds,
-        tholdalert_snooze_n: r.u64("tholdalert_snooze_n", 3),
-        model_configs,
-        model_combination_method,
-        train_max_n: r.u64("train_max_n", 2500),
-        train_min_n: r.u64("train_min_n", 14),
-        train_metric_timestamp_max_days_ago: r.u64("train_metric_timestamp_max_days_ago", 90),
-        train_exclude_metrics: r.string_list("train_exclude_metrics"),
-        score_max_n: r.u64("score_max_n", 25),
-        score_exclude_metrics: r.string_list("score_exclude_metrics"),
-        preprocess_params,
-        alert_threshold: r.f64("alert_threshold", 0.8),
-        alert_smooth_n: r.u64("alert_smooth_n", 3),
-        alert_snooze_n: r.u64("alert_snooze_n", 3),
-        alert_recent_n: r.u64("alert_recent_n", 1),
-        alert_max_n: r.u64("alert_max_n", 250),
-        alert_always: r.bool("alert_always", false),
-        alert_exclude_metrics: r.string_list("alert_exclude_metrics"),
-        alert_metric_timestamp_max_days_ago: r.u64("alert_metric_timestamp_max_days_ago", 45),
-        change_threshold: r.f64("change_threshold", 3.5),
-        change_detect_last_n: r.u64("change_detect_last_n", 1),
-        change_smooth_n: r.u64("change_smooth_n", 1),
-        change_snooze_n: r.u64("change_snooze_n", 3),
-        change_include_metrics: r.string_list("change_include_metrics"),
-        change_exclude_metrics: r.string_list("change_exclude_metrics"),
-        change_metric_timestamp_max_days_ago: r.u64("change_metric_timestamp_max_days_ago", 45),
-        delete_after_n_days: r.u64("delete_after_n_days", 365),
-        ingest_metric_rounding: r.i64("ingest_metric_rounding", 4),
-        metric_tags,
-        limits,
-        http: HttpPolicy {
-            allow_private: r.bool("http_allow_private", false),
-            allow_hosts: r.string_list("http_allow_hosts"),
-            rewrite: r
-                .structured(
-                    "http_rewrite",
-                    "a mapping of URL prefix to replacement prefix",
-                )
-                .unwrap_or_default(),
-        },
-        ingest_env: r.string_list("ingest_env"),
-        record_runs: r.bool("record_runs", false),
-        catch_up: r.bool("catch_up", false),
-        values: r.all_as_json(),
-    };
-    if r.errors.is_empty() {
-        Ok(spec)
-    } else {
-        Err(r.errors)
-    }
+    sql
 }
 
 /// The shipped default preprocess, which runs natively.
@@ -556,15 +346,4 @@ fn custom_preprocess(
         filename,
         function: "preprocess".into(),
     })
-}
-
-fn default_models() -> Vec<ModelConfig> {
-    ["PCA", "KNN"]
-        .iter()
-        .map(|name| ModelConfig {
-            model_name: name.to_string(),
-            model_tag: Some(format!("{}_default", name.to_lowercase())),
-            model_params: BTreeMap::from([("contamination".to_string(), serde_json::json!(0.01))]),
-        })
-        .collect()
 }

@@ -7,7 +7,7 @@
 use super::rows::{load_input, write, JobError};
 use crate::config::BatchSpec;
 use crate::domain::Judgement;
-use crate::store::{db_err, Store, StoreError, TableKey};
+use crate::store::{Store, StoreError};
 
 pub type AlertError = JobError;
 
@@ -24,7 +24,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
     let (series, already) = (&input.series, &input.done);
     let mut report = AlertReport::default();
     for (metric, s) in series {
-        if spec.alert_exclude_metrics.contains(metric) {
+        if spec.alert.exclude_metrics.contains(metric) {
             continue;
         }
         let col = |name: &str| {
@@ -40,7 +40,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
             col("metric_score_smooth"),
         );
         for i in 0..s.values.len() {
-            let recent = rank[i] <= spec.alert_recent_n as f64;
+            let recent = rank[i] <= spec.alert.recent_n as f64;
             let is_new = !already
                 .get(metric)
                 .is_some_and(|d| d.contains(&s.timestamps_us[i]));
@@ -53,7 +53,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
                         "value": s.values[i],
                         "score": score[i],
                         "score_smooth": smooth[i],
-                        "threshold": spec.alert_threshold,
+                        "threshold": spec.alert.threshold,
                         "tags": spec.metric_tags.get(metric),
                     })),
                 };
@@ -61,12 +61,12 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
                     "ALERT batch {batch} metric {metric}: value {} smoothed score {:.3} >= alert_threshold {}",
                     s.values[i],
                     smooth[i],
-                    spec.alert_threshold
+                    spec.alert.threshold
                 );
                 report.alerts.push(j);
             }
         }
-        if spec.alert_always {
+        if spec.alert.always {
             if let Some(i) = rank.iter().position(|r| *r == 1.0) {
                 tracing::info!(
                     "alert_always: batch {batch} metric {metric} latest smoothed score {:.3}",
@@ -95,49 +95,29 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
 /// `tholdalert_snooze_n` observations.
 fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, StoreError> {
     let mut out = Vec::new();
-    if spec.tholdalert_thresholds.is_empty() {
+    if spec.tholdalert.thresholds.is_empty() {
         return Ok(out);
     }
-    let key = TableKey::parse(&spec.table_key)?;
     let batch = &spec.metric_batch;
-    for (metric, bounds) in &spec.tholdalert_thresholds {
-        let sql = format!(
-            "SELECT epoch_us(m.metric_timestamp), m.metric_value, \
-             (SELECT count(*) FROM {t} a WHERE a.metric_batch = m.metric_batch AND a.metric_name = m.metric_name \
-              AND a.metric_type = 'tholdalert' AND a.metric_timestamp = m.metric_timestamp) \
-             FROM {t} m WHERE m.metric_batch = ? AND m.metric_name = ? AND m.metric_type = 'metric' \
-             ORDER BY m.metric_timestamp DESC LIMIT ?",
-            t = key.quoted()
-        );
-        let mut stmt = store
-            .connection()
-            .prepare(&sql)
-            .map_err(db_err("reading threshold data"))?;
-        let rows: Vec<(i64, f64, i64)> = stmt
-            .query_map(
-                duckdb::params![batch, metric, spec.tholdalert_snooze_n as i64 + 1],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN),
-                        r.get(2)?,
-                    ))
-                },
-            )
-            .map_err(db_err("reading threshold data"))?
-            .collect::<Result<_, _>>()
-            .map_err(db_err("reading threshold data"))?;
-        let Some(&(ts, value, already)) = rows.first() else {
+    for (metric, bounds) in &spec.tholdalert.thresholds {
+        let rows = store.newest_values(
+            &spec.table_key,
+            batch,
+            metric,
+            (spec.tholdalert.snooze_n as usize).saturating_add(1),
+        )?;
+        let Some(newest) = rows.first() else {
             continue;
         };
-        let snoozed = rows.iter().skip(1).any(|(_, _, fired)| *fired > 0);
+        let (ts, value) = (newest.timestamp_us, newest.value);
+        let snoozed = rows.iter().skip(1).any(|r| r.alerted);
         let broken = match (bounds.upper, bounds.lower) {
             (Some(u), _) if value > u => Some(("upper", u)),
             (_, Some(l)) if value < l => Some(("lower", l)),
             _ => None,
         };
         if let Some((side, bound)) = broken {
-            if already == 0 && !snoozed {
+            if !newest.alerted && !snoozed {
                 tracing::warn!("THRESHOLD ALERT batch {batch} metric {metric}: value {value} is past its {side} bound {bound}");
                 out.push(Judgement {
                     timestamp_us: ts,

@@ -20,21 +20,34 @@ pub struct BackfillReport {
     pub gave_up: bool,
 }
 
-/// Ingest `periods` periods `step` apart ending at `now_us`. When the
-/// first `give_up_after` periods all fail (a source that cannot be reached),
-/// stop rather than fail the same way hundreds of times.
-#[allow(clippy::too_many_arguments)]
+/// Which past periods to ingest: `count` of them, `step` apart, the last
+/// at `end_us`.
+#[derive(Debug, Clone, Copy)]
+pub struct Periods {
+    pub count: usize,
+    pub step: Duration,
+    pub end_us: i64,
+    /// When the first this many periods all fail (a source that cannot be
+    /// reached), stop rather than fail the same way hundreds of times.
+    pub give_up_after: Option<usize>,
+}
+
+/// Ingest each of `periods` with the clock at its instant; `progress`
+/// hears every tenth.
 pub fn ingest_periods(
     spec: &BatchSpec,
     store: &mut Store,
     sandboxes: &dyn SandboxSource,
     env: &BTreeMap<String, String>,
-    periods: usize,
-    step: Duration,
-    now_us: i64,
-    give_up_after: Option<usize>,
+    plan: Periods,
     progress: &dyn Fn(usize, usize, Duration),
 ) -> BackfillReport {
+    let Periods {
+        count: periods,
+        step,
+        end_us: now_us,
+        give_up_after,
+    } = plan;
     let step_us = step.as_micros() as i64;
     let started = Instant::now();
     let mut report = BackfillReport::default();
@@ -70,12 +83,12 @@ pub fn ingest_periods(
 /// newest `alert_recent_n` observations.
 pub fn scoring_spec(spec: &BatchSpec, periods: usize) -> BatchSpec {
     let mut scoring = spec.clone();
-    scoring.alert_recent_n = scoring.alert_recent_n.max(periods as u64);
-    scoring.score_max_n = scoring.score_max_n.max(periods as u64);
+    scoring.alert.recent_n = scoring.alert.recent_n.max(periods as u64);
+    scoring.score.max_n = scoring.score.max_n.max(periods as u64);
     if let Some(sql) = scoring.sql.get_mut("score_sql") {
         *sql = sql.replace(
-            &format!("recency_rank <= {}", spec.score_max_n),
-            &format!("recency_rank <= {}", scoring.score_max_n),
+            &format!("recency_rank <= {}", spec.score.max_n),
+            &format!("recency_rank <= {}", scoring.score.max_n),
         );
     }
     scoring

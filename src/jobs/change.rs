@@ -38,7 +38,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, Change
     let b = || batch.clone();
     let input = load_input(spec, store, "change_sql", "change", Some("change"))?;
     let (series, already) = (&input.series, &input.done);
-    let last_n = spec.change_detect_last_n.max(1) as usize;
+    let last_n = spec.change.detect_last_n.max(1) as usize;
     let mut out = Vec::new();
     for (metric, s) in series {
         let smooth = s
@@ -68,11 +68,11 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, Change
         for (k, zk) in z.iter().enumerate() {
             let i = split + k;
             let snoozed = changed_before[i] > 0.0
-                || last_flag.is_some_and(|j| i - j <= spec.change_snooze_n as usize)
+                || last_flag.is_some_and(|j| i - j <= spec.change.snooze_n as usize)
                 || already
                     .get(metric)
                     .is_some_and(|d| d.contains(&s.timestamps_us[i]));
-            if zk.abs() > spec.change_threshold && !snoozed {
+            if zk.abs() > spec.change.threshold && !snoozed {
                 last_flag = Some(i);
                 tracing::warn!(
                     "CHANGE batch {batch} metric {metric}: value {} has modified z-score {zk:.2}",
@@ -82,7 +82,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, Change
                     timestamp_us: s.timestamps_us[i],
                     metric_name: metric.clone(),
                     value: 1.0,
-                    metadata: Some(serde_json::json!({"value": s.values[i], "z": zk, "threshold": spec.change_threshold, "tags": spec.metric_tags.get(metric)})),
+                    metadata: Some(serde_json::json!({"value": s.values[i], "z": zk, "threshold": spec.change.threshold, "tags": spec.metric_tags.get(metric)})),
                 });
             }
         }

@@ -12,7 +12,8 @@ pub fn delete(spec: &BatchSpec, store: &Store) -> Result<u64, StoreError> {
         return Ok(0);
     };
     store.ensure_metrics_table(&spec.table_key)?;
-    let removed = store.execute_one(sql, &format!("batch {}: delete_sql", spec.metric_batch))?;
+    let removed =
+        store.execute_template(sql, &format!("batch {}: delete_sql", spec.metric_batch))?;
     Ok(removed as u64)
 }
 
@@ -31,7 +32,7 @@ pub fn summary<'a>(
             continue;
         };
         store.ensure_metrics_table(&spec.table_key)?;
-        out.extend(store.query_arrow(sql)?);
+        out.extend(store.query_template(sql)?);
     }
     Ok(out)
 }

@@ -88,12 +88,12 @@ pub fn load_input(
         source,
     })?;
     let done = match done_type {
-        Some(t) => existing(store, &spec.table_key, &spec.metric_batch, t).map_err(|source| {
-            JobError::Store {
+        Some(t) => store
+            .timestamps_of_type(&spec.table_key, &spec.metric_batch, t)
+            .map_err(|source| JobError::Store {
                 batch: batch(),
                 source,
-            }
-        })?,
+            })?,
         None => BTreeMap::new(),
     };
     Ok(JobInput { series, done })
@@ -145,7 +145,7 @@ pub fn series_by_metric(
     sql: &str,
     job: &'static str,
 ) -> Result<BTreeMap<String, Series>, RowsError> {
-    let batches = store.query_arrow(sql)?;
+    let batches = store.query_template(sql)?;
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for b in &batches {
         let ts = cast(
@@ -249,45 +249,7 @@ pub fn write(
     )
     .map_err(|e| StoreError::Db {
         context: format!("building {metric_type} rows"),
-        source: duckdb::Error::ToSqlConversionFailure(Box::new(e)),
+        source: Box::new(e),
     })?;
     store.append_metrics(table_key, &[b])
-}
-
-/// Timestamps (µs) that already have a row of `metric_type` for a metric.
-pub fn existing(
-    store: &Store,
-    table_key: &str,
-    batch: &str,
-    metric_type: &str,
-) -> Result<BTreeMap<String, std::collections::BTreeSet<i64>>, StoreError> {
-    let key = crate::store::TableKey::parse(table_key)?;
-    let sql = format!(
-        "SELECT metric_name, epoch_us(metric_timestamp) FROM {} WHERE metric_batch = ? AND metric_type = ?",
-        key.quoted()
-    );
-    let mut out: BTreeMap<String, std::collections::BTreeSet<i64>> = BTreeMap::new();
-    let mut stmt = store
-        .connection()
-        .prepare(&sql)
-        .map_err(|source| StoreError::Db {
-            context: "reading existing rows".into(),
-            source,
-        })?;
-    let rows = stmt
-        .query_map(duckdb::params![batch, metric_type], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(|source| StoreError::Db {
-            context: "reading existing rows".into(),
-            source,
-        })?;
-    for row in rows {
-        let (name, ts) = row.map_err(|source| StoreError::Db {
-            context: "reading existing rows".into(),
-            source,
-        })?;
-        out.entry(name).or_default().insert(ts);
-    }
-    Ok(out)
 }

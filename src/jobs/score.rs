@@ -31,7 +31,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
     let mut rows = Vec::new();
     for (metric, s) in series {
         let mut loaded = Vec::new();
-        for cfg in &spec.model_configs {
+        for cfg in &spec.train.model_configs {
             if let Some(m) = models
                 .load(&batch, metric, &cfg.tag())
                 .map_err(|source| ScoreError::Models { batch: b(), source })?
@@ -68,7 +68,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
                 per_model.insert(m.model_tag.clone(), p.into());
                 probs.push(p);
             }
-            if let Some(score) = combine(&probs, &spec.model_combination_method) {
+            if let Some(score) = combine(&probs, spec.score.combination_method) {
                 rows.push(Judgement {
                     timestamp_us: *ts,
                     metric_name: metric.clone(),

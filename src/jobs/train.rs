@@ -39,16 +39,16 @@ pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, 
     })?;
     let mut report = TrainReport::default();
     for (metric, s) in series {
-        if spec.train_exclude_metrics.contains(metric) {
+        if spec.train.exclude_metrics.contains(metric) {
             continue;
         }
-        if (s.values.len() as u64) < spec.train_min_n {
+        if (s.values.len() as u64) < spec.train.min_n {
             report.skipped.push((
                 metric.clone(),
                 format!(
                     "{} observations, train_min_n is {}",
                     s.values.len(),
-                    spec.train_min_n
+                    spec.train.min_n
                 ),
             ));
             continue;
@@ -59,7 +59,7 @@ pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, 
                 source: Box::new(source),
             }
         })?;
-        for cfg in &spec.model_configs {
+        for cfg in &spec.train.model_configs {
             match TrainedModel::fit(cfg, &features.rows, seed(&batch, metric, &cfg.tag())) {
                 Ok(model) => {
                     models.save(&batch, metric, &model).map_err(|source| TrainError::Models { batch: batch.clone(), source })?;

@@ -14,12 +14,10 @@ pub mod store;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelConfig;
+use crate::config::{CombinationMethod, ModelConfig, ModelKind};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
-    #[error("model_name `{0}` is not supported (use PCA, KNN or IForest)")]
-    UnknownModel(String),
     #[error("model `{tag}`: model_params.{key} must be {expected}")]
     BadParam {
         tag: String,
@@ -89,34 +87,32 @@ impl TrainedModel {
                 found: bad.len(),
             });
         }
-        let (inner, training): (Inner, Vec<f64>) =
-            match cfg.model_name.to_ascii_uppercase().as_str() {
-                "PCA" => {
-                    let n = match cfg.model_params.get("n_components") {
-                        None | Some(serde_json::Value::Null) => None,
-                        Some(_) => Some(param_usize(cfg, "n_components", n_features)?),
-                    };
-                    let m = pca::Pca::fit(rows, n);
-                    let s = rows.iter().map(|r| m.score(r)).collect();
-                    (Inner::Pca(m), s)
-                }
-                "KNN" => {
-                    let m = knn::Knn::fit(rows, param_usize(cfg, "n_neighbors", 5)?);
-                    let s = m.training_scores();
-                    (Inner::Knn(m), s)
-                }
-                "IFOREST" | "ISOLATIONFOREST" => {
-                    let m = iforest::IsolationForest::fit(
-                        rows,
-                        param_usize(cfg, "n_estimators", 100)?,
-                        param_usize(cfg, "max_samples", 256)?,
-                        seed,
-                    );
-                    let s = rows.iter().map(|r| m.score(r)).collect();
-                    (Inner::IForest(m), s)
-                }
-                other => return Err(ModelError::UnknownModel(other.to_string())),
-            };
+        let (inner, training): (Inner, Vec<f64>) = match cfg.model_name {
+            ModelKind::Pca => {
+                let n = match cfg.model_params.get("n_components") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(_) => Some(param_usize(cfg, "n_components", n_features)?),
+                };
+                let m = pca::Pca::fit(rows, n);
+                let s = rows.iter().map(|r| m.score(r)).collect();
+                (Inner::Pca(m), s)
+            }
+            ModelKind::Knn => {
+                let m = knn::Knn::fit(rows, param_usize(cfg, "n_neighbors", 5)?);
+                let s = m.training_scores();
+                (Inner::Knn(m), s)
+            }
+            ModelKind::IForest => {
+                let m = iforest::IsolationForest::fit(
+                    rows,
+                    param_usize(cfg, "n_estimators", 100)?,
+                    param_usize(cfg, "max_samples", 256)?,
+                    seed,
+                );
+                let s = rows.iter().map(|r| m.score(r)).collect();
+                (Inner::IForest(m), s)
+            }
+        };
         let contamination =
             match cfg.model_params.get("contamination") {
                 None | Some(serde_json::Value::Null) => 0.1,
@@ -134,7 +130,7 @@ impl TrainedModel {
         let q = ((1.0 - contamination) * (sorted.len() - 1) as f64).round() as usize;
         let score_top = sorted[q.min(sorted.len() - 1)];
         Ok(TrainedModel {
-            model_name: cfg.model_name.clone(),
+            model_name: cfg.model_name.to_string(),
             model_tag: cfg.tag(),
             n_features,
             trained_rows: rows.len(),
@@ -171,17 +167,17 @@ impl TrainedModel {
 }
 
 /// Combine several models' probabilities (`model_combination_method`).
-pub fn combine(probabilities: &[f64], method: &str) -> Option<f64> {
+pub fn combine(probabilities: &[f64], method: CombinationMethod) -> Option<f64> {
     if probabilities.is_empty() {
         return None;
     }
     Some(match method {
-        "min" => probabilities.iter().copied().fold(f64::INFINITY, f64::min),
-        "max" => probabilities
+        CombinationMethod::Min => probabilities.iter().copied().fold(f64::INFINITY, f64::min),
+        CombinationMethod::Max => probabilities
             .iter()
             .copied()
             .fold(f64::NEG_INFINITY, f64::max),
-        _ => probabilities.iter().sum::<f64>() / probabilities.len() as f64,
+        CombinationMethod::Mean => probabilities.iter().sum::<f64>() / probabilities.len() as f64,
     })
 }
 
@@ -192,7 +188,7 @@ mod tests {
 
     fn cfg(name: &str) -> ModelConfig {
         ModelConfig {
-            model_name: name.into(),
+            model_name: <ModelKind as crate::config::Choice>::parse(name).expect("a model"),
             model_tag: None,
             model_params: BTreeMap::new(),
         }
@@ -251,12 +247,6 @@ mod tests {
             TrainedModel::fit(&cfg("IForest"), &train, 1).expect("fits"),
             TrainedModel::fit(&cfg("IForest"), &train, 1).expect("fits")
         );
-        assert_eq!(
-            TrainedModel::fit(&cfg("LOF"), &train, 1)
-                .unwrap_err()
-                .to_string(),
-            "model_name `LOF` is not supported (use PCA, KNN or IForest)"
-        );
         let mut bad = cfg("KNN");
         bad.model_params
             .insert("n_neighbors".into(), serde_json::json!("five"));
@@ -276,9 +266,9 @@ mod tests {
 
     #[test]
     fn combination_methods() {
-        assert_eq!(combine(&[0.2, 0.8], "mean"), Some(0.5));
-        assert_eq!(combine(&[0.2, 0.8], "min"), Some(0.2));
-        assert_eq!(combine(&[0.2, 0.8], "max"), Some(0.8));
-        assert_eq!(combine(&[], "mean"), None);
+        assert_eq!(combine(&[0.2, 0.8], CombinationMethod::Mean), Some(0.5));
+        assert_eq!(combine(&[0.2, 0.8], CombinationMethod::Min), Some(0.2));
+        assert_eq!(combine(&[0.2, 0.8], CombinationMethod::Max), Some(0.8));
+        assert_eq!(combine(&[], CombinationMethod::Mean), None);
     }
 }

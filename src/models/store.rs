@@ -133,7 +133,7 @@ mod tests {
             .map(|i| vec![i as f64, (i * i % 7) as f64])
             .collect();
         let cfg = ModelConfig {
-            model_name: "PCA".into(),
+            model_name: crate::config::ModelKind::Pca,
             model_tag: Some("pca_default".into()),
             model_params: Default::default(),
         };

@@ -90,7 +90,7 @@ impl Plan {
                     continue;
                 };
                 let mut backlog = VecDeque::new();
-                if spec.catch_up {
+                if spec.ingest_settings.catch_up {
                     if let Some(last) = last_scheduled(&spec.metric_batch, job) {
                         let mut t = last;
                         while let Some(tick) = after(cron, t).filter(|t| *t <= now) {

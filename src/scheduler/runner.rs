@@ -162,7 +162,7 @@ impl StoreRunner {
         let spec = &t.spec;
         // The name is checked at load; checked again here because it
         // becomes a directory name.
-        let cassette = (spec.record_runs
+        let cassette = (spec.ingest_settings.record_runs
             && matches!(spec.ingest, crate::config::IngestSource::Python(_))
             && crate::config::check_batch_name(&spec.metric_batch).is_ok())
         .then(|| CassetteOptions {

@@ -1,31 +1,10 @@
-//! Run history: one row per scheduled run in `sandstack_runs` (what ran,
-//! when it was due, when it started and ended, how it went, what it cost),
-//! read by `sandstack runs` and the dashboard, pruned so it never grows
-//! without bound.
+//! Run history: one row per scheduled run (what ran, when it was due, when
+//! it started and ended, how it went, what it cost), read by `sandstack
+//! runs` and the dashboard, pruned so it never grows without bound.
 
-use duckdb::params;
+use std::collections::BTreeMap;
 
-use super::{db_err, Store, StoreError};
-
-/// The history table's name.
-pub const RUNS_TABLE: &str = "sandstack_runs";
-
-const CREATE_RUNS: &str = "
-CREATE SEQUENCE IF NOT EXISTS sandstack_runs_id;
-CREATE TABLE IF NOT EXISTS sandstack_runs (
-    run_id BIGINT PRIMARY KEY DEFAULT nextval('sandstack_runs_id'),
-    batch VARCHAR NOT NULL,
-    job VARCHAR NOT NULL,
-    scheduled_at TIMESTAMP NOT NULL,
-    started_at TIMESTAMP NOT NULL,
-    ended_at TIMESTAMP NOT NULL,
-    status VARCHAR NOT NULL,
-    error VARCHAR,
-    rows BIGINT NOT NULL,
-    fuel BIGINT NOT NULL,
-    wall_ms DOUBLE NOT NULL,
-    cassette VARCHAR
-);";
+use super::StoreError;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +27,7 @@ impl RunStatus {
         }
     }
 
-    fn parse(text: &str) -> RunStatus {
+    pub fn parse(text: &str) -> RunStatus {
         match text {
             "succeeded" => RunStatus::Succeeded,
             "skipped" => RunStatus::Skipped,
@@ -107,91 +86,17 @@ impl Default for Retention {
     }
 }
 
-impl Store {
-    pub fn ensure_runs_table(&self) -> Result<(), StoreError> {
-        self.connection()
-            .execute_batch(CREATE_RUNS)
-            .map_err(db_err("creating the run history table sandstack_runs"))
-    }
+pub trait RunHistory {
+    fn ensure_runs_table(&self) -> Result<(), StoreError>;
 
     /// Store a run; returns its id.
-    pub fn record_run(&self, r: &RunRecord) -> Result<i64, StoreError> {
-        self.ensure_runs_table()?;
-        self.connection()
-            .query_row(
-                "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, wall_ms, cassette) \
-                 VALUES (?, ?, make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), ?, ?, ?, ?, ?, ?) RETURNING run_id",
-                params![
-                    r.batch,
-                    r.job,
-                    r.scheduled_us,
-                    r.started_us,
-                    r.ended_us,
-                    r.status.as_str(),
-                    r.error,
-                    r.rows as i64,
-                    r.fuel as i64,
-                    r.wall_ms,
-                    r.cassette
-                ],
-                |row| row.get(0),
-            )
-            .map_err(db_err("recording a run in sandstack_runs"))
-    }
+    fn record_run(&self, r: &RunRecord) -> Result<i64, StoreError>;
 
     /// Runs matching `filter`, newest first.
-    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        self.ensure_runs_table()?;
-        let mut sql = String::from(
-            "SELECT run_id, batch, job, epoch_us(scheduled_at), epoch_us(started_at), epoch_us(ended_at), \
-             status, error, rows, fuel, wall_ms, cassette FROM sandstack_runs WHERE true",
-        );
-        let mut args: Vec<Box<dyn duckdb::ToSql>> = Vec::new();
-        if let Some(id) = filter.run_id {
-            sql.push_str(" AND run_id = ?");
-            args.push(Box::new(id));
-        }
-        if let Some(b) = &filter.batch {
-            sql.push_str(" AND batch = ?");
-            args.push(Box::new(b.clone()));
-        }
-        if let Some(j) = &filter.job {
-            sql.push_str(" AND job = ?");
-            args.push(Box::new(j.clone()));
-        }
-        if filter.failed_only {
-            sql.push_str(" AND status IN ('failed', 'interrupted')");
-        }
-        sql.push_str(" ORDER BY started_at DESC, run_id DESC LIMIT ? OFFSET ?");
-        args.push(Box::new(filter.limit as i64));
-        args.push(Box::new(filter.offset as i64));
-        let ctx = "reading sandstack_runs";
-        let mut stmt = self.connection().prepare(&sql).map_err(db_err(ctx))?;
-        let rows = stmt
-            .query_map(duckdb::params_from_iter(args.iter()), |row| {
-                Ok(RunRecord {
-                    run_id: row.get(0)?,
-                    batch: row.get(1)?,
-                    job: row.get(2)?,
-                    scheduled_us: row.get(3)?,
-                    started_us: row.get(4)?,
-                    ended_us: row.get(5)?,
-                    status: RunStatus::parse(&row.get::<_, String>(6)?),
-                    error: row.get(7)?,
-                    rows: row.get::<_, i64>(8)?.max(0) as u64,
-                    fuel: row.get::<_, i64>(9)?.max(0) as u64,
-                    wall_ms: row.get(10)?,
-                    cassette: row.get(11)?,
-                })
-            })
-            .map_err(db_err(ctx))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db_err(ctx))?;
-        Ok(rows)
-    }
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
     /// One run by id.
-    pub fn run_by_id(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+    fn run_by_id(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
         let found = self.list_runs(&RunFilter {
             run_id: Some(run_id),
             limit: 1,
@@ -202,124 +107,13 @@ impl Store {
 
     /// The newest scheduled instant recorded for a batch's job, for
     /// `catch_up`.
-    pub fn last_scheduled(&self, batch: &str, job: &str) -> Result<Option<i64>, StoreError> {
-        self.ensure_runs_table()?;
-        self.connection()
-            .query_row(
-                "SELECT epoch_us(max(scheduled_at)) FROM sandstack_runs WHERE batch = ? AND job = ?",
-                params![batch, job],
-                |row| row.get(0),
-            )
-            .map_err(db_err("reading sandstack_runs"))
-    }
+    fn last_scheduled(&self, batch: &str, job: &str) -> Result<Option<i64>, StoreError>;
 
     /// Delete runs older than the retention age, then the oldest beyond
     /// the row cap; returns how many went.
-    pub fn prune_runs(&self, keep: Retention, now_us: i64) -> Result<u64, StoreError> {
-        self.ensure_runs_table()?;
-        let ctx = "pruning sandstack_runs";
-        let cutoff = now_us.saturating_sub(keep.max_age_days as i64 * 86_400_000_000);
-        let by_age = self
-            .connection()
-            .execute(
-                "DELETE FROM sandstack_runs WHERE started_at < make_timestamp(?::BIGINT)",
-                params![cutoff],
-            )
-            .map_err(db_err(ctx))?;
-        let by_count = self
-            .connection()
-            .execute(
-                "DELETE FROM sandstack_runs WHERE run_id IN (SELECT run_id FROM sandstack_runs \
-                 ORDER BY started_at DESC, run_id DESC OFFSET ?)",
-                params![keep.max_rows as i64],
-            )
-            .map_err(db_err(ctx))?;
-        Ok((by_age + by_count) as u64)
-    }
-}
+    fn prune_runs(&self, keep: Retention, now_us: i64) -> Result<u64, StoreError>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(batch: &str, started_us: i64, status: RunStatus) -> RunRecord {
-        RunRecord {
-            run_id: 0,
-            batch: batch.into(),
-            job: "ingest".into(),
-            scheduled_us: started_us,
-            started_us,
-            ended_us: started_us + 5_000,
-            status,
-            error: (status == RunStatus::Failed).then(|| "boom".to_string()),
-            rows: 3,
-            fuel: 10,
-            wall_ms: 5.0,
-            cassette: None,
-        }
-    }
-
-    #[test]
-    fn records_filters_and_prunes() {
-        let store = Store::in_memory().expect("db");
-        let day = 86_400_000_000i64;
-        let now = 100 * day;
-        for i in 0..10 {
-            let status = if i % 3 == 0 {
-                RunStatus::Failed
-            } else {
-                RunStatus::Succeeded
-            };
-            store
-                .record_run(&record(
-                    if i < 5 { "a" } else { "b" },
-                    now - i * day,
-                    status,
-                ))
-                .expect("insert");
-        }
-        let all = store
-            .list_runs(&RunFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("list");
-        assert_eq!(all.len(), 10);
-        assert_eq!(all[0].started_us, now, "newest first");
-        let failed_a = store
-            .list_runs(&RunFilter {
-                batch: Some("a".into()),
-                failed_only: true,
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("list");
-        assert_eq!(failed_a.len(), 2);
-        assert_eq!(failed_a[0].error.as_deref(), Some("boom"));
-        assert_eq!(
-            store.last_scheduled("a", "ingest").expect("last"),
-            Some(now)
-        );
-        // 7 days keeps i = 0..=6 (7 rows); then the cap keeps the newest 4.
-        let gone = store
-            .prune_runs(
-                Retention {
-                    max_age_days: 7,
-                    max_rows: 4,
-                },
-                now + 1,
-            )
-            .expect("prune");
-        assert_eq!(gone, 6);
-        let left = store
-            .list_runs(&RunFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("list");
-        assert_eq!(
-            left.iter().map(|r| r.started_us).collect::<Vec<_>>(),
-            (0..4).map(|i| now - i * day).collect::<Vec<_>>()
-        );
-    }
+    /// The newest ingest run of each batch that was not skipped:
+    /// (status, ended µs).
+    fn last_ingests(&self) -> Result<BTreeMap<String, (String, i64)>, StoreError>;
 }

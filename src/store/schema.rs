@@ -1,5 +1,5 @@
-//! The long metrics table: its DuckDB DDL and the Arrow schema rows are
-//! normalised to before they are appended.
+//! The long metrics table's columns: the Arrow schema rows are normalised
+//! to before they are appended, whichever the engine.
 
 use std::sync::{Arc, OnceLock};
 
@@ -11,19 +11,6 @@ pub const METRIC_NAME: &str = "metric_name";
 pub const METRIC_TYPE: &str = "metric_type";
 pub const METRIC_VALUE: &str = "metric_value";
 pub const METADATA: &str = "metadata";
-
-/// Column definitions, in table order.
-pub fn create_table_sql(qualified: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {qualified} (\n  \
-         metric_timestamp TIMESTAMP NOT NULL,\n  \
-         metric_batch VARCHAR NOT NULL,\n  \
-         metric_name VARCHAR NOT NULL,\n  \
-         metric_type VARCHAR NOT NULL,\n  \
-         metric_value DOUBLE,\n  \
-         metadata VARCHAR\n)"
-    )
-}
 
 /// The Arrow schema of a metrics row batch (timestamps are UTC, stored
 /// without a zone as DuckDB `TIMESTAMP`).

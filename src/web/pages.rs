@@ -10,11 +10,11 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::charts::{self, Window};
-use super::data::{self, Vote};
+use super::data;
 use super::Shared;
 use crate::alerts::message::format_time;
 use crate::config::BatchSpec;
-use crate::store::{RunFilter, Store};
+use crate::store::{RunFilter, Store, Vote};
 
 const PAGE_SIZE: usize = 50;
 
@@ -85,9 +85,9 @@ pub async fn home(State(s): State<Shared>) -> Response {
         let mut figures = BTreeMap::new();
         let tables: std::collections::BTreeSet<&str> = batches.iter().map(|b| b.table_key.as_str()).collect();
         for t in tables {
-            figures.extend(data::card_figures(store, t).map_err(|e| e.to_string())?);
+            figures.extend(store.card_figures(t).map_err(|e| e.to_string())?);
         }
-        let ingests = data::last_ingests(store).map_err(|e| e.to_string())?;
+        let ingests = store.last_ingests().map_err(|e| e.to_string())?;
         let mut cards: Vec<_> = batches
             .iter()
             .map(|b| {
@@ -150,7 +150,7 @@ pub async fn batch(
     };
     let window = Window::parse(&window_text);
     let needle = q.q.to_lowercase();
-    let threshold = spec.alert_threshold;
+    let threshold = spec.alert.threshold;
     let result = with_store(&s, move |store| {
         let series = data::chart_series(&spec, store)?;
         let now = chrono::Utc::now().timestamp_micros();

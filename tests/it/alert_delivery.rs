@@ -15,7 +15,7 @@ use axum::Router;
 use base64::Engine;
 use sandstack::alerts::notify;
 use sandstack::alerts::{Channels, Outcome};
-use sandstack::config::BatchSpec;
+use sandstack::config::{AlertMethod, BatchSpec, Choice};
 use sandstack::jobs::alert;
 use sandstack::store::Store;
 
@@ -106,7 +106,9 @@ fn anomalous_batch() -> (Folder, BatchSpec, Store) {
         ));
     }
     sql.pop();
-    store.connection().execute_batch(&sql).expect("insert");
+    crate::support::duck(&store)
+        .execute_batch(&sql)
+        .expect("insert");
     (f, spec, store)
 }
 
@@ -338,9 +340,11 @@ fn a_dead_or_failing_channel_is_retried_then_reported_and_the_others_deliver() {
 fn unconfigured_and_unknown_methods_say_what_to_set() {
     let channels = Channels::from_env(&BTreeMap::new());
     let m = sandstack::alerts::Message::summary("t", "table".into(), 1);
+    // An unknown method is refused when the folder loads, with the choices.
+    let teams = AlertMethod::parse("teams").unwrap_err();
     let out = sandstack::alerts::deliver(
         &channels,
-        &["email".into(), "slack".into(), "teams".into(), "log".into()],
+        &[AlertMethod::Email, AlertMethod::Slack, AlertMethod::Log],
         &m,
     );
     let why: Vec<String> = out
@@ -350,12 +354,13 @@ fn unconfigured_and_unknown_methods_say_what_to_set() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(why.len(), 3, "log needs nothing");
+    assert_eq!(why.len(), 2, "log needs nothing");
     assert!(why[0].contains("ANOMSTACK_ALERT_EMAIL_SMTP_HOST"));
     assert!(why[1].contains("SANDSTACK_SLACK_WEBHOOK_URL"));
     assert!(
-        why[2].contains("unknown alert method `teams`")
-            && why[2].contains("email, slack, webhook, log")
+        teams.contains("unknown alert method `teams`")
+            && teams.contains("email, slack, webhook, log"),
+        "{teams}"
     );
     let bad = Channels::from_env(&env(&[
         (
@@ -366,12 +371,12 @@ fn unconfigured_and_unknown_methods_say_what_to_set() {
         ("ANOMSTACK_ALERT_EMAIL_TO", "a@b.test".into()),
         ("ANOMSTACK_ALERT_EMAIL_SMTP_HOST", "127.0.0.1".into()),
     ]));
-    let e = bad.get("email").err().unwrap_or_default();
+    let e = bad.get(AlertMethod::Email).err().unwrap_or_default();
     assert!(
         e.contains("ANOMSTACK_ALERT_EMAIL_FROM `not an address` is not an address"),
         "{e}"
     );
-    let s = bad.get("slack").err().unwrap_or_default();
+    let s = bad.get(AlertMethod::Slack).err().unwrap_or_default();
     assert_eq!(s, "SANDSTACK_SLACK_WEBHOOK_URL must be an http(s) URL");
 }
 
@@ -385,7 +390,7 @@ fn the_summary_goes_out_through_the_same_channels() {
     )]));
     let rows =
         sandstack::jobs::maintenance::summary(std::iter::once(&spec), &store).expect("summary");
-    let sent = notify::summary("api", &["webhook".to_string()], &rows, &channels);
+    let sent = notify::summary("api", &[AlertMethod::Webhook], &rows, &channels);
     assert_eq!(sent.sent(), 1);
     let bodies = got.bodies.lock().expect("lock").clone();
     assert_eq!(bodies.len(), 1);
@@ -403,8 +408,7 @@ fn the_summary_goes_out_through_the_same_channels() {
 fn plots_are_written_per_metric_and_hostile_names_stay_in_the_folder() {
     let (_f, spec, mut store) = anomalous_batch();
     alert::run(&spec, &mut store).expect("alert job");
-    store
-        .connection()
+    crate::support::duck(&store)
         .execute_batch("INSERT INTO metrics VALUES (now()::TIMESTAMP, 'api', '../../escape', 'metric', 1.0, NULL)")
         .expect("insert");
     let out = tempfile::tempdir().expect("tmp");

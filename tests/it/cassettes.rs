@@ -44,8 +44,7 @@ fn with_cassette(
 
 /// Every stored row, as text, in a stable order.
 fn dump(store: &Store, table: &str) -> Vec<String> {
-    let mut stmt = store
-        .connection()
+    let mut stmt = crate::support::duck(store)
         .prepare(&format!(
             "select metric_timestamp::varchar || '|' || metric_batch || '|' || metric_name || '|' || metric_type || '|' || metric_value::varchar from {table} order by metric_name"
         ))

@@ -60,8 +60,8 @@ fn batch_overrides_defaults_shallowly() {
         &format!("{SQL_BATCH}alert_threshold: 0.5\npreprocess_params:\n  lags_n: 1\n"),
     );
     let spec = f.spec("b", &[]);
-    assert_eq!(spec.alert_threshold, 0.5);
-    assert_eq!(spec.train_max_n, 100);
+    assert_eq!(spec.alert.threshold, 0.5);
+    assert_eq!(spec.train.max_n, 100);
     // The batch's map replaced the default map whole: smooth_n and diff_n
     // are the built-in defaults, not the defaults file's 7 and 2.
     assert_eq!(spec.preprocess_params.lags_n, 1);
@@ -161,11 +161,14 @@ fn env_overrides_are_typed_and_applied_after_the_files() {
             ("ANOMSTACK__OTHER__ALERT_THRESHOLD", "0.99"),
         ],
     );
-    assert!(!spec.alert_always);
-    assert_eq!(spec.alert_threshold, 0.25);
+    assert!(!spec.alert.always);
+    assert_eq!(spec.alert.threshold, 0.25);
     assert_eq!(spec.schedules[&Job::Ingest].cron.text, "*/30 * * * *");
     assert_eq!(spec.schedules[&Job::Ingest].status, ScheduleStatus::Running);
-    assert_eq!(spec.alert_methods, vec!["email".to_string()]);
+    assert_eq!(
+        spec.alert.methods,
+        vec![sandstack::config::AlertMethod::Email]
+    );
     assert_eq!(spec.table_key, "from_env");
 }
 
@@ -350,4 +353,38 @@ fn undefined_template_variables_are_errors() {
             f.shown("b.yaml")
         )]
     );
+}
+
+#[test]
+fn misspelled_choices_fail_validate_with_a_did_you_mean() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        &format!(
+            "{SQL_BATCH}alert_methods: \"emial,slack\"\nmodel_combination_method: maen\n\
+             train_default_schedule_status: RUNING\n\
+             model_configs:\n  - model_name: IForrest\n"
+        ),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .arg("validate")
+        .arg("--metrics")
+        .arg(f.path())
+        .output()
+        .expect("run sandstack validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for expected in [
+        "key `alert_methods`: unknown alert method `emial` (did you mean `email`?): use email, slack, webhook, log",
+        "key `model_combination_method`: unknown model_combination_method `maen` (did you mean `mean`?): use mean, min, max",
+        "key `train_default_schedule_status`: unknown schedule status `RUNING` (did you mean `RUNNING`?): use RUNNING, STOPPED",
+        "key `model_configs`: expected a list of {model_name, model_tag, model_params}",
+        "unknown model_name `IForrest` (did you mean `IForest`?): use PCA, KNN, IForest",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
 }

@@ -56,7 +56,9 @@ fn setup(db: &Path) -> Folder {
         }
     }
     sql.pop();
-    store.connection().execute_batch(&sql).expect("insert");
+    crate::support::duck(&store)
+        .execute_batch(&sql)
+        .expect("insert");
     let cassettes = db.with_extension("cassettes").join("api");
     std::fs::create_dir_all(&cassettes).expect("mkdir");
     let cassette = cassettes.join("run.yaml");
@@ -158,8 +160,7 @@ fn feedback_needs_the_token_when_one_is_set() {
     let db = tmp.path().join("d.duckdb");
     let f = setup(&db);
     let store = Store::open(&db).expect("db");
-    let ts: i64 = store
-        .connection()
+    let ts: i64 = crate::support::duck(&store)
         .query_row("SELECT epoch_us(metric_timestamp) FROM metrics WHERE metric_type = 'alert' AND metric_name = 'latency_ms'", [], |r| r.get(0))
         .expect("alert ts");
     let check = store.try_clone().expect("conn");
@@ -212,8 +213,7 @@ fn feedback_needs_the_token_when_one_is_set() {
     assert_eq!(status, 404, "no anomaly at that instant: {body}");
     let (status, body) = post(&base("s3cret", ts));
     assert_eq!((status, body.as_str()), (200, "{\"count\":1}"));
-    let ups: i64 = check
-        .connection()
+    let ups: i64 = crate::support::duck(&check)
         .query_row(
             "SELECT count(*) FROM metrics WHERE metric_type = 'thumbsup'",
             [],
@@ -484,8 +484,7 @@ fn chromium_browses_the_dashboard_and_a_thumbs_up_is_stored() {
     assert!(status.success(), "{status:?}");
     let store = Store::open(&db).expect("db");
     let stored: Vec<(String, String)> = {
-        let mut stmt = store
-            .connection()
+        let mut stmt = crate::support::duck(&store)
             .prepare("SELECT metric_name, metric_type FROM metrics WHERE metric_type IN ('thumbsup', 'thumbsdown')")
             .expect("prepare");
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -76,8 +76,7 @@ fn generate(store: &Store) -> Synthetic {
         }
     }
     sql.pop();
-    store
-        .connection()
+    crate::support::duck(store)
         .execute_batch(&sql)
         .expect("synthetic data");
     Synthetic { events, start_us }
@@ -211,8 +210,7 @@ fn detects_injected_anomalies_with_measured_precision_and_recall() {
 
     // Running score and alert again adds nothing.
     fn count(store: &Store, t: &str) -> i64 {
-        store
-            .connection()
+        crate::support::duck(store)
             .query_row(
                 &format!("select count(*) from metrics where metric_type = '{t}'"),
                 [],
@@ -282,8 +280,7 @@ fn jobs_on_no_data_or_too_little_store_nothing() {
     assert_judging_jobs_add_nothing(&spec, &mut store, f.path());
     assert_eq!(store.count_rows("metrics").expect("count"), 0);
 
-    store
-        .connection()
+    crate::support::duck(&store)
         .execute_batch("insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(i), 'synth', 'short', 'metric', i, null from range(10) t(i)")
         .expect("insert");
     let t = train::run(&spec, &store, f.path()).expect("train on too little");
@@ -384,8 +381,7 @@ fn threshold_alerts_fire_once_and_snooze() {
     let mut store = Store::in_memory().expect("store");
     store.ensure_metrics_table("metrics").expect("table");
     let add = |store: &Store, minutes_ago: i64, v: f64| {
-        store
-            .connection()
+        crate::support::duck(store)
             .execute_batch(&format!(
                 "insert into metrics values (make_timestamp(epoch_us(now())) - interval '{minutes_ago} minutes', 'synth', 'm', 'metric', {v}, null)"
             ))

@@ -80,8 +80,7 @@ fn rounding_nan_dropping_and_zero_rows() {
     let mut store = Store::in_memory().expect("store");
     let r = run_ingest(&f.spec("b", &[]), &mut store, &[]).expect("ingest");
     assert_eq!((r.stored, r.dropped_nan), (1, 1));
-    let v: f64 = store
-        .connection()
+    let v: f64 = crate::support::duck(&store)
         .query_row("select metric_value from metrics", [], |r| r.get(0))
         .expect("value");
     assert_eq!(v, 1.23);

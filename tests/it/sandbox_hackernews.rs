@@ -46,8 +46,7 @@ fn the_seed_example_stores_its_four_metrics() {
         .unwrap_or_else(|e| panic!("{}\n{:?}", e.error, e.sandbox));
     assert_eq!(report.stored, 4);
     assert_eq!(report.sandbox.expect("details").stats.http_requests, 11);
-    let mut stmt = store
-        .connection()
+    let mut stmt = crate::support::duck(&store)
         .prepare("select metric_name, metric_value from metrics_hackernews order by metric_name")
         .expect("prepare");
     let rows: Vec<(String, f64)> = stmt

@@ -63,8 +63,7 @@ fn anomstack_conventions_work_unmodified() {
         "{}",
         details.output
     );
-    let (batches, types, same_instant): (String, String, i64) = store
-        .connection()
+    let (batches, types, same_instant): (String, String, i64) = crate::support::duck(&store)
         .query_row(
             "select string_agg(distinct metric_batch, ','), string_agg(distinct metric_type, ','), \
              count(*) filter (where metric_timestamp = timestamp '2026-01-01 00:00:00') from metrics",
@@ -143,8 +142,7 @@ fn every_run_starts_from_a_fresh_instance() {
     for _ in 0..2 {
         run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
     }
-    let max: f64 = store
-        .connection()
+    let max: f64 = crate::support::duck(&store)
         .query_row("select max(metric_value) from metrics", [], |r| r.get(0))
         .expect("max");
     assert_eq!(max, 1.0, "state leaked from one run to the next");

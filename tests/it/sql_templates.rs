@@ -32,7 +32,7 @@ fn every_default_template_runs_for_every_example() {
                 .get(key)
                 .unwrap_or_else(|| panic!("{} lacks {key}", spec.metric_batch));
             store
-                .query_arrow(sql)
+                .query_template(sql)
                 .unwrap_or_else(|e| panic!("{} {key} does not run: {e}\n{sql}", spec.metric_batch));
         }
     }
@@ -62,7 +62,9 @@ fn alerts_smooth_and_snooze_over_earlier_rows_in_time_order() {
     // Five observations, scores 1,1,1,0,0 then 0,0,1,1,1 (oldest first).
     let scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
     crate::support::insert_scored_series(&store, "b", &scores);
-    let out = store.query_arrow(&spec.sql["alert_sql"]).expect("alerts");
+    let out = store
+        .query_template(&spec.sql["alert_sql"])
+        .expect("alerts");
     let smooth = column_f64(&out, "metric_score_smooth");
     let rounded: Vec<f64> = smooth.iter().map(|v| (v * 100.0).round() / 100.0).collect();
     assert_eq!(
@@ -97,8 +99,7 @@ fn delete_removes_only_old_rows_of_the_batch() {
     let spec = f.spec("b", &[]);
     let store = Store::in_memory().expect("store");
     store.ensure_metrics_table("metrics").expect("table");
-    store
-        .connection()
+    crate::support::duck(&store)
         .execute_batch(
             "insert into metrics values \
              (make_timestamp(epoch_us(now())) - interval '40 days', 'b', 'm', 'metric', 1, null), \
@@ -106,8 +107,7 @@ fn delete_removes_only_old_rows_of_the_batch() {
              (make_timestamp(epoch_us(now())) - interval '40 days', 'other', 'm', 'metric', 3, null)",
         )
         .expect("insert");
-    store
-        .connection()
+    crate::support::duck(&store)
         .execute_batch(&spec.sql["delete_sql"])
         .expect("delete");
     assert_eq!(store.count_rows("metrics").expect("count"), 2);

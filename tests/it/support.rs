@@ -9,7 +9,17 @@ use std::sync::Arc;
 use sandstack::config::{self, BatchSpec, MetricsFolder};
 use sandstack::jobs::ingest::{self, IngestFailure, IngestOptions, IngestReport, SandboxSource};
 use sandstack::sandbox::{home_dir, Sandbox, SetupError};
+use sandstack::store::duck::DuckStore;
 use sandstack::store::Store;
+
+/// The DuckDB connection under a store, for tests that look at rows with
+/// their own SQL.
+pub fn duck(store: &Store) -> &duckdb::Connection {
+    store
+        .backend::<DuckStore>()
+        .expect("the tests' store is DuckDB")
+        .connection()
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -178,8 +188,7 @@ pub fn insert_scored_series(store: &Store, batch: &str, scores: &[f64]) {
         sql.push_str(&format!("({ts}, '{batch}', 'm', 'metric', {i}, null), ({ts}, '{batch}', 'm', 'score', {s}, null),"));
     }
     sql.pop();
-    store
-        .connection()
+    crate::support::duck(store)
         .execute_batch(&sql)
         .expect("insert a scored series");
 }

@@ -1,12 +1,11 @@
-//! The ingest job: a batch's rows come from its source ([`sql`] in DuckDB,
-//! or [`python`] in the sandbox), are checked and normalised
+//! The ingest job: a batch's rows come from its source (`ingest_sql`, run
+//! by the store, or [`python`] in the sandbox), are checked and normalised
 //! ([`normalize`]), and are stored in the batch's table in one transaction:
 //! a failed ingest stores nothing.
 
 pub mod normalize;
 pub mod python;
 pub mod recording;
-pub mod sql;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::config::{BatchSpec, IngestSource};
 use crate::sandbox::{ExecError, ExecReport, ExecStats, LogLine, Sandbox, SetupError};
-use crate::store::{append_in, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 pub use normalize::{describe_rows, InvalidResult};
 
@@ -127,135 +126,173 @@ pub fn run(
     env: &BTreeMap<String, String>,
     opts: IngestOptions,
 ) -> Result<IngestReport, Box<IngestFailure>> {
-    let batch = spec.metric_batch.clone();
-    let fail = |error: IngestError| IngestFailure {
-        error,
-        sandbox: None,
-    };
     let started = Instant::now();
     match &spec.ingest {
-        IngestSource::Sql(sql) => {
-            let table = spec.table_key.clone();
-            if !opts.dry_run {
-                store.ensure_metrics_table(&table).map_err(|source| {
-                    fail(IngestError::Store {
-                        batch: batch.clone(),
-                        source,
-                    })
-                })?;
-            }
-            let mut source_time = Duration::ZERO;
-            let mut store_time = Duration::ZERO;
-            let result = store.transact(!opts.dry_run, |tx| {
-                let t = Instant::now();
-                let raw = sql::query(tx, sql).map_err(|message| IngestError::Sql {
-                    batch: batch.clone(),
-                    message,
-                })?;
-                let mut normalized =
-                    normalize::normalize(&raw, &batch, &spec.limits, spec.ingest_metric_rounding)
-                        .map_err(|source| IngestError::Invalid {
-                        batch: batch.clone(),
-                        source,
-                    })?;
-                if let Some(at) = opts.simulated_now_us {
-                    normalized.rows = normalize::restamp(&normalized.rows, at);
-                }
-                source_time = t.elapsed();
-                let t = Instant::now();
-                let stored = if opts.dry_run {
-                    0
-                } else {
-                    append_in(tx, &table, std::slice::from_ref(&normalized.rows)).map_err(
-                        |source| IngestError::Store {
-                            batch: batch.clone(),
-                            source,
-                        },
-                    )?
-                };
-                store_time = t.elapsed();
-                Ok((normalized, stored))
-            });
-            let (normalized, stored) = result.map_err(fail)?;
-            log_dropped(&batch, normalized.dropped_nan);
-            Ok(IngestReport {
-                batch,
-                table_key: table,
-                rows: normalized.rows,
-                stored,
-                dropped_nan: normalized.dropped_nan,
-                source_time,
-                store_time,
-                total_time: started.elapsed(),
+        IngestSource::Sql(sql) => run_sql(spec, store, sql, opts, started).map_err(|error| {
+            Box::new(IngestFailure {
+                error,
                 sandbox: None,
             })
-        }
+        }),
         IngestSource::Python(source) => {
-            let sandbox = sandboxes.sandbox().map_err(|source| {
-                fail(IngestError::Setup {
-                    batch: batch.clone(),
-                    source,
-                })
-            })?;
-            let mut req = python::request(spec, source, env);
-            req.clock_start_us = opts.simulated_now_us;
-            let plan = match &opts.cassette {
-                Some(c) => {
-                    let plan = recording::plan(c).map_err(|message| {
-                        fail(IngestError::Cassette {
-                            batch: batch.clone(),
-                            message,
-                        })
-                    })?;
-                    for w in recording::prepare(&mut req, &plan, c, source) {
-                        tracing::warn!("batch {batch}: {w}");
-                    }
-                    Some((plan, c))
-                }
-                None => None,
-            };
-            let run_env = req.env.clone();
-            let t = Instant::now();
-            let report: ExecReport = sandbox.execute(req);
-            let source_time = t.elapsed();
-            if let Some((plan, c)) = &plan {
-                match recording::write_after(plan, c, spec, source, &run_env, &report) {
-                    Ok(Some(path)) => tracing::info!(
-                        "batch {batch}: wrote cassette {} ({} HTTP interactions)",
-                        path.display(),
-                        report.interactions.len()
-                    ),
-                    Ok(None) => {
-                        tracing::info!("batch {batch}: replayed cassette {}", c.path.display())
-                    }
-                    Err(message) => {
-                        return Err(Box::new(fail(IngestError::Cassette {
-                            batch: batch.clone(),
-                            message,
-                        })))
-                    }
-                }
-            }
-            let details = SandboxDetails {
-                stats: report.stats.clone(),
-                output: report.output.clone(),
-                logs: report.logs.clone(),
-            };
-            finish_python(spec, store, report, opts, started, source_time, details)
+            let exec = execute_python(spec, source, sandboxes, env, &opts)?;
+            finish_python(spec, store, exec, opts, started)
         }
     }
+}
+
+/// A Python ingest's sandbox run, before its rows are checked and stored.
+pub struct PythonExec {
+    pub report: ExecReport,
+    pub details: SandboxDetails,
+    pub source_time: Duration,
+}
+
+/// Run the batch's Python in the sandbox, recording or replaying its
+/// cassette when asked.
+fn execute_python(
+    spec: &BatchSpec,
+    source: &crate::config::PythonSource,
+    sandboxes: &dyn SandboxSource,
+    env: &BTreeMap<String, String>,
+    opts: &IngestOptions,
+) -> Result<PythonExec, Box<IngestFailure>> {
+    let batch = spec.metric_batch.clone();
+    let fail = |error: IngestError| {
+        Box::new(IngestFailure {
+            error,
+            sandbox: None,
+        })
+    };
+    let sandbox = sandboxes.sandbox().map_err(|source| {
+        fail(IngestError::Setup {
+            batch: batch.clone(),
+            source,
+        })
+    })?;
+    let mut req = python::request(spec, source, env);
+    req.clock_start_us = opts.simulated_now_us;
+    let plan = match &opts.cassette {
+        Some(c) => {
+            let plan = recording::plan(c).map_err(|message| {
+                fail(IngestError::Cassette {
+                    batch: batch.clone(),
+                    message,
+                })
+            })?;
+            for w in recording::prepare(&mut req, &plan, c, source) {
+                tracing::warn!("batch {batch}: {w}");
+            }
+            Some((plan, c))
+        }
+        None => None,
+    };
+    let run_env = req.env.clone();
+    let t = Instant::now();
+    let report: ExecReport = sandbox.execute(req);
+    let source_time = t.elapsed();
+    if let Some((plan, c)) = &plan {
+        match recording::write_after(plan, c, spec, source, &run_env, &report) {
+            Ok(Some(path)) => tracing::info!(
+                "batch {batch}: wrote cassette {} ({} HTTP interactions)",
+                path.display(),
+                report.interactions.len()
+            ),
+            Ok(None) => {
+                tracing::info!("batch {batch}: replayed cassette {}", c.path.display())
+            }
+            Err(message) => return Err(fail(IngestError::Cassette { batch, message })),
+        }
+    }
+    let details = SandboxDetails {
+        stats: report.stats.clone(),
+        output: report.output.clone(),
+        logs: report.logs.clone(),
+    };
+    Ok(PythonExec {
+        report,
+        details,
+        source_time,
+    })
+}
+
+/// `ingest_sql`: the query, the checks and the append in one transaction
+/// (rolled back on a dry run), so a failed ingest stores nothing.
+fn run_sql(
+    spec: &BatchSpec,
+    store: &mut Store,
+    sql: &str,
+    opts: IngestOptions,
+    started: Instant,
+) -> Result<IngestReport, IngestError> {
+    let batch = spec.metric_batch.clone();
+    let table = spec.table_key.clone();
+    let stored_err = |source| IngestError::Store {
+        batch: batch.clone(),
+        source,
+    };
+    if !opts.dry_run {
+        store.ensure_metrics_table(&table).map_err(stored_err)?;
+    }
+    let tx = store.begin().map_err(IngestError::Database)?;
+    let t = Instant::now();
+    let raw = tx.query_template(sql).map_err(|e| IngestError::Sql {
+        batch: batch.clone(),
+        message: e.to_string(),
+    })?;
+    let mut normalized = normalize::normalize(
+        &raw,
+        &batch,
+        &spec.limits,
+        spec.ingest_settings.metric_rounding,
+    )
+    .map_err(|source| IngestError::Invalid {
+        batch: batch.clone(),
+        source,
+    })?;
+    if let Some(at) = opts.simulated_now_us {
+        normalized.rows = normalize::restamp(&normalized.rows, at);
+    }
+    let source_time = t.elapsed();
+    let t = Instant::now();
+    let stored = if opts.dry_run {
+        tx.rollback().map_err(IngestError::Database)?;
+        0
+    } else {
+        let n = tx
+            .append_metrics(&table, std::slice::from_ref(&normalized.rows))
+            .map_err(stored_err)?;
+        tx.commit().map_err(IngestError::Database)?;
+        n
+    };
+    let store_time = t.elapsed();
+    log_dropped(&batch, normalized.dropped_nan);
+    Ok(IngestReport {
+        batch,
+        table_key: table,
+        rows: normalized.rows,
+        stored,
+        dropped_nan: normalized.dropped_nan,
+        source_time,
+        store_time,
+        total_time: started.elapsed(),
+        sandbox: None,
+    })
 }
 
 /// Normalise and store a Python run's result.
 pub fn finish_python(
     spec: &BatchSpec,
     store: &mut Store,
-    report: ExecReport,
+    exec: PythonExec,
     opts: IngestOptions,
     started: Instant,
-    source_time: Duration,
-    details: SandboxDetails,
 ) -> Result<IngestReport, Box<IngestFailure>> {
+    let PythonExec {
+        report,
+        details,
+        source_time,
+    } = exec;
     let batch = spec.metric_batch.clone();
     let raw = match report.outcome {
         Ok(b) => b,
@@ -266,16 +303,20 @@ pub fn finish_python(
             }))
         }
     };
-    let normalized =
-        match normalize::normalize(&[raw], &batch, &spec.limits, spec.ingest_metric_rounding) {
-            Ok(n) => n,
-            Err(source) => {
-                return Err(Box::new(IngestFailure {
-                    error: IngestError::Invalid { batch, source },
-                    sandbox: Some(details),
-                }))
-            }
-        };
+    let normalized = match normalize::normalize(
+        &[raw],
+        &batch,
+        &spec.limits,
+        spec.ingest_settings.metric_rounding,
+    ) {
+        Ok(n) => n,
+        Err(source) => {
+            return Err(Box::new(IngestFailure {
+                error: IngestError::Invalid { batch, source },
+                sandbox: Some(details),
+            }))
+        }
+    };
     log_dropped(&batch, normalized.dropped_nan);
     let t = Instant::now();
     let stored = if opts.dry_run {

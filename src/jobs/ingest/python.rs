@@ -8,7 +8,8 @@ use crate::sandbox::ExecRequest;
 
 /// The allowlisted variables' values from `env` (those set).
 pub fn allowed_env(spec: &BatchSpec, env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    spec.ingest_env
+    spec.ingest_settings
+        .env
         .iter()
         .filter_map(|name| env.get(name).map(|v| (name.clone(), v.clone())))
         .collect()

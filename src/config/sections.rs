@@ -1,0 +1,275 @@
+//! Each job's settings as a small typed section, every key declared once
+//! (type, key, default, doc) with [`crate::settings!`]. `read_spec` reads
+//! the sections; [`super::keys`] lists their keys for the unknown-key
+//! warnings, `sandstack keys` and the README.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::choices::{AlertMethod, Choice, CombinationMethod, ModelKind};
+use super::fields::{Described, Seconds, Structured, UtcMicros};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub model_name: ModelKind,
+    #[serde(default)]
+    pub model_tag: Option<String>,
+    #[serde(default)]
+    pub model_params: BTreeMap<String, serde_json::Value>,
+}
+
+impl ModelConfig {
+    pub fn tag(&self) -> String {
+        self.model_tag
+            .clone()
+            .unwrap_or_else(|| self.model_name.name().to_lowercase())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessParams {
+    #[serde(default = "one")]
+    pub diff_n: u32,
+    #[serde(default = "three")]
+    pub smooth_n: u32,
+    #[serde(default = "five")]
+    pub lags_n: u32,
+    #[serde(default)]
+    pub freq: Option<String>,
+    #[serde(default = "mean")]
+    pub freq_agg: String,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn five() -> u32 {
+    5
+}
+fn mean() -> String {
+    "mean".into()
+}
+
+impl Default for PreprocessParams {
+    fn default() -> Self {
+        PreprocessParams {
+            diff_n: 1,
+            smooth_n: 3,
+            lags_n: 5,
+            freq: None,
+            freq_agg: "mean".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    #[serde(default)]
+    pub upper: Option<f64>,
+    #[serde(default)]
+    pub lower: Option<f64>,
+}
+
+impl Described for Vec<ModelConfig> {
+    const EXPECTED: &'static str = "a list of {model_name, model_tag, model_params}";
+}
+impl Described for PreprocessParams {
+    const EXPECTED: &'static str = "a mapping with diff_n, smooth_n, lags_n, freq, freq_agg";
+}
+impl Described for BTreeMap<String, Thresholds> {
+    const EXPECTED: &'static str = "a mapping of metric name to {upper, lower}";
+}
+impl Described for BTreeMap<String, serde_json::Value> {
+    const EXPECTED: &'static str = "a mapping of metric name to tags";
+}
+impl Described for BTreeMap<String, String> {
+    const EXPECTED: &'static str = "a mapping of URL prefix to replacement prefix";
+}
+
+crate::settings! {
+    /// Where a batch's rows live and whether it runs at all.
+    "batch" => pub struct BatchKeys {
+        /// the database engine; only `duckdb` runs, other batches are listed as skipped
+        db: String = "db", "duckdb";
+        /// the metrics table (`table` or `schema.table`)
+        table_key: String = "table_key", "metrics";
+        /// where models are saved (`local://DIR`)
+        model_path: String = "model_path", "local://./models";
+        /// turn the whole batch off
+        disable_batch: bool = "disable_batch", "false";
+        /// tags per metric name, carried into alerts
+        metric_tags: BTreeMap<String, serde_json::Value> [Structured<BTreeMap<String, serde_json::Value>>] = "metric_tags", "{}";
+    }
+}
+
+crate::settings! {
+    /// Where the rows come from and how an ingest run is kept.
+    "ingest" => pub struct IngestSettings {
+        /// Python (a template, usually `{% include %}` of a `.py` file) defining the ingest function
+        ingest_fn: Option<String> = "ingest_fn", "~";
+        /// DuckDB SQL that returns the rows (instead of `ingest_fn`)
+        ingest_sql: Option<String> = "ingest_sql", "~";
+        /// the function `ingest_fn` defines and sandstack calls (with its default arguments)
+        fn_name: String = "ingest_fn_name", "ingest";
+        /// decimals `metric_value` is rounded to
+        metric_rounding: i64 = "ingest_metric_rounding", "4";
+        /// host environment variables the code may read, by name; no others exist in the guest
+        env: Vec<String> = "ingest_env", "[]";
+        /// write a cassette of every scheduled Python run (`sandstack replay` plays it back)
+        record_runs: bool = "record_runs", "false";
+        /// after downtime, run the ticks missed since the last recorded run, with the clock at each
+        catch_up: bool = "catch_up", "false";
+    }
+}
+
+crate::settings! {
+    /// The sandbox's limits for one batch's ingest runs.
+    #[derive(Serialize)]
+    "sandbox" => pub struct SandboxLimits {
+        /// CPU budget per run, in wasm fuel (about one unit per instruction)
+        fuel: u64 = "ingest_fuel", "20000000000";
+        /// wall clock per run (at most 86400), including time waiting on HTTP and in `time.sleep`/`select`
+        timeout_s: f64 [Seconds] = "ingest_timeout_s", "30";
+        /// guest memory (at most 4096)
+        memory_mb: u64 = "ingest_memory_mb", "1024";
+        /// rows a run may return
+        max_rows: u64 = "ingest_max_rows", "100000";
+        /// stdout, stderr and log records together
+        max_output_kb: u64 = "ingest_max_output_kb", "256";
+        /// size of the returned data
+        max_result_kb: u64 = "ingest_max_result_kb", "65536";
+        /// requests per run (each redirect hop counts)
+        http_max_requests: u64 = "http_max_requests", "100";
+        /// size of one response
+        http_max_response_kb: u64 = "http_max_response_kb", "10240";
+        /// per request (`timeout=` may lower it)
+        http_timeout_s: f64 [Seconds] = "http_timeout_s", "10";
+        /// longest metric name stored, in characters (SQL ingests too)
+        max_name_len: u64 = "ingest_max_name_len", "200";
+        /// earliest `metric_timestamp` stored, a UTC date or date and time (SQL ingests too)
+        timestamp_min_us: i64 [UtcMicros] = "ingest_timestamp_min", "1900-01-01";
+        /// latest `metric_timestamp` stored (SQL ingests too)
+        timestamp_max_us: i64 [UtcMicros] = "ingest_timestamp_max", "2200-01-01";
+    }
+}
+
+crate::settings! {
+    /// Who the sandbox's HTTP may reach.
+    #[derive(Serialize)]
+    "http" => pub struct HttpPolicy {
+        /// allow addresses that are not globally reachable (loopback, private, link-local, metadata, this machine's own)
+        allow_private: bool = "http_allow_private", "false";
+        /// if set, the only hosts the code may reach (`*.example.com` allowed)
+        allow_hosts: Vec<String> = "http_allow_hosts", "[]";
+        /// URL prefix rewrites for local mirrors and tests; the code never sees the target
+        rewrite: BTreeMap<String, String> [Structured<BTreeMap<String, String>>] = "http_rewrite", "{}";
+    }
+}
+
+crate::settings! {
+    /// The features models see (train and score).
+    "preprocess" => pub struct PreprocessSettings {
+        /// Python preprocess function; one other than the shipped default runs in the sandbox
+        preprocess_fn: Option<String> = "preprocess_fn", "~";
+        /// resample (`freq`, `freq_agg`), difference (`diff_n`), smooth (`smooth_n`), lag (`lags_n`)
+        params: PreprocessParams [Structured<PreprocessParams>] = "preprocess_params", "{diff_n: 1, smooth_n: 3, lags_n: 5, freq: null, freq_agg: mean}";
+    }
+}
+
+crate::settings! {
+    /// The train job.
+    "train" => pub struct TrainSettings {
+        /// newest rows per metric a model is trained on
+        max_n: u64 = "train_max_n", "2500";
+        /// fewest rows a metric needs to be trained
+        min_n: u64 = "train_min_n", "14";
+        /// oldest row trained on, in days
+        metric_timestamp_max_days_ago: u64 = "train_metric_timestamp_max_days_ago", "90";
+        /// metrics not trained
+        exclude_metrics: Vec<String> = "train_exclude_metrics", "[]";
+        /// models per metric: `model_name` (PCA, KNN, IForest), `model_tag`, `model_params`
+        model_configs: Vec<ModelConfig> [Structured<Vec<ModelConfig>>] = "model_configs", "[{model_name: PCA, model_tag: pca_default, model_params: {contamination: 0.01}}, {model_name: KNN, model_tag: knn_default, model_params: {contamination: 0.01}}]";
+    }
+}
+
+crate::settings! {
+    /// The score job.
+    "score" => pub struct ScoreSettings {
+        /// newest rows per metric scored
+        max_n: u64 = "score_max_n", "25";
+        /// metrics not scored
+        exclude_metrics: Vec<String> = "score_exclude_metrics", "[]";
+        /// how several models' probabilities become one score (mean, min, max)
+        combination_method: CombinationMethod = "model_combination_method", "mean";
+    }
+}
+
+crate::settings! {
+    /// The alert job.
+    "alert" => pub struct AlertSettings {
+        /// channels alerts and changes go to (email, slack, webhook, log)
+        methods: Vec<AlertMethod> = "alert_methods", "[]";
+        /// smoothed score at which a metric alerts
+        threshold: f64 = "alert_threshold", "0.8";
+        /// observations the score is smoothed over
+        smooth_n: u64 = "alert_smooth_n", "3";
+        /// observations after an alert in which the metric does not alert again
+        snooze_n: u64 = "alert_snooze_n", "3";
+        /// newest observations that may alert
+        recent_n: u64 = "alert_recent_n", "1";
+        /// rows per metric read
+        max_n: u64 = "alert_max_n", "250";
+        /// log every metric's newest smoothed score on every run, alert or not
+        always: bool = "alert_always", "false";
+        /// metrics that never alert
+        exclude_metrics: Vec<String> = "alert_exclude_metrics", "[]";
+        /// oldest row read, in days
+        metric_timestamp_max_days_ago: u64 = "alert_metric_timestamp_max_days_ago", "45";
+    }
+}
+
+crate::settings! {
+    /// Threshold alerts (part of the alert job).
+    "tholdalert" => pub struct ThresholdAlertSettings {
+        /// channels threshold alerts go to
+        methods: Vec<AlertMethod> = "tholdalert_methods", "[]";
+        /// bounds per metric: `{metric: {upper, lower}}`
+        thresholds: BTreeMap<String, Thresholds> [Structured<BTreeMap<String, Thresholds>>] = "tholdalert_thresholds", "{}";
+        /// observations after a threshold alert in which the metric does not alert again
+        snooze_n: u64 = "tholdalert_snooze_n", "3";
+    }
+}
+
+crate::settings! {
+    /// The change job.
+    "change" => pub struct ChangeSettings {
+        /// modified z-score beyond which a level change is reported
+        threshold: f64 = "change_threshold", "3.5";
+        /// newest values tested against the earlier ones
+        detect_last_n: u64 = "change_detect_last_n", "1";
+        /// observations the values are smoothed over
+        smooth_n: u64 = "change_smooth_n", "1";
+        /// observations after a change in which the metric does not report again
+        snooze_n: u64 = "change_snooze_n", "3";
+        /// if set, the only metrics tested
+        include_metrics: Vec<String> = "change_include_metrics", "[]";
+        /// metrics not tested
+        exclude_metrics: Vec<String> = "change_exclude_metrics", "[]";
+        /// oldest row read, in days
+        metric_timestamp_max_days_ago: u64 = "change_metric_timestamp_max_days_ago", "45";
+    }
+}
+
+crate::settings! {
+    /// The delete job (retention).
+    "delete" => pub struct DeleteSettings {
+        /// age in days after which `delete_sql` removes rows
+        after_n_days: u64 = "delete_after_n_days", "365";
+    }
+}

@@ -1,0 +1,140 @@
+//! The dashboard's reads and feedback writes in DuckDB.
+
+use std::collections::BTreeMap;
+
+use duckdb::params;
+
+use super::metrics::ensure_table;
+use super::DuckStore;
+use crate::store::dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
+use crate::store::error::db_err;
+use crate::store::{StoreError, TableKey};
+
+impl DashboardStore for DuckStore {
+    fn card_figures(&self, table_key: &str) -> Result<BTreeMap<String, CardFigures>, StoreError> {
+        let t = ensure_table(self.connection(), table_key)?.quoted();
+        let sql = format!(
+            "SELECT metric_batch,
+               count(DISTINCT metric_name) FILTER (WHERE metric_type = 'metric'),
+               epoch_us(max(metric_timestamp) FILTER (WHERE metric_type = 'metric')),
+               count(*) FILTER (WHERE metric_type IN ('alert', 'tholdalert')
+                                AND metric_timestamp >= make_timestamp(epoch_us(now())) - INTERVAL 1 DAY),
+               avg(metric_value) FILTER (WHERE metric_type = 'score'
+                                AND metric_timestamp >= make_timestamp(epoch_us(now())) - INTERVAL 1 DAY)
+             FROM {t} GROUP BY metric_batch"
+        );
+        let ctx = "reading the dashboard's batch figures";
+        let mut stmt = self.connection().prepare(&sql).map_err(db_err(ctx))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    CardFigures {
+                        metrics: r.get(1)?,
+                        last_metric_us: r.get(2)?,
+                        alerts_24h: r.get(3)?,
+                        mean_score_24h: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(db_err(ctx))?
+            .collect::<Result<BTreeMap<_, _>, _>>()
+            .map_err(db_err(ctx))?;
+        Ok(rows)
+    }
+
+    fn anomalies(
+        &self,
+        batches: &[(&str, &str)],
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Anomaly>, StoreError> {
+        let mut by_table: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (table, batch) in batches {
+            by_table.entry(table).or_default().push(batch);
+        }
+        if by_table.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut parts = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        for (table, names) in &by_table {
+            let t = ensure_table(self.connection(), table)?.quoted();
+            let marks = vec!["?"; names.len()].join(", ");
+            args.extend(names.iter().map(|n| n.to_string()));
+            parts.push(format!(
+                "SELECT a.metric_batch, a.metric_name, a.metric_type, epoch_us(a.metric_timestamp) AS ts, a.metadata,
+                   (SELECT count(*) FROM {t} f WHERE f.metric_batch = a.metric_batch AND f.metric_name = a.metric_name
+                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsup') AS up,
+                   (SELECT count(*) FROM {t} f WHERE f.metric_batch = a.metric_batch AND f.metric_name = a.metric_name
+                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsdown') AS down
+                 FROM {t} a WHERE a.metric_type IN ('alert', 'tholdalert', 'change') AND a.metric_batch IN ({marks})"
+            ));
+        }
+        let sql = format!(
+            "{} ORDER BY ts DESC, metric_batch, metric_name LIMIT {limit} OFFSET {offset}",
+            parts.join(" UNION ALL ")
+        );
+        let ctx = "reading anomalies";
+        let mut stmt = self.connection().prepare(&sql).map_err(db_err(ctx))?;
+        let rows = stmt
+            .query_map(duckdb::params_from_iter(args.iter()), |r| {
+                Ok(Anomaly {
+                    batch: r.get(0)?,
+                    metric: r.get(1)?,
+                    kind: r.get(2)?,
+                    timestamp_us: r.get(3)?,
+                    metadata: r.get(4)?,
+                    up: r.get(5)?,
+                    down: r.get(6)?,
+                })
+            })
+            .map_err(db_err(ctx))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err(ctx))?;
+        Ok(rows)
+    }
+
+    fn record_feedback(
+        &mut self,
+        table_key: &str,
+        batch: &str,
+        metric: &str,
+        timestamp_us: i64,
+        vote: Vote,
+    ) -> Result<Option<i64>, StoreError> {
+        let t = TableKey::parse(table_key)?.quoted();
+        let ctx = "storing feedback";
+        let tx = self.conn.transaction().map_err(db_err(ctx))?;
+        let exists: i64 = tx
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM {t} WHERE metric_batch = ? AND metric_name = ? AND metric_timestamp = make_timestamp(?::BIGINT)
+                     AND metric_type IN ('alert', 'tholdalert', 'change')"
+                ),
+                params![batch, metric, timestamp_us],
+                |r| r.get(0),
+            )
+            .map_err(db_err(ctx))?;
+        if exists == 0 {
+            tx.commit().map_err(db_err(ctx))?;
+            return Ok(None);
+        }
+        tx.execute(
+            &format!("INSERT INTO {t} VALUES (make_timestamp(?::BIGINT), ?, ?, ?, 1, NULL)"),
+            params![timestamp_us, batch, metric, vote.metric_type()],
+        )
+        .map_err(db_err(ctx))?;
+        let n: i64 = tx
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM {t} WHERE metric_batch = ? AND metric_name = ? AND metric_timestamp = make_timestamp(?::BIGINT) AND metric_type = ?"
+                ),
+                params![batch, metric, timestamp_us, vote.metric_type()],
+                |r| r.get(0),
+            )
+            .map_err(db_err(ctx))?;
+        tx.commit().map_err(db_err(ctx))?;
+        Ok(Some(n))
+    }
+}

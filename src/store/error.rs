@@ -1,0 +1,43 @@
+//! What can go wrong in storage, whichever the engine.
+
+use std::path::PathBuf;
+
+type EngineError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open {engine} file {path}: {source} (is another process holding it open for writing?)")]
+    Open {
+        engine: &'static str,
+        path: PathBuf,
+        #[source]
+        source: EngineError,
+    },
+    #[error("invalid table_key `{key}`: {message}")]
+    TableKey { key: String, message: String },
+    /// The engine refused or failed; `context` says what was being done.
+    #[error("{context}: {source}")]
+    Db {
+        context: String,
+        #[source]
+        source: EngineError,
+    },
+    /// SQL refused before it reached the engine (more than one statement).
+    #[error("{context}: {message}")]
+    Sql { context: String, message: String },
+    /// The metrics folder's own SQL failed; the caller says which key.
+    #[error("{0}")]
+    Template(String),
+}
+
+/// Wrap an engine error with what was being done.
+pub(crate) fn db_err<E>(context: impl Into<String>) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let context = context.into();
+    move |source| StoreError::Db {
+        context,
+        source: Box::new(source),
+    }
+}
