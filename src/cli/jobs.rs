@@ -199,7 +199,12 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         "batch {name}: backfilled {periods} periods every {every}: {} rows stored, {} periods failed",
         report.stored, report.failed
     );
-    let scoring = backfill::scoring_spec(spec, periods);
+    let scoring = backfill::scoring_spec(spec, periods).map_err(|errors| {
+        anyhow::anyhow!(
+            "batch {name}: cannot widen the scoring window: {}",
+            join_errors(&errors)
+        )
+    })?;
     for job in [Job::Train, Job::Score, Job::Alert, Job::Change] {
         run_job(&scoring, &mut store, job, None)?;
     }
@@ -208,6 +213,14 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn join_errors(errors: &[crate::config::ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

@@ -370,7 +370,15 @@ async fn demo_backfill(
                 "demo: {name}: {} rows stored, {} periods failed",
                 report.stored, report.failed
             );
-            let scoring = backfill::scoring_spec(&spec, periods);
+            let scoring = match backfill::scoring_spec(&spec, periods) {
+                Ok(s) => s,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("demo: {name}: {e}");
+                    }
+                    return;
+                }
+            };
             for kind in [Job::Train, Job::Score, Job::Alert, Job::Change] {
                 if let Err(e) = run_job(&scoring, &mut conn, kind, None) {
                     eprintln!("demo: {name}: {kind:?} failed: {e:#}");

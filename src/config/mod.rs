@@ -253,21 +253,64 @@ fn load_batch(
             reason,
         }));
     }
-    let raw_text = |key: &str| merged.get(key).and_then(Value::as_str).map(str::to_string);
-    let (raw_ingest_fn, raw_preprocess_fn) = (raw_text("ingest_fn"), raw_text("preprocess_fn"));
-    let rendered = render_all(renderer, &merged, &origin)?;
     let origins: BTreeMap<String, PathBuf> = merged
         .keys()
         .filter_map(Value::as_str)
         .map(|k| (k.to_string(), origin(k)))
         .filter(|(_, o)| o.as_path() != file)
         .collect();
-    let raw = spec::RawTemplates {
-        ingest_fn: raw_ingest_fn.as_deref(),
-        preprocess_fn: raw_preprocess_fn.as_deref(),
+    let source = spec::BatchSource {
+        dir: renderer.dir().to_path_buf(),
+        merged,
+        origins,
     };
-    let spec = spec::read_spec(file, name, &rendered, raw, origins)?;
+    let spec = render_and_read(renderer, file, name, source)?;
     Ok(Loaded::Batch(Box::new(spec)))
+}
+
+/// Render a batch's merged keys and read them into a spec that remembers
+/// its source.
+fn render_and_read(
+    renderer: &template::TemplateRenderer,
+    file: &Path,
+    name: &str,
+    source: spec::BatchSource,
+) -> Result<BatchSpec, Vec<ConfigError>> {
+    let origin = |key: &str| {
+        source
+            .origins
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| file.to_path_buf())
+    };
+    let rendered = render_all(renderer, &source.merged, &origin)?;
+    let raw_text = |key: &str| source.merged.get(key).and_then(Value::as_str);
+    let raw = spec::RawTemplates {
+        ingest_fn: raw_text("ingest_fn"),
+        preprocess_fn: raw_text("preprocess_fn"),
+    };
+    let mut spec = spec::read_spec(file, name, &rendered, raw, source.origins.clone())?;
+    spec.source = std::sync::Arc::new(source);
+    Ok(spec)
+}
+
+/// `spec` as if its batch file also set `values`: its templates rendered
+/// and its keys read again (for a backfill's wider scoring window).
+pub fn with_values(
+    spec: &BatchSpec,
+    values: &[(&str, Value)],
+) -> Result<BatchSpec, Vec<ConfigError>> {
+    let mut merged = spec.source.merged.clone();
+    for (k, v) in values {
+        merged.insert(Value::String(k.to_string()), v.clone());
+    }
+    let source = spec::BatchSource {
+        dir: spec.source.dir.clone(),
+        merged,
+        origins: spec.source.origins.clone(),
+    };
+    let renderer = template::TemplateRenderer::new(&source.dir);
+    render_and_read(&renderer, &spec.file, &spec.metric_batch, source)
 }
 
 /// Why sandstack cannot run a batch yet (another `db`, a cloud

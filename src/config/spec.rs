@@ -148,6 +148,18 @@ pub struct BatchSpec {
     pub delete: DeleteSettings,
     /// Every rendered key, for SQL templates and later jobs.
     pub values: BTreeMap<String, serde_json::Value>,
+    /// What the spec was read from, to read it again with other values
+    /// ([`super::with_values`]).
+    pub(super) source: std::sync::Arc<BatchSource>,
+}
+
+/// A batch before rendering: its folder, its merged keys (defaults, file,
+/// environment) and where each came from.
+#[derive(Debug, Default)]
+pub(super) struct BatchSource {
+    pub dir: PathBuf,
+    pub merged: serde_yaml_ng::Mapping,
+    pub origins: BTreeMap<String, PathBuf>,
 }
 
 impl BatchSpec {
@@ -206,6 +218,7 @@ pub(super) fn read_spec(
         change: ChangeSettings::read(&mut r),
         delete: DeleteSettings::read(&mut r),
         values: r.all_as_json(),
+        source: Default::default(),
     };
     if r.errors.is_empty() {
         Ok(spec)

@@ -9,6 +9,7 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 /// once however many batches include them.
 pub struct TemplateRenderer {
     env: Environment<'static>,
+    root: std::path::PathBuf,
 }
 
 impl TemplateRenderer {
@@ -23,9 +24,17 @@ impl TemplateRenderer {
         {
             env.set_syntax(syntax);
         }
-        let root = root.to_path_buf();
-        env.set_loader(move |name| load_include(&root, name));
-        TemplateRenderer { env }
+        let folder = root.to_path_buf();
+        env.set_loader(move |name| load_include(&folder, name));
+        TemplateRenderer {
+            env,
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The metrics folder includes are read from.
+    pub fn dir(&self) -> &Path {
+        &self.root
     }
 
     /// Render `text` with `context`; `name` labels the template in errors.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::ingest::{self, IngestOptions, SandboxSource};
-use crate::config::BatchSpec;
+use crate::config::{self, BatchSpec, ConfigError};
 use crate::store::Store;
 
 #[derive(Debug, Default)]
@@ -80,16 +80,15 @@ pub fn ingest_periods(
 
 /// The batch's spec for judging a backfill: score the whole backfill, not
 /// just the newest `score_max_n` rows, and alert on any of it, not just the
-/// newest `alert_recent_n` observations.
-pub fn scoring_spec(spec: &BatchSpec, periods: usize) -> BatchSpec {
-    let mut scoring = spec.clone();
-    scoring.alert.recent_n = scoring.alert.recent_n.max(periods as u64);
-    scoring.score.max_n = scoring.score.max_n.max(periods as u64);
-    if let Some(sql) = scoring.sql.get_mut("score_sql") {
-        *sql = sql.replace(
-            &format!("recency_rank <= {}", spec.score.max_n),
-            &format!("recency_rank <= {}", scoring.score.max_n),
-        );
-    }
-    scoring
+/// newest `alert_recent_n` observations. The templates are rendered again
+/// with the wider values, as if the batch file set them.
+pub fn scoring_spec(spec: &BatchSpec, periods: usize) -> Result<BatchSpec, Vec<ConfigError>> {
+    let wider = |current: u64| serde_yaml_ng::Value::from(current.max(periods as u64));
+    config::with_values(
+        spec,
+        &[
+            ("score_max_n", wider(spec.score.max_n)),
+            ("alert_recent_n", wider(spec.alert.recent_n)),
+        ],
+    )
 }
