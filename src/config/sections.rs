@@ -273,3 +273,98 @@ crate::settings! {
         after_n_days: u64 = "delete_after_n_days", "365";
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::fields::{parse_utc_us, FieldReader};
+
+    fn read<T>(yaml: &str, f: impl FnOnce(&mut FieldReader) -> T) -> (T, Vec<String>) {
+        let map: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let mut r = FieldReader::new(Path::new("b.yaml"), &map, Default::default());
+        let out = f(&mut r);
+        (out, r.errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn absent_keys_take_their_declared_defaults() {
+        let d = SandboxLimits::default();
+        assert_eq!(
+            (d.fuel, d.timeout_s, d.memory_mb),
+            (20_000_000_000, 30.0, 1024)
+        );
+        assert_eq!(
+            d.timestamp_min_us,
+            parse_utc_us("1900-01-01").expect("date")
+        );
+        let t = TrainSettings::default();
+        assert_eq!((t.max_n, t.min_n), (2500, 14));
+        assert_eq!(
+            t.model_configs
+                .iter()
+                .map(|m| (m.model_name, m.tag()))
+                .collect::<Vec<_>>(),
+            vec![
+                (ModelKind::Pca, "pca_default".to_string()),
+                (ModelKind::Knn, "knn_default".to_string())
+            ]
+        );
+        assert_eq!(
+            ScoreSettings::default().combination_method,
+            CombinationMethod::Mean
+        );
+        assert_eq!(
+            PreprocessSettings::default().params,
+            PreprocessParams::default()
+        );
+    }
+
+    #[test]
+    fn set_keys_are_read_with_their_types() {
+        let (a, errors) = read(
+            "alert_threshold: 0.5\nalert_methods: \"email, SLACK\"\nalert_exclude_metrics: [a, 2]\n",
+            AlertSettings::read,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(a.threshold, 0.5);
+        assert_eq!(a.methods, vec![AlertMethod::Email, AlertMethod::Slack]);
+        assert_eq!(a.exclude_metrics, vec!["a".to_string(), "2".to_string()]);
+        assert_eq!(a.snooze_n, 3, "unset keys keep their defaults");
+    }
+
+    #[test]
+    fn a_wrong_value_is_an_error_naming_the_key_and_the_default_stands() {
+        let (l, errors) = read(
+            "ingest_timeout_s: 100000\ningest_fuel: lots\ningest_timestamp_min: yesterday\n",
+            SandboxLimits::read,
+        );
+        assert_eq!(l.timeout_s, 30.0);
+        assert_eq!(l.fuel, 20_000_000_000);
+        assert_eq!(
+            errors,
+            vec![
+                "b.yaml: key `ingest_fuel`: expected a whole number of 0 or more, found string \"lots\"",
+                "b.yaml: key `ingest_timeout_s`: must be at most 86400 seconds (a day), found 100000",
+                "b.yaml: key `ingest_timestamp_min`: must be a UTC date like 2026-01-01 or 2026-01-01T00:00:00, found \"yesterday\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn structured_keys_name_their_expected_shape() {
+        let (t, errors) = read(
+            "tholdalert_thresholds: [1, 2]\n",
+            ThresholdAlertSettings::read,
+        );
+        assert!(t.thresholds.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with(
+                "b.yaml: key `tholdalert_thresholds`: expected a mapping of metric name to {upper, lower}, found a list"
+            ),
+            "{errors:?}"
+        );
+    }
+}

@@ -337,3 +337,137 @@ fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, ExecError> {
         }
     }
 }
+
+/// The host side of the door, driven with frames as the guest would send
+/// them, without a guest.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HttpPolicy, SandboxLimits};
+
+    fn state(limits: SandboxLimits, http: HttpPolicy) -> HostState {
+        let inputs = ExecInputs {
+            batch: "b".into(),
+            source: "def ingest(): pass".into(),
+            filename: "<b>".into(),
+            function: "ingest".into(),
+            kwargs: Default::default(),
+            env: Default::default(),
+            mode: "ingest",
+            series: None,
+        };
+        let output = CappedOutput::new(limits.max_output_kb as usize * 1024);
+        HostState::new(
+            wasmtime_wasi::WasiCtxBuilder::new().build_p1(),
+            GuestClock::new(0, false),
+            output,
+            64 << 20,
+            DoorState::open(inputs, http, limits),
+        )
+    }
+
+    fn frame(header: serde_json::Value, body: &[u8]) -> Vec<u8> {
+        door::encode(&header, body)
+    }
+
+    fn reply_header(reply: &[u8]) -> serde_json::Value {
+        let n = u32::from_le_bytes(reply[4..8].try_into().expect("4 bytes")) as usize;
+        serde_json::from_slice(&reply[8..8 + n]).expect("json header")
+    }
+
+    #[test]
+    fn start_answers_the_inputs_once() {
+        let mut s = state(SandboxLimits::default(), HttpPolicy::default());
+        let start = frame(serde_json::json!({"op": "start", "v": 1}), b"");
+        let h = reply_header(&handle(&mut s, &start).expect("start"));
+        assert_eq!(
+            (h["ok"].clone(), h["function"].clone()),
+            (true.into(), "ingest".into())
+        );
+        let again = handle(&mut s, &start).unwrap_err();
+        assert_eq!(
+            again.to_string(),
+            ExecError::Protocol("`start` sent twice".into()).to_string()
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_protocol_error() {
+        let mut s = state(SandboxLimits::default(), HttpPolicy::default());
+        assert!(matches!(
+            handle(&mut s, b"not a frame"),
+            Err(ExecError::Protocol(_))
+        ));
+        let unknown = frame(serde_json::json!({"op": "format_disk", "v": 1}), b"");
+        assert!(matches!(
+            handle(&mut s, &unknown),
+            Err(ExecError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn log_records_are_escaped_and_charged_to_the_output_budget() {
+        let limits = SandboxLimits {
+            max_output_kb: 1,
+            ..Default::default()
+        };
+        let mut s = state(limits, HttpPolicy::default());
+        let log = |m: &str| {
+            frame(
+                serde_json::json!({"op": "log", "v": 1, "level": "info", "message": m}),
+                b"",
+            )
+        };
+        handle(&mut s, &log("line one\nline two \u{1b}[31m")).expect("logged");
+        assert_eq!(s.door.logs.len(), 1);
+        let kept = &s.door.logs[0].message;
+        assert!(!kept.contains('\n') && !kept.contains('\u{1b}'), "{kept:?}");
+        let big = "x".repeat(2048);
+        let err = handle(&mut s, &log(&big)).unwrap_err();
+        assert!(err.to_string().contains("ingest_max_output_kb"), "{err}");
+    }
+
+    #[test]
+    fn a_result_over_max_rows_stops_before_it_is_read() {
+        let limits = SandboxLimits {
+            max_rows: 10,
+            ..Default::default()
+        };
+        let mut s = state(limits, HttpPolicy::default());
+        let result = frame(
+            serde_json::json!({"op": "result", "v": 1, "format": "columns", "rows": 11, "columns": []}),
+            b"",
+        );
+        let err = handle(&mut s, &result).unwrap_err();
+        assert!(err.to_string().contains("ingest_max_rows"), "{err}");
+        assert!(s.door.result.is_none());
+    }
+
+    #[test]
+    fn http_to_loopback_is_refused_by_the_policy() {
+        let mut s = state(SandboxLimits::default(), HttpPolicy::default());
+        let req = frame(
+            serde_json::json!({"op": "http", "v": 1, "method": "GET", "url": "http://127.0.0.1:9/"}),
+            b"",
+        );
+        let err = handle(&mut s, &req).unwrap_err();
+        assert!(matches!(err, ExecError::Policy { .. }), "{err}");
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    }
+
+    #[test]
+    fn http_outside_the_allowlist_is_refused_before_any_request() {
+        let http = HttpPolicy {
+            allow_hosts: vec!["api.example.com".into()],
+            ..Default::default()
+        };
+        let mut s = state(SandboxLimits::default(), http);
+        let req = frame(
+            serde_json::json!({"op": "http", "v": 1, "method": "GET", "url": "http://elsewhere.example.org/"}),
+            b"",
+        );
+        let err = handle(&mut s, &req).unwrap_err();
+        assert!(err.to_string().contains("elsewhere.example.org"), "{err}");
+        assert_eq!(s.door.http.requests_made, 0);
+    }
+}

@@ -138,3 +138,73 @@ impl DashboardStore for DuckStore {
         Ok(Some(n))
     }
 }
+
+/// The DashboardStore contract, on an in-memory database.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MetricsStore;
+
+    fn seed() -> DuckStore {
+        let s = DuckStore::in_memory().expect("db");
+        s.ensure_metrics_table("m").expect("table");
+        s.connection()
+            .execute_batch(
+                "INSERT INTO m VALUES
+                 (make_timestamp(1000::BIGINT), 'a', 'x', 'metric', 1.0, NULL),
+                 (make_timestamp(1000::BIGINT), 'a', 'x', 'alert', 1.0, '{}'),
+                 (make_timestamp(2000::BIGINT), 'a', 'y', 'change', 1.0, NULL),
+                 (make_timestamp(3000::BIGINT), 'b', 'z', 'alert', 1.0, NULL)",
+            )
+            .expect("seed");
+        s
+    }
+
+    #[test]
+    fn anomalies_of_the_asked_batches_newest_first() {
+        let s = seed();
+        let got = s.anomalies(&[("m", "a")], 10, 0).expect("read");
+        assert_eq!(
+            got.iter()
+                .map(|a| (a.metric.as_str(), a.kind.as_str(), a.timestamp_us))
+                .collect::<Vec<_>>(),
+            vec![("y", "change", 2000), ("x", "alert", 1000)]
+        );
+        assert_eq!(s.anomalies(&[("m", "a")], 1, 1).expect("page").len(), 1);
+        assert!(s.anomalies(&[], 10, 0).expect("none").is_empty());
+    }
+
+    #[test]
+    fn feedback_counts_votes_on_anomalies_only() {
+        let mut s = seed();
+        assert_eq!(
+            s.record_feedback("m", "a", "x", 1000, Vote::Up)
+                .expect("vote"),
+            Some(1)
+        );
+        assert_eq!(
+            s.record_feedback("m", "a", "x", 1000, Vote::Up)
+                .expect("vote"),
+            Some(2)
+        );
+        assert_eq!(
+            s.record_feedback("m", "a", "x", 999, Vote::Down)
+                .expect("vote"),
+            None,
+            "no anomaly there"
+        );
+        let a = s.anomalies(&[("m", "a")], 10, 0).expect("read");
+        let x = a.iter().find(|a| a.metric == "x").expect("x");
+        assert_eq!((x.up, x.down), (2, 0));
+    }
+
+    #[test]
+    fn card_figures_per_batch() {
+        let s = seed();
+        let cards = s.card_figures("m").expect("cards");
+        assert_eq!(cards["a"].metrics, 1);
+        assert_eq!(cards["a"].last_metric_us, Some(1000));
+        assert_eq!(cards["b"].metrics, 0);
+        assert_eq!(s.count_rows("m").expect("count"), 4);
+    }
+}

@@ -242,3 +242,154 @@ impl MetricsTx for DuckTx<'_> {
         self.0.rollback().map_err(db_err("rolling back"))
     }
 }
+
+/// The MetricsStore contract, on an in-memory database.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
+
+    use super::*;
+    use crate::store::metrics_schema;
+
+    /// Rows of (µs, batch, metric, type, value).
+    fn rows(rows: &[(i64, &str, &str, &str, f64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            metrics_schema(),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+                )),
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(vec![None::<&str>; rows.len()])),
+            ],
+        )
+        .expect("rows")
+    }
+
+    #[test]
+    fn appends_counts_and_reads_back_by_type() {
+        let mut s = DuckStore::in_memory().expect("db");
+        assert_eq!(s.count_rows("m").expect("count"), 0, "missing table");
+        assert!(!s.batch_has_rows("m", "b").expect("has"));
+        let n = s
+            .append_metrics(
+                "s.m",
+                &[rows(&[
+                    (1, "b", "x", "metric", 1.0),
+                    (2, "b", "x", "metric", 2.0),
+                    (2, "b", "x", "score", 0.5),
+                    (3, "other", "x", "score", 0.5),
+                ])],
+            )
+            .expect("append");
+        assert_eq!(n, 4);
+        assert_eq!(s.count_rows("s.m").expect("count"), 4);
+        assert!(s.batch_has_rows("s.m", "b").expect("has"));
+        let scored = s.timestamps_of_type("s.m", "b", "score").expect("read");
+        assert_eq!(scored.len(), 1);
+        assert_eq!(scored["x"].iter().copied().collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn newest_values_come_newest_first_with_their_threshold_marks() {
+        let mut s = DuckStore::in_memory().expect("db");
+        s.append_metrics(
+            "m",
+            &[rows(&[
+                (1, "b", "x", "metric", 1.0),
+                (2, "b", "x", "metric", 9.0),
+                (3, "b", "x", "metric", f64::NAN),
+                (2, "b", "x", "tholdalert", 1.0),
+            ])],
+        )
+        .expect("append");
+        let v = s.newest_values("m", "b", "x", 2).expect("read");
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].timestamp_us, v[0].alerted), (3, false));
+        assert!(v[0].value.is_nan());
+        assert_eq!(
+            (v[1].timestamp_us, v[1].value, v[1].alerted),
+            (2, 9.0, true)
+        );
+        assert_eq!(
+            s.newest_values("m", "b", "x", usize::MAX)
+                .expect("all")
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn template_sql_runs_one_statement_and_refuses_two_unrun() {
+        let mut s = DuckStore::in_memory().expect("db");
+        s.append_metrics("m", &[rows(&[(1, "b", "x", "metric", 1.0)])])
+            .expect("append");
+        let out = s
+            .query_template("SELECT count(*) AS n FROM m")
+            .expect("query");
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+        let two = s
+            .query_template("SELECT 1; DROP TABLE m")
+            .expect_err("two statements");
+        assert!(matches!(two, StoreError::Sql { .. }), "{two}");
+        let del = s
+            .execute_template("DELETE FROM m; DROP TABLE m", "delete_sql")
+            .expect_err("two statements");
+        assert!(del.to_string().starts_with("delete_sql: "), "{del}");
+        assert_eq!(s.count_rows("m").expect("count"), 1, "nothing ran");
+        assert_eq!(
+            s.execute_template("DELETE FROM m", "delete_sql")
+                .expect("one"),
+            1
+        );
+    }
+
+    #[test]
+    fn a_transaction_rolled_back_or_dropped_stores_nothing() {
+        let mut s = DuckStore::in_memory().expect("db");
+        s.ensure_metrics_table("m").expect("table");
+        let one = [rows(&[(1, "b", "x", "metric", 1.0)])];
+        let tx = s.begin().expect("begin");
+        tx.append_metrics("m", &one).expect("append");
+        tx.rollback().expect("rollback");
+        {
+            let tx = s.begin().expect("begin");
+            tx.append_metrics("m", &one).expect("append");
+        }
+        assert_eq!(s.count_rows("m").expect("count"), 0);
+        // A failed query spoils its transaction: nothing after it lands.
+        let tx = s.begin().expect("begin");
+        assert!(matches!(
+            tx.query_template("SELECT * FROM no_such_table"),
+            Err(StoreError::Template(_))
+        ));
+        assert!(tx.append_metrics("m", &one).is_err());
+        drop(tx);
+        let tx = s.begin().expect("begin");
+        tx.append_metrics("m", &one).expect("append");
+        tx.commit().expect("commit");
+        assert_eq!(s.count_rows("m").expect("count"), 1);
+    }
+
+    #[test]
+    fn table_keys_that_are_not_identifiers_are_refused() {
+        let s = DuckStore::in_memory().expect("db");
+        let err = s
+            .ensure_metrics_table("m; DROP TABLE x")
+            .expect_err("bad key");
+        assert!(matches!(err, StoreError::TableKey { .. }), "{err}");
+    }
+}
