@@ -57,7 +57,9 @@ impl NotifyReport {
 
 /// `plot_sql`'s rows by metric.
 pub fn plot_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, JobError> {
-    Ok(load_input(spec, store, "plot_sql", "plot", None)?.series)
+    load_input(spec, store, "plot_sql", "plot", None)
+        .map(|input| input.series)
+        .map_err(JobError::of(spec))
 }
 
 fn facts(spec: &BatchSpec, kind: Kind, j: &Judgement) -> AlertFacts {

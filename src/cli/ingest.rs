@@ -100,7 +100,7 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
             Ok(r) => print_report(&r, cli, args),
             Err(f) => {
                 failed += 1;
-                eprintln!("error: {}", f.error);
+                eprintln!("error: {f}");
                 if let Some(d) = &f.sandbox {
                     print_sandbox(d);
                 }

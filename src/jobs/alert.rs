@@ -4,7 +4,7 @@
 //! Threshold alerts (`tholdalert_thresholds`) run in the same job. Alerts
 //! are stored and logged; delivery is a separate step.
 
-use super::rows::{load_input, write, JobError};
+use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::BatchSpec;
 use crate::domain::Judgement;
 use crate::store::{Store, StoreError};
@@ -18,8 +18,11 @@ pub struct AlertReport {
 }
 
 pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertError> {
+    alert(spec, store).map_err(JobError::of(spec))
+}
+
+fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let b = || batch.clone();
     let input = load_input(spec, store, "alert_sql", "alert", Some("alert"))?;
     let (series, already) = (&input.series, &input.done);
     let mut report = AlertReport::default();
@@ -75,18 +78,15 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
             }
         }
     }
-    write(store, &spec.table_key, &batch, "alert", &report.alerts)
-        .map_err(|source| AlertError::Store { batch: b(), source })?;
-    report.threshold_alerts =
-        threshold_alerts(spec, store).map_err(|source| AlertError::Store { batch: b(), source })?;
+    write(store, &spec.table_key, &batch, "alert", &report.alerts)?;
+    report.threshold_alerts = threshold_alerts(spec, store)?;
     write(
         store,
         &spec.table_key,
         &batch,
         "tholdalert",
         &report.threshold_alerts,
-    )
-    .map_err(|source| AlertError::Store { batch: b(), source })?;
+    )?;
     Ok(report)
 }
 

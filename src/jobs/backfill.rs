@@ -63,7 +63,7 @@ pub fn ingest_periods(
             Err(f) => {
                 report.failed += 1;
                 if report.first_error.is_none() {
-                    report.first_error = Some(f.error.to_string());
+                    report.first_error = Some(f.to_string());
                 }
             }
         }

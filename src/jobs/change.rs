@@ -4,7 +4,7 @@
 //! Hoaglin); beyond `change_threshold` is a change, unless one was flagged in
 //! the previous `change_snooze_n` observations.
 
-use super::rows::{load_input, write, JobError};
+use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::BatchSpec;
 use crate::domain::Judgement;
 use crate::models::preprocess::median;
@@ -34,8 +34,11 @@ pub fn modified_z(baseline: &[f64], recent: &[f64]) -> Option<Vec<f64>> {
 }
 
 pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, ChangeError> {
+    change(spec, store).map_err(JobError::of(spec))
+}
+
+fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let b = || batch.clone();
     let input = load_input(spec, store, "change_sql", "change", Some("change"))?;
     let (series, already) = (&input.series, &input.done);
     let last_n = spec.change.detect_last_n.max(1) as usize;
@@ -87,8 +90,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, Change
             }
         }
     }
-    write(store, &spec.table_key, &batch, "change", &out)
-        .map_err(|source| ChangeError::Store { batch: b(), source })?;
+    write(store, &spec.table_key, &batch, "change", &out)?;
     Ok(out)
 }
 

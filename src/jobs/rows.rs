@@ -18,42 +18,45 @@ use crate::models::store::ModelStoreError;
 use crate::models::ModelError;
 use crate::store::{metrics_schema, Store, StoreError};
 
-/// Every way a detection job can fail, naming the batch.
+/// A detection job's failure, with the batch it was for: the batch is
+/// attached here, once, at the job's boundary.
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("batch {batch}: {source}")]
-    Rows {
-        batch: String,
-        #[source]
-        source: RowsError,
-    },
-    #[error("batch {batch}: {source}")]
-    Models {
-        batch: String,
-        #[source]
-        source: ModelStoreError,
-    },
-    #[error("batch {batch}: {source}")]
-    Preprocess {
-        batch: String,
-        #[source]
-        source: Box<FeatureError>,
-    },
-    #[error("batch {batch}: metric {metric}: {source}")]
+#[error("batch {batch}: {source}")]
+pub struct JobError {
+    pub batch: String,
+    #[source]
+    pub source: JobFailure,
+}
+
+impl JobError {
+    /// Attach `spec`'s batch to a failure.
+    pub fn of(spec: &BatchSpec) -> impl FnOnce(JobFailure) -> JobError + '_ {
+        |source| JobError {
+            batch: spec.metric_batch.clone(),
+            source,
+        }
+    }
+}
+
+/// Every way a detection job can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum JobFailure {
+    #[error(transparent)]
+    Rows(#[from] RowsError),
+    #[error(transparent)]
+    Models(#[from] ModelStoreError),
+    #[error(transparent)]
+    Preprocess(#[from] Box<FeatureError>),
+    #[error("metric {metric}: {source}")]
     Model {
-        batch: String,
         metric: String,
         #[source]
         source: ModelError,
     },
-    #[error("batch {batch}: {source}")]
-    Store {
-        batch: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error("batch {batch}: the batch has no {key}")]
-    NoSql { batch: String, key: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the batch has no {key}")]
+    NoSql { key: &'static str },
 }
 
 /// What a job starts from: its SQL's rows by metric, and, per metric, the
@@ -71,29 +74,15 @@ pub fn load_input(
     sql_key: &'static str,
     job: &'static str,
     done_type: Option<&str>,
-) -> Result<JobInput, JobError> {
-    let batch = || spec.metric_batch.clone();
-    let sql = spec.sql.get(sql_key).ok_or_else(|| JobError::NoSql {
-        batch: batch(),
-        key: sql_key,
-    })?;
-    store
-        .ensure_metrics_table(&spec.table_key)
-        .map_err(|source| JobError::Store {
-            batch: batch(),
-            source,
-        })?;
-    let series = series_by_metric(store, sql, job).map_err(|source| JobError::Rows {
-        batch: batch(),
-        source,
-    })?;
+) -> Result<JobInput, JobFailure> {
+    let sql = spec
+        .sql
+        .get(sql_key)
+        .ok_or(JobFailure::NoSql { key: sql_key })?;
+    store.ensure_metrics_table(&spec.table_key)?;
+    let series = series_by_metric(store, sql, job)?;
     let done = match done_type {
-        Some(t) => store
-            .timestamps_of_type(&spec.table_key, &spec.metric_batch, t)
-            .map_err(|source| JobError::Store {
-                batch: batch(),
-                source,
-            })?,
+        Some(t) => store.timestamps_of_type(&spec.table_key, &spec.metric_batch, t)?,
         None => BTreeMap::new(),
     };
     Ok(JobInput { series, done })

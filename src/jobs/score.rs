@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::features::features;
-use super::rows::{load_input, write, JobError};
+use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::BatchSpec;
 use crate::domain::Judgement;
 use crate::models::combine;
@@ -21,21 +21,20 @@ pub struct ScoreReport {
 }
 
 pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport, ScoreError> {
+    score(spec, store, base).map_err(JobError::of(spec))
+}
+
+fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let b = || batch.clone();
     let input = load_input(spec, store, "score_sql", "score", Some("score"))?;
     let (series, scored_before) = (&input.series, &input.done);
-    let models = ModelStore::open(&spec.model_path, base)
-        .map_err(|source| JobError::Models { batch: b(), source })?;
+    let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = ScoreReport::default();
     let mut rows = Vec::new();
     for (metric, s) in series {
         let mut loaded = Vec::new();
         for cfg in &spec.train.model_configs {
-            if let Some(m) = models
-                .load(&batch, metric, &cfg.tag())
-                .map_err(|source| ScoreError::Models { batch: b(), source })?
-            {
+            if let Some(m) = models.load(&batch, metric, &cfg.tag())? {
                 loaded.push(m);
             }
         }
@@ -46,12 +45,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
                 .push((metric.clone(), "no trained model".into()));
             continue;
         }
-        let features = features(spec, &s.timestamps_us, &s.values).map_err(|source| {
-            ScoreError::Preprocess {
-                batch: b(),
-                source: Box::new(source),
-            }
-        })?;
+        let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;
         let done = scored_before.get(metric);
         for (ts, row) in features.timestamps_us.iter().zip(&features.rows) {
             if done.is_some_and(|d| d.contains(ts)) {
@@ -60,8 +54,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
             let mut per_model = serde_json::Map::new();
             let mut probs = Vec::new();
             for m in &loaded {
-                let p = m.probability(row).map_err(|source| ScoreError::Model {
-                    batch: b(),
+                let p = m.probability(row).map_err(|source| JobFailure::Model {
                     metric: metric.clone(),
                     source,
                 })?;
@@ -78,7 +71,6 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
             }
         }
     }
-    report.scored = write(store, &spec.table_key, &batch, "score", &rows)
-        .map_err(|source| ScoreError::Store { batch: b(), source })?;
+    report.scored = write(store, &spec.table_key, &batch, "score", &rows)?;
     Ok(report)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::features::features;
-use super::rows::{load_input, JobError};
+use super::rows::{load_input, JobError, JobFailure};
 use crate::config::BatchSpec;
 use crate::models::store::ModelStore;
 use crate::models::{ModelError, TrainedModel};
@@ -30,13 +30,14 @@ pub fn seed(batch: &str, metric: &str, tag: &str) -> u64 {
 }
 
 pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, TrainError> {
+    train(spec, store, base).map_err(JobError::of(spec))
+}
+
+fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, JobFailure> {
     let batch = spec.metric_batch.clone();
     let input = load_input(spec, store, "train_sql", "train", None)?;
     let series = &input.series;
-    let models = ModelStore::open(&spec.model_path, base).map_err(|source| TrainError::Models {
-        batch: batch.clone(),
-        source,
-    })?;
+    let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = TrainReport::default();
     for (metric, s) in series {
         if spec.train.exclude_metrics.contains(metric) {
@@ -53,16 +54,11 @@ pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, 
             ));
             continue;
         }
-        let features = features(spec, &s.timestamps_us, &s.values).map_err(|source| {
-            TrainError::Preprocess {
-                batch: batch.clone(),
-                source: Box::new(source),
-            }
-        })?;
+        let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;
         for cfg in &spec.train.model_configs {
             match TrainedModel::fit(cfg, &features.rows, seed(&batch, metric, &cfg.tag())) {
                 Ok(model) => {
-                    models.save(&batch, metric, &model).map_err(|source| TrainError::Models { batch: batch.clone(), source })?;
+                    models.save(&batch, metric, &model)?;
                     report.trained.push((metric.clone(), cfg.tag(), features.rows.len()));
                 }
                 Err(ModelError::TooFewRows { rows, .. }) => report.skipped.push((

@@ -14,7 +14,7 @@ use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
 use crate::sandbox::cassette::RecordMode;
-use crate::store::{Retention, RunRecord, RunStatus, Store};
+use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};
 
 /// One tick of one job.
 #[derive(Debug, Clone)]
@@ -153,9 +153,9 @@ impl StoreRunner {
         }
     }
 
-    fn connection(&self) -> Result<Store, String> {
+    fn connection(&self) -> Result<Store, StoreError> {
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.try_clone().map_err(|e| e.to_string())
+        store.try_clone()
     }
 
     fn ingest(&self, t: &RunTicket, store: &mut Store) -> RunResult {
@@ -187,7 +187,7 @@ impl StoreRunner {
                 ..RunResult::ok(r.stored as u64)
             },
             Err(f) => {
-                let mut error = f.error.to_string();
+                let mut error = f.to_string();
                 if let Some(s) = &f.sandbox {
                     if !s.output.trim().is_empty() {
                         error.push_str("\n--- output ---\n");

@@ -13,7 +13,7 @@ use crate::store::{Anomaly, Store, StoreError, Vote};
 pub fn chart_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, String> {
     load_input(spec, store, "dashboard_sql", "dashboard", None)
         .map(|input| input.series)
-        .map_err(|e| e.to_string())
+        .map_err(|e| crate::jobs::rows::JobError::of(spec)(e).to_string())
 }
 
 /// Anomalies of `batches`, newest first.

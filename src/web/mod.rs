@@ -82,12 +82,11 @@ impl WebState {
     }
 
     /// A connection of its own for one request.
-    fn store(&self) -> Result<Store, String> {
+    fn store(&self) -> Result<Store, crate::store::StoreError> {
         self.store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .try_clone()
-            .map_err(|e| e.to_string())
     }
 
     /// The metrics folder, loaded at most every [`FOLDER_TTL`].

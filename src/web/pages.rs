@@ -66,7 +66,7 @@ async fn with_store<T: Send + 'static>(
     s: &Shared,
     work: impl FnOnce(&mut Store) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    let mut store = s.store()?;
+    let mut store = s.store().map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || work(&mut store))
         .await
         .map_err(|e| format!("the request's work failed: {e}"))?

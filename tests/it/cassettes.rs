@@ -271,7 +271,7 @@ fn record_modes_behave_like_vcr() {
     let err = with_cassette(&two, &mut store, &path, RecordMode::None, &[])
         .expect_err("unrecorded request");
     assert_eq!(
-        err.error.to_string(),
+        err.to_string(),
         format!(
             "batch modes: replay: no recorded response for GET http://api.test/echo?n=2 (matching on method, url, body); the closest recorded request is GET http://api.test/echo?n=1. Record it with --record-mode new_episodes or all"
         )
@@ -297,7 +297,7 @@ fn record_modes_behave_like_vcr() {
     let err =
         with_cassette(&one, &mut store, &missing, RecordMode::None, &[]).expect_err("no cassette");
     assert_eq!(
-        err.error.to_string(),
+        err.to_string(),
         format!(
             "batch modes: cassette {} does not exist: record one with --record {}",
             missing.display(),

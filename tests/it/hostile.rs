@@ -327,7 +327,7 @@ fn guest_text_cannot_drive_the_terminal_or_forge_lines() {
     );
     let log = &details.logs[0].message;
     assert_eq!(log, "one\\nerror: batch other: forged \\u{1b}[8m");
-    let err = failure.error.to_string();
+    let err = failure.to_string();
     assert!(
         err.starts_with("batch ansi: ValueError: bad\\nerror: batch other: forged\n"),
         "{err}"
@@ -354,7 +354,7 @@ fn replay(spec: &sandstack::config::BatchSpec, path: &std::path::Path) -> String
     let err = ingest::run(spec, &mut store, &TestSandbox, &Default::default(), opts)
         .expect_err("the replay fails");
     assert_eq!(store.count_rows(&spec.table_key).unwrap_or(0), 0);
-    err.error.to_string()
+    err.to_string()
 }
 
 fn cassette_with(body: cassette::Body) -> Cassette {

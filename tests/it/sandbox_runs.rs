@@ -95,7 +95,6 @@ fn exceptions_come_back_with_the_users_file_and_line() {
     let mut store = Store::in_memory().expect("store");
     let err = run_ingest(&spec, &mut store, &[])
         .expect_err("raises")
-        .error
         .to_string();
     assert!(
         err.starts_with("batch tb: ValueError: boom\n  Traceback (most recent call last):"),

@@ -143,7 +143,7 @@ pub fn expect_failure(spec: &BatchSpec) -> String {
         0,
         "a failed run stored rows"
     );
-    err.error.to_string()
+    err.to_string()
 }
 
 /// An HTTP server on loopback, serving `router` until dropped.

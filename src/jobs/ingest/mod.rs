@@ -18,38 +18,25 @@ use crate::store::{Store, StoreError};
 
 pub use normalize::{describe_rows, InvalidResult};
 
+/// Every way an ingest can fail; [`IngestFailure`] adds the batch.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("batch {batch}: ingest_sql failed: {message}")]
-    Sql { batch: String, message: String },
-    #[error("batch {batch}: {source}")]
-    Invalid {
-        batch: String,
-        #[source]
-        source: InvalidResult,
-    },
-    #[error("batch {batch}: {source}")]
-    Run {
-        batch: String,
-        #[source]
-        source: ExecError,
-    },
-    #[error("batch {batch}: {source}")]
-    Store {
-        batch: String,
-        #[source]
-        source: StoreError,
-    },
-    #[error("batch {batch}: {message}")]
-    Cassette { batch: String, message: String },
+    #[error("ingest_sql failed: {message}")]
+    Sql { message: String },
+    #[error(transparent)]
+    Invalid(#[from] InvalidResult),
+    #[error(transparent)]
+    Run(#[from] ExecError),
+    /// Storing the rows failed.
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("{message}")]
+    Cassette { message: String },
+    /// A transaction could not start, commit or roll back.
     #[error("database error: {0}")]
-    Database(#[from] StoreError),
-    #[error("batch {batch}: the Python sandbox is not available: {source}")]
-    Setup {
-        batch: String,
-        #[source]
-        source: SetupError,
-    },
+    Database(StoreError),
+    #[error("the Python sandbox is not available: {0}")]
+    Setup(#[from] SetupError),
 }
 
 /// Where the Python sandbox comes from: opened lazily, so SQL-only runs
@@ -109,13 +96,36 @@ pub struct SandboxDetails {
 /// failed (for the user to see).
 #[derive(Debug)]
 pub struct IngestFailure {
+    pub batch: String,
     pub error: IngestError,
     pub sandbox: Option<SandboxDetails>,
 }
 
 impl std::fmt::Display for IngestFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
+        write!(f, "batch {}: {}", self.batch, self.error)
+    }
+}
+
+impl std::error::Error for IngestFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl IngestFailure {
+    /// The batch is attached here, once, at the job's boundary.
+    fn of(
+        spec: &BatchSpec,
+        sandbox: Option<SandboxDetails>,
+    ) -> impl FnOnce(IngestError) -> Box<Self> + '_ {
+        move |error| {
+            Box::new(IngestFailure {
+                batch: spec.metric_batch.clone(),
+                error,
+                sandbox,
+            })
+        }
     }
 }
 
@@ -128,12 +138,9 @@ pub fn run(
 ) -> Result<IngestReport, Box<IngestFailure>> {
     let started = Instant::now();
     match &spec.ingest {
-        IngestSource::Sql(sql) => run_sql(spec, store, sql, opts, started).map_err(|error| {
-            Box::new(IngestFailure {
-                error,
-                sandbox: None,
-            })
-        }),
+        IngestSource::Sql(sql) => {
+            run_sql(spec, store, sql, opts, started).map_err(IngestFailure::of(spec, None))
+        }
         IngestSource::Python(source) => {
             let exec = execute_python(spec, source, sandboxes, env, &opts)?;
             finish_python(spec, store, exec, opts, started)
@@ -158,28 +165,14 @@ fn execute_python(
     opts: &IngestOptions,
 ) -> Result<PythonExec, Box<IngestFailure>> {
     let batch = spec.metric_batch.clone();
-    let fail = |error: IngestError| {
-        Box::new(IngestFailure {
-            error,
-            sandbox: None,
-        })
-    };
-    let sandbox = sandboxes.sandbox().map_err(|source| {
-        fail(IngestError::Setup {
-            batch: batch.clone(),
-            source,
-        })
-    })?;
+    let fail = |error: IngestError| IngestFailure::of(spec, None)(error);
+    let sandbox = sandboxes.sandbox().map_err(|source| fail(source.into()))?;
     let mut req = python::request(spec, source, env);
     req.clock_start_us = opts.simulated_now_us;
     let plan = match &opts.cassette {
         Some(c) => {
-            let plan = recording::plan(c).map_err(|message| {
-                fail(IngestError::Cassette {
-                    batch: batch.clone(),
-                    message,
-                })
-            })?;
+            let plan =
+                recording::plan(c).map_err(|message| fail(IngestError::Cassette { message }))?;
             for w in recording::prepare(&mut req, &plan, c, source) {
                 tracing::warn!("batch {batch}: {w}");
             }
@@ -201,7 +194,7 @@ fn execute_python(
             Ok(None) => {
                 tracing::info!("batch {batch}: replayed cassette {}", c.path.display())
             }
-            Err(message) => return Err(fail(IngestError::Cassette { batch, message })),
+            Err(message) => return Err(fail(IngestError::Cassette { message })),
         }
     }
     let details = SandboxDetails {
@@ -227,17 +220,14 @@ fn run_sql(
 ) -> Result<IngestReport, IngestError> {
     let batch = spec.metric_batch.clone();
     let table = spec.table_key.clone();
-    let stored_err = |source| IngestError::Store {
-        batch: batch.clone(),
-        source,
-    };
     if !opts.dry_run {
-        store.ensure_metrics_table(&table).map_err(stored_err)?;
+        store
+            .ensure_metrics_table(&table)
+            .map_err(IngestError::Store)?;
     }
     let tx = store.begin().map_err(IngestError::Database)?;
     let t = Instant::now();
     let raw = tx.query_template(sql).map_err(|e| IngestError::Sql {
-        batch: batch.clone(),
         message: e.to_string(),
     })?;
     let mut normalized = normalize::normalize(
@@ -245,11 +235,7 @@ fn run_sql(
         &batch,
         &spec.limits,
         spec.ingest_settings.metric_rounding,
-    )
-    .map_err(|source| IngestError::Invalid {
-        batch: batch.clone(),
-        source,
-    })?;
+    )?;
     if let Some(at) = opts.simulated_now_us {
         normalized.rows = normalize::restamp(&normalized.rows, at);
     }
@@ -261,7 +247,7 @@ fn run_sql(
     } else {
         let n = tx
             .append_metrics(&table, std::slice::from_ref(&normalized.rows))
-            .map_err(stored_err)?;
+            .map_err(IngestError::Store)?;
         tx.commit().map_err(IngestError::Database)?;
         n
     };
@@ -294,28 +280,18 @@ pub fn finish_python(
         source_time,
     } = exec;
     let batch = spec.metric_batch.clone();
-    let raw = match report.outcome {
-        Ok(b) => b,
-        Err(source) => {
-            return Err(Box::new(IngestFailure {
-                error: IngestError::Run { batch, source },
-                sandbox: Some(details),
-            }))
-        }
-    };
-    let normalized = match normalize::normalize(
-        &[raw],
-        &batch,
-        &spec.limits,
-        spec.ingest_settings.metric_rounding,
-    ) {
+    let checked = report.outcome.map_err(IngestError::from).and_then(|raw| {
+        normalize::normalize(
+            &[raw],
+            &batch,
+            &spec.limits,
+            spec.ingest_settings.metric_rounding,
+        )
+        .map_err(IngestError::from)
+    });
+    let normalized = match checked {
         Ok(n) => n,
-        Err(source) => {
-            return Err(Box::new(IngestFailure {
-                error: IngestError::Invalid { batch, source },
-                sandbox: Some(details),
-            }))
-        }
+        Err(error) => return Err(IngestFailure::of(spec, Some(details))(error)),
     };
     log_dropped(&batch, normalized.dropped_nan);
     let t = Instant::now();
@@ -324,11 +300,10 @@ pub fn finish_python(
     } else {
         match store.append_metrics(&spec.table_key, std::slice::from_ref(&normalized.rows)) {
             Ok(n) => n,
-            Err(source) => {
-                return Err(Box::new(IngestFailure {
-                    error: IngestError::Store { batch, source },
-                    sandbox: Some(details),
-                }))
+            Err(e) => {
+                return Err(IngestFailure::of(spec, Some(details))(IngestError::Store(
+                    e,
+                )))
             }
         }
     };
