@@ -437,3 +437,67 @@ fn plots_are_written_per_metric_and_hostile_names_stay_in_the_folder() {
     )
     .expect("keep a copy to look at");
 }
+
+#[test]
+fn a_refused_request_is_not_retried_a_throttled_one_is() {
+    let (_f, spec, mut store) = anomalous_batch();
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    for (status, attempts, reason) in [
+        (401, 1, "401 Unauthorized"),
+        (404, 1, "404 Not Found"),
+        (429, 3, "429 Too Many Requests"),
+        (503, 3, "503 Service Unavailable"),
+    ] {
+        let (server, got) = receiver();
+        *got.hook_status.lock().expect("lock") = status;
+        let channels = Channels::from_env(&env(&[
+            ("SANDSTACK_ALERT_WEBHOOK_URL", server.url("/hook")),
+            ("SANDSTACK_ALERT_RETRY_BASE_MS", "5".into()),
+        ]));
+        let sent = notify::alerts(&spec, &store, &report, &channels);
+        let hooks: Vec<_> = sent
+            .deliveries
+            .iter()
+            .filter(|d| d.channel == "webhook")
+            .collect();
+        assert_eq!(hooks.len(), 2, "the anomaly and the threshold alert");
+        for d in hooks {
+            assert_eq!(
+                (&d.outcome, d.attempts),
+                (
+                    &Outcome::Failed(format!("server answered HTTP {reason}")),
+                    attempts
+                ),
+                "HTTP {status}"
+            );
+        }
+        assert_eq!(
+            got.hook_attempts.load(Ordering::SeqCst),
+            2 * attempts as usize,
+            "HTTP {status}"
+        );
+    }
+}
+
+#[test]
+fn an_smtp_server_that_refuses_for_good_is_asked_once() {
+    let (_f, spec, mut store) = anomalous_batch();
+    let sink = SmtpSink::start();
+    sink.fail_first.store(10, Ordering::SeqCst);
+    sink.refuse_code.store(550, Ordering::SeqCst);
+    let channels = Channels::from_env(&env(&email_env(&sink)));
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    let sent = notify::alerts(&spec, &store, &report, &channels);
+    let email: Vec<_> = sent
+        .deliveries
+        .iter()
+        .filter(|d| d.channel == "email")
+        .collect();
+    assert_eq!(email.len(), 1);
+    assert_eq!(email[0].attempts, 1, "a 5xx reply is not retried");
+    let Outcome::Failed(why) = &email[0].outcome else {
+        panic!("{email:?}")
+    };
+    assert!(why.contains("550"), "{why}");
+    assert!(sink.messages.lock().expect("lock").is_empty());
+}

@@ -200,6 +200,8 @@ pub struct SmtpSink {
     pub addr: SocketAddr,
     pub messages: Arc<std::sync::Mutex<Vec<String>>>,
     pub fail_first: Arc<std::sync::atomic::AtomicUsize>,
+    /// The reply to a refused DATA: 451 (try again) unless set.
+    pub refuse_code: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl SmtpSink {
@@ -210,10 +212,11 @@ impl SmtpSink {
         let addr = listener.local_addr().expect("addr");
         let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail_first = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (m, fail) = (messages.clone(), fail_first.clone());
+        let refuse_code = Arc::new(std::sync::atomic::AtomicU16::new(451));
+        let (m, fail, code) = (messages.clone(), fail_first.clone(), refuse_code.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (m, fail) = (m.clone(), fail.clone());
+                let (m, fail, code) = (m.clone(), fail.clone(), code.clone());
                 std::thread::spawn(move || {
                     let mut out = stream.try_clone().expect("clone");
                     let mut lines = BufReader::new(stream);
@@ -232,7 +235,10 @@ impl SmtpSink {
                                     })
                                     .is_ok();
                                 if refuse {
-                                    say("451 4.3.0 try again later\r\n")
+                                    match code.load(Ordering::SeqCst) {
+                                        451 => say("451 4.3.0 try again later\r\n"),
+                                        c => say(&format!("{c} 5.7.1 refused\r\n")),
+                                    }
                                 } else {
                                     say("354 end with .\r\n");
                                     let mut data = String::new();
@@ -263,6 +269,7 @@ impl SmtpSink {
             addr,
             messages,
             fail_first,
+            refuse_code,
         }
     }
 }
