@@ -351,3 +351,71 @@ impl<T: Choice + PartialEq> ReadAs for Vec<T> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Value {
+        serde_yaml_ng::from_str(text).expect("yaml")
+    }
+
+    fn problem<T: ReadAs>(text: &str) -> String {
+        match T::from_value(&yaml(text)) {
+            Ok(_) => panic!("{text} should not read"),
+            Err(Problem::Type(t)) => format!("type: {t}"),
+            Err(Problem::Shape(t, d)) => format!("shape: {t}: {d}"),
+            Err(Problem::Value(v)) => format!("value: {v}"),
+        }
+    }
+
+    #[test]
+    fn scalars_read_strictly_but_text_takes_numbers() {
+        assert_eq!(u64::from_value(&yaml("7")).ok(), Some(7));
+        assert_eq!(problem::<u64>("-3"), "type: a whole number of 0 or more");
+        assert_eq!(problem::<u64>("1.5"), "type: a whole number of 0 or more");
+        assert_eq!(bool::from_value(&yaml("\"TRUE\"")).ok(), Some(true));
+        assert_eq!(problem::<bool>("yes please"), "type: true or false");
+        assert_eq!(
+            String::from_value(&yaml("2024")).ok().as_deref(),
+            Some("2024")
+        );
+        assert_eq!(Option::<String>::from_value(&yaml("~")).ok(), Some(None));
+    }
+
+    #[test]
+    fn lists_take_comma_text_or_sequences() {
+        let v = |t: &str| Vec::<String>::from_value(&yaml(t)).ok();
+        assert_eq!(
+            v("\"a, b,,c\""),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+        assert_eq!(v("[a, 1]"), Some(vec!["a".into(), "1".into()]));
+        assert_eq!(problem::<Vec<String>>("[[a]]"), "type: a list of strings");
+    }
+
+    #[test]
+    fn seconds_and_times_are_bounded() {
+        assert_eq!(
+            Seconds::from_value(&yaml("0.5")).ok().map(|s| s.0),
+            Some(0.5)
+        );
+        assert_eq!(
+            problem::<Seconds>("0"),
+            "value: must be greater than 0, found 0"
+        );
+        assert_eq!(
+            problem::<Seconds>(".inf"),
+            "value: must be greater than 0, found inf"
+        );
+        assert_eq!(
+            problem::<Seconds>("86401"),
+            "value: must be at most 86400 seconds (a day), found 86401"
+        );
+        assert_eq!(
+            UtcMicros::from_value(&yaml("1970-01-02")).ok().map(|t| t.0),
+            Some(86_400_000_000)
+        );
+        assert!(problem::<UtcMicros>("soon").starts_with("value: must be a UTC date"));
+    }
+}

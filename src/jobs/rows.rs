@@ -242,3 +242,36 @@ pub fn write(
     })?;
     store.append_metrics(table_key, &[b])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_group_by_metric_with_extra_numeric_columns() {
+        let store = Store::in_memory().expect("db");
+        let sql = "SELECT * FROM (VALUES
+              (make_timestamp(1::BIGINT), 'a', 1.0, 0.5, 'text'),
+              (make_timestamp(2::BIGINT), 'a', NULL, 0.7, 'text'),
+              (make_timestamp(1::BIGINT), 'b', 3, NULL, 'text'),
+              (NULL, 'b', 4, 1, 'text'))
+            t(metric_timestamp, metric_name, metric_value, metric_score, note)";
+        let s = series_by_metric(&store, sql, "score").expect("rows");
+        assert_eq!(s["a"].timestamps_us, vec![1, 2]);
+        assert_eq!(s["a"].values[0], 1.0);
+        assert!(s["a"].values[1].is_nan(), "NULL values read as NaN");
+        assert_eq!(s["a"].extra["metric_score"], vec![0.5, 0.7]);
+        assert_eq!(s["b"].values, vec![3.0], "rows without a time are skipped");
+        assert!(s["b"].extra["metric_score"][0].is_nan());
+    }
+
+    #[test]
+    fn a_missing_column_names_the_job_and_the_column() {
+        let store = Store::in_memory().expect("db");
+        let err = series_by_metric(&store, "SELECT 1 AS metric_value", "train").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "train SQL must return a `metric_timestamp` column (missing)"
+        );
+    }
+}

@@ -164,3 +164,23 @@ impl HttpGate {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_redirect_statuses_with_a_location_are_followed_and_only_when_asked() {
+        let loc = || Some("/next".to_string());
+        for status in [301, 302, 303, 307, 308] {
+            assert_eq!(
+                redirect_location(true, status, loc()).as_deref(),
+                Some("/next")
+            );
+            assert_eq!(redirect_location(false, status, loc()), None);
+        }
+        assert_eq!(redirect_location(true, 200, loc()), None);
+        assert_eq!(redirect_location(true, 304, loc()), None);
+        assert_eq!(redirect_location(true, 302, None), None);
+    }
+}
