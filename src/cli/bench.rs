@@ -50,7 +50,7 @@ pub fn sandbox(
     runs: usize,
     native_runs: usize,
 ) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     let spec = find_batch(&folder, batch)?;
     let IngestSource::Python(source) = &spec.ingest else {
         bail!("batch `{batch}` is not a Python batch");

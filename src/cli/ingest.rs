@@ -71,7 +71,7 @@ pub struct IngestArgs {
 }
 
 pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     if !folder.errors.is_empty() {
         for e in &folder.errors {
             eprintln!("error: {e}");

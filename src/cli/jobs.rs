@@ -98,7 +98,7 @@ fn print_sent(r: &NotifyReport) {
 }
 
 pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
     let mut store = Store::open(&cli.db)?;
     let channels = Channels::from_env(&host_env());
@@ -107,7 +107,7 @@ pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
 }
 
 pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     let store = Store::open(&cli.db)?;
     let batches: Vec<&BatchSpec> = match name {
         Some(n) => vec![find_batch(&folder, n)?],
@@ -133,7 +133,7 @@ pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<Exit
 
 /// `sandstack plot BATCH [--out DIR]`.
 pub fn plot(cli: &Cli, name: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
     let store = Store::open(&cli.db)?;
     let dir = out
@@ -171,7 +171,7 @@ pub fn parse_every(text: &str) -> anyhow::Result<Duration> {
 
 pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::Result<ExitCode> {
     let step = parse_every(every)?;
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
     let mut store = Store::open(&cli.db)?;
     let report = backfill::ingest_periods(

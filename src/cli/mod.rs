@@ -38,6 +38,12 @@ pub struct Cli {
     )]
     pub metrics: PathBuf,
 
+    /// The operator's policy (YAML): ceilings and powers no batch may
+    /// exceed; a batch asking for more is refused at load. See the README's
+    /// security model and policy.strict.yaml.
+    #[arg(long, global = true, env = "SANDSTACK_POLICY")]
+    pub policy: Option<PathBuf>,
+
     /// The DuckDB file metrics are stored in (created if missing).
     #[arg(long, global = true, env = "SANDSTACK_DB", default_value = crate::store::DEFAULT_DB)]
     pub db: PathBuf,
@@ -219,11 +225,22 @@ pub(crate) fn host_env() -> std::collections::BTreeMap<String, String> {
     std::env::vars().collect()
 }
 
-/// Load the metrics folder; print warnings to stderr.
-pub(crate) fn load_folder(cli: &Cli) -> crate::config::MetricsFolder {
-    let folder = crate::config::load(&cli.metrics, &crate::config::process_env());
+/// The operator's policy from `--policy` / `SANDSTACK_POLICY`; a policy
+/// that cannot be read stops the command rather than run without it.
+pub(crate) fn load_policy(cli: &Cli) -> anyhow::Result<crate::config::Policy> {
+    match &cli.policy {
+        Some(path) => crate::config::Policy::load(path).map_err(anyhow::Error::msg),
+        None => Ok(crate::config::Policy::none()),
+    }
+}
+
+/// Load the metrics folder under the policy; print warnings to stderr.
+pub(crate) fn load_folder(cli: &Cli) -> anyhow::Result<crate::config::MetricsFolder> {
+    let policy = load_policy(cli)?;
+    let folder =
+        crate::config::load_with_policy(&cli.metrics, &crate::config::process_env(), &policy);
     for w in &folder.warnings {
         eprintln!("warning: {w}");
     }
-    folder
+    Ok(folder)
 }

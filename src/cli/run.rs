@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 
 use super::jobs::run_job;
 use super::{host_env, Cli};
-use crate::config::{self, env_batch_name, Job, MetricsFolder};
+use crate::config::{self, env_batch_name, Job, MetricsFolder, Policy};
 use crate::jobs::{backfill, ingest::DefaultSandbox};
 use crate::scheduler::clock::SystemClock;
 use crate::scheduler::plan::{runnable_jobs, Plan};
@@ -138,15 +138,15 @@ fn demo_overrides(folder: &MetricsFolder) -> BTreeMap<String, String> {
 
 /// Load the folder with the process's overrides, plus the demo profile's
 /// (the user's own variables win).
-pub(crate) fn load(dir: &std::path::Path, demo: bool) -> MetricsFolder {
+pub(crate) fn load(dir: &std::path::Path, demo: bool, policy: &Policy) -> MetricsFolder {
     let env = config::process_env();
-    let folder = config::load(dir, &env);
+    let folder = config::load_with_policy(dir, &env, policy);
     if !demo {
         return folder;
     }
     let mut with_demo = demo_overrides(&folder);
     with_demo.extend(env);
-    config::load(dir, &with_demo)
+    config::load_with_policy(dir, &with_demo, policy)
 }
 
 /// `sandstack dashboard`: the dashboard alone, until SIGINT/SIGTERM.
@@ -159,7 +159,8 @@ pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
         let store = Store::open(&cli.db)?;
         store.ensure_runs_table()?;
         let dir = cli.metrics.clone();
-        let loader: scheduler::watch::Loader = Arc::new(move || load(&dir, false));
+        let policy = Arc::new(super::load_policy(cli)?);
+        let loader: scheduler::watch::Loader = Arc::new(move || load(&dir, false, &policy));
         let (stop_tx, stop_rx) = tokio_watch::channel(false);
         let served = start_dashboard(cli, web, &store, loader, stop_rx).await?;
         wait_for_signal().await;
@@ -185,7 +186,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let dir = cli.metrics.clone();
     let demo = args.demo;
-    let folder = load_reporting(&dir, demo)?;
+    let policy = Arc::new(super::load_policy(cli)?);
+    let folder = load_reporting(&dir, demo, &policy)?;
     let store = Store::open(&cli.db)?;
     store.ensure_runs_table()?;
     let env = host_env();
@@ -205,8 +207,8 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     print_plan(&plan, &folder, cli);
 
     let loader: scheduler::watch::Loader = {
-        let dir = dir.clone();
-        Arc::new(move || load(&dir, demo))
+        let (dir, policy) = (dir.clone(), policy.clone());
+        Arc::new(move || load(&dir, demo, &policy))
     };
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let _watch =
@@ -237,8 +239,8 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Load the folder, printing its warnings and errors; a missing folder is
 /// the only thing that stops `run` (a broken batch only skips itself).
-fn load_reporting(dir: &Path, demo: bool) -> anyhow::Result<MetricsFolder> {
-    let folder = load(dir, demo);
+fn load_reporting(dir: &Path, demo: bool, policy: &Policy) -> anyhow::Result<MetricsFolder> {
+    let folder = load(dir, demo, policy);
     for w in &folder.warnings {
         eprintln!("warning: {w}");
     }

@@ -13,7 +13,7 @@ fn source_label(spec: &BatchSpec) -> &'static str {
 }
 
 pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     for spec in &folder.batches {
         let jobs: Vec<String> = spec
             .scheduled_jobs()
@@ -65,7 +65,7 @@ pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
 }
 
 pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli);
+    let folder = load_folder(cli)?;
     println!(
         "{:<32} {:<7} {:<24} {:<9} file",
         "metric_batch", "source", "table_key", "state"

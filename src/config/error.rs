@@ -49,6 +49,16 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// The batch asks for more than the operator's policy allows.
+    #[error("{file}: key `{key}`: {asked}, but the policy {policy} allows {allowed}")]
+    OverPolicy {
+        file: PathBuf,
+        key: String,
+        asked: String,
+        allowed: String,
+        policy: PathBuf,
+    },
+
     #[error("{file}: key `{key}`: invalid cron expression \"{expr}\": {message}")]
     BadCron {
         file: PathBuf,
@@ -72,6 +82,7 @@ impl ConfigError {
             | ConfigError::Template { file, .. }
             | ConfigError::BadType { file, .. }
             | ConfigError::BadValue { file, .. }
+            | ConfigError::OverPolicy { file, .. }
             | ConfigError::BadCron { file, .. } => vec![file],
         }
     }

@@ -14,7 +14,9 @@ mod error;
 pub(crate) mod fields;
 pub mod keys;
 mod names;
+pub mod policy;
 pub mod sections;
+mod shipped;
 mod spec;
 mod template;
 
@@ -28,6 +30,7 @@ pub use cron_expr::CronExpr;
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
 pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};
+pub use policy::Policy;
 pub use sections::{
     AlertSettings, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings, ModelConfig,
     PreprocessParams, SandboxLimits, ScoreSettings, ThresholdAlertSettings, Thresholds,
@@ -78,9 +81,20 @@ pub fn process_env() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Load a metrics folder. `env` holds the override variables (see
-/// [`process_env`]), passed in so tests need not touch the process.
+/// Load a metrics folder without an operator policy. `env` holds the
+/// override variables (see [`process_env`]), passed in so tests need not
+/// touch the process.
 pub fn load(dir: &Path, env: &BTreeMap<String, String>) -> MetricsFolder {
+    load_with_policy(dir, env, &Policy::none())
+}
+
+/// Load a metrics folder and hold each batch to `policy`: a batch that asks
+/// for more is refused (its errors listed), the rest load.
+pub fn load_with_policy(
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    policy: &Policy,
+) -> MetricsFolder {
     let mut out = MetricsFolder {
         dir: dir.to_path_buf(),
         ..Default::default()
@@ -118,7 +132,15 @@ pub fn load(dir: &Path, env: &BTreeMap<String, String>) -> MetricsFolder {
             map: &map,
         };
         match load_batch(&renderer, &defaults, &batch, env) {
-            Ok(Loaded::Batch(spec)) => out.batches.push(*spec),
+            Ok(Loaded::Batch(mut spec)) => {
+                let (errors, warnings) = policy.apply(&mut spec);
+                out.warnings.extend(warnings);
+                if errors.is_empty() {
+                    out.batches.push(*spec);
+                } else {
+                    out.errors.extend(errors);
+                }
+            }
             Ok(Loaded::Skipped(s)) => {
                 out.warnings.push(format!(
                     "{}: batch `{}` skipped: {}",

@@ -163,6 +163,15 @@ pub(super) struct BatchSource {
 }
 
 impl BatchSpec {
+    /// The file (or variable) `key`'s value came from.
+    pub fn origin_of(&self, key: &str) -> PathBuf {
+        self.source
+            .origins
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| self.file.clone())
+    }
+
     /// The jobs not turned off with `disable_<job>`, whatever their
     /// schedule status (RUNNING or STOPPED).
     pub fn scheduled_jobs(&self) -> impl Iterator<Item = (Job, &JobSchedule)> {

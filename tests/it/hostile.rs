@@ -588,6 +588,90 @@ fn ingest_sql_and_sql_templates_run_as_one_statement() {
     );
 }
 
+#[test]
+fn sql_from_the_folder_cannot_reach_host_files_or_change_settings() {
+    let f = Folder::with_defaults();
+    let cases = [
+        ("passwd", "SELECT now() AS metric_timestamp, line AS metric_name, 1 AS metric_value FROM read_csv('/etc/passwd', columns = {'line': 'VARCHAR'})"),
+        ("text", "SELECT now() AS metric_timestamp, content AS metric_name, 1 AS metric_value FROM read_text('/etc/hostname')"),
+        ("files", "SELECT now() AS metric_timestamp, file AS metric_name, 1 AS metric_value FROM glob('/etc/*')"),
+        ("copy", "COPY (SELECT 1) TO '/tmp/sandstack-hostile-copy.csv'"),
+        ("attach", "ATTACH '/tmp/sandstack-hostile.duckdb' AS elsewhere"),
+        ("setting", "SET enable_external_access = true"),
+        ("load", "LOAD httpfs"),
+        ("drop", "DROP TABLE metrics"),
+        ("delete", "DELETE FROM metrics"),
+    ];
+    for (name, sql) in cases {
+        f.write(
+            &format!("b/{name}.yaml"),
+            &format!(
+                "metric_batch: \"{name}\"\ningest_sql: \"{}\"\n",
+                sql.replace('"', "\\\"")
+            ),
+        );
+    }
+    f.write(
+        "b/ok.yaml",
+        "metric_batch: \"ok\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\n",
+    );
+    let mut store = Store::in_memory().expect("store");
+    run_ingest(&f.spec("ok", &[]), &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    for (name, _) in cases {
+        let err = run_ingest(&f.spec(name, &[]), &mut store, &[])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.starts_with(&format!("batch {name}: ingest_sql failed: ")),
+            "{name}: {err}"
+        );
+        let expected = match name {
+            "drop" => "it is DROP; this template must be one read-only query",
+            "delete" => "it is a DELETE; this template must be one read-only query",
+            "setting" => "it is SET; this template must be one read-only query",
+            "load" => "it is LOAD/INSTALL; this template must be one read-only query",
+            "attach" => "it is ATTACH; this template must be one read-only query",
+            _ => "disabled by configuration",
+        };
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+    assert_eq!(
+        store.count_rows("metrics").expect("count"),
+        1,
+        "only ok's row"
+    );
+    assert!(!std::path::Path::new("/tmp/sandstack-hostile-copy.csv").exists());
+    assert!(!std::path::Path::new("/tmp/sandstack-hostile.duckdb").exists());
+}
+
+#[test]
+fn read_templates_must_be_queries_and_delete_sql_a_delete() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/w.yaml",
+        "metric_batch: \"w\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\ntrain_sql: \"DELETE FROM metrics\"\ndelete_sql: \"DROP TABLE metrics\"\n",
+    );
+    let spec = f.spec("w", &[]);
+    let mut store = Store::in_memory().expect("store");
+    run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let models = tempfile::tempdir().expect("tmp");
+    let err = sandstack::jobs::train::run(&spec, &store, models.path())
+        .expect_err("a DELETE in train_sql")
+        .to_string();
+    assert_eq!(
+        err,
+        "batch w: preparing query: it is a DELETE; this template must be one read-only query"
+    );
+    let err = sandstack::jobs::maintenance::delete(&spec, &store)
+        .expect_err("a DROP in delete_sql")
+        .to_string();
+    assert_eq!(
+        err,
+        "batch w: delete_sql: it is DROP; this template must be a DELETE"
+    );
+    assert_eq!(store.count_rows("metrics").expect("count"), 1);
+}
+
 // 10. The dashboard answers to its own names only.
 
 #[test]

@@ -5,7 +5,8 @@
 use arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection};
 
-use super::{statements, DuckStore};
+use super::raw::RawDatabase;
+use super::{DuckStore, StatementKind};
 use crate::store::error::db_err;
 use crate::store::metrics::{MetricsStore, MetricsTx, NewestValue, TimestampsByMetric};
 use crate::store::{StoreError, TableKey};
@@ -183,10 +184,11 @@ impl MetricsStore for DuckStore {
     }
 
     fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        statements::require_one(sql).map_err(|message| StoreError::Sql {
-            context: "preparing query".into(),
-            message,
-        })?;
+        self.require_kind(sql, StatementKind::Select)
+            .map_err(|message| StoreError::Sql {
+                context: "preparing query".into(),
+                message,
+            })?;
         let mut stmt = self
             .connection()
             .prepare(sql)
@@ -199,10 +201,11 @@ impl MetricsStore for DuckStore {
     }
 
     fn execute_template(&self, sql: &str, context: &str) -> Result<usize, StoreError> {
-        statements::require_one(sql).map_err(|message| StoreError::Sql {
-            context: context.to_string(),
-            message,
-        })?;
+        self.require_kind(sql, StatementKind::Delete)
+            .map_err(|message| StoreError::Sql {
+                context: context.to_string(),
+                message,
+            })?;
         self.connection().execute(sql, []).map_err(db_err(context))
     }
 
@@ -211,17 +214,20 @@ impl MetricsStore for DuckStore {
             .conn
             .transaction()
             .map_err(db_err("starting a transaction"))?;
-        Ok(Box::new(DuckTx(tx)))
+        Ok(Box::new(DuckTx { tx, db: &self.db }))
     }
 }
 
-struct DuckTx<'a>(duckdb::Transaction<'a>);
+struct DuckTx<'a> {
+    tx: duckdb::Transaction<'a>,
+    db: &'a RawDatabase,
+}
 
 impl MetricsTx for DuckTx<'_> {
     fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        statements::require_one(sql).map_err(StoreError::Template)?;
+        super::require_kind(self.db, sql, StatementKind::Select).map_err(StoreError::Template)?;
         let template = |e: duckdb::Error| StoreError::Template(e.to_string());
-        let mut stmt = self.0.prepare(sql).map_err(template)?;
+        let mut stmt = self.tx.prepare(sql).map_err(template)?;
         let batches = stmt.query_arrow([]).map_err(template)?.collect();
         Ok(batches)
     }
@@ -231,15 +237,15 @@ impl MetricsTx for DuckTx<'_> {
         table_key: &str,
         batches: &[RecordBatch],
     ) -> Result<usize, StoreError> {
-        append_in(&self.0, table_key, batches)
+        append_in(&self.tx, table_key, batches)
     }
 
     fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.commit().map_err(db_err("committing"))
+        self.tx.commit().map_err(db_err("committing"))
     }
 
     fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.0.rollback().map_err(db_err("rolling back"))
+        self.tx.rollback().map_err(db_err("rolling back"))
     }
 }
 
@@ -370,15 +376,17 @@ mod tests {
             tx.append_metrics("m", &one).expect("append");
         }
         assert_eq!(s.count_rows("m").expect("count"), 0);
-        // A failed query spoils its transaction: nothing after it lands.
+        // A template that does not prepare is refused before it runs, so
+        // its transaction is unharmed.
         let tx = s.begin().expect("begin");
         assert!(matches!(
             tx.query_template("SELECT * FROM no_such_table"),
             Err(StoreError::Template(_))
         ));
-        assert!(tx.append_metrics("m", &one).is_err());
-        drop(tx);
-        let tx = s.begin().expect("begin");
+        assert!(matches!(
+            tx.query_template("DELETE FROM m"),
+            Err(StoreError::Template(m)) if m == "it is a DELETE; this template must be one read-only query"
+        ));
         tx.append_metrics("m", &one).expect("append");
         tx.commit().expect("commit");
         assert_eq!(s.count_rows("m").expect("count"), 1);

@@ -1,39 +1,33 @@
 //! The DuckDB backend: one database file, one long metrics table per
 //! `table_key` created on first use, rows appended as Arrow record batches
-//! through DuckDB's Arrow appender, queries read back as Arrow.
+//! through DuckDB's Arrow appender, queries read back as Arrow. The
+//! database is opened confined ([`raw`]): no host files, no extensions,
+//! configuration locked; and SQL from the metrics folder runs only after
+//! its kind is checked (a read template is one query, `delete_sql` one
+//! DELETE).
 
 mod dashboard;
 mod metrics;
+mod raw;
 mod runs;
 pub mod statements;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use raw::RawDatabase;
+pub use raw::StatementKind;
 
 use duckdb::Connection;
 
 use super::error::db_err;
 use super::{Backend, StoreError};
 
-/// DuckDB may otherwise download extensions from the internet when a query
-/// needs one: sandstack never lets it (no network surprises, no unverified
-/// native code).
-fn offline_config() -> duckdb::Result<duckdb::Config> {
-    duckdb::Config::default()
-        .enable_autoload_extension(false)?
-        .with("autoinstall_known_extensions", "false")
-}
-
-fn open_error(path: &Path) -> impl FnOnce(duckdb::Error) -> StoreError + '_ {
-    move |source| StoreError::Open {
-        engine: "DuckDB",
-        path: path.to_path_buf(),
-        source: Box::new(source),
-    }
-}
-
 pub struct DuckStore {
+    /// Declared before `db`: a connection must close before its database.
     conn: Connection,
+    db: Arc<RawDatabase>,
     path: PathBuf,
 }
 
@@ -43,21 +37,22 @@ impl DuckStore {
             // A missing folder is DuckDB's error otherwise, which does not say which.
             let _ = std::fs::create_dir_all(parent);
         }
-        let conn = offline_config()
-            .and_then(|c| Connection::open_with_flags(path, c))
-            .map_err(open_error(path))?;
-        Ok(DuckStore {
-            conn,
-            path: path.to_path_buf(),
-        })
+        Self::from_raw(RawDatabase::open(Some(path)), path.to_path_buf())
     }
 
     pub fn in_memory() -> Result<Self, StoreError> {
-        let path = PathBuf::from(":memory:");
-        let conn = offline_config()
-            .and_then(Connection::open_in_memory_with_flags)
-            .map_err(open_error(&path))?;
-        Ok(DuckStore { conn, path })
+        Self::from_raw(RawDatabase::open(None), PathBuf::from(":memory:"))
+    }
+
+    fn from_raw(db: Result<RawDatabase, String>, path: PathBuf) -> Result<Self, StoreError> {
+        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            engine: "DuckDB",
+            path: path.clone(),
+            source,
+        };
+        let db = Arc::new(db.map_err(|m| open_error(m.into()))?);
+        let conn = db.connection().map_err(|e| open_error(Box::new(e)))?;
+        Ok(DuckStore { conn, db, path })
     }
 
     pub fn path(&self) -> &Path {
@@ -68,6 +63,33 @@ impl DuckStore {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    /// Refuse `sql` unless it is one statement of `expected` kind (found by
+    /// preparing it, never running it).
+    pub(super) fn require_kind(&self, sql: &str, expected: StatementKind) -> Result<(), String> {
+        require_kind(&self.db, sql, expected)
+    }
+}
+
+/// A template that is one statement of the wrong kind, or does not
+/// prepare, is refused before it runs.
+fn require_kind(db: &RawDatabase, sql: &str, expected: StatementKind) -> Result<(), String> {
+    statements::require_one(sql)?;
+    let found = db.statement_kind(sql)?;
+    if found == expected {
+        return Ok(());
+    }
+    Err(match expected {
+        StatementKind::Select => format!(
+            "it is {}; this template must be one read-only query",
+            found.describe()
+        ),
+        _ => format!(
+            "it is {}; this template must be {}",
+            found.describe(),
+            expected.describe()
+        ),
+    })
 }
 
 impl Backend for DuckStore {
@@ -78,6 +100,7 @@ impl Backend for DuckStore {
                 .conn
                 .try_clone()
                 .map_err(db_err("opening another connection"))?,
+            db: self.db.clone(),
             path: self.path.clone(),
         }))
     }

@@ -1,0 +1,370 @@
+//! The operator's policy (`--policy FILE`, `SANDSTACK_POLICY`): what no batch
+//! may exceed. The metrics folder is the batch author's and untrusted; the
+//! policy is the operator's. A batch that asks for more than the policy
+//! allows is refused at load with an error naming the file, the key, what
+//! it asked for and what the policy allows; it is never silently clamped.
+//! A limit a batch does not set is lowered to the ceiling. Without a policy
+//! file everything is allowed, as for a single user, and each batch that
+//! uses an operator-level power is named in a warning.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use super::spec::BatchSpec;
+
+/// The limits a policy may cap, by the batch key they cap.
+const CAPPABLE: &[&str] = &[
+    "ingest_fuel",
+    "ingest_timeout_s",
+    "ingest_memory_mb",
+    "ingest_max_rows",
+    "ingest_max_output_kb",
+    "ingest_max_result_kb",
+    "http_max_requests",
+    "http_max_response_kb",
+    "http_timeout_s",
+];
+
+/// The policy file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    max: BTreeMap<String, f64>,
+    /// Host variables any batch may list in `ingest_env` (names, or
+    /// `PREFIX_*` patterns).
+    #[serde(default)]
+    ingest_env_allowed: Vec<String>,
+    /// More variables, per batch.
+    #[serde(default)]
+    ingest_env_allowed_by_batch: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    allow_http_private: bool,
+    #[serde(default)]
+    allow_http_rewrite: bool,
+    /// With `allow_http_rewrite`, the URL prefixes a rewrite may point to
+    /// (empty: any).
+    #[serde(default)]
+    http_rewrite_targets: Vec<String>,
+    /// If set, the only hosts any batch may reach; a batch's own
+    /// `http_allow_hosts` must lie within it.
+    #[serde(default)]
+    http_allow_hosts: Vec<String>,
+    #[serde(default = "yes")]
+    allow_template_overrides: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the operator allows batches.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// The file it came from; None: no policy (everything allowed).
+    path: Option<PathBuf>,
+    rules: PolicyFile,
+}
+
+impl Policy {
+    /// No policy: a single-user setup, everything allowed.
+    pub fn none() -> Policy {
+        Policy::default()
+    }
+
+    /// Read a policy file; every mistake in it is an error naming it.
+    pub fn load(path: &Path) -> Result<Policy, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("policy {}: cannot read: {e}", path.display()))?;
+        let rules: PolicyFile = serde_yaml_ng::from_str(&text)
+            .map_err(|e| format!("policy {}: {e}", path.display()))?;
+        for key in rules.max.keys() {
+            if !CAPPABLE.contains(&key.as_str()) {
+                let hint = super::choices::closest(key, CAPPABLE.iter().copied())
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "policy {}: max: `{key}` is not a limit a policy can cap{hint}; use {}",
+                    path.display(),
+                    CAPPABLE.join(", ")
+                ));
+            }
+        }
+        if let Some((key, v)) = rules
+            .max
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+        {
+            return Err(format!(
+                "policy {}: max: `{key}` must be a number above 0, found {v}",
+                path.display()
+            ));
+        }
+        Ok(Policy {
+            path: Some(path.to_path_buf()),
+            rules,
+        })
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Hold `spec` to the policy: the errors refuse the batch; limits it
+    /// does not set are lowered to their ceilings. Without a policy, the
+    /// warnings name each operator-level power the batch uses.
+    pub fn apply(&self, spec: &mut BatchSpec) -> (Vec<ConfigError>, Vec<String>) {
+        let Some(policy) = &self.path else {
+            return (Vec::new(), powers_used(spec));
+        };
+        // (key, asked, allowed)
+        let mut over: Vec<(String, String, String)> = Vec::new();
+        for (key, &ceiling) in &self.rules.max {
+            let set = spec.values.contains_key(key);
+            let Some(mut v) = limit(spec, key) else {
+                continue;
+            };
+            if v.get() <= ceiling {
+                continue;
+            }
+            if set {
+                over.push((
+                    key.clone(),
+                    format!("asks for {}", show(v.get())),
+                    format!("at most {}", show(ceiling)),
+                ));
+            } else {
+                v.set(ceiling);
+            }
+        }
+        over.extend(self.env_refusals(spec));
+        over.extend(self.http_refusals(spec));
+        if !self.rules.allow_template_overrides {
+            for key in super::shipped::overridden(spec) {
+                over.push((
+                    key,
+                    "replaces the shipped template".into(),
+                    "only the shipped templates".into(),
+                ));
+            }
+        }
+        let errors = over
+            .into_iter()
+            .map(|(key, asked, allowed)| ConfigError::OverPolicy {
+                file: spec.origin_of(&key),
+                key,
+                asked,
+                allowed,
+                policy: policy.clone(),
+            })
+            .collect();
+        (errors, Vec::new())
+    }
+
+    /// Each `ingest_env` name the policy does not list.
+    fn env_refusals(&self, spec: &BatchSpec) -> Vec<(String, String, String)> {
+        let allowed: Vec<&String> = self
+            .rules
+            .ingest_env_allowed
+            .iter()
+            .chain(
+                self.rules
+                    .ingest_env_allowed_by_batch
+                    .get(&spec.metric_batch)
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect();
+        let shown = if allowed.is_empty() {
+            "no host variables".to_string()
+        } else {
+            let names: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
+            names.join(", ")
+        };
+        spec.ingest_settings
+            .env
+            .iter()
+            .filter(|name| !allowed.iter().any(|p| name_matches(p, name)))
+            .map(|name| {
+                (
+                    "ingest_env".to_string(),
+                    format!("asks for host variable {name}"),
+                    shown.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Private addresses, rewrites and hosts beyond what the policy allows;
+    /// a batch without its own host list gets the policy's.
+    fn http_refusals(&self, spec: &mut BatchSpec) -> Vec<(String, String, String)> {
+        let mut over = Vec::new();
+        let mut refuse = |key: &str, asked: String, allowed: String| {
+            over.push((key.to_string(), asked, allowed));
+        };
+        if spec.http.allow_private && !self.rules.allow_http_private {
+            refuse(
+                "http_allow_private",
+                "asks for true".into(),
+                "only false".into(),
+            );
+        }
+        if !spec.http.rewrite.is_empty() && !self.rules.allow_http_rewrite {
+            refuse("http_rewrite", "sets rewrites".into(), "none".into());
+        } else if !self.rules.http_rewrite_targets.is_empty() {
+            for target in spec.http.rewrite.values() {
+                let ok = self
+                    .rules
+                    .http_rewrite_targets
+                    .iter()
+                    .any(|t| target.starts_with(t.as_str()));
+                if !ok {
+                    refuse(
+                        "http_rewrite",
+                        format!("rewrites to {target}"),
+                        format!(
+                            "targets under {}",
+                            self.rules.http_rewrite_targets.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        let hosts = &self.rules.http_allow_hosts;
+        if !hosts.is_empty() {
+            if spec.http.allow_hosts.is_empty() {
+                spec.http.allow_hosts = hosts.clone();
+            }
+            for h in &spec.http.allow_hosts {
+                if !hosts.iter().any(|p| host_within(h, p)) {
+                    refuse(
+                        "http_allow_hosts",
+                        format!("asks for host {h}"),
+                        format!("hosts within {}", hosts.join(", ")),
+                    );
+                }
+            }
+        }
+        over
+    }
+}
+
+/// Without a policy: the operator-level powers a batch uses, one warning
+/// each.
+fn powers_used(spec: &BatchSpec) -> Vec<String> {
+    let mut used = Vec::new();
+    if !spec.ingest_settings.env.is_empty() {
+        used.push(format!(
+            "ingest_env ({})",
+            spec.ingest_settings.env.join(", ")
+        ));
+    }
+    if spec.http.allow_private {
+        used.push("http_allow_private".to_string());
+    }
+    if !spec.http.rewrite.is_empty() {
+        used.push("http_rewrite".to_string());
+    }
+    used.into_iter()
+        .map(|power| {
+            format!(
+                "{}: batch `{}` uses {power}, which only an operator should grant: \
+                 without a policy file (--policy) every batch may; see the README's security model",
+                spec.file.display(),
+                spec.metric_batch
+            )
+        })
+        .collect()
+}
+
+/// A cappable limit, whole or fractional.
+enum Capped<'a> {
+    U(&'a mut u64),
+    F(&'a mut f64),
+}
+
+impl Capped<'_> {
+    fn get(&self) -> f64 {
+        match self {
+            Capped::U(v) => **v as f64,
+            Capped::F(v) => **v,
+        }
+    }
+
+    fn set(&mut self, ceiling: f64) {
+        match self {
+            Capped::U(v) => **v = ceiling as u64,
+            Capped::F(v) => **v = ceiling,
+        }
+    }
+}
+
+/// The value of a cappable limit in `spec`.
+fn limit<'a>(spec: &'a mut BatchSpec, key: &str) -> Option<Capped<'a>> {
+    let l = &mut spec.limits;
+    Some(match key {
+        "ingest_fuel" => Capped::U(&mut l.fuel),
+        "ingest_timeout_s" => Capped::F(&mut l.timeout_s),
+        "ingest_memory_mb" => Capped::U(&mut l.memory_mb),
+        "ingest_max_rows" => Capped::U(&mut l.max_rows),
+        "ingest_max_output_kb" => Capped::U(&mut l.max_output_kb),
+        "ingest_max_result_kb" => Capped::U(&mut l.max_result_kb),
+        "http_max_requests" => Capped::U(&mut l.http_max_requests),
+        "http_max_response_kb" => Capped::U(&mut l.http_max_response_kb),
+        "http_timeout_s" => Capped::F(&mut l.http_timeout_s),
+        _ => return None,
+    })
+}
+
+fn show(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        v.to_string()
+    }
+}
+
+/// `pattern` is a name, or `PREFIX_*`.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// Whether every host `host` (a name or `*.domain`) allows is also allowed
+/// by `pattern`.
+fn host_within(host: &str, pattern: &str) -> bool {
+    let (host, pattern) = (
+        host.trim().to_ascii_lowercase(),
+        pattern.trim().to_ascii_lowercase(),
+    );
+    let under = |name: &str, domain: &str| name.ends_with(&format!(".{domain}"));
+    match (host.strip_prefix("*."), pattern.strip_prefix("*.")) {
+        (Some(sub), Some(domain)) => sub == domain || under(sub, domain),
+        (None, Some(domain)) => under(&host, domain),
+        (Some(_), None) => false,
+        (None, None) => host == pattern,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_hosts_match_their_patterns() {
+        assert!(name_matches("POSTHOG_*", "POSTHOG_KEY"));
+        assert!(!name_matches("POSTHOG_*", "ANOMSTACK_ALERT_EMAIL_PASSWORD"));
+        assert!(name_matches("WEATHER_API_KEY", "WEATHER_API_KEY"));
+        assert!(host_within("api.example.com", "*.example.com"));
+        assert!(host_within("*.api.example.com", "*.example.com"));
+        assert!(host_within("*.example.com", "*.example.com"));
+        assert!(!host_within("*.example.com", "api.example.com"));
+        assert!(!host_within("example.com.evil.net", "*.example.com"));
+        assert!(!host_within("evil-example.com", "*.example.com"));
+    }
+}

@@ -1,0 +1,327 @@
+//! The operator's policy: ceilings and powers no batch may exceed, refused
+//! at load with the file, key, value and limit; the rest of the folder
+//! loads. Without a policy, operator-level powers are warned about.
+
+use sandstack::config::{self, MetricsFolder, Policy};
+use sandstack::store::Store;
+
+use crate::support::{run_ingest, Folder};
+
+const SQL: &str =
+    "ingest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\n";
+
+/// A policy file outside the metrics folder (the operator's).
+struct OperatorPolicy {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    policy: Policy,
+}
+
+fn policy(yaml: &str) -> OperatorPolicy {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let policy = Policy::load(&path).expect("policy");
+    OperatorPolicy {
+        _dir: dir,
+        path,
+        policy,
+    }
+}
+
+fn load(f: &Folder, p: &Policy) -> MetricsFolder {
+    config::load_with_policy(f.path(), &Default::default(), p)
+}
+
+fn errors(folder: &MetricsFolder) -> Vec<String> {
+    folder.errors.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn without_a_policy_operator_powers_load_with_a_warning_each() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        &format!("metric_batch: \"b\"\n{SQL}ingest_env: [ANOMSTACK_ALERT_EMAIL_PASSWORD]\nhttp_allow_private: true\nhttp_rewrite: {{\"https://a.test\": \"http://127.0.0.1:1\"}}\n"),
+    );
+    let folder = load(&f, &Policy::none());
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    let warned: Vec<&String> = folder
+        .warnings
+        .iter()
+        .filter(|w| w.contains("which only an operator should grant"))
+        .collect();
+    assert_eq!(warned.len(), 3, "{:?}", folder.warnings);
+    assert!(warned[0].contains("uses ingest_env (ANOMSTACK_ALERT_EMAIL_PASSWORD)"));
+    assert!(warned[1].contains("uses http_allow_private"));
+    assert!(warned[2].contains("uses http_rewrite"));
+}
+
+#[test]
+fn a_batch_over_a_ceiling_is_refused_and_the_rest_load_under_it() {
+    let f = Folder::with_defaults();
+    let p = policy("max:\n  ingest_memory_mb: 512\n  ingest_timeout_s: 30\n");
+    f.write(
+        "big.yaml",
+        &format!("metric_batch: \"big\"\n{SQL}ingest_memory_mb: 1024\n"),
+    );
+    f.write(
+        "slow.yaml",
+        &format!("metric_batch: \"slow\"\n{SQL}ingest_timeout_s: 30.5\n"),
+    );
+    f.write("small.yaml", &format!("metric_batch: \"small\"\n{SQL}"));
+    let folder = load(&f, &p.policy);
+    let policy_path = &p.path;
+    assert_eq!(
+        errors(&folder),
+        vec![
+            format!(
+                "{}: key `ingest_memory_mb`: asks for 1024, but the policy {} allows at most 512",
+                f.shown("big.yaml"),
+                policy_path.display()
+            ),
+            format!(
+                "{}: key `ingest_timeout_s`: asks for 30.5, but the policy {} allows at most 30",
+                f.shown("slow.yaml"),
+                policy_path.display()
+            ),
+        ]
+    );
+    let names: Vec<&str> = folder
+        .batches
+        .iter()
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    assert_eq!(names, vec!["small"]);
+    assert_eq!(
+        folder.batches[0].limits.memory_mb, 512,
+        "an unset limit is lowered to the ceiling"
+    );
+}
+
+#[test]
+fn host_variables_are_refused_unless_the_policy_lists_them() {
+    let f = Folder::with_defaults();
+    let p = policy("ingest_env_allowed: [WEATHER_API_KEY, \"POSTHOG_*\"]\ningest_env_allowed_by_batch:\n  special: [SPECIAL_TOKEN]\n",
+    );
+    f.write(
+        "thief.yaml",
+        &format!("metric_batch: \"thief\"\n{SQL}ingest_env: [WEATHER_API_KEY, ANOMSTACK_ALERT_EMAIL_PASSWORD]\n"),
+    );
+    f.write(
+        "ok.yaml",
+        &format!("metric_batch: \"ok\"\n{SQL}ingest_env: [WEATHER_API_KEY, POSTHOG_PROJECT]\n"),
+    );
+    f.write(
+        "special.yaml",
+        &format!("metric_batch: \"special\"\n{SQL}ingest_env: [SPECIAL_TOKEN]\n"),
+    );
+    f.write(
+        "other.yaml",
+        &format!("metric_batch: \"other\"\n{SQL}ingest_env: [SPECIAL_TOKEN]\n"),
+    );
+    let folder = load(&f, &p.policy);
+    let e = errors(&folder);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with(&format!(
+        "{}: key `ingest_env`: asks for host variable SPECIAL_TOKEN, but the policy",
+        f.shown("other.yaml")
+    )));
+    assert!(e[1].starts_with(&format!(
+        "{}: key `ingest_env`: asks for host variable ANOMSTACK_ALERT_EMAIL_PASSWORD, but the policy",
+        f.shown("thief.yaml")
+    )));
+    assert!(
+        e[1].ends_with("allows WEATHER_API_KEY, POSTHOG_*"),
+        "{}",
+        e[1]
+    );
+    let names: Vec<&str> = folder
+        .batches
+        .iter()
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    assert_eq!(names, vec!["ok", "special"]);
+}
+
+#[test]
+fn an_allowed_host_variable_still_reaches_the_code() {
+    let f = Folder::with_defaults();
+    let p = policy("ingest_env_allowed: [\"WEATHER_*\"]\n");
+    f.write(
+        "w.py",
+        "import os\nimport pandas as pd\n\ndef ingest():\n    return pd.DataFrame({'metric_name': [os.environ['WEATHER_API_KEY']], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})\n",
+    );
+    f.write(
+        "w.yaml",
+        "metric_batch: \"w\"\ningest_fn: >\n  {% include \"./w.py\" %}\ningest_env: [WEATHER_API_KEY]\n",
+    );
+    let folder = load(&f, &p.policy);
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    let mut store = Store::in_memory().expect("store");
+    let r = run_ingest(
+        &folder.batches[0],
+        &mut store,
+        &[("WEATHER_API_KEY", "k123")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let names = r
+        .rows
+        .column_by_name("metric_name")
+        .expect("names")
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .expect("text")
+        .value(0)
+        .to_string();
+    assert_eq!(names, "k123");
+}
+
+#[test]
+fn private_addresses_rewrites_and_hosts_need_the_policy() {
+    let f = Folder::with_defaults();
+    let p = policy("allow_http_private: false\nallow_http_rewrite: false\nhttp_allow_hosts: [\"*.example.com\"]\n",
+    );
+    f.write(
+        "private.yaml",
+        &format!("metric_batch: \"private\"\n{SQL}http_allow_private: true\n"),
+    );
+    f.write(
+        "rewrite.yaml",
+        &format!("metric_batch: \"rewrite\"\n{SQL}http_rewrite: {{\"https://api.example.com\": \"http://169.254.169.254\"}}\n"),
+    );
+    f.write(
+        "wide.yaml",
+        &format!(
+            "metric_batch: \"wide\"\n{SQL}http_allow_hosts: [\"api.example.com\", \"evil.net\"]\n"
+        ),
+    );
+    f.write("plain.yaml", &format!("metric_batch: \"plain\"\n{SQL}"));
+    let folder = load(&f, &p.policy);
+    let e = errors(&folder);
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(
+        e[0].contains("key `http_allow_private`: asks for true, but the policy"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[1].contains("key `http_rewrite`: sets rewrites, but the policy"),
+        "{}",
+        e[1]
+    );
+    assert!(
+        e[2].contains("key `http_allow_hosts`: asks for host evil.net, but the policy"),
+        "{}",
+        e[2]
+    );
+    assert_eq!(folder.batches.len(), 1);
+    assert_eq!(
+        folder.batches[0].http.allow_hosts,
+        vec!["*.example.com".to_string()],
+        "a batch without its own list gets the policy's"
+    );
+}
+
+#[test]
+fn templates_can_be_pinned_to_the_shipped_ones() {
+    let f = Folder::with_defaults();
+    let p = policy("allow_template_overrides: false\n");
+    f.write(
+        "own.yaml",
+        &format!("metric_batch: \"own\"\n{SQL}train_sql: \"SELECT * FROM metrics\"\n"),
+    );
+    f.write("shipped.yaml", &format!("metric_batch: \"shipped\"\n{SQL}"));
+    let folder = load(&f, &p.policy);
+    let e = errors(&folder);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(&format!(
+            "{}: key `train_sql`: replaces the shipped template, but the policy",
+            f.shown("own.yaml")
+        )),
+        "{}",
+        e[0]
+    );
+    assert_eq!(folder.batches.len(), 1);
+    // Editing the shipped file the defaults include counts too.
+    f.write("defaults/sql/score.sql", "SELECT * FROM metrics");
+    let folder = load(&f, &p.policy);
+    assert!(folder.batches.is_empty());
+    let shipped_errors: Vec<String> = errors(&folder)
+        .into_iter()
+        .filter(|e| !e.contains("key `train_sql`"))
+        .collect();
+    assert_eq!(shipped_errors.len(), 2, "score_sql, for each batch");
+    assert!(shipped_errors.iter().all(|e| e.contains("key `score_sql`")));
+}
+
+#[test]
+fn a_policy_file_with_a_mistake_is_refused_whole() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, "max:\n  ingest_memory_gb: 1\n").expect("write");
+    let e = Policy::load(&path).unwrap_err();
+    assert!(
+        e.contains(
+            "`ingest_memory_gb` is not a limit a policy can cap (did you mean `ingest_memory_mb`?)"
+        ),
+        "{e}"
+    );
+    std::fs::write(&path, "allow_everything: true\n").expect("write");
+    let e = Policy::load(&path).unwrap_err();
+    assert!(e.contains("unknown field `allow_everything`"), "{e}");
+    std::fs::write(&path, "max:\n  ingest_fuel: -1\n").expect("write");
+    assert!(Policy::load(&path)
+        .unwrap_err()
+        .contains("must be a number above 0"));
+}
+
+#[test]
+fn validate_lists_the_refusals_and_exits_1() {
+    let f = Folder::with_defaults();
+    let p = policy("max:\n  ingest_memory_mb: 512\n");
+    f.write(
+        "big.yaml",
+        &format!("metric_batch: \"big\"\n{SQL}ingest_memory_mb: 4096\n"),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["validate", "--metrics"])
+        .arg(f.path())
+        .arg("--policy")
+        .arg(&p.path)
+        .output()
+        .expect("run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("key `ingest_memory_mb`: asks for 4096, but the policy"),
+        "{text}"
+    );
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["validate", "--metrics"])
+        .arg(f.path())
+        .env("SANDSTACK_POLICY", f.path().join("no-such-policy.yaml"))
+        .output()
+        .expect("run");
+    assert_ne!(
+        missing.status.code(),
+        Some(0),
+        "a missing policy is not ignored"
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+#[test]
+fn the_shipped_folder_loads_under_the_strict_example_policy() {
+    let repo = crate::support::repo();
+    let p = Policy::load(&repo.join("policy.strict.yaml")).expect("the example policy reads");
+    let folder = config::load_with_policy(&repo.join("metrics"), &Default::default(), &p);
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    assert_eq!(folder.batches.len(), 3);
+    assert!(folder.batches.iter().all(|b| b.limits.memory_mb == 512));
+}
