@@ -19,6 +19,7 @@ pub mod sections;
 mod shipped;
 mod spec;
 mod template;
+mod yaml_budget;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -411,9 +412,26 @@ fn unsupported_model_path(path: &str) -> Option<String> {
 }
 
 fn read_mapping(path: &Path) -> Result<Mapping, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+    let io = |message: String| ConfigError::Io {
         file: path.to_path_buf(),
-        message: e.to_string(),
+        message,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| io(e.to_string()))?
+        .len();
+    if size > yaml_budget::MAX_FILE_BYTES {
+        return Err(io(format!(
+            "it is {} KiB; a YAML file may be at most {} KiB (put large code or SQL in included files)",
+            size >> 10,
+            yaml_budget::MAX_FILE_BYTES >> 10
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| io(e.to_string()))?;
+    yaml_budget::check_expanded(&text, yaml_budget::MAX_EXPANDED_BYTES).map_err(|message| {
+        ConfigError::Yaml {
+            file: path.to_path_buf(),
+            message,
+        }
     })?;
     match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(Value::Mapping(m)) => Ok(m),

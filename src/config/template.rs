@@ -7,6 +7,14 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 
 /// One environment per metrics folder, so included files are read and parsed
 /// once however many batches include them.
+/// Instructions one render may run: the shipped templates need a few
+/// thousand; a loop over 10^10 items stops within a second.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+/// Nesting of blocks, includes and macros.
+const TEMPLATE_RECURSION: usize = 64;
+/// Largest rendered value.
+pub const MAX_RENDERED_BYTES: usize = 8 << 20;
+
 pub struct TemplateRenderer {
     env: Environment<'static>,
     root: std::path::PathBuf,
@@ -24,6 +32,10 @@ impl TemplateRenderer {
         {
             env.set_syntax(syntax);
         }
+        // Templates are the batch author's: a loop that runs too long or
+        // nests too deep ends in an error, not a stalled loader.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         let folder = root.to_path_buf();
         env.set_loader(move |name| load_include(&folder, name));
         TemplateRenderer {
@@ -44,7 +56,23 @@ impl TemplateRenderer {
         text: &str,
         context: &minijinja::Value,
     ) -> Result<String, String> {
-        self.env.render_named_str(name, text, context).map_err(|err| {
+        let mut out = CappedText::default();
+        let rendered = self
+            .env
+            .template_from_named_str(name, text)
+            .and_then(|t| t.render_captured_to(context, &mut out).map(|_| ()));
+        if out.over {
+            return Err(format!(
+                "the template renders to more than {} MiB; render less, or include a file",
+                MAX_RENDERED_BYTES >> 20
+            ));
+        }
+        rendered.map(|()| out.text()).map_err(|err| {
+            if err.kind() == ErrorKind::OutOfFuel {
+                return format!(
+                    "the template ran too long (over {TEMPLATE_FUEL} steps): loops must stay small"
+                );
+            }
             if err.kind() == ErrorKind::UndefinedError {
                 if let Some(names) = self.undefined_names(name, text, context) {
                     let line = err.line().map(|l| format!(" (line {l})")).unwrap_or_default();
@@ -72,6 +100,35 @@ impl TemplateRenderer {
             .collect();
         missing.sort();
         (!missing.is_empty()).then(|| missing.join(", "))
+    }
+}
+
+/// Rendered text, refused past [`MAX_RENDERED_BYTES`].
+#[derive(Default)]
+struct CappedText {
+    bytes: Vec<u8>,
+    over: bool,
+}
+
+impl CappedText {
+    fn text(self) -> String {
+        // minijinja writes UTF-8; a lossy read cannot lose anything.
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+impl std::io::Write for CappedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("rendered text over the cap"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -191,6 +248,42 @@ pub fn sole_include(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(text: &str) -> Result<String, String> {
+        let dir = tempfile::tempdir().expect("tmp");
+        TemplateRenderer::new(dir.path()).render("t", text, &minijinja::Value::from(()))
+    }
+
+    #[test]
+    fn a_loop_that_runs_too_long_is_stopped_quickly() {
+        let t = std::time::Instant::now();
+        let err = render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("the template ran too long"), "{err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn output_past_the_cap_is_refused() {
+        let err = render("{% for i in range(100) %}{{ 'x' * 200000 }}{% endfor %}").unwrap_err();
+        assert!(
+            err.starts_with("the template renders to more than 8 MiB"),
+            "{err}"
+        );
+        assert_eq!(render("{{ 'ab' * 3 }}").as_deref(), Ok("ababab"));
+    }
+
+    #[test]
+    fn deep_recursion_is_an_error() {
+        let err = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap_err();
+        assert!(!err.is_empty());
+    }
 
     #[test]
     fn sole_include_recognises_the_idiom() {

@@ -827,3 +827,72 @@ fn sleeping_batches_cannot_starve_a_third_and_sigterm_ends_the_process_in_grace(
         "{long:#?}"
     );
 }
+
+#[test]
+fn config_that_would_stall_the_loader_is_refused_quickly() {
+    let f = Folder::with_defaults();
+    let big = "x".repeat(1 << 20);
+    f.write(
+        "b/bomb.yaml",
+        &format!(
+            "metric_batch: \"bomb\"\ningest_sql: \"SELECT 1\"\na: &a \"{big}\"\nb: [{}]\n",
+            vec!["*a"; 5000].join(", ")
+        ),
+    );
+    f.write("b/laughs.yaml", &{
+        let mut t =
+            String::from("metric_batch: \"laughs\"\ningest_sql: \"SELECT 1\"\nl0: &l0 \"lol\"\n");
+        for i in 1..30 {
+            t.push_str(&format!(
+                "l{i}: &l{i} [{}]\n",
+                vec![format!("*l{}", i - 1); 10].join(", ")
+            ));
+        }
+        t
+    });
+    f.write(
+        "b/loop.yaml",
+        "metric_batch: \"loop\"\ningest_sql: \"{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}SELECT 1\"\n",
+    );
+    f.write(
+        "b/huge.yaml",
+        &format!(
+            "metric_batch: \"huge\"\ningest_sql: \"SELECT 1\"\nfiller: \"{}\"\n",
+            "y".repeat(5 << 20)
+        ),
+    );
+    f.write(
+        "b/ok.yaml",
+        "metric_batch: \"ok\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\n",
+    );
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["validate", "--metrics"])
+        .arg(f.path())
+        .output()
+        .expect("run");
+    let took = t.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "validate took {took:?}"
+    );
+    for expected in [
+        "bomb.yaml: invalid YAML: it expands to more than 32 MiB",
+        "laughs.yaml: invalid YAML: repetition limit exceeded",
+        "loop.yaml: key `ingest_sql`: the template ran too long",
+        "huge.yaml: cannot read: it is 5120 KiB; a YAML file may be at most 4096 KiB",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("ok (sql"),
+        "the sound batch still loads:\n{text}"
+    );
+    eprintln!("validate on the hostile folder took {took:?}");
+}
