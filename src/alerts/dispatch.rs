@@ -68,7 +68,41 @@ impl JobOutcome {
 /// A job's error, with its cause chain kept for the command line.
 pub type DispatchError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Run `job` of `spec`. Ingest and llmalert are not run here.
+/// A job stopped by `job_timeout_s`; whatever it was writing was rolled
+/// back.
+#[derive(Debug, thiserror::Error)]
+#[error("batch {batch}: the {job} job ran past job_timeout_s={seconds} and was stopped; nothing it was writing was stored")]
+pub struct TimedOut {
+    pub batch: String,
+    pub job: &'static str,
+    pub seconds: f64,
+}
+
+/// Run `work` within the batch's `job_timeout_s`.
+fn within_limit<T, E>(
+    spec: &BatchSpec,
+    job: Job,
+    store: &mut Store,
+    work: impl FnOnce(&mut Store) -> Result<T, E>,
+) -> Result<T, DispatchError>
+where
+    E: Into<DispatchError>,
+{
+    let limit = std::time::Duration::from_secs_f64(spec.jobs.timeout_s);
+    match store.with_time_limit(limit, work) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), true) => Err(Box::new(TimedOut {
+            batch: spec.metric_batch.clone(),
+            job: job.name(),
+            seconds: spec.jobs.timeout_s,
+        })),
+        (Err(e), false) => Err(e.into()),
+    }
+}
+
+/// Run `job` of `spec` within its `job_timeout_s`, then deliver what it
+/// produced (delivery has its own timeouts). Ingest and llmalert are not
+/// run here.
 pub fn run(
     spec: &BatchSpec,
     store: &mut Store,
@@ -76,23 +110,34 @@ pub fn run(
     ctx: &JobContext<'_>,
 ) -> Result<JobOutcome, DispatchError> {
     let send = |f: &dyn Fn(&Channels) -> NotifyReport| ctx.channels.map(f).unwrap_or_default();
+    let base = ctx.model_base;
     match job {
-        Job::Train => Ok(JobOutcome::Trained(train::run(spec, store, ctx.model_base)?)),
-        Job::Score => Ok(JobOutcome::Scored(score::run(spec, store, ctx.model_base)?)),
+        Job::Train => Ok(JobOutcome::Trained(within_limit(spec, job, store, |s| {
+            train::run(spec, s, base)
+        })?)),
+        Job::Score => Ok(JobOutcome::Scored(within_limit(spec, job, store, |s| {
+            score::run(spec, s, base)
+        })?)),
         Job::Alert => {
-            let r = alert::run(spec, store)?;
+            let r = within_limit(spec, job, store, |s| alert::run(spec, s))?;
             let sent = send(&|c| notify::alerts(spec, store, &r, c));
             Ok(JobOutcome::Alerted(r, sent))
         }
         Job::Change => {
-            let r = change::run(spec, store)?;
+            let r = within_limit(spec, job, store, |s| change::run(spec, s))?;
             let sent = send(&|c| notify::changes(spec, store, &r, c));
             Ok(JobOutcome::Changed(r, sent))
         }
-        Job::Plot => Ok(JobOutcome::Plotted(notify::write_plots(spec, store, ctx.plot_dir)?)),
-        Job::Delete => Ok(JobOutcome::Deleted(maintenance::delete(spec, store)?)),
+        Job::Plot => Ok(JobOutcome::Plotted(within_limit(spec, job, store, |s| {
+            notify::write_plots(spec, s, ctx.plot_dir)
+        })?)),
+        Job::Delete => Ok(JobOutcome::Deleted(within_limit(spec, job, store, |s| {
+            maintenance::delete(spec, s)
+        })?)),
         Job::Summary => {
-            let b = maintenance::summary(std::iter::once(spec), store)?;
+            let b = within_limit(spec, job, store, |s| {
+                maintenance::summary(std::iter::once(spec), s)
+            })?;
             let sent = send(&|c| notify::summary(&spec.metric_batch, &spec.alert.methods, &b, c));
             Ok(JobOutcome::Summarised(b, sent))
         }

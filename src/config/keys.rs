@@ -12,7 +12,8 @@ use serde_yaml_ng::Value;
 use super::declare::KeyDoc;
 use super::sections::{
     AlertSettings, BatchKeys, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings,
-    PreprocessSettings, SandboxLimits, ScoreSettings, ThresholdAlertSettings, TrainSettings,
+    JobLimits, PreprocessSettings, SandboxLimits, ScoreSettings, ThresholdAlertSettings,
+    TrainSettings,
 };
 use super::Job;
 
@@ -29,6 +30,7 @@ pub fn declared() -> impl Iterator<Item = &'static KeyDoc> {
         AlertSettings::KEYS,
         ThresholdAlertSettings::KEYS,
         ChangeSettings::KEYS,
+        JobLimits::KEYS,
         DeleteSettings::KEYS,
     ]
     .into_iter()
@@ -222,6 +224,7 @@ mod tests {
             AlertSettings::default(),
             ThresholdAlertSettings::default(),
             ChangeSettings::default(),
+            JobLimits::default(),
             DeleteSettings::default(),
         );
     }

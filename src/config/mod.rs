@@ -33,9 +33,9 @@ pub use error::ConfigError;
 pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};
 pub use policy::Policy;
 pub use sections::{
-    AlertSettings, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings, ModelConfig,
-    PreprocessParams, SandboxLimits, ScoreSettings, ThresholdAlertSettings, Thresholds,
-    TrainSettings,
+    AlertSettings, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings, JobLimits,
+    ModelConfig, PreprocessParams, SandboxLimits, ScoreSettings, ThresholdAlertSettings,
+    Thresholds, TrainSettings,
 };
 pub use spec::{BatchSpec, IngestSource, Job, JobSchedule, PythonSource};
 

@@ -26,6 +26,7 @@ const CAPPABLE: &[&str] = &[
     "http_max_requests",
     "http_max_response_kb",
     "http_timeout_s",
+    "job_timeout_s",
 ];
 
 /// The policy file, as written.
@@ -315,6 +316,7 @@ fn limit<'a>(spec: &'a mut BatchSpec, key: &str) -> Option<Capped<'a>> {
         "http_max_requests" => Capped::U(&mut l.http_max_requests),
         "http_max_response_kb" => Capped::U(&mut l.http_max_response_kb),
         "http_timeout_s" => Capped::F(&mut l.http_timeout_s),
+        "job_timeout_s" => Capped::F(&mut spec.jobs.timeout_s),
         _ => return None,
     })
 }

@@ -267,6 +267,14 @@ crate::settings! {
 }
 
 crate::settings! {
+    /// What every job other than ingest shares.
+    "jobs" => pub struct JobLimits {
+        /// wall clock for one run of train, score, alert, change, plot, delete or summary; past it the run is stopped and stores nothing
+        timeout_s: f64 [Seconds] = "job_timeout_s", "300";
+    }
+}
+
+crate::settings! {
     /// The delete job (retention).
     "delete" => pub struct DeleteSettings {
         /// age in days after which `delete_sql` removes rows

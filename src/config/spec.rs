@@ -12,8 +12,8 @@ use super::error::ConfigError;
 use super::fields::FieldReader;
 use super::sections::{
     AlertSettings, BatchKeys, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings,
-    PreprocessParams, PreprocessSettings, SandboxLimits, ScoreSettings, ThresholdAlertSettings,
-    TrainSettings,
+    JobLimits, PreprocessParams, PreprocessSettings, SandboxLimits, ScoreSettings,
+    ThresholdAlertSettings, TrainSettings,
 };
 
 /// The jobs a batch can run, in pipeline order.
@@ -145,6 +145,7 @@ pub struct BatchSpec {
     pub alert: AlertSettings,
     pub tholdalert: ThresholdAlertSettings,
     pub change: ChangeSettings,
+    pub jobs: JobLimits,
     pub delete: DeleteSettings,
     /// Every rendered key, for SQL templates and later jobs.
     pub values: BTreeMap<String, serde_json::Value>,
@@ -225,6 +226,7 @@ pub(super) fn read_spec(
         alert: AlertSettings::read(&mut r),
         tholdalert: ThresholdAlertSettings::read(&mut r),
         change: ChangeSettings::read(&mut r),
+        jobs: JobLimits::read(&mut r),
         delete: DeleteSettings::read(&mut r),
         values: r.all_as_json(),
         source: Default::default(),

@@ -32,6 +32,7 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
     let mut report = ScoreReport::default();
     let mut rows = Vec::new();
     for (metric, s) in series {
+        store.check_time()?;
         let mut loaded = Vec::new();
         for cfg in &spec.train.model_configs {
             if let Some(m) = models.load(&batch, metric, &cfg.tag())? {

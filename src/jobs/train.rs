@@ -39,7 +39,11 @@ fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, Jo
     let series = &input.series;
     let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = TrainReport::default();
+    // Saved together at the end, so a run stopped by its time limit leaves
+    // the previous models in place.
+    let mut fitted = Vec::new();
     for (metric, s) in series {
+        store.check_time()?;
         if spec.train.exclude_metrics.contains(metric) {
             continue;
         }
@@ -56,10 +60,11 @@ fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, Jo
         }
         let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;
         for cfg in &spec.train.model_configs {
+            store.check_time()?;
             match TrainedModel::fit(cfg, &features.rows, seed(&batch, metric, &cfg.tag())) {
                 Ok(model) => {
-                    models.save(&batch, metric, &model)?;
                     report.trained.push((metric.clone(), cfg.tag(), features.rows.len()));
+                    fitted.push((metric.clone(), model));
                 }
                 Err(ModelError::TooFewRows { rows, .. }) => report.skipped.push((
                     metric.clone(),
@@ -68,6 +73,10 @@ fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, Jo
                 Err(e) => report.skipped.push((metric.clone(), format!("model {}: {e}", cfg.tag()))),
             }
         }
+    }
+    store.check_time()?;
+    for (metric, model) in &fitted {
+        models.save(&batch, metric, model)?;
     }
     Ok(report)
 }

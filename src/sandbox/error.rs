@@ -88,6 +88,19 @@ pub enum ExecError {
     Internal(String),
 }
 
+impl ExecError {
+    /// Whether the run was stopped by `ingest_timeout_s`.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            ExecError::Limit {
+                limit: "ingest_timeout_s",
+                ..
+            }
+        )
+    }
+}
+
 fn detail_suffix(detail: &str) -> String {
     if detail.is_empty() {
         String::new()

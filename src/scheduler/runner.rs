@@ -195,6 +195,11 @@ impl StoreRunner {
                     }
                 }
                 RunResult {
+                    status: if f.error.is_timeout() {
+                        RunStatus::TimedOut
+                    } else {
+                        RunStatus::Failed
+                    },
                     fuel: f.sandbox.as_ref().map_or(0, |s| s.stats.fuel_used),
                     // A failed run's cassette is the one worth replaying.
                     cassette: cassette_path.filter(|p| std::path::Path::new(p).exists()),
@@ -237,6 +242,10 @@ impl JobRunner for StoreRunner {
                     ..RunResult::ok(out.rows())
                 }
             }
+            Err(e) if e.downcast_ref::<dispatch::TimedOut>().is_some() => RunResult {
+                status: RunStatus::TimedOut,
+                ..RunResult::failed(e.to_string())
+            },
             Err(e) => RunResult::failed(e.to_string()),
         }
     }

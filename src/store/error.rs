@@ -28,6 +28,9 @@ pub enum StoreError {
     /// The metrics folder's own SQL failed; the caller says which key.
     #[error("{0}")]
     Template(String),
+    /// A time limit ran out ([`super::Store::with_time_limit`]).
+    #[error("stopped: its time limit ran out")]
+    TimedOut,
 }
 
 /// Wrap an engine error with what was being done.

@@ -20,6 +20,9 @@ pub mod table_key;
 use std::any::Any;
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 pub use dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
 pub use error::StoreError;
@@ -38,49 +41,105 @@ pub trait Backend: MetricsStore + RunHistory + DashboardStore + Send {
 
     /// For tests and tools that need the concrete backend.
     fn as_any(&self) -> &dyn Any;
+
+    /// Something that stops the statement this connection is running,
+    /// from another thread.
+    fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync>;
 }
 
 /// The database handle the rest of sandstack holds: a [`Backend`] behind a
 /// box, so callers never name the engine.
-pub struct Store(Box<dyn Backend>);
+pub struct Store {
+    backend: Box<dyn Backend>,
+    /// Set when a time limit ran out (see [`Store::with_time_limit`]).
+    stop: Arc<AtomicBool>,
+}
 
 impl Store {
     /// Open (creating if missing) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Store(Box::new(duck::DuckStore::open(path)?)))
+        Ok(Store::from_backend(Box::new(duck::DuckStore::open(path)?)))
     }
 
     /// An in-memory database, for tests and dry runs.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Ok(Store(Box::new(duck::DuckStore::in_memory()?)))
+        Ok(Store::from_backend(Box::new(duck::DuckStore::in_memory()?)))
     }
 
     /// Wrap a backend built elsewhere.
     pub fn from_backend(backend: Box<dyn Backend>) -> Self {
-        Store(backend)
+        Store {
+            backend,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Another connection to the same database, for work on another
     /// thread.
     pub fn try_clone(&self) -> Result<Self, StoreError> {
-        Ok(Store(self.0.try_clone()?))
+        Ok(Store::from_backend(self.backend.try_clone()?))
     }
 
     /// The concrete backend, when it is a `B`.
     pub fn backend<B: Backend + 'static>(&self) -> Option<&B> {
-        self.0.as_any().downcast_ref::<B>()
+        self.backend.as_any().downcast_ref::<B>()
+    }
+
+    /// Run `work` for at most `limit`. Past it, the statement running is
+    /// stopped (and any started after, until `work` returns) and
+    /// [`Store::check_time`] fails, so native code between statements
+    /// stops too. Returns what `work` returned and whether the limit ran
+    /// out.
+    pub fn with_time_limit<R>(
+        &mut self,
+        limit: Duration,
+        work: impl FnOnce(&mut Store) -> R,
+    ) -> (R, bool) {
+        self.stop.store(false, Ordering::SeqCst);
+        let (interrupt, stop) = (self.backend.interrupter(), self.stop.clone());
+        let (done, wait) = mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if wait.recv_timeout(limit) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            stop.store(true, Ordering::SeqCst);
+            // Again and again: a statement started after one interrupt is
+            // stopped by the next.
+            loop {
+                interrupt();
+                if wait.recv_timeout(Duration::from_millis(50))
+                    != Err(mpsc::RecvTimeoutError::Timeout)
+                {
+                    return;
+                }
+            }
+        });
+        let out = work(self);
+        drop(done);
+        let _ = watchdog.join();
+        (out, self.stop.swap(false, Ordering::SeqCst))
+    }
+
+    /// Fails once a time limit set by [`Store::with_time_limit`] has run
+    /// out, for long native work between statements.
+    pub fn check_time(&self) -> Result<(), StoreError> {
+        if self.stop.load(Ordering::SeqCst) {
+            Err(StoreError::TimedOut)
+        } else {
+            Ok(())
+        }
     }
 }
 
 impl Deref for Store {
     type Target = dyn Backend;
     fn deref(&self) -> &Self::Target {
-        self.0.as_ref()
+        self.backend.as_ref()
     }
 }
 
 impl DerefMut for Store {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.as_mut()
+        self.backend.as_mut()
     }
 }

@@ -15,6 +15,8 @@ pub enum RunStatus {
     Skipped,
     /// Still running when shutdown's grace period ended.
     Interrupted,
+    /// Stopped by its time limit (`job_timeout_s`, `ingest_timeout_s`).
+    TimedOut,
 }
 
 impl RunStatus {
@@ -24,6 +26,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Skipped => "skipped",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::TimedOut => "timeout",
         }
     }
 
@@ -32,6 +35,7 @@ impl RunStatus {
             "succeeded" => RunStatus::Succeeded,
             "skipped" => RunStatus::Skipped,
             "interrupted" => RunStatus::Interrupted,
+            "timeout" => RunStatus::TimedOut,
             _ => RunStatus::Failed,
         }
     }
@@ -116,4 +120,23 @@ pub trait RunHistory {
     /// The newest ingest run of each batch that was not skipped:
     /// (status, ended µs).
     fn last_ingests(&self) -> Result<BTreeMap<String, (String, i64)>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_stored_names() {
+        for s in [
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Skipped,
+            RunStatus::Interrupted,
+            RunStatus::TimedOut,
+        ] {
+            assert_eq!(RunStatus::parse(s.as_str()), s);
+        }
+        assert_eq!(RunStatus::TimedOut.as_str(), "timeout");
+    }
 }

@@ -896,3 +896,60 @@ fn config_that_would_stall_the_loader_is_refused_quickly() {
     );
     eprintln!("validate on the hostile folder took {took:?}");
 }
+
+#[test]
+fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
+    let f = Folder::with_defaults();
+    let forever = "SELECT now() AS metric_timestamp, 'm' AS metric_name, count(*) AS metric_value FROM range(1000000000000) t(i) WHERE i % 7 = 3";
+    f.write(
+        "b/slow.yaml",
+        &format!("metric_batch: \"slow\"\ningest_sql: \"{forever}\"\ningest_timeout_s: 1\n"),
+    );
+    f.write(
+        "b/job.yaml",
+        "metric_batch: \"job\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\njob_timeout_s: 1\ntrain_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, count(*) AS metric_value FROM metrics, range(1000000000000) t(i) WHERE i % 7 = 3\"\n",
+    );
+    let mut store = Store::in_memory().expect("store");
+    let t = std::time::Instant::now();
+    let err = run_ingest(&f.spec("slow", &[]), &mut store, &[]).expect_err("stopped");
+    assert!(err.error.is_timeout());
+    assert_eq!(
+        err.to_string(),
+        "batch slow: ingest exceeded ingest_timeout_s=1: ingest_sql was stopped and nothing was stored"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+
+    let job = f.spec("job", &[]);
+    run_ingest(&job, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let models = tempfile::tempdir().expect("tmp");
+    let ctx = sandstack::alerts::dispatch::JobContext {
+        model_base: models.path(),
+        plot_dir: models.path(),
+        channels: None,
+    };
+    let t = std::time::Instant::now();
+    let err =
+        sandstack::alerts::dispatch::run(&job, &mut store, sandstack::config::Job::Train, &ctx)
+            .expect_err("stopped");
+    assert!(
+        err.downcast_ref::<sandstack::alerts::dispatch::TimedOut>()
+            .is_some(),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "batch job: the train job ran past job_timeout_s=1 and was stopped; nothing it was writing was stored"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    // The connection is usable afterwards.
+    assert_eq!(store.count_rows("metrics").expect("count"), 1);
+}

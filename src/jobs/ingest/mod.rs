@@ -37,6 +37,22 @@ pub enum IngestError {
     Database(StoreError),
     #[error("the Python sandbox is not available: {0}")]
     Setup(#[from] SetupError),
+    /// `ingest_sql` ran past `ingest_timeout_s` and was stopped.
+    #[error(
+        "ingest exceeded ingest_timeout_s={seconds}: ingest_sql was stopped and nothing was stored"
+    )]
+    TimedOut { seconds: f64 },
+}
+
+impl IngestError {
+    /// Whether the run was stopped by its time limit (SQL or Python).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            IngestError::TimedOut { .. } => true,
+            IngestError::Run(e) => e.is_timeout(),
+            _ => false,
+        }
+    }
 }
 
 /// Where the Python sandbox comes from: opened lazily, so SQL-only runs
@@ -209,9 +225,29 @@ fn execute_python(
     })
 }
 
-/// `ingest_sql`: the query, the checks and the append in one transaction
-/// (rolled back on a dry run), so a failed ingest stores nothing.
+/// `ingest_sql` within `ingest_timeout_s`: past it DuckDB stops the query
+/// and the transaction rolls back.
 fn run_sql(
+    spec: &BatchSpec,
+    store: &mut Store,
+    sql: &str,
+    opts: IngestOptions,
+    started: Instant,
+) -> Result<IngestReport, IngestError> {
+    let limit = Duration::from_secs_f64(spec.limits.timeout_s);
+    match store.with_time_limit(limit, |store| {
+        query_and_store(spec, store, sql, opts, started)
+    }) {
+        (Err(_), true) => Err(IngestError::TimedOut {
+            seconds: spec.limits.timeout_s,
+        }),
+        (result, _) => result,
+    }
+}
+
+/// The query, the checks and the append in one transaction (rolled back on
+/// a dry run), so a failed ingest stores nothing.
+fn query_and_store(
     spec: &BatchSpec,
     store: &mut Store,
     sql: &str,

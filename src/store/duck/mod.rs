@@ -108,4 +108,9 @@ impl Backend for DuckStore {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let handle = self.conn.interrupt_handle();
+        Arc::new(move || handle.interrupt())
+    }
 }

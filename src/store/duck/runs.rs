@@ -79,7 +79,7 @@ impl RunHistory for DuckStore {
             args.push(Box::new(j.clone()));
         }
         if filter.failed_only {
-            sql.push_str(" AND status IN ('failed', 'interrupted')");
+            sql.push_str(" AND status IN ('failed', 'interrupted', 'timeout')");
         }
         sql.push_str(" ORDER BY started_at DESC, run_id DESC LIMIT ? OFFSET ?");
         args.push(Box::new(filter.limit as i64));
