@@ -211,10 +211,20 @@ impl Cassette {
             )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let c: Cassette = serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
+        Cassette::parse(&text, &path.display().to_string())
+    }
+
+    /// Read a cassette's text; `path` names it in errors. The checks of
+    /// [`Cassette::load`] but the size.
+    pub fn parse(text: &str, path: &str) -> Result<Cassette, CassetteError> {
+        let err = |message: String| CassetteError::Read {
+            path: path.to_string(),
+            message,
+        };
+        let c: Cassette = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
         if c.version != FORMAT_VERSION {
             return Err(CassetteError::Version {
-                path: path.display().to_string(),
+                path: path.to_string(),
                 found: c.version,
             });
         }

@@ -264,7 +264,7 @@ pub fn door_call(
 }
 
 /// Answer one frame, or stop the run.
-fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, ExecError> {
+pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, ExecError> {
     let request = door::decode(frame)
         .map_err(|e| ExecError::Protocol(guest_text::one_line(&e.to_string())))?;
     let door = &mut state.door;
@@ -341,11 +341,11 @@ fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, ExecError> {
 /// The host side of the door, driven with frames as the guest would send
 /// them, without a guest.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::{HttpPolicy, SandboxLimits};
 
-    fn state(limits: SandboxLimits, http: HttpPolicy) -> HostState {
+    pub(in crate::sandbox) fn state(limits: SandboxLimits, http: HttpPolicy) -> HostState {
         let inputs = ExecInputs {
             batch: "b".into(),
             source: "def ingest(): pass".into(),

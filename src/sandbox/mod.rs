@@ -20,6 +20,8 @@ pub mod door;
 mod engine;
 pub mod error;
 mod exec;
+#[cfg(test)]
+mod fuzz;
 pub mod guest;
 mod guest_sources;
 pub mod guest_text;
