@@ -10,6 +10,7 @@ mod dashboard;
 mod detection;
 mod hostile;
 mod ingest_sql;
+mod kill;
 mod policy;
 mod sandbox_door;
 mod sandbox_hackernews;
