@@ -132,7 +132,25 @@ pub fn load_with_policy(
             name: &name,
             map: &map,
         };
-        match load_batch(&renderer, &defaults, &batch, env) {
+        // Under a policy a batch includes only its own directory's files
+        // and the shared defaults.
+        let confined = policy.path().map(|_| {
+            let own = file
+                .parent()
+                .and_then(|p| p.strip_prefix(dir).ok())
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            template::TemplateRenderer::with_include_dirs(
+                dir,
+                Some(vec![own, PathBuf::from("defaults")]),
+            )
+        });
+        match load_batch(
+            confined.as_ref().unwrap_or(&renderer),
+            &defaults,
+            &batch,
+            env,
+        ) {
             Ok(Loaded::Batch(mut spec)) => {
                 let (errors, warnings) = policy.apply(&mut spec);
                 out.warnings.extend(warnings);
@@ -284,6 +302,7 @@ fn load_batch(
         .collect();
     let source = spec::BatchSource {
         dir: renderer.dir().to_path_buf(),
+        include_dirs: renderer.include_dirs(),
         merged,
         origins,
     };
@@ -329,10 +348,12 @@ pub fn with_values(
     }
     let source = spec::BatchSource {
         dir: spec.source.dir.clone(),
+        include_dirs: spec.source.include_dirs.clone(),
         merged,
         origins: spec.source.origins.clone(),
     };
-    let renderer = template::TemplateRenderer::new(&source.dir);
+    let renderer =
+        template::TemplateRenderer::with_include_dirs(&source.dir, source.include_dirs.clone());
     render_and_read(&renderer, &spec.file, &spec.metric_batch, source)
 }
 

@@ -159,6 +159,8 @@ pub struct BatchSpec {
 #[derive(Debug, Default)]
 pub(super) struct BatchSource {
     pub dir: PathBuf,
+    /// Where includes may come from, under a policy.
+    pub include_dirs: Option<Vec<PathBuf>>,
     pub merged: serde_yaml_ng::Mapping,
     pub origins: BTreeMap<String, PathBuf>,
 }

@@ -18,10 +18,18 @@ pub const MAX_RENDERED_BYTES: usize = 8 << 20;
 pub struct TemplateRenderer {
     env: Environment<'static>,
     root: std::path::PathBuf,
+    include_dirs: Option<Vec<PathBuf>>,
 }
 
 impl TemplateRenderer {
     pub fn new(root: &Path) -> Self {
+        Self::with_include_dirs(root, None)
+    }
+
+    /// A renderer whose includes must also lie under one of `dirs` (folder
+    /// paths such as the batch's own directory and `defaults`), when set.
+    pub fn with_include_dirs(root: &Path, dirs: Option<Vec<PathBuf>>) -> Self {
+        let dirs_kept = dirs.clone();
         let mut env = Environment::new();
         // Strict: a typo in a variable name is an error naming it, not an
         // empty string in the middle of a SQL query.
@@ -37,16 +45,27 @@ impl TemplateRenderer {
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_recursion_limit(TEMPLATE_RECURSION);
         let folder = root.to_path_buf();
-        env.set_loader(move |name| load_include(&folder, name));
+        env.set_loader(move |name| {
+            if let Some(dirs) = &dirs {
+                confine(&folder, dirs, name)?;
+            }
+            load_include(&folder, name)
+        });
         TemplateRenderer {
             env,
             root: root.to_path_buf(),
+            include_dirs: dirs_kept,
         }
     }
 
     /// The metrics folder includes are read from.
     pub fn dir(&self) -> &Path {
         &self.root
+    }
+
+    /// The directories includes are confined to, if any.
+    pub fn include_dirs(&self) -> Option<Vec<PathBuf>> {
+        self.include_dirs.clone()
     }
 
     /// Render `text` with `context`; `name` labels the template in errors.
@@ -159,6 +178,28 @@ fn kind_text(kind: ErrorKind) -> &'static str {
         ErrorKind::SyntaxError => "template syntax error",
         _ => "template error",
     }
+}
+
+/// Under a policy, an include must lie under one of `dirs` (relative to the
+/// folder): a batch reads its own directory and the shared defaults, not
+/// another batch's code or SQL.
+fn confine(root: &Path, dirs: &[PathBuf], name: &str) -> Result<(), minijinja::Error> {
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let path = canonical(&root.join(name));
+    if dirs
+        .iter()
+        .any(|d| path.starts_with(canonical(&root.join(d))))
+    {
+        return Ok(());
+    }
+    let shown: Vec<String> = dirs.iter().map(|d| format!("{}/", d.display())).collect();
+    Err(minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!(
+            "include \"{name}\" is outside this batch's files: under the operator's policy a batch may include only from {}",
+            shown.join(" and ")
+        ),
+    ))
 }
 
 /// Resolve an include name against the metrics folder, refusing any path

@@ -325,3 +325,42 @@ fn the_shipped_folder_loads_under_the_strict_example_policy() {
     assert_eq!(folder.batches.len(), 3);
     assert!(folder.batches.iter().all(|b| b.limits.memory_mb == 512));
 }
+
+#[test]
+fn under_a_policy_a_batch_includes_only_its_own_files_and_the_defaults() {
+    let f = Folder::with_defaults();
+    f.write("other/secret.sql", "SELECT 'the other batch''s SQL'");
+    f.write(
+        "other/other.yaml",
+        &format!("metric_batch: \"other\"\n{SQL}"),
+    );
+    f.write(
+        "mine/own.sql",
+        "SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value",
+    );
+    f.write(
+        "mine/ok.yaml",
+        "metric_batch: \"ok\"\ningest_sql: >\n  {% include \"./mine/own.sql\" %}\n",
+    );
+    f.write(
+        "mine/nosy.yaml",
+        "metric_batch: \"nosy\"\ningest_sql: >\n  {% include \"./other/secret.sql\" %}\n",
+    );
+    let without = load(&f, &Policy::none());
+    assert!(without.errors.is_empty(), "{:?}", without.errors);
+    let p = policy("allow_template_overrides: true\n");
+    let folder = load(&f, &p.policy);
+    let e = errors(&folder);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("include \"./other/secret.sql\" is outside this batch's files: under the operator's policy a batch may include only from mine/ and defaults/"),
+        "{}",
+        e[0]
+    );
+    let names: Vec<&str> = folder
+        .batches
+        .iter()
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    assert_eq!(names, vec!["ok", "other"]);
+}
