@@ -7,13 +7,17 @@ use crate::store::{Store, StoreError};
 
 /// Run the batch's `delete_sql`, as one statement (a prepared statement
 /// cannot smuggle a second one in); returns how many rows it removed.
-pub fn delete(spec: &BatchSpec, store: &Store) -> Result<u64, StoreError> {
+pub fn delete(spec: &BatchSpec, store: &mut Store) -> Result<u64, StoreError> {
     let Some(sql) = spec.sql.get("delete_sql") else {
         return Ok(0);
     };
     store.ensure_metrics_table(&spec.table_key)?;
-    let removed =
-        store.execute_template(sql, &format!("batch {}: delete_sql", spec.metric_batch))?;
+    let removed = store.delete_with_template(
+        &spec.table_key,
+        &spec.metric_batch,
+        sql,
+        &format!("batch {}: delete_sql", spec.metric_batch),
+    )?;
     Ok(removed as u64)
 }
 

@@ -61,9 +61,17 @@ pub trait MetricsStore {
     /// return its rows. More than one statement is refused unrun.
     fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError>;
 
-    /// Run one statement from the metrics folder (`delete_sql`); returns
-    /// the rows it changed. `context` names it in errors.
-    fn execute_template(&self, sql: &str, context: &str) -> Result<usize, StoreError>;
+    /// Run `delete_sql` of `batch`: one DELETE that may remove only that
+    /// batch's rows of `table_key` (if it would touch another batch's, it
+    /// is rolled back and refused). Returns the rows removed. `context`
+    /// names it in errors.
+    fn delete_with_template(
+        &mut self,
+        table_key: &str,
+        batch: &str,
+        sql: &str,
+        context: &str,
+    ) -> Result<usize, StoreError>;
 
     /// Start a transaction: a template query and appends that stand or
     /// fall together (SQL ingest).

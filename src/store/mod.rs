@@ -7,7 +7,7 @@
 //! Nothing outside this module names a database crate or writes SQL; the
 //! only SQL that reaches a backend from outside is the metrics folder's own
 //! templates, through [`MetricsStore::query_template`] and
-//! [`MetricsStore::execute_template`].
+//! [`MetricsStore::delete_with_template`].
 
 pub mod dashboard;
 pub mod duck;

@@ -536,7 +536,7 @@ fn delete_sql_runs_as_one_statement() {
     let spec = f.spec("sql_del", &[]);
     let mut store = Store::in_memory().expect("store");
     run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
-    let err = sandstack::jobs::maintenance::delete(&spec, &store)
+    let err = sandstack::jobs::maintenance::delete(&spec, &mut store)
         .expect_err("two statements are refused")
         .to_string();
     assert!(
@@ -662,7 +662,7 @@ fn read_templates_must_be_queries_and_delete_sql_a_delete() {
         err,
         "batch w: preparing query: it is a DELETE; this template must be one read-only query"
     );
-    let err = sandstack::jobs::maintenance::delete(&spec, &store)
+    let err = sandstack::jobs::maintenance::delete(&spec, &mut store)
         .expect_err("a DROP in delete_sql")
         .to_string();
     assert_eq!(
@@ -952,4 +952,35 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
     );
     // The connection is usable afterwards.
     assert_eq!(store.count_rows("metrics").expect("count"), 1);
+}
+
+#[test]
+fn delete_sql_cannot_reach_other_batches_rows() {
+    let f = Folder::with_defaults();
+    let ingest =
+        "ingest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\n";
+    f.write(
+        "b/victim.yaml",
+        &format!("metric_batch: \"victim\"\n{ingest}"),
+    );
+    f.write(
+        "b/wiper.yaml",
+        &format!("metric_batch: \"wiper\"\n{ingest}delete_sql: \"DELETE FROM metrics WHERE metric_name = 'm'\"\n"),
+    );
+    let mut store = Store::in_memory().expect("store");
+    for b in ["victim", "wiper"] {
+        run_ingest(&f.spec(b, &[]), &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let err = sandstack::jobs::maintenance::delete(&f.spec("wiper", &[]), &mut store)
+        .expect_err("reaches the victim's rows")
+        .to_string();
+    assert_eq!(
+        err,
+        "batch wiper: delete_sql: it would remove 1 rows of other batches; a batch's delete_sql may remove only its own (metric_batch = 'wiper'), so nothing was removed"
+    );
+    assert_eq!(
+        store.count_rows("metrics").expect("count"),
+        2,
+        "nothing removed"
+    );
 }

@@ -13,7 +13,7 @@ use crate::support::{repo, Folder};
 #[test]
 fn every_default_template_runs_for_every_example() {
     let folder = sandstack::config::load(&repo().join("metrics"), &Default::default());
-    let store = Store::in_memory().expect("store");
+    let mut store = Store::in_memory().expect("store");
     for spec in &folder.batches {
         store.ensure_metrics_table(&spec.table_key).expect("table");
         for key in [
@@ -33,7 +33,9 @@ fn every_default_template_runs_for_every_example() {
                 .unwrap_or_else(|| panic!("{} lacks {key}", spec.metric_batch));
             // delete_sql is the one template that writes.
             let ran = if key == "delete_sql" {
-                store.execute_template(sql, key).map(|_| ())
+                store
+                    .delete_with_template(&spec.table_key, &spec.metric_batch, sql, key)
+                    .map(|_| ())
             } else {
                 store.query_template(sql).map(|_| ())
             };

@@ -200,13 +200,38 @@ impl MetricsStore for DuckStore {
         Ok(batches)
     }
 
-    fn execute_template(&self, sql: &str, context: &str) -> Result<usize, StoreError> {
+    fn delete_with_template(
+        &mut self,
+        table_key: &str,
+        batch: &str,
+        sql: &str,
+        context: &str,
+    ) -> Result<usize, StoreError> {
+        let refuse = |message: String| StoreError::Sql {
+            context: context.to_string(),
+            message,
+        };
         self.require_kind(sql, StatementKind::Delete)
-            .map_err(|message| StoreError::Sql {
-                context: context.to_string(),
-                message,
-            })?;
-        self.connection().execute(sql, []).map_err(db_err(context))
+            .map_err(refuse)?;
+        let t = TableKey::parse(table_key)?.quoted();
+        let others = format!("SELECT count(*) FROM {t} WHERE metric_batch <> ?");
+        let tx = self.conn.transaction().map_err(db_err(context))?;
+        let count = |tx: &duckdb::Transaction<'_>| -> Result<i64, StoreError> {
+            tx.query_row(&others, [batch], |r| r.get(0))
+                .map_err(db_err(context))
+        };
+        let before = count(&tx)?;
+        let removed = tx.execute(sql, []).map_err(db_err(context))?;
+        let after = count(&tx)?;
+        if after != before {
+            tx.rollback().map_err(db_err(context))?;
+            return Err(refuse(format!(
+                "it would remove {} rows of other batches; a batch's delete_sql may remove only its own (metric_batch = '{batch}'), so nothing was removed",
+                before - after
+            )));
+        }
+        tx.commit().map_err(db_err(context))?;
+        Ok(removed)
     }
 
     fn begin(&mut self) -> Result<Box<dyn MetricsTx + '_>, StoreError> {
@@ -352,13 +377,28 @@ mod tests {
             .expect_err("two statements");
         assert!(matches!(two, StoreError::Sql { .. }), "{two}");
         let del = s
-            .execute_template("DELETE FROM m; DROP TABLE m", "delete_sql")
+            .delete_with_template("m", "b", "DELETE FROM m; DROP TABLE m", "delete_sql")
             .expect_err("two statements");
         assert!(del.to_string().starts_with("delete_sql: "), "{del}");
         assert_eq!(s.count_rows("m").expect("count"), 1, "nothing ran");
+        let other = s
+            .delete_with_template("m", "not-b", "DELETE FROM m", "delete_sql")
+            .expect_err("another batch's rows");
+        assert!(
+            other
+                .to_string()
+                .contains("it would remove 1 rows of other batches"),
+            "{other}"
+        );
+        assert_eq!(s.count_rows("m").expect("count"), 1, "rolled back");
         assert_eq!(
-            s.execute_template("DELETE FROM m", "delete_sql")
-                .expect("one"),
+            s.delete_with_template(
+                "m",
+                "b",
+                "DELETE FROM m WHERE metric_batch = 'b'",
+                "delete_sql"
+            )
+            .expect("one"),
             1
         );
     }
