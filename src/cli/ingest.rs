@@ -86,7 +86,7 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let mut store = if args.dry_run {
         Store::in_memory()?
     } else {
-        Store::open(&cli.db)?
+        super::open_store(cli)?
     };
     let env = host_env();
     let mut failed = 0;

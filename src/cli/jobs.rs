@@ -100,7 +100,7 @@ fn print_sent(r: &NotifyReport) {
 pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
-    let mut store = Store::open(&cli.db)?;
+    let mut store = super::open_store(cli)?;
     let channels = Channels::from_env(&host_env());
     run_job(spec, &mut store, job, Some(&channels))?;
     Ok(ExitCode::SUCCESS)
@@ -108,7 +108,7 @@ pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
 
 pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
-    let store = Store::open(&cli.db)?;
+    let store = super::open_store(cli)?;
     let batches: Vec<&BatchSpec> = match name {
         Some(n) => vec![find_batch(&folder, n)?],
         None => folder.enabled_batches().collect(),
@@ -135,7 +135,7 @@ pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<Exit
 pub fn plot(cli: &Cli, name: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
-    let store = Store::open(&cli.db)?;
+    let store = super::open_store(cli)?;
     let dir = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| super::db_paths::plot_dir(&cli.db));
@@ -173,7 +173,7 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
     let step = parse_every(every)?;
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
-    let mut store = Store::open(&cli.db)?;
+    let mut store = super::open_store(cli)?;
     let report = backfill::ingest_periods(
         spec,
         &mut store,

@@ -234,6 +234,16 @@ pub(crate) fn load_policy(cli: &Cli) -> anyhow::Result<crate::config::Policy> {
     }
 }
 
+/// The database, with the engine limits of the policy.
+pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
+    let policy = load_policy(cli)?;
+    let limits = crate::store::EngineLimits {
+        memory_mb: policy.engine_memory_mb(),
+        threads: policy.engine_threads(),
+    };
+    Ok(crate::store::Store::open_limited(&cli.db, limits)?)
+}
+
 /// Load the metrics folder under the policy; print warnings to stderr.
 pub(crate) fn load_folder(cli: &Cli) -> anyhow::Result<crate::config::MetricsFolder> {
     let policy = load_policy(cli)?;

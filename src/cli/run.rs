@@ -156,7 +156,7 @@ pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let store = Store::open(&cli.db)?;
+        let store = super::open_store(cli)?;
         store.ensure_runs_table()?;
         let dir = cli.metrics.clone();
         let policy = Arc::new(super::load_policy(cli)?);
@@ -188,7 +188,7 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let demo = args.demo;
     let policy = Arc::new(super::load_policy(cli)?);
     let folder = load_reporting(&dir, demo, &policy)?;
-    let store = Store::open(&cli.db)?;
+    let store = super::open_store(cli)?;
     store.ensure_runs_table()?;
     let env = host_env();
     if demo {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::Cli;
-use crate::store::{RunFilter, Store};
+use crate::store::RunFilter;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunsArgs {
@@ -28,7 +28,7 @@ fn time(us: i64) -> String {
 }
 
 pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&cli.db)?;
+    let store = super::open_store(cli)?;
     let runs = store.list_runs(&RunFilter {
         run_id: None,
         batch: args.batch.clone(),

@@ -56,6 +56,12 @@ struct PolicyFile {
     http_allow_hosts: Vec<String>,
     #[serde(default = "yes")]
     allow_template_overrides: bool,
+    /// The database engine's memory for the whole process, in MiB.
+    #[serde(default)]
+    duckdb_memory_mb: Option<u64>,
+    /// The database engine's threads for the whole process.
+    #[serde(default)]
+    duckdb_threads: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -112,6 +118,15 @@ impl Policy {
 
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The engine's memory and threads, as the policy sets them.
+    pub fn engine_memory_mb(&self) -> Option<u64> {
+        self.rules.duckdb_memory_mb
+    }
+
+    pub fn engine_threads(&self) -> Option<u64> {
+        self.rules.duckdb_threads
     }
 
     /// Hold `spec` to the policy: the errors refuse the batch; limits it

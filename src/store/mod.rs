@@ -34,6 +34,14 @@ pub use table_key::TableKey;
 /// Default database file, relative to the working directory.
 pub const DEFAULT_DB: &str = "sandstack.duckdb";
 
+/// The operator's limits on the database engine as a whole (its memory and
+/// threads), fixed when it is opened: SQL cannot change them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineLimits {
+    pub memory_mb: Option<u64>,
+    pub threads: Option<u64>,
+}
+
 /// Everything a database behind sandstack provides.
 pub trait Backend: MetricsStore + RunHistory + DashboardStore + Send {
     /// Another connection to the same database, for work on another thread.
@@ -58,7 +66,15 @@ pub struct Store {
 impl Store {
     /// Open (creating if missing) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Store::from_backend(Box::new(duck::DuckStore::open(path)?)))
+        Self::open_limited(path, EngineLimits::default())
+    }
+
+    /// Open the database at `path` with the engine's memory and threads
+    /// capped.
+    pub fn open_limited(path: &Path, limits: EngineLimits) -> Result<Self, StoreError> {
+        Ok(Store::from_backend(Box::new(
+            duck::DuckStore::open_limited(path, limits)?,
+        )))
     }
 
     /// An in-memory database, for tests and dry runs.

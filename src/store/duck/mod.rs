@@ -22,7 +22,7 @@ pub use raw::StatementKind;
 use duckdb::Connection;
 
 use super::error::db_err;
-use super::{Backend, StoreError};
+use super::{Backend, EngineLimits, StoreError};
 
 pub struct DuckStore {
     /// Declared before `db`: a connection must close before its database.
@@ -33,15 +33,22 @@ pub struct DuckStore {
 
 impl DuckStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_limited(path, EngineLimits::default())
+    }
+
+    pub fn open_limited(path: &Path, limits: EngineLimits) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             // A missing folder is DuckDB's error otherwise, which does not say which.
             let _ = std::fs::create_dir_all(parent);
         }
-        Self::from_raw(RawDatabase::open(Some(path)), path.to_path_buf())
+        Self::from_raw(RawDatabase::open(Some(path), limits), path.to_path_buf())
     }
 
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::from_raw(RawDatabase::open(None), PathBuf::from(":memory:"))
+        Self::from_raw(
+            RawDatabase::open(None, EngineLimits::default()),
+            PathBuf::from(":memory:"),
+        )
     }
 
     fn from_raw(db: Result<RawDatabase, String>, path: PathBuf) -> Result<Self, StoreError> {

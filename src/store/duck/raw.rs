@@ -12,6 +12,8 @@ use std::path::Path;
 
 use duckdb::{ffi, Connection};
 
+use crate::store::EngineLimits;
+
 /// What a statement does, as DuckDB's planner reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatementKind {
@@ -93,8 +95,19 @@ unsafe impl Send for RawDatabase {}
 unsafe impl Sync for RawDatabase {}
 
 impl RawDatabase {
-    /// Open `path` (None: in memory) with [`LOCKED_SETTINGS`].
-    pub fn open(path: Option<&Path>) -> Result<RawDatabase, String> {
+    /// Open `path` (None: in memory) with [`LOCKED_SETTINGS`] and the
+    /// operator's engine limits.
+    pub fn open(path: Option<&Path>, limits: EngineLimits) -> Result<RawDatabase, String> {
+        let mut settings: Vec<(String, String)> = LOCKED_SETTINGS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(mb) = limits.memory_mb {
+            settings.push(("memory_limit".into(), format!("{mb}MB")));
+        }
+        if let Some(n) = limits.threads {
+            settings.push(("threads".into(), n.to_string()));
+        }
         let path = match path {
             Some(p) => Some(
                 CString::new(p.as_os_str().as_encoded_bytes())
@@ -111,7 +124,7 @@ impl RawDatabase {
             if ffi::duckdb_create_config(&mut config) != ffi::DuckDBSuccess {
                 return Err("cannot create a DuckDB configuration".into());
             }
-            for (name, value) in LOCKED_SETTINGS {
+            for (name, value) in &settings {
                 let (n, v) = (c(name), c(value));
                 if ffi::duckdb_set_config(config, n.as_ptr(), v.as_ptr()) != ffi::DuckDBSuccess {
                     ffi::duckdb_destroy_config(&mut config);
@@ -207,12 +220,38 @@ fn c(text: &str) -> CString {
 }
 
 #[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_engine_limits_hold_and_sql_cannot_raise_them() {
+        let limits = EngineLimits {
+            memory_mb: Some(256),
+            threads: Some(1),
+        };
+        let db = RawDatabase::open(None, limits).expect("open");
+        let conn = db.connection().expect("conn");
+        let (mem, threads): (String, i64) = conn
+            .query_row(
+                "SELECT current_setting('memory_limit'), current_setting('threads')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("settings");
+        assert!(mem.contains("MiB") || mem.contains("MB"), "{mem}");
+        assert_eq!(threads, 1);
+        assert!(conn.execute_batch("SET memory_limit = '64GB'").is_err());
+        assert!(conn.execute_batch("SET threads = 64").is_err());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn kinds_come_from_the_planner_without_running() {
-        let db = RawDatabase::open(None).expect("open");
+        let db = RawDatabase::open(None, EngineLimits::default()).expect("open");
         let conn = db.connection().expect("conn");
         conn.execute_batch("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1)")
             .expect("seed");
@@ -248,7 +287,7 @@ mod tests {
 
     #[test]
     fn host_files_and_settings_are_out_of_reach() {
-        let db = RawDatabase::open(None).expect("open");
+        let db = RawDatabase::open(None, EngineLimits::default()).expect("open");
         let conn = db.connection().expect("conn");
         for sql in [
             "SELECT * FROM read_csv('/etc/passwd')",
