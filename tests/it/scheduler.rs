@@ -651,3 +651,51 @@ async fn real_jobs_store_rows_and_history() {
     );
     assert!(runs.iter().all(|r| r.run_id > 0));
 }
+
+#[test]
+fn a_job_past_its_time_limit_is_recorded_as_timeout() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/slow.yaml",
+        "metric_batch: \"slow\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, count(*) AS metric_value FROM range(1000000000000) t(i) WHERE i % 7 = 3\"\ningest_timeout_s: 1\njob_timeout_s: 1\ntrain_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, count(*) AS metric_value FROM range(1000000000000) t(i) WHERE i % 7 = 3\"\n",
+    );
+    let spec = Arc::new(f.spec("slow", &[]));
+    let db = tempfile::tempdir().expect("tmp");
+    let store = Store::open(&db.path().join("t.duckdb")).expect("db");
+    let runner = StoreRunner::new(
+        store.try_clone().expect("conn"),
+        Arc::new(TestSandbox),
+        BTreeMap::new(),
+        db.path().join("c"),
+        db.path().join("p"),
+    );
+    for (job, limit) in [
+        (Job::Ingest, "ingest_timeout_s=1"),
+        (Job::Train, "job_timeout_s=1"),
+    ] {
+        let t = std::time::Instant::now();
+        let result = runner.run(&RunTicket {
+            spec: spec.clone(),
+            job,
+            scheduled: Utc::now(),
+            catch_up: false,
+        });
+        assert_eq!(
+            result.status,
+            RunStatus::TimedOut,
+            "{job:?}: {:?}",
+            result.error
+        );
+        assert!(
+            result.error.as_deref().unwrap_or("").contains(limit),
+            "{job:?}: {:?}",
+            result.error
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{job:?} took {:?}",
+            t.elapsed()
+        );
+    }
+    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+}
