@@ -50,7 +50,7 @@ pub enum ConfigError {
     },
 
     /// The batch asks for more than the operator's policy allows.
-    #[error("{file}: key `{key}`: {asked}, but the policy {policy} allows {allowed}")]
+    #[error("{file}: key `{key}`: {asked}, but the policy {policy} allows {allowed}: change the batch, or ask the operator to change the policy")]
     OverPolicy {
         file: PathBuf,
         key: String,

@@ -76,12 +76,12 @@ fn a_batch_over_a_ceiling_is_refused_and_the_rest_load_under_it() {
         errors(&folder),
         vec![
             format!(
-                "{}: key `ingest_memory_mb`: asks for 1024, but the policy {} allows at most 512",
+                "{}: key `ingest_memory_mb`: asks for 1024, but the policy {} allows at most 512: change the batch, or ask the operator to change the policy",
                 f.shown("big.yaml"),
                 policy_path.display()
             ),
             format!(
-                "{}: key `ingest_timeout_s`: asks for 30.5, but the policy {} allows at most 30",
+                "{}: key `ingest_timeout_s`: asks for 30.5, but the policy {} allows at most 30: change the batch, or ask the operator to change the policy",
                 f.shown("slow.yaml"),
                 policy_path.display()
             ),
@@ -132,7 +132,7 @@ fn host_variables_are_refused_unless_the_policy_lists_them() {
         f.shown("thief.yaml")
     )));
     assert!(
-        e[1].ends_with("allows WEATHER_API_KEY, POSTHOG_*"),
+        e[1].contains("allows WEATHER_API_KEY, POSTHOG_*: change the batch"),
         "{}",
         e[1]
     );
