@@ -132,34 +132,10 @@ pub fn load_with_policy(
             name: &name,
             map: &map,
         };
-        // Under a policy a batch includes only its own directory's files
-        // and the shared defaults.
-        let confined = policy.path().map(|_| {
-            let own = file
-                .parent()
-                .and_then(|p| p.strip_prefix(dir).ok())
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            template::TemplateRenderer::with_include_dirs(
-                dir,
-                Some(vec![own, PathBuf::from("defaults")]),
-            )
-        });
-        match load_batch(
-            confined.as_ref().unwrap_or(&renderer),
-            &defaults,
-            &batch,
-            env,
-        ) {
-            Ok(Loaded::Batch(mut spec)) => {
-                let (errors, warnings) = policy.apply(&mut spec);
-                out.warnings.extend(warnings);
-                if errors.is_empty() {
-                    out.batches.push(*spec);
-                } else {
-                    out.errors.extend(errors);
-                }
-            }
+        let confined = policy.path().map(|_| confined_renderer(dir, &file));
+        let renderer = confined.as_ref().unwrap_or(&renderer);
+        match load_batch(renderer, &defaults, &batch, env) {
+            Ok(Loaded::Batch(spec)) => admit(&mut out, *spec, policy),
             Ok(Loaded::Skipped(s)) => {
                 out.warnings.push(format!(
                     "{}: batch `{}` skipped: {}",
@@ -175,6 +151,29 @@ pub fn load_with_policy(
     out.batches
         .sort_by(|a, b| a.metric_batch.cmp(&b.metric_batch));
     out
+}
+
+/// Under a policy a batch includes only its own directory's files and the
+/// shared defaults.
+fn confined_renderer(dir: &Path, file: &Path) -> template::TemplateRenderer {
+    let own = file
+        .parent()
+        .and_then(|p| p.strip_prefix(dir).ok())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    template::TemplateRenderer::with_include_dirs(dir, Some(vec![own, PathBuf::from("defaults")]))
+}
+
+/// Hold a loaded batch to the policy: it joins the folder, or its refusals
+/// join the errors.
+fn admit(out: &mut MetricsFolder, mut spec: BatchSpec, policy: &Policy) {
+    let (errors, warnings) = policy.apply(&mut spec);
+    out.warnings.extend(warnings);
+    if errors.is_empty() {
+        out.batches.push(spec);
+    } else {
+        out.errors.extend(errors);
+    }
 }
 
 /// `defaults/defaults.yaml` and where it is; an empty mapping with a
