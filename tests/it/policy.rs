@@ -364,3 +364,20 @@ fn under_a_policy_a_batch_includes_only_its_own_files_and_the_defaults() {
         .collect();
     assert_eq!(names, vec!["ok", "other"]);
 }
+
+#[test]
+fn the_policy_shape_from_the_issue_works_as_written() {
+    let p = policy(
+        "max:                       # ceilings, by the batch key they cap\n  ingest_timeout_s: 30\n  ingest_memory_mb: 512\n  job_timeout_s: 300\ningest_env_allowed: [WEATHER_API_KEY, \"POSTHOG_*\"]   # what batches may list in ingest_env\nallow_http_private: false  # may batches set http_allow_private?\nallow_http_rewrite: false  # may batches set http_rewrite?\nallow_template_overrides: true\n",
+    );
+    let folder = config::load_with_policy(
+        &crate::support::repo().join("metrics"),
+        &Default::default(),
+        &p.policy,
+    );
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    assert!(folder
+        .batches
+        .iter()
+        .all(|b| b.limits.memory_mb == 512 && b.jobs.timeout_s == 300.0));
+}
