@@ -88,51 +88,30 @@ impl<'a> FieldReader<'a> {
     }
 
     pub fn opt_string(&mut self, key: &str) -> Option<String> {
-        match self.raw(key)? {
-            Value::String(s) => Some(s.clone()),
-            // Numbers and booleans written where text is expected are fine
-            // as text (`table_key: 2024` is a valid table name).
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            other => {
-                self.bad_type(key, "a string", other);
-                None
-            }
-        }
+        self.read(key)
     }
 
     pub fn bool(&mut self, key: &str, default: bool) -> bool {
-        match self.raw(key) {
-            None => default,
-            Some(Value::Bool(b)) => *b,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
-            Some(other) => {
-                self.bad_type(key, "true or false", other);
-                default
-            }
-        }
+        self.read(key).unwrap_or(default)
     }
 
     /// One of a fixed set of values; `default` when absent.
     pub fn choice<T: Choice + PartialEq>(&mut self, key: &str, default: T) -> T {
-        let Some(text) = self.opt_string(key) else {
-            return default;
-        };
-        T::parse(&text).unwrap_or_else(|message| {
-            self.bad_value(key, message);
-            default
-        })
+        self.read(key).unwrap_or(default)
+    }
+
+    /// `key` read as `T`; None when absent (or null), or when wrong (the
+    /// error is recorded).
+    fn read<T: ReadAs>(&mut self, key: &str) -> Option<T> {
+        let v = self.raw(key)?;
+        T::from_value(v).map_err(|p| self.problem(key, v, p)).ok()
     }
 
     /// A key declared in [`super::keys`], read as `T`; its declared default
     /// when absent or wrong (the error is recorded).
     pub fn declared<T: ReadAs>(&mut self, key: &'static str) -> T {
-        if let Some(v) = self.raw(key) {
-            match T::from_value(v) {
-                Ok(x) => return x,
-                Err(p) => self.problem(key, v, p),
-            }
+        if let Some(x) = self.read(key) {
+            return x;
         }
         let default = super::keys::default_value(key);
         match T::from_value(default) {
