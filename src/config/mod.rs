@@ -317,13 +317,7 @@ fn render_and_read(
     name: &str,
     source: spec::BatchSource,
 ) -> Result<BatchSpec, Vec<ConfigError>> {
-    let origin = |key: &str| {
-        source
-            .origins
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| file.to_path_buf())
-    };
+    let origin = |key: &str| source.origin_of(key, file);
     let rendered = render_all(renderer, &source.merged, &origin)?;
     let raw_text = |key: &str| source.merged.get(key).and_then(Value::as_str);
     let raw = spec::RawTemplates {

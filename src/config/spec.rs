@@ -165,14 +165,21 @@ pub(super) struct BatchSource {
     pub origins: BTreeMap<String, PathBuf>,
 }
 
+impl BatchSource {
+    /// Where `key`'s value came from: `file` unless the defaults file or a
+    /// variable set it.
+    pub fn origin_of(&self, key: &str, file: &std::path::Path) -> PathBuf {
+        self.origins
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| file.to_path_buf())
+    }
+}
+
 impl BatchSpec {
     /// The file (or variable) `key`'s value came from.
     pub fn origin_of(&self, key: &str) -> PathBuf {
-        self.source
-            .origins
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| self.file.clone())
+        self.source.origin_of(key, &self.file)
     }
 
     /// The jobs not turned off with `disable_<job>`, whatever their
