@@ -366,18 +366,8 @@ fn misspelled_choices_fail_validate_with_a_did_you_mean() {
              model_configs:\n  - model_name: IForrest\n"
         ),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .arg("validate")
-        .arg("--metrics")
-        .arg(f.path())
-        .output()
-        .expect("run sandstack validate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = crate::support::validate(f.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
     for expected in [
         "key `alert_methods`: unknown alert method `emial` (did you mean `email`?): use email, slack, webhook, log",
         "key `model_combination_method`: unknown model_combination_method `maen` (did you mean `mean`?): use mean, min, max",

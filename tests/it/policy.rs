@@ -285,19 +285,9 @@ fn validate_lists_the_refusals_and_exits_1() {
         "big.yaml",
         &format!("metric_batch: \"big\"\n{SQL}ingest_memory_mb: 4096\n"),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args(["validate", "--metrics"])
-        .arg(f.path())
-        .arg("--policy")
-        .arg(&p.path)
-        .output()
-        .expect("run");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) =
+        crate::support::validate(f.path(), &["--policy".as_ref(), p.path.as_os_str()]);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("key `ingest_memory_mb`: asks for 4096, but the policy"),
         "{text}"

@@ -274,6 +274,23 @@ impl SmtpSink {
     }
 }
 
+/// `sandstack validate` on `folder` with `args` added: its exit code, and
+/// its stdout and stderr together.
+pub fn validate(folder: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["validate", "--metrics"])
+        .arg(folder)
+        .args(args)
+        .output()
+        .expect("run sandstack validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// Start the real `sandstack run` on `folder` and `db`, without the
 /// dashboard, with `args` added; stdout is dropped, stderr piped.
 pub fn spawn_run(folder: &Folder, db: &Path, args: &[&str]) -> std::process::Child {
