@@ -82,6 +82,26 @@ const LOCKED_SETTINGS: &[(&str, &str)] = &[
     ("lock_configuration", "true"),
 ];
 
+extern "C" {
+    /// From `native/duckdb_icu.c`: registers the ICU extension compiled in by
+    /// build.rs with DuckDB's static extension registry; 0 on success.
+    fn sandstack_register_icu() -> i32;
+}
+
+/// Register ICU (time zones, `TIMESTAMP WITH TIME ZONE` arithmetic) once,
+/// before the first database opens; every database opened after loads it.
+fn register_icu() -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: takes no arguments and only touches DuckDB's registry, which
+    // is made for registration before databases open.
+    let ok = *REGISTERED.get_or_init(|| unsafe { sandstack_register_icu() } == 0);
+    if ok {
+        Ok(())
+    } else {
+        Err("DuckDB refused sandstack's built-in ICU extension (a build mismatch: rebuild sandstack)".into())
+    }
+}
+
 /// A DuckDB database this process opened; closed when the last handle
 /// (and every duckdb-rs connection made from it, which must go first)
 /// is dropped.
@@ -98,6 +118,7 @@ impl RawDatabase {
     /// Open `path` (None: in memory) with [`LOCKED_SETTINGS`] and the
     /// operator's engine limits.
     pub fn open(path: Option<&Path>, limits: EngineLimits) -> Result<RawDatabase, String> {
+        register_icu()?;
         let mut settings: Vec<(String, String)> = LOCKED_SETTINGS
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -302,5 +323,41 @@ mod tests {
             assert!(conn.execute_batch(sql).is_err(), "{sql} should fail");
         }
         assert!(!Path::new("/tmp/sandstack-escape.csv").exists());
+    }
+}
+
+#[cfg(test)]
+mod icu_tests {
+    use super::*;
+
+    #[test]
+    fn time_zone_sql_works_as_in_other_duckdb_distributions() {
+        let db = RawDatabase::open(None, EngineLimits::default()).expect("open");
+        let conn = db.connection().expect("conn");
+        // Anomstack's own default SQL: TIMESTAMPTZ minus an interval.
+        let recent: bool = conn
+            .query_row(
+                "SELECT current_timestamp - interval '90' day < current_timestamp",
+                [],
+                |r| r.get(0),
+            )
+            .expect("timestamptz arithmetic");
+        assert!(recent);
+        let day: String = conn
+            .query_row(
+                "SELECT CAST(date_trunc('day', get_current_timestamp()) AS VARCHAR)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("date_trunc on timestamptz");
+        assert!(day.contains("00:00:00"), "{day}");
+        let tokyo: String = conn
+            .query_row(
+                "SELECT CAST(TIMESTAMPTZ '2026-01-01 00:00:00+00' AT TIME ZONE 'Asia/Tokyo' AS VARCHAR)",
+                [],
+                |r| r.get(0),
+            )
+            .expect("AT TIME ZONE");
+        assert_eq!(tokyo, "2026-01-01 09:00:00");
     }
 }
