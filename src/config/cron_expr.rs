@@ -1,9 +1,13 @@
-//! Cron expressions as Anomstack writes them (5 fields, POSIX weekday numbers)
-//! turned into the `cron` crate's form (seconds first, weekdays 1-7 from Sunday).
+//! Cron expressions as Anomstack writes them (5 fields, POSIX weekday numbers,
+//! Dagster's reading of steps) turned into the `cron` crate's form (seconds
+//! first, weekdays 1-7 from Sunday).
 //!
-//! Hand-written because the `cron` crate numbers weekdays Quartz-style: the
-//! POSIX `1` (Monday) means Sunday there, so a migrated batch would silently
-//! run on the wrong day without this translation.
+//! Hand-written because the `cron` crate differs from Dagster (croniter) in
+//! two ways a migrated batch would feel: it numbers weekdays Quartz-style (the
+//! POSIX `1`, Monday, means Sunday there), and it refuses a step larger than
+//! its field (`*/60`, `*/180` in the minute field), which croniter accepts as
+//! "the first value only". So numeric fields are expanded here into explicit
+//! values, croniter's way, and every error names the user's own field.
 
 use std::str::FromStr;
 
@@ -14,34 +18,131 @@ pub struct CronExpr {
     pub schedule: cron::Schedule,
 }
 
+/// A field's name and the values it may hold.
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+}
+
+const SECOND: Field = Field {
+    name: "second",
+    min: 0,
+    max: 59,
+};
+const MINUTE: Field = Field {
+    name: "minute",
+    min: 0,
+    max: 59,
+};
+const HOUR: Field = Field {
+    name: "hour",
+    min: 0,
+    max: 23,
+};
+const DAY_OF_MONTH: Field = Field {
+    name: "day of month",
+    min: 1,
+    max: 31,
+};
+const MONTH: Field = Field {
+    name: "month",
+    min: 1,
+    max: 12,
+};
+
 impl CronExpr {
     /// Parse a 5-field (minute-first) or 6-field (seconds-first) expression.
     pub fn parse(text: &str) -> Result<Self, String> {
         let fields: Vec<&str> = text.split_whitespace().collect();
-        let six = match fields.len() {
-            5 => {
-                let dow = posix_weekdays_to_cron(fields[4])?;
-                format!("0 {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow)
-            }
-            6 => {
-                let dow = posix_weekdays_to_cron(fields[5])?;
-                format!(
-                    "{} {} {} {} {} {}",
-                    fields[0], fields[1], fields[2], fields[3], fields[4], dow
-                )
-            }
+        let (seconds, rest) = match fields.len() {
+            5 => ("0".to_string(), &fields[..]),
+            6 => (expand(fields[0], &SECOND)?, &fields[1..]),
             n => {
                 return Err(format!(
                     "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds first, found {n}"
                 ))
             }
         };
-        let schedule = cron::Schedule::from_str(&six).map_err(|e| e.to_string())?;
+        let six = format!(
+            "{seconds} {} {} {} {} {}",
+            expand(rest[0], &MINUTE)?,
+            expand(rest[1], &HOUR)?,
+            expand(rest[2], &DAY_OF_MONTH)?,
+            expand(rest[3], &MONTH)?,
+            posix_weekdays_to_cron(rest[4])?
+        );
+        // What is left for the crate to refuse (names, `L`, `?`) is reported
+        // without the rewritten form, which the user never wrote.
+        let schedule = cron::Schedule::from_str(&six).map_err(|_| {
+            "not a cron expression sandstack can read: each field is `*`, a number, a range `a-b`, \
+             a step (`*/n`, `a-b/n`) or a list of these; months and weekdays may be names (JAN, MON)"
+                .to_string()
+        })?;
         Ok(CronExpr {
             text: text.to_string(),
             schedule,
         })
     }
+}
+
+/// A numeric field with its steps expanded, croniter's way: `a-b/n` is every
+/// n-th value from a to b, `*/n` from the field's first value, `a/n` from a
+/// to the field's last; a step past the end leaves only the first value.
+/// Items that are not numeric (month names, `?`) pass through unchanged.
+fn expand(text: &str, field: &Field) -> Result<String, String> {
+    let mut out = Vec::new();
+    for item in text.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => {
+                let step: u32 = s
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{}: step `{s}` in `{item}` must be a whole number of 1 or more", field.name))?;
+                (r, Some(step))
+            }
+            None => (item, None),
+        };
+        let bounds = match range {
+            "*" => Some((field.min, field.max)),
+            _ => match range.split_once('-') {
+                Some((a, b)) => match (a.parse::<u32>(), b.parse::<u32>()) {
+                    (Ok(a), Ok(b)) => Some((a, b)),
+                    _ => None,
+                },
+                None => range.parse::<u32>().ok().map(|a| {
+                    // `a/n` runs to the end of the field; a lone `a` is itself.
+                    (a, if step.is_some() { field.max } else { a })
+                }),
+            },
+        };
+        let Some((lo, hi)) = bounds else {
+            out.push(item.to_string());
+            continue;
+        };
+        for v in [lo, hi] {
+            if v < field.min || v > field.max {
+                return Err(format!(
+                    "{} {v} in `{item}` is out of range {}-{}",
+                    field.name, field.min, field.max
+                ));
+            }
+        }
+        if lo > hi {
+            return Err(format!(
+                "{}: range `{item}` runs backwards ({lo} is after {hi})",
+                field.name
+            ));
+        }
+        match step {
+            None if range == "*" => out.push("*".to_string()),
+            None if lo == hi => out.push(lo.to_string()),
+            None => out.push(format!("{lo}-{hi}")),
+            Some(step) => out.extend((lo..=hi).step_by(step as usize).map(|v| v.to_string())),
+        }
+    }
+    Ok(out.join(","))
 }
 
 const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
@@ -136,6 +237,57 @@ mod tests {
             .expect("valid date");
         let next = e.schedule.after(&start).next().expect("next");
         assert_eq!(next.timestamp() - start.timestamp(), 9);
+    }
+
+    fn minutes_of_the_hour(expr: &str) -> Vec<u32> {
+        use chrono::Timelike;
+        // From just before 00:00 to just before 01:00.
+        let start = Utc
+            .with_ymd_and_hms(2025, 12, 31, 23, 59, 59)
+            .single()
+            .expect("valid date");
+        let end = start + chrono::Duration::hours(1);
+        let parsed = CronExpr::parse(expr).expect("parses");
+        parsed
+            .schedule
+            .after(&start)
+            .take_while(|t| *t < end)
+            .map(|t| t.minute())
+            .collect()
+    }
+
+    #[test]
+    fn steps_past_the_field_fire_at_its_first_value_as_in_dagster() {
+        // croniter (Dagster): range(0, 60, 180) == [0].
+        assert_eq!(minutes_of_the_hour("*/180 * * * *"), vec![0]);
+        assert_eq!(minutes_of_the_hour("*/60 * * * *"), vec![0]);
+        assert_eq!(minutes_of_the_hour("*/45 * * * *"), vec![0, 45]);
+        assert_eq!(minutes_of_the_hour("10-20/7 * * * *"), vec![10, 17]);
+        assert_eq!(minutes_of_the_hour("50/20 * * * *"), vec![50]);
+        assert_eq!(minutes_of_the_hour("5,*/30 * * * *"), vec![0, 5, 30]);
+        let hourly = CronExpr::parse("*/60 * * * *").expect("parses");
+        let start = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 30, 0)
+            .single()
+            .expect("valid date");
+        let next: Vec<_> = hourly.schedule.after(&start).take(2).collect();
+        assert_eq!(next[0].timestamp() - start.timestamp(), 30 * 60);
+        assert_eq!(next[1].timestamp() - next[0].timestamp(), 3600);
+        assert!(CronExpr::parse("0 */48 * * *").is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_users_field_not_the_rewrite() {
+        let e = CronExpr::parse("61 * * * *").unwrap_err();
+        assert_eq!(e, "minute 61 in `61` is out of range 0-59");
+        let e = CronExpr::parse("0 24 * * *").unwrap_err();
+        assert!(e.contains("hour 24") && e.contains("0-23"), "{e}");
+        let e = CronExpr::parse("*/0 * * * *").unwrap_err();
+        assert!(e.contains("step `0`"), "{e}");
+        let e = CronExpr::parse("30-10 * * * *").unwrap_err();
+        assert!(e.contains("backwards"), "{e}");
+        let e = CronExpr::parse("0 0 * FOO *").unwrap_err();
+        assert!(!e.contains("0 0 0"), "the internal 6-field form leaked: {e}");
     }
 
     #[test]

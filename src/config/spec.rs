@@ -318,6 +318,8 @@ fn read_schedules(r: &mut FieldReader) -> BTreeMap<Job, JobSchedule> {
         let text = r.string(&key, job.default_cron());
         let cron = match CronExpr::parse(&text) {
             Ok(c) => Some(c),
+            // sandstack never schedules llmalert: its cron cannot fail a batch.
+            Err(_) if job == Job::Llmalert => None,
             Err(message) => {
                 r.errors.push(ConfigError::BadCron {
                     file: r.origin(&key),
