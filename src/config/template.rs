@@ -92,25 +92,34 @@ impl TemplateRenderer {
                     "the template ran too long (over {TEMPLATE_FUEL} steps): loops must stay small"
                 );
             }
-            if err.kind() == ErrorKind::UndefinedError {
-                if let Some(names) = self.undefined_names(name, text, context) {
-                    let line = err.line().map(|l| format!(" (line {l})")).unwrap_or_default();
-                    return format!("undefined variable {names}{line}: template variables are the batch's config keys");
+            if let Some(undefined) = undefined_cause(&err) {
+                if let Some(names) = self.undefined_names(name, text, undefined.name(), context) {
+                    let place = match (undefined.name(), undefined.line()) {
+                        (Some(file), Some(l)) if file != name => format!(" (in {file} line {l})"),
+                        (_, Some(l)) => format!(" (line {l})"),
+                        _ => String::new(),
+                    };
+                    return format!("undefined variable {names}{place}: template variables are the batch's config keys");
                 }
             }
             describe_error(err)
         })
     }
 
-    /// The variables `text` uses that `context` lacks, for a message that
+    /// The variables that `context` lacks and the template the error arose in
+    /// uses (`text` itself, or the file it included), for a message that
     /// names them (minijinja's own error does not).
     fn undefined_names(
         &self,
         name: &str,
         text: &str,
+        failed_in: Option<&str>,
         context: &minijinja::Value,
     ) -> Option<String> {
-        let tmpl = self.env.template_from_named_str(name, text).ok()?;
+        let tmpl = match failed_in {
+            Some(file) if file != name => self.env.get_template(file).ok()?,
+            _ => self.env.template_from_named_str(name, text).ok()?,
+        };
         let mut missing: Vec<String> = tmpl
             .undeclared_variables(false)
             .into_iter()
@@ -119,6 +128,20 @@ impl TemplateRenderer {
             .collect();
         missing.sort();
         (!missing.is_empty()).then(|| missing.join(", "))
+    }
+}
+
+/// The undefined-variable error at the root of `err`, which an include
+/// wraps in an error of its own.
+fn undefined_cause(err: &minijinja::Error) -> Option<&minijinja::Error> {
+    let mut current: &(dyn std::error::Error + 'static) = err;
+    loop {
+        if let Some(e) = current.downcast_ref::<minijinja::Error>() {
+            if e.kind() == ErrorKind::UndefinedError {
+                return Some(e);
+            }
+        }
+        current = current.source()?;
     }
 }
 
@@ -324,6 +347,23 @@ mod tests {
     fn deep_recursion_is_an_error() {
         let err = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap_err();
         assert!(!err.is_empty());
+    }
+
+    #[test]
+    fn an_undefined_variable_in_an_included_file_is_named_with_its_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("q.sql"),
+            "select *\nfrom {{ table_key }}\nwhere n < {{ last_n }}\n",
+        )
+        .expect("write");
+        let ctx = minijinja::context! { table_key => "metrics" };
+        let err = TemplateRenderer::new(dir.path())
+            .render("dashboard_sql", "{% include \"q.sql\" %}", &ctx)
+            .unwrap_err();
+        assert!(err.contains("`last_n`"), "{err}");
+        assert!(!err.contains("table_key"), "{err}");
+        assert!(err.contains("q.sql line 3"), "{err}");
     }
 
     #[test]
