@@ -21,3 +21,14 @@ pub struct Judgement {
     pub value: f64,
     pub metadata: Option<serde_json::Value>,
 }
+
+/// `value` rounded to `decimals` places, as Anomstack's
+/// `ingest_metric_rounding` and `score_metric_rounding` do; a negative
+/// `decimals` leaves it as it is.
+pub fn round_decimals(value: f64, decimals: i64) -> f64 {
+    if decimals < 0 {
+        return value;
+    }
+    let scale = 10f64.powi(decimals.min(15) as i32);
+    (value * scale).round() / scale
+}

@@ -207,6 +207,8 @@ crate::settings! {
         exclude_metrics: Vec<String> = "score_exclude_metrics", "[]";
         /// how several models' probabilities become one score (mean, min, max)
         combination_method: CombinationMethod = "model_combination_method", "mean";
+        /// decimals scores are rounded to (-1: not rounded)
+        metric_rounding: i64 = "score_metric_rounding", "4";
     }
 }
 
@@ -237,8 +239,12 @@ crate::settings! {
 crate::settings! {
     /// Threshold alerts (part of the alert job).
     "tholdalert" => pub struct ThresholdAlertSettings {
+        /// turn threshold alerts off (Anomstack's defaults file sets it true)
+        disabled: bool = "disable_tholdalert", "false";
         /// channels threshold alerts go to
         methods: Vec<AlertMethod> = "tholdalert_methods", "[]";
+        /// newest observations checked against the bounds
+        recent_n: u64 = "tholdalert_recent_n", "1";
         /// bounds per metric: `{metric: {upper, lower}}`
         thresholds: BTreeMap<String, Thresholds> [Structured<BTreeMap<String, Thresholds>>] = "tholdalert_thresholds", "{}";
         /// observations after a threshold alert in which the metric does not alert again

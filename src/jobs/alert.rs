@@ -90,43 +90,49 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
     Ok(report)
 }
 
-/// The newest value of each metric in `tholdalert_thresholds` outside its
-/// bounds, unless a threshold alert fired in the previous
-/// `tholdalert_snooze_n` observations.
+/// The newest of each metric's `tholdalert_recent_n` newest values that is
+/// outside its bounds in `tholdalert_thresholds`, unless a threshold alert
+/// fired in the `tholdalert_snooze_n` observations before it. Nothing when
+/// `disable_tholdalert` is set.
 fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, StoreError> {
     let mut out = Vec::new();
-    if spec.tholdalert.thresholds.is_empty() {
+    let settings = &spec.tholdalert;
+    if settings.disabled || settings.thresholds.is_empty() {
         return Ok(out);
     }
     let batch = &spec.metric_batch;
-    for (metric, bounds) in &spec.tholdalert.thresholds {
+    let recent_n = (settings.recent_n as usize).max(1);
+    for (metric, bounds) in &settings.thresholds {
         let rows = store.newest_values(
             &spec.table_key,
             batch,
             metric,
-            (spec.tholdalert.snooze_n as usize).saturating_add(1),
+            recent_n.saturating_add(settings.snooze_n as usize),
         )?;
-        let Some(newest) = rows.first() else {
+        let breach = rows.iter().take(recent_n).enumerate().find_map(|(i, row)| {
+            let side = match (bounds.upper, bounds.lower) {
+                (Some(u), _) if row.value > u => Some(("upper", u)),
+                (_, Some(l)) if row.value < l => Some(("lower", l)),
+                _ => None,
+            };
+            side.map(|s| (i, row, s))
+        });
+        let Some((i, row, (side, bound))) = breach else {
             continue;
         };
-        let (ts, value) = (newest.timestamp_us, newest.value);
-        let snoozed = rows.iter().skip(1).any(|r| r.alerted);
-        let broken = match (bounds.upper, bounds.lower) {
-            (Some(u), _) if value > u => Some(("upper", u)),
-            (_, Some(l)) if value < l => Some(("lower", l)),
-            _ => None,
-        };
-        if let Some((side, bound)) = broken {
-            if !newest.alerted && !snoozed {
-                tracing::warn!("THRESHOLD ALERT batch {batch} metric {metric}: value {value} is past its {side} bound {bound}");
-                out.push(Judgement {
-                    timestamp_us: ts,
-                    metric_name: metric.clone(),
-                    value: 1.0,
-                    metadata: Some(serde_json::json!({"value": value, "bound": side, "threshold": bound, "tags": spec.metric_tags.get(metric)})),
-                });
-            }
+        let window = i + 1 + settings.snooze_n as usize;
+        let snoozed = rows.iter().take(window).any(|r| r.alerted);
+        if snoozed {
+            continue;
         }
+        let value = row.value;
+        tracing::warn!("THRESHOLD ALERT batch {batch} metric {metric}: value {value} is past its {side} bound {bound}");
+        out.push(Judgement {
+            timestamp_us: row.timestamp_us,
+            metric_name: metric.clone(),
+            value: 1.0,
+            metadata: Some(serde_json::json!({"value": value, "bound": side, "threshold": bound, "tags": spec.metric_tags.get(metric)})),
+        });
     }
     Ok(out)
 }

@@ -66,7 +66,7 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
                 rows.push(Judgement {
                     timestamp_us: *ts,
                     metric_name: metric.clone(),
-                    value: score,
+                    value: crate::domain::round_decimals(score, spec.score.metric_rounding),
                     metadata: Some(serde_json::json!({ "models": per_model })),
                 });
             }

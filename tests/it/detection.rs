@@ -429,6 +429,35 @@ fn threshold_alerts_fire_once_and_snooze() {
 }
 
 #[test]
+fn threshold_alerts_honour_disable_tholdalert_and_recent_n() {
+    let bounds = "tholdalert_thresholds:\n  m:\n    upper: 50\ntholdalert_snooze_n: 0";
+    let (_f1, off) = batch(&format!("{bounds}\ndisable_tholdalert: true"));
+    let (_f2, newest_only) = batch(bounds);
+    let (_f3, recent_3) = batch(&format!("{bounds}\ntholdalert_recent_n: 3"));
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table("metrics").expect("table");
+    let duck = crate::support::duck(&store);
+    for (minutes_ago, v) in [(10, 20.0), (9, 80.0), (8, 20.0)] {
+        duck.execute_batch(&format!(
+            "insert into metrics values (make_timestamp(epoch_us(now())) - interval '{minutes_ago} minutes', 'synth', 'm', 'metric', {v}, null)"
+        ))
+        .expect("insert");
+    }
+    let fired = |spec, store: &mut Store| alert::run(spec, store).expect("alert").threshold_alerts;
+    assert!(fired(&off, &mut store).is_empty(), "disable_tholdalert: true");
+    assert!(
+        fired(&newest_only, &mut store).is_empty(),
+        "the breach is the second newest; recent_n 1 checks the newest only"
+    );
+    let recent = fired(&recent_3, &mut store);
+    assert_eq!(recent.len(), 1, "recent_n 3 reaches the breach");
+    assert_eq!(
+        recent[0].metadata.as_ref().map(|m| m["value"].clone()),
+        Some(serde_json::json!(80.0))
+    );
+}
+
+#[test]
 fn cli_backfill_then_summary_and_delete() {
     let repo = crate::support::repo();
     let dir = tempfile::tempdir().expect("tempdir");

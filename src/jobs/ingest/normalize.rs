@@ -363,11 +363,7 @@ fn strip_zone(a: &ArrayRef, unit: TimeUnit) -> ArrayRef {
 }
 
 fn round_values(values: &Float64Array, decimals: i64) -> Float64Array {
-    if decimals < 0 {
-        return values.clone();
-    }
-    let scale = 10f64.powi(decimals.min(15) as i32);
-    values.unary::<_, arrow::datatypes::Float64Type>(|v| (v * scale).round() / scale)
+    values.unary::<_, arrow::datatypes::Float64Type>(|v| crate::domain::round_decimals(v, decimals))
 }
 
 /// The same rows, all stamped with `at_us` (backfills of SQL batches,
