@@ -47,6 +47,9 @@ pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
             s.reason
         );
     }
+    for note in &folder.notes {
+        println!("info: {note}");
+    }
     if folder.errors.is_empty() {
         println!(
             "ok: {} batches ({} skipped), {} warnings",

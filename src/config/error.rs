@@ -66,9 +66,41 @@ pub enum ConfigError {
         expr: String,
         message: String,
     },
+
+    /// An error outside the batches' own files (in the defaults, say),
+    /// reported once for all the batches it stops.
+    #[error("{error} (stops {}: fix it once there)", batch_list(batches))]
+    InBatches {
+        error: Box<ConfigError>,
+        batches: Vec<String>,
+    },
+}
+
+fn batch_list(batches: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let names: Vec<String> = batches.iter().take(SHOWN).map(|b| format!("`{b}`")).collect();
+    let more = batches.len().saturating_sub(SHOWN);
+    match (batches.len(), more) {
+        (1, _) => format!("batch {}", names.join("")),
+        (_, 0) => format!("{} batches: {}", batches.len(), names.join(", ")),
+        (n, more) => format!("{n} batches: {} and {more} more", names.join(", ")),
+    }
 }
 
 impl ConfigError {
+    /// The key the error is about, if one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Template { key, .. }
+            | ConfigError::BadType { key, .. }
+            | ConfigError::BadValue { key, .. }
+            | ConfigError::OverPolicy { key, .. }
+            | ConfigError::BadCron { key, .. } => Some(key),
+            ConfigError::InBatches { error, .. } => error.key(),
+            _ => None,
+        }
+    }
+
     /// The files the error is about (a batch that fails to load is kept at
     /// its last good version by hot reload when its file is named here).
     pub fn files(&self) -> Vec<&std::path::Path> {
@@ -84,6 +116,7 @@ impl ConfigError {
             | ConfigError::BadValue { file, .. }
             | ConfigError::OverPolicy { file, .. }
             | ConfigError::BadCron { file, .. } => vec![file],
+            ConfigError::InBatches { error, .. } => error.files(),
         }
     }
 }

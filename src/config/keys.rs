@@ -85,13 +85,48 @@ pub const ANOMSTACK_ACCEPTED: &[&str] = &[
     "score_metric_timestamp_max_days_ago",
     "change_max_n",
     "summary_metric_timestamp_max_days_ago",
-    "dashboard_sql",
     "slack_channel",
     "email_to",
     "preprocess_diff_n",
     "preprocess_smooth_n",
     "preprocess_lags_n",
+    "metrics_dir",
+    "dashboard_stale_metric_max_days_ago",
+    "llmalert_model",
+    "llmalert_include_plot",
+    "llmalert_anomaly_agent_detection_prompt",
+    "llmalert_anomaly_agent_verification_prompt",
+    "llmalert_anomaly_agent_system_prompt",
+    "prompt_fn",
 ];
+
+/// Template keys of jobs sandstack does not run: llmalert is not supported.
+const TEMPLATES_NOT_RUN: &[&str] = &["llmalert_sql"];
+
+/// Templates rendered each time they are used, with run-time variables:
+/// Anomstack's dashboard passes `last_n` (or `cutoff_time`) to
+/// `dashboard_sql`. At load they are only checked, with representative
+/// values.
+pub const RENDERED_AT_USE: &[&str] = &["dashboard_sql"];
+
+/// Whether sandstack renders `key`'s value at load: it reads the key and
+/// needs nothing from the run. Keys it accepts without using, and keys it
+/// does not know, are left as written (Anomstack renders a key only when a
+/// job uses it).
+pub fn is_rendered(key: &str) -> bool {
+    is_known(key)
+        && !ANOMSTACK_ACCEPTED.contains(&key)
+        && !TEMPLATES_NOT_RUN.contains(&key)
+        && !RENDERED_AT_USE.contains(&key)
+}
+
+/// Keys in `map` that sandstack accepts from Anomstack but does not use.
+pub fn unused_in<'a>(map: &'a serde_yaml_ng::Mapping) -> Vec<&'a str> {
+    map.keys()
+        .filter_map(Value::as_str)
+        .filter(|k| ANOMSTACK_ACCEPTED.contains(k) || TEMPLATES_NOT_RUN.contains(k))
+        .collect()
+}
 
 /// The keys one job has.
 fn job_keys(job: Job) -> [String; 4] {
@@ -117,6 +152,7 @@ pub fn is_known(key: &str) -> bool {
     key == "metric_batch"
         || declared().any(|k| k.name == key)
         || ANOMSTACK_ACCEPTED.contains(&key)
+        || RENDERED_AT_USE.contains(&key)
         || is_job_key(key)
 }
 

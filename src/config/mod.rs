@@ -42,6 +42,10 @@ pub use spec::{BatchSpec, IngestSource, Job, JobSchedule, PythonSource};
 /// Relative path of the defaults file inside a metrics folder.
 pub const DEFAULTS_FILE: &str = "defaults/defaults.yaml";
 
+/// How an error names a value that came from the environment, in place of
+/// a file.
+const ENV_ORIGIN: &str = "environment variable ";
+
 /// The `db` values sandstack can run.
 const SUPPORTED_DBS: &[&str] = &["duckdb"];
 
@@ -62,6 +66,9 @@ pub struct MetricsFolder {
     pub batches: Vec<BatchSpec>,
     pub skipped: Vec<Skipped>,
     pub warnings: Vec<String>,
+    /// For information: Anomstack keys each file sets that sandstack does
+    /// not use.
+    pub notes: Vec<String>,
     pub errors: Vec<ConfigError>,
 }
 
@@ -127,6 +134,7 @@ pub fn load_with_policy(
             }
         };
         warn_unknown_keys(&file, &map, &mut out.warnings);
+        note_unused_keys(&file, &map, &mut out.notes);
         let batch = BatchFile {
             file: &file,
             name: &name,
@@ -145,12 +153,42 @@ pub fn load_with_policy(
                 ));
                 out.skipped.push(s);
             }
-            Err(errors) => out.errors.extend(errors),
+            Err(errors) => add_batch_errors(&mut out.errors, &file, &name, errors),
         }
     }
     out.batches
         .sort_by(|a, b| a.metric_batch.cmp(&b.metric_batch));
     out
+}
+
+/// A batch's errors join the folder's; one that lies outside the batch's
+/// own file (in the defaults, an included file) is listed once, naming every
+/// batch it stops, however many batches share it.
+fn add_batch_errors(all: &mut Vec<ConfigError>, file: &Path, name: &str, errors: Vec<ConfigError>) {
+    for error in errors {
+        let from_env = error
+            .files()
+            .iter()
+            .any(|f| f.to_string_lossy().starts_with(ENV_ORIGIN));
+        if error.files().contains(&file) || from_env {
+            // A variable that sets every batch's key fails the same way in each.
+            if !all.contains(&error) {
+                all.push(error);
+            }
+            continue;
+        }
+        let shared = all.iter_mut().find_map(|e| match e {
+            ConfigError::InBatches { error: inner, batches } if **inner == error => Some(batches),
+            _ => None,
+        });
+        match shared {
+            Some(batches) => batches.push(name.to_string()),
+            None => all.push(ConfigError::InBatches {
+                error: Box::new(error),
+                batches: vec![name.to_string()],
+            }),
+        }
+    }
 }
 
 /// Under a policy a batch includes only its own directory's files and the
@@ -193,6 +231,7 @@ fn read_defaults(dir: &Path, out: &mut MetricsFolder) -> Option<Defaults> {
     match read_mapping(&path) {
         Ok(map) => {
             warn_unknown_keys(&path, &map, &mut out.warnings);
+            note_unused_keys(&path, &map, &mut out.notes);
             Some(Defaults { path, map })
         }
         Err(e) => {
@@ -275,7 +314,7 @@ fn load_batch(
             .rev()
             .find(|v| v.ends_with(&format!("__{upper}")))
         {
-            return PathBuf::from(format!("environment variable {var}"));
+            return PathBuf::from(format!("{ENV_ORIGIN}{var}"));
         }
         if map.contains_key(key) || !defaults.map.contains_key(key) {
             file.to_path_buf()
@@ -310,7 +349,8 @@ fn load_batch(
 }
 
 /// Render a batch's merged keys and read them into a spec that remembers
-/// its source.
+/// its source. A template that fails does not hide the batch's other
+/// problems: every error of the batch is returned at once.
 fn render_and_read(
     renderer: &template::TemplateRenderer,
     file: &Path,
@@ -318,15 +358,100 @@ fn render_and_read(
     source: spec::BatchSource,
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let origin = |key: &str| source.origin_of(key, file);
-    let rendered = render_all(renderer, &source.merged, &origin)?;
+    let (rendered, mut errors) = render_all(renderer, &source.merged, &origin, &keys::is_rendered);
+    errors.extend(check_rendered_at_use(renderer, &source, file));
     let raw_text = |key: &str| source.merged.get(key).and_then(Value::as_str);
     let raw = spec::RawTemplates {
         ingest_fn: raw_text("ingest_fn"),
         preprocess_fn: raw_text("preprocess_fn"),
     };
-    let mut spec = spec::read_spec(file, name, &rendered, raw, source.origins.clone())?;
-    spec.source = std::sync::Arc::new(source);
-    Ok(spec)
+    match spec::read_spec(file, name, &rendered, raw, source.origins.clone()) {
+        Ok(mut spec) if errors.is_empty() => {
+            spec.source = std::sync::Arc::new(source);
+            Ok(spec)
+        }
+        Ok(_) => Err(errors),
+        Err(read_errors) => {
+            // A key whose template failed is reported once, for the template.
+            let failed: Vec<String> = errors.iter().filter_map(|e| e.key().map(str::to_string)).collect();
+            errors.extend(
+                read_errors
+                    .into_iter()
+                    .filter(|e| e.key().is_none_or(|k| !failed.iter().any(|f| f == k))),
+            );
+            Err(errors)
+        }
+    }
+}
+
+/// The representative run-time variables a template rendered at use is
+/// checked with at load: the dashboard's `last_n` is the points it shows.
+fn representative_values(merged: &Mapping) -> Vec<(&'static str, Value)> {
+    let max_n = merged
+        .get("alert_max_n")
+        .cloned()
+        .unwrap_or_else(|| keys::default_value("alert_max_n").clone());
+    vec![("last_n", max_n)]
+}
+
+/// Render each template of [`keys::RENDERED_AT_USE`] once, with
+/// representative values, so `validate` reports what would fail at use.
+fn check_rendered_at_use(
+    renderer: &template::TemplateRenderer,
+    source: &spec::BatchSource,
+    file: &Path,
+) -> Vec<ConfigError> {
+    let values = representative_values(&source.merged);
+    keys::RENDERED_AT_USE
+        .iter()
+        .filter(|key| source.merged.contains_key(**key))
+        .filter_map(|key| render_one(renderer, source, file, key, &values).err())
+        .collect()
+}
+
+/// `key`'s template rendered with the batch's values and `params` (which
+/// win over the batch's), and the short values it may use rendered first.
+fn render_one(
+    renderer: &template::TemplateRenderer,
+    source: &spec::BatchSource,
+    file: &Path,
+    key: &str,
+    params: &[(&str, Value)],
+) -> Result<String, ConfigError> {
+    let mut merged = source.merged.clone();
+    for (k, v) in params {
+        merged.insert(Value::String(k.to_string()), v.clone());
+    }
+    let origin = |k: &str| source.origin_of(k, file);
+    let wanted = |k: &str| k == key || keys::is_rendered(k);
+    let (rendered, errors) = render_all(renderer, &merged, &origin, &wanted);
+    let failed = errors.into_iter().find(|e| e.key() == Some(key));
+    match (failed, rendered.get(key).and_then(Value::as_str)) {
+        (Some(e), _) => Err(e),
+        (None, Some(text)) => Ok(text.to_string()),
+        (None, None) => Err(ConfigError::BadValue {
+            file: origin(key),
+            key: key.to_string(),
+            message: "expected a SQL template (a string)".into(),
+        }),
+    }
+}
+
+/// A template sandstack renders when it is used (see
+/// [`keys::RENDERED_AT_USE`]), with that use's run-time variables.
+pub fn render_at_use(
+    spec: &BatchSpec,
+    key: &str,
+    params: &[(&str, Value)],
+) -> Result<Option<String>, ConfigError> {
+    if !spec.source.merged.contains_key(key) {
+        return Ok(None);
+    }
+    let renderer = template::TemplateRenderer::with_include_dirs(
+        &spec.source.dir,
+        spec.source.include_dirs.clone(),
+    );
+    render_one(&renderer, &spec.source, &spec.file, key, params).map(Some)
 }
 
 /// `spec` as if its batch file also set `values`: its templates rendered
@@ -371,13 +496,19 @@ fn skip_reason(merged: &Mapping) -> Option<String> {
     unsupported_model_path(&text("model_path"))
 }
 
-/// Render every top-level string. Short values (those without an include)
-/// are rendered first, so a SQL template sees `table_key` already rendered.
+/// Render every top-level string sandstack reads (see
+/// [`keys::is_rendered`]): Anomstack's templates for jobs sandstack does not
+/// run (`dashboard_sql`, `prompt_fn`, ...) and keys it does not know stay as
+/// written, as in Anomstack, which renders a key only when a job uses it.
+/// Short values (those without an include) are rendered first, so a SQL
+/// template sees `table_key` already rendered. Keys that fail keep their
+/// text; the errors come back beside the mapping.
 fn render_all(
     renderer: &template::TemplateRenderer,
     merged: &Mapping,
     origin: &dyn Fn(&str) -> PathBuf,
-) -> Result<Mapping, Vec<ConfigError>> {
+    wanted: &dyn Fn(&str) -> bool,
+) -> (Mapping, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut render_pass = |context: &Mapping, only_short: bool| -> Mapping {
         let ctx = minijinja::Value::from(minijinja::value::Serde(context));
@@ -388,7 +519,7 @@ fn render_all(
             };
             let has_include = text.contains("include");
             let is_template = text.contains("{{") || text.contains("{%") || text.contains("{#");
-            if only_short == has_include || !is_template {
+            if only_short == has_include || !is_template || !wanted(key) {
                 continue;
             }
             match renderer.render(key, text, &ctx) {
@@ -406,11 +537,7 @@ fn render_all(
     };
     let first = render_pass(merged, true);
     let second = render_pass(&first, false);
-    if errors.is_empty() {
-        Ok(second)
-    } else {
-        Err(errors)
-    }
+    (second, errors)
 }
 
 fn unsupported_model_path(path: &str) -> Option<String> {
@@ -491,6 +618,17 @@ fn batch_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+fn note_unused_keys(file: &Path, map: &Mapping, notes: &mut Vec<String>) {
+    let unused = keys::unused_in(map);
+    if !unused.is_empty() {
+        notes.push(format!(
+            "{}: Anomstack keys sandstack does not use (left as written, templates not rendered): {}",
+            file.display(),
+            unused.join(", ")
+        ));
+    }
 }
 
 fn warn_unknown_keys(file: &Path, map: &Mapping, warnings: &mut Vec<String>) {

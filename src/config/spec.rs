@@ -347,11 +347,11 @@ fn read_schedules(r: &mut FieldReader) -> BTreeMap<Job, JobSchedule> {
     schedules
 }
 
-/// Every job's SQL template that is set, and `dashboard_sql`.
+/// The rendered SQL template of every job sandstack runs from SQL.
 fn read_templates(r: &mut FieldReader) -> BTreeMap<String, String> {
     let mut sql = BTreeMap::new();
     let keys = Job::ALL.iter().filter_map(|j| j.sql_key());
-    for key in keys.chain(["dashboard_sql"]) {
+    for key in keys.filter(|k| super::keys::is_rendered(k)) {
         if let Some(text) = r.opt_string(key) {
             sql.insert(key.to_string(), text);
         }

@@ -6,14 +6,22 @@ use std::collections::BTreeMap;
 
 use crate::config::BatchSpec;
 use crate::domain::Series;
-use crate::jobs::rows::load_input;
+use crate::jobs::rows::series_by_metric;
 use crate::store::{Anomaly, Store, StoreError, Vote};
 
-/// `dashboard_sql`'s series by metric.
+/// `dashboard_sql`'s series by metric. The template is rendered here, with
+/// Anomstack's run-time variable `last_n`: the points a chart shows
+/// (`alert_max_n`).
 pub fn chart_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, String> {
-    load_input(spec, store, "dashboard_sql", "dashboard", None)
-        .map(|input| input.series)
-        .map_err(|e| crate::jobs::rows::JobError::of(spec)(e).to_string())
+    let last_n = serde_yaml_ng::Value::from(spec.alert.max_n);
+    let sql = crate::config::render_at_use(spec, "dashboard_sql", &[("last_n", last_n)])
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("batch {}: the batch has no dashboard_sql", spec.metric_batch))?;
+    let batch = &spec.metric_batch;
+    store
+        .ensure_metrics_table(&spec.table_key)
+        .map_err(|e| format!("batch {batch}: {e}"))?;
+    series_by_metric(store, &sql, "dashboard").map_err(|e| format!("batch {batch}: {e}"))
 }
 
 /// Anomalies of `batches`, newest first.

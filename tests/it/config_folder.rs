@@ -397,3 +397,86 @@ fn a_backfill_widens_the_scoring_window_by_rendering_again() {
     assert_eq!(same.score.max_n, 7);
     assert_eq!(same.sql["score_sql"], spec.sql["score_sql"]);
 }
+
+#[test]
+fn anomstack_templates_sandstack_does_not_run_are_not_rendered() {
+    // Anomstack's dashboard passes last_n and cutoff_time at run time, and
+    // its prompt_fn may include a file that is gone: neither stops a batch.
+    let f = Folder::with_defaults();
+    let defaults = std::fs::read_to_string(repo().join("metrics/defaults/defaults.yaml"))
+        .expect("defaults")
+        .replace("./defaults/sql/dashboard.sql", "./defaults/sql/dash.sql");
+    f.write(
+        "defaults/defaults.yaml",
+        &format!("{defaults}\nprompt_fn: >\n  {{% include \"./defaults/python/prompt.py\" %}}\nmy_own_key: \"{{{{ not_defined }}}}\"\n"),
+    );
+    f.write(
+        "defaults/sql/dash.sql",
+        "select * from {{ table_key }}\n{% if cutoff_time is defined %}where metric_timestamp >= '{{ cutoff_time }}'{% else %}limit {{ last_n }}{% endif %}\n",
+    );
+    f.write("b.yaml", SQL_BATCH);
+    let folder = f.load(&[]);
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    assert!(
+        folder
+            .notes
+            .iter()
+            .any(|n| n.contains("does not use") && n.contains("llmalert_sql") && n.contains("prompt_fn")),
+        "{:?}",
+        folder.notes
+    );
+    let b = folder.batch("b").expect("b");
+    assert!(!b.sql.contains_key("dashboard_sql"), "rendered at use, not at load");
+    let at = |params: &[(&str, serde_yaml_ng::Value)]| {
+        sandstack::config::render_at_use(b, "dashboard_sql", params)
+            .expect("renders")
+            .expect("set")
+    };
+    assert!(at(&[("last_n", 7u64.into())]).contains("limit 7"));
+    assert!(at(&[("cutoff_time", "2026-01-01T00:00:00".into())])
+        .contains(">= '2026-01-01T00:00:00'"));
+    // A dashboard_sql that needs a variable no run gives fails at load.
+    f.write("defaults/sql/dash.sql", "select {{ nowhere }}\n");
+    let errors: Vec<String> = f.load(&[]).errors.iter().map(ToString::to_string).collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("`nowhere`") && errors[0].contains("dashboard_sql"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn an_error_in_the_defaults_is_listed_once_naming_the_batches_it_stops() {
+    let f = Folder::with_defaults();
+    let defaults = std::fs::read_to_string(repo().join("metrics/defaults/defaults.yaml"))
+        .expect("defaults")
+        .replace(
+            "alert_sql: >\n  {% include \"./defaults/sql/alerts.sql\" %}",
+            "alert_sql: \"{{ nope }}\"",
+        );
+    f.write("defaults/defaults.yaml", &defaults);
+    for name in ["a", "b", "c"] {
+        f.write(
+            &format!("{name}.yaml"),
+            &format!("metric_batch: {name}\ningest_sql: \"select 1\"\n"),
+        );
+    }
+    // c also has a cron error of its own: it is listed beside the template's.
+    f.write(
+        "c.yaml",
+        "metric_batch: c\ningest_sql: \"select 1\"\ntrain_cron_schedule: \"61 * * * *\"\n",
+    );
+    let errors: Vec<String> = f.load(&[]).errors.iter().map(ToString::to_string).collect();
+    let template: Vec<&String> = errors.iter().filter(|e| e.contains("`nope`")).collect();
+    assert_eq!(template.len(), 1, "{errors:#?}");
+    assert!(
+        template[0].contains("stops 3 batches: `a`, `b`, `c`"),
+        "{}",
+        template[0]
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("c.yaml") && e.contains("minute 61 in `61` is out of range 0-59")),
+        "the template error hid the cron error: {errors:#?}"
+    );
+}
