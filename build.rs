@@ -26,7 +26,10 @@ fn main() {
     collect_cpp(&sources, &mut files);
     files.sort();
     if files.is_empty() {
-        fail(&format!("no ICU sources (*.cpp) under {}", sources.display()));
+        fail(&format!(
+            "no ICU sources (*.cpp) under {}",
+            sources.display()
+        ));
     }
 
     let mut build = cc::Build::new();
@@ -80,7 +83,8 @@ fn duckdb_include_dirs(include: &Path) -> Vec<PathBuf> {
 /// version in Cargo.lock (1.MMmmpp.x encodes DuckDB MM.mm.pp), the same way
 /// `scripts/install-deps` decodes it to fetch the matching sources.
 fn duckdb_version() -> String {
-    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_else(|e| fail(&format!("Cargo.lock: {e}")));
+    let lock =
+        std::fs::read_to_string("Cargo.lock").unwrap_or_else(|e| fail(&format!("Cargo.lock: {e}")));
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line == "name = \"libduckdb-sys\"" {
@@ -94,7 +98,12 @@ fn duckdb_version() -> String {
                 .nth(1)
                 .and_then(|n| n.parse().ok())
                 .unwrap_or_else(|| fail(&format!("libduckdb-sys {version}: not 1.MMmmpp.x")));
-            return format!("{}.{}.{}", encoded / 10_000, encoded / 100 % 100, encoded % 100);
+            return format!(
+                "{}.{}.{}",
+                encoded / 10_000,
+                encoded / 100 % 100,
+                encoded % 100
+            );
         }
     }
     fail("Cargo.lock has no libduckdb-sys")
@@ -118,7 +127,8 @@ fn icu_sources(version: &str) -> PathBuf {
 }
 
 fn collect_cpp(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| fail(&format!("{}: {e}", dir.display())));
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

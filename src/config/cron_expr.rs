@@ -95,11 +95,12 @@ fn expand(text: &str, field: &Field) -> Result<String, String> {
     for item in text.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{}: step `{s}` in `{item}` must be a whole number of 1 or more", field.name))?;
+                let step: u32 = s.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!(
+                        "{}: step `{s}` in `{item}` must be a whole number of 1 or more",
+                        field.name
+                    )
+                })?;
                 (r, Some(step))
             }
             None => (item, None),
@@ -287,7 +288,10 @@ mod tests {
         let e = CronExpr::parse("30-10 * * * *").unwrap_err();
         assert!(e.contains("backwards"), "{e}");
         let e = CronExpr::parse("0 0 * FOO *").unwrap_err();
-        assert!(!e.contains("0 0 0"), "the internal 6-field form leaked: {e}");
+        assert!(
+            !e.contains("0 0 0"),
+            "the internal 6-field form leaked: {e}"
+        );
     }
 
     #[test]

@@ -78,7 +78,11 @@ pub enum ConfigError {
 
 fn batch_list(batches: &[String]) -> String {
     const SHOWN: usize = 6;
-    let names: Vec<String> = batches.iter().take(SHOWN).map(|b| format!("`{b}`")).collect();
+    let names: Vec<String> = batches
+        .iter()
+        .take(SHOWN)
+        .map(|b| format!("`{b}`"))
+        .collect();
     let more = batches.len().saturating_sub(SHOWN);
     match (batches.len(), more) {
         (1, _) => format!("batch {}", names.join("")),

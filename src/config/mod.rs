@@ -178,7 +178,10 @@ fn add_batch_errors(all: &mut Vec<ConfigError>, file: &Path, name: &str, errors:
             continue;
         }
         let shared = all.iter_mut().find_map(|e| match e {
-            ConfigError::InBatches { error: inner, batches } if **inner == error => Some(batches),
+            ConfigError::InBatches {
+                error: inner,
+                batches,
+            } if **inner == error => Some(batches),
             _ => None,
         });
         match shared {
@@ -373,7 +376,10 @@ fn render_and_read(
         Ok(_) => Err(errors),
         Err(read_errors) => {
             // A key whose template failed is reported once, for the template.
-            let failed: Vec<String> = errors.iter().filter_map(|e| e.key().map(str::to_string)).collect();
+            let failed: Vec<String> = errors
+                .iter()
+                .filter_map(|e| e.key().map(str::to_string))
+                .collect();
             errors.extend(
                 read_errors
                     .into_iter()

@@ -16,7 +16,12 @@ pub fn chart_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, 
     let last_n = serde_yaml_ng::Value::from(spec.alert.max_n);
     let sql = crate::config::render_at_use(spec, "dashboard_sql", &[("last_n", last_n)])
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("batch {}: the batch has no dashboard_sql", spec.metric_batch))?;
+        .ok_or_else(|| {
+            format!(
+                "batch {}: the batch has no dashboard_sql",
+                spec.metric_batch
+            )
+        })?;
     let batch = &spec.metric_batch;
     store
         .ensure_metrics_table(&spec.table_key)

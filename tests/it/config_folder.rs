@@ -418,23 +418,26 @@ fn anomstack_templates_sandstack_does_not_run_are_not_rendered() {
     let folder = f.load(&[]);
     assert!(folder.errors.is_empty(), "{:?}", folder.errors);
     assert!(
-        folder
-            .notes
-            .iter()
-            .any(|n| n.contains("does not use") && n.contains("llmalert_sql") && n.contains("prompt_fn")),
+        folder.notes.iter().any(|n| n.contains("does not use")
+            && n.contains("llmalert_sql")
+            && n.contains("prompt_fn")),
         "{:?}",
         folder.notes
     );
     let b = folder.batch("b").expect("b");
-    assert!(!b.sql.contains_key("dashboard_sql"), "rendered at use, not at load");
+    assert!(
+        !b.sql.contains_key("dashboard_sql"),
+        "rendered at use, not at load"
+    );
     let at = |params: &[(&str, serde_yaml_ng::Value)]| {
         sandstack::config::render_at_use(b, "dashboard_sql", params)
             .expect("renders")
             .expect("set")
     };
     assert!(at(&[("last_n", 7u64.into())]).contains("limit 7"));
-    assert!(at(&[("cutoff_time", "2026-01-01T00:00:00".into())])
-        .contains(">= '2026-01-01T00:00:00'"));
+    assert!(
+        at(&[("cutoff_time", "2026-01-01T00:00:00".into())]).contains(">= '2026-01-01T00:00:00'")
+    );
     // A dashboard_sql that needs a variable no run gives fails at load.
     f.write("defaults/sql/dash.sql", "select {{ nowhere }}\n");
     let errors: Vec<String> = f.load(&[]).errors.iter().map(ToString::to_string).collect();

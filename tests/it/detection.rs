@@ -444,7 +444,10 @@ fn threshold_alerts_honour_disable_tholdalert_and_recent_n() {
         .expect("insert");
     }
     let fired = |spec, store: &mut Store| alert::run(spec, store).expect("alert").threshold_alerts;
-    assert!(fired(&off, &mut store).is_empty(), "disable_tholdalert: true");
+    assert!(
+        fired(&off, &mut store).is_empty(),
+        "disable_tholdalert: true"
+    );
     assert!(
         fired(&newest_only, &mut store).is_empty(),
         "the breach is the second newest; recent_n 1 checks the newest only"
