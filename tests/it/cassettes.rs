@@ -11,36 +11,11 @@ use axum::routing::get;
 use axum::Router;
 
 use sandstack::config::BatchSpec;
-use sandstack::jobs::ingest::recording::CassetteOptions;
-use sandstack::jobs::ingest::{self, IngestFailure, IngestOptions, IngestReport};
+use sandstack::jobs::ingest::IngestReport;
 use sandstack::sandbox::cassette::RecordMode;
 use sandstack::store::Store;
 
-use crate::support::{python_batch, repo, TestSandbox, TestServer};
-
-fn with_cassette(
-    spec: &BatchSpec,
-    store: &mut Store,
-    path: &Path,
-    mode: RecordMode,
-    env: &[(&str, &str)],
-) -> Result<IngestReport, Box<IngestFailure>> {
-    let env = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let opts = IngestOptions {
-        dry_run: false,
-        cassette: Some(CassetteOptions {
-            path: path.to_path_buf(),
-            mode,
-            match_on: Vec::new(),
-            scrub: Vec::new(),
-        }),
-        simulated_now_us: None,
-    };
-    ingest::run(spec, store, &TestSandbox, &env, opts)
-}
+use crate::support::{python_batch, repo, with_cassette, TestServer};
 
 /// Every stored row, as text, in a stable order.
 fn dump(store: &Store, table: &str) -> Vec<String> {

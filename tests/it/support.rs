@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sandstack::config::{self, BatchSpec, MetricsFolder};
+use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::ingest::{self, IngestFailure, IngestOptions, IngestReport, SandboxSource};
+use sandstack::sandbox::cassette::RecordMode;
 use sandstack::sandbox::{home_dir, Sandbox, SetupError};
 use sandstack::store::duck::DuckStore;
 use sandstack::store::Store;
@@ -315,4 +317,29 @@ pub fn terminate(child: &std::process::Child) {
         .status()
         .expect("kill");
     assert!(sent.success(), "kill -TERM {}", child.id());
+}
+
+/// Ingest `spec` recording or replaying the cassette at `path`.
+pub fn with_cassette(
+    spec: &BatchSpec,
+    store: &mut Store,
+    path: &Path,
+    mode: RecordMode,
+    env: &[(&str, &str)],
+) -> Result<IngestReport, Box<IngestFailure>> {
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let opts = IngestOptions {
+        dry_run: false,
+        cassette: Some(CassetteOptions {
+            path: path.to_path_buf(),
+            mode,
+            match_on: Vec::new(),
+            scrub: Vec::new(),
+        }),
+        simulated_now_us: None,
+    };
+    ingest::run(spec, store, &TestSandbox, &env, opts)
 }
