@@ -227,7 +227,7 @@ crate::settings! {
         recent_n: u64 = "alert_recent_n", "1";
         /// rows per metric read
         max_n: u64 = "alert_max_n", "250";
-        /// log every metric's newest smoothed score on every run, alert or not
+        /// every metric's newest observation alerts, whatever its score (to test the alert setup)
         always: bool = "alert_always", "false";
         /// metrics that never alert
         exclude_metrics: Vec<String> = "alert_exclude_metrics", "[]";

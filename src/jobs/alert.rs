@@ -47,7 +47,10 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
             let is_new = !already
                 .get(metric)
                 .is_some_and(|d| d.contains(&s.timestamps_us[i]));
-            if recent && flag[i] == 1.0 && is_new {
+            // alert_always (Anomstack's test of a batch's alert setup): the
+            // newest observation alerts whatever its score.
+            let forced = spec.alert.always && rank[i] == 1.0 && flag[i] != 1.0;
+            if recent && (flag[i] == 1.0 || forced) && is_new {
                 let j = Judgement {
                     timestamp_us: s.timestamps_us[i],
                     metric_name: metric.clone(),
@@ -57,24 +60,22 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
                         "score": score[i],
                         "score_smooth": smooth[i],
                         "threshold": spec.alert.threshold,
+                        "alert_always": forced,
                         "tags": spec.metric_tags.get(metric),
                     })),
                 };
+                let why = if forced {
+                    "alert_always is set"
+                } else {
+                    "at or over alert_threshold"
+                };
                 tracing::warn!(
-                    "ALERT batch {batch} metric {metric}: value {} smoothed score {:.3} >= alert_threshold {}",
+                    "ALERT batch {batch} metric {metric}: value {} smoothed score {:.3} ({why} {})",
                     s.values[i],
                     smooth[i],
                     spec.alert.threshold
                 );
                 report.alerts.push(j);
-            }
-        }
-        if spec.alert.always {
-            if let Some(i) = rank.iter().position(|r| *r == 1.0) {
-                tracing::info!(
-                    "alert_always: batch {batch} metric {metric} latest smoothed score {:.3}",
-                    smooth[i]
-                );
             }
         }
     }

@@ -525,3 +525,32 @@ fn cli_backfill_then_summary_and_delete() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("--every `10x`: the unit must be s, m, h or d"));
 }
+
+#[test]
+fn alert_always_alerts_on_the_newest_observation_whatever_its_score() {
+    let (_f, quiet) = batch("alert_recent_n: 1");
+    let (_g, always) = batch("alert_recent_n: 1\nalert_always: true");
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table("metrics").expect("table");
+    crate::support::insert_scored_series(&store, "synth", &[0.1, 0.1, 0.1, 0.1]);
+    assert!(alert::run(&quiet, &mut store)
+        .expect("alert")
+        .alerts
+        .is_empty());
+    let forced = alert::run(&always, &mut store).expect("alert").alerts;
+    assert_eq!(forced.len(), 1, "{forced:?}");
+    let meta = forced[0].metadata.as_ref().expect("metadata");
+    assert_eq!(
+        meta["value"],
+        serde_json::json!(3.0),
+        "the newest observation"
+    );
+    assert_eq!(meta["alert_always"], serde_json::json!(true));
+    assert!(
+        alert::run(&always, &mut store)
+            .expect("again")
+            .alerts
+            .is_empty(),
+        "once per observation"
+    );
+}
