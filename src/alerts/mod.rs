@@ -1,7 +1,7 @@
 //! Alert delivery: an alert (or a change, a threshold breach, the daily
 //! summary) becomes a [`message::Message`] with the metric's plot, sent to
 //! each channel the batch's `alert_methods` (or `tholdalert_methods`) names
-//! ([`email`], [`slack`], [`webhook`]; `log` is always on). Channels are
+//! ([`email`], [`slack`] or [`slack_api`], [`webhook`]; `log` is always on). Channels are
 //! tried in parallel, each retried with backoff a bounded number of times;
 //! one failing never blocks another or the job. [`notify`] ties it to the
 //! jobs' results; [`plot`] renders the PNGs.
@@ -14,6 +14,7 @@ pub mod notify;
 pub mod plot;
 pub mod settings;
 pub mod slack;
+pub mod slack_api;
 pub mod webhook;
 
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ pub enum Retry {
 pub struct SendError {
     pub retry: Retry,
     pub message: String,
+    /// How long the server asked to be left alone (`Retry-After`).
+    pub wait: Option<Duration>,
 }
 
 impl SendError {
@@ -64,6 +67,7 @@ impl SendError {
         SendError {
             retry: Retry::Transient,
             message: message.into(),
+            wait: None,
         }
     }
 
@@ -71,9 +75,22 @@ impl SendError {
         SendError {
             retry: Retry::Permanent,
             message: message.into(),
+            wait: None,
+        }
+    }
+
+    /// A transient failure after which the server asked for `wait`.
+    pub fn throttled(message: impl Into<String>, wait: Option<Duration>) -> Self {
+        SendError {
+            wait,
+            ..SendError::transient(message)
         }
     }
 }
+
+/// The longest `Retry-After` honoured before the next attempt: a server
+/// asking for more is tried again sooner, and reported if still refusing.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(30);
 
 /// A channel that sends messages (blocking).
 pub trait Channel: Sync {
@@ -124,10 +141,12 @@ fn send_with_retries(channel: &dyn Channel, message: &Message, retry: RetryPolic
                 if e.retry == Retry::Permanent {
                     break;
                 }
+                if attempt < attempts {
+                    let backoff = retry.base * 2u32.saturating_pow(attempt - 1);
+                    let asked = e.wait.unwrap_or_default().min(MAX_SERVER_WAIT);
+                    std::thread::sleep(backoff.max(asked));
+                }
             }
-        }
-        if attempt < attempts {
-            std::thread::sleep(retry.base * 2u32.saturating_pow(attempt - 1));
         }
     }
     tracing::error!(
@@ -212,6 +231,7 @@ mod tests {
                 Err(SendError {
                     retry: self.retry,
                     message: format!("failure {n}"),
+                    wait: None,
                 })
             } else {
                 Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::email::{EmailChannel, Security};
 use super::slack::SlackChannel;
+use super::slack_api::SlackApiChannel;
 use super::webhook::WebhookChannel;
 use super::{Channel, RetryPolicy};
 use crate::config::AlertMethod;
@@ -15,6 +16,9 @@ use crate::config::AlertMethod;
 pub struct Channels {
     pub email: Option<EmailChannel>,
     pub slack: Option<SlackChannel>,
+    /// Slack through the Web API (Anomstack's way), preferred over the
+    /// webhook: it carries the plot.
+    pub slack_api: Option<SlackApiChannel>,
     pub webhook: Option<WebhookChannel>,
     pub retry: RetryPolicy,
     /// Settings that were present but wrong, reported when the channel is
@@ -28,6 +32,7 @@ impl std::fmt::Debug for Channels {
         f.debug_struct("Channels")
             .field("email", &self.email.is_some())
             .field("slack", &self.slack.is_some())
+            .field("slack_api", &self.slack_api.is_some())
             .field("webhook", &self.webhook.is_some())
             .field("retry", &self.retry)
             .finish()
@@ -46,6 +51,26 @@ impl Channels {
             Err(why) => {
                 c.problems.insert("email", why);
             }
+        }
+        match (
+            get(env, "ANOMSTACK_SLACK_BOT_TOKEN"),
+            get(env, "ANOMSTACK_SLACK_CHANNEL"),
+        ) {
+            (Some(token), Some(channel)) => {
+                match SlackApiChannel::new(token, channel, get(env, "SANDSTACK_SLACK_API_URL")) {
+                    Ok(s) => c.slack_api = Some(s),
+                    Err(why) => {
+                        c.problems.insert("slack", why);
+                    }
+                }
+            }
+            (Some(_), None) => {
+                c.problems.insert(
+                    "slack",
+                    "ANOMSTACK_SLACK_BOT_TOKEN is set but ANOMSTACK_SLACK_CHANNEL is not: set the channel (#name or ID)".into(),
+                );
+            }
+            _ => {}
         }
         if let Some(url) = get(env, "SANDSTACK_SLACK_WEBHOOK_URL") {
             match SlackChannel::new(url) {
@@ -86,9 +111,10 @@ impl Channels {
                 Some(e) => Ok(Some(e)),
                 None => missing("ANOMSTACK_ALERT_EMAIL_FROM, ANOMSTACK_ALERT_EMAIL_TO and ANOMSTACK_ALERT_EMAIL_SMTP_HOST"),
             },
-            AlertMethod::Slack => match &self.slack {
-                Some(s) => Ok(Some(s)),
-                None => missing("SANDSTACK_SLACK_WEBHOOK_URL (a Slack incoming-webhook URL)"),
+            AlertMethod::Slack => match (&self.slack_api, &self.slack) {
+                (Some(s), _) => Ok(Some(s)),
+                (None, Some(s)) => Ok(Some(s)),
+                (None, None) => missing("ANOMSTACK_SLACK_BOT_TOKEN and ANOMSTACK_SLACK_CHANNEL (Slack's Web API, as Anomstack), or SANDSTACK_SLACK_WEBHOOK_URL (an incoming webhook, without the plot)"),
             },
             AlertMethod::Webhook => match &self.webhook {
                 Some(w) => Ok(Some(w)),

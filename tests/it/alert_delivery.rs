@@ -501,3 +501,185 @@ fn an_smtp_server_that_refuses_for_good_is_asked_once() {
     assert!(why.contains("550"), "{why}");
     assert!(sink.messages.lock().expect("lock").is_empty());
 }
+
+/// A local server that speaks the shapes of Slack's Web API: the methods
+/// sandstack calls, the upload URL it hands out, `ok: false` refusals and a
+/// 429 with `Retry-After`.
+#[derive(Clone, Default)]
+struct SlackApi {
+    /// (path, Authorization header, body) of every request.
+    calls: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    /// "ok", "invalid_auth" or "throttle_once".
+    mode: Arc<Mutex<&'static str>>,
+    throttled: Arc<AtomicUsize>,
+}
+
+async fn slack_api(
+    State(s): State<SlackApi>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path().to_string();
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    s.calls
+        .lock()
+        .expect("lock")
+        .push((path.clone(), auth, body.to_vec()));
+    let mode = *s.mode.lock().expect("lock");
+    if mode == "throttle_once"
+        && path.ends_with("files.completeUploadExternal")
+        && s.throttled.fetch_add(1, Ordering::SeqCst) == 0
+    {
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "").into_response();
+    }
+    if mode == "invalid_auth" {
+        return axum::Json(serde_json::json!({"ok": false, "error": "invalid_auth"}))
+            .into_response();
+    }
+    let answer = match path.as_str() {
+        "/api/conversations.list" => serde_json::json!({
+            "ok": true,
+            "channels": [{"id": "C0GENERAL", "name": "general"}, {"id": "C0ALERTS1", "name": "alerts"}],
+            "response_metadata": {"next_cursor": ""},
+        }),
+        "/api/files.getUploadURLExternal" => serde_json::json!({
+            "ok": true, "upload_url": format!("http://{host}/upload/F123"), "file_id": "F123",
+        }),
+        "/upload/F123" => return "OK - uploaded".into_response(),
+        "/api/files.completeUploadExternal" | "/api/chat.postMessage" => {
+            serde_json::json!({"ok": true})
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    axum::Json(answer).into_response()
+}
+
+fn slack_channels(server: &TestServer) -> Channels {
+    Channels::from_env(&env(&[
+        ("ANOMSTACK_SLACK_BOT_TOKEN", "xoxb-test-token".into()),
+        ("ANOMSTACK_SLACK_CHANNEL", "#alerts".into()),
+        ("SANDSTACK_SLACK_API_URL", server.url("/api")),
+        ("SANDSTACK_ALERT_RETRY_BASE_MS", "5".into()),
+    ]))
+}
+
+#[test]
+fn slack_through_the_web_api_uploads_the_plot_as_anomstack_does() {
+    let (_f, spec, mut store) = anomalous_batch();
+    let api = SlackApi::default();
+    *api.mode.lock().expect("lock") = "ok";
+    let server = TestServer::start(Router::new().fallback(slack_api).with_state(api.clone()));
+    let channels = slack_channels(&server);
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    let sent = notify::alerts(&spec, &store, &report, &channels);
+    let slack: Vec<_> = sent
+        .deliveries
+        .iter()
+        .filter(|d| d.channel == "slack")
+        .collect();
+    assert_eq!(slack.len(), 1, "{:?}", sent.deliveries);
+    assert_eq!((&slack[0].outcome, slack[0].attempts), (&Outcome::Sent, 1));
+
+    let calls = api.calls.lock().expect("lock").clone();
+    let paths: Vec<&str> = calls.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/conversations.list",
+            "/api/files.getUploadURLExternal",
+            "/upload/F123",
+            "/api/files.completeUploadExternal"
+        ]
+    );
+    assert!(calls
+        .iter()
+        .filter(|(p, _, _)| p.starts_with("/api/"))
+        .all(|(_, auth, _)| auth == "Bearer xoxb-test-token"));
+    assert_png(&calls[2].2);
+    let slot = String::from_utf8_lossy(&calls[1].2).to_string();
+    assert!(
+        slot.contains(&format!("length={}", calls[2].2.len())),
+        "{slot}"
+    );
+    let done: serde_json::Value = serde_json::from_slice(&calls[3].2).expect("json");
+    assert_eq!(done["channel_id"], "C0ALERTS1", "the name was looked up");
+    assert_eq!(done["files"][0]["id"], "F123");
+    assert!(
+        done["initial_comment"]
+            .as_str()
+            .unwrap_or("")
+            .contains("anomaly"),
+        "{done}"
+    );
+
+    // Without a plot: chat.postMessage, and the channel ID is not looked up again.
+    let plain = sandstack::alerts::Message {
+        kind: sandstack::alerts::message::Kind::Anomaly,
+        subject: "[sandstack] test".into(),
+        text: "no plot".into(),
+        fields: serde_json::json!({}),
+        plot: None,
+    };
+    let slack = channels
+        .get(AlertMethod::Slack)
+        .expect("configured")
+        .expect("a channel");
+    slack.send(&plain).expect("sent");
+    let calls = api.calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 5);
+    assert_eq!(calls[4].0, "/api/chat.postMessage");
+    let posted: serde_json::Value = serde_json::from_slice(&calls[4].2).expect("json");
+    assert_eq!(posted["channel"], "C0ALERTS1");
+}
+
+#[test]
+fn slack_refusals_are_not_retried_and_a_429_waits_as_asked() {
+    let (_f, spec, mut store) = anomalous_batch();
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    let api = SlackApi::default();
+    let server = TestServer::start(Router::new().fallback(slack_api).with_state(api.clone()));
+
+    *api.mode.lock().expect("lock") = "invalid_auth";
+    let sent = notify::alerts(&spec, &store, &report, &slack_channels(&server));
+    let slack = sent
+        .deliveries
+        .iter()
+        .find(|d| d.channel == "slack")
+        .expect("slack");
+    let Outcome::Failed(why) = &slack.outcome else {
+        panic!("{slack:?}")
+    };
+    assert_eq!(slack.attempts, 1, "ok: false is a refusal, not a hiccup");
+    assert!(
+        why.contains("invalid_auth") && why.contains("ANOMSTACK_SLACK_BOT_TOKEN"),
+        "{why}"
+    );
+    assert!(!why.contains("xoxb-test-token"), "the token leaked: {why}");
+
+    *api.mode.lock().expect("lock") = "throttle_once";
+    api.calls.lock().expect("lock").clear();
+    let started = std::time::Instant::now();
+    let sent = notify::alerts(&spec, &store, &report, &slack_channels(&server));
+    let slack = sent
+        .deliveries
+        .iter()
+        .find(|d| d.channel == "slack")
+        .expect("slack");
+    assert_eq!((&slack.outcome, slack.attempts), (&Outcome::Sent, 2));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After: 1 was not honoured ({:?})",
+        started.elapsed()
+    );
+}
