@@ -24,7 +24,8 @@ use clap::{Parser, Subcommand};
     long_about = "sandstack reads an Anomstack-style metrics/ folder (defaults/defaults.yaml plus one YAML file per metric batch), \
                   runs each batch's ingest_fn (Python, in a CPython-on-WebAssembly sandbox with CPU, memory, time, output and HTTP limits) \
                   or ingest_sql (DuckDB SQL), and stores the metrics in a DuckDB file.\n\n\
-                  Environment: SANDSTACK_METRICS and SANDSTACK_DB set the defaults of --metrics and --db; \
+                  Environment: SANDSTACK_METRICS and SANDSTACK_DB (or Anomstack's ANOMSTACK_DUCKDB_PATH) set the defaults of --metrics and --db; \
+                  ANOMSTACK_IGNORE_EXAMPLES=yes skips the batches under the folder's examples/; \
                   SANDSTACK_HOME is the cache for the sandbox (default ~/.cache/sandstack); \
                   ANOMSTACK__<BATCH>__<KEY> overrides a batch's key; RUST_LOG sets log verbosity."
 )]
@@ -44,7 +45,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "SANDSTACK_POLICY")]
     pub policy: Option<PathBuf>,
 
-    /// The DuckDB file metrics are stored in (created if missing).
+    /// The DuckDB file metrics are stored in (created if missing). Without
+    /// this flag or SANDSTACK_DB, Anomstack's ANOMSTACK_DUCKDB_PATH is used
+    /// when set.
     #[arg(long, global = true, env = "SANDSTACK_DB", default_value = crate::store::DEFAULT_DB)]
     pub db: PathBuf,
 
@@ -148,8 +151,23 @@ pub enum BenchCommand {
     },
 }
 
+/// Anomstack's `ANOMSTACK_DUCKDB_PATH` names the database when neither
+/// `--db` nor `SANDSTACK_DB` does.
+const ANOMSTACK_DB_VAR: &str = "ANOMSTACK_DUCKDB_PATH";
+
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let defaulted = matches.value_source("db") == Some(clap::parser::ValueSource::DefaultValue);
+    if let (true, Some(path)) = (defaulted, std::env::var_os(ANOMSTACK_DB_VAR)) {
+        cli.db = PathBuf::from(path);
+    }
+    cli
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     init_logging();
     let result = match &cli.command {
         Command::Validate => validate::validate(&cli),

@@ -42,6 +42,9 @@ pub use spec::{BatchSpec, IngestSource, Job, JobSchedule, PythonSource};
 /// Relative path of the defaults file inside a metrics folder.
 pub const DEFAULTS_FILE: &str = "defaults/defaults.yaml";
 
+/// Anomstack's switch that leaves out the folder's `examples/` batches.
+const IGNORE_EXAMPLES: &str = "ANOMSTACK_IGNORE_EXAMPLES";
+
 /// How an error names a value that came from the environment, in place of
 /// a file.
 const ENV_ORIGIN: &str = "environment variable ";
@@ -118,7 +121,22 @@ pub fn load_with_policy(
         return out;
     };
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
-    for file in batch_files(dir, &mut out.errors) {
+    let mut files = batch_files(dir, &mut out.errors);
+    if env.get(IGNORE_EXAMPLES).map(String::as_str) == Some("yes") {
+        // As Anomstack: files in folders below examples/ (not examples/ itself).
+        let examples = dir.join("examples");
+        let before = files.len();
+        files.retain(|f| {
+            !f.parent()
+                .is_some_and(|p| p.starts_with(&examples) && p != examples)
+        });
+        out.notes.push(format!(
+            "{IGNORE_EXAMPLES}=yes: {} batch files under {} ignored",
+            before - files.len(),
+            examples.display()
+        ));
+    }
+    for file in files {
         let map = match read_mapping(&file) {
             Ok(m) => m,
             Err(e) => {

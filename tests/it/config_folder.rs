@@ -483,3 +483,36 @@ fn an_error_in_the_defaults_is_listed_once_naming_the_batches_it_stops() {
         "the template error hid the cron error: {errors:#?}"
     );
 }
+
+#[test]
+fn anomstack_ignore_examples_leaves_out_the_examples_batches() {
+    let f = Folder::with_defaults();
+    f.write(
+        "examples/a/a.yaml",
+        "metric_batch: a\ningest_sql: \"select 1\"\n",
+    );
+    f.write("mine/b.yaml", "metric_batch: b\ningest_sql: \"select 1\"\n");
+    let names = |folder: &sandstack::config::MetricsFolder| -> Vec<String> {
+        folder
+            .batches
+            .iter()
+            .map(|b| b.metric_batch.clone())
+            .collect()
+    };
+    assert_eq!(names(&f.load(&[])), ["a", "b"]);
+    let ignoring = f.load(&[("ANOMSTACK_IGNORE_EXAMPLES", "yes")]);
+    assert_eq!(names(&ignoring), ["b"]);
+    assert!(
+        ignoring
+            .notes
+            .iter()
+            .any(|n| n.contains("1 batch files under")),
+        "{:?}",
+        ignoring.notes
+    );
+    // Anomstack's switch is the word yes, nothing else.
+    assert_eq!(
+        names(&f.load(&[("ANOMSTACK_IGNORE_EXAMPLES", "true")])),
+        ["a", "b"]
+    );
+}
