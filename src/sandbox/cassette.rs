@@ -29,6 +29,8 @@ fn max_bytes() -> u64 {
         .saturating_mul(1 << 20)
 }
 pub const SCRUBBED: &str = "<scrubbed>";
+/// A scrubbed cookie value: only characters a cookie value may hold.
+const COOKIE_SCRUBBED: &str = "scrubbed";
 
 /// Header names always scrubbed (case-insensitive).
 const SECRET_HEADERS: &[&str] = &[
@@ -350,14 +352,42 @@ impl Scrubber {
         headers
             .iter()
             .map(|(k, v)| {
-                let v = if self.is_secret_name(k) {
-                    SCRUBBED.to_string()
-                } else {
-                    self.text(v)
+                let v = match k.to_ascii_lowercase().as_str() {
+                    "set-cookie" => self.cookies(v, true),
+                    "cookie" => self.cookies(v, false),
+                    _ if self.is_secret_name(k) => SCRUBBED.to_string(),
+                    _ => self.text(v),
                 };
                 (k.clone(), v)
             })
             .collect()
+    }
+
+    /// A cookie header with every value scrubbed and the rest kept, so a
+    /// replayed `Set-Cookie` still sets its cookie (for the host and path it
+    /// names) and code that reads a cookie's presence behaves as recorded.
+    /// `set` is a `Set-Cookie` (one cookie, then its attributes); otherwise a
+    /// `Cookie` (pairs).
+    fn cookies(&self, value: &str, set: bool) -> String {
+        let scrub_pair = |pair: &str| match pair.split_once('=') {
+            Some((name, _)) => format!("{}={COOKIE_SCRUBBED}", name.trim()),
+            None => COOKIE_SCRUBBED.to_string(),
+        };
+        if set {
+            let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
+            let attributes = if attributes.is_empty() {
+                String::new()
+            } else {
+                format!(";{}", self.text(attributes))
+            };
+            format!("{}{attributes}", scrub_pair(pair))
+        } else {
+            value
+                .split(';')
+                .map(|p| scrub_pair(p.trim()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
     }
 
     /// Scrub secret-looking query parameters, then known secret values.
@@ -583,6 +613,18 @@ mod tests {
         assert!(r.url.contains("q=1"));
         assert_eq!(s.env(&env)[0].value, SCRUBBED);
         assert_eq!(s.env(&env)[1].value, "eu");
+        let cookies = s.headers(&[
+            (
+                "Set-Cookie".into(),
+                "B=abc123; Path=/; Domain=.api.test; Max-Age=3600".into(),
+            ),
+            ("Cookie".into(), "B=abc123; sid=zz9".into()),
+        ]);
+        assert_eq!(
+            cookies[0].1,
+            "B=scrubbed; Path=/; Domain=.api.test; Max-Age=3600"
+        );
+        assert_eq!(cookies[1].1, "B=scrubbed; sid=scrubbed");
     }
 
     #[test]
