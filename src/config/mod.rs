@@ -161,7 +161,10 @@ pub fn load_with_policy(
         let confined = policy.path().map(|_| confined_renderer(dir, &file));
         let renderer = confined.as_ref().unwrap_or(&renderer);
         match load_batch(renderer, &defaults, &batch, env) {
-            Ok(Loaded::Batch(spec)) => admit(&mut out, *spec, policy),
+            Ok(Loaded::Batch(spec)) => {
+                out.warnings.extend(cloud_model_path(&spec));
+                admit(&mut out, *spec, policy)
+            }
             Ok(Loaded::Skipped(s)) => {
                 out.warnings.push(format!(
                     "{}: batch `{}` skipped: {}",
@@ -499,8 +502,10 @@ pub fn with_values(
     render_and_read(&renderer, &spec.file, &spec.metric_batch, source)
 }
 
-/// Why sandstack cannot run a batch yet (another `db`, a cloud
-/// `model_path`), judged on the merged values before rendering.
+/// Why sandstack cannot run a batch yet (another `db`, a `model_path`
+/// without a scheme), judged on the merged values before rendering. A cloud
+/// `model_path` does not stop a batch: its ingest runs (see
+/// [`cloud_model_path`]).
 fn skip_reason(merged: &Mapping) -> Option<String> {
     let text = |key: &str| {
         merged
@@ -517,7 +522,23 @@ fn skip_reason(merged: &Mapping) -> Option<String> {
             SUPPORTED_DBS.join(", ")
         ));
     }
-    unsupported_model_path(&text("model_path"))
+    let model_path = text("model_path");
+    (!model_path.contains("://"))
+        .then(|| format!("model_path `{model_path}` has no scheme: write local://{model_path}"))
+}
+
+/// A warning for a batch whose models live in an object store sandstack
+/// cannot reach yet: everything runs but train and score.
+fn cloud_model_path(spec: &BatchSpec) -> Option<String> {
+    let (scheme, _) = spec.model_path.split_once("://")?;
+    (scheme != "local").then(|| {
+        format!(
+            "{}: batch `{}`: model_path `{scheme}://` is not supported by sandstack yet (supported: local://): \
+             its ingest, change detection and threshold alerts run, its train and score jobs stop with this reason",
+            spec.file.display(),
+            spec.metric_batch
+        )
+    })
 }
 
 /// Render every top-level string sandstack reads (see
@@ -562,18 +583,6 @@ fn render_all(
     let first = render_pass(merged, true);
     let second = render_pass(&first, false);
     (second, errors)
-}
-
-fn unsupported_model_path(path: &str) -> Option<String> {
-    match path.split_once("://") {
-        Some(("local", _)) => None,
-        Some((scheme, _)) => Some(format!(
-            "model_path scheme `{scheme}://` is not supported by sandstack yet (supported: local://)"
-        )),
-        None => Some(format!(
-            "model_path `{path}` has no scheme: write local://{path}"
-        )),
-    }
 }
 
 fn read_mapping(path: &Path) -> Result<Mapping, ConfigError> {

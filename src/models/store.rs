@@ -14,7 +14,7 @@ pub const FORMAT_VERSION: u32 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelStoreError {
     #[error(
-        "model_path `{0}` is not supported yet: use local://DIR (s3:// and gs:// are planned)"
+        "model_path `{0}`: sandstack keeps models on local disk only for now (local://DIR; s3:// and gs:// are planned), so this batch cannot train or score; its ingest, change detection and threshold alerts run"
     )]
     Scheme(String),
     #[error("{path}: {message}")]

@@ -307,7 +307,15 @@ fn unsupported_backends_are_skipped_and_the_rest_loads() {
     .write("ok.yaml", "metric_batch: ok\ningest_sql: select 1\n");
     let folder = f.load(&[]);
     assert!(folder.errors.is_empty(), "{:?}", folder.errors);
-    assert_eq!(folder.batches.len(), 1);
+    // A cloud model_path no longer stops a batch: its ingest runs.
+    assert_eq!(folder.batches.len(), 2);
+    assert!(
+        folder.warnings.iter().any(|w| w.contains("batch `gcs`")
+            && w.contains("`gs://` is not supported")
+            && w.contains("its ingest")),
+        "{:?}",
+        folder.warnings
+    );
     let skipped: Vec<(String, String)> = folder
         .skipped
         .iter()
@@ -315,17 +323,10 @@ fn unsupported_backends_are_skipped_and_the_rest_loads() {
         .collect();
     assert_eq!(
         skipped,
-        vec![
-            (
-                "bq".into(),
-                "db `bigquery` is not supported by sandstack yet (supported: duckdb)".into()
-            ),
-            (
-                "gcs".into(),
-                "model_path scheme `gs://` is not supported by sandstack yet (supported: local://)"
-                    .into()
-            ),
-        ]
+        vec![(
+            "bq".into(),
+            "db `bigquery` is not supported by sandstack yet (supported: duckdb)".into()
+        ),]
     );
 }
 
