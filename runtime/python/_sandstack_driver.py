@@ -43,12 +43,19 @@ def _user_traceback(exc, filename):
 
 
 def _send_error(exc, filename, kind="exception"):
+    message = str(exc)
+    if isinstance(exc, (AttributeError, TypeError)):
+        import _sandstack_pandas2
+
+        hint = _sandstack_pandas2.hint(exc)
+        if hint:
+            message = f"{message} ({hint})"
     door.call(
         "error",
         {
             "kind": kind,
             "type": type(exc).__name__,
-            "message": str(exc),
+            "message": message,
             "traceback": _user_traceback(exc, filename),
         },
     )

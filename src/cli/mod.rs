@@ -106,7 +106,12 @@ pub enum Command {
     /// Show the run history recorded by `sandstack run` (newest first).
     Runs(runs::RunsArgs),
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
-    Setup,
+    Setup {
+        /// Prepare nothing: print the guest's version and Python packages and
+        /// whether this machine's sandbox is ready (exit 1 if not).
+        #[arg(long)]
+        check: bool,
+    },
     /// Benchmarks that print their figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -177,7 +182,8 @@ pub fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(args) => ingest::ingest(&cli, args),
-        Command::Setup => setup::setup(),
+        Command::Setup { check: true } => setup::check(),
+        Command::Setup { check: false } => setup::setup(),
         Command::Run(args) => run::run(&cli, args),
         Command::Runs(args) => runs::runs(&cli, args),
         Command::Dashboard(args) => run::dashboard(&cli, args),

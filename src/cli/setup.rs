@@ -3,7 +3,39 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::sandbox::{home_dir, Sandbox};
+use crate::sandbox::guest::{pin, GUEST_PACKAGES};
+use crate::sandbox::{home_dir, Readiness, Sandbox};
+
+/// `sandstack setup --check`: what the guest offers and whether this
+/// machine's sandbox is prepared, preparing nothing.
+pub fn check() -> anyhow::Result<ExitCode> {
+    let home = home_dir();
+    let guest = pin();
+    println!("sandstack {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "guest: {} {} ({})",
+        guest.package, guest.version, guest.sha256
+    );
+    let state = match Sandbox::readiness(&home) {
+        Readiness::Ready => "ready",
+        Readiness::NotCompiled => {
+            "guest fetched, snapshot not built or compiled yet (run `sandstack setup`)"
+        }
+        Readiness::NoGuest => {
+            "not prepared (run `sandstack setup`, or the first Python ingest will)"
+        }
+    };
+    println!("sandbox in {}: {state}", home.display());
+    println!("Python packages besides the standard library:");
+    for p in GUEST_PACKAGES {
+        println!("  {p}");
+    }
+    Ok(if Sandbox::readiness(&home) == Readiness::Ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
 pub fn setup() -> anyhow::Result<ExitCode> {
     let home = home_dir();

@@ -22,6 +22,25 @@ pub struct GuestPin {
     pub artifacts: BTreeMap<String, String>,
 }
 
+/// The packages the guest can import besides the standard library, as
+/// `sandstack setup --check` and the README list them.
+pub const GUEST_PACKAGES: &[&str] = &[
+    "numpy",
+    "pandas (3.x; pandas-2 spellings accepted with a warning)",
+    "scipy",
+    "scikit-learn (sklearn)",
+    "requests (sandstack's, through the host)",
+    "urllib3 (Retry, exceptions)",
+    "beautifulsoup4 (bs4)",
+    "lxml",
+    "html5lib",
+    "PyYAML (yaml)",
+    "python-dateutil (dateutil)",
+    "joblib",
+    "six",
+    "dagster (get_dagster_logger only)",
+];
+
 pub fn pin() -> GuestPin {
     // The file ships inside the binary; a parse failure is a build defect
     // caught by the unit test below, never a user error.

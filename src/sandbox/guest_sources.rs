@@ -36,6 +36,56 @@ pub const MODULES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "_sandstack_pandas2",
+        include_str!("../../runtime/python/_sandstack_pandas2.py"),
+        false,
+    ),
+    (
+        "_sandstack_stdlib_http",
+        include_str!("../../runtime/python/_sandstack_stdlib_http.py"),
+        false,
+    ),
+    (
+        "requests.adapters",
+        include_str!("../../runtime/python/requests/adapters.py"),
+        false,
+    ),
+    (
+        "requests.cookies",
+        include_str!("../../runtime/python/requests/cookies.py"),
+        false,
+    ),
+    (
+        "requests.structures",
+        include_str!("../../runtime/python/requests/structures.py"),
+        false,
+    ),
+    (
+        "requests.utils",
+        include_str!("../../runtime/python/requests/utils.py"),
+        false,
+    ),
+    (
+        "urllib3",
+        include_str!("../../runtime/python/urllib3/__init__.py"),
+        true,
+    ),
+    (
+        "urllib3.exceptions",
+        include_str!("../../runtime/python/urllib3/exceptions.py"),
+        false,
+    ),
+    (
+        "urllib3.util",
+        include_str!("../../runtime/python/urllib3/util/__init__.py"),
+        true,
+    ),
+    (
+        "urllib3.util.retry",
+        include_str!("../../runtime/python/urllib3/util/retry.py"),
+        false,
+    ),
+    (
         "dagster",
         include_str!("../../runtime/python/dagster/__init__.py"),
         true,
@@ -64,7 +114,12 @@ pub fn snapshot_turn() -> String {
          import gc, json, logging, random, datetime, time, uuid, math, statistics\n\
          import numpy\n\
          import pandas\n\
-         import requests, requests.exceptions, requests.auth\n\
+         import _sandstack_pandas2\n\
+         _sandstack_pandas2.install()\n\
+         import _sandstack_stdlib_http\n\
+         _sandstack_stdlib_http.install()\n\
+         import requests, requests.exceptions, requests.auth, requests.adapters, requests.utils\n\
+         import urllib3, urllib3.util.retry\n\
          import dagster\n\
          import _sandstack_driver\n\
          import warnings\n\

@@ -72,7 +72,35 @@ pub struct Sandbox {
 /// Reports progress of the one-time setup steps.
 pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
 
+/// How far this machine's sandbox is prepared, without preparing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The guest wheel has not been fetched.
+    NoGuest,
+    /// The guest is there; the snapshot is not built or not compiled.
+    NotCompiled,
+    /// The compiled guest loads: a Python ingest starts at once.
+    Ready,
+}
+
 impl Sandbox {
+    /// Where this machine's sandbox stands in `home`.
+    pub fn readiness(home: &Path) -> Readiness {
+        let Some(guest) = guest::existing(home) else {
+            return Readiness::NoGuest;
+        };
+        let key = snapshot::snapshot_key(&guest);
+        match engine::shared_engine() {
+            Ok(engine)
+                if module_cache::load(engine, &module_cache::compiled_path(home, &key))
+                    .is_some() =>
+            {
+                Readiness::Ready
+            }
+            _ => Readiness::NotCompiled,
+        }
+    }
+
     /// Open the sandbox, doing whatever one-time setup is still missing.
     pub fn open(home: &Path, say: Say<'_>) -> Result<Sandbox, SetupError> {
         let engine = engine::shared_engine().map_err(SetupError::Compile)?;

@@ -4,6 +4,7 @@
 mod support;
 
 mod alert_delivery;
+mod anomstack_compat;
 mod cassettes;
 mod config_folder;
 mod dashboard;

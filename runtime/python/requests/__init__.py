@@ -4,18 +4,24 @@ The guest has no sockets: each request goes through the door to the host, which 
 under the batch's HTTP policy and limits (allowed hosts, no private addresses, request
 count, response size, timeout). The API is the part of `requests` that ingest functions
 use: get/post/put/patch/delete/head/options/request, Session, params, data, json,
-headers, timeout, auth, and Response with status_code, ok, text, content, json(),
-headers, url, reason, encoding and raise_for_status().
+headers, timeout, auth, cookies (a jar per Session, `Response.cookies`), adapters with
+`max_retries` (`urllib3.util.Retry`), and Response with status_code, ok, text, content,
+json(), headers, cookies, url, reason, encoding and raise_for_status().
 """
 
 import json as _json
-from collections.abc import Mapping, MutableMapping
+import time as _time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime as _parsedate
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import _sandstack_door as _door
 
-from . import exceptions
+from . import adapters, cookies, exceptions, structures, utils
+from .adapters import HTTPAdapter
 from .auth import HTTPBasicAuth
+from .cookies import RequestsCookieJar, cookiejar_from_dict, extract_cookies
+from .structures import CaseInsensitiveDict
 from .exceptions import (
     ConnectionError,
     ConnectTimeout,
@@ -26,6 +32,7 @@ from .exceptions import (
     InvalidSchema,
     ReadTimeout,
     RequestException,
+    RetryError,
     Timeout,
     TooManyRedirects,
 )
@@ -36,35 +43,9 @@ __all__ = [
     "request", "get", "post", "put", "patch", "delete", "head", "options", "Session",
     "session", "Response", "exceptions", "codes", "HTTPBasicAuth", "RequestException",
     "HTTPError", "ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout",
-    "TooManyRedirects", "JSONDecodeError",
+    "TooManyRedirects", "JSONDecodeError", "RetryError", "HTTPAdapter", "adapters", "cookies",
+    "structures", "utils",
 ]
-
-
-class CaseInsensitiveDict(MutableMapping):
-    def __init__(self, data=None, **kwargs):
-        self._store = {}
-        self.update(data or {}, **kwargs)
-
-    def __setitem__(self, key, value):
-        self._store[key.lower()] = (key, value)
-
-    def __getitem__(self, key):
-        return self._store[key.lower()][1]
-
-    def __delitem__(self, key):
-        del self._store[key.lower()]
-
-    def __iter__(self):
-        return (k for k, _ in self._store.values())
-
-    def __len__(self):
-        return len(self._store)
-
-    def copy(self):
-        return CaseInsensitiveDict(self._store.values())
-
-    def __repr__(self):
-        return repr(dict(self.items()))
 
 
 class _Codes:
@@ -107,6 +88,7 @@ class Response:
         self.request = None
         self.history = []
         self.elapsed = None
+        self.cookies = RequestsCookieJar()
 
     def __repr__(self):
         return f"<Response [{self.status_code}]>"
@@ -241,6 +223,16 @@ def _encode_body(data, json, headers):
     return urlencode(list(items), doseq=True).encode("utf-8")
 
 
+def _cookie_header(url, cookies):
+    """The Cookie header for `url`: a jar's cookies that belong to it, or every pair of
+    a plain mapping."""
+    if isinstance(cookies, RequestsCookieJar):
+        return cookies.header_for(url)
+    if cookies:
+        return "; ".join(f"{k}={v}" for k, v in dict(cookies).items()) or None
+    return None
+
+
 def _send(method, url, params=None, data=None, headers=None, json=None, timeout=None,
           auth=None, allow_redirects=True, base_headers=None, cookies=None, **_ignored):
     method = str(method).upper()
@@ -251,10 +243,11 @@ def _send(method, url, params=None, data=None, headers=None, json=None, timeout=
             merged.pop(k, None)
         else:
             merged[k] = v
-    merged.setdefault("User-Agent", "python-requests/2.32 (sandstack)")
+    merged.setdefault("User-Agent", utils.default_user_agent())
     merged.setdefault("Accept", "*/*")
-    if cookies:
-        merged["Cookie"] = "; ".join(f"{k}={v}" for k, v in dict(cookies).items())
+    cookie = _cookie_header(url, cookies)
+    if cookie:
+        merged["Cookie"] = f"{merged['Cookie']}; {cookie}" if "Cookie" in merged else cookie
     body = _encode_body(data, json, merged)
     prepared = PreparedRequest(method, url, merged, body)
     if auth is not None:
@@ -285,10 +278,59 @@ def _send(method, url, params=None, data=None, headers=None, json=None, timeout=
     r.status_code = reply["status"]
     r.reason = reply.get("reason", "")
     r.url = reply.get("url", url)
-    r.headers = CaseInsensitiveDict(reply.get("headers", []))
+    pairs = reply.get("headers", [])
+    r.headers = CaseInsensitiveDict(pairs)
+    r.cookies = extract_cookies(pairs, r.url)
     r._content = bytes(content)
     r.request = prepared
     return r
+
+
+def _retry_after(response):
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, _parsedate(value).timestamp() - _time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _send_retrying(retry, method, url, **kwargs):
+    """`_send`, retried as urllib3 would under `retry` (a `urllib3.util.Retry`)."""
+    used = {"connect": 0, "read": 0, "status": 0}
+    method = str(method).upper()
+
+    def exhausted(kind):
+        if retry.total is not None and retry.total is not False and sum(used.values()) >= retry.total:
+            return True
+        return used[kind] >= retry.attempts(kind)
+
+    while True:
+        try:
+            r = _send(method, url, **kwargs)
+        except (ConnectionError, Timeout) as e:
+            kind = "read" if isinstance(e, ReadTimeout) else "connect"
+            if exhausted(kind) or (kind == "read" and method not in (retry.allowed_methods or [method])):
+                raise
+            used[kind] += 1
+            _time.sleep(retry.get_backoff_time(sum(used.values())))
+            continue
+        wait = _retry_after(r) if retry.respect_retry_after_header else None
+        if not retry.is_retry(method, r.status_code, wait is not None):
+            return r
+        if exhausted("status"):
+            if retry.raise_on_status:
+                raise RetryError(
+                    f"Max retries exceeded with url: {r.url} (too many {r.status_code} error responses)",
+                    response=r, request=r.request)
+            return r
+        used["status"] += 1
+        _time.sleep(min(retry.backoff_max, wait) if wait is not None else retry.get_backoff_time(sum(used.values())))
 
 
 class Session:
@@ -296,9 +338,12 @@ class Session:
         self.headers = CaseInsensitiveDict()
         self.params = {}
         self.auth = None
-        self.cookies = {}
+        self.cookies = RequestsCookieJar()
         self.verify = True
         self.proxies = {}
+        self.adapters = {}
+        self.mount("https://", HTTPAdapter())
+        self.mount("http://", HTTPAdapter())
 
     def __enter__(self):
         return self
@@ -310,17 +355,31 @@ class Session:
         pass
 
     def mount(self, prefix, adapter):
-        pass
+        self.adapters[prefix] = adapter
+        # Longest prefix first, as requests keeps them.
+        self.adapters = dict(sorted(self.adapters.items(), key=lambda kv: -len(kv[0])))
 
-    def request(self, method, url, params=None, **kwargs):
-        merged = dict(self.params)
-        if isinstance(params, Mapping):
-            merged.update(params)
-        elif params:
-            return _send(method, url, params=params, base_headers=self.headers,
-                         auth=kwargs.pop("auth", None) or self.auth, **kwargs)
-        return _send(method, url, params=merged, base_headers=self.headers,
-                     auth=kwargs.pop("auth", None) or self.auth, **kwargs)
+    def get_adapter(self, url):
+        for prefix, adapter in self.adapters.items():
+            if url.lower().startswith(prefix.lower()):
+                return adapter
+        raise InvalidSchema(f"No connection adapters were found for {url!r}")
+
+    def request(self, method, url, params=None, cookies=None, **kwargs):
+        if isinstance(params, Mapping) or not params:
+            merged = dict(self.params)
+            merged.update(params or {})
+            params = merged
+        jar = self.cookies.copy()
+        if cookies is not None:
+            jar.update(cookies if isinstance(cookies, RequestsCookieJar) else cookiejar_from_dict(cookies))
+        retry = getattr(self.get_adapter(str(url)), "max_retries", None)
+        kwargs["auth"] = kwargs.pop("auth", None) or self.auth
+        send = (lambda **kw: _send_retrying(retry, method, url, **kw)) if retry else (
+            lambda **kw: _send(method, url, **kw))
+        r = send(params=params, base_headers=self.headers, cookies=jar, **kwargs)
+        self.cookies.update(r.cookies)
+        return r
 
     def get(self, url, **kwargs):
         return self.request("GET", url, **kwargs)

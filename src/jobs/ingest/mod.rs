@@ -198,7 +198,8 @@ fn execute_python(
     };
     let run_env = req.env.clone();
     let t = Instant::now();
-    let report: ExecReport = sandbox.execute(req);
+    let mut report: ExecReport = sandbox.execute(req);
+    report.outcome = report.outcome.map_err(|e| python::explain(spec, env, e));
     let source_time = t.elapsed();
     if let Some((plan, c)) = &plan {
         match recording::write_after(plan, c, spec, source, &run_env, &report) {

@@ -1,0 +1,5 @@
+"""`urllib3.util`: `Retry`."""
+
+from .retry import Retry
+
+__all__ = ["Retry"]
