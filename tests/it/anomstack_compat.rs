@@ -130,6 +130,23 @@ fn errors_such_code_meets_say_what_to_do() {
         "{err}"
     );
     assert!(!err.contains("s3cret-value"), "the value leaked: {err}");
+
+    // A failed request's message (logged, kept in the run history) does not
+    // repeat a secret from its query.
+    let code = "import requests\n\ndef ingest():\n    requests.get('http://api.test/v1?api_key=s3cret-value&q=1', timeout=5)\n";
+    let (_f, spec) = python_batch(
+        "leak",
+        code,
+        "http_rewrite:\n  \"http://api.test\": \"http://127.0.0.1:9\"",
+    );
+    let err = expect_failure(&spec);
+    // The traceback quotes the user's own line; the message is sandstack's.
+    let message = err.lines().next().unwrap_or_default();
+    assert!(
+        message.contains("ConnectionError") && message.contains("q=1"),
+        "{err}"
+    );
+    assert!(!message.contains("s3cret-value"), "the key leaked: {err}");
 }
 
 /// A service in the style of Yahoo's quote API: a cookie from one host, a

@@ -77,7 +77,10 @@ impl HttpGate {
         request: &GuestRequest,
         target: &HopTarget,
     ) -> Result<Hop, ExecError> {
-        let (method, shown) = (&request.method, &request.url);
+        // Messages reach logs and the run history: secret-looking query
+        // parameters (`key=`, `token=`...) are scrubbed from the URL shown.
+        let shown = &crate::sandbox::cassette::Scrubber::default().url(request.url.as_str());
+        let method = &request.method;
         let client = self.client(target.trusted)?;
         let remaining = request.deadline.saturating_duration_since(Instant::now());
         let wall_bound = remaining < request.per_request;
