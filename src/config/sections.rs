@@ -249,6 +249,8 @@ crate::settings! {
         thresholds: BTreeMap<String, Thresholds> [Structured<BTreeMap<String, Thresholds>>] = "tholdalert_thresholds", "{}";
         /// observations after a threshold alert in which the metric does not alert again
         snooze_n: u64 = "tholdalert_snooze_n", "3";
+        /// metrics never checked against their bounds
+        exclude_metrics: Vec<String> = "tholdalert_exclude_metrics", "[]";
     }
 }
 

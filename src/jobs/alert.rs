@@ -94,7 +94,7 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
 /// The newest of each metric's `tholdalert_recent_n` newest values that is
 /// outside its bounds in `tholdalert_thresholds`, unless a threshold alert
 /// fired in the `tholdalert_snooze_n` observations before it. Nothing when
-/// `disable_tholdalert` is set.
+/// `disable_tholdalert` is set; never for `tholdalert_exclude_metrics`.
 fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, StoreError> {
     let mut out = Vec::new();
     let settings = &spec.tholdalert;
@@ -104,6 +104,9 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
     let batch = &spec.metric_batch;
     let recent_n = (settings.recent_n as usize).max(1);
     for (metric, bounds) in &settings.thresholds {
+        if settings.exclude_metrics.contains(metric) {
+            continue;
+        }
         let rows = store.newest_values(
             &spec.table_key,
             batch,

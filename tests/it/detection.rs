@@ -434,6 +434,9 @@ fn threshold_alerts_honour_disable_tholdalert_and_recent_n() {
     let (_f1, off) = batch(&format!("{bounds}\ndisable_tholdalert: true"));
     let (_f2, newest_only) = batch(bounds);
     let (_f3, recent_3) = batch(&format!("{bounds}\ntholdalert_recent_n: 3"));
+    let (_f4, excluded) = batch(&format!(
+        "{bounds}\ntholdalert_recent_n: 3\ntholdalert_exclude_metrics: [m]"
+    ));
     let mut store = Store::in_memory().expect("store");
     store.ensure_metrics_table("metrics").expect("table");
     let duck = crate::support::duck(&store);
@@ -451,6 +454,10 @@ fn threshold_alerts_honour_disable_tholdalert_and_recent_n() {
     assert!(
         fired(&newest_only, &mut store).is_empty(),
         "the breach is the second newest; recent_n 1 checks the newest only"
+    );
+    assert!(
+        fired(&excluded, &mut store).is_empty(),
+        "tholdalert_exclude_metrics"
     );
     let recent = fired(&recent_3, &mut store);
     assert_eq!(recent.len(), 1, "recent_n 3 reaches the breach");
