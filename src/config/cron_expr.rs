@@ -287,6 +287,15 @@ mod tests {
         assert!(e.contains("step `0`"), "{e}");
         let e = CronExpr::parse("30-10 * * * *").unwrap_err();
         assert!(e.contains("backwards"), "{e}");
+        // Hostile sizes fail on the range, before anything is expanded.
+        let e = CronExpr::parse("0-4294967295/1 * * * *").unwrap_err();
+        assert!(e.contains("out of range 0-59"), "{e}");
+        let e = CronExpr::parse("*/99999999999999999999 * * * *").unwrap_err();
+        assert!(e.contains("whole number of 1 or more"), "{e}");
+        assert!(
+            CronExpr::parse("*/4000000000 * * * *").is_ok(),
+            "a huge step is one value"
+        );
         let e = CronExpr::parse("0 0 * FOO *").unwrap_err();
         assert!(
             !e.contains("0 0 0"),
