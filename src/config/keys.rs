@@ -121,7 +121,7 @@ pub fn is_rendered(key: &str) -> bool {
 }
 
 /// Keys in `map` that sandstack accepts from Anomstack but does not use.
-pub fn unused_in<'a>(map: &'a serde_yaml_ng::Mapping) -> Vec<&'a str> {
+pub fn unused_in(map: &serde_yaml_ng::Mapping) -> Vec<&str> {
     map.keys()
         .filter_map(Value::as_str)
         .filter(|k| ANOMSTACK_ACCEPTED.contains(k) || TEMPLATES_NOT_RUN.contains(k))

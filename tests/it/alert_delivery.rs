@@ -505,10 +505,12 @@ fn an_smtp_server_that_refuses_for_good_is_asked_once() {
 /// A local server that speaks the shapes of Slack's Web API: the methods
 /// sandstack calls, the upload URL it hands out, `ok: false` refusals and a
 /// 429 with `Retry-After`.
+/// (path, Authorization header, body) of one request.
+type SlackCall = (String, String, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct SlackApi {
-    /// (path, Authorization header, body) of every request.
-    calls: Arc<Mutex<Vec<(String, String, Vec<u8>)>>>,
+    calls: Arc<Mutex<Vec<SlackCall>>>,
     /// "ok", "invalid_auth" or "throttle_once".
     mode: Arc<Mutex<&'static str>>,
     throttled: Arc<AtomicUsize>,
