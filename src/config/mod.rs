@@ -123,18 +123,7 @@ pub fn load_with_policy(
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut files = batch_files(dir, &mut out.errors);
     if env.get(IGNORE_EXAMPLES).map(String::as_str) == Some("yes") {
-        // As Anomstack: files in folders below examples/ (not examples/ itself).
-        let examples = dir.join("examples");
-        let before = files.len();
-        files.retain(|f| {
-            !f.parent()
-                .is_some_and(|p| p.starts_with(&examples) && p != examples)
-        });
-        out.notes.push(format!(
-            "{IGNORE_EXAMPLES}=yes: {} batch files under {} ignored",
-            before - files.len(),
-            examples.display()
-        ));
+        out.notes.push(drop_examples(dir, &mut files));
     }
     for file in files {
         let map = match read_mapping(&file) {
@@ -160,26 +149,55 @@ pub fn load_with_policy(
         };
         let confined = policy.path().map(|_| confined_renderer(dir, &file));
         let renderer = confined.as_ref().unwrap_or(&renderer);
-        match load_batch(renderer, &defaults, &batch, env) {
-            Ok(Loaded::Batch(spec)) => {
-                out.warnings.extend(cloud_model_path(&spec));
-                admit(&mut out, *spec, policy)
-            }
-            Ok(Loaded::Skipped(s)) => {
-                out.warnings.push(format!(
-                    "{}: batch `{}` skipped: {}",
-                    s.file.display(),
-                    s.metric_batch,
-                    s.reason
-                ));
-                out.skipped.push(s);
-            }
-            Err(errors) => add_batch_errors(&mut out.errors, &file, &name, errors),
-        }
+        let loaded = load_batch(renderer, &defaults, &batch, env);
+        record(&mut out, loaded, &batch, policy);
     }
     out.batches
         .sort_by(|a, b| a.metric_batch.cmp(&b.metric_batch));
     out
+}
+
+/// Leave out the batch files in folders below `examples/` (not in
+/// `examples/` itself), as Anomstack's `ANOMSTACK_IGNORE_EXAMPLES=yes` does;
+/// returns the note saying so.
+fn drop_examples(dir: &Path, files: &mut Vec<PathBuf>) -> String {
+    let examples = dir.join("examples");
+    let before = files.len();
+    files.retain(|f| {
+        !f.parent()
+            .is_some_and(|p| p.starts_with(&examples) && p != examples)
+    });
+    format!(
+        "{IGNORE_EXAMPLES}=yes: {} batch files under {} ignored",
+        before - files.len(),
+        examples.display()
+    )
+}
+
+/// One batch file's outcome joins the folder: a batch (held to the
+/// policy), a skipped batch, or its errors.
+fn record(
+    out: &mut MetricsFolder,
+    loaded: Result<Loaded, Vec<ConfigError>>,
+    batch: &BatchFile<'_>,
+    policy: &Policy,
+) {
+    match loaded {
+        Ok(Loaded::Batch(spec)) => {
+            out.warnings.extend(cloud_model_path(&spec));
+            admit(out, *spec, policy)
+        }
+        Ok(Loaded::Skipped(s)) => {
+            out.warnings.push(format!(
+                "{}: batch `{}` skipped: {}",
+                s.file.display(),
+                s.metric_batch,
+                s.reason
+            ));
+            out.skipped.push(s);
+        }
+        Err(errors) => add_batch_errors(&mut out.errors, batch.file, batch.name, errors),
+    }
 }
 
 /// A batch's errors join the folder's; one that lies outside the batch's
