@@ -25,31 +25,17 @@ struct Field {
     max: u32,
 }
 
-const SECOND: Field = Field {
-    name: "second",
-    min: 0,
-    max: 59,
-};
-const MINUTE: Field = Field {
-    name: "minute",
-    min: 0,
-    max: 59,
-};
-const HOUR: Field = Field {
-    name: "hour",
-    min: 0,
-    max: 23,
-};
-const DAY_OF_MONTH: Field = Field {
-    name: "day of month",
-    min: 1,
-    max: 31,
-};
-const MONTH: Field = Field {
-    name: "month",
-    min: 1,
-    max: 12,
-};
+impl Field {
+    const fn new(name: &'static str, min: u32, max: u32) -> Field {
+        Field { name, min, max }
+    }
+}
+
+const SECOND: Field = Field::new("second", 0, 59);
+const MINUTE: Field = Field::new("minute", 0, 59);
+const HOUR: Field = Field::new("hour", 0, 23);
+const DAY_OF_MONTH: Field = Field::new("day of month", 1, 31);
+const MONTH: Field = Field::new("month", 1, 12);
 
 impl CronExpr {
     /// Parse a 5-field (minute-first) or 6-field (seconds-first) expression.

@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::Router;
 use base64::Engine;
 use sandstack::alerts::notify;
-use sandstack::alerts::{Channels, Outcome};
+use sandstack::alerts::{Channels, Delivery, Outcome};
 use sandstack::config::{AlertMethod, BatchSpec, Choice};
 use sandstack::jobs::alert;
 use sandstack::store::Store;
@@ -110,6 +110,11 @@ fn anomalous_batch() -> (Folder, BatchSpec, Store) {
         .execute_batch(&sql)
         .expect("insert");
     (f, spec, store)
+}
+
+/// The deliveries that went to `channel`.
+fn to<'a>(deliveries: &'a [Delivery], channel: &str) -> Vec<&'a Delivery> {
+    deliveries.iter().filter(|d| d.channel == channel).collect()
 }
 
 fn env(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
@@ -287,13 +292,7 @@ fn a_dead_or_failing_channel_is_retried_then_reported_and_the_others_deliver() {
 
     let report = alert::run(&spec, &mut store).expect("alert job");
     let sent = notify::alerts(&spec, &store, &report, &channels);
-    let by = |c: &str| {
-        sent.deliveries
-            .iter()
-            .filter(|d| d.channel == c)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let by = |c: &str| to(&sent.deliveries, c);
     let email = by("email");
     assert_eq!(email.len(), 1);
     assert_eq!(
@@ -455,11 +454,7 @@ fn a_refused_request_is_not_retried_a_throttled_one_is() {
             ("SANDSTACK_ALERT_RETRY_BASE_MS", "5".into()),
         ]));
         let sent = notify::alerts(&spec, &store, &report, &channels);
-        let hooks: Vec<_> = sent
-            .deliveries
-            .iter()
-            .filter(|d| d.channel == "webhook")
-            .collect();
+        let hooks = to(&sent.deliveries, "webhook");
         assert_eq!(hooks.len(), 2, "the anomaly and the threshold alert");
         for d in hooks {
             assert_eq!(
@@ -488,11 +483,7 @@ fn an_smtp_server_that_refuses_for_good_is_asked_once() {
     let channels = Channels::from_env(&env(&email_env(&sink)));
     let report = alert::run(&spec, &mut store).expect("alert job");
     let sent = notify::alerts(&spec, &store, &report, &channels);
-    let email: Vec<_> = sent
-        .deliveries
-        .iter()
-        .filter(|d| d.channel == "email")
-        .collect();
+    let email = to(&sent.deliveries, "email");
     assert_eq!(email.len(), 1);
     assert_eq!(email[0].attempts, 1, "a 5xx reply is not retried");
     let Outcome::Failed(why) = &email[0].outcome else {
@@ -585,11 +576,7 @@ fn slack_through_the_web_api_uploads_the_plot_as_anomstack_does() {
     let channels = slack_channels(&server);
     let report = alert::run(&spec, &mut store).expect("alert job");
     let sent = notify::alerts(&spec, &store, &report, &channels);
-    let slack: Vec<_> = sent
-        .deliveries
-        .iter()
-        .filter(|d| d.channel == "slack")
-        .collect();
+    let slack = to(&sent.deliveries, "slack");
     assert_eq!(slack.len(), 1, "{:?}", sent.deliveries);
     assert_eq!((&slack[0].outcome, slack[0].attempts), (&Outcome::Sent, 1));
 
