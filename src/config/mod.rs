@@ -15,6 +15,7 @@ pub(crate) mod fields;
 pub mod keys;
 mod names;
 pub mod policy;
+mod render;
 pub mod sections;
 mod shipped;
 mod spec;
@@ -32,6 +33,7 @@ pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
 pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};
 pub use policy::Policy;
+pub use render::{render_at_use, with_values};
 pub use sections::{
     AlertSettings, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings, JobLimits,
     ModelConfig, PreprocessParams, SandboxLimits, ScoreSettings, ThresholdAlertSettings,
@@ -386,138 +388,8 @@ fn load_batch(
         merged,
         origins,
     };
-    let spec = render_and_read(renderer, file, name, source)?;
+    let spec = render::render_and_read(renderer, file, name, source)?;
     Ok(Loaded::Batch(Box::new(spec)))
-}
-
-/// Render a batch's merged keys and read them into a spec that remembers
-/// its source. A template that fails does not hide the batch's other
-/// problems: every error of the batch is returned at once.
-fn render_and_read(
-    renderer: &template::TemplateRenderer,
-    file: &Path,
-    name: &str,
-    source: spec::BatchSource,
-) -> Result<BatchSpec, Vec<ConfigError>> {
-    let origin = |key: &str| source.origin_of(key, file);
-    let (rendered, mut errors) = render_all(renderer, &source.merged, &origin, &keys::is_rendered);
-    errors.extend(check_rendered_at_use(renderer, &source, file));
-    let raw_text = |key: &str| source.merged.get(key).and_then(Value::as_str);
-    let raw = spec::RawTemplates {
-        ingest_fn: raw_text("ingest_fn"),
-        preprocess_fn: raw_text("preprocess_fn"),
-    };
-    match spec::read_spec(file, name, &rendered, raw, source.origins.clone()) {
-        Ok(mut spec) if errors.is_empty() => {
-            spec.source = std::sync::Arc::new(source);
-            Ok(spec)
-        }
-        Ok(_) => Err(errors),
-        Err(read_errors) => {
-            // A key whose template failed is reported once, for the template.
-            let failed: Vec<String> = errors
-                .iter()
-                .filter_map(|e| e.key().map(str::to_string))
-                .collect();
-            errors.extend(
-                read_errors
-                    .into_iter()
-                    .filter(|e| e.key().is_none_or(|k| !failed.iter().any(|f| f == k))),
-            );
-            Err(errors)
-        }
-    }
-}
-
-/// The representative run-time variables a template rendered at use is
-/// checked with at load: the dashboard's `last_n` is the points it shows.
-fn representative_values(merged: &Mapping) -> Vec<(&'static str, Value)> {
-    let max_n = merged
-        .get("alert_max_n")
-        .cloned()
-        .unwrap_or_else(|| keys::default_value("alert_max_n").clone());
-    vec![("last_n", max_n)]
-}
-
-/// Render each template of [`keys::RENDERED_AT_USE`] once, with
-/// representative values, so `validate` reports what would fail at use.
-fn check_rendered_at_use(
-    renderer: &template::TemplateRenderer,
-    source: &spec::BatchSource,
-    file: &Path,
-) -> Vec<ConfigError> {
-    let values = representative_values(&source.merged);
-    keys::RENDERED_AT_USE
-        .iter()
-        .filter(|key| source.merged.contains_key(**key))
-        .filter_map(|key| render_one(renderer, source, file, key, &values).err())
-        .collect()
-}
-
-/// `key`'s template rendered with the batch's values and `params` (which
-/// win over the batch's), and the short values it may use rendered first.
-fn render_one(
-    renderer: &template::TemplateRenderer,
-    source: &spec::BatchSource,
-    file: &Path,
-    key: &str,
-    params: &[(&str, Value)],
-) -> Result<String, ConfigError> {
-    let mut merged = source.merged.clone();
-    for (k, v) in params {
-        merged.insert(Value::String(k.to_string()), v.clone());
-    }
-    let origin = |k: &str| source.origin_of(k, file);
-    let wanted = |k: &str| k == key || keys::is_rendered(k);
-    let (rendered, errors) = render_all(renderer, &merged, &origin, &wanted);
-    let failed = errors.into_iter().find(|e| e.key() == Some(key));
-    match (failed, rendered.get(key).and_then(Value::as_str)) {
-        (Some(e), _) => Err(e),
-        (None, Some(text)) => Ok(text.to_string()),
-        (None, None) => Err(ConfigError::BadValue {
-            file: origin(key),
-            key: key.to_string(),
-            message: "expected a SQL template (a string)".into(),
-        }),
-    }
-}
-
-/// A template sandstack renders when it is used (see
-/// [`keys::RENDERED_AT_USE`]), with that use's run-time variables.
-pub fn render_at_use(
-    spec: &BatchSpec,
-    key: &str,
-    params: &[(&str, Value)],
-) -> Result<Option<String>, ConfigError> {
-    if !spec.source.merged.contains_key(key) {
-        return Ok(None);
-    }
-    let renderer = template::TemplateRenderer::with_include_dirs(
-        &spec.source.dir,
-        spec.source.include_dirs.clone(),
-    );
-    render_one(&renderer, &spec.source, &spec.file, key, params).map(Some)
-}
-
-/// `spec` as if its batch file also set `values`: its templates rendered
-/// and its keys read again (for a backfill's wider scoring window).
-pub fn with_values(
-    spec: &BatchSpec,
-    values: &[(&str, Value)],
-) -> Result<BatchSpec, Vec<ConfigError>> {
-    let mut merged = spec.source.merged.clone();
-    for (k, v) in values {
-        merged.insert(Value::String(k.to_string()), v.clone());
-    }
-    let source = spec::BatchSource {
-        dir: spec.source.dir.clone(),
-        include_dirs: spec.source.include_dirs.clone(),
-        merged,
-        origins: spec.source.origins.clone(),
-    };
-    let renderer =
-        template::TemplateRenderer::with_include_dirs(&source.dir, source.include_dirs.clone());
-    render_and_read(&renderer, &spec.file, &spec.metric_batch, source)
 }
 
 /// Why sandstack cannot run a batch yet (another `db`, a `model_path`
@@ -557,50 +429,6 @@ fn cloud_model_path(spec: &BatchSpec) -> Option<String> {
             spec.metric_batch
         )
     })
-}
-
-/// Render every top-level string sandstack reads (see
-/// [`keys::is_rendered`]): Anomstack's templates for jobs sandstack does not
-/// run (`dashboard_sql`, `prompt_fn`, ...) and keys it does not know stay as
-/// written, as in Anomstack, which renders a key only when a job uses it.
-/// Short values (those without an include) are rendered first, so a SQL
-/// template sees `table_key` already rendered. Keys that fail keep their
-/// text; the errors come back beside the mapping.
-fn render_all(
-    renderer: &template::TemplateRenderer,
-    merged: &Mapping,
-    origin: &dyn Fn(&str) -> PathBuf,
-    wanted: &dyn Fn(&str) -> bool,
-) -> (Mapping, Vec<ConfigError>) {
-    let mut errors = Vec::new();
-    let mut render_pass = |context: &Mapping, only_short: bool| -> Mapping {
-        let ctx = minijinja::Value::from(minijinja::value::Serde(context));
-        let mut out = context.clone();
-        for (k, v) in merged {
-            let (Some(key), Value::String(text)) = (k.as_str(), v) else {
-                continue;
-            };
-            let has_include = text.contains("include");
-            let is_template = text.contains("{{") || text.contains("{%") || text.contains("{#");
-            if only_short == has_include || !is_template || !wanted(key) {
-                continue;
-            }
-            match renderer.render(key, text, &ctx) {
-                Ok(r) => {
-                    out.insert(k.clone(), Value::String(r));
-                }
-                Err(message) => errors.push(ConfigError::Template {
-                    file: origin(key),
-                    key: key.to_string(),
-                    message,
-                }),
-            }
-        }
-        out
-    };
-    let first = render_pass(merged, true);
-    let second = render_pass(&first, false);
-    (second, errors)
 }
 
 fn read_mapping(path: &Path) -> Result<Mapping, ConfigError> {
