@@ -54,8 +54,10 @@ pub fn explain(
             (host_env.contains_key(name) && !allowed).then(|| {
                 format!(
                     "{message}: the environment variable {name} is set on the host but not allowed for batch `{}`; \
-                     add it to the batch's ingest_env (ingest_env: [{name}]) to pass it in",
-                    spec.metric_batch
+                     add it to the batch's ingest_env (ingest_env: [{name}]) to pass it in, \
+                     or, as the operator, set ANOMSTACK__{}__INGEST_ENV={name}",
+                    spec.metric_batch,
+                    crate::config::env_batch_name(&spec.metric_batch)
                 )
             })
         }
