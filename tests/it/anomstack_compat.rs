@@ -126,7 +126,8 @@ fn errors_such_code_meets_say_what_to_do() {
     assert!(
         err.contains(
             "SANDSTACK_TEST_API_KEY is set on the host but not allowed for batch `secret`"
-        ) && err.contains("ingest_env: [SANDSTACK_TEST_API_KEY]"),
+        ) && err.contains("ingest_env: [SANDSTACK_TEST_API_KEY]")
+            && err.contains("ANOMSTACK__SECRET__INGEST_ENV=SANDSTACK_TEST_API_KEY"),
         "{err}"
     );
     assert!(!err.contains("s3cret-value"), "the value leaked: {err}");
