@@ -43,6 +43,32 @@ fn the_shipped_sql_example_stores_rows_that_duckdb_reads_back() {
 }
 
 #[test]
+fn time_zone_sql_ingests_as_anomstack_users_write_it() {
+    let f = Folder::with_defaults();
+    f.write(
+        "tz.yaml",
+        "metric_batch: tz\n\
+         ingest_sql: >\n  \
+         select date_trunc('day', get_current_timestamp()) as metric_timestamp, 'day_start' as metric_name, 1.0 as metric_value\n  \
+         union all\n  \
+         select current_timestamp - interval '1' hour, 'an_hour_ago', \
+         extract(hour from (timestamptz '2026-06-01 12:00:00+00' at time zone 'Europe/Paris'))\n",
+    );
+    let spec = f.spec("tz", &[]);
+    let mut store = Store::in_memory().expect("store");
+    let r = run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stored, 2);
+    let paris_hour: f64 = crate::support::duck(&store)
+        .query_row(
+            "select metric_value from metrics where metric_name = 'an_hour_ago'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("row");
+    assert_eq!(paris_hour, 14.0, "12:00 UTC is 14:00 in Paris in June");
+}
+
+#[test]
 fn a_failing_sql_leaves_the_table_unchanged() {
     let f = Folder::with_defaults();
     f.write("b.yaml", "metric_batch: b\ningest_sql: \"select now() as metric_timestamp, 'm' as metric_name, 1.5 as metric_value\"\n");
