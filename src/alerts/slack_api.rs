@@ -59,7 +59,7 @@ impl SlackApiChannel {
     /// POST to a Web API method and read its JSON answer, `ok` checked.
     fn call(&self, method: &str, body: Body<'_>) -> Result<Value, SendError> {
         let url = self.method_url(method)?;
-        let answer = self.post(url, body)?;
+        let answer = self.post(url, body, true)?;
         let value: Value = serde_json::from_slice(&answer)
             .map_err(|_| SendError::transient(format!("Slack {method}: the answer is not JSON")))?;
         if value["ok"].as_bool() == Some(true) {
@@ -74,9 +74,13 @@ impl SlackApiChannel {
         })
     }
 
-    /// One POST; errors name the status, never the URL or the token.
-    fn post(&self, url: url::Url, body: Body<'_>) -> Result<Vec<u8>, SendError> {
-        let request = self.client.post(url).bearer_auth(&self.token);
+    /// One POST; errors name the status, never the URL or the token. The
+    /// token goes only to the API itself, never to a URL an answer named.
+    fn post(&self, url: url::Url, body: Body<'_>, with_token: bool) -> Result<Vec<u8>, SendError> {
+        let mut request = self.client.post(url);
+        if with_token {
+            request = request.bearer_auth(&self.token);
+        }
         let request = match body {
             Body::Json(v) => request
                 .header(
@@ -224,7 +228,7 @@ impl Channel for SlackApiChannel {
         };
         let upload_url = url::Url::parse(upload_url)
             .map_err(|_| SendError::transient("Slack gave an upload URL that does not parse"))?;
-        self.post(upload_url, Body::Bytes(&plot.png))?;
+        self.post(upload_url, Body::Bytes(&plot.png), false)?;
         self.call(
             "files.completeUploadExternal",
             Body::Json(json!({

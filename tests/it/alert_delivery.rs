@@ -595,6 +595,7 @@ fn slack_through_the_web_api_uploads_the_plot_as_anomstack_does() {
         .iter()
         .filter(|(p, _, _)| p.starts_with("/api/"))
         .all(|(_, auth, _)| auth == "Bearer xoxb-test-token"));
+    assert_eq!(calls[2].1, "", "the token went to the upload URL");
     assert_png(&calls[2].2);
     let slot = String::from_utf8_lossy(&calls[1].2).to_string();
     assert!(
