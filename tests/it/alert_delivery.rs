@@ -640,13 +640,15 @@ fn slack_refusals_are_not_retried_and_a_429_waits_as_asked() {
     let api = SlackApi::default();
     let server = TestServer::start(Router::new().fallback(slack_api).with_state(api.clone()));
 
-    *api.mode.lock().expect("lock") = "invalid_auth";
-    let sent = notify::alerts(&spec, &store, &report, &slack_channels(&server));
-    let slack = sent
-        .deliveries
-        .iter()
-        .find(|d| d.channel == "slack")
-        .expect("slack");
+    let send_in = |mode: &'static str| {
+        *api.mode.lock().expect("lock") = mode;
+        let sent = notify::alerts(&spec, &store, &report, &slack_channels(&server));
+        to(&sent.deliveries, "slack")
+            .first()
+            .map(|d| (*d).clone())
+            .expect("slack")
+    };
+    let slack = send_in("invalid_auth");
     let Outcome::Failed(why) = &slack.outcome else {
         panic!("{slack:?}")
     };
@@ -657,15 +659,8 @@ fn slack_refusals_are_not_retried_and_a_429_waits_as_asked() {
     );
     assert!(!why.contains("xoxb-test-token"), "the token leaked: {why}");
 
-    *api.mode.lock().expect("lock") = "throttle_once";
-    api.calls.lock().expect("lock").clear();
     let started = std::time::Instant::now();
-    let sent = notify::alerts(&spec, &store, &report, &slack_channels(&server));
-    let slack = sent
-        .deliveries
-        .iter()
-        .find(|d| d.channel == "slack")
-        .expect("slack");
+    let slack = send_in("throttle_once");
     assert_eq!((&slack.outcome, slack.attempts), (&Outcome::Sent, 2));
     assert!(
         started.elapsed() >= std::time::Duration::from_secs(1),
