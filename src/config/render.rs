@@ -74,7 +74,8 @@ fn check_rendered_at_use(
 }
 
 /// `key`'s template rendered with the batch's values and `params` (which
-/// win over the batch's), and the short values it may use rendered first.
+/// win over the batch's). Only the short values it may use are rendered
+/// first, not every other template of the batch: this runs on each use.
 fn render_one(
     renderer: &template::TemplateRenderer,
     source: &spec::BatchSource,
@@ -82,23 +83,33 @@ fn render_one(
     key: &str,
     params: &[(&str, Value)],
 ) -> Result<String, ConfigError> {
-    let mut merged = source.merged.clone();
-    for (k, v) in params {
-        merged.insert(Value::String(k.to_string()), v.clone());
-    }
+    let merged = source.merged_with(params);
     let origin = |k: &str| source.origin_of(k, file);
-    let wanted = |k: &str| k == key || keys::is_rendered(k);
-    let (rendered, errors) = render_all(renderer, &merged, &origin, &wanted);
-    let failed = errors.into_iter().find(|e| e.key() == Some(key));
-    match (failed, rendered.get(key).and_then(Value::as_str)) {
-        (Some(e), _) => Err(e),
-        (None, Some(text)) => Ok(text.to_string()),
-        (None, None) => Err(ConfigError::BadValue {
+    let Some(text) = merged.get(key).and_then(Value::as_str) else {
+        return Err(ConfigError::BadValue {
             file: origin(key),
             key: key.to_string(),
             message: "expected a SQL template (a string)".into(),
-        }),
-    }
+        });
+    };
+    // The other keys' errors are theirs, reported at load.
+    let mut others = Vec::new();
+    let short = render_pass(
+        renderer,
+        &merged,
+        &merged,
+        &origin,
+        &|k, t| keys::is_rendered(k) && is_short(t),
+        &mut others,
+    );
+    let ctx = minijinja::Value::from(minijinja::value::Serde(&short));
+    renderer
+        .render(key, text, &ctx)
+        .map_err(|message| ConfigError::Template {
+            file: origin(key),
+            key: key.to_string(),
+            message,
+        })
 }
 
 /// A template sandstack renders when it is used (see
@@ -111,11 +122,14 @@ pub fn render_at_use(
     if !spec.source.merged.contains_key(key) {
         return Ok(None);
     }
-    let renderer = template::TemplateRenderer::with_include_dirs(
-        &spec.source.dir,
-        spec.source.include_dirs.clone(),
-    );
-    render_one(&renderer, &spec.source, &spec.file, key, params).map(Some)
+    render_one(
+        &spec.source.renderer(),
+        &spec.source,
+        &spec.file,
+        key,
+        params,
+    )
+    .map(Some)
 }
 
 /// `spec` as if its batch file also set `values`: its templates rendered
@@ -124,19 +138,13 @@ pub fn with_values(
     spec: &BatchSpec,
     values: &[(&str, Value)],
 ) -> Result<BatchSpec, Vec<ConfigError>> {
-    let mut merged = spec.source.merged.clone();
-    for (k, v) in values {
-        merged.insert(Value::String(k.to_string()), v.clone());
-    }
     let source = spec::BatchSource {
         dir: spec.source.dir.clone(),
         include_dirs: spec.source.include_dirs.clone(),
-        merged,
+        merged: spec.source.merged_with(values),
         origins: spec.source.origins.clone(),
     };
-    let renderer =
-        template::TemplateRenderer::with_include_dirs(&source.dir, source.include_dirs.clone());
-    render_and_read(&renderer, &spec.file, &spec.metric_batch, source)
+    render_and_read(&source.renderer(), &spec.file, &spec.metric_batch, source)
 }
 
 /// Render every top-level string sandstack reads (see
@@ -153,32 +161,62 @@ fn render_all(
     wanted: &dyn Fn(&str) -> bool,
 ) -> (Mapping, Vec<ConfigError>) {
     let mut errors = Vec::new();
-    let mut render_pass = |context: &Mapping, only_short: bool| -> Mapping {
-        let ctx = minijinja::Value::from(minijinja::value::Serde(context));
-        let mut out = context.clone();
-        for (k, v) in merged {
-            let (Some(key), Value::String(text)) = (k.as_str(), v) else {
-                continue;
-            };
-            let has_include = text.contains("include");
-            let is_template = text.contains("{{") || text.contains("{%") || text.contains("{#");
-            if only_short == has_include || !is_template || !wanted(key) {
-                continue;
-            }
-            match renderer.render(key, text, &ctx) {
-                Ok(r) => {
-                    out.insert(k.clone(), Value::String(r));
-                }
-                Err(message) => errors.push(ConfigError::Template {
-                    file: origin(key),
-                    key: key.to_string(),
-                    message,
-                }),
-            }
+    let short = render_pass(
+        renderer,
+        merged,
+        merged,
+        origin,
+        &|k, t| wanted(k) && is_short(t),
+        &mut errors,
+    );
+    let all = render_pass(
+        renderer,
+        merged,
+        &short,
+        origin,
+        &|k, t| wanted(k) && !is_short(t),
+        &mut errors,
+    );
+    (all, errors)
+}
+
+/// A value without an include: rendered in the first pass, so templates
+/// that include files see it rendered.
+fn is_short(text: &str) -> bool {
+    !text.contains("include")
+}
+
+/// `context` with the templates among `merged`'s strings that `pick`
+/// selects (by key and text) rendered against it; a key that fails keeps
+/// its text and its error joins `errors`.
+fn render_pass(
+    renderer: &template::TemplateRenderer,
+    merged: &Mapping,
+    context: &Mapping,
+    origin: &dyn Fn(&str) -> PathBuf,
+    pick: &dyn Fn(&str, &str) -> bool,
+    errors: &mut Vec<ConfigError>,
+) -> Mapping {
+    let ctx = minijinja::Value::from(minijinja::value::Serde(context));
+    let mut out = context.clone();
+    for (k, v) in merged {
+        let (Some(key), Value::String(text)) = (k.as_str(), v) else {
+            continue;
+        };
+        let is_template = text.contains("{{") || text.contains("{%") || text.contains("{#");
+        if !is_template || !pick(key, text) {
+            continue;
         }
-        out
-    };
-    let first = render_pass(merged, true);
-    let second = render_pass(&first, false);
-    (second, errors)
+        match renderer.render(key, text, &ctx) {
+            Ok(r) => {
+                out.insert(k.clone(), Value::String(r));
+            }
+            Err(message) => errors.push(ConfigError::Template {
+                file: origin(key),
+                key: key.to_string(),
+                message,
+            }),
+        }
+    }
+    out
 }

@@ -166,6 +166,21 @@ pub(super) struct BatchSource {
 }
 
 impl BatchSource {
+    /// A renderer for this batch's templates: its folder, and its include
+    /// confinement under a policy.
+    pub fn renderer(&self) -> super::template::TemplateRenderer {
+        super::template::TemplateRenderer::with_include_dirs(&self.dir, self.include_dirs.clone())
+    }
+
+    /// The merged keys with `values` set over them.
+    pub fn merged_with(&self, values: &[(&str, serde_yaml_ng::Value)]) -> serde_yaml_ng::Mapping {
+        let mut merged = self.merged.clone();
+        for (k, v) in values {
+            merged.insert(serde_yaml_ng::Value::String(k.to_string()), v.clone());
+        }
+        merged
+    }
+
     /// Where `key`'s value came from: `file` unless the defaults file or a
     /// variable set it.
     pub fn origin_of(&self, key: &str, file: &std::path::Path) -> PathBuf {
