@@ -114,17 +114,19 @@ pub const RENDERED_AT_USE: &[&str] = &["dashboard_sql"];
 /// does not know, are left as written (Anomstack renders a key only when a
 /// job uses it).
 pub fn is_rendered(key: &str) -> bool {
-    is_known(key)
-        && !ANOMSTACK_ACCEPTED.contains(&key)
-        && !TEMPLATES_NOT_RUN.contains(&key)
-        && !RENDERED_AT_USE.contains(&key)
+    is_known(key) && !is_unused(key) && !RENDERED_AT_USE.contains(&key)
+}
+
+/// An Anomstack key sandstack accepts but does not use.
+fn is_unused(key: &str) -> bool {
+    ANOMSTACK_ACCEPTED.contains(&key) || TEMPLATES_NOT_RUN.contains(&key)
 }
 
 /// Keys in `map` that sandstack accepts from Anomstack but does not use.
 pub fn unused_in(map: &serde_yaml_ng::Mapping) -> Vec<&str> {
     map.keys()
         .filter_map(Value::as_str)
-        .filter(|k| ANOMSTACK_ACCEPTED.contains(k) || TEMPLATES_NOT_RUN.contains(k))
+        .filter(|k| is_unused(k))
         .collect()
 }
 
