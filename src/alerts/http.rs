@@ -44,17 +44,38 @@ pub(crate) fn post_json(
             .await
             .map_err(|e| SendError::transient(e.without_url().to_string()))?;
         let status = resp.status();
-        let message = || format!("server answered HTTP {status}");
         if status.is_success() {
             Ok(())
-        } else if status.is_client_error()
-            && status != reqwest::StatusCode::REQUEST_TIMEOUT
-            && status != reqwest::StatusCode::TOO_MANY_REQUESTS
-        {
-            Err(SendError::permanent(message()))
         } else {
-            Err(SendError::transient(message()))
+            Err(status_error(status, "server", None))
         }
     })
     .map_err(SendError::transient)?
+}
+
+/// Why an answer that is not a success failed, and whether a retry could
+/// help: 408, 429 and 5xx could (after `wait`, the server's `Retry-After`,
+/// for a 429), any other 4xx could not.
+pub(crate) fn status_error(
+    status: reqwest::StatusCode,
+    who: &str,
+    wait: Option<Duration>,
+) -> SendError {
+    let message = format!("{who} answered HTTP {status}");
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        SendError::throttled(message, wait)
+    } else if status.is_client_error() && status != reqwest::StatusCode::REQUEST_TIMEOUT {
+        SendError::permanent(message)
+    } else {
+        SendError::transient(message)
+    }
+}
+
+/// A `Retry-After` given in seconds.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }

@@ -9,11 +9,10 @@
 //! those are permanent except `ratelimited`; HTTP 429 carries `Retry-After`.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::http::{channel_url, client};
+use super::http::{channel_url, client, retry_after, status_error};
 use super::{Channel, Message, SendError};
 
 /// Slack's Web API; `SANDSTACK_SLACK_API_URL` points elsewhere (a test server, a proxy).
@@ -99,26 +98,14 @@ impl SlackApiChannel {
                 .await
                 .map_err(|e| SendError::transient(e.without_url().to_string()))?;
             let status = resp.status();
-            let wait = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            if !status.is_success() {
+                return Err(status_error(status, "Slack", retry_after(resp.headers())));
+            }
             let bytes = resp
                 .bytes()
                 .await
                 .map_err(|e| SendError::transient(e.without_url().to_string()))?;
-            let message = format!("Slack answered HTTP {status}");
-            if status.is_success() {
-                Ok(bytes.to_vec())
-            } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                Err(SendError::throttled(message, wait))
-            } else if status.is_client_error() && status != reqwest::StatusCode::REQUEST_TIMEOUT {
-                Err(SendError::permanent(message))
-            } else {
-                Err(SendError::transient(message))
-            }
+            Ok(bytes.to_vec())
         })
         .map_err(SendError::transient)?
     }
