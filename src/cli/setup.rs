@@ -16,7 +16,8 @@ pub fn check() -> anyhow::Result<ExitCode> {
         "guest: {} {} ({})",
         guest.package, guest.version, guest.sha256
     );
-    let state = match Sandbox::readiness(&home) {
+    let readiness = Sandbox::readiness(&home);
+    let state = match readiness {
         Readiness::Ready => "ready",
         Readiness::NotCompiled => {
             "guest fetched, snapshot not built or compiled yet (run `sandstack setup`)"
@@ -30,7 +31,7 @@ pub fn check() -> anyhow::Result<ExitCode> {
     for p in GUEST_PACKAGES {
         println!("  {p}");
     }
-    Ok(if Sandbox::readiness(&home) == Readiness::Ready {
+    Ok(if readiness == Readiness::Ready {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -72,6 +72,16 @@ pub struct Sandbox {
 /// Reports progress of the one-time setup steps.
 pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
 
+/// The compiled snapshot of `guest` in `home`, if it is there and loads.
+fn compiled_guest(
+    engine: &wasmtime::Engine,
+    home: &Path,
+    guest: &guest::GuestFiles,
+) -> Option<wasmtime::Module> {
+    let key = snapshot::snapshot_key(guest);
+    module_cache::load(engine, &module_cache::compiled_path(home, &key))
+}
+
 /// How far this machine's sandbox is prepared, without preparing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -89,14 +99,8 @@ impl Sandbox {
         let Some(guest) = guest::existing(home) else {
             return Readiness::NoGuest;
         };
-        let key = snapshot::snapshot_key(&guest);
         match engine::shared_engine() {
-            Ok(engine)
-                if module_cache::load(engine, &module_cache::compiled_path(home, &key))
-                    .is_some() =>
-            {
-                Readiness::Ready
-            }
+            Ok(engine) if compiled_guest(engine, home, &guest).is_some() => Readiness::Ready,
             _ => Readiness::NotCompiled,
         }
     }
@@ -106,10 +110,7 @@ impl Sandbox {
         let engine = engine::shared_engine().map_err(SetupError::Compile)?;
         // Fast path, no lock: everything is already there.
         if let Some(guest) = guest::existing(home) {
-            let key = snapshot::snapshot_key(&guest);
-            if let Some(module) =
-                module_cache::load(engine, &module_cache::compiled_path(home, &key))
-            {
+            if let Some(module) = compiled_guest(engine, home, &guest) {
                 return Self::link(guest, module);
             }
         }
