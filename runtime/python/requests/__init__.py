@@ -114,19 +114,11 @@ class Response:
 
     @property
     def text(self):
-        encoding = self.encoding or self._charset() or "utf-8"
+        encoding = self.encoding or utils.charset_of(self.headers.get("content-type")) or "utf-8"
         try:
             return self._content.decode(encoding, errors="replace")
         except LookupError:
             return self._content.decode("utf-8", errors="replace")
-
-    def _charset(self):
-        ctype = self.headers.get("content-type", "")
-        for part in ctype.split(";")[1:]:
-            key, _, value = part.strip().partition("=")
-            if key.lower() == "charset" and value:
-                return value.strip("\"'")
-        return None
 
     def json(self, **kwargs):
         try:

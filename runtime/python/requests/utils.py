@@ -27,14 +27,22 @@ def requote_uri(uri):
     return quote(unquote(uri), safe="!#$%&'()*+,/:;=?@[]~")
 
 
+def charset_of(ctype):
+    """The `charset` a Content-Type names, or None."""
+    for part in (ctype or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset" and value:
+            return value.strip("\"'")
+    return None
+
+
 def get_encoding_from_headers(headers):
     ctype = headers.get("content-type")
     if not ctype:
         return None
-    for part in ctype.split(";")[1:]:
-        key, _, value = part.strip().partition("=")
-        if key.lower() == "charset" and value:
-            return value.strip("\"'")
+    charset = charset_of(ctype)
+    if charset:
+        return charset
     if "text" in ctype:
         return "ISO-8859-1"
     if "application/json" in ctype:
