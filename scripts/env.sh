@@ -2,6 +2,7 @@
 # Build output and the sandbox cache stay outside the clone (under ~/.cache), so
 # a fresh clone on the same machine rebuilds incrementally; DuckDB's C++ goes
 # through ccache when it is installed, so it is compiled once per machine.
+# Source it after scripts/install-deps, so every command sees the same CC/CXX.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sandstack-target}"
 export SANDSTACK_HOME="${SANDSTACK_HOME:-$HOME/.cache/sandstack}"
 if command -v ccache >/dev/null 2>&1; then
