@@ -164,7 +164,7 @@ impl Sandbox {
         seed: [u8; 32],
         clock_start_us: i64,
     ) -> Result<Store<HostState>, ExecError> {
-        let mut b = instance::wasi_builder(&self.guest, output)?;
+        let mut b = instance::wasi_builder(output);
         let clock = GuestClock::new(clock_start_us, req.virtual_clock);
         b.wall_clock(clock.clone());
         b.monotonic_clock(clock.clone());

@@ -6,6 +6,11 @@ use sha2::{Digest, Sha256};
 /// (module name, source, is a package)
 pub const MODULES: &[(&str, &str, bool)] = &[
     (
+        "_sandstack_stdlib",
+        include_str!("../../runtime/python/_sandstack_stdlib.py"),
+        false,
+    ),
+    (
         "_sandstack_door",
         include_str!("../../runtime/python/_sandstack_door.py"),
         false,
@@ -97,9 +102,10 @@ const BOOT: &str = include_str!("../../runtime/python/_sandstack_boot.py");
 /// What every run executes as its one turn.
 pub const RUN_TURN: &str = "import _sandstack_driver\n_sandstack_driver.main()\n";
 
-/// The turn run once at snapshot time: install the modules, import what
-/// ingest code needs, warm lazy state, and freeze the heap out of the GC's
-/// reach (a collection would otherwise touch, and so copy, every page).
+/// The turn run once at snapshot time: install the modules, take the
+/// standard library archive into memory (runs have no filesystem), import
+/// what ingest code needs, warm lazy state, and freeze the heap out of the
+/// GC's reach (a collection would otherwise touch, and so copy, every page).
 pub fn snapshot_turn() -> String {
     let mut src = String::from(BOOT);
     src.push_str("\ninstall({\n");
@@ -111,6 +117,8 @@ pub fn snapshot_turn() -> String {
     }
     src.push_str(
         "})\n\
+         import _sandstack_stdlib\n\
+         _sandstack_stdlib.install()\n\
          import gc, json, logging, random, datetime, time, uuid, math, statistics\n\
          import numpy\n\
          import pandas\n\

@@ -1,6 +1,8 @@
 //! What every guest instance shares, whether it is being snapshotted or
-//! run: its WASI layout (arguments, environment, the read-only stdlib) and
-//! how one turn of Python source is run in it.
+//! run: its WASI layout (arguments, environment, output) and how one turn of
+//! Python source is run in it. Only the snapshot build sees a directory (the
+//! standard library's, read-only); the snapshot takes the archive into
+//! memory, so runs get no filesystem at all.
 
 use wasmtime::{Instance, Store};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -10,15 +12,12 @@ use super::guest::GuestFiles;
 use super::output::CappedOutput;
 
 /// Guest paths and arguments; runs must use the very same (the snapshot
-/// froze libc's view of its preopens and environment).
+/// froze libc's view of its arguments and environment).
 pub const STDLIB_GUEST_DIR: &str = "/usr/local/lib";
 pub const ARGV0: &str = "/usr/local/bin/python.wasm";
 pub const GUEST_ENV: [(&str, &str); 2] = [("TMPDIR", "/tmp"), ("PYTHONTZPATH", "")];
-/// A WASI context with the layout every guest instance gets.
-pub fn wasi_builder(
-    guest: &GuestFiles,
-    output: &CappedOutput,
-) -> Result<WasiCtxBuilder, SetupError> {
+/// A WASI context with the layout every guest instance gets: no files.
+pub fn wasi_builder(output: &CappedOutput) -> WasiCtxBuilder {
     let mut b = WasiCtxBuilder::new();
     b.args(&[ARGV0]);
     for (k, v) in GUEST_ENV {
@@ -27,6 +26,16 @@ pub fn wasi_builder(
     b.stdout(output.clone());
     b.stderr(output.clone());
     b.allow_blocking_current_thread(true);
+    b
+}
+
+/// The snapshot build's WASI context: the layout above plus the guest's
+/// standard library, read-only, where CPython looks for it.
+pub fn snapshot_wasi_builder(
+    guest: &GuestFiles,
+    output: &CappedOutput,
+) -> Result<WasiCtxBuilder, SetupError> {
+    let mut b = wasi_builder(output);
     b.preopened_dir(&guest.stdlib_dir, STDLIB_GUEST_DIR, FsPerms::ReadOnly)
         .map_err(|e| SetupError::Io {
             context: format!("opening {}", guest.stdlib_dir.display()),

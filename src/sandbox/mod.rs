@@ -9,7 +9,8 @@
 //! ([`module_cache`]). Each execution ("exec", as opposed to a scheduled
 //! job run) then instantiates a fresh copy-on-write instance from an
 //! `InstancePre` ([`exec`]); the guest reaches the host only
-//! through WASI (a read-only stdlib, no other files, no sockets) and the
+//! through WASI (arguments, clocks, random and output: no files, the
+//! standard library being in the snapshot's memory, and no sockets) and the
 //! door ([`door`], [`host`]), where HTTP is made under the batch's policy
 //! ([`http`]).
 
@@ -47,7 +48,6 @@ pub use error::{ExecError, SetupError};
 pub use exec::{ExecReport, ExecRequest, ExecStats};
 pub use host::LogLine;
 
-use guest::GuestFiles;
 use host::HostState;
 
 /// sandstack's cache directory: `$SANDSTACK_HOME`, else `~/.cache/sandstack`.
@@ -65,20 +65,16 @@ pub fn home_dir() -> PathBuf {
 
 /// A ready sandbox: the compiled guest, linked, waiting to be instantiated.
 pub struct Sandbox {
-    guest: GuestFiles,
     pre: InstancePre<HostState>,
 }
 
 /// Reports progress of the one-time setup steps.
 pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
 
-/// The compiled snapshot of `guest` in `home`, if it is there and loads.
-fn compiled_guest(
-    engine: &wasmtime::Engine,
-    home: &Path,
-    guest: &guest::GuestFiles,
-) -> Option<wasmtime::Module> {
-    let key = snapshot::snapshot_key(guest);
+/// The compiled snapshot of the pinned guest in `home`, if it is there and
+/// loads.
+fn compiled_guest(engine: &wasmtime::Engine, home: &Path) -> Option<wasmtime::Module> {
+    let key = snapshot::snapshot_key(&guest::pin());
     module_cache::load(engine, &module_cache::compiled_path(home, &key))
 }
 
@@ -96,12 +92,10 @@ pub enum Readiness {
 impl Sandbox {
     /// Where this machine's sandbox stands in `home`.
     pub fn readiness(home: &Path) -> Readiness {
-        let Some(guest) = guest::existing(home) else {
-            return Readiness::NoGuest;
-        };
         match engine::shared_engine() {
-            Ok(engine) if compiled_guest(engine, home, &guest).is_some() => Readiness::Ready,
-            _ => Readiness::NotCompiled,
+            Ok(engine) if compiled_guest(engine, home).is_some() => Readiness::Ready,
+            _ if guest::existing(home).is_some() => Readiness::NotCompiled,
+            _ => Readiness::NoGuest,
         }
     }
 
@@ -109,10 +103,8 @@ impl Sandbox {
     pub fn open(home: &Path, say: Say<'_>) -> Result<Sandbox, SetupError> {
         let engine = engine::shared_engine().map_err(SetupError::Compile)?;
         // Fast path, no lock: everything is already there.
-        if let Some(guest) = guest::existing(home) {
-            if let Some(module) = compiled_guest(engine, home, &guest) {
-                return Self::link(guest, module);
-            }
+        if let Some(module) = compiled_guest(engine, home) {
+            return Self::link(module);
         }
         std::fs::create_dir_all(home)
             .map_err(SetupError::io(format!("creating {}", home.display())))?;
@@ -125,12 +117,12 @@ impl Sandbox {
                 .map_err(SetupError::io(format!("locking {}", lock_path.display())))?;
         }
 
-        let guest = guest::ensure(home, say)?;
-        let key = snapshot::snapshot_key(&guest);
+        let key = snapshot::snapshot_key(&guest::pin());
         let compiled = module_cache::compiled_path(home, &key);
         if let Some(module) = module_cache::load(engine, &compiled) {
-            return Self::link(guest, module);
+            return Self::link(module);
         }
+        let guest = guest::ensure(home, say)?;
         let snap = snapshot::snapshot_path(home, &key);
         if !snap.is_file() {
             timed(
@@ -150,17 +142,17 @@ impl Sandbox {
                 compiled.display()
             ))
         })?;
-        Self::link(guest, module)
+        Self::link(module)
     }
 
-    fn link(guest: GuestFiles, module: wasmtime::Module) -> Result<Sandbox, SetupError> {
+    fn link(module: wasmtime::Module) -> Result<Sandbox, SetupError> {
         let mut linker: Linker<HostState> = Linker::new(module.engine());
         linker::add_imports(&mut linker)
             .map_err(|e| SetupError::Compile(format!("linking: {e:#}")))?;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| SetupError::Compile(format!("linking: {e:#}")))?;
-        Ok(Sandbox { guest, pre })
+        Ok(Sandbox { pre })
     }
 
     /// The process-wide sandbox for `home`, opened on first use.

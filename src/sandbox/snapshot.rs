@@ -11,7 +11,7 @@ use wasmtime::{Linker, Module, Store};
 use super::clock::GuestClock;
 use super::engine;
 use super::error::SetupError;
-use super::guest::GuestFiles;
+use super::guest::{GuestFiles, GuestPin};
 use super::guest_sources;
 use super::host::{DoorState, HostState};
 use super::output::CappedOutput;
@@ -19,9 +19,9 @@ use super::output::CappedOutput;
 const INIT_FUNC: &str = "wizer.initialize";
 
 /// Identifies a snapshot by everything that goes into it.
-pub fn snapshot_key(guest: &GuestFiles) -> String {
+pub fn snapshot_key(pin: &GuestPin) -> String {
     let mut h = Sha256::new();
-    h.update(guest.pin.sha256.as_bytes());
+    h.update(pin.sha256.as_bytes());
     h.update(guest_sources::sources_hash().as_bytes());
     h.update(format!("wasmtime-wizer {}", engine::wasmtime_version()).as_bytes());
     hex::encode(h.finalize())[..24].to_string()
@@ -53,7 +53,7 @@ pub fn build(guest: &GuestFiles, out: &Path) -> Result<(), SetupError> {
     drop(instrumented);
 
     let output = CappedOutput::new(1 << 20);
-    let wasi = super::instance::wasi_builder(guest, &output)?.build_p1();
+    let wasi = super::instance::snapshot_wasi_builder(guest, &output)?.build_p1();
     let state = HostState::new(
         wasi,
         GuestClock::new(super::clock::now_us(), false),
