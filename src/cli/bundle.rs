@@ -1,0 +1,32 @@
+//! `sandstack bundle`: one executable to deploy, holding sandstack and its
+//! sandbox prepared for this machine.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::sandbox::bundle::{self, mb, Bundle, BundleSources};
+use crate::sandbox::{home_dir, shared_engine, Sandbox};
+
+pub fn bundle(out: &Path) -> anyhow::Result<ExitCode> {
+    let say = |msg: &str| eprintln!("sandstack bundle: {msg}");
+    let home = home_dir();
+    Sandbox::prepare(&home, None, &say)?;
+    let engine = shared_engine().map_err(anyhow::Error::msg)?;
+    let sources = BundleSources::for_this_machine(&home, Bundle::running(), engine)?;
+    let report = bundle::write(out, sources, &say)?;
+    say(&format!(
+        "wrote {} ({}: sandstack {}, compiled guest {}, snapshot {} zstd from {}) in {:.1}s",
+        out.display(),
+        mb(report.size),
+        mb(report.executable),
+        mb(report.compiled),
+        mb(report.snapshot_compressed),
+        mb(report.snapshot_raw),
+        report.seconds
+    ));
+    say(&format!(
+        "copy it to a {} Linux machine and run it there: nothing to install, fetch or compile",
+        std::env::consts::ARCH
+    ));
+    Ok(ExitCode::SUCCESS)
+}
