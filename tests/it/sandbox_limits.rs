@@ -1,7 +1,9 @@
 //! Hostile ingest code: every limit holds, the error names it, and nothing
 //! is stored.
 
-use crate::support::{expect_failure, python_batch};
+use sandstack::store::Store;
+
+use crate::support::{expect_failure, python_batch, run_ingest};
 
 const OK_FRAME: &str = "pd.DataFrame({'metric_name': ['m'], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})";
 
@@ -87,6 +89,22 @@ fn the_host_filesystem_is_out_of_reach() {
         "{err}"
     );
     assert!(!err.contains("root:x:0:0"), "{err}");
+}
+
+/// A run has no file system at all; the standard library, which lives in
+/// the snapshot's memory, still imports and reads its data files.
+#[test]
+fn a_run_has_no_file_system_but_the_standard_library_reads() {
+    let code = "import os\nimport pandas as pd\n\ndef ingest():\n    for d in ['/', '/usr/local/lib', '/tmp', '.']:\n        try:\n            os.listdir(d)\n        except OSError:\n            continue\n        raise AssertionError('listed ' + d)\n    import difflib, fractions, xml.dom.minidom, zoneinfo\n    doc = xml.dom.minidom.parseString('<v>1</v>')\n    value = float(doc.documentElement.firstChild.data) + float(fractions.Fraction(1, 2))\n    summer = pd.Timestamp('2026-07-01 12:00', tz=zoneinfo.ZoneInfo('Europe/Paris'))\n    value += summer.utcoffset().total_seconds() / 3600\n    value += difflib.SequenceMatcher(None, 'abc', 'abd').ratio()\n    return pd.DataFrame({'metric_timestamp': [pd.Timestamp.now(tz='UTC')], 'metric_name': ['v'], 'metric_value': [value]})\n";
+    let (_f, spec) = python_batch("nofs", code, "");
+    let mut store = Store::in_memory().expect("store");
+    let report = run_ingest(&spec, &mut store, &[]).expect("runs");
+    assert_eq!(report.stored, 1);
+    let value: f64 = crate::support::duck(&store)
+        .query_row("SELECT metric_value FROM metrics", [], |r| r.get(0))
+        .expect("value");
+    // 1 + 0.5 + 2 hours of summer time in Paris + 2/3 similarity.
+    assert!((value - (3.5 + 2.0 / 3.0)).abs() < 1e-3, "{value}");
 }
 
 #[test]
