@@ -6,7 +6,8 @@
 //! (default `~/.cache/sandstack`): the pinned guest is fetched with pip
 //! ([`guest`]), sandstack's snapshot is built from it with wasmtime-wizer
 //! ([`snapshot`]), and the snapshot is compiled and serialized
-//! ([`module_cache`]). Each execution ("exec", as opposed to a scheduled
+//! ([`module_cache`]); or it comes with the executable, when that is a
+//! [`bundle`]. Each execution ("exec", as opposed to a scheduled
 //! job run) then instantiates a fresh copy-on-write instance from an
 //! `InstancePre` ([`exec`]); the guest reaches the host only
 //! through WASI (arguments, clocks, random and output: no files, the
@@ -32,7 +33,7 @@ mod host;
 pub mod http;
 mod instance;
 mod linker;
-pub(crate) mod module_cache;
+mod module_cache;
 mod output;
 mod poll;
 mod result_frame;
@@ -75,8 +76,7 @@ pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
 /// The compiled snapshot of the pinned guest in `home`, if it is there and
 /// loads.
 fn compiled_guest(engine: &wasmtime::Engine, home: &Path) -> Option<wasmtime::Module> {
-    let key = snapshot::snapshot_key(&guest::pin());
-    module_cache::load(engine, &module_cache::compiled_path(home, &key))
+    module_cache::load(engine, &module_cache::compiled_path(home, &snapshot_key()))
 }
 
 /// The key of the snapshot this build makes and runs: the pinned guest,
@@ -85,7 +85,7 @@ pub fn snapshot_key() -> String {
     snapshot::snapshot_key(&guest::pin())
 }
 
-pub use engine::{fingerprint as engine_fingerprint, shared_engine, wasmtime_version};
+pub use engine::{shared_engine, wasmtime_version};
 
 /// How far this machine's sandbox is prepared, without preparing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +179,7 @@ impl Sandbox {
                 .map_err(SetupError::io(format!("locking {}", lock_path.display())))?;
         }
 
-        let key = snapshot::snapshot_key(&guest::pin());
+        let key = snapshot_key();
         let compiled = module_cache::compiled_path(home, &key);
         if let Some(module) = module_cache::load(engine, &compiled) {
             return Self::link(module);

@@ -29,7 +29,7 @@ use wasmtime::{Engine, Module};
 pub use manifest::Manifest;
 pub use write::{mb, write, BundleReport, BundleSources, Executable, Part};
 
-use super::{engine, guest, snapshot};
+use super::engine;
 
 /// Why a bundle cannot be used as it is. Each says what to do.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -149,7 +149,7 @@ impl Bundle {
             (
                 "for the guest snapshot",
                 m.snapshot_key.clone(),
-                snapshot::snapshot_key(&guest::pin()),
+                super::snapshot_key(),
             ),
             (
                 "with the wasmtime configuration",
@@ -210,7 +210,7 @@ impl Bundle {
         }
         let tmp = out.with_extension("partial");
         let mut dest = File::create(&tmp).map_err(BundleError::io(format!("writing {shown}")))?;
-        let mut decoder = zstd::stream::read::Decoder::new(self.region_reader(region)?)
+        let mut decoder = zstd::stream::read::Decoder::new(self.region_reader(region))
             .map_err(BundleError::io("starting zstd"))?;
         let written = std::io::copy(&mut decoder, &mut dest)
             .map_err(|e| self.damaged(format!("its snapshot does not decompress: {e}")))?;
@@ -232,20 +232,18 @@ impl Bundle {
         }
     }
 
-    fn region_reader(&self, region: &manifest::Region) -> Result<impl Read, BundleError> {
-        let mut file = self
-            .file
-            .try_clone()
-            .map_err(BundleError::io(format!("reading {}", self.path.display())))?;
-        file.seek(SeekFrom::Start(region.offset))
-            .map_err(BundleError::io(format!("reading {}", self.path.display())))?;
-        Ok(file.take(region.len))
+    fn region_reader(&self, region: &manifest::Region) -> RegionReader<'_> {
+        RegionReader {
+            file: &self.file,
+            at: region.offset,
+            end: region.offset + region.len,
+        }
     }
 
     /// The BLAKE3 digest of a region, read (not mapped, so it adds nothing to the
     /// process's resident memory).
     fn digest(&self, region: &manifest::Region) -> Result<String, BundleError> {
-        let mut reader = self.region_reader(region)?;
+        let mut reader = self.region_reader(region);
         let mut h = blake3::Hasher::new();
         let mut buf = vec![0u8; 4 << 20];
         let mut total = 0u64;
@@ -263,5 +261,28 @@ impl Bundle {
             return Err(self.damaged(format!("it ends {} bytes early", region.len - total)));
         }
         Ok(h.finalize().to_hex().to_string())
+    }
+}
+
+/// A region of the bundle, read with positional reads so that readers share
+/// no file offset (a cloned descriptor would).
+struct RegionReader<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for RegionReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = usize::try_from(self.end.saturating_sub(self.at))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }

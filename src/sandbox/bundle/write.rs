@@ -50,7 +50,7 @@ impl<'a> BundleSources<'a> {
         running: Option<&'a Bundle>,
         engine: &wasmtime::Engine,
     ) -> Result<BundleSources<'a>, BundleError> {
-        let key = snapshot::snapshot_key(&guest::pin());
+        let key = crate::sandbox::snapshot_key();
         let cached = |path: PathBuf| {
             if path.is_file() {
                 Ok(Part::File(path))
@@ -111,16 +111,51 @@ pub fn write(
             dir.display()
         )))?;
     let shown = out.display().to_string();
-    let io = |what: &str| BundleError::io(format!("writing {shown} ({what})"));
-    let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone().map_err(io("open"))?);
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(BundleError::io(format!("writing {shown}")))?;
+    let manifest = write_parts(file, &sources, &shown, say)?;
 
+    say("checking that the bundle loads");
+    let written = Bundle::open(tmp.path())?.ok_or_else(|| {
+        BundleError::Unsupported("the written file does not read back as a bundle".into())
+    })?;
+    let engine = engine::shared_engine().map_err(BundleError::DoesNotFit)?;
+    written.compiled_guest(engine)?;
+    let size = std::fs::metadata(tmp.path())
+        .map_err(BundleError::io(format!("reading {shown}")))?
+        .len();
+    drop(written);
+    make_executable(tmp.path()).map_err(BundleError::io(format!("writing {shown}")))?;
+    tmp.persist(out)
+        .map_err(|e| BundleError::io(format!("moving the bundle to {shown}"))(e.error))?;
+    Ok(BundleReport {
+        size,
+        executable: manifest.executable_len,
+        compiled: manifest.compiled.len,
+        snapshot_raw: manifest.snapshot_raw_len,
+        snapshot_compressed: manifest.snapshot.len,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes the executable, the compiled guest, the snapshot, the manifest,
+/// the trailer and last the bundle's ELF header into `file`.
+fn write_parts(
+    file: File,
+    sources: &BundleSources<'_>,
+    shown: &str,
+    say: Say<'_>,
+) -> Result<Manifest, BundleError> {
+    let io = |what: &str| BundleError::io(format!("writing {shown} ({what})"));
+    let mut w = BufWriter::with_capacity(1 << 20, file);
     let (exe_header, exe_len, exe_sections) = copy_executable(&sources.executable, &mut w, say)?;
     let base = exe_len.next_multiple_of(ALIGN);
     pad(&mut w, base - exe_len).map_err(io("padding"))?;
     let (compiled, guest_sections) = copy_compiled(&sources.compiled, base, &mut w, say)?;
-    let snap_offset = base + compiled.len;
-    let (snapshot, snapshot_raw_len) = copy_snapshot(&sources.snapshot, snap_offset, &mut w, say)?;
-
+    let (snapshot, snapshot_raw_len) =
+        copy_snapshot(&sources.snapshot, base + compiled.len, &mut w, say)?;
     let pin = guest::pin();
     let manifest = Manifest {
         sandstack: env!("CARGO_PKG_VERSION").into(),
@@ -134,7 +169,7 @@ pub fn write(
             version: pin.version.clone(),
             sha256: pin.sha256.clone(),
         },
-        snapshot_key: snapshot::snapshot_key(&pin),
+        snapshot_key: crate::sandbox::snapshot_key(),
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         executable_len: exe_len,
         executable_sections: exe_sections,
@@ -153,30 +188,7 @@ pub fn write(
         .and_then(|_| file.write_all(&elf::bundle_header(&exe_header, guest_sections)))
         .and_then(|_| file.sync_all())
         .map_err(io("header"))?;
-    drop(file);
-
-    say("checking that the bundle loads");
-    let written = Bundle::open(tmp.path())?.ok_or_else(|| {
-        BundleError::Unsupported("the written file does not read back as a bundle".into())
-    })?;
-    let engine = engine::shared_engine().map_err(BundleError::DoesNotFit)?;
-    written.compiled_guest(engine)?;
-    let report = BundleReport {
-        size: manifest_offset + text.len() as u64 + manifest::TRAILER_LEN,
-        executable: exe_len,
-        compiled: written.manifest.compiled.len,
-        snapshot_raw: snapshot_raw_len,
-        snapshot_compressed: written.manifest.snapshot.len,
-        seconds: 0.0,
-    };
-    drop(written);
-    make_executable(tmp.path()).map_err(io("permissions"))?;
-    tmp.persist(out)
-        .map_err(|e| BundleError::io(format!("moving the bundle to {shown}"))(e.error))?;
-    Ok(BundleReport {
-        seconds: start.elapsed().as_secs_f64(),
-        ..report
-    })
+    Ok(manifest)
 }
 
 /// Copies the executable; returns its (original) ELF header, length and
@@ -241,7 +253,7 @@ fn copy_compiled(
                 )));
             }
             let mut v = Vec::new();
-            b.region_reader(region)?
+            b.region_reader(region)
                 .read_to_end(&mut v)
                 .map_err(BundleError::io(format!("reading {}", b.path().display())))?;
             v
@@ -300,7 +312,7 @@ fn copy_snapshot(
         }
         Part::Bundle(b) => {
             say("copying the compressed guest snapshot");
-            let mut r = b.region_reader(&b.manifest.snapshot)?;
+            let mut r = b.region_reader(&b.manifest.snapshot);
             std::io::copy(&mut r, &mut hashed).map_err(BundleError::io("copying the snapshot"))?;
             b.manifest.snapshot_raw_len
         }
