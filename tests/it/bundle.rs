@@ -18,12 +18,15 @@ use sandstack::store::Store;
 use crate::support::{repo, terminate};
 
 /// One bundle for the tests in this file, made from the test build with the
-/// shared sandbox cache.
+/// shared sandbox cache. It is kept in cargo's directory for test files and
+/// replaced on the next run (a static temporary directory would never be
+/// removed, and it is 650 MB).
 fn bundle() -> &'static Path {
-    static MADE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_dir, path) = MADE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("sandstack");
+    static MADE: OnceLock<PathBuf> = OnceLock::new();
+    MADE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bundle");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("sandstack");
         let out = Command::new(env!("CARGO_BIN_EXE_sandstack"))
             .args(["bundle", "--out"])
             .arg(&path)
@@ -33,9 +36,8 @@ fn bundle() -> &'static Path {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{said}");
         assert!(said.contains("sandstack bundle: wrote "), "{said}");
-        (dir, path)
-    });
-    path
+        path
+    })
 }
 
 /// A machine with nothing on it: its HOME, an empty PATH, the metrics
