@@ -25,7 +25,7 @@ pub fn bundle(out: &Path) -> anyhow::Result<ExitCode> {
         report.seconds
     ));
     say(&format!(
-        "copy it to a {} Linux machine and run it there: nothing to install, fetch or compile",
+        "copy it to any {} Linux machine and run it there: nothing to install, fetch or compile",
         std::env::consts::ARCH
     ));
     Ok(ExitCode::SUCCESS)

@@ -245,7 +245,7 @@ impl Bundle {
     fn digest(&self, region: &manifest::Region) -> Result<String, BundleError> {
         let mut reader = self.region_reader(region);
         let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 4 << 20];
+        let mut buf = vec![0u8; 16 << 20];
         let mut total = 0u64;
         loop {
             let n = reader
@@ -255,7 +255,7 @@ impl Bundle {
                 break;
             }
             total += n as u64;
-            h.update(&buf[..n]);
+            h.update_rayon(&buf[..n]);
         }
         if total != region.len {
             return Err(self.damaged(format!("it ends {} bytes early", region.len - total)));
