@@ -309,7 +309,10 @@ fn a_damaged_bundle_says_so_and_falls_back_to_the_cache() {
     let shown = text(&check);
     assert_eq!(check.status.code(), Some(1), "{shown}");
     assert!(
-        shown.contains("is a damaged sandstack bundle: its compiled guest has BLAKE3 digest "),
+        shown.contains(&format!(
+            "{} is a damaged sandstack bundle: its compiled guest has BLAKE3 digest ",
+            copy.display()
+        )),
         "{shown}"
     );
     assert!(

@@ -63,7 +63,10 @@ impl BundleError {
 /// An open bundle file and what its manifest says.
 #[derive(Debug)]
 pub struct Bundle {
+    /// What is read (for the running bundle, `/proc/self/exe`) and the
+    /// name messages give it.
     path: PathBuf,
+    shown: PathBuf,
     file: File,
     pub manifest: Manifest,
     /// Whether the compiled guest was checked as sandstack's own (once per
@@ -81,10 +84,20 @@ pub fn running_executable() -> PathBuf {
     std::env::current_exe().unwrap_or(proc)
 }
 
+/// The running executable's name, for messages.
+fn running_executable_name() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| running_executable())
+}
+
 impl Bundle {
     /// The bundle at `path`, or `None` if it is a plain executable.
     pub fn open(path: &Path) -> Result<Option<Bundle>, BundleError> {
-        let shown = path.display().to_string();
+        Self::open_as(path, path)
+    }
+
+    /// Like [`Bundle::open`], naming the file `name` in messages.
+    fn open_as(path: &Path, name: &Path) -> Result<Option<Bundle>, BundleError> {
+        let shown = name.display().to_string();
         let mut file = File::open(path).map_err(BundleError::io(format!("opening {shown}")))?;
         let len = file
             .metadata()
@@ -98,7 +111,7 @@ impl Bundle {
             .and_then(|_| file.read_exact(&mut last))
             .map_err(BundleError::io(format!("reading {shown}")))?;
         let damaged = |why: String| BundleError::Damaged {
-            path: path.to_path_buf(),
+            path: name.to_path_buf(),
             why,
         };
         let Some((offset, mlen)) = manifest::read_trailer(&last, len).map_err(damaged)? else {
@@ -111,6 +124,7 @@ impl Bundle {
         let manifest = Manifest::parse(&text, offset).map_err(damaged)?;
         Ok(Some(Bundle {
             path: path.to_path_buf(),
+            shown: name.to_path_buf(),
             file,
             manifest,
             checked: OnceLock::new(),
@@ -122,7 +136,7 @@ impl Bundle {
     pub fn running() -> Option<&'static Bundle> {
         static RUNNING: OnceLock<Option<Bundle>> = OnceLock::new();
         RUNNING
-            .get_or_init(|| match Bundle::open(&running_executable()) {
+            .get_or_init(|| match Bundle::open_as(&running_executable(), &running_executable_name()) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!("{e}; running as a plain sandstack, which prepares its sandbox in SANDSTACK_HOME");
@@ -183,7 +197,7 @@ impl Bundle {
         let file = self
             .file
             .try_clone()
-            .map_err(BundleError::io(format!("reading {}", self.path.display())))?;
+            .map_err(BundleError::io(format!("reading {}", self.shown.display())))?;
         // SAFETY: the mapped bytes are the compiled guest this sandstack
         // wrote into its own executable file, checked just above against the
         // digest recorded with it; wasmtime checks that they match this
@@ -227,7 +241,7 @@ impl Bundle {
 
     fn damaged(&self, why: String) -> BundleError {
         BundleError::Damaged {
-            path: self.path.clone(),
+            path: self.shown.clone(),
             why,
         }
     }
@@ -250,7 +264,7 @@ impl Bundle {
         loop {
             let n = reader
                 .read(&mut buf)
-                .map_err(BundleError::io(format!("reading {}", self.path.display())))?;
+                .map_err(BundleError::io(format!("reading {}", self.shown.display())))?;
             if n == 0 {
                 break;
             }
