@@ -25,7 +25,7 @@ pub fn bundle(out: &Path) -> anyhow::Result<ExitCode> {
         report.seconds
     ));
     say(&format!(
-        "copy it to any {} Linux machine and run it there: nothing to install, fetch or compile",
+        "copy it to any {} Linux machine and run it there: nothing to install, fetch, compile or decompress (its snapshot is unpacked only where the compiled guest does not fit the CPU)",
         std::env::consts::ARCH
     ));
     Ok(ExitCode::SUCCESS)
