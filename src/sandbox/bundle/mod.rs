@@ -259,7 +259,7 @@ impl Bundle {
     fn digest(&self, region: &manifest::Region) -> Result<String, BundleError> {
         let mut reader = self.region_reader(region);
         let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 16 << 20];
+        let mut buf = vec![0u8; 4 << 20];
         let mut total = 0u64;
         loop {
             let n = reader
