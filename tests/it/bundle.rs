@@ -59,7 +59,9 @@ fn on_path(program: &str) -> Option<PathBuf> {
 
 impl CleanMachine {
     fn new() -> CleanMachine {
-        let dir = tempfile::tempdir().expect("tmp");
+        // Beside the target directory, not in /tmp: its copies of the bundle
+        // are 650 MB each, and /tmp may be a small tmpfs.
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
         for sub in ["home", "bin", "work"] {
             std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
         }
@@ -401,7 +403,7 @@ fn sandstack_trailer(offset: u64, len: u64) -> Vec<u8> {
 #[test]
 fn a_bundles_snapshot_unpacks_to_the_one_it_was_made_from() {
     let b = Bundle::open(bundle()).expect("reads").expect("a bundle");
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
     let out = dir.path().join("snapshot.wasm");
     b.unpack_snapshot(&out).expect("unpacks");
     let cached = home_dir()
