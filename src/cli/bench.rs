@@ -1,7 +1,8 @@
-//! `sandstack bench sandbox`: per-run latency of a Python batch in the
-//! sandbox (fresh instance to normalised Arrow rows, ready to store), and
-//! the same function in the machine's `python3` + pandas, one subprocess per
-//! run, measured in the same process run.
+//! `sandstack bench sandbox`: per-run latency and throughput of a Python
+//! batch in the sandbox (fresh instance to normalised Arrow rows, ready to
+//! store), and, measured in the same process run, the same function in the
+//! machine's `python3` + pandas: in one warm process (exec + call, the
+//! anchor) and in a new process per run.
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -49,6 +50,7 @@ pub fn sandbox(
     batch: &str,
     runs: usize,
     native_runs: usize,
+    concurrency: usize,
 ) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, batch)?;
@@ -57,20 +59,9 @@ pub fn sandbox(
     };
     let sandbox = DefaultSandbox.sandbox()?;
     let env = std::collections::BTreeMap::new();
-    let request = || python::request(spec, source, &env);
-
-    // One warm-up run: page in the compiled module.
-    let warm = sandbox.execute(request());
-    if let Err(e) = warm.outcome {
-        bail!("batch {batch}: {e}");
-    }
-    let mut times = Vec::with_capacity(runs);
-    let mut instantiate = Vec::with_capacity(runs);
-    let mut rows = 0;
-    let start = Instant::now();
-    for _ in 0..runs {
+    let run_once = || -> anyhow::Result<(Duration, Duration, usize)> {
         let t = Instant::now();
-        let report = sandbox.execute(request());
+        let report = sandbox.execute(python::request(spec, source, &env));
         let raw = report
             .outcome
             .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
@@ -81,12 +72,20 @@ pub fn sandbox(
             spec.ingest_settings.metric_rounding,
         )
         .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
-        rows = n.rows.num_rows();
-        times.push(t.elapsed());
-        instantiate.push(report.stats.instantiate);
-    }
+        Ok((t.elapsed(), report.stats.instantiate, n.rows.num_rows()))
+    };
+    // One warm-up run: page in the compiled module.
+    run_once()?;
+    let concurrency = concurrency.max(1);
+    let start = Instant::now();
+    let results = on_workers(runs, concurrency, &run_once)?;
     let total = start.elapsed();
-    println!("sandstack bench sandbox: batch {batch}, {rows} rows per run");
+    let rows = results.last().map_or(0, |r| r.2);
+    let mut times: Vec<Duration> = results.iter().map(|r| r.0).collect();
+    let mut instantiate: Vec<Duration> = results.iter().map(|r| r.1).collect();
+    println!(
+        "sandstack bench sandbox: batch {batch}, {rows} rows per run, {concurrency} run(s) at a time"
+    );
     println!(
         "{}",
         summary("sandbox (fresh instance)", times.clone(), total)
@@ -101,30 +100,130 @@ pub fn sandbox(
     if let Some(rss) = peak_rss_mib() {
         println!("{:<26} {rss:.1} MiB", "peak RSS (this process)");
     }
+    times.sort();
+    compare_native(&source.code, &source.function, native_runs, runs, &times);
+    Ok(ExitCode::SUCCESS)
+}
 
-    let sandbox_p50 = {
-        let mut t = times;
-        t.sort();
-        percentile(&t, 50.0)
-    };
-    match native(&source.code, &source.function, native_runs) {
-        Ok((native_times, native_total)) => {
-            let mut sorted = native_times.clone();
-            sorted.sort();
-            let native_p50 = percentile(&sorted, 50.0);
+/// Runs `run` `runs` times on `workers` threads at once; every result, or
+/// the first error.
+fn on_workers<T: Send>(
+    runs: usize,
+    workers: usize,
+    run: &(dyn Fn() -> anyhow::Result<T> + Sync),
+) -> anyhow::Result<Vec<T>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let per_worker: Vec<anyhow::Result<Vec<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
+                        mine.push(run()?);
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a bench worker panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(runs);
+    for worker in per_worker {
+        all.extend(worker?);
+    }
+    Ok(all)
+}
+
+/// The same function in the machine's python3, side by side: in one warm
+/// process (what an Anomstack user's Python does each run: exec the source
+/// into a fresh namespace and call it), and in a new process per run.
+fn compare_native(
+    code: &str,
+    function: &str,
+    native_runs: usize,
+    runs: usize,
+    sandbox: &[Duration],
+) {
+    let sandbox_p50 = percentile(sandbox, 50.0).as_secs_f64().max(1e-9);
+    let sandbox_p99 = percentile(sandbox, 99.0).as_secs_f64().max(1e-9);
+    match in_process(code, function, runs) {
+        Ok((mut times, total)) => {
+            times.sort();
             println!(
                 "{}",
-                summary("native python3 subprocess", native_times, native_total)
+                summary("python3, warm, exec + call", times.clone(), total)
             );
             println!(
-                "{:<26} {:.1}x faster at p50",
-                "sandbox vs native",
-                native_p50.as_secs_f64() / sandbox_p50.as_secs_f64().max(1e-9)
+                "{:<26} {:.1}x at p50, {:.1}x at p99",
+                "sandbox / warm python3",
+                sandbox_p50 / percentile(&times, 50.0).as_secs_f64().max(1e-9),
+                sandbox_p99 / percentile(&times, 99.0).as_secs_f64().max(1e-9),
             );
         }
-        Err(note) => println!("{:<26} skipped: {note}", "native python3 subprocess"),
+        Err(note) => println!("{:<26} skipped: {note}", "python3, warm, exec + call"),
     }
-    Ok(ExitCode::SUCCESS)
+    match native(code, function, native_runs) {
+        Ok((times, total)) => {
+            let mut sorted = times.clone();
+            sorted.sort();
+            println!("{}", summary("python3, new process", times, total));
+            println!(
+                "{:<26} {:.1}x faster at p50",
+                "sandbox vs new process",
+                percentile(&sorted, 50.0).as_secs_f64() / sandbox_p50
+            );
+        }
+        Err(note) => println!("{:<26} skipped: {note}", "python3, new process"),
+    }
+}
+
+/// Times `runs` calls of the function in one python3 process with pandas
+/// imported, each an `exec` of the source into a fresh namespace and the
+/// call, timed inside Python (after three warm-up calls).
+fn in_process(
+    code: &str,
+    function: &str,
+    runs: usize,
+) -> Result<(Vec<Duration>, Duration), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let source = dir.path().join("ingest_source.py");
+    std::fs::write(&source, code).map_err(|e| e.to_string())?;
+    let harness = format!(
+        "import sys, time\nimport pandas\nsource = open(sys.argv[1]).read()\n\
+         def once():\n    ns = {{'__name__': '__sandstack_ingest__'}}\n    exec(source, ns)\n    df = ns[{function:?}]()\n    assert len(df) > 0\n\
+         for _ in range(3):\n    once()\n\
+         for _ in range({runs}):\n    t = time.perf_counter_ns()\n    once()\n    print(time.perf_counter_ns() - t)\n"
+    );
+    let start = Instant::now();
+    let out = Command::new("python3")
+        .args(["-c", &harness])
+        .arg(&source)
+        .output()
+        .map_err(|e| format!("python3 not found ({e})"))?;
+    let total = start.elapsed();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(match err.contains("No module named 'pandas'") {
+            true => "pandas is not installed for python3 (pip install pandas to compare)".into(),
+            false => format!(
+                "the function failed natively: {}",
+                err.lines().last().unwrap_or("")
+            ),
+        });
+    }
+    let times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .collect();
+    let in_python: Duration = times.iter().sum();
+    Ok((times, in_python.min(total)))
 }
 
 /// Time `python3 script.py` runs of the same function; Err with a note if

@@ -155,7 +155,7 @@ pub struct CassetteArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Run a Python batch's ingest function N times in the sandbox and, side by side, in the machine's python3 with pandas.
+    /// Run a Python batch's ingest function N times in the sandbox and, side by side, in the machine's python3 with pandas (in one warm process, and in a new process per run).
     Sandbox {
         /// Sandbox runs.
         #[arg(long, default_value_t = 200)]
@@ -166,6 +166,9 @@ pub enum BenchCommand {
         /// The batch to run (a Python batch with no network).
         #[arg(long, default_value = "example_random")]
         batch: String,
+        /// Sandbox runs in flight at once (throughput is runs/s over all of them).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
     },
 }
 
@@ -224,7 +227,8 @@ pub fn main() -> ExitCode {
             runs,
             native_runs,
             batch,
-        }) => bench::sandbox(&cli, batch, *runs, *native_runs),
+            concurrency,
+        }) => bench::sandbox(&cli, batch, *runs, *native_runs, *concurrency),
     };
     match result {
         Ok(code) => code,

@@ -204,3 +204,50 @@ fn the_result_frame_carries_every_column_type() {
         assert!(text.contains(expected), "{expected} in\n{text}");
     }
 }
+
+/// `sandstack bench sandbox` runs the batch at the concurrency asked and
+/// prints the sandbox's figures beside the warm python3 anchor's (or why it
+/// was skipped, where python3 has no pandas).
+#[test]
+fn the_sandbox_bench_prints_its_figures_beside_the_anchor() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args([
+            "bench",
+            "sandbox",
+            "--runs",
+            "6",
+            "--native-runs",
+            "1",
+            "--concurrency",
+            "2",
+        ])
+        .arg("--metrics")
+        .arg(repo().join("metrics"))
+        .output()
+        .expect("run sandstack bench sandbox");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("batch example_random, 3 rows per run, 2 run(s) at a time"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sandbox (fresh instance)   runs    6  p50 "),
+        "{text}"
+    );
+    let anchor = text
+        .lines()
+        .find(|l| l.starts_with("python3, warm, exec + call"))
+        .unwrap_or_default();
+    assert!(
+        anchor.contains("runs    6  p50 ") || anchor.contains(" skipped: "),
+        "{text}"
+    );
+    if anchor.contains(" p50 ") {
+        assert!(text.contains("sandbox / warm python3"), "{text}");
+    }
+}
