@@ -183,6 +183,9 @@ fn compare_native(
     }
 }
 
+/// Starts each timing line of the anchor's output.
+const MARK: &str = "@sandstack-bench-ns";
+
 /// Times `runs` calls of the function in one python3 process with pandas
 /// imported, each an `exec` of the source into a fresh namespace and the
 /// call, timed inside Python (after three warm-up calls).
@@ -194,16 +197,18 @@ fn in_process(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let source = dir.path().join("ingest_source.py");
     std::fs::write(&source, code).map_err(|e| e.to_string())?;
+    // The timings are marked: the function may print too.
     let harness = format!(
-        "import sys, time\nimport pandas\nsource = open(sys.argv[1]).read()\n\
-         def once():\n    ns = {{'__name__': '__sandstack_ingest__'}}\n    exec(source, ns)\n    df = ns[{function:?}]()\n    assert len(df) > 0\n\
+        "import sys, time\nimport pandas\nsource = open(sys.argv[1]).read()\nfunction = sys.argv[2]\n\
+         def once():\n    ns = {{'__name__': '__sandstack_ingest__'}}\n    exec(source, ns)\n    df = ns[function]()\n    assert len(df) > 0\n\
          for _ in range(3):\n    once()\n\
-         for _ in range({runs}):\n    t = time.perf_counter_ns()\n    once()\n    print(time.perf_counter_ns() - t)\n"
+         for _ in range({runs}):\n    t = time.perf_counter_ns()\n    once()\n    print('{MARK}', time.perf_counter_ns() - t)\n"
     );
     let start = Instant::now();
     let out = Command::new("python3")
         .args(["-c", &harness])
         .arg(&source)
+        .arg(function)
         .output()
         .map_err(|e| format!("python3 not found ({e})"))?;
     let total = start.elapsed();
@@ -219,7 +224,7 @@ fn in_process(
     }
     let times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .filter_map(|l| l.strip_prefix(MARK)?.trim().parse::<u64>().ok())
         .map(Duration::from_nanos)
         .collect();
     let in_python: Duration = times.iter().sum();

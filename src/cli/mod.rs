@@ -155,7 +155,7 @@ pub struct CassetteArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Run a Python batch's ingest function N times in the sandbox and, side by side, in the machine's python3 with pandas (in one warm process, and in a new process per run).
+    /// Run a Python batch's ingest function N times in the sandbox and, side by side, in the machine's python3 with pandas (in one warm process, and in a new process per run; outside the sandbox, so bench only code you trust).
     Sandbox {
         /// Sandbox runs.
         #[arg(long, default_value_t = 200)]
