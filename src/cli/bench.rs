@@ -152,6 +152,12 @@ fn compare_native(
 ) {
     let sandbox_p50 = percentile(sandbox, 50.0).as_secs_f64().max(1e-9);
     let sandbox_p99 = percentile(sandbox, 99.0).as_secs_f64().max(1e-9);
+    if let Err(note) = python_with_pandas() {
+        for label in ["python3, warm, exec + call", "python3, new process"] {
+            println!("{label:<26} skipped: {note}");
+        }
+        return;
+    }
     match in_process(code, function, runs) {
         Ok((mut times, total)) => {
             times.sort();
@@ -213,14 +219,13 @@ fn in_process(
         .map_err(|e| format!("python3 not found ({e})"))?;
     let total = start.elapsed();
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(match err.contains("No module named 'pandas'") {
-            true => "pandas is not installed for python3 (pip install pandas to compare)".into(),
-            false => format!(
-                "the function failed natively: {}",
-                err.lines().last().unwrap_or("")
-            ),
-        });
+        return Err(format!(
+            "the function failed natively: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
     }
     let times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -231,9 +236,8 @@ fn in_process(
     Ok((times, in_python.min(total)))
 }
 
-/// Time `python3 script.py` runs of the same function; Err with a note if
-/// python3 or pandas is missing.
-fn native(code: &str, function: &str, runs: usize) -> Result<(Vec<Duration>, Duration), String> {
+/// Whether the machine's python3 can import pandas; Err with a note if not.
+fn python_with_pandas() -> Result<(), String> {
     let probe = Command::new("python3")
         .args(["-c", "import pandas"])
         .output()
@@ -241,6 +245,11 @@ fn native(code: &str, function: &str, runs: usize) -> Result<(Vec<Duration>, Dur
     if !probe.status.success() {
         return Err("pandas is not installed for python3 (pip install pandas to compare)".into());
     }
+    Ok(())
+}
+
+/// Time `python3 script.py` runs of the same function.
+fn native(code: &str, function: &str, runs: usize) -> Result<(Vec<Duration>, Duration), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let script = dir.path().join("ingest_native.py");
     let harness = format!(

