@@ -5,14 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::sandbox::bundle::{self, mb, Bundle, BundleSources};
-use crate::sandbox::{home_dir, shared_engine, Sandbox};
+use crate::sandbox::{home_dir, Sandbox};
 
 pub fn bundle(out: &Path) -> anyhow::Result<ExitCode> {
     let say = |msg: &str| eprintln!("sandstack bundle: {msg}");
     let home = home_dir();
-    Sandbox::prepare(&home, None, &say)?;
-    let engine = shared_engine().map_err(anyhow::Error::msg)?;
-    let sources = BundleSources::for_this_machine(&home, Bundle::running(), engine)?;
+    let sandbox = Sandbox::prepare(&home, None, &say)?;
+    let sources = BundleSources::for_this_machine(&home, Bundle::running(), &sandbox)?;
     let report = bundle::write(out, sources, &say)?;
     say(&format!(
         "wrote {} ({}: sandstack {}, compiled guest {}, snapshot {} zstd from {}) in {:.1}s",

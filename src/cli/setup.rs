@@ -80,12 +80,12 @@ pub fn setup(guest_wheel: Option<&Path>) -> anyhow::Result<ExitCode> {
         "sandstack setup: preparing the Python sandbox in {}",
         home.display()
     );
-    Sandbox::prepare(&home, guest_wheel, &|msg| {
+    let sandbox = Sandbox::prepare(&home, guest_wheel, &|msg| {
         eprintln!("sandstack setup: {msg}")
     })?;
-    let place = match Sandbox::readiness(&home) {
-        Readiness::Bundled => "the compiled guest is mapped from this bundle".to_string(),
-        _ => format!("later runs reuse {}", home.display()),
+    let place = match sandbox.from_bundle() {
+        true => "the compiled guest is mapped from this bundle".to_string(),
+        false => format!("later runs reuse {}", home.display()),
     };
     eprintln!(
         "sandstack setup: the sandbox is ready ({:.1}s); {place}",

@@ -68,6 +68,8 @@ pub fn home_dir() -> PathBuf {
 /// A ready sandbox: the compiled guest, linked, waiting to be instantiated.
 pub struct Sandbox {
     pre: InstancePre<HostState>,
+    /// The compiled guest is mapped from the bundle this process runs from.
+    from_bundle: bool,
 }
 
 /// Reports progress of the one-time setup steps.
@@ -132,7 +134,7 @@ impl Sandbox {
         // A bundle's compiled guest, mapped from this executable.
         let bundle = bundle::Bundle::running();
         let unfit = match bundle.map(|b| b.compiled_guest(engine)) {
-            Some(Ok(module)) => return Self::link(module),
+            Some(Ok(module)) => return Self::link(module, true),
             Some(Err(e)) => Some(e.to_string()),
             None => None,
         };
@@ -141,7 +143,7 @@ impl Sandbox {
             if let Some(why) = &unfit {
                 tracing::warn!("{why}; using the compiled guest in {}", home.display());
             }
-            return Self::link(module);
+            return Self::link(module, false);
         }
         match (bundle, unfit) {
             (Some(b), Some(why)) => {
@@ -182,7 +184,7 @@ impl Sandbox {
         let key = snapshot_key();
         let compiled = module_cache::compiled_path(home, &key);
         if let Some(module) = module_cache::load(engine, &compiled) {
-            return Self::link(module);
+            return Self::link(module, false);
         }
         let snap = snapshot::snapshot_path(home, &key);
         if let (false, Some(b)) = (snap.is_file(), bundle) {
@@ -209,17 +211,23 @@ impl Sandbox {
                 compiled.display()
             ))
         })?;
-        Self::link(module)
+        Self::link(module, false)
     }
 
-    fn link(module: wasmtime::Module) -> Result<Sandbox, SetupError> {
+    fn link(module: wasmtime::Module, from_bundle: bool) -> Result<Sandbox, SetupError> {
         let mut linker: Linker<HostState> = Linker::new(module.engine());
         linker::add_imports(&mut linker)
             .map_err(|e| SetupError::Compile(format!("linking: {e:#}")))?;
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| SetupError::Compile(format!("linking: {e:#}")))?;
-        Ok(Sandbox { pre })
+        Ok(Sandbox { pre, from_bundle })
+    }
+
+    /// Whether the compiled guest is mapped from this process's bundle
+    /// (else it came from the cache in `SANDSTACK_HOME`).
+    pub fn from_bundle(&self) -> bool {
+        self.from_bundle
     }
 
     /// The process-wide sandbox for `home`, opened on first use.

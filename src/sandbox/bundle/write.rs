@@ -42,13 +42,13 @@ pub enum Part<'a> {
 }
 
 impl<'a> BundleSources<'a> {
-    /// The parts of a bundle for this machine, once the sandbox is prepared
-    /// (`Sandbox::prepare`): from the bundle this process runs from where
-    /// they fit here, else from the cache in `home`.
+    /// The parts of a bundle for `sandbox`, once prepared: from the bundle
+    /// this process runs from where they fit here, else from the cache in
+    /// `home`.
     pub fn for_this_machine(
         home: &Path,
         running: Option<&'a Bundle>,
-        engine: &wasmtime::Engine,
+        sandbox: &crate::sandbox::Sandbox,
     ) -> Result<BundleSources<'a>, BundleError> {
         let key = crate::sandbox::snapshot_key();
         let cached = |path: PathBuf| {
@@ -62,7 +62,7 @@ impl<'a> BundleSources<'a> {
             }
         };
         let compiled = match running {
-            Some(b) if b.compiled_guest(engine).is_ok() => Part::Bundle(b),
+            Some(b) if sandbox.from_bundle() => Part::Bundle(b),
             _ => cached(crate::sandbox::module_cache::compiled_path(home, &key))?,
         };
         let snapshot = match running {
