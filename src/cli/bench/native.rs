@@ -1,149 +1,17 @@
-//! `sandstack bench sandbox`: per-run latency and throughput of a Python
-//! batch in the sandbox (fresh instance to normalised Arrow rows, ready to
-//! store), and, measured in the same process run, the same function in the
-//! machine's `python3` + pandas: in one warm process (exec + call, the
-//! anchor) and in a new process per run.
+//! The references `bench sandbox` prints beside the sandbox: the same
+//! function in the machine's `python3` with pandas, in one warm process
+//! (exec + call, the anchor) and in a new process per run. They run
+//! outside the sandbox.
 
-use std::process::{Command, ExitCode};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-
-use super::{find_batch, load_folder, Cli};
-use crate::config::IngestSource;
-use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Peak resident set of this process, from /proc (Linux).
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-fn summary(label: &str, mut times: Vec<Duration>, total: Duration) -> String {
-    times.sort();
-    format!(
-        "{label:<26} runs {:>4}  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  {:>8.1} runs/s",
-        times.len(),
-        ms(percentile(&times, 50.0)),
-        ms(percentile(&times, 90.0)),
-        ms(percentile(&times, 99.0)),
-        times.len() as f64 / total.as_secs_f64().max(1e-9)
-    )
-}
-
-pub fn sandbox(
-    cli: &Cli,
-    batch: &str,
-    runs: usize,
-    native_runs: usize,
-    concurrency: usize,
-) -> anyhow::Result<ExitCode> {
-    let folder = load_folder(cli)?;
-    let spec = find_batch(&folder, batch)?;
-    let IngestSource::Python(source) = &spec.ingest else {
-        bail!("batch `{batch}` is not a Python batch");
-    };
-    let sandbox = DefaultSandbox.sandbox()?;
-    let env = std::collections::BTreeMap::new();
-    let run_once = || -> anyhow::Result<(Duration, Duration, usize)> {
-        let t = Instant::now();
-        let report = sandbox.execute(python::request(spec, source, &env));
-        let raw = report
-            .outcome
-            .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
-        let n = normalize(
-            &[raw],
-            batch,
-            &spec.limits,
-            spec.ingest_settings.metric_rounding,
-        )
-        .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
-        Ok((t.elapsed(), report.stats.instantiate, n.rows.num_rows()))
-    };
-    // One warm-up run: page in the compiled module.
-    run_once()?;
-    let concurrency = concurrency.max(1);
-    let start = Instant::now();
-    let results = on_workers(runs, concurrency, &run_once)?;
-    let total = start.elapsed();
-    let rows = results.last().map_or(0, |r| r.2);
-    let mut times: Vec<Duration> = results.iter().map(|r| r.0).collect();
-    let mut instantiate: Vec<Duration> = results.iter().map(|r| r.1).collect();
-    println!(
-        "sandstack bench sandbox: batch {batch}, {rows} rows per run, {concurrency} run(s) at a time"
-    );
-    println!(
-        "{}",
-        summary("sandbox (fresh instance)", times.clone(), total)
-    );
-    instantiate.sort();
-    println!(
-        "{:<26} p50 {:>8.3} ms  p99 {:>8.3} ms",
-        "  of which instantiate",
-        ms(percentile(&instantiate, 50.0)),
-        ms(percentile(&instantiate, 99.0))
-    );
-    if let Some(rss) = peak_rss_mib() {
-        println!("{:<26} {rss:.1} MiB", "peak RSS (this process)");
-    }
-    times.sort();
-    compare_native(&source.code, &source.function, native_runs, runs, &times);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Runs `run` `runs` times on `workers` threads at once; every result, or
-/// the first error.
-fn on_workers<T: Send>(
-    runs: usize,
-    workers: usize,
-    run: &(dyn Fn() -> anyhow::Result<T> + Sync),
-) -> anyhow::Result<Vec<T>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let per_worker: Vec<anyhow::Result<Vec<T>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
-                        mine.push(run()?);
-                    }
-                    Ok(mine)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a bench worker panicked")))
-            })
-            .collect()
-    });
-    let mut all = Vec::with_capacity(runs);
-    for worker in per_worker {
-        all.extend(worker?);
-    }
-    Ok(all)
-}
+use super::{percentile, summary};
 
 /// The same function in the machine's python3, side by side: in one warm
 /// process (what an Anomstack user's Python does each run: exec the source
 /// into a fresh namespace and call it), and in a new process per run.
-fn compare_native(
+pub(super) fn compare_native(
     code: &str,
     function: &str,
     native_runs: usize,

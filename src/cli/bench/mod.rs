@@ -1,0 +1,78 @@
+//! `sandstack bench`: benchmarks that print their figures, each beside a
+//! reference measured in the same process run. One module per benchmark;
+//! this one holds what they share (percentiles, the summary line, RSS,
+//! running on worker threads).
+
+mod native;
+mod sandbox;
+
+use std::time::Duration;
+
+pub use sandbox::sandbox;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Peak resident set of this process, from /proc (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn summary(label: &str, mut times: Vec<Duration>, total: Duration) -> String {
+    times.sort();
+    format!(
+        "{label:<26} runs {:>4}  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms  {:>8.1} runs/s",
+        times.len(),
+        ms(percentile(&times, 50.0)),
+        ms(percentile(&times, 90.0)),
+        ms(percentile(&times, 99.0)),
+        times.len() as f64 / total.as_secs_f64().max(1e-9)
+    )
+}
+
+/// Runs `run` `runs` times on `workers` threads at once; every result, or
+/// the first error.
+fn on_workers<T: Send>(
+    runs: usize,
+    workers: usize,
+    run: &(dyn Fn() -> anyhow::Result<T> + Sync),
+) -> anyhow::Result<Vec<T>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let per_worker: Vec<anyhow::Result<Vec<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
+                        mine.push(run()?);
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a bench worker panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(runs);
+    for worker in per_worker {
+        all.extend(worker?);
+    }
+    Ok(all)
+}
