@@ -4,7 +4,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// How often the epoch advances; wall-clock deadlines are counted in these.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -74,7 +76,23 @@ pub fn runtime_config() -> Config {
         .pagemap_scan(wasmtime::Enabled::Auto);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c.memory_init_cow(true);
+    c.profiler(profiler_from_env());
     c
+}
+
+/// `SANDSTACK_PROFILER=perfmap` (or `jitdump`) names guest functions for
+/// `perf` (`/tmp/perf-PID.map`, or a jitdump file for `perf inject`). An
+/// operator's switch for profiling; it changes no compiled code.
+fn profiler_from_env() -> ProfilingStrategy {
+    match std::env::var("SANDSTACK_PROFILER").as_deref() {
+        Ok("perfmap") => ProfilingStrategy::PerfMap,
+        Ok("jitdump") => ProfilingStrategy::JitDump,
+        Ok("") | Err(_) => ProfilingStrategy::None,
+        Ok(other) => {
+            tracing::warn!("SANDSTACK_PROFILER={other:?} is not perfmap or jitdump; ignored");
+            ProfilingStrategy::None
+        }
+    }
 }
 
 /// The process-wide engine, with its epoch ticker started.
