@@ -112,6 +112,8 @@ def main():
             e = RuntimeError(f"the ingest code called exit({e.code!r})")
         _send_error(e, filename)
         return
+    if start.get("phases"):
+        door.call("returned")
 
     import pandas as pd
 

@@ -49,6 +49,9 @@ pub enum Op {
         message: String,
     },
     Http(HttpRequestHeader),
+    /// The user's function returned; the driver encodes its result next
+    /// (sent only when the run times its phases).
+    Returned {},
     Result(ResultHeader),
     Error(GuestError),
 }

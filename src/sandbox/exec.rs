@@ -15,7 +15,7 @@ use super::cassette::{Interaction, ReplayBook, Scrubber};
 use super::clock::GuestClock;
 use super::engine::EPOCH_TICK;
 use super::error::ExecError;
-use super::host::{DoorState, ExecInputs, HostState, LogLine};
+use super::host::{DoorState, ExecInputs, HostState, LogLine, PhaseMarks};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
 use super::{guest_sources, guest_text, instance, Sandbox};
@@ -48,6 +48,9 @@ pub struct ExecRequest {
     /// Run the function as a preprocess over this series (timestamps in µs,
     /// values), instead of as an ingest; `kwargs` are its parameters.
     pub preprocess_input: Option<(Vec<i64>, Vec<f64>)>,
+    /// Time the run's phases ([`ExecStats::phases`]); the driver then makes
+    /// one more door call.
+    pub time_phases: bool,
 }
 
 impl ExecRequest {
@@ -66,6 +69,7 @@ impl ExecRequest {
             scrub_names: Vec::new(),
             preprocess_input: None,
             record_interactions: false,
+            time_phases: false,
         }
     }
 }
@@ -77,6 +81,49 @@ pub struct ExecStats {
     pub instantiate: Duration,
     pub peak_memory_bytes: u64,
     pub http_requests: u64,
+    /// Where the time went, when the request asked and the run got as far
+    /// as its result.
+    pub phases: Option<Phases>,
+}
+
+/// One run's time, step by step, as the host saw it.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Phases {
+    pub instantiate: Duration,
+    /// Instance made → the driver asks for its inputs.
+    pub driver_start: Duration,
+    /// Inputs handed over → the user's function returned.
+    pub user_code: Duration,
+    /// Returned → its result frame reaches the door (encoding in the guest).
+    pub encode: Duration,
+    /// The door reads the frame into Arrow.
+    pub decode: Duration,
+    /// Result read → the instance's turn ends and it is dropped.
+    pub finish: Duration,
+    /// Page faults the run's thread took, instantiate to drop.
+    pub page_faults: u64,
+}
+
+impl Phases {
+    fn from_marks(
+        made: Instant,
+        ready: Instant,
+        marks: &PhaseMarks,
+        ended: Instant,
+        page_faults: u64,
+    ) -> Option<Self> {
+        let (started, returned) = (marks.started?, marks.returned?);
+        let (result_in, result_read) = (marks.result_in?, marks.result_read?);
+        Some(Phases {
+            instantiate: ready.saturating_duration_since(made),
+            driver_start: started.saturating_duration_since(ready),
+            user_code: returned.saturating_duration_since(started),
+            encode: result_in.saturating_duration_since(returned),
+            decode: result_read.saturating_duration_since(result_in),
+            finish: ended.saturating_duration_since(result_read),
+            page_faults,
+        })
+    }
 }
 
 /// How a run went, with what it printed and logged either way.
@@ -130,9 +177,11 @@ impl Sandbox {
                 return report;
             }
         };
+        let faults_before = thread_page_faults();
         let t0 = Instant::now();
         let instance = self.pre.instantiate(&mut store);
-        report.stats.instantiate = t0.elapsed();
+        let ready = Instant::now();
+        report.stats.instantiate = ready.saturating_duration_since(t0);
         let turn = instance.and_then(|i| {
             let status = instance::run_turn(&mut store, &i, guest_sources::RUN_TURN);
             let size = i
@@ -145,8 +194,11 @@ impl Sandbox {
             .limits
             .fuel
             .saturating_sub(store.get_fuel().unwrap_or(0));
-        report.stats.wall = started.elapsed();
         let state = store.into_data();
+        let ended = Instant::now();
+        report.stats.wall = ended.saturating_duration_since(started);
+        let faults = thread_page_faults().saturating_sub(faults_before);
+        report.stats.phases = Phases::from_marks(t0, ready, &state.door.marks, ended, faults);
         report.stats.peak_memory_bytes = state.limiter.peak_bytes as u64;
         report.stats.http_requests = state.door.http.requests_made;
         report.output = guest_text::clean(&output.text());
@@ -190,6 +242,7 @@ impl Sandbox {
             } else {
                 "ingest"
             },
+            time_phases: req.time_phases,
             series: req.preprocess_input.as_ref().map(|(ts, v)| {
                 // NaN is not JSON: missing values travel as null.
                 let values: Vec<Option<f64>> =
@@ -221,6 +274,19 @@ impl Sandbox {
         store.epoch_deadline_trap();
         Ok(store)
     }
+}
+
+/// Page faults (minor and major) this thread has taken so far.
+fn thread_page_faults() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrusage writes one rusage into the zeroed struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0 {
+            return (usage.ru_minflt + usage.ru_majflt).max(0) as u64;
+        }
+    }
+    0
 }
 
 /// `shown` is the guest's output, already cleaned for display.

@@ -49,6 +49,23 @@ pub struct ExecInputs {
     pub mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series: Option<serde_json::Value>,
+    /// Ask the driver to say when the user's function returns, so the run's
+    /// phases can be timed (`sandstack bench`).
+    #[serde(rename = "phases", skip_serializing_if = "std::ops::Not::not")]
+    pub time_phases: bool,
+}
+
+/// When the host saw each step of a run (for [`super::exec::Phases`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseMarks {
+    /// The driver asked for its inputs.
+    pub started: Option<Instant>,
+    /// The user's function returned (only when the phases are timed).
+    pub returned: Option<Instant>,
+    /// The result frame arrived at the door.
+    pub result_in: Option<Instant>,
+    /// The result frame was read into Arrow.
+    pub result_read: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -99,6 +116,7 @@ pub struct DoorState {
     pub logs: Vec<LogLine>,
     pub logs_dropped: usize,
     pub started: bool,
+    pub marks: PhaseMarks,
     pub result: Option<RecordBatch>,
     pub guest_error: Option<GuestError>,
     /// Set when the host stops the run; the trap that follows is this.
@@ -125,6 +143,7 @@ impl DoorState {
             env: Default::default(),
             mode: "ingest",
             series: None,
+            time_phases: false,
         };
         Self::new(
             inputs,
@@ -143,6 +162,7 @@ impl DoorState {
             logs: Vec::new(),
             logs_dropped: 0,
             started: false,
+            marks: PhaseMarks::default(),
             result: None,
             guest_error: None,
             fatal: None,
@@ -274,6 +294,7 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
                 return Err(ExecError::Protocol("`start` sent twice".into()));
             }
             door.started = true;
+            door.marks.started = Some(Instant::now());
             let inputs = serde_json::to_value(&door.inputs)
                 .map_err(|e| ExecError::Internal(e.to_string()))?;
             Ok(door::ok(inputs, &[]))
@@ -315,7 +336,12 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
                 Reply::Failed { kind, message } => door::refuse(kind, &message),
             })
         }
+        Op::Returned {} => {
+            door.marks.returned.get_or_insert_with(Instant::now);
+            Ok(door::ok(serde_json::json!({}), &[]))
+        }
         Op::Result(header) => {
+            door.marks.result_in = Some(Instant::now());
             if door.result.is_some() {
                 return Err(ExecError::Protocol("`result` sent twice".into()));
             }
@@ -329,6 +355,7 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
             let batch = result_frame::read(&header, request.body)
                 .map_err(|e| ExecError::Protocol(guest_text::one_line(&e.to_string())))?;
             door.result = Some(batch);
+            door.marks.result_read = Some(Instant::now());
             Ok(door::ok(serde_json::json!({}), &[]))
         }
         Op::Error(err) => {
@@ -355,6 +382,7 @@ pub(super) mod tests {
             env: Default::default(),
             mode: "ingest",
             series: None,
+            time_phases: false,
         };
         let output = CappedOutput::new(limits.max_output_kb as usize * 1024);
         HostState::new(
@@ -389,6 +417,30 @@ pub(super) mod tests {
             again.to_string(),
             ExecError::Protocol("`start` sent twice".into()).to_string()
         );
+    }
+
+    #[test]
+    fn phase_marks_follow_the_door_calls_and_a_repeated_returned_changes_nothing() {
+        let mut s = state(SandboxLimits::default(), HttpPolicy::default());
+        handle(
+            &mut s,
+            &frame(serde_json::json!({"op": "start", "v": 1}), b""),
+        )
+        .expect("start");
+        let returned = frame(serde_json::json!({"op": "returned", "v": 1}), b"");
+        handle(&mut s, &returned).expect("returned");
+        let first = s.door.marks.returned;
+        handle(&mut s, &returned).expect("a second returned is answered");
+        assert_eq!(s.door.marks.returned, first, "the first one counts");
+        let result = frame(
+            serde_json::json!({"op": "result", "v": 1, "format": "sscf1", "rows": 0, "columns": []}),
+            b"",
+        );
+        handle(&mut s, &result).expect("result");
+        let m = s.door.marks;
+        let (started, returned) = (m.started.expect("started"), m.returned.expect("returned"));
+        let (result_in, read) = (m.result_in.expect("in"), m.result_read.expect("read"));
+        assert!(started <= returned && returned <= result_in && result_in <= read);
     }
 
     #[test]

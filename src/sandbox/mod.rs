@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Linker};
 
 pub use error::{ExecError, SetupError};
-pub use exec::{ExecReport, ExecRequest, ExecStats};
+pub use exec::{ExecReport, ExecRequest, ExecStats, Phases};
 pub use host::LogLine;
 
 use host::HostState;
