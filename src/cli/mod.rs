@@ -171,6 +171,9 @@ pub enum BenchCommand {
         /// Sandbox runs in flight at once (throughput is runs/s over all of them).
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
+        /// Also append each run's rows to a scratch DuckDB file (never --db), timed as its own step.
+        #[arg(long)]
+        store: bool,
     },
 }
 
@@ -230,7 +233,17 @@ pub fn main() -> ExitCode {
             native_runs,
             batch,
             concurrency,
-        }) => bench::sandbox(&cli, batch, *runs, *native_runs, *concurrency),
+            store,
+        }) => bench::sandbox(
+            &cli,
+            &bench::SandboxOptions {
+                batch,
+                runs: *runs,
+                native_runs: *native_runs,
+                concurrency: *concurrency,
+                store: *store,
+            },
+        ),
     };
     match result {
         Ok(code) => code,

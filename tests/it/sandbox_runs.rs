@@ -220,6 +220,7 @@ fn the_sandbox_bench_prints_its_figures_beside_the_anchor() {
             "1",
             "--concurrency",
             "2",
+            "--store",
         ])
         .arg("--metrics")
         .arg(repo().join("metrics"))
@@ -231,10 +232,43 @@ fn the_sandbox_bench_prints_its_figures_beside_the_anchor() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     assert!(
-        text.contains("batch example_random, 3 rows per run, 2 run(s) at a time"),
+        text.contains(&format!(
+            "batch example_random, 3 rows per run, 2 run(s) at a time, {profile} build"
+        )),
         "{text}"
     );
+    // Every step of a run has its line, with figures (the store's too, as asked).
+    for step in [
+        "instantiate",
+        "driver start",
+        "user code",
+        "encode (guest)",
+        "door + decode (host)",
+        "drop instance",
+        "normalize",
+        "store (DuckDB)",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(step))
+            .unwrap_or_else(|| panic!("no line for {step}:\n{text}"));
+        let figures: Vec<f64> = line.trim_start()[step.len()..]
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches('%').parse().ok())
+            .collect();
+        assert_eq!(figures.len(), 4, "{line}");
+    }
+    let faults = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("page faults"))
+        .unwrap_or_default();
+    assert!(faults.contains("(the run's thread"), "{text}");
     assert!(
         text.contains("sandbox (fresh instance)   runs    6  p50 "),
         "{text}"

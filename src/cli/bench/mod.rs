@@ -8,7 +8,7 @@ mod sandbox;
 
 use std::time::Duration;
 
-pub use sandbox::sandbox;
+pub use sandbox::{sandbox, Options as SandboxOptions};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -22,12 +22,22 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Peak resident set of this process, from /proc (Linux).
-pub fn peak_rss_mib() -> Option<f64> {
+/// Resident set of this process now, from /proc (Linux).
+fn rss_mib() -> Option<f64> {
+    proc_status_kib("VmRSS:").map(|kib| kib / 1024.0)
+}
+
+fn proc_status_kib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mean(times: &[Duration]) -> Duration {
+    if times.is_empty() {
+        return Duration::ZERO;
+    }
+    times.iter().sum::<Duration>() / times.len() as u32
 }
 
 fn summary(label: &str, mut times: Vec<Duration>, total: Duration) -> String {

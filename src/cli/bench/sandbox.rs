@@ -1,74 +1,199 @@
 //! `sandstack bench sandbox`: per-run latency and throughput of a Python
 //! batch in the sandbox (fresh instance to normalised Arrow rows, ready to
-//! store), and, measured in the same process run, the same function in the
-//! machine's `python3` + pandas ([`super::native`]).
+//! store), where each run's time goes, and, measured in the same process
+//! run, the same function in the machine's `python3` + pandas
+//! ([`super::native`]).
 
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use super::super::{find_batch, load_folder, Cli};
-use super::{ms, native::compare_native, on_workers, peak_rss_mib, percentile, summary};
-use crate::config::IngestSource;
+use super::{mean, ms, native::compare_native, on_workers, percentile, rss_mib, summary};
+use crate::config::{BatchSpec, IngestSource, PythonSource};
 use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
+use crate::sandbox::{Phases, Sandbox};
+use crate::store::Store;
 
-pub fn sandbox(
-    cli: &Cli,
-    batch: &str,
-    runs: usize,
-    native_runs: usize,
-    concurrency: usize,
-) -> anyhow::Result<ExitCode> {
+/// What `bench sandbox` was asked to do.
+pub struct Options<'a> {
+    pub batch: &'a str,
+    pub runs: usize,
+    pub native_runs: usize,
+    pub concurrency: usize,
+    /// Append each run's rows to a scratch DuckDB file too.
+    pub store: bool,
+}
+
+/// One run's figures.
+struct RunTimes {
+    total: Duration,
+    phases: Phases,
+    normalize: Duration,
+    store: Option<Duration>,
+    rows: usize,
+}
+
+pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
-    let spec = find_batch(&folder, batch)?;
+    let spec = find_batch(&folder, opts.batch)?;
     let IngestSource::Python(source) = &spec.ingest else {
-        bail!("batch `{batch}` is not a Python batch");
+        bail!("batch `{}` is not a Python batch", opts.batch);
     };
     let sandbox = DefaultSandbox.sandbox()?;
-    let env = std::collections::BTreeMap::new();
-    let run_once = || -> anyhow::Result<(Duration, Duration, usize)> {
-        let t = Instant::now();
-        let report = sandbox.execute(python::request(spec, source, &env));
-        let raw = report
-            .outcome
-            .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
-        let n = normalize(
-            &[raw],
-            batch,
-            &spec.limits,
-            spec.ingest_settings.metric_rounding,
-        )
-        .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
-        Ok((t.elapsed(), report.stats.instantiate, n.rows.num_rows()))
+    // A scratch database: the bench never writes to --db.
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let store = if opts.store {
+        let path = scratch.path().join("bench.duckdb");
+        let store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Some(Mutex::new(store))
+    } else {
+        None
     };
-    // One warm-up run: page in the compiled module.
-    run_once()?;
-    let concurrency = concurrency.max(1);
+    let run_once = || one_run(&sandbox, spec, source, store.as_ref());
+    // Warm-up runs: page in the compiled module, fill the instance pool.
+    for _ in 0..opts.concurrency.max(2) {
+        run_once()?;
+    }
+    let rss_before = rss_mib();
+    let concurrency = opts.concurrency.max(1);
     let start = Instant::now();
-    let results = on_workers(runs, concurrency, &run_once)?;
+    let results = on_workers(opts.runs, concurrency, &run_once)?;
     let total = start.elapsed();
-    let rows = results.last().map_or(0, |r| r.2);
-    let mut times: Vec<Duration> = results.iter().map(|r| r.0).collect();
-    let mut instantiate: Vec<Duration> = results.iter().map(|r| r.1).collect();
+    let rss_after = rss_mib();
+    let rows = results.last().map_or(0, |r| r.rows);
+    let mut times: Vec<Duration> = results.iter().map(|r| r.total).collect();
     println!(
-        "sandstack bench sandbox: batch {batch}, {rows} rows per run, {concurrency} run(s) at a time"
+        "sandstack bench sandbox: batch {}, {rows} rows per run, {concurrency} run(s) at a time, {} build",
+        opts.batch,
+        build_profile()
     );
     println!(
         "{}",
         summary("sandbox (fresh instance)", times.clone(), total)
     );
-    instantiate.sort();
-    println!(
-        "{:<26} p50 {:>8.3} ms  p99 {:>8.3} ms",
-        "  of which instantiate",
-        ms(percentile(&instantiate, 50.0)),
-        ms(percentile(&instantiate, 99.0))
-    );
-    if let Some(rss) = peak_rss_mib() {
-        println!("{:<26} {rss:.1} MiB", "peak RSS (this process)");
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        println!(
+            "{:<26} {before:.1} MiB after warm-up, {after:.1} MiB after {} runs ({:+.1} MiB)",
+            "RSS (this process)",
+            results.len(),
+            after - before
+        );
     }
+    print_phases(&results);
     times.sort();
-    compare_native(&source.code, &source.function, native_runs, runs, &times);
+    compare_native(
+        &source.code,
+        &source.function,
+        opts.native_runs,
+        opts.runs,
+        &times,
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+fn one_run(
+    sandbox: &std::sync::Arc<Sandbox>,
+    spec: &BatchSpec,
+    source: &PythonSource,
+    store: Option<&Mutex<Store>>,
+) -> anyhow::Result<RunTimes> {
+    let batch = &spec.metric_batch;
+    let t = Instant::now();
+    let mut req = python::request(spec, source, &Default::default());
+    req.time_phases = true;
+    let report = sandbox.execute(req);
+    let raw = report
+        .outcome
+        .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
+    let normalizing = Instant::now();
+    let n = normalize(
+        &[raw],
+        batch,
+        &spec.limits,
+        spec.ingest_settings.metric_rounding,
+    )
+    .map_err(|e| anyhow::anyhow!("batch {batch}: {e}"))?;
+    let normalize_time = normalizing.elapsed();
+    let store_time = match store {
+        Some(store) => {
+            let storing = Instant::now();
+            let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
+            store
+                .append_metrics(&spec.table_key, std::slice::from_ref(&n.rows))
+                .with_context(|| format!("batch {batch}: storing its rows"))?;
+            Some(storing.elapsed())
+        }
+        None => None,
+    };
+    let phases = report
+        .stats
+        .phases
+        .ok_or_else(|| anyhow::anyhow!("batch {batch}: the run did not report its phases"))?;
+    Ok(RunTimes {
+        total: t.elapsed(),
+        phases,
+        normalize: normalize_time,
+        store: store_time,
+        rows: n.rows.num_rows(),
+    })
+}
+
+/// p50, p99 and mean of each step of a run, and its share of the mean run.
+fn print_phases(results: &[RunTimes]) {
+    let column = |f: &dyn Fn(&RunTimes) -> Duration| -> Vec<Duration> {
+        let mut v: Vec<Duration> = results.iter().map(f).collect();
+        v.sort();
+        v
+    };
+    let mut rows: Vec<(&str, Vec<Duration>)> = vec![
+        ("instantiate", column(&|r| r.phases.instantiate)),
+        ("driver start", column(&|r| r.phases.driver_start)),
+        ("user code", column(&|r| r.phases.user_code)),
+        ("encode (guest)", column(&|r| r.phases.encode)),
+        ("door + decode (host)", column(&|r| r.phases.decode)),
+        ("drop instance", column(&|r| r.phases.finish)),
+        ("normalize", column(&|r| r.normalize)),
+    ];
+    if results.iter().all(|r| r.store.is_some()) {
+        rows.push(("store (DuckDB)", column(&|r| r.store.unwrap_or_default())));
+    }
+    let whole = mean(&column(&|r| r.total)).as_secs_f64().max(1e-12);
+    println!(
+        "{:<26} {:>9} {:>9} {:>9} {:>6}",
+        "  where a run's time goes", "p50 ms", "p99 ms", "mean ms", "share"
+    );
+    for (label, sorted) in rows {
+        let m = mean(&sorted);
+        println!(
+            "    {label:<22} {:>9.3} {:>9.3} {:>9.3} {:>5.1}%",
+            ms(percentile(&sorted, 50.0)),
+            ms(percentile(&sorted, 99.0)),
+            ms(m),
+            100.0 * m.as_secs_f64() / whole
+        );
+    }
+    let mut faults: Vec<u64> = results.iter().map(|r| r.phases.page_faults).collect();
+    faults.sort_unstable();
+    if let (Some(p50), Some(p99)) = (
+        faults.get((faults.len().saturating_sub(1)) / 2),
+        faults.get((faults.len().saturating_sub(1)) * 99 / 100),
+    ) {
+        println!(
+            "    {:<22} {p50:>9} {p99:>9}   (the run's thread, instantiate to drop)",
+            "page faults"
+        );
+    }
+}
+
+/// The profile this binary was built with: figures from a debug build are
+/// not what a release deploy sees.
+fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
 }
