@@ -52,6 +52,9 @@ pub enum Op {
     /// The user's function returned; the driver encodes its result next
     /// (sent only when the run times its phases).
     Returned {},
+    /// The driver's marshalled code object of the user's source, in the
+    /// body, for later runs ([`super::code_cache`]).
+    Compiled {},
     Result(ResultHeader),
     Error(GuestError),
 }

@@ -18,7 +18,7 @@ use super::error::ExecError;
 use super::host::{DoorState, ExecInputs, HostState, LogLine, PhaseMarks};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
-use super::{guest_sources, guest_text, instance, Sandbox};
+use super::{code_cache, guest_sources, guest_text, instance, Sandbox};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
 
 /// Everything one run needs.
@@ -81,6 +81,8 @@ pub struct ExecStats {
     pub instantiate: Duration,
     pub peak_memory_bytes: u64,
     pub http_requests: u64,
+    /// The user's code came compiled from an earlier run of the same source.
+    pub code_cached: bool,
     /// Where the time went, when the request asked and the run got as far
     /// as its result.
     pub phases: Option<Phases>,
@@ -194,8 +196,12 @@ impl Sandbox {
             .limits
             .fuel
             .saturating_sub(store.get_fuel().unwrap_or(0));
-        let state = store.into_data();
+        let mut state = store.into_data();
         let ended = Instant::now();
+        report.stats.code_cached = state.door.code.given.is_some();
+        if let Some(code) = state.door.code.taken.take() {
+            self.code.put(self.code_key(&req), code);
+        }
         report.stats.wall = ended.saturating_duration_since(started);
         let faults = thread_page_faults().saturating_sub(faults_before);
         report.stats.phases = Phases::from_marks(t0, ready, &state.door.marks, ended, faults);
@@ -207,6 +213,10 @@ impl Sandbox {
         report.scrubber = state.door.http.scrubber.clone();
         report.outcome = classify(turn, state, &output, &report.output, &req.limits);
         report
+    }
+
+    fn code_key(&self, req: &ExecRequest) -> code_cache::CodeKey {
+        code_cache::key(&req.batch, &req.source.filename, &req.source.code)
     }
 
     fn new_store(
@@ -257,6 +267,7 @@ impl Sandbox {
             (limits.memory_mb.saturating_mul(1 << 20)) as usize,
             DoorState::open(inputs, req.http.clone(), limits.clone()),
         );
+        state.door.code.given = self.code.get(&self.code_key(req));
         state.door.http.set_cassette(
             req.replay.clone(),
             req.record_interactions,

@@ -9,6 +9,7 @@ use wasmtime::{Caller, ResourceLimiter};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::clock::GuestClock;
+use super::code_cache;
 use super::door::{self, GuestError, Op};
 use super::error::ExecError;
 use super::guest_text;
@@ -53,6 +54,15 @@ pub struct ExecInputs {
     /// phases can be timed (`sandstack bench`).
     #[serde(rename = "phases", skip_serializing_if = "std::ops::Not::not")]
     pub time_phases: bool,
+}
+
+/// The user's compiled code, either way between host and guest.
+#[derive(Debug, Default)]
+pub struct CodeHandOver {
+    /// Given to the driver with its inputs (it skips the compile).
+    pub given: Option<std::sync::Arc<[u8]>>,
+    /// Handed over by the driver, to keep for later runs.
+    pub taken: Option<Vec<u8>>,
 }
 
 /// When the host saw each step of a run (for [`super::exec::Phases`]).
@@ -117,6 +127,7 @@ pub struct DoorState {
     pub logs_dropped: usize,
     pub started: bool,
     pub marks: PhaseMarks,
+    pub code: CodeHandOver,
     pub result: Option<RecordBatch>,
     pub guest_error: Option<GuestError>,
     /// Set when the host stops the run; the trap that follows is this.
@@ -163,6 +174,7 @@ impl DoorState {
             logs_dropped: 0,
             started: false,
             marks: PhaseMarks::default(),
+            code: CodeHandOver::default(),
             result: None,
             guest_error: None,
             fatal: None,
@@ -295,8 +307,21 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
             }
             door.started = true;
             door.marks.started = Some(Instant::now());
-            let inputs = serde_json::to_value(&door.inputs)
+            let mut inputs = serde_json::to_value(&door.inputs)
                 .map_err(|e| ExecError::Internal(e.to_string()))?;
+            let Some(map) = inputs.as_object_mut() else {
+                return Err(ExecError::Internal(
+                    "the run's inputs are not an object".into(),
+                ));
+            };
+            if let Some(code) = &door.code.given {
+                map.insert("code".into(), "marshal".into());
+                return Ok(door::ok(inputs, code));
+            }
+            // What the driver may hand over: within the frame limit too.
+            let room = (door.limits.max_result_kb.saturating_mul(1024) as usize)
+                .min(code_cache::MAX_ENTRY_BYTES);
+            map.insert("code_room".into(), room.into());
             Ok(door::ok(inputs, &[]))
         }
         Op::Log { level, message } => {
@@ -338,6 +363,15 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
         }
         Op::Returned {} => {
             door.marks.returned.get_or_insert_with(Instant::now);
+            Ok(door::ok(serde_json::json!({}), &[]))
+        }
+        Op::Compiled {} => {
+            // Only the driver's hand-over, which precedes the user's code:
+            // the first, and none in a run that was given its code.
+            let first = door.code.given.is_none() && door.code.taken.is_none();
+            if first && request.body.len() <= code_cache::MAX_ENTRY_BYTES {
+                door.code.taken = Some(request.body.to_vec());
+            }
             Ok(door::ok(serde_json::json!({}), &[]))
         }
         Op::Result(header) => {
@@ -441,6 +475,41 @@ pub(super) mod tests {
         let (started, returned) = (m.started.expect("started"), m.returned.expect("returned"));
         let (result_in, read) = (m.result_in.expect("in"), m.result_read.expect("read"));
         assert!(started <= returned && returned <= result_in && result_in <= read);
+    }
+
+    #[test]
+    fn only_the_first_hand_over_of_a_run_not_given_its_code_is_kept() {
+        let compiled = |body: &[u8]| frame(serde_json::json!({"op": "compiled", "v": 1}), body);
+        let start = frame(serde_json::json!({"op": "start", "v": 1}), b"");
+        let limits = SandboxLimits {
+            max_result_kb: 1,
+            ..Default::default()
+        };
+        let mut s = state(limits, HttpPolicy::default());
+        let h = reply_header(&handle(&mut s, &start).expect("start"));
+        assert_eq!(h["code_room"], 1024, "the frame limit bounds the hand-over");
+        handle(&mut s, &compiled(b"driver")).expect("kept");
+        handle(&mut s, &compiled(b"user code posing as the driver")).expect("answered");
+        assert_eq!(s.door.code.taken.as_deref(), Some(&b"driver"[..]));
+
+        let mut s = state(SandboxLimits::default(), HttpPolicy::default());
+        s.door.code.given = Some(std::sync::Arc::from(&b"kept code"[..]));
+        let reply = handle(&mut s, &start).expect("start");
+        assert_eq!(reply_header(&reply)["code"], "marshal");
+        assert!(
+            reply.ends_with(b"kept code"),
+            "the code is the reply's body"
+        );
+        handle(&mut s, &compiled(b"other code")).expect("answered");
+        assert!(
+            s.door.code.taken.is_none(),
+            "a run given its code hands none over"
+        );
+
+        let mut s = state(SandboxLimits::default(), HttpPolicy::default());
+        let big = vec![0u8; code_cache::MAX_ENTRY_BYTES + 1];
+        handle(&mut s, &compiled(&big)).expect("answered");
+        assert!(s.door.code.taken.is_none(), "oversized code is not kept");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod addresses;
 pub mod bundle;
 pub mod cassette;
 mod clock;
+mod code_cache;
 pub mod door;
 mod engine;
 pub mod error;
@@ -70,6 +71,8 @@ pub struct Sandbox {
     pre: InstancePre<HostState>,
     /// The compiled guest is mapped from the bundle this process runs from.
     from_bundle: bool,
+    /// Batches' compiled user code, handed back to their later runs.
+    code: code_cache::CodeCache,
 }
 
 /// Reports progress of the one-time setup steps.
@@ -221,7 +224,11 @@ impl Sandbox {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| SetupError::Compile(format!("linking: {e:#}")))?;
-        Ok(Sandbox { pre, from_bundle })
+        Ok(Sandbox {
+            pre,
+            from_bundle,
+            code: Default::default(),
+        })
     }
 
     /// Whether the compiled guest is mapped from this process's bundle

@@ -176,6 +176,45 @@ fn seed_and_clock_fix_every_source_of_randomness() {
     assert_ne!(a, c, "another seed gives other values");
 }
 
+/// The user's code tries to hand the host other code for its own source,
+/// in the run that compiles it and in one that was given it: neither is
+/// kept, and every run still runs the batch's real code.
+const POISON: &str = r#"import marshal
+import pandas as pd
+import _sandstack_door as door
+
+def ingest():
+    other = compile("def ingest():\n    raise RuntimeError('poisoned')\n", "<poison>", "exec")
+    door.call("compiled", None, marshal.dumps(other))
+    return pd.DataFrame({"metric_name": ["m"], "metric_value": [1.0],
+                         "metric_timestamp": pd.Timestamp("2026-01-01", tz="UTC")})
+"#;
+
+#[test]
+fn compiled_code_is_kept_for_the_same_source_and_user_code_cannot_replace_it() {
+    let (_f, spec) = python_batch("poison", POISON, "");
+    let IngestSource::Python(src) = &spec.ingest else {
+        panic!()
+    };
+    let sandbox = TestSandbox.sandbox().expect("sandbox");
+    let run = |source: sandstack::config::PythonSource| {
+        let req = ExecRequest::new("poison", source, spec.limits.clone(), spec.http.clone());
+        let report = sandbox.execute(req);
+        let rows = report.outcome.unwrap_or_else(|e| panic!("{e}")).num_rows();
+        (rows, report.stats.code_cached)
+    };
+    assert_eq!(run(src.clone()), (1, false), "the first run compiles");
+    assert_eq!(
+        run(src.clone()),
+        (1, true),
+        "the next gets the driver's code"
+    );
+    assert_eq!(run(src.clone()), (1, true));
+    let mut edited = src.clone();
+    edited.code.push_str("\n# edited\n");
+    assert_eq!(run(edited), (1, false), "another source compiles again");
+}
+
 #[test]
 fn the_result_frame_carries_every_column_type() {
     let code = "import pandas as pd\nimport numpy as np\n\ndef ingest():\n    df = pd.DataFrame({'metric_name': ['a', 'b', 'c', 'a'], 'metric_value': [1, 2.5, np.nan, 4], 'metadata': ['{}', None, 'x', 'y']})\n    df['metric_timestamp'] = pd.Timestamp('2026-01-01T00:00:00Z')\n    df['flag'] = [True, False, True, False]\n    return df\n";
