@@ -7,6 +7,7 @@
 //! DELETE).
 
 mod dashboard;
+mod generated;
 mod metrics;
 mod raw;
 mod runs;
