@@ -175,6 +175,30 @@ pub enum BenchCommand {
         #[arg(long)]
         store: bool,
     },
+    /// Append synthetic metrics rows to a scratch DuckDB file through the Arrow appender (rows/s), beside DuckDB inserting as many rows it generates itself; then time the reads the jobs make.
+    Store {
+        /// Rows to append in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Rows per append (one ingest run's worth).
+        #[arg(long, default_value_t = 100_000)]
+        per_append: usize,
+        /// Distinct metric names.
+        #[arg(long, default_value_t = 50)]
+        names: usize,
+    },
+    /// Train and score synthetic metrics in a scratch DuckDB file as a batch configures it (its SQL, preprocess and models): core-seconds per model and per metric, beside the read of train_sql alone.
+    Detect {
+        /// The batch whose configuration is used (its own data is not read).
+        #[arg(long, default_value = "example_random")]
+        batch: String,
+        /// Synthetic metrics.
+        #[arg(long, default_value_t = 10_000)]
+        names: usize,
+        /// Observations per metric (one every 10 minutes up to now).
+        #[arg(long, default_value_t = 500)]
+        points: usize,
+    },
 }
 
 /// Anomstack's `ANOMSTACK_DUCKDB_PATH` names the database when neither
@@ -244,6 +268,27 @@ pub fn main() -> ExitCode {
                 store: *store,
             },
         ),
+        Command::Bench(BenchCommand::Detect {
+            batch,
+            names,
+            points,
+        }) => bench::detect(
+            &cli,
+            &bench::DetectOptions {
+                batch,
+                metrics: *names,
+                points: *points,
+            },
+        ),
+        Command::Bench(BenchCommand::Store {
+            rows,
+            per_append,
+            names,
+        }) => bench::store(&bench::StoreOptions {
+            rows: *rows,
+            per_append: *per_append,
+            metrics: *names,
+        }),
     };
     match result {
         Ok(code) => code,

@@ -3,12 +3,16 @@
 //! this one holds what they share (percentiles, the summary line, RSS,
 //! running on worker threads).
 
+mod detect;
 mod native;
 mod sandbox;
+mod store;
 
 use std::time::Duration;
 
+pub use detect::{detect, Options as DetectOptions};
 pub use sandbox::{sandbox, Options as SandboxOptions};
+pub use store::{store, Options as StoreOptions};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -31,6 +35,27 @@ fn proc_status_kib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The profile this binary was built with: figures from a debug build are
+/// not what a release deploy sees.
+fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+/// CPU time of this process so far, every thread, user and system.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes one rusage into the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn mean(times: &[Duration]) -> Duration {

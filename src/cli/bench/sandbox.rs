@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use super::super::{find_batch, load_folder, Cli};
-use super::{mean, ms, native::compare_native, on_workers, percentile, rss_mib, summary};
+use super::{
+    build_profile, mean, ms, native::compare_native, on_workers, percentile, rss_mib, summary,
+};
 use crate::config::{BatchSpec, IngestSource, PythonSource};
 use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
 use crate::sandbox::{Phases, Sandbox};
@@ -185,15 +187,5 @@ fn print_phases(results: &[RunTimes]) {
             "    {:<22} {p50:>9} {p99:>9}   (the run's thread, instantiate to drop)",
             "page faults"
         );
-    }
-}
-
-/// The profile this binary was built with: figures from a debug build are
-/// not what a release deploy sees.
-fn build_profile() -> &'static str {
-    if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
     }
 }

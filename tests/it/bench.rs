@@ -1,0 +1,98 @@
+//! The benchmarks run end to end at toy sizes: every figure they promise is
+//! printed, and nothing is written outside their scratch database. Their
+//! real sizes stay out of the test suite's timing.
+
+use crate::support::repo;
+
+fn bench(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .arg("--metrics")
+        .arg(repo().join("metrics"))
+        .arg("bench")
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("run sandstack bench");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(left.is_empty(), "the bench wrote to its working directory");
+    text
+}
+
+/// The number right after `label` on its line.
+fn figure(text: &str, label: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no line {label:?} in\n{text}"));
+    line.trim_start()[label.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no figure after {label:?}: {line}"))
+}
+
+#[test]
+fn bench_store_prints_append_and_reference_rates_and_the_reads() {
+    let text = bench(&[
+        "store",
+        "--rows",
+        "20000",
+        "--per-append",
+        "5000",
+        "--names",
+        "7",
+    ]);
+    assert!(
+        text.contains("sandstack bench store: 20000 rows over 7 metrics, 5000 per append"),
+        "{text}"
+    );
+    assert!(figure(&text, "append (Arrow appender)") > 0.0, "{text}");
+    assert!(
+        figure(&text, "reference: INSERT ... SELECT") > 0.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("(20000 rows)"),
+        "every row was appended:\n{text}"
+    );
+    assert!(text.contains("(7 metrics;"), "{text}");
+    assert!(text.contains("(p50 of 7 metrics;"), "{text}");
+    assert!(text.contains("7 groups)"), "{text}");
+}
+
+#[test]
+fn bench_detect_prints_core_seconds_per_model_and_as_configured() {
+    let text = bench(&["detect", "--names", "20", "--points", "60"]);
+    assert!(
+        text.contains("20 metrics x 60 points, batch example_random's SQL, preprocess and models"),
+        "{text}"
+    );
+    assert!(figure(&text, "reading train_sql alone") >= 0.0, "{text}");
+    for label in [
+        "pca_default",
+        "knn_default",
+        "iforest (defaults)",
+        "as configured (pca_default + knn_default)",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no line for {label}:\n{text}"));
+        let figures: Vec<f64> = line[label.len()..]
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(figures.len(), 4, "{line}");
+        assert!(
+            figures[3] > 0.0,
+            "a model costs something per metric: {line}"
+        );
+    }
+}
