@@ -173,17 +173,7 @@ impl Sandbox {
         engine: &wasmtime::Engine,
         say: Say<'_>,
     ) -> Result<Sandbox, SetupError> {
-        std::fs::create_dir_all(home)
-            .map_err(SetupError::io(format!("creating {}", home.display())))?;
-        let lock_path = home.join("setup.lock");
-        let lock = std::fs::File::create(&lock_path)
-            .map_err(SetupError::io(format!("creating {}", lock_path.display())))?;
-        if lock.try_lock().is_err() {
-            say("waiting for another sandstack process to finish setting up the sandbox");
-            lock.lock()
-                .map_err(SetupError::io(format!("locking {}", lock_path.display())))?;
-        }
-
+        let _lock = setup_lock(home, say)?;
         let key = snapshot_key();
         let compiled = module_cache::compiled_path(home, &key);
         if let Some(module) = module_cache::load(engine, &compiled) {
@@ -257,6 +247,22 @@ impl Sandbox {
         guest_threads::run(move || me.execute_here(req))
             .unwrap_or_else(|e| ExecReport::failed(ExecError::Internal(e), [0; 32], 0))
     }
+}
+
+/// Setup in `home` is one process's at a time: this lock, held until the
+/// file is dropped.
+fn setup_lock(home: &Path, say: Say<'_>) -> Result<std::fs::File, SetupError> {
+    std::fs::create_dir_all(home)
+        .map_err(SetupError::io(format!("creating {}", home.display())))?;
+    let lock_path = home.join("setup.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .map_err(SetupError::io(format!("creating {}", lock_path.display())))?;
+    if lock.try_lock().is_err() {
+        say("waiting for another sandstack process to finish setting up the sandbox");
+        lock.lock()
+            .map_err(SetupError::io(format!("locking {}", lock_path.display())))?;
+    }
+    Ok(lock)
 }
 
 /// Run a long step, saying what it is, how long it has taken every 15 s,
