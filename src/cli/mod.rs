@@ -174,6 +174,12 @@ pub enum BenchCommand {
         /// Also append each run's rows to a scratch DuckDB file (never --db), timed as its own step.
         #[arg(long)]
         store: bool,
+        /// Instead of the batch's function, a built-in one returning N rows (50 metric names, float values, one UTC timestamp per row); with --store, prints the frame's time from guest to stored rows.
+        #[arg(long, value_name = "N")]
+        rows: Option<u64>,
+        /// Then measure what fuel and epoch checks cost: the same runs, alternating, on the guest compiled without them (compiled into SANDSTACK_HOME the first time, about as long as setup's compile). Those runs have no fuel limit or timeout.
+        #[arg(long)]
+        unmetered: bool,
     },
     /// Append synthetic metrics rows to a scratch DuckDB file through the Arrow appender (rows/s), beside DuckDB inserting as many rows it generates itself; then time the reads the jobs make.
     Store {
@@ -258,6 +264,8 @@ pub fn main() -> ExitCode {
             batch,
             concurrency,
             store,
+            rows,
+            unmetered,
         }) => bench::sandbox(
             &cli,
             &bench::SandboxOptions {
@@ -266,6 +274,8 @@ pub fn main() -> ExitCode {
                 native_runs: *native_runs,
                 concurrency: *concurrency,
                 store: *store,
+                rows: *rows,
+                unmetered: *unmetered,
             },
         ),
         Command::Bench(BenchCommand::Detect {

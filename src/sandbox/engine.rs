@@ -24,11 +24,28 @@ pub const MAX_CONCURRENT_INSTANCES: u32 = 32;
 /// Largest linear memory any batch may be given (`ingest_memory_mb` max).
 pub const MAX_GUEST_MEMORY: u64 = 4 << 30;
 
-/// Describes everything in [`config`] that changes compiled code; part of
-/// the compiled-module cache key.
+/// Whether compiled guest code counts fuel and checks the epoch. Every run
+/// is metered; unmetered code exists only for `sandstack bench sandbox
+/// --unmetered`, to measure what those checks cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metering {
+    Metered,
+    Unmetered,
+}
+
+/// Describes everything in the runtime configuration that changes compiled
+/// code; part of the compiled-module cache key.
 pub fn fingerprint() -> String {
+    fingerprint_of(Metering::Metered)
+}
+
+pub fn fingerprint_of(metering: Metering) -> String {
+    let checks = match metering {
+        Metering::Metered => "fuel;epochs",
+        Metering::Unmetered => "nofuel;noepochs",
+    };
     format!(
-        "wasmtime-{};exceptions;fuel;epochs;stack={MAX_WASM_STACK};opt=speed;v1",
+        "wasmtime-{};exceptions;{checks};stack={MAX_WASM_STACK};opt=speed;v1",
         wasmtime_version()
     )
 }
@@ -38,15 +55,15 @@ pub fn wasmtime_version() -> &'static str {
     "48.0.8"
 }
 
-fn base_config() -> Config {
+fn base_config(metering: Metering) -> Config {
     let mut c = Config::new();
     c.wasm_exceptions(true);
     c.max_wasm_stack(MAX_WASM_STACK);
     // wasmtime refuses a wasm stack larger than the async stack, even when
     // nothing runs async (the async feature comes with wasmtime-wasi).
     c.async_stack_size(MAX_WASM_STACK + (2 << 20));
-    c.consume_fuel(true);
-    c.epoch_interruption(true);
+    c.consume_fuel(metering == Metering::Metered);
+    c.epoch_interruption(metering == Metering::Metered);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     c.parallel_compilation(true);
     c
@@ -55,7 +72,11 @@ fn base_config() -> Config {
 /// The engine used to run guests: pooling allocator with copy-on-write
 /// memory images, so instantiating the snapshot costs well under a ms.
 pub fn runtime_config() -> Config {
-    let mut c = base_config();
+    runtime_config_of(Metering::Metered)
+}
+
+fn runtime_config_of(metering: Metering) -> Config {
+    let mut c = base_config(metering);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_core_instances(MAX_CONCURRENT_INSTANCES)
         .total_memories(MAX_CONCURRENT_INSTANCES)
@@ -108,6 +129,17 @@ pub fn shared_engine() -> Result<&'static Engine, String> {
         .map_err(Clone::clone)
 }
 
+/// The engine for unmetered guest code (no fuel, no epochs, so no ticker).
+pub fn unmetered_engine() -> Result<&'static Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            Engine::new(&runtime_config_of(Metering::Unmetered)).map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 fn start_epoch_ticker(engine: Engine) {
     std::thread::Builder::new()
         .name("sandstack-epoch".into())
@@ -122,8 +154,29 @@ fn start_epoch_ticker(engine: Engine) {
 /// A plain (on-demand allocator) engine for building the snapshot, with the
 /// same code-generation settings.
 pub fn snapshot_engine() -> Result<Engine, String> {
-    let mut c = base_config();
+    let mut c = base_config(Metering::Metered);
     // The instrumented module runs once; compile it quickly.
     c.cranelift_opt_level(wasmtime::OptLevel::None);
     Engine::new(&c).map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmetered_code_never_passes_for_metered_code() {
+        let (metered, unmetered) = (
+            fingerprint_of(Metering::Metered),
+            fingerprint_of(Metering::Unmetered),
+        );
+        assert_eq!(metered, fingerprint());
+        assert_ne!(metered, unmetered);
+        let home = std::path::Path::new("/h");
+        assert_ne!(
+            super::super::module_cache::compiled_path_of(home, "k", Metering::Metered),
+            super::super::module_cache::compiled_path_of(home, "k", Metering::Unmetered),
+            "each is cached under its own name"
+        );
+    }
 }

@@ -73,6 +73,9 @@ pub struct Sandbox {
     from_bundle: bool,
     /// Batches' compiled user code, handed back to their later runs.
     code: code_cache::CodeCache,
+    /// Fuel and the epoch deadline are enforced (always, but in the bench's
+    /// unmetered sandbox).
+    metered: bool,
 }
 
 /// Reports progress of the one-time setup steps.
@@ -218,7 +221,33 @@ impl Sandbox {
             pre,
             from_bundle,
             code: Default::default(),
+            metered: true,
         })
+    }
+
+    /// The same guest compiled without fuel counting and epoch checks, for
+    /// `sandstack bench sandbox --unmetered` only: it measures what those
+    /// checks cost. Its runs have no fuel limit and no timeout, so it must
+    /// never run code that is not trusted. Compiled once into `home` (about
+    /// as long as the first setup's compile) from the snapshot there, or the
+    /// bundle's.
+    pub fn unmetered_for_bench(home: &Path, say: Say<'_>) -> Result<Sandbox, SetupError> {
+        let engine = engine::unmetered_engine().map_err(SetupError::Compile)?;
+        let key = snapshot_key();
+        let compiled = module_cache::compiled_path_of(home, &key, engine::Metering::Unmetered);
+        if module_cache::load(engine, &compiled).is_none() {
+            let _lock = setup_lock(home, say)?;
+            compile_unmetered(home, &key, &compiled, engine, say)?;
+        }
+        let module = module_cache::load(engine, &compiled).ok_or_else(|| {
+            SetupError::Compile(format!(
+                "{} was written but does not load",
+                compiled.display()
+            ))
+        })?;
+        let mut sandbox = Self::link(module, false)?;
+        sandbox.metered = false;
+        Ok(sandbox)
     }
 
     /// Whether the compiled guest is mapped from this process's bundle
@@ -247,6 +276,37 @@ impl Sandbox {
         guest_threads::run(move || me.execute_here(req))
             .unwrap_or_else(|e| ExecReport::failed(ExecError::Internal(e), [0; 32], 0))
     }
+}
+
+/// Compile the snapshot in `home` (or the bundle's) for the unmetered
+/// engine, unless another process did while this one waited for the lock.
+fn compile_unmetered(
+    home: &Path,
+    key: &str,
+    compiled: &Path,
+    engine: &wasmtime::Engine,
+    say: Say<'_>,
+) -> Result<(), SetupError> {
+    if module_cache::load(engine, compiled).is_some() {
+        return Ok(());
+    }
+    let snap = snapshot::snapshot_path(home, key);
+    if let (false, Some(b)) = (snap.is_file(), bundle::Bundle::running()) {
+        timed(say, "unpacking the bundle's guest snapshot", || {
+            b.unpack_snapshot(&snap).map_err(SetupError::from)
+        })?;
+    }
+    if !snap.is_file() {
+        return Err(SetupError::Compile(format!(
+            "no guest snapshot at {} to compile without limits: run `sandstack setup` first",
+            snap.display()
+        )));
+    }
+    timed(
+        say,
+        "compiling the snapshot without fuel and epoch checks, for the bench (once)",
+        || module_cache::compile(engine, &snap, compiled),
+    )
 }
 
 /// Setup in `home` is one process's at a time: this lock, held until the

@@ -12,8 +12,12 @@ use super::engine;
 use super::error::SetupError;
 
 pub fn compiled_path(home: &Path, snapshot_key: &str) -> PathBuf {
+    compiled_path_of(home, snapshot_key, engine::Metering::Metered)
+}
+
+pub fn compiled_path_of(home: &Path, snapshot_key: &str, metering: engine::Metering) -> PathBuf {
     let mut h = Sha256::new();
-    h.update(engine::fingerprint().as_bytes());
+    h.update(engine::fingerprint_of(metering).as_bytes());
     let engine_key = &hex::encode(h.finalize())[..12];
     home.join("compiled")
         .join(format!("{snapshot_key}-{engine_key}.cwasm"))

@@ -5,7 +5,7 @@
 //! ([`super::native`]).
 
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -27,6 +27,31 @@ pub struct Options<'a> {
     pub concurrency: usize,
     /// Append each run's rows to a scratch DuckDB file too.
     pub store: bool,
+    /// Run sandstack's built-in frame of this many rows instead of the
+    /// batch's function (with the batch's other settings).
+    pub rows: Option<u64>,
+    /// Then compare runs with and without fuel and epoch checks.
+    pub unmetered: bool,
+}
+
+/// The built-in frame `--rows N` runs: N rows over 50 metric names, float
+/// values, one UTC timestamp per row (what a big scrape returns).
+fn frame_source(rows: u64) -> PythonSource {
+    let code = format!(
+        "import numpy as np\nimport pandas as pd\n\n\n\
+         def ingest(rows={rows}, names=50):\n    \
+         rng = np.random.default_rng(7)\n    \
+         start = pd.Timestamp(\"2026-01-01\", tz=\"UTC\")\n    \
+         return pd.DataFrame(\n        {{\n            \
+         \"metric_timestamp\": start + pd.to_timedelta(np.arange(rows) // names, unit=\"s\"),\n            \
+         \"metric_name\": [f\"metric_{{i % names}}\" for i in range(rows)],\n            \
+         \"metric_value\": rng.normal(size=rows),\n        }}\n    )\n"
+    );
+    PythonSource {
+        code,
+        filename: "<bench frame>".into(),
+        function: "ingest".into(),
+    }
 }
 
 /// One run's figures.
@@ -40,10 +65,18 @@ struct RunTimes {
 
 pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
-    let spec = find_batch(&folder, opts.batch)?;
-    let IngestSource::Python(source) = &spec.ingest else {
-        bail!("batch `{}` is not a Python batch", opts.batch);
+    let mut spec = find_batch(&folder, opts.batch)?.clone();
+    let source = match (opts.rows, &spec.ingest) {
+        (Some(rows), _) => {
+            // Room for the frame, whatever the batch allows.
+            spec.limits.max_rows = spec.limits.max_rows.max(rows);
+            spec.limits.max_result_kb = spec.limits.max_result_kb.max(rows / 8 + 1024);
+            frame_source(rows)
+        }
+        (None, IngestSource::Python(source)) => source.clone(),
+        (None, _) => bail!("batch `{}` is not a Python batch", opts.batch),
     };
+    let (spec, source) = (&spec, &source);
     let sandbox = DefaultSandbox.sandbox()?;
     // A scratch database: the bench never writes to --db.
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
@@ -67,9 +100,12 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     let rss_after = rss_mib();
     let rows = results.last().map_or(0, |r| r.rows);
     let mut times: Vec<Duration> = results.iter().map(|r| r.total).collect();
+    let what = match opts.rows {
+        Some(_) => "the built-in frame".to_string(),
+        None => format!("batch {}", opts.batch),
+    };
     println!(
-        "sandstack bench sandbox: batch {}, {rows} rows per run, {concurrency} run(s) at a time, {} build",
-        opts.batch,
+        "sandstack bench sandbox: {what}, {rows} rows per run, {concurrency} run(s) at a time, {} build",
         build_profile()
     );
     println!(
@@ -85,6 +121,25 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         );
     }
     print_phases(&results);
+    if opts.store {
+        let mut to_stored: Vec<Duration> = results
+            .iter()
+            .map(|r| r.phases.encode + r.phases.decode + r.normalize + r.store.unwrap_or_default())
+            .collect();
+        to_stored.sort();
+        println!(
+            "{:<26} p50 {:>8.2} ms  p99 {:>8.2} ms  (encode + door + normalize + store)",
+            "frame in guest → stored",
+            ms(percentile(&to_stored, 50.0)),
+            ms(percentile(&to_stored, 99.0))
+        );
+    }
+    if opts.unmetered {
+        let unmetered = Sandbox::unmetered_for_bench(&crate::sandbox::home_dir(), &|m| {
+            eprintln!("sandstack setup: {m}")
+        })?;
+        limits_cost(&sandbox, &Arc::new(unmetered), spec, source, opts.runs)?;
+    }
     times.sort();
     compare_native(
         &source.code,
@@ -96,8 +151,45 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The same runs with and without fuel and epoch checks, alternating one
+/// by one so both see the same machine.
+fn limits_cost(
+    metered: &Arc<Sandbox>,
+    unmetered: &Arc<Sandbox>,
+    spec: &BatchSpec,
+    source: &PythonSource,
+    runs: usize,
+) -> anyhow::Result<()> {
+    one_run(unmetered, spec, source, None)?;
+    let (mut with, mut without) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        with.push(one_run(metered, spec, source, None)?);
+        without.push(one_run(unmetered, spec, source, None)?);
+    }
+    let p50 = |runs: &[RunTimes], f: &dyn Fn(&RunTimes) -> Duration| {
+        let mut v: Vec<Duration> = runs.iter().map(f).collect();
+        v.sort();
+        percentile(&v, 50.0)
+    };
+    let whole = |r: &RunTimes| r.total;
+    let guest = |r: &RunTimes| r.phases.driver_start + r.phases.user_code + r.phases.encode;
+    let cost =
+        |a: Duration, b: Duration| 100.0 * (a.as_secs_f64() / b.as_secs_f64().max(1e-12) - 1.0);
+    let (a, b) = (p50(&with, &whole), p50(&without, &whole));
+    let (ga, gb) = (p50(&with, &guest), p50(&without, &guest));
+    println!(
+        "{:<26} p50 {:>8.2} ms metered, {:>8.2} ms without: {:+.1}% per run, {:+.1}% in guest code ({runs} runs each, alternating)",
+        "fuel + epoch checks",
+        ms(a),
+        ms(b),
+        cost(a, b),
+        cost(ga, gb),
+    );
+    Ok(())
+}
+
 fn one_run(
-    sandbox: &std::sync::Arc<Sandbox>,
+    sandbox: &Arc<Sandbox>,
     spec: &BatchSpec,
     source: &PythonSource,
     store: Option<&Mutex<Store>>,
