@@ -96,3 +96,30 @@ fn bench_detect_prints_core_seconds_per_model_and_as_configured() {
         );
     }
 }
+
+#[test]
+fn bench_sandbox_times_the_built_in_frame_from_guest_to_stored_rows() {
+    let text = bench(&[
+        "sandbox",
+        "--rows",
+        "2000",
+        "--store",
+        "--runs",
+        "3",
+        "--native-runs",
+        "0",
+    ]);
+    assert!(
+        text.contains("the built-in frame, 2000 rows per run"),
+        "{text}"
+    );
+    assert!(figure(&text, "store (DuckDB)") > 0.0, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("frame in guest → stored"))
+        .unwrap_or_else(|| panic!("no guest → stored line:\n{text}"));
+    assert!(
+        line.contains("(encode + door + normalize + store)"),
+        "{line}"
+    );
+}
