@@ -301,29 +301,7 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
         .map_err(|e| ExecError::Protocol(guest_text::one_line(&e.to_string())))?;
     let door = &mut state.door;
     match request.op {
-        Op::Start { .. } => {
-            if door.started {
-                return Err(ExecError::Protocol("`start` sent twice".into()));
-            }
-            door.started = true;
-            door.marks.started = Some(Instant::now());
-            let mut inputs = serde_json::to_value(&door.inputs)
-                .map_err(|e| ExecError::Internal(e.to_string()))?;
-            let Some(map) = inputs.as_object_mut() else {
-                return Err(ExecError::Internal(
-                    "the run's inputs are not an object".into(),
-                ));
-            };
-            if let Some(code) = &door.code.given {
-                map.insert("code".into(), "marshal".into());
-                return Ok(door::ok(inputs, code));
-            }
-            // What the driver may hand over: within the frame limit too.
-            let room = (door.limits.max_result_kb.saturating_mul(1024) as usize)
-                .min(code_cache::MAX_ENTRY_BYTES);
-            map.insert("code_room".into(), room.into());
-            Ok(door::ok(inputs, &[]))
-        }
+        Op::Start { .. } => start(door),
         Op::Log { level, message } => {
             // Charged before the host copies or prints any of it.
             if !state.output.charge(level.len() + message.len()) {
@@ -397,6 +375,31 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
             Ok(door::ok(serde_json::json!({}), &[]))
         }
     }
+}
+
+/// The run's inputs, once, with its compiled code when the host kept it.
+fn start(door: &mut DoorState) -> Result<Vec<u8>, ExecError> {
+    if door.started {
+        return Err(ExecError::Protocol("`start` sent twice".into()));
+    }
+    door.started = true;
+    door.marks.started = Some(Instant::now());
+    let mut inputs =
+        serde_json::to_value(&door.inputs).map_err(|e| ExecError::Internal(e.to_string()))?;
+    let Some(map) = inputs.as_object_mut() else {
+        return Err(ExecError::Internal(
+            "the run's inputs are not an object".into(),
+        ));
+    };
+    if let Some(code) = &door.code.given {
+        map.insert("code".into(), "marshal".into());
+        return Ok(door::ok(inputs, code));
+    }
+    // What the driver may hand over: within the frame limit too.
+    let room =
+        (door.limits.max_result_kb.saturating_mul(1024) as usize).min(code_cache::MAX_ENTRY_BYTES);
+    map.insert("code_room".into(), room.into());
+    Ok(door::ok(inputs, &[]))
 }
 
 /// The host side of the door, driven with frames as the guest would send

@@ -57,36 +57,7 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         "{:<34} {:>8} {:>9} {:>9} {:>10}",
         "models", "train", "score", "core-s", "µs/metric"
     );
-    let mut runs: Vec<(String, Vec<ModelConfig>)> = spec
-        .train
-        .model_configs
-        .iter()
-        .map(|c| (c.tag(), vec![c.clone()]))
-        .collect();
-    for kind in ["PCA", "KNN", "IForest"] {
-        let parsed = <ModelKind as Choice>::parse(kind).ok();
-        let configured = spec
-            .train
-            .model_configs
-            .iter()
-            .any(|c| Some(c.model_name) == parsed);
-        if let (Some(model_name), false) = (parsed, configured) {
-            let cfg = ModelConfig {
-                model_name,
-                model_tag: None,
-                model_params: Default::default(),
-            };
-            runs.push((format!("{} (defaults)", cfg.tag()), vec![cfg]));
-        }
-    }
-    if spec.train.model_configs.len() > 1 {
-        let tags: Vec<String> = spec.train.model_configs.iter().map(|c| c.tag()).collect();
-        runs.push((
-            format!("as configured ({})", tags.join(" + ")),
-            spec.train.model_configs.clone(),
-        ));
-    }
-    for (i, (label, configs)) in runs.into_iter().enumerate() {
+    for (i, (label, configs)) in model_sets(spec).into_iter().enumerate() {
         let mut one = spec.clone();
         one.train.model_configs = configs;
         one.model_path = format!("local://./models-{i}");
@@ -98,6 +69,36 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What to time: each of the batch's models alone, each other kind with
+/// its defaults, and the batch's set together.
+fn model_sets(spec: &BatchSpec) -> Vec<(String, Vec<ModelConfig>)> {
+    let configured = &spec.train.model_configs;
+    let mut sets: Vec<(String, Vec<ModelConfig>)> = configured
+        .iter()
+        .map(|c| (c.tag(), vec![c.clone()]))
+        .collect();
+    for kind in ["PCA", "KNN", "IForest"] {
+        let parsed = <ModelKind as Choice>::parse(kind).ok();
+        let present = configured.iter().any(|c| Some(c.model_name) == parsed);
+        if let (Some(model_name), false) = (parsed, present) {
+            let cfg = ModelConfig {
+                model_name,
+                model_tag: None,
+                model_params: Default::default(),
+            };
+            sets.push((format!("{} (defaults)", cfg.tag()), vec![cfg]));
+        }
+    }
+    if configured.len() > 1 {
+        let tags: Vec<String> = configured.iter().map(|c| c.tag()).collect();
+        sets.push((
+            format!("as configured ({})", tags.join(" + ")),
+            configured.clone(),
+        ));
+    }
+    sets
 }
 
 /// Core-seconds of the train job, then of the score job (whose rows are

@@ -63,12 +63,13 @@ struct RunTimes {
     rows: usize,
 }
 
-pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
+/// The batch's settings and the code to run: its own, or the built-in
+/// frame with room for it.
+fn what_to_run(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<(BatchSpec, PythonSource)> {
     let folder = load_folder(cli)?;
     let mut spec = find_batch(&folder, opts.batch)?.clone();
     let source = match (opts.rows, &spec.ingest) {
         (Some(rows), _) => {
-            // Room for the frame, whatever the batch allows.
             spec.limits.max_rows = spec.limits.max_rows.max(rows);
             spec.limits.max_result_kb = spec.limits.max_result_kb.max(rows / 8 + 1024);
             frame_source(rows)
@@ -76,6 +77,11 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         (None, IngestSource::Python(source)) => source.clone(),
         (None, _) => bail!("batch `{}` is not a Python batch", opts.batch),
     };
+    Ok((spec, source))
+}
+
+pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
+    let (spec, source) = what_to_run(cli, opts)?;
     let (spec, source) = (&spec, &source);
     let sandbox = DefaultSandbox.sandbox()?;
     // A scratch database: the bench never writes to --db.
@@ -122,17 +128,7 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     }
     print_phases(&results);
     if opts.store {
-        let mut to_stored: Vec<Duration> = results
-            .iter()
-            .map(|r| r.phases.encode + r.phases.decode + r.normalize + r.store.unwrap_or_default())
-            .collect();
-        to_stored.sort();
-        println!(
-            "{:<26} p50 {:>8.2} ms  p99 {:>8.2} ms  (encode + door + normalize + store)",
-            "frame in guest → stored",
-            ms(percentile(&to_stored, 50.0)),
-            ms(percentile(&to_stored, 99.0))
-        );
+        print_to_stored(&results);
     }
     if opts.unmetered {
         let unmetered = Sandbox::unmetered_for_bench(&crate::sandbox::home_dir(), &|m| {
@@ -149,6 +145,21 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         &times,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// From the frame in the guest to rows in the store: what a big result costs.
+fn print_to_stored(results: &[RunTimes]) {
+    let mut to_stored: Vec<Duration> = results
+        .iter()
+        .map(|r| r.phases.encode + r.phases.decode + r.normalize + r.store.unwrap_or_default())
+        .collect();
+    to_stored.sort();
+    println!(
+        "{:<26} p50 {:>8.2} ms  p99 {:>8.2} ms  (encode + door + normalize + store)",
+        "frame in guest → stored",
+        ms(percentile(&to_stored, 50.0)),
+        ms(percentile(&to_stored, 99.0))
+    );
 }
 
 /// The same runs with and without fuel and epoch checks, alternating one
