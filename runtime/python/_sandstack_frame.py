@@ -14,9 +14,27 @@ import pandas as pd
 _api = pd.api.types
 
 
-def _text_column(series):
+def _factorize(series):
+    """(codes with -1 for missing, unique values in order of appearance)."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
+        # Every value is a str or the dtype's missing value, which is what pandas' string
+        # hash table takes directly: about 3x faster than pd.factorize on 100k rows.
+        try:
+            from pandas._libs.hashtable import StringHashTable
+
+            values = series.array._ndarray
+            uniques, codes = StringHashTable(max(len(values) // 8, 16)).factorize(values)
+            return codes, uniques.tolist()
+        except (ImportError, AttributeError, TypeError, ValueError):
+            pass  # pandas' internals moved: the general path below
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    values = [v if isinstance(v, str) else str(v) for v in uniques.tolist()]
+    return codes, uniques.tolist()
+
+
+def _text_column(series):
+    codes, uniques = _factorize(series)
+    values = [v if isinstance(v, str) else str(v) for v in uniques]
     encoded = [v.encode("utf-8", "surrogatepass") for v in values]
     offsets = np.zeros(len(encoded) + 1, dtype="<i4")
     if encoded:
