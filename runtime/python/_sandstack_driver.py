@@ -74,8 +74,8 @@ def _code(start, body, filename, source):
     code = compile(source, filename, "exec")
     try:
         compiled = marshal.dumps(code)
-        if len(compiled) <= start.get("code_room", 0):
-            door.call("compiled", None, compiled)
+        # Always sent, empty when too big to keep: the host takes only the first.
+        door.call("compiled", None, compiled if len(compiled) <= start.get("code_room", 0) else b"")
     except (door.DoorError, ValueError):
         pass  # kept or not, this run goes on
     return code

@@ -5,9 +5,10 @@
 //!
 //! The bytes come from the guest, so they are only ever given back to runs
 //! of the same batch, filename and source, and only the driver's hand-over
-//! is taken: it comes before any user code runs, and a run that was given
-//! cached code can hand nothing over (see `host::handle`). A bad entry can
-//! therefore harm only the batch whose own code made it, inside its sandbox.
+//! is taken: it always makes one (empty when the code is too big to keep)
+//! before any user code runs, only the first counts, and a run that was
+//! given cached code can hand nothing over (see `host::handle`). So the code
+//! a batch's later runs get is what its source compiles to.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -63,6 +63,9 @@ pub struct CodeHandOver {
     pub given: Option<std::sync::Arc<[u8]>>,
     /// Handed over by the driver, to keep for later runs.
     pub taken: Option<Vec<u8>>,
+    /// The driver's one hand-over has come (empty when its code was too
+    /// big to keep); any later one is the user's code and is ignored.
+    pub closed: bool,
 }
 
 /// When the host saw each step of a run (for [`super::exec::Phases`]).
@@ -346,9 +349,11 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
         Op::Compiled {} => {
             // Only the driver's hand-over, which precedes the user's code:
             // the first, and none in a run that was given its code.
-            let first = door.code.given.is_none() && door.code.taken.is_none();
-            if first && request.body.len() <= code_cache::MAX_ENTRY_BYTES {
-                door.code.taken = Some(request.body.to_vec());
+            let drivers = door.code.given.is_none() && !door.code.closed;
+            door.code.closed = true;
+            let body = request.body;
+            if drivers && !body.is_empty() && body.len() <= code_cache::MAX_ENTRY_BYTES {
+                door.code.taken = Some(body.to_vec());
             }
             Ok(door::ok(serde_json::json!({}), &[]))
         }
@@ -513,6 +518,16 @@ pub(super) mod tests {
         let big = vec![0u8; code_cache::MAX_ENTRY_BYTES + 1];
         handle(&mut s, &compiled(&big)).expect("answered");
         assert!(s.door.code.taken.is_none(), "oversized code is not kept");
+
+        // The driver's code was too big to keep: it says so with an empty
+        // hand-over, and the user's code cannot fill the gap after it.
+        let mut s = state(SandboxLimits::default(), HttpPolicy::default());
+        handle(&mut s, &compiled(b"")).expect("the driver's empty hand-over");
+        handle(&mut s, &compiled(b"user code")).expect("answered");
+        assert!(
+            s.door.code.taken.is_none(),
+            "nothing is kept after the driver's turn"
+        );
     }
 
     #[test]

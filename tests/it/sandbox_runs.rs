@@ -216,6 +216,29 @@ fn compiled_code_is_kept_for_the_same_source_and_user_code_cannot_replace_it() {
 }
 
 #[test]
+fn code_too_big_to_keep_is_compiled_every_run_and_user_code_cannot_fill_the_gap() {
+    // Over 1 KiB marshalled, with a 1 KiB frame limit: the driver keeps nothing.
+    let padding = format!("\nNOTES = {:?}\n", "n".repeat(4000));
+    let code = format!("{POISON}{padding}");
+    let (_f, spec) = python_batch("poison_big", &code, "ingest_max_result_kb: 1");
+    let IngestSource::Python(src) = &spec.ingest else {
+        panic!()
+    };
+    let sandbox = TestSandbox.sandbox().expect("sandbox");
+    for _ in 0..3 {
+        let req = ExecRequest::new(
+            "poison_big",
+            src.clone(),
+            spec.limits.clone(),
+            spec.http.clone(),
+        );
+        let report = sandbox.execute(req);
+        let rows = report.outcome.unwrap_or_else(|e| panic!("{e}")).num_rows();
+        assert_eq!((rows, report.stats.code_cached), (1, false));
+    }
+}
+
+#[test]
 fn the_result_frame_carries_every_column_type() {
     let code = "import pandas as pd\nimport numpy as np\n\ndef ingest():\n    df = pd.DataFrame({'metric_name': ['a', 'b', 'c', 'a'], 'metric_value': [1, 2.5, np.nan, 4], 'metadata': ['{}', None, 'x', 'y']})\n    df['metric_timestamp'] = pd.Timestamp('2026-01-01T00:00:00Z')\n    df['flag'] = [True, False, True, False]\n    return df\n";
     let (_f, spec) = python_batch("formats", code, "");
