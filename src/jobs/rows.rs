@@ -212,8 +212,18 @@ pub fn write(
     if rows.is_empty() {
         return Ok(0);
     }
+    let b = judgement_rows(batch, metric_type, rows)?;
+    store.append_metrics(table_key, &[b])
+}
+
+/// Judgement rows of `metric_type` for `batch`, as the metrics table's columns.
+pub fn judgement_rows(
+    batch: &str,
+    metric_type: &str,
+    rows: &[Judgement],
+) -> Result<RecordBatch, StoreError> {
     let n = rows.len();
-    let b = RecordBatch::try_new(
+    RecordBatch::try_new(
         metrics_schema(),
         vec![
             Arc::new(TimestampMicrosecondArray::from(
@@ -239,8 +249,7 @@ pub fn write(
     .map_err(|e| StoreError::Db {
         context: format!("building {metric_type} rows"),
         source: Box::new(e),
-    })?;
-    store.append_metrics(table_key, &[b])
+    })
 }
 
 #[cfg(test)]
