@@ -6,18 +6,17 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
-use arrow::record_batch::RecordBatch;
 
 use super::super::{find_batch, load_folder, Cli};
 use super::{build_profile, cpu_seconds};
 use crate::config::{BatchSpec, Choice, ModelConfig, ModelKind};
+use crate::domain::Judgement;
+use crate::jobs::rows::write;
 use crate::jobs::{score, train};
-use crate::store::{metrics_schema, Store};
+use crate::store::Store;
 
 /// What `bench detect` was asked to do.
 pub struct Options<'a> {
@@ -131,34 +130,23 @@ fn fill(store: &mut Store, spec: &BatchSpec, metrics: usize, points: usize) -> a
     let first_us = now_us - step_us * points as i64;
     // About a million rows per append.
     let per_append = (1_000_000 / points.max(1)).max(1);
-    for chunk in (0..metrics).collect::<Vec<_>>().chunks(per_append) {
-        let n = chunk.len() * points;
-        let mut ts = Vec::with_capacity(n);
-        let mut names = Vec::with_capacity(n);
-        let mut values = Vec::with_capacity(n);
-        for &m in chunk {
+    for first in (0..metrics).step_by(per_append) {
+        let mut rows = Vec::with_capacity(per_append * points);
+        for m in first..(first + per_append).min(metrics) {
             let name = format!("metric_{m}");
             for p in 0..points {
-                ts.push(first_us + step_us * p as i64);
-                names.push(name.clone());
                 let noise = ((m * 7919 + p * 104_729) % 1000) as f64 / 1000.0 - 0.5;
                 let wave = (p as f64 * std::f64::consts::TAU / 144.0).sin();
                 let spike = if (m + p) % 97 == 0 { 5.0 } else { 0.0 };
-                values.push(10.0 + wave + 0.2 * noise + spike);
+                rows.push(Judgement {
+                    timestamp_us: first_us + step_us * p as i64,
+                    metric_name: name.clone(),
+                    value: 10.0 + wave + 0.2 * noise + spike,
+                    metadata: None,
+                });
             }
         }
-        let batch = RecordBatch::try_new(
-            metrics_schema(),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(ts)),
-                Arc::new(StringArray::from(vec![spec.metric_batch.as_str(); n])),
-                Arc::new(StringArray::from(names)),
-                Arc::new(StringArray::from(vec!["metric"; n])),
-                Arc::new(Float64Array::from(values)),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
-            ],
-        )?;
-        store.append_metrics(&spec.table_key, &[batch])?;
+        write(store, &spec.table_key, &spec.metric_batch, "metric", &rows)?;
     }
     Ok(())
 }

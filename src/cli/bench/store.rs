@@ -4,16 +4,16 @@
 //! result. Everything goes to a scratch database file, never `--db`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arrow::array::{Float64Array, StringArray, TimestampMicrosecondArray};
 use arrow::record_batch::RecordBatch;
 
 use super::{build_profile, ms, percentile};
+use crate::domain::Judgement;
+use crate::jobs::rows::judgement_rows;
 use crate::store::duck::DuckStore;
-use crate::store::{metrics_schema, Store};
+use crate::store::Store;
 
 /// What `bench store` was asked to do.
 pub struct Options {
@@ -57,7 +57,7 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
     println!(
         "{:<34} {:>10.2} M rows/s  ({:.0} ms in all, p50 {:.1} ms per append)",
         "append (Arrow appender)",
-        opts.rows as f64 / append_total.as_secs_f64().max(1e-9) / 1e6,
+        m_rows_per_s(opts.rows, append_total),
         ms(append_total),
         ms(percentile(&appends, 50.0))
     );
@@ -70,7 +70,7 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
     println!(
         "{:<34} {:>10.2} M rows/s  ({:.0} ms; the same number of rows, made by DuckDB itself)",
         "  reference: INSERT ... SELECT",
-        made as f64 / reference.as_secs_f64().max(1e-9) / 1e6,
+        m_rows_per_s(made, reference),
         ms(reference)
     );
     reads(&store, metrics)?;
@@ -116,7 +116,7 @@ fn reads(store: &Store, metrics: usize) -> anyhow::Result<()> {
     println!(
         "{:<34} {:>10.2} M rows/s  ({:.1} ms, {groups} groups)",
         "scan (a template's GROUP BY)",
-        n as f64 / scan.as_secs_f64().max(1e-9) / 1e6,
+        m_rows_per_s(n as usize, scan),
         ms(scan)
     );
     Ok(())
@@ -125,26 +125,19 @@ fn reads(store: &Store, metrics: usize) -> anyhow::Result<()> {
 /// Rows `first..end` of the synthetic series: `metrics` names, one row per
 /// name per second, values from a fixed sequence.
 fn rows(first: usize, end: usize, metrics: usize) -> anyhow::Result<RecordBatch> {
-    let n = end - first;
     let base_us: i64 = 1_767_225_600_000_000;
-    let ts: Vec<i64> = (first..end)
-        .map(|i| base_us + (i / metrics) as i64 * 1_000_000)
+    let rows: Vec<Judgement> = (first..end)
+        .map(|i| Judgement {
+            timestamp_us: base_us + (i / metrics) as i64 * 1_000_000,
+            metric_name: format!("metric_{}", i % metrics),
+            value: ((i as f64) * 0.618_033_988_75).fract() * 100.0,
+            metadata: None,
+        })
         .collect();
-    let names: Vec<String> = (first..end)
-        .map(|i| format!("metric_{}", i % metrics))
-        .collect();
-    let values: Vec<f64> = (first..end)
-        .map(|i| ((i as f64) * 0.618_033_988_75).fract() * 100.0)
-        .collect();
-    Ok(RecordBatch::try_new(
-        metrics_schema(),
-        vec![
-            Arc::new(TimestampMicrosecondArray::from(ts)),
-            Arc::new(StringArray::from(vec![BATCH; n])),
-            Arc::new(StringArray::from(names)),
-            Arc::new(StringArray::from(vec!["metric"; n])),
-            Arc::new(Float64Array::from(values)),
-            Arc::new(StringArray::from(vec![None::<&str>; n])),
-        ],
-    )?)
+    Ok(judgement_rows(BATCH, "metric", &rows)?)
+}
+
+/// Millions of rows a second.
+fn m_rows_per_s(rows: usize, took: Duration) -> f64 {
+    rows as f64 / took.as_secs_f64().max(1e-9) / 1e6
 }
