@@ -87,13 +87,7 @@ fn in_process(
         .map_err(|e| format!("python3 not found ({e})"))?;
     let total = start.elapsed();
     if !out.status.success() {
-        return Err(format!(
-            "the function failed natively: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ));
+        return Err(failed_natively(&out));
     }
     let times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -102,6 +96,15 @@ fn in_process(
         .collect();
     let in_python: Duration = times.iter().sum();
     Ok((times, in_python.min(total)))
+}
+
+/// The note for a python3 run that failed: the last line of its stderr.
+fn failed_natively(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    format!(
+        "the function failed natively: {}",
+        stderr.lines().last().unwrap_or("")
+    )
 }
 
 /// Whether the machine's python3 can import pandas; Err with a note if not.
@@ -133,13 +136,7 @@ fn native(code: &str, function: &str, runs: usize) -> Result<(Vec<Duration>, Dur
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!(
-                "the function failed natively: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ));
+            return Err(failed_natively(&out));
         }
         times.push(t.elapsed());
     }
