@@ -147,13 +147,18 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One figure of every run, sorted (for percentiles).
+fn sorted(results: &[RunTimes], figure: &dyn Fn(&RunTimes) -> Duration) -> Vec<Duration> {
+    let mut v: Vec<Duration> = results.iter().map(figure).collect();
+    v.sort();
+    v
+}
+
 /// From the frame in the guest to rows in the store: what a big result costs.
 fn print_to_stored(results: &[RunTimes]) {
-    let mut to_stored: Vec<Duration> = results
-        .iter()
-        .map(|r| r.phases.encode + r.phases.decode + r.normalize + r.store.unwrap_or_default())
-        .collect();
-    to_stored.sort();
+    let to_stored = sorted(results, &|r| {
+        r.phases.encode + r.phases.decode + r.normalize + r.store.unwrap_or_default()
+    });
     println!(
         "{:<26} p50 {:>8.2} ms  p99 {:>8.2} ms  (encode + door + normalize + store)",
         "frame in guest → stored",
@@ -177,11 +182,8 @@ fn limits_cost(
         with.push(one_run(metered, spec, source, None)?);
         without.push(one_run(unmetered, spec, source, None)?);
     }
-    let p50 = |runs: &[RunTimes], f: &dyn Fn(&RunTimes) -> Duration| {
-        let mut v: Vec<Duration> = runs.iter().map(f).collect();
-        v.sort();
-        percentile(&v, 50.0)
-    };
+    let p50 =
+        |runs: &[RunTimes], f: &dyn Fn(&RunTimes) -> Duration| percentile(&sorted(runs, f), 50.0);
     let whole = |r: &RunTimes| r.total;
     let guest = |r: &RunTimes| r.phases.driver_start + r.phases.user_code + r.phases.encode;
     let cost =
@@ -248,11 +250,7 @@ fn one_run(
 
 /// p50, p99 and mean of each step of a run, and its share of the mean run.
 fn print_phases(results: &[RunTimes]) {
-    let column = |f: &dyn Fn(&RunTimes) -> Duration| -> Vec<Duration> {
-        let mut v: Vec<Duration> = results.iter().map(f).collect();
-        v.sort();
-        v
-    };
+    let column = |f: &dyn Fn(&RunTimes) -> Duration| sorted(results, f);
     let mut rows: Vec<(&str, Vec<Duration>)> = vec![
         ("instantiate", column(&|r| r.phases.instantiate)),
         ("driver start", column(&|r| r.phases.driver_start)),
