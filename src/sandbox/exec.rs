@@ -179,7 +179,10 @@ impl Sandbox {
                 return report;
             }
         };
-        let faults_before = thread_page_faults();
+        let code_key = code_cache::key(&req.batch, &req.source.filename, &req.source.code);
+        store.data_mut().door.code.given = self.code.get(&code_key);
+        // Only a timed run pays for counting its faults.
+        let faults_before = req.time_phases.then(thread_page_faults);
         let t0 = Instant::now();
         let instance = self.pre.instantiate(&mut store);
         let ready = Instant::now();
@@ -203,11 +206,13 @@ impl Sandbox {
         let ended = Instant::now();
         report.stats.code_cached = state.door.code.given.is_some();
         if let Some(code) = state.door.code.taken.take() {
-            self.code.put(self.code_key(&req), code);
+            self.code.put(code_key, code);
         }
         report.stats.wall = ended.saturating_duration_since(started);
-        let faults = thread_page_faults().saturating_sub(faults_before);
-        report.stats.phases = Phases::from_marks(t0, ready, &state.door.marks, ended, faults);
+        if let Some(before) = faults_before {
+            let faults = thread_page_faults().saturating_sub(before);
+            report.stats.phases = Phases::from_marks(t0, ready, &state.door.marks, ended, faults);
+        }
         report.stats.peak_memory_bytes = state.limiter.peak_bytes as u64;
         report.stats.http_requests = state.door.http.requests_made;
         report.output = guest_text::clean(&output.text());
@@ -216,10 +221,6 @@ impl Sandbox {
         report.scrubber = state.door.http.scrubber.clone();
         report.outcome = classify(turn, state, &output, &report.output, &req.limits);
         report
-    }
-
-    fn code_key(&self, req: &ExecRequest) -> code_cache::CodeKey {
-        code_cache::key(&req.batch, &req.source.filename, &req.source.code)
     }
 
     fn new_store(
@@ -270,7 +271,6 @@ impl Sandbox {
             (limits.memory_mb.saturating_mul(1 << 20)) as usize,
             DoorState::open(inputs, req.http.clone(), limits.clone()),
         );
-        state.door.code.given = self.code.get(&self.code_key(req));
         state.door.http.set_cassette(
             req.replay.clone(),
             req.record_interactions,
