@@ -183,11 +183,7 @@ impl Sandbox {
             return Self::link(module, false);
         }
         let snap = snapshot::snapshot_path(home, &key);
-        if let (false, Some(b)) = (snap.is_file(), bundle) {
-            timed(say, "unpacking the bundle's guest snapshot", || {
-                b.unpack_snapshot(&snap).map_err(SetupError::from)
-            })?;
-        }
+        unpack_missing_snapshot(&snap, bundle, say)?;
         if !snap.is_file() {
             let guest = guest::ensure(home, guest_wheel, say)?;
             timed(
@@ -291,11 +287,7 @@ fn compile_unmetered(
         return Ok(());
     }
     let snap = snapshot::snapshot_path(home, key);
-    if let (false, Some(b)) = (snap.is_file(), bundle::Bundle::running()) {
-        timed(say, "unpacking the bundle's guest snapshot", || {
-            b.unpack_snapshot(&snap).map_err(SetupError::from)
-        })?;
-    }
+    unpack_missing_snapshot(&snap, bundle::Bundle::running(), say)?;
     if !snap.is_file() {
         return Err(SetupError::Compile(format!(
             "no guest snapshot at {} to compile without limits: run `sandstack setup` first",
@@ -307,6 +299,20 @@ fn compile_unmetered(
         "compiling the snapshot without fuel and epoch checks, for the bench (once)",
         || module_cache::compile(engine, &snap, compiled),
     )
+}
+
+/// Unpack `bundle`'s snapshot to `snap` when there is a bundle and no file.
+fn unpack_missing_snapshot(
+    snap: &Path,
+    bundle: Option<&bundle::Bundle>,
+    say: Say<'_>,
+) -> Result<(), SetupError> {
+    match (snap.is_file(), bundle) {
+        (false, Some(b)) => timed(say, "unpacking the bundle's guest snapshot", || {
+            b.unpack_snapshot(snap).map_err(SetupError::from)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Setup in `home` is one process's at a time: this lock, held until the
