@@ -12,8 +12,8 @@ use serde_yaml_ng::Value;
 use super::declare::KeyDoc;
 use super::sections::{
     AlertSettings, BatchKeys, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings,
-    JobLimits, PreprocessSettings, SandboxLimits, ScoreSettings, ThresholdAlertSettings,
-    TrainSettings,
+    JobLimits, LlmAlertSettings, PreprocessSettings, SandboxLimits, ScoreSettings,
+    ThresholdAlertSettings, TrainSettings,
 };
 use super::Job;
 
@@ -30,6 +30,7 @@ pub fn declared() -> impl Iterator<Item = &'static KeyDoc> {
         AlertSettings::KEYS,
         ThresholdAlertSettings::KEYS,
         ChangeSettings::KEYS,
+        LlmAlertSettings::KEYS,
         JobLimits::KEYS,
         DeleteSettings::KEYS,
     ]
@@ -54,7 +55,7 @@ pub const JOB_KEYS: &[KeyDoc] = &[
     KeyDoc {
         name: "disable_<job>",
         default: "false",
-        doc: "turn the job off (llmalert is off unless set to false)",
+        doc: "turn the job off (llmalert is off unless set to false, and its `llmalert_sql` is only rendered then)",
         section: "schedule",
     },
     KeyDoc {
@@ -73,12 +74,6 @@ pub const ANOMSTACK_ACCEPTED: &[&str] = &[
     "dataset",
     "model_name",
     "alert_metric_rounding",
-    "llmalert_recent_n",
-    "llmalert_smooth_n",
-    "llmalert_metric_rounding",
-    "llmalert_metric_timestamp_max_days_ago",
-    "llmalert_prompt_max_n",
-    "llmalert_exclude_metrics",
     "plot_max_n",
     "plot_smooth_n",
     "plot_metric_timestamp_max_days_ago",
@@ -92,16 +87,16 @@ pub const ANOMSTACK_ACCEPTED: &[&str] = &[
     "preprocess_lags_n",
     "metrics_dir",
     "dashboard_stale_metric_max_days_ago",
-    "llmalert_model",
-    "llmalert_include_plot",
-    "llmalert_anomaly_agent_detection_prompt",
-    "llmalert_anomaly_agent_verification_prompt",
-    "llmalert_anomaly_agent_system_prompt",
     "prompt_fn",
 ];
 
-/// Template keys of jobs sandstack does not run: llmalert is not supported.
-const TEMPLATES_NOT_RUN: &[&str] = &["llmalert_sql"];
+/// Keys whose text is sent as written, never rendered as a template: a
+/// prompt may hold `{{` for the model's sake.
+const PLAIN_TEXT: &[&str] = &[
+    "llmalert_anomaly_agent_detection_prompt",
+    "llmalert_anomaly_agent_verification_prompt",
+    "llmalert_anomaly_agent_system_prompt",
+];
 
 /// Templates rendered each time they are used, with run-time variables:
 /// Anomstack's dashboard passes `last_n` (or `cutoff_time`) to
@@ -114,12 +109,15 @@ pub const RENDERED_AT_USE: &[&str] = &["dashboard_sql"];
 /// does not know, are left as written (Anomstack renders a key only when a
 /// job uses it).
 pub fn is_rendered(key: &str) -> bool {
-    is_known(key) && !is_unused(key) && !RENDERED_AT_USE.contains(&key)
+    is_known(key)
+        && !is_unused(key)
+        && !RENDERED_AT_USE.contains(&key)
+        && !PLAIN_TEXT.contains(&key)
 }
 
 /// An Anomstack key sandstack accepts but does not use.
 fn is_unused(key: &str) -> bool {
-    ANOMSTACK_ACCEPTED.contains(&key) || TEMPLATES_NOT_RUN.contains(&key)
+    ANOMSTACK_ACCEPTED.contains(&key)
 }
 
 /// Keys in `map` that sandstack accepts from Anomstack but does not use.
@@ -262,6 +260,7 @@ mod tests {
             AlertSettings::default(),
             ThresholdAlertSettings::default(),
             ChangeSettings::default(),
+            LlmAlertSettings::default(),
             JobLimits::default(),
             DeleteSettings::default(),
         );

@@ -19,7 +19,9 @@ pub(super) fn render_and_read(
     source: spec::BatchSource,
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let origin = |key: &str| source.origin_of(key, file);
-    let (rendered, mut errors) = render_all(renderer, &source.merged, &origin, &keys::is_rendered);
+    let llmalert_off = spec::llmalert_off(&source.merged);
+    let wanted = |key: &str| keys::is_rendered(key) && !(llmalert_off && key == "llmalert_sql");
+    let (rendered, mut errors) = render_all(renderer, &source.merged, &origin, &wanted);
     errors.extend(check_rendered_at_use(renderer, &source, file));
     let raw_text = |key: &str| source.merged.get(key).and_then(Value::as_str);
     let raw = spec::RawTemplates {

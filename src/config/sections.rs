@@ -275,6 +275,40 @@ crate::settings! {
 }
 
 crate::settings! {
+    /// The llmalert job: a chat model reads each metric's recent values and says which look anomalous.
+    "llmalert" => pub struct LlmAlertSettings {
+        /// newest observations that may alert; older ones go in the prompt as context only
+        recent_n: u64 = "llmalert_recent_n", "5";
+        /// observations the values are smoothed over (rolling mean) before the model sees them; 0: not smoothed
+        smooth_n: u64 = "llmalert_smooth_n", "0";
+        /// decimals the values in the prompt are rounded to (-1: not rounded)
+        metric_rounding: i64 = "llmalert_metric_rounding", "-1";
+        /// oldest row read, in days (a variable of `llmalert_sql`)
+        metric_timestamp_max_days_ago: u64 = "llmalert_metric_timestamp_max_days_ago", "30";
+        /// newest observations per metric put in the prompt
+        prompt_max_n: u64 = "llmalert_prompt_max_n", "1000";
+        /// metrics never sent to the model
+        exclude_metrics: Vec<String> = "llmalert_exclude_metrics", "[]";
+        /// the chat model; empty: ANOMSTACK_OPENAI_MODEL or ANOMSTACK_ANTHROPIC_MODEL, else the platform's default
+        model: String = "llmalert_model", "''";
+        /// send the metric's plot as an image too (for models that take images)
+        include_plot: bool = "llmalert_include_plot", "false";
+        /// instructions for the detection step (plain text, not a template); empty: sandstack's own
+        detection_prompt: Option<String> = "llmalert_anomaly_agent_detection_prompt", "~";
+        /// instructions for the verification step (plain text); empty: sandstack's own
+        verification_prompt: Option<String> = "llmalert_anomaly_agent_verification_prompt", "~";
+        /// Anomstack's older name for the detection prompt, used when that one is not set
+        system_prompt: Option<String> = "llmalert_anomaly_agent_system_prompt", "~";
+        /// observations after an LLM alert in which the metric does not alert again
+        snooze_n: u64 = "llmalert_snooze_n", "3";
+        /// requests to the model per run, retries included; past it the other metrics wait for the next run
+        max_calls: u64 = "llmalert_max_calls", "100";
+        /// prompt and answer tokens per run, as the model counts them; past it the other metrics wait for the next run
+        max_tokens: u64 = "llmalert_max_tokens", "1000000";
+    }
+}
+
+crate::settings! {
     /// What every job other than ingest shares.
     "jobs" => pub struct JobLimits {
         /// wall clock for one run of train, score, alert, change, plot, delete or summary; past it the run is stopped and stores nothing

@@ -12,8 +12,8 @@ use super::error::ConfigError;
 use super::fields::FieldReader;
 use super::sections::{
     AlertSettings, BatchKeys, ChangeSettings, DeleteSettings, HttpPolicy, IngestSettings,
-    JobLimits, PreprocessParams, PreprocessSettings, SandboxLimits, ScoreSettings,
-    ThresholdAlertSettings, TrainSettings,
+    JobLimits, LlmAlertSettings, PreprocessParams, PreprocessSettings, SandboxLimits,
+    ScoreSettings, ThresholdAlertSettings, TrainSettings,
 };
 
 /// The jobs a batch can run, in pipeline order.
@@ -145,6 +145,7 @@ pub struct BatchSpec {
     pub alert: AlertSettings,
     pub tholdalert: ThresholdAlertSettings,
     pub change: ChangeSettings,
+    pub llmalert: LlmAlertSettings,
     pub jobs: JobLimits,
     pub delete: DeleteSettings,
     /// Every rendered key, for SQL templates and later jobs.
@@ -228,7 +229,7 @@ pub(super) fn read_spec(
     let limits = SandboxLimits::read(&mut r);
     check_limits(&mut r, &limits);
     let schedules = read_schedules(&mut r);
-    let sql = read_templates(&mut r);
+    let sql = read_templates(&mut r, &schedules);
     let spec = BatchSpec {
         metric_batch: name.to_string(),
         file: file.to_path_buf(),
@@ -250,6 +251,7 @@ pub(super) fn read_spec(
         alert: AlertSettings::read(&mut r),
         tholdalert: ThresholdAlertSettings::read(&mut r),
         change: ChangeSettings::read(&mut r),
+        llmalert: LlmAlertSettings::read(&mut r),
         jobs: JobLimits::read(&mut r),
         delete: DeleteSettings::read(&mut r),
         values: r.all_as_json(),
@@ -329,12 +331,14 @@ fn check_limits(r: &mut FieldReader, limits: &SandboxLimits) {
 fn read_schedules(r: &mut FieldReader) -> BTreeMap<Job, JobSchedule> {
     let mut schedules = BTreeMap::new();
     for job in Job::ALL {
+        let disabled = r.bool(&format!("disable_{}", job.name()), job == Job::Llmalert);
         let key = format!("{}_cron_schedule", job.name());
         let text = r.string(&key, job.default_cron());
         let cron = match CronExpr::parse(&text) {
             Ok(c) => Some(c),
-            // sandstack never schedules llmalert: its cron cannot fail a batch.
-            Err(_) if job == Job::Llmalert => None,
+            // llmalert is off unless turned on (Anomstack's folders carry
+            // its keys either way): only then can its cron fail a batch.
+            Err(_) if job == Job::Llmalert && disabled => None,
             Err(message) => {
                 r.errors.push(ConfigError::BadCron {
                     file: r.origin(&key),
@@ -347,7 +351,6 @@ fn read_schedules(r: &mut FieldReader) -> BTreeMap<Job, JobSchedule> {
         };
         let status_key = format!("{}_default_schedule_status", job.name());
         let status = r.choice(&status_key, ScheduleStatus::Stopped);
-        let disabled = r.bool(&format!("disable_{}", job.name()), job == Job::Llmalert);
         if let Some(cron) = cron {
             schedules.insert(
                 job,
@@ -362,10 +365,28 @@ fn read_schedules(r: &mut FieldReader) -> BTreeMap<Job, JobSchedule> {
     schedules
 }
 
+/// Whether a batch's merged keys leave llmalert off (`disable_llmalert`
+/// is true unless set to false). Its `llmalert_sql` is then neither
+/// rendered nor read: a folder written before the job existed, whose
+/// defaults lack the template's variables, still loads.
+pub(super) fn llmalert_off(merged: &serde_yaml_ng::Mapping) -> bool {
+    use super::fields::ReadAs;
+    merged
+        .get("disable_llmalert")
+        .is_none_or(|v| bool::from_value(v).unwrap_or(true))
+}
+
 /// The rendered SQL template of every job sandstack runs from SQL.
-fn read_templates(r: &mut FieldReader) -> BTreeMap<String, String> {
+fn read_templates(
+    r: &mut FieldReader,
+    schedules: &BTreeMap<Job, JobSchedule>,
+) -> BTreeMap<String, String> {
     let mut sql = BTreeMap::new();
-    let keys = Job::ALL.iter().filter_map(|j| j.sql_key());
+    let llmalert_on = schedules.get(&Job::Llmalert).is_some_and(|s| !s.disabled);
+    let keys = Job::ALL
+        .iter()
+        .filter(|j| **j != Job::Llmalert || llmalert_on)
+        .filter_map(|j| j.sql_key());
     for key in keys.filter(|k| super::keys::is_rendered(k)) {
         if let Some(text) = r.opt_string(key) {
             sql.insert(key.to_string(), text);

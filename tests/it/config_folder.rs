@@ -420,12 +420,16 @@ fn anomstack_templates_sandstack_does_not_run_are_not_rendered() {
     assert!(folder.errors.is_empty(), "{:?}", folder.errors);
     assert!(
         folder.notes.iter().any(|n| n.contains("does not use")
-            && n.contains("llmalert_sql")
-            && n.contains("prompt_fn")),
+            && n.contains("prompt_fn")
+            && !n.contains("llmalert")),
         "{:?}",
         folder.notes
     );
     let b = folder.batch("b").expect("b");
+    assert!(
+        !b.sql.contains_key("llmalert_sql"),
+        "llmalert is off: its template is not rendered"
+    );
     assert!(
         !b.sql.contains_key("dashboard_sql"),
         "rendered at use, not at load"

@@ -371,3 +371,36 @@ fn the_policy_shape_from_the_issue_works_as_written() {
         .iter()
         .all(|b| b.limits.memory_mb == 512 && b.jobs.timeout_s == 300.0));
 }
+
+#[test]
+fn what_an_llmalert_run_may_spend_is_capped_by_the_operator() {
+    let f = Folder::with_defaults();
+    let p = policy("max:\n  llmalert_max_calls: 10\n  llmalert_max_tokens: 50000\n");
+    f.write(
+        "greedy.yaml",
+        &format!("metric_batch: \"greedy\"\n{SQL}disable_llmalert: false\nllmalert_max_tokens: 100000000\nllmalert_max_calls: 11\n"),
+    );
+    f.write(
+        "modest.yaml",
+        &format!("metric_batch: \"modest\"\n{SQL}disable_llmalert: false\n"),
+    );
+    let folder = load(&f, &p.policy);
+    let refused = errors(&folder);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused[0].contains("key `llmalert_max_calls`: asks for 11"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[1].contains("key `llmalert_max_tokens`: asks for 100000000")
+            && refused[1].contains("at most 50000"),
+        "{refused:?}"
+    );
+    let modest = folder.batch("modest").expect("loads");
+    let l = &modest.llmalert;
+    assert_eq!(
+        (l.max_calls, l.max_tokens),
+        (10, 50000),
+        "unset limits take the ceilings"
+    );
+}
