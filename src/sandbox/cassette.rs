@@ -84,6 +84,10 @@ pub struct Cassette {
     /// Free text, e.g. how a hand-written cassette was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The job recorded: absent for ingest (the guest's run), `llmalert`
+    /// for the chat model's exchanges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     pub batch: String,
     /// SHA-256 of the rendered ingest code when recorded.
     pub function_sha256: String,
@@ -257,8 +261,9 @@ impl Cassette {
             path: path.display().to_string(),
             message,
         };
+        let job = self.job.as_deref().unwrap_or("ingest");
         let mut text = format!(
-            "# sandstack cassette: one ingest run of batch `{}`.\n# Replay with: sandstack ingest {} --replay {}\n",
+            "# sandstack cassette: one {job} run of batch `{}`.\n# Replay with: sandstack {job} {} --replay {}\n",
             self.batch,
             self.batch,
             path.display()

@@ -361,6 +361,7 @@ fn cassette_with(body: cassette::Body) -> Cassette {
     Cassette {
         version: cassette::FORMAT_VERSION,
         note: None,
+        job: None,
         batch: "replayed".into(),
         function_sha256: String::new(),
         clock_start_us: 1_767_225_600_000_000,
@@ -922,6 +923,8 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         model_base: models.path(),
         plot_dir: models.path(),
         channels: None,
+        env: &Default::default(),
+        cassette: None,
     };
     let t = std::time::Instant::now();
     let err =

@@ -187,8 +187,8 @@ fn execute_python(
     req.clock_start_us = opts.simulated_now_us;
     let plan = match &opts.cassette {
         Some(c) => {
-            let plan =
-                recording::plan(c).map_err(|message| fail(IngestError::Cassette { message }))?;
+            let plan = recording::plan(c, None)
+                .map_err(|message| fail(IngestError::Cassette { message }))?;
             for w in recording::prepare(&mut req, &plan, c, source) {
                 tracing::warn!("batch {batch}: {w}");
             }

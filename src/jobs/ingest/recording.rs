@@ -35,9 +35,25 @@ pub enum Plan {
     },
 }
 
-pub fn plan(opts: &CassetteOptions) -> Result<Plan, String> {
+/// What to do with the cassette of a run of `job` (None: ingest); a
+/// cassette recorded from another job is refused.
+pub fn plan(opts: &CassetteOptions, job: Option<&str>) -> Result<Plan, String> {
     let exists = opts.path.exists();
-    let load = || Cassette::load(&opts.path).map_err(|e| e.to_string());
+    let load = || {
+        let c = Cassette::load(&opts.path).map_err(|e| e.to_string())?;
+        if c.job.as_deref() != job {
+            let name = |j: Option<&str>| j.unwrap_or("ingest").to_string();
+            return Err(format!(
+                "cassette {} records a run of the {} job, not of {}: replay it with `sandstack {} {}`",
+                opts.path.display(),
+                name(c.job.as_deref()),
+                name(job),
+                name(c.job.as_deref()),
+                c.batch
+            ));
+        }
+        Ok(c)
+    };
     Ok(match (opts.mode, exists) {
         (RecordMode::All, _) | (RecordMode::Once, false) | (RecordMode::NewEpisodes, false) => {
             Plan::Record
@@ -153,6 +169,7 @@ pub fn write_after(
     let cassette = Cassette {
         version: FORMAT_VERSION,
         note: None,
+        job: None,
         batch: spec.metric_batch.clone(),
         function_sha256: function_sha256(&source.code),
         clock_start_us: clock,
