@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod file_names;
 pub mod jobs;
+pub mod llm;
 pub mod models;
 pub mod sandbox;
 pub mod scheduler;
