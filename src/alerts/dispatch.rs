@@ -4,15 +4,19 @@
 //! what they do with the outcome. It sits with delivery, above the jobs, so
 //! the jobs never import the channels that carry their results.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use arrow::record_batch::RecordBatch;
 
 use super::notify::{self, NotifyReport};
+use super::plot;
 use super::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::domain::Judgement;
 use crate::jobs::alert::AlertReport;
+use crate::jobs::ingest::recording::CassetteOptions;
+use crate::jobs::llmalert::{self, LlmAlertOptions, LlmAlertReport};
 use crate::jobs::score::ScoreReport;
 use crate::jobs::train::TrainReport;
 use crate::jobs::{alert, change, maintenance, score, train};
@@ -26,6 +30,10 @@ pub struct JobContext<'a> {
     pub plot_dir: &'a Path,
     /// Alert channels; None sends nothing (backfills).
     pub channels: Option<&'a Channels>,
+    /// The operator's environment: the chat model llmalert calls.
+    pub env: &'a BTreeMap<String, String>,
+    /// Where llmalert records or replays its exchanges.
+    pub cassette: Option<CassetteOptions>,
 }
 
 /// What a job did.
@@ -38,6 +46,7 @@ pub enum JobOutcome {
     Plotted(Vec<std::path::PathBuf>),
     Deleted(u64),
     Summarised(Vec<RecordBatch>, NotifyReport),
+    LlmAlerted(LlmAlertReport, NotifyReport),
 }
 
 impl JobOutcome {
@@ -51,6 +60,7 @@ impl JobOutcome {
             JobOutcome::Plotted(files) => files.len() as u64,
             JobOutcome::Deleted(n) => *n,
             JobOutcome::Summarised(b, _) => b.iter().map(|b| b.num_rows() as u64).sum(),
+            JobOutcome::LlmAlerted(r, _) => r.alerts.len() as u64,
         }
     }
 
@@ -59,7 +69,8 @@ impl JobOutcome {
         match self {
             JobOutcome::Alerted(_, s)
             | JobOutcome::Changed(_, s)
-            | JobOutcome::Summarised(_, s) => Some(s),
+            | JobOutcome::Summarised(_, s)
+            | JobOutcome::LlmAlerted(_, s) => Some(s),
             _ => None,
         }
     }
@@ -101,8 +112,9 @@ where
 }
 
 /// Run `job` of `spec` within its `job_timeout_s`, then deliver what it
-/// produced (delivery has its own timeouts). Ingest and llmalert are not
-/// run here.
+/// produced (delivery has its own timeouts). Ingest is not run here.
+/// llmalert keeps its own clock: its time goes to the chat model, not to
+/// the database, and what it confirmed before the limit is kept.
 pub fn run(
     spec: &BatchSpec,
     store: &mut Store,
@@ -141,10 +153,21 @@ pub fn run(
             let sent = send(&|c| notify::summary(&spec.metric_batch, &spec.alert.methods, &b, c));
             Ok(JobOutcome::Summarised(b, sent))
         }
-        Job::Ingest | Job::Llmalert => Err(format!(
-            "the {} job is not run here (ingest has its own entry point; llmalert is not supported)",
-            job.name()
-        )
-        .into()),
+        Job::Llmalert => {
+            let plot = |metric: &str, series: &crate::domain::Series| {
+                plot::render_png(&spec.metric_batch, metric, series, spec.alert.threshold)
+                    .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
+                    .ok()
+            };
+            let opts = LlmAlertOptions {
+                env: ctx.env,
+                cassette: ctx.cassette.clone(),
+                plot: &plot,
+            };
+            let r = llmalert::run(spec, store, &opts)?;
+            let sent = send(&|c| notify::llm_alerts(spec, store, &r.alerts, c));
+            Ok(JobOutcome::LlmAlerted(r, sent))
+        }
+        Job::Ingest => Err("the ingest job is not run here: it has its own entry point".into()),
     }
 }

@@ -13,6 +13,8 @@ pub enum Kind {
     Threshold,
     /// A level change (MAD z-score past `change_threshold`).
     Change,
+    /// A chat model found the point anomalous and confirmed it (llmalert).
+    Llm,
     Summary,
 }
 
@@ -22,6 +24,7 @@ impl Kind {
             Kind::Anomaly => "anomaly",
             Kind::Threshold => "threshold",
             Kind::Change => "change",
+            Kind::Llm => "llmalert",
             Kind::Summary => "summary",
         }
     }
@@ -41,6 +44,9 @@ pub struct AlertFacts {
     pub threshold: f64,
     /// For threshold alerts: `upper` or `lower`.
     pub bound: Option<String>,
+    /// For LLM alerts: the model's reason (plain text, checked) and the model.
+    pub reason: Option<String>,
+    pub model: Option<String>,
     pub tags: Value,
 }
 
@@ -93,6 +99,14 @@ impl Message {
                     f.threshold
                 ),
             ),
+            Kind::Llm => (
+                "LLM alert",
+                format!(
+                    "reason: {}\nmodel: {}",
+                    f.reason.as_deref().unwrap_or("(none given)"),
+                    f.model.as_deref().unwrap_or("(unknown)")
+                ),
+            ),
             Kind::Summary => ("summary", String::new()),
         };
         let subject = format!(
@@ -119,6 +133,8 @@ impl Message {
             "score": f.score.and_then(finite),
             "threshold": finite(f.threshold),
             "bound": f.bound,
+            "reason": f.reason,
+            "model": f.model,
             "tags": f.tags,
         });
         Message {

@@ -65,6 +65,7 @@ pub fn plot_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, S
 fn facts(spec: &BatchSpec, kind: Kind, j: &Judgement) -> AlertFacts {
     let meta = j.metadata.clone().unwrap_or_default();
     let f = |k: &str| meta.get(k).and_then(|v| v.as_f64());
+    let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
     AlertFacts {
         kind,
         batch: spec.metric_batch.clone(),
@@ -76,10 +77,9 @@ fn facts(spec: &BatchSpec, kind: Kind, j: &Judgement) -> AlertFacts {
             _ => f("score_smooth"),
         },
         threshold: f("threshold").unwrap_or(f64::NAN),
-        bound: meta
-            .get("bound")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
+        bound: text("bound"),
+        reason: text("reason"),
+        model: text("model"),
         tags: meta.get("tags").cloned().unwrap_or_default(),
     }
 }
@@ -139,6 +139,17 @@ pub fn changes(
     channels: &Channels,
 ) -> NotifyReport {
     let items: Vec<(Kind, &Judgement)> = changes.iter().map(|j| (Kind::Change, j)).collect();
+    send_judgements(spec, store, channels, &items)
+}
+
+/// Send the llmalert job's alerts through `alert_methods`.
+pub fn llm_alerts(
+    spec: &BatchSpec,
+    store: &Store,
+    alerts: &[Judgement],
+    channels: &Channels,
+) -> NotifyReport {
+    let items: Vec<(Kind, &Judgement)> = alerts.iter().map(|j| (Kind::Llm, j)).collect();
     send_judgements(spec, store, channels, &items)
 }
 

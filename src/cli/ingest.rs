@@ -38,7 +38,8 @@ pub fn print_sandbox(details: &SandboxDetails) {
     }
 }
 
-fn cassette_options(args: &CassetteArgs) -> Option<CassetteOptions> {
+/// What `--record`, `--replay` and `--cassette` ask for.
+pub(crate) fn cassette_options(args: &CassetteArgs) -> Option<CassetteOptions> {
     let (path, mode) = match (&args.record, &args.replay, &args.cassette) {
         (Some(p), _, _) => (p.clone(), RecordMode::All),
         (_, Some(p), _) => (p.clone(), RecordMode::None),

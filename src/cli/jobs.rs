@@ -6,30 +6,37 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::{find_batch, host_env, load_folder, Cli};
+use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
 use crate::alerts::dispatch::{self, JobContext, JobOutcome};
 use crate::alerts::notify::{self, NotifyReport};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::domain::Judgement;
 use crate::jobs::backfill;
+use crate::jobs::ingest::recording::CassetteOptions;
 use crate::jobs::ingest::DefaultSandbox;
+use crate::jobs::llmalert::LlmAlertReport;
 use crate::jobs::maintenance;
 use crate::store::Store;
 
 /// Run one job on one batch and print what it did; with `channels`, send
-/// its alerts or changes (backfills do not).
+/// its alerts or changes (backfills do not). `cassette` records or replays
+/// an llmalert run.
 pub fn run_job(
     spec: &BatchSpec,
     store: &mut Store,
     job: Job,
     channels: Option<&Channels>,
+    cassette: Option<CassetteOptions>,
 ) -> anyhow::Result<()> {
     let name = &spec.metric_batch;
+    let env = host_env();
     let ctx = JobContext {
         model_base: Path::new("."),
         plot_dir: Path::new("."),
         channels,
+        env: &env,
+        cassette,
     };
     let out = dispatch::run(spec, store, job, &ctx).map_err(anyhow::Error::from_boxed)?;
     match &out {
@@ -64,6 +71,7 @@ pub fn run_job(
             "batch {name}: deleted {n} rows older than {} days",
             spec.delete.after_n_days
         ),
+        JobOutcome::LlmAlerted(r, _) => print_llm_alerts(name, r),
         JobOutcome::Plotted(_) | JobOutcome::Summarised(..) => {}
     }
     if let Some(sent) = out.sent() {
@@ -83,6 +91,37 @@ fn print_judgements<'a>(js: impl Iterator<Item = &'a Judgement>) {
     }
 }
 
+fn print_llm_alerts(name: &str, r: &LlmAlertReport) {
+    println!(
+        "batch {name}: {} LLM alerts; asked {} about {} metrics in {} calls, {} tokens",
+        r.alerts.len(),
+        r.model,
+        r.metrics_asked,
+        r.calls,
+        r.tokens
+    );
+    for j in &r.alerts {
+        let meta = j.metadata.clone().unwrap_or_default();
+        println!(
+            "  {} {}: {}",
+            crate::alerts::message::format_time(j.timestamp_us),
+            j.metric_name,
+            meta.get("reason")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+        );
+    }
+    for p in &r.problems {
+        println!("  problem: {p}");
+    }
+    if let Some(s) = &r.stopped {
+        println!("  {s}; the metrics after it wait for the next run");
+    }
+    if let Some(c) = &r.cassette {
+        println!("  cassette written to {}", c.display());
+    }
+}
+
 fn print_sent(r: &NotifyReport) {
     if r.messages == 0 {
         return;
@@ -98,11 +137,30 @@ fn print_sent(r: &NotifyReport) {
 }
 
 pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
+    job_with_cassette(cli, name, job, None)
+}
+
+/// `sandstack llmalert BATCH`, with its record and replay options.
+pub fn llmalert(cli: &Cli, name: &str, args: &CassetteArgs) -> anyhow::Result<ExitCode> {
+    job_with_cassette(
+        cli,
+        name,
+        Job::Llmalert,
+        super::ingest::cassette_options(args),
+    )
+}
+
+fn job_with_cassette(
+    cli: &Cli,
+    name: &str,
+    job: Job,
+    cassette: Option<CassetteOptions>,
+) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
     let mut store = super::open_store(cli)?;
     let channels = Channels::from_env(&host_env());
-    run_job(spec, &mut store, job, Some(&channels))?;
+    run_job(spec, &mut store, job, Some(&channels), cassette)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -206,7 +264,7 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         )
     })?;
     for job in [Job::Train, Job::Score, Job::Alert, Job::Change] {
-        run_job(&scoring, &mut store, job, None)?;
+        run_job(&scoring, &mut store, job, None, None)?;
     }
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS

@@ -74,6 +74,12 @@ pub enum Command {
     Alert { batch: String },
     /// Detect level changes with MAD (change_sql) and send them through alert_methods.
     Change { batch: String },
+    /// Ask a chat model which of each metric's newest values (llmalert_sql) are anomalous, verify with a second call, store the confirmed ones as `llmalert` rows and send them through alert_methods. The model comes from the environment: OPENAI_API_KEY (or ANOMSTACK_OPENAI_KEY), ANOMSTACK_LLM_PLATFORM=openai|openrouter|anthropic with its key, SANDSTACK_LLM_BASE_URL for any OpenAI-compatible server.
+    Llmalert {
+        batch: String,
+        #[command(flatten)]
+        cassette: CassetteArgs,
+    },
     /// Delete the batch's rows older than delete_after_n_days (delete_sql).
     Delete { batch: String },
     /// Row counts and last timestamps per batch, metric and type (summary_sql), for one batch or all.
@@ -132,7 +138,7 @@ pub enum Command {
     Bench(BenchCommand),
 }
 
-/// Record and replay of a Python batch's run (one batch at a time).
+/// Record and replay of a Python batch's run, or of an llmalert run's exchanges with the chat model (one batch at a time).
 #[derive(clap::Args, Debug, Default)]
 pub struct CassetteArgs {
     /// Run for real and write the run's cassette (HTTP exchanges, clock start, random seed; secrets scrubbed) to FILE.
@@ -251,6 +257,7 @@ pub fn main() -> ExitCode {
         Command::Alert { batch } => jobs::job(&cli, batch, crate::config::Job::Alert),
         Command::Change { batch } => jobs::job(&cli, batch, crate::config::Job::Change),
         Command::Delete { batch } => jobs::job(&cli, batch, crate::config::Job::Delete),
+        Command::Llmalert { batch, cassette } => jobs::llmalert(&cli, batch, cassette),
         Command::Summary { batch, send } => jobs::summary(&cli, batch.as_deref(), *send),
         Command::Plot { batch, out } => jobs::plot(&cli, batch, out.as_deref()),
         Command::Backfill {

@@ -9,6 +9,7 @@ pub mod backfill;
 pub mod change;
 pub mod features;
 pub mod ingest;
+pub mod llmalert;
 pub mod maintenance;
 pub mod rows;
 pub mod score;

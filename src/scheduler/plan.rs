@@ -60,13 +60,10 @@ fn after(cron: &CronExpr, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
     cron.schedule.after(&t).next()
 }
 
-/// The jobs of `spec` that run on a schedule: not disabled, RUNNING, and
-/// one sandstack runs (llmalert is not).
+/// The jobs of `spec` that run on a schedule: not disabled, and RUNNING.
 pub fn runnable_jobs(spec: &BatchSpec) -> impl Iterator<Item = (Job, &CronExpr)> {
     spec.scheduled_jobs()
-        .filter(move |(job, s)| {
-            !spec.disable_batch && s.status == ScheduleStatus::Running && *job != Job::Llmalert
-        })
+        .filter(move |(_, s)| !spec.disable_batch && s.status == ScheduleStatus::Running)
         .map(|(job, s)| (job, &s.cron))
 }
 

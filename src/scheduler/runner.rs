@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::alerts::dispatch::{self, JobContext};
+use crate::alerts::dispatch::{self, JobContext, JobOutcome};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
+use crate::jobs::llmalert::LlmAlertError;
 use crate::sandbox::cassette::RecordMode;
 use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};
 
@@ -158,22 +159,30 @@ impl StoreRunner {
         store.try_clone()
     }
 
-    fn ingest(&self, t: &RunTicket, store: &mut Store) -> RunResult {
+    /// With `record_runs`, where this run's cassette goes: the batch's
+    /// folder, named by the tick (`prefix` tells jobs apart).
+    fn cassette_of(&self, t: &RunTicket, prefix: &str) -> Option<CassetteOptions> {
         let spec = &t.spec;
         // The name is checked at load; checked again here because it
         // becomes a directory name.
-        let cassette = (spec.ingest_settings.record_runs
-            && matches!(spec.ingest, crate::config::IngestSource::Python(_))
+        (spec.ingest_settings.record_runs
             && crate::config::check_batch_name(&spec.metric_batch).is_ok())
         .then(|| CassetteOptions {
-            path: self
-                .cassette_dir
-                .join(&spec.metric_batch)
-                .join(format!("{}.yaml", t.scheduled.format("%Y%m%dT%H%M%S%.3fZ"))),
+            path: self.cassette_dir.join(&spec.metric_batch).join(format!(
+                "{prefix}{}.yaml",
+                t.scheduled.format("%Y%m%dT%H%M%S%.3fZ")
+            )),
             mode: RecordMode::All,
             match_on: Vec::new(),
             scrub: Vec::new(),
-        });
+        })
+    }
+
+    fn ingest(&self, t: &RunTicket, store: &mut Store) -> RunResult {
+        let spec = &t.spec;
+        let cassette = self
+            .cassette_of(t, "")
+            .filter(|_| matches!(spec.ingest, crate::config::IngestSource::Python(_)));
         let cassette_path = cassette.as_ref().map(|c| c.path.display().to_string());
         let opts = IngestOptions {
             simulated_now_us: t.catch_up.then(|| t.scheduled.timestamp_micros()),
@@ -226,20 +235,49 @@ impl JobRunner for StoreRunner {
         if t.job == Job::Ingest {
             return self.ingest(t, &mut store);
         }
+        let cassette = (t.job == Job::Llmalert)
+            .then(|| self.cassette_of(t, "llmalert-"))
+            .flatten();
         let ctx = JobContext {
             model_base: &self.model_base,
             plot_dir: &self.plot_dir,
             channels: Some(&self.channels),
+            env: &self.env,
+            cassette,
         };
         match dispatch::run(spec, &mut store, t.job, &ctx) {
-            // The job did its work; a channel that could not deliver is
-            // noted on the run, not a failure of it.
+            // The job did its work; a channel that could not deliver, or a
+            // metric the chat model failed, is noted on the run, not a
+            // failure of it.
             Ok(out) => {
+                let mut notes = Vec::new();
+                if let JobOutcome::LlmAlerted(r, _) = &out {
+                    notes.extend(r.stopped.clone());
+                    notes.extend(r.problems.iter().cloned());
+                }
                 let problems = out.sent().map(|s| s.problems()).unwrap_or_default();
+                if !problems.is_empty() {
+                    notes.push(format!("alert delivery: {}", problems.join("; ")));
+                }
+                let cassette = match &out {
+                    JobOutcome::LlmAlerted(r, _) => {
+                        r.cassette.as_ref().map(|p| p.display().to_string())
+                    }
+                    _ => None,
+                };
                 RunResult {
-                    error: (!problems.is_empty())
-                        .then(|| format!("alert delivery: {}", problems.join("; "))),
+                    error: (!notes.is_empty()).then(|| notes.join("\n")),
+                    cassette,
                     ..RunResult::ok(out.rows())
+                }
+            }
+            Err(e)
+                if e.downcast_ref::<LlmAlertError>()
+                    .is_some_and(|e| matches!(e, LlmAlertError::NotConfigured { .. })) =>
+            {
+                RunResult {
+                    status: RunStatus::Skipped,
+                    ..RunResult::failed(e.to_string())
                 }
             }
             Err(e) if e.downcast_ref::<dispatch::TimedOut>().is_some() => RunResult {

@@ -219,9 +219,10 @@ pub async fn anomalies(State(s): State<Shared>, Query(q): Query<PageQuery>) -> R
                     context! {
                         batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
                         time => format_time(a.timestamp_us),
-                        kind => match a.kind.as_str() { "alert" => "anomaly", "tholdalert" => "threshold", k => k },
+                        kind => match a.kind.as_str() { "alert" => "anomaly", "tholdalert" => "threshold", "llmalert" => "LLM", k => k },
                         value => num("value"),
                         score => if a.kind == "change" { num("z") } else { num("score_smooth") },
+                        reason => meta.get("reason").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
                         up => a.up, down => a.down,
                     }
                 })

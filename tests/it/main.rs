@@ -14,6 +14,7 @@ mod detection;
 mod hostile;
 mod ingest_sql;
 mod kill;
+mod llmalert;
 mod policy;
 mod sandbox_door;
 mod sandbox_hackernews;

@@ -10,6 +10,9 @@ use crate::store::dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
 use crate::store::error::db_err;
 use crate::store::{StoreError, TableKey};
 
+/// The row types the anomalies page lists and takes feedback on.
+const ANOMALY_TYPES: &str = "('alert', 'tholdalert', 'change', 'llmalert')";
+
 impl DashboardStore for DuckStore {
     fn card_figures(&self, table_key: &str) -> Result<BTreeMap<String, CardFigures>, StoreError> {
         let t = ensure_table(self.connection(), table_key)?.quoted();
@@ -17,7 +20,7 @@ impl DashboardStore for DuckStore {
             "SELECT metric_batch,
                count(DISTINCT metric_name) FILTER (WHERE metric_type = 'metric'),
                epoch_us(max(metric_timestamp) FILTER (WHERE metric_type = 'metric')),
-               count(*) FILTER (WHERE metric_type IN ('alert', 'tholdalert')
+               count(*) FILTER (WHERE metric_type IN ('alert', 'tholdalert', 'llmalert')
                                 AND metric_timestamp >= make_timestamp(epoch_us(now())) - INTERVAL 1 DAY),
                avg(metric_value) FILTER (WHERE metric_type = 'score'
                                 AND metric_timestamp >= make_timestamp(epoch_us(now())) - INTERVAL 1 DAY)
@@ -68,7 +71,7 @@ impl DashboardStore for DuckStore {
                       AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsup') AS up,
                    (SELECT count(*) FROM {t} f WHERE f.metric_batch = a.metric_batch AND f.metric_name = a.metric_name
                       AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsdown') AS down
-                 FROM {t} a WHERE a.metric_type IN ('alert', 'tholdalert', 'change') AND a.metric_batch IN ({marks})"
+                 FROM {t} a WHERE a.metric_type IN {ANOMALY_TYPES} AND a.metric_batch IN ({marks})"
             ));
         }
         let sql = format!(
@@ -110,7 +113,7 @@ impl DashboardStore for DuckStore {
             .query_row(
                 &format!(
                     "SELECT count(*) FROM {t} WHERE metric_batch = ? AND metric_name = ? AND metric_timestamp = make_timestamp(?::BIGINT)
-                     AND metric_type IN ('alert', 'tholdalert', 'change')"
+                     AND metric_type IN {ANOMALY_TYPES}"
                 ),
                 params![batch, metric, timestamp_us],
                 |r| r.get(0),
