@@ -631,3 +631,105 @@ fn without_a_key_the_job_is_skipped_with_one_line_saying_what_to_set() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_anomalies_page_shows_the_reason_and_takes_feedback() {
+    let model = Model {
+        hostile: true,
+        ..Default::default()
+    };
+    let server = model_server(model);
+    let (f, spec, dir) = batch(&["cpu"], "");
+    let db = dir.path().join("a.duckdb");
+    run(&spec, &db, &env_for(&server, false), None).expect("llmalert");
+    let ts = stored(&db)[0].0;
+    let store = Store::open(&db).expect("db");
+    let folder = f.path().to_path_buf();
+    let loader: sandstack::scheduler::watch::Loader =
+        Arc::new(move || sandstack::config::load(&folder, &Default::default()));
+    let state =
+        sandstack::web::WebState::new(store, loader, None, dir.path().join("c"), Vec::new());
+    let web = TestServer::start(sandstack::web::router(state));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let page = rt.block_on(async {
+        reqwest::get(web.url("/anomalies"))
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text")
+    });
+    assert!(page.contains("<td>LLM</td>"), "{page}");
+    assert!(
+        page.contains("Spike to 95 far above the usual level"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<!channel>") && !page.contains("<b>Spike"),
+        "{page}"
+    );
+    let form = format!("batch=llm&metric=cpu&timestamp_us={ts}&vote=down&token=");
+    let (status, body) = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(web.url("/feedback"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(form)
+            .send()
+            .await
+            .expect("post");
+        (r.status().as_u16(), r.text().await.expect("text"))
+    });
+    assert_eq!((status, body.as_str()), (200, "{\"count\":1}"));
+}
+
+#[test]
+fn sandstack_run_schedules_llmalert_and_records_its_runs() {
+    let model = Model::default();
+    let server = model_server(model.clone());
+    let (f, _, dir) = batch(
+        &["cpu"],
+        "llmalert_default_schedule_status: RUNNING\nllmalert_cron_schedule: \"* * * * * *\"\nrecord_runs: true\n",
+    );
+    let db = dir.path().join("a.duckdb");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
+    cmd.args(["run", "--no-dashboard", "--metrics"])
+        .arg(f.path())
+        .arg("--db")
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for v in sandstack::llm::endpoint::VARIABLES {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd.envs(env_for(&server, false)).spawn().expect("start");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while model.delivered.lock().expect("lock").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A few more ticks: they must add nothing.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    crate::support::terminate(&child);
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "{status}");
+    assert_eq!(model.delivered.lock().expect("lock").len(), 1);
+    assert_eq!(stored(&db).len(), 1);
+    let store = Store::open(&db).expect("db");
+    let (runs, ok_with_row, cassettes): (i64, i64, i64) = crate::support::duck(&store)
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded' AND rows = 1), count(cassette) FROM sandstack_runs WHERE job = 'llmalert'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("runs");
+    assert!(runs >= 3, "{runs} runs");
+    assert_eq!(
+        (ok_with_row, cassettes),
+        (1, runs),
+        "one run stored the alert; every run has its cassette"
+    );
+}
