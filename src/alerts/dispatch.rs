@@ -32,8 +32,17 @@ pub struct JobContext<'a> {
     pub channels: Option<&'a Channels>,
     /// The operator's environment: the chat model llmalert calls.
     pub env: &'a BTreeMap<String, String>,
-    /// Where llmalert records or replays its exchanges.
+    /// How llmalert runs.
+    pub llmalert: LlmAlertMode,
+}
+
+/// How an llmalert run goes, beyond the batch's settings.
+#[derive(Debug, Clone, Default)]
+pub struct LlmAlertMode {
+    /// Where it records or replays its exchanges.
     pub cassette: Option<CassetteOptions>,
+    /// Ask nothing; preview the questions.
+    pub dry_run: bool,
 }
 
 /// What a job did.
@@ -161,8 +170,9 @@ pub fn run(
             };
             let opts = LlmAlertOptions {
                 env: ctx.env,
-                cassette: ctx.cassette.clone(),
+                cassette: ctx.llmalert.cassette.clone(),
                 plot: &plot,
+                dry_run: ctx.llmalert.dry_run,
             };
             let r = llmalert::run(spec, store, &opts)?;
             let sent = send(&|c| notify::llm_alerts(spec, store, &r.alerts, c));

@@ -7,28 +7,27 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
-use crate::alerts::dispatch::{self, JobContext, JobOutcome};
+use crate::alerts::dispatch::{self, JobContext, JobOutcome, LlmAlertMode};
 use crate::alerts::notify::{self, NotifyReport};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::domain::Judgement;
 use crate::jobs::backfill;
-use crate::jobs::ingest::recording::CassetteOptions;
 use crate::jobs::ingest::DefaultSandbox;
 use crate::jobs::llmalert::LlmAlertReport;
 use crate::jobs::maintenance;
 use crate::store::Store;
 
 /// Run one job on one batch and print what it did; with `channels`, send
-/// its alerts or changes (backfills do not). `cassette` records or replays
-/// an llmalert run.
+/// its alerts or changes (backfills do not). `llmalert` says how an
+/// llmalert run goes (its cassette, a dry run).
 pub fn run_job(
     spec: &BatchSpec,
     store: &mut Store,
     job: Job,
     channels: Option<&Channels>,
-    cassette: Option<CassetteOptions>,
-) -> anyhow::Result<()> {
+    llmalert: LlmAlertMode,
+) -> anyhow::Result<JobOutcome> {
     let name = &spec.metric_batch;
     let env = host_env();
     let ctx = JobContext {
@@ -36,7 +35,7 @@ pub fn run_job(
         plot_dir: Path::new("."),
         channels,
         env: &env,
-        cassette,
+        llmalert,
     };
     let out = dispatch::run(spec, store, job, &ctx).map_err(anyhow::Error::from_boxed)?;
     match &out {
@@ -77,7 +76,7 @@ pub fn run_job(
     if let Some(sent) = out.sent() {
         print_sent(sent);
     }
-    Ok(())
+    Ok(out)
 }
 
 fn print_judgements<'a>(js: impl Iterator<Item = &'a Judgement>) {
@@ -92,6 +91,20 @@ fn print_judgements<'a>(js: impl Iterator<Item = &'a Judgement>) {
 }
 
 fn print_llm_alerts(name: &str, r: &LlmAlertReport) {
+    if r.dry_run {
+        println!(
+            "batch {name}: dry run with model {}: nothing asked, nothing stored; {} metrics would be asked",
+            r.model,
+            r.previews.len()
+        );
+        for p in &r.previews {
+            println!(
+                "  {}: {} points ({} may alert), about {} tokens to detect; as many again to verify what it finds",
+                p.metric, p.points, p.open, p.estimated_tokens
+            );
+        }
+        return;
+    }
     println!(
         "batch {name}: {} LLM alerts; asked {} about {} metrics in {} calls, {} tokens",
         r.alerts.len(),
@@ -137,31 +150,45 @@ fn print_sent(r: &NotifyReport) {
 }
 
 pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
-    job_with_cassette(cli, name, job, None)
+    job_with_mode(cli, name, job, LlmAlertMode::default())?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `sandstack llmalert BATCH`, with its record and replay options.
-pub fn llmalert(cli: &Cli, name: &str, args: &CassetteArgs) -> anyhow::Result<ExitCode> {
-    job_with_cassette(
-        cli,
-        name,
-        Job::Llmalert,
-        super::ingest::cassette_options(args),
-    )
+/// `sandstack llmalert BATCH`, with its record, replay and dry-run options.
+pub fn llmalert(
+    cli: &Cli,
+    name: &str,
+    args: &CassetteArgs,
+    dry_run: bool,
+    show_prompts: bool,
+) -> anyhow::Result<ExitCode> {
+    let mode = LlmAlertMode {
+        cassette: super::ingest::cassette_options(args),
+        dry_run,
+    };
+    let out = job_with_mode(cli, name, Job::Llmalert, mode)?;
+    if let (true, JobOutcome::LlmAlerted(r, _)) = (show_prompts, &out) {
+        for p in &r.previews {
+            println!(
+                "\n--- {} (system) ---\n{}\n--- {} (user) ---\n{}",
+                p.metric, p.system, p.metric, p.text
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn job_with_cassette(
+fn job_with_mode(
     cli: &Cli,
     name: &str,
     job: Job,
-    cassette: Option<CassetteOptions>,
-) -> anyhow::Result<ExitCode> {
+    mode: LlmAlertMode,
+) -> anyhow::Result<JobOutcome> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
     let mut store = super::open_store(cli)?;
     let channels = Channels::from_env(&host_env());
-    run_job(spec, &mut store, job, Some(&channels), cassette)?;
-    Ok(ExitCode::SUCCESS)
+    run_job(spec, &mut store, job, Some(&channels), mode)
 }
 
 pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<ExitCode> {
@@ -264,7 +291,7 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         )
     })?;
     for job in [Job::Train, Job::Score, Job::Alert, Job::Change] {
-        run_job(&scoring, &mut store, job, None, None)?;
+        run_job(&scoring, &mut store, job, None, LlmAlertMode::default())?;
     }
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS

@@ -77,6 +77,12 @@ pub enum Command {
     /// Ask a chat model which of each metric's newest values (llmalert_sql) are anomalous, verify with a second call, store the confirmed ones as `llmalert` rows and send them through alert_methods. The model comes from the environment: OPENAI_API_KEY (or ANOMSTACK_OPENAI_KEY), ANOMSTACK_LLM_PLATFORM=openai|openrouter|anthropic with its key, SANDSTACK_LLM_BASE_URL for any OpenAI-compatible server.
     Llmalert {
         batch: String,
+        /// Ask nothing and store nothing: list the metrics that would be asked, with their points and estimated tokens (no key needed).
+        #[arg(long, conflicts_with_all = ["record", "replay", "cassette"])]
+        dry_run: bool,
+        /// With --dry-run, also print each question in full.
+        #[arg(long, requires = "dry_run")]
+        show_prompts: bool,
         #[command(flatten)]
         cassette: CassetteArgs,
     },
@@ -257,7 +263,12 @@ pub fn main() -> ExitCode {
         Command::Alert { batch } => jobs::job(&cli, batch, crate::config::Job::Alert),
         Command::Change { batch } => jobs::job(&cli, batch, crate::config::Job::Change),
         Command::Delete { batch } => jobs::job(&cli, batch, crate::config::Job::Delete),
-        Command::Llmalert { batch, cassette } => jobs::llmalert(&cli, batch, cassette),
+        Command::Llmalert {
+            batch,
+            dry_run,
+            show_prompts,
+            cassette,
+        } => jobs::llmalert(&cli, batch, cassette, *dry_run, *show_prompts),
         Command::Summary { batch, send } => jobs::summary(&cli, batch.as_deref(), *send),
         Command::Plot { batch, out } => jobs::plot(&cli, batch, out.as_deref()),
         Command::Backfill {

@@ -382,7 +382,7 @@ async fn demo_backfill(
                 }
             };
             for kind in [Job::Train, Job::Score, Job::Alert, Job::Change] {
-                if let Err(e) = run_job(&scoring, &mut conn, kind, None, None) {
+                if let Err(e) = run_job(&scoring, &mut conn, kind, None, Default::default()) {
                     eprintln!("demo: {name}: {kind:?} failed: {e:#}");
                 }
             }

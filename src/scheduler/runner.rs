@@ -243,7 +243,10 @@ impl JobRunner for StoreRunner {
             plot_dir: &self.plot_dir,
             channels: Some(&self.channels),
             env: &self.env,
-            cassette,
+            llmalert: dispatch::LlmAlertMode {
+                cassette,
+                dry_run: false,
+            },
         };
         match dispatch::run(spec, &mut store, t.job, &ctx) {
             // The job did its work; a channel that could not deliver, or a

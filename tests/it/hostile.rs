@@ -924,7 +924,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         plot_dir: models.path(),
         channels: None,
         env: &Default::default(),
-        cassette: None,
+        llmalert: Default::default(),
     };
     let t = std::time::Instant::now();
     let err =

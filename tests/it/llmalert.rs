@@ -284,7 +284,10 @@ fn run(
         plot_dir: dir.path(),
         channels: Some(&channels),
         env,
-        cassette,
+        llmalert: dispatch::LlmAlertMode {
+            cassette,
+            dry_run: false,
+        },
     };
     match dispatch::run(spec, &mut store, Job::Llmalert, &ctx) {
         Ok(JobOutcome::LlmAlerted(r, sent)) => {
@@ -732,4 +735,43 @@ fn sandstack_run_schedules_llmalert_and_records_its_runs() {
         (1, runs),
         "one run stored the alert; every run has its cassette"
     );
+}
+
+#[test]
+fn a_dry_run_shows_the_questions_and_their_cost_without_a_key() {
+    let (f, _, dir) = batch(&["cpu", "disk"], "llmalert_exclude_metrics: [disk]\n");
+    let db = dir.path().join("a.duckdb");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
+    cmd.args([
+        "llmalert",
+        "llm",
+        "--dry-run",
+        "--show-prompts",
+        "--metrics",
+    ])
+    .arg(f.path())
+    .arg("--db")
+    .arg(&db);
+    for v in sandstack::llm::endpoint::VARIABLES {
+        cmd.env_remove(v);
+    }
+    let out = cmd.output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("batch llm: dry run with model (no endpoint configured): nothing asked, nothing stored; 1 metrics would be asked"), "{stdout}");
+    assert!(
+        stdout.contains("  cpu: 100 points (5 may alert), about "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("disk"), "excluded: {stdout}");
+    assert!(
+        stdout.contains("--- cpu (user) ---\nFind the anomalies")
+            && stdout.contains("timestamp,value\n"),
+        "{stdout}"
+    );
+    assert!(stored(&db).is_empty());
 }

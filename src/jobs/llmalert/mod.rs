@@ -37,6 +37,20 @@ pub struct LlmAlertOptions<'a> {
     pub cassette: Option<CassetteOptions>,
     /// Renders a metric's points as a PNG (delivery owns the plots).
     pub plot: &'a dyn Fn(&str, &Series) -> Option<Vec<u8>>,
+    /// Ask nothing: say what each metric's detection question would be.
+    pub dry_run: bool,
+}
+
+/// A question a dry run would ask.
+#[derive(Debug)]
+pub struct Preview {
+    pub metric: String,
+    pub points: usize,
+    /// Points that could still alert.
+    pub open: usize,
+    pub estimated_tokens: u64,
+    pub system: &'static str,
+    pub text: String,
 }
 
 /// What a run did.
@@ -54,6 +68,10 @@ pub struct LlmAlertReport {
     /// Why the run stopped asking before the last metric.
     pub stopped: Option<String>,
     pub cassette: Option<PathBuf>,
+    /// A dry run: nothing was asked or stored.
+    pub dry_run: bool,
+    /// With `dry_run`: the detection question of each metric that would be asked.
+    pub previews: Vec<Preview>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,14 +109,17 @@ pub fn run(
             .collect(),
         _ => llm::client::recorded_env(opts.env),
     };
-    let endpoint = Endpoint::from_env(&env, &spec.llmalert.model).map_err(|e| {
-        LlmAlertError::NotConfigured {
+    let endpoint =
+        Endpoint::from_env(&env, &spec.llmalert.model).map_err(|e| LlmAlertError::NotConfigured {
             batch: batch.clone(),
             message: e.0,
-        }
-    })?;
+        });
     let input = load_input(spec, store, "llmalert_sql", "llmalert", Some("llmalert"))
         .map_err(JobError::of(spec))?;
+    if opts.dry_run {
+        return Ok(preview(spec, &input, endpoint.ok()));
+    }
+    let endpoint = endpoint?;
     let tape = match &plan {
         None => Tape::Live,
         Some(Plan::Record) => Tape::Record,
@@ -169,6 +190,58 @@ pub fn run(
     Ok(report)
 }
 
+/// What a run would ask, asking nothing (no key needed).
+fn preview(
+    spec: &BatchSpec,
+    input: &super::rows::JobInput,
+    endpoint: Option<Endpoint>,
+) -> LlmAlertReport {
+    let schema = prompt::schema();
+    let mut report = LlmAlertReport {
+        model: endpoint.map_or_else(|| "(no endpoint configured)".into(), |e| e.model),
+        dry_run: true,
+        ..Default::default()
+    };
+    for (metric, series) in &input.series {
+        if spec.llmalert.exclude_metrics.contains(metric) {
+            continue;
+        }
+        let points = prompt::points(series, &spec.llmalert);
+        let open = eligible(&points, spec, input.done.get(metric)).len();
+        if open == 0 {
+            continue;
+        }
+        let image = spec.llmalert.include_plot.then(|| vec![0u8]);
+        let req = ChatRequest {
+            system: prompt::SYSTEM,
+            text: prompt::detection_text(detection_prompt(spec), metric, &points),
+            image_png: image.as_deref(),
+            schema_name: "anomalies",
+            schema: &schema,
+            max_answer_tokens: ANSWER_TOKENS,
+        };
+        report.previews.push(Preview {
+            metric: metric.clone(),
+            points: points.len(),
+            open,
+            estimated_tokens: llm::client::estimate_tokens(&req),
+            system: prompt::SYSTEM,
+            text: req.text,
+        });
+    }
+    report
+}
+
+/// The batch's detection instructions, or sandstack's.
+fn detection_prompt(spec: &BatchSpec) -> &str {
+    let s = &spec.llmalert;
+    s.detection_prompt
+        .as_deref()
+        .or(s.system_prompt.as_deref())
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or(prompt::DETECTION)
+}
+
 /// The points that may still alert: among the newest `recent_n`, not
 /// stored, and not within `snooze_n` observations after a stored one.
 fn eligible(points: &[Point], spec: &BatchSpec, done: Option<&BTreeSet<i64>>) -> BTreeSet<i64> {
@@ -213,12 +286,7 @@ fn check_metric(
         None
     };
     let schema = prompt::schema();
-    let detection = s
-        .detection_prompt
-        .as_deref()
-        .or(s.system_prompt.as_deref())
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or(prompt::DETECTION);
+    let detection = detection_prompt(spec);
     let ask = |text: String| ChatRequest {
         system: prompt::SYSTEM,
         text,
