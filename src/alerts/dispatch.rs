@@ -16,7 +16,7 @@ use crate::config::{BatchSpec, Job};
 use crate::domain::Judgement;
 use crate::jobs::alert::AlertReport;
 use crate::jobs::ingest::recording::CassetteOptions;
-use crate::jobs::llmalert::{self, LlmAlertOptions, LlmAlertReport};
+use crate::jobs::llmalert::{self, LlmAlertError, LlmAlertOptions, LlmAlertReport};
 use crate::jobs::score::ScoreReport;
 use crate::jobs::train::TrainReport;
 use crate::jobs::{alert, change, maintenance, score, train};
@@ -174,7 +174,16 @@ pub fn run(
                 plot: &plot,
                 dry_run: ctx.llmalert.dry_run,
             };
-            let r = llmalert::run(spec, store, &opts)?;
+            let r = llmalert::run(spec, store, &opts).map_err(|e| -> DispatchError {
+                match e {
+                    LlmAlertError::TimedOut { batch } => Box::new(TimedOut {
+                        batch,
+                        job: job.name(),
+                        seconds: spec.jobs.timeout_s,
+                    }),
+                    e => Box::new(e),
+                }
+            })?;
             let sent = send(&|c| notify::llm_alerts(spec, store, &r.alerts, c));
             Ok(JobOutcome::LlmAlerted(r, sent))
         }

@@ -775,3 +775,28 @@ fn a_dry_run_shows_the_questions_and_their_cost_without_a_key() {
     );
     assert!(stored(&db).is_empty());
 }
+
+#[test]
+fn a_hostile_llmalert_sql_is_stopped_at_the_jobs_time_limit() {
+    let model = Model::default();
+    let server = model_server(model.clone());
+    let (_f, spec, dir) = batch(
+        &["cpu"],
+        "job_timeout_s: 1\nllmalert_sql: \"SELECT now()::TIMESTAMP AS metric_timestamp, 'm' AS metric_name, count(*)::DOUBLE AS metric_value FROM range(100000000) a, range(100000000) b\"\n",
+    );
+    let started = std::time::Instant::now();
+    let err = run(
+        &spec,
+        &dir.path().join("a.duckdb"),
+        &env_for(&server, false),
+        None,
+    )
+    .expect_err("stopped");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err, "batch llm: the llmalert job ran past job_timeout_s=1 and was stopped; nothing it was writing was stored");
+    assert!(model.asked.lock().expect("lock").is_empty());
+}

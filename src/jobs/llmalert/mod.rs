@@ -76,6 +76,9 @@ pub enum LlmAlertError {
     Job(#[from] JobError),
     #[error("batch {batch}: {message}")]
     Cassette { batch: String, message: String },
+    /// `llmalert_sql` ran past `job_timeout_s`.
+    #[error("batch {batch}: llmalert_sql ran past job_timeout_s and was stopped")]
+    TimedOut { batch: String },
 }
 
 pub fn run(
@@ -98,15 +101,24 @@ pub fn run(
             batch: batch.clone(),
             message: e.0,
         });
-    let input = load_input(spec, store, "llmalert_sql", "llmalert", Some("llmalert"))
-        .map_err(JobError::of(spec))?;
+    let started = Instant::now();
+    let limit = Duration::from_secs_f64(spec.jobs.timeout_s);
+    // The SQL is the batch's: it is stopped at the job's limit, as every
+    // job's is; the questions then have what is left of it.
+    let input = match store.with_time_limit(limit, |s| {
+        load_input(spec, s, "llmalert_sql", "llmalert", Some("llmalert"))
+    }) {
+        (Ok(input), _) => input,
+        (Err(_), true) => return Err(LlmAlertError::TimedOut { batch }),
+        (Err(e), false) => return Err(JobError::of(spec)(e).into()),
+    };
     if opts.dry_run {
         return Ok(preview(spec, &input, endpoint.ok()));
     }
     let budget = Budget {
         max_calls: spec.llmalert.max_calls,
         max_tokens: spec.llmalert.max_tokens,
-        deadline: Instant::now() + Duration::from_secs_f64(spec.jobs.timeout_s),
+        deadline: started + limit,
     };
     let tape = recording::tape_of(plan.as_ref(), opts.cassette.as_ref());
     let scrub = opts
