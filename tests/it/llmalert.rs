@@ -324,6 +324,21 @@ fn newest_cpu(db: &Path) -> i64 {
         .expect("newest")
 }
 
+/// The real binary running `args` on `folder` and `db`, with none of
+/// this machine's LLM variables.
+fn sandstack(args: &[&str], folder: &Folder, db: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
+    cmd.args(args)
+        .arg("--metrics")
+        .arg(folder.path())
+        .arg("--db")
+        .arg(db);
+    for v in sandstack::llm::endpoint::VARIABLES {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
 #[test]
 fn a_spike_becomes_one_stored_and_delivered_llmalert_and_a_second_run_adds_nothing() {
     let model = Model {
@@ -573,17 +588,10 @@ fn a_recorded_run_replays_to_the_same_rows_with_the_server_gone() {
 
     // Through the binary, with the endpoint's variables gone too.
     let replay = |db: &Path| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
-        cmd.args(["llmalert", "llm", "--replay"])
-            .arg(&cassette)
-            .arg("--metrics")
-            .arg(f.path())
-            .arg("--db")
-            .arg(db);
-        for v in sandstack::llm::endpoint::VARIABLES {
-            cmd.env_remove(v);
-        }
-        cmd.output().expect("run")
+        let c = cassette.display().to_string();
+        sandstack(&["llmalert", "llm", "--replay", &c], &f, db)
+            .output()
+            .expect("run")
     };
     let out = replay(&third);
     assert!(
@@ -615,15 +623,9 @@ fn a_recorded_run_replays_to_the_same_rows_with_the_server_gone() {
 #[test]
 fn without_a_key_the_job_is_skipped_with_one_line_saying_what_to_set() {
     let (f, _, dir) = batch(&["cpu"], "");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
-    cmd.args(["llmalert", "llm", "--metrics"])
-        .arg(f.path())
-        .arg("--db")
-        .arg(dir.path().join("a.duckdb"));
-    for v in sandstack::llm::endpoint::VARIABLES {
-        cmd.env_remove(v);
-    }
-    let out = cmd.output().expect("run");
+    let out = sandstack(&["llmalert", "llm"], &f, &dir.path().join("a.duckdb"))
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("llmalert")).collect();
@@ -698,18 +700,13 @@ fn sandstack_run_schedules_llmalert_and_records_its_runs() {
         "llmalert_default_schedule_status: RUNNING\nllmalert_cron_schedule: \"* * * * * *\"\nrecord_runs: true\n",
     );
     let db = dir.path().join("a.duckdb");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
-    cmd.args(["run", "--no-dashboard", "--metrics"])
-        .arg(f.path())
-        .arg("--db")
-        .arg(&db)
+    let mut child = sandstack(&["run", "--no-dashboard"], &f, &db)
         .env("RUST_LOG", "warn")
+        .envs(env_for(&server, false))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for v in sandstack::llm::endpoint::VARIABLES {
-        cmd.env_remove(v);
-    }
-    let mut child = cmd.envs(env_for(&server, false)).spawn().expect("start");
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while model.delivered.lock().expect("lock").is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -741,21 +738,9 @@ fn sandstack_run_schedules_llmalert_and_records_its_runs() {
 fn a_dry_run_shows_the_questions_and_their_cost_without_a_key() {
     let (f, _, dir) = batch(&["cpu", "disk"], "llmalert_exclude_metrics: [disk]\n");
     let db = dir.path().join("a.duckdb");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
-    cmd.args([
-        "llmalert",
-        "llm",
-        "--dry-run",
-        "--show-prompts",
-        "--metrics",
-    ])
-    .arg(f.path())
-    .arg("--db")
-    .arg(&db);
-    for v in sandstack::llm::endpoint::VARIABLES {
-        cmd.env_remove(v);
-    }
-    let out = cmd.output().expect("run");
+    let out = sandstack(&["llmalert", "llm", "--dry-run", "--show-prompts"], &f, &db)
+        .output()
+        .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
