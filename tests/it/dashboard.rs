@@ -4,7 +4,6 @@
 //! batches, a batch page shows its charts, a thumbs-up click stores a row.
 //! Screenshots go to the test's output folder.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use base64::Engine;
 use sandstack::store::{RunRecord, RunStatus, Store};
 use serde_json::{json, Value};
 
-use crate::support::{Folder, TestServer};
+use crate::support::{start_sandstack, Folder, TestServer};
 
 /// A metric name that runs script if it is not escaped.
 const HOSTILE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
@@ -366,45 +365,6 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
-}
-
-/// Start `sandstack run` with the dashboard on a free port; returns the
-/// child and the dashboard's base URL.
-fn start_sandstack(folder: &Path, db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--grace-secs",
-            "5",
-            "--metrics",
-        ])
-        .arg(folder)
-        .arg("--db")
-        .arg(db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sandstack run");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("sandstack run printed its dashboard address")
-            .expect("line");
-        if let Some(rest) = line.strip_prefix("dashboard: ") {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .trim_end_matches('/')
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! on the shipped defaults, the shared sandbox, and loopback HTTP servers.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use sandstack::config::{self, BatchSpec, MetricsFolder};
@@ -342,4 +344,43 @@ pub fn with_cassette(
         simulated_now_us: None,
     };
     ingest::run(spec, store, &TestSandbox, &env, opts)
+}
+
+/// Start `sandstack run` with the dashboard on a free port; returns the
+/// child and the dashboard's base URL.
+pub fn start_sandstack(folder: &Path, db: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--grace-secs",
+            "5",
+            "--metrics",
+        ])
+        .arg(folder)
+        .arg("--db")
+        .arg(db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sandstack run");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("sandstack run printed its dashboard address")
+            .expect("line");
+        if let Some(rest) = line.strip_prefix("dashboard: ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
 }
