@@ -18,4 +18,5 @@ pub mod models;
 pub mod sandbox;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 pub mod web;

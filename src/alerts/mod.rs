@@ -194,6 +194,9 @@ pub fn deliver(channels: &Channels, methods: &[AlertMethod], message: &Message) 
             }));
         }
     });
+    for d in &out {
+        crate::telemetry::global().delivered(&d.channel, d.outcome == Outcome::Sent);
+    }
     out
 }
 

@@ -184,6 +184,7 @@ impl Sandbox {
         // Only a timed run pays for counting its faults.
         let faults_before = req.time_phases.then(thread_page_faults);
         let t0 = Instant::now();
+        let _in_use = crate::telemetry::InstanceInUse::start();
         let instance = self.pre.instantiate(&mut store);
         let ready = Instant::now();
         report.stats.instantiate = ready.saturating_duration_since(t0);

@@ -92,7 +92,20 @@ impl RunLog for StoreRunLog {
     fn record(&self, record: &RunRecord) -> i64 {
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         match store.record_run(record) {
-            Ok(id) => id,
+            Ok(id) => {
+                let worked = !matches!(record.status, RunStatus::Skipped | RunStatus::Interrupted);
+                crate::telemetry::global().run_recorded(&crate::telemetry::RecordedRun {
+                    batch: &record.batch,
+                    job: &record.job,
+                    status: record.status.as_str(),
+                    worked,
+                    seconds: record.wall_ms / 1e3,
+                    lag_seconds: (record.started_us - record.scheduled_us) as f64 / 1e6,
+                    rows: record.rows,
+                    fuel: record.fuel,
+                });
+                id
+            }
             Err(e) => {
                 tracing::error!(
                     "batch {} job {}: could not record the run in sandstack_runs: {e}",

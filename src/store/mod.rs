@@ -53,6 +53,12 @@ pub trait Backend: MetricsStore + RunHistory + DashboardStore + Send {
     /// Something that stops the statement this connection is running,
     /// from another thread.
     fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync>;
+
+    /// What the database takes on disk, if it is on disk.
+    fn size_bytes(&self) -> Option<u64>;
+
+    /// Whether a write could be made now (nothing is left written).
+    fn check_writable(&self) -> Result<(), StoreError>;
 }
 
 /// The database handle the rest of sandstack holds: a [`Backend`] behind a
@@ -94,6 +100,16 @@ impl Store {
     /// thread.
     pub fn try_clone(&self) -> Result<Self, StoreError> {
         Ok(Store::from_backend(self.backend.try_clone()?))
+    }
+
+    /// What the database takes on disk, if it is on disk.
+    pub fn size_bytes(&self) -> Option<u64> {
+        self.backend.size_bytes()
+    }
+
+    /// Whether a write could be made now (for readiness checks).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        self.backend.check_writable()
     }
 
     /// The concrete backend, when it is a `B`.

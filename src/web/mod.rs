@@ -10,6 +10,7 @@
 pub mod charts;
 pub mod data;
 pub mod guard;
+pub mod health;
 pub mod pages;
 
 use std::path::PathBuf;
@@ -113,7 +114,9 @@ pub fn router(state: Shared) -> Router {
         .route("/feedback", post(pages::feedback))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::check,

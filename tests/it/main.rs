@@ -15,6 +15,7 @@ mod hostile;
 mod ingest_sql;
 mod kill;
 mod llmalert;
+mod operating;
 mod policy;
 mod sandbox_door;
 mod sandbox_hackernews;

@@ -121,4 +121,25 @@ impl Backend for DuckStore {
         let handle = self.conn.interrupt_handle();
         Arc::new(move || handle.interrupt())
     }
+
+    /// The file and its write-ahead log.
+    fn size_bytes(&self) -> Option<u64> {
+        let file = std::fs::metadata(&self.path).ok()?.len();
+        let mut wal = self.path.clone().into_os_string();
+        wal.push(".wal");
+        Some(file + std::fs::metadata(wal).map_or(0, |m| m.len()))
+    }
+
+    /// A table made and rolled back: needs a write transaction, leaves
+    /// nothing.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(
+                "BEGIN TRANSACTION; CREATE TABLE sandstack_ready_probe (x INTEGER); ROLLBACK;",
+            )
+            .map_err(|e| {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                db_err("checking that the database takes writes")(e)
+            })
+    }
 }
