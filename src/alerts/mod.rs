@@ -6,6 +6,7 @@
 //! one failing never blocks another or the job. [`notify`] ties it to the
 //! jobs' results; [`plot`] renders the PNGs.
 
+pub mod describe;
 pub mod dispatch;
 pub mod email;
 mod http;

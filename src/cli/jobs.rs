@@ -7,14 +7,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
+use crate::alerts::describe::{describe, sent_lines};
 use crate::alerts::dispatch::{self, JobContext, JobOutcome, LlmAlertMode};
-use crate::alerts::notify::{self, NotifyReport};
+use crate::alerts::notify;
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
-use crate::domain::Judgement;
 use crate::jobs::backfill;
 use crate::jobs::ingest::DefaultSandbox;
-use crate::jobs::llmalert::LlmAlertReport;
 use crate::jobs::maintenance;
 use crate::store::Store;
 
@@ -28,7 +27,6 @@ pub fn run_job(
     channels: Option<&Channels>,
     llmalert: LlmAlertMode,
 ) -> anyhow::Result<JobOutcome> {
-    let name = &spec.metric_batch;
     let env = host_env();
     let ctx = JobContext {
         model_base: Path::new("."),
@@ -38,115 +36,8 @@ pub fn run_job(
         llmalert,
     };
     let out = dispatch::run(spec, store, job, &ctx).map_err(anyhow::Error::from_boxed)?;
-    match &out {
-        JobOutcome::Trained(r) => {
-            println!("batch {name}: trained {} models", r.trained.len());
-            for (metric, tag, rows) in &r.trained {
-                println!("  {metric}: {tag} on {rows} feature rows");
-            }
-            for (metric, why) in &r.skipped {
-                println!("  {metric}: skipped ({why})");
-            }
-        }
-        JobOutcome::Scored(r) => {
-            println!("batch {name}: stored {} scores", r.scored);
-            for (metric, why) in &r.skipped {
-                println!("  {metric}: skipped ({why})");
-            }
-        }
-        JobOutcome::Alerted(r, _) => {
-            println!(
-                "batch {name}: {} alerts, {} threshold alerts",
-                r.alerts.len(),
-                r.threshold_alerts.len()
-            );
-            print_judgements(r.alerts.iter().chain(&r.threshold_alerts));
-        }
-        JobOutcome::Changed(r, _) => {
-            println!("batch {name}: {} changes", r.len());
-            print_judgements(r.iter());
-        }
-        JobOutcome::Deleted(n) => println!(
-            "batch {name}: deleted {n} rows older than {} days",
-            spec.delete.after_n_days
-        ),
-        JobOutcome::LlmAlerted(r, _) => print_llm_alerts(name, r),
-        JobOutcome::Plotted(_) | JobOutcome::Summarised(..) => {}
-    }
-    if let Some(sent) = out.sent() {
-        print_sent(sent);
-    }
+    print!("{}", describe(spec, &out));
     Ok(out)
-}
-
-fn print_judgements<'a>(js: impl Iterator<Item = &'a Judgement>) {
-    for j in js {
-        println!(
-            "  {} {}: {}",
-            j.timestamp_us,
-            j.metric_name,
-            j.metadata.clone().unwrap_or_default()
-        );
-    }
-}
-
-fn print_llm_alerts(name: &str, r: &LlmAlertReport) {
-    if r.dry_run {
-        println!(
-            "batch {name}: dry run with model {}: nothing asked, nothing stored; {} metrics would be asked",
-            r.model,
-            r.previews.len()
-        );
-        for p in &r.previews {
-            println!(
-                "  {}: {} points ({} may alert), about {} tokens to detect; as many again to verify what it finds",
-                p.metric, p.points, p.open, p.estimated_tokens
-            );
-        }
-        return;
-    }
-    println!(
-        "batch {name}: {} LLM alerts; asked {} about {} metrics in {} calls, {} tokens",
-        r.alerts.len(),
-        r.model,
-        r.metrics_asked,
-        r.calls,
-        r.tokens
-    );
-    for j in &r.alerts {
-        let meta = j.metadata.clone().unwrap_or_default();
-        println!(
-            "  {} {}: {}",
-            crate::alerts::message::format_time(j.timestamp_us),
-            j.metric_name,
-            meta.get("reason")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-        );
-    }
-    for p in &r.problems {
-        println!("  problem: {p}");
-    }
-    if let Some(s) = &r.stopped {
-        println!("  {s}; the metrics after it wait for the next run");
-    }
-    if let Some(c) = &r.cassette {
-        println!("  cassette written to {}", c.display());
-    }
-}
-
-fn print_sent(r: &NotifyReport) {
-    if r.messages == 0 {
-        return;
-    }
-    println!(
-        "  sent {} message(s): {} deliveries succeeded",
-        r.messages,
-        r.sent()
-    );
-    for p in r.problems() {
-        println!("  not delivered: {p}");
-    }
 }
 
 pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
@@ -206,12 +97,10 @@ pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<Exit
     println!("{}", arrow::util::pretty::pretty_format_batches(&out)?);
     if send {
         let channels = Channels::from_env(&host_env());
-        print_sent(&notify::summary(
-            name.unwrap_or("all batches"),
-            &methods,
-            &out,
-            &channels,
-        ));
+        let sent = notify::summary(name.unwrap_or("all batches"), &methods, &out, &channels);
+        let mut text = String::new();
+        sent_lines(&mut text, &sent);
+        print!("{text}");
     }
     Ok(ExitCode::SUCCESS)
 }
