@@ -19,6 +19,9 @@ pub struct RunsArgs {
     /// Newest runs to show.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// One run in full: its times, error, cassette and what it printed and logged.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["batch", "job", "failed"])]
+    pub show: Option<i64>,
 }
 
 fn time(us: i64) -> String {
@@ -27,7 +30,53 @@ fn time(us: i64) -> String {
         .unwrap_or_else(|| us.to_string())
 }
 
+/// `sandstack runs --show ID`.
+fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(cli)?;
+    let found = store.list_runs(&RunFilter {
+        run_id: Some(id),
+        limit: 1,
+        ..Default::default()
+    })?;
+    let Some(r) = found.first() else {
+        anyhow::bail!(
+            "no run {id} in {} (`sandstack runs` lists them; old runs are pruned)",
+            cli.db.display()
+        );
+    };
+    println!(
+        "run {}: batch {}, job {}, {}",
+        r.run_id,
+        r.batch,
+        r.job,
+        r.status.as_str()
+    );
+    println!("  scheduled {}", time(r.scheduled_us));
+    println!("  started   {}", time(r.started_us));
+    println!("  ended     {} ({:.1} ms)", time(r.ended_us), r.wall_ms);
+    if r.attempt > 1 {
+        println!("  attempt   {}", r.attempt);
+    }
+    println!("  rows {}, fuel {}", r.rows, r.fuel);
+    if let Some(c) = &r.cassette {
+        println!("  cassette: {c}");
+    }
+    let block = |title: &str, text: &Option<String>| match text {
+        Some(t) if !t.trim().is_empty() => {
+            println!("--- {title} ---");
+            println!("{}", crate::sandbox::guest_text::clean(t.trim_end()));
+        }
+        _ => println!("--- {title}: none ---"),
+    };
+    block("error", &r.error);
+    block("log", &r.log);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(id) = args.show {
+        return show(cli, id);
+    }
     let store = super::open_store(cli)?;
     let runs = store.list_runs(&RunFilter {
         run_id: None,

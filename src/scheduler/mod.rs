@@ -308,6 +308,8 @@ impl Scheduler {
                     fuel: result.fuel,
                     wall_ms: t0.elapsed().as_secs_f64() * 1e3,
                     cassette: result.cassette,
+                    log: result.log,
+                    attempt: 1,
                 };
                 record.run_id = log.record(&record);
                 record
@@ -347,6 +349,8 @@ fn unfinished(
         fuel: 0,
         wall_ms: 0.0,
         cassette: None,
+        log: None,
+        attempt: 1,
     }
 }
 

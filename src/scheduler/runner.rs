@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
+use crate::alerts::describe::describe;
 use crate::alerts::dispatch::{self, JobContext, JobOutcome};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
@@ -36,6 +37,8 @@ pub struct RunResult {
     pub rows: u64,
     pub fuel: u64,
     pub cassette: Option<String>,
+    /// What the run printed and logged, or what the job did.
+    pub log: Option<String>,
 }
 
 impl RunResult {
@@ -46,6 +49,7 @@ impl RunResult {
             rows,
             fuel: 0,
             cassette: None,
+            log: None,
         }
     }
 
@@ -56,6 +60,7 @@ impl RunResult {
             rows: 0,
             fuel: 0,
             cassette: None,
+            log: None,
         }
     }
 }
@@ -206,6 +211,7 @@ impl StoreRunner {
             Ok(r) => RunResult {
                 fuel: r.sandbox.as_ref().map_or(0, |s| s.stats.fuel_used),
                 cassette: cassette_path,
+                log: r.sandbox.as_ref().and_then(|s| s.as_log()),
                 ..RunResult::ok(r.stored as u64)
             },
             Err(f) => {
@@ -223,6 +229,7 @@ impl StoreRunner {
                         RunStatus::Failed
                     },
                     fuel: f.sandbox.as_ref().map_or(0, |s| s.stats.fuel_used),
+                    log: f.sandbox.as_ref().and_then(|s| s.as_log()),
                     // A failed run's cassette is the one worth replaying.
                     cassette: cassette_path.filter(|p| std::path::Path::new(p).exists()),
                     ..RunResult::failed(error)
@@ -284,6 +291,7 @@ impl JobRunner for StoreRunner {
                 RunResult {
                     error: (!notes.is_empty()).then(|| notes.join("\n")),
                     cassette,
+                    log: Some(describe(spec, &out)),
                     ..RunResult::ok(out.rows())
                 }
             }

@@ -59,6 +59,11 @@ pub struct RunRecord {
     pub wall_ms: f64,
     /// The run's cassette file, when `record_runs` is on.
     pub cassette: Option<String>,
+    /// What the run printed and logged (ingest: the guest's output and log
+    /// records, as capped by `ingest_max_output_kb`), or what the job did.
+    pub log: Option<String>,
+    /// 1, or which retry of the tick this was (`ingest_retries`).
+    pub attempt: u32,
 }
 
 /// Which runs to read.

@@ -266,6 +266,7 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Respon
                         wall_ms => format!("{:.1}", r.wall_ms),
                         late_ms => format!("{:.0}", (r.started_us - r.scheduled_us) as f64 / 1e3),
                         error => r.error.clone(), cassette => r.cassette.is_some(),
+                        log => r.log.clone(), attempt => r.attempt,
                     }
                 })
                 .collect();

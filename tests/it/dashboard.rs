@@ -79,6 +79,8 @@ fn setup(db: &Path) -> Folder {
             fuel: 0,
             wall_ms: 900.0,
             cassette: Some(cassette.display().to_string()),
+            log: Some(format!("printed {HOSTILE}")),
+            attempt: 1,
         })
         .expect("run");
     f

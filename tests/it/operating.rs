@@ -145,3 +145,57 @@ fn metrics_match_the_run_history_and_readiness_says_why() {
         );
     }
 }
+
+#[test]
+fn a_runs_printed_output_and_log_records_are_kept_with_it() {
+    let (f, _) = crate::support::python_batch(
+        "chatty",
+        "import logging\n\
+         import pandas as pd\n\
+         def ingest():\n\
+         \x20   print('hello from the batch')\n\
+         \x20   logging.getLogger('chatty').warning('careful: \\x1b[31mred')\n\
+         \x20   return pd.DataFrame({'metric_timestamp': [pd.Timestamp.now()], 'metric_name': ['m'], 'metric_value': [1.0]})\n",
+        "ingest_cron_schedule: \"* * * * * *\"\ningest_default_schedule_status: RUNNING\n",
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("chatty.duckdb");
+    let (mut daemon, url) = start_sandstack(f.path(), &db);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while samples(&get(&format!("{url}/metrics")).1, "sandstack_runs_total").is_empty() {
+        assert!(Instant::now() < deadline, "no run");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, page) = get(&format!("{url}/runs"));
+    assert!(
+        page.contains("<summary>log</summary>") && page.contains("hello from the batch"),
+        "{page}"
+    );
+    terminate(&daemon);
+    assert!(daemon.wait().expect("wait").success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["runs", "--show", "1", "--db"])
+        .arg(&db)
+        .output()
+        .expect("runs --show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("run 1: batch chatty, job ingest, succeeded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--- log ---\ncareful: \\u{1b}[31mred\nhello from the batch\n"),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["runs", "--show", "999", "--db"])
+        .arg(&db)
+        .output()
+        .expect("runs --show");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no run 999 in"));
+}

@@ -108,6 +108,22 @@ pub struct SandboxDetails {
     pub logs: Vec<LogLine>,
 }
 
+impl SandboxDetails {
+    /// The run's log records and what it printed, as one text (control
+    /// characters escaped); None when it logged and printed nothing.
+    pub fn as_log(&self) -> Option<String> {
+        let mut out = String::new();
+        for l in &self.logs {
+            out.push_str(&format!("[{}] {}\n", l.level, l.message));
+        }
+        if !self.output.trim().is_empty() {
+            out.push_str(self.output.trim_end());
+            out.push('\n');
+        }
+        (!out.is_empty()).then(|| crate::sandbox::guest_text::clean(&out))
+    }
+}
+
 /// A failed ingest, with what a Python run printed and logged before it
 /// failed (for the user to see).
 #[derive(Debug)]

@@ -24,7 +24,25 @@ CREATE TABLE IF NOT EXISTS sandstack_runs (
     fuel BIGINT NOT NULL,
     wall_ms DOUBLE NOT NULL,
     cassette VARCHAR
-);";
+);
+ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS log VARCHAR;
+ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;";
+
+/// Longest log kept with a run, in bytes (the guest's own cap,
+/// `ingest_max_output_kb`, is the operator's to raise).
+const MAX_LOG_BYTES: usize = 1 << 20;
+
+/// `log` cut to [`MAX_LOG_BYTES`] at a character boundary, saying so.
+fn capped(log: &str) -> &str {
+    if log.len() <= MAX_LOG_BYTES {
+        return log;
+    }
+    let mut end = MAX_LOG_BYTES;
+    while !log.is_char_boundary(end) {
+        end -= 1;
+    }
+    &log[..end]
+}
 
 impl RunHistory for DuckStore {
     fn ensure_runs_table(&self) -> Result<(), StoreError> {
@@ -38,8 +56,8 @@ impl RunHistory for DuckStore {
         self.ensure_runs_table()?;
         self.connection()
             .query_row(
-                "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, wall_ms, cassette) \
-                 VALUES (?, ?, make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), ?, ?, ?, ?, ?, ?) RETURNING run_id",
+                "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, wall_ms, cassette, log, attempt) \
+                 VALUES (?, ?, make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id",
                 params![
                     r.batch,
                     r.job,
@@ -51,7 +69,9 @@ impl RunHistory for DuckStore {
                     r.rows as i64,
                     r.fuel as i64,
                     r.wall_ms,
-                    r.cassette
+                    r.cassette,
+                    r.log.as_deref().map(capped),
+                    r.attempt
                 ],
                 |row| row.get(0),
             )
@@ -63,7 +83,7 @@ impl RunHistory for DuckStore {
         self.ensure_runs_table()?;
         let mut sql = String::from(
             "SELECT run_id, batch, job, epoch_us(scheduled_at), epoch_us(started_at), epoch_us(ended_at), \
-             status, error, rows, fuel, wall_ms, cassette FROM sandstack_runs WHERE true",
+             status, error, rows, fuel, wall_ms, cassette, log, attempt FROM sandstack_runs WHERE true",
         );
         let mut args: Vec<Box<dyn duckdb::ToSql>> = Vec::new();
         if let Some(id) = filter.run_id {
@@ -101,6 +121,8 @@ impl RunHistory for DuckStore {
                     fuel: row.get::<_, i64>(9)?.max(0) as u64,
                     wall_ms: row.get(10)?,
                     cassette: row.get(11)?,
+                    log: row.get(12)?,
+                    attempt: row.get::<_, Option<i64>>(13)?.unwrap_or(1).max(1) as u32,
                 })
             })
             .map_err(db_err(ctx))?
@@ -183,6 +205,8 @@ mod tests {
             fuel: 10,
             wall_ms: 5.0,
             cassette: None,
+            log: Some("printed".into()),
+            attempt: 1,
         }
     }
 
