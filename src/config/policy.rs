@@ -27,6 +27,7 @@ const CAPPABLE: &[&str] = &[
     "http_max_response_kb",
     "http_timeout_s",
     "job_timeout_s",
+    "ingest_retries",
     "llmalert_max_calls",
     "llmalert_max_tokens",
 ];
@@ -334,6 +335,7 @@ fn limit<'a>(spec: &'a mut BatchSpec, key: &str) -> Option<Capped<'a>> {
         "http_max_response_kb" => Capped::U(&mut l.http_max_response_kb),
         "http_timeout_s" => Capped::F(&mut l.http_timeout_s),
         "job_timeout_s" => Capped::F(&mut spec.jobs.timeout_s),
+        "ingest_retries" => Capped::U(&mut spec.ingest_settings.retries),
         "llmalert_max_calls" => Capped::U(&mut spec.llmalert.max_calls),
         "llmalert_max_tokens" => Capped::U(&mut spec.llmalert.max_tokens),
         _ => return None,

@@ -125,6 +125,8 @@ crate::settings! {
         record_runs: bool = "record_runs", "false";
         /// after downtime, run the ticks missed since the last recorded run, with the clock at each
         catch_up: bool = "catch_up", "false";
+        /// retries of a scheduled ingest whose failure can pass (network errors, HTTP 5xx, 408, 429, timeouts), 1, 2, 4 ... s apart; at most 10
+        retries: u64 = "ingest_retries", "0";
     }
 }
 

@@ -224,6 +224,15 @@ pub(super) fn read_spec(
         r.bad_value("table_key", message);
     }
     let ingest_settings = IngestSettings::read(&mut r);
+    if ingest_settings.retries > MAX_INGEST_RETRIES {
+        r.bad_value(
+            "ingest_retries",
+            format!(
+                "must be at most {MAX_INGEST_RETRIES}, found {}",
+                ingest_settings.retries
+            ),
+        );
+    }
     let ingest = ingest_source(&mut r, &ingest_settings, raw.ingest_fn);
     let preprocess = PreprocessSettings::read(&mut r);
     let limits = SandboxLimits::read(&mut r);
@@ -305,6 +314,9 @@ fn ingest_source(
         }
     }
 }
+
+/// Most retries of one tick: backoff doubles, so ten already wait 17 min.
+pub const MAX_INGEST_RETRIES: u64 = 10;
 
 /// What one key cannot say alone: the time range's order and the guest's
 /// address space.

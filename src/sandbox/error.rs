@@ -100,6 +100,35 @@ pub enum ExecError {
     Internal(String),
 }
 
+/// Exceptions of Python's and `requests`' that a later try can pass:
+/// the network failed or was slow, not the code or the data.
+const PASSING_EXCEPTIONS: &[&str] = &[
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Timeout",
+    "TimeoutError",
+    "timeout",
+    "ChunkedEncodingError",
+    "ProxyError",
+    "URLError",
+    "RemoteDisconnected",
+    "IncompleteRead",
+    "ConnectionResetError",
+    "ConnectionRefusedError",
+    "ConnectionAbortedError",
+    "BrokenPipeError",
+];
+
+/// An HTTP status in an `HTTPError`'s message (`requests`: "503 Server
+/// Error: ..."; `urllib`: "HTTP Error 503: ...") that a later try can pass.
+fn passing_status(message: &str) -> bool {
+    let m = message.trim_start();
+    let m = m.strip_prefix("HTTP Error ").unwrap_or(m);
+    let code: String = m.chars().take_while(char::is_ascii_digit).collect();
+    matches!(code.parse::<u16>(), Ok(408 | 429 | 500..=599))
+}
+
 impl ExecError {
     /// Whether the run was stopped by `ingest_timeout_s`.
     pub fn is_timeout(&self) -> bool {
@@ -110,6 +139,23 @@ impl ExecError {
                 ..
             }
         )
+    }
+
+    /// Whether the same run could succeed later: a network error, an HTTP
+    /// 5xx (408, 429), or the wall-clock limit; not an error in the code,
+    /// the data or a limit on what the code may do. The exception's name
+    /// is the code's to choose, so a batch can only ask for its own
+    /// retries, which `ingest_retries` bounds.
+    pub fn can_pass(&self) -> bool {
+        match self {
+            ExecError::Exception {
+                type_name, message, ..
+            } => {
+                PASSING_EXCEPTIONS.contains(&type_name.as_str())
+                    || (type_name == "HTTPError" && passing_status(message))
+            }
+            e => e.is_timeout(),
+        }
     }
 }
 
@@ -131,4 +177,38 @@ fn traceback_suffix(tb: &str) -> String {
         out.push_str(line);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raised(type_name: &str, message: &str) -> ExecError {
+        ExecError::Exception {
+            type_name: type_name.into(),
+            message: message.into(),
+            traceback: String::new(),
+        }
+    }
+
+    #[test]
+    fn network_trouble_can_pass_and_mistakes_cannot() {
+        assert!(raised("ConnectionError", "refused").can_pass());
+        assert!(raised(
+            "HTTPError",
+            "503 Server Error: Service Unavailable for url: x"
+        )
+        .can_pass());
+        assert!(raised("HTTPError", "HTTP Error 429: Too Many Requests").can_pass());
+        assert!(!raised("HTTPError", "404 Client Error: Not Found for url: x").can_pass());
+        assert!(!raised("KeyError", "'price'").can_pass());
+        assert!(!raised("HTTPError", "").can_pass());
+        let limit = |limit| ExecError::Limit {
+            limit,
+            value: "1".into(),
+            detail: String::new(),
+        };
+        assert!(limit("ingest_timeout_s").can_pass());
+        assert!(!limit("ingest_fuel").can_pass());
+    }
 }

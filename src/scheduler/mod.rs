@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::config::MetricsFolder;
+use crate::config::{Job, MetricsFolder};
 use crate::store::{RunRecord, RunStatus};
 use clock::Clock;
 use plan::{JobKey, Plan, ReloadReport};
@@ -288,44 +288,98 @@ impl Scheduler {
         });
         let (slots, done) = (jobs.slots.clone(), jobs.done.clone());
         let (runner, log, clock) = (self.runner.clone(), self.log.clone(), self.clock.clone());
+        let retries = match ticket.job {
+            Job::Ingest => ticket.spec.ingest_settings.retries as u32,
+            _ => 0,
+        };
         tokio::spawn(async move {
-            let _slot = slots.acquire_owned().await;
             let scheduled = ticket.scheduled;
-            let work = tokio::task::spawn_blocking(move || {
-                let started = clock.now();
-                let t0 = Instant::now();
-                let result = runner.run(&ticket);
-                let mut record = RunRecord {
-                    run_id: 0,
-                    batch: ticket.spec.metric_batch.clone(),
-                    job: ticket.job.name().into(),
-                    scheduled_us: us(ticket.scheduled),
-                    started_us: us(started),
-                    ended_us: us(clock.now()),
-                    status: result.status,
-                    error: result.error,
-                    rows: result.rows,
-                    fuel: result.fuel,
-                    wall_ms: t0.elapsed().as_secs_f64() * 1e3,
-                    cassette: result.cassette,
-                    log: result.log,
-                    attempt: 1,
-                };
-                record.run_id = log.record(&record);
-                record
-            })
-            .await;
-            let record = work.unwrap_or_else(|e| {
-                unfinished(
-                    &key,
-                    [scheduled; 3],
-                    RunStatus::Failed,
-                    format!("the job panicked: {e}"),
-                )
-            });
+            let mut attempt = 1;
+            let record = loop {
+                // A slot per attempt: a run waiting to retry holds none.
+                let slot = slots.clone().acquire_owned().await;
+                let (ticket, runner, log, clock) =
+                    (ticket.clone(), runner.clone(), log.clone(), clock.clone());
+                let work = tokio::task::spawn_blocking(move || {
+                    attempt_once(
+                        &ticket,
+                        runner.as_ref(),
+                        log.as_ref(),
+                        clock.as_ref(),
+                        attempt,
+                        retries,
+                    )
+                })
+                .await;
+                drop(slot);
+                match work {
+                    Ok((_, true)) => {
+                        tokio::time::sleep(retry_delay(attempt)).await;
+                        attempt += 1;
+                    }
+                    Ok((record, false)) => break record,
+                    Err(e) => {
+                        break unfinished(
+                            &key,
+                            [scheduled; 3],
+                            RunStatus::Failed,
+                            format!("the job panicked: {e}"),
+                        )
+                    }
+                }
+            };
             let _ = done.send((key, record));
         });
     }
+}
+
+/// Wait before retry `attempt + 1` of a tick: 1, 2, 4 ... s, at most a
+/// minute.
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << (attempt - 1).min(6)).min(Duration::from_secs(60))
+}
+
+/// Run one attempt of a tick and record it; says whether to try again
+/// (its failure can pass and `retries` are left).
+fn attempt_once(
+    ticket: &RunTicket,
+    runner: &dyn JobRunner,
+    log: &dyn RunLog,
+    clock: &dyn Clock,
+    attempt: u32,
+    retries: u32,
+) -> (RunRecord, bool) {
+    let started = clock.now();
+    let t0 = Instant::now();
+    let result = runner.run(ticket);
+    let again = result.status == RunStatus::Failed && result.can_pass && attempt <= retries;
+    let mut error = result.error;
+    if again {
+        let wait = retry_delay(attempt).as_secs();
+        let note = format!("retrying in {wait} s (ingest_retries={retries}, attempt {attempt})");
+        error = Some(match error {
+            Some(e) => format!("{e}\n{note}"),
+            None => note,
+        });
+    }
+    let mut record = RunRecord {
+        run_id: 0,
+        batch: ticket.spec.metric_batch.clone(),
+        job: ticket.job.name().into(),
+        scheduled_us: us(ticket.scheduled),
+        started_us: us(started),
+        ended_us: us(clock.now()),
+        status: result.status,
+        error,
+        rows: result.rows,
+        fuel: result.fuel,
+        wall_ms: t0.elapsed().as_secs_f64() * 1e3,
+        cassette: result.cassette,
+        log: result.log,
+        attempt,
+    };
+    record.run_id = log.record(&record);
+    (record, again)
 }
 
 /// The record of a run that did no work (skipped, interrupted, panicked):

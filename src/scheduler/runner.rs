@@ -39,6 +39,8 @@ pub struct RunResult {
     pub cassette: Option<String>,
     /// What the run printed and logged, or what the job did.
     pub log: Option<String>,
+    /// The failure could pass: the tick may be tried again (`ingest_retries`).
+    pub can_pass: bool,
 }
 
 impl RunResult {
@@ -50,6 +52,7 @@ impl RunResult {
             fuel: 0,
             cassette: None,
             log: None,
+            can_pass: false,
         }
     }
 
@@ -61,6 +64,7 @@ impl RunResult {
             fuel: 0,
             cassette: None,
             log: None,
+            can_pass: false,
         }
     }
 }
@@ -223,6 +227,7 @@ impl StoreRunner {
                     }
                 }
                 RunResult {
+                    can_pass: f.error.can_pass(),
                     status: if f.error.is_timeout() {
                         RunStatus::TimedOut
                     } else {

@@ -199,3 +199,131 @@ fn a_runs_printed_output_and_log_records_are_kept_with_it() {
         .expect("runs --show");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run 999 in"));
 }
+
+/// A server whose `/flaky` answers 503 to its first two requests, then a
+/// value; `/gone` always answers 404.
+fn flaky_server() -> (
+    crate::support::TestServer,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/flaky",
+            axum::routing::get(move || {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "down".to_string(),
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "42".to_string())
+                    }
+                }
+            }),
+        )
+        .route(
+            "/gone",
+            axum::routing::get(|| async { (axum::http::StatusCode::NOT_FOUND, "no") }),
+        );
+    (crate::support::TestServer::start(app), hits)
+}
+
+fn fetching_batch(name: &str, url: &str) -> String {
+    format!(
+        "import pandas as pd\n\
+         import requests\n\
+         def ingest():\n\
+         \x20   r = requests.get('{url}', timeout=5)\n\
+         \x20   r.raise_for_status()\n\
+         \x20   return pd.DataFrame({{'metric_timestamp': [pd.Timestamp.now()], 'metric_name': ['{name}'], 'metric_value': [float(r.text)]}})\n"
+    )
+}
+
+#[test]
+fn a_flaky_source_is_ingested_on_retry_and_each_attempt_is_in_the_history() {
+    let (server, hits) = flaky_server();
+    let f = Folder::with_defaults();
+    let schedule = "ingest_cron_schedule: \"*/10 * * * * *\"\ningest_default_schedule_status: RUNNING\ningest_retries: 2\nhttp_allow_private: true\n";
+    for (name, path) in [("flaky", "/flaky"), ("gone", "/gone")] {
+        f.write(
+            &format!("b/{name}.py"),
+            &fetching_batch(name, &server.url(path)),
+        );
+        f.write(
+            &format!("b/{name}.yaml"),
+            &format!("metric_batch: \"{name}\"\ningest_fn: >\n  {{% include \"./b/{name}.py\" %}}\n{schedule}"),
+        );
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("flaky.duckdb");
+    let (mut daemon, url) = start_sandstack(f.path(), &db);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let succeeded = |page: &str| {
+        samples(page, "sandstack_runs_total")
+            .get("batch=flaky,job=ingest,status=succeeded")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    while succeeded(&get(&format!("{url}/metrics")).1) < 1.0 {
+        assert!(Instant::now() < deadline, "never ingested");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    terminate(&daemon);
+    assert!(daemon.wait().expect("wait").success());
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+
+    let store = Store::open(&db).expect("db");
+    let attempts = |batch: &str| -> Vec<(i64, String, i64, String)> {
+        let mut stmt = crate::support::duck(&store)
+            .prepare("SELECT attempt, status, epoch_us(scheduled_at), coalesce(error, '') FROM sandstack_runs WHERE batch = ? ORDER BY run_id")
+            .expect("prepare");
+        stmt.query_map([batch], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    };
+    let flaky = attempts("flaky");
+    let first_tick: Vec<_> = flaky.iter().filter(|a| a.2 == flaky[0].2).collect();
+    let shape: Vec<(i64, &str)> = first_tick.iter().map(|a| (a.0, a.1.as_str())).collect();
+    assert_eq!(
+        shape,
+        vec![(1, "failed"), (2, "failed"), (3, "succeeded")],
+        "{flaky:?}"
+    );
+    assert!(
+        first_tick[0].3.contains("HTTPError: 503 Server Error")
+            && first_tick[0]
+                .3
+                .contains("retrying in 1 s (ingest_retries=2, attempt 1)"),
+        "{}",
+        first_tick[0].3
+    );
+    assert!(
+        first_tick[1].3.contains("retrying in 2 s"),
+        "{}",
+        first_tick[1].3
+    );
+    let stored: i64 = crate::support::duck(&store)
+        .query_row(
+            "SELECT count(*) FROM metrics WHERE metric_batch = 'flaky'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert!(stored >= 1);
+    // A 404 cannot pass: one attempt per tick, never retried.
+    let gone = attempts("gone");
+    assert!(!gone.is_empty());
+    assert!(
+        gone.iter()
+            .all(|a| a.0 == 1 && a.1 == "failed" && !a.3.contains("retrying")),
+        "{gone:?}"
+    );
+}

@@ -53,6 +53,12 @@ impl IngestError {
             _ => false,
         }
     }
+
+    /// Whether a later try could succeed (see [`ExecError::can_pass`]);
+    /// SQL runs against local data and never can.
+    pub fn can_pass(&self) -> bool {
+        matches!(self, IngestError::Run(e) if e.can_pass())
+    }
 }
 
 /// Where the Python sandbox comes from: opened lazily, so SQL-only runs
