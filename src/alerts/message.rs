@@ -16,6 +16,10 @@ pub enum Kind {
     /// A chat model found the point anomalous and confirmed it (llmalert).
     Llm,
     Summary,
+    /// A batch's job failed `alert_on_failure_n` runs in a row.
+    Failure,
+    /// It succeeded again after such a streak.
+    Recovery,
 }
 
 impl Kind {
@@ -26,6 +30,8 @@ impl Kind {
             Kind::Change => "change",
             Kind::Llm => "llmalert",
             Kind::Summary => "summary",
+            Kind::Failure => "failure",
+            Kind::Recovery => "recovery",
         }
     }
 }
@@ -48,6 +54,18 @@ pub struct AlertFacts {
     pub reason: Option<String>,
     pub model: Option<String>,
     pub tags: Value,
+}
+
+/// A failure streak, for [`Message::failing`].
+#[derive(Debug, Clone)]
+pub struct FailureFacts<'a> {
+    pub batch: &'a str,
+    pub job: &'a str,
+    pub failures: u32,
+    pub run_id: i64,
+    pub error: &'a str,
+    /// The newest failed run's cassette, when it recorded one.
+    pub cassette: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,7 +125,7 @@ impl Message {
                     f.model.as_deref().unwrap_or("(unknown)")
                 ),
             ),
-            Kind::Summary => ("summary", String::new()),
+            Kind::Summary | Kind::Failure | Kind::Recovery => ("summary", String::new()),
         };
         let subject = format!(
             "[sandstack] {headline}: {} / {} at {when}",
@@ -146,6 +164,47 @@ impl Message {
                 filename: format!("{}_{}.png", file_stem(&f.batch), file_stem(&f.metric)),
                 png,
             }),
+        }
+    }
+
+    /// A batch's job has failed `failures` runs in a row; `last` is the
+    /// newest failure.
+    pub fn failing(f: &FailureFacts<'_>) -> Message {
+        let replay = f
+            .cassette
+            .map(|c| {
+                format!(
+                    "\nreplay it: sandstack {} {} --replay {c}\n",
+                    f.job, f.batch
+                )
+            })
+            .unwrap_or_default();
+        Message {
+            kind: Kind::Failure,
+            subject: format!(
+                "[sandstack] failing: {} / {} ({} runs in a row)",
+                f.batch, f.job, f.failures
+            ),
+            text: format!(
+                "The {} job of batch {} has failed {} runs in a row (the newest is run {}).\n\nerror:\n{}\n{replay}\nsandstack runs --show {} has its log. A message follows when it succeeds again.\n",
+                f.job, f.batch, f.failures, f.run_id, f.error, f.run_id
+            ),
+            fields: json!({"kind": "failure", "batch": f.batch, "job": f.job, "failures": f.failures,
+                           "run_id": f.run_id, "error": f.error, "cassette": f.cassette}),
+            plot: None,
+        }
+    }
+
+    /// A batch's job succeeded after `failures` failed runs.
+    pub fn recovered(batch: &str, job: &str, failures: u32, run_id: i64) -> Message {
+        Message {
+            kind: Kind::Recovery,
+            subject: format!("[sandstack] recovered: {batch} / {job}"),
+            text: format!(
+                "The {job} job of batch {batch} succeeded again (run {run_id}) after {failures} failed runs.\n"
+            ),
+            fields: json!({"kind": "recovery", "batch": batch, "job": job, "failures": failures, "run_id": run_id}),
+            plot: None,
         }
     }
 

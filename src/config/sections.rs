@@ -235,6 +235,8 @@ crate::settings! {
         exclude_metrics: Vec<String> = "alert_exclude_metrics", "[]";
         /// oldest row read, in days
         metric_timestamp_max_days_ago: u64 = "alert_metric_timestamp_max_days_ago", "45";
+        /// a scheduled job failing this many runs in a row sends one alert through `alert_methods`, and one more when it succeeds again; 0: never
+        on_failure_n: u64 = "alert_on_failure_n", "3";
     }
 }
 

@@ -8,6 +8,7 @@
 //! itself from a [`runner::JobRunner`], so tests can replace it.
 
 pub mod clock;
+pub mod failures;
 pub mod plan;
 pub mod runner;
 pub mod watch;
@@ -298,17 +299,9 @@ impl Scheduler {
             let record = loop {
                 // A slot per attempt: a run waiting to retry holds none.
                 let slot = slots.clone().acquire_owned().await;
-                let (ticket, runner, log, clock) =
-                    (ticket.clone(), runner.clone(), log.clone(), clock.clone());
+                let (t, r, l, c) = (ticket.clone(), runner.clone(), log.clone(), clock.clone());
                 let work = tokio::task::spawn_blocking(move || {
-                    attempt_once(
-                        &ticket,
-                        runner.as_ref(),
-                        log.as_ref(),
-                        clock.as_ref(),
-                        attempt,
-                        retries,
-                    )
+                    attempt_once(&t, r.as_ref(), l.as_ref(), c.as_ref(), attempt, retries)
                 })
                 .await;
                 drop(slot);
@@ -317,7 +310,15 @@ impl Scheduler {
                         tokio::time::sleep(retry_delay(attempt)).await;
                         attempt += 1;
                     }
-                    Ok((record, false)) => break record,
+                    Ok((record, false)) => {
+                        let finished = (ticket.clone(), record.clone(), runner.clone());
+                        // Telling about a streak may send messages: off the runtime.
+                        let _ = tokio::task::spawn_blocking(move || {
+                            finished.2.finished(&finished.0, &finished.1)
+                        })
+                        .await;
+                        break record;
+                    }
                     Err(e) => {
                         break unfinished(
                             &key,

@@ -11,11 +11,13 @@ use chrono::{DateTime, Utc};
 
 use crate::alerts::describe::describe;
 use crate::alerts::dispatch::{self, JobContext, JobOutcome};
-use crate::alerts::Channels;
+use crate::alerts::message::{FailureFacts, Message};
+use crate::alerts::{deliver, Channels, Outcome};
 use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
 use crate::jobs::llmalert::LlmAlertError;
 use crate::sandbox::cassette::RecordMode;
+use crate::scheduler::failures::{counts, FailureStreaks, Notice};
 use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};
 
 /// One tick of one job.
@@ -72,6 +74,9 @@ impl RunResult {
 /// Runs a ticket to completion (blocking; called on a worker thread).
 pub trait JobRunner: Send + Sync + 'static {
     fn run(&self, ticket: &RunTicket) -> RunResult;
+
+    /// A tick's last attempt is recorded (blocking; on a worker thread).
+    fn finished(&self, _ticket: &RunTicket, _record: &RunRecord) {}
 }
 
 /// Where finished runs are written.
@@ -154,6 +159,8 @@ pub struct StoreRunner {
     /// DuckDB refuses concurrent CREATEs of one table from two connections
     /// (a catalog write-write conflict), so tables are made one at a time.
     schema_lock: Mutex<()>,
+    /// Jobs failing in a row, for `alert_on_failure_n`.
+    streaks: FailureStreaks,
 }
 
 impl StoreRunner {
@@ -173,7 +180,26 @@ impl StoreRunner {
             plot_dir,
             model_base: PathBuf::from("."),
             schema_lock: Mutex::new(()),
+            streaks: FailureStreaks::default(),
         }
+    }
+
+    /// Failures in a row of a batch's job, newest first in the history.
+    fn failures_in_history(&self, batch: &str, job: &str) -> u32 {
+        let filter = crate::store::RunFilter {
+            batch: Some(batch.to_string()),
+            job: Some(job.to_string()),
+            limit: 1_000,
+            ..Default::default()
+        };
+        let runs = self
+            .connection()
+            .and_then(|s| s.list_runs(&filter))
+            .unwrap_or_default();
+        runs.iter()
+            .filter_map(|r| counts(r.status))
+            .take_while(|failed| *failed)
+            .count() as u32
     }
 
     fn connection(&self) -> Result<Store, StoreError> {
@@ -245,6 +271,45 @@ impl StoreRunner {
 }
 
 impl JobRunner for StoreRunner {
+    /// Tell `alert_methods` when a job starts failing in a row and when it
+    /// recovers.
+    fn finished(&self, t: &RunTicket, record: &RunRecord) {
+        let spec = &t.spec;
+        let job = t.job.name();
+        let threshold = spec.alert.on_failure_n.min(u32::MAX as u64) as u32;
+        let notice = self.streaks.observe(
+            (spec.metric_batch.clone(), job.to_string()),
+            record.status,
+            threshold,
+            || self.failures_in_history(&spec.metric_batch, job),
+        );
+        let message = match notice {
+            Some(Notice::Failing { failures }) => Message::failing(&FailureFacts {
+                batch: &spec.metric_batch,
+                job,
+                failures,
+                run_id: record.run_id,
+                error: record.error.as_deref().unwrap_or("(no error recorded)"),
+                cassette: record.cassette.as_deref(),
+            }),
+            Some(Notice::Recovered { failures }) => {
+                Message::recovered(&spec.metric_batch, job, failures, record.run_id)
+            }
+            None => return,
+        };
+        tracing::warn!("{}", message.subject);
+        for d in deliver(&self.channels, &spec.alert.methods, &message) {
+            if d.outcome != Outcome::Sent {
+                tracing::warn!(
+                    "{}: {} not delivered: {:?}",
+                    message.subject,
+                    d.channel,
+                    d.outcome
+                );
+            }
+        }
+    }
+
     fn run(&self, t: &RunTicket) -> RunResult {
         let mut store = match self.connection() {
             Ok(s) => s,

@@ -327,3 +327,95 @@ fn a_flaky_source_is_ingested_on_retry_and_each_attempt_is_in_the_history() {
         "{gone:?}"
     );
 }
+
+#[test]
+fn three_failures_in_a_row_send_one_alert_and_the_recovery_one_more() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let (count, got) = (hits.clone(), received.clone());
+    let app = axum::Router::new()
+        .route(
+            "/source",
+            axum::routing::get(move || {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match n {
+                        0..=2 => (
+                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                            "broken".to_string(),
+                        ),
+                        _ => (axum::http::StatusCode::OK, "7".to_string()),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                got.lock()
+                    .expect("lock")
+                    .push(serde_json::from_str(&body).unwrap_or_default());
+                async { "ok" }
+            }),
+        );
+    let server = crate::support::TestServer::start(app);
+    let f = Folder::with_defaults();
+    f.write("b/src.py", &fetching_batch("src", &server.url("/source")));
+    f.write(
+        "b/src.yaml",
+        "metric_batch: \"src\"\ningest_fn: >\n  {% include \"./b/src.py\" %}\n\
+         ingest_cron_schedule: \"* * * * * *\"\ningest_default_schedule_status: RUNNING\n\
+         http_allow_private: true\nalert_methods: \"webhook\"\nrecord_runs: true\n",
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("src.duckdb");
+    let hook = server.url("/hook");
+    let (mut daemon, url) = crate::support::start_sandstack_with(
+        f.path(),
+        &db,
+        &[("SANDSTACK_ALERT_WEBHOOK_URL", &hook)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let succeeded = |page: &str| {
+        samples(page, "sandstack_runs_total")
+            .get("batch=src,job=ingest,status=succeeded")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    while succeeded(&get(&format!("{url}/metrics")).1) < 3.0 {
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    terminate(&daemon);
+    assert!(daemon.wait().expect("wait").success());
+    let got = received.lock().expect("lock").clone();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, vec!["failure", "recovery"], "{got:?}");
+    let failure = &got[0];
+    assert_eq!(
+        (
+            failure["batch"].as_str(),
+            failure["job"].as_str(),
+            failure["failures"].as_u64()
+        ),
+        (Some("src"), Some("ingest"), Some(3))
+    );
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("500 Server Error"),
+        "{failure}"
+    );
+    let cassette = failure["cassette"].as_str().unwrap_or("");
+    assert!(
+        cassette.ends_with(".yaml") && std::path::Path::new(cassette).exists(),
+        "{failure}"
+    );
+    assert_eq!(got[1]["failures"].as_u64(), Some(3));
+}

@@ -349,6 +349,11 @@ pub fn with_cassette(
 /// Start `sandstack run` with the dashboard on a free port; returns the
 /// child and the dashboard's base URL.
 pub fn start_sandstack(folder: &Path, db: &Path) -> (Child, String) {
+    start_sandstack_with(folder, db, &[])
+}
+
+/// [`start_sandstack`] with more environment variables.
+pub fn start_sandstack_with(folder: &Path, db: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
         .args([
             "run",
@@ -361,6 +366,7 @@ pub fn start_sandstack(folder: &Path, db: &Path) -> (Child, String) {
         .arg(folder)
         .arg("--db")
         .arg(db)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
