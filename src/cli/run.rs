@@ -307,6 +307,7 @@ fn scheduler_for(
         log,
         options,
         events: Some(events_tx),
+        controls: Default::default(),
     })
 }
 

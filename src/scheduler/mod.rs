@@ -75,6 +75,39 @@ pub struct Shutdown {
     pub interrupted: Vec<JobKey>,
 }
 
+/// Batches whose schedules are paused; shared with whoever pauses them
+/// (and keeps that in the database).
+pub type Paused = Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>;
+
+/// A request to run a batch's job now; answered with its run's record.
+#[derive(Debug)]
+pub struct RunNow {
+    pub batch: String,
+    pub job: Job,
+    pub reply: tokio::sync::oneshot::Sender<Result<RunRecord, String>>,
+}
+
+/// What the control API can do to a running scheduler.
+#[derive(Debug, Default)]
+pub struct Controls {
+    pub paused: Paused,
+    pub run_now: Option<mpsc::Receiver<RunNow>>,
+}
+
+impl Controls {
+    /// Controls and the sender that asks for runs.
+    pub fn new(paused: Paused) -> (Controls, mpsc::Sender<RunNow>) {
+        let (tx, rx) = mpsc::channel(16);
+        (
+            Controls {
+                paused,
+                run_now: Some(rx),
+            },
+            tx,
+        )
+    }
+}
+
 /// The jobs started and not yet reported done.
 struct InFlight {
     /// Each running job with the tick it is for.
@@ -83,6 +116,19 @@ struct InFlight {
     slots: Arc<Semaphore>,
     /// Where a finished run reports.
     done: mpsc::UnboundedSender<(JobKey, RunRecord)>,
+    /// Who asked for a run and waits for its record.
+    waiting: HashMap<JobKey, tokio::sync::oneshot::Sender<Result<RunRecord, String>>>,
+}
+
+impl InFlight {
+    /// A run ended: it is no longer running, and whoever asked for it
+    /// gets its record.
+    fn ended(&mut self, key: &JobKey, record: &RunRecord) {
+        self.running.remove(key);
+        if let Some(reply) = self.waiting.remove(key) {
+            let _ = reply.send(Ok(record.clone()));
+        }
+    }
 }
 
 pub struct Scheduler {
@@ -91,6 +137,7 @@ pub struct Scheduler {
     pub log: Arc<dyn RunLog>,
     pub options: Options,
     pub events: Option<mpsc::UnboundedSender<Event>>,
+    pub controls: Controls,
 }
 
 fn us(t: DateTime<Utc>) -> i64 {
@@ -106,7 +153,7 @@ impl Scheduler {
 
     /// Run until `shutdown` turns true (or its sender is dropped).
     pub async fn run(
-        self,
+        mut self,
         mut plan: Plan,
         mut reloads: mpsc::Receiver<MetricsFolder>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -116,9 +163,11 @@ impl Scheduler {
             running: HashMap::new(),
             slots: Arc::new(Semaphore::new(self.options.max_concurrent.max(1))),
             done: done_tx,
+            waiting: HashMap::new(),
         };
         let mut last_prune: Option<Instant> = None;
         let mut reloads_open = true;
+        let mut requests = self.controls.run_now.take();
 
         loop {
             if last_prune.is_none_or(|t| t.elapsed() >= self.options.prune_every) {
@@ -129,7 +178,7 @@ impl Scheduler {
             self.dispatch_backlog(&mut plan, &mut jobs);
             // Runs that ended since the last turn are not "still going".
             while let Ok((key, record)) = done_rx.try_recv() {
-                jobs.running.remove(&key);
+                jobs.ended(&key, &record);
                 self.emit(Event::Finished(Box::new(record)));
             }
             let now = self.clock.now();
@@ -150,8 +199,11 @@ impl Scheduler {
                     }
                 }
                 Some((key, record)) = done_rx.recv() => {
-                    jobs.running.remove(&key);
+                    jobs.ended(&key, &record);
                     self.emit(Event::Finished(Box::new(record)));
+                }
+                Some(req) = next_request(&mut requests), if requests.is_some() => {
+                    self.run_now(&plan, &mut jobs, req);
                 }
                 folder = reloads.recv(), if reloads_open => match folder {
                     Some(folder) => {
@@ -167,6 +219,45 @@ impl Scheduler {
         self.wind_down(jobs.running, done_rx).await
     }
 
+    /// Start a job asked for now, unless it is running already; it runs
+    /// as a scheduled run would (same history, retries, failure alerts),
+    /// paused or not.
+    fn run_now(&self, plan: &Plan, jobs: &mut InFlight, req: RunNow) {
+        let key = (req.batch.clone(), req.job);
+        if let Some(tick) = jobs.running.get(&key) {
+            let _ = req.reply.send(Err(format!(
+                "the {} job of batch {} is running now (its tick of {}); ask again when it ends",
+                req.job.name(),
+                req.batch,
+                tick.format("%H:%M:%S")
+            )));
+            return;
+        }
+        let Some(spec) = plan.batch(&req.batch) else {
+            let _ = req.reply.send(Err(format!(
+                "no batch named {} in the folder the daemon has loaded",
+                req.batch
+            )));
+            return;
+        };
+        let ticket = RunTicket {
+            spec: spec.clone(),
+            job: req.job,
+            scheduled: self.clock.now(),
+            catch_up: false,
+        };
+        jobs.waiting.insert(key, req.reply);
+        self.dispatch(ticket, jobs);
+    }
+
+    fn is_paused(&self, batch: &str) -> bool {
+        self.controls
+            .paused
+            .read()
+            .map(|p| p.contains(batch))
+            .unwrap_or(false)
+    }
+
     /// Replayed ticks (catch_up) run one after another: the next of a job
     /// starts once the previous has ended.
     fn dispatch_backlog(&self, plan: &mut Plan, jobs: &mut InFlight) {
@@ -177,6 +268,9 @@ impl Scheduler {
             .map(|(k, _)| k.clone())
             .collect();
         for key in idle_with_backlog {
+            if self.is_paused(&key.0) {
+                continue;
+            }
             if let Some(e) = plan.entries.get_mut(&key) {
                 if let Some(tick) = e.backlog.pop_front() {
                     let ticket = RunTicket {
@@ -194,6 +288,10 @@ impl Scheduler {
     /// Start every job due by `now`, skipping those still running.
     fn dispatch_due(&self, plan: &mut Plan, jobs: &mut InFlight, now: DateTime<Utc>) {
         for (key, tick) in plan.take_due(now) {
+            if self.is_paused(&key.0) {
+                tracing::debug!("batch {} job {}: paused, tick skipped", key.0, key.1.name());
+                continue;
+            }
             if jobs.running.contains_key(&key) {
                 self.skip(&key, tick, now);
                 continue;
@@ -331,6 +429,20 @@ impl Scheduler {
             };
             let _ = done.send((key, record));
         });
+    }
+}
+
+/// The next run-now request; never, once the senders are gone.
+async fn next_request(requests: &mut Option<mpsc::Receiver<RunNow>>) -> Option<RunNow> {
+    match requests {
+        Some(rx) => match rx.recv().await {
+            Some(r) => Some(r),
+            None => {
+                *requests = None;
+                None
+            }
+        },
+        None => None,
     }
 }
 

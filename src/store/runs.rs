@@ -2,12 +2,15 @@
 //! it started and ended, how it went, what it cost), read by `sandstack
 //! runs` and the dashboard, pruned so it never grows without bound.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Succeeded,
     Failed,
@@ -16,6 +19,7 @@ pub enum RunStatus {
     /// Still running when shutdown's grace period ended.
     Interrupted,
     /// Stopped by its time limit (`job_timeout_s`, `ingest_timeout_s`).
+    #[serde(rename = "timeout")]
     TimedOut,
 }
 
@@ -42,7 +46,7 @@ impl RunStatus {
 }
 
 /// One row of the history. Instants are µs since the epoch, UTC.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Assigned by the database; 0 before insertion.
     pub run_id: i64,
@@ -125,6 +129,12 @@ pub trait RunHistory {
     /// The newest ingest run of each batch that was not skipped:
     /// (status, ended µs).
     fn last_ingests(&self) -> Result<BTreeMap<String, (String, i64)>, StoreError>;
+
+    /// Pause or resume a batch's schedules; kept across restarts.
+    fn set_paused(&self, batch: &str, paused: bool) -> Result<(), StoreError>;
+
+    /// The batches whose schedules are paused.
+    fn paused_batches(&self) -> Result<BTreeSet<String>, StoreError>;
 }
 
 #[cfg(test)]

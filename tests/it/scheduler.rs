@@ -115,6 +115,7 @@ impl Harness {
                 prune_every: Duration::from_secs(3600),
             },
             events: Some(tx),
+            controls: Default::default(),
         };
         let task = tokio::spawn(sched.run(plan, reload_rx, stop_rx));
         Harness {

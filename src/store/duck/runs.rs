@@ -1,6 +1,6 @@
 //! Run history in DuckDB: the `sandstack_runs` table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use duckdb::params;
 
@@ -26,7 +26,11 @@ CREATE TABLE IF NOT EXISTS sandstack_runs (
     cassette VARCHAR
 );
 ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS log VARCHAR;
-ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;";
+ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;
+CREATE TABLE IF NOT EXISTS sandstack_paused (
+    batch VARCHAR PRIMARY KEY,
+    paused_at TIMESTAMP NOT NULL
+);";
 
 /// Longest log kept with a run, in bytes (the guest's own cap,
 /// `ingest_max_output_kb`, is the operator's to raise).
@@ -168,6 +172,34 @@ impl RunHistory for DuckStore {
         Ok((by_age + by_count) as u64)
     }
 
+    fn set_paused(&self, batch: &str, paused: bool) -> Result<(), StoreError> {
+        self.ensure_runs_table()?;
+        let sql = if paused {
+            "INSERT INTO sandstack_paused VALUES (?, now()::TIMESTAMP) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM sandstack_paused WHERE batch = ?"
+        };
+        self.connection()
+            .execute(sql, params![batch])
+            .map(|_| ())
+            .map_err(db_err("changing sandstack_paused"))
+    }
+
+    fn paused_batches(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.ensure_runs_table()?;
+        let ctx = "reading sandstack_paused";
+        let mut stmt = self
+            .connection()
+            .prepare("SELECT batch FROM sandstack_paused")
+            .map_err(db_err(ctx))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(db_err(ctx))?
+            .collect::<Result<BTreeSet<String>, _>>()
+            .map_err(db_err(ctx))?;
+        Ok(rows)
+    }
+
     fn last_ingests(&self) -> Result<BTreeMap<String, (String, i64)>, StoreError> {
         self.ensure_runs_table()?;
         let ctx = "reading the newest ingest runs";
@@ -208,6 +240,24 @@ mod tests {
             log: Some("printed".into()),
             attempt: 1,
         }
+    }
+
+    #[test]
+    fn pauses_are_kept_and_lifted() {
+        let store = DuckStore::in_memory().expect("db");
+        store.set_paused("a", true).expect("pause");
+        store.set_paused("a", true).expect("pausing twice is fine");
+        store.set_paused("b", true).expect("pause");
+        store.set_paused("b", false).expect("resume");
+        store
+            .set_paused("c", false)
+            .expect("resuming what is not paused is fine");
+        assert_eq!(
+            store.paused_batches().expect("read"),
+            BTreeSet::from(["a".to_string()])
+        );
+        let json = serde_json::to_string(&RunStatus::TimedOut).expect("json");
+        assert_eq!(json, "\"timeout\"", "the name the history stores");
     }
 
     #[test]
