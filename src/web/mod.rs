@@ -82,6 +82,25 @@ impl WebState {
         })
     }
 
+    /// Whether a write may go ahead: no token is set, or the request
+    /// carries it (in `form_token`, else as `Authorization: Bearer`).
+    fn allows(&self, headers: &axum::http::HeaderMap, form_token: &str) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let given = if form_token.is_empty() {
+            bearer
+        } else {
+            form_token
+        };
+        same_secret(given, expected)
+    }
+
     /// A connection of its own for one request.
     fn store(&self) -> Result<Store, crate::store::StoreError> {
         self.store
@@ -102,6 +121,15 @@ impl WebState {
         *cached = Some((Instant::now(), f.clone()));
         f
     }
+}
+
+/// Compare without stopping at the first difference.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 pub fn router(state: Shared) -> Router {

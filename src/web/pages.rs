@@ -339,15 +339,6 @@ pub struct FeedbackForm {
     token: String,
 }
 
-/// Compare without stopping at the first difference.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 pub async fn feedback(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -364,23 +355,11 @@ pub async fn feedback(
             error_page(&s, status, message)
         }
     };
-    if let Some(expected) = &s.token {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let given = if f.token.is_empty() {
-            bearer
-        } else {
-            f.token.as_str()
-        };
-        if !same_secret(given, expected) {
-            return fail(
-                StatusCode::UNAUTHORIZED,
-                "feedback needs the dashboard token (SANDSTACK_DASHBOARD_TOKEN): enter it at the top of the page".into(),
-            );
-        }
+    if !s.allows(&headers, &f.token) {
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            "feedback needs the dashboard token (SANDSTACK_DASHBOARD_TOKEN): enter it at the top of the page".into(),
+        );
     }
     let vote = match f.vote.as_str() {
         "up" => Vote::Up,
