@@ -87,7 +87,28 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let mut store = if args.dry_run {
         Store::in_memory()?
     } else {
-        super::open_store(cli)?
+        match super::open_target(cli)? {
+            super::Target::Local(store) => store,
+            super::Target::Daemon(d) => {
+                if cassette.is_some() {
+                    return Err(super::daemon::refuse(
+                        &d,
+                        "--record, --replay or --cassette",
+                    ));
+                }
+                let mut failed = 0;
+                for spec in &selected {
+                    if !d.run_job(&spec.metric_batch, "ingest")? {
+                        failed += 1;
+                    }
+                }
+                return Ok(if failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+        }
     };
     let env = host_env();
     let mut failed = 0;

@@ -41,8 +41,17 @@ pub fn run_job(
 }
 
 pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
-    job_with_mode(cli, name, job, LlmAlertMode::default())?;
-    Ok(ExitCode::SUCCESS)
+    match job_with_mode(cli, name, job, LlmAlertMode::default())? {
+        Ran::Here(_) | Ran::InDaemon(true) => Ok(ExitCode::SUCCESS),
+        Ran::InDaemon(false) => Ok(ExitCode::FAILURE),
+    }
+}
+
+/// Where a job ran and how.
+pub enum Ran {
+    Here(Box<JobOutcome>),
+    /// In the daemon holding the database; whether it succeeded.
+    InDaemon(bool),
 }
 
 /// `sandstack llmalert BATCH`, with its record, replay and dry-run options.
@@ -57,8 +66,17 @@ pub fn llmalert(
         cassette: super::ingest::cassette_options(args),
         dry_run,
     };
-    let out = job_with_mode(cli, name, Job::Llmalert, mode)?;
-    if let (true, JobOutcome::LlmAlerted(r, _)) = (show_prompts, &out) {
+    let out = match job_with_mode(cli, name, Job::Llmalert, mode)? {
+        Ran::Here(out) => out,
+        Ran::InDaemon(ok) => {
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    };
+    if let (true, JobOutcome::LlmAlerted(r, _)) = (show_prompts, out.as_ref()) {
         for p in &r.previews {
             println!(
                 "\n--- {} (system) ---\n{}\n--- {} (user) ---\n{}",
@@ -69,22 +87,47 @@ pub fn llmalert(
     Ok(ExitCode::SUCCESS)
 }
 
-fn job_with_mode(
-    cli: &Cli,
-    name: &str,
-    job: Job,
-    mode: LlmAlertMode,
-) -> anyhow::Result<JobOutcome> {
+fn job_with_mode(cli: &Cli, name: &str, job: Job, mode: LlmAlertMode) -> anyhow::Result<Ran> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
-    let mut store = super::open_store(cli)?;
+    let mut store = match super::open_target(cli)? {
+        super::Target::Local(store) => store,
+        super::Target::Daemon(d) => {
+            if mode.cassette.is_some() || mode.dry_run {
+                return Err(super::daemon::refuse(
+                    &d,
+                    "--record, --replay, --cassette or --dry-run",
+                ));
+            }
+            return Ok(Ran::InDaemon(d.run_job(name, job.name())?));
+        }
+    };
     let channels = Channels::from_env(&host_env());
-    run_job(spec, &mut store, job, Some(&channels), mode)
+    let out = run_job(spec, &mut store, job, Some(&channels), mode)?;
+    Ok(Ran::Here(Box::new(out)))
 }
 
 pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
-    let store = super::open_store(cli)?;
+    let store = match super::open_target(cli)? {
+        super::Target::Local(store) => store,
+        super::Target::Daemon(d) if send => {
+            return Err(super::daemon::refuse(&d, "summary --send"))
+        }
+        super::Target::Daemon(d) => {
+            let q = name
+                .map(|n| {
+                    format!(
+                        "?batch={}",
+                        url::form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+                    )
+                })
+                .unwrap_or_default();
+            let s: crate::web::api::SummaryText = d.get(&format!("/api/summary{q}"))?;
+            println!("{}", s.table);
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let batches: Vec<&BatchSpec> = match name {
         Some(n) => vec![find_batch(&folder, n)?],
         None => folder.enabled_batches().collect(),
@@ -109,7 +152,20 @@ pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<Exit
 pub fn plot(cli: &Cli, name: &str, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
-    let store = super::open_store(cli)?;
+    let store = match super::open_target(cli)? {
+        super::Target::Local(store) => store,
+        super::Target::Daemon(d) if out.is_some() => {
+            return Err(super::daemon::refuse(&d, "plot --out"))
+        }
+        super::Target::Daemon(d) => {
+            let ok = d.run_job(name, Job::Plot.name())?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+    };
     let dir = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| super::db_paths::plot_dir(&cli.db));
@@ -147,7 +203,10 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
     let step = parse_every(every)?;
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
-    let mut store = super::open_store(cli)?;
+    let mut store = match super::open_target(cli)? {
+        super::Target::Local(store) => store,
+        super::Target::Daemon(d) => return Err(super::daemon::refuse(&d, "backfill")),
+    };
     let report = backfill::ingest_periods(
         spec,
         &mut store,

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bundle;
+mod daemon;
 mod db_paths;
 mod ingest;
 mod jobs;
@@ -378,7 +379,39 @@ pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
         memory_mb: policy.engine_memory_mb(),
         threads: policy.engine_threads(),
     };
-    Ok(crate::store::Store::open_limited(&cli.db, limits)?)
+    crate::store::Store::open_limited(&cli.db, limits).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("Could not set lock") || text.contains("Conflicting lock") {
+            anyhow::anyhow!(
+                "{text}\nnote: another process holds {}: a `sandstack run` started with --no-dashboard cannot be \
+                 reached; with its dashboard on, commands go through it",
+                cli.db.display()
+            )
+        } else {
+            e.into()
+        }
+    })
+}
+
+/// Where a command's database work goes: the file itself, or the running
+/// daemon that holds it.
+pub(crate) enum Target {
+    Local(crate::store::Store),
+    Daemon(daemon::Daemon),
+}
+
+/// The database, or the daemon holding it (said on stderr).
+pub(crate) fn open_target(cli: &Cli) -> anyhow::Result<Target> {
+    if let Some(d) = daemon::find(&cli.db) {
+        eprintln!(
+            "note: {} is held by the running sandstack (pid {}); going through it at {}",
+            cli.db.display(),
+            d.pid,
+            d.url
+        );
+        return Ok(Target::Daemon(d));
+    }
+    Ok(Target::Local(open_store(cli)?))
 }
 
 /// Load the metrics folder under the policy; print warnings to stderr.

@@ -63,14 +63,24 @@ pub struct WebArgs {
     pub allowed_hosts: Vec<String>,
 }
 
-/// Bind the dashboard's address and start serving it until `stop` turns true.
+/// A serving dashboard: its task, and its announcement beside the
+/// database (removed when this is dropped).
+pub(crate) struct Dashboard {
+    pub task: tokio::task::JoinHandle<()>,
+    _announced: Option<super::daemon::Announced>,
+}
+
+/// Bind the dashboard's address and start serving it until `stop` turns
+/// true; announce it beside the database, so commands run meanwhile go
+/// through it. `control`: the scheduler its API may drive.
 pub(crate) async fn start_dashboard(
     cli: &Cli,
     web: &WebArgs,
     store: &Store,
     loader: scheduler::watch::Loader,
+    control: Option<crate::web::api::DaemonControl>,
     mut stop: tokio_watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Dashboard> {
     let listener = tokio::net::TcpListener::bind(&web.listen)
         .await
         .with_context(|| {
@@ -95,8 +105,9 @@ pub(crate) async fn start_dashboard(
         token,
         super::db_paths::cassette_dir(&cli.db),
         web.allowed_hosts.clone(),
+        control,
     );
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let shutdown = async move {
             while !*stop.borrow() {
                 if stop.changed().await.is_err() {
@@ -107,7 +118,20 @@ pub(crate) async fn start_dashboard(
         if let Err(e) = crate::web::serve(listener, state, shutdown).await {
             tracing::error!("dashboard stopped: {e}");
         }
-    }))
+    });
+    // Commands on this machine reach it on loopback when it listens on all
+    // addresses.
+    let mut local = addr;
+    if local.ip().is_unspecified() {
+        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let announced = super::daemon::announce(&cli.db, &format!("http://{local}"))
+        .map_err(|e| tracing::warn!("commands run meanwhile cannot find this daemon: {e:#}"))
+        .ok();
+    Ok(Dashboard {
+        task,
+        _announced: announced,
+    })
 }
 
 /// The demo profile as environment overrides, the same mechanism a user
@@ -162,10 +186,10 @@ pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
         let policy = Arc::new(super::load_policy(cli)?);
         let loader: scheduler::watch::Loader = Arc::new(move || load(&dir, false, &policy));
         let (stop_tx, stop_rx) = tokio_watch::channel(false);
-        let served = start_dashboard(cli, web, &store, loader, stop_rx).await?;
+        let served = start_dashboard(cli, web, &store, loader, None, stop_rx).await?;
         wait_for_signal().await;
         let _ = stop_tx.send(true);
-        let _ = served.await;
+        let _ = served.task.await;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -211,23 +235,43 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         Arc::new(move || load(&dir, demo, &policy))
     };
     let (reload_tx, reload_rx) = mpsc::channel(4);
-    let _watch =
-        scheduler::watch::watch(&dir, loader.clone(), reload_tx, Duration::from_millis(300))
-            .map_err(|e| tracing::warn!("hot reload is off: cannot watch {}: {e}", dir.display()))
-            .ok();
+    let _watch = scheduler::watch::watch(
+        &dir,
+        loader.clone(),
+        reload_tx.clone(),
+        Duration::from_millis(300),
+    )
+    .map_err(|e| tracing::warn!("hot reload is off: cannot watch {}: {e}", dir.display()))
+    .ok();
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
+    // Pauses made through the API outlive the process.
+    let paused: scheduler::Paused = Arc::new(std::sync::RwLock::new(store.paused_batches()?));
+    let (controls, run_now) = scheduler::Controls::new(paused.clone());
+    let control = crate::web::api::DaemonControl {
+        run_now,
+        paused,
+        reload: reload_tx.clone(),
+    };
     let dashboard = if args.no_dashboard {
         None
     } else {
-        Some(start_dashboard(cli, &args.web, &store, loader, stop_rx.clone()).await?)
+        let d = start_dashboard(
+            cli,
+            &args.web,
+            &store,
+            loader,
+            Some(control),
+            stop_rx.clone(),
+        );
+        Some(d.await?)
     };
     tokio::spawn(stop_on_signals(stop_tx));
 
-    let sched = scheduler_for(cli, args, &store, env)?;
+    let sched = scheduler_for(cli, args, &store, env, controls)?;
     let out = sched.run(plan, reload_rx, stop_rx).await;
     if let Some(d) = dashboard {
         // Open keep-alive connections must not hold the exit.
-        let _ = tokio::time::timeout(Duration::from_secs(1), d).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), d.task).await;
     }
     eprintln!(
         "sandstack run: stopped ({} run(s) finished during shutdown, {} interrupted)",
@@ -273,6 +317,7 @@ fn scheduler_for(
     args: &RunArgs,
     store: &Store,
     env: BTreeMap<String, String>,
+    controls: scheduler::Controls,
 ) -> anyhow::Result<Scheduler> {
     let runner: Arc<dyn JobRunner> = Arc::new(StoreRunner::new(
         store.try_clone()?,
@@ -307,7 +352,7 @@ fn scheduler_for(
         log,
         options,
         events: Some(events_tx),
-        controls: Default::default(),
+        controls,
     })
 }
 

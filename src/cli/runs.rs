@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use super::Cli;
-use crate::store::RunFilter;
+use super::{Cli, Target};
+use crate::store::{RunFilter, RunRecord};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunsArgs {
@@ -30,14 +30,36 @@ fn time(us: i64) -> String {
         .unwrap_or_else(|| us.to_string())
 }
 
+/// The runs `filter` selects, from the database or the daemon holding it.
+fn read_runs(cli: &Cli, filter: &RunFilter) -> anyhow::Result<Vec<RunRecord>> {
+    match super::open_target(cli)? {
+        Target::Local(store) => Ok(store.list_runs(filter)?),
+        Target::Daemon(d) => {
+            if let Some(id) = filter.run_id {
+                let one: Result<RunRecord, _> = d.get(&format!("/api/runs/{id}"));
+                return Ok(one.into_iter().collect());
+            }
+            let q = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(filter.batch.iter().map(|b| ("batch", b.as_str())))
+                .extend_pairs(filter.job.iter().map(|j| ("job", j.as_str())))
+                .append_pair("failed", if filter.failed_only { "true" } else { "false" })
+                .append_pair("limit", &filter.limit.to_string())
+                .finish();
+            d.get(&format!("/api/runs?{q}"))
+        }
+    }
+}
+
 /// `sandstack runs --show ID`.
 fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(cli)?;
-    let found = store.list_runs(&RunFilter {
-        run_id: Some(id),
-        limit: 1,
-        ..Default::default()
-    })?;
+    let found = read_runs(
+        cli,
+        &RunFilter {
+            run_id: Some(id),
+            limit: 1,
+            ..Default::default()
+        },
+    )?;
     let Some(r) = found.first() else {
         anyhow::bail!(
             "no run {id} in {} (`sandstack runs` lists them; old runs are pruned)",
@@ -77,15 +99,17 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
     if let Some(id) = args.show {
         return show(cli, id);
     }
-    let store = super::open_store(cli)?;
-    let runs = store.list_runs(&RunFilter {
-        run_id: None,
-        batch: args.batch.clone(),
-        job: args.job.clone(),
-        failed_only: args.failed,
-        limit: args.limit,
-        offset: 0,
-    })?;
+    let runs = read_runs(
+        cli,
+        &RunFilter {
+            run_id: None,
+            batch: args.batch.clone(),
+            job: args.job.clone(),
+            failed_only: args.failed,
+            limit: args.limit,
+            offset: 0,
+        },
+    )?;
     if runs.is_empty() {
         println!("no runs recorded in {} for this filter", cli.db.display());
         return Ok(ExitCode::SUCCESS);

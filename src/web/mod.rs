@@ -7,6 +7,7 @@
 //! request first passes [`guard`]: a `Host` it answers to (no DNS
 //! rebinding) and, for writes, no cross-site origin.
 
+pub mod api;
 pub mod charts;
 pub mod data;
 pub mod guard;
@@ -37,6 +38,8 @@ pub struct WebState {
     /// Host names the dashboard answers to besides IP literals and
     /// `localhost` (`--allowed-host`).
     allowed_hosts: Vec<String>,
+    /// The scheduler, under `sandstack run`.
+    control: Option<api::DaemonControl>,
 }
 
 pub type Shared = Arc<WebState>;
@@ -63,13 +66,15 @@ fn templates() -> minijinja::Environment<'static> {
 impl WebState {
     /// `token`: when set, writes need it (`SANDSTACK_DASHBOARD_TOKEN`);
     /// `allowed_hosts`: names it answers to besides IP literals and
-    /// `localhost`.
+    /// `localhost`; `control`: the scheduler the API may run, pause and
+    /// reload (under `sandstack run`).
     pub fn new(
         store: Store,
         loader: Loader,
         token: Option<String>,
         cassette_dir: PathBuf,
         allowed_hosts: Vec<String>,
+        control: Option<api::DaemonControl>,
     ) -> Shared {
         Arc::new(WebState {
             store: Mutex::new(store),
@@ -79,7 +84,13 @@ impl WebState {
             templates: templates(),
             cassette_dir,
             allowed_hosts,
+            control,
         })
+    }
+
+    /// Load the folder afresh on the next request.
+    fn forget_folder(&self) {
+        *self.folder.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Whether a write may go ahead: no token is set, or the request
@@ -140,6 +151,14 @@ pub fn router(state: Shared) -> Router {
         .route("/runs", get(pages::runs))
         .route("/runs/{id}/cassette", get(pages::cassette))
         .route("/feedback", post(pages::feedback))
+        .route("/api/runs", get(api::runs))
+        .route("/api/runs/{id}", get(api::run))
+        .route("/api/summary", get(api::summary))
+        .route("/api/batches", get(api::batches))
+        .route("/api/batches/{batch}/pause", post(api::pause))
+        .route("/api/batches/{batch}/resume", post(api::resume))
+        .route("/api/batches/{batch}/jobs/{job}/run", post(api::run_job))
+        .route("/api/reload", post(api::reload))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/healthz", get(health::healthz))

@@ -112,6 +112,7 @@ fn every_page_escapes_what_comes_from_data() {
         None,
         db.with_extension("cassettes"),
         Vec::new(),
+        None,
     );
     let server = TestServer::start(sandstack::web::router(state));
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
@@ -174,6 +175,7 @@ fn feedback_needs_the_token_when_one_is_set() {
         Some("s3cret".into()),
         tmp.path().join("c"),
         Vec::new(),
+        None,
     );
     let server = TestServer::start(sandstack::web::router(state));
     let post = |form: &[(&str, String)]| {

@@ -690,6 +690,7 @@ fn the_dashboard_refuses_foreign_hosts_and_cross_site_votes() {
         None,
         tmp.path().join("c"),
         vec!["dash.example.com".into()],
+        None,
     );
     let server = TestServer::start(sandstack::web::router(state));
     let rt = tokio::runtime::Builder::new_current_thread()

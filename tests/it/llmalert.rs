@@ -653,7 +653,7 @@ fn the_anomalies_page_shows_the_reason_and_takes_feedback() {
     let loader: sandstack::scheduler::watch::Loader =
         Arc::new(move || sandstack::config::load(&folder, &Default::default()));
     let state =
-        sandstack::web::WebState::new(store, loader, None, dir.path().join("c"), Vec::new());
+        sandstack::web::WebState::new(store, loader, None, dir.path().join("c"), Vec::new(), None);
     let web = TestServer::start(sandstack::web::router(state));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

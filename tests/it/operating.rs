@@ -419,3 +419,200 @@ fn three_failures_in_a_row_send_one_alert_and_the_recovery_one_more() {
     );
     assert_eq!(got[1]["failures"].as_u64(), Some(3));
 }
+
+/// The real binary with `args` on `folder` and `db`, with `env`.
+fn sandstack(
+    args: &[&str],
+    folder: &Folder,
+    db: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(args)
+        .arg("--metrics")
+        .arg(folder.path())
+        .arg("--db")
+        .arg(db)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run sandstack")
+}
+
+fn post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().post(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("post");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    })
+}
+
+/// Scheduled ingest runs of batch `ctl` so far, through the API.
+fn scheduled_ingests(url: &str) -> usize {
+    let (status, body) = get(&format!("{url}/api/runs?batch=ctl&job=ingest&limit=10000"));
+    assert_eq!(status, 200, "{body}");
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+    runs.len()
+}
+
+#[test]
+fn while_the_daemon_holds_the_database_commands_go_through_it_and_a_pause_survives_a_restart() {
+    let f = Folder::with_defaults();
+    f.write(
+        "ctl.yaml",
+        &format!(
+            "{}ingest_default_schedule_status: RUNNING\ntrain_min_n: 2\n",
+            SQL_BATCH.replace("\"ops\"", "\"ctl\"")
+        ),
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("ctl.duckdb");
+    let token = [("SANDSTACK_DASHBOARD_TOKEN", "t0k3n")];
+    let (mut daemon, url) = crate::support::start_sandstack_with(f.path(), &db, &token);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scheduled_ingests(&url) < 2 {
+        assert!(Instant::now() < deadline, "no runs");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let announced =
+        std::fs::read_to_string(tmp.path().join("ctl.duckdb.daemon.json")).expect("announced");
+    assert!(
+        announced.contains(&format!("\"pid\":{}", daemon.id())) && announced.contains(&url),
+        "{announced}"
+    );
+
+    // Reads need no token; the database is the daemon's.
+    let out = sandstack(&["runs", "--job", "ingest"], &f, &db, &[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is held by the running sandstack") && stdout.contains("ctl"),
+        "{stdout}\n{stderr}"
+    );
+    let out = sandstack(&["summary", "ctl"], &f, &db, &[]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ctl"),
+        "{out:?}"
+    );
+
+    // Running a job needs the token.
+    let out = sandstack(&["ingest", "ctl"], &f, &db, &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs the dashboard token"),
+        "{out:?}"
+    );
+    for job in ["ingest", "train"] {
+        let out = sandstack(&[job, "ctl"], &f, &db, &token);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{job}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("batch ctl: {job} ran in the sandstack daemon"))
+                && stdout.contains(": succeeded"),
+            "{stdout}"
+        );
+    }
+    let out = sandstack(&["backfill", "ctl", "--periods", "2"], &f, &db, &token);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("backfill cannot go through the running sandstack daemon"),
+        "{out:?}"
+    );
+
+    // Pause: no more scheduled runs, also after a restart.
+    assert_eq!(post(&format!("{url}/api/batches/ctl/pause"), None).0, 401);
+    let (status, body) = post(&format!("{url}/api/batches/ctl/pause"), Some("t0k3n"));
+    assert_eq!(
+        (status, body),
+        (200, serde_json::json!({"batch": "ctl", "paused": true}))
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let paused_at = scheduled_ingests(&url);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        scheduled_ingests(&url),
+        paused_at,
+        "a paused batch runs nothing"
+    );
+    terminate(&daemon);
+    assert!(daemon.wait().expect("wait").success());
+    assert!(
+        !crate::support::repo().join("x").exists()
+            && !db.with_extension("duckdb.daemon.json").exists(),
+        "the daemon file goes with the daemon"
+    );
+
+    let (mut daemon, url) = crate::support::start_sandstack_with(f.path(), &db, &token);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        scheduled_ingests(&url),
+        paused_at,
+        "still paused after a restart"
+    );
+    let (_, batches) = get(&format!("{url}/api/batches"));
+    assert!(batches.contains("\"paused\":true"), "{batches}");
+    let (status, _) = post(&format!("{url}/api/batches/ctl/resume"), Some("t0k3n"));
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scheduled_ingests(&url) <= paused_at {
+        assert!(Instant::now() < deadline, "resumed, but nothing ran");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    terminate(&daemon);
+    assert!(daemon.wait().expect("wait").success());
+
+    // Without the daemon, the same commands open the database themselves.
+    let out = sandstack(&["runs", "--limit", "1"], &f, &db, &[]);
+    assert!(
+        out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("held by"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_daemon_without_its_dashboard_is_named_when_it_holds_the_database() {
+    let f = Folder::with_defaults();
+    f.write(
+        "ops.yaml",
+        &format!("{SQL_BATCH}ingest_default_schedule_status: RUNNING\n"),
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("ops.duckdb");
+    let mut daemon = crate::support::spawn_run(&f, &db, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The daemon first: a command that opened the file before it would
+    // hold the lock itself.
+    while !db.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let out = loop {
+        let out = sandstack(&["runs"], &f, &db, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        if stderr.contains("lock") || Instant::now() > deadline {
+            break stderr;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    terminate(&daemon);
+    assert!(daemon.wait().expect("wait").success());
+    assert!(
+        out.contains("a `sandstack run` started with --no-dashboard cannot be reached"),
+        "{out}"
+    );
+}

@@ -1,0 +1,214 @@
+//! Reaching the `sandstack run` (or `sandstack dashboard`) that holds a
+//! database: DuckDB lets one process write a file, so while a daemon runs,
+//! the commands that touch its database go through its control API
+//! instead. The daemon announces itself in a small file beside the
+//! database (`<db>.daemon.json`: its process id and dashboard address),
+//! removed when it stops; a file left by a killed daemon is ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// What the file beside the database says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Announcement {
+    pub pid: u32,
+    /// The dashboard's base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+}
+
+/// `metrics.duckdb` is announced in `metrics.duckdb.daemon.json`.
+pub fn file_for(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_os_string();
+    name.push(".daemon.json");
+    PathBuf::from(name)
+}
+
+/// The announcement of this process, removed when dropped (if it is
+/// still this process's).
+pub struct Announced {
+    path: PathBuf,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        let ours = read(&self.path).is_some_and(|a| a.pid == std::process::id());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Announce that this process serves `db` at `url`.
+pub fn announce(db: &Path, url: &str) -> anyhow::Result<Announced> {
+    let path = file_for(db);
+    let a = Announcement {
+        pid: std::process::id(),
+        url: url.to_string(),
+    };
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, serde_json::to_string(&a)?)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Announced { path })
+}
+
+fn read(path: &Path) -> Option<Announcement> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Whether a process with this id exists (signal 0 checks, sends nothing).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A running daemon's control API.
+pub struct Daemon {
+    pub url: String,
+    pub pid: u32,
+    token: Option<String>,
+    client: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+/// The daemon that holds `db`, if one is running and answers.
+pub fn find(db: &Path) -> Option<Daemon> {
+    let a = read(&file_for(db))?;
+    if a.pid == std::process::id() || !alive(a.pid) {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .ok()?;
+    let health = format!("{}/healthz", a.url);
+    let up = rt.block_on(async {
+        client
+            .get(&health)
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    });
+    up.then(|| Daemon {
+        url: a.url,
+        pid: a.pid,
+        token: std::env::var("SANDSTACK_DASHBOARD_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        client,
+        rt,
+    })
+}
+
+/// An answer's JSON error, or the status.
+async fn failure(resp: reqwest::Response) -> String {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| format!("HTTP {status}"))
+}
+
+impl Daemon {
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(self.client.get(format!("{}{path}", self.url)), path)
+    }
+
+    /// A state change, with the dashboard token when this environment has
+    /// one; `wait` is how long the daemon may take (a job runs to its end).
+    pub fn post<T: DeserializeOwned>(&self, path: &str, wait: Duration) -> anyhow::Result<T> {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .timeout(wait);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.call(req, path)
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let who = format!("the sandstack daemon (pid {}) at {}", self.pid, self.url);
+        self.rt.block_on(async {
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{who} did not answer {path}: {}", e.without_url()))?;
+            if !resp.status().is_success() {
+                bail!("{who}: {}", failure(resp).await);
+            }
+            let body = resp.bytes().await.map_err(|e| {
+                anyhow::anyhow!("{who} broke off its answer to {path}: {}", e.without_url())
+            })?;
+            serde_json::from_slice::<T>(&body).map_err(|e| {
+                anyhow::anyhow!("{who} answered {path} with something unexpected: {e}")
+            })
+        })
+    }
+}
+
+impl Daemon {
+    /// Run `job` of `batch` in the daemon now, print its run as `sandstack
+    /// <job>` would, and say whether it succeeded.
+    pub fn run_job(&self, batch: &str, job: &str) -> anyhow::Result<bool> {
+        let path = format!(
+            "/api/batches/{}/jobs/{job}/run",
+            url::form_urlencoded::byte_serialize(batch.as_bytes()).collect::<String>()
+        );
+        // A job runs to its end (its own limits bound it).
+        let r: crate::store::RunRecord = self.post(&path, Duration::from_secs(86_400))?;
+        println!(
+            "batch {batch}: {job} ran in the sandstack daemon (pid {}) as run {}: {}, {} rows, {:.1} ms",
+            self.pid,
+            r.run_id,
+            r.status.as_str(),
+            r.rows,
+            r.wall_ms
+        );
+        if let Some(log) = r.log.as_deref().filter(|l| !l.trim().is_empty()) {
+            for line in crate::sandbox::guest_text::clean(log.trim_end()).lines() {
+                println!("  {line}");
+            }
+        }
+        if let Some(e) = &r.error {
+            eprintln!(
+                "{}: {}",
+                if r.status == crate::store::RunStatus::Succeeded {
+                    "note"
+                } else {
+                    "error"
+                },
+                crate::sandbox::guest_text::clean(e)
+            );
+        }
+        Ok(r.status == crate::store::RunStatus::Succeeded)
+    }
+}
+
+/// What a command cannot do through a daemon, said before it tries.
+pub fn refuse(daemon: &Daemon, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} cannot go through the running sandstack daemon (pid {}, {}), which holds the database: \
+         stop it first, or use another --db",
+        daemon.pid,
+        daemon.url
+    )
+}

@@ -1,0 +1,304 @@
+//! The control API: JSON on the dashboard's listener, for the command line
+//! (which uses it whenever a running daemon holds the database) and for
+//! scripts. Reads are open as the pages are; anything that changes state
+//! (run a job now, pause, resume, reload) needs the dashboard token when
+//! one is set. Running jobs, pausing and reloading need `sandstack run`;
+//! `sandstack dashboard` alone answers them 503.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::config::{Choice, Job, MetricsFolder};
+use crate::scheduler::{Paused, RunNow};
+use crate::store::{RunFilter, RunRecord};
+
+/// What the API needs of a running scheduler.
+#[derive(Clone)]
+pub struct DaemonControl {
+    pub run_now: mpsc::Sender<RunNow>,
+    pub paused: Paused,
+    /// Where a reloaded folder goes (as from the folder watch).
+    pub reload: mpsc::Sender<MetricsFolder>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "this needs the dashboard token: send SANDSTACK_DASHBOARD_TOKEN as `Authorization: Bearer TOKEN`",
+    )
+}
+
+fn no_daemon() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this dashboard is not part of `sandstack run`: there is no scheduler to run, pause or reload",
+    )
+}
+
+/// Work on the database off the runtime; its error becomes a 500.
+async fn with_store<T: Send + 'static>(
+    s: &Shared,
+    work: impl FnOnce(&mut crate::store::Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, Response> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = s.store().map_err(|e| e.to_string())?;
+        work(&mut store)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct RunsQuery {
+    pub batch: Option<String>,
+    pub job: Option<String>,
+    #[serde(default)]
+    pub failed: bool,
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/runs`: the run history, newest first.
+pub async fn runs(State(s): State<Shared>, Query(q): Query<RunsQuery>) -> Response {
+    let filter = RunFilter {
+        run_id: None,
+        batch: q.batch,
+        job: q.job,
+        failed_only: q.failed,
+        limit: q.limit.unwrap_or(50).min(10_000),
+        offset: 0,
+    };
+    match with_store(&s, move |st| {
+        st.list_runs(&filter).map_err(|e| e.to_string())
+    })
+    .await
+    {
+        Ok(runs) => Json(runs).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/runs/{id}`: one run, its log included.
+pub async fn run(State(s): State<Shared>, Path(id): Path<i64>) -> Response {
+    match with_store(&s, move |st| st.run_by_id(id).map_err(|e| e.to_string())).await {
+        Ok(Some(run)) => Json(run).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no run {id} (old runs are pruned)"),
+        ),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SummaryQuery {
+    pub batch: Option<String>,
+}
+
+/// The summary as the command line prints it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SummaryText {
+    pub rows: usize,
+    pub table: String,
+}
+
+/// `GET /api/summary`: rows and timestamps per batch, metric and type.
+pub async fn summary(State(s): State<Shared>, Query(q): Query<SummaryQuery>) -> Response {
+    let folder = s.folder();
+    if let Some(b) = q.batch.as_deref().filter(|b| folder.batch(b).is_none()) {
+        return error(StatusCode::NOT_FOUND, format!("no batch named {b}"));
+    }
+    let result = with_store(&s, move |st| {
+        let batches: Vec<_> = match &q.batch {
+            Some(b) => folder.batch(b).into_iter().collect(),
+            None => folder.enabled_batches().collect(),
+        };
+        let out = crate::jobs::maintenance::summary(batches.into_iter(), st)
+            .map_err(|e| e.to_string())?;
+        let table = arrow::util::pretty::pretty_format_batches(&out)
+            .map_err(|e| e.to_string())?
+            .to_string();
+        Ok(SummaryText {
+            rows: out.iter().map(|b| b.num_rows()).sum(),
+            table,
+        })
+    })
+    .await;
+    match result {
+        Ok(t) => Json(t).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// One batch as the API lists it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchState {
+    pub batch: String,
+    pub enabled: bool,
+    pub paused: bool,
+    /// Each scheduled job: its cron and RUNNING or STOPPED.
+    pub schedules: BTreeMap<String, String>,
+}
+
+/// `GET /api/batches`: every batch with its schedules and whether it is
+/// paused.
+pub async fn batches(State(s): State<Shared>) -> Response {
+    let paused = s.control.as_ref().map(|c| c.paused.clone());
+    let folder = s.folder();
+    let list: Vec<BatchState> = folder
+        .batches
+        .iter()
+        .map(|b| BatchState {
+            batch: b.metric_batch.clone(),
+            enabled: !b.disable_batch,
+            paused: paused
+                .as_ref()
+                .and_then(|p| p.read().ok().map(|p| p.contains(&b.metric_batch)))
+                .unwrap_or(false),
+            schedules: b
+                .scheduled_jobs()
+                .map(|(j, sch)| {
+                    (
+                        j.name().to_string(),
+                        format!("{} {}", sch.cron.text, sch.status.name()),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct TokenForm {
+    #[serde(default)]
+    pub token: String,
+}
+
+/// `POST /api/batches/{batch}/pause` and `/resume`.
+pub async fn pause(s: State<Shared>, h: HeaderMap, b: Path<String>) -> Response {
+    set_paused(s, h, b, true).await
+}
+
+pub async fn resume(s: State<Shared>, h: HeaderMap, b: Path<String>) -> Response {
+    set_paused(s, h, b, false).await
+}
+
+async fn set_paused(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(batch): Path<String>,
+    paused: bool,
+) -> Response {
+    if !s.allows(&headers, "") {
+        return unauthorized();
+    }
+    let Some(control) = s.control.clone() else {
+        return no_daemon();
+    };
+    if s.folder().batch(&batch).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no batch named {batch}"));
+    }
+    let name = batch.clone();
+    if let Err(r) = with_store(&s, move |st| {
+        st.set_paused(&name, paused).map_err(|e| e.to_string())
+    })
+    .await
+    {
+        return r;
+    }
+    if let Ok(mut set) = control.paused.write() {
+        if paused {
+            set.insert(batch.clone());
+        } else {
+            set.remove(&batch);
+        }
+    }
+    tracing::info!(
+        "batch {batch}: schedules {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    Json(json!({ "batch": batch, "paused": paused })).into_response()
+}
+
+/// `POST /api/batches/{batch}/jobs/{job}/run`: run it now and answer
+/// with its run, once it has ended.
+pub async fn run_job(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((batch, job)): Path<(String, String)>,
+) -> Response {
+    if !s.allows(&headers, "") {
+        return unauthorized();
+    }
+    let Some(control) = s.control.clone() else {
+        return no_daemon();
+    };
+    let Some(job) = Job::ALL.into_iter().find(|j| j.name() == job) else {
+        let names: Vec<&str> = Job::ALL.iter().map(|j| j.name()).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no job named {job}: use one of {}", names.join(", ")),
+        );
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let req = RunNow { batch, job, reply };
+    if control.run_now.send(req).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler is shutting down",
+        );
+    }
+    match answer.await {
+        Ok(Ok(record)) => Json::<RunRecord>(record).into_response(),
+        Ok(Err(why)) if why.starts_with("no batch") => error(StatusCode::NOT_FOUND, why),
+        Ok(Err(why)) => error(StatusCode::CONFLICT, why),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon shut down before the run ended",
+        ),
+    }
+}
+
+/// `POST /api/reload`: read the metrics folder again now.
+pub async fn reload(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if !s.allows(&headers, "") {
+        return unauthorized();
+    }
+    let Some(control) = s.control.clone() else {
+        return no_daemon();
+    };
+    let loader = s.loader.clone();
+    let Ok(folder) = tokio::task::spawn_blocking(move || loader()).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "loading the folder failed",
+        );
+    };
+    let answer = json!({
+        "batches": folder.batches.len(),
+        "errors": folder.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    s.forget_folder();
+    if control.reload.send(folder).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler is shutting down",
+        );
+    }
+    Json(answer).into_response()
+}
