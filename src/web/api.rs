@@ -183,28 +183,32 @@ pub async fn batches(State(s): State<Shared>) -> Response {
     Json(list).into_response()
 }
 
-#[derive(Debug, Deserialize, Default)]
-pub struct TokenForm {
-    #[serde(default)]
-    pub token: String,
+/// The token a page's form sends (without its script, which sends it as
+/// `Authorization: Bearer`).
+fn form_token(body: &str) -> String {
+    url::form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// `POST /api/batches/{batch}/pause` and `/resume`.
-pub async fn pause(s: State<Shared>, h: HeaderMap, b: Path<String>) -> Response {
-    set_paused(s, h, b, true).await
+pub async fn pause(s: State<Shared>, h: HeaderMap, b: Path<String>, body: String) -> Response {
+    set_paused(s, h, b, &body, true).await
 }
 
-pub async fn resume(s: State<Shared>, h: HeaderMap, b: Path<String>) -> Response {
-    set_paused(s, h, b, false).await
+pub async fn resume(s: State<Shared>, h: HeaderMap, b: Path<String>, body: String) -> Response {
+    set_paused(s, h, b, &body, false).await
 }
 
 async fn set_paused(
     State(s): State<Shared>,
     headers: HeaderMap,
     Path(batch): Path<String>,
+    body: &str,
     paused: bool,
 ) -> Response {
-    if !s.allows(&headers, "") {
+    if !s.allows(&headers, &form_token(body)) {
         return unauthorized();
     }
     let Some(control) = s.control.clone() else {
@@ -241,8 +245,9 @@ pub async fn run_job(
     State(s): State<Shared>,
     headers: HeaderMap,
     Path((batch, job)): Path<(String, String)>,
+    body: String,
 ) -> Response {
-    if !s.allows(&headers, "") {
+    if !s.allows(&headers, &form_token(&body)) {
         return unauthorized();
     }
     let Some(control) = s.control.clone() else {
@@ -275,8 +280,8 @@ pub async fn run_job(
 }
 
 /// `POST /api/reload`: read the metrics folder again now.
-pub async fn reload(State(s): State<Shared>, headers: HeaderMap) -> Response {
-    if !s.allows(&headers, "") {
+pub async fn reload(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    if !s.allows(&headers, &form_token(&body)) {
         return unauthorized();
     }
     let Some(control) = s.control.clone() else {

@@ -150,6 +150,15 @@ pub async fn batch(
     };
     let window = Window::parse(&window_text);
     let needle = q.q.to_lowercase();
+    // Under `sandstack run`: buttons to run each job now and to pause.
+    let control = s.control.as_ref().map(|c| {
+        let jobs: Vec<&str> = spec.scheduled_jobs().map(|(j, _)| j.name()).collect();
+        let paused = c
+            .paused
+            .read()
+            .is_ok_and(|p| p.contains(&spec.metric_batch));
+        context! { jobs => jobs, paused => paused }
+    });
     let threshold = spec.alert.threshold;
     let result = with_store(&s, move |store| {
         let series = data::chart_series(&spec, store)?;
@@ -172,7 +181,7 @@ pub async fn batch(
             "batch",
             context! {
                 batch => name, charts => minijinja::value::Serde(&charts), q => q.q, window => window_text, windows => windows,
-                w => charts::WIDTH, h => charts::HEIGHT,
+                w => charts::WIDTH, h => charts::HEIGHT, control => control,
             },
         ),
         Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),

@@ -86,6 +86,17 @@ fn setup(db: &Path) -> Folder {
     f
 }
 
+fn post_empty(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let r = reqwest::Client::new().post(url).send().await.expect("post");
+        (r.status().as_u16(), r.text().await.expect("text"))
+    })
+}
+
 fn get(url: &str) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,6 +155,12 @@ fn every_page_escapes_what_comes_from_data() {
         batch.contains("&lt;img src=x onerror="),
         "the hostile metric is shown, as text"
     );
+    assert!(
+        !batch.contains("now</button>"),
+        "no scheduler behind this dashboard: no run-now buttons"
+    );
+    let (status, _) = post_empty(&server.url("/api/batches/api/pause"));
+    assert_eq!(status, 503, "nothing to pause without `sandstack run`");
     assert_eq!(batch.matches("<svg class=\"chart\"").count(), 2);
     let (_, runs) = get(&server.url("/runs"));
     assert!(runs.contains("&lt;b&gt;boom&lt;&#x2f;b&gt;"), "{runs}");

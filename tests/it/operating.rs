@@ -541,6 +541,11 @@ fn while_the_daemon_holds_the_database_commands_go_through_it_and_a_pause_surviv
         (status, body),
         (200, serde_json::json!({"batch": "ctl", "paused": true}))
     );
+    let (_, page) = get(&format!("{url}/batch/ctl"));
+    assert!(
+        page.contains("run ingest now</button>") && page.contains("resume schedules</button>"),
+        "the batch page has the buttons: {page}"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let paused_at = scheduled_ingests(&url);
     std::thread::sleep(Duration::from_secs(3));

@@ -1,7 +1,8 @@
 // Progressive enhancement only: every page works without this file.
 // - the metric filter narrows charts as you type;
 // - feedback buttons post in the background and update their counts;
-// - the dashboard token (when the server requires one) is kept in localStorage.
+// - the dashboard token (when the server requires one) is kept in localStorage;
+// - run-now and pause buttons post in the background and say what happened.
 (function () {
   var KEY = "sandstack-dashboard-token";
   var filter = document.getElementById("metric-filter");
@@ -22,6 +23,31 @@
       localStorage.setItem(KEY, tokenForm.token.value);
     });
   }
+  document.querySelectorAll("form.control").forEach(function (form) {
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var out = document.querySelector(".control-result");
+      var button = form.querySelector("button");
+      button.disabled = true;
+      if (out) { out.textContent = "working…"; }
+      var token = localStorage.getItem(KEY) || "";
+      var headers = { "Accept": "application/json" };
+      if (token) { headers["Authorization"] = "Bearer " + token; }
+      fetch(form.action, { method: "POST", headers: headers })
+        .then(function (r) { return r.json().then(function (j) { return [r.ok, j]; }); })
+        .then(function (res) {
+          button.disabled = false;
+          var j = res[1];
+          if (!res[0]) { if (out) { out.textContent = j.error || "refused"; } return; }
+          if (j.run_id !== undefined) {
+            if (out) { out.textContent = j.job + ": run " + j.run_id + " " + j.status + ", " + j.rows + " rows"; }
+          } else {
+            window.location.reload();
+          }
+        })
+        .catch(function () { button.disabled = false; if (out) { out.textContent = "the dashboard did not answer"; } });
+    });
+  });
   document.querySelectorAll("form.thumbs").forEach(function (form) {
     form.querySelectorAll("button").forEach(function (button) {
       button.addEventListener("click", function (e) {
