@@ -245,3 +245,52 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod dashboard_tests {
+    use super::*;
+
+    /// Every metric the shipped Grafana dashboard queries is one this
+    /// process exports (a renamed metric would leave a panel empty).
+    #[test]
+    fn the_grafana_dashboard_queries_only_exported_metrics() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../deploy/grafana-dashboard.json")).expect("JSON");
+        // Families with no member yet are not written: give each one.
+        let t = Telemetry::new();
+        t.run_recorded(&RecordedRun {
+            batch: "b",
+            job: "ingest",
+            status: "failed",
+            worked: true,
+            seconds: 1.0,
+            lag_seconds: 0.1,
+            rows: 1,
+            fuel: 1,
+        });
+        t.delivered("slack", true);
+        t.delivered("slack", false);
+        let exported = t.encode();
+        let mut queried = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    let Some(name) = word.strip_prefix("sandstack_") else {
+                        continue;
+                    };
+                    let base = ["_bucket", "_count", "_sum", "_total"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(name);
+                    assert!(
+                        exported.contains(&format!("# TYPE sandstack_{base} ")),
+                        "the dashboard queries sandstack_{name}, which is not exported"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+        assert!(queried >= 9, "{queried}");
+    }
+}
