@@ -60,6 +60,42 @@ fn read(path: &Path) -> Option<Announcement> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// An announcement this user may trust with the dashboard token: a file
+/// of this user's that no one else may write, naming a loopback address
+/// (the token goes where it points).
+fn trusted(path: &Path) -> Option<Announcement> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        tracing::warn!(
+            "ignoring {}: it is not a file of this user's that only this user may write",
+            path.display()
+        );
+        return None;
+    }
+    let a = read(path)?;
+    let loopback = url::Url::parse(&a.url).ok().is_some_and(|u| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            }
+    });
+    if !loopback {
+        tracing::warn!(
+            "ignoring {}: it names {}, not a loopback address",
+            path.display(),
+            a.url
+        );
+        return None;
+    }
+    Some(a)
+}
+
 /// Whether a process with this id exists (signal 0 checks, sends nothing).
 fn alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
@@ -81,7 +117,7 @@ pub struct Daemon {
 
 /// The daemon that holds `db`, if one is running and answers.
 pub fn find(db: &Path) -> Option<Daemon> {
-    let a = read(&file_for(db))?;
+    let a = trusted(&file_for(db))?;
     if a.pid == std::process::id() || !alive(a.pid) {
         return None;
     }
@@ -211,4 +247,37 @@ pub fn refuse(daemon: &Daemon, what: &str) -> anyhow::Error {
         daemon.pid,
         daemon.url
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn write(dir: &Path, mode: u32, url: &str) -> PathBuf {
+        let db = dir.join("m.duckdb");
+        let path = file_for(&db);
+        let a = Announcement {
+            pid: 1,
+            url: url.into(),
+        };
+        std::fs::write(&path, serde_json::to_string(&a).expect("json")).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn only_a_private_file_naming_loopback_is_trusted_with_the_token() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert!(trusted(&write(dir.path(), 0o644, "http://127.0.0.1:8080")).is_some());
+        assert!(trusted(&write(dir.path(), 0o600, "http://[::1]:8080")).is_some());
+        assert!(
+            trusted(&write(dir.path(), 0o666, "http://127.0.0.1:8080")).is_none(),
+            "others may write it"
+        );
+        assert!(trusted(&write(dir.path(), 0o644, "http://attacker.example:80")).is_none());
+        assert!(trusted(&write(dir.path(), 0o644, "http://10.0.0.5:8080")).is_none());
+        assert!(trusted(&write(dir.path(), 0o644, "file:///etc/passwd")).is_none());
+    }
 }

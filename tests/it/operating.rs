@@ -534,8 +534,41 @@ fn while_the_daemon_holds_the_database_commands_go_through_it_and_a_pause_surviv
         "{out:?}"
     );
 
-    // Pause: no more scheduled runs, also after a restart.
+    // Pause: no more scheduled runs, also after a restart. Not without
+    // the token, not from another site's page, not for a batch that
+    // does not exist.
     assert_eq!(post(&format!("{url}/api/batches/ctl/pause"), None).0, 401);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let cross_site = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{url}/api/batches/ctl/pause"))
+            .bearer_auth("t0k3n")
+            .header("Origin", "http://evil.example")
+            .header("Sec-Fetch-Site", "cross-site")
+            .send()
+            .await
+            .expect("post")
+            .status()
+            .as_u16()
+    });
+    assert_eq!(cross_site, 403);
+    let (status, body) = post(&format!("{url}/api/batches/..%2Fctl/pause"), Some("t0k3n"));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post(
+        &format!("{url}/api/batches/ctl/jobs/rm%20-rf/run"),
+        Some("t0k3n"),
+    );
+    assert!(
+        status == 404
+            && body["error"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("no job named"),
+        "{body}"
+    );
     let (status, body) = post(&format!("{url}/api/batches/ctl/pause"), Some("t0k3n"));
     assert_eq!(
         (status, body),
