@@ -13,7 +13,7 @@ use base64::Engine;
 use sandstack::store::{RunRecord, RunStatus, Store};
 use serde_json::{json, Value};
 
-use crate::support::{start_sandstack, Folder, TestServer};
+use crate::support::{http_get as get, start_sandstack, Folder, TestServer};
 
 /// A metric name that runs script if it is not escaped.
 const HOSTILE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
@@ -93,17 +93,6 @@ fn post_empty(url: &str) -> (u16, String) {
         .expect("rt");
     rt.block_on(async {
         let r = reqwest::Client::new().post(url).send().await.expect("post");
-        (r.status().as_u16(), r.text().await.expect("text"))
-    })
-}
-
-fn get(url: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let r = reqwest::get(url).await.expect("get");
         (r.status().as_u16(), r.text().await.expect("text"))
     })
 }

@@ -7,18 +7,7 @@ use std::time::{Duration, Instant};
 
 use sandstack::store::Store;
 
-use crate::support::{start_sandstack, terminate, Folder};
-
-fn get(url: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let r = reqwest::get(url).await.expect("get");
-        (r.status().as_u16(), r.text().await.expect("text"))
-    })
-}
+use crate::support::{http_get as get, start_sandstack, terminate, Folder};
 
 /// The scraped samples of `name`, by their labels (sorted `k=v` pairs).
 fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
@@ -41,6 +30,27 @@ fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
             (labels.join(","), v)
         })
         .collect()
+}
+
+/// Wait until `url`'s /metrics counts `n` succeeded ingests of `batch`.
+fn wait_for_ingests(url: &str, batch: &str, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let label = format!("batch={batch},job=ingest,status=succeeded");
+    loop {
+        let page = get(&format!("{url}/metrics")).1;
+        let done = samples(&page, "sandstack_runs_total")
+            .get(&label)
+            .copied()
+            .unwrap_or(0.0);
+        if done >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{batch}: {done} of {n} ingests in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 const SQL_BATCH: &str = "metric_batch: \"ops\"\n\
@@ -262,17 +272,7 @@ fn a_flaky_source_is_ingested_on_retry_and_each_attempt_is_in_the_history() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = tmp.path().join("flaky.duckdb");
     let (mut daemon, url) = start_sandstack(f.path(), &db);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let succeeded = |page: &str| {
-        samples(page, "sandstack_runs_total")
-            .get("batch=flaky,job=ingest,status=succeeded")
-            .copied()
-            .unwrap_or(0.0)
-    };
-    while succeeded(&get(&format!("{url}/metrics")).1) < 1.0 {
-        assert!(Instant::now() < deadline, "never ingested");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_ingests(&url, "flaky", 1.0);
     terminate(&daemon);
     assert!(daemon.wait().expect("wait").success());
     assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 3);
@@ -377,17 +377,7 @@ fn three_failures_in_a_row_send_one_alert_and_the_recovery_one_more() {
         &db,
         &[("SANDSTACK_ALERT_WEBHOOK_URL", &hook)],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let succeeded = |page: &str| {
-        samples(page, "sandstack_runs_total")
-            .get("batch=src,job=ingest,status=succeeded")
-            .copied()
-            .unwrap_or(0.0)
-    };
-    while succeeded(&get(&format!("{url}/metrics")).1) < 3.0 {
-        assert!(Instant::now() < deadline, "never recovered");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_ingests(&url, "src", 3.0);
     terminate(&daemon);
     assert!(daemon.wait().expect("wait").success());
     let got = received.lock().expect("lock").clone();

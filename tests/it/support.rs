@@ -390,3 +390,15 @@ pub fn start_sandstack_with(folder: &Path, db: &Path, env: &[(&str, &str)]) -> (
     std::thread::spawn(move || for _ in lines {});
     (child, url)
 }
+
+/// GET `url`: its status and body.
+pub fn http_get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let r = reqwest::get(url).await.expect("get");
+        (r.status().as_u16(), r.text().await.expect("text"))
+    })
+}
