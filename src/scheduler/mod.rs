@@ -245,6 +245,7 @@ impl Scheduler {
             job: req.job,
             scheduled: self.clock.now(),
             catch_up: false,
+            attempt: 1,
         };
         jobs.waiting.insert(key, req.reply);
         self.dispatch(ticket, jobs);
@@ -278,6 +279,7 @@ impl Scheduler {
                         job: key.1,
                         scheduled: tick,
                         catch_up: true,
+                        attempt: 1,
                     };
                     self.dispatch(ticket, jobs);
                 }
@@ -304,6 +306,7 @@ impl Scheduler {
                 job: key.1,
                 scheduled: tick,
                 catch_up: false,
+                attempt: 1,
             };
             self.dispatch(ticket, jobs);
         }
@@ -397,9 +400,13 @@ impl Scheduler {
             let record = loop {
                 // A slot per attempt: a run waiting to retry holds none.
                 let slot = slots.clone().acquire_owned().await;
-                let (t, r, l, c) = (ticket.clone(), runner.clone(), log.clone(), clock.clone());
+                let t = RunTicket {
+                    attempt,
+                    ..ticket.clone()
+                };
+                let (r, l, c) = (runner.clone(), log.clone(), clock.clone());
                 let work = tokio::task::spawn_blocking(move || {
-                    attempt_once(&t, r.as_ref(), l.as_ref(), c.as_ref(), attempt, retries)
+                    attempt_once(&t, r.as_ref(), l.as_ref(), c.as_ref(), retries)
                 })
                 .await;
                 drop(slot);
@@ -459,9 +466,9 @@ fn attempt_once(
     runner: &dyn JobRunner,
     log: &dyn RunLog,
     clock: &dyn Clock,
-    attempt: u32,
     retries: u32,
 ) -> (RunRecord, bool) {
+    let attempt = ticket.attempt;
     let started = clock.now();
     let t0 = Instant::now();
     let result = runner.run(ticket);

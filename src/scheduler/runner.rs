@@ -29,6 +29,8 @@ pub struct RunTicket {
     /// A tick missed while the process was down (`catch_up: true`):
     /// ingest runs with its clock at the tick.
     pub catch_up: bool,
+    /// 1, or which retry of the tick this is (`ingest_retries`).
+    pub attempt: u32,
 }
 
 /// How a run went.
@@ -216,9 +218,15 @@ impl StoreRunner {
         (spec.ingest_settings.record_runs
             && crate::config::check_batch_name(&spec.metric_batch).is_ok())
         .then(|| CassetteOptions {
+            // A retry keeps its own: each attempt's is the one to replay.
             path: self.cassette_dir.join(&spec.metric_batch).join(format!(
-                "{prefix}{}.yaml",
-                t.scheduled.format("%Y%m%dT%H%M%S%.3fZ")
+                "{prefix}{}{}.yaml",
+                t.scheduled.format("%Y%m%dT%H%M%S%.3fZ"),
+                if t.attempt > 1 {
+                    format!("-attempt{}", t.attempt)
+                } else {
+                    String::new()
+                }
             )),
             mode: RecordMode::All,
             match_on: Vec::new(),

@@ -258,7 +258,7 @@ fn fetching_batch(name: &str, url: &str) -> String {
 fn a_flaky_source_is_ingested_on_retry_and_each_attempt_is_in_the_history() {
     let (server, hits) = flaky_server();
     let f = Folder::with_defaults();
-    let schedule = "ingest_cron_schedule: \"*/10 * * * * *\"\ningest_default_schedule_status: RUNNING\ningest_retries: 2\nhttp_allow_private: true\n";
+    let schedule = "ingest_cron_schedule: \"*/10 * * * * *\"\ningest_default_schedule_status: RUNNING\ningest_retries: 2\nhttp_allow_private: true\nrecord_runs: true\n";
     for (name, path) in [("flaky", "/flaky"), ("gone", "/gone")] {
         f.write(
             &format!("b/{name}.py"),
@@ -289,6 +289,28 @@ fn a_flaky_source_is_ingested_on_retry_and_each_attempt_is_in_the_history() {
         .collect::<Result<_, _>>()
         .expect("rows")
     };
+    let cassettes: Vec<String> = {
+        let mut stmt = crate::support::duck(&store)
+            .prepare(
+                "SELECT cassette FROM sandstack_runs WHERE batch = 'flaky' ORDER BY run_id LIMIT 3",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let distinct: std::collections::BTreeSet<&String> = cassettes.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "each attempt keeps its own cassette: {cassettes:?}"
+    );
+    assert!(
+        cassettes.iter().all(|c| std::path::Path::new(c).exists()),
+        "{cassettes:?}"
+    );
+    assert!(cassettes[2].ends_with("-attempt3.yaml"), "{cassettes:?}");
     let flaky = attempts("flaky");
     let first_tick: Vec<_> = flaky.iter().filter(|a| a.2 == flaky[0].2).collect();
     let shape: Vec<(i64, &str)> = first_tick.iter().map(|a| (a.0, a.1.as_str())).collect();

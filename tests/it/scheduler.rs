@@ -680,6 +680,7 @@ fn a_job_past_its_time_limit_is_recorded_as_timeout() {
             job,
             scheduled: Utc::now(),
             catch_up: false,
+            attempt: 1,
         });
         assert_eq!(
             result.status,
