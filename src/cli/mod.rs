@@ -190,7 +190,7 @@ pub enum BenchCommand {
         /// Instead of the batch's function, a built-in one returning N rows (50 metric names, float values, one UTC timestamp per row); with --store, prints the frame's time from guest to stored rows.
         #[arg(long, value_name = "N")]
         rows: Option<u64>,
-        /// Then measure what fuel and epoch checks cost: the same runs, alternating, on the guest compiled without them (compiled into SANDSTACK_HOME the first time, about as long as setup's compile). Those runs have no fuel limit or timeout.
+        /// Then measure what fuel and epoch checks cost, together and each: the same runs, in turn, on the guest compiled with fuel only, epoch checks only and neither (each compiled into SANDSTACK_HOME the first time, about as long as setup's compile). Those runs lack a fuel limit, a timeout or both.
         #[arg(long)]
         unmetered: bool,
     },

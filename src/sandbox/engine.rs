@@ -25,12 +25,34 @@ pub const MAX_CONCURRENT_INSTANCES: u32 = 32;
 pub const MAX_GUEST_MEMORY: u64 = 4 << 30;
 
 /// Whether compiled guest code counts fuel and checks the epoch. Every run
-/// is metered; unmetered code exists only for `sandstack bench sandbox
-/// --unmetered`, to measure what those checks cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// is metered; the other kinds exist only for `sandstack bench sandbox
+/// --unmetered`, to measure what each check costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metering {
     Metered,
     Unmetered,
+    FuelOnly,
+    EpochOnly,
+}
+
+impl Metering {
+    pub fn counts_fuel(self) -> bool {
+        matches!(self, Metering::Metered | Metering::FuelOnly)
+    }
+
+    pub fn checks_epochs(self) -> bool {
+        matches!(self, Metering::Metered | Metering::EpochOnly)
+    }
+
+    /// How a bench names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metering::Metered => "fuel + epoch checks",
+            Metering::Unmetered => "no checks",
+            Metering::FuelOnly => "fuel only",
+            Metering::EpochOnly => "epoch checks only",
+        }
+    }
 }
 
 /// Describes everything in the runtime configuration that changes compiled
@@ -43,6 +65,8 @@ pub fn fingerprint_of(metering: Metering) -> String {
     let checks = match metering {
         Metering::Metered => "fuel;epochs",
         Metering::Unmetered => "nofuel;noepochs",
+        Metering::FuelOnly => "fuel;noepochs",
+        Metering::EpochOnly => "nofuel;epochs",
     };
     format!(
         "wasmtime-{};exceptions;{checks};stack={MAX_WASM_STACK};opt=speed;v1",
@@ -62,8 +86,8 @@ fn base_config(metering: Metering) -> Config {
     // wasmtime refuses a wasm stack larger than the async stack, even when
     // nothing runs async (the async feature comes with wasmtime-wasi).
     c.async_stack_size(MAX_WASM_STACK + (2 << 20));
-    c.consume_fuel(metering == Metering::Metered);
-    c.epoch_interruption(metering == Metering::Metered);
+    c.consume_fuel(metering.counts_fuel());
+    c.epoch_interruption(metering.checks_epochs());
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     c.parallel_compilation(true);
     c
@@ -129,15 +153,26 @@ pub fn shared_engine() -> Result<&'static Engine, String> {
         .map_err(Clone::clone)
 }
 
-/// The engine for unmetered guest code (no fuel, no epochs, so no ticker).
-pub fn unmetered_engine() -> Result<&'static Engine, String> {
-    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            Engine::new(&runtime_config_of(Metering::Unmetered)).map_err(|e| format!("{e:#}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+/// The engine for guest code compiled with other checks than the runs',
+/// for the bench (with its own epoch ticker when it checks epochs).
+pub fn bench_engine(metering: Metering) -> Result<&'static Engine, String> {
+    static ENGINES: [OnceLock<Result<Engine, String>>; 3] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let slot = match metering {
+        Metering::Metered => return shared_engine(),
+        Metering::Unmetered => &ENGINES[0],
+        Metering::FuelOnly => &ENGINES[1],
+        Metering::EpochOnly => &ENGINES[2],
+    };
+    slot.get_or_init(|| {
+        let engine = Engine::new(&runtime_config_of(metering)).map_err(|e| format!("{e:#}"))?;
+        if metering.checks_epochs() {
+            start_epoch_ticker(engine.clone());
+        }
+        Ok(engine)
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 fn start_epoch_ticker(engine: Engine) {
@@ -166,12 +201,16 @@ mod tests {
 
     #[test]
     fn unmetered_code_never_passes_for_metered_code() {
-        let (metered, unmetered) = (
-            fingerprint_of(Metering::Metered),
-            fingerprint_of(Metering::Unmetered),
-        );
-        assert_eq!(metered, fingerprint());
-        assert_ne!(metered, unmetered);
+        let all = [
+            Metering::Metered,
+            Metering::Unmetered,
+            Metering::FuelOnly,
+            Metering::EpochOnly,
+        ];
+        let prints: std::collections::BTreeSet<String> =
+            all.iter().map(|m| fingerprint_of(*m)).collect();
+        assert_eq!(prints.len(), 4, "each kind of code has its own fingerprint");
+        assert_eq!(fingerprint_of(Metering::Metered), fingerprint());
         let home = std::path::Path::new("/h");
         assert_ne!(
             super::super::module_cache::compiled_path_of(home, "k", Metering::Metered),

@@ -196,7 +196,7 @@ impl Sandbox {
             store.data_mut().limiter.peak_bytes = store.data().limiter.peak_bytes.max(size);
             status
         });
-        report.stats.fuel_used = match self.metered {
+        report.stats.fuel_used = match self.metering.counts_fuel() {
             true => req
                 .limits
                 .fuel
@@ -279,17 +279,18 @@ impl Sandbox {
         );
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
-        if !self.metered {
-            return Ok(store);
+        if self.metering.counts_fuel() {
+            store
+                .set_fuel(limits.fuel)
+                .map_err(|e| ExecError::Internal(format!("{e:#}")))?;
         }
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| ExecError::Internal(format!("{e:#}")))?;
-        let ticks = (limits.timeout_s / EPOCH_TICK.as_secs_f64())
-            .ceil()
-            .max(1.0) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        if self.metering.checks_epochs() {
+            let ticks = (limits.timeout_s / EPOCH_TICK.as_secs_f64())
+                .ceil()
+                .max(1.0) as u64;
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
         Ok(store)
     }
 }

@@ -73,9 +73,9 @@ pub struct Sandbox {
     from_bundle: bool,
     /// Batches' compiled user code, handed back to their later runs.
     code: code_cache::CodeCache,
-    /// Fuel and the epoch deadline are enforced (always, but in the bench's
-    /// unmetered sandbox).
-    metered: bool,
+    /// Which of fuel and the epoch deadline are enforced (both, always, but
+    /// in the bench's other sandboxes).
+    metering: engine::Metering,
 }
 
 /// Reports progress of the one-time setup steps.
@@ -93,7 +93,7 @@ pub fn snapshot_key() -> String {
     snapshot::snapshot_key(&guest::pin())
 }
 
-pub use engine::{shared_engine, wasmtime_version};
+pub use engine::{shared_engine, wasmtime_version, Metering};
 
 /// How far this machine's sandbox is prepared, without preparing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,23 +217,27 @@ impl Sandbox {
             pre,
             from_bundle,
             code: Default::default(),
-            metered: true,
+            metering: engine::Metering::Metered,
         })
     }
 
-    /// The same guest compiled without fuel counting and epoch checks, for
-    /// `sandstack bench sandbox --unmetered` only: it measures what those
-    /// checks cost. Its runs have no fuel limit and no timeout, so it must
-    /// never run code that is not trusted. Compiled once into `home` (about
-    /// as long as the first setup's compile) from the snapshot there, or the
-    /// bundle's.
-    pub fn unmetered_for_bench(home: &Path, say: Say<'_>) -> Result<Sandbox, SetupError> {
-        let engine = engine::unmetered_engine().map_err(SetupError::Compile)?;
+    /// The same guest compiled with only some of fuel counting and epoch
+    /// checks (`metering`), for `sandstack bench sandbox --unmetered` only:
+    /// it measures what each check costs. Its runs lack a fuel limit, a
+    /// timeout or both, so it must never run code that is not trusted.
+    /// Compiled once into `home` (about as long as the first setup's
+    /// compile) from the snapshot there, or the bundle's.
+    pub fn for_bench(
+        home: &Path,
+        metering: engine::Metering,
+        say: Say<'_>,
+    ) -> Result<Sandbox, SetupError> {
+        let engine = engine::bench_engine(metering).map_err(SetupError::Compile)?;
         let key = snapshot_key();
-        let compiled = module_cache::compiled_path_of(home, &key, engine::Metering::Unmetered);
+        let compiled = module_cache::compiled_path_of(home, &key, metering);
         if module_cache::load(engine, &compiled).is_none() {
             let _lock = setup_lock(home, say)?;
-            compile_unmetered(home, &key, &compiled, engine, say)?;
+            compile_for_bench(home, &key, &compiled, engine, metering, say)?;
         }
         let module = module_cache::load(engine, &compiled).ok_or_else(|| {
             SetupError::Compile(format!(
@@ -242,7 +246,7 @@ impl Sandbox {
             ))
         })?;
         let mut sandbox = Self::link(module, false)?;
-        sandbox.metered = false;
+        sandbox.metering = metering;
         Ok(sandbox)
     }
 
@@ -274,13 +278,14 @@ impl Sandbox {
     }
 }
 
-/// Compile the snapshot in `home` (or the bundle's) for the unmetered
-/// engine, unless another process did while this one waited for the lock.
-fn compile_unmetered(
+/// Compile the snapshot in `home` (or the bundle's) for a bench engine,
+/// unless another process did while this one waited for the lock.
+fn compile_for_bench(
     home: &Path,
     key: &str,
     compiled: &Path,
     engine: &wasmtime::Engine,
+    metering: engine::Metering,
     say: Say<'_>,
 ) -> Result<(), SetupError> {
     if module_cache::load(engine, compiled).is_some() {
@@ -290,13 +295,17 @@ fn compile_unmetered(
     unpack_missing_snapshot(&snap, bundle::Bundle::running(), say)?;
     if !snap.is_file() {
         return Err(SetupError::Compile(format!(
-            "no guest snapshot at {} to compile without limits: run `sandstack setup` first",
-            snap.display()
+            "no guest snapshot at {} to compile for the bench ({}): run `sandstack setup` first",
+            snap.display(),
+            metering.name()
         )));
     }
     timed(
         say,
-        "compiling the snapshot without fuel and epoch checks, for the bench (once)",
+        &format!(
+            "compiling the snapshot with {}, for the bench (once)",
+            metering.name()
+        ),
         || module_cache::compile(engine, &snap, compiled),
     )
 }

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::config::{BatchSpec, IngestSource, PythonSource};
 use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
-use crate::sandbox::{Phases, Sandbox};
+
+use crate::sandbox::{Metering, Phases, Sandbox};
 use crate::store::Store;
 
 /// What `bench sandbox` was asked to do.
@@ -131,10 +132,13 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         print_to_stored(&results);
     }
     if opts.unmetered {
-        let unmetered = Sandbox::unmetered_for_bench(&crate::sandbox::home_dir(), &|m| {
-            eprintln!("sandstack setup: {m}")
-        })?;
-        limits_cost(&sandbox, &Arc::new(unmetered), spec, source, opts.runs)?;
+        let say = |m: &str| eprintln!("sandstack setup: {m}");
+        let mut kinds = vec![(Metering::Metered, sandbox.clone())];
+        for m in [Metering::FuelOnly, Metering::EpochOnly, Metering::Unmetered] {
+            let other = Sandbox::for_bench(&crate::sandbox::home_dir(), m, &say)?;
+            kinds.push((m, Arc::new(other)));
+        }
+        limits_cost(&kinds, spec, source, opts.runs)?;
     }
     times.sort();
     compare_native(
@@ -167,20 +171,23 @@ fn print_to_stored(results: &[RunTimes]) {
     );
 }
 
-/// The same runs with and without fuel and epoch checks, alternating one
-/// by one so both see the same machine.
+/// The same runs compiled with both checks, either, and neither, one
+/// after the other in turn so all see the same machine; each beside the
+/// last (no checks).
 fn limits_cost(
-    metered: &Arc<Sandbox>,
-    unmetered: &Arc<Sandbox>,
+    kinds: &[(Metering, Arc<Sandbox>)],
     spec: &BatchSpec,
     source: &PythonSource,
     runs: usize,
 ) -> anyhow::Result<()> {
-    one_run(unmetered, spec, source, None)?;
-    let (mut with, mut without) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let mut times: Vec<Vec<RunTimes>> = kinds.iter().map(|_| Vec::with_capacity(runs)).collect();
+    for (_, s) in kinds {
+        one_run(s, spec, source, None)?;
+    }
     for _ in 0..runs {
-        with.push(one_run(metered, spec, source, None)?);
-        without.push(one_run(unmetered, spec, source, None)?);
+        for (i, (_, s)) in kinds.iter().enumerate() {
+            times[i].push(one_run(s, spec, source, None)?);
+        }
     }
     let p50 =
         |runs: &[RunTimes], f: &dyn Fn(&RunTimes) -> Duration| percentile(&sorted(runs, f), 50.0);
@@ -188,16 +195,22 @@ fn limits_cost(
     let guest = |r: &RunTimes| r.phases.driver_start + r.phases.user_code + r.phases.encode;
     let cost =
         |a: Duration, b: Duration| 100.0 * (a.as_secs_f64() / b.as_secs_f64().max(1e-12) - 1.0);
-    let (a, b) = (p50(&with, &whole), p50(&without, &whole));
-    let (ga, gb) = (p50(&with, &guest), p50(&without, &guest));
-    println!(
-        "{:<26} p50 {:>8.2} ms metered, {:>8.2} ms without: {:+.1}% per run, {:+.1}% in guest code ({runs} runs each, alternating)",
-        "fuel + epoch checks",
-        ms(a),
-        ms(b),
-        cost(a, b),
-        cost(ga, gb),
-    );
+    let Some(base) = times.last() else {
+        return Ok(());
+    };
+    let (b, gb) = (p50(base, &whole), p50(base, &guest));
+    println!("what the limits cost ({runs} runs of each, in turn; p50, against no checks):");
+    for ((m, _), t) in kinds.iter().zip(&times) {
+        let (a, ga) = (p50(t, &whole), p50(t, &guest));
+        println!(
+            "  {:<22} {:>8.2} ms per run ({:+.1}%), {:>8.2} ms in guest code ({:+.1}%)",
+            m.name(),
+            ms(a),
+            cost(a, b),
+            ms(ga),
+            cost(ga, gb),
+        );
+    }
     Ok(())
 }
 
