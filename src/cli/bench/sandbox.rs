@@ -171,43 +171,43 @@ fn print_to_stored(results: &[RunTimes]) {
     );
 }
 
-/// The same runs compiled with both checks, either, and neither, one
-/// after the other in turn so all see the same machine; each beside the
-/// last (no checks).
+/// Each kind of code (both checks, fuel only, epoch checks only) against
+/// the same runs with neither, alternating one by one in pairs so each
+/// pair sees the same machine. `kinds` ends with the kind with neither.
 fn limits_cost(
     kinds: &[(Metering, Arc<Sandbox>)],
     spec: &BatchSpec,
     source: &PythonSource,
     runs: usize,
 ) -> anyhow::Result<()> {
-    let mut times: Vec<Vec<RunTimes>> = kinds.iter().map(|_| Vec::with_capacity(runs)).collect();
-    for (_, s) in kinds {
-        one_run(s, spec, source, None)?;
-    }
-    for _ in 0..runs {
-        for (i, (_, s)) in kinds.iter().enumerate() {
-            times[i].push(one_run(s, spec, source, None)?);
-        }
-    }
+    let Some(((_, none), checked)) = kinds.split_last() else {
+        return Ok(());
+    };
     let p50 =
         |runs: &[RunTimes], f: &dyn Fn(&RunTimes) -> Duration| percentile(&sorted(runs, f), 50.0);
     let whole = |r: &RunTimes| r.total;
     let guest = |r: &RunTimes| r.phases.driver_start + r.phases.user_code + r.phases.encode;
     let cost =
         |a: Duration, b: Duration| 100.0 * (a.as_secs_f64() / b.as_secs_f64().max(1e-12) - 1.0);
-    let Some(base) = times.last() else {
-        return Ok(());
-    };
-    let (b, gb) = (p50(base, &whole), p50(base, &guest));
-    println!("what the limits cost ({runs} runs of each, in turn; p50, against no checks):");
-    for ((m, _), t) in kinds.iter().zip(&times) {
-        let (a, ga) = (p50(t, &whole), p50(t, &guest));
+    println!("what the limits cost ({runs} runs of each against as many with no checks, alternating; p50):");
+    for (m, s) in checked {
+        one_run(s, spec, source, None)?;
+        one_run(none, spec, source, None)?;
+        let (mut with, mut without) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for _ in 0..runs {
+            with.push(one_run(s, spec, source, None)?);
+            without.push(one_run(none, spec, source, None)?);
+        }
+        let (a, b) = (p50(&with, &whole), p50(&without, &whole));
+        let (ga, gb) = (p50(&with, &guest), p50(&without, &guest));
         println!(
-            "  {:<22} {:>8.2} ms per run ({:+.1}%), {:>8.2} ms in guest code ({:+.1}%)",
+            "  {:<22} {:>7.2} ms vs {:>7.2} ms per run ({:+.1}%), {:>7.2} vs {:>7.2} ms in guest code ({:+.1}%)",
             m.name(),
             ms(a),
+            ms(b),
             cost(a, b),
             ms(ga),
+            ms(gb),
             cost(ga, gb),
         );
     }
