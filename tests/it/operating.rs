@@ -57,8 +57,9 @@ const SQL_BATCH: &str = "metric_batch: \"ops\"\n\
     ingest_sql: \"SELECT now()::TIMESTAMP AS metric_timestamp, 'm' || i AS metric_name, random() AS metric_value FROM range(3) t(i)\"\n\
     ingest_cron_schedule: \"* * * * * *\"\n";
 
-#[test]
-fn metrics_match_the_run_history_and_readiness_says_why() {
+/// A folder whose SQL batch `ops` ingests every second, and a database
+/// path in a directory of its own.
+fn running_sql_batch() -> (Folder, tempfile::TempDir, std::path::PathBuf) {
     let f = Folder::with_defaults();
     f.write(
         "ops.yaml",
@@ -66,6 +67,12 @@ fn metrics_match_the_run_history_and_readiness_says_why() {
     );
     let tmp = tempfile::tempdir().expect("tmp");
     let db = tmp.path().join("ops.duckdb");
+    (f, tmp, db)
+}
+
+#[test]
+fn metrics_match_the_run_history_and_readiness_says_why() {
+    let (f, _tmp, db) = running_sql_batch();
     let (mut daemon, url) = start_sandstack(f.path(), &db);
 
     assert_eq!(get(&format!("{url}/healthz")), (200, "ok".to_string()));
@@ -636,13 +643,7 @@ fn while_the_daemon_holds_the_database_commands_go_through_it_and_a_pause_surviv
 
 #[test]
 fn a_daemon_without_its_dashboard_is_named_when_it_holds_the_database() {
-    let f = Folder::with_defaults();
-    f.write(
-        "ops.yaml",
-        &format!("{SQL_BATCH}ingest_default_schedule_status: RUNNING\n"),
-    );
-    let tmp = tempfile::tempdir().expect("tmp");
-    let db = tmp.path().join("ops.duckdb");
+    let (f, _tmp, db) = running_sql_batch();
     let mut daemon = crate::support::spawn_run(&f, &db, &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     // The daemon first: a command that opened the file before it would
