@@ -134,6 +134,17 @@ impl WebState {
     }
 }
 
+/// Run `work` with its own connection on the blocking pool.
+pub(crate) async fn with_store<T: Send + 'static>(
+    s: &Shared,
+    work: impl FnOnce(&mut Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let mut store = s.store().map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || work(&mut store))
+        .await
+        .map_err(|e| format!("the request's work failed: {e}"))?
+}
+
 /// Compare without stopping at the first difference.
 fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()

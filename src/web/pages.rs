@@ -11,10 +11,10 @@ use serde::Deserialize;
 
 use super::charts::{self, Window};
 use super::data;
-use super::Shared;
+use super::{with_store, Shared};
 use crate::alerts::message::format_time;
 use crate::config::BatchSpec;
-use crate::store::{RunFilter, Store, Vote};
+use crate::store::{RunFilter, Vote};
 
 const PAGE_SIZE: usize = 50;
 
@@ -59,17 +59,6 @@ fn error_page(s: &Shared, status: StatusCode, message: String) -> Response {
     );
     *r.status_mut() = status;
     r
-}
-
-/// Run `work` with its own connection on the blocking pool.
-async fn with_store<T: Send + 'static>(
-    s: &Shared,
-    work: impl FnOnce(&mut Store) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    let mut store = s.store().map_err(|e| e.to_string())?;
-    tokio::task::spawn_blocking(move || work(&mut store))
-        .await
-        .map_err(|e| format!("the request's work failed: {e}"))?
 }
 
 fn enabled(s: &Shared) -> Vec<BatchSpec> {
