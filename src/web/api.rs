@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::Shared;
+use super::{with_store, Shared};
 use crate::config::{Choice, Job, MetricsFolder};
 use crate::scheduler::{Paused, RunNow};
 use crate::store::{RunFilter, RunRecord};
@@ -47,20 +47,9 @@ fn no_daemon() -> Response {
     )
 }
 
-/// Work on the database off the runtime; its error becomes a 500.
-async fn with_store<T: Send + 'static>(
-    s: &Shared,
-    work: impl FnOnce(&mut crate::store::Store) -> Result<T, String> + Send + 'static,
-) -> Result<T, Response> {
-    let s = s.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut store = s.store().map_err(|e| e.to_string())?;
-        work(&mut store)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))
+/// A database error, as the API answers it.
+fn internal(e: String) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e)
 }
 
 #[derive(Debug, Deserialize, Serialize, Default)]
@@ -88,7 +77,7 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<RunsQuery>) -> Respon
     .await
     {
         Ok(runs) => Json(runs).into_response(),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
@@ -100,7 +89,7 @@ pub async fn run(State(s): State<Shared>, Path(id): Path<i64>) -> Response {
             StatusCode::NOT_FOUND,
             format!("no run {id} (old runs are pruned)"),
         ),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
@@ -140,7 +129,7 @@ pub async fn summary(State(s): State<Shared>, Query(q): Query<SummaryQuery>) -> 
     .await;
     match result {
         Ok(t) => Json(t).into_response(),
-        Err(r) => r,
+        Err(e) => internal(e),
     }
 }
 
@@ -223,7 +212,7 @@ async fn set_paused(
     })
     .await
     {
-        return r;
+        return internal(r);
     }
     if let Ok(mut set) = control.paused.write() {
         if paused {

@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::Shared;
+use super::{with_store, Shared};
 use crate::config::IngestSource;
 use crate::sandbox::{Readiness, Sandbox};
 
@@ -76,7 +76,7 @@ pub async fn readyz(State(s): State<Shared>) -> Response {
 }
 
 pub async fn metrics(State(s): State<Shared>) -> Response {
-    let size = tokio::task::spawn_blocking(move || s.store().ok().and_then(|st| st.size_bytes()))
+    let size = with_store(&s, |st| Ok(st.size_bytes()))
         .await
         .ok()
         .flatten();
