@@ -161,7 +161,18 @@ async fn failure(resp: reqwest::Response) -> String {
 
 impl Daemon {
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.call(self.client.get(format!("{}{path}", self.url)), path)
+        self.call(self.client.get(format!("{}{path}", self.url)), path, false)?
+            .ok_or_else(|| anyhow::anyhow!("{}: {path} is not there", self.who()))
+    }
+
+    /// Like [`Daemon::get`], with a 404 as `None`; every other failure is
+    /// an error.
+    pub fn get_optional<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        self.call(self.client.get(format!("{}{path}", self.url)), path, true)
+    }
+
+    fn who(&self) -> String {
+        format!("the sandstack daemon (pid {}) at {}", self.pid, self.url)
     }
 
     /// A state change, with the dashboard token when this environment has
@@ -174,27 +185,34 @@ impl Daemon {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        self.call(req, path)
+        self.call(req, path, false)?
+            .ok_or_else(|| anyhow::anyhow!("{}: {path} is not there", self.who()))
     }
 
+    /// The answer's JSON; `None` when `missing_ok` and the daemon says 404
+    /// (its error otherwise, like any other failure).
     fn call<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
         path: &str,
-    ) -> anyhow::Result<T> {
-        let who = format!("the sandstack daemon (pid {}) at {}", self.pid, self.url);
+        missing_ok: bool,
+    ) -> anyhow::Result<Option<T>> {
+        let who = self.who();
         self.rt.block_on(async {
             let resp = req
                 .send()
                 .await
                 .map_err(|e| anyhow::anyhow!("{who} did not answer {path}: {}", e.without_url()))?;
+            if missing_ok && resp.status() == reqwest::StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
             if !resp.status().is_success() {
                 bail!("{who}: {}", failure(resp).await);
             }
             let body = resp.bytes().await.map_err(|e| {
                 anyhow::anyhow!("{who} broke off its answer to {path}: {}", e.without_url())
             })?;
-            serde_json::from_slice::<T>(&body).map_err(|e| {
+            serde_json::from_slice::<T>(&body).map(Some).map_err(|e| {
                 anyhow::anyhow!("{who} answered {path} with something unexpected: {e}")
             })
         })
@@ -279,5 +297,58 @@ mod tests {
         assert!(trusted(&write(dir.path(), 0o644, "http://attacker.example:80")).is_none());
         assert!(trusted(&write(dir.path(), 0o644, "http://10.0.0.5:8080")).is_none());
         assert!(trusted(&write(dir.path(), 0o644, "file:///etc/passwd")).is_none());
+    }
+
+    /// A one-connection HTTP server on loopback answering every request
+    /// with `status` and `body`.
+    fn answering(status: &str, body: &'static str) -> Daemon {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let status = status.to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(1) {
+                let mut conn = conn.expect("accept");
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        Daemon {
+            url,
+            pid: 1,
+            token: None,
+            client: reqwest::Client::new(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    #[test]
+    fn only_not_found_reads_as_missing_and_other_failures_are_said() {
+        let d = answering("404 Not Found", r#"{"error":"no run 7"}"#);
+        let found: Option<serde_json::Value> = d.get_optional("/api/runs/7").expect("404 is None");
+        assert!(found.is_none());
+
+        let d = answering(
+            "500 Internal Server Error",
+            r#"{"error":"database is locked"}"#,
+        );
+        let err = d
+            .get_optional::<serde_json::Value>("/api/runs/7")
+            .expect_err("a 500 is an error");
+        assert!(err.to_string().contains("database is locked"), "{err}");
+
+        let d = answering("404 Not Found", r#"{"error":"no batch named x"}"#);
+        let err = d
+            .get::<serde_json::Value>("/api/batches/x")
+            .expect_err("404");
+        assert!(err.to_string().contains("no batch named x"), "{err}");
     }
 }

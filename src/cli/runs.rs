@@ -36,7 +36,8 @@ fn read_runs(cli: &Cli, filter: &RunFilter) -> anyhow::Result<Vec<RunRecord>> {
         Target::Local(store) => Ok(store.list_runs(filter)?),
         Target::Daemon(d) => {
             if let Some(id) = filter.run_id {
-                let one: Result<RunRecord, _> = d.get(&format!("/api/runs/{id}"));
+                // Only "not found" means no such run; any other failure is said.
+                let one: Option<RunRecord> = d.get_optional(&format!("/api/runs/{id}"))?;
                 return Ok(one.into_iter().collect());
             }
             let q = url::form_urlencoded::Serializer::new(String::new())
