@@ -162,7 +162,7 @@ fn print_report(r: &IngestReport, cli: &Cli, args: &IngestArgs) {
             "stored {} rows in {} ({})",
             r.stored,
             r.table_key,
-            cli.db.display()
+            super::db_label(&cli.db)
         )
     };
     let dropped = if r.dropped_nan > 0 {

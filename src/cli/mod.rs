@@ -372,6 +372,30 @@ pub(crate) fn load_policy(cli: &Cli) -> anyhow::Result<crate::config::Policy> {
     }
 }
 
+/// How `db` is named in messages: a file's path, or a URL without its
+/// password.
+pub(crate) fn db_label(db: &std::path::Path) -> String {
+    match db.to_str().filter(|d| crate::store::pg::is_url(d)) {
+        Some(url) => crate::store::pg::redacted(url),
+        None => db.display().to_string(),
+    }
+}
+
+/// Whether `db` is a shared store (a PostgreSQL URL) rather than a file
+/// one process holds.
+pub(crate) fn is_shared_db(db: &std::path::Path) -> bool {
+    db.to_str().is_some_and(crate::store::pg::is_url)
+}
+
+/// The SQL `--db` speaks, for the shipped templates.
+pub(crate) fn dialect(cli: &Cli) -> crate::config::SqlDialect {
+    if is_shared_db(&cli.db) {
+        crate::config::SqlDialect::Postgres
+    } else {
+        crate::config::SqlDialect::DuckDb
+    }
+}
+
 /// The database, with the engine limits of the policy.
 pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
     let policy = load_policy(cli)?;
@@ -402,6 +426,10 @@ pub(crate) enum Target {
 
 /// The database, or the daemon holding it (said on stderr).
 pub(crate) fn open_target(cli: &Cli) -> anyhow::Result<Target> {
+    // A shared store takes every worker's and command's connections itself.
+    if is_shared_db(&cli.db) {
+        return Ok(Target::Local(open_store(cli)?));
+    }
     if let Some(d) = daemon::find(&cli.db) {
         eprintln!(
             "note: {} is held by the running sandstack (pid {}); going through it at {}",
@@ -417,8 +445,10 @@ pub(crate) fn open_target(cli: &Cli) -> anyhow::Result<Target> {
 /// Load the metrics folder under the policy; print warnings to stderr.
 pub(crate) fn load_folder(cli: &Cli) -> anyhow::Result<crate::config::MetricsFolder> {
     let policy = load_policy(cli)?;
-    let folder =
-        crate::config::load_with_policy(&cli.metrics, &crate::config::process_env(), &policy);
+    let folder = crate::config::folder_in_dialect(
+        crate::config::load_with_policy(&cli.metrics, &crate::config::process_env(), &policy),
+        dialect(cli),
+    );
     for w in &folder.warnings {
         eprintln!("warning: {w}");
     }

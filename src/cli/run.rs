@@ -43,6 +43,14 @@ pub struct RunArgs {
     /// With --demo: periods to backfill, 10 minutes apart.
     #[arg(long, default_value_t = 144)]
     pub demo_periods: usize,
+    /// This worker's name in a fleet sharing a PostgreSQL store (default: host:pid). Unique per worker.
+    #[arg(long, env = "SANDSTACK_WORKER")]
+    pub worker: Option<String>,
+    /// With a PostgreSQL store: seconds a claimed run stays this worker's without a heartbeat (sent every third
+    /// of it). A killed worker's running work is recorded as interrupted, and its schedules carry on on the other
+    /// workers, within this time.
+    #[arg(long, default_value_t = 15)]
+    pub lease_secs: u64,
     #[command(flatten)]
     pub web: WebArgs,
     /// Do not serve the dashboard.
@@ -125,9 +133,16 @@ pub(crate) async fn start_dashboard(
     if local.ip().is_unspecified() {
         local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let announced = super::daemon::announce(&cli.db, &format!("http://{local}"))
-        .map_err(|e| tracing::warn!("commands run meanwhile cannot find this daemon: {e:#}"))
-        .ok();
+    // A shared store needs no daemon to reach: commands open it themselves.
+    let announced = (!super::is_shared_db(&cli.db))
+        .then(|| {
+            super::daemon::announce(&cli.db, &format!("http://{local}"))
+                .map_err(|e| {
+                    tracing::warn!("commands run meanwhile cannot find this daemon: {e:#}")
+                })
+                .ok()
+        })
+        .flatten();
     Ok(Dashboard {
         task,
         _announced: announced,
@@ -162,15 +177,20 @@ fn demo_overrides(folder: &MetricsFolder) -> BTreeMap<String, String> {
 
 /// Load the folder with the process's overrides, plus the demo profile's
 /// (the user's own variables win).
-pub(crate) fn load(dir: &std::path::Path, demo: bool, policy: &Policy) -> MetricsFolder {
+pub(crate) fn load(
+    dir: &std::path::Path,
+    demo: bool,
+    policy: &Policy,
+    dialect: config::SqlDialect,
+) -> MetricsFolder {
     let env = config::process_env();
     let folder = config::load_with_policy(dir, &env, policy);
     if !demo {
-        return folder;
+        return config::folder_in_dialect(folder, dialect);
     }
     let mut with_demo = demo_overrides(&folder);
     with_demo.extend(env);
-    config::load_with_policy(dir, &with_demo, policy)
+    config::folder_in_dialect(config::load_with_policy(dir, &with_demo, policy), dialect)
 }
 
 /// `sandstack dashboard`: the dashboard alone, until SIGINT/SIGTERM.
@@ -184,7 +204,9 @@ pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
         store.ensure_runs_table()?;
         let dir = cli.metrics.clone();
         let policy = Arc::new(super::load_policy(cli)?);
-        let loader: scheduler::watch::Loader = Arc::new(move || load(&dir, false, &policy));
+        let dialect = super::dialect(cli);
+        let loader: scheduler::watch::Loader =
+            Arc::new(move || load(&dir, false, &policy, dialect));
         let (stop_tx, stop_rx) = tokio_watch::channel(false);
         let served = start_dashboard(cli, web, &store, loader, None, stop_rx).await?;
         wait_for_signal().await;
@@ -211,7 +233,8 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let dir = cli.metrics.clone();
     let demo = args.demo;
     let policy = Arc::new(super::load_policy(cli)?);
-    let folder = load_reporting(&dir, demo, &policy)?;
+    let dialect = super::dialect(cli);
+    let folder = load_reporting(&dir, demo, &policy, dialect)?;
     let store = super::open_store(cli)?;
     store.ensure_runs_table()?;
     let env = host_env();
@@ -232,7 +255,7 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     let loader: scheduler::watch::Loader = {
         let (dir, policy) = (dir.clone(), policy.clone());
-        Arc::new(move || load(&dir, demo, &policy))
+        Arc::new(move || load(&dir, demo, &policy, dialect))
     };
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let _watch = scheduler::watch::watch(
@@ -283,8 +306,13 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Load the folder, printing its warnings and errors; a missing folder is
 /// the only thing that stops `run` (a broken batch only skips itself).
-fn load_reporting(dir: &Path, demo: bool, policy: &Policy) -> anyhow::Result<MetricsFolder> {
-    let folder = load(dir, demo, policy);
+fn load_reporting(
+    dir: &Path,
+    demo: bool,
+    policy: &Policy,
+    dialect: config::SqlDialect,
+) -> anyhow::Result<MetricsFolder> {
+    let folder = load(dir, demo, policy, dialect);
     for w in &folder.warnings {
         eprintln!("warning: {w}");
     }
@@ -353,7 +381,32 @@ fn scheduler_for(
         options,
         events: Some(events_tx),
         controls,
+        fleet: join_fleet(cli, args, store)?,
     })
+}
+
+/// With a shared store (PostgreSQL), join its fleet of workers.
+fn join_fleet(
+    cli: &Cli,
+    args: &RunArgs,
+    store: &Store,
+) -> anyhow::Result<Option<Arc<scheduler::fleet::Fleet>>> {
+    let name = args
+        .worker
+        .clone()
+        .unwrap_or_else(scheduler::fleet::default_worker_name);
+    let lease = Duration::from_secs(args.lease_secs.max(1));
+    let Some(fleet) = scheduler::fleet::Fleet::join(store.try_clone()?, name, lease)? else {
+        return Ok(None);
+    };
+    eprintln!(
+        "worker {} joined the fleet sharing {} (lease {} s: its runs are taken over {} s after it stops renewing them)",
+        fleet.worker,
+        super::db_label(&cli.db),
+        lease.as_secs(),
+        lease.as_secs()
+    );
+    Ok(Some(Arc::new(fleet)))
 }
 
 async fn wait_for_signal() {
@@ -447,7 +500,7 @@ fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
         folder.dir.display(),
         enabled,
         plan.entries.len(),
-        cli.db.display()
+        super::db_label(&cli.db)
     );
     for spec in plan.batches() {
         let jobs: Vec<String> = runnable_jobs(spec)
@@ -465,7 +518,7 @@ fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
     }
     println!(
         "  run history: the dashboard's Runs page, or `sandstack runs --db {}` once this process stops; edits to the folder are picked up live; Ctrl-C stops.",
-        cli.db.display()
+        super::db_label(&cli.db)
     );
 }
 

@@ -64,7 +64,7 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
     let Some(r) = found.first() else {
         anyhow::bail!(
             "no run {id} in {} (`sandstack runs` lists them; old runs are pruned)",
-            cli.db.display()
+            super::db_label(&cli.db)
         );
     };
     println!(
@@ -112,7 +112,10 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     if runs.is_empty() {
-        println!("no runs recorded in {} for this filter", cli.db.display());
+        println!(
+            "no runs recorded in {} for this filter",
+            super::db_label(&cli.db)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!(

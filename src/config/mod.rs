@@ -9,6 +9,7 @@
 pub mod choices;
 mod cron_expr;
 pub mod declare;
+mod dialect;
 mod env_overrides;
 mod error;
 pub(crate) mod fields;
@@ -29,6 +30,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 pub use choices::{AlertMethod, Choice, CombinationMethod, ModelKind, ScheduleStatus};
 pub use cron_expr::CronExpr;
+pub use dialect::{folder_in_dialect, in_dialect, SqlDialect};
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
 pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};

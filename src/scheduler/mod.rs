@@ -5,10 +5,13 @@
 //! shutdown lets running jobs finish within a grace period.
 //!
 //! Time comes from a [`clock::Clock`] so tests drive it by hand; the work
-//! itself from a [`runner::JobRunner`], so tests can replace it.
+//! itself from a [`runner::JobRunner`], so tests can replace it. With a
+//! shared store, ticks are claimed in it first ([`fleet`]), so each runs
+//! on one worker of the fleet.
 
 pub mod clock;
 pub mod failures;
+pub mod fleet;
 pub mod plan;
 pub mod runner;
 pub mod watch;
@@ -21,7 +24,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::{Job, MetricsFolder};
-use crate::store::{RunRecord, RunStatus};
+use crate::store::{Claim, RunRecord, RunStatus};
 use clock::Clock;
 use plan::{JobKey, Plan, ReloadReport};
 use runner::{JobRunner, RunLog, RunTicket};
@@ -108,6 +111,10 @@ impl Controls {
     }
 }
 
+/// A tick's end: its run's record, or None when another worker claimed
+/// it (or it could not be claimed).
+type Done = (JobKey, Option<RunRecord>);
+
 /// The jobs started and not yet reported done.
 struct InFlight {
     /// Each running job with the tick it is for.
@@ -115,7 +122,7 @@ struct InFlight {
     /// `max_concurrent` permits.
     slots: Arc<Semaphore>,
     /// Where a finished run reports.
-    done: mpsc::UnboundedSender<(JobKey, RunRecord)>,
+    done: mpsc::UnboundedSender<Done>,
     /// Who asked for a run and waits for its record.
     waiting: HashMap<JobKey, tokio::sync::oneshot::Sender<Result<RunRecord, String>>>,
 }
@@ -123,10 +130,13 @@ struct InFlight {
 impl InFlight {
     /// A run ended: it is no longer running, and whoever asked for it
     /// gets its record.
-    fn ended(&mut self, key: &JobKey, record: &RunRecord) {
+    fn ended(&mut self, key: &JobKey, record: Option<&RunRecord>) {
         self.running.remove(key);
         if let Some(reply) = self.waiting.remove(key) {
-            let _ = reply.send(Ok(record.clone()));
+            let _ =
+                reply.send(record.cloned().ok_or_else(|| {
+                    "another worker of the fleet claimed that tick first".to_string()
+                }));
         }
     }
 }
@@ -138,6 +148,8 @@ pub struct Scheduler {
     pub options: Options,
     pub events: Option<mpsc::UnboundedSender<Event>>,
     pub controls: Controls,
+    /// This worker's fleet, when the store is shared.
+    pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
 fn us(t: DateTime<Utc>) -> i64 {
@@ -158,7 +170,11 @@ impl Scheduler {
         mut reloads: mpsc::Receiver<MetricsFolder>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Shutdown {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(JobKey, RunRecord)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let beating = self
+            .fleet
+            .clone()
+            .map(|f| tokio::spawn(heartbeats(f, self.controls.paused.clone())));
         let mut jobs = InFlight {
             running: HashMap::new(),
             slots: Arc::new(Semaphore::new(self.options.max_concurrent.max(1))),
@@ -178,8 +194,7 @@ impl Scheduler {
             self.dispatch_backlog(&mut plan, &mut jobs);
             // Runs that ended since the last turn are not "still going".
             while let Ok((key, record)) = done_rx.try_recv() {
-                jobs.ended(&key, &record);
-                self.emit(Event::Finished(Box::new(record)));
+                self.ended(&mut jobs, &key, record);
             }
             let now = self.clock.now();
             self.dispatch_due(&mut plan, &mut jobs, now);
@@ -199,8 +214,7 @@ impl Scheduler {
                     }
                 }
                 Some((key, record)) = done_rx.recv() => {
-                    jobs.ended(&key, &record);
-                    self.emit(Event::Finished(Box::new(record)));
+                    self.ended(&mut jobs, &key, record);
                 }
                 Some(req) = next_request(&mut requests), if requests.is_some() => {
                     self.run_now(&plan, &mut jobs, req);
@@ -216,7 +230,17 @@ impl Scheduler {
                 _ = sleep => {}
             }
         }
+        if let Some(b) = beating {
+            b.abort();
+        }
         self.wind_down(jobs.running, done_rx).await
+    }
+
+    fn ended(&self, jobs: &mut InFlight, key: &JobKey, record: Option<RunRecord>) {
+        jobs.ended(key, record.as_ref());
+        if let Some(r) = record {
+            self.emit(Event::Finished(Box::new(r)));
+        }
     }
 
     /// Start a job asked for now, unless it is running already; it runs
@@ -317,7 +341,7 @@ impl Scheduler {
     async fn wind_down(
         &self,
         mut running: HashMap<JobKey, DateTime<Utc>>,
-        mut done_rx: mpsc::UnboundedReceiver<(JobKey, RunRecord)>,
+        mut done_rx: mpsc::UnboundedReceiver<Done>,
     ) -> Shutdown {
         let mut out = Shutdown::default();
         if !running.is_empty() {
@@ -332,8 +356,10 @@ impl Scheduler {
             tokio::select! {
                 Some((key, record)) = done_rx.recv() => {
                     running.remove(&key);
-                    out.finished_in_grace += 1;
-                    self.emit(Event::Finished(Box::new(record)));
+                    if let Some(r) = record {
+                        out.finished_in_grace += 1;
+                        self.emit(Event::Finished(Box::new(r)));
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => break,
             }
@@ -345,7 +371,7 @@ impl Scheduler {
                 job.name(),
                 self.options.grace.as_secs()
             );
-            let record = unfinished(
+            let mut record = unfinished(
                 &(batch.clone(), job),
                 [scheduled, scheduled, now],
                 RunStatus::Interrupted,
@@ -354,8 +380,16 @@ impl Scheduler {
                     self.options.grace.as_secs()
                 ),
             );
+            record.worker = self.fleet.as_ref().map(|f| f.worker.clone());
             self.log.record(&record);
+            if let Some(f) = &self.fleet {
+                // Recorded here: no other worker is to take it over.
+                f.finish(&(batch.clone(), job), scheduled);
+            }
             out.interrupted.push((batch, job));
+        }
+        if let Some(f) = self.fleet.clone() {
+            let _ = tokio::task::spawn_blocking(move || f.leave()).await;
         }
         out
     }
@@ -371,14 +405,31 @@ impl Scheduler {
             key: key.clone(),
             scheduled: tick,
         });
-        let record = unfinished(
+        let mut record = unfinished(
             key,
             [tick, now, now],
             RunStatus::Skipped,
             "the previous run of this job was still going".into(),
         );
-        let log = self.log.clone();
-        tokio::task::spawn_blocking(move || log.record(&record));
+        let (log, fleet, key) = (self.log.clone(), self.fleet.clone(), key.clone());
+        record.worker = fleet.as_ref().map(|f| f.worker.clone());
+        tokio::task::spawn_blocking(move || {
+            // In a fleet, only the worker that claims the tick records it.
+            if let Some(f) = &fleet {
+                match f.claim(&key, tick) {
+                    Ok(Claim::Mine | Claim::Busy { .. }) => {}
+                    Ok(Claim::Taken { .. }) => return,
+                    Err(e) => {
+                        tracing::error!("batch {} job {}: {e}", key.0, key.1.name());
+                        return;
+                    }
+                }
+            }
+            log.record(&record);
+            if let Some(f) = &fleet {
+                f.finish(&key, tick);
+            }
+        });
     }
 
     fn dispatch(&self, ticket: RunTicket, jobs: &mut InFlight) {
@@ -394,8 +445,65 @@ impl Scheduler {
             Job::Ingest => ticket.spec.ingest_settings.retries as u32,
             _ => 0,
         };
+        let fleet = self.fleet.clone();
+        let worker = fleet.as_ref().map(|f| f.worker.clone());
         tokio::spawn(async move {
             let scheduled = ticket.scheduled;
+            if let Some(f) = fleet.clone() {
+                let k = key.clone();
+                let claimed = tokio::task::spawn_blocking(move || f.claim(&k, scheduled)).await;
+                match claimed {
+                    Ok(Ok(Claim::Mine)) => {}
+                    Ok(Ok(Claim::Busy { worker: busy })) => {
+                        let mut r = unfinished(
+                            &key,
+                            [scheduled, clock.now(), clock.now()],
+                            RunStatus::Skipped,
+                            format!(
+                                "the previous run of this job was still going on worker {busy}"
+                            ),
+                        );
+                        r.worker = worker.clone();
+                        let (l, f) = (log.clone(), fleet.clone());
+                        let (k, rec) = (key.clone(), r.clone());
+                        let id = tokio::task::spawn_blocking(move || {
+                            let id = l.record(&rec);
+                            if let Some(f) = f {
+                                f.finish(&k, scheduled);
+                            }
+                            id
+                        })
+                        .await
+                        .unwrap_or(0);
+                        r.run_id = id;
+                        let _ = done.send((key, Some(r)));
+                        return;
+                    }
+                    Ok(Ok(Claim::Taken { .. })) => {
+                        let _ = done.send((key, None));
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(
+                            "batch {} job {}: tick {} not run: {e}",
+                            key.0,
+                            key.1.name(),
+                            scheduled.format("%H:%M:%S")
+                        );
+                        let _ = done.send((key, None));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "batch {} job {}: claiming panicked: {e}",
+                            key.0,
+                            key.1.name()
+                        );
+                        let _ = done.send((key, None));
+                        return;
+                    }
+                }
+            }
             let mut attempt = 1;
             let record = loop {
                 // A slot per attempt: a run waiting to retry holds none.
@@ -405,8 +513,9 @@ impl Scheduler {
                     ..ticket.clone()
                 };
                 let (r, l, c) = (runner.clone(), log.clone(), clock.clone());
+                let w = worker.clone();
                 let work = tokio::task::spawn_blocking(move || {
-                    attempt_once(&t, r.as_ref(), l.as_ref(), c.as_ref(), retries)
+                    attempt_once(&t, r.as_ref(), l.as_ref(), c.as_ref(), retries, w)
                 })
                 .await;
                 drop(slot);
@@ -434,8 +543,42 @@ impl Scheduler {
                     }
                 }
             };
-            let _ = done.send((key, record));
+            if let Some(f) = fleet {
+                let k = key.clone();
+                let _ = tokio::task::spawn_blocking(move || f.finish(&k, scheduled)).await;
+            }
+            let _ = done.send((key, Some(record)));
         });
+    }
+}
+
+/// Every third of the lease: renew it, take over silent workers' runs,
+/// and follow the fleet's pauses.
+async fn heartbeats(fleet: Arc<fleet::Fleet>, paused: Paused) {
+    let every = (fleet.lease / 3).max(Duration::from_millis(100));
+    loop {
+        let f = fleet.clone();
+        match tokio::task::spawn_blocking(move || f.beat()).await {
+            Ok(Ok(beat)) => {
+                for t in &beat.taken_over {
+                    tracing::warn!(
+                        "batch {} job {}: worker {} stopped renewing its lease on the run of {}; recorded as interrupted",
+                        t.batch,
+                        t.job,
+                        t.worker,
+                        chrono::DateTime::from_timestamp_micros(t.scheduled_us)
+                            .map(|d| d.format("%H:%M:%S").to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                if let Ok(mut p) = paused.write() {
+                    *p = beat.paused;
+                }
+            }
+            Ok(Err(e)) => tracing::error!("fleet heartbeat of worker {}: {e}", fleet.worker),
+            Err(e) => tracing::error!("fleet heartbeat panicked: {e}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -467,6 +610,7 @@ fn attempt_once(
     log: &dyn RunLog,
     clock: &dyn Clock,
     retries: u32,
+    worker: Option<String>,
 ) -> (RunRecord, bool) {
     let attempt = ticket.attempt;
     let started = clock.now();
@@ -497,6 +641,7 @@ fn attempt_once(
         cassette: result.cassette,
         log: result.log,
         attempt,
+        worker,
     };
     record.run_id = log.record(&record);
     (record, again)
@@ -525,6 +670,7 @@ fn unfinished(
         cassette: None,
         log: None,
         attempt: 1,
+        worker: None,
     }
 }
 

@@ -1,8 +1,10 @@
 //! The storage seam: what the jobs, the scheduler and the dashboard need
 //! from a database, as traits ([`MetricsStore`], [`RunHistory`],
-//! [`DashboardStore`]), and [`Store`], the handle they hold. DuckDB
-//! ([`duck`]) is the one implementation; another engine is one more module
-//! that implements [`Backend`] and one more arm in [`Store::open`].
+//! [`DashboardStore`]) and the fleet of workers sharing it ([`FleetStore`]),
+//! and [`Store`], the handle they hold. DuckDB ([`duck`]) is the embedded
+//! default; PostgreSQL ([`pg`]) the store several workers share. Another
+//! engine is one more module that implements [`Backend`] and one more arm
+//! in [`Store::open_limited`].
 //!
 //! Nothing outside this module names a database crate or writes SQL; the
 //! only SQL that reaches a backend from outside is the metrics folder's own
@@ -12,7 +14,9 @@
 pub mod dashboard;
 pub mod duck;
 pub mod error;
+pub mod fleet;
 pub mod metrics;
+pub mod pg;
 pub mod runs;
 pub mod schema;
 pub mod table_key;
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 pub use dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
 pub use error::StoreError;
+pub use fleet::{Claim, FleetStore, TakenOver, WorkerInfo, WorkerRow};
 pub use metrics::{MetricsStore, MetricsTx, NewestValue};
 pub use runs::{Retention, RunFilter, RunHistory, RunRecord, RunStatus};
 pub use schema::metrics_schema;
@@ -43,7 +48,7 @@ pub struct EngineLimits {
 }
 
 /// Everything a database behind sandstack provides.
-pub trait Backend: MetricsStore + RunHistory + DashboardStore + Send {
+pub trait Backend: MetricsStore + RunHistory + DashboardStore + FleetStore + Send {
     /// Another connection to the same database, for work on another thread.
     fn try_clone(&self) -> Result<Box<dyn Backend>, StoreError>;
 
@@ -75,9 +80,13 @@ impl Store {
         Self::open_limited(path, EngineLimits::default())
     }
 
-    /// Open the database at `path` with the engine's memory and threads
-    /// capped.
+    /// Open the database at `path` (a DuckDB file, or a `postgres://` URL)
+    /// with the engine's memory and threads capped (DuckDB's; a
+    /// PostgreSQL server's are its own operator's).
     pub fn open_limited(path: &Path, limits: EngineLimits) -> Result<Self, StoreError> {
+        if let Some(url) = path.to_str().filter(|p| pg::is_url(p)) {
+            return Ok(Store::from_backend(Box::new(pg::PgStore::open(url)?)));
+        }
         Ok(Store::from_backend(Box::new(
             duck::DuckStore::open_limited(path, limits)?,
         )))

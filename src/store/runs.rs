@@ -68,6 +68,25 @@ pub struct RunRecord {
     pub log: Option<String>,
     /// 1, or which retry of the tick this was (`ingest_retries`).
     pub attempt: u32,
+    /// The worker that ran it, when several share the store.
+    #[serde(default)]
+    pub worker: Option<String>,
+}
+
+/// Longest log kept with a run, in bytes (the guest's own cap,
+/// `ingest_max_output_kb`, is the operator's to raise).
+pub(crate) const MAX_LOG_BYTES: usize = 1 << 20;
+
+/// `log` cut to [`MAX_LOG_BYTES`] at a character boundary, saying so.
+pub(crate) fn capped(log: &str) -> &str {
+    if log.len() <= MAX_LOG_BYTES {
+        return log;
+    }
+    let mut end = MAX_LOG_BYTES;
+    while !log.is_char_boundary(end) {
+        end -= 1;
+    }
+    &log[..end]
 }
 
 /// Which runs to read.

@@ -81,6 +81,7 @@ fn setup(db: &Path) -> Folder {
             cassette: Some(cassette.display().to_string()),
             log: Some(format!("printed {HOSTILE}")),
             attempt: 1,
+            worker: None,
         })
         .expect("run");
     f

@@ -116,6 +116,7 @@ impl Harness {
             },
             events: Some(tx),
             controls: Default::default(),
+            fleet: None,
         };
         let task = tokio::spawn(sched.run(plan, reload_rx, stop_rx));
         Harness {

@@ -143,3 +143,50 @@ impl Backend for DuckStore {
             })
     }
 }
+
+/// One process holds a DuckDB file: there is no fleet, every tick is this
+/// process's own.
+impl super::fleet::FleetStore for DuckStore {
+    fn shared(&self) -> bool {
+        false
+    }
+
+    fn register_worker(&self, _: &super::fleet::WorkerInfo) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn claim_tick(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: std::time::Duration,
+    ) -> Result<super::fleet::Claim, StoreError> {
+        Ok(super::fleet::Claim::Mine)
+    }
+
+    fn finish_tick(&self, _: &str, _: &str, _: &str, _: i64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    fn heartbeat(&self, _: &str, _: std::time::Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn take_over_expired(&self, _: &str) -> Result<Vec<super::fleet::TakenOver>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn worker_stopped(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn workers(&self, _: std::time::Duration) -> Result<Vec<super::fleet::WorkerRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn prune_ticks(&self, _: std::time::Duration) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}

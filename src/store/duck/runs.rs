@@ -6,7 +6,7 @@ use duckdb::params;
 
 use super::DuckStore;
 use crate::store::error::db_err;
-use crate::store::runs::{Retention, RunFilter, RunHistory, RunRecord, RunStatus};
+use crate::store::runs::{capped, Retention, RunFilter, RunHistory, RunRecord, RunStatus};
 use crate::store::StoreError;
 
 const CREATE_RUNS: &str = "
@@ -27,26 +27,11 @@ CREATE TABLE IF NOT EXISTS sandstack_runs (
 );
 ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS log VARCHAR;
 ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS attempt INTEGER DEFAULT 1;
+ALTER TABLE sandstack_runs ADD COLUMN IF NOT EXISTS worker VARCHAR;
 CREATE TABLE IF NOT EXISTS sandstack_paused (
     batch VARCHAR PRIMARY KEY,
     paused_at TIMESTAMP NOT NULL
 );";
-
-/// Longest log kept with a run, in bytes (the guest's own cap,
-/// `ingest_max_output_kb`, is the operator's to raise).
-const MAX_LOG_BYTES: usize = 1 << 20;
-
-/// `log` cut to [`MAX_LOG_BYTES`] at a character boundary, saying so.
-fn capped(log: &str) -> &str {
-    if log.len() <= MAX_LOG_BYTES {
-        return log;
-    }
-    let mut end = MAX_LOG_BYTES;
-    while !log.is_char_boundary(end) {
-        end -= 1;
-    }
-    &log[..end]
-}
 
 impl RunHistory for DuckStore {
     fn ensure_runs_table(&self) -> Result<(), StoreError> {
@@ -60,8 +45,8 @@ impl RunHistory for DuckStore {
         self.ensure_runs_table()?;
         self.connection()
             .query_row(
-                "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, wall_ms, cassette, log, attempt) \
-                 VALUES (?, ?, make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id",
+                "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, wall_ms, cassette, log, attempt, worker) \
+                 VALUES (?, ?, make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), make_timestamp(?::BIGINT), ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id",
                 params![
                     r.batch,
                     r.job,
@@ -75,7 +60,8 @@ impl RunHistory for DuckStore {
                     r.wall_ms,
                     r.cassette,
                     r.log.as_deref().map(capped),
-                    r.attempt
+                    r.attempt,
+                    r.worker
                 ],
                 |row| row.get(0),
             )
@@ -87,7 +73,7 @@ impl RunHistory for DuckStore {
         self.ensure_runs_table()?;
         let mut sql = String::from(
             "SELECT run_id, batch, job, epoch_us(scheduled_at), epoch_us(started_at), epoch_us(ended_at), \
-             status, error, rows, fuel, wall_ms, cassette, log, attempt FROM sandstack_runs WHERE true",
+             status, error, rows, fuel, wall_ms, cassette, log, attempt, worker FROM sandstack_runs WHERE true",
         );
         let mut args: Vec<Box<dyn duckdb::ToSql>> = Vec::new();
         if let Some(id) = filter.run_id {
@@ -127,6 +113,7 @@ impl RunHistory for DuckStore {
                     cassette: row.get(11)?,
                     log: row.get(12)?,
                     attempt: row.get::<_, Option<i64>>(13)?.unwrap_or(1).max(1) as u32,
+                    worker: row.get(14)?,
                 })
             })
             .map_err(db_err(ctx))?
@@ -239,6 +226,7 @@ mod tests {
             cassette: None,
             log: Some("printed".into()),
             attempt: 1,
+            worker: None,
         }
     }
 

@@ -1,0 +1,136 @@
+//! This worker's part in a fleet sharing one store (PostgreSQL): every
+//! tick is claimed before it runs, so each runs on exactly one worker; a
+//! heartbeat renews this worker's leases, takes over the runs of workers
+//! whose leases ran out (recording them as interrupted), and reads the
+//! fleet's paused batches. With a store only this process opens (DuckDB),
+//! there is no fleet and the scheduler claims nothing.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::plan::JobKey;
+use crate::store::{Claim, Store, StoreError, WorkerInfo};
+
+/// How long claims are kept after their tick (runs are in the history).
+const KEEP_TICKS: Duration = Duration::from_secs(86_400);
+
+pub struct Fleet {
+    store: Mutex<Store>,
+    pub worker: String,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    last_prune: Mutex<Option<Instant>>,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Default)]
+pub struct Beat {
+    /// Runs of silent workers this worker recorded as interrupted.
+    pub taken_over: Vec<crate::store::TakenOver>,
+    /// The fleet's paused batches.
+    pub paused: std::collections::BTreeSet<String>,
+}
+
+/// `host:pid`, unless the operator names the worker.
+pub fn default_worker_name() -> String {
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Fleet {
+    /// Join the fleet of `store`, or None when the store is not shared.
+    pub fn join(
+        store: Store,
+        worker: String,
+        lease: Duration,
+    ) -> Result<Option<Fleet>, StoreError> {
+        if !store.shared() {
+            return Ok(None);
+        }
+        store.register_worker(&WorkerInfo {
+            worker: worker.clone(),
+            host: host_name(),
+            pid: std::process::id(),
+        })?;
+        Ok(Some(Fleet {
+            store: Mutex::new(store),
+            worker,
+            lease,
+            last_prune: Mutex::new(None),
+        }))
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim a tick (blocking).
+    pub fn claim(&self, key: &JobKey, tick: DateTime<Utc>) -> Result<Claim, StoreError> {
+        self.store().claim_tick(
+            &self.worker,
+            &key.0,
+            key.1.name(),
+            tick.timestamp_micros(),
+            self.lease,
+        )
+    }
+
+    /// A claimed tick's run is recorded (blocking).
+    pub fn finish(&self, key: &JobKey, tick: DateTime<Utc>) {
+        match self.store().finish_tick(
+            &self.worker,
+            &key.0,
+            key.1.name(),
+            tick.timestamp_micros(),
+        ) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "batch {} job {}: the run of {} outlived this worker's lease ({} s without a heartbeat); \
+                 another worker has already recorded it as interrupted",
+                key.0,
+                key.1.name(),
+                tick.format("%H:%M:%S"),
+                self.lease.as_secs()
+            ),
+            Err(e) => tracing::error!("batch {} job {}: {e}", key.0, key.1.name()),
+        }
+    }
+
+    /// Renew leases, take over expired ones, read the paused batches, and
+    /// now and then forget old claims (blocking).
+    pub fn beat(&self) -> Result<Beat, StoreError> {
+        let store = self.store();
+        store.heartbeat(&self.worker, self.lease)?;
+        let taken_over = store.take_over_expired(&self.worker)?;
+        let paused = store.paused_batches()?;
+        let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            *last = Some(Instant::now());
+            match store.prune_ticks(KEEP_TICKS) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("fleet: forgot {n} claims older than a day"),
+                Err(e) => tracing::warn!("fleet: {e}"),
+            }
+        }
+        Ok(Beat { taken_over, paused })
+    }
+
+    /// This worker is leaving (blocking).
+    pub fn leave(&self) {
+        if let Err(e) = self.store().worker_stopped(&self.worker) {
+            tracing::warn!("fleet: {e}");
+        }
+    }
+}
