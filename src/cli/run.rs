@@ -108,7 +108,7 @@ pub(crate) async fn start_dashboard(
         }
     );
     let state = crate::web::WebState::new(
-        store.try_clone()?,
+        blocking(|| store.try_clone())?,
         loader,
         token,
         super::db_paths::cassette_dir(&cli.db),
@@ -200,8 +200,11 @@ pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let store = super::open_store(cli)?;
-        store.ensure_runs_table()?;
+        let store = blocking(|| -> anyhow::Result<Store> {
+            let store = super::open_store(cli)?;
+            store.ensure_runs_table()?;
+            Ok(store)
+        })?;
         let dir = cli.metrics.clone();
         let policy = Arc::new(super::load_policy(cli)?);
         let dialect = super::dialect(cli);
@@ -235,21 +238,25 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let policy = Arc::new(super::load_policy(cli)?);
     let dialect = super::dialect(cli);
     let folder = load_reporting(&dir, demo, &policy, dialect)?;
-    let store = super::open_store(cli)?;
-    store.ensure_runs_table()?;
+    let store = blocking(|| -> anyhow::Result<Store> {
+        let store = super::open_store(cli)?;
+        store.ensure_runs_table()?;
+        Ok(store)
+    })?;
     let env = host_env();
     if demo {
         demo_backfill(&folder, &store, &env, args.demo_periods).await?;
     }
 
     let now = chrono::Utc::now();
-    let history = store.try_clone()?;
-    let plan = Plan::new(&folder, now, &|batch, job| {
-        history
-            .last_scheduled(batch, job.name())
-            .ok()
-            .flatten()
-            .and_then(chrono::DateTime::from_timestamp_micros)
+    let plan = blocking(|| {
+        Plan::new(&folder, now, &|batch, job| {
+            store
+                .last_scheduled(batch, job.name())
+                .ok()
+                .flatten()
+                .and_then(chrono::DateTime::from_timestamp_micros)
+        })
     });
     print_plan(&plan, &folder, cli);
 
@@ -268,7 +275,8 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     .ok();
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     // Pauses made through the API outlive the process.
-    let paused: scheduler::Paused = Arc::new(std::sync::RwLock::new(store.paused_batches()?));
+    let paused: scheduler::Paused =
+        Arc::new(std::sync::RwLock::new(blocking(|| store.paused_batches())?));
     let (controls, run_now) = scheduler::Controls::new(paused.clone());
     let control = crate::web::api::DaemonControl {
         run_now,
@@ -290,7 +298,7 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     tokio::spawn(stop_on_signals(stop_tx));
 
-    let sched = scheduler_for(cli, args, &store, env, controls)?;
+    let sched = blocking(|| scheduler_for(cli, args, &store, env, controls))?;
     let out = sched.run(plan, reload_rx, stop_rx).await;
     if let Some(d) = dashboard {
         // Open keep-alive connections must not hold the exit.
@@ -409,6 +417,13 @@ fn join_fleet(
     Ok(Some(Arc::new(fleet)))
 }
 
+/// Blocking database work from async code: a PostgreSQL connection blocks
+/// on a runtime of its own, which tokio allows only outside its workers'
+/// async context (`run` and `dashboard` use the multi-threaded runtime).
+fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    tokio::task::block_in_place(work)
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
@@ -431,11 +446,11 @@ async fn demo_backfill(
     periods: usize,
 ) -> anyhow::Result<()> {
     for spec in folder.enabled_batches() {
-        let mut conn = store.try_clone()?;
+        let mut conn = blocking(|| store.try_clone())?;
         let spec = spec.clone();
         let env = env.clone();
         let name = spec.metric_batch.clone();
-        let has_rows = conn.batch_has_rows(&spec.table_key, &name).unwrap_or(false);
+        let has_rows = blocking(|| conn.batch_has_rows(&spec.table_key, &name)).unwrap_or(false);
         if has_rows {
             eprintln!("demo: {name} already has rows, no backfill");
             continue;

@@ -381,11 +381,15 @@ impl Scheduler {
                 ),
             );
             record.worker = self.fleet.as_ref().map(|f| f.worker.clone());
-            self.log.record(&record);
-            if let Some(f) = &self.fleet {
-                // Recorded here: no other worker is to take it over.
-                f.finish(&(batch.clone(), job), scheduled);
-            }
+            let (log, fleet, key) = (self.log.clone(), self.fleet.clone(), (batch.clone(), job));
+            let _ = tokio::task::spawn_blocking(move || {
+                log.record(&record);
+                if let Some(f) = fleet {
+                    // Recorded here: no other worker is to take it over.
+                    f.finish(&key, scheduled);
+                }
+            })
+            .await;
             out.interrupted.push((batch, job));
         }
         if let Some(f) = self.fleet.clone() {

@@ -139,10 +139,15 @@ pub(crate) async fn with_store<T: Send + 'static>(
     s: &Shared,
     work: impl FnOnce(&mut Store) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    let mut store = s.store().map_err(|e| e.to_string())?;
-    tokio::task::spawn_blocking(move || work(&mut store))
-        .await
-        .map_err(|e| format!("the request's work failed: {e}"))?
+    // The connection is made off the async workers too (a PostgreSQL
+    // connection blocks on a runtime of its own).
+    let shared = s.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = shared.store().map_err(|e| e.to_string())?;
+        work(&mut store)
+    })
+    .await
+    .map_err(|e| format!("the request's work failed: {e}"))?
 }
 
 /// Compare without stopping at the first difference.

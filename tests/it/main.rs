@@ -11,6 +11,7 @@ mod cassettes;
 mod config_folder;
 mod dashboard;
 mod detection;
+mod fleet;
 mod hostile;
 mod ingest_sql;
 mod kill;

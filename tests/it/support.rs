@@ -354,6 +354,17 @@ pub fn start_sandstack(folder: &Path, db: &Path) -> (Child, String) {
 
 /// [`start_sandstack`] with more environment variables.
 pub fn start_sandstack_with(folder: &Path, db: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    start_sandstack_args(folder, db, &[], env)
+}
+
+/// [`start_sandstack`] with more arguments to `run` and environment
+/// variables.
+pub fn start_sandstack_args(
+    folder: &Path,
+    db: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
         .args([
             "run",
@@ -366,6 +377,7 @@ pub fn start_sandstack_with(folder: &Path, db: &Path, env: &[(&str, &str)]) -> (
         .arg(folder)
         .arg("--db")
         .arg(db)
+        .args(args)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

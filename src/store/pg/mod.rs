@@ -100,7 +100,8 @@ fn quoted(key: &super::TableKey) -> String {
 }
 
 pub struct PgStore {
-    client: RefCell<Client>,
+    /// None only while dropping.
+    client: RefCell<Option<Client>>,
     url: String,
     cancel: postgres::CancelToken,
     /// Metrics tables this connection has made sure of.
@@ -110,6 +111,12 @@ pub struct PgStore {
 impl PgStore {
     /// Connect to `url` and bring its schema up to date.
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::connect(url, true)
+    }
+
+    /// Connect; `migrate`: bring the schema up to date first (another
+    /// connection of this process already has).
+    fn connect(url: &str, migrate: bool) -> Result<Self, StoreError> {
         let open_error = |e: postgres::Error| StoreError::Open {
             engine: "PostgreSQL",
             path: redacted(url).into(),
@@ -125,11 +132,13 @@ impl PgStore {
         client
             .batch_execute("SET TimeZone = 'UTC'")
             .map_err(open_error)?;
-        migrations::apply(&mut client)?;
-        warn_if_superuser(&mut client);
+        if migrate {
+            migrations::apply(&mut client)?;
+            warn_if_superuser(&mut client);
+        }
         let cancel = client.cancel_token();
         Ok(PgStore {
-            client: RefCell::new(client),
+            client: RefCell::new(Some(client)),
             url: url.to_string(),
             cancel,
             tables: RefCell::new(HashSet::new()),
@@ -138,7 +147,23 @@ impl PgStore {
 
     /// The connection, for one statement or transaction at a time.
     fn conn(&self) -> RefMut<'_, Client> {
-        self.client.borrow_mut()
+        RefMut::map(self.client.borrow_mut(), |c| {
+            c.as_mut().expect("the client is taken only when the store is dropped")
+        })
+    }
+}
+
+impl Drop for PgStore {
+    /// Closing blocks on the client's own runtime, which tokio refuses
+    /// inside an async context: close it on a thread of its own then.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(client)).join();
+            } else {
+                drop(client);
+            }
+        }
     }
 }
 
@@ -162,7 +187,7 @@ fn warn_if_superuser(client: &mut Client) {
 
 impl Backend for PgStore {
     fn try_clone(&self) -> Result<Box<dyn Backend>, StoreError> {
-        Ok(Box::new(PgStore::open(&self.url)?))
+        Ok(Box::new(PgStore::connect(&self.url, false)?))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -1,0 +1,208 @@
+//! Several `sandstack run` workers sharing one PostgreSQL store, which the
+//! test starts (a throwaway cluster on a free loopback port): every tick of
+//! every batch runs exactly once across the fleet, a worker killed mid-run
+//! is taken over within its lease, and every worker's dashboard sees the
+//! whole fleet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use sandstack::store::pg::cluster::TempCluster;
+
+use crate::support::{http_get as get, start_sandstack_args, terminate, Folder};
+
+const BATCHES: usize = 50;
+const LEASE_SECS: u64 = 3;
+
+/// 50 SQL batches ingesting one row every second, and `slow`, whose run
+/// takes 3 s every 5 s (so a worker can be killed in the middle of one).
+fn fleet_folder() -> Folder {
+    let f = Folder::with_defaults();
+    for i in 0..BATCHES {
+        f.write(
+            &format!("b{i:02}.yaml"),
+            &format!(
+                "metric_batch: b{i:02}\n\
+                 ingest_sql: \"SELECT now()::TIMESTAMP AS metric_timestamp, 'm' AS metric_name, random() AS metric_value\"\n\
+                 ingest_cron_schedule: \"* * * * * *\"\n\
+                 ingest_default_schedule_status: RUNNING\n"
+            ),
+        );
+    }
+    f.write(
+        "slow.yaml",
+        "metric_batch: slow\n\
+         ingest_sql: \"SELECT now()::TIMESTAMP AS metric_timestamp, 'm' AS metric_name, 1.0::float8 AS metric_value FROM pg_sleep(3)\"\n\
+         ingest_cron_schedule: \"*/5 * * * * *\"\n\
+         ingest_default_schedule_status: RUNNING\n",
+    );
+    f
+}
+
+fn worker(folder: &Path, url: &str, name: &str) -> (Child, String) {
+    start_sandstack_args(
+        folder,
+        Path::new(url),
+        &[
+            "--worker",
+            name,
+            "--lease-secs",
+            &LEASE_SECS.to_string(),
+            "--max-concurrent",
+            "8",
+        ],
+        &[],
+    )
+}
+
+fn sigkill(child: &mut Child) {
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
+fn wait_exit(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "a worker did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// (batch, µs tick) → [(status, worker)].
+type History = BTreeMap<(String, i64), Vec<(String, String)>>;
+
+fn history(pg: &mut postgres::Client) -> History {
+    let mut out = History::new();
+    for r in pg
+        .query(
+            "SELECT batch, (extract(epoch FROM scheduled_at) * 1000000)::bigint, status, coalesce(worker, '') \
+             FROM sandstack_runs WHERE job = 'ingest'",
+            &[],
+        )
+        .expect("runs")
+    {
+        out.entry((r.get(0), r.get(1)))
+            .or_default()
+            .push((r.get(2), r.get(3)));
+    }
+    out
+}
+
+#[test]
+fn three_workers_run_every_tick_once_and_take_over_a_killed_one() {
+    let cluster = TempCluster::start().expect("a PostgreSQL cluster (scripts/install-deps)");
+    let folder = fleet_folder();
+    let mut pg = postgres::Client::connect(&cluster.url, postgres::NoTls).expect("connect");
+
+    let mut workers: BTreeMap<String, (Child, String)> = ["w1", "w2", "w3"]
+        .into_iter()
+        .map(|w| (w.to_string(), worker(folder.path(), &cluster.url, w)))
+        .collect();
+    let all_up = chrono::Utc::now().timestamp_micros();
+
+    // Half-way through a minute, kill the worker running a `slow` tick.
+    std::thread::sleep(Duration::from_secs(25));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (victim, killed_at) = loop {
+        let running = pg
+            .query_opt(
+                "SELECT worker FROM sandstack_ticks WHERE batch = 'slow' AND state = 'running' LIMIT 1",
+                &[],
+            )
+            .expect("ticks");
+        if let Some(row) = running {
+            let name: String = row.get(0);
+            let (child, _) = workers.get_mut(&name).expect("one of ours");
+            sigkill(child);
+            break (name, chrono::Utc::now().timestamp_micros());
+        }
+        assert!(Instant::now() < deadline, "no slow run seen in 15 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut dead, _) = workers.remove(&victim).expect("victim");
+    let _ = dead.wait();
+
+    // The others carry on for the rest of the minute.
+    std::thread::sleep(Duration::from_secs(30));
+    let (any_url, other) = {
+        let (name, (_, url)) = workers.iter().next().expect("a survivor");
+        (url.clone(), name.clone())
+    };
+    // Any worker's API shows runs from the whole fleet.
+    let (status, body) = get(&format!("{any_url}/api/runs?limit=500"));
+    assert_eq!(status, 200, "{body}");
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+    let seen: BTreeSet<&str> = runs.iter().filter_map(|r| r["worker"].as_str()).collect();
+    assert!(seen.len() >= 2, "runs of one worker only through {other}: {seen:?}");
+    let stopped_at = chrono::Utc::now().timestamp_micros();
+    for (child, _) in workers.values() {
+        terminate(child);
+    }
+    for (child, _) in workers.values_mut() {
+        wait_exit(child);
+    }
+
+    let h = history(&mut pg);
+    // No (batch, tick) twice.
+    let twice: Vec<_> = h.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(twice.is_empty(), "ticks run more than once: {twice:?}");
+    // No tick missing: every second from when all were up to the stop.
+    let first = (all_up / 1_000_000 + 2) * 1_000_000;
+    let last = (stopped_at / 1_000_000 - 2) * 1_000_000;
+    let mut missing = Vec::new();
+    for i in 0..BATCHES {
+        let batch = format!("b{i:02}");
+        let mut t = first;
+        while t <= last {
+            if !h.contains_key(&(batch.clone(), t)) {
+                missing.push((batch.clone(), t));
+            }
+            t += 1_000_000;
+        }
+    }
+    assert!(missing.is_empty(), "{} ticks never ran: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+
+    // The killed worker's slow run was recorded, as interrupted, by another.
+    let interrupted: Vec<_> = h
+        .iter()
+        .filter(|((b, _), v)| b == "slow" && v[0].0 == "interrupted")
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    assert_eq!(interrupted[0].1[0].1, victim);
+    // After the lease, every batch's ticks ran on the survivors.
+    let taken_over_by = killed_at + (LEASE_SECS as i64 + 2) * 1_000_000;
+    for ((b, t), v) in &h {
+        if *t > taken_over_by && *t <= last {
+            assert_ne!(v[0].1, victim, "{b} at {t} ran on the killed worker");
+            assert!(
+                v[0].0 == "succeeded" || b == "slow",
+                "{b} at {t}: {:?}",
+                v[0]
+            );
+        }
+    }
+    // Rows: one per succeeded run, none twice (a run killed after its
+    // commit and before its record may leave its row too).
+    for i in 0..BATCHES {
+        let batch = format!("b{i:02}");
+        let (ok, cut) = h.iter().filter(|((b, _), _)| *b == batch).fold((0i64, 0i64), |acc, (_, v)| {
+            match v[0].0.as_str() {
+                "succeeded" => (acc.0 + 1, acc.1),
+                "interrupted" => (acc.0, acc.1 + 1),
+                _ => acc,
+            }
+        });
+        let rows: i64 = pg
+            .query_one("SELECT count(*) FROM metrics WHERE metric_batch = $1", &[&batch])
+            .expect("rows")
+            .get(0);
+        assert!(rows >= ok && rows <= ok + cut, "{batch}: {rows} rows for {ok} runs ({cut} interrupted)");
+    }
+    let workers_seen: i64 = pg
+        .query_one("SELECT count(DISTINCT worker) FROM sandstack_runs", &[])
+        .expect("workers")
+        .get(0);
+    assert_eq!(workers_seen, 3, "all three workers ran ticks");
+}
