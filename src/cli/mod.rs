@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
     about = "Metric ingest, anomaly detection and alerting for Anomstack-style metrics folders, with user Python in a WebAssembly sandbox",
     long_about = "sandstack reads an Anomstack-style metrics/ folder (defaults/defaults.yaml plus one YAML file per metric batch), \
                   runs each batch's ingest_fn (Python, in a CPython-on-WebAssembly sandbox with CPU, memory, time, output and HTTP limits) \
-                  or ingest_sql (DuckDB SQL), and stores the metrics in a DuckDB file.\n\n\
+                  or ingest_sql (SQL run by the store), and stores the metrics in a DuckDB file, or in PostgreSQL shared by several `sandstack run` workers.\n\n\
                   Environment: SANDSTACK_METRICS and SANDSTACK_DB (or Anomstack's ANOMSTACK_DUCKDB_PATH) set the defaults of --metrics and --db; \
                   ANOMSTACK_IGNORE_EXAMPLES=yes skips the batches under the folder's examples/; \
                   SANDSTACK_HOME is the cache for the sandbox (default ~/.cache/sandstack); \
@@ -47,9 +47,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SANDSTACK_POLICY")]
     pub policy: Option<PathBuf>,
 
-    /// The DuckDB file metrics are stored in (created if missing). Without
-    /// this flag or SANDSTACK_DB, Anomstack's ANOMSTACK_DUCKDB_PATH is used
-    /// when set.
+    /// Where metrics are stored: a DuckDB file (created if missing), or a
+    /// PostgreSQL database as a `postgres://user:password@host:port/db` URL,
+    /// shared by every `sandstack run` worker given the same URL (README,
+    /// "Scaling out"). Without this flag or SANDSTACK_DB, Anomstack's
+    /// ANOMSTACK_DUCKDB_PATH is used when set.
     #[arg(long, global = true, env = "SANDSTACK_DB", default_value = crate::store::DEFAULT_DB)]
     pub db: PathBuf,
 
@@ -322,10 +324,27 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", full_message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: many errors' own text already
+/// ends with their cause's, which `{:#}` would repeat.
+fn full_message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
 }
 
 fn init_logging() {
@@ -453,4 +472,23 @@ pub(crate) fn load_folder(cli: &Cli) -> anyhow::Result<crate::config::MetricsFol
         eprintln!("warning: {w}");
     }
     Ok(folder)
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::full_message;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("running query: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("no such function")]
+    struct Inner;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = anyhow::Error::new(Outer(Inner)).context("batch b");
+        assert_eq!(full_message(&e), "batch b: running query: no such function");
+    }
 }

@@ -80,7 +80,13 @@ pub fn load_input(
         .get(sql_key)
         .ok_or(JobFailure::NoSql { key: sql_key })?;
     store.ensure_metrics_table(&spec.table_key)?;
-    let series = series_by_metric(store, sql, job)?;
+    let series = series_by_metric(store, sql, job).map_err(|e| match e {
+        RowsError::Store(source) => RowsError::Template {
+            key: sql_key,
+            source,
+        },
+        other => other,
+    })?;
     let done = match done_type {
         Some(t) => store.timestamps_of_type(&spec.table_key, &spec.metric_batch, t)?,
         None => BTreeMap::new(),
@@ -98,6 +104,13 @@ pub enum RowsError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The batch's template `key` failed.
+    #[error("{key}: {source}")]
+    Template {
+        key: &'static str,
+        #[source]
+        source: StoreError,
+    },
 }
 
 fn column<'a>(

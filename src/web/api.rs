@@ -81,6 +81,16 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<RunsQuery>) -> Respon
     }
 }
 
+/// `GET /api/workers`: the fleet's workers heard from in the last hour
+/// (none when the store is not shared).
+pub async fn workers(State(s): State<Shared>) -> Response {
+    let window = super::pages::WORKERS_SHOWN;
+    match with_store(&s, move |st| st.workers(window).map_err(|e| e.to_string())).await {
+        Ok(w) => Json(w).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 /// `GET /api/runs/{id}`: one run, its log included.
 pub async fn run(State(s): State<Shared>, Path(id): Path<i64>) -> Response {
     match with_store(&s, move |st| st.run_by_id(id).map_err(|e| e.to_string())).await {

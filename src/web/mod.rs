@@ -169,6 +169,7 @@ pub fn router(state: Shared) -> Router {
         .route("/feedback", post(pages::feedback))
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{id}", get(api::run))
+        .route("/api/workers", get(api::workers))
         .route("/api/summary", get(api::summary))
         .route("/api/batches", get(api::batches))
         .route("/api/batches/{batch}/pause", post(api::pause))

@@ -249,11 +249,28 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Respon
         offset: (page - 1) * PAGE_SIZE,
     };
     let result = with_store(&s, move |store| {
-        store.list_runs(&filter).map_err(|e| e.to_string())
+        let runs = store.list_runs(&filter).map_err(|e| e.to_string())?;
+        let workers = store.workers(WORKERS_SHOWN).map_err(|e| e.to_string())?;
+        Ok((runs, workers, store.shared()))
     })
     .await;
     match result {
-        Ok(rows) => {
+        Ok((rows, workers, fleet)) => {
+            let now = chrono::Utc::now().timestamp_micros();
+            let workers: Vec<_> = workers
+                .iter()
+                .map(|w| {
+                    let state = match w.stopped_us {
+                        Some(_) => "stopped".to_string(),
+                        None => format!("heartbeat {} s ago", (now - w.heartbeat_us).max(0) / 1_000_000),
+                    };
+                    context! {
+                        worker => w.worker.clone(), host => w.host.clone(), pid => w.pid,
+                        started => format_time(w.started_us), heartbeat => format_time(w.heartbeat_us),
+                        running => w.running, state => state,
+                    }
+                })
+                .collect();
             let (rows, more) = one_page(rows);
             let list: Vec<_> = rows
                 .iter()
@@ -265,6 +282,7 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Respon
                         late_ms => format!("{:.0}", (r.started_us - r.scheduled_us) as f64 / 1e3),
                         error => r.error.clone(), cassette => r.cassette.is_some(),
                         log => r.log.clone(), attempt => r.attempt,
+                        worker => r.worker.clone().unwrap_or_default(),
                     }
                 })
                 .collect();
@@ -272,12 +290,18 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Respon
                 &s,
                 "runs.html",
                 "runs",
-                context! { runs => list, page => page, more => more, batch => batch, failed => failed },
+                context! {
+                    runs => list, page => page, more => more, batch => batch, failed => failed,
+                    workers => workers, fleet => fleet,
+                },
             )
         }
         Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
+
+/// The workers the runs page lists: those heard from in the last hour.
+pub(crate) const WORKERS_SHOWN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A recorded run's cassette, only from the cassette folder.
 pub async fn cassette(State(s): State<Shared>, Path(id): Path<i64>) -> Response {

@@ -65,7 +65,10 @@ fn sigkill(child: &mut Child) {
 fn wait_exit(child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "a worker did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "a worker did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -135,7 +138,17 @@ fn three_workers_run_every_tick_once_and_take_over_a_killed_one() {
     assert_eq!(status, 200, "{body}");
     let runs: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
     let seen: BTreeSet<&str> = runs.iter().filter_map(|r| r["worker"].as_str()).collect();
-    assert!(seen.len() >= 2, "runs of one worker only through {other}: {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "runs of one worker only through {other}: {seen:?}"
+    );
+    let (status, body) = get(&format!("{any_url}/api/workers"));
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+    let names: BTreeSet<&str> = listed.iter().filter_map(|w| w["worker"].as_str()).collect();
+    assert_eq!(names, BTreeSet::from(["w1", "w2", "w3"]), "{body}");
+    let (_, page) = get(&format!("{any_url}/runs"));
+    assert!(page.contains("<h2>Workers</h2>") && page.contains(&format!("<td>{victim}</td>")));
     let stopped_at = chrono::Utc::now().timestamp_micros();
     for (child, _) in workers.values() {
         terminate(child);
@@ -162,7 +175,12 @@ fn three_workers_run_every_tick_once_and_take_over_a_killed_one() {
             t += 1_000_000;
         }
     }
-    assert!(missing.is_empty(), "{} ticks never ran: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} ticks never ran: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
 
     // The killed worker's slow run was recorded, as interrupted, by another.
     let interrupted: Vec<_> = h
@@ -187,22 +205,131 @@ fn three_workers_run_every_tick_once_and_take_over_a_killed_one() {
     // commit and before its record may leave its row too).
     for i in 0..BATCHES {
         let batch = format!("b{i:02}");
-        let (ok, cut) = h.iter().filter(|((b, _), _)| *b == batch).fold((0i64, 0i64), |acc, (_, v)| {
-            match v[0].0.as_str() {
-                "succeeded" => (acc.0 + 1, acc.1),
-                "interrupted" => (acc.0, acc.1 + 1),
-                _ => acc,
-            }
-        });
+        let (ok, cut) =
+            h.iter()
+                .filter(|((b, _), _)| *b == batch)
+                .fold((0i64, 0i64), |acc, (_, v)| match v[0].0.as_str() {
+                    "succeeded" => (acc.0 + 1, acc.1),
+                    "interrupted" => (acc.0, acc.1 + 1),
+                    _ => acc,
+                });
         let rows: i64 = pg
-            .query_one("SELECT count(*) FROM metrics WHERE metric_batch = $1", &[&batch])
+            .query_one(
+                "SELECT count(*) FROM metrics WHERE metric_batch = $1",
+                &[&batch],
+            )
             .expect("rows")
             .get(0);
-        assert!(rows >= ok && rows <= ok + cut, "{batch}: {rows} rows for {ok} runs ({cut} interrupted)");
+        assert!(
+            rows >= ok && rows <= ok + cut,
+            "{batch}: {rows} rows for {ok} runs ({cut} interrupted)"
+        );
     }
     let workers_seen: i64 = pg
         .query_one("SELECT count(DISTINCT worker) FROM sandstack_runs", &[])
         .expect("workers")
         .get(0);
     assert_eq!(workers_seen, 3, "all three workers ran ticks");
+}
+
+/// `sandstack <args> --metrics folder --db url`: (success, stdout, stderr).
+fn cli(folder: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(args)
+        .arg("--metrics")
+        .arg(folder)
+        .arg("--db")
+        .arg(url)
+        .output()
+        .expect("run sandstack");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rows per metric_type of `batch`, through the storage seam (the same
+/// call whichever the engine).
+fn counts_by_type(db: &str, batch: &str) -> Vec<(String, i64)> {
+    let store = sandstack::store::Store::open(Path::new(db)).expect("open");
+    let out = store
+        .query_template(&format!(
+            "SELECT metric_type, count(*)::BIGINT AS n FROM metrics WHERE metric_batch = '{batch}' \
+             GROUP BY metric_type ORDER BY metric_type"
+        ))
+        .expect("counts");
+    let mut counts = Vec::new();
+    for b in out {
+        let names =
+            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).expect("cast");
+        let names = names
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("text");
+        let n = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("bigint");
+        for i in 0..b.num_rows() {
+            counts.push((names.value(i).to_string(), n.value(i)));
+        }
+    }
+    counts
+}
+
+#[test]
+fn the_detection_jobs_give_the_same_results_on_postgresql_as_on_duckdb() {
+    let cluster = TempCluster::start().expect("a PostgreSQL cluster (scripts/install-deps)");
+    let f = Folder::with_defaults();
+    // 300 ten-minute points with a level shift in the newest ones, in SQL
+    // both engines take.
+    f.write(
+        "wave.yaml",
+        "metric_batch: wave\n\
+         ingest_sql: >\n  \
+           SELECT now()::TIMESTAMP - i * INTERVAL '10 minutes' AS metric_timestamp, 'w' AS metric_name,\n  \
+           CASE WHEN i < 3 THEN 50 ELSE sin(i / 5.0) END AS metric_value FROM generate_series(0, 299) AS t(i)\n\
+         alert_threshold: 0.5\n\
+         alert_recent_n: 10\n",
+    );
+    // A batch whose own template is DuckDB's SQL.
+    f.write(
+        "ducky.yaml",
+        "metric_batch: ducky\n\
+         ingest_sql: \"SELECT now()::TIMESTAMP AS metric_timestamp, 'x' AS metric_name, 1.0::float8 AS metric_value\"\n\
+         train_sql: \"SELECT make_timestamp(epoch_us(metric_timestamp)) AS metric_timestamp, metric_name, metric_value FROM {{ table_key }}\"\n",
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let duck = tmp.path().join("m.duckdb");
+    let duck = duck.to_str().expect("utf-8");
+    for db in [duck, cluster.url.as_str()] {
+        for job in [
+            "ingest", "train", "score", "alert", "change", "delete", "summary",
+        ] {
+            let (ok, out, err) = cli(f.path(), db, &[job, "wave"]);
+            assert!(ok, "{job} on {db}: {out}\n{err}");
+            assert!(!err.contains(":sandstack@"), "the password is shown: {err}");
+        }
+    }
+    let on_duck = counts_by_type(duck, "wave");
+    let on_pg = counts_by_type(&cluster.url, "wave");
+    assert_eq!(on_pg, on_duck, "PostgreSQL's templates judge as DuckDB's");
+    let kinds: BTreeSet<&str> = on_pg.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        ["metric", "score", "alert", "change"]
+            .iter()
+            .all(|k| kinds.contains(k)),
+        "{on_pg:?}"
+    );
+
+    // The batch's own DuckDB template: refused by PostgreSQL, named, explained.
+    let url = cluster.url.as_str();
+    let (ok, _, err) = cli(f.path(), url, &["ingest", "ducky"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(f.path(), url, &["train", "ducky"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("train_sql"), "names the template: {err}");
+    assert!(err.contains("rewritten in PostgreSQL"), "{err}");
 }

@@ -81,10 +81,7 @@ impl PgStore {
 
     fn table_exists(&self, key: &TableKey) -> Result<bool, StoreError> {
         self.conn()
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&super::quoted(key)],
-            )
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&super::quoted(key)])
             .map(|r| r.get(0))
             .map_err(pg_err("looking up table"))
     }

@@ -148,7 +148,8 @@ impl PgStore {
     /// The connection, for one statement or transaction at a time.
     fn conn(&self) -> RefMut<'_, Client> {
         RefMut::map(self.client.borrow_mut(), |c| {
-            c.as_mut().expect("the client is taken only when the store is dropped")
+            c.as_mut()
+                .expect("the client is taken only when the store is dropped")
         })
     }
 }
