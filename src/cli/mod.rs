@@ -196,7 +196,11 @@ pub enum BenchCommand {
         #[arg(long)]
         unmetered: bool,
     },
-    /// Append synthetic metrics rows to a scratch DuckDB file through the Arrow appender (rows/s), beside DuckDB inserting as many rows it generates itself; then time the reads the jobs make.
+    /// DuckDB (a scratch file) and PostgreSQL side by side: synthetic metrics rows appended (rows/s, one writer and
+    /// --workers at once) beside the engine inserting as many rows it makes itself; the scheduler's claim latency and
+    /// ticks/s with one worker and with --workers claiming every tick; the reads the jobs make. PostgreSQL is
+    /// measured when --db is a postgres:// URL (in a scratch schema `sandstack_bench`, dropped at the end) or with
+    /// --temp-postgres; a DuckDB --db is never written.
     Store {
         /// Rows to append in all.
         #[arg(long, default_value_t = 1_000_000)]
@@ -207,6 +211,15 @@ pub enum BenchCommand {
         /// Distinct metric names.
         #[arg(long, default_value_t = 50)]
         names: usize,
+        /// Ticks claimed, recorded and finished for the scheduler's figures.
+        #[arg(long, default_value_t = 2_000)]
+        ticks: usize,
+        /// Workers (a connection each) for the concurrent figures.
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// Start a throwaway PostgreSQL cluster on loopback to measure (as the tests do), when --db is not a URL.
+        #[arg(long)]
+        temp_postgres: bool,
     },
     /// Train and score synthetic metrics in a scratch DuckDB file as a batch configures it (its SQL, preprocess and models): core-seconds per model and per metric, beside the read of train_sql alone.
     Detect {
@@ -315,10 +328,21 @@ pub fn main() -> ExitCode {
             rows,
             per_append,
             names,
+            ticks,
+            workers,
+            temp_postgres,
         }) => bench::store(&bench::StoreOptions {
             rows: *rows,
             per_append: *per_append,
             metrics: *names,
+            postgres: cli
+                .db
+                .to_str()
+                .filter(|d| crate::store::pg::is_url(d))
+                .map(str::to_string),
+            temp_postgres: *temp_postgres,
+            ticks: *ticks,
+            workers: *workers,
         }),
     };
     match result {

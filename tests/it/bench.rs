@@ -38,6 +38,26 @@ fn figure(text: &str, label: &str) -> f64 {
         .unwrap_or_else(|| panic!("no figure after {label:?}: {line}"))
 }
 
+/// The figure leading each column's cell on `label`'s line (cells are
+/// separated by two spaces or more).
+fn figures(text: &str, label: &str) -> Vec<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no line {label:?} in\n{text}"));
+    line.trim_start()[label.len()..]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.split_whitespace()
+                .next()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(f64::NAN)
+        })
+        .collect()
+}
+
 #[test]
 fn bench_store_prints_append_and_reference_rates_and_the_reads() {
     let text = bench(&[
@@ -48,23 +68,63 @@ fn bench_store_prints_append_and_reference_rates_and_the_reads() {
         "5000",
         "--names",
         "7",
+        "--ticks",
+        "50",
     ]);
     assert!(
-        text.contains("sandstack bench store: 20000 rows over 7 metrics, 5000 per append"),
+        text.contains(
+            "sandstack bench store: 20000 rows over 7 metrics, 5000 per append; 50 ticks"
+        ),
         "{text}"
     );
-    assert!(figure(&text, "append (Arrow appender)") > 0.0, "{text}");
+    assert!(figure(&text, "append, 1 writer") > 0.0, "{text}");
+    assert!(figure(&text, "append, 3 writers at once") > 0.0, "{text}");
     assert!(
         figure(&text, "reference: INSERT ... SELECT") > 0.0,
         "{text}"
     );
+    assert!(figure(&text, "ticks/s, 1 worker") > 0.0, "{text}");
     assert!(
-        text.contains("(20000 rows)"),
-        "every row was appended:\n{text}"
+        text.contains("(40000 rows)"),
+        "every row was appended, by one writer and by three:\n{text}"
     );
-    assert!(text.contains("(7 metrics;"), "{text}");
-    assert!(text.contains("(p50 of 7 metrics;"), "{text}");
+    assert!(text.contains("(7 metrics)"), "{text}");
+    assert!(text.contains("(p50 of 7)"), "{text}");
     assert!(text.contains("7 groups)"), "{text}");
+    assert!(text.contains("PostgreSQL not measured"), "{text}");
+}
+
+#[test]
+fn bench_store_puts_postgresql_beside_duckdb() {
+    let text = bench(&[
+        "store",
+        "--rows",
+        "20000",
+        "--per-append",
+        "5000",
+        "--names",
+        "7",
+        "--ticks",
+        "50",
+        "--temp-postgres",
+    ]);
+    assert!(text.contains("PostgreSQL (throwaway, loopback)"), "{text}");
+    for label in [
+        "append, 1 writer",
+        "append, 3 writers at once",
+        "reference: INSERT ... SELECT",
+        "ticks/s, 1 worker",
+    ] {
+        let both = figures(&text, label);
+        assert_eq!(both.len(), 2, "{label}: {text}");
+        assert!(both.iter().all(|f| *f > 0.0), "{label}: {both:?}\n{text}");
+    }
+    let claims = figures(&text, "claim latency (p50 / p99)");
+    assert!(claims[1] > 0.0, "PostgreSQL claims: {text}");
+    assert!(text.contains("(50 of 50 ticks run, each once)"), "{text}");
+    let counts = text.lines().filter(|l| l.contains("(40000 rows)")).count();
+    assert_eq!(counts, 1, "{text}");
+    assert_eq!(figures(&text, "count rows").len(), 2, "{text}");
 }
 
 #[test]

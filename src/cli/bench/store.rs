@@ -1,9 +1,16 @@
-//! `sandstack bench store`: how fast the store takes ingest's Arrow rows
-//! (append, in rows/s) beside DuckDB writing the same number of rows it
-//! generates itself, and how long the reads the jobs make take on the
-//! result. Everything goes to a scratch database file, never `--db`.
+//! `sandstack bench store`: what each engine does with the store's work,
+//! side by side: ingest's Arrow rows appended (rows/s, by one writer and
+//! by several at once) beside the engine inserting as many rows it makes
+//! itself, the scheduler's cost per tick (claim, record, finish: what a
+//! worker of a fleet does; DuckDB has nothing to claim) with one worker
+//! and several claiming the same ticks, and the reads the jobs make.
+//! DuckDB always runs on a scratch file; PostgreSQL, when `--db` is a
+//! `postgres://` URL (in a scratch schema, dropped at the end) or with
+//! `--temp-postgres` (a throwaway cluster on loopback).
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,24 +20,44 @@ use super::{build_profile, ms, percentile};
 use crate::domain::Judgement;
 use crate::jobs::rows::judgement_rows;
 use crate::store::duck::DuckStore;
-use crate::store::Store;
+use crate::store::pg::cluster::TempCluster;
+use crate::store::pg::PgStore;
+use crate::store::{Claim, RunRecord, RunStatus, Store};
 
 /// What `bench store` was asked to do.
 pub struct Options {
     pub rows: usize,
     pub per_append: usize,
     pub metrics: usize,
+    /// A PostgreSQL URL to measure beside DuckDB.
+    pub postgres: Option<String>,
+    /// Start a throwaway PostgreSQL cluster to measure beside DuckDB.
+    pub temp_postgres: bool,
+    /// Ticks the scheduler measurements go through.
+    pub ticks: usize,
+    /// Workers (threads with a connection each) for the concurrent figures.
+    pub workers: usize,
 }
 
 const BATCH: &str = "bench_store";
-const TABLE: &str = "metrics";
+const LEASE: Duration = Duration::from_secs(60);
+
+/// One engine's column of the table.
+struct Column {
+    title: String,
+    cells: Vec<(String, String)>,
+}
+
+impl Column {
+    fn add(&mut self, row: &str, cell: String) {
+        eprintln!("  {}: {row}: {cell}", self.title);
+        self.cells.push((row.to_string(), cell));
+    }
+}
 
 pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
     let metrics = opts.metrics.max(1);
     let per_append = opts.per_append.clamp(1, opts.rows.max(1));
-    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let path = scratch.path().join("bench.duckdb");
-    let mut store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
     eprintln!(
         "building {} rows over {metrics} metrics in Arrow...",
         opts.rows
@@ -39,87 +66,364 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
         .step_by(per_append)
         .map(|first| rows(first, (first + per_append).min(opts.rows), metrics))
         .collect::<Result<_, _>>()?;
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let cluster = match (&opts.postgres, opts.temp_postgres) {
+        (None, true) => {
+            eprintln!("starting a throwaway PostgreSQL cluster...");
+            Some(TempCluster::start().map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    let pg_url = opts
+        .postgres
+        .clone()
+        .or_else(|| cluster.as_ref().map(|c| c.url.clone()));
     println!(
-        "sandstack bench store: {} rows over {metrics} metrics, {per_append} per append, a scratch DuckDB file, {} build",
+        "sandstack bench store: {} rows over {metrics} metrics, {per_append} per append; {} ticks; {} workers at most; {} build",
         opts.rows,
+        opts.ticks,
+        opts.workers,
         build_profile()
     );
 
-    let mut appends = Vec::with_capacity(batches.len());
-    let start = Instant::now();
-    for b in &batches {
-        let t = Instant::now();
-        store.append_metrics(TABLE, std::slice::from_ref(b))?;
-        appends.push(t.elapsed());
+    let duck_path = scratch.path().join("bench.duckdb");
+    let duck =
+        Store::open(&duck_path).with_context(|| format!("opening {}", duck_path.display()))?;
+    let mut columns = vec![measure(
+        "DuckDB (scratch file)",
+        duck,
+        "metrics",
+        &batches,
+        opts,
+    )?];
+    if let Some(url) = &pg_url {
+        let pg =
+            Store::open(std::path::Path::new(url)).context("opening the PostgreSQL database")?;
+        let label = if cluster.is_some() {
+            "PostgreSQL (throwaway, loopback)".to_string()
+        } else {
+            format!("PostgreSQL ({})", crate::store::pg::redacted(url))
+        };
+        let column = measure(&label, pg, "sandstack_bench.metrics", &batches, opts);
+        // The scratch schema goes whatever happened.
+        if let Ok(pg) = Store::open(std::path::Path::new(url)) {
+            if let Some(p) = pg.backend::<PgStore>() {
+                let _ = p.drop_schema("sandstack_bench");
+                let _ = pg.prune_runs(
+                    crate::store::Retention {
+                        max_age_days: 0,
+                        max_rows: u64::MAX,
+                    },
+                    0,
+                );
+            }
+        }
+        columns.push(column?);
+    } else {
+        println!("(PostgreSQL not measured: pass --db postgres://... or --temp-postgres)");
     }
-    let append_total = start.elapsed();
-    appends.sort();
-    println!(
-        "{:<34} {:>10.2} M rows/s  ({:.0} ms in all, p50 {:.1} ms per append)",
-        "append (Arrow appender)",
-        m_rows_per_s(opts.rows, append_total),
-        ms(append_total),
-        ms(percentile(&appends, 50.0))
-    );
-    let duck = store
-        .backend::<DuckStore>()
-        .context("the store is not DuckDB")?;
-    let t = Instant::now();
-    let made = duck.insert_generated("reference", BATCH, opts.rows as u64, metrics as u64)?;
-    let reference = t.elapsed();
-    println!(
-        "{:<34} {:>10.2} M rows/s  ({:.0} ms; the same number of rows, made by DuckDB itself)",
-        "  reference: INSERT ... SELECT",
-        m_rows_per_s(made, reference),
-        ms(reference)
-    );
-    reads(&store, metrics)?;
+    print_table(&columns);
     Ok(ExitCode::SUCCESS)
 }
 
-/// The reads the jobs make, timed on the appended rows.
-fn reads(store: &Store, metrics: usize) -> anyhow::Result<()> {
+/// Every figure for one engine.
+fn measure(
+    title: &str,
+    mut store: Store,
+    table: &str,
+    batches: &[RecordBatch],
+    opts: &Options,
+) -> anyhow::Result<Column> {
+    let mut col = Column {
+        title: title.to_string(),
+        cells: Vec::new(),
+    };
+    let rows = opts.rows;
+    // Appends, one writer.
+    let mut appends = Vec::with_capacity(batches.len());
+    let start = Instant::now();
+    for b in batches {
+        let t = Instant::now();
+        store.append_metrics(table, std::slice::from_ref(b))?;
+        appends.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    appends.sort();
+    col.add(
+        "append, 1 writer",
+        format!(
+            "{:.2} M rows/s (p50 {:.1} ms per append)",
+            m_rows_per_s(rows, total),
+            ms(percentile(&appends, 50.0))
+        ),
+    );
+    // Appends, several writers at once, each its own connection.
+    let n = opts.workers.max(1);
+    if n > 1 {
+        let took = in_parallel(&store, n, |mut s, k| {
+            for b in batches.iter().skip(k).step_by(n) {
+                s.append_metrics(table, std::slice::from_ref(b))?;
+            }
+            Ok(())
+        })?;
+        col.add(
+            &format!("append, {n} writers at once"),
+            format!("{:.2} M rows/s", m_rows_per_s(rows, took)),
+        );
+    }
+    // The engine's own rows.
     let t = Instant::now();
-    let n = store.count_rows(TABLE)?;
-    println!(
-        "{:<34} {:>10.2} ms  ({n} rows)",
+    let made = if let Some(d) = store.backend::<DuckStore>() {
+        d.insert_generated(
+            &format!("{table}_reference"),
+            BATCH,
+            rows as u64,
+            opts.metrics as u64,
+        )?
+    } else if let Some(p) = store.backend::<PgStore>() {
+        p.insert_generated(
+            &format!("{table}_reference"),
+            BATCH,
+            rows as u64,
+            opts.metrics as u64,
+        )?
+    } else {
+        0
+    };
+    col.add(
+        "  reference: INSERT ... SELECT",
+        format!(
+            "{:.2} M rows/s (rows the engine makes itself)",
+            m_rows_per_s(made, t.elapsed())
+        ),
+    );
+    ticks(&mut col, &store, opts)?;
+    reads(&mut col, &store, table, opts.metrics.max(1))?;
+    Ok(col)
+}
+
+/// The scheduler's work per tick: claim it, record its run, finish it.
+fn ticks(col: &mut Column, store: &Store, opts: &Options) -> anyhow::Result<()> {
+    let shared = store.shared();
+    let ticks = opts.ticks.max(1);
+    let base = chrono::Utc::now().timestamp_micros() - (ticks as i64) * 1_000_000;
+    let mut one = Vec::with_capacity(ticks);
+    let mut claim_only = Vec::with_capacity(ticks);
+    let start = Instant::now();
+    for i in 0..ticks {
+        let t = Instant::now();
+        let at = base + i as i64 * 1_000;
+        tick(store, "bench-w0", i, at)?;
+        one.push(t.elapsed());
+        let t = Instant::now();
+        store.claim_tick("bench-w0", "bench_claims", "ingest", at, LEASE)?;
+        claim_only.push(t.elapsed());
+    }
+    let took = start.elapsed();
+    one.sort();
+    claim_only.sort();
+    col.add(
+        "claim latency (p50 / p99)",
+        if shared {
+            format!(
+                "{:.2} / {:.2} ms",
+                ms(percentile(&claim_only, 50.0)),
+                ms(percentile(&claim_only, 99.0))
+            )
+        } else {
+            "none: one process holds the file".into()
+        },
+    );
+    col.add(
+        "a tick's bookkeeping (p50 / p99)",
+        format!(
+            "{:.2} / {:.2} ms ({})",
+            ms(percentile(&one, 50.0)),
+            ms(percentile(&one, 99.0)),
+            if shared {
+                "claim, record, finish"
+            } else {
+                "record"
+            }
+        ),
+    );
+    col.add(
+        "ticks/s, 1 worker",
+        format!(
+            "{:.0}",
+            ticks as f64 / (took.as_secs_f64() - sum(&claim_only)).max(1e-9)
+        ),
+    );
+    let n = opts.workers.max(1);
+    if n > 1 && !shared {
+        col.add(
+            &format!("ticks/s, {n} workers claiming each"),
+            "none: one worker per file".into(),
+        );
+    }
+    if n > 1 && shared {
+        // Every worker claims every tick, as the fleet's workers do; one wins.
+        let base = base - (ticks as i64) * 10_000_000;
+        let won = AtomicUsize::new(0);
+        let took = in_parallel(store, n, |s, k| {
+            for i in 0..ticks {
+                let at = base + i as i64 * 1_000;
+                if tick(&s, &format!("bench-w{k}"), i, at)? {
+                    won.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })?;
+        let won = won.load(Ordering::Relaxed);
+        col.add(
+            &format!("ticks/s, {n} workers claiming each"),
+            format!(
+                "{:.0} ({won} of {ticks} ticks run{})",
+                ticks as f64 / took.as_secs_f64().max(1e-9),
+                if won == ticks { ", each once" } else { "" }
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn sum(d: &[Duration]) -> f64 {
+    d.iter().map(Duration::as_secs_f64).sum()
+}
+
+/// One tick by `worker`: claimed, and if won, recorded and finished.
+/// Returns whether this worker ran it.
+fn tick(store: &Store, worker: &str, i: usize, at: i64) -> anyhow::Result<bool> {
+    let batch = format!("bench_{}", i % 50);
+    if store.claim_tick(worker, &batch, "ingest", at, LEASE)? != Claim::Mine {
+        return Ok(false);
+    }
+    store.record_run(&RunRecord {
+        run_id: 0,
+        batch: batch.clone(),
+        job: "ingest".into(),
+        scheduled_us: at,
+        started_us: at,
+        ended_us: at + 1_000,
+        status: RunStatus::Succeeded,
+        error: None,
+        rows: 1,
+        fuel: 0,
+        wall_ms: 1.0,
+        cassette: None,
+        log: None,
+        attempt: 1,
+        worker: Some(worker.into()),
+    })?;
+    store.finish_tick(worker, &batch, "ingest", at)?;
+    Ok(true)
+}
+
+/// Run `work` on `n` threads at once, each with a connection of its own
+/// and its index; the time from the start line to the last one done.
+fn in_parallel(
+    store: &Store,
+    n: usize,
+    work: impl Fn(Store, usize) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<Duration> {
+    let stores = (0..n)
+        .map(|_| store.try_clone())
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = Barrier::new(n + 1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = stores
+            .into_iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let (start, work) = (&start, &work);
+                scope.spawn(move || {
+                    start.wait();
+                    work(s, k)
+                })
+            })
+            .collect();
+        start.wait();
+        let t = Instant::now();
+        for th in threads {
+            th.join()
+                .map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+        }
+        Ok(t.elapsed())
+    })
+}
+
+/// The reads the jobs make, timed on the appended rows.
+fn reads(col: &mut Column, store: &Store, table: &str, metrics: usize) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let n = store.count_rows(table)?;
+    col.add(
         "count rows",
-        ms(t.elapsed())
+        format!("{:.2} ms ({n} rows)", ms(t.elapsed())),
     );
     let t = Instant::now();
-    let seen = store.timestamps_of_type(TABLE, BATCH, "metric")?;
-    println!(
-        "{:<34} {:>10.2} ms  ({} metrics; what score and alert skip)",
+    let seen = store.timestamps_of_type(table, BATCH, "metric")?;
+    col.add(
         "timestamps of a type, per metric",
-        ms(t.elapsed()),
-        seen.len()
+        format!("{:.2} ms ({} metrics)", ms(t.elapsed()), seen.len()),
     );
     let sample = metrics.min(100);
     let mut newest: Vec<Duration> = Vec::with_capacity(sample);
     for m in 0..sample {
         let t = Instant::now();
-        store.newest_values(TABLE, BATCH, &format!("metric_{m}"), 10)?;
+        store.newest_values(table, BATCH, &format!("metric_{m}"), 10)?;
         newest.push(t.elapsed());
     }
     newest.sort();
-    println!(
-        "{:<34} {:>10.2} ms  (p50 of {sample} metrics; threshold alerts read this)",
+    col.add(
         "newest 10 values of one metric",
-        ms(percentile(&newest, 50.0))
+        format!("{:.2} ms (p50 of {sample})", ms(percentile(&newest, 50.0))),
     );
     let t = Instant::now();
     let scanned = store.query_template(&format!(
-        "SELECT metric_name, avg(metric_value), max(metric_timestamp) FROM {TABLE} GROUP BY metric_name"
+        "SELECT metric_name, avg(metric_value), max(metric_timestamp) FROM {table} GROUP BY metric_name"
     ))?;
     let groups: usize = scanned.iter().map(|b| b.num_rows()).sum();
     let scan = t.elapsed();
-    println!(
-        "{:<34} {:>10.2} M rows/s  ({:.1} ms, {groups} groups)",
+    col.add(
         "scan (a template's GROUP BY)",
-        m_rows_per_s(n as usize, scan),
-        ms(scan)
+        format!(
+            "{:.2} M rows/s ({:.1} ms, {groups} groups)",
+            m_rows_per_s(n as usize, scan),
+            ms(scan)
+        ),
     );
     Ok(())
+}
+
+fn print_table(columns: &[Column]) {
+    let width = columns
+        .iter()
+        .flat_map(|c| c.cells.iter().map(|(r, _)| r.len()))
+        .max()
+        .unwrap_or(10);
+    let cell_width = columns
+        .iter()
+        .flat_map(|c| c.cells.iter().map(|(_, v)| v.len()).chain([c.title.len()]))
+        .max()
+        .unwrap_or(10);
+    print!("{:<width$}", "");
+    for c in columns {
+        print!("  {:<cell_width$}", c.title);
+    }
+    println!();
+    let rows: Vec<&String> = columns[0].cells.iter().map(|(r, _)| r).collect();
+    for row in rows {
+        print!("{row:<width$}");
+        for c in columns {
+            let v = c
+                .cells
+                .iter()
+                .find(|(r, _)| r == row)
+                .map_or("", |(_, v)| v.as_str());
+            print!("  {v:<cell_width$}");
+        }
+        println!();
+    }
 }
 
 /// Rows `first..end` of the synthetic series: `metrics` names, one row per

@@ -10,6 +10,7 @@ mod arrow_rows;
 mod claims;
 pub mod cluster;
 mod dashboard;
+mod generated;
 mod metrics;
 mod micros;
 mod migrations;
