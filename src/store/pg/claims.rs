@@ -27,7 +27,7 @@ impl FleetStore for PgStore {
 
     fn register_worker(&self, w: &WorkerInfo) -> Result<(), StoreError> {
         let pid = i32::try_from(w.pid).unwrap_or(i32::MAX);
-        self.conn()
+        self.conn()?
             .execute(
                 &format!(
                     "INSERT INTO sandstack_workers (worker, host, pid, started_at, heartbeat_at) \
@@ -51,7 +51,7 @@ impl FleetStore for PgStore {
     ) -> Result<Claim, StoreError> {
         let ctx = "claiming a tick in sandstack_ticks";
         let at = Micros(scheduled_us);
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let won = conn
             .query_opt(
                 &format!(
@@ -96,7 +96,7 @@ impl FleetStore for PgStore {
         job: &str,
         scheduled_us: i64,
     ) -> Result<bool, StoreError> {
-        self.conn()
+        self.conn()?
             .execute(
                 &format!(
                     "UPDATE sandstack_ticks SET state = 'done', lease_until = {NOW} \
@@ -111,7 +111,7 @@ impl FleetStore for PgStore {
 
     fn heartbeat(&self, worker: &str, lease: Duration) -> Result<(), StoreError> {
         let ctx = "renewing this worker's leases";
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg_err(ctx))?;
         tx.execute(
             &format!("UPDATE sandstack_workers SET heartbeat_at = {NOW} WHERE worker = $1"),
@@ -131,7 +131,7 @@ impl FleetStore for PgStore {
 
     fn take_over_expired(&self, worker: &str) -> Result<Vec<TakenOver>, StoreError> {
         let rows = self
-            .conn()
+            .conn()?
             .query(
                 &format!(
                     "WITH expired AS (
@@ -164,7 +164,7 @@ impl FleetStore for PgStore {
     }
 
     fn worker_stopped(&self, worker: &str) -> Result<(), StoreError> {
-        self.conn()
+        self.conn()?
             .execute(
                 &format!("UPDATE sandstack_workers SET stopped_at = {NOW} WHERE worker = $1"),
                 &[&worker],
@@ -175,7 +175,7 @@ impl FleetStore for PgStore {
 
     fn workers(&self, within: Duration) -> Result<Vec<WorkerRow>, StoreError> {
         let rows = self
-            .conn()
+            .conn()?
             .query(
                 &format!(
                     "SELECT w.worker, w.host, w.pid, w.started_at, w.heartbeat_at, w.stopped_at,
@@ -202,7 +202,7 @@ impl FleetStore for PgStore {
     }
 
     fn prune_ticks(&self, max_age: Duration) -> Result<u64, StoreError> {
-        self.conn()
+        self.conn()?
             .execute(
                 &format!(
                     "DELETE FROM sandstack_ticks WHERE state <> 'running' \

@@ -25,7 +25,7 @@ impl DashboardStore for PgStore {
              FROM {t} GROUP BY metric_batch"
         );
         let rows = self
-            .conn()
+            .conn()?
             .query(&sql, &[])
             .map_err(pg_err("reading the dashboard's batch figures"))?;
         Ok(rows
@@ -79,7 +79,7 @@ impl DashboardStore for PgStore {
         let refs: Vec<&(dyn ToSql + Sync)> =
             args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
         let rows = self
-            .conn()
+            .conn()?
             .query(&sql, &refs)
             .map_err(pg_err("reading anomalies"))?;
         Ok(rows
@@ -107,7 +107,7 @@ impl DashboardStore for PgStore {
         let t = super::quoted(&self.ensure_table(table_key)?);
         let ctx = "storing feedback";
         let ts = Micros(timestamp_us);
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg_err(ctx))?;
         let exists: bool = tx
             .query_one(

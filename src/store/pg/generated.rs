@@ -21,7 +21,7 @@ impl PgStore {
             "INSERT INTO {t} SELECT TIMESTAMP '2026-01-01' + (i / $2::bigint) * INTERVAL '1 second', $3::text, \
              'metric_' || (i % $2::bigint), 'metric', random(), NULL FROM generate_series(0::bigint, $1::bigint - 1) AS i"
         );
-        self.conn()
+        self.conn()?
             .execute(&sql, &[&rows, &metrics, &batch])
             .map(|n| n as usize)
             .map_err(pg_err(format!("inserting generated rows into {table_key}")))
@@ -33,7 +33,7 @@ impl PgStore {
         let name = quoted(&key);
         let schema = name.split('.').next().unwrap_or_default();
         self.tables.borrow_mut().clear();
-        self.conn()
+        self.conn()?
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .map_err(pg_err(format!("dropping schema {schema}")))
     }

@@ -69,7 +69,7 @@ impl PgStore {
             return Ok(key);
         }
         let ctx = format!("creating metrics table {table_key}");
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg_err(&ctx))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .map_err(pg_err(&ctx))?;
@@ -80,7 +80,7 @@ impl PgStore {
     }
 
     fn table_exists(&self, key: &TableKey) -> Result<bool, StoreError> {
-        self.conn()
+        self.conn()?
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&super::quoted(key)])
             .map(|r| r.get(0))
             .map_err(pg_err("looking up table"))
@@ -89,7 +89,7 @@ impl PgStore {
     /// Run a template read-only and roll back; errors are the engine's
     /// words with the dialect hint.
     fn read_template(&self, sql: &str) -> Result<RecordBatch, String> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().map_err(|e| e.to_string())?;
         let mut tx = conn
             .build_transaction()
             .read_only(true)
@@ -189,7 +189,7 @@ impl MetricsStore for PgStore {
         batches: &[RecordBatch],
     ) -> Result<usize, StoreError> {
         let key = self.ensure_table(table_key)?;
-        append_all(&mut self.conn(), &[(key, batches.to_vec())])
+        append_all(&mut *self.conn()?, &[(key, batches.to_vec())])
     }
 
     fn count_rows(&self, table_key: &str) -> Result<u64, StoreError> {
@@ -198,7 +198,7 @@ impl MetricsStore for PgStore {
             return Ok(0);
         }
         let n: i64 = self
-            .conn()
+            .conn()?
             .query_one(
                 &format!("SELECT count(*) FROM {}", super::quoted(&key)),
                 &[],
@@ -213,7 +213,7 @@ impl MetricsStore for PgStore {
         if !self.table_exists(&key)? {
             return Ok(false);
         }
-        self.conn()
+        self.conn()?
             .query_one(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE metric_batch = $1)",
@@ -233,7 +233,7 @@ impl MetricsStore for PgStore {
     ) -> Result<TimestampsByMetric, StoreError> {
         let key = self.ensure_table(table_key)?;
         let rows = self
-            .conn()
+            .conn()?
             .query(
                 &format!(
                     "SELECT metric_name, metric_timestamp FROM {} WHERE metric_batch = $1 AND metric_type = $2",
@@ -267,7 +267,7 @@ impl MetricsStore for PgStore {
         );
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         let rows = self
-            .conn()
+            .conn()?
             .query(&sql, &[&batch, &metric, &limit])
             .map_err(pg_err("reading threshold data"))?;
         Ok(rows
@@ -301,7 +301,7 @@ impl MetricsStore for PgStore {
             message,
         };
         let key = self.ensure_table(table_key)?;
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg_err(context))?;
         check_one_delete(&mut tx, sql, &key).map_err(refuse)?;
         let others = format!(
@@ -431,7 +431,7 @@ impl MetricsTx for PgTx<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        append_all(&mut self.store.conn(), &pending).map(|_| ())
+        append_all(&mut *self.store.conn()?, &pending).map(|_| ())
     }
 
     fn rollback(self: Box<Self>) -> Result<(), StoreError> {

@@ -146,12 +146,21 @@ impl PgStore {
         })
     }
 
-    /// The connection, for one statement or transaction at a time.
-    fn conn(&self) -> RefMut<'_, Client> {
-        RefMut::map(self.client.borrow_mut(), |c| {
-            c.as_mut()
-                .expect("the client is taken only when the store is dropped")
-        })
+    /// The connection, for one statement or transaction at a time; made
+    /// again first if the server closed it (a restart, a terminated
+    /// backend), so one lost connection is one failed statement, not a
+    /// dead worker.
+    fn conn(&self) -> Result<RefMut<'_, Client>, StoreError> {
+        let mut slot = self.client.borrow_mut();
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            tracing::warn!("PostgreSQL: the connection was closed; connecting again");
+            let fresh = PgStore::connect(&self.url, false)?;
+            *slot = fresh.client.borrow_mut().take();
+            self.tables.borrow_mut().clear();
+        }
+        Ok(RefMut::map(slot, |c| {
+            c.as_mut().expect("a client was just put in place")
+        }))
     }
 }
 
@@ -169,9 +178,31 @@ impl Drop for PgStore {
     }
 }
 
+/// What the operator should revoke so the metrics folder's SQL cannot end
+/// or cancel other sessions of sandstack's role (PostgreSQL lets a role
+/// signal its own sessions).
+pub const REVOKE_SIGNALS: &str =
+    "REVOKE EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint), \
+     pg_cancel_backend(integer) FROM PUBLIC";
+
 /// Batch SQL runs read-only, but a superuser's read-only query can still
-/// read server files (`pg_read_file`); say so once.
+/// read server files (`pg_read_file`), and any role's can end its own
+/// other sessions; say so once.
 fn warn_if_superuser(client: &mut Client) {
+    let can_signal = client
+        .query_one(
+            "SELECT has_function_privilege('pg_terminate_backend(integer, bigint)', 'EXECUTE')",
+            &[],
+        )
+        .and_then(|r| r.try_get::<_, bool>(0))
+        .unwrap_or(false);
+    if can_signal {
+        tracing::warn!(
+            "the metrics folder's SQL can end this role's other PostgreSQL sessions (the fleet's connections; \
+             each would be made again, after one failed statement); to forbid it, as a superuser in this \
+             database: {REVOKE_SIGNALS}"
+        );
+    }
     let superuser = client
         .query_one(
             "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
@@ -207,6 +238,7 @@ impl Backend for PgStore {
     /// The whole database's size (the server's, not this machine's disk).
     fn size_bytes(&self) -> Option<u64> {
         self.conn()
+            .ok()?
             .query_one("SELECT pg_database_size(current_database())", &[])
             .ok()
             .and_then(|r| r.try_get::<_, i64>(0).ok())
@@ -214,7 +246,7 @@ impl Backend for PgStore {
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let mut tx = conn
             .transaction()
             .map_err(pg_err("checking that the database takes writes"))?;

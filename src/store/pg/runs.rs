@@ -43,7 +43,7 @@ impl RunHistory for PgStore {
 
     fn record_run(&self, r: &RunRecord) -> Result<i64, StoreError> {
         let attempt = i32::try_from(r.attempt).unwrap_or(i32::MAX);
-        self.conn()
+        self.conn()?
             .query_one(
                 "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, \
                  wall_ms, cassette, log, attempt, worker) \
@@ -93,7 +93,7 @@ impl RunHistory for PgStore {
         arg(&mut sql, " OFFSET ?", Box::new(filter.offset as i64));
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         let rows = self
-            .conn()
+            .conn()?
             .query(&sql, &refs)
             .map_err(pg_err("reading sandstack_runs"))?;
         Ok(rows.iter().map(record).collect())
@@ -101,7 +101,7 @@ impl RunHistory for PgStore {
 
     fn last_scheduled(&self, batch: &str, job: &str) -> Result<Option<i64>, StoreError> {
         let row = self
-            .conn()
+            .conn()?
             .query_one(
                 "SELECT max(scheduled_at) FROM sandstack_runs WHERE batch = $1 AND job = $2",
                 &[&batch, &job],
@@ -113,7 +113,7 @@ impl RunHistory for PgStore {
     fn prune_runs(&self, keep: Retention, now_us: i64) -> Result<u64, StoreError> {
         let ctx = "pruning sandstack_runs";
         let cutoff = now_us.saturating_sub(keep.max_age_days as i64 * 86_400_000_000);
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let by_age = conn
             .execute(
                 "DELETE FROM sandstack_runs WHERE started_at < $1",
@@ -132,7 +132,7 @@ impl RunHistory for PgStore {
 
     fn last_ingests(&self) -> Result<BTreeMap<String, (String, i64)>, StoreError> {
         let rows = self
-            .conn()
+            .conn()?
             .query(
                 "SELECT DISTINCT ON (batch) batch, status, ended_at FROM sandstack_runs \
                  WHERE job = 'ingest' AND status <> 'skipped' ORDER BY batch, started_at DESC, run_id DESC",
@@ -151,7 +151,7 @@ impl RunHistory for PgStore {
         } else {
             "DELETE FROM sandstack_paused WHERE batch = $1"
         };
-        self.conn()
+        self.conn()?
             .execute(sql, &[&batch])
             .map(|_| ())
             .map_err(pg_err("changing sandstack_paused"))
@@ -159,7 +159,7 @@ impl RunHistory for PgStore {
 
     fn paused_batches(&self) -> Result<BTreeSet<String>, StoreError> {
         let rows = self
-            .conn()
+            .conn()?
             .query("SELECT batch FROM sandstack_paused", &[])
             .map_err(pg_err("reading sandstack_paused"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())

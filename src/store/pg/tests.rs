@@ -364,3 +364,26 @@ fn opening_refuses_what_it_cannot_use() {
     assert!(e.contains("newer sandstack"), "{e}");
     let _: Option<StoreError> = None;
 }
+
+#[test]
+fn a_template_ending_other_sessions_costs_them_one_statement_and_can_be_forbidden() {
+    let c = cluster();
+    let s = PgStore::open(&c.url).expect("open");
+    let victim = PgStore::open(&c.url).expect("open");
+    assert_eq!(victim.count_rows("metrics").expect("count"), 0);
+    let hostile = "SELECT count(pg_terminate_backend(pid)) AS ended FROM pg_stat_activity \
+                   WHERE usename = current_user AND pid <> pg_backend_pid()";
+    s.query_template(hostile)
+        .expect("allowed until the operator revokes it");
+    // The victim's next statement may fail; the one after reconnects.
+    let _ = victim.count_rows("metrics");
+    assert_eq!(victim.count_rows("metrics").expect("connected again"), 0);
+
+    // The operator's hardening: the same template is refused.
+    let admin_here = c.admin_url.replace("/postgres", "/sandstack");
+    let mut admin = postgres::Client::connect(&admin_here, postgres::NoTls).expect("admin");
+    admin.batch_execute(super::REVOKE_SIGNALS).expect("revoke");
+    let e = s.query_template(hostile).expect_err("revoked").to_string();
+    assert!(e.contains("permission denied"), "{e}");
+    assert_eq!(victim.count_rows("metrics").expect("untouched"), 0);
+}
