@@ -387,3 +387,24 @@ fn a_template_ending_other_sessions_costs_them_one_statement_and_can_be_forbidde
     assert!(e.contains("permission denied"), "{e}");
     assert_eq!(victim.count_rows("metrics").expect("untouched"), 0);
 }
+
+#[test]
+fn a_template_past_its_time_limit_is_cancelled_on_the_server() {
+    let c = cluster();
+    let mut store =
+        crate::store::Store::from_backend(Box::new(PgStore::open(&c.url).expect("open")));
+    let t = std::time::Instant::now();
+    let (out, ran_out) = store.with_time_limit(Duration::from_millis(500), |s| {
+        s.query_template("SELECT 1 AS x FROM pg_sleep(30)")
+    });
+    assert!(ran_out, "the limit ran out");
+    let e = out.expect_err("cancelled").to_string();
+    assert!(e.contains("cancel"), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // The connection is still good.
+    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+}
