@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use sandstack::store::Store;
 
-use crate::support::{http_get as get, start_sandstack, terminate, Folder};
+use crate::support::{http_get as get, http_post as post, start_sandstack, terminate, Folder};
 
 /// The scraped samples of `name`, by their labels (sorted `k=v` pairs).
 fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
@@ -455,23 +455,6 @@ fn sandstack(
         .envs(env.iter().copied())
         .output()
         .expect("run sandstack")
-}
-
-fn post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let mut req = reqwest::Client::new().post(url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = req.send().await.expect("post");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or_default())
-    })
 }
 
 /// Scheduled ingest runs of batch `ctl` so far, through the API.

@@ -414,3 +414,21 @@ pub fn http_get(url: &str) -> (u16, String) {
         (r.status().as_u16(), r.text().await.expect("text"))
     })
 }
+
+/// POST to `url` with the bearer `token`: its status and JSON body.
+pub fn http_post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().post(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("post");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    })
+}
