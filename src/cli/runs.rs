@@ -80,6 +80,9 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
     if r.attempt > 1 {
         println!("  attempt   {}", r.attempt);
     }
+    if let Some(w) = &r.worker {
+        println!("  worker    {}", crate::sandbox::guest_text::clean(w));
+    }
     println!("  rows {}, fuel {}", r.rows, r.fuel);
     if let Some(c) = &r.cassette {
         println!("  cassette: {c}");
@@ -118,13 +121,23 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // Who ran each run, when several workers share the store.
+    let fleet = runs.iter().any(|r| r.worker.is_some());
     println!(
-        "{:>7}  {:<23}  {:<24} {:<8} {:<11} {:>7} {:>9} {:>12}",
-        "run", "started (UTC)", "batch", "job", "status", "rows", "wall ms", "fuel"
+        "{:>7}  {:<23}  {:<24} {:<8} {:<11} {:>7} {:>9} {:>12}{}",
+        "run",
+        "started (UTC)",
+        "batch",
+        "job",
+        "status",
+        "rows",
+        "wall ms",
+        "fuel",
+        if fleet { "  worker" } else { "" }
     );
     for r in &runs {
         println!(
-            "{:>7}  {:<23}  {:<24} {:<8} {:<11} {:>7} {:>9.1} {:>12}",
+            "{:>7}  {:<23}  {:<24} {:<8} {:<11} {:>7} {:>9.1} {:>12}{}",
             r.run_id,
             time(r.started_us),
             r.batch,
@@ -132,7 +145,11 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
             r.status.as_str(),
             r.rows,
             r.wall_ms,
-            r.fuel
+            r.fuel,
+            r.worker
+                .as_deref()
+                .map(|w| format!("  {}", crate::sandbox::guest_text::clean(w)))
+                .unwrap_or_default()
         );
         if let Some(e) = &r.error {
             if args.failed {

@@ -189,6 +189,11 @@ pub const REVOKE_SIGNALS: &str =
 /// read server files (`pg_read_file`), and any role's can end its own
 /// other sessions; say so once.
 fn warn_if_superuser(client: &mut Client) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if WARNED.is_completed() {
+        return;
+    }
+    WARNED.call_once(|| {});
     let can_signal = client
         .query_one(
             "SELECT has_function_privilege('pg_terminate_backend(integer, bigint)', 'EXECUTE')",
