@@ -453,59 +453,9 @@ impl Scheduler {
         let worker = fleet.as_ref().map(|f| f.worker.clone());
         tokio::spawn(async move {
             let scheduled = ticket.scheduled;
-            if let Some(f) = fleet.clone() {
-                let k = key.clone();
-                let claimed = tokio::task::spawn_blocking(move || f.claim(&k, scheduled)).await;
-                match claimed {
-                    Ok(Ok(Claim::Mine)) => {}
-                    Ok(Ok(Claim::Busy { worker: busy })) => {
-                        let mut r = unfinished(
-                            &key,
-                            [scheduled, clock.now(), clock.now()],
-                            RunStatus::Skipped,
-                            format!(
-                                "the previous run of this job was still going on worker {busy}"
-                            ),
-                        );
-                        r.worker = worker.clone();
-                        let (l, f) = (log.clone(), fleet.clone());
-                        let (k, rec) = (key.clone(), r.clone());
-                        let id = tokio::task::spawn_blocking(move || {
-                            let id = l.record(&rec);
-                            if let Some(f) = f {
-                                f.finish(&k, scheduled);
-                            }
-                            id
-                        })
-                        .await
-                        .unwrap_or(0);
-                        r.run_id = id;
-                        let _ = done.send((key, Some(r)));
-                        return;
-                    }
-                    Ok(Ok(Claim::Taken { .. })) => {
-                        let _ = done.send((key, None));
-                        return;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(
-                            "batch {} job {}: tick {} not run: {e}",
-                            key.0,
-                            key.1.name(),
-                            scheduled.format("%H:%M:%S")
-                        );
-                        let _ = done.send((key, None));
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            "batch {} job {}: claiming panicked: {e}",
-                            key.0,
-                            key.1.name()
-                        );
-                        let _ = done.send((key, None));
-                        return;
-                    }
+            if let Some(f) = &fleet {
+                if !claim_first(f, &key, scheduled, &log, clock.as_ref(), &done).await {
+                    return;
                 }
             }
             let mut attempt = 1;
@@ -554,6 +504,66 @@ impl Scheduler {
             let _ = done.send((key, Some(record)));
         });
     }
+}
+
+/// In a fleet, claim a tick before running it. Returns whether this
+/// worker runs it; if not, the tick's end is reported here: recorded as
+/// skipped (an earlier run of the job is going on another worker), or
+/// nothing (another worker has it, or it could not be claimed).
+async fn claim_first(
+    fleet: &Arc<fleet::Fleet>,
+    key: &JobKey,
+    scheduled: DateTime<Utc>,
+    log: &Arc<dyn RunLog>,
+    clock: &dyn Clock,
+    done: &mpsc::UnboundedSender<Done>,
+) -> bool {
+    let (f, k) = (fleet.clone(), key.clone());
+    let claimed = tokio::task::spawn_blocking(move || f.claim(&k, scheduled)).await;
+    let busy = match claimed {
+        Ok(Ok(Claim::Mine)) => return true,
+        Ok(Ok(Claim::Busy { worker })) => worker,
+        Ok(Ok(Claim::Taken { .. })) => {
+            let _ = done.send((key.clone(), None));
+            return false;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(
+                "batch {} job {}: tick {} not run: {e}",
+                key.0,
+                key.1.name(),
+                scheduled.format("%H:%M:%S")
+            );
+            let _ = done.send((key.clone(), None));
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(
+                "batch {} job {}: claiming panicked: {e}",
+                key.0,
+                key.1.name()
+            );
+            let _ = done.send((key.clone(), None));
+            return false;
+        }
+    };
+    let mut r = unfinished(
+        key,
+        [scheduled, clock.now(), clock.now()],
+        RunStatus::Skipped,
+        format!("the previous run of this job was still going on worker {busy}"),
+    );
+    r.worker = Some(fleet.worker.clone());
+    let (l, f, k, rec) = (log.clone(), fleet.clone(), key.clone(), r.clone());
+    r.run_id = tokio::task::spawn_blocking(move || {
+        let id = l.record(&rec);
+        f.finish(&k, scheduled);
+        id
+    })
+    .await
+    .unwrap_or(0);
+    let _ = done.send((key.clone(), Some(r)));
+    false
 }
 
 /// Every third of the lease: renew it, take over silent workers' runs,

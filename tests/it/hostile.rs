@@ -661,7 +661,7 @@ fn read_templates_must_be_queries_and_delete_sql_a_delete() {
         .to_string();
     assert_eq!(
         err,
-        "batch w: preparing query: it is a DELETE; this template must be one read-only query"
+        "batch w: train_sql: preparing query: it is a DELETE; this template must be one read-only query"
     );
     let err = sandstack::jobs::maintenance::delete(&spec, &mut store)
         .expect_err("a DROP in delete_sql")
