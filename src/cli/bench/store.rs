@@ -262,28 +262,38 @@ fn ticks(col: &mut Column, store: &Store, opts: &Options) -> anyhow::Result<()> 
         );
     }
     if n > 1 && shared {
-        // Every worker claims every tick, as the fleet's workers do; one wins.
-        let base = base - (ticks as i64) * 10_000_000;
-        let won = AtomicUsize::new(0);
-        let took = in_parallel(store, n, |s, k| {
-            for i in 0..ticks {
-                let at = base + i as i64 * 1_000;
-                if tick(&s, &format!("bench-w{k}"), i, at)? {
-                    won.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Ok(())
-        })?;
-        let won = won.load(Ordering::Relaxed);
-        col.add(
-            &format!("ticks/s, {n} workers claiming each"),
-            format!(
-                "{:.0} ({won} of {ticks} ticks run{})",
-                ticks as f64 / took.as_secs_f64().max(1e-9),
-                if won == ticks { ", each once" } else { "" }
-            ),
-        );
+        contended_ticks(col, store, n, ticks, base - (ticks as i64) * 10_000_000)?;
     }
+    Ok(())
+}
+
+/// Every worker claims every tick, as the fleet's workers do; one wins.
+fn contended_ticks(
+    col: &mut Column,
+    store: &Store,
+    n: usize,
+    ticks: usize,
+    base: i64,
+) -> anyhow::Result<()> {
+    let won = AtomicUsize::new(0);
+    let took = in_parallel(store, n, |s, k| {
+        for i in 0..ticks {
+            let at = base + i as i64 * 1_000;
+            if tick(&s, &format!("bench-w{k}"), i, at)? {
+                won.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    })?;
+    let won = won.load(Ordering::Relaxed);
+    col.add(
+        &format!("ticks/s, {n} workers claiming each"),
+        format!(
+            "{:.0} ({won} of {ticks} ticks run{})",
+            ticks as f64 / took.as_secs_f64().max(1e-9),
+            if won == ticks { ", each once" } else { "" }
+        ),
+    );
     Ok(())
 }
 

@@ -111,7 +111,19 @@ impl TempCluster {
                 "--no-sync",
             ],
         )?;
-        // A port taken between here and the server's bind is retried.
+        cluster.port = cluster.serve()?;
+        cluster.admin_url = format!("postgres://admin@127.0.0.1:{}/postgres", cluster.port);
+        cluster.add_role()?;
+        cluster.url = format!(
+            "postgres://sandstack:sandstack@127.0.0.1:{}/sandstack",
+            cluster.port
+        );
+        Ok(cluster)
+    }
+
+    /// Start the server on a free loopback port; returns the port. A port
+    /// taken between choosing it and the server's bind is chosen again.
+    fn serve(&self) -> Result<u16, String> {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port()?;
@@ -119,12 +131,12 @@ impl TempCluster {
                 "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
             );
-            let log = cluster.data.join("server.log");
-            match cluster.run(
+            let log = self.data.join("server.log");
+            let started = self.run(
                 "pg_ctl",
                 &[
                     "-D",
-                    path_str(&cluster.data)?,
+                    path_str(&self.data)?,
                     "-l",
                     path_str(&log)?,
                     "-o",
@@ -134,19 +146,18 @@ impl TempCluster {
                     "60",
                     "start",
                 ],
-            ) {
-                Ok(()) => {
-                    cluster.port = port;
-                    break;
-                }
+            );
+            match started {
+                Ok(()) => return Ok(port),
                 Err(e) => last = e,
             }
         }
-        if cluster.port == 0 {
-            return Err(format!("PostgreSQL did not start: {last}"));
-        }
-        cluster.admin_url = format!("postgres://admin@127.0.0.1:{}/postgres", cluster.port);
-        let mut admin = postgres::Client::connect(&cluster.admin_url, postgres::NoTls)
+        Err(format!("PostgreSQL did not start: {last}"))
+    }
+
+    /// The login role sandstack uses: not a superuser, owning its database.
+    fn add_role(&self) -> Result<(), String> {
+        let mut admin = postgres::Client::connect(&self.admin_url, postgres::NoTls)
             .map_err(|e| super::engine_words(&e))?;
         for sql in [
             "CREATE ROLE sandstack LOGIN PASSWORD 'sandstack' NOSUPERUSER NOCREATEDB NOCREATEROLE",
@@ -156,11 +167,7 @@ impl TempCluster {
                 .batch_execute(sql)
                 .map_err(|e| format!("{sql}: {}", super::engine_words(&e)))?;
         }
-        cluster.url = format!(
-            "postgres://sandstack:sandstack@127.0.0.1:{}/sandstack",
-            cluster.port
-        );
-        Ok(cluster)
+        Ok(())
     }
 
     /// Run one of the server's programs as the server's user.

@@ -65,22 +65,30 @@ fn run(batch: &str, started_us: i64, status: RunStatus) -> RunRecord {
     }
 }
 
-#[test]
-fn metrics_rows_round_trip_and_templates_are_confined() {
-    let c = cluster();
+const T0: i64 = 1_700_000_000_000_000;
+
+/// A store with three rows: batch a's m1 at T0 and T0+1, batch b's m2.
+fn seeded(c: &TempCluster) -> PgStore {
     let mut s = PgStore::open(&c.url).expect("open");
-    let t0 = 1_700_000_000_000_000i64;
     let n = s
         .append_metrics(
             "Metrics",
             &[rows(&[
-                (t0, "a", "m1", "metric", 1.5),
-                (t0 + 1, "a", "m1", "metric", 2.5),
-                (t0, "b", "m2", "metric", 7.0),
+                (T0, "a", "m1", "metric", 1.5),
+                (T0 + 1, "a", "m1", "metric", 2.5),
+                (T0, "b", "m2", "metric", 7.0),
             ])],
         )
         .expect("append");
     assert_eq!(n, 3);
+    s
+}
+
+#[test]
+fn metrics_rows_round_trip_as_arrow() {
+    let c = cluster();
+    let mut s = seeded(&c);
+    let t0 = T0;
     assert_eq!(
         s.count_rows("metrics").expect("count"),
         3,
@@ -108,6 +116,30 @@ fn metrics_rows_round_trip_and_templates_are_confined() {
     assert_eq!(b.column(4).as_primitive::<Float64Type>().value(0), 1.25);
     assert!(b.column(5).as_boolean().value(0));
 
+    let newest = s.newest_values("metrics", "a", "m1", 5).expect("newest");
+    assert_eq!(newest.len(), 2);
+    assert_eq!(newest[0].timestamp_us, t0 + 1);
+    let seen = s.timestamps_of_type("metrics", "a", "metric").expect("ts");
+    assert_eq!(seen["m1"], BTreeSet::from([t0, t0 + 1]));
+
+    // SQL ingest's transaction: nothing is written unless committed.
+    let tx = s.begin().expect("tx");
+    tx.append_metrics("metrics", &[rows(&[(t0 + 5, "a", "m1", "metric", 9.0)])])
+        .expect("append");
+    tx.rollback().expect("rollback");
+    assert_eq!(s.count_rows("metrics").expect("count"), 3);
+    let tx = s.begin().expect("tx");
+    tx.query_template("SELECT 1 AS x").expect("query");
+    tx.append_metrics("metrics", &[rows(&[(t0 + 5, "a", "m1", "metric", 9.0)])])
+        .expect("append");
+    tx.commit().expect("commit");
+    assert_eq!(s.count_rows("metrics").expect("count"), 4);
+}
+
+#[test]
+fn templates_are_read_only_and_delete_sql_removes_only_its_batchs_rows() {
+    let c = cluster();
+    let mut s = seeded(&c);
     // Hostile templates: writes, several statements, settings, DuckDB SQL.
     for (sql, says) in [
         ("DELETE FROM metrics", "read-only transaction"),
@@ -150,31 +182,12 @@ fn metrics_rows_round_trip_and_templates_are_confined() {
         )
         .expect("own rows");
     assert_eq!(gone, 1);
-
-    // SQL ingest's transaction: nothing is written unless committed.
-    let tx = s.begin().expect("tx");
-    tx.append_metrics("metrics", &[rows(&[(t0 + 5, "a", "m1", "metric", 9.0)])])
-        .expect("append");
-    tx.rollback().expect("rollback");
-    assert_eq!(s.count_rows("metrics").expect("count"), 2);
-    let tx = s.begin().expect("tx");
-    tx.query_template("SELECT 1 AS x").expect("query");
-    tx.append_metrics("metrics", &[rows(&[(t0 + 5, "a", "m1", "metric", 9.0)])])
-        .expect("append");
-    tx.commit().expect("commit");
-    assert_eq!(s.count_rows("metrics").expect("count"), 3);
-
-    let newest = s.newest_values("metrics", "a", "m1", 5).expect("newest");
-    assert_eq!(newest.len(), 2);
-    assert_eq!(newest[0].timestamp_us, t0 + 5);
-    let seen = s.timestamps_of_type("metrics", "a", "metric").expect("ts");
-    assert_eq!(seen["m1"], BTreeSet::from([t0 + 1, t0 + 5]));
 }
 
 #[test]
-fn runs_pauses_feedback_and_the_fleet() {
+fn runs_and_pauses() {
     let c = cluster();
-    let mut s = PgStore::open(&c.url).expect("open");
+    let s = PgStore::open(&c.url).expect("open");
     let day = 86_400_000_000i64;
     let now = 20_000 * day;
     for i in 0..10 {
@@ -227,8 +240,12 @@ fn runs_pauses_feedback_and_the_fleet() {
         s.paused_batches().expect("paused"),
         BTreeSet::from(["a".to_string()])
     );
+}
 
-    // Feedback only on a stored anomaly.
+#[test]
+fn feedback_only_on_a_stored_anomaly() {
+    let c = cluster();
+    let mut s = PgStore::open(&c.url).expect("open");
     let t0 = 1_700_000_000_000_000i64;
     s.append_metrics("m", &[rows(&[(t0, "a", "x", "alert", 1.0)])])
         .expect("append");
@@ -250,8 +267,14 @@ fn runs_pauses_feedback_and_the_fleet() {
     let anomalies = s.anomalies(&[("m", "a")], 10, 0).expect("anomalies");
     assert_eq!((anomalies.len(), anomalies[0].up), (1, 2));
     assert!(s.card_figures("m").expect("cards").contains_key("a"));
+}
 
-    // Ticks: the first claim wins; a running earlier tick makes the next busy.
+#[test]
+fn ticks_are_claimed_once_and_a_silent_workers_taken_over_once() {
+    let c = cluster();
+    let s = PgStore::open(&c.url).expect("open");
+    let t0 = 1_700_000_000_000_000i64;
+    // The first claim wins; a running earlier tick makes the next busy.
     let other = PgStore::open(&c.url).expect("second connection");
     for w in ["w1", "w2"] {
         s.register_worker(&WorkerInfo {
