@@ -20,6 +20,8 @@ pub mod pg;
 pub mod runs;
 pub mod schema;
 pub mod table_key;
+#[cfg(test)]
+pub(crate) mod test_rows;
 
 use std::any::Any;
 use std::ops::{Deref, DerefMut};
