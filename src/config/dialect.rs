@@ -95,6 +95,34 @@ mod tests {
         }
     }
 
+    /// The PostgreSQL files are whole copies, to read as plain SQL; this
+    /// keeps them the DuckDB ones with only the dialect's words changed.
+    #[test]
+    fn each_postgres_template_is_the_duckdb_one_in_postgresqls_words() {
+        let sql = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("metrics/defaults/sql");
+        let after_first_line = |t: &str| t.split_once('\n').map(|(_, rest)| rest.to_string());
+        for name in ["train", "alerts", "change", "llmalert", "delete", "summary"] {
+            let file = format!("{name}.sql");
+            let duck = std::fs::read_to_string(sql.join(&file)).expect("duckdb template");
+            let pg =
+                std::fs::read_to_string(sql.join("postgres").join(&file)).expect("pg template");
+            let derived = duck
+                .replace(
+                    "make_timestamp(epoch_us(now()))",
+                    "(now() AT TIME ZONE 'UTC')",
+                )
+                .replace(
+                    "arg_max(metric_value, metric_timestamp)",
+                    "(array_agg(metric_value ORDER BY metric_timestamp DESC))[1]",
+                );
+            assert_eq!(after_first_line(&pg), after_first_line(&derived), "{file}");
+            assert!(
+                POSTGRES.iter().any(|(_, text)| *text == pg),
+                "{file} is compiled in"
+            );
+        }
+    }
+
     #[test]
     fn shipped_templates_switch_and_a_batchs_own_stay() {
         let dir = tempfile::tempdir().expect("tmp");

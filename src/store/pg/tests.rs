@@ -2,47 +2,21 @@
 //! ([`super::cluster::TempCluster`]), for what each method must do.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{AsArray, Float64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::AsArray;
 use arrow::datatypes::{Float64Type, Int64Type};
-use arrow::record_batch::RecordBatch;
 
 use super::cluster::TempCluster;
 use super::PgStore;
+use crate::store::test_rows::rows;
 use crate::store::{
-    metrics_schema, Claim, DashboardStore, FleetStore, MetricsStore, Retention, RunFilter,
-    RunHistory, RunRecord, RunStatus, StoreError, Vote, WorkerInfo,
+    Claim, DashboardStore, FleetStore, MetricsStore, Retention, RunFilter, RunHistory, RunRecord,
+    RunStatus, StoreError, Vote, WorkerInfo,
 };
 
 fn cluster() -> TempCluster {
     TempCluster::start().expect("a PostgreSQL cluster (scripts/install-deps installs it)")
-}
-
-fn rows(rows: &[(i64, &str, &str, &str, f64)]) -> RecordBatch {
-    RecordBatch::try_new(
-        metrics_schema(),
-        vec![
-            Arc::new(TimestampMicrosecondArray::from(
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(
-                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(
-                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(
-                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
-            )),
-            Arc::new(Float64Array::from(
-                rows.iter().map(|r| r.4).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(vec![Some("{\"k\": 1}"); rows.len()])),
-        ],
-    )
-    .expect("batch")
 }
 
 fn run(batch: &str, started_us: i64, status: RunStatus) -> RunRecord {
