@@ -354,3 +354,47 @@ fn the_detection_jobs_give_the_same_results_on_postgresql_as_on_duckdb() {
     assert!(err.contains("train_sql"), "names the template: {err}");
     assert!(err.contains("rewritten in PostgreSQL"), "{err}");
 }
+
+#[test]
+fn a_pause_through_one_workers_api_holds_for_the_fleet() {
+    let cluster = TempCluster::start().expect("a PostgreSQL cluster (scripts/install-deps)");
+    let f = Folder::with_defaults();
+    f.write(
+        "ctl.yaml",
+        "metric_batch: ctl\n\
+         ingest_sql: \"SELECT now()::TIMESTAMP AS metric_timestamp, 'm' AS metric_name, 1.0::float8 AS metric_value\"\n\
+         ingest_cron_schedule: \"* * * * * *\"\n\
+         ingest_default_schedule_status: RUNNING\n",
+    );
+    let (mut a, url_a) = worker(f.path(), &cluster.url, "a");
+    let (mut b, _) = worker(f.path(), &cluster.url, "b");
+    let mut pg = postgres::Client::connect(&cluster.url, postgres::NoTls).expect("connect");
+    let count = |pg: &mut postgres::Client| -> i64 {
+        pg.query_one(
+            "SELECT count(*) FROM sandstack_runs WHERE batch = 'ctl' AND status = 'succeeded'",
+            &[],
+        )
+        .expect("count")
+        .get(0)
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(count(&mut pg) > 0, "the batch runs");
+
+    let (status, body) = post(&format!("{url_a}/api/batches/ctl/pause"), None);
+    assert_eq!(status, 200, "{body}");
+    // Worker b hears of it at its next heartbeat (every third of the lease).
+    std::thread::sleep(Duration::from_secs(LEASE_SECS) / 3 + Duration::from_secs(2));
+    let paused_at = count(&mut pg);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(count(&mut pg), paused_at, "no worker runs a paused batch");
+
+    let (status, body) = post(&format!("{url_a}/api/batches/ctl/resume"), None);
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_secs(LEASE_SECS) / 3 + Duration::from_secs(3));
+    assert!(count(&mut pg) > paused_at, "runs again after resume");
+    for child in [&a, &b] {
+        terminate(child);
+    }
+    wait_exit(&mut a);
+    wait_exit(&mut b);
+}
