@@ -100,27 +100,31 @@ fn quoted(key: &super::TableKey) -> String {
     key.quoted()
 }
 
+type Manager = r2d2_postgres::PostgresConnectionManager<NoTls>;
+type Pooled = r2d2_postgres::r2d2::PooledConnection<Manager>;
+
+/// Connections a process keeps at most: the scheduler's, its history's,
+/// the fleet's and the dashboard's, one per running job and one per
+/// dashboard request in flight.
+const POOL_MAX: u32 = 32;
+
 pub struct PgStore {
-    /// None only while dropping.
-    client: RefCell<Option<Client>>,
-    url: String,
-    cancel: postgres::CancelToken,
-    /// Metrics tables this connection has made sure of.
+    /// This handle's connection, from the pool; None only while dropping.
+    client: RefCell<Option<Pooled>>,
+    pool: r2d2_postgres::r2d2::Pool<Manager>,
+    /// The URL without its password, for errors.
+    label: String,
+    /// Metrics tables this process has made sure of.
     tables: RefCell<HashSet<String>>,
 }
 
 impl PgStore {
     /// Connect to `url` and bring its schema up to date.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        Self::connect(url, true)
-    }
-
-    /// Connect; `migrate`: bring the schema up to date first (another
-    /// connection of this process already has).
-    fn connect(url: &str, migrate: bool) -> Result<Self, StoreError> {
+        let label = redacted(url);
         let open_error = |e: postgres::Error| StoreError::Open {
             engine: "PostgreSQL",
-            path: redacted(url).into(),
+            path: label.clone().into(),
             source: engine_words(&e).into(),
         };
         let mut config: Config = url.parse().map_err(open_error)?;
@@ -128,52 +132,87 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("sandstack");
-        let mut client = config.connect(NoTls).map_err(open_error)?;
         // Stored timestamps are UTC without a zone, as in DuckDB.
-        client
-            .batch_execute("SET TimeZone = 'UTC'")
-            .map_err(open_error)?;
-        if migrate {
-            migrations::apply(&mut client)?;
-            warn_if_superuser(&mut client);
-        }
-        let cancel = client.cancel_token();
-        Ok(PgStore {
-            client: RefCell::new(Some(client)),
-            url: url.to_string(),
-            cancel,
-            tables: RefCell::new(HashSet::new()),
-        })
+        let options = match config.get_options() {
+            Some(o) => format!("{o} -c TimeZone=UTC"),
+            None => "-c TimeZone=UTC".to_string(),
+        };
+        config.options(&options);
+        // A first connection of its own says at once what is wrong (the
+        // pool would retry until its timeout), and migrates.
+        let mut first = config.connect(NoTls).map_err(open_error)?;
+        migrations::apply(&mut first)?;
+        warn_if_superuser(&mut first);
+        drop(first);
+        let pool = r2d2_postgres::r2d2::Pool::builder()
+            .max_size(POOL_MAX)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(15))
+            .build(Manager::new(config, NoTls))
+            .map_err(|e| StoreError::Open {
+                engine: "PostgreSQL",
+                path: label.clone().into(),
+                source: e.to_string().into(),
+            })?;
+        PgStore::from_pool(pool, label)
     }
 
-    /// The connection, for one statement or transaction at a time; made
-    /// again first if the server closed it (a restart, a terminated
-    /// backend), so one lost connection is one failed statement, not a
-    /// dead worker.
+    /// A handle with a connection of its own from `pool`.
+    fn from_pool(
+        pool: r2d2_postgres::r2d2::Pool<Manager>,
+        label: String,
+    ) -> Result<Self, StoreError> {
+        let store = PgStore {
+            client: RefCell::new(None),
+            pool,
+            label,
+            tables: RefCell::new(HashSet::new()),
+        };
+        store.conn()?;
+        Ok(store)
+    }
+
+    /// The connection, for one statement or transaction at a time; taken
+    /// again from the pool first if the server closed it (a restart, a
+    /// terminated backend), so one lost connection is one failed
+    /// statement, not a dead worker.
     fn conn(&self) -> Result<RefMut<'_, Client>, StoreError> {
         let mut slot = self.client.borrow_mut();
-        if slot.as_ref().is_none_or(Client::is_closed) {
-            tracing::warn!("PostgreSQL: the connection was closed; connecting again");
-            let fresh = PgStore::connect(&self.url, false)?;
-            *slot = fresh.client.borrow_mut().take();
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            if slot.is_some() {
+                tracing::warn!("PostgreSQL: the connection was closed; connecting again");
+            }
+            let fresh = self.pool.get().map_err(|e| StoreError::Open {
+                engine: "PostgreSQL",
+                path: self.label.clone().into(),
+                source: e.to_string().into(),
+            })?;
+            if let Some(broken) = slot.replace(fresh) {
+                drop_off_runtime(broken);
+            }
             self.tables.borrow_mut().clear();
         }
         Ok(RefMut::map(slot, |c| {
-            c.as_mut().expect("a client was just put in place")
+            &mut **c.as_mut().expect("a connection was just put in place")
         }))
     }
 }
 
+/// A connection the pool will close blocks on the client's own runtime,
+/// which tokio refuses inside an async context: close it on a thread of
+/// its own then. A healthy one just goes back to the pool.
+fn drop_off_runtime(conn: Pooled) {
+    if conn.is_closed() && tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::spawn(move || drop(conn)).join();
+    } else {
+        drop(conn);
+    }
+}
+
 impl Drop for PgStore {
-    /// Closing blocks on the client's own runtime, which tokio refuses
-    /// inside an async context: close it on a thread of its own then.
     fn drop(&mut self) {
-        if let Some(client) = self.client.get_mut().take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::spawn(move || drop(client)).join();
-            } else {
-                drop(client);
-            }
+        if let Some(conn) = self.client.get_mut().take() {
+            drop_off_runtime(conn);
         }
     }
 }
@@ -224,8 +263,12 @@ fn warn_if_superuser(client: &mut Client) {
 }
 
 impl Backend for PgStore {
+    /// Another connection from the same pool.
     fn try_clone(&self) -> Result<Box<dyn Backend>, StoreError> {
-        Ok(Box::new(PgStore::connect(&self.url, false)?))
+        Ok(Box::new(PgStore::from_pool(
+            self.pool.clone(),
+            self.label.clone(),
+        )?))
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -234,9 +277,11 @@ impl Backend for PgStore {
 
     /// Cancels the statement running, through a connection of its own.
     fn interrupter(&self) -> Arc<dyn Fn() + Send + Sync> {
-        let cancel = self.cancel.clone();
+        let cancel = self.conn().ok().map(|c| c.cancel_token());
         Arc::new(move || {
-            let _ = cancel.cancel_query(NoTls);
+            if let Some(c) = &cancel {
+                let _ = c.cancel_query(NoTls);
+            }
         })
     }
 
