@@ -106,8 +106,22 @@ impl StoreRunLog {
 
 impl RunLog for StoreRunLog {
     fn record(&self, record: &RunRecord) -> i64 {
-        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        match store.record_run(record) {
+        let held = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        // A shared store's runs are recorded on connections of their own
+        // (from its pool), at once; a file's on the one connection.
+        let own = if held.shared() {
+            held.try_clone().ok()
+        } else {
+            None
+        };
+        let recorded = match own {
+            Some(store) => {
+                drop(held);
+                store.record_run(record)
+            }
+            None => held.record_run(record),
+        };
+        match recorded {
             Ok(id) => {
                 let worked = !matches!(record.status, RunStatus::Skipped | RunStatus::Interrupted);
                 crate::telemetry::global().run_recorded(&crate::telemetry::RecordedRun {

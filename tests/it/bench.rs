@@ -108,7 +108,10 @@ fn bench_store_puts_postgresql_beside_duckdb() {
         "50",
         "--temp-postgres",
     ]);
-    assert!(text.contains("PostgreSQL (throwaway, loopback)"), "{text}");
+    assert!(
+        text.contains("PostgreSQL (throwaway, loopback, fsync on)"),
+        "{text}"
+    );
     for label in [
         "append, 1 writer",
         "append, 3 writers at once",

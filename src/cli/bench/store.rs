@@ -69,8 +69,8 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let cluster = match (&opts.postgres, opts.temp_postgres) {
         (None, true) => {
-            eprintln!("starting a throwaway PostgreSQL cluster...");
-            Some(TempCluster::start().map_err(anyhow::Error::msg)?)
+            eprintln!("starting a throwaway PostgreSQL cluster (default durability: fsync on)...");
+            Some(TempCluster::start_with(true).map_err(anyhow::Error::msg)?)
         }
         _ => None,
     };
@@ -100,7 +100,7 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
         let pg =
             Store::open(std::path::Path::new(url)).context("opening the PostgreSQL database")?;
         let label = if cluster.is_some() {
-            "PostgreSQL (throwaway, loopback)".to_string()
+            "PostgreSQL (throwaway, loopback, fsync on)".to_string()
         } else {
             format!("PostgreSQL ({})", crate::store::pg::redacted(url))
         };

@@ -70,8 +70,15 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl TempCluster {
-    /// Make and start a cluster (a few seconds).
+    /// Make and start a cluster (a few seconds) that does not wait for
+    /// its disk: what tests want.
     pub fn start() -> Result<TempCluster, String> {
+        Self::start_with(false)
+    }
+
+    /// Make and start a cluster; `durable`: with PostgreSQL's default
+    /// fsync and commit settings, as a benchmark must measure.
+    pub fn start_with(durable: bool) -> Result<TempCluster, String> {
         let bin = bin_dir()?;
         let owner = unprivileged()?;
         let dir = tempfile::Builder::new()
@@ -111,7 +118,7 @@ impl TempCluster {
                 "--no-sync",
             ],
         )?;
-        cluster.port = cluster.serve()?;
+        cluster.port = cluster.serve(durable)?;
         cluster.admin_url = format!("postgres://admin@127.0.0.1:{}/postgres", cluster.port);
         cluster.add_role()?;
         cluster.url = format!(
@@ -123,13 +130,18 @@ impl TempCluster {
 
     /// Start the server on a free loopback port; returns the port. A port
     /// taken between choosing it and the server's bind is chosen again.
-    fn serve(&self) -> Result<u16, String> {
+    fn serve(&self, durable: bool) -> Result<u16, String> {
+        let speed = if durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port()?;
             let options = format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+                "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' \
+                 -c max_connections=200{speed}"
             );
             let log = self.data.join("server.log");
             let started = self.run(
