@@ -62,9 +62,14 @@ fn sigkill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Wait for a worker asked to stop; it must stop cleanly.
 fn wait_exit(child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "a worker stopped with {status}");
+            return;
+        }
         assert!(
             Instant::now() < deadline,
             "a worker did not stop on SIGTERM"

@@ -111,7 +111,8 @@ const POOL_MAX: u32 = 32;
 pub struct PgStore {
     /// This handle's connection, from the pool; None only while dropping.
     client: RefCell<Option<Pooled>>,
-    pool: r2d2_postgres::r2d2::Pool<Manager>,
+    /// None only while dropping.
+    pool: Option<r2d2_postgres::r2d2::Pool<Manager>>,
     /// The URL without its password, for errors.
     label: String,
     /// Metrics tables this process has made sure of.
@@ -164,7 +165,7 @@ impl PgStore {
     ) -> Result<Self, StoreError> {
         let store = PgStore {
             client: RefCell::new(None),
-            pool,
+            pool: Some(pool),
             label,
             tables: RefCell::new(HashSet::new()),
         };
@@ -182,7 +183,7 @@ impl PgStore {
             if slot.is_some() {
                 tracing::warn!("PostgreSQL: the connection was closed; connecting again");
             }
-            let fresh = self.pool.get().map_err(|e| StoreError::Open {
+            let fresh = self.pool()?.get().map_err(|e| StoreError::Open {
                 engine: "PostgreSQL",
                 path: self.label.clone().into(),
                 source: e.to_string().into(),
@@ -198,6 +199,15 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    fn pool(&self) -> Result<&r2d2_postgres::r2d2::Pool<Manager>, StoreError> {
+        self.pool.as_ref().ok_or_else(|| StoreError::Sql {
+            context: "connecting".into(),
+            message: "the store is being closed".into(),
+        })
+    }
+}
+
 /// A connection the pool will close blocks on the client's own runtime,
 /// which tokio refuses inside an async context: close it on a thread of
 /// its own then. A healthy one just goes back to the pool.
@@ -210,9 +220,18 @@ fn drop_off_runtime(conn: Pooled) {
 }
 
 impl Drop for PgStore {
+    /// The last handle of a pool closes its idle connections, which blocks
+    /// like closing one: off the async context too.
     fn drop(&mut self) {
         if let Some(conn) = self.client.get_mut().take() {
             drop_off_runtime(conn);
+        }
+        if let Some(pool) = self.pool.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let _ = std::thread::spawn(move || drop(pool)).join();
+            } else {
+                drop(pool);
+            }
         }
     }
 }
@@ -266,7 +285,7 @@ impl Backend for PgStore {
     /// Another connection from the same pool.
     fn try_clone(&self) -> Result<Box<dyn Backend>, StoreError> {
         Ok(Box::new(PgStore::from_pool(
-            self.pool.clone(),
+            self.pool()?.clone(),
             self.label.clone(),
         )?))
     }
