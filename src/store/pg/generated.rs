@@ -32,7 +32,7 @@ impl PgStore {
         let key = TableKey::parse(&format!("{schema}.x"))?;
         let name = quoted(&key);
         let schema = name.split('.').next().unwrap_or_default();
-        self.tables.borrow_mut().clear();
+        self.known_tables().clear();
         self.conn()?
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
             .map_err(pg_err(format!("dropping schema {schema}")))

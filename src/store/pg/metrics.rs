@@ -65,7 +65,7 @@ impl PgStore {
     /// Make sure `table_key`'s table exists (once per connection).
     pub(super) fn ensure_table(&self, table_key: &str) -> Result<TableKey, StoreError> {
         let key = TableKey::parse(table_key)?;
-        if self.tables.borrow().contains(table_key) {
+        if self.known_tables().contains(table_key) {
             return Ok(key);
         }
         let ctx = format!("creating metrics table {table_key}");
@@ -75,7 +75,7 @@ impl PgStore {
             .map_err(pg_err(&ctx))?;
         tx.batch_execute(&create_sql(&key)).map_err(pg_err(&ctx))?;
         tx.commit().map_err(pg_err(&ctx))?;
-        self.tables.borrow_mut().insert(table_key.to_string());
+        self.known_tables().insert(table_key.to_string());
         Ok(key)
     }
 

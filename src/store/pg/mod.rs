@@ -21,7 +21,7 @@ mod tests;
 use std::any::Any;
 use std::cell::{RefCell, RefMut};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postgres::{Client, Config, NoTls};
@@ -115,8 +115,9 @@ pub struct PgStore {
     pool: Option<r2d2_postgres::r2d2::Pool<Manager>>,
     /// The URL without its password, for errors.
     label: String,
-    /// Metrics tables this process has made sure of.
-    tables: RefCell<HashSet<String>>,
+    /// Metrics tables this process has made sure of (shared by the
+    /// handles of one pool).
+    tables: Arc<Mutex<HashSet<String>>>,
 }
 
 impl PgStore {
@@ -155,19 +156,20 @@ impl PgStore {
                 path: label.clone().into(),
                 source: e.to_string().into(),
             })?;
-        PgStore::from_pool(pool, label)
+        PgStore::from_pool(pool, label, Arc::default())
     }
 
     /// A handle with a connection of its own from `pool`.
     fn from_pool(
         pool: r2d2_postgres::r2d2::Pool<Manager>,
         label: String,
+        tables: Arc<Mutex<HashSet<String>>>,
     ) -> Result<Self, StoreError> {
         let store = PgStore {
             client: RefCell::new(None),
             pool: Some(pool),
             label,
-            tables: RefCell::new(HashSet::new()),
+            tables,
         };
         store.conn()?;
         Ok(store)
@@ -191,7 +193,6 @@ impl PgStore {
             if let Some(broken) = slot.replace(fresh) {
                 drop_off_runtime(broken);
             }
-            self.tables.borrow_mut().clear();
         }
         Ok(RefMut::map(slot, |c| {
             &mut **c.as_mut().expect("a connection was just put in place")
@@ -200,6 +201,11 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// The tables made sure of, whatever a panicking holder left.
+    fn known_tables(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn pool(&self) -> Result<&r2d2_postgres::r2d2::Pool<Manager>, StoreError> {
         self.pool.as_ref().ok_or_else(|| StoreError::Sql {
             context: "connecting".into(),
@@ -287,6 +293,7 @@ impl Backend for PgStore {
         Ok(Box::new(PgStore::from_pool(
             self.pool()?.clone(),
             self.label.clone(),
+            self.tables.clone(),
         )?))
     }
 
