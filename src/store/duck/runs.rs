@@ -209,26 +209,7 @@ impl RunHistory for DuckStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(batch: &str, started_us: i64, status: RunStatus) -> RunRecord {
-        RunRecord {
-            run_id: 0,
-            batch: batch.into(),
-            job: "ingest".into(),
-            scheduled_us: started_us,
-            started_us,
-            ended_us: started_us + 5_000,
-            status,
-            error: (status == RunStatus::Failed).then(|| "boom".to_string()),
-            rows: 3,
-            fuel: 10,
-            wall_ms: 5.0,
-            cassette: None,
-            log: Some("printed".into()),
-            attempt: 1,
-            worker: None,
-        }
-    }
+    use crate::store::test_rows::run_record as record;
 
     #[test]
     fn pauses_are_kept_and_lifted() {
