@@ -9,7 +9,7 @@ use arrow::datatypes::{Float64Type, Int64Type};
 
 use super::cluster::TempCluster;
 use super::PgStore;
-use crate::store::test_rows::rows;
+use crate::store::test_rows::{rows, run_record};
 use crate::store::{
     Claim, DashboardStore, FleetStore, MetricsStore, Retention, RunFilter, RunHistory, RunRecord,
     RunStatus, StoreError, Vote, WorkerInfo,
@@ -19,23 +19,12 @@ fn cluster() -> TempCluster {
     TempCluster::start().expect("a PostgreSQL cluster (scripts/install-deps installs it)")
 }
 
+/// A run as a fleet's worker records it: with its worker, a retry.
 fn run(batch: &str, started_us: i64, status: RunStatus) -> RunRecord {
     RunRecord {
-        run_id: 0,
-        batch: batch.into(),
-        job: "ingest".into(),
-        scheduled_us: started_us,
-        started_us,
-        ended_us: started_us + 5_000,
-        status,
-        error: (status == RunStatus::Failed).then(|| "boom".to_string()),
-        rows: 3,
-        fuel: 10,
-        wall_ms: 5.0,
-        cassette: None,
-        log: Some("printed".into()),
         attempt: 2,
         worker: Some("w1".into()),
+        ..run_record(batch, started_us, status)
     }
 }
 
