@@ -381,15 +381,10 @@ impl Scheduler {
                 ),
             );
             record.worker = self.fleet.as_ref().map(|f| f.worker.clone());
-            let (log, fleet, key) = (self.log.clone(), self.fleet.clone(), (batch.clone(), job));
-            let _ = tokio::task::spawn_blocking(move || {
-                log.record(&record);
-                if let Some(f) = fleet {
-                    // Recorded here: no other worker is to take it over.
-                    f.finish(&key, scheduled);
-                }
-            })
-            .await;
+            // In a fleet, recorded with its claim ended: no other worker is
+            // to take it over.
+            let log = self.log.clone();
+            let _ = tokio::task::spawn_blocking(move || log.record_claimed(&record)).await;
             out.interrupted.push((batch, job));
         }
         if let Some(f) = self.fleet.clone() {
@@ -429,10 +424,7 @@ impl Scheduler {
                     }
                 }
             }
-            log.record(&record);
-            if let Some(f) = &fleet {
-                f.finish(&key, tick);
-            }
+            log.record_claimed(&record);
         });
     }
 
@@ -497,7 +489,9 @@ impl Scheduler {
                     }
                 }
             };
-            if let Some(f) = fleet {
+            // The last attempt's record ended the claim; without one (the
+            // job panicked, or the store refused the record) it ends here.
+            if let (Some(f), 0) = (fleet, record.run_id) {
                 let k = key.clone();
                 let _ = tokio::task::spawn_blocking(move || f.finish(&k, scheduled)).await;
             }
@@ -554,14 +548,10 @@ async fn claim_first(
         format!("the previous run of this job was still going on worker {busy}"),
     );
     r.worker = Some(fleet.worker.clone());
-    let (l, f, k, rec) = (log.clone(), fleet.clone(), key.clone(), r.clone());
-    r.run_id = tokio::task::spawn_blocking(move || {
-        let id = l.record(&rec);
-        f.finish(&k, scheduled);
-        id
-    })
-    .await
-    .unwrap_or(0);
+    let (l, rec) = (log.clone(), r.clone());
+    r.run_id = tokio::task::spawn_blocking(move || l.record_claimed(&rec))
+        .await
+        .unwrap_or(0);
     let _ = done.send((key.clone(), Some(r)));
     false
 }
@@ -657,7 +647,12 @@ fn attempt_once(
         attempt,
         worker,
     };
-    record.run_id = log.record(&record);
+    // A tick's last attempt ends its claim in the same transaction.
+    record.run_id = if again {
+        log.record(&record)
+    } else {
+        log.record_claimed(&record)
+    };
     (record, again)
 }
 

@@ -85,6 +85,11 @@ pub trait JobRunner: Send + Sync + 'static {
 pub trait RunLog: Send + Sync + 'static {
     /// Store a run; returns its id (0 if it could not be stored).
     fn record(&self, record: &RunRecord) -> i64;
+    /// Store a tick's last run and, when its worker claimed it in a shared
+    /// store, end the claim in the same transaction.
+    fn record_claimed(&self, record: &RunRecord) -> i64 {
+        self.record(record)
+    }
     /// Drop history beyond the retention setting.
     fn prune(&self, now: DateTime<Utc>);
 }
@@ -104,8 +109,10 @@ impl StoreRunLog {
     }
 }
 
-impl RunLog for StoreRunLog {
-    fn record(&self, record: &RunRecord) -> i64 {
+impl StoreRunLog {
+    /// Record `record`, ending its claim too when `claimed` and the store
+    /// is shared.
+    fn write(&self, record: &RunRecord, claimed: bool) -> i64 {
         let held = self.store.lock().unwrap_or_else(|p| p.into_inner());
         // A shared store's runs are recorded on connections of their own
         // (from its pool), at once; a file's on the one connection.
@@ -117,7 +124,11 @@ impl RunLog for StoreRunLog {
         let recorded = match own {
             Some(store) => {
                 drop(held);
-                store.record_run(record)
+                if claimed && record.worker.is_some() {
+                    store.record_claimed_run(record)
+                } else {
+                    store.record_run(record)
+                }
             }
             None => held.record_run(record),
         };
@@ -145,6 +156,16 @@ impl RunLog for StoreRunLog {
                 0
             }
         }
+    }
+}
+
+impl RunLog for StoreRunLog {
+    fn record(&self, record: &RunRecord) -> i64 {
+        self.write(record, false)
+    }
+
+    fn record_claimed(&self, record: &RunRecord) -> i64 {
+        self.write(record, true)
     }
 
     fn prune(&self, now: DateTime<Utc>) {

@@ -72,8 +72,16 @@ pub trait FleetStore {
         lease: Duration,
     ) -> Result<Claim, StoreError>;
 
-    /// The tick's run is recorded; its lease ends. False when the lease
-    /// had already run out and another worker took the run over.
+    /// Record a claimed tick's last run and end its claim, in one
+    /// transaction, so a worker killed between the two cannot leave a run
+    /// recorded and its claim open for another worker to record again.
+    /// If another worker already took the run over (this worker outlived
+    /// its lease), its `interrupted` record is replaced by this one.
+    /// Returns the run's id.
+    fn record_claimed_run(&self, run: &super::RunRecord) -> Result<i64, StoreError>;
+
+    /// The tick's lease ends (no run to record with it). False when the
+    /// lease had already run out and another worker took the run over.
     fn finish_tick(
         &self,
         worker: &str,

@@ -301,14 +301,15 @@ fn sum(d: &[Duration]) -> f64 {
     d.iter().map(Duration::as_secs_f64).sum()
 }
 
-/// One tick by `worker`: claimed, and if won, recorded and finished.
+/// One tick by `worker`: claimed, and if won, its run recorded with the
+/// claim ended (as the scheduler does).
 /// Returns whether this worker ran it.
 fn tick(store: &Store, worker: &str, i: usize, at: i64) -> anyhow::Result<bool> {
     let batch = format!("bench_{}", i % 50);
     if store.claim_tick(worker, &batch, "ingest", at, LEASE)? != Claim::Mine {
         return Ok(false);
     }
-    store.record_run(&RunRecord {
+    store.record_claimed_run(&RunRecord {
         run_id: 0,
         batch: batch.clone(),
         job: "ingest".into(),
@@ -325,7 +326,6 @@ fn tick(store: &Store, worker: &str, i: usize, at: i64) -> anyhow::Result<bool> 
         attempt: 1,
         worker: Some(worker.into()),
     })?;
-    store.finish_tick(worker, &batch, "ingest", at)?;
     Ok(true)
 }
 

@@ -166,6 +166,10 @@ impl super::fleet::FleetStore for DuckStore {
         Ok(super::fleet::Claim::Mine)
     }
 
+    fn record_claimed_run(&self, run: &super::RunRecord) -> Result<i64, StoreError> {
+        super::RunHistory::record_run(self, run)
+    }
+
     fn finish_tick(&self, _: &str, _: &str, _: &str, _: i64) -> Result<bool, StoreError> {
         Ok(true)
     }

@@ -12,6 +12,7 @@ use super::micros::Micros;
 use super::pg_err;
 use super::PgStore;
 use crate::store::fleet::{Claim, FleetStore, TakenOver, WorkerInfo, WorkerRow};
+use crate::store::RunRecord;
 use crate::store::StoreError;
 
 const NOW: &str = "(now() AT TIME ZONE 'UTC')";
@@ -87,6 +88,48 @@ impl FleetStore for PgStore {
         Ok(Claim::Taken {
             worker: holder.map(|r| r.get(0)).unwrap_or_default(),
         })
+    }
+
+    fn record_claimed_run(&self, run: &RunRecord) -> Result<i64, StoreError> {
+        let ctx = "recording a claimed tick's run";
+        let worker = run.worker.as_deref().unwrap_or_default();
+        let at = Micros(run.scheduled_us);
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg_err(ctx))?;
+        let before: Option<String> = tx
+            .query_opt(
+                "SELECT state FROM sandstack_ticks WHERE batch = $1 AND job = $2 AND scheduled_at = $3 \
+                 AND worker = $4 FOR UPDATE",
+                &[&run.batch, &run.job, &at, &worker],
+            )
+            .map_err(pg_err(ctx))?
+            .map(|r| r.get(0));
+        if before.as_deref() == Some("interrupted") {
+            // Taken over while it ran: the run did end, so its record wins.
+            tx.execute(
+                "DELETE FROM sandstack_runs WHERE batch = $1 AND job = $2 AND scheduled_at = $3 \
+                 AND worker = $4 AND status = 'interrupted'",
+                &[&run.batch, &run.job, &at, &worker],
+            )
+            .map_err(pg_err(ctx))?;
+            tracing::warn!(
+                "batch {} job {}: this run outlived its lease and was recorded as interrupted by another worker; \
+                 its own record replaces that",
+                run.batch,
+                run.job
+            );
+        }
+        tx.execute(
+            &format!(
+                "UPDATE sandstack_ticks SET state = 'done', lease_until = {NOW} \
+                 WHERE batch = $1 AND job = $2 AND scheduled_at = $3 AND worker = $4"
+            ),
+            &[&run.batch, &run.job, &at, &worker],
+        )
+        .map_err(pg_err(ctx))?;
+        let id = super::runs::insert_run(&mut tx, run)?;
+        tx.commit().map_err(pg_err(ctx))?;
+        Ok(id)
     }
 
     fn finish_tick(

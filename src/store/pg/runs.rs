@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use postgres::types::ToSql;
+use postgres::GenericClient;
 
 use super::micros::Micros;
 use super::pg_err;
@@ -35,6 +36,38 @@ fn record(r: &postgres::Row) -> RunRecord {
     }
 }
 
+/// Insert one run; returns its id.
+pub(super) fn insert_run(
+    client: &mut impl GenericClient,
+    r: &RunRecord,
+) -> Result<i64, StoreError> {
+    let attempt = i32::try_from(r.attempt).unwrap_or(i32::MAX);
+    client
+        .query_one(
+            "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, \
+             wall_ms, cassette, log, attempt, worker) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING run_id",
+            &[
+                &r.batch,
+                &r.job,
+                &Micros(r.scheduled_us),
+                &Micros(r.started_us),
+                &Micros(r.ended_us),
+                &r.status.as_str(),
+                &r.error,
+                &(r.rows.min(i64::MAX as u64) as i64),
+                &(r.fuel.min(i64::MAX as u64) as i64),
+                &r.wall_ms,
+                &r.cassette,
+                &r.log.as_deref().map(capped),
+                &attempt,
+                &r.worker,
+            ],
+        )
+        .map(|row| row.get(0))
+        .map_err(pg_err("recording a run in sandstack_runs"))
+}
+
 impl RunHistory for PgStore {
     /// Made by the migrations.
     fn ensure_runs_table(&self) -> Result<(), StoreError> {
@@ -42,31 +75,7 @@ impl RunHistory for PgStore {
     }
 
     fn record_run(&self, r: &RunRecord) -> Result<i64, StoreError> {
-        let attempt = i32::try_from(r.attempt).unwrap_or(i32::MAX);
-        self.conn()?
-            .query_one(
-                "INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error, rows, fuel, \
-                 wall_ms, cassette, log, attempt, worker) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING run_id",
-                &[
-                    &r.batch,
-                    &r.job,
-                    &Micros(r.scheduled_us),
-                    &Micros(r.started_us),
-                    &Micros(r.ended_us),
-                    &r.status.as_str(),
-                    &r.error,
-                    &(r.rows.min(i64::MAX as u64) as i64),
-                    &(r.fuel.min(i64::MAX as u64) as i64),
-                    &r.wall_ms,
-                    &r.cassette,
-                    &r.log.as_deref().map(capped),
-                    &attempt,
-                    &r.worker,
-                ],
-            )
-            .map(|row| row.get(0))
-            .map_err(pg_err("recording a run in sandstack_runs"))
+        insert_run(&mut *self.conn()?, r)
     }
 
     fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {

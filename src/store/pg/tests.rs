@@ -394,3 +394,54 @@ fn a_template_past_its_time_limit_is_cancelled_on_the_server() {
     // The connection is still good.
     assert_eq!(store.count_rows("metrics").expect("count"), 0);
 }
+
+#[test]
+fn a_claimed_runs_record_ends_its_claim_and_replaces_a_take_over() {
+    let c = cluster();
+    let s = PgStore::open(&c.url).expect("open");
+    let other = PgStore::open(&c.url).expect("open");
+    let lease = Duration::from_secs(30);
+    let ours = |at: i64| RunRecord {
+        worker: Some("w1".into()),
+        ..run_record("a", at, RunStatus::Succeeded)
+    };
+    // Recorded with its claim: nothing left for a take-over.
+    assert_eq!(
+        s.claim_tick("w1", "a", "ingest", T0, lease).expect("claim"),
+        Claim::Mine
+    );
+    s.record_claimed_run(&ours(T0)).expect("record");
+    assert_eq!(
+        other
+            .claim_tick("w2", "a", "ingest", T0 + 1, lease)
+            .expect("claim"),
+        Claim::Mine,
+        "the job is not busy any more"
+    );
+    other
+        .record_claimed_run(&RunRecord {
+            worker: Some("w2".into()),
+            ..run_record("a", T0 + 1, RunStatus::Succeeded)
+        })
+        .expect("record");
+    // Outlived its lease: taken over, then its own record replaces that.
+    let t1 = T0 + 10_000_000;
+    s.claim_tick("w1", "a", "ingest", t1, Duration::from_millis(1))
+        .expect("claim");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(other.take_over_expired("w2").expect("take over").len(), 1);
+    s.record_claimed_run(&ours(t1)).expect("record");
+    let at_t1: Vec<RunRecord> = s
+        .list_runs(&RunFilter {
+            batch: Some("a".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .expect("list")
+        .into_iter()
+        .filter(|r| r.scheduled_us == t1)
+        .collect();
+    assert_eq!(at_t1.len(), 1, "{at_t1:?}");
+    assert_eq!(at_t1[0].status, RunStatus::Succeeded);
+    assert!(other.take_over_expired("w2").expect("again").is_empty());
+}
