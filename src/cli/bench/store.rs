@@ -241,7 +241,7 @@ fn ticks(col: &mut Column, store: &Store, opts: &Options) -> anyhow::Result<()> 
             ms(percentile(&one, 50.0)),
             ms(percentile(&one, 99.0)),
             if shared {
-                "claim, record, finish"
+                "claim; record and end the claim"
             } else {
                 "record"
             }
