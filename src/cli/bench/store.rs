@@ -1,9 +1,10 @@
 //! `sandstack bench store`: what each engine does with the store's work,
 //! side by side: ingest's Arrow rows appended (rows/s, by one writer and
 //! by several at once) beside the engine inserting as many rows it makes
-//! itself, the scheduler's cost per tick (claim, record, finish: what a
-//! worker of a fleet does; DuckDB has nothing to claim) with one worker
-//! and several claiming the same ticks, and the reads the jobs make.
+//! itself, the scheduler's cost per tick (a claim, then the run recorded
+//! with the claim ended: what a worker of a fleet does; DuckDB has
+//! nothing to claim) with one worker and several claiming the same ticks,
+//! and the reads the jobs make.
 //! DuckDB always runs on a scratch file; PostgreSQL, when `--db` is a
 //! `postgres://` URL (in a scratch schema, dropped at the end) or with
 //! `--temp-postgres` (a throwaway cluster on loopback).
