@@ -5,6 +5,7 @@
 //! fleet's paused batches. With a store only this process opens (DuckDB),
 //! there is no fleet and the scheduler claims nothing.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ pub struct Fleet {
     /// How long a claim holds without a heartbeat.
     pub lease: Duration,
     last_prune: Mutex<Option<Instant>>,
+    /// The ticks this worker claimed and runs now: the heartbeat renews
+    /// these only.
+    held: Mutex<HashSet<(String, String, i64)>>,
 }
 
 /// What a heartbeat did.
@@ -69,6 +73,7 @@ impl Fleet {
             worker,
             lease,
             last_prune: Mutex::new(None),
+            held: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -82,15 +87,31 @@ impl Fleet {
         self.store().try_clone()
     }
 
-    /// Claim a tick (blocking).
+    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String, i64)>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim a tick (blocking); one won is held until [`Fleet::release`].
     pub fn claim(&self, key: &JobKey, tick: DateTime<Utc>) -> Result<Claim, StoreError> {
-        self.connection()?.claim_tick(
-            &self.worker,
-            &key.0,
-            key.1.name(),
+        let at = tick.timestamp_micros();
+        let claim =
+            self.connection()?
+                .claim_tick(&self.worker, &key.0, key.1.name(), at, self.lease)?;
+        if claim == Claim::Mine {
+            self.held()
+                .insert((key.0.clone(), key.1.name().to_string(), at));
+        }
+        Ok(claim)
+    }
+
+    /// This worker is done with a tick it claimed (its run is recorded,
+    /// or it gave up on it): its lease is no longer renewed.
+    pub fn release(&self, key: &JobKey, tick: DateTime<Utc>) {
+        self.held().remove(&(
+            key.0.clone(),
+            key.1.name().to_string(),
             tick.timestamp_micros(),
-            self.lease,
-        )
+        ));
     }
 
     /// A claimed tick's run is recorded (blocking).
@@ -115,8 +136,9 @@ impl Fleet {
     /// Renew leases, take over expired ones, read the paused batches, and
     /// now and then forget old claims (blocking).
     pub fn beat(&self) -> Result<Beat, StoreError> {
+        let held: Vec<(String, String, i64)> = self.held().iter().cloned().collect();
         let store = self.store();
-        store.heartbeat(&self.worker, self.lease)?;
+        store.heartbeat(&self.worker, self.lease, &held)?;
         let taken_over = store.take_over_expired(&self.worker)?;
         let paused = store.paused_batches()?;
         let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());

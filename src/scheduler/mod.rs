@@ -230,10 +230,12 @@ impl Scheduler {
                 _ = sleep => {}
             }
         }
+        // Heartbeats go on while running jobs finish in the grace period.
+        let out = self.wind_down(jobs.running, done_rx).await;
         if let Some(b) = beating {
             b.abort();
         }
-        self.wind_down(jobs.running, done_rx).await
+        out
     }
 
     fn ended(&self, jobs: &mut InFlight, key: &JobKey, record: Option<RunRecord>) {
@@ -425,6 +427,9 @@ impl Scheduler {
                 }
             }
             log.record_claimed(&record);
+            if let Some(f) = &fleet {
+                f.release(&key, tick);
+            }
         });
     }
 
@@ -491,9 +496,16 @@ impl Scheduler {
             };
             // The last attempt's record ended the claim; without one (the
             // job panicked, or the store refused the record) it ends here.
-            if let (Some(f), 0) = (fleet, record.run_id) {
+            if let Some(f) = fleet {
                 let k = key.clone();
-                let _ = tokio::task::spawn_blocking(move || f.finish(&k, scheduled)).await;
+                let unrecorded = record.run_id == 0;
+                let _ = tokio::task::spawn_blocking(move || {
+                    if unrecorded {
+                        f.finish(&k, scheduled);
+                    }
+                    f.release(&k, scheduled);
+                })
+                .await;
             }
             let _ = done.send((key, Some(record)));
         });

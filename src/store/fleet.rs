@@ -90,8 +90,15 @@ pub trait FleetStore {
         scheduled_us: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Renew `worker`'s heartbeat and the leases of the ticks it runs.
-    fn heartbeat(&self, worker: &str, lease: Duration) -> Result<(), StoreError>;
+    /// Renew `worker`'s heartbeat and the leases of the ticks it still
+    /// runs, `held` (batch, job, tick µs): only those, so a claim the
+    /// worker lost track of runs out and is taken over.
+    fn heartbeat(
+        &self,
+        worker: &str,
+        lease: Duration,
+        held: &[(String, String, i64)],
+    ) -> Result<(), StoreError>;
 
     /// Every running tick whose lease ran out, marked interrupted and
     /// recorded in the run history as such, in one transaction, by

@@ -174,7 +174,12 @@ impl super::fleet::FleetStore for DuckStore {
         Ok(true)
     }
 
-    fn heartbeat(&self, _: &str, _: std::time::Duration) -> Result<(), StoreError> {
+    fn heartbeat(
+        &self,
+        _: &str,
+        _: std::time::Duration,
+        _: &[(String, String, i64)],
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -152,8 +152,16 @@ impl FleetStore for PgStore {
             .map_err(pg_err("ending a tick's claim in sandstack_ticks"))
     }
 
-    fn heartbeat(&self, worker: &str, lease: Duration) -> Result<(), StoreError> {
+    fn heartbeat(
+        &self,
+        worker: &str,
+        lease: Duration,
+        held: &[(String, String, i64)],
+    ) -> Result<(), StoreError> {
         let ctx = "renewing this worker's leases";
+        let batches: Vec<&str> = held.iter().map(|h| h.0.as_str()).collect();
+        let jobs: Vec<&str> = held.iter().map(|h| h.1.as_str()).collect();
+        let ticks: Vec<Micros> = held.iter().map(|h| Micros(h.2)).collect();
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg_err(ctx))?;
         tx.execute(
@@ -163,10 +171,12 @@ impl FleetStore for PgStore {
         .map_err(pg_err(ctx))?;
         tx.execute(
             &format!(
-                "UPDATE sandstack_ticks SET lease_until = {NOW} + $2 * INTERVAL '1 millisecond' \
-                 WHERE worker = $1 AND state = 'running'"
+                "UPDATE sandstack_ticks t SET lease_until = {NOW} + $2 * INTERVAL '1 millisecond' \
+                 FROM unnest($3::text[], $4::text[], $5::timestamp[]) AS h(batch, job, scheduled_at) \
+                 WHERE t.worker = $1 AND t.state = 'running' \
+                 AND t.batch = h.batch AND t.job = h.job AND t.scheduled_at = h.scheduled_at"
             ),
-            &[&worker, &millis(lease)],
+            &[&worker, &millis(lease), &batches, &jobs, &ticks],
         )
         .map_err(pg_err(ctx))?;
         tx.commit().map_err(pg_err(ctx))

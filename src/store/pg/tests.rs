@@ -283,7 +283,7 @@ fn ticks_are_claimed_once_and_a_silent_workers_taken_over_once() {
         Claim::Mine
     );
     std::thread::sleep(Duration::from_millis(20));
-    s.heartbeat("w1", lease).expect("beat");
+    s.heartbeat("w1", lease, &[]).expect("beat");
     let taken = s.take_over_expired("w1").expect("take over");
     assert_eq!(taken.len(), 1, "{taken:?}");
     assert_eq!(
@@ -444,4 +444,25 @@ fn a_claimed_runs_record_ends_its_claim_and_replaces_a_take_over() {
     assert_eq!(at_t1.len(), 1, "{at_t1:?}");
     assert_eq!(at_t1[0].status, RunStatus::Succeeded);
     assert!(other.take_over_expired("w2").expect("again").is_empty());
+}
+
+#[test]
+fn the_heartbeat_renews_only_the_claims_its_worker_holds() {
+    let c = cluster();
+    let s = PgStore::open(&c.url).expect("open");
+    let short = Duration::from_millis(300);
+    for batch in ["kept", "lost"] {
+        assert_eq!(
+            s.claim_tick("w1", batch, "ingest", T0, short)
+                .expect("claim"),
+            Claim::Mine
+        );
+    }
+    let held = vec![("kept".to_string(), "ingest".to_string(), T0)];
+    s.heartbeat("w1", Duration::from_secs(30), &held)
+        .expect("beat");
+    std::thread::sleep(Duration::from_millis(400));
+    let taken = s.take_over_expired("w2").expect("take over");
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].batch, "lost", "the claim no one holds runs out");
 }
