@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use sandstack::store::Store;
 
-use crate::support::{http_get as get, http_post as post, start_sandstack, terminate, Folder};
+use crate::support::{
+    http_get as get, http_post as post, run_sandstack as sandstack, start_sandstack, terminate,
+    Folder,
+};
 
 /// The scraped samples of `name`, by their labels (sorted `k=v` pairs).
 fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
@@ -437,24 +440,6 @@ fn three_failures_in_a_row_send_one_alert_and_the_recovery_one_more() {
         "{failure}"
     );
     assert_eq!(got[1]["failures"].as_u64(), Some(3));
-}
-
-/// The real binary with `args` on `folder` and `db`, with `env`.
-fn sandstack(
-    args: &[&str],
-    folder: &Folder,
-    db: &std::path::Path,
-    env: &[(&str, &str)],
-) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args(args)
-        .arg("--metrics")
-        .arg(folder.path())
-        .arg("--db")
-        .arg(db)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run sandstack")
 }
 
 /// Scheduled ingest runs of batch `ctl` so far, through the API.

@@ -432,3 +432,21 @@ pub fn http_post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
         (status, serde_json::from_str(&text).unwrap_or_default())
     })
 }
+
+/// The real binary with `args` on `folder` and `db`, with `env`.
+pub fn run_sandstack(
+    args: &[&str],
+    folder: &Folder,
+    db: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(args)
+        .arg("--metrics")
+        .arg(folder.path())
+        .arg("--db")
+        .arg(db)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run sandstack")
+}
