@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use sandstack::store::pg::cluster::TempCluster;
 
-use crate::support::{http_get as get, http_post as post, start_sandstack_args, terminate, Folder};
+use crate::support::{
+    http_get as get, http_post as post, run_sandstack, start_sandstack_args, terminate, Folder,
+};
 
 const BATCHES: usize = 50;
 const LEASE_SECS: u64 = 3;
@@ -258,16 +260,9 @@ fn three_workers_run_every_tick_once_and_take_over_a_killed_one() {
     }
 }
 
-/// `sandstack <args> --metrics folder --db url`: (success, stdout, stderr).
-fn cli(folder: &Path, url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args(args)
-        .arg("--metrics")
-        .arg(folder)
-        .arg("--db")
-        .arg(url)
-        .output()
-        .expect("run sandstack");
+/// `sandstack <args>` on `folder` and `db`: (success, stdout, stderr).
+fn cli(folder: &Folder, db: &str, args: &[&str]) -> (bool, String, String) {
+    let out = run_sandstack(args, folder, Path::new(db), &[]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -334,7 +329,7 @@ fn the_detection_jobs_give_the_same_results_on_postgresql_as_on_duckdb() {
         for job in [
             "ingest", "train", "score", "alert", "change", "delete", "summary",
         ] {
-            let (ok, out, err) = cli(f.path(), db, &[job, "wave"]);
+            let (ok, out, err) = cli(&f, db, &[job, "wave"]);
             assert!(ok, "{job} on {db}: {out}\n{err}");
             assert!(!err.contains(":sandstack@"), "the password is shown: {err}");
         }
@@ -352,9 +347,9 @@ fn the_detection_jobs_give_the_same_results_on_postgresql_as_on_duckdb() {
 
     // The batch's own DuckDB template: refused by PostgreSQL, named, explained.
     let url = cluster.url.as_str();
-    let (ok, _, err) = cli(f.path(), url, &["ingest", "ducky"]);
+    let (ok, _, err) = cli(&f, url, &["ingest", "ducky"]);
     assert!(ok, "{err}");
-    let (ok, out, err) = cli(f.path(), url, &["train", "ducky"]);
+    let (ok, out, err) = cli(&f, url, &["train", "ducky"]);
     assert!(!ok, "{out}");
     assert!(err.contains("train_sql"), "names the template: {err}");
     assert!(err.contains("rewritten in PostgreSQL"), "{err}");
