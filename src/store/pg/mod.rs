@@ -111,8 +111,9 @@ const POOL_MAX: u32 = 32;
 pub struct PgStore {
     /// This handle's connection, from the pool; None only while dropping.
     client: RefCell<Option<Pooled>>,
-    /// None only while dropping.
-    pool: Option<r2d2_postgres::r2d2::Pool<Manager>>,
+    /// Shared by the handles of one process; None only while dropping.
+    /// (The pool is a handle too; the Arc tells which of ours is last.)
+    pool: Option<Arc<r2d2_postgres::r2d2::Pool<Manager>>>,
     /// The URL without its password, for errors.
     label: String,
     /// Metrics tables this process has made sure of (shared by the
@@ -156,12 +157,12 @@ impl PgStore {
                 path: label.clone().into(),
                 source: e.to_string().into(),
             })?;
-        PgStore::from_pool(pool, label, Arc::default())
+        PgStore::from_pool(Arc::new(pool), label, Arc::default())
     }
 
     /// A handle with a connection of its own from `pool`.
     fn from_pool(
-        pool: r2d2_postgres::r2d2::Pool<Manager>,
+        pool: Arc<r2d2_postgres::r2d2::Pool<Manager>>,
         label: String,
         tables: Arc<Mutex<HashSet<String>>>,
     ) -> Result<Self, StoreError> {
@@ -190,8 +191,8 @@ impl PgStore {
                 path: self.label.clone().into(),
                 source: e.to_string().into(),
             })?;
-            if let Some(broken) = slot.replace(fresh) {
-                drop_off_runtime(broken);
+            if let Some(closed) = slot.replace(fresh) {
+                drop_off_runtime(closed);
             }
         }
         Ok(RefMut::map(slot, |c| {
@@ -206,7 +207,7 @@ impl PgStore {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pool(&self) -> Result<&r2d2_postgres::r2d2::Pool<Manager>, StoreError> {
+    fn pool(&self) -> Result<&Arc<r2d2_postgres::r2d2::Pool<Manager>>, StoreError> {
         self.pool.as_ref().ok_or_else(|| StoreError::Sql {
             context: "connecting".into(),
             message: "the store is being closed".into(),
@@ -214,30 +215,29 @@ impl PgStore {
     }
 }
 
-/// A connection the pool will close blocks on the client's own runtime,
-/// which tokio refuses inside an async context: close it on a thread of
-/// its own then. A healthy one just goes back to the pool.
-fn drop_off_runtime(conn: Pooled) {
-    if conn.is_closed() && tokio::runtime::Handle::try_current().is_ok() {
-        let _ = std::thread::spawn(move || drop(conn)).join();
+/// Closing a connection, or a pool's idle ones, blocks on the client's
+/// own runtime, which tokio refuses inside an async context: close them
+/// on a thread of their own then.
+fn drop_off_runtime<T: Send + 'static>(closing: T) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::spawn(move || drop(closing)).join();
     } else {
-        drop(conn);
+        drop(closing);
     }
 }
 
 impl Drop for PgStore {
-    /// The last handle of a pool closes its idle connections, which blocks
-    /// like closing one: off the async context too.
+    /// A healthy connection just goes back to the pool; a closed one, and
+    /// the pool when this is its last handle, close off the async context.
     fn drop(&mut self) {
         if let Some(conn) = self.client.get_mut().take() {
-            drop_off_runtime(conn);
-        }
-        if let Some(pool) = self.pool.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                let _ = std::thread::spawn(move || drop(pool)).join();
-            } else {
-                drop(pool);
+            if conn.is_closed() {
+                drop_off_runtime(conn);
             }
+        }
+        // The last handle's pool closes its idle connections.
+        if let Some(Ok(last)) = self.pool.take().map(Arc::try_unwrap) {
+            drop_off_runtime(last);
         }
     }
 }
