@@ -21,6 +21,15 @@ pub struct NewestValue {
 /// Per metric name, the timestamps (µs) that have a row of some type.
 pub type TimestampsByMetric = BTreeMap<String, BTreeSet<i64>>;
 
+/// Why a `delete_sql` that would remove `rows` of other batches than
+/// `batch` was rolled back (either engine says the same).
+pub(crate) fn removes_other_batches(rows: i64, batch: &str) -> String {
+    format!(
+        "it would remove {rows} rows of other batches; a batch's delete_sql may remove only its own \
+         (metric_batch = '{batch}'), so nothing was removed"
+    )
+}
+
 pub trait MetricsStore {
     /// Create the metrics table `table_key` (and its schema) if missing.
     fn ensure_metrics_table(&self, table_key: &str) -> Result<(), StoreError>;

@@ -225,9 +225,9 @@ impl MetricsStore for DuckStore {
         let after = count(&tx)?;
         if after != before {
             tx.rollback().map_err(db_err(context))?;
-            return Err(refuse(format!(
-                "it would remove {} rows of other batches; a batch's delete_sql may remove only its own (metric_batch = '{batch}'), so nothing was removed",
-                before - after
+            return Err(refuse(crate::store::metrics::removes_other_batches(
+                before - after,
+                batch,
             )));
         }
         tx.commit().map_err(db_err(context))?;

@@ -320,9 +320,9 @@ impl MetricsStore for PgStore {
         let after = count(&mut tx)?;
         if after != before {
             tx.rollback().map_err(pg_err(context))?;
-            return Err(refuse(format!(
-                "it would remove {} rows of other batches; a batch's delete_sql may remove only its own (metric_batch = '{batch}'), so nothing was removed",
-                before - after
+            return Err(refuse(crate::store::metrics::removes_other_batches(
+                before - after,
+                batch,
             )));
         }
         tx.commit().map_err(pg_err(context))?;
