@@ -238,6 +238,11 @@ impl Scheduler {
         out
     }
 
+    /// This worker's name, in a fleet.
+    fn worker(&self) -> Option<String> {
+        self.fleet.as_ref().map(|f| f.worker.clone())
+    }
+
     fn ended(&self, jobs: &mut InFlight, key: &JobKey, record: Option<RunRecord>) {
         jobs.ended(key, record.as_ref());
         if let Some(r) = record {
@@ -373,7 +378,7 @@ impl Scheduler {
                 job.name(),
                 self.options.grace.as_secs()
             );
-            let mut record = unfinished(
+            let record = unfinished(
                 &(batch.clone(), job),
                 [scheduled, scheduled, now],
                 RunStatus::Interrupted,
@@ -381,8 +386,8 @@ impl Scheduler {
                     "still running when sandstack shut down ({}s grace period)",
                     self.options.grace.as_secs()
                 ),
+                self.worker(),
             );
-            record.worker = self.fleet.as_ref().map(|f| f.worker.clone());
             // In a fleet, recorded with its claim ended: no other worker is
             // to take it over.
             let log = self.log.clone();
@@ -406,14 +411,14 @@ impl Scheduler {
             key: key.clone(),
             scheduled: tick,
         });
-        let mut record = unfinished(
+        let record = unfinished(
             key,
             [tick, now, now],
             RunStatus::Skipped,
             "the previous run of this job was still going".into(),
+            self.worker(),
         );
         let (log, fleet, key) = (self.log.clone(), self.fleet.clone(), key.clone());
-        record.worker = fleet.as_ref().map(|f| f.worker.clone());
         tokio::task::spawn_blocking(move || {
             // In a fleet, only the worker that claims the tick records it.
             if let Some(f) = &fleet {
@@ -447,7 +452,7 @@ impl Scheduler {
             _ => 0,
         };
         let fleet = self.fleet.clone();
-        let worker = fleet.as_ref().map(|f| f.worker.clone());
+        let worker = self.worker();
         tokio::spawn(async move {
             let scheduled = ticket.scheduled;
             if let Some(f) = &fleet {
@@ -490,6 +495,7 @@ impl Scheduler {
                             [scheduled; 3],
                             RunStatus::Failed,
                             format!("the job panicked: {e}"),
+                            worker.clone(),
                         )
                     }
                 }
@@ -558,8 +564,8 @@ async fn claim_first(
         [scheduled, clock.now(), clock.now()],
         RunStatus::Skipped,
         format!("the previous run of this job was still going on worker {busy}"),
+        Some(fleet.worker.clone()),
     );
-    r.worker = Some(fleet.worker.clone());
     let (l, rec) = (log.clone(), r.clone());
     r.run_id = tokio::task::spawn_blocking(move || l.record_claimed(&rec))
         .await
@@ -669,12 +675,13 @@ fn attempt_once(
 }
 
 /// The record of a run that did no work (skipped, interrupted, panicked):
-/// `times` are scheduled, started and ended.
+/// `times` are scheduled, started and ended; `worker`, this one in a fleet.
 fn unfinished(
     key: &JobKey,
     times: [DateTime<Utc>; 3],
     status: RunStatus,
     error: String,
+    worker: Option<String>,
 ) -> RunRecord {
     RunRecord {
         run_id: 0,
@@ -691,7 +698,7 @@ fn unfinished(
         cassette: None,
         log: None,
         attempt: 1,
-        worker: None,
+        worker,
     }
 }
 
