@@ -58,19 +58,22 @@ fn figures(text: &str, label: &str) -> Vec<f64> {
         .collect()
 }
 
+/// `bench store` at toy sizes: 20,000 rows over 7 names, 50 ticks.
+const STORE_TOY: &[&str] = &[
+    "store",
+    "--rows",
+    "20000",
+    "--per-append",
+    "5000",
+    "--names",
+    "7",
+    "--ticks",
+    "50",
+];
+
 #[test]
 fn bench_store_prints_append_and_reference_rates_and_the_reads() {
-    let text = bench(&[
-        "store",
-        "--rows",
-        "20000",
-        "--per-append",
-        "5000",
-        "--names",
-        "7",
-        "--ticks",
-        "50",
-    ]);
+    let text = bench(STORE_TOY);
     assert!(
         text.contains(
             "sandstack bench store: 20000 rows over 7 metrics, 5000 per append; 50 ticks"
@@ -96,18 +99,7 @@ fn bench_store_prints_append_and_reference_rates_and_the_reads() {
 
 #[test]
 fn bench_store_puts_postgresql_beside_duckdb() {
-    let text = bench(&[
-        "store",
-        "--rows",
-        "20000",
-        "--per-append",
-        "5000",
-        "--names",
-        "7",
-        "--ticks",
-        "50",
-        "--temp-postgres",
-    ]);
+    let text = bench(&[STORE_TOY, &["--temp-postgres"]].concat());
     assert!(
         text.contains("PostgreSQL (throwaway, loopback, fsync on)"),
         "{text}"
