@@ -122,7 +122,7 @@ impl Telemetry {
         );
         r.register_with_unit(
             "database_size",
-            "The database file and its write-ahead log",
+            "What the database takes: a DuckDB file with its write-ahead log, or the whole PostgreSQL database",
             Unit::Bytes,
             t.database_bytes.clone(),
         );
