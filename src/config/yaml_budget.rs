@@ -1,12 +1,14 @@
 //! Reading a YAML file that bad input cannot stall: the file's size is
-//! capped, and so is the size of what it expands to. YAML aliases let a
-//! 1 MB file stand for gigabytes (one large scalar aliased thousands of
-//! times, or nested "billion laughs"); counting aliases is not enough, so a
-//! first pass walks the document with serde, adding up the length of every
-//! value as aliases expand it (strings are borrowed, nothing is copied),
-//! and stops at the cap. serde_yaml_ng's own recursion limit refuses deep
-//! nesting. Hand-written because no YAML crate here offers an
-//! expanded-size limit.
+//! capped, and so is what it expands to. YAML aliases let a 1 MB file
+//! stand for gigabytes (one large scalar aliased thousands of times,
+//! "billion laughs", or empty lists aliased into tens of millions of
+//! values, which cost memory though they hold no text); counting aliases
+//! is not enough, so a first pass walks the document with serde, charging
+//! every value as aliases expand it (strings are borrowed, nothing is
+//! copied) what it will cost parsed: its text, and [`NODE_BYTES`] for the
+//! value itself, an empty list included. It stops at the cap.
+//! serde_yaml_ng's own recursion limit refuses deep nesting. Hand-written
+//! because no YAML crate here offers an expanded-size limit.
 
 use std::cell::Cell;
 use std::fmt;
@@ -15,9 +17,12 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Largest YAML file read.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
-/// Largest document a YAML file may expand to (its values' total length,
-/// aliases expanded).
+/// Largest document a YAML file may expand to (its values' text and
+/// [`NODE_BYTES`] per value, aliases expanded).
 pub const MAX_EXPANDED_BYTES: usize = 32 << 20;
+/// What one parsed value costs besides its text (a `serde_yaml_ng::Value`
+/// and its place in a list or map).
+pub const NODE_BYTES: usize = 64;
 
 /// Check that `text` expands to at most `cap` bytes; the error says so.
 pub fn check_expanded(text: &str, cap: usize) -> Result<(), String> {
@@ -26,8 +31,8 @@ pub fn check_expanded(text: &str, cap: usize) -> Result<(), String> {
     match (Budget { used: &used, cap }).deserialize(de) {
         Ok(()) => Ok(()),
         Err(_) if used.get() > cap => Err(format!(
-            "it expands to more than {} MiB (YAML aliases repeat what they name); \
-             write the values out, or make them smaller",
+            "it expands to more than {} MiB parsed (its values' text and {NODE_BYTES} bytes per value, \
+             YAML aliases repeated); write the values out, or make them fewer and smaller",
             cap >> 20
         )),
         // Any other problem is the real parser's to report.
@@ -69,36 +74,37 @@ impl<'de> Visitor<'de> for Budget<'_> {
     }
 
     fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
-        self.spend(1)
+        self.spend(NODE_BYTES)
     }
     fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
-        self.spend(8)
+        self.spend(NODE_BYTES)
     }
     fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
-        self.spend(8)
+        self.spend(NODE_BYTES)
     }
     fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
-        self.spend(8)
+        self.spend(NODE_BYTES)
     }
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
-        self.spend(s.len())
+        self.spend(NODE_BYTES + s.len())
     }
     fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.spend(1)
+        self.spend(NODE_BYTES)
     }
     fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
-        self.spend(1)
+        self.spend(NODE_BYTES)
     }
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         self.deserialize(d)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(self)?.is_some() {
-            self.spend(1)?;
-        }
+        // The list itself, empty or not; each element charges its own.
+        self.spend(NODE_BYTES)?;
+        while seq.next_element_seed(self)?.is_some() {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.spend(NODE_BYTES)?;
         while map.next_key_seed(self)?.is_some() {
             map.next_value_seed(self)?;
         }
@@ -133,6 +139,25 @@ mod tests {
         assert!(err.contains("expands to more than 32 MiB"), "{err}");
         assert!(
             t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[test]
+    fn empty_lists_aliased_into_millions_of_values_are_refused_quickly() {
+        // 2000 aliases of a list of 1000 empty lists: a small file, two
+        // million values parsed, and few enough aliases that the YAML
+        // library's own repetition limit lets it through.
+        let mut text = format!("a: &a [{}]\n", vec!["[]"; 1000].join(", "));
+        text.push_str(&format!("b: [{}]\n", vec!["*a"; 2000].join(", ")));
+        assert!(text.len() < 16 << 10, "{}", text.len());
+        assert!(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).is_ok());
+        let t = std::time::Instant::now();
+        let err = check_expanded(&text, MAX_EXPANDED_BYTES).unwrap_err();
+        assert!(err.contains("more than 32 MiB parsed"), "{err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
             "{:?}",
             t.elapsed()
         );
