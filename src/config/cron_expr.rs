@@ -65,6 +65,16 @@ impl CronExpr {
              a step (`*/n`, `a-b/n`) or a list of these; months and weekdays may be names (JAN, MON)"
                 .to_string()
         })?;
+        // From a leap year's first day: the crate looks no further than
+        // 2100, so an expression that fires at all fires before then.
+        let leap_year =
+            chrono::DateTime::<chrono::Utc>::from_timestamp(1_704_067_200, 0).unwrap_or_default();
+        if schedule.after(&leap_year).next().is_none() {
+            return Err(
+                "it never fires: the days and months it names never meet (like 30 February or 31 April)"
+                    .into(),
+            );
+        }
         Ok(CronExpr {
             text: text.to_string(),
             schedule,
@@ -183,6 +193,16 @@ fn day_name(token: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_date_that_never_occurs_is_refused() {
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 0 30-31 2 *"] {
+            let e = CronExpr::parse(never).expect_err(never);
+            assert!(e.starts_with("it never fires"), "{never}: {e}");
+        }
+        assert!(CronExpr::parse("0 0 29 2 *").is_ok(), "leap days come");
+        assert!(CronExpr::parse("0 0 31 * *").is_ok());
+    }
     use chrono::{Datelike, TimeZone, Utc};
 
     fn next_weekday(expr: &str) -> chrono::Weekday {
