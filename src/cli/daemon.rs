@@ -18,6 +18,11 @@ pub struct Announcement {
     pub pid: u32,
     /// The dashboard's base URL, e.g. `http://127.0.0.1:8080`.
     pub url: String,
+    /// When the process started, in clock ticks after boot (Linux's
+    /// `/proc/<pid>/stat`): with the pid, it names one process for as long
+    /// as the machine runs, however pids are reused.
+    #[serde(default)]
+    pub started: u64,
 }
 
 /// `metrics.duckdb` is announced in `metrics.duckdb.daemon.json`.
@@ -42,18 +47,55 @@ impl Drop for Announced {
     }
 }
 
-/// Announce that this process serves `db` at `url`.
+/// Announce that this process serves `db` at `url`: a new file of this
+/// user's (never through a link someone planted), renamed into place in a
+/// folder only this user may write.
 pub fn announce(db: &Path, url: &str) -> anyhow::Result<Announced> {
+    use std::io::Write;
     let path = file_for(db);
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    if let Err(why) = private_folder(&dir) {
+        bail!(
+            "not announcing this daemon in {}: {why}; commands on this database will not find it \
+             (keep the database in a folder of your own)",
+            path.display()
+        );
+    }
     let a = Announcement {
         pid: std::process::id(),
         url: url.to_string(),
+        started: process_start(std::process::id())
+            .context("reading this process's start time from /proc")?,
     };
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, serde_json::to_string(&a)?)
-        .and_then(|_| std::fs::rename(&tmp, &path))
+    // A new file with a name no one can guess (O_EXCL, mode 0600), so a
+    // planted `<db>.daemon.partial` symlink writes nowhere.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sandstack-daemon-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(serde_json::to_string(&a)?.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(&path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Announced { path })
+}
+
+/// The folder is this user's and no one else may write in it.
+fn private_folder(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err("the folder is another user's".into());
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err("others may write in the folder".into());
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Option<Announcement> {
@@ -61,19 +103,28 @@ fn read(path: &Path) -> Option<Announcement> {
 }
 
 /// An announcement this user may trust with the dashboard token: a file
-/// of this user's that no one else may write, naming a loopback address
-/// (the token goes where it points).
+/// of this user's that no one else may write, in a folder no one else may
+/// write, naming a loopback address (the token goes where it points), by a
+/// process that still runs as this user, the very one that wrote it (its
+/// start time matches and came before the file).
 fn trusted(path: &Path) -> Option<Announcement> {
     use std::os::unix::fs::MetadataExt;
+    let ignore = |why: String| {
+        tracing::warn!("ignoring {}: {why}", path.display());
+        None
+    };
     let meta = std::fs::symlink_metadata(path).ok()?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
-        tracing::warn!(
-            "ignoring {}: it is not a file of this user's that only this user may write",
-            path.display()
-        );
-        return None;
+        return ignore("it is not a file of this user's that only this user may write".into());
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Err(why) = private_folder(dir) {
+        return ignore(why);
     }
     let a = read(path)?;
     let loopback = url::Url::parse(&a.url).ok().is_some_and(|u| {
@@ -86,24 +137,62 @@ fn trusted(path: &Path) -> Option<Announcement> {
             }
     });
     if !loopback {
-        tracing::warn!(
-            "ignoring {}: it names {}, not a loopback address",
-            path.display(),
-            a.url
-        );
-        return None;
+        return ignore(format!("it names {}, not a loopback address", a.url));
+    }
+    if let Err(why) = same_process(&a, meta.mtime()) {
+        return ignore(why);
     }
     Some(a)
 }
 
-/// Whether a process with this id exists (signal 0 checks, sends nothing).
-fn alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+/// The announced process is alive, this user's, and the one that wrote
+/// the announcement: not a later process given the same pid.
+fn same_process(a: &Announcement, written_s: i64) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let proc_dir = PathBuf::from(format!("/proc/{}", a.pid));
+    let meta =
+        std::fs::metadata(&proc_dir).map_err(|_| format!("process {} is not running", a.pid))?;
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return Err(format!("process {} is another user's", a.pid));
+    }
+    let started =
+        process_start(a.pid).ok_or_else(|| format!("process {} is not running", a.pid))?;
+    if a.started == 0 || started != a.started {
+        return Err(format!(
+            "process {} is not the one that wrote it (the daemon stopped and its pid was reused)",
+            a.pid
+        ));
+    }
+    if let Some(start_s) = process_start_epoch(started) {
+        if start_s > written_s + 1 {
+            return Err(format!("process {} started after it was written", a.pid));
+        }
+    }
+    Ok(())
+}
+
+/// A process's start, in clock ticks after boot (`/proc/<pid>/stat`,
+/// field 22); None when it does not run.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A start in clock ticks after boot, in seconds since 1970.
+fn process_start_epoch(ticks: u64) -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: i64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| boot + (ticks / hz as u64) as i64)
 }
 
 /// A running daemon's control API.
@@ -118,7 +207,7 @@ pub struct Daemon {
 /// The daemon that holds `db`, if one is running and answers.
 pub fn find(db: &Path) -> Option<Daemon> {
     let a = trusted(&file_for(db))?;
-    if a.pid == std::process::id() || !alive(a.pid) {
+    if a.pid == std::process::id() {
         return None;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -273,12 +362,14 @@ mod tests {
 
     use super::*;
 
+    /// An announcement by this test's own process (alive, this user's).
     fn write(dir: &Path, mode: u32, url: &str) -> PathBuf {
         let db = dir.join("m.duckdb");
         let path = file_for(&db);
         let a = Announcement {
-            pid: 1,
+            pid: std::process::id(),
             url: url.into(),
+            started: process_start(std::process::id()).expect("start"),
         };
         std::fs::write(&path, serde_json::to_string(&a).expect("json")).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -288,6 +379,8 @@ mod tests {
     #[test]
     fn only_a_private_file_naming_loopback_is_trusted_with_the_token() {
         let dir = tempfile::tempdir().expect("tmp");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
         assert!(trusted(&write(dir.path(), 0o644, "http://127.0.0.1:8080")).is_some());
         assert!(trusted(&write(dir.path(), 0o600, "http://[::1]:8080")).is_some());
         assert!(
@@ -297,6 +390,61 @@ mod tests {
         assert!(trusted(&write(dir.path(), 0o644, "http://attacker.example:80")).is_none());
         assert!(trusted(&write(dir.path(), 0o644, "http://10.0.0.5:8080")).is_none());
         assert!(trusted(&write(dir.path(), 0o644, "file:///etc/passwd")).is_none());
+    }
+
+    #[test]
+    fn a_file_left_by_a_process_whose_pid_was_reused_is_not_trusted() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = write(dir.path(), 0o600, "http://127.0.0.1:8080");
+        let mut a = read(&path).expect("read");
+        // The same pid, another start: a later process given the pid.
+        a.started += 1;
+        std::fs::write(&path, serde_json::to_string(&a).expect("json")).expect("write");
+        assert!(trusted(&path).is_none());
+        // Written before the pid's process began.
+        let mut old = read(&path).expect("read");
+        old.started -= 1;
+        std::fs::write(&path, serde_json::to_string(&old).expect("json")).expect("write");
+        let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("mtime");
+        assert!(trusted(&path).is_none(), "started after it was written");
+        // No process at all.
+        let mut gone = old.clone();
+        gone.pid = u32::MAX / 2;
+        std::fs::write(&path, serde_json::to_string(&gone).expect("json")).expect("write");
+        assert!(trusted(&path).is_none());
+    }
+
+    #[test]
+    fn the_file_is_never_written_through_a_planted_link_or_in_a_shared_folder() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let db = dir.path().join("m.duckdb");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").expect("write");
+        std::os::unix::fs::symlink(&victim, file_for(&db).with_extension("partial")).expect("link");
+        let announced = announce(&db, "http://127.0.0.1:1").expect("announce");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
+        let a = trusted(&file_for(&db)).expect("its own announcement is trusted");
+        assert_eq!(a.pid, std::process::id());
+        drop(announced);
+        assert!(!file_for(&db).exists(), "removed when dropped");
+
+        let shared = tempfile::tempdir().expect("tmp");
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let e = announce(&shared.path().join("m.duckdb"), "http://127.0.0.1:1")
+            .err()
+            .expect("a folder others may write");
+        assert!(
+            e.to_string().contains("others may write in the folder"),
+            "{e}"
+        );
     }
 
     /// A one-connection HTTP server on loopback answering every request
