@@ -47,6 +47,68 @@ fn no_daemon() -> Response {
     )
 }
 
+/// 429, with when to ask again.
+fn too_many(message: String, wait: Option<std::time::Duration>) -> Response {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, message);
+    if let Some(v) = wait.and_then(|w| (w.as_secs() + 1).to_string().parse().ok()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Why an llmalert run asked for now would spend a second budget in its
+/// schedule period (it has run since the period began), or None. The
+/// period is the time since the schedule's last tick.
+async fn llmalert_period_spent(
+    s: &Shared,
+    spec: &crate::config::BatchSpec,
+) -> Result<Option<String>, String> {
+    let Some(schedule) = spec.schedules.get(&Job::Llmalert) else {
+        return Ok(None);
+    };
+    let now = chrono::Utc::now();
+    let period_start = last_tick(&schedule.cron.schedule, now);
+    let filter = RunFilter {
+        run_id: None,
+        batch: Some(spec.metric_batch.clone()),
+        job: Some(Job::Llmalert.name().to_string()),
+        failed_only: false,
+        limit: 1,
+        offset: 0,
+    };
+    let last = with_store(s, move |st| {
+        st.list_runs(&filter).map_err(|e| e.to_string())
+    })
+    .await?;
+    Ok(last
+        .first()
+        .filter(|r| r.started_us >= period_start.timestamp_micros())
+        .map(|r| {
+            format!(
+                "batch {}: llmalert already ran in this period of its schedule (`{}`, since {}; run {}), \
+                 and each period may spend llmalert_max_calls once; ask again after its next tick",
+                spec.metric_batch,
+                schedule.cron.text,
+                period_start.format("%Y-%m-%d %H:%M:%S UTC"),
+                r.run_id
+            )
+        }))
+}
+
+/// The schedule's newest tick at or before `now` (a year back at most).
+fn last_tick(
+    schedule: &cron::Schedule,
+    now: chrono::DateTime<chrono::Utc>,
+) -> chrono::DateTime<chrono::Utc> {
+    for back in [1, 24, 24 * 35, 24 * 400] {
+        let from = now - chrono::Duration::hours(back);
+        if let Some(t) = schedule.after(&from).take_while(|t| *t <= now).last() {
+            return t;
+        }
+    }
+    now - chrono::Duration::days(400)
+}
+
 /// A database error, as the API answers it.
 fn internal(e: String) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, e)
@@ -259,6 +321,27 @@ pub async fn run_job(
             format!("no job named {job}: use one of {}", names.join(", ")),
         );
     };
+    let Some(spec) = s.folder().batch(&batch).cloned() else {
+        return error(StatusCode::NOT_FOUND, format!("no batch named {batch}"));
+    };
+    if job == Job::Llmalert {
+        match llmalert_period_spent(&s, &spec).await {
+            Ok(None) => {}
+            Ok(Some(why)) => return too_many(why, None),
+            Err(e) => return internal(e),
+        }
+    }
+    if let Err(wait) = s.limits.take_run_now(&batch, std::time::Instant::now()) {
+        return too_many(
+            format!(
+                "batch {batch}: at most {} runs may be asked for at once, then one every {} s; ask again in {} s",
+                super::limits::RUN_NOW_BURST,
+                super::limits::RUN_NOW_EVERY.as_secs(),
+                wait.as_secs() + 1
+            ),
+            Some(wait),
+        );
+    }
     let (reply, answer) = tokio::sync::oneshot::channel();
     let req = RunNow { batch, job, reply };
     if control.run_now.send(req).await.is_err() {
@@ -286,6 +369,16 @@ pub async fn reload(State(s): State<Shared>, headers: HeaderMap, body: String) -
     let Some(control) = s.control.clone() else {
         return no_daemon();
     };
+    if let Err(wait) = s.limits.take_reload(std::time::Instant::now()) {
+        return too_many(
+            format!(
+                "the folder was reloaded less than {} s ago; ask again in {} s",
+                super::limits::RELOAD_EVERY.as_secs(),
+                wait.as_secs() + 1
+            ),
+            Some(wait),
+        );
+    }
     let loader = s.loader.clone();
     let Ok(folder) = tokio::task::spawn_blocking(move || loader()).await else {
         return error(

@@ -12,6 +12,7 @@ pub mod charts;
 pub mod data;
 pub mod guard;
 pub mod health;
+pub mod limits;
 pub mod pages;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct WebState {
     allowed_hosts: Vec<String>,
     /// The scheduler, under `sandstack run`.
     control: Option<api::DaemonControl>,
+    /// How often the control API may be asked to run and reload.
+    limits: limits::ControlLimits,
 }
 
 pub type Shared = Arc<WebState>;
@@ -85,6 +88,7 @@ impl WebState {
             cassette_dir,
             allowed_hosts,
             control,
+            limits: limits::ControlLimits::default(),
         })
     }
 
