@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-LAYERS = ["config", "domain", "file_names", "sandbox", "store", "models", "jobs",
+LAYERS = ["child", "config", "domain", "file_names", "sandbox", "store", "models", "jobs",
           "alerts", "scheduler", "web", "cli"]
 ROOT = "src"
 

@@ -8,6 +8,7 @@
 //! metrics into model features.
 
 pub mod alerts;
+pub mod child;
 pub mod cli;
 pub mod config;
 pub mod domain;

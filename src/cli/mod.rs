@@ -254,6 +254,9 @@ fn parse_cli() -> Cli {
 }
 
 pub fn main() -> ExitCode {
+    if let Some(code) = serve_helper() {
+        return code;
+    }
     // Logging first: reading this executable (for --version) may warn.
     init_logging();
     let cli = parse_cli();
@@ -400,6 +403,23 @@ pub(crate) fn find_batch<'a>(
     })
 }
 
+/// `sandstack __child ROLE`: this process is one of sandstack's helper
+/// processes ([`crate::child`]); None when it is not.
+fn serve_helper() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != crate::child::ARG {
+        return None;
+    }
+    let code = match args.next().as_deref().and_then(std::ffi::OsStr::to_str) {
+        Some(crate::store::confined::ROLE) => crate::store::confined::serve(),
+        other => {
+            eprintln!("sandstack: no helper role {other:?}");
+            2
+        }
+    };
+    Some(ExitCode::from(code))
+}
+
 /// This process's whole environment: a batch's `ingest_env` allowlist may
 /// name any variable.
 pub(crate) fn host_env() -> std::collections::BTreeMap<String, String> {
@@ -430,15 +450,6 @@ pub(crate) fn is_shared_db(db: &std::path::Path) -> bool {
     db.to_str().is_some_and(crate::store::pg::is_url)
 }
 
-/// The SQL `--db` speaks, for the shipped templates.
-pub(crate) fn dialect(cli: &Cli) -> crate::config::SqlDialect {
-    if is_shared_db(&cli.db) {
-        crate::config::SqlDialect::Postgres
-    } else {
-        crate::config::SqlDialect::DuckDb
-    }
-}
-
 /// The database, with the engine limits of the policy.
 pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
     let policy = load_policy(cli)?;
@@ -446,7 +457,17 @@ pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
         memory_mb: policy.engine_memory_mb(),
         threads: policy.engine_threads(),
     };
-    crate::store::Store::open_limited(&cli.db, limits).map_err(|e| {
+    let confined = crate::store::ConfinedSettings {
+        memory_mb: policy
+            .engine_memory_mb()
+            .unwrap_or(crate::store::confined::DEFAULT_MEMORY_MB),
+        threads: policy.engine_threads().unwrap_or(1),
+        reads_other_batches: policy.batch_sql_reads_other_batches(),
+        ..Default::default()
+    };
+    crate::store::Store::open_limited(&cli.db, limits)
+        .map(|s| s.with_confined_settings(confined))
+        .map_err(|e| {
         let text = e.to_string();
         if text.contains("Could not set lock") || text.contains("Conflicting lock") {
             anyhow::anyhow!(
@@ -488,10 +509,8 @@ pub(crate) fn open_target(cli: &Cli) -> anyhow::Result<Target> {
 /// Load the metrics folder under the policy; print warnings to stderr.
 pub(crate) fn load_folder(cli: &Cli) -> anyhow::Result<crate::config::MetricsFolder> {
     let policy = load_policy(cli)?;
-    let folder = crate::config::folder_in_dialect(
-        crate::config::load_with_policy(&cli.metrics, &crate::config::process_env(), &policy),
-        dialect(cli),
-    );
+    let folder =
+        crate::config::load_with_policy(&cli.metrics, &crate::config::process_env(), &policy);
     for w in &folder.warnings {
         eprintln!("warning: {w}");
     }

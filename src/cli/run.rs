@@ -177,20 +177,15 @@ fn demo_overrides(folder: &MetricsFolder) -> BTreeMap<String, String> {
 
 /// Load the folder with the process's overrides, plus the demo profile's
 /// (the user's own variables win).
-pub(crate) fn load(
-    dir: &std::path::Path,
-    demo: bool,
-    policy: &Policy,
-    dialect: config::SqlDialect,
-) -> MetricsFolder {
+pub(crate) fn load(dir: &std::path::Path, demo: bool, policy: &Policy) -> MetricsFolder {
     let env = config::process_env();
     let folder = config::load_with_policy(dir, &env, policy);
     if !demo {
-        return config::folder_in_dialect(folder, dialect);
+        return folder;
     }
     let mut with_demo = demo_overrides(&folder);
     with_demo.extend(env);
-    config::folder_in_dialect(config::load_with_policy(dir, &with_demo, policy), dialect)
+    config::load_with_policy(dir, &with_demo, policy)
 }
 
 /// `sandstack dashboard`: the dashboard alone, until SIGINT/SIGTERM.
@@ -207,9 +202,7 @@ pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
         })?;
         let dir = cli.metrics.clone();
         let policy = Arc::new(super::load_policy(cli)?);
-        let dialect = super::dialect(cli);
-        let loader: scheduler::watch::Loader =
-            Arc::new(move || load(&dir, false, &policy, dialect));
+        let loader: scheduler::watch::Loader = Arc::new(move || load(&dir, false, &policy));
         let (stop_tx, stop_rx) = tokio_watch::channel(false);
         let served = start_dashboard(cli, web, &store, loader, None, stop_rx).await?;
         wait_for_signal().await;
@@ -236,8 +229,7 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let dir = cli.metrics.clone();
     let demo = args.demo;
     let policy = Arc::new(super::load_policy(cli)?);
-    let dialect = super::dialect(cli);
-    let folder = load_reporting(&dir, demo, &policy, dialect)?;
+    let folder = load_reporting(&dir, demo, &policy)?;
     let store = blocking(|| -> anyhow::Result<Store> {
         let store = super::open_store(cli)?;
         store.ensure_runs_table()?;
@@ -262,7 +254,7 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     let loader: scheduler::watch::Loader = {
         let (dir, policy) = (dir.clone(), policy.clone());
-        Arc::new(move || load(&dir, demo, &policy, dialect))
+        Arc::new(move || load(&dir, demo, &policy))
     };
     let (reload_tx, reload_rx) = mpsc::channel(4);
     let _watch = scheduler::watch::watch(
@@ -314,13 +306,8 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Load the folder, printing its warnings and errors; a missing folder is
 /// the only thing that stops `run` (a broken batch only skips itself).
-fn load_reporting(
-    dir: &Path,
-    demo: bool,
-    policy: &Policy,
-    dialect: config::SqlDialect,
-) -> anyhow::Result<MetricsFolder> {
-    let folder = load(dir, demo, policy, dialect);
+fn load_reporting(dir: &Path, demo: bool, policy: &Policy) -> anyhow::Result<MetricsFolder> {
+    let folder = load(dir, demo, policy);
     for w in &folder.warnings {
         eprintln!("warning: {w}");
     }

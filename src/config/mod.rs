@@ -9,7 +9,6 @@
 pub mod choices;
 mod cron_expr;
 pub mod declare;
-mod dialect;
 mod env_overrides;
 mod error;
 pub(crate) mod fields;
@@ -30,7 +29,6 @@ use serde_yaml_ng::{Mapping, Value};
 
 pub use choices::{AlertMethod, Choice, CombinationMethod, ModelKind, ScheduleStatus};
 pub use cron_expr::CronExpr;
-pub use dialect::{folder_in_dialect, in_dialect, SqlDialect};
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
 pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};
@@ -526,4 +524,27 @@ fn warn_unknown_keys(file: &Path, map: &Mapping, warnings: &mut Vec<String>) {
             file.display()
         ));
     }
+}
+
+/// One batch loaded from `yaml` in a throwaway folder with the shipped
+/// defaults, for unit tests of the layers above.
+#[cfg(test)]
+pub(crate) fn test_spec(yaml: &str) -> BatchSpec {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("metrics/defaults");
+    let defaults = dir.path().join("defaults");
+    for sub in ["", "sql", "python"] {
+        std::fs::create_dir_all(defaults.join(sub)).expect("mkdir");
+        for f in std::fs::read_dir(root.join(sub)).expect("ls") {
+            let f = f.expect("entry").path();
+            if f.is_file() {
+                std::fs::copy(&f, defaults.join(sub).join(f.file_name().expect("name")))
+                    .expect("copy");
+            }
+        }
+    }
+    std::fs::write(dir.path().join("b.yaml"), yaml).expect("write");
+    let folder = load(dir.path(), &BTreeMap::new());
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    folder.batches.into_iter().next().expect("one batch")
 }

@@ -65,6 +65,10 @@ struct PolicyFile {
     /// The database engine's threads for the whole process.
     #[serde(default)]
     duckdb_threads: Option<u64>,
+    /// A batch's SQL sees every batch's rows of its table, not only its
+    /// own (it still reads no other table and changes nothing).
+    #[serde(default)]
+    batch_sql_reads_other_batches: bool,
 }
 
 fn yes() -> bool {
@@ -130,6 +134,11 @@ impl Policy {
 
     pub fn engine_threads(&self) -> Option<u64> {
         self.rules.duckdb_threads
+    }
+
+    /// Whether a batch's SQL may read the other batches' rows of its table.
+    pub fn batch_sql_reads_other_batches(&self) -> bool {
+        self.rules.batch_sql_reads_other_batches
     }
 
     /// Hold `spec` to the policy: the errors refuse the batch; limits it

@@ -1,42 +1,48 @@
-//! Retention (`delete_sql`) and the summary (`summary_sql`) across batches.
+//! Retention (`delete_sql`) and the summary (`summary_sql`), each batch's
+//! over its own rows.
 
 use arrow::record_batch::RecordBatch;
 
 use crate::config::BatchSpec;
-use crate::store::{Store, StoreError};
+use crate::store::{ResultCaps, Store, StoreError};
 
-/// Run the batch's `delete_sql`, as one statement (a prepared statement
-/// cannot smuggle a second one in); returns how many rows it removed.
+/// Run the batch's `delete_sql` over its own rows (see
+/// [`Store::delete_batch_sql`]); returns how many rows it removed.
 pub fn delete(spec: &BatchSpec, store: &mut Store) -> Result<u64, StoreError> {
     let Some(sql) = spec.sql.get("delete_sql") else {
         return Ok(0);
     };
     store.ensure_metrics_table(&spec.table_key)?;
-    let removed = store.delete_with_template(
-        &spec.table_key,
-        &spec.metric_batch,
-        sql,
-        &format!("batch {}: delete_sql", spec.metric_batch),
-    )?;
+    let removed = store
+        .delete_batch_sql(&spec.table_key, &spec.metric_batch, sql)
+        .map_err(|e| in_key(spec, "delete_sql", e))?;
     Ok(removed as u64)
 }
 
-/// `summary_sql` once per distinct table among `batches`.
+/// Each batch's `summary_sql`, over its own rows, one after another.
 pub fn summary<'a>(
     batches: impl Iterator<Item = &'a BatchSpec>,
     store: &Store,
 ) -> Result<Vec<RecordBatch>, StoreError> {
-    let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for spec in batches {
-        if !seen.insert(spec.table_key.clone()) {
-            continue;
-        }
         let Some(sql) = spec.sql.get("summary_sql") else {
             continue;
         };
         store.ensure_metrics_table(&spec.table_key)?;
-        out.extend(store.query_template(sql)?);
+        out.extend(
+            store
+                .query_batch_sql(&spec.table_key, &spec.metric_batch, sql, ResultCaps::NONE)
+                .map_err(|e| in_key(spec, "summary_sql", e))?,
+        );
     }
     Ok(out)
+}
+
+/// A template's failure, naming the batch and the key.
+fn in_key(spec: &BatchSpec, key: &str, e: StoreError) -> StoreError {
+    StoreError::Sql {
+        context: format!("batch {}: {key}", spec.metric_batch),
+        message: e.to_string(),
+    }
 }

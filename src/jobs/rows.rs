@@ -80,7 +80,7 @@ pub fn load_input(
         .get(sql_key)
         .ok_or(JobFailure::NoSql { key: sql_key })?;
     store.ensure_metrics_table(&spec.table_key)?;
-    let series = series_by_metric(store, sql, job).map_err(|e| match e {
+    let series = series_by_metric(store, spec, sql, job).map_err(|e| match e {
         RowsError::Store(source) => RowsError::Template {
             key: sql_key,
             source,
@@ -104,6 +104,13 @@ pub enum RowsError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A template returned a name ingest would have refused.
+    #[error("{job} SQL: {source}")]
+    Name {
+        job: &'static str,
+        #[source]
+        source: crate::jobs::ingest::normalize::InvalidResult,
+    },
     /// The batch's template `key` failed.
     #[error("{key}: {source}")]
     Template {
@@ -139,15 +146,22 @@ fn as_f64(
         })
 }
 
-/// Run `sql` and group its rows by `metric_name`, in row order (the shipped
-/// templates order by name, then time). Numeric columns other than the
-/// three required ones are kept in `extra`.
+/// Run `sql`, a template of `spec`'s batch, over its rows, and group the
+/// result by `metric_name`, in row order (the shipped templates order by
+/// name, then time). Numeric columns other than the three required ones
+/// are kept in `extra`.
 pub fn series_by_metric(
     store: &Store,
+    spec: &BatchSpec,
     sql: &str,
     job: &'static str,
 ) -> Result<BTreeMap<String, Series>, RowsError> {
-    let batches = store.query_template(sql)?;
+    let batches = store.query_batch_sql(
+        &spec.table_key,
+        &spec.metric_batch,
+        sql,
+        crate::store::ResultCaps::NONE,
+    )?;
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for b in &batches {
         let ts = cast(
@@ -168,6 +182,10 @@ pub fn series_by_metric(
             }
         })?;
         let names = names.as_string::<i32>();
+        // Names from a template reach terminals, messages and pages as
+        // ingested ones do: held to the same rules.
+        crate::jobs::ingest::normalize::check_names(names, spec.limits.max_name_len)
+            .map_err(|source| RowsError::Name { job, source })?;
         let values = as_f64(column(b, job, "metric_value")?, job, "metric_value")?;
         let extras: Vec<(String, Float64Array)> = b
             .schema()
@@ -269,6 +287,10 @@ pub fn judgement_rows(
 mod tests {
     use super::*;
 
+    fn spec() -> BatchSpec {
+        crate::config::test_spec("metric_batch: b\ningest_sql: SELECT 1\n")
+    }
+
     #[test]
     fn rows_group_by_metric_with_extra_numeric_columns() {
         let store = Store::in_memory().expect("db");
@@ -278,7 +300,7 @@ mod tests {
               (make_timestamp(1::BIGINT), 'b', 3, NULL, 'text'),
               (NULL, 'b', 4, 1, 'text'))
             t(metric_timestamp, metric_name, metric_value, metric_score, note)";
-        let s = series_by_metric(&store, sql, "score").expect("rows");
+        let s = series_by_metric(&store, &spec(), sql, "score").expect("rows");
         assert_eq!(s["a"].timestamps_us, vec![1, 2]);
         assert_eq!(s["a"].values[0], 1.0);
         assert!(s["a"].values[1].is_nan(), "NULL values read as NaN");
@@ -290,7 +312,8 @@ mod tests {
     #[test]
     fn a_missing_column_names_the_job_and_the_column() {
         let store = Store::in_memory().expect("db");
-        let err = series_by_metric(&store, "SELECT 1 AS metric_value", "train").unwrap_err();
+        let err =
+            series_by_metric(&store, &spec(), "SELECT 1 AS metric_value", "train").unwrap_err();
         assert_eq!(
             err.to_string(),
             "train SQL must return a `metric_timestamp` column (missing)"

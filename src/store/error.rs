@@ -31,6 +31,10 @@ pub enum StoreError {
     /// A time limit ran out ([`super::Store::with_time_limit`]).
     #[error("stopped: its time limit ran out")]
     TimedOut,
+    /// The metrics folder's SQL was refused or failed where it runs
+    /// ([`super::confined`]).
+    #[error(transparent)]
+    Confined(#[from] super::confined::ConfinedError),
 }
 
 /// Wrap an engine error with what was being done.

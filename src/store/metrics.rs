@@ -21,14 +21,9 @@ pub struct NewestValue {
 /// Per metric name, the timestamps (µs) that have a row of some type.
 pub type TimestampsByMetric = BTreeMap<String, BTreeSet<i64>>;
 
-/// Why a `delete_sql` that would remove `rows` of other batches than
-/// `batch` was rolled back (either engine says the same).
-pub(crate) fn removes_other_batches(rows: i64, batch: &str) -> String {
-    format!(
-        "it would remove {rows} rows of other batches; a batch's delete_sql may remove only its own \
-         (metric_batch = '{batch}'), so nothing was removed"
-    )
-}
+/// Shown a batch's rows, answers the positions of those to delete (see
+/// [`MetricsStore::delete_picked`]).
+pub type PickRows<'a> = dyn FnMut(&[RecordBatch]) -> Result<Vec<usize>, StoreError> + 'a;
 
 pub trait MetricsStore {
     /// Create the metrics table `table_key` (and its schema) if missing.
@@ -66,39 +61,23 @@ pub trait MetricsStore {
         n: usize,
     ) -> Result<Vec<NewestValue>, StoreError>;
 
-    /// Run one query from the metrics folder (a job's SQL template) and
-    /// return its rows. More than one statement is refused unrun.
-    fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError>;
+    /// The rows of `batch` in `table_key` (every batch's when None), in
+    /// [`super::metrics_schema`]; none when the table does not exist. What
+    /// a batch's SQL runs over ([`super::confined`]).
+    fn read_rows(
+        &self,
+        table_key: &str,
+        batch: Option<&str>,
+    ) -> Result<Vec<RecordBatch>, StoreError>;
 
-    /// Run `delete_sql` of `batch`: one DELETE that may remove only that
-    /// batch's rows of `table_key` (if it would touch another batch's, it
-    /// is rolled back and refused). Returns the rows removed. `context`
-    /// names it in errors.
-    fn delete_with_template(
+    /// Delete some of `batch`'s rows of `table_key`, in one transaction:
+    /// `pick` is shown the batch's rows (as [`MetricsStore::read_rows`]
+    /// gives them) and answers the positions of those to delete. Returns
+    /// how many were deleted. Only rows of `batch` can be named.
+    fn delete_picked(
         &mut self,
         table_key: &str,
         batch: &str,
-        sql: &str,
-        context: &str,
+        pick: &mut PickRows<'_>,
     ) -> Result<usize, StoreError>;
-
-    /// Start a transaction: a template query and appends that stand or
-    /// fall together (SQL ingest).
-    fn begin(&mut self) -> Result<Box<dyn MetricsTx + '_>, StoreError>;
-}
-
-/// Work inside one transaction; dropped without [`MetricsTx::commit`], it
-/// is rolled back.
-pub trait MetricsTx {
-    /// Like [`MetricsStore::query_template`]; errors are
-    /// [`StoreError::Template`] or [`StoreError::Sql`] with the engine's
-    /// own words, for the caller to name the key.
-    fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError>;
-
-    fn append_metrics(&self, table_key: &str, batches: &[RecordBatch])
-        -> Result<usize, StoreError>;
-
-    fn commit(self: Box<Self>) -> Result<(), StoreError>;
-
-    fn rollback(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -6,11 +6,12 @@
 //! engine is one more module that implements [`Backend`] and one more arm
 //! in [`Store::open_limited`].
 //!
-//! Nothing outside this module names a database crate or writes SQL; the
-//! only SQL that reaches a backend from outside is the metrics folder's own
-//! templates, through [`MetricsStore::query_template`] and
-//! [`MetricsStore::delete_with_template`].
+//! Nothing outside this module names a database crate or writes SQL. The
+//! metrics folder's own SQL never reaches a backend: [`Store::query_batch_sql`]
+//! and [`Store::delete_batch_sql`] run it in [`confined`], over the rows the
+//! backend reads for it.
 
+pub mod confined;
 pub mod dashboard;
 pub mod duck;
 pub mod error;
@@ -30,10 +31,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use arrow::record_batch::RecordBatch;
+
+pub use confined::{ConfinedError, ConfinedSettings, ResultCaps};
 pub use dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
 pub use error::StoreError;
 pub use fleet::{Claim, FleetStore, TakenOver, WorkerInfo, WorkerRow};
-pub use metrics::{MetricsStore, MetricsTx, NewestValue};
+pub use metrics::{MetricsStore, NewestValue};
 pub use runs::{Retention, RunFilter, RunHistory, RunRecord, RunStatus};
 pub use schema::metrics_schema;
 pub use table_key::TableKey;
@@ -74,6 +78,8 @@ pub struct Store {
     backend: Box<dyn Backend>,
     /// Set when a time limit ran out (see [`Store::with_time_limit`]).
     stop: Arc<AtomicBool>,
+    /// The operator's settings for the metrics folder's SQL.
+    confined: ConfinedSettings,
 }
 
 impl Store {
@@ -104,13 +110,68 @@ impl Store {
         Store {
             backend,
             stop: Arc::new(AtomicBool::new(false)),
+            confined: ConfinedSettings::default(),
         }
+    }
+
+    /// The same store, running the metrics folder's SQL under `settings`.
+    pub fn with_confined_settings(mut self, settings: ConfinedSettings) -> Self {
+        self.confined = settings;
+        self
+    }
+
+    pub fn confined_settings(&self) -> &ConfinedSettings {
+        &self.confined
     }
 
     /// Another connection to the same database, for work on another
     /// thread.
     pub fn try_clone(&self) -> Result<Self, StoreError> {
-        Ok(Store::from_backend(self.backend.try_clone()?))
+        Ok(Store::from_backend(self.backend.try_clone()?).with_confined_settings(self.confined))
+    }
+
+    /// Run one query of batch `batch`'s SQL (a template of the metrics
+    /// folder, or its `ingest_sql`) over the batch's rows of `table_key`,
+    /// in a scratch database of its own ([`confined`]); its rows, within
+    /// `caps`. It can read nothing else and change nothing.
+    pub fn query_batch_sql(
+        &self,
+        table_key: &str,
+        batch: &str,
+        sql: &str,
+        caps: ResultCaps,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let table = TableKey::parse(table_key)?;
+        let own = (!self.confined.reads_other_batches).then_some(batch);
+        let rows = self.backend.read_rows(table_key, own)?;
+        let statement = confined::Statement {
+            table: &table,
+            sql,
+            settings: &self.confined,
+            stop: Some(self.stop.clone()),
+        };
+        Ok(confined::query(&statement, &rows, caps)?)
+    }
+
+    /// Run batch `batch`'s `delete_sql` over its own rows of `table_key` in
+    /// a scratch database, then delete from the store the rows it removed
+    /// there (only ever rows of `batch`). Returns how many.
+    pub fn delete_batch_sql(
+        &mut self,
+        table_key: &str,
+        batch: &str,
+        sql: &str,
+    ) -> Result<usize, StoreError> {
+        let table = TableKey::parse(table_key)?;
+        let statement = confined::Statement {
+            table: &table,
+            sql,
+            settings: &self.confined,
+            stop: Some(self.stop.clone()),
+        };
+        self.backend.delete_picked(table_key, batch, &mut |rows| {
+            Ok(confined::delete(&statement, rows)?)
+        })
     }
 
     /// What the database takes on disk, if it is on disk.

@@ -26,7 +26,7 @@ pub fn chart_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, 
     store
         .ensure_metrics_table(&spec.table_key)
         .map_err(|e| format!("batch {batch}: {e}"))?;
-    series_by_metric(store, &sql, "dashboard").map_err(|e| format!("batch {batch}: {e}"))
+    series_by_metric(store, spec, &sql, "dashboard").map_err(|e| format!("batch {batch}: {e}"))
 }
 
 /// Anomalies of `batches`, newest first.

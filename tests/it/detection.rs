@@ -32,15 +32,18 @@ struct Synthetic {
     /// (metric, index, kind)
     events: Vec<(String, usize, Kind)>,
     start_us: i64,
+    /// Every row, as a table expression for `ingest_sql` (a batch's SQL
+    /// reads no table but its own).
+    rows: String,
 }
 
 /// Five metrics of a wave (±10 over 12 hours) plus noise; spikes (+40) and
 /// drops (to 20) after the first 200 points, and on two metrics a level
 /// shift (+60, well beyond the wave's swing) 8 points before the end.
-fn generate(store: &Store) -> Synthetic {
+fn generate() -> Synthetic {
     let start_us = chrono::Utc::now().timestamp_micros() - N as i64 * PERIOD_US;
     let mut events = Vec::new();
-    let mut sql = String::from("CREATE TABLE synthetic (metric_timestamp TIMESTAMP, metric_name VARCHAR, metric_value DOUBLE); INSERT INTO synthetic VALUES ");
+    let mut sql = String::from("(VALUES ");
     for m in 0..5usize {
         let name = format!("m{m}");
         let spikes = [220 + m * 7, 290 + m * 5, 350 + m * 3];
@@ -76,22 +79,35 @@ fn generate(store: &Store) -> Synthetic {
         }
     }
     sql.pop();
-    crate::support::duck(store)
-        .execute_batch(&sql)
-        .expect("synthetic data");
-    Synthetic { events, start_us }
+    sql.push_str(") t(metric_timestamp, metric_name, metric_value)");
+    Synthetic {
+        events,
+        start_us,
+        rows: sql,
+    }
 }
 
+/// The batch, for tests that write its rows themselves.
 fn batch(extra: &str) -> (Folder, BatchSpec) {
-    batch_where("true", extra)
+    batch_sql(
+        "select now() as metric_timestamp, 'x' as metric_name, 1 as metric_value",
+        extra,
+    )
 }
 
 /// The batch, ingesting the synthetic rows that match `filter`.
-fn batch_where(filter: &str, extra: &str) -> (Folder, BatchSpec) {
+fn batch_where(synth: &Synthetic, filter: &str, extra: &str) -> (Folder, BatchSpec) {
+    batch_sql(
+        &format!("select * from {} where {filter}", synth.rows),
+        extra,
+    )
+}
+
+fn batch_sql(ingest_sql: &str, extra: &str) -> (Folder, BatchSpec) {
     let f = Folder::with_defaults();
     f.write(
         "b.yaml",
-        &format!("metric_batch: synth\ningest_sql: \"select * from synthetic where {filter}\"\ningest_metric_rounding: 4\n{extra}\n"),
+        &format!("metric_batch: synth\ningest_sql: \"{ingest_sql}\"\ningest_metric_rounding: 4\n{extra}\n"),
     );
     let spec = f.spec("synth", &[]);
     (f, spec)
@@ -105,16 +121,16 @@ fn index_of(s: &Synthetic, ts_us: i64) -> usize {
 fn detects_injected_anomalies_with_measured_precision_and_recall() {
     let extra = "score_max_n: 200\nalert_recent_n: 1000\nalert_max_n: 1000\nchange_detect_last_n: 10\nchange_snooze_n: 10";
     let mut store = Store::in_memory().expect("store");
-    let synth = generate(&store);
+    let synth = generate();
     // As deployed: the history so far is ingested and trained on; then new
     // observations arrive and are scored, alerted on and checked for change.
     let cutoff = format!("make_timestamp({})", synth.start_us + 200 * PERIOD_US);
-    let (f, history) = batch_where(&format!("metric_timestamp < {cutoff}"), extra);
+    let (f, history) = batch_where(&synth, &format!("metric_timestamp < {cutoff}"), extra);
     let r = run_ingest(&history, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
     assert_eq!(r.stored, 5 * 200);
     let t = train::run(&history, &store, f.path()).expect("train");
     assert_eq!(t.trained.len(), 10, "{:?}", t.skipped);
-    let (_g, spec) = batch_where(&format!("metric_timestamp >= {cutoff}"), extra);
+    let (_g, spec) = batch_where(&synth, &format!("metric_timestamp >= {cutoff}"), extra);
     let r = run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
     assert_eq!(r.stored, 5 * (N - 200));
     let s = score::run(&spec, &mut store, f.path()).expect("score");
@@ -319,16 +335,19 @@ def preprocess(df, diff_n=1, smooth_n=3, lags_n=5, freq=None, freq_agg="mean"):
 #[test]
 fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
     let mut store = Store::in_memory().expect("store");
-    generate(&store);
+    let synth = generate();
     let f = Folder::with_defaults();
-    f.write("own.py", OWN_PREPROCESS);
+    f.write("b/own.py", OWN_PREPROCESS);
     f.write(
-        "b.yaml",
-        "metric_batch: synth\ningest_sql: \"select * from synthetic\"\npreprocess_fn: >\n  {% include \"./own.py\" %}\n",
+        "b/b.yaml",
+        &format!(
+            "metric_batch: synth\ningest_sql: \"select * from {}\"\npreprocess_fn: >\n  {{% include \"./b/own.py\" %}}\n",
+            synth.rows
+        ),
     );
     let spec = f.spec("synth", &[]);
     let own = spec.preprocess_fn.as_ref().expect("a custom preprocess");
-    assert_eq!(own.filename, "own.py");
+    assert_eq!(own.filename, "b/own.py");
     assert!(
         Folder::with_defaults()
             .write("c.yaml", "metric_batch: c\ningest_sql: select 1\n")
@@ -357,7 +376,7 @@ fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
     );
 
     f.write(
-        "own.py",
+        "b/own.py",
         "def preprocess(df, **params):\n    raise ValueError('no features today')\n",
     );
     let spec = f.spec("synth", &[]);
@@ -369,7 +388,7 @@ fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
         "{err}"
     );
     assert!(
-        err.contains("File \"own.py\", line 2, in preprocess"),
+        err.contains("File \"b/own.py\", line 2, in preprocess"),
         "{err}"
     );
 }

@@ -577,9 +577,9 @@ fn ingest_sql_and_sql_templates_run_as_one_statement() {
     let err = sandstack::jobs::train::run(&ok, &store, models.path())
         .expect_err("two statements")
         .to_string();
-    assert!(
-        err.contains("preparing query: it holds 2 statements; SQL from the metrics folder must be exactly one"),
-        "{err}"
+    assert_eq!(
+        err,
+        "batch ok: train_sql: it holds 2 statements; SQL from the metrics folder must be exactly one"
     );
     assert_eq!(
         store
@@ -661,7 +661,7 @@ fn read_templates_must_be_queries_and_delete_sql_a_delete() {
         .to_string();
     assert_eq!(
         err,
-        "batch w: train_sql: preparing query: it is a DELETE; this template must be one read-only query"
+        "batch w: train_sql: it is a DELETE; this template must be one read-only query"
     );
     let err = sandstack::jobs::maintenance::delete(&spec, &mut store)
         .expect_err("a DROP in delete_sql")
@@ -872,7 +872,7 @@ fn config_that_would_stall_the_loader_is_refused_quickly() {
     let took = t.elapsed();
     assert_eq!(code, Some(1), "{text}");
     assert!(
-        took < std::time::Duration::from_secs(3),
+        took < std::time::Duration::from_secs(10),
         "validate took {took:?}"
     );
     for expected in [
@@ -966,16 +966,23 @@ fn delete_sql_cannot_reach_other_batches_rows() {
     for b in ["victim", "wiper"] {
         run_ingest(&f.spec(b, &[]), &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
     }
-    let err = sandstack::jobs::maintenance::delete(&f.spec("wiper", &[]), &mut store)
-        .expect_err("reaches the victim's rows")
-        .to_string();
-    assert_eq!(
-        err,
-        "batch wiper: delete_sql: it would remove 1 rows of other batches; a batch's delete_sql may remove only its own (metric_batch = 'wiper'), so nothing was removed"
-    );
-    assert_eq!(
-        store.count_rows("metrics").expect("count"),
-        2,
-        "nothing removed"
-    );
+    // Its SQL runs over its own rows alone: what it names, it removes
+    // there only.
+    let removed = sandstack::jobs::maintenance::delete(&f.spec("wiper", &[]), &mut store)
+        .expect("its own rows");
+    assert_eq!(removed, 1);
+    let left = store.read_rows("metrics", None).expect("rows");
+    let batches: Vec<String> = left
+        .iter()
+        .flat_map(|b| {
+            b.column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .expect("text")
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(batches, vec!["victim"], "the victim's row stays");
 }

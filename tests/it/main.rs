@@ -9,6 +9,7 @@ mod bench;
 mod bundle;
 mod cassettes;
 mod config_folder;
+mod confinement;
 mod dashboard;
 mod detection;
 mod fleet;

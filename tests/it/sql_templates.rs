@@ -6,7 +6,7 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use arrow::datatypes::{Float64Type, Int32Type};
 
-use sandstack::store::Store;
+use sandstack::store::{ResultCaps, Store};
 
 use crate::support::{repo, Folder};
 
@@ -32,10 +32,12 @@ fn every_default_template_runs_for_every_example() {
             // delete_sql is the one template that writes.
             let ran = if key == "delete_sql" {
                 store
-                    .delete_with_template(&spec.table_key, &spec.metric_batch, sql, key)
+                    .delete_batch_sql(&spec.table_key, &spec.metric_batch, sql)
                     .map(|_| ())
             } else {
-                store.query_template(sql).map(|_| ())
+                store
+                    .query_batch_sql(&spec.table_key, &spec.metric_batch, sql, ResultCaps::NONE)
+                    .map(|_| ())
             };
             ran.unwrap_or_else(|e| panic!("{} {key} does not run: {e}\n{sql}", spec.metric_batch));
         }
@@ -44,7 +46,9 @@ fn every_default_template_runs_for_every_example() {
         let sql = sandstack::config::render_at_use(spec, "dashboard_sql", &[("last_n", last_n)])
             .expect("renders")
             .expect("set");
-        store.query_template(&sql).expect("dashboard_sql runs");
+        store
+            .query_batch_sql(&spec.table_key, &spec.metric_batch, &sql, ResultCaps::NONE)
+            .expect("dashboard_sql runs");
     }
 }
 
@@ -73,7 +77,12 @@ fn alerts_smooth_and_snooze_over_earlier_rows_in_time_order() {
     let scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
     crate::support::insert_scored_series(&store, "b", &scores);
     let out = store
-        .query_template(&spec.sql["alert_sql"])
+        .query_batch_sql(
+            &spec.table_key,
+            &spec.metric_batch,
+            &spec.sql["alert_sql"],
+            ResultCaps::NONE,
+        )
         .expect("alerts");
     let smooth = column_f64(&out, "metric_score_smooth");
     let rounded: Vec<f64> = smooth.iter().map(|v| (v * 100.0).round() / 100.0).collect();

@@ -1,5 +1,6 @@
-{#- summary.sql: per batch, metric and type: row count, first and last timestamp, last value.
-    Variables: table_key.
+{#- summary.sql: the batch's rows per metric and type: row count, first and last timestamp,
+    last value.
+    Variables: table_key, metric_batch.
     Output: metric_batch, metric_name, metric_type, n, first_timestamp, last_timestamp,
     last_value. -#}
 SELECT metric_batch, metric_name, metric_type,
@@ -8,5 +9,6 @@ SELECT metric_batch, metric_name, metric_type,
   max(metric_timestamp) AS last_timestamp,
   arg_max(metric_value, metric_timestamp) AS last_value
 FROM {{ table_key }}
+WHERE metric_batch = '{{ metric_batch }}'
 GROUP BY metric_batch, metric_name, metric_type
 ORDER BY metric_batch, metric_name, metric_type

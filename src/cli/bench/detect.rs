@@ -16,7 +16,7 @@ use crate::config::{BatchSpec, Choice, ModelConfig, ModelKind};
 use crate::domain::Judgement;
 use crate::jobs::rows::write;
 use crate::jobs::{score, train};
-use crate::store::Store;
+use crate::store::{ResultCaps, Store};
 
 /// What `bench detect` was asked to do.
 pub struct Options<'a> {
@@ -47,7 +47,16 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         .sql
         .get("train_sql")
         .context("the batch has no train_sql")?;
-    let (wall, cpu) = timed(|| store.query_template(train_sql).map(|_| ()))?;
+    let (wall, cpu) = timed(|| {
+        store
+            .query_batch_sql(
+                &spec.table_key,
+                &spec.metric_batch,
+                train_sql,
+                ResultCaps::NONE,
+            )
+            .map(|_| ())
+    })?;
     println!(
         "{:<34} {:>8.2} s wall {:>8.2} core-s  (reference: the read every model pays)",
         "reading train_sql alone", wall, cpu
@@ -105,11 +114,8 @@ fn model_sets(spec: &BatchSpec) -> Vec<(String, Vec<ModelConfig>)> {
 fn train_and_score(spec: &BatchSpec, store: &mut Store, base: &Path) -> anyhow::Result<(f64, f64)> {
     let (_, train_cpu) = timed(|| train::run(spec, store, base).map(|_| ()))?;
     let (_, score_cpu) = timed(|| score::run(spec, store, base).map(|_| ()))?;
-    let delete = format!(
-        "DELETE FROM {} WHERE metric_batch = '{}' AND metric_type = 'score'",
-        spec.table_key, spec.metric_batch
-    );
-    store.delete_with_template(&spec.table_key, &spec.metric_batch, &delete, "bench")?;
+    let delete = format!("DELETE FROM {} WHERE metric_type = 'score'", spec.table_key);
+    store.delete_batch_sql(&spec.table_key, &spec.metric_batch, &delete)?;
     Ok((train_cpu, score_cpu))
 }
 

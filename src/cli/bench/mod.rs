@@ -47,15 +47,21 @@ fn build_profile() -> &'static str {
     }
 }
 
-/// CPU time of this process so far, every thread, user and system.
+/// CPU time of this process so far, every thread, user and system, and
+/// of the helper processes it has waited for (where a batch's SQL runs).
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes one rusage into the zeroed struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
+    [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
+        .into_iter()
+        .map(|who| {
+            // SAFETY: getrusage writes one rusage into the zeroed struct it is given.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+                return 0.0;
+            }
+            secs(usage.ru_utime) + secs(usage.ru_stime)
+        })
+        .sum()
 }
 
 fn mean(times: &[Duration]) -> Duration {

@@ -14,7 +14,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::config::{BatchSpec, IngestSource};
 use crate::sandbox::{ExecError, ExecReport, ExecStats, LogLine, Sandbox, SetupError};
-use crate::store::{Store, StoreError};
+use crate::store::{ResultCaps, Store, StoreError};
 
 pub use normalize::{describe_rows, InvalidResult};
 
@@ -32,9 +32,6 @@ pub enum IngestError {
     Store(StoreError),
     #[error("{message}")]
     Cassette { message: String },
-    /// A transaction could not start, commit or roll back.
-    #[error("database error: {0}")]
-    Database(StoreError),
     #[error("the Python sandbox is not available: {0}")]
     Setup(#[from] SetupError),
     /// `ingest_sql` ran past `ingest_timeout_s` and was stopped.
@@ -268,8 +265,10 @@ fn run_sql(
     }
 }
 
-/// The query, the checks and the append in one transaction (rolled back on
-/// a dry run), so a failed ingest stores nothing.
+/// The query (over the batch's own rows, in a scratch database: see
+/// [`Store::query_batch_sql`]), the checks, and the append in one
+/// transaction, so a failed ingest stores nothing. The result is read as
+/// it streams and refused past `ingest_max_rows` / `ingest_max_result_kb`.
 fn query_and_store(
     spec: &BatchSpec,
     store: &mut Store,
@@ -284,11 +283,18 @@ fn query_and_store(
             .ensure_metrics_table(&table)
             .map_err(IngestError::Store)?;
     }
-    let tx = store.begin().map_err(IngestError::Database)?;
     let t = Instant::now();
-    let raw = tx.query_template(sql).map_err(|e| IngestError::Sql {
-        message: e.to_string(),
-    })?;
+    let caps = ResultCaps {
+        max_rows: Some(spec.limits.max_rows),
+        max_bytes: Some(spec.limits.max_result_kb.saturating_mul(1024)),
+        rows_key: "ingest_max_rows",
+        bytes_key: "ingest_max_result_kb",
+    };
+    let raw = store
+        .query_batch_sql(&table, &batch, sql, caps)
+        .map_err(|e| IngestError::Sql {
+            message: e.to_string(),
+        })?;
     let mut normalized = normalize::normalize(
         &raw,
         &batch,
@@ -301,14 +307,11 @@ fn query_and_store(
     let source_time = t.elapsed();
     let t = Instant::now();
     let stored = if opts.dry_run {
-        tx.rollback().map_err(IngestError::Database)?;
         0
     } else {
-        let n = tx
+        store
             .append_metrics(&table, std::slice::from_ref(&normalized.rows))
-            .map_err(IngestError::Store)?;
-        tx.commit().map_err(IngestError::Database)?;
-        n
+            .map_err(IngestError::Store)?
     };
     let store_time = t.elapsed();
     log_dropped(&batch, normalized.dropped_nan);

@@ -183,7 +183,7 @@ fn check_shape(input: &RecordBatch, max_rows: u64) -> Result<(), InvalidResult> 
 
 /// Names reach file names, SQL parameters, terminals and web pages: none
 /// may be empty, over `max_len` characters, or hold control characters.
-fn check_names(names: &StringArray, max_len: u64) -> Result<(), InvalidResult> {
+pub(crate) fn check_names(names: &StringArray, max_len: u64) -> Result<(), InvalidResult> {
     let bad = |row: usize, name: &str, problem: String| {
         Err(InvalidResult::BadName {
             row,

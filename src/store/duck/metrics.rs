@@ -1,18 +1,19 @@
 //! The metrics tables in DuckDB: DDL, the Arrow appender, the reads the
-//! detection jobs need, and the metrics folder's SQL (one statement at a
-//! time, counted by [`super::statements`] before it runs).
+//! detection jobs need, and a batch's rows for its SQL (which runs in
+//! [`crate::store::confined`], never here).
 
 use arrow::record_batch::RecordBatch;
 use duckdb::{params, Connection};
 
-use super::raw::RawDatabase;
-use super::{DuckStore, StatementKind};
+use arrow::array::AsArray;
+
+use super::DuckStore;
 use crate::store::error::db_err;
-use crate::store::metrics::{MetricsStore, MetricsTx, NewestValue, TimestampsByMetric};
+use crate::store::metrics::{MetricsStore, NewestValue, PickRows, TimestampsByMetric};
 use crate::store::{StoreError, TableKey};
 
 /// Column definitions, in table order.
-fn create_table_sql(qualified: &str) -> String {
+pub(in crate::store) fn create_table_sql(qualified: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {qualified} (\n  \
          metric_timestamp TIMESTAMP NOT NULL,\n  \
@@ -84,9 +85,12 @@ impl MetricsStore for DuckStore {
         batches: &[RecordBatch],
     ) -> Result<usize, StoreError> {
         self.ensure_metrics_table(table_key)?;
-        let tx = self.begin()?;
-        let rows = tx.append_metrics(table_key, batches)?;
-        tx.commit()?;
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(db_err("starting a transaction"))?;
+        let rows = append_in(&tx, table_key, batches)?;
+        tx.commit().map_err(db_err("committing"))?;
         Ok(rows)
     }
 
@@ -183,95 +187,97 @@ impl MetricsStore for DuckStore {
         Ok(rows)
     }
 
-    fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        self.require_kind(sql, StatementKind::Select)
-            .map_err(|message| StoreError::Sql {
-                context: "preparing query".into(),
-                message,
-            })?;
-        let mut stmt = self
-            .connection()
-            .prepare(sql)
-            .map_err(db_err("preparing query"))?;
-        let batches = stmt
-            .query_arrow([])
-            .map_err(db_err("running query"))?
-            .collect();
-        Ok(batches)
+    fn read_rows(
+        &self,
+        table_key: &str,
+        batch: Option<&str>,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let key = TableKey::parse(table_key)?;
+        if !table_exists(self.connection(), &key)? {
+            return Ok(Vec::new());
+        }
+        let t = key.quoted();
+        let ctx = format!("reading the rows of {table_key}");
+        let conn = self.connection();
+        let rows = match batch {
+            Some(b) => conn
+                .prepare(&format!("SELECT {COLUMNS} FROM {t} WHERE metric_batch = ?"))
+                .and_then(|mut s| s.query_arrow([b]).map(|a| a.collect())),
+            None => conn
+                .prepare(&format!("SELECT {COLUMNS} FROM {t}"))
+                .and_then(|mut s| s.query_arrow([]).map(|a| a.collect())),
+        };
+        rows.map_err(db_err(ctx))
     }
 
-    fn delete_with_template(
+    fn delete_picked(
         &mut self,
         table_key: &str,
         batch: &str,
-        sql: &str,
-        context: &str,
+        pick: &mut PickRows<'_>,
     ) -> Result<usize, StoreError> {
-        let refuse = |message: String| StoreError::Sql {
-            context: context.to_string(),
-            message,
-        };
-        self.require_kind(sql, StatementKind::Delete)
-            .map_err(refuse)?;
-        let t = TableKey::parse(table_key)?.quoted();
-        let others = format!("SELECT count(*) FROM {t} WHERE metric_batch <> ?");
-        let tx = self.conn.transaction().map_err(db_err(context))?;
-        let count = |tx: &duckdb::Transaction<'_>| -> Result<i64, StoreError> {
-            tx.query_row(&others, [batch], |r| r.get(0))
-                .map_err(db_err(context))
-        };
-        let before = count(&tx)?;
-        let removed = tx.execute(sql, []).map_err(db_err(context))?;
-        let after = count(&tx)?;
-        if after != before {
-            tx.rollback().map_err(db_err(context))?;
-            return Err(refuse(crate::store::metrics::removes_other_batches(
-                before - after,
-                batch,
-            )));
+        let key = TableKey::parse(table_key)?;
+        if !table_exists(self.connection(), &key)? {
+            pick(&[])?;
+            return Ok(0);
         }
-        tx.commit().map_err(db_err(context))?;
+        let t = key.quoted();
+        let ctx = format!("deleting rows of batch {batch} from {table_key}");
+        let tx = self.conn.transaction().map_err(db_err(&ctx))?;
+        let with_ids: Vec<RecordBatch> = tx
+            .prepare(&format!(
+                "SELECT rowid AS sandstack_row_id, {COLUMNS} FROM {t} WHERE metric_batch = ?"
+            ))
+            .and_then(|mut s| s.query_arrow([batch]).map(|a| a.collect()))
+            .map_err(db_err(&ctx))?;
+        let (ids, rows) = split_ids(&with_ids)?;
+        let picked = pick(&rows)?;
+        let mut doomed: Vec<i64> = picked.iter().filter_map(|p| ids.get(*p).copied()).collect();
+        doomed.sort_unstable();
+        doomed.dedup();
+        let mut removed = 0;
+        for chunk in doomed.chunks(DELETE_CHUNK) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            // The ids are integers DuckDB gave us, not text from the batch.
+            removed += tx
+                .execute(
+                    &format!(
+                        "DELETE FROM {t} WHERE metric_batch = ? AND rowid IN ({})",
+                        list.join(",")
+                    ),
+                    [batch],
+                )
+                .map_err(db_err(&ctx))?;
+        }
+        tx.commit().map_err(db_err(&ctx))?;
         Ok(removed)
     }
-
-    fn begin(&mut self) -> Result<Box<dyn MetricsTx + '_>, StoreError> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(db_err("starting a transaction"))?;
-        Ok(Box::new(DuckTx { tx, db: &self.db }))
-    }
 }
 
-struct DuckTx<'a> {
-    tx: duckdb::Transaction<'a>,
-    db: &'a RawDatabase,
-}
+/// The metrics columns, in table order.
+const COLUMNS: &str =
+    "metric_timestamp, metric_batch, metric_name, metric_type, metric_value, metadata";
 
-impl MetricsTx for DuckTx<'_> {
-    fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        super::require_kind(self.db, sql, StatementKind::Select).map_err(StoreError::Template)?;
-        let template = |e: duckdb::Error| StoreError::Template(e.to_string());
-        let mut stmt = self.tx.prepare(sql).map_err(template)?;
-        let batches = stmt.query_arrow([]).map_err(template)?.collect();
-        Ok(batches)
-    }
+/// Row ids per DELETE statement.
+const DELETE_CHUNK: usize = 10_000;
 
-    fn append_metrics(
-        &self,
-        table_key: &str,
-        batches: &[RecordBatch],
-    ) -> Result<usize, StoreError> {
-        append_in(&self.tx, table_key, batches)
+/// The leading row-id column of `batches`, and the rest as metrics rows.
+fn split_ids(batches: &[RecordBatch]) -> Result<(Vec<i64>, Vec<RecordBatch>), StoreError> {
+    let mut ids = Vec::new();
+    let mut rows = Vec::new();
+    for b in batches {
+        let id = b
+            .column(0)
+            .as_primitive_opt::<arrow::datatypes::Int64Type>()
+            .ok_or_else(|| StoreError::Sql {
+                context: "reading row ids".into(),
+                message: format!("row ids came as {}", b.column(0).data_type()),
+            })?;
+        ids.extend(id.values().iter().copied());
+        let projection: Vec<usize> = (1..b.num_columns()).collect();
+        rows.push(b.project(&projection).map_err(db_err("reading rows"))?);
     }
-
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.commit().map_err(db_err("committing"))
-    }
-
-    fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.rollback().map_err(db_err("rolling back"))
-    }
+    Ok((ids, rows))
 }
 
 /// The MetricsStore contract, on an in-memory database.
@@ -334,72 +340,61 @@ mod tests {
     }
 
     #[test]
-    fn template_sql_runs_one_statement_and_refuses_two_unrun() {
+    fn a_batchs_rows_are_read_alone_or_with_the_others() {
         let mut s = DuckStore::in_memory().expect("db");
-        s.append_metrics("m", &[rows(&[(1, "b", "x", "metric", 1.0)])])
-            .expect("append");
-        let out = s
-            .query_template("SELECT count(*) AS n FROM m")
-            .expect("query");
-        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
-        let two = s
-            .query_template("SELECT 1; DROP TABLE m")
-            .expect_err("two statements");
-        assert!(matches!(two, StoreError::Sql { .. }), "{two}");
-        let del = s
-            .delete_with_template("m", "b", "DELETE FROM m; DROP TABLE m", "delete_sql")
-            .expect_err("two statements");
-        assert!(del.to_string().starts_with("delete_sql: "), "{del}");
-        assert_eq!(s.count_rows("m").expect("count"), 1, "nothing ran");
-        let other = s
-            .delete_with_template("m", "not-b", "DELETE FROM m", "delete_sql")
-            .expect_err("another batch's rows");
-        assert!(
-            other
-                .to_string()
-                .contains("it would remove 1 rows of other batches"),
-            "{other}"
-        );
-        assert_eq!(s.count_rows("m").expect("count"), 1, "rolled back");
-        assert_eq!(
-            s.delete_with_template(
-                "m",
-                "b",
-                "DELETE FROM m WHERE metric_batch = 'b'",
-                "delete_sql"
-            )
-            .expect("one"),
-            1
-        );
+        assert!(s.read_rows("m", Some("b")).expect("no table").is_empty());
+        s.append_metrics(
+            "m",
+            &[rows(&[
+                (1, "b", "x", "metric", 1.0),
+                (2, "other", "x", "metric", 2.0),
+            ])],
+        )
+        .expect("append");
+        let count = |r: Vec<RecordBatch>| r.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let own = s.read_rows("m", Some("b")).expect("own");
+        assert_eq!(own[0].schema().fields().len(), 6);
+        assert_eq!(count(own), 1);
+        assert_eq!(count(s.read_rows("m", None).expect("all")), 2);
     }
 
     #[test]
-    fn a_transaction_rolled_back_or_dropped_stores_nothing() {
+    fn delete_picked_removes_only_the_picked_rows_of_the_batch() {
         let mut s = DuckStore::in_memory().expect("db");
-        s.ensure_metrics_table("m").expect("table");
-        let one = [rows(&[(1, "b", "x", "metric", 1.0)])];
-        let tx = s.begin().expect("begin");
-        tx.append_metrics("m", &one).expect("append");
-        tx.rollback().expect("rollback");
-        {
-            let tx = s.begin().expect("begin");
-            tx.append_metrics("m", &one).expect("append");
-        }
-        assert_eq!(s.count_rows("m").expect("count"), 0);
-        // A template that does not prepare is refused before it runs, so
-        // its transaction is unharmed.
-        let tx = s.begin().expect("begin");
-        assert!(matches!(
-            tx.query_template("SELECT * FROM no_such_table"),
-            Err(StoreError::Template(_))
-        ));
-        assert!(matches!(
-            tx.query_template("DELETE FROM m"),
-            Err(StoreError::Template(m)) if m == "it is a DELETE; this template must be one read-only query"
-        ));
-        tx.append_metrics("m", &one).expect("append");
-        tx.commit().expect("commit");
-        assert_eq!(s.count_rows("m").expect("count"), 1);
+        s.append_metrics(
+            "m",
+            &[rows(&[
+                (1, "b", "x", "metric", 1.0),
+                (2, "other", "x", "metric", 2.0),
+                (3, "b", "x", "metric", 3.0),
+                (4, "b", "x", "metric", 4.0),
+            ])],
+        )
+        .expect("append");
+        let mut seen = 0;
+        let removed = s
+            .delete_picked("m", "b", &mut |r| {
+                seen = r.iter().map(RecordBatch::num_rows).sum();
+                // The second and third of the batch's rows, and one past them.
+                Ok(vec![1, 2, 99])
+            })
+            .expect("delete");
+        assert_eq!((seen, removed), (3, 2));
+        let left = s.read_rows("m", None).expect("read");
+        let values: Vec<f64> = left
+            .iter()
+            .flat_map(|b| {
+                b.column(4)
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(values.len(), 2);
+        assert!(values.contains(&2.0), "the other batch's row stays");
+        let failed = s.delete_picked("m", "b", &mut |_| Err(StoreError::TimedOut));
+        assert!(failed.is_err());
+        assert_eq!(s.count_rows("m").expect("count"), 2, "nothing on failure");
     }
 
     #[test]

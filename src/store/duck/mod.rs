@@ -2,16 +2,19 @@
 //! `table_key` created on first use, rows appended as Arrow record batches
 //! through DuckDB's Arrow appender, queries read back as Arrow. The
 //! database is opened confined ([`raw`]): no host files, no extensions,
-//! configuration locked; and SQL from the metrics folder runs only after
-//! its kind is checked (a read template is one query, `delete_sql` one
-//! DELETE).
+//! configuration locked. SQL from the metrics folder never runs here: it
+//! runs in a scratch database of its own ([`crate::store::confined`]),
+//! which this module also opens (one query of the right kind, checked by
+//! preparing it before it runs).
 
 mod dashboard;
 mod generated;
 mod metrics;
-mod raw;
+pub(in crate::store) mod raw;
 mod runs;
 pub mod statements;
+
+pub(in crate::store) use metrics::create_table_sql;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -71,17 +74,15 @@ impl DuckStore {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
-
-    /// Refuse `sql` unless it is one statement of `expected` kind (found by
-    /// preparing it, never running it).
-    pub(super) fn require_kind(&self, sql: &str, expected: StatementKind) -> Result<(), String> {
-        require_kind(&self.db, sql, expected)
-    }
 }
 
 /// A template that is one statement of the wrong kind, or does not
 /// prepare, is refused before it runs.
-fn require_kind(db: &RawDatabase, sql: &str, expected: StatementKind) -> Result<(), String> {
+pub(in crate::store) fn require_kind(
+    db: &RawDatabase,
+    sql: &str,
+    expected: StatementKind,
+) -> Result<(), String> {
     statements::require_one(sql)?;
     let found = db.statement_kind(sql)?;
     if found == expected {

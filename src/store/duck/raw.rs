@@ -105,7 +105,7 @@ fn register_icu() -> Result<(), String> {
 /// A DuckDB database this process opened; closed when the last handle
 /// (and every duckdb-rs connection made from it, which must go first)
 /// is dropped.
-pub(super) struct RawDatabase {
+pub(in crate::store) struct RawDatabase {
     db: ffi::duckdb_database,
 }
 
@@ -118,17 +118,39 @@ impl RawDatabase {
     /// Open `path` (None: in memory) with [`LOCKED_SETTINGS`] and the
     /// operator's engine limits.
     pub fn open(path: Option<&Path>, limits: EngineLimits) -> Result<RawDatabase, String> {
-        register_icu()?;
-        let mut settings: Vec<(String, String)> = LOCKED_SETTINGS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut settings = Vec::new();
         if let Some(mb) = limits.memory_mb {
             settings.push(("memory_limit".into(), format!("{mb}MB")));
         }
         if let Some(n) = limits.threads {
             settings.push(("threads".into(), n.to_string()));
         }
+        Self::open_with(path, settings)
+    }
+
+    /// A scratch database in memory for a batch's SQL: [`LOCKED_SETTINGS`],
+    /// `memory_mb` and `threads`, and no temporary files (what does not fit
+    /// in memory fails instead of spilling to the host's disk).
+    pub fn open_scratch(memory_mb: u64, threads: u64) -> Result<RawDatabase, String> {
+        Self::open_with(
+            None,
+            vec![
+                ("memory_limit".into(), format!("{memory_mb}MB")),
+                ("threads".into(), threads.max(1).to_string()),
+                ("temp_directory".into(), String::new()),
+            ],
+        )
+    }
+
+    fn open_with(path: Option<&Path>, extra: Vec<(String, String)>) -> Result<RawDatabase, String> {
+        register_icu()?;
+        let mut settings: Vec<(String, String)> = extra;
+        // Last: lock_configuration must follow every setting it locks.
+        settings.extend(
+            LOCKED_SETTINGS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         let path = match path {
             Some(p) => Some(
                 CString::new(p.as_os_str().as_encoded_bytes())

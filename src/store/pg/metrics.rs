@@ -1,10 +1,8 @@
 //! The metrics tables in PostgreSQL: created on first use under a lock
 //! (workers may create the same one at once) with the index the jobs'
-//! queries use, rows appended by binary `COPY`, and the metrics folder's
-//! SQL run in read-only transactions that are always rolled back (so a
-//! template cannot change data or this connection's settings).
-
-use std::cell::RefCell;
+//! queries use, rows appended by binary `COPY`, and a batch's rows read
+//! for its SQL, which never runs here: it runs in DuckDB, in a scratch
+//! database that holds only those rows ([`crate::store::confined`]).
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, TimestampMicrosecondType};
@@ -16,27 +14,9 @@ use postgres::{Client, GenericClient};
 use super::micros::Micros;
 use super::migrations::SCHEMA_LOCK;
 use super::pg_err;
-use super::{arrow_rows, engine_words, PgStore};
-use crate::store::metrics::{MetricsStore, MetricsTx, NewestValue, TimestampsByMetric};
+use super::{arrow_rows, PgStore};
+use crate::store::metrics::{MetricsStore, NewestValue, PickRows, TimestampsByMetric};
 use crate::store::{StoreError, TableKey};
-
-/// What a template that fails on PostgreSQL may be missing.
-const DIALECT_HINT: &str = "the store is PostgreSQL: a template written for DuckDB (epoch_us, \
-     make_timestamp, arg_max, QUALIFY...) must be rewritten in PostgreSQL's SQL";
-
-/// A template's failure, with the dialect hint when the server did not
-/// know a function, type or column.
-fn template_failure(e: &postgres::Error) -> String {
-    let words = engine_words(e);
-    let unknown = e
-        .code()
-        .is_some_and(|c| matches!(c.code(), "42883" | "42704" | "42703" | "42601"));
-    if unknown {
-        format!("{words} ({DIALECT_HINT})")
-    } else {
-        words
-    }
-}
 
 fn create_sql(key: &TableKey) -> String {
     let t = super::quoted(key);
@@ -84,23 +64,6 @@ impl PgStore {
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&super::quoted(key)])
             .map(|r| r.get(0))
             .map_err(pg_err("looking up table"))
-    }
-
-    /// Run a template read-only and roll back; errors are the engine's
-    /// words with the dialect hint.
-    fn read_template(&self, sql: &str) -> Result<RecordBatch, String> {
-        let mut conn = self.conn().map_err(|e| e.to_string())?;
-        let mut tx = conn
-            .build_transaction()
-            .read_only(true)
-            .start()
-            .map_err(|e| engine_words(&e))?;
-        // Preparing refuses more than one statement.
-        let stmt = tx.prepare(sql).map_err(|e| template_failure(&e))?;
-        let rows = tx.query(&stmt, &[]).map_err(|e| template_failure(&e))?;
-        let batch = arrow_rows::to_batch(stmt.columns(), &rows)?;
-        tx.rollback().map_err(|e| engine_words(&e))?;
-        Ok(batch)
     }
 }
 
@@ -280,161 +243,101 @@ impl MetricsStore for PgStore {
             .collect())
     }
 
-    fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        self.read_template(sql)
-            .map(|b| vec![b])
-            .map_err(|message| StoreError::Sql {
-                context: "running query".into(),
+    fn read_rows(
+        &self,
+        table_key: &str,
+        batch: Option<&str>,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let key = TableKey::parse(table_key)?;
+        if !self.table_exists(&key)? {
+            return Ok(Vec::new());
+        }
+        let t = super::quoted(&key);
+        let ctx = format!("reading the rows of {table_key}");
+        let mut conn = self.conn()?;
+        let stmt;
+        let rows = match batch {
+            Some(b) => {
+                stmt = conn
+                    .prepare(&format!(
+                        "SELECT {COLUMNS} FROM {t} WHERE metric_batch = $1"
+                    ))
+                    .map_err(pg_err(&ctx))?;
+                conn.query(&stmt, &[&b])
+            }
+            None => {
+                stmt = conn
+                    .prepare(&format!("SELECT {COLUMNS} FROM {t}"))
+                    .map_err(pg_err(&ctx))?;
+                conn.query(&stmt, &[])
+            }
+        }
+        .map_err(pg_err(&ctx))?;
+        let batch =
+            arrow_rows::to_batch(stmt.columns(), &rows).map_err(|message| StoreError::Sql {
+                context: ctx.clone(),
                 message,
-            })
+            })?;
+        Ok(vec![batch])
     }
 
-    fn delete_with_template(
+    fn delete_picked(
         &mut self,
         table_key: &str,
         batch: &str,
-        sql: &str,
-        context: &str,
+        pick: &mut PickRows<'_>,
     ) -> Result<usize, StoreError> {
-        let refuse = |message: String| StoreError::Sql {
-            context: context.to_string(),
-            message,
-        };
         let key = self.ensure_table(table_key)?;
+        let t = super::quoted(&key);
+        let ctx = format!("deleting rows of batch {batch} from {table_key}");
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg_err(context))?;
-        check_one_delete(&mut tx, sql, &key).map_err(refuse)?;
-        let others = format!(
-            "SELECT count(*) FROM {} WHERE metric_batch <> $1",
-            super::quoted(&key)
-        );
-        let count = |tx: &mut postgres::Transaction<'_>| -> Result<i64, StoreError> {
-            tx.query_one(&others, &[&batch])
-                .map(|r| r.get(0))
-                .map_err(pg_err(context))
+        let mut tx = conn.transaction().map_err(pg_err(&ctx))?;
+        // Locked, so each row's ctid stays its own until the commit.
+        let stmt = tx
+            .prepare(&format!(
+                "SELECT ctid::text AS sandstack_row_id, {COLUMNS} FROM {t} WHERE metric_batch = $1 FOR UPDATE"
+            ))
+            .map_err(pg_err(&ctx))?;
+        let found = tx.query(&stmt, &[&batch]).map_err(pg_err(&ctx))?;
+        let with_ids =
+            arrow_rows::to_batch(stmt.columns(), &found).map_err(|message| StoreError::Sql {
+                context: ctx.clone(),
+                message,
+            })?;
+        let ids: Vec<String> = with_ids
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .map(|id| id.unwrap_or_default().to_string())
+            .collect();
+        let projection: Vec<usize> = (1..with_ids.num_columns()).collect();
+        let rows = with_ids.project(&projection).map_err(|e| StoreError::Sql {
+            context: ctx.clone(),
+            message: e.to_string(),
+        })?;
+        let picked = pick(std::slice::from_ref(&rows))?;
+        let mut doomed: Vec<&str> = picked
+            .iter()
+            .filter_map(|p| ids.get(*p).map(String::as_str))
+            .collect();
+        doomed.sort_unstable();
+        doomed.dedup();
+        let removed = if doomed.is_empty() {
+            0
+        } else {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {t} WHERE metric_batch = $1 AND ctid = ANY($2::text[]::tid[])"
+                ),
+                &[&batch, &doomed],
+            )
+            .map_err(pg_err(&ctx))?
         };
-        let before = count(&mut tx)?;
-        let removed = tx
-            .execute(sql, &[])
-            .map_err(|e| refuse(template_failure(&e)))?;
-        let after = count(&mut tx)?;
-        if after != before {
-            tx.rollback().map_err(pg_err(context))?;
-            return Err(refuse(crate::store::metrics::removes_other_batches(
-                before - after,
-                batch,
-            )));
-        }
-        tx.commit().map_err(pg_err(context))?;
+        tx.commit().map_err(pg_err(&ctx))?;
         Ok(removed as usize)
     }
-
-    fn begin(&mut self) -> Result<Box<dyn MetricsTx + '_>, StoreError> {
-        Ok(Box::new(PgTx {
-            store: self,
-            pending: RefCell::new(Vec::new()),
-        }))
-    }
 }
 
-/// Refuse `sql` unless its plan is exactly one DELETE, from `key`'s table
-/// (read from `EXPLAIN`, which plans without running).
-fn check_one_delete(
-    tx: &mut postgres::Transaction<'_>,
-    sql: &str,
-    key: &TableKey,
-) -> Result<(), String> {
-    let plan: JsonText = tx
-        .query_one(&format!("EXPLAIN (FORMAT JSON) {sql}"), &[])
-        .map_err(|e| template_failure(&e))?
-        .try_get(0)
-        .map_err(|e| e.to_string())?;
-    let plan: serde_json::Value = serde_json::from_str(&plan.0).map_err(|e| e.to_string())?;
-    let mut writes = Vec::new();
-    collect_writes(&plan, &mut writes);
-    match writes.as_slice() {
-        [(op, table)] if op == "Delete" && *table == key.table.to_lowercase() => Ok(()),
-        [] => Err("it is not a DELETE; this template must be one DELETE statement".into()),
-        found => Err(format!(
-            "it writes {}; this template must be one DELETE from {}",
-            found
-                .iter()
-                .map(|(op, t)| format!("{op} on {t}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            super::quoted(key)
-        )),
-    }
-}
-
-/// A `json` value's text (binary `json` is its text).
-struct JsonText(String);
-
-impl<'a> postgres::types::FromSql<'a> for JsonText {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(JsonText(std::str::from_utf8(raw)?.to_string()))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::JSON | Type::TEXT)
-    }
-}
-
-/// Every (operation, table) a plan modifies.
-fn collect_writes(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_json::Value::Object(map) => {
-            if map.get("Node Type").and_then(|t| t.as_str()) == Some("ModifyTable") {
-                let op = map.get("Operation").and_then(|o| o.as_str()).unwrap_or("?");
-                let table = map
-                    .get("Relation Name")
-                    .and_then(|o| o.as_str())
-                    .unwrap_or("?");
-                out.push((op.to_string(), table.to_string()));
-            }
-            map.values().for_each(|x| collect_writes(x, out));
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|x| collect_writes(x, out)),
-        _ => {}
-    }
-}
-
-/// SQL ingest's transaction: the query runs read-only at once; the rows
-/// are written together at commit, in one transaction (so the query and
-/// the append still stand or fall together: the query changed nothing).
-struct PgTx<'a> {
-    store: &'a PgStore,
-    pending: RefCell<Vec<(TableKey, Vec<RecordBatch>)>>,
-}
-
-impl MetricsTx for PgTx<'_> {
-    fn query_template(&self, sql: &str) -> Result<Vec<RecordBatch>, StoreError> {
-        self.store
-            .read_template(sql)
-            .map(|b| vec![b])
-            .map_err(StoreError::Template)
-    }
-
-    fn append_metrics(
-        &self,
-        table_key: &str,
-        batches: &[RecordBatch],
-    ) -> Result<usize, StoreError> {
-        let key = self.store.ensure_table(table_key)?;
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
-        self.pending.borrow_mut().push((key, batches.to_vec()));
-        Ok(rows)
-    }
-
-    fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        let pending = self.pending.into_inner();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        append_all(&mut *self.store.conn()?, &pending).map(|_| ())
-    }
-
-    fn rollback(self: Box<Self>) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+/// The metrics columns, in table order.
+const COLUMNS: &str =
+    "metric_timestamp, metric_batch, metric_name, metric_type, metric_value, metadata";

@@ -145,7 +145,6 @@ impl PgStore {
         // pool would retry until its timeout), and migrates.
         let mut first = config.connect(NoTls).map_err(open_error)?;
         migrations::apply(&mut first)?;
-        warn_if_superuser(&mut first);
         drop(first);
         let pool = r2d2_postgres::r2d2::Pool::builder()
             .max_size(POOL_MAX)
@@ -239,51 +238,6 @@ impl Drop for PgStore {
         if let Some(Ok(last)) = self.pool.take().map(Arc::try_unwrap) {
             drop_off_runtime(last);
         }
-    }
-}
-
-/// What the operator should revoke so the metrics folder's SQL cannot end
-/// or cancel other sessions of sandstack's role (PostgreSQL lets a role
-/// signal its own sessions).
-pub const REVOKE_SIGNALS: &str =
-    "REVOKE EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint), \
-     pg_cancel_backend(integer) FROM PUBLIC";
-
-/// Batch SQL runs read-only, but a superuser's read-only query can still
-/// read server files (`pg_read_file`), and any role's can end its own
-/// other sessions; say so once.
-fn warn_if_superuser(client: &mut Client) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    if WARNED.is_completed() {
-        return;
-    }
-    WARNED.call_once(|| {});
-    let can_signal = client
-        .query_one(
-            "SELECT has_function_privilege('pg_terminate_backend(integer, bigint)', 'EXECUTE')",
-            &[],
-        )
-        .and_then(|r| r.try_get::<_, bool>(0))
-        .unwrap_or(false);
-    if can_signal {
-        tracing::warn!(
-            "the metrics folder's SQL can end this role's other PostgreSQL sessions (the fleet's connections; \
-             each would be made again, after one failed statement); to forbid it, as a superuser in this \
-             database: {REVOKE_SIGNALS}"
-        );
-    }
-    let superuser = client
-        .query_one(
-            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
-        .and_then(|r| r.try_get::<_, bool>(0))
-        .unwrap_or(false);
-    if superuser {
-        tracing::warn!(
-            "connected to PostgreSQL as a superuser: the metrics folder's SQL could read the server's files; \
-             connect as a role that owns only sandstack's tables (README, \"Scaling out\")"
-        );
     }
 }
 

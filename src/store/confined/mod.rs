@@ -1,0 +1,367 @@
+//! Where the metrics folder's SQL runs: a scratch DuckDB in a helper
+//! process (`crate::child`) that holds one table, named as the batch's
+//! `table_key`, with only the rows the store handed it (the batch's own;
+//! every batch's of that table where the operator allows). Nothing else
+//! exists there: no other table, no run history, no database file, no
+//! host path in its settings, no environment. Whatever a template writes
+//! changes only the scratch copy, which dies with the process; the only
+//! way out is its result (a query's rows, or which of the rows a
+//! `delete_sql` removed, for the store to delete itself).
+//!
+//! The kernel holds the helper to the operator's memory (DuckDB's own
+//! limit inside, `RLIMIT_DATA` around it for what DuckDB allocates outside
+//! its buffer manager); it may write no file (no temporary files either:
+//! what does not fit fails); a deadline or the store's stop flag kills it;
+//! and its result is read as it streams and cut off at the caller's caps.
+//!
+//! The same on every engine: on PostgreSQL the batch's rows are read with
+//! sandstack's own query and the template runs here, in DuckDB's SQL, as
+//! the batch's `db: duckdb` says.
+
+mod helper;
+
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use super::TableKey;
+use crate::child;
+
+pub use helper::serve;
+
+/// The helper's role name (`sandstack __child sql`).
+pub const ROLE: &str = "sql";
+
+/// Memory the helper needs besides DuckDB's limit: the executable's own
+/// data, DuckDB's catalog, the rows in transit.
+const OVERHEAD_MB: u64 = 256;
+
+/// The operator's settings for the folder's SQL (from the policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfinedSettings {
+    /// DuckDB's memory in the helper, MiB; also the largest result.
+    pub memory_mb: u64,
+    pub threads: u64,
+    /// The scratch table holds every batch's rows of the table, not only
+    /// the batch's own (the policy's `batch_sql_reads_other_batches`).
+    /// Deletes stay confined to the batch's own rows.
+    pub reads_other_batches: bool,
+    /// How long one statement may run when no job time limit is set.
+    pub default_time: Duration,
+}
+
+impl Default for ConfinedSettings {
+    fn default() -> Self {
+        ConfinedSettings {
+            memory_mb: DEFAULT_MEMORY_MB,
+            threads: 1,
+            reads_other_batches: false,
+            default_time: Duration::from_secs(300),
+        }
+    }
+}
+
+/// DuckDB's memory for a batch's SQL when the policy does not set
+/// `duckdb_memory_mb`.
+pub const DEFAULT_MEMORY_MB: u64 = 2048;
+
+/// The most a query's result may hold; past either, the helper is stopped
+/// and the query refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultCaps {
+    pub max_rows: Option<u64>,
+    pub max_bytes: Option<u64>,
+    /// The limits' names, for the refusal.
+    pub rows_key: &'static str,
+    pub bytes_key: &'static str,
+}
+
+impl ResultCaps {
+    /// No caps beyond the helper's memory.
+    pub const NONE: ResultCaps = ResultCaps {
+        max_rows: None,
+        max_bytes: None,
+        rows_key: "",
+        bytes_key: "",
+    };
+}
+
+/// What the statement is to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Mode {
+    /// One query; its rows come back.
+    Query,
+    /// One DELETE; the positions of the rows it removed come back.
+    Delete,
+}
+
+/// The first frame the helper reads.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    schema: Option<String>,
+    table: String,
+    sql: String,
+    mode: Mode,
+    memory_mb: u64,
+    threads: u64,
+}
+
+/// Frame tags, parent to helper.
+mod tag {
+    pub const HEADER: u8 = b'H';
+    pub const ROWS: u8 = b'R';
+    pub const END: u8 = b'Z';
+    /// Helper to parent.
+    pub const BATCH: u8 = b'B';
+    pub const POSITIONS: u8 = b'P';
+    pub const ERROR: u8 = b'E';
+    pub const DONE: u8 = b'D';
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfinedError {
+    /// DuckDB's words for what is wrong with the statement.
+    #[error("{0}")]
+    Statement(String),
+    #[error(
+        "it needs more memory than a batch's SQL may use ({limit_mb} MiB, the policy's duckdb_memory_mb){detail}"
+    )]
+    Memory { limit_mb: u64, detail: String },
+    #[error("its result has more than {limit} rows ({key}); return fewer rows")]
+    TooManyRows { limit: u64, key: &'static str },
+    #[error("its result is larger than {limit_kb} KiB ({key}); return fewer or smaller rows")]
+    TooLarge { limit_kb: u64, key: &'static str },
+    #[error("stopped: its time limit ran out")]
+    TimedOut,
+    #[error(transparent)]
+    Helper(#[from] child::ChildError),
+    #[error("the process running it ended unexpectedly ({status}){stderr}")]
+    Crashed { status: String, stderr: String },
+    #[error("it sent back something unreadable: {0}")]
+    Protocol(String),
+}
+
+/// One statement of a batch, to run in its scratch world.
+pub(crate) struct Statement<'a> {
+    pub table: &'a TableKey,
+    pub sql: &'a str,
+    pub settings: &'a ConfinedSettings,
+    /// Set by the store's time limit; the helper is killed when it is.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// Run a query over `rows`; its result, within `caps`.
+pub(crate) fn query(
+    st: &Statement<'_>,
+    rows: &[RecordBatch],
+    caps: ResultCaps,
+) -> Result<Vec<RecordBatch>, ConfinedError> {
+    let mut out = Vec::new();
+    let (mut n_rows, mut n_bytes) = (0u64, 0u64);
+    let memory_cap = st.settings.memory_mb << 20;
+    run(st, Mode::Query, rows, |t, payload| {
+        if t != tag::BATCH {
+            return Err(ConfinedError::Protocol(format!("a frame tagged {t}")));
+        }
+        let batch = decode(&payload)?;
+        n_rows += batch.num_rows() as u64;
+        n_bytes += batch.get_array_memory_size() as u64;
+        if let Some(limit) = caps.max_rows.filter(|l| n_rows > *l) {
+            return Err(ConfinedError::TooManyRows {
+                limit,
+                key: caps.rows_key,
+            });
+        }
+        if let Some(limit) = caps.max_bytes.filter(|l| n_bytes > *l) {
+            return Err(ConfinedError::TooLarge {
+                limit_kb: limit >> 10,
+                key: caps.bytes_key,
+            });
+        }
+        if n_bytes > memory_cap {
+            return Err(ConfinedError::Memory {
+                limit_mb: st.settings.memory_mb,
+                detail: ": its result alone is larger".into(),
+            });
+        }
+        out.push(batch);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Run a DELETE over `rows`; the positions (in `rows`, counted across
+/// its batches) of the rows it removed.
+pub(crate) fn delete(
+    st: &Statement<'_>,
+    rows: &[RecordBatch],
+) -> Result<Vec<usize>, ConfinedError> {
+    let total: usize = rows.iter().map(RecordBatch::num_rows).sum();
+    let mut removed = Vec::new();
+    run(st, Mode::Delete, rows, |t, payload| {
+        if t != tag::POSITIONS || payload.len() % 8 != 0 {
+            return Err(ConfinedError::Protocol(format!("a frame tagged {t}")));
+        }
+        for chunk in payload.chunks_exact(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            let p = usize::try_from(u64::from_le_bytes(b))
+                .ok()
+                .filter(|p| *p < total)
+                .ok_or_else(|| ConfinedError::Protocol("a position past the rows".into()))?;
+            removed.push(p);
+        }
+        Ok(())
+    })?;
+    Ok(removed)
+}
+
+/// Start the helper, send it the statement and the rows (from another
+/// thread: it may refuse the statement before reading them), and hand each
+/// frame it answers to `take` until it is done.
+fn run(
+    st: &Statement<'_>,
+    mode: Mode,
+    rows: &[RecordBatch],
+    mut take: impl FnMut(u8, Vec<u8>) -> Result<(), ConfinedError>,
+) -> Result<(), ConfinedError> {
+    let settings = st.settings;
+    let header = Header {
+        schema: st.table.schema.clone(),
+        table: st.table.table.clone(),
+        sql: st.sql.to_string(),
+        mode,
+        memory_mb: settings.memory_mb,
+        threads: settings.threads,
+    };
+    let header = serde_json::to_vec(&header).map_err(|e| ConfinedError::Protocol(e.to_string()))?;
+    let deadline = Instant::now() + settings.default_time;
+    let mut helper = child::spawn(
+        ROLE,
+        child::Limits {
+            memory_bytes: (settings.memory_mb + OVERHEAD_MB) << 20,
+            cpu_seconds: settings.default_time.as_secs().saturating_mul(2).max(10),
+        },
+    )?;
+    helper.watch(Some(deadline), st.stop.clone());
+    let stdin = helper.take_stdin();
+    let outcome = std::thread::scope(|scope| {
+        // Errors writing are the helper's to explain (it stopped reading).
+        scope.spawn(move || {
+            if let Some(mut w) = stdin {
+                let _ = send(&mut w, &header, rows);
+            }
+        });
+        read_answer(&mut helper, &mut take, settings.memory_mb)
+    });
+    if outcome.is_err() {
+        helper.kill();
+    }
+    let ended = helper.finish();
+    match outcome {
+        Ok(true) => Ok(()),
+        Err(e) => Err(e),
+        Ok(false) => Err(why_it_ended(&ended, settings.memory_mb)),
+    }
+}
+
+/// Frames until DONE (true) or the end of the output (false); an ERROR
+/// frame is the statement's refusal.
+fn read_answer(
+    helper: &mut child::Child,
+    take: &mut impl FnMut(u8, Vec<u8>) -> Result<(), ConfinedError>,
+    memory_mb: u64,
+) -> Result<bool, ConfinedError> {
+    loop {
+        match helper.read_frame() {
+            Ok(Some((tag::DONE, _))) => return Ok(true),
+            Ok(Some((tag::ERROR, text))) => {
+                let text = String::from_utf8_lossy(&text).into_owned();
+                return Err(statement_error(text, memory_mb));
+            }
+            Ok(Some((t, payload))) => take(t, payload)?,
+            // A helper killed mid-frame: its death explains it.
+            Ok(None) | Err(child::ChildError::Io(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// DuckDB's own out-of-memory error names settings a batch cannot change;
+/// say whose limit it is.
+fn statement_error(text: String, memory_mb: u64) -> ConfinedError {
+    if text.starts_with("Out of Memory Error") {
+        let first = text.lines().next().unwrap_or_default().to_string();
+        return ConfinedError::Memory {
+            limit_mb: memory_mb,
+            detail: format!(" (DuckDB: {first})"),
+        };
+    }
+    ConfinedError::Statement(text)
+}
+
+fn why_it_ended(ended: &child::Ended, memory_mb: u64) -> ConfinedError {
+    if ended.killed_for.is_some() {
+        return ConfinedError::TimedOut;
+    }
+    if ended.out_of_memory() {
+        return ConfinedError::Memory {
+            limit_mb: memory_mb,
+            detail: String::new(),
+        };
+    }
+    let stderr = ended.stderr.trim();
+    ConfinedError::Crashed {
+        status: ended.status.to_string(),
+        stderr: if stderr.is_empty() {
+            String::new()
+        } else {
+            let tail: String = stderr
+                .chars()
+                .rev()
+                .take(500)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!(": {tail}")
+        },
+    }
+}
+
+fn send(w: &mut impl Write, header: &[u8], rows: &[RecordBatch]) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(w);
+    child::write_frame(&mut w, tag::HEADER, header)?;
+    for b in rows {
+        let bytes = encode(b).map_err(std::io::Error::other)?;
+        child::write_frame(&mut w, tag::ROWS, &bytes)?;
+    }
+    child::write_frame(&mut w, tag::END, &[])?;
+    w.flush()
+}
+
+/// One record batch as an Arrow IPC stream.
+fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
+        w.write(batch)?;
+        w.finish()?;
+    }
+    Ok(buf)
+}
+
+/// The one record batch of an Arrow IPC stream.
+fn decode(bytes: &[u8]) -> Result<RecordBatch, ConfinedError> {
+    let mut reader = arrow::ipc::reader::StreamReader::try_new(bytes, None)
+        .map_err(|e| ConfinedError::Protocol(e.to_string()))?;
+    match reader.next() {
+        Some(Ok(b)) => Ok(b),
+        Some(Err(e)) => Err(ConfinedError::Protocol(e.to_string())),
+        None => Err(ConfinedError::Protocol("an empty batch frame".into())),
+    }
+}
