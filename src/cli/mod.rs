@@ -412,6 +412,7 @@ fn serve_helper() -> Option<ExitCode> {
     }
     let code = match args.next().as_deref().and_then(std::ffi::OsStr::to_str) {
         Some(crate::store::confined::ROLE) => crate::store::confined::serve(),
+        Some(crate::config::renderer::ROLE) => crate::config::renderer::serve(),
         other => {
             eprintln!("sandstack: no helper role {other:?}");
             2

@@ -39,30 +39,99 @@ fn is_null_word(text: &str) -> bool {
     matches!(text.trim(), "~" | "null" | "Null" | "NULL")
 }
 
-/// Apply every override for `batch` to `map`; returns the variables used.
-pub fn apply(batch: &str, map: &mut Mapping, env: &BTreeMap<String, String>) -> Vec<String> {
-    let mut used = Vec::new();
+/// How many of a folder's batches share each variable form of their name
+/// (`Weather` and `weather` are both `WEATHER`).
+pub struct EnvNames(BTreeMap<String, Vec<String>>);
+
+pub fn names_in_use<'a>(names: impl Iterator<Item = &'a str>) -> EnvNames {
+    let mut by_form: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in names {
+        by_form
+            .entry(env_batch_name(n))
+            .or_default()
+            .push(n.to_string());
+    }
+    EnvNames(by_form)
+}
+
+/// The overrides that reach one batch: the globals, and each prefix's
+/// variables named for the batch. A variable reaches a batch whose name it
+/// spells exactly (`SANDSTACK__hn-top__KEY`), or whose name's variable form
+/// it is when no other batch of the folder has the same form.
+pub struct Overrides {
+    /// (variable, key, value), in the order they apply.
+    vars: Vec<(String, String, String)>,
+}
+
+pub fn for_batch(
+    batch: &str,
+    env: &BTreeMap<String, String>,
+    names: &EnvNames,
+    warnings: &mut Vec<String>,
+) -> Overrides {
+    let mut vars = Vec::new();
     for (var, key) in GLOBALS {
         if let Some(v) = env.get(var) {
-            map.insert(Value::String(key.into()), parse_value(v));
-            used.push(var.to_string());
+            vars.push((var.to_string(), key.to_string(), v.clone()));
         }
     }
-    let upper = env_batch_name(batch);
+    let form = env_batch_name(batch);
+    let sharing = names.0.get(&form).map_or(&[][..], Vec::as_slice);
     for prefix in ["ANOMSTACK__", "SANDSTACK__"] {
-        let head = format!("{prefix}{upper}__");
-        for (var, v) in env.range(head.clone()..) {
-            let Some(key) = var.strip_prefix(&head) else {
-                break;
-            };
-            if key.is_empty() {
-                continue;
+        let mut heads = Vec::new();
+        if form != batch {
+            if sharing.len() <= 1 {
+                heads.push(format!("{prefix}{form}__"));
+            } else if batch == sharing[0] {
+                // Said once, for the first of the batches that share it.
+                let head = format!("{prefix}{form}__");
+                if let Some((var, _)) = env
+                    .range(head.clone()..)
+                    .next()
+                    .filter(|(v, _)| v.starts_with(&head))
+                {
+                    warnings.push(format!(
+                        "environment variable {var}: the batches {} share the name {form} in variables, so \
+                         it reaches none of them; name the batch exactly ({prefix}<batch>__<KEY>)",
+                        sharing.join(", ")
+                    ));
+                }
             }
-            map.insert(Value::String(key.to_ascii_lowercase()), parse_value(v));
+        }
+        heads.push(format!("{prefix}{batch}__"));
+        for head in heads {
+            for (var, v) in env.range(head.clone()..) {
+                let Some(key) = var.strip_prefix(&head) else {
+                    break;
+                };
+                if !key.is_empty() {
+                    vars.push((var.clone(), key.to_ascii_lowercase(), v.clone()));
+                }
+            }
+        }
+    }
+    Overrides { vars }
+}
+
+impl Overrides {
+    /// Set each override in `map`, later ones winning; returns the
+    /// variables used.
+    pub fn apply(&self, map: &mut Mapping) -> Vec<String> {
+        let mut used = Vec::new();
+        for (var, key, v) in &self.vars {
+            map.insert(Value::String(key.clone()), parse_value(v));
             used.push(var.clone());
         }
+        used
     }
-    used
+}
+
+/// Apply every override for `batch` to `map` as if it were the folder's
+/// only batch; returns the variables used.
+#[cfg(test)]
+fn apply(batch: &str, map: &mut Mapping, env: &BTreeMap<String, String>) -> Vec<String> {
+    let names = names_in_use(std::iter::once(batch));
+    for_batch(batch, env, &names, &mut Vec::new()).apply(map)
 }
 
 #[cfg(test)]
@@ -92,6 +161,44 @@ mod tests {
     #[test]
     fn batch_names_map_to_variable_names() {
         assert_eq!(env_batch_name("hn-top.stories"), "HN_TOP_STORIES");
+    }
+
+    #[test]
+    fn a_variable_reaches_only_the_batch_it_names() {
+        let env = BTreeMap::from([
+            (
+                "SANDSTACK__WEATHER__ALERT_THRESHOLD".to_string(),
+                "0.5".to_string(),
+            ),
+            (
+                "SANDSTACK__weather__ALERT_SMOOTH_N".to_string(),
+                "7".to_string(),
+            ),
+        ]);
+        let names = names_in_use(["weather", "Weather"].into_iter());
+        let mut warnings = Vec::new();
+        let mut map = Mapping::new();
+        for_batch("weather", &env, &names, &mut warnings).apply(&mut map);
+        assert_eq!(map.get("alert_smooth_n").and_then(Value::as_u64), Some(7));
+        assert!(
+            map.get("alert_threshold").is_none(),
+            "shared form reaches none"
+        );
+        let mut other = Mapping::new();
+        for_batch("Weather", &env, &names, &mut warnings).apply(&mut other);
+        assert!(other.is_empty(), "{other:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("Weather, weather") || warnings[0].contains("weather, Weather")
+        );
+        // Alone, the batch takes its variable form as before.
+        let alone = names_in_use(["weather"].into_iter());
+        let mut map = Mapping::new();
+        for_batch("weather", &env, &alone, &mut Vec::new()).apply(&mut map);
+        assert_eq!(
+            map.get("alert_threshold").and_then(Value::as_f64),
+            Some(0.5)
+        );
     }
 
     #[test]

@@ -20,12 +20,12 @@ pub enum ConfigError {
     #[error("{file}: missing required key `metric_batch`: every batch file must name its batch")]
     MissingBatchName { file: PathBuf },
 
-    #[error("duplicate metric_batch `{name}` in {first} and {second}: batch names must be unique")]
-    DuplicateBatch {
-        name: String,
-        first: PathBuf,
-        second: PathBuf,
-    },
+    #[error(
+        "metric_batch `{name}` is claimed by {}: a batch name belongs to one file, so none of them loads; \
+         rename all but one",
+        file_list(files)
+    )]
+    DuplicateBatch { name: String, files: Vec<PathBuf> },
 
     #[error("{file}: key `{key}`: {message}")]
     Template {
@@ -76,6 +76,14 @@ pub enum ConfigError {
     },
 }
 
+fn file_list(files: &[PathBuf]) -> String {
+    let shown: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    match shown.as_slice() {
+        [a, b] => format!("both {a} and {b}"),
+        _ => format!("{} files: {}", shown.len(), shown.join(", ")),
+    }
+}
+
 fn batch_list(batches: &[String]) -> String {
     const SHOWN: usize = 6;
     let names: Vec<String> = batches
@@ -110,7 +118,9 @@ impl ConfigError {
     pub fn files(&self) -> Vec<&std::path::Path> {
         match self {
             ConfigError::MissingFolder { dir } => vec![dir],
-            ConfigError::DuplicateBatch { first, second, .. } => vec![first, second],
+            ConfigError::DuplicateBatch { files, .. } => {
+                files.iter().map(PathBuf::as_path).collect()
+            }
             ConfigError::Io { file, .. }
             | ConfigError::Yaml { file, .. }
             | ConfigError::NotAMapping { file }

@@ -16,13 +16,14 @@ pub mod keys;
 mod names;
 pub mod policy;
 mod render;
+pub mod renderer;
 pub mod sections;
 mod shipped;
 mod spec;
 mod template;
 mod yaml_budget;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
@@ -118,45 +119,142 @@ pub fn load_with_policy(
         });
         return out;
     }
-    let renderer = template::TemplateRenderer::new(dir);
     let Some(defaults) = read_defaults(dir, &mut out) else {
         return out;
     };
-    let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut files = batch_files(dir, &mut out.errors);
     if env.get(IGNORE_EXAMPLES).map(String::as_str) == Some("yes") {
         out.notes.push(drop_examples(dir, &mut files));
     }
-    for file in files {
-        let map = match read_mapping(&file) {
-            Ok(m) => m,
+    // Every file's claim first: a name claimed twice refuses every file
+    // that claims it, and each batch's includes must know the folders of
+    // the others.
+    let claims: Vec<Claim> = files
+        .into_iter()
+        .filter_map(|file| match read_claim(&file) {
+            Ok(claim) => Some(claim),
             Err(e) => {
                 out.errors.push(e);
-                continue;
+                None
             }
-        };
-        let name = match batch_name(&file, &map, &mut seen) {
-            Ok(name) => name,
-            Err(e) => {
-                out.errors.push(e);
-                continue;
-            }
-        };
-        warn_unknown_keys(&file, &map, &mut out.warnings);
-        note_unused_keys(&file, &map, &mut out.notes);
+        })
+        .collect();
+    let claims = refuse_shared_names(claims, &mut out.errors);
+    let batch_dirs: Vec<PathBuf> = claims
+        .iter()
+        .filter_map(|c| own_folder(dir, &c.file))
+        .collect();
+    let env_names = env_overrides::names_in_use(claims.iter().map(|c| c.name.as_str()));
+    let policy_shared = std::sync::Arc::new(policy.clone());
+    let session = renderer::RenderSession::new(dir);
+    for claim in &claims {
+        if let Err(e) = policy.check_claim(dir, &claim.file, &claim.name) {
+            out.errors.push(e);
+            continue;
+        }
+        warn_unknown_keys(&claim.file, &claim.map, &mut out.warnings);
+        note_unused_keys(&claim.file, &claim.map, &mut out.notes);
         let batch = BatchFile {
-            file: &file,
-            name: &name,
-            map: &map,
+            file: &claim.file,
+            name: &claim.name,
+            map: &claim.map,
         };
-        let confined = policy.path().map(|_| confined_renderer(dir, &file));
-        let renderer = confined.as_ref().unwrap_or(&renderer);
-        let loaded = load_batch(renderer, &defaults, &batch, env);
-        record(&mut out, loaded, &batch, policy);
+        let scope = include_scope(dir, &claim.file, &batch_dirs, policy);
+        let renderer = renderer::TemplateRenderer::new(&session, scope);
+        let overrides = env_overrides::for_batch(&claim.name, env, &env_names, &mut out.warnings);
+        let loaded = load_batch(
+            &renderer,
+            &defaults,
+            &batch,
+            &overrides,
+            &policy_shared,
+            &mut out.warnings,
+        );
+        record(&mut out, loaded, &batch);
     }
     out.batches
         .sort_by(|a, b| a.metric_batch.cmp(&b.metric_batch));
     out
+}
+
+/// A batch file, read, and the name it claims.
+struct Claim {
+    file: PathBuf,
+    map: Mapping,
+    name: String,
+}
+
+fn read_claim(file: &Path) -> Result<Claim, ConfigError> {
+    let map = read_mapping(file)?;
+    let name = batch_name(file, &map)?;
+    Ok(Claim {
+        file: file.to_path_buf(),
+        map,
+        name,
+    })
+}
+
+/// The claims whose name no other file claims; for each name claimed more
+/// than once, one error naming every file, none of which loads.
+fn refuse_shared_names(claims: Vec<Claim>, errors: &mut Vec<ConfigError>) -> Vec<Claim> {
+    let mut files_of: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for c in &claims {
+        files_of
+            .entry(c.name.clone())
+            .or_default()
+            .push(c.file.clone());
+    }
+    for (name, files) in &files_of {
+        if files.len() > 1 {
+            errors.push(ConfigError::DuplicateBatch {
+                name: name.clone(),
+                files: files.clone(),
+            });
+        }
+    }
+    claims
+        .into_iter()
+        .filter(|c| files_of.get(&c.name).is_some_and(|f| f.len() == 1))
+        .collect()
+}
+
+/// A batch file's own folder, relative to the metrics folder; None for a
+/// file at the top, which has none.
+fn own_folder(dir: &Path, file: &Path) -> Option<PathBuf> {
+    file.parent()
+        .and_then(|p| p.strip_prefix(dir).ok())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+}
+
+/// Where `file`'s includes may come from: its tenant folder when the
+/// policy binds one, else its own folder; not from a folder below that
+/// which holds another batch's file (or is another tenant's); and
+/// `defaults/` (see [`template::IncludeScope`]).
+fn include_scope(
+    dir: &Path,
+    file: &Path,
+    batch_dirs: &[PathBuf],
+    policy: &Policy,
+) -> template::IncludeScope {
+    let tenant = policy.folder_of(dir, file);
+    let own = tenant.clone().or_else(|| own_folder(dir, file));
+    let Some(own) = own else {
+        return template::IncludeScope::default();
+    };
+    let mine = own_folder(dir, file).unwrap_or_default();
+    let others: Vec<PathBuf> = match tenant {
+        Some(_) => policy.folders_below(&own),
+        None => batch_dirs
+            .iter()
+            .filter(|d| d.starts_with(&own) && **d != own && !mine.starts_with(d))
+            .cloned()
+            .collect(),
+    };
+    template::IncludeScope {
+        allowed: vec![own],
+        excluded: others,
+    }
 }
 
 /// Leave out the batch files in folders below `examples/` (not in
@@ -176,18 +274,17 @@ fn drop_examples(dir: &Path, files: &mut Vec<PathBuf>) -> String {
     )
 }
 
-/// One batch file's outcome joins the folder: a batch (held to the
-/// policy), a skipped batch, or its errors.
+/// One batch file's outcome joins the folder: a batch (already held to
+/// the policy), a skipped batch, or its errors.
 fn record(
     out: &mut MetricsFolder,
     loaded: Result<Loaded, Vec<ConfigError>>,
     batch: &BatchFile<'_>,
-    policy: &Policy,
 ) {
     match loaded {
         Ok(Loaded::Batch(spec)) => {
             out.warnings.extend(cloud_model_path(&spec));
-            admit(out, *spec, policy)
+            out.batches.push(*spec);
         }
         Ok(Loaded::Skipped(s)) => {
             out.warnings.push(format!(
@@ -235,29 +332,6 @@ fn add_batch_errors(all: &mut Vec<ConfigError>, file: &Path, name: &str, errors:
     }
 }
 
-/// Under a policy a batch includes only its own directory's files and the
-/// shared defaults.
-fn confined_renderer(dir: &Path, file: &Path) -> template::TemplateRenderer {
-    let own = file
-        .parent()
-        .and_then(|p| p.strip_prefix(dir).ok())
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    template::TemplateRenderer::with_include_dirs(dir, Some(vec![own, PathBuf::from("defaults")]))
-}
-
-/// Hold a loaded batch to the policy: it joins the folder, or its refusals
-/// join the errors.
-fn admit(out: &mut MetricsFolder, mut spec: BatchSpec, policy: &Policy) {
-    let (errors, warnings) = policy.apply(&mut spec);
-    out.warnings.extend(warnings);
-    if errors.is_empty() {
-        out.batches.push(spec);
-    } else {
-        out.errors.extend(errors);
-    }
-}
-
 /// `defaults/defaults.yaml` and where it is; an empty mapping with a
 /// warning when missing, None (with the error recorded) when unreadable.
 fn read_defaults(dir: &Path, out: &mut MetricsFolder) -> Option<Defaults> {
@@ -285,13 +359,8 @@ fn read_defaults(dir: &Path, out: &mut MetricsFolder) -> Option<Defaults> {
     }
 }
 
-/// A batch file's `metric_batch`: present, safe as a name, and not taken
-/// by an earlier file.
-fn batch_name(
-    file: &Path,
-    map: &Mapping,
-    seen: &mut HashMap<String, PathBuf>,
-) -> Result<String, ConfigError> {
+/// A batch file's `metric_batch`: present and safe as a name.
+fn batch_name(file: &Path, map: &Mapping) -> Result<String, ConfigError> {
     let name = match map.get("metric_batch") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -306,14 +375,6 @@ fn batch_name(
         key: "metric_batch".into(),
         message,
     })?;
-    if let Some(first) = seen.get(&name) {
-        return Err(ConfigError::DuplicateBatch {
-            name,
-            first: first.clone(),
-            second: file.to_path_buf(),
-        });
-    }
-    seen.insert(name.clone(), file.to_path_buf());
     Ok(name)
 }
 
@@ -336,10 +397,12 @@ enum Loaded {
 }
 
 fn load_batch(
-    renderer: &template::TemplateRenderer,
+    renderer: &renderer::TemplateRenderer,
     defaults: &Defaults,
     batch: &BatchFile<'_>,
-    env: &BTreeMap<String, String>,
+    overrides: &env_overrides::Overrides,
+    policy: &std::sync::Arc<Policy>,
+    warnings: &mut Vec<String>,
 ) -> Result<Loaded, Vec<ConfigError>> {
     let BatchFile { file, name, map } = *batch;
     // Shallow merge, as Anomstack does: a batch's nested map replaces the
@@ -348,7 +411,7 @@ fn load_batch(
     for (k, v) in map {
         merged.insert(k.clone(), v.clone());
     }
-    let env_vars = env_overrides::apply(name, &mut merged, env);
+    let env_vars = overrides.apply(&mut merged);
     merged.insert("metric_batch".into(), Value::String(name.to_string()));
 
     let origin = |key: &str| -> PathBuf {
@@ -384,11 +447,12 @@ fn load_batch(
         .collect();
     let source = spec::BatchSource {
         dir: renderer.dir().to_path_buf(),
-        include_dirs: renderer.include_dirs(),
+        scope: renderer.scope().clone(),
         merged,
         origins,
+        policy: policy.clone(),
     };
-    let spec = render::render_and_read(renderer, file, name, source)?;
+    let spec = render::render_and_read(renderer, file, name, source, warnings)?;
     Ok(Loaded::Batch(Box::new(spec)))
 }
 

@@ -42,9 +42,15 @@ struct PolicyFile {
     /// `PREFIX_*` patterns).
     #[serde(default)]
     ingest_env_allowed: Vec<String>,
-    /// More variables, per batch.
+    /// More variables, per batch (each batch's name bound to a folder in
+    /// `folders`, so no other file can claim it).
     #[serde(default)]
     ingest_env_allowed_by_batch: BTreeMap<String, Vec<String>>,
+    /// The folders batch files may be in (paths relative to the metrics
+    /// folder) and the names a file in each may give its batch; when set,
+    /// a batch file elsewhere, or claiming another name, is refused.
+    #[serde(default)]
+    folders: BTreeMap<String, FolderRules>,
     #[serde(default)]
     allow_http_private: bool,
     #[serde(default)]
@@ -73,6 +79,17 @@ struct PolicyFile {
 
 fn yes() -> bool {
     true
+}
+
+/// What a batch file in one of the policy's `folders` may be.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FolderRules {
+    /// Batch names (or `PREFIX*` patterns) its files may claim.
+    batches: Vec<String>,
+    /// Host variables its batches may list in `ingest_env`.
+    #[serde(default)]
+    ingest_env_allowed: Vec<String>,
 }
 
 /// What the operator allows batches.
@@ -117,10 +134,66 @@ impl Policy {
                 path.display()
             ));
         }
+        check_folders(&rules).map_err(|m| format!("policy {}: {m}", path.display()))?;
         Ok(Policy {
             path: Some(path.to_path_buf()),
             rules,
         })
+    }
+
+    /// Refuse `file`'s claim to the name `name` unless the policy's
+    /// `folders` allow it (always, when the policy lists none).
+    pub fn check_claim(&self, dir: &Path, file: &Path, name: &str) -> Result<(), ConfigError> {
+        let (Some(policy), false) = (&self.path, self.rules.folders.is_empty()) else {
+            return Ok(());
+        };
+        let refuse = |asked: String, allowed: String| ConfigError::OverPolicy {
+            file: file.to_path_buf(),
+            key: "metric_batch".into(),
+            asked,
+            allowed,
+            policy: policy.clone(),
+        };
+        let Some(folder) = self.folder_of(dir, file) else {
+            let listed: Vec<String> = self.rules.folders.keys().map(|f| format!("{f}/")).collect();
+            return Err(refuse(
+                format!("is a batch file outside the policy's folders (it claims `{name}`)"),
+                format!("batch files only in {}", listed.join(", ")),
+            ));
+        };
+        let key = folder.to_string_lossy();
+        let rules = &self.rules.folders[key.as_ref()];
+        if rules.batches.iter().any(|p| name_matches(p, name)) {
+            return Ok(());
+        }
+        Err(refuse(
+            format!("claims the batch name `{name}`"),
+            format!(
+                "files in {key}/ only the names {}",
+                rules.batches.join(", ")
+            ),
+        ))
+    }
+
+    /// The policy folder `file` lies in (the deepest that holds it).
+    pub fn folder_of(&self, dir: &Path, file: &Path) -> Option<PathBuf> {
+        let rel = file.parent()?.strip_prefix(dir).ok()?;
+        self.rules
+            .folders
+            .keys()
+            .map(PathBuf::from)
+            .filter(|f| rel.starts_with(f))
+            .max_by_key(|f| f.components().count())
+    }
+
+    /// The policy folders strictly below `folder`: another tenant's.
+    pub fn folders_below(&self, folder: &Path) -> Vec<PathBuf> {
+        self.rules
+            .folders
+            .keys()
+            .map(PathBuf::from)
+            .filter(|f| f.starts_with(folder) && f != folder)
+            .collect()
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -194,6 +267,9 @@ impl Policy {
 
     /// Each `ingest_env` name the policy does not list.
     fn env_refusals(&self, spec: &BatchSpec) -> Vec<(String, String, String)> {
+        let folder = self
+            .folder_of(&spec.source.dir, &spec.file)
+            .and_then(|f| self.rules.folders.get(f.to_string_lossy().as_ref()));
         let allowed: Vec<&String> = self
             .rules
             .ingest_env_allowed
@@ -205,6 +281,7 @@ impl Policy {
                     .into_iter()
                     .flatten(),
             )
+            .chain(folder.into_iter().flat_map(|f| &f.ingest_env_allowed))
             .collect();
         let shown = if allowed.is_empty() {
             "no host variables".to_string()
@@ -306,6 +383,44 @@ fn powers_used(spec: &BatchSpec) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The policy's `folders` and the per-batch secrets that rely on them: a
+/// folder is a relative path inside the metrics folder, and every batch
+/// granted variables by name is bound to a folder (else any file could
+/// claim the name, and its secrets).
+fn check_folders(rules: &PolicyFile) -> Result<(), String> {
+    for (folder, r) in &rules.folders {
+        let p = Path::new(folder);
+        let plain = !folder.is_empty()
+            && p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(format!(
+                "folders: `{folder}` must be a folder inside the metrics folder, written relative to it \
+                 (like examples/weather), without `..`"
+            ));
+        }
+        if r.batches.is_empty() {
+            return Err(format!(
+                "folders: `{folder}` lists no batch names: give it `batches: [name, ...]`"
+            ));
+        }
+    }
+    for batch in rules.ingest_env_allowed_by_batch.keys() {
+        let bound = rules
+            .folders
+            .values()
+            .any(|r| r.batches.iter().any(|p| name_matches(p, batch)));
+        if !bound {
+            return Err(format!(
+                "ingest_env_allowed_by_batch grants `{batch}` host variables, but no entry of `folders` binds \
+                 the name `{batch}` to a folder, so a batch file anywhere could claim it: add \
+                 `folders: {{<its folder>: {{batches: [{batch}]}}}}`, or grant the variables there"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A cappable limit, whole or fractional.

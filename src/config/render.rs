@@ -7,16 +7,20 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{keys, spec, template, BatchSpec, ConfigError};
+use super::renderer::TemplateRenderer;
+use super::{keys, spec, BatchSpec, ConfigError};
 
-/// Render a batch's merged keys and read them into a spec that remembers
-/// its source. A template that fails does not hide the batch's other
-/// problems: every error of the batch is returned at once.
+/// Render a batch's merged keys, read them into a spec that remembers its
+/// source, and hold it to the source's policy: the one way a [`BatchSpec`]
+/// is made, at load and every time after. A template that fails does not
+/// hide the batch's other problems: every error of the batch is returned
+/// at once. The policy's warnings join `warnings`.
 pub(super) fn render_and_read(
-    renderer: &template::TemplateRenderer,
+    renderer: &TemplateRenderer,
     file: &Path,
     name: &str,
     source: spec::BatchSource,
+    warnings: &mut Vec<String>,
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let origin = |key: &str| source.origin_of(key, file);
     let llmalert_off = spec::llmalert_off(&source.merged);
@@ -30,8 +34,15 @@ pub(super) fn render_and_read(
     };
     match spec::read_spec(file, name, &rendered, raw, source.origins.clone()) {
         Ok(mut spec) if errors.is_empty() => {
+            let policy = source.policy.clone();
             spec.source = std::sync::Arc::new(source);
-            Ok(spec)
+            let (refused, warned) = policy.apply(&mut spec);
+            warnings.extend(warned);
+            if refused.is_empty() {
+                Ok(spec)
+            } else {
+                Err(refused)
+            }
         }
         Ok(_) => Err(errors),
         Err(read_errors) => {
@@ -63,7 +74,7 @@ fn representative_values(merged: &Mapping) -> Vec<(&'static str, Value)> {
 /// Render each template of [`keys::RENDERED_AT_USE`] once, with
 /// representative values, so `validate` reports what would fail at use.
 fn check_rendered_at_use(
-    renderer: &template::TemplateRenderer,
+    renderer: &TemplateRenderer,
     source: &spec::BatchSource,
     file: &Path,
 ) -> Vec<ConfigError> {
@@ -79,7 +90,7 @@ fn check_rendered_at_use(
 /// win over the batch's). Only the short values it may use are rendered
 /// first, not every other template of the batch: this runs on each use.
 fn render_one(
-    renderer: &template::TemplateRenderer,
+    renderer: &TemplateRenderer,
     source: &spec::BatchSource,
     file: &Path,
     key: &str,
@@ -104,9 +115,8 @@ fn render_one(
         &|k, t| keys::is_rendered(k) && is_short(t),
         &mut others,
     );
-    let ctx = minijinja::Value::from(minijinja::value::Serde(&short));
     renderer
-        .render(key, text, &ctx)
+        .render(key, text, &short)
         .map_err(|message| ConfigError::Template {
             file: origin(key),
             key: key.to_string(),
@@ -134,19 +144,29 @@ pub fn render_at_use(
     .map(Some)
 }
 
-/// `spec` as if its batch file also set `values`: its templates rendered
-/// and its keys read again (for a backfill's wider scoring window).
+/// `spec` as if its batch file also set `values`: its templates rendered,
+/// its keys read again and held to the same policy (for a backfill's wider
+/// scoring window).
 pub fn with_values(
     spec: &BatchSpec,
     values: &[(&str, Value)],
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let source = spec::BatchSource {
         dir: spec.source.dir.clone(),
-        include_dirs: spec.source.include_dirs.clone(),
+        scope: spec.source.scope.clone(),
         merged: spec.source.merged_with(values),
         origins: spec.source.origins.clone(),
+        policy: spec.source.policy.clone(),
     };
-    render_and_read(&source.renderer(), &spec.file, &spec.metric_batch, source)
+    // Its warnings were said when it loaded.
+    let mut warnings = Vec::new();
+    render_and_read(
+        &source.renderer(),
+        &spec.file,
+        &spec.metric_batch,
+        source,
+        &mut warnings,
+    )
 }
 
 /// Render every top-level string sandstack reads (see
@@ -157,7 +177,7 @@ pub fn with_values(
 /// template sees `table_key` already rendered. Keys that fail keep their
 /// text; the errors come back beside the mapping.
 fn render_all(
-    renderer: &template::TemplateRenderer,
+    renderer: &TemplateRenderer,
     merged: &Mapping,
     origin: &dyn Fn(&str) -> PathBuf,
     wanted: &dyn Fn(&str) -> bool,
@@ -192,15 +212,25 @@ fn is_short(text: &str) -> bool {
 /// selects (by key and text) rendered against it; a key that fails keeps
 /// its text and its error joins `errors`.
 fn render_pass(
-    renderer: &template::TemplateRenderer,
+    renderer: &TemplateRenderer,
     merged: &Mapping,
     context: &Mapping,
     origin: &dyn Fn(&str) -> PathBuf,
     pick: &dyn Fn(&str, &str) -> bool,
     errors: &mut Vec<ConfigError>,
 ) -> Mapping {
-    let ctx = minijinja::Value::from(minijinja::value::Serde(context));
     let mut out = context.clone();
+    let vars = match super::renderer::Variables::of(context) {
+        Ok(v) => v,
+        Err(message) => {
+            errors.push(ConfigError::Template {
+                file: origin("metric_batch"),
+                key: "metric_batch".into(),
+                message,
+            });
+            return out;
+        }
+    };
     for (k, v) in merged {
         let (Some(key), Value::String(text)) = (k.as_str(), v) else {
             continue;
@@ -209,7 +239,7 @@ fn render_pass(
         if !is_template || !pick(key, text) {
             continue;
         }
-        match renderer.render(key, text, &ctx) {
+        match renderer.render_with(&vars, key, text) {
             Ok(r) => {
                 out.insert(k.clone(), Value::String(r));
             }

@@ -156,21 +156,23 @@ pub struct BatchSpec {
 }
 
 /// A batch before rendering: its folder, its merged keys (defaults, file,
-/// environment) and where each came from.
+/// environment), where each came from, and the operator's policy, which
+/// every spec read from it is held to.
 #[derive(Debug, Default)]
 pub(super) struct BatchSource {
     pub dir: PathBuf,
-    /// Where includes may come from, under a policy.
-    pub include_dirs: Option<Vec<PathBuf>>,
+    /// Where includes may come from.
+    pub scope: super::template::IncludeScope,
     pub merged: serde_yaml_ng::Mapping,
     pub origins: BTreeMap<String, PathBuf>,
+    pub policy: std::sync::Arc<super::Policy>,
 }
 
 impl BatchSource {
-    /// A renderer for this batch's templates: its folder, and its include
-    /// confinement under a policy.
-    pub fn renderer(&self) -> super::template::TemplateRenderer {
-        super::template::TemplateRenderer::with_include_dirs(&self.dir, self.include_dirs.clone())
+    /// A renderer for this batch's templates: its folder, and where its
+    /// includes may come from.
+    pub fn renderer(&self) -> super::renderer::TemplateRenderer {
+        super::renderer::TemplateRenderer::standalone(&self.dir, self.scope.clone())
     }
 
     /// The merged keys with `values` set over them.
@@ -239,6 +241,7 @@ pub(super) fn read_spec(
     check_limits(&mut r, &limits);
     let schedules = read_schedules(&mut r);
     let sql = read_templates(&mut r, &schedules);
+    let http = HttpPolicy::read(&mut r);
     let spec = BatchSpec {
         metric_batch: name.to_string(),
         file: file.to_path_buf(),
@@ -254,7 +257,7 @@ pub(super) fn read_spec(
         sql,
         schedules,
         limits,
-        http: HttpPolicy::read(&mut r),
+        http,
         train: TrainSettings::read(&mut r),
         score: ScoreSettings::read(&mut r),
         alert: AlertSettings::read(&mut r),

@@ -1,12 +1,15 @@
-//! Jinja rendering of config values with minijinja. `{% include %}` paths are
-//! relative to the metrics folder and may not leave it.
+//! Jinja rendering of config values with minijinja, in-process: what the
+//! template helper process runs ([`super::renderer`] is the loader's side,
+//! which never renders a batch's template in sandstack's own process).
+//! `{% include %}` paths are relative to the metrics folder, may not leave
+//! it, and must lie in the batch's own folder or `defaults/`
+//! ([`IncludeScope`]).
 
 use std::path::{Component, Path, PathBuf};
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
 
-/// One environment per metrics folder, so included files are read and parsed
-/// once however many batches include them.
 /// Instructions one render may run: the shipped templates need a few
 /// thousand; a loop over 10^10 items stops within a second.
 pub const TEMPLATE_FUEL: u64 = 5_000_000;
@@ -15,21 +18,35 @@ const TEMPLATE_RECURSION: usize = 64;
 /// Largest rendered value.
 pub const MAX_RENDERED_BYTES: usize = 8 << 20;
 
-pub struct TemplateRenderer {
-    env: Environment<'static>,
-    root: std::path::PathBuf,
-    include_dirs: Option<Vec<PathBuf>>,
+/// Where a batch's includes may come from, as folder paths relative to the
+/// metrics folder: its own folder and below (`allowed`), but not a folder
+/// below it that belongs to another batch (`excluded`), and the shared
+/// `defaults/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IncludeScope {
+    pub allowed: Vec<PathBuf>,
+    pub excluded: Vec<PathBuf>,
 }
 
-impl TemplateRenderer {
-    pub fn new(root: &Path) -> Self {
-        Self::with_include_dirs(root, None)
+impl IncludeScope {
+    /// Includes from anywhere in the metrics folder (sandstack's own
+    /// tests of the renderer).
+    pub fn whole_folder() -> IncludeScope {
+        IncludeScope {
+            allowed: vec![PathBuf::new()],
+            excluded: Vec::new(),
+        }
     }
+}
 
-    /// A renderer whose includes must also lie under one of `dirs` (folder
-    /// paths such as the batch's own directory and `defaults`), when set.
-    pub fn with_include_dirs(root: &Path, dirs: Option<Vec<PathBuf>>) -> Self {
-        let dirs_kept = dirs.clone();
+/// One minijinja environment per metrics folder and scope, so included
+/// files are read and parsed once however many templates include them.
+pub struct Jinja {
+    env: Environment<'static>,
+}
+
+impl Jinja {
+    pub fn new(root: &Path, scope: IncludeScope) -> Self {
         let mut env = Environment::new();
         // Strict: a typo in a variable name is an error naming it, not an
         // empty string in the middle of a SQL query.
@@ -45,27 +62,8 @@ impl TemplateRenderer {
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_recursion_limit(TEMPLATE_RECURSION);
         let folder = root.to_path_buf();
-        env.set_loader(move |name| {
-            if let Some(dirs) = &dirs {
-                confine(&folder, dirs, name)?;
-            }
-            load_include(&folder, name)
-        });
-        TemplateRenderer {
-            env,
-            root: root.to_path_buf(),
-            include_dirs: dirs_kept,
-        }
-    }
-
-    /// The metrics folder includes are read from.
-    pub fn dir(&self) -> &Path {
-        &self.root
-    }
-
-    /// The directories includes are confined to, if any.
-    pub fn include_dirs(&self) -> Option<Vec<PathBuf>> {
-        self.include_dirs.clone()
+        env.set_loader(move |name| load_include(&folder, &scope, name));
+        Jinja { env }
     }
 
     /// Render `text` with `context`; `name` labels the template in errors.
@@ -203,31 +201,48 @@ fn kind_text(kind: ErrorKind) -> &'static str {
     }
 }
 
-/// Under a policy, an include must lie under one of `dirs` (relative to the
-/// folder): a batch reads its own directory and the shared defaults, not
-/// another batch's code or SQL.
-fn confine(root: &Path, dirs: &[PathBuf], name: &str) -> Result<(), minijinja::Error> {
-    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    let path = canonical(&root.join(name));
-    if dirs
+/// Whether `rel` (a path inside the metrics folder) is the batch's own
+/// (in its folder, not in a folder below it that belongs to another batch)
+/// or the shared defaults'.
+fn in_scope(rel: &Path, scope: &IncludeScope) -> bool {
+    rel.starts_with("defaults")
+        || (scope.allowed.iter().any(|d| rel.starts_with(d))
+            && !scope.excluded.iter().any(|d| rel.starts_with(d)))
+}
+
+/// Why `name` is not the batch's to include: a batch reads its own files
+/// and the shared defaults, not another batch's code or SQL.
+fn outside_scope(name: &str, scope: &IncludeScope) -> minijinja::Error {
+    let own: Vec<String> = scope
+        .allowed
         .iter()
-        .any(|d| path.starts_with(canonical(&root.join(d))))
-    {
-        return Ok(());
-    }
-    let shown: Vec<String> = dirs.iter().map(|d| format!("{}/", d.display())).collect();
-    Err(minijinja::Error::new(
-        ErrorKind::InvalidOperation,
+        .map(|d| format!("{}/", d.display()))
+        .collect();
+    let why = if own.is_empty() {
+        "a batch file at the top of the metrics folder has no folder of its own, so it may include \
+         only from defaults/ (move it into a folder of its own)"
+            .to_string()
+    } else {
         format!(
-            "include \"{name}\" is outside this batch's files: under the operator's policy a batch may include only from {}",
-            shown.join(" and ")
-        ),
-    ))
+            "a batch may include only from its own folder ({}) and defaults/",
+            own.join(", ")
+        )
+    };
+    minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("include \"{name}\" is outside this batch's files: {why}"),
+    )
 }
 
 /// Resolve an include name against the metrics folder, refusing any path
-/// that leaves it (by `..`, an absolute path or a symlink).
-fn load_include(root: &Path, name: &str) -> Result<Option<String>, minijinja::Error> {
+/// that leaves it (by `..`, an absolute path or a symlink) or that is not
+/// the batch's own (see [`in_scope`]; checked on the name as written,
+/// before anything on disk is looked at, and again where a symlink leads).
+fn load_include(
+    root: &Path,
+    scope: &IncludeScope,
+    name: &str,
+) -> Result<Option<String>, minijinja::Error> {
     let refuse = |why: &str| {
         minijinja::Error::new(
             ErrorKind::InvalidOperation,
@@ -242,22 +257,23 @@ fn load_include(root: &Path, name: &str) -> Result<Option<String>, minijinja::Er
     {
         return Err(refuse("is an absolute path"));
     }
-    let mut depth: i32 = 0;
+    let mut normal = PathBuf::new();
     for c in rel.components() {
         match c {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
+            Component::ParentDir => {
+                let popped = normal.pop();
+                if !popped {
+                    return Err(refuse("escapes the metrics folder"));
+                }
+            }
+            Component::Normal(part) => normal.push(part),
             _ => {}
         }
-        if depth < 0 {
-            return Err(refuse("escapes the metrics folder"));
-        }
     }
-    let path: PathBuf = root.join(
-        rel.components()
-            .filter(|c| !matches!(c, Component::CurDir))
-            .collect::<PathBuf>(),
-    );
+    if !in_scope(&normal, scope) {
+        return Err(outside_scope(name, scope));
+    }
+    let path = root.join(&normal);
     let canonical_root = root.canonicalize().map_err(|e| {
         minijinja::Error::new(ErrorKind::InvalidOperation, format!("metrics folder: {e}"))
     })?;
@@ -279,10 +295,13 @@ fn load_include(root: &Path, name: &str) -> Result<Option<String>, minijinja::Er
             ))
         }
     };
-    if !canonical.starts_with(&canonical_root) {
+    let Ok(inside) = canonical.strip_prefix(&canonical_root) else {
         return Err(refuse(
             "resolves outside the metrics folder (through a symlink)",
         ));
+    };
+    if !in_scope(inside, scope) {
+        return Err(outside_scope(name, scope));
     }
     std::fs::read_to_string(&canonical).map(Some).map_err(|e| {
         minijinja::Error::new(
@@ -315,7 +334,11 @@ mod tests {
 
     fn render(text: &str) -> Result<String, String> {
         let dir = tempfile::tempdir().expect("tmp");
-        TemplateRenderer::new(dir.path()).render("t", text, &minijinja::Value::from(()))
+        Jinja::new(dir.path(), IncludeScope::whole_folder()).render(
+            "t",
+            text,
+            &minijinja::Value::from(()),
+        )
     }
 
     #[test]
@@ -358,7 +381,7 @@ mod tests {
         )
         .expect("write");
         let ctx = minijinja::context! { table_key => "metrics" };
-        let err = TemplateRenderer::new(dir.path())
+        let err = Jinja::new(dir.path(), IncludeScope::whole_folder())
             .render("dashboard_sql", "{% include \"q.sql\" %}", &ctx)
             .unwrap_err();
         assert!(err.contains("`last_n`"), "{err}");
@@ -382,12 +405,13 @@ mod tests {
     #[test]
     fn refuses_parent_escape_without_touching_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = load_include(dir.path(), "../secret").unwrap_err();
+        let whole = IncludeScope::whole_folder();
+        let err = load_include(dir.path(), &whole, "../secret").unwrap_err();
         assert!(
             err.to_string().contains("escapes the metrics folder"),
             "{err}"
         );
-        let err = load_include(dir.path(), "/etc/passwd").unwrap_err();
+        let err = load_include(dir.path(), &whole, "/etc/passwd").unwrap_err();
         assert!(err.to_string().contains("absolute path"), "{err}");
     }
 }

@@ -73,11 +73,11 @@ fn batch_overrides_defaults_shallowly() {
 fn nested_includes_render_with_config_variables() {
     let f = Folder::with_defaults();
     f.write(
-        "sql/outer.sql",
-        "select * from ({% include \"./sql/inner.sql\" %}) where '{{ metric_batch }}' = 'b'",
+        "b/sql/outer.sql",
+        "select * from ({% include \"./b/sql/inner.sql\" %}) where '{{ metric_batch }}' = 'b'",
     );
-    f.write("sql/inner.sql", "select 1 as x from {{ table_key }}");
-    f.write("b.yaml", "metric_batch: b\ntable_key: \"{{ metric_batch }}_t\"\ningest_sql: >\n  {% include \"./sql/outer.sql\" %}\n");
+    f.write("b/sql/inner.sql", "select 1 as x from {{ table_key }}");
+    f.write("b/b.yaml", "metric_batch: b\ntable_key: \"{{ metric_batch }}_t\"\ningest_sql: >\n  {% include \"./b/sql/outer.sql\" %}\n");
     let spec = f.spec("b", &[]);
     assert_eq!(spec.table_key, "b_t");
     assert_eq!(
@@ -95,18 +95,18 @@ fn nested_includes_render_with_config_variables() {
 fn a_missing_include_names_the_file_and_key() {
     let f = Folder::with_defaults();
     f.write(
-        "b.yaml",
-        "metric_batch: b\ningest_sql: >\n  {% include \"./nope.sql\" %}\n",
+        "b/b.yaml",
+        "metric_batch: b\ningest_sql: >\n  {% include \"./b/nope.sql\" %}\n",
     );
     let folder = f.load(&[]);
     assert_eq!(
         folder.errors,
         vec![ConfigError::Template {
-            file: f.path().join("b.yaml"),
+            file: f.path().join("b/b.yaml"),
             key: "ingest_sql".into(),
             message: format!(
-                "include \"./nope.sql\" not found: no such file {} (in ingest_sql line 1)",
-                f.path().join("nope.sql").display()
+                "include \"./b/nope.sql\" not found: no such file {} (in ingest_sql line 1)",
+                f.path().join("b/nope.sql").display()
             ),
         }]
     );
@@ -132,10 +132,12 @@ fn includes_may_not_leave_the_metrics_folder() {
     );
     #[cfg(unix)]
     {
-        std::os::unix::fs::symlink(outside.path(), f.path().join("link")).expect("symlink");
+        std::fs::remove_file(f.path().join("b.yaml")).expect("rm");
+        f.write("b/.keep", "");
+        std::os::unix::fs::symlink(outside.path(), f.path().join("b/link")).expect("symlink");
         f.write(
-            "b.yaml",
-            "metric_batch: b\ningest_sql: >\n  {% include \"./link/secret.sql\" %}\n",
+            "b/b.yaml",
+            "metric_batch: b\ningest_sql: >\n  {% include \"./b/link/secret.sql\" %}\n",
         );
         let err = f.load(&[]).errors.first().expect("an error").to_string();
         assert!(
@@ -229,7 +231,7 @@ fn unknown_keys_warn_with_a_suggestion() {
 }
 
 #[test]
-fn duplicate_batch_names_name_both_files() {
+fn duplicate_batch_names_refuse_both_files() {
     let f = Folder::with_defaults();
     f.write("a/one.yaml", SQL_BATCH)
         .write("z/two.yaml", SQL_BATCH);
@@ -241,15 +243,16 @@ fn duplicate_batch_names_name_both_files() {
             .map(ToString::to_string)
             .collect::<Vec<_>>(),
         vec![format!(
-            "duplicate metric_batch `b` in {} and {}: batch names must be unique",
+            "metric_batch `b` is claimed by both {} and {}: a batch name belongs to one file, so none of \
+             them loads; rename all but one",
             f.shown("a/one.yaml"),
             f.shown("z/two.yaml")
         )]
     );
     assert_eq!(
         folder.batches.len(),
-        1,
-        "the first file's batch still loads"
+        0,
+        "neither file's batch loads: which is the real one is not the loader's guess"
     );
 }
 

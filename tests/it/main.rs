@@ -17,6 +17,7 @@ mod hostile;
 mod ingest_sql;
 mod kill;
 mod llmalert;
+mod loader;
 mod operating;
 mod policy;
 mod sandbox_door;

@@ -102,22 +102,26 @@ fn a_batch_over_a_ceiling_is_refused_and_the_rest_load_under_it() {
 #[test]
 fn host_variables_are_refused_unless_the_policy_lists_them() {
     let f = Folder::with_defaults();
-    let p = policy("ingest_env_allowed: [WEATHER_API_KEY, \"POSTHOG_*\"]\ningest_env_allowed_by_batch:\n  special: [SPECIAL_TOKEN]\n",
+    // A grant by batch name needs the name bound to a folder, so no file
+    // elsewhere can claim it.
+    let p = policy(
+        "ingest_env_allowed: [WEATHER_API_KEY, \"POSTHOG_*\"]\ningest_env_allowed_by_batch:\n  special: [SPECIAL_TOKEN]\n\
+         folders:\n  ok: {batches: [ok]}\n  other: {batches: [other]}\n  special: {batches: [special]}\n  thief: {batches: [thief]}\n",
     );
     f.write(
-        "thief.yaml",
+        "thief/thief.yaml",
         &format!("metric_batch: \"thief\"\n{SQL}ingest_env: [WEATHER_API_KEY, ANOMSTACK_ALERT_EMAIL_PASSWORD]\n"),
     );
     f.write(
-        "ok.yaml",
+        "ok/ok.yaml",
         &format!("metric_batch: \"ok\"\n{SQL}ingest_env: [WEATHER_API_KEY, POSTHOG_PROJECT]\n"),
     );
     f.write(
-        "special.yaml",
+        "special/special.yaml",
         &format!("metric_batch: \"special\"\n{SQL}ingest_env: [SPECIAL_TOKEN]\n"),
     );
     f.write(
-        "other.yaml",
+        "other/other.yaml",
         &format!("metric_batch: \"other\"\n{SQL}ingest_env: [SPECIAL_TOKEN]\n"),
     );
     let folder = load(&f, &p.policy);
@@ -125,11 +129,11 @@ fn host_variables_are_refused_unless_the_policy_lists_them() {
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e[0].starts_with(&format!(
         "{}: key `ingest_env`: asks for host variable SPECIAL_TOKEN, but the policy",
-        f.shown("other.yaml")
+        f.shown("other/other.yaml")
     )));
     assert!(e[1].starts_with(&format!(
         "{}: key `ingest_env`: asks for host variable ANOMSTACK_ALERT_EMAIL_PASSWORD, but the policy",
-        f.shown("thief.yaml")
+        f.shown("thief/thief.yaml")
     )));
     assert!(
         e[1].contains("allows WEATHER_API_KEY, POSTHOG_*: change the batch"),
@@ -149,12 +153,12 @@ fn an_allowed_host_variable_still_reaches_the_code() {
     let f = Folder::with_defaults();
     let p = policy("ingest_env_allowed: [\"WEATHER_*\"]\n");
     f.write(
-        "w.py",
+        "w/w.py",
         "import os\nimport pandas as pd\n\ndef ingest():\n    return pd.DataFrame({'metric_name': [os.environ['WEATHER_API_KEY']], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})\n",
     );
     f.write(
-        "w.yaml",
-        "metric_batch: \"w\"\ningest_fn: >\n  {% include \"./w.py\" %}\ningest_env: [WEATHER_API_KEY]\n",
+        "w/w.yaml",
+        "metric_batch: \"w\"\ningest_fn: >\n  {% include \"./w/w.py\" %}\ningest_env: [WEATHER_API_KEY]\n",
     );
     let folder = load(&f, &p.policy);
     assert!(folder.errors.is_empty(), "{:?}", folder.errors);
@@ -252,8 +256,17 @@ fn templates_can_be_pinned_to_the_shipped_ones() {
         .into_iter()
         .filter(|e| !e.contains("key `train_sql`"))
         .collect();
-    assert_eq!(shipped_errors.len(), 2, "score_sql, for each batch");
-    assert!(shipped_errors.iter().all(|e| e.contains("key `score_sql`")));
+    assert_eq!(
+        shipped_errors.len(),
+        1,
+        "one error, in the defaults, naming both batches: {shipped_errors:?}"
+    );
+    assert!(shipped_errors[0].contains("key `score_sql`"));
+    assert!(
+        shipped_errors[0].ends_with("(stops 2 batches: `own`, `shipped`: fix it once there)"),
+        "{}",
+        shipped_errors[0]
+    );
 }
 
 #[test]
@@ -317,7 +330,7 @@ fn the_shipped_folder_loads_under_the_strict_example_policy() {
 }
 
 #[test]
-fn under_a_policy_a_batch_includes_only_its_own_files_and_the_defaults() {
+fn a_batch_includes_only_its_own_files_and_the_defaults_with_or_without_a_policy() {
     let f = Folder::with_defaults();
     f.write("other/secret.sql", "SELECT 'the other batch''s SQL'");
     f.write(
@@ -336,23 +349,23 @@ fn under_a_policy_a_batch_includes_only_its_own_files_and_the_defaults() {
         "mine/nosy.yaml",
         "metric_batch: \"nosy\"\ningest_sql: >\n  {% include \"./other/secret.sql\" %}\n",
     );
-    let without = load(&f, &Policy::none());
-    assert!(without.errors.is_empty(), "{:?}", without.errors);
     let p = policy("allow_template_overrides: true\n");
-    let folder = load(&f, &p.policy);
-    let e = errors(&folder);
-    assert_eq!(e.len(), 1, "{e:?}");
-    assert!(
-        e[0].contains("include \"./other/secret.sql\" is outside this batch's files: under the operator's policy a batch may include only from mine/ and defaults/"),
-        "{}",
-        e[0]
-    );
-    let names: Vec<&str> = folder
-        .batches
-        .iter()
-        .map(|b| b.metric_batch.as_str())
-        .collect();
-    assert_eq!(names, vec!["ok", "other"]);
+    for policy in [Policy::none(), p.policy.clone()] {
+        let folder = load(&f, &policy);
+        let e = errors(&folder);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("include \"./other/secret.sql\" is outside this batch's files: a batch may include only from its own folder (mine/) and defaults/"),
+            "{}",
+            e[0]
+        );
+        let names: Vec<&str> = folder
+            .batches
+            .iter()
+            .map(|b| b.metric_batch.as_str())
+            .collect();
+        assert_eq!(names, vec!["ok", "other"]);
+    }
 }
 
 #[test]

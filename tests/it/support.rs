@@ -450,3 +450,44 @@ pub fn run_sandstack(
         .output()
         .expect("run sandstack")
 }
+
+/// Run `cmd` to its end: its output, the peak memory (resident KiB) of it
+/// and every helper process it waited for, and how long it took.
+pub fn run_measured(cmd: &mut Command) -> (std::process::Output, u64, std::time::Duration) {
+    use std::io::Read;
+    let t = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let (mut out, mut err) = (
+        child.stdout.take().expect("stdout"),
+        child.stderr.take().expect("stderr"),
+    );
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let mut status = 0;
+    // SAFETY: wait4 fills the zeroed rusage for our own child, which is
+    // reaped here and not waited for again.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    let elapsed = t.elapsed();
+    let output = std::process::Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stdout: out_reader.join().expect("stdout"),
+        stderr: err_reader.join().expect("stderr"),
+    };
+    drop(child);
+    (output, usage.ru_maxrss as u64, elapsed)
+}
