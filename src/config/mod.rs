@@ -12,6 +12,7 @@ pub mod declare;
 mod env_overrides;
 mod error;
 pub(crate) mod fields;
+pub mod hosts;
 pub mod keys;
 mod names;
 pub mod policy;
@@ -21,6 +22,7 @@ pub mod sections;
 mod shipped;
 mod spec;
 mod template;
+pub mod url_prefix;
 mod yaml_budget;
 
 use std::collections::BTreeMap;

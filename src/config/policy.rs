@@ -30,6 +30,7 @@ const CAPPABLE: &[&str] = &[
     "ingest_retries",
     "llmalert_max_calls",
     "llmalert_max_tokens",
+    "ingest_max_name_len",
 ];
 
 /// The policy file, as written.
@@ -134,7 +135,15 @@ impl Policy {
                 path.display()
             ));
         }
-        check_folders(&rules).map_err(|m| format!("policy {}: {m}", path.display()))?;
+        let refuse = |m: String| format!("policy {}: {m}", path.display());
+        check_folders(&rules).map_err(refuse)?;
+        for h in &rules.http_allow_hosts {
+            super::hosts::check_pattern(h).map_err(|m| refuse(format!("http_allow_hosts: {m}")))?;
+        }
+        for t in &rules.http_rewrite_targets {
+            super::url_prefix::UrlPrefix::parse(t)
+                .map_err(|m| refuse(format!("http_rewrite_targets: `{t}`: {m}")))?;
+        }
         Ok(Policy {
             path: Some(path.to_path_buf()),
             rules,
@@ -320,12 +329,18 @@ impl Policy {
         if !spec.http.rewrite.is_empty() && !self.rules.allow_http_rewrite {
             refuse("http_rewrite", "sets rewrites".into(), "none".into());
         } else if !self.rules.http_rewrite_targets.is_empty() {
+            use super::url_prefix::UrlPrefix;
             for target in spec.http.rewrite.values() {
-                let ok = self
-                    .rules
-                    .http_rewrite_targets
-                    .iter()
-                    .any(|t| target.starts_with(t.as_str()));
+                // Compared as URLs: scheme, host, port and path, so that
+                // `http://127.0.0.1:8080@127.0.0.1:9/` is not "under"
+                // `http://127.0.0.1:8080`.
+                let ok = UrlPrefix::parse(target).is_ok_and(|t| {
+                    self.rules
+                        .http_rewrite_targets
+                        .iter()
+                        .filter_map(|allowed| UrlPrefix::parse(allowed).ok())
+                        .any(|allowed| t.within(&allowed))
+                });
                 if !ok {
                     refuse(
                         "http_rewrite",
@@ -462,6 +477,7 @@ fn limit<'a>(spec: &'a mut BatchSpec, key: &str) -> Option<Capped<'a>> {
         "ingest_retries" => Capped::U(&mut spec.ingest_settings.retries),
         "llmalert_max_calls" => Capped::U(&mut spec.llmalert.max_calls),
         "llmalert_max_tokens" => Capped::U(&mut spec.llmalert.max_tokens),
+        "ingest_max_name_len" => Capped::U(&mut l.max_name_len),
         _ => return None,
     })
 }

@@ -242,6 +242,7 @@ pub(super) fn read_spec(
     let schedules = read_schedules(&mut r);
     let sql = read_templates(&mut r, &schedules);
     let http = HttpPolicy::read(&mut r);
+    check_http(&mut r, &http);
     let spec = BatchSpec {
         metric_batch: name.to_string(),
         file: file.to_path_buf(),
@@ -314,6 +315,29 @@ fn ingest_source(
                 "a batch needs ingest_fn (Python) or ingest_sql (SQL) to get its metrics",
             );
             None
+        }
+    }
+}
+
+/// Host patterns and rewrite prefixes are read as what they are (a host,
+/// a URL), so none compares as text with more than it says.
+fn check_http(r: &mut FieldReader, http: &HttpPolicy) {
+    for h in &http.allow_hosts {
+        if let Err(message) = super::hosts::check_pattern(h) {
+            r.bad_value("http_allow_hosts", message);
+        }
+    }
+    for (from, to) in &http.rewrite {
+        for (which, url) in [("from", from), ("to", to)] {
+            if let Err(why) = super::url_prefix::UrlPrefix::parse(url) {
+                r.bad_value(
+                    "http_rewrite",
+                    format!(
+                        "`{}` (a rewrite's {which}) is not a URL prefix: {why}",
+                        url.escape_default()
+                    ),
+                );
+            }
         }
     }
 }

@@ -986,3 +986,68 @@ fn delete_sql_cannot_reach_other_batches_rows() {
         .collect();
     assert_eq!(batches, vec!["victim"], "the victim's row stays");
 }
+
+/// `http_rewrite` compares URLs, not text: a guest URL with user
+/// information that spells the rewrite's prefix is not rewritten (and so
+/// meets the address policy), and a target that hides another port behind
+/// user information is refused at load.
+#[test]
+fn rewrites_match_urls_not_text() {
+    let mirror = TestServer::start(Router::new().route("/ok", get(|| async { "mirror" })));
+    let other = TestServer::start(Router::new().route("/ok", get(|| async { "unlisted" })));
+    let code = body(&format!(
+        "    import requests\n    assert requests.get('http://api.test/ok').text == 'mirror'\n    requests.get('http://api.test@127.0.0.1:{}/ok')",
+        other.addr.port()
+    ));
+    let (_f, spec) = python_batch(
+        "userinfo",
+        &code,
+        &format!(
+            "http_rewrite:\n  \"http://api.test\": \"http://{}\"",
+            mirror.addr
+        ),
+    );
+    let err = expect_failure(&spec);
+    assert_eq!(
+        err,
+        format!(
+            "batch userinfo: HTTP to http://api.test@127.0.0.1:{}/ok refused: 127.0.0.1 is a loopback address \
+             (set http_allow_private: true to allow it)",
+            other.addr.port()
+        )
+    );
+
+    let f = Folder::with_defaults();
+    f.write(
+        "b/b.yaml",
+        &format!(
+            "metric_batch: b\ningest_sql: \"SELECT 1\"\nhttp_rewrite:\n  \"http://api.test\": \"http://{}@127.0.0.1:{}/\"\n",
+            mirror.addr,
+            other.addr.port()
+        ),
+    );
+    let errors: Vec<String> = f.load(&[]).errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("key `http_rewrite`") && errors[0].contains("it holds user information"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn host_patterns_are_hosts() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/b.yaml",
+        "metric_batch: b\ningest_sql: \"SELECT 1\"\nhttp_allow_hosts: [\"api.example.com\", \"evil.net/.example.com\"]\n",
+    );
+    let errors: Vec<String> = f.load(&[]).errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        vec![format!(
+            "{}: key `http_allow_hosts`: `evil.net/.example.com` is not a host pattern (it holds `/`): write a host \
+             name (api.example.com), `*.` and a domain (*.example.com) or an IP address",
+            f.shown("b/b.yaml")
+        )]
+    );
+}

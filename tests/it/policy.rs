@@ -417,3 +417,55 @@ fn what_an_llmalert_run_may_spend_is_capped_by_the_operator() {
         "unset limits take the ceilings"
     );
 }
+
+#[test]
+fn rewrite_targets_host_patterns_and_name_length_are_the_operators() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("p.yaml");
+    let load_policy = |yaml: &str| {
+        std::fs::write(&path, yaml).expect("write");
+        Policy::load(&path)
+    };
+    let e = load_policy("http_allow_hosts: [\"evil.net/.example.com\"]\n").unwrap_err();
+    assert!(
+        e.contains("http_allow_hosts: `evil.net/.example.com` is not a host pattern"),
+        "{e}"
+    );
+    let e = load_policy(
+        "allow_http_rewrite: true\nhttp_rewrite_targets: [\"http://u@127.0.0.1:1/\"]\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("it holds user information"), "{e}");
+
+    let p = policy(
+        "allow_http_rewrite: true\nhttp_rewrite_targets: [\"http://127.0.0.1:8080\"]\nmax:\n  ingest_max_name_len: 20\n",
+    );
+    let f = Folder::with_defaults();
+    f.write(
+        "ok/ok.yaml",
+        &format!("metric_batch: ok\n{SQL}http_rewrite: {{\"https://a.test\": \"http://127.0.0.1:8080/mirror\"}}\n"),
+    );
+    f.write(
+        "port/port.yaml",
+        &format!("metric_batch: port\n{SQL}http_rewrite: {{\"https://a.test\": \"http://127.0.0.1:9090/\"}}\n"),
+    );
+    f.write(
+        "long/long.yaml",
+        &format!("metric_batch: long\n{SQL}ingest_max_name_len: 200\n"),
+    );
+    let folder = load(&f, &p.policy);
+    let e = errors(&folder);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(
+        e[0].contains("long.yaml: key `ingest_max_name_len`: asks for 200"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[1].contains("port.yaml: key `http_rewrite`: rewrites to http://127.0.0.1:9090/"),
+        "{}",
+        e[1]
+    );
+    let ok = folder.batch("ok").expect("ok");
+    assert_eq!(ok.limits.max_name_len, 20, "lowered to the ceiling");
+}

@@ -6,33 +6,36 @@
 use std::net::IpAddr;
 
 use super::HttpGate;
+use crate::config::url_prefix::UrlPrefix;
 use crate::sandbox::addresses::refusal;
 use crate::sandbox::error::ExecError;
 
 impl HttpGate {
-    /// Apply the longest matching `http_rewrite` prefix; None if none
-    /// matches.
-    pub(super) fn rewritten(&self, url: &str) -> Option<String> {
-        self.policy
-            .rewrite
-            .iter()
-            .filter(|(from, _)| url.starts_with(from.as_str()))
-            .max_by_key(|(from, _)| from.len())
-            .map(|(from, to)| format!("{to}{}", &url[from.len()..]))
+    /// Apply the longest matching `http_rewrite` prefix, compared as URLs
+    /// (scheme, host, port, path; a URL with user information matches
+    /// none); None if none matches.
+    pub(super) fn rewritten(&self, url: &reqwest::Url) -> Option<reqwest::Url> {
+        self.rewrites()
+            .filter(|(from, _)| from.contains(url))
+            .max_by_key(|(from, _)| from.as_str().len())
+            .and_then(|(from, to)| from.rebase(url, &to))
     }
 
     /// The URL as the guest would have it: a rewrite target's prefix turned
     /// back into the prefix the code asked for.
-    pub(super) fn guest_view(&self, url: &str) -> String {
-        self.policy
-            .rewrite
-            .iter()
-            .filter(|(_, to)| !to.is_empty() && url.starts_with(to.as_str()))
-            .max_by_key(|(_, to)| to.len())
-            .map_or_else(
-                || url.to_string(),
-                |(from, to)| format!("{from}{}", &url[to.len()..]),
-            )
+    pub(super) fn guest_view(&self, url: &reqwest::Url) -> reqwest::Url {
+        self.rewrites()
+            .filter(|(_, to)| to.contains(url))
+            .max_by_key(|(_, to)| to.as_str().len())
+            .and_then(|(from, to)| to.rebase(url, &from))
+            .unwrap_or_else(|| url.clone())
+    }
+
+    /// The batch's rewrites as URL prefixes (each was checked at load).
+    fn rewrites(&self) -> impl Iterator<Item = (UrlPrefix, UrlPrefix)> + '_ {
+        self.policy.rewrite.iter().filter_map(|(from, to)| {
+            Some((UrlPrefix::parse(from).ok()?, UrlPrefix::parse(to).ok()?))
+        })
     }
 
     pub(super) fn check_allowlist(&self, url: &reqwest::Url) -> Result<(), ExecError> {
