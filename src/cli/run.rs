@@ -78,6 +78,27 @@ pub(crate) struct Dashboard {
     _announced: Option<super::daemon::Announced>,
 }
 
+/// What anyone who reaches the dashboard's port may do, for its startup
+/// line: every endpoint, by whether the token guards it.
+fn open_endpoints(token_set: bool, scheduler: bool) -> String {
+    let reads = "pages, the JSON API's reads, /healthz, /readyz, /metrics";
+    let writes = if scheduler {
+        "feedback votes, run a job now, pause, resume, reload"
+    } else {
+        "feedback votes"
+    };
+    if token_set {
+        format!(
+            "open to anyone who reaches the port: {reads}; {writes} need SANDSTACK_DASHBOARD_TOKEN"
+        )
+    } else {
+        format!(
+            "open to anyone who reaches the port: {reads}, and {writes}; set SANDSTACK_DASHBOARD_TOKEN \
+             to guard all but the reads"
+        )
+    }
+}
+
 /// Bind the dashboard's address and start serving it until `stop` turns
 /// true; announce it beside the database, so commands run meanwhile go
 /// through it. `control`: the scheduler its API may drive.
@@ -99,13 +120,10 @@ pub(crate) async fn start_dashboard(
         })?;
     let addr = listener.local_addr()?;
     let token = std::env::var("SANDSTACK_DASHBOARD_TOKEN").ok();
+    let protected = token.as_deref().is_some_and(|t| !t.is_empty());
     println!(
         "dashboard: http://{addr}/ ({})",
-        if token.as_deref().is_some_and(|t| !t.is_empty()) {
-            "feedback needs SANDSTACK_DASHBOARD_TOKEN"
-        } else {
-            "read and feedback open to anyone who reaches the port; set SANDSTACK_DASHBOARD_TOKEN to protect feedback"
-        }
+        open_endpoints(protected, control.is_some())
     );
     let state = crate::web::WebState::new(
         blocking(|| store.try_clone())?,
@@ -546,5 +564,38 @@ fn print_event(e: &Event) {
                     .unwrap_or("")
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_endpoints;
+
+    #[test]
+    fn the_startup_line_names_every_endpoint_and_what_guards_it() {
+        let open = open_endpoints(false, true);
+        for e in [
+            "pages",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "feedback votes",
+            "run a job now",
+            "pause",
+            "resume",
+            "reload",
+        ] {
+            assert!(open.contains(e), "{e}: {open}");
+        }
+        assert!(open.contains("set SANDSTACK_DASHBOARD_TOKEN"), "{open}");
+        let guarded = open_endpoints(true, true);
+        assert!(
+            guarded.ends_with("feedback votes, run a job now, pause, resume, reload need SANDSTACK_DASHBOARD_TOKEN"),
+            "{guarded}"
+        );
+        assert!(
+            !open_endpoints(false, false).contains("reload"),
+            "no scheduler"
+        );
     }
 }
