@@ -635,3 +635,67 @@ fn a_daemon_without_its_dashboard_is_named_when_it_holds_the_database() {
         "{out}"
     );
 }
+
+/// Run-now goes through the same policy-held specs as the schedule, and the
+/// API limits how often it may be asked: per batch, for llmalert per
+/// schedule period, and reloads.
+#[test]
+fn run_now_is_held_to_the_policy_and_limited_per_batch() {
+    let f = Folder::with_defaults();
+    f.write(
+        "many/many.yaml",
+        "metric_batch: many\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' || i AS metric_name, i AS metric_value FROM range(100) t(i)\"\n\
+         disable_llmalert: false\nllmalert_cron_schedule: \"0 0 1 1 *\"\n",
+    );
+    let pdir = tempfile::tempdir().expect("tmp");
+    let policy = pdir.path().join("p.yaml");
+    std::fs::write(&policy, "max:\n  ingest_max_rows: 10\n").expect("write");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("m.duckdb");
+    let (mut daemon, url) = crate::support::start_sandstack_args(
+        f.path(),
+        &db,
+        &["--policy", policy.to_str().expect("utf-8")],
+        &[],
+    );
+    let run = |job: &str| post(&format!("{url}/api/batches/many/jobs/{job}/run"), None);
+    let (status, body) = run("ingest");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("more than 10 rows (ingest_max_rows)"),
+        "the policy's ceiling: {body}"
+    );
+    // llmalert: one run per period of its (yearly) schedule.
+    let (status, body) = run("llmalert");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = run("llmalert");
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("llmalert already ran in this period of its schedule"),
+        "{body}"
+    );
+    // Five at once, then one a minute.
+    let codes: Vec<u16> = (0..4).map(|_| run("delete").0).collect();
+    assert_eq!(codes, vec![200, 200, 200, 429], "two were spent above");
+    let (status, body) = run("delete");
+    assert_eq!(status, 429);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("batch many: at most 5 runs may be asked for at once"),
+        "{body}"
+    );
+    let reload = || post(&format!("{url}/api/reload"), None).0;
+    assert_eq!(reload(), 200);
+    assert_eq!(reload(), 429);
+    terminate(&daemon);
+    assert!(daemon.wait().expect("wait").success());
+}

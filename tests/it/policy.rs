@@ -469,3 +469,91 @@ fn rewrite_targets_host_patterns_and_name_length_are_the_operators() {
     let ok = folder.batch("ok").expect("ok");
     assert_eq!(ok.limits.max_name_len, 20, "lowered to the ceiling");
 }
+
+/// A spec made again after load (a backfill's wider window) is held to the
+/// same policy: the one constructor applies it.
+#[test]
+fn every_spec_made_after_load_is_held_to_the_policy() {
+    let p = policy(
+        "max:\n  job_timeout_s: 2\n  ingest_max_rows: 10\nhttp_allow_hosts: [\"*.example.com\"]\n",
+    );
+    let f = Folder::with_defaults();
+    f.write("b/b.yaml", &format!("metric_batch: b\n{SQL}"));
+    let folder = load(&f, &p.policy);
+    let spec = folder.batch("b").expect("b");
+    let wider = sandstack::jobs::backfill::scoring_spec(spec, 500).expect("re-rendered");
+    assert_eq!(wider.score.max_n, 500, "the wider window");
+    for s in [spec, &wider] {
+        assert_eq!(s.jobs.timeout_s, 2.0);
+        assert_eq!(s.limits.max_rows, 10);
+        assert_eq!(s.http.allow_hosts, vec!["*.example.com".to_string()]);
+    }
+}
+
+/// `sandstack backfill` runs its jobs within the policy's job_timeout_s: a
+/// train_sql that would run for minutes is stopped at 2 s.
+#[test]
+fn backfill_runs_its_jobs_within_the_policys_time_limit() {
+    let p = policy("max:\n  job_timeout_s: 2\n");
+    let f = Folder::with_defaults();
+    f.write(
+        "slow/slow.yaml",
+        &format!(
+            "metric_batch: slow\n{SQL}train_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, \
+             count(*)::DOUBLE AS metric_value FROM range(1000000000000)\"\n"
+        ),
+    );
+    let db = tempfile::tempdir().expect("tmp");
+    let t = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args([
+            "backfill",
+            "slow",
+            "--periods",
+            "3",
+            "--every",
+            "10m",
+            "--metrics",
+        ])
+        .arg(f.path())
+        .arg("--db")
+        .arg(db.path().join("m.duckdb"))
+        .arg("--policy")
+        .arg(&p.path)
+        .output()
+        .expect("backfill");
+    let took = t.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("job_timeout_s"), "{text}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "{took:?}: {text}"
+    );
+}
+
+/// On a PostgreSQL store, the policy's ceilings hold as on DuckDB.
+#[test]
+fn on_postgresql_the_policys_ceilings_hold() {
+    let c = sandstack::store::pg::cluster::TempCluster::start()
+        .expect("a PostgreSQL cluster (scripts/install-deps)");
+    let p = policy("max:\n  ingest_max_rows: 10\n");
+    let f = Folder::with_defaults();
+    f.write(
+        "many/many.yaml",
+        "metric_batch: many\ningest_sql: \"SELECT now() AS metric_timestamp, 'm' || i AS metric_name, i AS metric_value FROM range(100) t(i)\"\n",
+    );
+    let folder = load(&f, &p.policy);
+    let spec = folder.batch("many").expect("many");
+    let mut store = Store::from_backend(Box::new(
+        sandstack::store::pg::PgStore::open(&c.url).expect("open"),
+    ));
+    let e = run_ingest(spec, &mut store, &[])
+        .expect_err("100 rows over a ceiling of 10")
+        .to_string();
+    assert!(e.contains("more than 10 rows (ingest_max_rows)"), "{e}");
+    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+}
