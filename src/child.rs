@@ -394,9 +394,25 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, ChildError
     Ok(Some((tag[0], payload)))
 }
 
-/// The helper's own side: its stdin and stdout, locked.
-pub fn stdio() -> (std::io::StdinLock<'static>, std::io::StdoutLock<'static>) {
-    (std::io::stdin().lock(), std::io::stdout().lock())
+/// The helper's own side: its stdin, and its answers' channel. The channel
+/// is the pipe that was stdout, moved to a descriptor of its own; stdout
+/// itself then goes where stderr goes, so nothing the helper's libraries
+/// print (a query profile, a diagnostic) can pass for a frame.
+pub fn stdio() -> std::io::Result<(
+    std::io::StdinLock<'static>,
+    std::io::BufWriter<std::fs::File>,
+)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: dup and dup2 on the process's own standard descriptors; the
+    // new descriptor is owned by the File made from it, and only by it.
+    let answers = unsafe {
+        let fd = libc::dup(libc::STDOUT_FILENO);
+        if fd < 0 || libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::fs::File::from_raw_fd(fd)
+    };
+    Ok((std::io::stdin().lock(), std::io::BufWriter::new(answers)))
 }
 
 #[cfg(test)]

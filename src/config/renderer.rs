@@ -266,7 +266,13 @@ impl Variables {
 
 /// The helper's main: render what it is sent until its input ends.
 pub fn serve() -> u8 {
-    let (mut input, mut output) = child::stdio();
+    let (mut input, mut output) = match child::stdio() {
+        Ok(io) => io,
+        Err(e) => {
+            eprintln!("sandstack template helper: {e}");
+            return 1;
+        }
+    };
     match serve_on(&mut input, &mut output) {
         Ok(()) => 0,
         Err(message) => {

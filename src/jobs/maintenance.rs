@@ -32,7 +32,12 @@ pub fn summary<'a>(
         store.ensure_metrics_table(&spec.table_key)?;
         out.extend(
             store
-                .query_batch_sql(&spec.table_key, &spec.metric_batch, sql, ResultCaps::NONE)
+                .query_batch_sql(
+                    &spec.table_key,
+                    &spec.metric_batch,
+                    sql,
+                    ResultCaps::TEMPLATE,
+                )
                 .map_err(|e| in_key(spec, "summary_sql", e))?,
         );
     }

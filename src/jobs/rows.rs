@@ -160,7 +160,7 @@ pub fn series_by_metric(
         &spec.table_key,
         &spec.metric_batch,
         sql,
-        crate::store::ResultCaps::NONE,
+        crate::store::ResultCaps::TEMPLATE,
     )?;
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for b in &batches {

@@ -244,7 +244,12 @@ fn on_postgresql_a_batchs_sql_changes_nothing_but_its_own_rows() {
 
 fn rows_seen(store: &Store, spec: &BatchSpec, sql: &str) -> Result<Vec<String>, String> {
     store
-        .query_batch_sql(&spec.table_key, &spec.metric_batch, sql, ResultCaps::NONE)
+        .query_batch_sql(
+            &spec.table_key,
+            &spec.metric_batch,
+            sql,
+            ResultCaps::TEMPLATE,
+        )
         .map(|b| texts(&b))
         .map_err(|e| e.to_string())
 }
@@ -405,4 +410,75 @@ fn a_batchs_sql_is_held_to_the_operators_memory_and_result_caps() {
         "stopped as it streamed: {:?}",
         t.elapsed()
     );
+}
+
+/// Other ways out, beyond the issue's examples: host files by every reader
+/// DuckDB has, statements run through `query()`, results and values built
+/// to exhaust the process that reads them.
+#[test]
+fn no_other_way_out_of_the_scratch_database() {
+    let mut store = Store::in_memory().expect("store").with_confined_settings(
+        sandstack::store::ConfinedSettings {
+            memory_mb: 256,
+            ..Default::default()
+        },
+    );
+    let f = folder(&[("probe", SQL_INGEST.to_string())]);
+    seed(&f, &mut store);
+    let probe = f.spec("probe", &[]);
+    run_ingest(&probe, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let before = world(&store);
+    for sql in [
+        "SELECT * FROM read_text('/proc/self/environ')",
+        "SELECT * FROM read_blob('/etc/hostname')",
+        "SELECT * FROM read_parquet('/tmp/x.parquet')",
+        "SELECT * FROM read_json_auto('/etc/os-release')",
+        "SELECT * FROM sniff_csv('/etc/passwd')",
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM glob('/*')",
+    ] {
+        let e = rows_seen(&store, &probe, sql).expect_err(sql);
+        assert!(
+            e.contains("disabled by configuration")
+                || e.contains("does not exist")
+                || e.contains("is not in the catalog"),
+            "{sql}: {e}"
+        );
+    }
+    // A statement run by query() runs where the query does.
+    let ran = rows_seen(
+        &store,
+        &probe,
+        "SELECT count(*) AS n FROM query('SELECT * FROM metrics')",
+    )
+    .expect("query() reads the scratch table");
+    assert_eq!(ran, vec!["1"]);
+    for sql in [
+        "SELECT * FROM query('DELETE FROM metrics RETURNING *')",
+        "SELECT * FROM query('INSERT INTO sandstack_paused VALUES (''x'')')",
+    ] {
+        let _ = rows_seen(&store, &probe, sql);
+    }
+    // Values and results built to exhaust memory end in a refusal.
+    for sql in [
+        "SELECT length(repeat('x', 2000000000)) AS n",
+        "WITH RECURSIVE r(s) AS (SELECT 'x' UNION ALL SELECT s || s FROM r WHERE length(s) < 4000000000) \
+         SELECT max(length(s)) AS n FROM r",
+    ] {
+        let e = rows_seen(&store, &probe, sql).expect_err(sql);
+        assert!(e.contains("memory"), "{sql}: {e}");
+    }
+    let t = Instant::now();
+    let e = rows_seen(
+        &store,
+        &probe,
+        "SELECT repeat('x', 1000000) AS metric_name FROM range(1000)",
+    )
+    .expect_err("a gigabyte of result");
+    assert!(
+        e.contains("its result is larger than 262144 KiB") || e.contains("memory"),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    assert_eq!(world(&store), before, "nothing changed");
 }

@@ -279,7 +279,7 @@ fn counts_by_type(db: &str, batch: &str) -> Vec<(String, i64)> {
             "metrics",
             batch,
             "SELECT metric_type, count(*)::BIGINT AS n FROM metrics GROUP BY metric_type ORDER BY metric_type",
-            sandstack::store::ResultCaps::NONE,
+            sandstack::store::ResultCaps::TEMPLATE,
         )
         .expect("counts");
     let mut counts = Vec::new();

@@ -36,7 +36,12 @@ fn every_default_template_runs_for_every_example() {
                     .map(|_| ())
             } else {
                 store
-                    .query_batch_sql(&spec.table_key, &spec.metric_batch, sql, ResultCaps::NONE)
+                    .query_batch_sql(
+                        &spec.table_key,
+                        &spec.metric_batch,
+                        sql,
+                        ResultCaps::TEMPLATE,
+                    )
                     .map(|_| ())
             };
             ran.unwrap_or_else(|e| panic!("{} {key} does not run: {e}\n{sql}", spec.metric_batch));
@@ -47,7 +52,12 @@ fn every_default_template_runs_for_every_example() {
             .expect("renders")
             .expect("set");
         store
-            .query_batch_sql(&spec.table_key, &spec.metric_batch, &sql, ResultCaps::NONE)
+            .query_batch_sql(
+                &spec.table_key,
+                &spec.metric_batch,
+                &sql,
+                ResultCaps::TEMPLATE,
+            )
             .expect("dashboard_sql runs");
     }
 }
@@ -81,7 +91,7 @@ fn alerts_smooth_and_snooze_over_earlier_rows_in_time_order() {
             &spec.table_key,
             &spec.metric_batch,
             &spec.sql["alert_sql"],
-            ResultCaps::NONE,
+            ResultCaps::TEMPLATE,
         )
         .expect("alerts");
     let smooth = column_f64(&out, "metric_score_smooth");

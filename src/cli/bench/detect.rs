@@ -53,7 +53,7 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
                 &spec.table_key,
                 &spec.metric_batch,
                 train_sql,
-                ResultCaps::NONE,
+                ResultCaps::TEMPLATE,
             )
             .map(|_| ())
     })?;

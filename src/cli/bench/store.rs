@@ -402,7 +402,12 @@ fn reads(col: &mut Column, store: &Store, table: &str, metrics: usize) -> anyhow
         ),
     );
     let t = Instant::now();
-    store.query_batch_sql(table, "bench_no_rows", "SELECT 1 AS x", ResultCaps::NONE)?;
+    store.query_batch_sql(
+        table,
+        "bench_no_rows",
+        "SELECT 1 AS x",
+        ResultCaps::TEMPLATE,
+    )?;
     col.add(
         "a batch's SQL over no rows",
         format!("{:.1} ms (the helper process's start)", ms(t.elapsed())),
@@ -414,7 +419,7 @@ fn reads(col: &mut Column, store: &Store, table: &str, metrics: usize) -> anyhow
         &format!(
             "SELECT metric_name, avg(metric_value), max(metric_timestamp) FROM {table} GROUP BY metric_name"
         ),
-        ResultCaps::NONE,
+        ResultCaps::TEMPLATE,
     )?;
     let groups: usize = scanned.iter().map(|b| b.num_rows()).sum();
     let scan = t.elapsed();

@@ -19,7 +19,13 @@ const POSITIONS_PER_FRAME: usize = 1 << 16;
 /// The helper's main: answers on stdout, always exits 0 (a refusal is an
 /// answer; a crash is the parent's to read from the exit status).
 pub fn serve() -> u8 {
-    let (mut input, mut output) = child::stdio();
+    let (mut input, mut output) = match child::stdio() {
+        Ok(io) => io,
+        Err(e) => {
+            eprintln!("sandstack sql helper: {e}");
+            return 1;
+        }
+    };
     if let Err(message) = serve_on(&mut input, &mut output) {
         let _ = child::write_frame(&mut output, tag::ERROR, message.as_bytes());
     }

@@ -69,6 +69,11 @@ impl Default for ConfinedSettings {
 /// `duckdb_memory_mb`.
 pub const DEFAULT_MEMORY_MB: u64 = 2048;
 
+/// The largest result of a template (train, score, alerts, dashboard...):
+/// far above what a job reads (thousands of rows per metric), and a bound
+/// on what a hostile one can make sandstack's own process hold.
+pub const TEMPLATE_RESULT_MAX_BYTES: u64 = 256 << 20;
+
 /// The most a query's result may hold; past either, the helper is stopped
 /// and the query refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,12 +86,12 @@ pub struct ResultCaps {
 }
 
 impl ResultCaps {
-    /// No caps beyond the helper's memory.
-    pub const NONE: ResultCaps = ResultCaps {
+    /// A template's: [`TEMPLATE_RESULT_MAX_BYTES`].
+    pub const TEMPLATE: ResultCaps = ResultCaps {
         max_rows: None,
-        max_bytes: None,
+        max_bytes: Some(TEMPLATE_RESULT_MAX_BYTES),
         rows_key: "",
-        bytes_key: "",
+        bytes_key: "a template's result",
     };
 }
 
@@ -133,7 +138,7 @@ pub enum ConfinedError {
     Memory { limit_mb: u64, detail: String },
     #[error("its result has more than {limit} rows ({key}); return fewer rows")]
     TooManyRows { limit: u64, key: &'static str },
-    #[error("its result is larger than {limit_kb} KiB ({key}); return fewer or smaller rows")]
+    #[error("its result is larger than {limit_kb} KiB (the limit of {key}); return fewer or smaller rows")]
     TooLarge { limit_kb: u64, key: &'static str },
     #[error("stopped: its time limit ran out")]
     TimedOut,

@@ -95,7 +95,7 @@ fn a_batchs_sql_never_reaches_the_server_and_deletes_only_its_own_rows() {
     let c = cluster();
     let mut store = crate::store::Store::from_backend(Box::new(seeded(&c)));
     let query = |store: &crate::store::Store, sql: &str| {
-        store.query_batch_sql("Metrics", "a", sql, crate::store::ResultCaps::NONE)
+        store.query_batch_sql("Metrics", "a", sql, crate::store::ResultCaps::TEMPLATE)
     };
     let seen = query(
         &store,
@@ -375,7 +375,7 @@ fn a_batchs_sql_past_its_time_limit_is_stopped() {
             "metrics",
             "a",
             "SELECT count(*) AS n FROM range(10000000000)",
-            crate::store::ResultCaps::NONE,
+            crate::store::ResultCaps::TEMPLATE,
         )
     });
     assert!(ran_out, "the limit ran out");
