@@ -11,8 +11,12 @@ use crate::store::{Anomaly, Store, StoreError, Vote};
 
 /// `dashboard_sql`'s series by metric. The template is rendered here, with
 /// Anomstack's run-time variable `last_n`: the points a chart shows
-/// (`alert_max_n`).
-pub fn chart_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, String> {
+/// (`alert_max_n`). It runs within the batch's `job_timeout_s`, as a job's
+/// SQL does: a page cannot hold a helper longer than a job could.
+pub fn chart_series(
+    spec: &BatchSpec,
+    store: &mut Store,
+) -> Result<BTreeMap<String, Series>, String> {
     let last_n = serde_yaml_ng::Value::from(spec.alert.max_n);
     let sql = crate::config::render_at_use(spec, "dashboard_sql", &[("last_n", last_n)])
         .map_err(|e| e.to_string())?
@@ -26,7 +30,17 @@ pub fn chart_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, 
     store
         .ensure_metrics_table(&spec.table_key)
         .map_err(|e| format!("batch {batch}: {e}"))?;
-    series_by_metric(store, spec, &sql, "dashboard").map_err(|e| format!("batch {batch}: {e}"))
+    let limit = std::time::Duration::from_secs_f64(spec.jobs.timeout_s);
+    match store.with_time_limit(limit, |store| {
+        series_by_metric(store, spec, &sql, "dashboard")
+    }) {
+        (Ok(series), _) => Ok(series),
+        (Err(_), true) => Err(format!(
+            "batch {batch}: dashboard_sql ran past job_timeout_s={} and was stopped",
+            spec.jobs.timeout_s
+        )),
+        (Err(e), false) => Err(format!("batch {batch}: {e}")),
+    }
 }
 
 /// Anomalies of `batches`, newest first.

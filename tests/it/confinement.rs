@@ -482,3 +482,26 @@ fn no_other_way_out_of_the_scratch_database() {
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     assert_eq!(world(&store), before, "nothing changed");
 }
+
+/// The dashboard's SQL runs within the batch's job_timeout_s, as a job's
+/// does: a page cannot hold a helper longer.
+#[test]
+fn a_dashboard_query_is_stopped_at_the_batchs_job_timeout() {
+    let f = Folder::with_defaults();
+    f.write(
+        "slow/slow.yaml",
+        &format!(
+            "metric_batch: slow\n{SQL_INGEST}job_timeout_s: 1\ndashboard_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, \
+             count(*) AS metric_value FROM range(1000000000000)\"\n"
+        ),
+    );
+    let spec = f.spec("slow", &[]);
+    let mut store = Store::in_memory().expect("store");
+    let t = Instant::now();
+    let e = sandstack::web::data::chart_series(&spec, &mut store).expect_err("stopped");
+    assert_eq!(
+        e,
+        "batch slow: dashboard_sql ran past job_timeout_s=1 and was stopped"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
