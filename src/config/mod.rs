@@ -133,7 +133,7 @@ pub fn load_with_policy(
     // the others.
     let claims: Vec<Claim> = files
         .into_iter()
-        .filter_map(|file| match read_claim(&file) {
+        .filter_map(|file| match read_claim(dir, &file) {
             Ok(claim) => Some(claim),
             Err(e) => {
                 out.errors.push(e);
@@ -186,8 +186,8 @@ struct Claim {
     name: String,
 }
 
-fn read_claim(file: &Path) -> Result<Claim, ConfigError> {
-    let map = read_mapping(file)?;
+fn read_claim(dir: &Path, file: &Path) -> Result<Claim, ConfigError> {
+    let map = read_mapping(dir, file)?;
     let name = batch_name(file, &map)?;
     Ok(Claim {
         file: file.to_path_buf(),
@@ -348,7 +348,7 @@ fn read_defaults(dir: &Path, out: &mut MetricsFolder) -> Option<Defaults> {
             map: Mapping::new(),
         });
     }
-    match read_mapping(&path) {
+    match read_mapping(dir, &path) {
         Ok(map) => {
             warn_unknown_keys(&path, &map, &mut out.warnings);
             note_unused_keys(&path, &map, &mut out.notes);
@@ -497,22 +497,49 @@ fn cloud_model_path(spec: &BatchSpec) -> Option<String> {
     })
 }
 
-fn read_mapping(path: &Path) -> Result<Mapping, ConfigError> {
+/// A YAML file of the metrics folder `dir`: a regular file inside it (a
+/// symlink to a host file, a device or a pipe is refused before it is
+/// opened), read to at most [`yaml_budget::MAX_FILE_BYTES`].
+fn read_mapping(dir: &Path, path: &Path) -> Result<Mapping, ConfigError> {
+    use std::io::Read;
     let io = |message: String| ConfigError::Io {
         file: path.to_path_buf(),
         message,
     };
-    let size = std::fs::metadata(path)
-        .map_err(|e| io(e.to_string()))?
-        .len();
-    if size > yaml_budget::MAX_FILE_BYTES {
-        return Err(io(format!(
+    let canonical = path.canonicalize().map_err(|e| io(e.to_string()))?;
+    let inside = dir
+        .canonicalize()
+        .is_ok_and(|root| canonical.starts_with(root));
+    if !inside {
+        return Err(io(
+            "it resolves outside the metrics folder (through a symlink): sandstack reads only the folder's own files"
+                .into(),
+        ));
+    }
+    let meta = std::fs::metadata(&canonical).map_err(|e| io(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(io("it is not a regular file".into()));
+    }
+    let too_big = |size: u64| {
+        io(format!(
             "it is {} KiB; a YAML file may be at most {} KiB (put large code or SQL in included files)",
             size >> 10,
             yaml_budget::MAX_FILE_BYTES >> 10
-        )));
+        ))
+    };
+    if meta.len() > yaml_budget::MAX_FILE_BYTES {
+        return Err(too_big(meta.len()));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| io(e.to_string()))?;
+    let mut text = String::new();
+    std::fs::File::open(&canonical)
+        .and_then(|f| {
+            f.take(yaml_budget::MAX_FILE_BYTES + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| io(e.to_string()))?;
+    if text.len() as u64 > yaml_budget::MAX_FILE_BYTES {
+        return Err(too_big(text.len() as u64));
+    }
     yaml_budget::check_expanded(&text, yaml_budget::MAX_EXPANDED_BYTES).map_err(|message| {
         ConfigError::Yaml {
             file: path.to_path_buf(),

@@ -270,3 +270,51 @@ fn a_template_bomb_dropped_into_a_running_daemons_folder_is_refused_and_it_runs_
         "{err}"
     );
 }
+
+/// The loader reads only the folder's own files: a defaults file or a
+/// defaults folder that is a link to a host file or folder is refused, not
+/// read (its keys would be template variables, and so a batch's to store).
+#[test]
+fn a_linked_host_file_is_never_read_as_the_folders_yaml() {
+    let host = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        host.path().join("secret.yaml"),
+        "api_token: the operator's secret\n",
+    )
+    .expect("write");
+    let f = Folder::empty();
+    f.write("b/b.yaml", &format!("metric_batch: b\n{SQL}"));
+    std::fs::create_dir_all(f.path().join("defaults")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        host.path().join("secret.yaml"),
+        f.path().join("defaults/defaults.yaml"),
+    )
+    .expect("link");
+    let folder = config::load(f.path(), &Default::default());
+    let errs: Vec<String> = folder.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errs,
+        vec![format!(
+            "{}: cannot read: it resolves outside the metrics folder (through a symlink): sandstack reads only \
+             the folder's own files",
+            f.shown("defaults/defaults.yaml")
+        )]
+    );
+    // A whole defaults folder linked elsewhere, the same.
+    std::fs::remove_dir_all(f.path().join("defaults")).expect("rm");
+    std::fs::rename(
+        host.path().join("secret.yaml"),
+        host.path().join("defaults.yaml"),
+    )
+    .expect("mv");
+    std::os::unix::fs::symlink(host.path(), f.path().join("defaults")).expect("link");
+    let errs: Vec<String> = config::load(f.path(), &Default::default())
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errs.len() == 1 && errs[0].contains("resolves outside the metrics folder"),
+        "{errs:?}"
+    );
+}
