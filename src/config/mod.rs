@@ -12,6 +12,7 @@ pub mod declare;
 mod env_overrides;
 mod error;
 pub(crate) mod fields;
+mod folder_files;
 pub mod hosts;
 pub mod keys;
 mod names;
@@ -498,10 +499,9 @@ fn cloud_model_path(spec: &BatchSpec) -> Option<String> {
 }
 
 /// A YAML file of the metrics folder `dir`: a regular file inside it (a
-/// symlink to a host file, a device or a pipe is refused before it is
-/// opened), read to at most [`yaml_budget::MAX_FILE_BYTES`].
+/// symlink to a host file is refused before it is opened, a device or a
+/// pipe on opening), read to at most [`yaml_budget::MAX_FILE_BYTES`].
 fn read_mapping(dir: &Path, path: &Path) -> Result<Mapping, ConfigError> {
-    use std::io::Read;
     let io = |message: String| ConfigError::Io {
         file: path.to_path_buf(),
         message,
@@ -516,30 +516,16 @@ fn read_mapping(dir: &Path, path: &Path) -> Result<Mapping, ConfigError> {
                 .into(),
         ));
     }
-    let meta = std::fs::metadata(&canonical).map_err(|e| io(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(io("it is not a regular file".into()));
-    }
-    let too_big = |size: u64| {
-        io(format!(
-            "it is {} KiB; a YAML file may be at most {} KiB (put large code or SQL in included files)",
-            size >> 10,
-            yaml_budget::MAX_FILE_BYTES >> 10
-        ))
-    };
-    if meta.len() > yaml_budget::MAX_FILE_BYTES {
-        return Err(too_big(meta.len()));
-    }
-    let mut text = String::new();
-    std::fs::File::open(&canonical)
-        .and_then(|f| {
-            f.take(yaml_budget::MAX_FILE_BYTES + 1)
-                .read_to_string(&mut text)
-        })
-        .map_err(|e| io(e.to_string()))?;
-    if text.len() as u64 > yaml_budget::MAX_FILE_BYTES {
-        return Err(too_big(text.len() as u64));
-    }
+    let text = folder_files::read_regular(&canonical, yaml_budget::MAX_FILE_BYTES).map_err(
+        |why| match why {
+            folder_files::ReadError::TooBig { size, max } => io(format!(
+                "it is {} KiB; a YAML file may be at most {} KiB (put large code or SQL in included files)",
+                size >> 10,
+                max >> 10
+            )),
+            other => io(other.to_string()),
+        },
+    )?;
     yaml_budget::check_expanded(&text, yaml_budget::MAX_EXPANDED_BYTES).map_err(|message| {
         ConfigError::Yaml {
             file: path.to_path_buf(),

@@ -107,7 +107,8 @@ pub fn overridden(spec: &BatchSpec) -> Vec<String> {
                     .iter()
                     .find(|(path, _)| *path == name)
                     .map(|(_, t)| *t);
-                let found = std::fs::read_to_string(spec.source.dir.join(name)).ok();
+                let found =
+                    super::folder_files::read_regular(&spec.source.dir.join(name), 1 << 20).ok();
                 expected.is_none() || found.as_deref() != expected
             })
         })

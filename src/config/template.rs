@@ -303,12 +303,14 @@ fn load_include(
     if !in_scope(inside, scope) {
         return Err(outside_scope(name, scope));
     }
-    std::fs::read_to_string(&canonical).map(Some).map_err(|e| {
-        minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("include \"{name}\": cannot read {}: {e}", path.display()),
-        )
-    })
+    super::folder_files::read_regular(&canonical, MAX_RENDERED_BYTES as u64)
+        .map(Some)
+        .map_err(|e| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("include \"{name}\": cannot read {}: {e}", path.display()),
+            )
+        })
 }
 
 /// If a value is exactly one include (Anomstack's idiom for `ingest_fn`),
