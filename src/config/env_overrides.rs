@@ -12,6 +12,11 @@ const GLOBALS: [(&str, &str); 2] = [
     ("ANOMSTACK_MODEL_PATH", "model_path"),
 ];
 
+/// Whether `var` is the global variable that sets `key` for every batch.
+pub fn sets_globally(var: &str, key: &str) -> bool {
+    GLOBALS.iter().any(|(v, k)| *v == var && *k == key)
+}
+
 /// The batch part of a variable name: upper case, `-` and `.` as `_`.
 pub fn env_batch_name(batch: &str) -> String {
     batch

@@ -417,21 +417,20 @@ fn load_batch(
     let env_vars = overrides.apply(&mut merged);
     merged.insert("metric_batch".into(), Value::String(name.to_string()));
 
-    let origin = |key: &str| -> PathBuf {
-        let upper = key.to_ascii_uppercase();
-        if let Some(var) = env_vars
-            .iter()
-            .rev()
-            .find(|v| v.ends_with(&format!("__{upper}")))
-        {
-            return PathBuf::from(format!("{ENV_ORIGIN}{var}"));
-        }
-        if map.contains_key(key) || !defaults.map.contains_key(key) {
-            file.to_path_buf()
-        } else {
-            defaults.path.clone()
-        }
-    };
+    let origin =
+        |key: &str| -> PathBuf {
+            let upper = key.to_ascii_uppercase();
+            if let Some(var) = env_vars.iter().rev().find(|v| {
+                v.ends_with(&format!("__{upper}")) || env_overrides::sets_globally(v, key)
+            }) {
+                return PathBuf::from(format!("{ENV_ORIGIN}{var}"));
+            }
+            if map.contains_key(key) || !defaults.map.contains_key(key) {
+                file.to_path_buf()
+            } else {
+                defaults.path.clone()
+            }
+        };
 
     // Skip what sandstack cannot run before rendering anything, so a
     // BigQuery batch's templates need not render against DuckDB.

@@ -34,6 +34,9 @@ pub(super) fn render_and_read(
     };
     match spec::read_spec(file, name, &rendered, raw, source.origins.clone()) {
         Ok(mut spec) if errors.is_empty() => {
+            if let Err(e) = spec::check_model_path(&spec, &source) {
+                return Err(vec![e]);
+            }
             let policy = source.policy.clone();
             spec.source = std::sync::Arc::new(source);
             let (refused, warned) = policy.apply(&mut spec);

@@ -319,6 +319,70 @@ fn ingest_source(
     }
 }
 
+/// A `local://` model path is where sandstack writes files: a batch's may
+/// be a folder below the working directory, not absolute, not climbing out
+/// with `..`, and not inside the metrics folder (whose files, links among
+/// them, are the batch authors'). The operator may name any folder, through
+/// `ANOMSTACK_MODEL_PATH` or a `__MODEL_PATH` override.
+pub(super) fn check_model_path(spec: &BatchSpec, source: &BatchSource) -> Result<(), ConfigError> {
+    let Some(dir) = spec.model_path.strip_prefix("local://") else {
+        return Ok(());
+    };
+    let origin = source.origin_of("model_path", &spec.file);
+    if origin.to_string_lossy().starts_with(super::ENV_ORIGIN) {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        ConfigError::BadValue {
+        file: origin.clone(),
+        key: "model_path".into(),
+        message: format!(
+            "`{}` {why}: a batch's models go in a folder below sandstack's working directory, outside the \
+             metrics folder (local://./models); the operator may set another with ANOMSTACK_MODEL_PATH",
+            spec.model_path
+        ),
+    }
+    };
+    let path = std::path::Path::new(dir);
+    if path.is_absolute() {
+        return Err(refuse("is an absolute path"));
+    }
+    let mut normal = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(p) => normal.push(p),
+            std::path::Component::ParentDir => return Err(refuse("climbs out with `..`")),
+            _ => {}
+        }
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let (models, metrics) = (resolved(&cwd.join(&normal)), resolved(&source.dir));
+    if models.starts_with(&metrics) || metrics.starts_with(&models) {
+        return Err(refuse("lies inside the metrics folder, or holds it"));
+    }
+    Ok(())
+}
+
+/// `path` with its longest existing ancestor's links resolved (the rest
+/// does not exist yet, so holds none).
+fn resolved(path: &std::path::Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
 /// Host patterns and rewrite prefixes are read as what they are (a host,
 /// a URL), so none compares as text with more than it says.
 fn check_http(r: &mut FieldReader, http: &HttpPolicy) {

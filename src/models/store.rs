@@ -71,12 +71,19 @@ impl ModelStore {
             model: model.clone(),
         };
         let text = serde_json::to_vec(&envelope).map_err(|e| io(e.to_string()))?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
-        }
-        let tmp = path.with_extension("partial");
-        std::fs::write(&tmp, text).map_err(|e| io(e.to_string()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(e.to_string()))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| io("a model file needs a folder".into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
+        // A new file of a name no one can guess, renamed over the model: a
+        // link planted where the model goes is replaced, never written
+        // through.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".model-")
+            .tempfile_in(dir)
+            .map_err(|e| io(e.to_string()))?;
+        std::io::Write::write_all(&mut tmp, &text).map_err(|e| io(e.to_string()))?;
+        tmp.persist(&path).map_err(|e| io(e.to_string()))?;
         Ok(path)
     }
 
@@ -164,5 +171,31 @@ mod tests {
             .to_string();
         assert!(err.ends_with("was saved by model format 1, this sandstack reads format 2: run `sandstack train` for the batch again"), "{err}");
         assert!(ModelStore::open("s3://bucket/models", dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_link_where_a_model_goes_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "the operator's file").expect("write");
+        let store = ModelStore::open("local://models", dir.path()).expect("local");
+        let rows: Vec<Vec<f64>> = (0..20).map(|i| vec![i as f64, 1.0]).collect();
+        let cfg = ModelConfig {
+            model_name: crate::config::ModelKind::Pca,
+            model_tag: Some("t".into()),
+            model_params: Default::default(),
+        };
+        let m = TrainedModel::fit(&cfg, &rows, 1).expect("fits");
+        let path = store.path("b", "m", "t");
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::os::unix::fs::symlink(&victim, &path).expect("link");
+        std::os::unix::fs::symlink(&victim, path.with_extension("partial")).expect("link");
+        store.save("b", "m", &m).expect("save");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("read"),
+            "the operator's file"
+        );
+        assert!(std::fs::symlink_metadata(&path).expect("meta").is_file());
+        assert!(store.load("b", "m", "t").expect("load").is_some());
     }
 }

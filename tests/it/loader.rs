@@ -318,3 +318,69 @@ fn a_linked_host_file_is_never_read_as_the_folders_yaml() {
         "{errs:?}"
     );
 }
+
+/// Where a batch's models go is a folder below the working directory and
+/// outside the metrics folder (whose links are the batch author's): not
+/// an absolute path, not `..`, not the metrics folder or a folder holding
+/// it. The operator may name any folder.
+#[test]
+fn a_batchs_model_path_stays_below_the_working_directory_and_outside_the_folder() {
+    let work = tempfile::tempdir().expect("tmp");
+    let m = work.path().join("m");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    let f = Folder::with_defaults();
+    // The folder's defaults, copied into m/ below the working directory.
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .status()
+            .expect("cp")
+    };
+    copy(&f.path().join("defaults"), &m);
+    for (name, path) in [
+        ("abs", "local:///tmp/sandstack-models"),
+        ("up", "local://../models"),
+        ("inside", "local://./m/evil/trap"),
+        ("holds", "local://."),
+        ("ok", "local://./models"),
+    ] {
+        std::fs::create_dir_all(m.join(name)).expect("mkdir");
+        std::fs::write(
+            m.join(name).join(format!("{name}.yaml")),
+            format!("metric_batch: {name}\n{SQL}model_path: \"{path}\"\n"),
+        )
+        .expect("write");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["validate", "--metrics", "m"])
+        .current_dir(work.path())
+        .output()
+        .expect("validate");
+    let text = String::from_utf8_lossy(&out.stderr);
+    for (name, why) in [
+        ("abs", "is an absolute path"),
+        ("up", "climbs out with `..`"),
+        ("inside", "lies inside the metrics folder, or holds it"),
+        ("holds", "lies inside the metrics folder, or holds it"),
+    ] {
+        assert!(
+            text.lines().any(
+                |l| l.contains(&format!("m/{name}/{name}.yaml: key `model_path`"))
+                    && l.contains(why)
+            ),
+            "{name}: {text}"
+        );
+    }
+    assert!(!text.contains("m/ok/ok.yaml"), "{text}");
+    // The operator's choice, from the environment, may be anywhere.
+    let out = Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .args(["validate", "--metrics", "m"])
+        .env("ANOMSTACK_MODEL_PATH", "local:///var/lib/sandstack/models")
+        .current_dir(work.path())
+        .output()
+        .expect("validate");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("model_path"), "{text}");
+}
