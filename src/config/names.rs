@@ -32,6 +32,23 @@ pub fn validate_table_key(key: &str) -> Result<(), String> {
     if parts.len() > 2 {
         return Err("use `table` or `schema.table`".into());
     }
+    // sandstack's own tables (run history, pauses, claims) and the engines'
+    // catalogs are not a batch's to claim as its metrics table.
+    let lower = key.to_ascii_lowercase();
+    let reserved_prefix = ["sandstack_", "pg_", "duckdb_", "sqlite_"];
+    let reserved_schema = ["information_schema", "pg_catalog", "temp", "system"];
+    if parts.iter().any(|p| {
+        reserved_prefix
+            .iter()
+            .any(|r| p.to_ascii_lowercase().starts_with(r))
+    }) || (parts.len() == 2 && reserved_schema.contains(&parts[0].to_ascii_lowercase().as_str()))
+    {
+        return Err(format!(
+            "`{lower}` is reserved: names starting with sandstack_, pg_, duckdb_ or sqlite_ and the schemas {} \
+             belong to sandstack and the database engines",
+            reserved_schema.join(", ")
+        ));
+    }
     for part in parts {
         let mut chars = part.chars();
         let ok_start = chars
@@ -58,5 +75,17 @@ mod tests {
         assert!(validate_table_key("metrics; drop table x").is_err());
         assert!(validate_table_key("1abc").is_err());
         assert!(validate_table_key("").is_err());
+        for reserved in [
+            "sandstack_runs",
+            "SANDSTACK_PAUSED",
+            "pg_catalog.metrics",
+            "main.sandstack_ticks",
+            "information_schema.tables",
+            "duckdb_settings",
+        ] {
+            let e = validate_table_key(reserved).expect_err(reserved);
+            assert!(e.contains("is reserved"), "{reserved}: {e}");
+        }
+        assert!(validate_table_key("main.metrics").is_ok());
     }
 }

@@ -505,3 +505,45 @@ fn a_dashboard_query_is_stopped_at_the_batchs_job_timeout() {
     );
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
+
+/// A metrics table is the batch's to name, within bounds: not one of
+/// sandstack's own tables, and whatever its case or schema, its SQL sees
+/// the rows it stored.
+#[test]
+fn a_table_key_cannot_claim_sandstacks_tables_and_any_case_or_schema_reads_its_rows() {
+    let f = Folder::with_defaults();
+    for (name, key) in [
+        ("runs", "sandstack_runs"),
+        ("pauses", "main.sandstack_paused"),
+    ] {
+        f.write(
+            &format!("{name}/{name}.yaml"),
+            &format!("metric_batch: {name}\n{SQL_INGEST}table_key: {key}\n"),
+        );
+    }
+    let errors: Vec<String> = f.load(&[]).errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors
+        .iter()
+        .all(|e| e.contains("key `table_key`") && e.contains("is reserved")));
+
+    let mut store = Store::in_memory().expect("store");
+    for (name, key) in [("upper", "METRICS"), ("schema", "main.metrics")] {
+        let g = Folder::with_defaults();
+        g.write(
+            &format!("{name}/{name}.yaml"),
+            &format!("metric_batch: {name}\n{SQL_INGEST}table_key: {key}\n"),
+        );
+        let spec = g.spec(name, &[]);
+        run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let seen = rows_seen(&store, &spec, &format!("SELECT count(*) FROM {key}")).expect(name);
+        assert_eq!(seen, vec!["1"], "{name}");
+        assert_eq!(
+            store
+                .delete_batch_sql(key, name, &format!("DELETE FROM {key}"))
+                .expect(name),
+            1,
+            "{name}"
+        );
+    }
+}

@@ -64,7 +64,7 @@ fn serve_on(input: &mut impl Read, output: &mut impl Write) -> Result<(), String
 fn create_table(conn: &Connection, table: &TableKey) -> Result<(), String> {
     let mut sql = String::new();
     if let Some(schema) = &table.schema {
-        sql.push_str(&format!("CREATE SCHEMA \"{schema}\";\n"));
+        sql.push_str(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\";\n"));
     }
     sql.push_str(&crate::store::duck::create_table_sql(&table.quoted()));
     conn.execute_batch(&sql).map_err(|e| e.to_string())

@@ -66,7 +66,8 @@ fn append_in(
 fn table_exists(conn: &Connection, key: &TableKey) -> Result<bool, StoreError> {
     let n: i64 = conn
         .query_row(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = ?",
+            // DuckDB's names are case-insensitive: `METRICS` is `metrics`.
+            "SELECT count(*) FROM information_schema.tables WHERE lower(table_name) = lower(?) AND lower(table_schema) = lower(?)",
             params![key.table, key.schema.as_deref().unwrap_or("main")],
             |r| r.get(0),
         )
