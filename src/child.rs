@@ -314,6 +314,12 @@ impl Child {
         read_frame(&mut self.stdout)
     }
 
+    /// The next frame, refused unread ([`ChildError::FrameTooLarge`]) when
+    /// it says it is longer than `max` bytes.
+    pub fn read_frame_within(&mut self, max: usize) -> Result<Option<(u8, Vec<u8>)>, ChildError> {
+        read_frame_max(&mut self.stdout, max)
+    }
+
     /// Kill it now (a caller that has seen enough).
     pub fn kill(&mut self) {
         let _ = self.process.kill();
@@ -377,6 +383,11 @@ pub fn write_frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> std::io::Resu
 
 /// Read one frame; None at a clean end of input.
 pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, ChildError> {
+    read_frame_max(r, MAX_FRAME)
+}
+
+/// Read one frame of at most `max` bytes (and [`MAX_FRAME`]).
+fn read_frame_max(r: &mut impl Read, max: usize) -> Result<Option<(u8, Vec<u8>)>, ChildError> {
     let mut tag = [0u8; 1];
     match r.read_exact(&mut tag) {
         Ok(()) => {}
@@ -386,7 +397,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, ChildError
     let mut len = [0u8; 8];
     r.read_exact(&mut len)?;
     let len = u64::from_le_bytes(len);
-    if len > MAX_FRAME as u64 {
+    if len > max.min(MAX_FRAME) as u64 {
         return Err(ChildError::FrameTooLarge { len });
     }
     let mut payload = vec![0u8; len as usize];

@@ -52,7 +52,14 @@ impl UrlPrefix {
         if !self.contains(url) {
             return None;
         }
-        let rest = url.path()[self.url.path().len()..].trim_start_matches('/');
+        // `contains` checked that the path starts with the prefix's, its
+        // trailing slash aside.
+        let prefix = self.url.path().trim_end_matches('/');
+        let rest = url
+            .path()
+            .get(prefix.len()..)
+            .unwrap_or_default()
+            .trim_start_matches('/');
         let mut out = to.url.clone();
         let base = to.url.path().trim_end_matches('/');
         out.set_path(&if rest.is_empty() && !url.path().ends_with('/') {
@@ -135,6 +142,22 @@ mod tests {
                 .rebase(&u("https://api.example.com/a"), &p("http://m:1"))
                 .map(|x| x.to_string()),
             Some("http://m:1/".into())
+        );
+    }
+
+    #[test]
+    fn a_prefix_with_a_trailing_slash_rebases_the_bare_path_too() {
+        let from = p("https://api.example.com/api/");
+        let to = p("http://127.0.0.1:8080/mirror/");
+        assert_eq!(
+            from.rebase(&u("https://api.example.com/api"), &to)
+                .map(|x| x.to_string()),
+            Some("http://127.0.0.1:8080/mirror".into())
+        );
+        assert_eq!(
+            from.rebase(&u("https://api.example.com/api/v1?x=1"), &to)
+                .map(|x| x.to_string()),
+            Some("http://127.0.0.1:8080/mirror/v1?x=1".into())
         );
     }
 

@@ -79,14 +79,32 @@ pub(crate) const MAX_LOG_BYTES: usize = 1 << 20;
 
 /// `log` cut to [`MAX_LOG_BYTES`] at a character boundary, saying so.
 pub(crate) fn capped(log: &str) -> &str {
-    if log.len() <= MAX_LOG_BYTES {
-        return log;
+    cut(log, MAX_LOG_BYTES)
+}
+
+/// Longest error kept with a run: errors echo what a batch wrote (its SQL,
+/// DuckDB's `error()` of any text), which must not fill the history.
+pub const MAX_ERROR_BYTES: usize = 16 << 10;
+
+/// `error` cut to [`MAX_ERROR_BYTES`], saying how much was cut.
+pub fn capped_error(error: &str) -> std::borrow::Cow<'_, str> {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.into();
     }
-    let mut end = MAX_LOG_BYTES;
-    while !log.is_char_boundary(end) {
+    let kept = cut(error, MAX_ERROR_BYTES);
+    format!("{kept} … ({} more bytes cut)", error.len() - kept.len()).into()
+}
+
+/// `text`'s first `max` bytes at most, ending at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &log[..end]
+    &text[..end]
 }
 
 /// Which runs to read.

@@ -547,3 +547,74 @@ fn a_table_key_cannot_claim_sandstacks_tables_and_any_case_or_schema_reads_its_r
         );
     }
 }
+
+/// An error echoes what a batch wrote; it is cut before it reaches the
+/// run history or a log.
+#[test]
+fn an_error_made_of_the_batchs_text_is_cut() {
+    let f = Folder::with_defaults();
+    f.write(
+        "loud/loud.yaml",
+        "metric_batch: loud\ningest_sql: \"SELECT error((SELECT string_agg(md5(i::VARCHAR), '') FROM range(300000) t(i)))\"\n",
+    );
+    let spec = f.spec("loud", &[]);
+    let mut store = Store::in_memory().expect("store");
+    let e = run_ingest(&spec, &mut store, &[])
+        .expect_err("error()")
+        .to_string();
+    assert!(e.len() < 17 << 10, "{} bytes", e.len());
+    assert!(e.contains("more bytes cut)"), "{}", &e[e.len() - 200..]);
+    store.ensure_runs_table().expect("runs");
+    let id = store
+        .record_run(&RunRecord {
+            run_id: 0,
+            batch: "loud".into(),
+            job: "ingest".into(),
+            scheduled_us: 1,
+            started_us: 1,
+            ended_us: 2,
+            status: RunStatus::Failed,
+            error: Some("x".repeat(10 << 20)),
+            rows: 0,
+            fuel: 0,
+            wall_ms: 1.0,
+            cassette: None,
+            log: None,
+            attempt: 1,
+            worker: None,
+        })
+        .expect("record");
+    let stored = store.run_by_id(id).expect("read").expect("run");
+    assert!(
+        stored.error.expect("error").len() < 17 << 10,
+        "the history keeps at most 16 KiB of an error"
+    );
+}
+
+/// A result's size is what the helper sends, counted before a frame is
+/// read: a 1 MiB value fits a 4 MiB cap, and 8 MiB of values do not,
+/// refused at the cap.
+#[test]
+fn a_result_is_measured_as_sent_and_refused_before_it_is_read() {
+    let f = Folder::with_defaults();
+    let one = "SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value, repeat('x', 1048576) AS metadata";
+    let eight = "SELECT now() AS metric_timestamp, 'm' || i AS metric_name, i AS metric_value, repeat('x', 1048576) AS metadata FROM range(8) t(i)";
+    f.write(
+        "one/one.yaml",
+        &format!("metric_batch: one\ningest_sql: \"{one}\"\ningest_max_result_kb: 4096\n"),
+    );
+    f.write(
+        "eight/eight.yaml",
+        &format!("metric_batch: eight\ningest_sql: \"{eight}\"\ningest_max_result_kb: 4096\n"),
+    );
+    let mut store = Store::in_memory().expect("store");
+    let r = run_ingest(&f.spec("one", &[]), &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stored, 1);
+    let e = run_ingest(&f.spec("eight", &[]), &mut store, &[])
+        .expect_err("8 MiB")
+        .to_string();
+    assert!(
+        e.ends_with("its result is larger than 4096 KiB (the limit of ingest_max_result_kb); return fewer or smaller rows"),
+        "{e}"
+    );
+}

@@ -27,6 +27,7 @@ pub fn serve() -> u8 {
         }
     };
     if let Err(message) = serve_on(&mut input, &mut output) {
+        let message = crate::store::runs::capped_error(&message);
         let _ = child::write_frame(&mut output, tag::ERROR, message.as_bytes());
     }
     let _ = output.flush();

@@ -159,44 +159,129 @@ pub(crate) struct Statement<'a> {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
+/// What the parent makes of the helper's answer frames.
+trait Answer {
+    /// The longest frame that can still be taken; a longer one is refused
+    /// unread, with [`Answer::over`].
+    fn room(&self) -> usize;
+    fn over(&self) -> ConfinedError;
+    fn take(&mut self, tag: u8, payload: Vec<u8>) -> Result<(), ConfinedError>;
+}
+
+/// A query's rows, counted as they arrive: rows, and bytes as sent (the
+/// helper's Arrow IPC), against the caller's caps and the helper's memory.
+struct Rows {
+    out: Vec<RecordBatch>,
+    rows: u64,
+    bytes: u64,
+    caps: ResultCaps,
+    memory_mb: u64,
+}
+
+impl Rows {
+    /// The tightest byte limit, and the error that names it.
+    fn byte_limit(&self) -> (u64, ConfinedError) {
+        let memory = self.memory_mb << 20;
+        match self.caps.max_bytes.filter(|b| *b <= memory) {
+            Some(limit) => (
+                limit,
+                ConfinedError::TooLarge {
+                    limit_kb: limit >> 10,
+                    key: self.caps.bytes_key,
+                },
+            ),
+            None => (
+                memory,
+                ConfinedError::Memory {
+                    limit_mb: self.memory_mb,
+                    detail: ": its result alone is larger".into(),
+                },
+            ),
+        }
+    }
+}
+
+impl Answer for Rows {
+    fn room(&self) -> usize {
+        let (limit, _) = self.byte_limit();
+        // A frame holds its schema besides the rows: a little slack.
+        usize::try_from(limit.saturating_sub(self.bytes).saturating_add(64 << 10))
+            .unwrap_or(usize::MAX)
+    }
+
+    fn over(&self) -> ConfinedError {
+        self.byte_limit().1
+    }
+
+    fn take(&mut self, t: u8, payload: Vec<u8>) -> Result<(), ConfinedError> {
+        if t != tag::BATCH {
+            return Err(ConfinedError::Protocol(format!("a frame tagged {t}")));
+        }
+        self.bytes += payload.len() as u64;
+        let (limit, over) = self.byte_limit();
+        if self.bytes > limit {
+            return Err(over);
+        }
+        let batch = decode(&payload)?;
+        self.rows += batch.num_rows() as u64;
+        if let Some(limit) = self.caps.max_rows.filter(|l| self.rows > *l) {
+            return Err(ConfinedError::TooManyRows {
+                limit,
+                key: self.caps.rows_key,
+            });
+        }
+        self.out.push(batch);
+        Ok(())
+    }
+}
+
 /// Run a query over `rows`; its result, within `caps`.
 pub(crate) fn query(
     st: &Statement<'_>,
     rows: &[RecordBatch],
     caps: ResultCaps,
 ) -> Result<Vec<RecordBatch>, ConfinedError> {
-    let mut out = Vec::new();
-    let (mut n_rows, mut n_bytes) = (0u64, 0u64);
-    let memory_cap = st.settings.memory_mb << 20;
-    run(st, Mode::Query, rows, |t, payload| {
-        if t != tag::BATCH {
+    let mut answer = Rows {
+        out: Vec::new(),
+        rows: 0,
+        bytes: 0,
+        caps,
+        memory_mb: st.settings.memory_mb,
+    };
+    run(st, Mode::Query, rows, &mut answer)?;
+    Ok(answer.out)
+}
+
+/// The positions a DELETE removed, each checked to be one of the rows.
+struct Removed {
+    total: usize,
+    positions: Vec<usize>,
+}
+
+impl Answer for Removed {
+    fn room(&self) -> usize {
+        child::MAX_FRAME
+    }
+
+    fn over(&self) -> ConfinedError {
+        ConfinedError::Protocol("a frame of positions larger than any".into())
+    }
+
+    fn take(&mut self, t: u8, payload: Vec<u8>) -> Result<(), ConfinedError> {
+        if t != tag::POSITIONS || !payload.len().is_multiple_of(8) {
             return Err(ConfinedError::Protocol(format!("a frame tagged {t}")));
         }
-        let batch = decode(&payload)?;
-        n_rows += batch.num_rows() as u64;
-        n_bytes += batch.get_array_memory_size() as u64;
-        if let Some(limit) = caps.max_rows.filter(|l| n_rows > *l) {
-            return Err(ConfinedError::TooManyRows {
-                limit,
-                key: caps.rows_key,
-            });
+        for chunk in payload.chunks_exact(8) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            let p = usize::try_from(u64::from_le_bytes(b))
+                .ok()
+                .filter(|p| *p < self.total)
+                .ok_or_else(|| ConfinedError::Protocol("a position past the rows".into()))?;
+            self.positions.push(p);
         }
-        if let Some(limit) = caps.max_bytes.filter(|l| n_bytes > *l) {
-            return Err(ConfinedError::TooLarge {
-                limit_kb: limit >> 10,
-                key: caps.bytes_key,
-            });
-        }
-        if n_bytes > memory_cap {
-            return Err(ConfinedError::Memory {
-                limit_mb: st.settings.memory_mb,
-                detail: ": its result alone is larger".into(),
-            });
-        }
-        out.push(batch);
         Ok(())
-    })?;
-    Ok(out)
+    }
 }
 
 /// Run a DELETE over `rows`; the positions (in `rows`, counted across
@@ -205,34 +290,22 @@ pub(crate) fn delete(
     st: &Statement<'_>,
     rows: &[RecordBatch],
 ) -> Result<Vec<usize>, ConfinedError> {
-    let total: usize = rows.iter().map(RecordBatch::num_rows).sum();
-    let mut removed = Vec::new();
-    run(st, Mode::Delete, rows, |t, payload| {
-        if t != tag::POSITIONS || payload.len() % 8 != 0 {
-            return Err(ConfinedError::Protocol(format!("a frame tagged {t}")));
-        }
-        for chunk in payload.chunks_exact(8) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(chunk);
-            let p = usize::try_from(u64::from_le_bytes(b))
-                .ok()
-                .filter(|p| *p < total)
-                .ok_or_else(|| ConfinedError::Protocol("a position past the rows".into()))?;
-            removed.push(p);
-        }
-        Ok(())
-    })?;
-    Ok(removed)
+    let mut answer = Removed {
+        total: rows.iter().map(RecordBatch::num_rows).sum(),
+        positions: Vec::new(),
+    };
+    run(st, Mode::Delete, rows, &mut answer)?;
+    Ok(answer.positions)
 }
 
 /// Start the helper, send it the statement and the rows (from another
 /// thread: it may refuse the statement before reading them), and hand each
-/// frame it answers to `take` until it is done.
+/// frame it answers to `answer` until it is done.
 fn run(
     st: &Statement<'_>,
     mode: Mode,
     rows: &[RecordBatch],
-    mut take: impl FnMut(u8, Vec<u8>) -> Result<(), ConfinedError>,
+    answer: &mut dyn Answer,
 ) -> Result<(), ConfinedError> {
     let settings = st.settings;
     let header = Header {
@@ -261,7 +334,7 @@ fn run(
                 let _ = send(&mut w, &header, rows);
             }
         });
-        read_answer(&mut helper, &mut take, settings.memory_mb)
+        read_answer(&mut helper, answer, settings.memory_mb)
     });
     if outcome.is_err() {
         helper.kill();
@@ -278,17 +351,19 @@ fn run(
 /// frame is the statement's refusal.
 fn read_answer(
     helper: &mut child::Child,
-    take: &mut impl FnMut(u8, Vec<u8>) -> Result<(), ConfinedError>,
+    answer: &mut dyn Answer,
     memory_mb: u64,
 ) -> Result<bool, ConfinedError> {
     loop {
-        match helper.read_frame() {
+        match helper.read_frame_within(answer.room()) {
             Ok(Some((tag::DONE, _))) => return Ok(true),
             Ok(Some((tag::ERROR, text))) => {
-                let text = String::from_utf8_lossy(&text).into_owned();
+                let text = String::from_utf8_lossy(&text);
+                let text = crate::store::runs::capped_error(&text).into_owned();
                 return Err(statement_error(text, memory_mb));
             }
-            Ok(Some((t, payload))) => take(t, payload)?,
+            Ok(Some((t, payload))) => answer.take(t, payload)?,
+            Err(child::ChildError::FrameTooLarge { .. }) => return Err(answer.over()),
             // A helper killed mid-frame: its death explains it.
             Ok(None) | Err(child::ChildError::Io(_)) => return Ok(false),
             Err(e) => return Err(e.into()),

@@ -6,7 +6,9 @@ use duckdb::params;
 
 use super::DuckStore;
 use crate::store::error::db_err;
-use crate::store::runs::{capped, Retention, RunFilter, RunHistory, RunRecord, RunStatus};
+use crate::store::runs::{
+    capped, capped_error, Retention, RunFilter, RunHistory, RunRecord, RunStatus,
+};
 use crate::store::StoreError;
 
 const CREATE_RUNS: &str = "
@@ -54,7 +56,7 @@ impl RunHistory for DuckStore {
                     r.started_us,
                     r.ended_us,
                     r.status.as_str(),
-                    r.error,
+                    r.error.as_deref().map(capped_error),
                     r.rows as i64,
                     r.fuel as i64,
                     r.wall_ms,

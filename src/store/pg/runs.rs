@@ -9,7 +9,9 @@ use postgres::GenericClient;
 use super::micros::Micros;
 use super::pg_err;
 use super::PgStore;
-use crate::store::runs::{capped, Retention, RunFilter, RunHistory, RunRecord, RunStatus};
+use crate::store::runs::{
+    capped, capped_error, Retention, RunFilter, RunHistory, RunRecord, RunStatus,
+};
 use crate::store::StoreError;
 
 const COLUMNS: &str =
@@ -54,7 +56,7 @@ pub(super) fn insert_run(
                 &Micros(r.started_us),
                 &Micros(r.ended_us),
                 &r.status.as_str(),
-                &r.error,
+                &r.error.as_deref().map(capped_error),
                 &(r.rows.min(i64::MAX as u64) as i64),
                 &(r.fuel.min(i64::MAX as u64) as i64),
                 &r.wall_ms,
