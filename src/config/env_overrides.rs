@@ -84,26 +84,30 @@ pub fn for_batch(
     let sharing = names.0.get(&form).map_or(&[][..], Vec::as_slice);
     for prefix in ["ANOMSTACK__", "SANDSTACK__"] {
         let mut heads = Vec::new();
-        if form != batch {
-            if sharing.len() <= 1 {
-                heads.push(format!("{prefix}{form}__"));
-            } else if batch == sharing[0] {
-                // Said once, for the first of the batches that share it.
-                let head = format!("{prefix}{form}__");
-                if let Some((var, _)) = env
-                    .range(head.clone()..)
-                    .next()
-                    .filter(|(v, _)| v.starts_with(&head))
-                {
-                    warnings.push(format!(
-                        "environment variable {var}: the batches {} share the name {form} in variables, so \
-                         it reaches none of them; name the batch exactly ({prefix}<batch>__<KEY>)",
-                        sharing.join(", ")
-                    ));
-                }
+        // A form several batches share names none of them, even the one
+        // spelled that way (`VICTIM` beside `victim`): which was meant
+        // cannot be told.
+        if sharing.len() <= 1 {
+            heads.push(format!("{prefix}{form}__"));
+        } else if batch == sharing[0] {
+            // Said once, for the first of the batches that share it.
+            let head = format!("{prefix}{form}__");
+            if let Some((var, _)) = env
+                .range(head.clone()..)
+                .next()
+                .filter(|(v, _)| v.starts_with(&head))
+            {
+                warnings.push(format!(
+                    "environment variable {var}: the batches {} share the name {form} in variables, so \
+                     it reaches none of them; name the batch exactly ({prefix}<batch>__<KEY>) where that \
+                     differs from {form}",
+                    sharing.join(", ")
+                ));
             }
         }
-        heads.push(format!("{prefix}{batch}__"));
+        if batch != form {
+            heads.push(format!("{prefix}{batch}__"));
+        }
         for head in heads {
             for (var, v) in env.range(head.clone()..) {
                 let Some(key) = var.strip_prefix(&head) else {
@@ -192,6 +196,17 @@ mod tests {
         let mut other = Mapping::new();
         for_batch("Weather", &env, &names, &mut warnings).apply(&mut other);
         assert!(other.is_empty(), "{other:?}");
+        // A batch spelled as the shared form does not take it either.
+        let victims = names_in_use(["victim", "VICTIM"].into_iter());
+        let victim_env = BTreeMap::from([(
+            "ANOMSTACK__VICTIM__INGEST_ENV".to_string(),
+            "[MY_SECRET]".to_string(),
+        )]);
+        for b in ["victim", "VICTIM"] {
+            let mut map = Mapping::new();
+            for_batch(b, &victim_env, &victims, &mut Vec::new()).apply(&mut map);
+            assert!(map.is_empty(), "{b}: {map:?}");
+        }
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].contains("Weather, weather") || warnings[0].contains("weather, Weather")

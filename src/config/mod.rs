@@ -142,6 +142,18 @@ pub fn load_with_policy(
             }
         })
         .collect();
+    // The operator's binding first: a file the policy refuses cannot make
+    // a bound batch's name look shared.
+    let claims: Vec<Claim> = claims
+        .into_iter()
+        .filter(|c| match policy.check_claim(dir, &c.file, &c.name) {
+            Ok(()) => true,
+            Err(e) => {
+                out.errors.push(e);
+                false
+            }
+        })
+        .collect();
     let claims = refuse_shared_names(claims, &mut out.errors);
     let batch_dirs: Vec<PathBuf> = claims
         .iter()
@@ -151,10 +163,6 @@ pub fn load_with_policy(
     let policy_shared = std::sync::Arc::new(policy.clone());
     let session = renderer::RenderSession::new(dir);
     for claim in &claims {
-        if let Err(e) = policy.check_claim(dir, &claim.file, &claim.name) {
-            out.errors.push(e);
-            continue;
-        }
         warn_unknown_keys(&claim.file, &claim.map, &mut out.warnings);
         note_unused_keys(&claim.file, &claim.map, &mut out.notes);
         let batch = BatchFile {

@@ -423,11 +423,21 @@ fn check_folders(rules: &PolicyFile) -> Result<(), String> {
         }
     }
     for batch in rules.ingest_env_allowed_by_batch.keys() {
-        let bound = rules
+        let binding: Vec<&String> = rules
             .folders
-            .values()
-            .any(|r| r.batches.iter().any(|p| name_matches(p, batch)));
-        if !bound {
+            .iter()
+            .filter(|(_, r)| r.batches.iter().any(|p| name_matches(p, batch)))
+            .map(|(f, _)| f)
+            .collect();
+        if binding.len() > 1 {
+            let shown: Vec<String> = binding.iter().map(|f| format!("{f}/")).collect();
+            return Err(format!(
+                "ingest_env_allowed_by_batch grants `{batch}` host variables, but the name is bound to {}: \
+                 a file in any of them could claim it and its variables; bind it to one folder",
+                shown.join(" and ")
+            ));
+        }
+        if binding.is_empty() {
             return Err(format!(
                 "ingest_env_allowed_by_batch grants `{batch}` host variables, but no entry of `folders` binds \
                  the name `{batch}` to a folder, so a batch file anywhere could claim it: add \

@@ -384,3 +384,39 @@ fn a_batchs_model_path_stays_below_the_working_directory_and_outside_the_folder(
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("model_path"), "{text}");
 }
+
+/// The policy's binding comes first: a file elsewhere claiming a bound
+/// name is refused alone (the bound batch loads), and a name granted
+/// variables must be bound to exactly one folder.
+#[test]
+fn a_foreign_claim_on_a_bound_name_is_refused_alone_and_grants_bind_one_folder() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = policy_file(
+        &dir,
+        "folders:\n  victim: {batches: [victim]}\n  evil: {batches: [evil]}\n",
+    )
+    .expect("policy");
+    let f = Folder::with_defaults();
+    f.write("evil/claim.yaml", &format!("metric_batch: victim\n{SQL}"));
+    f.write(
+        "victim/victim.yaml",
+        &format!("metric_batch: victim\n{SQL}"),
+    );
+    let folder = config::load_with_policy(f.path(), &Default::default(), &p);
+    let names: Vec<&str> = folder
+        .batches
+        .iter()
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    assert_eq!(names, vec!["victim"]);
+    let errs: Vec<String> = folder.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("evil/claim.yaml: key `metric_batch`: claims the batch name `victim`"));
+
+    let e = policy_file(
+        &dir,
+        "folders:\n  victim: {batches: [victim]}\n  evil: {batches: [\"v*\"]}\ningest_env_allowed_by_batch: {victim: [X_SECRET]}\n",
+    )
+    .expect_err("bound twice");
+    assert!(e.contains("the name is bound to evil/ and victim/"), "{e}");
+}
