@@ -122,7 +122,8 @@ pub fn load_with_policy(
         });
         return out;
     }
-    let Some(defaults) = read_defaults(dir, &mut out) else {
+    let session = renderer::RenderSession::new(dir);
+    let Some(defaults) = read_defaults(&session, dir, &mut out) else {
         return out;
     };
     let mut files = batch_files(dir, &mut out.errors);
@@ -134,7 +135,7 @@ pub fn load_with_policy(
     // the others.
     let claims: Vec<Claim> = files
         .into_iter()
-        .filter_map(|file| match read_claim(dir, &file) {
+        .filter_map(|file| match read_claim(&session, dir, &file) {
             Ok(claim) => Some(claim),
             Err(e) => {
                 out.errors.push(e);
@@ -161,8 +162,25 @@ pub fn load_with_policy(
         .collect();
     let env_names = env_overrides::names_in_use(claims.iter().map(|c| c.name.as_str()));
     let policy_shared = std::sync::Arc::new(policy.clone());
-    let session = renderer::RenderSession::new(dir);
+    let defaults_cost = yaml_budget::mapping_cost(&defaults.map);
+    let mut config_cost = 0usize;
     for claim in &claims {
+        // Each batch's merged keys are its own: the defaults count again.
+        config_cost += defaults_cost + yaml_budget::mapping_cost(&claim.map);
+        if config_cost > yaml_budget::MAX_FOLDER_CONFIG_BYTES {
+            out.errors.push(ConfigError::Yaml {
+                file: claim.file.clone(),
+                message: format!(
+                    "not loaded: the folder's batch configurations expand to more than {} MiB in all \
+                     ({} adds {} KiB to each of its {} batches); make the defaults or the batches smaller",
+                    yaml_budget::MAX_FOLDER_CONFIG_BYTES >> 20,
+                    defaults.path.display(),
+                    defaults_cost >> 10,
+                    claims.len()
+                ),
+            });
+            continue;
+        }
         warn_unknown_keys(&claim.file, &claim.map, &mut out.warnings);
         note_unused_keys(&claim.file, &claim.map, &mut out.notes);
         let batch = BatchFile {
@@ -171,7 +189,11 @@ pub fn load_with_policy(
             map: &claim.map,
         };
         let scope = include_scope(dir, &claim.file, &batch_dirs, policy);
-        let renderer = renderer::TemplateRenderer::new(&session, scope);
+        let tenant = policy.folder_of(dir, &claim.file).map_or_else(
+            || "the metrics folder".to_string(),
+            |f| format!("{}/", f.display()),
+        );
+        let renderer = renderer::TemplateRenderer::new(&session, scope, &claim.name, &tenant);
         let overrides = env_overrides::for_batch(&claim.name, env, &env_names, &mut out.warnings);
         let loaded = load_batch(
             &renderer,
@@ -195,8 +217,12 @@ struct Claim {
     name: String,
 }
 
-fn read_claim(dir: &Path, file: &Path) -> Result<Claim, ConfigError> {
-    let map = read_mapping(dir, file)?;
+fn read_claim(
+    session: &renderer::RenderSession,
+    dir: &Path,
+    file: &Path,
+) -> Result<Claim, ConfigError> {
+    let map = read_mapping(session, dir, file)?;
     let name = batch_name(file, &map)?;
     Ok(Claim {
         file: file.to_path_buf(),
@@ -345,7 +371,11 @@ fn add_batch_errors(all: &mut Vec<ConfigError>, file: &Path, name: &str, errors:
 
 /// `defaults/defaults.yaml` and where it is; an empty mapping with a
 /// warning when missing, None (with the error recorded) when unreadable.
-fn read_defaults(dir: &Path, out: &mut MetricsFolder) -> Option<Defaults> {
+fn read_defaults(
+    session: &renderer::RenderSession,
+    dir: &Path,
+    out: &mut MetricsFolder,
+) -> Option<Defaults> {
     let path = dir.join(DEFAULTS_FILE);
     if !path.is_file() {
         out.warnings.push(format!(
@@ -357,7 +387,7 @@ fn read_defaults(dir: &Path, out: &mut MetricsFolder) -> Option<Defaults> {
             map: Mapping::new(),
         });
     }
-    match read_mapping(dir, &path) {
+    match read_mapping(session, dir, &path) {
         Ok(map) => {
             warn_unknown_keys(&path, &map, &mut out.warnings);
             note_unused_keys(&path, &map, &mut out.notes);
@@ -508,7 +538,11 @@ fn cloud_model_path(spec: &BatchSpec) -> Option<String> {
 /// A YAML file of the metrics folder `dir`: a regular file inside it (a
 /// symlink to a host file is refused before it is opened, a device or a
 /// pipe on opening), read to at most [`yaml_budget::MAX_FILE_BYTES`].
-fn read_mapping(dir: &Path, path: &Path) -> Result<Mapping, ConfigError> {
+fn read_mapping(
+    session: &renderer::RenderSession,
+    dir: &Path,
+    path: &Path,
+) -> Result<Mapping, ConfigError> {
     let io = |message: String| ConfigError::Io {
         file: path.to_path_buf(),
         message,
@@ -533,21 +567,17 @@ fn read_mapping(dir: &Path, path: &Path) -> Result<Mapping, ConfigError> {
             other => io(other.to_string()),
         },
     )?;
-    yaml_budget::check_expanded(&text, yaml_budget::MAX_EXPANDED_BYTES).map_err(|message| {
-        ConfigError::Yaml {
-            file: path.to_path_buf(),
-            message,
-        }
-    })?;
-    match serde_yaml_ng::from_str::<Value>(&text) {
+    // Parsed in the helper: budgeted, and within a deadline (a few hundred
+    // kilobytes of nested brackets keep a YAML parser busy for minutes).
+    match session.parse_yaml(&text) {
         Ok(Value::Mapping(m)) => Ok(m),
         Ok(Value::Null) => Ok(Mapping::new()),
         Ok(_) => Err(ConfigError::NotAMapping {
             file: path.to_path_buf(),
         }),
-        Err(e) => Err(ConfigError::Yaml {
+        Err(message) => Err(ConfigError::Yaml {
             file: path.to_path_buf(),
-            message: e.to_string(),
+            message,
         }),
     }
 }

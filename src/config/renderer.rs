@@ -1,28 +1,32 @@
-//! Rendering a batch's templates out of sandstack's own process. minijinja
-//! bounds a render's steps and its output, but not the values built on the
-//! way: `range(100000) | join(...)`, `indent(50000)` of a long string or a
-//! string doubled thirty times by `~` each take gigabytes within a few
-//! steps. So every template is rendered in a helper process
-//! ([`crate::child`], role `render`) whose memory the kernel caps: a
-//! template that builds too much ends that render with an error naming the
-//! file and key, and the loader, a running daemon's hot reload among them,
-//! carries on (the next render starts a new helper).
+//! Rendering a batch's templates, and parsing the folder's YAML, out of
+//! sandstack's own process. minijinja bounds a render's steps and its
+//! output, but not the values built on the way: `range(100000) | join(...)`,
+//! `indent(50000)` of a long string or a string doubled thirty times by `~`
+//! each take gigabytes within a few steps; and a YAML parser takes minutes
+//! over a few hundred kilobytes of nested brackets. So both happen in a
+//! helper process ([`crate::child`], role `render`) whose memory the kernel
+//! caps and whose every answer has a deadline: past either, that template
+//! or file ends in an error naming it, and the loader, a running daemon's
+//! hot reload among them, carries on (the next request starts a new
+//! helper).
 //!
 //! One helper serves a whole folder load ([`RenderSession`]); it keeps one
 //! minijinja environment per include scope, so shared files are parsed
-//! once. The session also holds the folder's budget of rendered text: a
-//! key renders to at most 8 MiB and the folder, in all, to at most
-//! [`MAX_FOLDER_RENDERED_BYTES`].
+//! once. Rendering is budgeted per batch and per tenant (a folder the
+//! policy binds, else the whole metrics folder): text rendered and time
+//! spent. A batch past its own budget fails alone; one that spends its
+//! tenant's makes the rest of that tenant's batches fail, each error naming
+//! the batches that spent the most.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml_ng::Mapping;
+use serde_yaml_ng::{Mapping, Value};
 
 use super::template::{IncludeScope, Jinja};
 use crate::child;
@@ -31,21 +35,31 @@ use crate::child;
 pub const ROLE: &str = "render";
 
 /// The helper's memory: ample for templates of any sensible size (each
-/// renders to at most 8 MiB).
+/// renders to at most 8 MiB) and YAML files (4 MiB, 32 MiB parsed).
 pub const HELPER_MEMORY_MB: u64 = 512;
 
 /// How long one template may take to render.
-pub const RENDER_TIME: Duration = Duration::from_secs(10);
+pub const RENDER_TIME: Duration = Duration::from_secs(5);
 
-/// All the text one folder load may render, every batch and key together.
+/// How long one YAML file may take to parse (an ordinary one: milliseconds).
+pub const YAML_TIME: Duration = Duration::from_secs(2);
+
+/// What one batch's templates may render in all: text, and time.
+pub const BATCH_RENDERED_BYTES: usize = 32 << 20;
+pub const BATCH_RENDER_TIME: Duration = Duration::from_secs(10);
+
+/// What one tenant's batches (a policy folder's, else the whole metrics
+/// folder's) may render in all.
 pub const MAX_FOLDER_RENDERED_BYTES: usize = 64 << 20;
+pub const TENANT_RENDER_TIME: Duration = Duration::from_secs(60);
 
 mod tag {
     /// Parent to helper: the metrics folder (once), the context and include
-    /// scope of the templates that follow, a template.
+    /// scope of the templates that follow, a template, a YAML text to parse.
     pub const FOLDER: u8 = b'S';
     pub const CONTEXT: u8 = b'C';
     pub const TEMPLATE: u8 = b'T';
+    pub const YAML: u8 = b'Y';
     /// Helper to parent.
     pub const RENDERED: u8 = b'O';
     pub const FAILED: u8 = b'E';
@@ -64,7 +78,14 @@ struct Template {
     text: String,
 }
 
-/// One folder load's rendering: its helper and its budget.
+/// What a batch or a tenant has spent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    bytes: usize,
+    time: Duration,
+}
+
+/// One folder load's rendering: its helper and what each tenant spent.
 pub struct RenderSession {
     /// The metrics folder as the loader names it.
     dir: PathBuf,
@@ -73,7 +94,14 @@ pub struct RenderSession {
     helper: RefCell<Option<child::Child>>,
     /// The context the helper holds now, to send it only when it changes.
     sent: RefCell<Option<(IncludeScope, String)>>,
-    used: Cell<usize>,
+    /// Per tenant, per batch.
+    spent: RefCell<HashMap<String, BTreeMap<String, Spent>>>,
+}
+
+/// How the helper's answer came, or why none did.
+enum Asked {
+    Answer(Result<String, String>),
+    Died(String),
 }
 
 impl RenderSession {
@@ -84,7 +112,7 @@ impl RenderSession {
             root: std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()),
             helper: RefCell::new(None),
             sent: RefCell::new(None),
-            used: Cell::new(0),
+            spent: RefCell::new(HashMap::new()),
         })
     }
 
@@ -112,96 +140,88 @@ impl RenderSession {
         }))
     }
 
-    /// Render one template in the helper; a helper that dies is replaced
-    /// at the next render, and its death explained.
-    fn render(
-        &self,
-        scope: &IncludeScope,
-        values: &str,
-        name: &str,
-        text: &str,
-    ) -> Result<String, String> {
-        if self.used.get() > MAX_FOLDER_RENDERED_BYTES {
-            return Err(format!(
-                "the metrics folder's templates render to more than {} MiB in all; render less",
-                MAX_FOLDER_RENDERED_BYTES >> 20
-            ));
-        }
-        let answer = self.ask(scope, values, name, text);
-        let answer = match answer {
-            Ok(a) => a,
-            Err(()) => return Err(self.bury()),
+    /// Parse a YAML file's `text` in the helper, within [`YAML_TIME`]: the
+    /// value, or why not (its budget, the parser's words, or the time).
+    pub fn parse_yaml(&self, text: &str) -> Result<Value, String> {
+        let answer = match self.helper() {
+            Err(message) => return Err(message),
+            Ok(mut helper) => {
+                let sent = helper.send(tag::YAML, text.as_bytes());
+                read_answer(&mut helper, sent.is_ok(), YAML_TIME)
+            }
         };
-        let rendered = answer?;
-        self.used.set(self.used.get() + rendered.len());
-        if self.used.get() > MAX_FOLDER_RENDERED_BYTES {
-            return Err(format!(
-                "the metrics folder's templates render to more than {} MiB in all; render less",
-                MAX_FOLDER_RENDERED_BYTES >> 20
-            ));
+        match answer {
+            Some(Ok(parsed)) => serde_yaml_ng::from_str(&parsed).map_err(|e| e.to_string()),
+            Some(Err(message)) => Err(message),
+            None => Err(self.bury(&format!(
+                "parsing it took longer than {} s (deep nesting?)",
+                YAML_TIME.as_secs()
+            ))),
         }
-        Ok(rendered)
     }
 
-    /// The helper's answer, or Err(()) when it did not give one.
+    /// Render one template in the helper within `time`.
     fn ask(
         &self,
         scope: &IncludeScope,
         values: &str,
         name: &str,
         text: &str,
-    ) -> Result<Result<String, String>, ()> {
+        time: Duration,
+    ) -> Asked {
         let mut helper = match self.helper() {
             Ok(h) => h,
-            Err(message) => return Ok(Err(message)),
+            Err(message) => return Asked::Answer(Err(message)),
         };
         let fresh = self
             .sent
             .borrow()
             .as_ref()
             .is_none_or(|(s, v)| s != scope || v != values);
+        let mut sent = true;
         if fresh {
             let context = Context {
                 scope: scope.clone(),
                 values: values.to_string(),
             };
-            let bytes = serde_json::to_vec(&context).map_err(|_| ())?;
-            helper.send(tag::CONTEXT, &bytes).map_err(|_| ())?;
+            sent = serde_json::to_vec(&context)
+                .ok()
+                .is_some_and(|bytes| helper.send(tag::CONTEXT, &bytes).is_ok());
             *self.sent.borrow_mut() = Some((scope.clone(), values.to_string()));
         }
         let template = Template {
             name: name.to_string(),
             text: text.to_string(),
         };
-        let bytes = serde_json::to_vec(&template).map_err(|_| ())?;
-        helper.set_deadline(Some(Instant::now() + RENDER_TIME));
-        helper.send(tag::TEMPLATE, &bytes).map_err(|_| ())?;
-        let answer = helper.read_frame();
-        helper.set_deadline(None);
+        sent = sent
+            && serde_json::to_vec(&template)
+                .ok()
+                .is_some_and(|bytes| helper.send(tag::TEMPLATE, &bytes).is_ok());
+        let answer = read_answer(&mut helper, sent, time);
+        drop(helper);
         match answer {
-            Ok(Some((tag::RENDERED, text))) => Ok(Ok(String::from_utf8_lossy(&text).into_owned())),
-            Ok(Some((tag::FAILED, text))) => Ok(Err(String::from_utf8_lossy(&text).into_owned())),
-            _ => Err(()),
+            Some(a) => Asked::Answer(a),
+            None => Asked::Died(self.bury(&format!(
+                "the template took longer than {} s to render: loops and filters must stay small",
+                time.as_secs_f64()
+            ))),
         }
     }
 
     /// The helper ended without answering: why, and a fresh one next time.
-    fn bury(&self) -> String {
+    fn bury(&self, timed_out: &str) -> String {
         let Some(helper) = self.helper.borrow_mut().take() else {
             return "the template helper is gone".into();
         };
         *self.sent.borrow_mut() = None;
         let ended = helper.finish();
         if ended.killed_for.is_some() {
-            return format!(
-                "the template took longer than {} s to render: loops and filters must stay small",
-                RENDER_TIME.as_secs()
-            );
+            return timed_out.to_string();
         }
         if ended.out_of_memory() {
             return format!(
-                "rendering it needed more than {HELPER_MEMORY_MB} MiB of memory: a template may not build \
-                 values that large (a long string joined, indented, replaced or repeated)"
+                "it needed more than {HELPER_MEMORY_MB} MiB of memory: a template may not build values that \
+                 large (a long string joined, indented, replaced or repeated), nor a YAML file expand that far"
             );
         }
         format!(
@@ -210,25 +230,109 @@ impl RenderSession {
             ended.stderr.trim()
         )
     }
+
+    /// Charge `spent` to `batch` of `tenant`.
+    fn charge(&self, tenant: &str, batch: &str, spent: Spent) {
+        let mut all = self.spent.borrow_mut();
+        let e = all
+            .entry(tenant.to_string())
+            .or_default()
+            .entry(batch.to_string())
+            .or_default();
+        e.bytes += spent.bytes;
+        e.time += spent.time;
+    }
+
+    /// Why `tenant` may render no more, naming the batches that spent its
+    /// budget; None while it may.
+    fn tenant_spent(&self, tenant: &str) -> Option<String> {
+        let all = self.spent.borrow();
+        let batches = all.get(tenant)?;
+        let bytes: usize = batches.values().map(|s| s.bytes).sum();
+        let time: Duration = batches.values().map(|s| s.time).sum();
+        let (what, key): (String, fn(&Spent) -> u128) = if bytes > MAX_FOLDER_RENDERED_BYTES {
+            (
+                format!(
+                    "render to more than {} MiB",
+                    MAX_FOLDER_RENDERED_BYTES >> 20
+                ),
+                |s| s.bytes as u128,
+            )
+        } else if time > TENANT_RENDER_TIME {
+            (
+                format!(
+                    "took more than {} s to render",
+                    TENANT_RENDER_TIME.as_secs()
+                ),
+                |s| s.time.as_millis(),
+            )
+        } else {
+            return None;
+        };
+        let mut top: Vec<(&String, &Spent)> = batches.iter().collect();
+        top.sort_by_key(|(_, s)| std::cmp::Reverse(key(s)));
+        let named: Vec<String> = top
+            .iter()
+            .take(3)
+            .map(|(b, s)| format!("{b} ({} KiB, {:.1} s)", s.bytes >> 10, s.time.as_secs_f64()))
+            .collect();
+        Some(format!(
+            "the templates of {tenant} {what} in all, so no more of its batches are rendered; most was spent by {}",
+            named.join(", ")
+        ))
+    }
 }
 
-/// A batch's renderer: the folder's session and the batch's include scope.
+/// The helper's answer within `time`: Some(rendered or refused), or None
+/// when none came (it died or ran out of time, or could not be sent to).
+fn read_answer(
+    helper: &mut child::Child,
+    sent: bool,
+    time: Duration,
+) -> Option<Result<String, String>> {
+    if !sent {
+        return None;
+    }
+    helper.set_deadline(Some(Instant::now() + time));
+    let answer = helper.read_frame();
+    helper.set_deadline(None);
+    match answer {
+        Ok(Some((tag::RENDERED, text))) => Some(Ok(String::from_utf8_lossy(&text).into_owned())),
+        Ok(Some((tag::FAILED, text))) => Some(Err(String::from_utf8_lossy(&text).into_owned())),
+        _ => None,
+    }
+}
+
+/// A batch's renderer: the folder's session, the batch's include scope,
+/// and the budgets it draws on.
 pub struct TemplateRenderer {
     session: Rc<RenderSession>,
     scope: IncludeScope,
+    batch: String,
+    /// The policy folder the batch is in, or the metrics folder.
+    tenant: String,
+    spent: Cell<Spent>,
 }
 
 impl TemplateRenderer {
-    pub fn new(session: &Rc<RenderSession>, scope: IncludeScope) -> Self {
+    pub fn new(
+        session: &Rc<RenderSession>,
+        scope: IncludeScope,
+        batch: &str,
+        tenant: &str,
+    ) -> Self {
         TemplateRenderer {
             session: session.clone(),
             scope,
+            batch: batch.to_string(),
+            tenant: tenant.to_string(),
+            spent: Cell::new(Spent::default()),
         }
     }
 
     /// A renderer with a session of its own (one render at use).
     pub fn standalone(root: &Path, scope: IncludeScope) -> Self {
-        Self::new(&RenderSession::new(root), scope)
+        Self::new(&RenderSession::new(root), scope, "", "the metrics folder")
     }
 
     /// The metrics folder includes are read from.
@@ -249,7 +353,40 @@ impl TemplateRenderer {
     /// [`TemplateRenderer::render`] with variables made once for many
     /// templates.
     pub fn render_with(&self, vars: &Variables, name: &str, text: &str) -> Result<String, String> {
-        self.session.render(&self.scope, &vars.0, name, text)
+        if let Some(why) = self.session.tenant_spent(&self.tenant) {
+            return Err(why);
+        }
+        let spent = self.spent.get();
+        if spent.bytes > BATCH_RENDERED_BYTES || spent.time >= BATCH_RENDER_TIME {
+            return Err(format!(
+                "this batch's templates render to more than {} MiB or take more than {} s in all",
+                BATCH_RENDERED_BYTES >> 20,
+                BATCH_RENDER_TIME.as_secs()
+            ));
+        }
+        let time = RENDER_TIME.min(BATCH_RENDER_TIME - spent.time);
+        let started = Instant::now();
+        let asked = self.session.ask(&self.scope, &vars.0, name, text, time);
+        let now = Spent {
+            bytes: match &asked {
+                Asked::Answer(Ok(t)) => t.len(),
+                _ => 0,
+            },
+            time: started.elapsed(),
+        };
+        self.spent.set(Spent {
+            bytes: spent.bytes + now.bytes,
+            time: spent.time + now.time,
+        });
+        self.session.charge(&self.tenant, &self.batch, now);
+        let rendered = match asked {
+            Asked::Answer(a) => a?,
+            Asked::Died(why) => return Err(why),
+        };
+        if let Some(why) = self.session.tenant_spent(&self.tenant) {
+            return Err(why);
+        }
+        Ok(rendered)
     }
 }
 
@@ -309,8 +446,26 @@ fn serve_on(input: &mut impl Read, output: &mut impl Write) -> Result<(), String
                 child::write_frame(output, t, text.as_bytes()).map_err(|e| e.to_string())?;
                 output.flush().map_err(|e| e.to_string())?;
             }
+            tag::YAML => {
+                let text = String::from_utf8_lossy(&payload);
+                let (t, answer) = match parse_yaml(&text) {
+                    Ok(parsed) => (tag::RENDERED, parsed),
+                    Err(message) => (tag::FAILED, message),
+                };
+                child::write_frame(output, t, answer.as_bytes()).map_err(|e| e.to_string())?;
+                output.flush().map_err(|e| e.to_string())?;
+            }
             other => return Err(format!("unknown frame {other}")),
         }
     }
     Ok(())
+}
+
+/// A YAML text within its budget, parsed and written again plainly (no
+/// aliases, block style): what the loader then reads in its own process is
+/// linear to parse.
+fn parse_yaml(text: &str) -> Result<String, String> {
+    super::yaml_budget::check_expanded(text, super::yaml_budget::MAX_EXPANDED_BYTES)?;
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    serde_yaml_ng::to_string(&value).map_err(|e| e.to_string())
 }

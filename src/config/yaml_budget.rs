@@ -24,6 +24,29 @@ pub const MAX_EXPANDED_BYTES: usize = 32 << 20;
 /// and its place in a list or map).
 pub const NODE_BYTES: usize = 64;
 
+/// What the merged configurations of one folder's batches may cost in all
+/// (see [`cost`]): the defaults are every batch's, so their size counts
+/// once per batch.
+pub const MAX_FOLDER_CONFIG_BYTES: usize = 256 << 20;
+
+/// What a parsed value costs, as [`check_expanded`] counts it.
+pub fn cost(value: &serde_yaml_ng::Value) -> usize {
+    use serde_yaml_ng::Value;
+    NODE_BYTES
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Sequence(items) => items.iter().map(cost).sum(),
+            Value::Mapping(m) => mapping_cost(m) - NODE_BYTES,
+            Value::Tagged(t) => cost(&t.value),
+            _ => 0,
+        }
+}
+
+/// What a mapping costs, as [`cost`] counts it.
+pub fn mapping_cost(m: &serde_yaml_ng::Mapping) -> usize {
+    NODE_BYTES + m.iter().map(|(k, v)| cost(k) + cost(v)).sum::<usize>()
+}
+
 /// Check that `text` expands to at most `cap` bytes; the error says so.
 pub fn check_expanded(text: &str, cap: usize) -> Result<(), String> {
     let used = Cell::new(0usize);

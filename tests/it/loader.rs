@@ -230,7 +230,10 @@ fn a_folder_renders_to_a_bounded_total() {
     let (out, code, rss_kb, _) = validate(&f);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("the metrics folder's templates render to more than 64 MiB in all"),
+        out.contains(
+            "the templates of the metrics folder render to more than 64 MiB in all, so no more of its \
+             batches are rendered; most was spent by b"
+        ),
         "{out}"
     );
     assert!(rss_kb < VALIDATE_RSS_KB, "{rss_kb} KiB");
@@ -419,4 +422,90 @@ fn a_foreign_claim_on_a_bound_name_is_refused_alone_and_grants_bind_one_folder()
     )
     .expect_err("bound twice");
     assert!(e.contains("the name is bound to evil/ and victim/"), "{e}");
+}
+
+/// A tenant that spends its rendering budget stops only its own batches:
+/// with the policy's folders, each folder has a budget of its own, and the
+/// error names who spent it.
+#[test]
+fn one_tenant_spending_its_render_budget_leaves_the_others_loading() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = policy_file(
+        &dir,
+        "folders:\n  aaa_greedy: {batches: [\"g*\"]}\n  victim: {batches: [victim]}\n",
+    )
+    .expect("policy");
+    let f = Folder::with_defaults();
+    for i in 0..12 {
+        f.write(
+            &format!("aaa_greedy/g{i}.yaml"),
+            &format!(
+                "metric_batch: g{i}\n{SQL}train_sql: \"{{{{ 'x' * 4000000 }}}}\"\nscore_sql: \"{{{{ 'y' * 4000000 }}}}\"\n"
+            ),
+        );
+    }
+    f.write(
+        "victim/victim.yaml",
+        &format!("metric_batch: victim\n{SQL}"),
+    );
+    let folder = config::load_with_policy(f.path(), &Default::default(), &p);
+    assert!(folder.batch("victim").is_some(), "{:?}", folder.errors);
+    let errs: Vec<String> = folder.errors.iter().map(ToString::to_string).collect();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("the templates of aaa_greedy/ render to more than 64 MiB in all")),
+        "{errs:?}"
+    );
+}
+
+/// Deeply nested brackets, which keep a YAML parser busy for minutes, are
+/// refused at the parse's deadline; and a defaults file copied into every
+/// batch counts once per batch.
+#[test]
+fn yaml_that_parses_slowly_or_multiplies_through_the_defaults_is_refused() {
+    let f = Folder::with_defaults();
+    let depth = 200_000;
+    f.write(
+        "deep/deep.yaml",
+        &format!(
+            "metric_batch: deep\nx: {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
+    );
+    let (out, code, _, took) = validate(&f);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}: invalid YAML: parsing it took longer than 2 s (deep nesting?)",
+            f.shown("deep/deep.yaml")
+        )),
+        "{out}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+
+    let g = Folder::with_defaults();
+    let mut defaults =
+        std::fs::read_to_string(g.path().join("defaults/defaults.yaml")).expect("read");
+    defaults.push_str(&format!(
+        "big: &big [{}]\nbigger: [{}]\n",
+        vec!["\"xxxxxxxxxxxxxxxx\""; 1000].join(", "),
+        vec!["*big"; 250].join(", ")
+    ));
+    g.write("defaults/defaults.yaml", &defaults);
+    for i in 0..30 {
+        g.write(
+            &format!("b{i}/b{i}.yaml"),
+            &format!("metric_batch: b{i}\n{SQL}"),
+        );
+    }
+    let (out, code, rss_kb, _) = validate(&g);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "not loaded: the folder's batch configurations expand to more than 256 MiB in all"
+        ),
+        "{out}"
+    );
+    assert!(rss_kb < VALIDATE_RSS_KB, "{rss_kb} KiB");
 }
