@@ -104,6 +104,8 @@ pub enum RowsError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{job} SQL returned more than {max} metrics; a batch's job reads at most {max}")]
+    TooManyMetrics { job: &'static str, max: usize },
     /// A template returned a name ingest would have refused.
     #[error("{job} SQL: {source}")]
     Name {
@@ -146,6 +148,23 @@ fn as_f64(
         })
 }
 
+/// How much of a template's result a job takes: each metric becomes a
+/// series of its own, so their number is bounded besides the bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesLimits {
+    pub caps: crate::store::ResultCaps,
+    pub max_metrics: usize,
+}
+
+impl SeriesLimits {
+    /// A job's: far more metrics than a batch has (Anomstack's largest
+    /// examples have about a hundred).
+    pub const JOB: SeriesLimits = SeriesLimits {
+        caps: crate::store::ResultCaps::TEMPLATE,
+        max_metrics: 10_000,
+    };
+}
+
 /// Run `sql`, a template of `spec`'s batch, over its rows, and group the
 /// result by `metric_name`, in row order (the shipped templates order by
 /// name, then time). Numeric columns other than the three required ones
@@ -156,12 +175,18 @@ pub fn series_by_metric(
     sql: &str,
     job: &'static str,
 ) -> Result<BTreeMap<String, Series>, RowsError> {
-    let batches = store.query_batch_sql(
-        &spec.table_key,
-        &spec.metric_batch,
-        sql,
-        crate::store::ResultCaps::TEMPLATE,
-    )?;
+    series_within(store, spec, sql, job, SeriesLimits::JOB)
+}
+
+/// [`series_by_metric`] within `limits`.
+pub fn series_within(
+    store: &Store,
+    spec: &BatchSpec,
+    sql: &str,
+    job: &'static str,
+    limits: SeriesLimits,
+) -> Result<BTreeMap<String, Series>, RowsError> {
+    let batches = store.query_batch_sql(&spec.table_key, &spec.metric_batch, sql, limits.caps)?;
     let mut out: BTreeMap<String, Series> = BTreeMap::new();
     for b in &batches {
         let ts = cast(
@@ -209,6 +234,12 @@ pub fn series_by_metric(
         for i in 0..b.num_rows() {
             if names.is_null(i) || ts.is_null(i) {
                 continue;
+            }
+            if out.len() >= limits.max_metrics && !out.contains_key(names.value(i)) {
+                return Err(RowsError::TooManyMetrics {
+                    job,
+                    max: limits.max_metrics,
+                });
             }
             let s = out.entry(names.value(i).to_string()).or_default();
             s.timestamps_us.push(ts.value(i));

@@ -21,6 +21,9 @@ pub struct NewestValue {
 /// Per metric name, the timestamps (µs) that have a row of some type.
 pub type TimestampsByMetric = BTreeMap<String, BTreeSet<i64>>;
 
+/// Takes rows as they are read (see [`MetricsStore::stream_rows`]).
+pub type RowSink<'a> = dyn FnMut(RecordBatch) -> Result<(), StoreError> + 'a;
+
 /// Shown a batch's rows, answers the positions of those to delete (see
 /// [`MetricsStore::delete_picked`]).
 pub type PickRows<'a> = dyn FnMut(&[RecordBatch]) -> Result<Vec<usize>, StoreError> + 'a;
@@ -62,13 +65,29 @@ pub trait MetricsStore {
     ) -> Result<Vec<NewestValue>, StoreError>;
 
     /// The rows of `batch` in `table_key` (every batch's when None), in
-    /// [`super::metrics_schema`]; none when the table does not exist. What
-    /// a batch's SQL runs over ([`super::confined`]).
+    /// [`super::metrics_schema`], handed to `each` a record batch at a
+    /// time as they are read (what a batch's SQL runs over: see
+    /// [`super::confined`]); none when the table does not exist.
+    fn stream_rows(
+        &self,
+        table_key: &str,
+        batch: Option<&str>,
+        each: &mut RowSink<'_>,
+    ) -> Result<(), StoreError>;
+
+    /// [`MetricsStore::stream_rows`], collected.
     fn read_rows(
         &self,
         table_key: &str,
         batch: Option<&str>,
-    ) -> Result<Vec<RecordBatch>, StoreError>;
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let mut out = Vec::new();
+        self.stream_rows(table_key, batch, &mut |b| {
+            out.push(b);
+            Ok(())
+        })?;
+        Ok(out)
+    }
 
     /// Delete some of `batch`'s rows of `table_key`, in one transaction:
     /// `pick` is shown the batch's rows (as [`MetricsStore::read_rows`]

@@ -143,14 +143,18 @@ impl Store {
     ) -> Result<Vec<RecordBatch>, StoreError> {
         let table = TableKey::parse(table_key)?;
         let own = (!self.confined.reads_other_batches).then_some(batch);
-        let rows = self.backend.read_rows(table_key, own)?;
         let statement = confined::Statement {
             table: &table,
             sql,
             settings: &self.confined,
             stop: Some(self.stop.clone()),
         };
-        Ok(confined::query(&statement, &rows, caps)?)
+        let backend = &self.backend;
+        confined::query(
+            &statement,
+            &mut |each| backend.stream_rows(table_key, own, each),
+            caps,
+        )
     }
 
     /// Run batch `batch`'s `delete_sql` over its own rows of `table_key` in
@@ -170,7 +174,7 @@ impl Store {
             stop: Some(self.stop.clone()),
         };
         self.backend.delete_picked(table_key, batch, &mut |rows| {
-            Ok(confined::delete(&statement, rows)?)
+            confined::delete(&statement, rows)
         })
     }
 

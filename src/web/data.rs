@@ -6,8 +6,20 @@ use std::collections::BTreeMap;
 
 use crate::config::BatchSpec;
 use crate::domain::Series;
-use crate::jobs::rows::series_by_metric;
+use crate::jobs::rows::{series_within, SeriesLimits};
 use crate::store::{Anomaly, Store, StoreError, Vote};
+
+/// What one page's charts may take: a page of a thousand charts is
+/// already more than anyone reads, and every view runs the query again.
+pub const DASHBOARD_LIMITS: SeriesLimits = SeriesLimits {
+    caps: crate::store::ResultCaps {
+        max_rows: None,
+        max_bytes: Some(64 << 20),
+        rows_key: "",
+        bytes_key: "a page's charts",
+    },
+    max_metrics: 1_000,
+};
 
 /// `dashboard_sql`'s series by metric. The template is rendered here, with
 /// Anomstack's run-time variable `last_n`: the points a chart shows
@@ -32,7 +44,7 @@ pub fn chart_series(
         .map_err(|e| format!("batch {batch}: {e}"))?;
     let limit = std::time::Duration::from_secs_f64(spec.jobs.timeout_s);
     match store.with_time_limit(limit, |store| {
-        series_by_metric(store, spec, &sql, "dashboard")
+        series_within(store, spec, &sql, "dashboard", DASHBOARD_LIMITS)
     }) {
         (Ok(series), _) => Ok(series),
         (Err(_), true) => Err(format!(

@@ -618,3 +618,102 @@ fn a_result_is_measured_as_sent_and_refused_before_it_is_read() {
         "{e}"
     );
 }
+
+/// A template's result becomes a series per metric in sandstack's own
+/// process: their number is bounded (a job's 10,000, a page's 1,000), and
+/// only so many helpers run at once, however many pages are asked for.
+#[test]
+fn results_of_countless_metrics_are_refused_and_helpers_run_a_few_at_a_time() {
+    let f = Folder::with_defaults();
+    f.write(
+        "wide/wide.yaml",
+        &format!(
+            "metric_batch: wide\n{SQL_INGEST}dashboard_sql: \"SELECT now() AS metric_timestamp, 'm' || i AS metric_name, \
+             1 AS metric_value FROM range(2000) t(i)\"\ntrain_sql: \"SELECT now() AS metric_timestamp, 'm' || i AS \
+             metric_name, 1 AS metric_value FROM range(20000) t(i)\"\n"
+        ),
+    );
+    let spec = f.spec("wide", &[]);
+    let mut store = Store::in_memory().expect("store");
+    let e = sandstack::web::data::chart_series(&spec, &mut store).expect_err("2000 charts");
+    assert_eq!(
+        e,
+        "batch wide: dashboard SQL returned more than 1000 metrics; a batch's job reads at most 1000"
+    );
+    let models = tempfile::tempdir().expect("tmp");
+    let e = sandstack::jobs::train::run(&spec, &store, models.path())
+        .expect_err("20000 metrics")
+        .to_string();
+    assert!(
+        e.contains("train SQL returned more than 10000 metrics"),
+        "{e}"
+    );
+
+    // Six queries at once with two slots: they all finish, and at most two
+    // helpers run at any moment.
+    // A memory limit no other test uses tells these helpers apart.
+    let store = Store::in_memory().expect("store").with_confined_settings(
+        sandstack::store::ConfinedSettings {
+            max_helpers: 2,
+            memory_mb: 777,
+            ..Default::default()
+        },
+    );
+    let peak = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let n = helpers_running();
+                peak.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                let st = store.try_clone().expect("clone");
+                s.spawn(move || {
+                    st.query_batch_sql(
+                        "metrics",
+                        "wide",
+                        "SELECT count(*) AS n FROM range(300000000)",
+                        ResultCaps::TEMPLATE,
+                    )
+                    .expect("runs")
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("join");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(peak, 2, "helpers at once");
+}
+
+/// This process's SQL helpers with a 777 MiB memory limit (their data
+/// limit is 777 + 256 MiB).
+fn helpers_running() -> usize {
+    let me = std::process::id().to_string();
+    let data_limit = ((777u64 + 256) << 20).to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let limits = std::fs::read_to_string(e.path().join("limits")).unwrap_or_default();
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .unwrap_or("");
+            ppid == me
+                && limits.lines().any(|l| {
+                    l.starts_with("Max data size")
+                        && l.split_whitespace().nth(3) == Some(&data_limit)
+                })
+        })
+        .count()
+}

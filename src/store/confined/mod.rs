@@ -20,15 +20,15 @@
 
 mod helper;
 
-use std::io::Write;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use super::TableKey;
+use super::metrics::RowSink;
+use super::{StoreError, TableKey};
 use crate::child;
 
 pub use helper::serve;
@@ -52,6 +52,9 @@ pub struct ConfinedSettings {
     pub reads_other_batches: bool,
     /// How long one statement may run when no job time limit is set.
     pub default_time: Duration,
+    /// Helpers that may run at once in this process (each may use
+    /// `memory_mb`); more wait for a slot.
+    pub max_helpers: usize,
 }
 
 impl Default for ConfinedSettings {
@@ -61,6 +64,61 @@ impl Default for ConfinedSettings {
             threads: 1,
             reads_other_batches: false,
             default_time: Duration::from_secs(300),
+            max_helpers: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+        }
+    }
+}
+
+/// The helpers running in this process.
+static HELPERS: Slots = Slots {
+    running: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+/// A count of running helpers, and a wait for one to end.
+struct Slots {
+    running: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A slot taken; given back when dropped.
+struct Slot(&'static Slots);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
+}
+
+impl Slots {
+    /// A slot once fewer than `max` helpers run; refused at `deadline` or
+    /// when `stop` is set, as the statement would be.
+    fn take(
+        &'static self,
+        max: usize,
+        deadline: Instant,
+        stop: Option<&AtomicBool>,
+    ) -> Result<Slot, ConfinedError> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if *running < max.max(1) {
+                *running += 1;
+                return Ok(Slot(self));
+            }
+            let now = Instant::now();
+            if now >= deadline || stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                return Err(ConfinedError::TimedOut);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            running = self
+                .freed
+                .wait_timeout(running, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 }
@@ -235,12 +293,16 @@ impl Answer for Rows {
     }
 }
 
-/// Run a query over `rows`; its result, within `caps`.
+/// What hands the helper its rows, one record batch at a time, as the
+/// store reads them (see [`crate::store::MetricsStore::stream_rows`]).
+pub(crate) type Feed<'a> = dyn FnMut(&mut RowSink<'_>) -> Result<(), StoreError> + 'a;
+
+/// Run a query over the rows `feed` gives; its result, within `caps`.
 pub(crate) fn query(
     st: &Statement<'_>,
-    rows: &[RecordBatch],
+    feed: &mut Feed<'_>,
     caps: ResultCaps,
-) -> Result<Vec<RecordBatch>, ConfinedError> {
+) -> Result<Vec<RecordBatch>, StoreError> {
     let mut answer = Rows {
         out: Vec::new(),
         rows: 0,
@@ -248,7 +310,7 @@ pub(crate) fn query(
         caps,
         memory_mb: st.settings.memory_mb,
     };
-    run(st, Mode::Query, rows, &mut answer)?;
+    run(st, Mode::Query, feed, &mut answer)?;
     Ok(answer.out)
 }
 
@@ -286,27 +348,27 @@ impl Answer for Removed {
 
 /// Run a DELETE over `rows`; the positions (in `rows`, counted across
 /// its batches) of the rows it removed.
-pub(crate) fn delete(
-    st: &Statement<'_>,
-    rows: &[RecordBatch],
-) -> Result<Vec<usize>, ConfinedError> {
+pub(crate) fn delete(st: &Statement<'_>, rows: &[RecordBatch]) -> Result<Vec<usize>, StoreError> {
     let mut answer = Removed {
         total: rows.iter().map(RecordBatch::num_rows).sum(),
         positions: Vec::new(),
     };
-    run(st, Mode::Delete, rows, &mut answer)?;
+    let mut feed = |each: &mut RowSink<'_>| rows.iter().try_for_each(|b| each(b.clone()));
+    run(st, Mode::Delete, &mut feed, &mut answer)?;
     Ok(answer.positions)
 }
 
-/// Start the helper, send it the statement and the rows (from another
-/// thread: it may refuse the statement before reading them), and hand each
-/// frame it answers to `answer` until it is done.
+/// Start the helper (when a slot is free: see [`HELPERS`]), send it the
+/// statement and then the rows as `feed` reads them, while another thread
+/// hands each frame it answers to `answer` until it is done. The helper
+/// may answer before it has read every row (a refusal, a cap reached):
+/// then it is stopped, and the feed ends at its next write.
 fn run(
     st: &Statement<'_>,
     mode: Mode,
-    rows: &[RecordBatch],
-    answer: &mut dyn Answer,
-) -> Result<(), ConfinedError> {
+    feed: &mut Feed<'_>,
+    answer: &mut (dyn Answer + Send),
+) -> Result<(), StoreError> {
     let settings = st.settings;
     let header = Header {
         schema: st.table.schema.clone(),
@@ -318,40 +380,81 @@ fn run(
     };
     let header = serde_json::to_vec(&header).map_err(|e| ConfinedError::Protocol(e.to_string()))?;
     let deadline = Instant::now() + settings.default_time;
+    let _slot = HELPERS.take(settings.max_helpers, deadline, st.stop.as_deref())?;
     let mut helper = child::spawn(
         ROLE,
         child::Limits {
             memory_bytes: (settings.memory_mb + OVERHEAD_MB) << 20,
             cpu_seconds: settings.default_time.as_secs().saturating_mul(2).max(10),
         },
-    )?;
+    )
+    .map_err(ConfinedError::from)?;
     helper.watch(Some(deadline), st.stop.clone());
-    let stdin = helper.take_stdin();
-    let outcome = std::thread::scope(|scope| {
-        // Errors writing are the helper's to explain (it stopped reading).
-        scope.spawn(move || {
-            if let Some(mut w) = stdin {
-                let _ = send(&mut w, &header, rows);
+    let stdin = helper
+        .take_stdin()
+        .ok_or_else(|| ConfinedError::Protocol("the helper has no input".into()))?;
+    let memory_mb = settings.memory_mb;
+    let (fed, answered) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let outcome = read_answer(&mut helper, answer, memory_mb);
+            if !matches!(outcome, Ok(true)) {
+                // Stop it: its input may still be coming.
+                helper.kill();
             }
+            outcome
         });
-        read_answer(&mut helper, answer, settings.memory_mb)
+        let fed = send(stdin, &header, feed);
+        let answered = reader
+            .join()
+            .unwrap_or_else(|_| Err(ConfinedError::Protocol("its reader panicked".into())));
+        (fed, answered)
     });
-    if outcome.is_err() {
-        helper.kill();
-    }
     let ended = helper.finish();
-    match outcome {
-        Ok(true) => Ok(()),
-        Err(e) => Err(e),
-        Ok(false) => Err(why_it_ended(&ended, settings.memory_mb)),
+    match (fed, answered) {
+        // The store failed to read the rows (its own time limit, say): the
+        // helper's complaint about rows that ended early is only a result.
+        (Err(Fed::Store(e)), _) => Err(e),
+        (_, Ok(true)) => Ok(()),
+        (_, Err(e)) => Err(e.into()),
+        (_, Ok(false)) => Err(why_it_ended(&ended, memory_mb).into()),
     }
+}
+
+/// Why sending the helper its work stopped.
+enum Fed {
+    /// It stopped reading: its answer says why.
+    Helper,
+    Store(StoreError),
+}
+
+/// Write the header, the rows as `feed` reads them, and the end.
+fn send(stdin: std::process::ChildStdin, header: &[u8], feed: &mut Feed<'_>) -> Result<(), Fed> {
+    let mut w = std::io::BufWriter::new(stdin);
+    let helper_gone = |_| Fed::Helper;
+    child::write_frame(&mut w, tag::HEADER, header).map_err(helper_gone)?;
+    let mut gone = false;
+    let fed = feed(&mut |batch: RecordBatch| {
+        let bytes = encode(&batch).map_err(|e| ConfinedError::Protocol(e.to_string()))?;
+        child::write_frame(&mut w, tag::ROWS, &bytes).map_err(|e| {
+            gone = true;
+            ConfinedError::Helper(child::ChildError::Io(e))
+        })?;
+        Ok(())
+    });
+    match fed {
+        Err(_) if gone => return Err(Fed::Helper),
+        Err(e) => return Err(Fed::Store(e)),
+        Ok(()) => {}
+    }
+    child::write_frame(&mut w, tag::END, &[]).map_err(helper_gone)?;
+    std::io::Write::flush(&mut w).map_err(helper_gone)
 }
 
 /// Frames until DONE (true) or the end of the output (false); an ERROR
 /// frame is the statement's refusal.
 fn read_answer(
     helper: &mut child::Child,
-    answer: &mut dyn Answer,
+    answer: &mut (dyn Answer + Send),
     memory_mb: u64,
 ) -> Result<bool, ConfinedError> {
     loop {
@@ -411,17 +514,6 @@ fn why_it_ended(ended: &child::Ended, memory_mb: u64) -> ConfinedError {
             format!(": {tail}")
         },
     }
-}
-
-fn send(w: &mut impl Write, header: &[u8], rows: &[RecordBatch]) -> std::io::Result<()> {
-    let mut w = std::io::BufWriter::new(w);
-    child::write_frame(&mut w, tag::HEADER, header)?;
-    for b in rows {
-        let bytes = encode(b).map_err(std::io::Error::other)?;
-        child::write_frame(&mut w, tag::ROWS, &bytes)?;
-    }
-    child::write_frame(&mut w, tag::END, &[])?;
-    w.flush()
 }
 
 /// One record batch as an Arrow IPC stream.

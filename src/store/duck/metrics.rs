@@ -9,7 +9,7 @@ use arrow::array::AsArray;
 
 use super::DuckStore;
 use crate::store::error::db_err;
-use crate::store::metrics::{MetricsStore, NewestValue, PickRows, TimestampsByMetric};
+use crate::store::metrics::{MetricsStore, NewestValue, PickRows, RowSink, TimestampsByMetric};
 use crate::store::{StoreError, TableKey};
 
 /// Column definitions, in table order.
@@ -188,27 +188,34 @@ impl MetricsStore for DuckStore {
         Ok(rows)
     }
 
-    fn read_rows(
+    fn stream_rows(
         &self,
         table_key: &str,
         batch: Option<&str>,
-    ) -> Result<Vec<RecordBatch>, StoreError> {
+        each: &mut RowSink<'_>,
+    ) -> Result<(), StoreError> {
         let key = TableKey::parse(table_key)?;
         if !table_exists(self.connection(), &key)? {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let t = key.quoted();
         let ctx = format!("reading the rows of {table_key}");
         let conn = self.connection();
-        let rows = match batch {
-            Some(b) => conn
-                .prepare(&format!("SELECT {COLUMNS} FROM {t} WHERE metric_batch = ?"))
-                .and_then(|mut s| s.query_arrow([b]).map(|a| a.collect())),
-            None => conn
-                .prepare(&format!("SELECT {COLUMNS} FROM {t}"))
-                .and_then(|mut s| s.query_arrow([]).map(|a| a.collect())),
+        let (sql, params): (String, Vec<&str>) = match batch {
+            Some(b) => (
+                format!("SELECT {COLUMNS} FROM {t} WHERE metric_batch = ?"),
+                vec![b],
+            ),
+            None => (format!("SELECT {COLUMNS} FROM {t}"), Vec::new()),
         };
-        rows.map_err(db_err(ctx))
+        let mut stmt = conn.prepare(&sql).map_err(db_err(&ctx))?;
+        let stream = stmt
+            .stream_arrow(duckdb::params_from_iter(params))
+            .map_err(db_err(&ctx))?;
+        for b in stream {
+            each(b.map_err(db_err(&ctx))?)?;
+        }
+        Ok(())
     }
 
     fn delete_picked(

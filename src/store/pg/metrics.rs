@@ -15,7 +15,7 @@ use super::micros::Micros;
 use super::migrations::SCHEMA_LOCK;
 use super::pg_err;
 use super::{arrow_rows, PgStore};
-use crate::store::metrics::{MetricsStore, NewestValue, PickRows, TimestampsByMetric};
+use crate::store::metrics::{MetricsStore, NewestValue, PickRows, RowSink, TimestampsByMetric};
 use crate::store::{StoreError, TableKey};
 
 fn create_sql(key: &TableKey) -> String {
@@ -243,42 +243,48 @@ impl MetricsStore for PgStore {
             .collect())
     }
 
-    fn read_rows(
+    fn stream_rows(
         &self,
         table_key: &str,
         batch: Option<&str>,
-    ) -> Result<Vec<RecordBatch>, StoreError> {
+        each: &mut RowSink<'_>,
+    ) -> Result<(), StoreError> {
+        use postgres::fallible_iterator::FallibleIterator;
         let key = TableKey::parse(table_key)?;
         if !self.table_exists(&key)? {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let t = super::quoted(&key);
         let ctx = format!("reading the rows of {table_key}");
         let mut conn = self.conn()?;
-        let stmt;
-        let rows = match batch {
-            Some(b) => {
-                stmt = conn
-                    .prepare(&format!(
-                        "SELECT {COLUMNS} FROM {t} WHERE metric_batch = $1"
-                    ))
-                    .map_err(pg_err(&ctx))?;
-                conn.query(&stmt, &[&b])
-            }
-            None => {
-                stmt = conn
-                    .prepare(&format!("SELECT {COLUMNS} FROM {t}"))
-                    .map_err(pg_err(&ctx))?;
-                conn.query(&stmt, &[])
-            }
-        }
-        .map_err(pg_err(&ctx))?;
-        let batch =
-            arrow_rows::to_batch(stmt.columns(), &rows).map_err(|message| StoreError::Sql {
+        let (sql, params): (String, Vec<&str>) = match batch {
+            Some(b) => (
+                format!("SELECT {COLUMNS} FROM {t} WHERE metric_batch = $1"),
+                vec![b],
+            ),
+            None => (format!("SELECT {COLUMNS} FROM {t}"), Vec::new()),
+        };
+        let stmt = conn.prepare(&sql).map_err(pg_err(&ctx))?;
+        let typed = stmt.clone();
+        let to_batch = |chunk: &[postgres::Row]| {
+            arrow_rows::to_batch(typed.columns(), chunk).map_err(|message| StoreError::Sql {
                 context: ctx.clone(),
                 message,
-            })?;
-        Ok(vec![batch])
+            })
+        };
+        let mut rows = conn.query_raw(&stmt, params).map_err(pg_err(&ctx))?;
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+        while let Some(row) = rows.next().map_err(pg_err(&ctx))? {
+            chunk.push(row);
+            if chunk.len() == STREAM_CHUNK {
+                each(to_batch(&chunk)?)?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            each(to_batch(&chunk)?)?;
+        }
+        Ok(())
     }
 
     fn delete_picked(
@@ -337,6 +343,9 @@ impl MetricsStore for PgStore {
         Ok(removed as usize)
     }
 }
+
+/// Rows per record batch when a batch's rows are streamed.
+const STREAM_CHUNK: usize = 8192;
 
 /// The metrics columns, in table order.
 const COLUMNS: &str =
