@@ -282,11 +282,13 @@ fn load_include(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(minijinja::Error::new(
                 ErrorKind::InvalidOperation,
+                // Relative to the folder: where it lies on the host is the
+                // operator's business.
                 format!(
-                    "include \"{name}\" not found: no such file {}",
-                    path.display()
+                    "include \"{name}\" not found: no such file {} in the metrics folder",
+                    normal.display()
                 ),
-            ))
+            ));
         }
         Err(e) => {
             return Err(minijinja::Error::new(
@@ -308,7 +310,7 @@ fn load_include(
         .map_err(|e| {
             minijinja::Error::new(
                 ErrorKind::InvalidOperation,
-                format!("include \"{name}\": cannot read {}: {e}", path.display()),
+                format!("include \"{name}\": cannot read {}: {e}", normal.display()),
             )
         })
 }
