@@ -35,7 +35,7 @@ pub use choices::{AlertMethod, Choice, CombinationMethod, ModelKind, ScheduleSta
 pub use cron_expr::CronExpr;
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
-pub use names::{check_batch_name, validate_table_key, MAX_BATCH_NAME_LEN};
+pub use names::{check_batch_name, check_table_key_syntax, validate_table_key, MAX_BATCH_NAME_LEN};
 pub use policy::Policy;
 pub use render::{render_at_use, with_values};
 pub use sections::{

@@ -25,29 +25,39 @@ pub fn check_batch_name(name: &str) -> Result<(), String> {
 }
 
 /// `table_key` may be `table` or `schema.table`, each an SQL identifier, as
-/// Anomstack's `tmp.metrics`. Anything else is refused: it is spliced into
-/// SQL.
+/// Anomstack's `tmp.metrics`, and not one of the names sandstack and the
+/// engines keep for themselves. Anything else is refused: it is spliced into
+/// SQL, and a batch claiming `sandstack_runs` would write the run history.
 pub fn validate_table_key(key: &str) -> Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() > 2 {
-        return Err("use `table` or `schema.table`".into());
-    }
+    check_table_key_syntax(key)?;
     // sandstack's own tables (run history, pauses, claims) and the engines'
     // catalogs are not a batch's to claim as its metrics table.
     let lower = key.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('.').collect();
     let reserved_prefix = ["sandstack_", "pg_", "duckdb_", "sqlite_"];
     let reserved_schema = ["information_schema", "pg_catalog", "temp", "system"];
-    if parts.iter().any(|p| {
-        reserved_prefix
-            .iter()
-            .any(|r| p.to_ascii_lowercase().starts_with(r))
-    }) || (parts.len() == 2 && reserved_schema.contains(&parts[0].to_ascii_lowercase().as_str()))
+    if parts
+        .iter()
+        .any(|p| reserved_prefix.iter().any(|r| p.starts_with(r)))
+        || (parts.len() == 2 && reserved_schema.contains(&parts[0]))
     {
         return Err(format!(
             "`{lower}` is reserved: names starting with sandstack_, pg_, duckdb_ or sqlite_ and the schemas {} \
              belong to sandstack and the database engines",
             reserved_schema.join(", ")
         ));
+    }
+    Ok(())
+}
+
+/// The form alone: `table` or `schema.table`, each a plain SQL identifier.
+/// The store checks this on every key it quotes; which names a batch may
+/// claim is the loader's rule (`validate_table_key`), so sandstack's own
+/// scratch tables (the store benchmark's) can still be reached.
+pub fn check_table_key_syntax(key: &str) -> Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() > 2 {
+        return Err("use `table` or `schema.table`".into());
     }
     for part in parts {
         let mut chars = part.chars();

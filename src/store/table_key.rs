@@ -11,7 +11,7 @@ pub struct TableKey {
 
 impl TableKey {
     pub fn parse(key: &str) -> Result<Self, StoreError> {
-        crate::config::validate_table_key(key).map_err(|message| StoreError::TableKey {
+        crate::config::check_table_key_syntax(key).map_err(|message| StoreError::TableKey {
             key: key.to_string(),
             message,
         })?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sandstack::store::{RunFilter, Store};
 
-use crate::support::{spawn_run, Folder};
+use crate::support::{run_command, Folder};
 
 /// Rows per ingest run (one per metric, all at the run's instant).
 const PER_RUN: i64 = 5;
@@ -24,13 +24,11 @@ fn twenty_hard_kills_leave_no_partial_run() {
         &format!(
             "metric_batch: \"k\"\n\
              ingest_sql: \"SELECT now() AS metric_timestamp, 'm' || i AS metric_name, random() AS metric_value FROM range({PER_RUN}) t(i)\"\n\
-             model_path: \"local://{}\"\n\
              train_min_n: 3\n\
              preprocess_params: {{diff_n: 0, smooth_n: 1, lags_n: 0, freq: null, freq_agg: mean}}\n\
              ingest_cron_schedule: \"* * * * * *\"\ningest_default_schedule_status: RUNNING\n\
              train_cron_schedule: \"* * * * * *\"\ntrain_default_schedule_status: RUNNING\n\
-             score_cron_schedule: \"* * * * * *\"\nscore_default_schedule_status: RUNNING\n",
-            models.display()
+             score_cron_schedule: \"* * * * * *\"\nscore_default_schedule_status: RUNNING\n"
         ),
     );
     let db = tmp.path().join("k.duckdb");
@@ -47,7 +45,15 @@ fn twenty_hard_kills_leave_no_partial_run() {
             .wrapping_add(1442695040888963407);
         let ms = 300 + (seed >> 33) % 1700;
         moments.push(ms);
-        let mut child = spawn_run(&f, &db, &[]);
+        // Models go where the operator says (a batch's own model_path must
+        // stay below the working directory).
+        let mut child = run_command(&f, &db, &[])
+            .env(
+                "ANOMSTACK_MODEL_PATH",
+                format!("local://{}", models.display()),
+            )
+            .spawn()
+            .expect("start sandstack run");
         std::thread::sleep(Duration::from_millis(ms));
         child.kill().expect("SIGKILL");
         let _ = child.wait();
@@ -69,6 +75,10 @@ fn twenty_hard_kills_leave_no_partial_run() {
         runs.iter()
             .any(|r| r.job == "ingest" && r.status.as_str() == "succeeded"),
         "some runs finished between the kills"
+    );
+    assert!(
+        !walk(&models).is_empty(),
+        "some models were saved between the kills (else their check above checked nothing)"
     );
 }
 

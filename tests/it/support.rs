@@ -298,8 +298,16 @@ pub fn validate(folder: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, Strin
 /// Start the real `sandstack run` on `folder` and `db`, without the
 /// dashboard, with `args` added; stdout is dropped, stderr piped.
 pub fn spawn_run(folder: &Folder, db: &Path, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args(["run", "--no-dashboard"])
+    run_command(folder, db, args)
+        .spawn()
+        .expect("start sandstack run")
+}
+
+/// The command `spawn_run` starts, for a test that sets more on it (the
+/// operator's environment).
+pub fn run_command(folder: &Folder, db: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"));
+    cmd.args(["run", "--no-dashboard"])
         .args(args)
         .arg("--metrics")
         .arg(folder.path())
@@ -307,9 +315,8 @@ pub fn spawn_run(folder: &Folder, db: &Path, args: &[&str]) -> std::process::Chi
         .arg(db)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start sandstack run")
+        .stderr(std::process::Stdio::piped());
+    cmd
 }
 
 /// Send SIGTERM to `child`.
