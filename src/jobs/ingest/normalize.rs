@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::SandboxLimits;
-use crate::sandbox::guest_text::{acts_on_terminal, one_line, truncate};
+use crate::escape::{acts_on_terminal, one_line, truncate};
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
 /// What normalisation produced.
