@@ -28,7 +28,7 @@ fn escape(c: char, out: &mut String) {
 }
 
 /// Guest text with its control characters escaped; newlines and tabs kept.
-pub fn clean(text: &str) -> String {
+pub fn terminal_block(text: &str) -> String {
     let escaped = |c: char| acts_on_terminal(c) && c != '\n' && c != '\t';
     if !text.chars().any(escaped) {
         return text.to_string();
@@ -53,7 +53,7 @@ pub fn truncate(text: &str, max_chars: usize) -> String {
 }
 
 /// Guest text on one line: control characters escaped, newlines as `\n`.
-pub fn one_line(text: &str) -> String {
+pub fn terminal_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -72,17 +72,17 @@ mod tests {
 
     #[test]
     fn escapes_terminal_controls_and_keeps_text() {
-        assert_eq!(clean("plain\n\ttext é"), "plain\n\ttext é");
+        assert_eq!(terminal_block("plain\n\ttext é"), "plain\n\ttext é");
         assert_eq!(
-            clean("\x1b]52;c;ZXZpbA==\x07\x1b[2J\rok\u{202e}"),
+            terminal_block("\x1b]52;c;ZXZpbA==\x07\x1b[2J\rok\u{202e}"),
             "\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{1b}[2J\\u{d}ok\\u{202e}"
         );
-        assert_eq!(clean("\u{9b}31m"), "\\u{9b}31m");
+        assert_eq!(terminal_block("\u{9b}31m"), "\\u{9b}31m");
     }
 
     #[test]
-    fn one_line_cannot_forge_a_line() {
-        let forged = one_line("fine\nerror: batch other: ingest exceeded ingest_fuel");
+    fn terminal_line_cannot_forge_a_line() {
+        let forged = terminal_line("fine\nerror: batch other: ingest exceeded ingest_fuel");
         assert!(!forged.contains('\n'));
         assert_eq!(
             forged,

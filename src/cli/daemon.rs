@@ -327,7 +327,7 @@ impl Daemon {
             r.wall_ms
         );
         if let Some(log) = r.log.as_deref().filter(|l| !l.trim().is_empty()) {
-            for line in crate::escape::clean(log.trim_end()).lines() {
+            for line in crate::escape::terminal_block(log.trim_end()).lines() {
                 println!("  {line}");
             }
         }
@@ -339,7 +339,7 @@ impl Daemon {
                 } else {
                     "error"
                 },
-                crate::escape::clean(e)
+                crate::escape::terminal_block(e)
             );
         }
         Ok(r.status == crate::store::RunStatus::Succeeded)

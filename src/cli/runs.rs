@@ -81,7 +81,7 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
         println!("  attempt   {}", r.attempt);
     }
     if let Some(w) = &r.worker {
-        println!("  worker    {}", crate::escape::clean(w));
+        println!("  worker    {}", crate::escape::terminal_block(w));
     }
     println!("  rows {}, fuel {}", r.rows, r.fuel);
     if let Some(c) = &r.cassette {
@@ -90,7 +90,7 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
     let block = |title: &str, text: &Option<String>| match text {
         Some(t) if !t.trim().is_empty() => {
             println!("--- {title} ---");
-            println!("{}", crate::escape::clean(t.trim_end()));
+            println!("{}", crate::escape::terminal_block(t.trim_end()));
         }
         _ => println!("--- {title}: none ---"),
     };
@@ -148,7 +148,7 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
             r.fuel,
             r.worker
                 .as_deref()
-                .map(|w| format!("  {}", crate::escape::clean(w)))
+                .map(|w| format!("  {}", crate::escape::terminal_block(w)))
                 .unwrap_or_default()
         );
         if let Some(e) = &r.error {

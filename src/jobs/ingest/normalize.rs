@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::SandboxLimits;
-use crate::escape::{acts_on_terminal, one_line, truncate};
+use crate::escape::{acts_on_terminal, terminal_line, truncate};
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
 /// What normalisation produced.
@@ -188,7 +188,7 @@ pub(crate) fn check_names(names: &StringArray, max_len: u64) -> Result<(), Inval
         Err(InvalidResult::BadName {
             row,
             problem,
-            shown: format!("\"{}\"", one_line(&truncate(name, 60))),
+            shown: format!("\"{}\"", terminal_line(&truncate(name, 60))),
         })
     };
     for (row, name) in names.iter().enumerate() {
@@ -328,7 +328,7 @@ fn to_timestamp(a: &ArrayRef) -> Result<ArrayRef, InvalidResult> {
             return Err(InvalidResult::BadTimestamp {
                 detail: format!(
                     "row {row} has \"{}\", which is not a readable date and time (or is out of range)",
-                    one_line(&shown)
+                    terminal_line(&shown)
                 ),
             });
         }

@@ -111,10 +111,7 @@ pub fn plain_text(text: &str) -> String {
                 out.push(' ');
             }
             _ if in_tag => {}
-            c if c.is_control()
-                || c.is_whitespace()
-                || crate::escape::acts_on_terminal(c) =>
-            {
+            c if c.is_control() || c.is_whitespace() || crate::escape::acts_on_terminal(c) => {
                 if !out.ends_with(' ') {
                     out.push(' ');
                 }
@@ -136,7 +133,7 @@ pub fn plain_text(text: &str) -> String {
 }
 
 fn shown(text: &str) -> String {
-    crate::escape::truncate(&crate::escape::one_line(text), 40)
+    crate::escape::truncate(&crate::escape::terminal_line(text), 40)
 }
 
 #[cfg(test)]
