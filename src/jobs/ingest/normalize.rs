@@ -376,12 +376,12 @@ pub fn restamp(rows: &RecordBatch, at_us: i64) -> RecordBatch {
     RecordBatch::try_new(rows.schema(), columns).unwrap_or_else(|_| rows.clone())
 }
 
-/// Rows of a normalised batch, as text, for printing.
+/// Rows of a normalised batch, as text, for printing (its metadata is the
+/// batch's text, escaped cell by cell).
 pub fn describe_rows(rows: &RecordBatch, limit: usize) -> String {
     let shown = rows.slice(0, rows.num_rows().min(limit));
-    let mut text = arrow::util::pretty::pretty_format_batches(&[shown])
-        .map(|t| t.to_string())
-        .unwrap_or_else(|e| format!("(cannot format rows: {e})"));
+    let mut text =
+        crate::escape::table(&[shown]).unwrap_or_else(|e| format!("(cannot format rows: {e})"));
     if rows.num_rows() > limit {
         text.push_str(&format!("\n... and {} more rows", rows.num_rows() - limit));
     }
