@@ -398,10 +398,18 @@ fn full_message(e: &anyhow::Error) -> String {
     text
 }
 
+/// Logs on stderr, every field escaped (`escape::log_fields`), in colour
+/// only on a terminal that has not asked for none (`NO_COLOR`): a file or a
+/// pipe (journald, a test) gets no escape sequence at all.
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sandstack=info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(crate::escape::log_fields())
+        .with_ansi(colour)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)

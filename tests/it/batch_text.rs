@@ -234,6 +234,52 @@ fn runs_show_a_stored_error_escaped_and_indented() {
 }
 
 #[test]
+fn a_log_line_holding_the_batch_text_stays_one_line() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/author.yaml",
+        &format!(
+            "metric_batch: \"author\"\n\
+             ingest_sql: \"SELECT 1\"\n\
+             tholdalert_methods: \"log\"\n\
+             tholdalert_thresholds:\n  m: {{upper: 1}}\n\
+             plot_sql: \"SELECT CAST({SQL_TEXT} AS INTEGER) AS n\"\n"
+        ),
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("d.duckdb");
+    {
+        let store = Store::open(&db).expect("db");
+        store.ensure_metrics_table("metrics").expect("table");
+        crate::support::duck(&store)
+            .execute_batch(
+                "INSERT INTO metrics VALUES (now()::TIMESTAMP, 'author', 'm', 'metric', 5.0, NULL)",
+            )
+            .expect("insert");
+    }
+    let out = sandstack(&["alert", "author"], &f, &db);
+    assert!(out.status.success(), "{out:?}");
+    let (_, stderr) = inert(&out);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no plots for the alerts"))
+        .unwrap_or_else(|| panic!("no warning about the plot: {stderr}"));
+    // After the time and level: DuckDB's words and its echo of the
+    // statement, all on this one line.
+    let (_, said) = line
+        .split_once("  WARN ")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        said.starts_with(
+            "batch author: no plots for the alerts: batch author: plot_sql: Conversion Error: \
+             Could not convert string '\\u{1b}]52;c;ZXZpbA==\\u{7}title\\nerror: batch victim: forged' \
+             to INT32\\n\\nLINE 1: SELECT CAST("
+        ),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_dry_run_shows_the_rows_metadata_escaped_in_its_cell() {
     let f = Folder::with_defaults();
     f.write(
