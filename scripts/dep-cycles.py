@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-LAYERS = ["child", "config", "domain", "file_names", "sandbox", "store", "models", "jobs",
+LAYERS = ["escape", "child", "config", "domain", "file_names", "sandbox", "store", "models", "jobs",
           "alerts", "scheduler", "web", "cli"]
 ROOT = "src"
 

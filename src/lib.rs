@@ -12,6 +12,7 @@ pub mod child;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod escape;
 pub mod file_names;
 pub mod jobs;
 pub mod llm;

@@ -131,13 +131,13 @@ impl Telemetry {
 
     /// A run written to the history.
     pub fn run_recorded(&self, run: &RecordedRun<'_>) {
-        let job = run.job.to_string();
-        let batch = run.batch.to_string();
+        let job = label(run.job);
+        let batch = label(run.batch);
         self.runs
             .get_or_create(&RunLabels {
                 batch: batch.clone(),
                 job: job.clone(),
-                status: run.status.to_string(),
+                status: label(run.status),
             })
             .inc();
         if !run.worked {
@@ -150,7 +150,7 @@ impl Telemetry {
             })
             .observe(run.seconds);
         self.scheduler_lag.observe(run.lag_seconds.max(0.0));
-        if job == "ingest" {
+        if run.job == "ingest" {
             let b = BatchLabels { batch };
             self.rows_ingested.get_or_create(&b).inc_by(run.rows);
             if run.fuel > 0 {
@@ -162,7 +162,7 @@ impl Telemetry {
     /// One channel's delivery of one message.
     pub fn delivered(&self, channel: &str, ok: bool) {
         let labels = ChannelLabels {
-            channel: channel.to_string(),
+            channel: label(channel),
         };
         if ok {
             self.alerts_sent.get_or_create(&labels).inc();
@@ -178,6 +178,14 @@ impl Telemetry {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// A label value. Batch names are held to `[A-Za-z0-9_.-]` at load and the
+/// others are sandstack's own words, but a label is escaped whatever it
+/// holds: `escape::prometheus_label` makes it one line with no control
+/// character, and prometheus-client then quotes `\\`, `"` and `\n`.
+fn label(text: &str) -> String {
+    crate::escape::prometheus_label(text)
 }
 
 /// What the history holds of a run, for [`Telemetry::run_recorded`].
@@ -218,6 +226,31 @@ pub fn global() -> &'static Telemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let t = Telemetry::new();
+        t.run_recorded(&RecordedRun {
+            batch: "b\"} 1\nsandstack_forged_total{x=\"\x1b[2J\r",
+            job: "ingest",
+            status: "failed",
+            worked: false,
+            seconds: 0.0,
+            lag_seconds: 0.0,
+            rows: 0,
+            fuel: 0,
+        });
+        let text = t.encode();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("sandstack_runs_total{"))
+            .expect("the run's line");
+        assert_eq!(
+            line,
+            r#"sandstack_runs_total{batch="b\"} 1\\nsandstack_forged_total{x=\"\\u{1b}[2J\\u{d}",job="ingest",status="failed"} 1"#
+        );
+        assert!(!text.contains("\nsandstack_forged"), "{text}");
+    }
 
     #[test]
     fn names_are_prefixed_and_runs_counted_by_label() {

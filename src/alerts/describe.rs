@@ -1,18 +1,19 @@
 //! What a job did, in words: the lines `sandstack <job>` prints and a
 //! scheduled run keeps as its log.
 
-use std::fmt::Write;
-
 use super::dispatch::JobOutcome;
 use super::notify::NotifyReport;
 use crate::config::BatchSpec;
 use crate::domain::Judgement;
 use crate::jobs::llmalert::LlmAlertReport;
 
-/// One line into `out` (writing to a String cannot fail).
+/// One line into `out`, escaped whole for a terminal: metric names,
+/// skip reasons, a model's reasons and problems come from the batch, and
+/// this text is printed, kept as the run's log and shown on the dashboard.
 macro_rules! say {
     ($out:expr, $($arg:tt)*) => {{
-        let _ = writeln!($out, $($arg)*);
+        $out.push_str(&crate::escape::terminal_line(&format!($($arg)*)));
+        $out.push('\n');
     }};
 }
 

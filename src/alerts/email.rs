@@ -1,5 +1,7 @@
 //! The `email` channel: SMTP through lettre, with implicit TLS, STARTTLS,
 //! or plain (local relays and test sinks only), the plot attached as a PNG.
+//! The subject goes through `escape::email_header` and the body through
+//! `escape::email_body`: both can carry a batch's text.
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{SmtpTransport, Transport};
 
 use super::{Channel, Message, SendError};
+use crate::escape;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
@@ -92,11 +95,12 @@ impl Channel for EmailChannel {
     fn send(&self, m: &Message) -> Result<(), SendError> {
         let mut b = lettre::Message::builder()
             .from(self.from.clone())
-            .subject(m.subject.clone());
+            .subject(escape::email_header(&m.subject));
         for to in &self.to {
             b = b.to(to.clone());
         }
-        let mut body = MultiPart::mixed().singlepart(SinglePart::plain(m.text.clone()));
+        let mut body =
+            MultiPart::mixed().singlepart(SinglePart::plain(escape::email_body(&m.text)));
         if let Some(p) = &m.plot {
             let png =
                 ContentType::parse("image/png").map_err(|e| SendError::permanent(e.to_string()))?;

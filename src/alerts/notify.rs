@@ -161,8 +161,8 @@ pub fn summary(
     channels: &Channels,
 ) -> NotifyReport {
     let rows = batches.iter().map(|b| b.num_rows()).sum();
-    let table = arrow::util::pretty::pretty_format_batches(batches)
-        .map(|t| t.to_string())
+    // The batch's SQL results: each cell one line, so none breaks the table.
+    let table = crate::escape::table(batches)
         .unwrap_or_else(|e| format!("(cannot format the summary: {e})"));
     let mut report = NotifyReport::default();
     report.add(deliver(

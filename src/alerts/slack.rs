@@ -1,11 +1,14 @@
 //! The `slack` channel: a message to a Slack incoming webhook
 //! (`SANDSTACK_SLACK_WEBHOOK_URL`). Incoming webhooks cannot carry files, so
-//! the plot is not attached here (e-mail and webhook carry it).
+//! the plot is not attached here (e-mail and webhook carry it). Every text
+//! Slack reads goes through `escape::slack`: a metric name, a tag or an
+//! error can hold `<!channel>` or `<url|label>`.
 
 use serde_json::json;
 
 use super::http::{channel_url, client, post_json};
 use super::{Channel, Message, SendError};
+use crate::escape;
 
 pub struct SlackChannel {
     url: url::Url,
@@ -27,11 +30,13 @@ impl Channel for SlackChannel {
     }
 
     fn send(&self, m: &Message) -> Result<(), SendError> {
+        let subject = escape::slack(&m.subject);
+        let text = escape::slack(m.text.trim_end());
         let body = json!({
-            "text": m.subject,
+            "text": subject,
             "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", m.subject)}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": format!("```{}```", m.text.trim_end())}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{subject}*")}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("```{text}```")}},
             ],
         });
         post_json(&self.client, &self.url, None, &body)

@@ -7,6 +7,9 @@
 //!
 //! Slack answers HTTP 200 with `{"ok": false, "error": ...}` for most refusals:
 //! those are permanent except `ratelimited`; HTTP 429 carries `Retry-After`.
+//!
+//! Every text Slack reads (the message, the plot's title) goes through
+//! `escape::slack`, so nothing from a batch becomes a mention or a link.
 
 use std::sync::Mutex;
 
@@ -14,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::http::{channel_url, client, retry_after, status_error};
 use super::{Channel, Message, SendError};
+use crate::escape;
 
 /// Slack's Web API; `SANDSTACK_SLACK_API_URL` points elsewhere (a test server, a proxy).
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
@@ -190,7 +194,8 @@ impl Channel for SlackApiChannel {
 
     fn send(&self, m: &Message) -> Result<(), SendError> {
         let channel = self.channel_id()?;
-        let text = format!("*{}*\n```{}```", m.subject, m.text.trim_end());
+        let subject = escape::slack(&m.subject);
+        let text = format!("*{subject}*\n```{}```", escape::slack(m.text.trim_end()));
         let Some(plot) = &m.plot else {
             self.call(
                 "chat.postMessage",
@@ -219,7 +224,7 @@ impl Channel for SlackApiChannel {
         self.call(
             "files.completeUploadExternal",
             Body::Json(json!({
-                "files": [{"id": file_id, "title": m.subject}],
+                "files": [{"id": file_id, "title": subject}],
                 "channel_id": channel,
                 "initial_comment": text,
             })),

@@ -24,7 +24,11 @@ impl WebhookChannel {
     }
 }
 
-/// The JSON a webhook receives.
+/// The JSON a webhook receives. Its text (subject, body, the batch's
+/// names, tags, errors and reasons) is left as the batch made it: serde_json
+/// escapes quotes, backslashes and every control character when it writes
+/// the body, which is all JSON needs, and the receiver decides how to show
+/// it (`escape.rs` says so for every destination).
 pub fn payload(m: &Message) -> serde_json::Value {
     let mut body = m.fields.clone();
     if let Some(obj) = body.as_object_mut() {

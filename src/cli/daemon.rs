@@ -318,7 +318,7 @@ impl Daemon {
         );
         // A job runs to its end (its own limits bound it).
         let r: crate::store::RunRecord = self.post(&path, Duration::from_secs(86_400))?;
-        println!(
+        outln!(
             "batch {batch}: {job} ran in the sandstack daemon (pid {}) as run {}: {}, {} rows, {:.1} ms",
             self.pid,
             r.run_id,
@@ -327,9 +327,10 @@ impl Daemon {
             r.wall_ms
         );
         if let Some(log) = r.log.as_deref().filter(|l| !l.trim().is_empty()) {
-            for line in crate::sandbox::guest_text::clean(log.trim_end()).lines() {
-                println!("  {line}");
-            }
+            println!(
+                "  {}",
+                crate::escape::terminal_indented(log.trim_end(), "  ")
+            );
         }
         if let Some(e) = &r.error {
             eprintln!(
@@ -339,7 +340,7 @@ impl Daemon {
                 } else {
                     "error"
                 },
-                crate::sandbox::guest_text::clean(e)
+                crate::escape::terminal_indented(e.trim_end(), "  ")
             );
         }
         Ok(r.status == crate::store::RunStatus::Succeeded)

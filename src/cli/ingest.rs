@@ -28,13 +28,14 @@ pub fn print_sandbox(details: &SandboxDetails) {
         s.http_requests
     );
     for l in &details.logs {
-        println!("  log [{}] {}", l.level, l.message);
+        outln!("  log [{}] {}", l.level, l.message);
     }
     if !details.output.trim().is_empty() {
         println!("  output:");
-        for line in details.output.lines() {
-            println!("    {line}");
-        }
+        println!(
+            "    {}",
+            crate::escape::terminal_indented(details.output.trim_end_matches('\n'), "    ")
+        );
     }
 }
 
@@ -75,7 +76,7 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let folder = load_folder(cli)?;
     if !folder.errors.is_empty() {
         for e in &folder.errors {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
         eprintln!("note: batches with errors are not run; `sandstack validate` lists them");
     }
@@ -122,7 +123,10 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
             Ok(r) => print_report(&r, cli, args),
             Err(f) => {
                 failed += 1;
-                eprintln!("error: {f}");
+                eprintln!(
+                    "error: {}",
+                    crate::escape::terminal_indented(&f.to_string(), "  ")
+                );
                 if let Some(d) = &f.sandbox {
                     print_sandbox(d);
                 }
@@ -170,7 +174,7 @@ fn print_report(r: &IngestReport, cli: &Cli, args: &IngestArgs) {
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "batch {}: {verb}; source {}, store {}, total {}{dropped}",
         r.batch,
         ms(r.source_time),
@@ -180,5 +184,8 @@ fn print_report(r: &IngestReport, cli: &Cli, args: &IngestArgs) {
     if let Some(d) = &r.sandbox {
         print_sandbox(d);
     }
-    println!("{}", describe_rows(&r.rows, args.show));
+    println!(
+        "{}",
+        crate::escape::terminal_block(&describe_rows(&r.rows, args.show))
+    );
 }

@@ -36,7 +36,7 @@ pub fn run_job(
         llmalert,
     };
     let out = dispatch::run(spec, store, job, &ctx).map_err(anyhow::Error::from_boxed)?;
-    print!("{}", describe(spec, &out));
+    print!("{}", crate::escape::terminal_block(&describe(spec, &out)));
     Ok(out)
 }
 
@@ -78,10 +78,11 @@ pub fn llmalert(
     };
     if let (true, JobOutcome::LlmAlerted(r, _)) = (show_prompts, out.as_ref()) {
         for p in &r.previews {
-            println!(
-                "\n--- {} (system) ---\n{}\n--- {} (user) ---\n{}",
-                p.metric, p.system, p.metric, p.text
-            );
+            println!();
+            outln!("--- {} (system) ---", p.metric);
+            println!("{}", crate::escape::terminal_block(p.system));
+            outln!("--- {} (user) ---", p.metric);
+            println!("{}", crate::escape::terminal_block(&p.text));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -124,7 +125,7 @@ pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<Exit
                 })
                 .unwrap_or_default();
             let s: crate::web::api::SummaryText = d.get(&format!("/api/summary{q}"))?;
-            println!("{}", s.table);
+            println!("{}", crate::escape::terminal_block(&s.table));
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -137,13 +138,13 @@ pub fn summary(cli: &Cli, name: Option<&str>, send: bool) -> anyhow::Result<Exit
         .map(|b| b.alert.methods.clone())
         .unwrap_or_default();
     let out = maintenance::summary(batches.into_iter(), &store)?;
-    println!("{}", arrow::util::pretty::pretty_format_batches(&out)?);
+    println!("{}", crate::escape::table(&out)?);
     if send {
         let channels = Channels::from_env(&host_env());
         let sent = notify::summary(name.unwrap_or("all batches"), &methods, &out, &channels);
         let mut text = String::new();
         sent_lines(&mut text, &sent);
-        print!("{text}");
+        print!("{}", crate::escape::terminal_block(&text));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -171,10 +172,10 @@ pub fn plot(cli: &Cli, name: &str, out: Option<&Path>) -> anyhow::Result<ExitCod
         .unwrap_or_else(|| super::db_paths::plot_dir(&cli.db));
     let files = notify::write_plots(spec, &store, &dir).map_err(anyhow::Error::msg)?;
     if files.is_empty() {
-        println!("batch {name}: no metrics to plot yet");
+        outln!("batch {name}: no metrics to plot yet");
     }
     for f in &files {
-        println!("{}", f.display());
+        outln!("{}", f.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -219,16 +220,19 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
             give_up_after: None,
         },
         &|done, total, took| {
-            eprintln!(
+            errln!(
                 "backfill {name}: {done}/{total} periods ({:.1}s)",
                 took.as_secs_f64()
             )
         },
     );
     if let Some(e) = &report.first_error {
-        eprintln!("first failure: {e}");
+        eprintln!(
+            "first failure: {}",
+            crate::escape::terminal_indented(e, "  ")
+        );
     }
-    println!(
+    outln!(
         "batch {name}: backfilled {periods} periods every {every}: {} rows stored, {} periods failed",
         report.stored, report.failed
     );

@@ -1,6 +1,25 @@
 //! The `sandstack` command line: argument parsing and one module per
 //! command. Commands print for people on stdout, progress and logs on
-//! stderr, and exit 1 when anything failed.
+//! stderr, and exit 1 when anything failed. A line that may carry text
+//! from a batch is printed with [`outln!`] or [`errln!`], which escape it
+//! whole for a terminal; text meant to have several lines goes through
+//! `escape::terminal_block`, `terminal_indented` or `table`.
+
+/// `println!` for a line that may carry text from a batch (a name, an
+/// error, a key, a file name): the whole line through
+/// `escape::terminal_line`, so it stays one line and acts on nothing.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::escape::terminal_line(&format!($($arg)*)))
+    };
+}
+
+/// [`outln!`] on stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::escape::terminal_line(&format!($($arg)*)))
+    };
+}
 
 mod bench;
 mod bundle;
@@ -351,7 +370,12 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", full_message(&e));
+            // An error may have lines (a traceback, a note): those after
+            // the first are indented, so none passes for a line of its own.
+            eprintln!(
+                "error: {}",
+                crate::escape::terminal_indented(&full_message(&e), "  ")
+            );
             ExitCode::FAILURE
         }
     }
@@ -374,10 +398,18 @@ fn full_message(e: &anyhow::Error) -> String {
     text
 }
 
+/// Logs on stderr, every field escaped (`escape::log_fields`), in colour
+/// only on a terminal that has not asked for none (`NO_COLOR`): a file or a
+/// pipe (journald, a test) gets no escape sequence at all.
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sandstack=info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
+        .fmt_fields(crate::escape::log_fields())
+        .with_ansi(colour)
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -496,7 +528,7 @@ pub(crate) fn open_target(cli: &Cli) -> anyhow::Result<Target> {
         return Ok(Target::Local(open_store(cli)?));
     }
     if let Some(d) = daemon::find(&cli.db) {
-        eprintln!(
+        errln!(
             "note: {} is held by the running sandstack (pid {}); going through it at {}",
             cli.db.display(),
             d.pid,
@@ -513,7 +545,7 @@ pub(crate) fn load_folder(cli: &Cli) -> anyhow::Result<crate::config::MetricsFol
     let folder =
         crate::config::load_with_policy(&cli.metrics, &crate::config::process_env(), &policy);
     for w in &folder.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     Ok(folder)
 }

@@ -327,10 +327,10 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
 fn load_reporting(dir: &Path, demo: bool, policy: &Policy) -> anyhow::Result<MetricsFolder> {
     let folder = load(dir, demo, policy);
     for w in &folder.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
     for e in &folder.errors {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
     }
     if !dir.is_dir() {
         anyhow::bail!(
@@ -412,7 +412,7 @@ fn join_fleet(
     let Some(fleet) = scheduler::fleet::Fleet::join(store.try_clone()?, name, lease)? else {
         return Ok(None);
     };
-    eprintln!(
+    errln!(
         "worker {} joined the fleet sharing {} (lease {} s: its runs are taken over {} s after it stops renewing them)",
         fleet.worker,
         super::db_label(&cli.db),
@@ -457,10 +457,10 @@ async fn demo_backfill(
         let name = spec.metric_batch.clone();
         let has_rows = blocking(|| conn.batch_has_rows(&spec.table_key, &name)).unwrap_or(false);
         if has_rows {
-            eprintln!("demo: {name} already has rows, no backfill");
+            errln!("demo: {name} already has rows, no backfill");
             continue;
         }
-        eprintln!("demo: backfilling {name}: {periods} periods, 10 minutes apart");
+        errln!("demo: backfilling {name}: {periods} periods, 10 minutes apart");
         tokio::task::spawn_blocking(move || {
             let report = backfill::ingest_periods(
                 &spec,
@@ -474,35 +474,36 @@ async fn demo_backfill(
                     give_up_after: Some(3),
                 },
                 &|done, total, took| {
-                    eprintln!(
+                    errln!(
                         "demo: {name}: {done}/{total} periods ({:.1}s)",
                         took.as_secs_f64()
                     )
                 },
             );
             if report.gave_up {
-                eprintln!(
+                errln!(
                     "demo: {name}: the first periods all failed, skipping its backfill: {}",
                     report.first_error.unwrap_or_default()
                 );
                 return;
             }
-            eprintln!(
+            errln!(
                 "demo: {name}: {} rows stored, {} periods failed",
-                report.stored, report.failed
+                report.stored,
+                report.failed
             );
             let scoring = match backfill::scoring_spec(&spec, periods) {
                 Ok(s) => s,
                 Err(errors) => {
                     for e in errors {
-                        eprintln!("demo: {name}: {e}");
+                        errln!("demo: {name}: {e}");
                     }
                     return;
                 }
             };
             for kind in [Job::Train, Job::Score, Job::Alert, Job::Change] {
                 if let Err(e) = run_job(&scoring, &mut conn, kind, None, Default::default()) {
-                    eprintln!("demo: {name}: {kind:?} failed: {e:#}");
+                    errln!("demo: {name}: {kind:?} failed: {e:#}");
                 }
             }
         })
@@ -514,7 +515,7 @@ async fn demo_backfill(
 
 fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
     let enabled = folder.enabled_batches().count();
-    println!(
+    outln!(
         "sandstack run: {} batch(es) in {}, {} enabled, {} scheduled job(s); storing in {}",
         folder.batches.len(),
         folder.dir.display(),
@@ -527,7 +528,7 @@ fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
             .map(|(j, c)| format!("{} ({})", j.name(), c.text))
             .collect();
         if !jobs.is_empty() {
-            println!("  {}: {}", spec.metric_batch, jobs.join(", "));
+            outln!("  {}: {}", spec.metric_batch, jobs.join(", "));
         }
     }
     if plan.entries.is_empty() {
@@ -536,7 +537,7 @@ fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
              from the environment (ANOMSTACK__<BATCH>__INGEST_DEFAULT_SCHEDULE_STATUS=RUNNING), or try --demo."
         );
     }
-    println!(
+    outln!(
         "  run history: the dashboard's Runs page, or `sandstack runs --db {}` once this process stops; edits to the folder are picked up live; Ctrl-C stops.",
         super::db_label(&cli.db)
     );
@@ -546,11 +547,16 @@ fn print_event(e: &Event) {
     if let Event::Finished(r) = e {
         let late_ms = (r.started_us - r.scheduled_us) as f64 / 1e3;
         match r.status {
-            RunStatus::Succeeded => println!(
+            RunStatus::Succeeded => outln!(
                 "{} {:<8} {}: ok, {} rows, {:.0} ms (started {:.0} ms after its tick)",
-                r.batch, r.job, r.run_id, r.rows, r.wall_ms, late_ms
+                r.batch,
+                r.job,
+                r.run_id,
+                r.rows,
+                r.wall_ms,
+                late_ms
             ),
-            _ => println!(
+            _ => outln!(
                 "{} {:<8} {}: {}: {}",
                 r.batch,
                 r.job,

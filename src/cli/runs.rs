@@ -24,6 +24,9 @@ pub struct RunsArgs {
     pub show: Option<i64>,
 }
 
+/// Where a run's error and cassette are printed under its line.
+const INDENT: &str = "           ";
+
 fn time(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
@@ -67,7 +70,7 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
             super::db_label(&cli.db)
         );
     };
-    println!(
+    outln!(
         "run {}: batch {}, job {}, {}",
         r.run_id,
         r.batch,
@@ -81,21 +84,28 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
         println!("  attempt   {}", r.attempt);
     }
     if let Some(w) = &r.worker {
-        println!("  worker    {}", crate::sandbox::guest_text::clean(w));
+        outln!("  worker    {w}");
     }
     println!("  rows {}, fuel {}", r.rows, r.fuel);
     if let Some(c) = &r.cassette {
-        println!("  cassette: {c}");
+        outln!("  cassette: {c}");
     }
-    let block = |title: &str, text: &Option<String>| match text {
+    // Framed sections that keep their lines. The error's are indented, so
+    // no line of it (DuckDB repeats the batch's SQL, a traceback the code)
+    // reads as one of sandstack's; the log is what the run printed, as it
+    // printed it.
+    let section = |title: &str, text: &Option<String>, indent: &str| match text {
         Some(t) if !t.trim().is_empty() => {
             println!("--- {title} ---");
-            println!("{}", crate::sandbox::guest_text::clean(t.trim_end()));
+            println!(
+                "{indent}{}",
+                crate::escape::terminal_indented(t.trim_end(), indent)
+            );
         }
         _ => println!("--- {title}: none ---"),
     };
-    block("error", &r.error);
-    block("log", &r.log);
+    section("error", &r.error, "  ");
+    section("log", &r.log, "");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -136,7 +146,7 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
         if fleet { "  worker" } else { "" }
     );
     for r in &runs {
-        println!(
+        outln!(
             "{:>7}  {:<23}  {:<24} {:<8} {:<11} {:>7} {:>9.1} {:>12}{}",
             r.run_id,
             time(r.started_us),
@@ -148,20 +158,26 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
             r.fuel,
             r.worker
                 .as_deref()
-                .map(|w| format!("  {}", crate::sandbox::guest_text::clean(w)))
+                .map(|w| format!("  {w}"))
                 .unwrap_or_default()
         );
+        // Under its run, indented: every line of the error with --failed,
+        // else its first.
         if let Some(e) = &r.error {
-            if args.failed {
-                for line in e.lines() {
-                    println!("           {line}");
-                }
-            } else if let Some(first) = e.lines().next() {
-                println!("           {first}");
+            let shown = if args.failed {
+                e.trim_end_matches('\n')
+            } else {
+                e.lines().next().unwrap_or_default()
+            };
+            if !shown.is_empty() {
+                println!(
+                    "{INDENT}{}",
+                    crate::escape::terminal_indented(shown, INDENT)
+                );
             }
         }
         if let Some(c) = &r.cassette {
-            println!("           cassette: {c}");
+            outln!("{INDENT}cassette: {c}");
         }
     }
     Ok(ExitCode::SUCCESS)

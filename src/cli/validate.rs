@@ -30,7 +30,7 @@ pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
         } else {
             ""
         };
-        println!(
+        outln!(
             "{}{state} ({}, table {}, {}): {}",
             spec.metric_batch,
             source_label(spec),
@@ -40,7 +40,7 @@ pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
     }
     for s in &folder.skipped {
-        println!(
+        outln!(
             "{} [skipped] ({}): {}",
             s.metric_batch,
             s.file.display(),
@@ -48,7 +48,7 @@ pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
     }
     for note in &folder.notes {
-        println!("info: {note}");
+        outln!("info: {note}");
     }
     if folder.errors.is_empty() {
         println!(
@@ -60,9 +60,9 @@ pub fn validate(cli: &Cli) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         for e in &folder.errors {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
-        eprintln!("{} errors in {}", folder.errors.len(), folder.dir.display());
+        errln!("{} errors in {}", folder.errors.len(), folder.dir.display());
         Ok(ExitCode::FAILURE)
     }
 }
@@ -74,7 +74,7 @@ pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
         "metric_batch", "source", "table_key", "state"
     );
     for spec in &folder.batches {
-        println!(
+        outln!(
             "{:<32} {:<7} {:<24} {:<9} {}",
             spec.metric_batch,
             source_label(spec),
@@ -88,7 +88,7 @@ pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
     }
     for s in &folder.skipped {
-        println!(
+        outln!(
             "{:<32} {:<7} {:<24} {:<9} {}",
             s.metric_batch,
             "-",
@@ -98,7 +98,7 @@ pub fn list(cli: &Cli) -> anyhow::Result<ExitCode> {
         );
     }
     for e in &folder.errors {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
     }
     Ok(if folder.errors.is_empty() {
         ExitCode::SUCCESS

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::endpoint::{Endpoint, Platform};
 use super::{anthropic, openai, AnswerError, ChatAnswer, ChatRequest};
+use crate::escape;
 use crate::sandbox::cassette::{Interaction, RecordedError, ReplayBook, Response, Scrubber};
-use crate::sandbox::guest_text;
 
 /// Attempts per question, the first included.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -243,11 +243,11 @@ impl Client {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
-        let clean = guest_text::one_line(&self.scrubber.text(message.trim()));
+        let clean = escape::terminal_line(&self.scrubber.text(message.trim()));
         if clean.is_empty() {
             String::new()
         } else {
-            format!(": {}", guest_text::truncate(&clean, 300))
+            format!(": {}", escape::truncate(&clean, 300))
         }
     }
 

@@ -76,7 +76,7 @@ pub enum ExecError {
     /// The user's code raised. The message shows on one line and the
     /// traceback indented, so nothing the guest raises can pass for a line
     /// of the host's own.
-    #[error("{type_name}: {}{}", super::guest_text::one_line(.message), traceback_suffix(.traceback))]
+    #[error("{type_name}: {}{}", crate::escape::terminal_line(.message), traceback_suffix(.traceback))]
     Exception {
         type_name: String,
         message: String,

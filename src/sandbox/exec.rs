@@ -18,8 +18,9 @@ use super::error::ExecError;
 use super::host::{DoorState, ExecInputs, HostState, LogLine, PhaseMarks};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
-use super::{code_cache, guest_sources, guest_text, instance, Sandbox};
+use super::{code_cache, guest_sources, instance, Sandbox};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
+use crate::escape;
 
 /// Everything one run needs.
 #[derive(Debug, Clone)]
@@ -216,7 +217,7 @@ impl Sandbox {
         }
         report.stats.peak_memory_bytes = state.limiter.peak_bytes as u64;
         report.stats.http_requests = state.door.http.requests_made;
-        report.output = guest_text::clean(&output.text());
+        report.output = escape::terminal_block(&output.text());
         report.logs = state.door.logs.clone();
         report.interactions = state.door.http.interactions.clone();
         report.scrubber = state.door.http.scrubber.clone();
@@ -356,7 +357,7 @@ fn classify(
         }
     };
     if let Some(err) = door.guest_error {
-        let message = guest_text::clean(&err.message);
+        let message = escape::terminal_block(&err.message);
         if state.limiter.denied {
             // Whatever the code made of the refused allocation (a swallowed
             // MemoryError, a None used later), the cause is the cap.
@@ -365,18 +366,18 @@ fn classify(
             } else {
                 format!(
                     "an allocation was refused; the code then failed with {}: {}",
-                    guest_text::one_line(&err.type_name),
-                    guest_text::one_line(&message)
+                    escape::terminal_line(&err.type_name),
+                    escape::terminal_line(&message)
                 )
             }));
         }
         if err.kind == "result_type" || err.kind == "result" {
-            return Err(ExecError::BadResult(guest_text::one_line(&message)));
+            return Err(ExecError::BadResult(escape::terminal_line(&message)));
         }
         return Err(ExecError::Exception {
-            type_name: guest_text::one_line(&err.type_name),
+            type_name: escape::terminal_line(&err.type_name),
             message,
-            traceback: guest_text::clean(&err.traceback),
+            traceback: escape::terminal_block(&err.traceback),
         });
     }
     if let Some(batch) = door.result {

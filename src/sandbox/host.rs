@@ -12,11 +12,11 @@ use super::clock::GuestClock;
 use super::code_cache;
 use super::door::{self, GuestError, Op};
 use super::error::ExecError;
-use super::guest_text;
 use super::http::{self, HttpGate, Reply};
 use super::output::CappedOutput;
 use super::result_frame;
 use crate::config::{HttpPolicy, SandboxLimits};
+use crate::escape;
 
 /// Return codes of `host::call`, as the guest's `_host` module reads them.
 const CALL_OK: i32 = 0;
@@ -301,7 +301,7 @@ pub fn door_call(
 /// Answer one frame, or stop the run.
 pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, ExecError> {
     let request = door::decode(frame)
-        .map_err(|e| ExecError::Protocol(guest_text::one_line(&e.to_string())))?;
+        .map_err(|e| ExecError::Protocol(escape::terminal_line(&e.to_string())))?;
     let door = &mut state.door;
     match request.op {
         Op::Start { .. } => start(door),
@@ -310,8 +310,8 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
             if !state.output.charge(level.len() + message.len()) {
                 return Err(output_limit(&door.limits));
             }
-            let level = guest_text::one_line(&guest_text::truncate(&level, 16));
-            let message = guest_text::one_line(&guest_text::truncate(&message, MAX_LOG_CHARS));
+            let level = escape::terminal_line(&escape::truncate(&level, 16));
+            let message = escape::terminal_line(&escape::truncate(&message, MAX_LOG_CHARS));
             tracing::info!(target: "sandstack::guest", batch = %door.inputs.batch, "[{level}] {message}");
             if door.logs.len() < MAX_LOG_LINES {
                 door.logs.push(LogLine { level, message });
@@ -370,7 +370,7 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
                 });
             }
             let batch = result_frame::read(&header, request.body)
-                .map_err(|e| ExecError::Protocol(guest_text::one_line(&e.to_string())))?;
+                .map_err(|e| ExecError::Protocol(escape::terminal_line(&e.to_string())))?;
             door.result = Some(batch);
             door.marks.result_read = Some(Instant::now());
             Ok(door::ok(serde_json::json!({}), &[]))

@@ -28,7 +28,6 @@ mod exec;
 mod fuzz;
 pub mod guest;
 mod guest_sources;
-pub mod guest_text;
 mod guest_threads;
 mod host;
 pub mod http;

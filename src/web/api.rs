@@ -190,9 +190,8 @@ pub async fn summary(State(s): State<Shared>, Query(q): Query<SummaryQuery>) -> 
         };
         let out = crate::jobs::maintenance::summary(batches.into_iter(), st)
             .map_err(|e| e.to_string())?;
-        let table = arrow::util::pretty::pretty_format_batches(&out)
-            .map_err(|e| e.to_string())?
-            .to_string();
+        // The batch's SQL results, each cell one line, as the CLI prints them.
+        let table = crate::escape::table(&out).map_err(|e| e.to_string())?;
         Ok(SummaryText {
             rows: out.iter().map(|b| b.num_rows()).sum(),
             table,

@@ -1,6 +1,7 @@
 //! The dashboard, served by the same binary (`sandstack run`, or
 //! `sandstack dashboard` alone): server-rendered pages ([`pages`]) from
-//! embedded minijinja templates, which escape everything drawn from data;
+//! embedded minijinja templates, which escape everything drawn from data
+//! (`escape::html`);
 //! chart geometry in [`charts`]; queries in [`data`]. Read-only unless
 //! `SANDSTACK_DASHBOARD_TOKEN` is set, in which case writes (feedback)
 //! need it; with no token, anyone who can reach the port may vote. Every
@@ -49,7 +50,17 @@ pub type Shared = Arc<WebState>;
 
 fn templates() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
-    // Names end in .html, so minijinja escapes every value for HTML.
+    // Every template is HTML whatever its name, and every text value it
+    // writes goes through `escape::html` (markup escaped, control characters
+    // shown); other values (numbers, values marked safe) as minijinja writes
+    // them, HTML-escaped.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.set_formatter(|out, state, value| match value.as_str() {
+        Some(text) if !value.is_safe() => out
+            .write_str(&crate::escape::html(text))
+            .map_err(minijinja::Error::from),
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     for (name, text) in [
         ("base.html", include_str!("templates/base.html")),
         ("home.html", include_str!("templates/home.html")),

@@ -668,3 +668,266 @@ fn slack_refusals_are_not_retried_and_a_429_waits_as_asked() {
         started.elapsed()
     );
 }
+
+// Text from the batch on every channel: a metric named as a Slack mention
+// and a disguised link, a tag holding another mention and an escape, and a
+// failure whose error (as DuckDB repeats a statement) holds escapes and
+// newlines.
+
+/// A metric name Slack would read as `@channel` and a link labelled
+/// "Sign in again".
+const MENTION: &str = "<!channel> <https://evil.example/login|Sign in again>";
+
+/// [`MENTION`] as Slack must receive it.
+const MENTION_FOR_SLACK: &str = "&lt;!channel&gt; &lt;https://evil.example/login|Sign in again&gt;";
+
+/// An OSC 52 clipboard write, a title change and a line that would pass
+/// for one of sandstack's own.
+const ESCAPES: &str = "\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}]0;title\u{7}\nerror: batch victim: forged";
+
+/// [`ESCAPES`] in block form: controls shown, the newline kept.
+const ESCAPES_SHOWN: &str =
+    "\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{1b}]0;title\\u{7}\nerror: batch victim: forged";
+
+/// Batch `api` whose metric [`MENTION`] ends past its upper bound of 30,
+/// tagged with a mention and an escape; threshold alerts go by e-mail
+/// and Slack.
+fn mention_batch() -> (Folder, BatchSpec, Store) {
+    let f = Folder::with_defaults();
+    f.write(
+        "b/api.yaml",
+        &format!(
+            "metric_batch: \"api\"\n\
+             ingest_sql: \"SELECT 1\"\n\
+             tholdalert_methods: \"email,slack\"\n\
+             tholdalert_thresholds:\n  {MENTION:?}: {{upper: 30}}\n\
+             metric_tags:\n  {MENTION:?}: {{note: \"<@U123> \\u001b[2J\"}}\n"
+        ),
+    );
+    let spec = f.spec("api", &[]);
+    let store = Store::in_memory().expect("store");
+    store.ensure_metrics_table("metrics").expect("table");
+    let mut sql = String::from("INSERT INTO metrics VALUES ");
+    for i in 0..10 {
+        let ts = format!(
+            "make_timestamp(epoch_us(now())) - INTERVAL '{} minutes'",
+            10 - i
+        );
+        let v = if i == 9 { 42.0 } else { 10.0 };
+        sql.push_str(&format!(
+            "({ts}, 'api', '{}', 'metric', {v}, NULL),",
+            MENTION.replace('\'', "''")
+        ));
+    }
+    sql.pop();
+    crate::support::duck(&store)
+        .execute_batch(&sql)
+        .expect("insert");
+    (f, spec, store)
+}
+
+/// The value of header `name` in a raw e-mail, unfolded.
+fn header(raw: &str, name: &str) -> String {
+    let unfolded = raw.replace("\r\n ", " ").replace("\r\n\t", "\t");
+    unfolded
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} header in {raw}"))
+        .to_string()
+}
+
+/// The first text/plain part's body of a raw e-mail, decoded (lettre
+/// sends it 7bit, or quoted-printable when a line is long).
+fn plain_text(raw: &str) -> String {
+    let at = raw.find("Content-Type: text/plain").expect("a text part");
+    let part = &raw[at..];
+    let start = part.find("\r\n\r\n").expect("part body") + 4;
+    let body = &part[start..];
+    let body = &body[..body.find("\r\n--").expect("part end")];
+    let head = &part[..start];
+    let text = if head.contains("Content-Transfer-Encoding: quoted-printable") {
+        quoted_printable(body)
+    } else {
+        assert!(head.contains("Content-Transfer-Encoding: 7bit"), "{head}");
+        body.to_string()
+    };
+    text.replace("\r\n", "\n")
+}
+
+/// Quoted-printable decoded: soft line breaks joined, `=XX` as its byte.
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'=')
+            .then(|| joined.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[test]
+fn a_metric_named_like_a_slack_mention_reaches_slack_and_email_as_text() {
+    let (_f, spec, mut store) = mention_batch();
+    let sink = SmtpSink::start();
+    let (server, got) = receiver();
+    let mut e = email_env(&sink);
+    e.push((
+        "SANDSTACK_SLACK_WEBHOOK_URL",
+        server.url("/services/T000/B000/SECRETTOKEN"),
+    ));
+    let channels = Channels::from_env(&env(&e));
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    assert_eq!(report.threshold_alerts.len(), 1, "42 > upper bound 30");
+    let when = sandstack::alerts::message::format_time(report.threshold_alerts[0].timestamp_us);
+    let sent = notify::alerts(&spec, &store, &report, &channels);
+    assert!(sent.problems().is_empty(), "{:?}", sent.problems());
+    assert_eq!((sent.messages, sent.sent()), (1, 2));
+
+    let bodies = got.bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 1);
+    let subject = format!("[sandstack] threshold breached: api / {MENTION_FOR_SLACK} at {when}");
+    assert_eq!(
+        bodies[0].1,
+        serde_json::json!({
+            "text": subject,
+            "blocks": [
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{subject}*")}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!(
+                    "```threshold breached in batch api\n\nmetric: {MENTION_FOR_SLACK}\ntimestamp: {when}\nvalue: 42\nupper bound: 30\ntags: {{\"note\":\"&lt;@U123&gt; \\u001b[2J\"}}```"
+                )}},
+            ],
+        })
+    );
+    let raw = bodies[0].1.to_string();
+    for live in ["<!", "<@", "<http"] {
+        assert!(!raw.contains(live), "{live} reached Slack: {raw}");
+    }
+
+    let mails = sink.messages.lock().expect("lock").clone();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        header(&mails[0], "Subject"),
+        format!("[sandstack] threshold breached: api / {MENTION} at {when}"),
+        "plain text in an e-mail header: nothing to escape but controls"
+    );
+}
+
+#[test]
+fn slack_web_api_messages_carry_no_mention_or_link() {
+    let (_f, spec, mut store) = mention_batch();
+    let api = SlackApi::default();
+    *api.mode.lock().expect("lock") = "ok";
+    let server = TestServer::start(Router::new().fallback(slack_api).with_state(api.clone()));
+    let channels = slack_channels(&server);
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    let when = sandstack::alerts::message::format_time(report.threshold_alerts[0].timestamp_us);
+    let sent = notify::alerts(&spec, &store, &report, &channels);
+    assert_eq!(to(&sent.deliveries, "slack")[0].outcome, Outcome::Sent);
+    let calls = api.calls.lock().expect("lock").clone();
+    let done = calls
+        .iter()
+        .find(|(p, _, _)| p == "/api/files.completeUploadExternal")
+        .expect("the plot's message");
+    let done: serde_json::Value = serde_json::from_slice(&done.2).expect("json");
+    let subject = format!("[sandstack] threshold breached: api / {MENTION_FOR_SLACK} at {when}");
+    assert_eq!(done["files"][0]["title"], subject.as_str());
+    assert_eq!(
+        done["initial_comment"],
+        format!(
+            "*{subject}*\n```threshold breached in batch api\n\nmetric: {MENTION_FOR_SLACK}\ntimestamp: {when}\nvalue: 42\nupper bound: 30\ntags: {{\"note\":\"&lt;@U123&gt; \\u001b[2J\"}}```"
+        )
+    );
+    // Every request but the upload (the plot's PNG bytes).
+    for (path, _, body) in calls.iter().filter(|(p, _, _)| !p.starts_with("/upload/")) {
+        let body = String::from_utf8_lossy(body);
+        for live in ["<!", "<@", "<http", "%3C%21"] {
+            assert!(
+                !body.contains(live),
+                "{live} reached Slack at {path}: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failure_whose_error_holds_escapes_is_sent_with_them_shown() {
+    let sink = SmtpSink::start();
+    let (server, got) = receiver();
+    let mut e = email_env(&sink);
+    e.push((
+        "SANDSTACK_SLACK_WEBHOOK_URL",
+        server.url("/services/T000/B000/SECRETTOKEN"),
+    ));
+    let channels = Channels::from_env(&env(&e));
+    let error = format!("batch api: ingest_sql: Binder Error: {ESCAPES}\r\x1b[2J <!here>");
+    let m = sandstack::alerts::Message::failing(&sandstack::alerts::message::FailureFacts {
+        batch: "api",
+        job: "ingest",
+        failures: 3,
+        run_id: 7,
+        error: &error,
+        cassette: None,
+    });
+    let out = sandstack::alerts::deliver(&channels, &[AlertMethod::Email, AlertMethod::Slack], &m);
+    assert!(out.iter().all(|d| d.outcome == Outcome::Sent), "{out:?}");
+
+    let shown = format!("batch api: ingest_sql: Binder Error: {ESCAPES_SHOWN}\\u{{d}}\\u{{1b}}[2J");
+    let mails = sink.messages.lock().expect("lock").clone();
+    assert_eq!(
+        plain_text(&mails[0]),
+        format!(
+            "The ingest job of batch api has failed 3 runs in a row (the newest is run 7).\n\nerror:\n{shown} <!here>\n\nsandstack runs --show 7 has its log. A message follows when it succeeds again.\n"
+        )
+    );
+
+    let bodies = got.bodies.lock().expect("lock").clone();
+    assert_eq!(
+        bodies[0].1["blocks"][1]["text"]["text"],
+        format!(
+            "```The ingest job of batch api has failed 3 runs in a row (the newest is run 7).\n\nerror:\n{shown} &lt;!here&gt;\n\nsandstack runs --show 7 has its log. A message follows when it succeeds again.```"
+        )
+    );
+}
+
+#[test]
+fn an_email_subject_cannot_carry_controls_or_another_header() {
+    let sink = SmtpSink::start();
+    let channels = Channels::from_env(&env(&email_env(&sink)));
+    let email = channels
+        .get(AlertMethod::Email)
+        .expect("configured")
+        .expect("a channel");
+    let m = sandstack::alerts::Message {
+        kind: sandstack::alerts::message::Kind::Anomaly,
+        subject: "[sandstack] \u{1b}]0;title\u{7}cpu\r\nBcc: victim@evil.example".into(),
+        text: "body".into(),
+        fields: serde_json::json!({}),
+        plot: None,
+    };
+    email.send(&m).expect("sent");
+    let mails = sink.messages.lock().expect("lock").clone();
+    assert_eq!(
+        header(&mails[0], "Subject"),
+        "[sandstack] \\u{1b}]0;title\\u{7}cpu\\u{d}\\nBcc: victim@evil.example"
+    );
+    assert!(
+        !mails[0].split("\r\n").any(|l| l.starts_with("Bcc:")),
+        "{}",
+        mails[0]
+    );
+    assert!(!mails[0].contains('\u{1b}') && !mails[0].contains('\u{7}'));
+}

@@ -471,3 +471,99 @@ fn chromium_browses_the_dashboard_and_a_thumbs_up_is_stored() {
         )]
     );
 }
+
+/// A metric named as a Slack mention and a disguised link, and a run whose
+/// error and log hold terminal escapes and a bidirectional override: the
+/// pages show them as text, and `/metrics` quotes a hostile label value.
+#[test]
+fn pages_show_slack_syntax_and_control_characters_as_text() {
+    const MENTION: &str = "<!channel> <https://evil.example/login|Sign in again>";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("d.duckdb");
+    let f = Folder::with_defaults();
+    f.write(
+        "b/api.yaml",
+        "metric_batch: \"api\"\ningest_sql: \"SELECT 1\"\n",
+    );
+    let store = Store::open(&db).expect("db");
+    store.ensure_metrics_table("metrics").expect("table");
+    let mut sql = String::from("INSERT INTO metrics VALUES ");
+    for i in 0..10 {
+        sql.push_str(&format!(
+            "(make_timestamp(epoch_us(now())) - INTERVAL '{i} minutes', 'api', '{MENTION}', 'metric', {i}, NULL),"
+        ));
+    }
+    sql.pop();
+    crate::support::duck(&store)
+        .execute_batch(&sql)
+        .expect("insert");
+    let now = chrono::Utc::now().timestamp_micros();
+    store
+        .record_run(&RunRecord {
+            run_id: 0,
+            batch: "api".into(),
+            job: "ingest".into(),
+            scheduled_us: now,
+            started_us: now,
+            ended_us: now,
+            status: RunStatus::Failed,
+            error: Some("batch api: \u{1b}]52;c;ZXZpbA==\u{7}<b>\u{202e}x".into()),
+            rows: 0,
+            fuel: 0,
+            wall_ms: 1.0,
+            cassette: None,
+            log: Some("printed \u{1b}[2J\r\nline two".into()),
+            attempt: 1,
+            worker: None,
+        })
+        .expect("run");
+    let dir = f.path().to_path_buf();
+    let loader: sandstack::scheduler::watch::Loader =
+        Arc::new(move || sandstack::config::load(&dir, &Default::default()));
+    let state =
+        sandstack::web::WebState::new(store, loader, None, tmp.path().join("c"), Vec::new(), None);
+    let server = TestServer::start(sandstack::web::router(state));
+
+    let (_, batch) = get(&server.url("/batch/api"));
+    assert!(
+        batch.contains(
+            "data-metric=\"&lt;!channel&gt; &lt;https:&#x2f;&#x2f;evil.example&#x2f;login|Sign in again&gt;\""
+        ),
+        "{batch}"
+    );
+    assert!(!batch.contains("<!channel>") && !batch.contains("<https:"));
+    let (_, runs) = get(&server.url("/runs"));
+    assert!(
+        runs.contains("<pre>batch api: \\u{1b}]52;c;ZXZpbA==\\u{7}&lt;b&gt;\\u{202e}x</pre>"),
+        "{runs}"
+    );
+    assert!(
+        runs.contains("<pre>printed \\u{1b}[2J\\u{d}\nline two</pre>"),
+        "{runs}"
+    );
+    for page in [&batch, &runs] {
+        assert!(
+            !page.contains(['\u{1b}', '\u{7}', '\r', '\u{202e}']),
+            "a control character reached the page"
+        );
+    }
+
+    sandstack::telemetry::global().run_recorded(&sandstack::telemetry::RecordedRun {
+        batch: "api\"} 1\n# EOF\n\u{1b}[2J",
+        job: "ingest",
+        status: "failed",
+        worked: false,
+        seconds: 0.0,
+        lag_seconds: 0.0,
+        rows: 0,
+        fuel: 0,
+    });
+    let (_, metrics) = get(&server.url("/metrics"));
+    assert!(
+        metrics.lines().any(|l| l
+            == r#"sandstack_runs_total{batch="api\"} 1\\n# EOF\\n\\u{1b}[2J",job="ingest",status="failed"} 1"#),
+        "{metrics}"
+    );
+    assert_eq!(metrics.matches("# EOF").count(), 2, "one real, one quoted");
+    assert!(!metrics.contains('\u{1b}'));
+}

@@ -31,12 +31,14 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let path = scratch.path().join("bench.duckdb");
     let mut store = Store::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    eprintln!(
+    errln!(
         "storing {} metrics x {} points of batch {}...",
-        opts.metrics, opts.points, spec.metric_batch
+        opts.metrics,
+        opts.points,
+        spec.metric_batch
     );
     fill(&mut store, spec, opts.metrics, opts.points)?;
-    println!(
+    outln!(
         "sandstack bench detect: {} metrics x {} points, batch {}'s SQL, preprocess and models, {} build",
         opts.metrics,
         opts.points,

@@ -123,7 +123,7 @@ impl SandboxDetails {
             out.push_str(self.output.trim_end());
             out.push('\n');
         }
-        (!out.is_empty()).then(|| crate::sandbox::guest_text::clean(&out))
+        (!out.is_empty()).then(|| crate::escape::terminal_block(&out))
     }
 }
 

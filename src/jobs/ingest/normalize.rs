@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::SandboxLimits;
-use crate::sandbox::guest_text::{acts_on_terminal, one_line, truncate};
+use crate::escape::{acts_on_terminal, terminal_line, truncate};
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
 /// What normalisation produced.
@@ -188,7 +188,7 @@ pub(crate) fn check_names(names: &StringArray, max_len: u64) -> Result<(), Inval
         Err(InvalidResult::BadName {
             row,
             problem,
-            shown: format!("\"{}\"", one_line(&truncate(name, 60))),
+            shown: format!("\"{}\"", terminal_line(&truncate(name, 60))),
         })
     };
     for (row, name) in names.iter().enumerate() {
@@ -328,7 +328,7 @@ fn to_timestamp(a: &ArrayRef) -> Result<ArrayRef, InvalidResult> {
             return Err(InvalidResult::BadTimestamp {
                 detail: format!(
                     "row {row} has \"{}\", which is not a readable date and time (or is out of range)",
-                    one_line(&shown)
+                    terminal_line(&shown)
                 ),
             });
         }
@@ -376,12 +376,12 @@ pub fn restamp(rows: &RecordBatch, at_us: i64) -> RecordBatch {
     RecordBatch::try_new(rows.schema(), columns).unwrap_or_else(|_| rows.clone())
 }
 
-/// Rows of a normalised batch, as text, for printing.
+/// Rows of a normalised batch, as text, for printing (its metadata is the
+/// batch's text, escaped cell by cell).
 pub fn describe_rows(rows: &RecordBatch, limit: usize) -> String {
     let shown = rows.slice(0, rows.num_rows().min(limit));
-    let mut text = arrow::util::pretty::pretty_format_batches(&[shown])
-        .map(|t| t.to_string())
-        .unwrap_or_else(|e| format!("(cannot format rows: {e})"));
+    let mut text =
+        crate::escape::table(&[shown]).unwrap_or_else(|e| format!("(cannot format rows: {e})"));
     if rows.num_rows() > limit {
         text.push_str(&format!("\n... and {} more rows", rows.num_rows() - limit));
     }

@@ -111,10 +111,7 @@ pub fn plain_text(text: &str) -> String {
                 out.push(' ');
             }
             _ if in_tag => {}
-            c if c.is_control()
-                || c.is_whitespace()
-                || crate::sandbox::guest_text::acts_on_terminal(c) =>
-            {
+            c if c.is_control() || c.is_whitespace() || crate::escape::acts_on_terminal(c) => {
                 if !out.ends_with(' ') {
                     out.push(' ');
                 }
@@ -127,7 +124,7 @@ pub fn plain_text(text: &str) -> String {
     }
     let words: Vec<&str> = out.split_whitespace().collect();
     let one = words.join(" ");
-    let cut = crate::sandbox::guest_text::truncate(&one, MAX_REASON_CHARS);
+    let cut = crate::escape::truncate(&one, MAX_REASON_CHARS);
     if cut.is_empty() {
         "(no reason given)".into()
     } else {
@@ -136,7 +133,7 @@ pub fn plain_text(text: &str) -> String {
 }
 
 fn shown(text: &str) -> String {
-    crate::sandbox::guest_text::truncate(&crate::sandbox::guest_text::one_line(text), 40)
+    crate::escape::truncate(&crate::escape::terminal_line(text), 40)
 }
 
 #[cfg(test)]
