@@ -124,6 +124,16 @@ fn env(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// E-mail to the sink, and Slack's incoming webhook on `server`.
+fn email_and_slack_env(sink: &SmtpSink, server: &TestServer) -> Vec<(&'static str, String)> {
+    let mut e = email_env(sink);
+    e.push((
+        "SANDSTACK_SLACK_WEBHOOK_URL",
+        server.url("/services/T000/B000/SECRETTOKEN"),
+    ));
+    e
+}
+
 fn email_env(sink: &SmtpSink) -> Vec<(&'static str, String)> {
     vec![
         (
@@ -177,11 +187,7 @@ fn an_anomaly_reaches_every_channel_with_its_plot() {
     let (_f, spec, mut store) = anomalous_batch();
     let sink = SmtpSink::start();
     let (server, got) = receiver();
-    let mut e = email_env(&sink);
-    e.push((
-        "SANDSTACK_SLACK_WEBHOOK_URL",
-        server.url("/services/T000/B000/SECRETTOKEN"),
-    ));
+    let mut e = email_and_slack_env(&sink, &server);
     e.push(("SANDSTACK_ALERT_WEBHOOK_URL", server.url("/hook")));
     e.push(("SANDSTACK_ALERT_WEBHOOK_TOKEN", "hook-token".into()));
     let channels = Channels::from_env(&env(&e));
@@ -784,11 +790,7 @@ fn a_metric_named_like_a_slack_mention_reaches_slack_and_email_as_text() {
     let (_f, spec, mut store) = mention_batch();
     let sink = SmtpSink::start();
     let (server, got) = receiver();
-    let mut e = email_env(&sink);
-    e.push((
-        "SANDSTACK_SLACK_WEBHOOK_URL",
-        server.url("/services/T000/B000/SECRETTOKEN"),
-    ));
+    let e = email_and_slack_env(&sink, &server);
     let channels = Channels::from_env(&env(&e));
     let report = alert::run(&spec, &mut store).expect("alert job");
     assert_eq!(report.threshold_alerts.len(), 1, "42 > upper bound 30");
@@ -867,11 +869,7 @@ fn slack_web_api_messages_carry_no_mention_or_link() {
 fn a_failure_whose_error_holds_escapes_is_sent_with_them_shown() {
     let sink = SmtpSink::start();
     let (server, got) = receiver();
-    let mut e = email_env(&sink);
-    e.push((
-        "SANDSTACK_SLACK_WEBHOOK_URL",
-        server.url("/services/T000/B000/SECRETTOKEN"),
-    ));
+    let e = email_and_slack_env(&sink, &server);
     let channels = Channels::from_env(&env(&e));
     let error = format!("batch api: ingest_sql: Binder Error: {ESCAPES}\r\x1b[2J <!here>");
     let m = sandstack::alerts::Message::failing(&sandstack::alerts::message::FailureFacts {
