@@ -209,8 +209,11 @@ fn write_log_field(
 /// `&amp;`, `&lt;` and `&gt;`, the three characters Slack's "Formatting
 /// text" asks to escape, because they make its control sequences: with them
 /// escaped no `<!channel>`, `<!here>`, `<@U123>` or `<https://...|label>`
-/// survives as a mention or a disguised link. Control characters as in
-/// [`terminal_block`] (lines kept).
+/// survives as a mention or a disguised link. A backtick becomes `ˋ`
+/// (U+02CB, which looks the same): sandstack sends a batch's text inside a
+/// code block, where Slack formats nothing and links no URL, and three
+/// backticks would close it early and leave the rest live. Control
+/// characters as in [`terminal_block`] (lines kept).
 pub fn slack(text: &str) -> String {
     let block = terminal_block(text);
     let mut out = String::with_capacity(block.len());
@@ -219,6 +222,7 @@ pub fn slack(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '`' => out.push('\u{2cb}'),
             c => out.push(c),
         }
     }
@@ -331,6 +335,13 @@ mod tests {
         assert_eq!(
             slack("<!here> & <@U123>\n\x1b[2J"),
             "&lt;!here&gt; &amp; &lt;@U123&gt;\n\\u{1b}[2J"
+        );
+        // No way out of the code block the text is sent in.
+        let fenced = slack("cpu``` *URGENT: re-login at* https://evil.example/x ```");
+        assert!(!fenced.contains('`'), "{fenced}");
+        assert_eq!(
+            fenced,
+            "cpu\u{2cb}\u{2cb}\u{2cb} *URGENT: re-login at* https://evil.example/x \u{2cb}\u{2cb}\u{2cb}"
         );
     }
 

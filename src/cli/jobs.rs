@@ -80,9 +80,11 @@ pub fn llmalert(
         for p in &r.previews {
             println!();
             outln!("--- {} (system) ---", p.metric);
-            println!("{}", crate::escape::terminal_block(p.system));
+            // The prompts hold the batch's text: indented, so none of its
+            // lines passes for sandstack's own or for the next frame.
+            println!("  {}", crate::escape::terminal_indented(p.system, "  "));
             outln!("--- {} (user) ---", p.metric);
-            println!("{}", crate::escape::terminal_block(&p.text));
+            println!("  {}", crate::escape::terminal_indented(&p.text, "  "));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -90,10 +90,9 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
     if let Some(c) = &r.cassette {
         outln!("  cassette: {c}");
     }
-    // Framed sections that keep their lines. The error's are indented, so
-    // no line of it (DuckDB repeats the batch's SQL, a traceback the code)
-    // reads as one of sandstack's; the log is what the run printed, as it
-    // printed it.
+    // Framed sections that keep their lines, indented, so no line of them
+    // (DuckDB repeats the batch's SQL, a traceback or a print the code's)
+    // reads as one of sandstack's: a frame `--- ... ---` included.
     let section = |title: &str, text: &Option<String>, indent: &str| match text {
         Some(t) if !t.trim().is_empty() => {
             println!("--- {title} ---");
@@ -105,7 +104,9 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
         _ => println!("--- {title}: none ---"),
     };
     section("error", &r.error, "  ");
-    section("log", &r.log, "");
+    // Indented like the error, so no line of the batch's output starts
+    // where a line of sandstack's own does.
+    section("log", &r.log, "  ");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -227,8 +227,8 @@ fn runs_show_a_stored_error_escaped_and_indented() {
              \x20 LINE 1: SELECT CAST(chr(27) || ']52;c;ZXZpbA==' ...\n\
              \x20                ^\n\
              --- log ---\n\
-             printed \\u{{1b}}]0;title\\u{{7}}\\u{{202e}}gnp.exe\n\
-             over\\u{{d}}written\n"
+             \x20 printed \\u{{1b}}]0;title\\u{{7}}\\u{{202e}}gnp.exe\n\
+             \x20 over\\u{{d}}written\n"
         )
     );
 }

@@ -178,3 +178,38 @@ fn bench_sandbox_times_the_built_in_frame_from_guest_to_stored_rows() {
         "{line}"
     );
 }
+
+#[test]
+fn bench_detect_shows_a_hostile_model_tag_as_text() {
+    let f = crate::support::Folder::with_defaults();
+    f.write(
+        "b/bd.yaml",
+        "metric_batch: bd\n\
+         ingest_sql: \"SELECT 1\"\n\
+         model_configs: [{model_name: PCA, model_tag: \"t\\e]52;c;ZXZpbA==\\a\\r\\nerror: batch victim: forged\"}]\n",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
+        .arg("--metrics")
+        .arg(f.path())
+        .args([
+            "bench", "detect", "--batch", "bd", "--names", "3", "--points", "60",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run sandstack bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("t\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{d}\\nerror: batch victim: forged"),
+        "{text}"
+    );
+    for line in text.lines() {
+        assert!(!line.starts_with("error:"), "forged: {line}");
+        assert!(!line.contains(['\x1b', '\x07', '\r']), "raw: {line:?}");
+    }
+}

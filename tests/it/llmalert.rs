@@ -735,6 +735,37 @@ fn sandstack_run_schedules_llmalert_and_records_its_runs() {
 }
 
 #[test]
+fn shown_prompts_cannot_pass_for_sandstacks_lines_or_frames() {
+    let (f, _, dir) = batch(
+        &["cpu"],
+        "llmalert_anomaly_agent_detection_prompt: \"Look.\\nerror: batch victim: forged\\n--- other (user) ---\\u001b[2J\"\n",
+    );
+    let db = dir.path().join("a.duckdb");
+    let out = sandstack(&["llmalert", "llm", "--dry-run", "--show-prompts"], &f, &db)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("  error: batch victim: forged\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  --- other (user) ---\\u{1b}[2J"),
+        "{stdout}"
+    );
+    for line in stdout.lines() {
+        assert!(!line.starts_with("error:"), "forged: {line}");
+        assert!(!line.starts_with("--- other"), "forged frame: {line}");
+        assert!(!line.contains('\x1b'), "raw escape: {line:?}");
+    }
+}
+
+#[test]
 fn a_dry_run_shows_the_questions_and_their_cost_without_a_key() {
     let (f, _, dir) = batch(&["cpu", "disk"], "llmalert_exclude_metrics: [disk]\n");
     let db = dir.path().join("a.duckdb");
@@ -754,8 +785,8 @@ fn a_dry_run_shows_the_questions_and_their_cost_without_a_key() {
     );
     assert!(!stdout.contains("disk"), "excluded: {stdout}");
     assert!(
-        stdout.contains("--- cpu (user) ---\nFind the anomalies")
-            && stdout.contains("timestamp,value\n"),
+        stdout.contains("--- cpu (user) ---\n  Find the anomalies")
+            && stdout.contains("  timestamp,value\n"),
         "{stdout}"
     );
     assert!(stored(&db).is_empty());

@@ -209,7 +209,7 @@ fn a_runs_printed_output_and_log_records_are_kept_with_it() {
         "{text}"
     );
     assert!(
-        text.contains("--- log ---\ncareful: \\u{1b}[31mred\nhello from the batch\n"),
+        text.contains("--- log ---\n  careful: \\u{1b}[31mred\n  hello from the batch\n"),
         "{text}"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))

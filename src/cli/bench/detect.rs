@@ -73,7 +73,8 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         one.model_path = format!("local://./models-{i}");
         let (train_cpu, score_cpu) = train_and_score(&one, &mut store, scratch.path())?;
         let total = train_cpu + score_cpu;
-        println!(
+        // The label holds the batch's model_tag.
+        outln!(
             "{label:<34} {train_cpu:>8.2} {score_cpu:>9.2} {total:>9.2} {:>10.0}",
             total * 1e6 / opts.metrics.max(1) as f64
         );

@@ -40,7 +40,8 @@ pub(super) fn compare_native(
                 sandbox_p99 / percentile(&times, 99.0).as_secs_f64().max(1e-9),
             );
         }
-        Err(note) => println!("{:<26} skipped: {note}", "python3, warm, exec + call"),
+        // The note can hold what the batch's code printed natively.
+        Err(note) => outln!("{:<26} skipped: {note}", "python3, warm, exec + call"),
     }
     match native(code, function, native_runs) {
         Ok((times, total)) => {
@@ -53,7 +54,7 @@ pub(super) fn compare_native(
                 percentile(&sorted, 50.0).as_secs_f64() / sandbox_p50
             );
         }
-        Err(note) => println!("{:<26} skipped: {note}", "python3, new process"),
+        Err(note) => outln!("{:<26} skipped: {note}", "python3, new process"),
     }
 }
 
