@@ -6,7 +6,7 @@
 
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::BatchSpec;
-use crate::domain::Judgement;
+use crate::domain::{Judgement, MetricType};
 use crate::store::{Store, StoreError};
 
 pub type AlertError = JobError;
@@ -23,7 +23,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
 
 fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "alert_sql", "alert", Some("alert"))?;
+    let input = load_input(spec, store, "alert_sql", "alert", Some(MetricType::Alert))?;
     let (series, already) = (&input.series, &input.done);
     let mut report = AlertReport::default();
     for (metric, s) in series {
@@ -79,13 +79,19 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
             }
         }
     }
-    write(store, &spec.table_key, &batch, "alert", &report.alerts)?;
+    write(
+        store,
+        &spec.table_key,
+        &batch,
+        MetricType::Alert,
+        &report.alerts,
+    )?;
     report.threshold_alerts = threshold_alerts(spec, store)?;
     write(
         store,
         &spec.table_key,
         &batch,
-        "tholdalert",
+        MetricType::ThresholdAlert,
         &report.threshold_alerts,
     )?;
     Ok(report)

@@ -6,7 +6,7 @@
 
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::BatchSpec;
-use crate::domain::Judgement;
+use crate::domain::{Judgement, MetricType};
 use crate::models::preprocess::median;
 use crate::store::Store;
 
@@ -39,7 +39,13 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, Change
 
 fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "change_sql", "change", Some("change"))?;
+    let input = load_input(
+        spec,
+        store,
+        "change_sql",
+        "change",
+        Some(MetricType::Change),
+    )?;
     let (series, already) = (&input.series, &input.done);
     let last_n = spec.change.detect_last_n.max(1) as usize;
     let mut out = Vec::new();
@@ -90,7 +96,7 @@ fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFail
             }
         }
     }
-    write(store, &spec.table_key, &batch, "change", &out)?;
+    write(store, &spec.table_key, &batch, MetricType::Change, &out)?;
     Ok(out)
 }
 

@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 
 use super::features::FeatureError;
 use crate::config::BatchSpec;
-use crate::domain::{Judgement, Series};
+use crate::domain::{Judgement, MetricType, Series};
 use crate::models::store::ModelStoreError;
 use crate::models::ModelError;
 use crate::store::{metrics_schema, Store, StoreError};
@@ -73,7 +73,7 @@ pub fn load_input(
     store: &Store,
     sql_key: &'static str,
     job: &'static str,
-    done_type: Option<&str>,
+    done_type: Option<MetricType>,
 ) -> Result<JobInput, JobFailure> {
     let sql = spec
         .sql
@@ -268,7 +268,7 @@ pub fn write(
     store: &mut Store,
     table_key: &str,
     batch: &str,
-    metric_type: &str,
+    metric_type: MetricType,
     rows: &[Judgement],
 ) -> Result<usize, StoreError> {
     if rows.is_empty() {
@@ -281,7 +281,7 @@ pub fn write(
 /// Judgement rows of `metric_type` for `batch`, as the metrics table's columns.
 pub fn judgement_rows(
     batch: &str,
-    metric_type: &str,
+    metric_type: MetricType,
     rows: &[Judgement],
 ) -> Result<RecordBatch, StoreError> {
     let n = rows.len();
@@ -297,7 +297,7 @@ pub fn judgement_rows(
                     .map(|r| r.metric_name.as_str())
                     .collect::<Vec<_>>(),
             )),
-            Arc::new(StringArray::from(vec![metric_type; n])),
+            Arc::new(StringArray::from(vec![metric_type.as_str(); n])),
             Arc::new(Float64Array::from(
                 rows.iter().map(|r| r.value).collect::<Vec<_>>(),
             )),

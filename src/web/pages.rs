@@ -14,6 +14,7 @@ use super::data;
 use super::{with_store, Shared};
 use crate::alerts::message::format_time;
 use crate::config::BatchSpec;
+use crate::domain::MetricType;
 use crate::store::{RunFilter, Vote};
 
 const PAGE_SIZE: usize = 50;
@@ -217,9 +218,9 @@ pub async fn anomalies(State(s): State<Shared>, Query(q): Query<PageQuery>) -> R
                     context! {
                         batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
                         time => format_time(a.timestamp_us),
-                        kind => match a.kind.as_str() { "alert" => "anomaly", "tholdalert" => "threshold", "llmalert" => "LLM", k => k },
+                        kind => kind_label(a.kind),
                         value => num("value"),
-                        score => if a.kind == "change" { num("z") } else { num("score_smooth") },
+                        score => if a.kind == MetricType::Change { num("z") } else { num("score_smooth") },
                         reason => meta.get("reason").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
                         up => a.up, down => a.down,
                     }
@@ -431,4 +432,14 @@ pub async fn js() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("static/app.js"),
     )
+}
+
+/// What the anomalies page calls each kind of judgement.
+fn kind_label(kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::Alert => "anomaly",
+        MetricType::ThresholdAlert => "threshold",
+        MetricType::LlmAlert => "LLM",
+        other => other.as_str(),
+    }
 }

@@ -84,7 +84,9 @@ fn metrics_rows_round_trip_as_arrow() {
     let newest = s.newest_values("metrics", "a", "m1", 5).expect("newest");
     assert_eq!(newest.len(), 2);
     assert_eq!(newest[0].timestamp_us, t0 + 1);
-    let seen = s.timestamps_of_type("metrics", "a", "metric").expect("ts");
+    let seen = s
+        .timestamps_of_type("metrics", "a", crate::domain::MetricType::Metric)
+        .expect("ts");
     assert_eq!(seen["m1"], BTreeSet::from([t0, t0 + 1]));
 }
 
