@@ -6,13 +6,9 @@
 //! one failing never blocks another or the job. [`notify`] ties it to the
 //! jobs' results; [`plot`] renders the PNGs.
 
-pub mod describe;
-pub mod dispatch;
 pub mod email;
 mod http;
 pub mod message;
-pub mod notify;
-pub mod plot;
 pub mod settings;
 pub mod slack;
 pub mod slack_api;

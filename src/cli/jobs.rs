@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
-use crate::alerts::describe::{describe, sent_lines};
-use crate::alerts::dispatch::{self, JobContext, JobOutcome, LlmAlertMode};
-use crate::alerts::notify;
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
-use crate::jobs::backfill;
 use crate::jobs::ingest::DefaultSandbox;
 use crate::jobs::maintenance;
+use crate::pipeline::backfill;
+use crate::pipeline::describe::{describe, sent_lines};
+use crate::pipeline::dispatch::{self, JobContext, JobOutcome, LlmAlertMode};
+use crate::pipeline::notify;
 use crate::store::Store;
 
 /// Run one job on one batch and print what it did; with `channels`, send

@@ -5,7 +5,6 @@
 //! summarises; [`rows`] holds what they share.
 
 pub mod alert;
-pub mod backfill;
 pub mod change;
 pub mod features;
 pub mod ingest;

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::alerts::describe::describe;
-use crate::alerts::dispatch::{self, JobContext, JobOutcome};
 use crate::alerts::message::{FailureFacts, Message};
 use crate::alerts::{deliver, Channels, Outcome};
 use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
 use crate::jobs::llmalert::LlmAlertError;
+use crate::pipeline::describe::describe;
+use crate::pipeline::dispatch::{self, JobContext, JobOutcome};
 use crate::sandbox::cassette::RecordMode;
 use crate::scheduler::failures::{counts, FailureStreaks, Notice};
 use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};

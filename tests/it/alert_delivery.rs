@@ -13,10 +13,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use base64::Engine;
-use sandstack::alerts::notify;
 use sandstack::alerts::{Channels, Delivery, Outcome};
 use sandstack::config::{AlertMethod, BatchSpec, Choice};
 use sandstack::jobs::alert;
+use sandstack::pipeline::notify;
 use sandstack::store::Store;
 
 use crate::support::{Folder, SmtpSink, TestServer};

@@ -920,7 +920,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
     let job = f.spec("job", &[]);
     run_ingest(&job, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().expect("tmp");
-    let ctx = sandstack::alerts::dispatch::JobContext {
+    let ctx = sandstack::pipeline::dispatch::JobContext {
         model_base: models.path(),
         plot_dir: models.path(),
         channels: None,
@@ -929,10 +929,10 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
     };
     let t = std::time::Instant::now();
     let err =
-        sandstack::alerts::dispatch::run(&job, &mut store, sandstack::config::Job::Train, &ctx)
+        sandstack::pipeline::dispatch::run(&job, &mut store, sandstack::config::Job::Train, &ctx)
             .expect_err("stopped");
     assert!(
-        err.downcast_ref::<sandstack::alerts::dispatch::TimedOut>()
+        err.downcast_ref::<sandstack::pipeline::dispatch::TimedOut>()
             .is_some(),
         "{err}"
     );

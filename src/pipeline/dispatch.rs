@@ -10,10 +10,10 @@ use std::path::Path;
 use arrow::record_batch::RecordBatch;
 
 use super::notify::{self, NotifyReport};
-use super::plot;
-use super::Channels;
+use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::domain::Judgement;
+use crate::drawing;
 use crate::jobs::alert::AlertReport;
 use crate::jobs::ingest::recording::CassetteOptions;
 use crate::jobs::llmalert::{self, LlmAlertError, LlmAlertOptions, LlmAlertReport};
@@ -164,7 +164,7 @@ pub fn run(
         }
         Job::Llmalert => {
             let plot = |metric: &str, series: &crate::domain::Series| {
-                plot::render_png(&spec.metric_batch, metric, series, spec.alert.threshold)
+                drawing::render_png(&spec.metric_batch, metric, series, spec.alert.threshold)
                     .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
                     .ok()
             };

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::ingest::{self, IngestOptions, SandboxSource};
 use crate::config::{self, BatchSpec, ConfigError};
+use crate::jobs::ingest::{self, IngestOptions, SandboxSource};
 use crate::store::Store;
 
 #[derive(Debug, Default)]

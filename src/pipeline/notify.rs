@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
 
-use super::message::{AlertFacts, Kind, Message};
-use super::{deliver, plot, Channels, Delivery, Outcome};
+use crate::alerts::message::{AlertFacts, Kind, Message};
+use crate::alerts::{deliver, Channels, Delivery, Outcome};
 use crate::config::{AlertMethod, BatchSpec};
 use crate::domain::{Judgement, Series};
+use crate::drawing;
 use crate::file_names::file_stem;
 use crate::jobs::alert::AlertReport;
 use crate::jobs::rows::{load_input, JobError};
@@ -101,7 +102,7 @@ fn send_judgements(
     for (kind, j) in items {
         let facts = facts(spec, *kind, j);
         let png = series.get(&j.metric_name).and_then(|s| {
-            plot::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert.threshold)
+            drawing::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert.threshold)
                 .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
                 .ok()
         });
@@ -182,7 +183,7 @@ pub fn write_plots(spec: &BatchSpec, store: &Store, dir: &Path) -> Result<Vec<Pa
         .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
     let mut out = Vec::new();
     for (metric, s) in &series {
-        let png = plot::render_png(&spec.metric_batch, metric, s, spec.alert.threshold)
+        let png = drawing::render_png(&spec.metric_batch, metric, s, spec.alert.threshold)
             .map_err(|e| format!("batch {}: {e}", spec.metric_batch))?;
         let path = folder.join(format!("{}.png", file_stem(metric)));
         std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
