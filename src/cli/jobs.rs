@@ -13,8 +13,8 @@ use crate::jobs::ingest::DefaultSandbox;
 use crate::jobs::maintenance;
 use crate::pipeline::backfill;
 use crate::pipeline::describe::{describe, sent_lines};
-use crate::pipeline::dispatch::{self, JobContext, JobOutcome, LlmAlertMode};
 use crate::pipeline::notify;
+use crate::pipeline::{dispatch, JobContext, JobOutcome, LlmAlertMode};
 use crate::store::Store;
 
 /// Run one job on one batch and print what it did; with `channels`, send

@@ -1,8 +1,8 @@
 //! What a job did, in words: the lines `sandstack <job>` prints and a
 //! scheduled run keeps as its log.
 
-use super::dispatch::JobOutcome;
 use super::notify::NotifyReport;
+use super::outcome::JobOutcome;
 use crate::config::BatchSpec;
 use crate::domain::Judgement;
 use crate::jobs::llmalert::LlmAlertReport;

@@ -4,86 +4,15 @@
 //! what they do with the outcome. It sits with delivery, above the jobs, so
 //! the jobs never import the channels that carry their results.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use arrow::record_batch::RecordBatch;
-
+use super::context::JobContext;
 use super::notify::{self, NotifyReport};
+use super::outcome::JobOutcome;
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
-use crate::domain::Judgement;
 use crate::drawing;
-use crate::jobs::alert::AlertReport;
-use crate::jobs::ingest::recording::CassetteOptions;
-use crate::jobs::llmalert::{self, LlmAlertError, LlmAlertOptions, LlmAlertReport};
-use crate::jobs::score::ScoreReport;
-use crate::jobs::train::TrainReport;
+use crate::jobs::llmalert::{self, LlmAlertError, LlmAlertOptions};
 use crate::jobs::{alert, change, maintenance, score, train};
 use crate::store::Store;
-
-/// Where a job's side effects go.
-pub struct JobContext<'a> {
-    /// What `local://` model paths are relative to.
-    pub model_base: &'a Path,
-    /// Where the plot job writes its PNGs.
-    pub plot_dir: &'a Path,
-    /// Alert channels; None sends nothing (backfills).
-    pub channels: Option<&'a Channels>,
-    /// The operator's environment: the chat model llmalert calls.
-    pub env: &'a BTreeMap<String, String>,
-    /// How llmalert runs.
-    pub llmalert: LlmAlertMode,
-}
-
-/// How an llmalert run goes, beyond the batch's settings.
-#[derive(Debug, Clone, Default)]
-pub struct LlmAlertMode {
-    /// Where it records or replays its exchanges.
-    pub cassette: Option<CassetteOptions>,
-    /// Ask nothing; preview the questions.
-    pub dry_run: bool,
-}
-
-/// What a job did.
-#[derive(Debug)]
-pub enum JobOutcome {
-    Trained(TrainReport),
-    Scored(ScoreReport),
-    Alerted(AlertReport, NotifyReport),
-    Changed(Vec<Judgement>, NotifyReport),
-    Plotted(Vec<std::path::PathBuf>),
-    Deleted(u64),
-    Summarised(Vec<RecordBatch>, NotifyReport),
-    LlmAlerted(LlmAlertReport, NotifyReport),
-}
-
-impl JobOutcome {
-    /// The rows (models, scores, judgements, files...) the job produced.
-    pub fn rows(&self) -> u64 {
-        match self {
-            JobOutcome::Trained(r) => r.trained.len() as u64,
-            JobOutcome::Scored(r) => r.scored as u64,
-            JobOutcome::Alerted(r, _) => (r.alerts.len() + r.threshold_alerts.len()) as u64,
-            JobOutcome::Changed(c, _) => c.len() as u64,
-            JobOutcome::Plotted(files) => files.len() as u64,
-            JobOutcome::Deleted(n) => *n,
-            JobOutcome::Summarised(b, _) => b.iter().map(|b| b.num_rows() as u64).sum(),
-            JobOutcome::LlmAlerted(r, _) => r.alerts.len() as u64,
-        }
-    }
-
-    /// What was sent, for the jobs that send.
-    pub fn sent(&self) -> Option<&NotifyReport> {
-        match self {
-            JobOutcome::Alerted(_, s)
-            | JobOutcome::Changed(_, s)
-            | JobOutcome::Summarised(_, s)
-            | JobOutcome::LlmAlerted(_, s) => Some(s),
-            _ => None,
-        }
-    }
-}
 
 /// A job's error, with its cause chain kept for the command line.
 pub type DispatchError = Box<dyn std::error::Error + Send + Sync>;

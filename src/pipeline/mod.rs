@@ -5,6 +5,12 @@
 //! words, and [`backfill`] ingests past periods.
 
 pub mod backfill;
+pub mod context;
 pub mod describe;
 pub mod dispatch;
 pub mod notify;
+pub mod outcome;
+
+pub use context::{JobContext, LlmAlertMode};
+pub use dispatch::{DispatchError, TimedOut};
+pub use outcome::JobOutcome;

@@ -15,7 +15,7 @@ use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
 use crate::jobs::llmalert::LlmAlertError;
 use crate::pipeline::describe::describe;
-use crate::pipeline::dispatch::{self, JobContext, JobOutcome};
+use crate::pipeline::{dispatch, JobContext, JobOutcome, LlmAlertMode};
 use crate::sandbox::cassette::RecordMode;
 use crate::scheduler::failures::{counts, FailureStreaks, Notice};
 use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};
@@ -376,7 +376,7 @@ impl JobRunner for StoreRunner {
             plot_dir: &self.plot_dir,
             channels: Some(&self.channels),
             env: &self.env,
-            llmalert: dispatch::LlmAlertMode {
+            llmalert: LlmAlertMode {
                 cassette,
                 dry_run: false,
             },

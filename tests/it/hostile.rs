@@ -920,7 +920,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
     let job = f.spec("job", &[]);
     run_ingest(&job, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().expect("tmp");
-    let ctx = sandstack::pipeline::dispatch::JobContext {
+    let ctx = sandstack::pipeline::JobContext {
         model_base: models.path(),
         plot_dir: models.path(),
         channels: None,

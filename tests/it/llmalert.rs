@@ -21,7 +21,7 @@ use sandstack::alerts::Channels;
 use sandstack::config::{BatchSpec, Job};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::llmalert::LlmAlertReport;
-use sandstack::pipeline::dispatch::{self, JobContext, JobOutcome};
+use sandstack::pipeline::{dispatch, JobContext, JobOutcome, LlmAlertMode};
 use sandstack::sandbox::cassette::RecordMode;
 use sandstack::store::Store;
 use serde_json::{json, Value};
@@ -284,7 +284,7 @@ fn run(
         plot_dir: dir.path(),
         channels: Some(&channels),
         env,
-        llmalert: dispatch::LlmAlertMode {
+        llmalert: LlmAlertMode {
             cassette,
             dry_run: false,
         },
