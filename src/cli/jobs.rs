@@ -14,34 +14,44 @@ use crate::jobs::maintenance;
 use crate::pipeline::backfill;
 use crate::pipeline::describe::{describe, sent_lines};
 use crate::pipeline::notify;
-use crate::pipeline::{dispatch, JobContext, JobOutcome, LlmAlertMode};
+use crate::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
 use crate::store::Store;
 
+/// The command line's context for a job: models and plots below the
+/// working directory, the process's environment, the default sandbox.
+pub(super) fn context<'a>(
+    env: &'a std::collections::BTreeMap<String, String>,
+    channels: Option<&'a Channels>,
+    mode: RunMode,
+) -> JobContext<'a> {
+    JobContext {
+        model_base: Path::new("."),
+        plot_dir: Path::new("."),
+        channels,
+        env,
+        sandboxes: &DefaultSandbox,
+        mode,
+    }
+}
+
 /// Run one job on one batch and print what it did; with `channels`, send
-/// its alerts or changes (backfills do not). `llmalert` says how an
-/// llmalert run goes (its cassette, a dry run).
+/// its alerts or changes. `mode` says how an llmalert run goes (its
+/// cassette, a dry run).
 pub fn run_job(
     spec: &BatchSpec,
     store: &mut Store,
     job: Job,
     channels: Option<&Channels>,
-    llmalert: LlmAlertMode,
+    mode: RunMode,
 ) -> anyhow::Result<JobOutcome> {
     let env = host_env();
-    let ctx = JobContext {
-        model_base: Path::new("."),
-        plot_dir: Path::new("."),
-        channels,
-        env: &env,
-        llmalert,
-    };
-    let out = dispatch::run(spec, store, job, &ctx).map_err(anyhow::Error::from_boxed)?;
+    let out = dispatch::run(spec, store, job, &context(&env, channels, mode))?;
     print!("{}", crate::escape::terminal_block(&describe(spec, &out)));
     Ok(out)
 }
 
 pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
-    match job_with_mode(cli, name, job, LlmAlertMode::default())? {
+    match job_with_mode(cli, name, job, RunMode::default())? {
         Ran::Here(_) | Ran::InDaemon(true) => Ok(ExitCode::SUCCESS),
         Ran::InDaemon(false) => Ok(ExitCode::FAILURE),
     }
@@ -62,9 +72,10 @@ pub fn llmalert(
     dry_run: bool,
     show_prompts: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mode = LlmAlertMode {
+    let mode = RunMode {
         cassette: super::ingest::cassette_options(args),
         dry_run,
+        simulated_now_us: None,
     };
     let out = match job_with_mode(cli, name, Job::Llmalert, mode)? {
         Ran::Here(out) => out,
@@ -88,7 +99,7 @@ pub fn llmalert(
     Ok(ExitCode::SUCCESS)
 }
 
-fn job_with_mode(cli: &Cli, name: &str, job: Job, mode: LlmAlertMode) -> anyhow::Result<Ran> {
+fn job_with_mode(cli: &Cli, name: &str, job: Job, mode: RunMode) -> anyhow::Result<Ran> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
     let mut store = match super::open_target(cli)? {
@@ -170,7 +181,7 @@ pub fn plot(cli: &Cli, name: &str, out: Option<&Path>) -> anyhow::Result<ExitCod
     let dir = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| super::db_paths::plot_dir(&cli.db));
-    let files = notify::write_plots(spec, &store, &dir).map_err(anyhow::Error::msg)?;
+    let files = crate::jobs::plot::write_plots(spec, &store, &dir)?;
     if files.is_empty() {
         outln!("batch {name}: no metrics to plot yet");
     }
@@ -208,11 +219,12 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         super::Target::Local(store) => store,
         super::Target::Daemon(d) => return Err(super::daemon::refuse(&d, "backfill")),
     };
+    let env = host_env();
+    let ctx = context(&env, None, RunMode::default());
     let report = backfill::ingest_periods(
         spec,
         &mut store,
-        &DefaultSandbox,
-        &host_env(),
+        &ctx,
         backfill::Periods {
             count: periods,
             step,
@@ -236,14 +248,36 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         "batch {name}: backfilled {periods} periods every {every}: {} rows stored, {} periods failed",
         report.stored, report.failed
     );
-    let scoring = backfill::scoring_spec(spec, periods).map_err(|errors| {
+    // Each judging job's lines as it ends; the first failure ends the
+    // command.
+    let mut failure = None;
+    backfill::judge(
+        spec,
+        &mut store,
+        &ctx,
+        periods,
+        &mut |scoring, _, done| match done {
+            Ok(out) => {
+                print!(
+                    "{}",
+                    crate::escape::terminal_block(&describe(scoring, &out))
+                );
+                true
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        },
+    )
+    .map_err(|errors| {
         anyhow::anyhow!(
             "batch {name}: cannot widen the scoring window: {}",
             join_errors(&errors)
         )
     })?;
-    for job in [Job::Train, Job::Score, Job::Alert, Job::Change] {
-        run_job(&scoring, &mut store, job, None, LlmAlertMode::default())?;
+    if let Some(e) = failure {
+        return Err(e.into());
     }
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS

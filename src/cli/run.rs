@@ -12,11 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
-use super::jobs::run_job;
+use super::jobs::context;
 use super::{host_env, Cli};
 use crate::config::{self, env_batch_name, Job, MetricsFolder, Policy};
 use crate::jobs::ingest::DefaultSandbox;
 use crate::pipeline::backfill;
+use crate::pipeline::describe::describe;
 use crate::scheduler::clock::SystemClock;
 use crate::scheduler::plan::{runnable_jobs, Plan};
 use crate::scheduler::runner::{JobRunner, StoreRunLog, StoreRunner};
@@ -463,11 +464,11 @@ async fn demo_backfill(
         }
         errln!("demo: backfilling {name}: {periods} periods, 10 minutes apart");
         tokio::task::spawn_blocking(move || {
+            let ctx = context(&env, None, Default::default());
             let report = backfill::ingest_periods(
                 &spec,
                 &mut conn,
-                &DefaultSandbox,
-                &env,
+                &ctx,
                 backfill::Periods {
                     count: periods,
                     step: Duration::from_secs(600),
@@ -493,18 +494,29 @@ async fn demo_backfill(
                 report.stored,
                 report.failed
             );
-            let scoring = match backfill::scoring_spec(&spec, periods) {
-                Ok(s) => s,
-                Err(errors) => {
-                    for e in errors {
-                        errln!("demo: {name}: {e}");
+            // Each judging job's lines as it ends; a failed one is said
+            // and the next runs.
+            let judged = backfill::judge(
+                &spec,
+                &mut conn,
+                &ctx,
+                periods,
+                &mut |scoring, job, done| {
+                    match done {
+                        Ok(out) => print!(
+                            "{}",
+                            crate::escape::terminal_block(&describe(scoring, &out))
+                        ),
+                        Err(e) => {
+                            errln!("demo: {name}: {job:?} failed: {:#}", anyhow::Error::from(e))
+                        }
                     }
-                    return;
-                }
-            };
-            for kind in [Job::Train, Job::Score, Job::Alert, Job::Change] {
-                if let Err(e) = run_job(&scoring, &mut conn, kind, None, Default::default()) {
-                    errln!("demo: {name}: {kind:?} failed: {e:#}");
+                    true
+                },
+            );
+            if let Err(errors) = judged {
+                for e in errors {
+                    errln!("demo: {name}: {e}");
                 }
             }
         })

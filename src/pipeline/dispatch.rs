@@ -1,31 +1,20 @@
-//! One place that runs any stored-data job of a batch (everything but
-//! ingest, which takes its own options) and delivers what it produced: used
-//! by the scheduler's runner and by the command line, which only differ in
-//! what they do with the outcome. It sits with delivery, above the jobs, so
-//! the jobs never import the channels that carry their results.
+//! The one place that runs a job of a batch, ingest included, and delivers
+//! what it produced: the scheduler's runner, the command line and backfill
+//! all come here, and differ only in the context they give and what they do
+//! with the outcome. It sits above the jobs and delivery, so the jobs never
+//! import the channels that carry their results.
 
 use super::context::JobContext;
+use super::error::DispatchError;
 use super::notify::{self, NotifyReport};
 use super::outcome::JobOutcome;
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
 use crate::drawing;
+use crate::jobs::ingest::{self, IngestOptions};
 use crate::jobs::llmalert::{self, LlmAlertError, LlmAlertOptions};
-use crate::jobs::{alert, change, maintenance, score, train};
+use crate::jobs::{alert, change, maintenance, plot, score, train};
 use crate::store::Store;
-
-/// A job's error, with its cause chain kept for the command line.
-pub type DispatchError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A job stopped by `job_timeout_s`; whatever it was writing was rolled
-/// back.
-#[derive(Debug, thiserror::Error)]
-#[error("batch {batch}: the {job} job ran past job_timeout_s={seconds} and was stopped; nothing it was writing was stored")]
-pub struct TimedOut {
-    pub batch: String,
-    pub job: &'static str,
-    pub seconds: f64,
-}
 
 /// Run `work` within the batch's `job_timeout_s`.
 fn within_limit<T, E>(
@@ -40,19 +29,24 @@ where
     let limit = std::time::Duration::from_secs_f64(spec.jobs.timeout_s);
     match store.with_time_limit(limit, work) {
         (Ok(v), _) => Ok(v),
-        (Err(_), true) => Err(Box::new(TimedOut {
-            batch: spec.metric_batch.clone(),
-            job: job.name(),
-            seconds: spec.jobs.timeout_s,
-        })),
+        (Err(_), true) => Err(timed_out(spec, job)),
         (Err(e), false) => Err(e.into()),
     }
 }
 
-/// Run `job` of `spec` within its `job_timeout_s`, then deliver what it
-/// produced (delivery has its own timeouts). Ingest is not run here.
-/// llmalert keeps its own clock: its time goes to the chat model, not to
-/// the database, and what it confirmed before the limit is kept.
+fn timed_out(spec: &BatchSpec, job: Job) -> DispatchError {
+    DispatchError::TimedOut {
+        batch: spec.metric_batch.clone(),
+        job: job.name(),
+        seconds: spec.jobs.timeout_s,
+    }
+}
+
+/// Run `job` of `spec`, then deliver what it produced (delivery has its own
+/// timeouts). Ingest is bounded by its own `ingest_timeout_s`, the jobs on
+/// stored data by `job_timeout_s`; llmalert keeps its own clock: its time
+/// goes to the chat model, not to the database, and what it confirmed
+/// before the limit is kept.
 pub fn run(
     spec: &BatchSpec,
     store: &mut Store,
@@ -62,6 +56,16 @@ pub fn run(
     let send = |f: &dyn Fn(&Channels) -> NotifyReport| ctx.channels.map(f).unwrap_or_default();
     let base = ctx.model_base;
     match job {
+        Job::Ingest => {
+            let opts = IngestOptions {
+                dry_run: ctx.mode.dry_run,
+                cassette: ctx.mode.cassette.clone(),
+                simulated_now_us: ctx.mode.simulated_now_us,
+            };
+            ingest::run(spec, store, ctx.sandboxes, ctx.env, opts)
+                .map(JobOutcome::Ingested)
+                .map_err(DispatchError::Ingest)
+        }
         Job::Train => Ok(JobOutcome::Trained(within_limit(spec, job, store, |s| {
             train::run(spec, s, base)
         })?)),
@@ -79,7 +83,7 @@ pub fn run(
             Ok(JobOutcome::Changed(r, sent))
         }
         Job::Plot => Ok(JobOutcome::Plotted(within_limit(spec, job, store, |s| {
-            notify::write_plots(spec, s, ctx.plot_dir)
+            plot::write_plots(spec, s, ctx.plot_dir)
         })?)),
         Job::Delete => Ok(JobOutcome::Deleted(within_limit(spec, job, store, |s| {
             maintenance::delete(spec, s)
@@ -99,23 +103,16 @@ pub fn run(
             };
             let opts = LlmAlertOptions {
                 env: ctx.env,
-                cassette: ctx.llmalert.cassette.clone(),
+                cassette: ctx.mode.cassette.clone(),
                 plot: &plot,
-                dry_run: ctx.llmalert.dry_run,
+                dry_run: ctx.mode.dry_run,
             };
-            let r = llmalert::run(spec, store, &opts).map_err(|e| -> DispatchError {
-                match e {
-                    LlmAlertError::TimedOut { batch } => Box::new(TimedOut {
-                        batch,
-                        job: job.name(),
-                        seconds: spec.jobs.timeout_s,
-                    }),
-                    e => Box::new(e),
-                }
+            let r = llmalert::run(spec, store, &opts).map_err(|e| match e {
+                LlmAlertError::TimedOut { .. } => timed_out(spec, job),
+                e => DispatchError::LlmAlert(e),
             })?;
             let sent = send(&|c| notify::llm_alerts(spec, store, &r.alerts, c));
             Ok(JobOutcome::LlmAlerted(r, sent))
         }
-        Job::Ingest => Err("the ingest job is not run here: it has its own entry point".into()),
     }
 }

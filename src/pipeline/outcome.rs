@@ -5,6 +5,7 @@ use arrow::record_batch::RecordBatch;
 use super::notify::NotifyReport;
 use crate::domain::Judgement;
 use crate::jobs::alert::AlertReport;
+use crate::jobs::ingest::{IngestReport, SandboxDetails};
 use crate::jobs::llmalert::LlmAlertReport;
 use crate::jobs::score::ScoreReport;
 use crate::jobs::train::TrainReport;
@@ -12,6 +13,7 @@ use crate::jobs::train::TrainReport;
 /// What a job did.
 #[derive(Debug)]
 pub enum JobOutcome {
+    Ingested(IngestReport),
     Trained(TrainReport),
     Scored(ScoreReport),
     Alerted(AlertReport, NotifyReport),
@@ -26,6 +28,7 @@ impl JobOutcome {
     /// The rows (models, scores, judgements, files...) the job produced.
     pub fn rows(&self) -> u64 {
         match self {
+            JobOutcome::Ingested(r) => r.stored as u64,
             JobOutcome::Trained(r) => r.trained.len() as u64,
             JobOutcome::Scored(r) => r.scored as u64,
             JobOutcome::Alerted(r, _) => (r.alerts.len() + r.threshold_alerts.len()) as u64,
@@ -34,6 +37,14 @@ impl JobOutcome {
             JobOutcome::Deleted(n) => *n,
             JobOutcome::Summarised(b, _) => b.iter().map(|b| b.num_rows() as u64).sum(),
             JobOutcome::LlmAlerted(r, _) => r.alerts.len() as u64,
+        }
+    }
+
+    /// A Python ingest's figures, output and logs.
+    pub fn sandbox(&self) -> Option<&SandboxDetails> {
+        match self {
+            JobOutcome::Ingested(r) => r.sandbox.as_ref(),
+            _ => None,
         }
     }
 

@@ -925,15 +925,15 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         plot_dir: models.path(),
         channels: None,
         env: &Default::default(),
-        llmalert: Default::default(),
+        sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        mode: Default::default(),
     };
     let t = std::time::Instant::now();
     let err =
         sandstack::pipeline::dispatch::run(&job, &mut store, sandstack::config::Job::Train, &ctx)
             .expect_err("stopped");
     assert!(
-        err.downcast_ref::<sandstack::pipeline::dispatch::TimedOut>()
-            .is_some(),
+        matches!(err, sandstack::pipeline::DispatchError::TimedOut { .. }),
         "{err}"
     );
     assert_eq!(

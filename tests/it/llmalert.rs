@@ -21,7 +21,7 @@ use sandstack::alerts::Channels;
 use sandstack::config::{BatchSpec, Job};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::llmalert::LlmAlertReport;
-use sandstack::pipeline::{dispatch, JobContext, JobOutcome, LlmAlertMode};
+use sandstack::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
 use sandstack::sandbox::cassette::RecordMode;
 use sandstack::store::Store;
 use serde_json::{json, Value};
@@ -284,9 +284,11 @@ fn run(
         plot_dir: dir.path(),
         channels: Some(&channels),
         env,
-        llmalert: LlmAlertMode {
+        sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        mode: RunMode {
             cassette,
             dry_run: false,
+            simulated_now_us: None,
         },
     };
     match dispatch::run(spec, &mut store, Job::Llmalert, &ctx) {
