@@ -21,15 +21,18 @@ macro_rules! errln {
     };
 }
 
+mod backfill;
 mod bench;
 mod bundle;
 mod daemon;
 mod db_paths;
 mod ingest;
 mod jobs;
+mod plot;
 mod run;
 mod runs;
 mod setup;
+mod summary;
 mod validate;
 
 use std::path::PathBuf;
@@ -307,13 +310,13 @@ pub fn main() -> ExitCode {
             show_prompts,
             cassette,
         } => jobs::llmalert(&cli, batch, cassette, *dry_run, *show_prompts),
-        Command::Summary { batch, send } => jobs::summary(&cli, batch.as_deref(), *send),
-        Command::Plot { batch, out } => jobs::plot(&cli, batch, out.as_deref()),
+        Command::Summary { batch, send } => summary::summary(&cli, batch.as_deref(), *send),
+        Command::Plot { batch, out } => plot::plot(&cli, batch, out.as_deref()),
         Command::Backfill {
             batch,
             periods,
             every,
-        } => jobs::backfill(&cli, batch, *periods, every),
+        } => backfill::backfill(&cli, batch, *periods, every),
         Command::Bench(BenchCommand::Sandbox {
             runs,
             native_runs,
