@@ -1,7 +1,8 @@
-//! What a scheduled tick does: [`StoreRunner`] runs the batch's job against
-//! the DuckDB store (a connection of its own per run) and [`StoreRunLog`]
-//! writes the outcome to the run history. Both are traits so scheduler tests
-//! can count, block and fail runs at will.
+//! What a scheduled tick does: [`StoreRunner`] runs the batch's job through
+//! the pipeline (`pipeline::dispatch`, with a store connection of its own
+//! per run) and turns the outcome into a [`RunResult`]; [`StoreRunLog`]
+//! writes it to the run history (DuckDB or PostgreSQL). Both are behind
+//! traits so scheduler tests can count, block and fail runs at will.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
