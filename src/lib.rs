@@ -11,6 +11,7 @@
 //! found. ARCHITECTURE.md has the floors and where each thing happens.
 
 pub mod alerts;
+pub mod cassette;
 pub mod child;
 pub mod cli;
 pub mod config;

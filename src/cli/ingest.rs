@@ -9,7 +9,7 @@ use crate::config::{BatchSpec, Job, MetricsFolder};
 use crate::jobs::ingest::recording::CassetteOptions;
 use crate::jobs::ingest::{describe_rows, DefaultSandbox, IngestReport, SandboxDetails};
 use crate::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
-use crate::sandbox::cassette::RecordMode;
+use crate::cassette::RecordMode;
 use crate::store::Store;
 
 fn ms(d: std::time::Duration) -> String {

@@ -183,10 +183,10 @@ pub struct CassetteArgs {
     pub cassette: Option<PathBuf>,
     /// With --cassette: once (record if FILE is missing, else replay), none (replay only), new_episodes (replay, and record requests not in FILE), all (always record).
     #[arg(long, value_enum, requires = "cassette")]
-    pub record_mode: Option<crate::sandbox::cassette::RecordMode>,
+    pub record_mode: Option<crate::cassette::RecordMode>,
     /// What a replayed request must match, as a comma list (default method,url,body).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub match_on: Vec<crate::sandbox::cassette::MatchOn>,
+    pub match_on: Vec<crate::cassette::MatchOn>,
     /// More header or environment variable names whose values are scrubbed from the cassette (Authorization, Cookie and names with KEY, TOKEN, SECRET or PASSWORD always are).
     #[arg(long, value_delimiter = ',')]
     pub scrub: Vec<String>,

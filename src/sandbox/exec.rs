@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::I32Exit;
 
-use super::cassette::{Interaction, ReplayBook, Scrubber};
+use crate::cassette::{Interaction, ReplayBook, Scrubber};
 use super::clock::GuestClock;
 use super::engine::EPOCH_TICK;
 use super::error::ExecError;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::cassette::Cassette;
+use crate::cassette::Cassette;
 use super::door::{self, ResultHeader};
 use super::host;
 use super::result_frame;

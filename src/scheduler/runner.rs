@@ -16,7 +16,7 @@ use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{recording::CassetteOptions, SandboxSource};
 use crate::pipeline::describe::describe;
 use crate::pipeline::{dispatch, DispatchError, JobContext, JobOutcome, RunMode};
-use crate::sandbox::cassette::RecordMode;
+use crate::cassette::RecordMode;
 use crate::scheduler::failures::{counts, FailureStreaks, Notice};
 use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};
 

@@ -14,7 +14,7 @@ use axum::Router;
 
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::ingest::{self, IngestOptions};
-use sandstack::sandbox::cassette::{self, Cassette, RecordMode};
+use sandstack::cassette::{self, Cassette, RecordMode};
 use sandstack::store::Store;
 
 use crate::support::{

@@ -22,7 +22,7 @@ use sandstack::config::{BatchSpec, Job};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::llmalert::LlmAlertReport;
 use sandstack::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
-use sandstack::sandbox::cassette::RecordMode;
+use sandstack::cassette::RecordMode;
 use sandstack::store::Store;
 use serde_json::{json, Value};
 

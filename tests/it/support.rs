@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sandstack::config::{self, BatchSpec, MetricsFolder};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::ingest::{self, IngestFailure, IngestOptions, IngestReport, SandboxSource};
-use sandstack::sandbox::cassette::RecordMode;
+use sandstack::cassette::RecordMode;
 use sandstack::sandbox::{home_dir, Sandbox, SetupError};
 use sandstack::store::duck::DuckStore;
 use sandstack::store::Store;

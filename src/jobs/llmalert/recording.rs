@@ -9,7 +9,7 @@ use super::prompt;
 use crate::config::BatchSpec;
 use crate::jobs::ingest::recording::{CassetteOptions, Plan};
 use crate::llm::{self, Client, Tape};
-use crate::sandbox::cassette::{
+use crate::cassette::{
     function_sha256, Cassette, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION,
 };
 

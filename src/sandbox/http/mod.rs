@@ -20,7 +20,7 @@ mod resolver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
+use crate::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
 use super::door::HttpRequestHeader;
 use super::error::ExecError;
 use crate::config::{HttpPolicy, SandboxLimits};

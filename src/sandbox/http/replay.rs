@@ -3,7 +3,7 @@
 
 use super::{Exchange, Reply};
 use crate::config::SandboxLimits;
-use crate::sandbox::cassette::Interaction;
+use crate::cassette::Interaction;
 use crate::sandbox::door::HttpRequestHeader;
 use crate::sandbox::error::ExecError;
 
