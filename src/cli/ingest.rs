@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
+use crate::cassette::RecordMode;
 use crate::config::{BatchSpec, Job, MetricsFolder};
 use crate::jobs::ingest::recording::CassetteOptions;
 use crate::jobs::ingest::{describe_rows, DefaultSandbox, IngestReport, SandboxDetails};
 use crate::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
-use crate::cassette::RecordMode;
 use crate::store::Store;
 
 fn ms(d: std::time::Duration) -> String {

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::endpoint::{Endpoint, Platform};
 use super::{anthropic, openai, AnswerError, ChatAnswer, ChatRequest};
-use crate::escape;
 use crate::cassette::{Interaction, RecordedError, ReplayBook, Response, Scrubber};
+use crate::escape;
 
 /// Attempts per question, the first included.
 pub const MAX_ATTEMPTS: u32 = 4;

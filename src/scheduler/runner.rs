@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 
 use crate::alerts::message::{FailureFacts, Message};
 use crate::alerts::{deliver, Channels, Outcome};
+use crate::cassette::RecordMode;
 use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{recording::CassetteOptions, SandboxSource};
 use crate::pipeline::describe::describe;
 use crate::pipeline::{dispatch, DispatchError, JobContext, JobOutcome, RunMode};
-use crate::cassette::RecordMode;
 use crate::scheduler::failures::{counts, FailureStreaks, Notice};
 use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};
 

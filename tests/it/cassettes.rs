@@ -10,9 +10,9 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 
+use sandstack::cassette::RecordMode;
 use sandstack::config::BatchSpec;
 use sandstack::jobs::ingest::IngestReport;
-use sandstack::cassette::RecordMode;
 use sandstack::store::Store;
 
 use crate::support::{python_batch, repo, with_cassette, TestServer};

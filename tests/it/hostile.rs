@@ -12,9 +12,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use sandstack::cassette::{self, Cassette, RecordMode};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::ingest::{self, IngestOptions};
-use sandstack::cassette::{self, Cassette, RecordMode};
 use sandstack::store::Store;
 
 use crate::support::{

@@ -18,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use sandstack::alerts::Channels;
+use sandstack::cassette::RecordMode;
 use sandstack::config::{BatchSpec, Job};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::llmalert::LlmAlertReport;
 use sandstack::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
-use sandstack::cassette::RecordMode;
 use sandstack::store::Store;
 use serde_json::{json, Value};
 

@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::prompt;
+use crate::cassette::{function_sha256, Cassette, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION};
 use crate::config::BatchSpec;
 use crate::jobs::ingest::recording::{CassetteOptions, Plan};
 use crate::llm::{self, Client, Tape};
-use crate::cassette::{
-    function_sha256, Cassette, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION,
-};
 
 /// The variables the endpoint is read from: a replay's are the recorded
 /// ones, keys scrubbed, so it needs none of this machine's.
