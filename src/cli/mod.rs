@@ -25,7 +25,9 @@ mod backfill;
 mod bench;
 mod bundle;
 mod daemon;
+mod dashboard;
 mod db_paths;
+mod demo;
 mod ingest;
 mod jobs;
 mod plot;
@@ -33,6 +35,7 @@ mod run;
 mod runs;
 mod setup;
 mod summary;
+mod tasks;
 mod validate;
 
 use std::path::PathBuf;
@@ -140,7 +143,7 @@ pub enum Command {
     /// Run the scheduler and the dashboard: every RUNNING job of every enabled batch on its cron schedule, with run history, hot reload of the folder, and graceful shutdown on SIGINT/SIGTERM.
     Run(run::RunArgs),
     /// Serve the dashboard alone (it is also part of `sandstack run`).
-    Dashboard(run::WebArgs),
+    Dashboard(dashboard::WebArgs),
     /// Show the run history recorded by `sandstack run` (newest first).
     Runs(runs::RunsArgs),
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
@@ -298,7 +301,7 @@ pub fn main() -> ExitCode {
         Command::Bundle { out } => bundle::bundle(out),
         Command::Run(args) => run::run(&cli, args),
         Command::Runs(args) => runs::runs(&cli, args),
-        Command::Dashboard(args) => run::dashboard(&cli, args),
+        Command::Dashboard(args) => dashboard::dashboard(&cli, args),
         Command::Train { batch } => jobs::job(&cli, batch, crate::config::Job::Train),
         Command::Score { batch } => jobs::job(&cli, batch, crate::config::Job::Score),
         Command::Alert { batch } => jobs::job(&cli, batch, crate::config::Job::Alert),
