@@ -22,6 +22,7 @@ pub mod file_names;
 pub mod jobs;
 pub mod llm;
 pub mod models;
+pub mod outbound;
 pub mod pipeline;
 pub mod sandbox;
 pub mod scheduler;
