@@ -98,7 +98,9 @@ pub fn run(
         Job::Llmalert => {
             let plot = |metric: &str, series: &crate::domain::Series| {
                 drawing::render_png(&spec.metric_batch, metric, series, spec.alert.threshold)
-                    .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
+                    .map_err(|e| {
+                        tracing::warn!(batch = %spec.metric_batch, error = %e, "no plot for the chat model")
+                    })
                     .ok()
             };
             let opts = LlmAlertOptions {

@@ -86,14 +86,14 @@ fn send_judgements(
         return report;
     }
     let series = crate::jobs::plot::series(spec, store).unwrap_or_else(|e| {
-        tracing::warn!("batch {}: no plots for the alerts: {e}", spec.metric_batch);
+        tracing::warn!(batch = %spec.metric_batch, error = %e, "no plots for the alerts");
         BTreeMap::new()
     });
     for (kind, j) in items {
         let facts = facts(spec, *kind, j);
         let png = series.get(&j.metric_name).and_then(|s| {
             drawing::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert.threshold)
-                .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
+                .map_err(|e| tracing::warn!(batch = %spec.metric_batch, error = %e, "no plot for the alert"))
                 .ok()
         });
         let methods = match kind {

@@ -131,14 +131,16 @@ impl Fleet {
         match finished {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
-                "batch {} job {}: the run of {} outlived this worker's lease ({} s without a heartbeat); \
-                 another worker has already recorded it as interrupted",
-                key.0,
-                key.1.name(),
-                tick.format("%H:%M:%S"),
-                self.lease.as_secs()
+                batch = %key.0,
+                job = key.1.name(),
+                tick = %tick.format("%H:%M:%S"),
+                lease_s = self.lease.as_secs(),
+                "the run outlived this worker's lease (no heartbeat for lease_s); \
+                 another worker has already recorded it as interrupted"
             ),
-            Err(e) => tracing::error!("batch {} job {}: {e}", key.0, key.1.name()),
+            Err(e) => {
+                tracing::error!(batch = %key.0, job = key.1.name(), error = %e, "ending the claim failed")
+            }
         }
     }
 
@@ -193,20 +195,17 @@ pub(super) async fn claim_first(
         }
         Ok(Err(e)) => {
             tracing::error!(
-                "batch {} job {}: tick {} not run: {e}",
-                key.0,
-                key.1.name(),
-                scheduled.format("%H:%M:%S")
+                batch = %key.0,
+                job = key.1.name(),
+                tick = %scheduled.format("%H:%M:%S"),
+                error = %e,
+                "tick not run: it could not be claimed"
             );
             let _ = done.send((key.clone(), None));
             return false;
         }
         Err(e) => {
-            tracing::error!(
-                "batch {} job {}: claiming panicked: {e}",
-                key.0,
-                key.1.name()
-            );
+            tracing::error!(batch = %key.0, job = key.1.name(), error = %e, "claiming panicked");
             let _ = done.send((key.clone(), None));
             return false;
         }
@@ -249,7 +248,9 @@ pub(super) async fn heartbeats(fleet: Arc<Fleet>, paused: Paused) {
                     *p = beat.paused;
                 }
             }
-            Ok(Err(e)) => tracing::error!("fleet heartbeat of worker {}: {e}", fleet.worker),
+            Ok(Err(e)) => {
+                tracing::error!(worker = %fleet.worker, error = %e, "fleet heartbeat failed")
+            }
             Err(e) => tracing::error!("fleet heartbeat panicked: {e}"),
         }
         tokio::time::sleep(every).await;

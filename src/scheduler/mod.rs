@@ -296,7 +296,7 @@ impl Scheduler {
     fn dispatch_due(&self, plan: &mut Plan, jobs: &mut InFlight, now: DateTime<Utc>) {
         for (key, tick) in plan.take_due(now) {
             if self.is_paused(&key.0) {
-                tracing::debug!("batch {} job {}: paused, tick skipped", key.0, key.1.name());
+                tracing::debug!(batch = %key.0, job = key.1.name(), "paused, tick skipped");
                 continue;
             }
             if jobs.running.contains_key(&key) {
@@ -348,9 +348,10 @@ impl Scheduler {
         let now = self.clock.now();
         for ((batch, job), scheduled) in running {
             tracing::warn!(
-                "batch {batch} job {}: still running after the {}s grace period; abandoned (its transaction is not committed)",
-                job.name(),
-                self.options.grace.as_secs()
+                batch = %batch,
+                job = job.name(),
+                grace_s = self.options.grace.as_secs(),
+                "still running after the grace period; abandoned (its transaction is not committed)"
             );
             let record = unfinished(
                 &(batch.clone(), job),
@@ -376,10 +377,10 @@ impl Scheduler {
 
     fn skip(&self, key: &JobKey, tick: DateTime<Utc>, now: DateTime<Utc>) {
         tracing::warn!(
-            "batch {} job {}: tick {} skipped, the previous run is still going",
-            key.0,
-            key.1.name(),
-            tick.format("%H:%M:%S")
+            batch = %key.0,
+            job = key.1.name(),
+            tick = %tick.format("%H:%M:%S"),
+            "tick skipped, the previous run is still going"
         );
         self.emit(Event::Skipped {
             key: key.clone(),
@@ -400,7 +401,7 @@ impl Scheduler {
                     Ok(Claim::Mine | Claim::Busy { .. }) => {}
                     Ok(Claim::Taken { .. }) => return,
                     Err(e) => {
-                        tracing::error!("batch {} job {}: {e}", key.0, key.1.name());
+                        tracing::error!(batch = %key.0, job = key.1.name(), error = %e, "recording the skipped tick failed: it could not be claimed");
                         return;
                     }
                 }
@@ -497,15 +498,15 @@ fn log_reload(r: &ReloadReport) {
         tracing::error!("reload: {e}");
     }
     for b in &r.kept {
-        tracing::warn!("reload: batch {b} failed to load; its last good version keeps running");
+        tracing::warn!(batch = %b, "reload: the batch failed to load; its last good version keeps running");
     }
     for b in &r.added {
-        tracing::info!("reload: batch {b} added");
+        tracing::info!(batch = %b, "reload: batch added");
     }
     for b in &r.changed {
-        tracing::info!("reload: batch {b} changed");
+        tracing::info!(batch = %b, "reload: batch changed");
     }
     for b in &r.removed {
-        tracing::info!("reload: batch {b} removed");
+        tracing::info!(batch = %b, "reload: batch removed");
     }
 }

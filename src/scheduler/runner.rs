@@ -149,9 +149,10 @@ impl StoreRunLog {
             }
             Err(e) => {
                 tracing::error!(
-                    "batch {} job {}: could not record the run in sandstack_runs: {e}",
-                    record.batch,
-                    record.job
+                    batch = %record.batch,
+                    job = %record.job,
+                    error = %e,
+                    "could not record the run in the run history"
                 );
                 0
             }
@@ -172,8 +173,8 @@ impl RunLog for StoreRunLog {
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         match store.prune_runs(self.retention, now.timestamp_micros()) {
             Ok(0) => {}
-            Ok(n) => tracing::info!("run history: pruned {n} old runs"),
-            Err(e) => tracing::error!("run history: pruning failed: {e}"),
+            Ok(n) => tracing::info!(runs = n, "run history: pruned old runs"),
+            Err(e) => tracing::error!(error = %e, "run history: pruning failed"),
         }
     }
 }
@@ -301,10 +302,10 @@ impl JobRunner for StoreRunner {
         for d in deliver(&self.channels, &spec.alert.methods, &message) {
             if d.outcome != Outcome::Sent {
                 tracing::warn!(
-                    "{}: {} not delivered: {:?}",
-                    message.subject,
-                    d.channel,
-                    d.outcome
+                    subject = %message.subject,
+                    channel = %d.channel,
+                    outcome = ?d.outcome,
+                    "failure notice not delivered"
                 );
             }
         }
