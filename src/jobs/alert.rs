@@ -5,7 +5,7 @@
 //! are stored and logged; delivery is a separate step.
 
 use super::rows::{load_input, write, JobError, JobFailure};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::domain::{Judgement, MetricType};
 use crate::store::{Store, StoreError};
 
@@ -23,7 +23,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
 
 fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "alert_sql", "alert", Some(MetricType::Alert))?;
+    let input = load_input(spec, store, Job::Alert, Some(MetricType::Alert))?;
     let (series, already) = (&input.series, &input.done);
     let mut report = AlertReport::default();
     for (metric, s) in series {

@@ -5,7 +5,7 @@
 //! the previous `change_snooze_n` observations.
 
 use super::rows::{load_input, write, JobError, JobFailure};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::domain::{Judgement, MetricType};
 use crate::models::preprocess::median;
 use crate::store::Store;
@@ -39,13 +39,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, Change
 
 fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(
-        spec,
-        store,
-        "change_sql",
-        "change",
-        Some(MetricType::Change),
-    )?;
+    let input = load_input(spec, store, Job::Change, Some(MetricType::Change))?;
     let (series, already) = (&input.series, &input.done);
     let last_n = spec.change.detect_last_n.max(1) as usize;
     let mut out = Vec::new();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::rows::{load_input, JobError};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::domain::Series;
 use crate::drawing::{self, DrawError};
 use crate::file_names::file_stem;
@@ -31,7 +31,7 @@ pub enum PlotError {
 
 /// `plot_sql`'s rows by metric.
 pub fn series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, JobError> {
-    load_input(spec, store, "plot_sql", "plot", None)
+    load_input(spec, store, Job::Plot, None)
         .map(|input| input.series)
         .map_err(JobError::of(spec))
 }

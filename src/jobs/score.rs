@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::features::features;
 use super::rows::{load_input, write, JobError, JobFailure};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::domain::{Judgement, MetricType};
 use crate::models::combine;
 use crate::models::store::ModelStore;
@@ -26,7 +26,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
 
 fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "score_sql", "score", Some(MetricType::Score))?;
+    let input = load_input(spec, store, Job::Score, Some(MetricType::Score))?;
     let (series, scored_before) = (&input.series, &input.done);
     let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = ScoreReport::default();

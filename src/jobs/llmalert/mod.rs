@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::ingest::recording::{self as cassettes, CassetteOptions};
 use super::rows::{load_input, write, JobError, JobInput};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::domain::{Judgement, MetricType, Series};
 use crate::llm::{self, Budget, Client, Endpoint, LlmError};
 
@@ -106,13 +106,7 @@ pub fn run(
     // The SQL is the batch's: it is stopped at the job's limit, as every
     // job's is; the questions then have what is left of it.
     let input = match store.with_time_limit(limit, |s| {
-        load_input(
-            spec,
-            s,
-            "llmalert_sql",
-            "llmalert",
-            Some(MetricType::LlmAlert),
-        )
+        load_input(spec, s, Job::Llmalert, Some(MetricType::LlmAlert))
     }) {
         (Ok(input), _) => input,
         (Err(_), true) => return Err(LlmAlertError::TimedOut { batch }),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::prompt;
 use crate::cassette::{function_sha256, Cassette, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::recording::{CassetteOptions, Plan};
 use crate::llm::{self, Client, Tape};
 
@@ -66,7 +66,7 @@ pub fn save(
     let what = format!(
         "{:?}\n{:?}\n{:?}\n{}",
         spec.llmalert,
-        spec.sql.get("llmalert_sql"),
+        spec.sql(Job::Llmalert),
         client.endpoint().model,
         prompt::SYSTEM
     );
