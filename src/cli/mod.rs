@@ -285,42 +285,66 @@ pub fn main() -> ExitCode {
     // Logging first: reading this executable (for --version) may warn.
     init_logging();
     let cli = parse_cli();
-    let result = match &cli.command {
-        Command::Validate => validate::validate(&cli),
-        Command::List => validate::list(&cli),
+    let result = run_command(&cli);
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // An error may have lines (a traceback, a note): those after
+            // the first are indented, so none passes for a line of its own.
+            eprintln!(
+                "error: {}",
+                crate::escape::terminal_indented(&full_message(&e), "  ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command's work.
+fn run_command(cli: &Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Validate => validate::validate(cli),
+        Command::List => validate::list(cli),
         Command::Keys => {
             print!("{}", crate::config::keys::markdown_table());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ingest(args) => ingest::ingest(&cli, args),
+        Command::Ingest(args) => ingest::ingest(cli, args),
         Command::Setup { check: true, .. } => setup::check(),
         Command::Setup {
             check: false,
             guest_wheel,
         } => setup::setup(guest_wheel.as_deref()),
         Command::Bundle { out } => bundle::bundle(out),
-        Command::Run(args) => run::run(&cli, args),
-        Command::Runs(args) => runs::runs(&cli, args),
-        Command::Dashboard(args) => dashboard::dashboard(&cli, args),
-        Command::Train { batch } => jobs::job(&cli, batch, crate::config::Job::Train),
-        Command::Score { batch } => jobs::job(&cli, batch, crate::config::Job::Score),
-        Command::Alert { batch } => jobs::job(&cli, batch, crate::config::Job::Alert),
-        Command::Change { batch } => jobs::job(&cli, batch, crate::config::Job::Change),
-        Command::Delete { batch } => jobs::job(&cli, batch, crate::config::Job::Delete),
+        Command::Run(args) => run::run(cli, args),
+        Command::Runs(args) => runs::runs(cli, args),
+        Command::Dashboard(args) => dashboard::dashboard(cli, args),
+        Command::Train { batch } => jobs::job(cli, batch, crate::config::Job::Train),
+        Command::Score { batch } => jobs::job(cli, batch, crate::config::Job::Score),
+        Command::Alert { batch } => jobs::job(cli, batch, crate::config::Job::Alert),
+        Command::Change { batch } => jobs::job(cli, batch, crate::config::Job::Change),
+        Command::Delete { batch } => jobs::job(cli, batch, crate::config::Job::Delete),
         Command::Llmalert {
             batch,
             dry_run,
             show_prompts,
             cassette,
-        } => jobs::llmalert(&cli, batch, cassette, *dry_run, *show_prompts),
-        Command::Summary { batch, send } => summary::summary(&cli, batch.as_deref(), *send),
-        Command::Plot { batch, out } => plot::plot(&cli, batch, out.as_deref()),
+        } => jobs::llmalert(cli, batch, cassette, *dry_run, *show_prompts),
+        Command::Summary { batch, send } => summary::summary(cli, batch.as_deref(), *send),
+        Command::Plot { batch, out } => plot::plot(cli, batch, out.as_deref()),
         Command::Backfill {
             batch,
             periods,
             every,
-        } => backfill::backfill(&cli, batch, *periods, every),
-        Command::Bench(BenchCommand::Sandbox {
+        } => backfill::backfill(cli, batch, *periods, every),
+        Command::Bench(b) => bench_command(cli, b),
+    }
+}
+
+/// `sandstack bench ...`.
+fn bench_command(cli: &Cli, b: &BenchCommand) -> anyhow::Result<ExitCode> {
+    match b {
+        BenchCommand::Sandbox {
             runs,
             native_runs,
             batch,
@@ -328,8 +352,8 @@ pub fn main() -> ExitCode {
             store,
             rows,
             unmetered,
-        }) => bench::sandbox(
-            &cli,
+        } => bench::sandbox(
+            cli,
             &bench::SandboxOptions {
                 batch,
                 runs: *runs,
@@ -340,26 +364,26 @@ pub fn main() -> ExitCode {
                 unmetered: *unmetered,
             },
         ),
-        Command::Bench(BenchCommand::Detect {
+        BenchCommand::Detect {
             batch,
             names,
             points,
-        }) => bench::detect(
-            &cli,
+        } => bench::detect(
+            cli,
             &bench::DetectOptions {
                 batch,
                 metrics: *names,
                 points: *points,
             },
         ),
-        Command::Bench(BenchCommand::Store {
+        BenchCommand::Store {
             rows,
             per_append,
             names,
             ticks,
             workers,
             temp_postgres,
-        }) => bench::store(&bench::StoreOptions {
+        } => bench::store(&bench::StoreOptions {
             rows: *rows,
             per_append: *per_append,
             metrics: *names,
@@ -372,18 +396,6 @@ pub fn main() -> ExitCode {
             ticks: *ticks,
             workers: *workers,
         }),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            // An error may have lines (a traceback, a note): those after
-            // the first are indented, so none passes for a line of its own.
-            eprintln!(
-                "error: {}",
-                crate::escape::terminal_indented(&full_message(&e), "  ")
-            );
-            ExitCode::FAILURE
-        }
     }
 }
 
