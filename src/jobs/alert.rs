@@ -6,7 +6,7 @@
 
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
-use crate::domain::{Judgement, MetricType};
+use crate::domain::{Judgement, JudgementMeta, MetricType};
 use crate::store::{Store, StoreError};
 
 pub type AlertError = JobError;
@@ -55,14 +55,17 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
                     timestamp_us: s.timestamps_us[i],
                     metric_name: metric.clone(),
                     value: 1.0,
-                    metadata: Some(serde_json::json!({
-                        "value": s.values[i],
-                        "score": score[i],
-                        "score_smooth": smooth[i],
-                        "threshold": spec.alert.threshold,
-                        "alert_always": forced,
-                        "tags": spec.metric_tags.get(metric),
-                    })),
+                    metadata: Some(
+                        JudgementMeta::Alert {
+                            value: s.values[i],
+                            score: score[i],
+                            score_smooth: smooth[i],
+                            threshold: spec.alert.threshold,
+                            alert_always: forced,
+                            tags: spec.metric_tags.get(metric).cloned(),
+                        }
+                        .to_value(),
+                    ),
                 };
                 let why = if forced {
                     "alert_always is set"
@@ -141,7 +144,15 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
             timestamp_us: row.timestamp_us,
             metric_name: metric.clone(),
             value: 1.0,
-            metadata: Some(serde_json::json!({"value": value, "bound": side, "threshold": bound, "tags": spec.metric_tags.get(metric)})),
+            metadata: Some(
+                JudgementMeta::Threshold {
+                    value,
+                    bound: side.to_string(),
+                    threshold: bound,
+                    tags: spec.metric_tags.get(metric).cloned(),
+                }
+                .to_value(),
+            ),
         });
     }
     Ok(out)

@@ -6,7 +6,7 @@
 
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
-use crate::domain::{Judgement, MetricType};
+use crate::domain::{Judgement, JudgementMeta, MetricType};
 use crate::models::preprocess::median;
 use crate::store::Store;
 
@@ -85,7 +85,15 @@ fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFail
                     timestamp_us: s.timestamps_us[i],
                     metric_name: metric.clone(),
                     value: 1.0,
-                    metadata: Some(serde_json::json!({"value": s.values[i], "z": zk, "threshold": spec.change.threshold, "tags": spec.metric_tags.get(metric)})),
+                    metadata: Some(
+                        JudgementMeta::Change {
+                            value: s.values[i],
+                            z: *zk,
+                            threshold: spec.change.threshold,
+                            tags: spec.metric_tags.get(metric).cloned(),
+                        }
+                        .to_value(),
+                    ),
                 });
             }
         }

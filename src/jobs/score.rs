@@ -6,7 +6,7 @@ use std::path::Path;
 use super::features::features;
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
-use crate::domain::{Judgement, MetricType};
+use crate::domain::{Judgement, JudgementMeta, MetricType};
 use crate::models::combine;
 use crate::models::store::ModelStore;
 use crate::store::Store;
@@ -52,14 +52,14 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
             if done.is_some_and(|d| d.contains(ts)) {
                 continue;
             }
-            let mut per_model = serde_json::Map::new();
+            let mut per_model = std::collections::BTreeMap::new();
             let mut probs = Vec::new();
             for m in &loaded {
                 let p = m.probability(row).map_err(|source| JobFailure::Model {
                     metric: metric.clone(),
                     source,
                 })?;
-                per_model.insert(m.model_tag.clone(), p.into());
+                per_model.insert(m.model_tag.clone(), p);
                 probs.push(p);
             }
             if let Some(score) = combine(&probs, spec.score.combination_method) {
@@ -67,7 +67,7 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
                     timestamp_us: *ts,
                     metric_name: metric.clone(),
                     value: crate::domain::round_decimals(score, spec.score.metric_rounding),
-                    metadata: Some(serde_json::json!({ "models": per_model })),
+                    metadata: Some(JudgementMeta::Score { models: per_model }.to_value()),
                 });
             }
         }

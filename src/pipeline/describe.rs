@@ -4,7 +4,7 @@
 use super::notify::NotifyReport;
 use super::outcome::JobOutcome;
 use crate::config::BatchSpec;
-use crate::domain::Judgement;
+use crate::domain::{Judgement, JudgementFacts, MetricType};
 use crate::jobs::llmalert::LlmAlertReport;
 
 /// One line into `out`, escaped whole for a terminal: metric names,
@@ -107,15 +107,13 @@ fn llm_alerts(out: &mut String, name: &str, r: &LlmAlertReport) {
         r.tokens
     );
     for j in &r.alerts {
-        let meta = j.metadata.clone().unwrap_or_default();
+        let facts = JudgementFacts::read(MetricType::LlmAlert, j.metadata.as_ref());
         say!(
             out,
             "  {} {}: {}",
             crate::alerts::message::format_time(j.timestamp_us),
             j.metric_name,
-            meta.get("reason")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
+            facts.reason.unwrap_or_default()
         );
     }
     for p in &r.problems {

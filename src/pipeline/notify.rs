@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use crate::alerts::message::{AlertFacts, Kind, Message};
 use crate::alerts::{deliver, Channels, Delivery, Outcome};
 use crate::config::{AlertMethod, BatchSpec};
-use crate::domain::Judgement;
+use crate::domain::{Judgement, JudgementFacts, MetricType};
 use crate::drawing;
 use crate::jobs::alert::AlertReport;
 use crate::store::Store;
@@ -54,24 +54,25 @@ impl NotifyReport {
 }
 
 fn facts(spec: &BatchSpec, kind: Kind, j: &Judgement) -> AlertFacts {
-    let meta = j.metadata.clone().unwrap_or_default();
-    let f = |k: &str| meta.get(k).and_then(|v| v.as_f64());
-    let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let written_as = match kind {
+        Kind::Threshold => MetricType::ThresholdAlert,
+        Kind::Change => MetricType::Change,
+        Kind::Llm => MetricType::LlmAlert,
+        _ => MetricType::Alert,
+    };
+    let f = JudgementFacts::read(written_as, j.metadata.as_ref());
     AlertFacts {
         kind,
         batch: spec.metric_batch.clone(),
         metric: j.metric_name.clone(),
         timestamp_us: j.timestamp_us,
-        value: f("value").unwrap_or(f64::NAN),
-        score: match kind {
-            Kind::Change => f("z"),
-            _ => f("score_smooth"),
-        },
-        threshold: f("threshold").unwrap_or(f64::NAN),
-        bound: text("bound"),
-        reason: text("reason"),
-        model: text("model"),
-        tags: meta.get("tags").cloned().unwrap_or_default(),
+        value: f.value.unwrap_or(f64::NAN),
+        score: f.score,
+        threshold: f.threshold.unwrap_or(f64::NAN),
+        bound: f.bound,
+        reason: f.reason,
+        model: f.model,
+        tags: f.tags,
     }
 }
 

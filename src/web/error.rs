@@ -66,7 +66,7 @@ impl<E: Into<WebError>> From<E> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        super::pages::error_page(self.0.status(), self.0.to_string())
+        super::render::error_page(self.0.status(), self.0.to_string())
     }
 }
 

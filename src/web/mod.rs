@@ -16,6 +16,7 @@ pub mod guard;
 pub mod health;
 pub mod limits;
 pub mod pages;
+mod render;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::context;
 use serde::Deserialize;
 
@@ -15,56 +15,14 @@ use super::error::{ApiError, PageError, WebError};
 use super::{with_store, Shared};
 use crate::alerts::message::format_time;
 use crate::config::BatchSpec;
-use crate::domain::MetricType;
+use crate::domain::{JudgementFacts, MetricType};
 use crate::store::{RunFilter, Vote};
 
 const PAGE_SIZE: usize = 50;
 
-fn now_text() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
-}
-
 /// Render a template with the values every page has.
 fn render(s: &Shared, name: &str, page: &str, ctx: minijinja::Value) -> Response {
-    render_with(s.token.is_some(), name, page, ctx)
-}
-
-fn render_with(token_required: bool, name: &str, page: &str, ctx: minijinja::Value) -> Response {
-    let base = context! {
-        page => page,
-        version => env!("CARGO_PKG_VERSION"),
-        now => now_text(),
-        token_required => token_required,
-    };
-    let merged = context! { ..ctx, ..base };
-    match super::templates()
-        .get_template(name)
-        .and_then(|t| t.render(merged))
-    {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!("dashboard: rendering {name}: {e:#}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the page could not be rendered; see the log",
-            )
-                .into_response()
-        }
-    }
-}
-
-/// The error page, with `status`: what [`PageError`] answers.
-pub(super) fn error_page(status: StatusCode, message: String) -> Response {
-    let mut r = render_with(
-        false,
-        "error.html",
-        "",
-        context! { status => status.as_u16(), message => message },
-    );
-    *r.status_mut() = status;
-    r
+    super::render::page(s.token.is_some(), name, page, ctx)
 }
 
 fn enabled(s: &Shared) -> Vec<BatchSpec> {
@@ -211,19 +169,19 @@ pub async fn anomalies(
     let list: Vec<_> = rows
         .iter()
         .map(|a| {
-            let meta: serde_json::Value = a
+            let meta: Option<serde_json::Value> = a
                 .metadata
                 .as_deref()
-                .and_then(|m| serde_json::from_str(m).ok())
-                .unwrap_or_default();
-            let num = |k: &str| meta.get(k).and_then(|v| v.as_f64()).map(charts::short).unwrap_or_default();
+                .and_then(|m| serde_json::from_str(m).ok());
+            let facts = JudgementFacts::read(a.kind, meta.as_ref());
+            let num = |v: Option<f64>| v.map(charts::short).unwrap_or_default();
             context! {
                 batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
                 time => format_time(a.timestamp_us),
                 kind => kind_label(a.kind),
-                value => num("value"),
-                score => if a.kind == MetricType::Change { num("z") } else { num("score_smooth") },
-                reason => meta.get("reason").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
+                value => num(facts.value),
+                score => num(facts.score),
+                reason => facts.reason.unwrap_or_default(),
                 up => a.up, down => a.down,
             }
         })
