@@ -22,6 +22,172 @@ pub struct Judgement {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// What a row of a metrics table is: its `metric_type` column, spelled as
+/// Anomstack spells it. The one place these words are written; everything
+/// else names the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetricType {
+    /// An observation, as ingest stores it.
+    Metric,
+    /// A model's anomaly score (score job).
+    Score,
+    /// An anomaly the smoothed score found (alert job).
+    Alert,
+    /// A value outside its bounds (threshold alerts).
+    ThresholdAlert,
+    /// A change the change job found.
+    Change,
+    /// An anomaly a chat model confirmed (llmalert job).
+    LlmAlert,
+    /// The dashboard's feedback on an anomaly.
+    ThumbsUp,
+    ThumbsDown,
+}
+
+impl MetricType {
+    pub const ALL: [MetricType; 8] = [
+        MetricType::Metric,
+        MetricType::Score,
+        MetricType::Alert,
+        MetricType::ThresholdAlert,
+        MetricType::Change,
+        MetricType::LlmAlert,
+        MetricType::ThumbsUp,
+        MetricType::ThumbsDown,
+    ];
+
+    /// The judgements the dashboard lists as anomalies and marks on charts.
+    pub const ANOMALIES: [MetricType; 4] = [
+        MetricType::Alert,
+        MetricType::ThresholdAlert,
+        MetricType::Change,
+        MetricType::LlmAlert,
+    ];
+
+    /// The word in the `metric_type` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Metric => "metric",
+            MetricType::Score => "score",
+            MetricType::Alert => "alert",
+            MetricType::ThresholdAlert => "tholdalert",
+            MetricType::Change => "change",
+            MetricType::LlmAlert => "llmalert",
+            MetricType::ThumbsUp => "thumbsup",
+            MetricType::ThumbsDown => "thumbsdown",
+        }
+    }
+
+    /// The type a `metric_type` word names; None for a word sandstack does
+    /// not write (a shared table may hold others').
+    pub fn parse(word: &str) -> Option<MetricType> {
+        MetricType::ALL.into_iter().find(|t| t.as_str() == word)
+    }
+
+    /// `('alert', 'tholdalert', ...)`: `types` as an SQL list of literals
+    /// (the words are sandstack's own, never a batch's).
+    pub fn sql_list(types: &[MetricType]) -> String {
+        let words: Vec<String> = types.iter().map(|t| format!("'{}'", t.as_str())).collect();
+        format!("({})", words.join(", "))
+    }
+}
+
+impl std::fmt::Display for MetricType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a judgement's `metadata` column holds, one shape per kind, under
+/// the keys Anomstack's queries read; written into the column as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum JudgementMeta {
+    /// A score: each model's probability, by its tag.
+    Score { models: BTreeMap<String, f64> },
+    /// An anomaly the smoothed score found (or `alert_always` forced).
+    Alert {
+        value: f64,
+        score: f64,
+        score_smooth: f64,
+        threshold: f64,
+        alert_always: bool,
+        tags: Option<serde_json::Value>,
+    },
+    /// A value past a bound: which side, and the bound.
+    Threshold {
+        value: f64,
+        bound: String,
+        threshold: f64,
+        tags: Option<serde_json::Value>,
+    },
+    /// A change: its modified z-score against `change_threshold`.
+    Change {
+        value: f64,
+        z: f64,
+        threshold: f64,
+        tags: Option<serde_json::Value>,
+    },
+    /// A chat model's confirmed anomaly; `anomaly_explanation` is
+    /// Anomstack's name for the reason, for queries written for it.
+    LlmAlert {
+        reason: String,
+        anomaly_explanation: String,
+        detection_reason: String,
+        value: f64,
+        model: String,
+        prompt_tokens: u64,
+        answer_tokens: u64,
+        tags: Option<serde_json::Value>,
+    },
+}
+
+impl JudgementMeta {
+    /// The column's JSON (a value that is not finite is written as null).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+}
+
+/// What readers of a judgement need from its metadata, whichever version
+/// or tool wrote it: a key that is missing or of another type reads as
+/// absent. The one place that knows which key holds a kind's score.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JudgementFacts {
+    pub value: Option<f64>,
+    /// The smoothed anomaly score, or a change's z-score.
+    pub score: Option<f64>,
+    pub threshold: Option<f64>,
+    /// A threshold alert's side: `upper` or `lower`.
+    pub bound: Option<String>,
+    /// A chat model's reason, and the model.
+    pub reason: Option<String>,
+    pub model: Option<String>,
+    pub tags: serde_json::Value,
+}
+
+impl JudgementFacts {
+    pub fn read(kind: MetricType, meta: Option<&serde_json::Value>) -> JudgementFacts {
+        let Some(meta) = meta else {
+            return JudgementFacts::default();
+        };
+        let num = |k: &str| meta.get(k).and_then(serde_json::Value::as_f64);
+        let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        JudgementFacts {
+            value: num("value"),
+            score: match kind {
+                MetricType::Change => num("z"),
+                _ => num("score_smooth"),
+            },
+            threshold: num("threshold"),
+            bound: text("bound"),
+            reason: text("reason"),
+            model: text("model"),
+            tags: meta.get("tags").cloned().unwrap_or_default(),
+        }
+    }
+}
+
 /// `value` rounded to `decimals` places, as Anomstack's
 /// `ingest_metric_rounding` and `score_metric_rounding` do; a negative
 /// `decimals` leaves it as it is.
@@ -31,4 +197,46 @@ pub fn round_decimals(value: f64, decimals: i64) -> f64 {
     }
     let scale = 10f64.powi(decimals.min(15) as i32);
     (value * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_metric_type_reads_back_from_its_word() {
+        for t in MetricType::ALL {
+            assert_eq!(MetricType::parse(t.as_str()), Some(t));
+        }
+        assert_eq!(MetricType::parse("thumbs"), None);
+    }
+
+    #[test]
+    fn judgement_metadata_writes_anomstacks_keys_and_reads_back() {
+        let change = JudgementMeta::Change {
+            value: f64::NAN,
+            z: 4.5,
+            threshold: 3.5,
+            tags: None,
+        }
+        .to_value();
+        assert_eq!(
+            change,
+            serde_json::json!({"value": null, "z": 4.5, "threshold": 3.5, "tags": null})
+        );
+        let facts = JudgementFacts::read(MetricType::Change, Some(&change));
+        assert_eq!((facts.value, facts.score), (None, Some(4.5)));
+        // An alert's score is its smoothed one; a foreign row's odd types
+        // read as absent.
+        let odd = serde_json::json!({"score_smooth": 0.9, "value": "high", "reason": 7});
+        let facts = JudgementFacts::read(MetricType::Alert, Some(&odd));
+        assert_eq!(
+            (facts.score, facts.value, facts.reason),
+            (Some(0.9), None, None)
+        );
+        assert_eq!(
+            MetricType::sql_list(&MetricType::ANOMALIES),
+            "('alert', 'tholdalert', 'change', 'llmalert')"
+        );
+    }
 }

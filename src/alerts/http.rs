@@ -49,8 +49,7 @@ pub(crate) fn post_json(
         } else {
             Err(status_error(status, "server", None))
         }
-    })
-    .map_err(SendError::transient)?
+    })?
 }
 
 /// Why an answer that is not a success failed, and whether a retry could

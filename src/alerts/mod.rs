@@ -6,13 +6,9 @@
 //! one failing never blocks another or the job. [`notify`] ties it to the
 //! jobs' results; [`plot`] renders the PNGs.
 
-pub mod describe;
-pub mod dispatch;
 pub mod email;
 mod http;
 pub mod message;
-pub mod notify;
-pub mod plot;
 pub mod settings;
 pub mod slack;
 pub mod slack_api;
@@ -201,14 +197,10 @@ pub fn deliver(channels: &Channels, methods: &[AlertMethod], message: &Message) 
     out
 }
 
-/// A fresh single-threaded runtime for one HTTP send from a plain thread
-/// (delivery threads are not inside the scheduler's runtime).
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(|rt| rt.block_on(f))
-        .map_err(|e| format!("cannot start an async runtime: {e}"))
+/// One HTTP send from a plain thread (delivery threads are not inside the
+/// scheduler's runtime), on the process's outbound runtime.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, SendError> {
+    crate::outbound::block_on(f).map_err(|e| SendError::transient(e.to_string()))
 }
 
 #[cfg(test)]

@@ -110,8 +110,7 @@ impl SlackApiChannel {
                 .await
                 .map_err(|e| SendError::transient(e.without_url().to_string()))?;
             Ok(bytes.to_vec())
-        })
-        .map_err(SendError::transient)?
+        })?
     }
 
     /// The channel's ID: as configured, or looked up by name (once).

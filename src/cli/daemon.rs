@@ -201,7 +201,6 @@ pub struct Daemon {
     pub pid: u32,
     token: Option<String>,
     client: reqwest::Client,
-    rt: tokio::runtime::Runtime,
 }
 
 /// The daemon that holds `db`, if one is running and answers.
@@ -210,23 +209,20 @@ pub fn find(db: &Path) -> Option<Daemon> {
     if a.pid == std::process::id() {
         return None;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .ok()?;
     let health = format!("{}/healthz", a.url);
-    let up = rt.block_on(async {
+    let up = crate::outbound::block_on(async {
         client
             .get(&health)
             .timeout(Duration::from_secs(3))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
-    });
+    })
+    .ok()?;
     up.then(|| Daemon {
         url: a.url,
         pid: a.pid,
@@ -234,7 +230,6 @@ pub fn find(db: &Path) -> Option<Daemon> {
             .ok()
             .filter(|t| !t.is_empty()),
         client,
-        rt,
     })
 }
 
@@ -287,7 +282,7 @@ impl Daemon {
         missing_ok: bool,
     ) -> anyhow::Result<Option<T>> {
         let who = self.who();
-        self.rt.block_on(async {
+        crate::outbound::block_on(async {
             let resp = req
                 .send()
                 .await
@@ -304,7 +299,7 @@ impl Daemon {
             serde_json::from_slice::<T>(&body).map(Some).map_err(|e| {
                 anyhow::anyhow!("{who} answered {path} with something unexpected: {e}")
             })
-        })
+        })?
     }
 }
 
@@ -472,10 +467,6 @@ mod tests {
             pid: 1,
             token: None,
             client: reqwest::Client::new(),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime"),
         }
     }
 

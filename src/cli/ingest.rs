@@ -5,12 +5,11 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
-use crate::config::{BatchSpec, MetricsFolder};
+use crate::cassette::RecordMode;
+use crate::config::{BatchSpec, Job, MetricsFolder};
 use crate::jobs::ingest::recording::CassetteOptions;
-use crate::jobs::ingest::{
-    self, describe_rows, DefaultSandbox, IngestOptions, IngestReport, SandboxDetails,
-};
-use crate::sandbox::cassette::RecordMode;
+use crate::jobs::ingest::{describe_rows, DefaultSandbox, IngestReport, SandboxDetails};
+use crate::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
 use crate::store::Store;
 
 fn ms(d: std::time::Duration) -> String {
@@ -112,22 +111,30 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let env = host_env();
+    let ctx = JobContext {
+        model_base: std::path::Path::new("."),
+        plot_dir: std::path::Path::new("."),
+        channels: None,
+        env: &env,
+        sandboxes: &DefaultSandbox,
+        mode: RunMode {
+            cassette,
+            dry_run: args.dry_run,
+            simulated_now_us: None,
+        },
+    };
     let mut failed = 0;
     for spec in &selected {
-        let opts = IngestOptions {
-            dry_run: args.dry_run,
-            cassette: cassette.clone(),
-            simulated_now_us: None,
-        };
-        match ingest::run(spec, &mut store, &DefaultSandbox, &env, opts) {
-            Ok(r) => print_report(&r, cli, args),
-            Err(f) => {
+        match dispatch::run(spec, &mut store, Job::Ingest, &ctx) {
+            Ok(JobOutcome::Ingested(r)) => print_report(&r, cli, args),
+            Ok(_) => {}
+            Err(e) => {
                 failed += 1;
                 eprintln!(
                     "error: {}",
-                    crate::escape::terminal_indented(&f.to_string(), "  ")
+                    crate::escape::terminal_indented(&e.to_string(), "  ")
                 );
-                if let Some(d) = &f.sandbox {
+                if let Some(d) = e.sandbox() {
                     print_sandbox(d);
                 }
             }

@@ -21,15 +21,21 @@ macro_rules! errln {
     };
 }
 
+mod backfill;
 mod bench;
 mod bundle;
 mod daemon;
+mod dashboard;
 mod db_paths;
+mod demo;
 mod ingest;
 mod jobs;
+mod plot;
 mod run;
 mod runs;
 mod setup;
+mod summary;
+mod tasks;
 mod validate;
 
 use std::path::PathBuf;
@@ -137,7 +143,7 @@ pub enum Command {
     /// Run the scheduler and the dashboard: every RUNNING job of every enabled batch on its cron schedule, with run history, hot reload of the folder, and graceful shutdown on SIGINT/SIGTERM.
     Run(run::RunArgs),
     /// Serve the dashboard alone (it is also part of `sandstack run`).
-    Dashboard(run::WebArgs),
+    Dashboard(dashboard::WebArgs),
     /// Show the run history recorded by `sandstack run` (newest first).
     Runs(runs::RunsArgs),
     /// Prepare the Python sandbox now (fetch the guest with pip, build and compile the snapshot). Otherwise it happens on the first Python ingest.
@@ -180,10 +186,10 @@ pub struct CassetteArgs {
     pub cassette: Option<PathBuf>,
     /// With --cassette: once (record if FILE is missing, else replay), none (replay only), new_episodes (replay, and record requests not in FILE), all (always record).
     #[arg(long, value_enum, requires = "cassette")]
-    pub record_mode: Option<crate::sandbox::cassette::RecordMode>,
+    pub record_mode: Option<crate::cassette::RecordMode>,
     /// What a replayed request must match, as a comma list (default method,url,body).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub match_on: Vec<crate::sandbox::cassette::MatchOn>,
+    pub match_on: Vec<crate::cassette::MatchOn>,
     /// More header or environment variable names whose values are scrubbed from the cassette (Authorization, Cookie and names with KEY, TOKEN, SECRET or PASSWORD always are).
     #[arg(long, value_delimiter = ',')]
     pub scrub: Vec<String>,
@@ -279,42 +285,66 @@ pub fn main() -> ExitCode {
     // Logging first: reading this executable (for --version) may warn.
     init_logging();
     let cli = parse_cli();
-    let result = match &cli.command {
-        Command::Validate => validate::validate(&cli),
-        Command::List => validate::list(&cli),
+    let result = run_command(&cli);
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // An error may have lines (a traceback, a note): those after
+            // the first are indented, so none passes for a line of its own.
+            eprintln!(
+                "error: {}",
+                crate::escape::terminal_indented(&full_message(&e), "  ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command's work.
+fn run_command(cli: &Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Validate => validate::validate(cli),
+        Command::List => validate::list(cli),
         Command::Keys => {
             print!("{}", crate::config::keys::markdown_table());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ingest(args) => ingest::ingest(&cli, args),
+        Command::Ingest(args) => ingest::ingest(cli, args),
         Command::Setup { check: true, .. } => setup::check(),
         Command::Setup {
             check: false,
             guest_wheel,
         } => setup::setup(guest_wheel.as_deref()),
         Command::Bundle { out } => bundle::bundle(out),
-        Command::Run(args) => run::run(&cli, args),
-        Command::Runs(args) => runs::runs(&cli, args),
-        Command::Dashboard(args) => run::dashboard(&cli, args),
-        Command::Train { batch } => jobs::job(&cli, batch, crate::config::Job::Train),
-        Command::Score { batch } => jobs::job(&cli, batch, crate::config::Job::Score),
-        Command::Alert { batch } => jobs::job(&cli, batch, crate::config::Job::Alert),
-        Command::Change { batch } => jobs::job(&cli, batch, crate::config::Job::Change),
-        Command::Delete { batch } => jobs::job(&cli, batch, crate::config::Job::Delete),
+        Command::Run(args) => run::run(cli, args),
+        Command::Runs(args) => runs::runs(cli, args),
+        Command::Dashboard(args) => dashboard::dashboard(cli, args),
+        Command::Train { batch } => jobs::job(cli, batch, crate::config::Job::Train),
+        Command::Score { batch } => jobs::job(cli, batch, crate::config::Job::Score),
+        Command::Alert { batch } => jobs::job(cli, batch, crate::config::Job::Alert),
+        Command::Change { batch } => jobs::job(cli, batch, crate::config::Job::Change),
+        Command::Delete { batch } => jobs::job(cli, batch, crate::config::Job::Delete),
         Command::Llmalert {
             batch,
             dry_run,
             show_prompts,
             cassette,
-        } => jobs::llmalert(&cli, batch, cassette, *dry_run, *show_prompts),
-        Command::Summary { batch, send } => jobs::summary(&cli, batch.as_deref(), *send),
-        Command::Plot { batch, out } => jobs::plot(&cli, batch, out.as_deref()),
+        } => jobs::llmalert(cli, batch, cassette, *dry_run, *show_prompts),
+        Command::Summary { batch, send } => summary::summary(cli, batch.as_deref(), *send),
+        Command::Plot { batch, out } => plot::plot(cli, batch, out.as_deref()),
         Command::Backfill {
             batch,
             periods,
             every,
-        } => jobs::backfill(&cli, batch, *periods, every),
-        Command::Bench(BenchCommand::Sandbox {
+        } => backfill::backfill(cli, batch, *periods, every),
+        Command::Bench(b) => bench_command(cli, b),
+    }
+}
+
+/// `sandstack bench ...`.
+fn bench_command(cli: &Cli, b: &BenchCommand) -> anyhow::Result<ExitCode> {
+    match b {
+        BenchCommand::Sandbox {
             runs,
             native_runs,
             batch,
@@ -322,8 +352,8 @@ pub fn main() -> ExitCode {
             store,
             rows,
             unmetered,
-        }) => bench::sandbox(
-            &cli,
+        } => bench::sandbox(
+            cli,
             &bench::SandboxOptions {
                 batch,
                 runs: *runs,
@@ -334,26 +364,26 @@ pub fn main() -> ExitCode {
                 unmetered: *unmetered,
             },
         ),
-        Command::Bench(BenchCommand::Detect {
+        BenchCommand::Detect {
             batch,
             names,
             points,
-        }) => bench::detect(
-            &cli,
+        } => bench::detect(
+            cli,
             &bench::DetectOptions {
                 batch,
                 metrics: *names,
                 points: *points,
             },
         ),
-        Command::Bench(BenchCommand::Store {
+        BenchCommand::Store {
             rows,
             per_append,
             names,
             ticks,
             workers,
             temp_postgres,
-        }) => bench::store(&bench::StoreOptions {
+        } => bench::store(&bench::StoreOptions {
             rows: *rows,
             per_append: *per_append,
             metrics: *names,
@@ -366,18 +396,6 @@ pub fn main() -> ExitCode {
             ticks: *ticks,
             workers: *workers,
         }),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            // An error may have lines (a traceback, a note): those after
-            // the first are indented, so none passes for a line of its own.
-            eprintln!(
-                "error: {}",
-                crate::escape::terminal_indented(&full_message(&e), "  ")
-            );
-            ExitCode::FAILURE
-        }
     }
 }
 

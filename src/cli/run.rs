@@ -1,7 +1,6 @@
-//! `sandstack run`: load the metrics folder, start the scheduler, watch the
-//! folder for edits, and shut down gracefully on SIGINT/SIGTERM. With
-//! `--demo`, every batch's schedules are turned on at a fast cadence and
-//! empty batches are backfilled first, so scores and alerts appear at once.
+//! `sandstack run`: load the metrics folder, start the scheduler (and the
+//! dashboard, `cli/dashboard.rs`), watch the folder for edits, and shut down
+//! gracefully on SIGINT/SIGTERM. `--demo` is `cli/demo.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,10 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
-use super::jobs::run_job;
+use super::dashboard::{start_dashboard, WebArgs};
+use super::demo::{demo_backfill, load};
+use super::tasks::{blocking, wait_for_signal};
 use super::{host_env, Cli};
-use crate::config::{self, env_batch_name, Job, MetricsFolder, Policy};
-use crate::jobs::{backfill, ingest::DefaultSandbox};
+use crate::config::{MetricsFolder, Policy};
+use crate::jobs::ingest::DefaultSandbox;
 use crate::scheduler::clock::SystemClock;
 use crate::scheduler::plan::{runnable_jobs, Plan};
 use crate::scheduler::runner::{JobRunner, StoreRunLog, StoreRunner};
@@ -56,178 +57,6 @@ pub struct RunArgs {
     /// Do not serve the dashboard.
     #[arg(long)]
     pub no_dashboard: bool,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct WebArgs {
-    /// Address the dashboard listens on (port 0: any free port; the address is printed).
-    /// Writes (feedback) need SANDSTACK_DASHBOARD_TOKEN when it is set; reading needs nothing, so keep it on loopback
-    /// or behind a proxy unless the data is public.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// A host name the dashboard answers to (repeatable; `name` or `name:port`). It always answers to IP
-    /// addresses and localhost; other names are refused, so a web page cannot reach it through DNS rebinding.
-    #[arg(long = "allowed-host", value_name = "NAME")]
-    pub allowed_hosts: Vec<String>,
-}
-
-/// A serving dashboard: its task, and its announcement beside the
-/// database (removed when this is dropped).
-pub(crate) struct Dashboard {
-    pub task: tokio::task::JoinHandle<()>,
-    _announced: Option<super::daemon::Announced>,
-}
-
-/// What anyone who reaches the dashboard's port may do, for its startup
-/// line: every endpoint, by whether the token guards it.
-fn open_endpoints(token_set: bool, scheduler: bool) -> String {
-    let reads = "pages, the JSON API's reads, /healthz, /readyz, /metrics";
-    let writes = if scheduler {
-        "feedback votes, run a job now, pause, resume, reload"
-    } else {
-        "feedback votes"
-    };
-    if token_set {
-        format!(
-            "open to anyone who reaches the port: {reads}; {writes} need SANDSTACK_DASHBOARD_TOKEN"
-        )
-    } else {
-        format!(
-            "open to anyone who reaches the port: {reads}, and {writes}; set SANDSTACK_DASHBOARD_TOKEN \
-             to guard all but the reads"
-        )
-    }
-}
-
-/// Bind the dashboard's address and start serving it until `stop` turns
-/// true; announce it beside the database, so commands run meanwhile go
-/// through it. `control`: the scheduler its API may drive.
-pub(crate) async fn start_dashboard(
-    cli: &Cli,
-    web: &WebArgs,
-    store: &Store,
-    loader: scheduler::watch::Loader,
-    control: Option<crate::web::api::DaemonControl>,
-    mut stop: tokio_watch::Receiver<bool>,
-) -> anyhow::Result<Dashboard> {
-    let listener = tokio::net::TcpListener::bind(&web.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "the dashboard cannot listen on {}: pass --listen HOST:PORT (or --no-dashboard)",
-                web.listen
-            )
-        })?;
-    let addr = listener.local_addr()?;
-    let token = std::env::var("SANDSTACK_DASHBOARD_TOKEN").ok();
-    let protected = token.as_deref().is_some_and(|t| !t.is_empty());
-    println!(
-        "dashboard: http://{addr}/ ({})",
-        open_endpoints(protected, control.is_some())
-    );
-    let state = crate::web::WebState::new(
-        blocking(|| store.try_clone())?,
-        loader,
-        token,
-        super::db_paths::cassette_dir(&cli.db),
-        web.allowed_hosts.clone(),
-        control,
-    );
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        if let Err(e) = crate::web::serve(listener, state, shutdown).await {
-            tracing::error!("dashboard stopped: {e}");
-        }
-    });
-    // Commands on this machine reach it on loopback when it listens on all
-    // addresses.
-    let mut local = addr;
-    if local.ip().is_unspecified() {
-        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    // A shared store needs no daemon to reach: commands open it themselves.
-    let announced = (!super::is_shared_db(&cli.db))
-        .then(|| {
-            super::daemon::announce(&cli.db, &format!("http://{local}"))
-                .map_err(|e| {
-                    tracing::warn!("commands run meanwhile cannot find this daemon: {e:#}")
-                })
-                .ok()
-        })
-        .flatten();
-    Ok(Dashboard {
-        task,
-        _announced: announced,
-    })
-}
-
-/// The demo profile as environment overrides, the same mechanism a user
-/// has (`ANOMSTACK__<BATCH>__<JOB>_DEFAULT_SCHEDULE_STATUS=RUNNING`).
-fn demo_overrides(folder: &MetricsFolder) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    for b in &folder.batches {
-        let upper = env_batch_name(&b.metric_batch);
-        for job in Job::ALL {
-            let cron = match job {
-                Job::Ingest | Job::Score | Job::Alert | Job::Change | Job::Plot => "* * * * *",
-                Job::Train => "*/5 * * * *",
-                _ => continue,
-            };
-            let j = job.name().to_ascii_uppercase();
-            env.insert(
-                format!("SANDSTACK__{upper}__{j}_DEFAULT_SCHEDULE_STATUS"),
-                "RUNNING".into(),
-            );
-            env.insert(
-                format!("SANDSTACK__{upper}__{j}_CRON_SCHEDULE"),
-                cron.into(),
-            );
-        }
-    }
-    env
-}
-
-/// Load the folder with the process's overrides, plus the demo profile's
-/// (the user's own variables win).
-pub(crate) fn load(dir: &std::path::Path, demo: bool, policy: &Policy) -> MetricsFolder {
-    let env = config::process_env();
-    let folder = config::load_with_policy(dir, &env, policy);
-    if !demo {
-        return folder;
-    }
-    let mut with_demo = demo_overrides(&folder);
-    with_demo.extend(env);
-    config::load_with_policy(dir, &with_demo, policy)
-}
-
-/// `sandstack dashboard`: the dashboard alone, until SIGINT/SIGTERM.
-pub fn dashboard(cli: &Cli, web: &WebArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
-        let store = blocking(|| -> anyhow::Result<Store> {
-            let store = super::open_store(cli)?;
-            store.ensure_runs_table()?;
-            Ok(store)
-        })?;
-        let dir = cli.metrics.clone();
-        let policy = Arc::new(super::load_policy(cli)?);
-        let loader: scheduler::watch::Loader = Arc::new(move || load(&dir, false, &policy));
-        let (stop_tx, stop_rx) = tokio_watch::channel(false);
-        let served = start_dashboard(cli, web, &store, loader, None, stop_rx).await?;
-        wait_for_signal().await;
-        let _ = stop_tx.send(true);
-        let _ = served.task.await;
-        Ok(ExitCode::SUCCESS)
-    })
 }
 
 pub fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -422,97 +251,6 @@ fn join_fleet(
     Ok(Some(Arc::new(fleet)))
 }
 
-/// Blocking database work from async code: a PostgreSQL connection blocks
-/// on a runtime of its own, which tokio allows only outside its workers'
-/// async context (`run` and `dashboard` use the multi-threaded runtime).
-fn blocking<R>(work: impl FnOnce() -> R) -> R {
-    tokio::task::block_in_place(work)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-async fn demo_backfill(
-    folder: &MetricsFolder,
-    store: &Store,
-    env: &BTreeMap<String, String>,
-    periods: usize,
-) -> anyhow::Result<()> {
-    for spec in folder.enabled_batches() {
-        let mut conn = blocking(|| store.try_clone())?;
-        let spec = spec.clone();
-        let env = env.clone();
-        let name = spec.metric_batch.clone();
-        let has_rows = blocking(|| conn.batch_has_rows(&spec.table_key, &name)).unwrap_or(false);
-        if has_rows {
-            errln!("demo: {name} already has rows, no backfill");
-            continue;
-        }
-        errln!("demo: backfilling {name}: {periods} periods, 10 minutes apart");
-        tokio::task::spawn_blocking(move || {
-            let report = backfill::ingest_periods(
-                &spec,
-                &mut conn,
-                &DefaultSandbox,
-                &env,
-                backfill::Periods {
-                    count: periods,
-                    step: Duration::from_secs(600),
-                    end_us: chrono::Utc::now().timestamp_micros(),
-                    give_up_after: Some(3),
-                },
-                &|done, total, took| {
-                    errln!(
-                        "demo: {name}: {done}/{total} periods ({:.1}s)",
-                        took.as_secs_f64()
-                    )
-                },
-            );
-            if report.gave_up {
-                errln!(
-                    "demo: {name}: the first periods all failed, skipping its backfill: {}",
-                    report.first_error.unwrap_or_default()
-                );
-                return;
-            }
-            errln!(
-                "demo: {name}: {} rows stored, {} periods failed",
-                report.stored,
-                report.failed
-            );
-            let scoring = match backfill::scoring_spec(&spec, periods) {
-                Ok(s) => s,
-                Err(errors) => {
-                    for e in errors {
-                        errln!("demo: {name}: {e}");
-                    }
-                    return;
-                }
-            };
-            for kind in [Job::Train, Job::Score, Job::Alert, Job::Change] {
-                if let Err(e) = run_job(&scoring, &mut conn, kind, None, Default::default()) {
-                    errln!("demo: {name}: {kind:?} failed: {e:#}");
-                }
-            }
-        })
-        .await
-        .context("demo backfill")?;
-    }
-    Ok(())
-}
-
 fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
     let enabled = folder.enabled_batches().count();
     outln!(
@@ -570,38 +308,5 @@ fn print_event(e: &Event) {
                     .unwrap_or("")
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::open_endpoints;
-
-    #[test]
-    fn the_startup_line_names_every_endpoint_and_what_guards_it() {
-        let open = open_endpoints(false, true);
-        for e in [
-            "pages",
-            "/healthz",
-            "/readyz",
-            "/metrics",
-            "feedback votes",
-            "run a job now",
-            "pause",
-            "resume",
-            "reload",
-        ] {
-            assert!(open.contains(e), "{e}: {open}");
-        }
-        assert!(open.contains("set SANDSTACK_DASHBOARD_TOKEN"), "{open}");
-        let guarded = open_endpoints(true, true);
-        assert!(
-            guarded.ends_with("feedback votes, run a job now, pause, resume, reload need SANDSTACK_DASHBOARD_TOKEN"),
-            "{guarded}"
-        );
-        assert!(
-            !open_endpoints(false, false).contains("reload"),
-            "no scheduler"
-        );
     }
 }

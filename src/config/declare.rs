@@ -42,11 +42,11 @@ impl<T> Via<T> for Structured<T> {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! read_declared {
-    ($r:expr, $key:literal, $ty:ty) => {
-        $r.declared::<$ty>($key)
+    ($r:expr, $key:literal, $default:literal, $ty:ty) => {
+        $r.declared::<$ty>($key, $default)
     };
-    ($r:expr, $key:literal, $ty:ty, $via:ty) => {
-        $crate::config::declare::Via::<$ty>::into_field($r.declared::<$via>($key))
+    ($r:expr, $key:literal, $default:literal, $ty:ty, $via:ty) => {
+        $crate::config::declare::Via::<$ty>::into_field($r.declared::<$via>($key, $default))
     };
 }
 
@@ -94,7 +94,7 @@ macro_rules! settings {
 
             pub(crate) fn read(r: &mut $crate::config::fields::FieldReader) -> Self {
                 $name {
-                    $( $field: $crate::read_declared!(r, $key, $ty $(, $via)?), )*
+                    $( $field: $crate::read_declared!(r, $key, $default, $ty $(, $via)?), )*
                 }
             }
         }

@@ -107,14 +107,16 @@ impl<'a> FieldReader<'a> {
         T::from_value(v).map_err(|p| self.problem(key, v, p)).ok()
     }
 
-    /// A key declared in [`super::keys`], read as `T`; its declared default
-    /// when absent or wrong (the error is recorded).
-    pub fn declared<T: ReadAs>(&mut self, key: &'static str) -> T {
+    /// A declared key (`settings!`), read as `T`; `default` (its declared
+    /// default, as YAML) when absent or wrong (the error is recorded). The
+    /// declaration passes its default in, so reading a field needs nothing
+    /// from the key table built from the declarations.
+    pub fn declared<T: ReadAs>(&mut self, key: &'static str, default: &'static str) -> T {
         if let Some(x) = self.read(key) {
             return x;
         }
-        let default = super::keys::default_value(key);
-        match T::from_value(default) {
+        let default: Value = serde_yaml_ng::from_str(default).unwrap_or(Value::Null);
+        match T::from_value(&default) {
             Ok(x) => x,
             // The declared defaults are sandstack's own, each read back by
             // a test in `keys`.

@@ -130,32 +130,7 @@ pub fn load_with_policy(
     if env.get(IGNORE_EXAMPLES).map(String::as_str) == Some("yes") {
         out.notes.push(drop_examples(dir, &mut files));
     }
-    // Every file's claim first: a name claimed twice refuses every file
-    // that claims it, and each batch's includes must know the folders of
-    // the others.
-    let claims: Vec<Claim> = files
-        .into_iter()
-        .filter_map(|file| match read_claim(&session, dir, &file) {
-            Ok(claim) => Some(claim),
-            Err(e) => {
-                out.errors.push(e);
-                None
-            }
-        })
-        .collect();
-    // The operator's binding first: a file the policy refuses cannot make
-    // a bound batch's name look shared.
-    let claims: Vec<Claim> = claims
-        .into_iter()
-        .filter(|c| match policy.check_claim(dir, &c.file, &c.name) {
-            Ok(()) => true,
-            Err(e) => {
-                out.errors.push(e);
-                false
-            }
-        })
-        .collect();
-    let claims = refuse_shared_names(claims, &mut out.errors);
+    let claims = admitted_claims(&session, dir, files, policy, &mut out.errors);
     let batch_dirs: Vec<PathBuf> = claims
         .iter()
         .filter_map(|c| own_folder(dir, &c.file))
@@ -168,17 +143,12 @@ pub fn load_with_policy(
         // Each batch's merged keys are its own: the defaults count again.
         config_cost += defaults_cost + yaml_budget::mapping_cost(&claim.map);
         if config_cost > yaml_budget::MAX_FOLDER_CONFIG_BYTES {
-            out.errors.push(ConfigError::Yaml {
-                file: claim.file.clone(),
-                message: format!(
-                    "not loaded: the folder's batch configurations expand to more than {} MiB in all \
-                     ({} adds {} KiB to each of its {} batches); make the defaults or the batches smaller",
-                    yaml_budget::MAX_FOLDER_CONFIG_BYTES >> 20,
-                    defaults.path.display(),
-                    defaults_cost >> 10,
-                    claims.len()
-                ),
-            });
+            out.errors.push(over_config_budget(
+                claim,
+                &defaults.path,
+                defaults_cost,
+                claims.len(),
+            ));
             continue;
         }
         warn_unknown_keys(&claim.file, &claim.map, &mut out.warnings);
@@ -208,6 +178,62 @@ pub fn load_with_policy(
     out.batches
         .sort_by(|a, b| a.metric_batch.cmp(&b.metric_batch));
     out
+}
+
+/// Every file's claim, read, then held to the operator's binding, then
+/// refused where a name is claimed twice (every file that claims it). The
+/// binding comes first: a file the policy refuses cannot make a bound
+/// batch's name look shared. Each batch's includes must know the folders
+/// of the others, so all are read before any batch loads.
+fn admitted_claims(
+    session: &renderer::RenderSession,
+    dir: &Path,
+    files: Vec<PathBuf>,
+    policy: &Policy,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Claim> {
+    let claims: Vec<Claim> = files
+        .into_iter()
+        .filter_map(|file| match read_claim(session, dir, &file) {
+            Ok(claim) => Some(claim),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        })
+        .collect();
+    let claims: Vec<Claim> = claims
+        .into_iter()
+        .filter(|c| match policy.check_claim(dir, &c.file, &c.name) {
+            Ok(()) => true,
+            Err(e) => {
+                errors.push(e);
+                false
+            }
+        })
+        .collect();
+    refuse_shared_names(claims, errors)
+}
+
+/// Why `claim` is not loaded: the folder's merged configurations went past
+/// their budget with it.
+fn over_config_budget(
+    claim: &Claim,
+    defaults: &Path,
+    defaults_cost: usize,
+    batches: usize,
+) -> ConfigError {
+    ConfigError::Yaml {
+        file: claim.file.clone(),
+        message: format!(
+            "not loaded: the folder's batch configurations expand to more than {} MiB in all \
+             ({} adds {} KiB to each of its {} batches); make the defaults or the batches smaller",
+            yaml_budget::MAX_FOLDER_CONFIG_BYTES >> 20,
+            defaults.display(),
+            defaults_cost >> 10,
+            batches
+        ),
+    }
 }
 
 /// A batch file, read, and the name it claims.

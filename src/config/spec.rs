@@ -195,6 +195,14 @@ impl BatchSource {
 }
 
 impl BatchSpec {
+    /// `job`'s rendered SQL template (`train_sql` for train, ...); None for
+    /// ingest and for a job whose template the batch does not have.
+    pub fn sql(&self, job: Job) -> Option<&str> {
+        job.sql_key()
+            .and_then(|k| self.sql.get(k))
+            .map(String::as_str)
+    }
+
     /// The file (or variable) `key`'s value came from.
     pub fn origin_of(&self, key: &str) -> PathBuf {
         self.source.origin_of(key, &self.file)

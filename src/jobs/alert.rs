@@ -5,8 +5,8 @@
 //! are stored and logged; delivery is a separate step.
 
 use super::rows::{load_input, write, JobError, JobFailure};
-use crate::config::BatchSpec;
-use crate::domain::Judgement;
+use crate::config::{BatchSpec, Job};
+use crate::domain::{Judgement, JudgementMeta, MetricType};
 use crate::store::{Store, StoreError};
 
 pub type AlertError = JobError;
@@ -23,7 +23,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, AlertErro
 
 fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "alert_sql", "alert", Some("alert"))?;
+    let input = load_input(spec, store, Job::Alert, Some(MetricType::Alert))?;
     let (series, already) = (&input.series, &input.done);
     let mut report = AlertReport::default();
     for (metric, s) in series {
@@ -55,14 +55,17 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
                     timestamp_us: s.timestamps_us[i],
                     metric_name: metric.clone(),
                     value: 1.0,
-                    metadata: Some(serde_json::json!({
-                        "value": s.values[i],
-                        "score": score[i],
-                        "score_smooth": smooth[i],
-                        "threshold": spec.alert.threshold,
-                        "alert_always": forced,
-                        "tags": spec.metric_tags.get(metric),
-                    })),
+                    metadata: Some(
+                        JudgementMeta::Alert {
+                            value: s.values[i],
+                            score: score[i],
+                            score_smooth: smooth[i],
+                            threshold: spec.alert.threshold,
+                            alert_always: forced,
+                            tags: spec.metric_tags.get(metric).cloned(),
+                        }
+                        .to_value(),
+                    ),
                 };
                 let why = if forced {
                     "alert_always is set"
@@ -79,13 +82,19 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
             }
         }
     }
-    write(store, &spec.table_key, &batch, "alert", &report.alerts)?;
+    write(
+        store,
+        &spec.table_key,
+        &batch,
+        MetricType::Alert,
+        &report.alerts,
+    )?;
     report.threshold_alerts = threshold_alerts(spec, store)?;
     write(
         store,
         &spec.table_key,
         &batch,
-        "tholdalert",
+        MetricType::ThresholdAlert,
         &report.threshold_alerts,
     )?;
     Ok(report)
@@ -135,7 +144,15 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
             timestamp_us: row.timestamp_us,
             metric_name: metric.clone(),
             value: 1.0,
-            metadata: Some(serde_json::json!({"value": value, "bound": side, "threshold": bound, "tags": spec.metric_tags.get(metric)})),
+            metadata: Some(
+                JudgementMeta::Threshold {
+                    value,
+                    bound: side.to_string(),
+                    threshold: bound,
+                    tags: spec.metric_tags.get(metric).cloned(),
+                }
+                .to_value(),
+            ),
         });
     }
     Ok(out)

@@ -5,8 +5,8 @@
 //! the previous `change_snooze_n` observations.
 
 use super::rows::{load_input, write, JobError, JobFailure};
-use crate::config::BatchSpec;
-use crate::domain::Judgement;
+use crate::config::{BatchSpec, Job};
+use crate::domain::{Judgement, JudgementMeta, MetricType};
 use crate::models::preprocess::median;
 use crate::store::Store;
 
@@ -39,7 +39,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, Change
 
 fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "change_sql", "change", Some("change"))?;
+    let input = load_input(spec, store, Job::Change, Some(MetricType::Change))?;
     let (series, already) = (&input.series, &input.done);
     let last_n = spec.change.detect_last_n.max(1) as usize;
     let mut out = Vec::new();
@@ -85,12 +85,20 @@ fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFail
                     timestamp_us: s.timestamps_us[i],
                     metric_name: metric.clone(),
                     value: 1.0,
-                    metadata: Some(serde_json::json!({"value": s.values[i], "z": zk, "threshold": spec.change.threshold, "tags": spec.metric_tags.get(metric)})),
+                    metadata: Some(
+                        JudgementMeta::Change {
+                            value: s.values[i],
+                            z: *zk,
+                            threshold: spec.change.threshold,
+                            tags: spec.metric_tags.get(metric).cloned(),
+                        }
+                        .to_value(),
+                    ),
                 });
             }
         }
     }
-    write(store, &spec.table_key, &batch, "change", &out)?;
+    write(store, &spec.table_key, &batch, MetricType::Change, &out)?;
     Ok(out)
 }
 

@@ -3,13 +3,13 @@
 
 use arrow::record_batch::RecordBatch;
 
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::store::{ResultCaps, Store, StoreError};
 
 /// Run the batch's `delete_sql` over its own rows (see
 /// [`Store::delete_batch_sql`]); returns how many rows it removed.
 pub fn delete(spec: &BatchSpec, store: &mut Store) -> Result<u64, StoreError> {
-    let Some(sql) = spec.sql.get("delete_sql") else {
+    let Some(sql) = spec.sql(Job::Delete) else {
         return Ok(0);
     };
     store.ensure_metrics_table(&spec.table_key)?;
@@ -26,7 +26,7 @@ pub fn summary<'a>(
 ) -> Result<Vec<RecordBatch>, StoreError> {
     let mut out = Vec::new();
     for spec in batches {
-        let Some(sql) = spec.sql.get("summary_sql") else {
+        let Some(sql) = spec.sql(Job::Summary) else {
             continue;
         };
         store.ensure_metrics_table(&spec.table_key)?;

@@ -12,8 +12,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 
 use super::features::FeatureError;
-use crate::config::BatchSpec;
-use crate::domain::{Judgement, Series};
+use crate::config::{BatchSpec, Job};
+use crate::domain::{Judgement, MetricType, Series};
 use crate::models::store::ModelStoreError;
 use crate::models::ModelError;
 use crate::store::{metrics_schema, Store, StoreError};
@@ -66,21 +66,21 @@ pub struct JobInput {
     pub done: BTreeMap<String, std::collections::BTreeSet<i64>>,
 }
 
-/// Run the job's SQL template `sql_key` (creating the table first) and read
-/// the timestamps already judged as `done_type`.
+/// Run `job`'s SQL template (creating the table first) and read the
+/// timestamps already judged as `done_type`.
 pub fn load_input(
     spec: &BatchSpec,
     store: &Store,
-    sql_key: &'static str,
-    job: &'static str,
-    done_type: Option<&str>,
+    job: Job,
+    done_type: Option<MetricType>,
 ) -> Result<JobInput, JobFailure> {
-    let sql = spec
-        .sql
-        .get(sql_key)
-        .ok_or(JobFailure::NoSql { key: sql_key })?;
+    let (Some(sql_key), Some(sql)) = (job.sql_key(), spec.sql(job)) else {
+        return Err(JobFailure::NoSql {
+            key: job.sql_key().unwrap_or("SQL template for this job"),
+        });
+    };
     store.ensure_metrics_table(&spec.table_key)?;
-    let series = series_by_metric(store, spec, sql, job).map_err(|e| match e {
+    let series = series_by_metric(store, spec, sql, job.name()).map_err(|e| match e {
         RowsError::Store(source) => RowsError::Template {
             key: sql_key,
             source,
@@ -268,7 +268,7 @@ pub fn write(
     store: &mut Store,
     table_key: &str,
     batch: &str,
-    metric_type: &str,
+    metric_type: MetricType,
     rows: &[Judgement],
 ) -> Result<usize, StoreError> {
     if rows.is_empty() {
@@ -281,7 +281,7 @@ pub fn write(
 /// Judgement rows of `metric_type` for `batch`, as the metrics table's columns.
 pub fn judgement_rows(
     batch: &str,
-    metric_type: &str,
+    metric_type: MetricType,
     rows: &[Judgement],
 ) -> Result<RecordBatch, StoreError> {
     let n = rows.len();
@@ -297,7 +297,7 @@ pub fn judgement_rows(
                     .map(|r| r.metric_name.as_str())
                     .collect::<Vec<_>>(),
             )),
-            Arc::new(StringArray::from(vec![metric_type; n])),
+            Arc::new(StringArray::from(vec![metric_type.as_str(); n])),
             Arc::new(Float64Array::from(
                 rows.iter().map(|r| r.value).collect::<Vec<_>>(),
             )),

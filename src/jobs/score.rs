@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::features::features;
 use super::rows::{load_input, write, JobError, JobFailure};
-use crate::config::BatchSpec;
-use crate::domain::Judgement;
+use crate::config::{BatchSpec, Job};
+use crate::domain::{Judgement, JudgementMeta, MetricType};
 use crate::models::combine;
 use crate::models::store::ModelStore;
 use crate::store::Store;
@@ -26,7 +26,7 @@ pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreRepo
 
 fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "score_sql", "score", Some("score"))?;
+    let input = load_input(spec, store, Job::Score, Some(MetricType::Score))?;
     let (series, scored_before) = (&input.series, &input.done);
     let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = ScoreReport::default();
@@ -52,14 +52,14 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
             if done.is_some_and(|d| d.contains(ts)) {
                 continue;
             }
-            let mut per_model = serde_json::Map::new();
+            let mut per_model = std::collections::BTreeMap::new();
             let mut probs = Vec::new();
             for m in &loaded {
                 let p = m.probability(row).map_err(|source| JobFailure::Model {
                     metric: metric.clone(),
                     source,
                 })?;
-                per_model.insert(m.model_tag.clone(), p.into());
+                per_model.insert(m.model_tag.clone(), p);
                 probs.push(p);
             }
             if let Some(score) = combine(&probs, spec.score.combination_method) {
@@ -67,11 +67,11 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
                     timestamp_us: *ts,
                     metric_name: metric.clone(),
                     value: crate::domain::round_decimals(score, spec.score.metric_rounding),
-                    metadata: Some(serde_json::json!({ "models": per_model })),
+                    metadata: Some(JudgementMeta::Score { models: per_model }.to_value()),
                 });
             }
         }
     }
-    report.scored = write(store, &spec.table_key, &batch, "score", &rows)?;
+    report.scored = write(store, &spec.table_key, &batch, MetricType::Score, &rows)?;
     Ok(report)
 }

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::features::features;
 use super::rows::{load_input, JobError, JobFailure};
-use crate::config::BatchSpec;
+use crate::config::{BatchSpec, Job};
 use crate::models::store::ModelStore;
 use crate::models::{ModelError, TrainedModel};
 use crate::store::Store;
@@ -35,7 +35,7 @@ pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, 
 
 fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, JobFailure> {
     let batch = spec.metric_batch.clone();
-    let input = load_input(spec, store, "train_sql", "train", None)?;
+    let input = load_input(spec, store, Job::Train, None)?;
     let series = &input.series;
     let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = TrainReport::default();

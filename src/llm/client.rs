@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::endpoint::{Endpoint, Platform};
 use super::{anthropic, openai, AnswerError, ChatAnswer, ChatRequest};
+use crate::cassette::{Interaction, RecordedError, ReplayBook, Response, Scrubber};
 use crate::escape;
-use crate::sandbox::cassette::{Interaction, RecordedError, ReplayBook, Response, Scrubber};
 
 /// Attempts per question, the first included.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -90,7 +90,6 @@ enum Failure {
 pub struct Client {
     endpoint: Endpoint,
     http: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
     budget: Budget,
     tape: Tape,
     scrubber: Scrubber,
@@ -117,16 +116,11 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start an async runtime: {e}"))?;
         let mut scrubber = Scrubber::new(env, scrub);
         scrubber.learn_headers(&headers(&endpoint));
         Ok(Client {
             endpoint,
             http,
-            runtime,
             budget,
             tape,
             scrubber,
@@ -381,7 +375,7 @@ impl Client {
                 body,
             })
         };
-        self.runtime.block_on(read)
+        crate::outbound::block_on(read).map_err(|e| e.to_string())?
     }
 }
 

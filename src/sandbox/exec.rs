@@ -11,7 +11,6 @@ use rand::{Rng, SeedableRng};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::I32Exit;
 
-use super::cassette::{Interaction, ReplayBook, Scrubber};
 use super::clock::GuestClock;
 use super::engine::EPOCH_TICK;
 use super::error::ExecError;
@@ -19,6 +18,7 @@ use super::host::{DoorState, ExecInputs, HostState, LogLine, PhaseMarks};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
 use super::{code_cache, guest_sources, instance, Sandbox};
+use crate::cassette::{Interaction, ReplayBook, Scrubber};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
 use crate::escape;
 

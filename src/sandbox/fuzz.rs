@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::cassette::Cassette;
 use super::door::{self, ResultHeader};
 use super::host;
 use super::result_frame;
+use crate::cassette::Cassette;
 
 fn corpus(dir: &str) -> Vec<Vec<u8>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -17,7 +17,6 @@
 
 mod addresses;
 pub mod bundle;
-pub mod cassette;
 mod clock;
 mod code_cache;
 pub mod door;

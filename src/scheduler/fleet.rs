@@ -11,8 +11,17 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::attempts::unfinished;
+use super::clock::Clock;
+use super::controls::Paused;
 use super::plan::JobKey;
-use crate::store::{Claim, Store, StoreError, WorkerInfo};
+use super::runner::RunLog;
+use super::Done;
+use crate::store::{Claim, RunStatus, Store, StoreError, WorkerInfo};
 
 /// How long claims are kept after their tick (runs are in the history).
 const KEEP_TICKS: Duration = Duration::from_secs(86_400);
@@ -122,14 +131,16 @@ impl Fleet {
         match finished {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
-                "batch {} job {}: the run of {} outlived this worker's lease ({} s without a heartbeat); \
-                 another worker has already recorded it as interrupted",
-                key.0,
-                key.1.name(),
-                tick.format("%H:%M:%S"),
-                self.lease.as_secs()
+                batch = %key.0,
+                job = key.1.name(),
+                tick = %tick.format("%H:%M:%S"),
+                lease_s = self.lease.as_secs(),
+                "the run outlived this worker's lease (no heartbeat for lease_s); \
+                 another worker has already recorded it as interrupted"
             ),
-            Err(e) => tracing::error!("batch {} job {}: {e}", key.0, key.1.name()),
+            Err(e) => {
+                tracing::error!(batch = %key.0, job = key.1.name(), error = %e, "ending the claim failed")
+            }
         }
     }
 
@@ -158,5 +169,90 @@ impl Fleet {
         if let Err(e) = self.store().worker_stopped(&self.worker) {
             tracing::warn!("fleet: {e}");
         }
+    }
+}
+
+/// In a fleet, claim a tick before running it. Returns whether this
+/// worker runs it; if not, the tick's end is reported here: recorded as
+/// skipped (an earlier run of the job is going on another worker), or
+/// nothing (another worker has it, or it could not be claimed).
+pub(super) async fn claim_first(
+    fleet: &Arc<Fleet>,
+    key: &JobKey,
+    scheduled: DateTime<Utc>,
+    log: &Arc<dyn RunLog>,
+    clock: &dyn Clock,
+    done: &mpsc::UnboundedSender<Done>,
+) -> bool {
+    let (f, k) = (fleet.clone(), key.clone());
+    let claimed = tokio::task::spawn_blocking(move || f.claim(&k, scheduled)).await;
+    let busy = match claimed {
+        Ok(Ok(Claim::Mine)) => return true,
+        Ok(Ok(Claim::Busy { worker })) => worker,
+        Ok(Ok(Claim::Taken { .. })) => {
+            let _ = done.send((key.clone(), None));
+            return false;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(
+                batch = %key.0,
+                job = key.1.name(),
+                tick = %scheduled.format("%H:%M:%S"),
+                error = %e,
+                "tick not run: it could not be claimed"
+            );
+            let _ = done.send((key.clone(), None));
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(batch = %key.0, job = key.1.name(), error = %e, "claiming panicked");
+            let _ = done.send((key.clone(), None));
+            return false;
+        }
+    };
+    let mut r = unfinished(
+        key,
+        [scheduled, clock.now(), clock.now()],
+        RunStatus::Skipped,
+        format!("the previous run of this job was still going on worker {busy}"),
+        Some(fleet.worker.clone()),
+    );
+    let (l, rec) = (log.clone(), r.clone());
+    r.run_id = tokio::task::spawn_blocking(move || l.record_claimed(&rec))
+        .await
+        .unwrap_or(0);
+    let _ = done.send((key.clone(), Some(r)));
+    false
+}
+
+/// Every third of the lease: renew it, take over silent workers' runs,
+/// and follow the fleet's pauses.
+pub(super) async fn heartbeats(fleet: Arc<Fleet>, paused: Paused) {
+    let every = (fleet.lease / 3).max(Duration::from_millis(100));
+    loop {
+        let f = fleet.clone();
+        match tokio::task::spawn_blocking(move || f.beat()).await {
+            Ok(Ok(beat)) => {
+                for t in &beat.taken_over {
+                    tracing::warn!(
+                        "batch {} job {}: worker {} stopped renewing its lease on the run of {}; recorded as interrupted",
+                        t.batch,
+                        t.job,
+                        t.worker,
+                        chrono::DateTime::from_timestamp_micros(t.scheduled_us)
+                            .map(|d| d.format("%H:%M:%S").to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                if let Ok(mut p) = paused.write() {
+                    *p = beat.paused;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(worker = %fleet.worker, error = %e, "fleet heartbeat failed")
+            }
+            Err(e) => tracing::error!("fleet heartbeat panicked: {e}"),
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -7,9 +7,12 @@
 //! Time comes from a [`clock::Clock`] so tests drive it by hand; the work
 //! itself from a [`runner::JobRunner`], so tests can replace it. With a
 //! shared store, ticks are claimed in it first ([`fleet`]), so each runs
-//! on one worker of the fleet.
+//! on one worker of the fleet. This file is the loop; one tick's attempts
+//! and retries are in `attempts.rs`, pauses and run-now in [`controls`].
 
+mod attempts;
 pub mod clock;
+pub mod controls;
 pub mod failures;
 pub mod fleet;
 pub mod plan;
@@ -25,7 +28,11 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::{Job, MetricsFolder};
 use crate::store::{Claim, RunRecord, RunStatus};
+use attempts::{attempt_once, retry_delay, unfinished};
 use clock::Clock;
+use controls::next_request;
+pub use controls::{Controls, Paused, RunNow};
+use fleet::{claim_first, heartbeats};
 use plan::{JobKey, Plan, ReloadReport};
 use runner::{JobRunner, RunLog, RunTicket};
 
@@ -78,42 +85,9 @@ pub struct Shutdown {
     pub interrupted: Vec<JobKey>,
 }
 
-/// Batches whose schedules are paused; shared with whoever pauses them
-/// (and keeps that in the database).
-pub type Paused = Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>;
-
-/// A request to run a batch's job now; answered with its run's record.
-#[derive(Debug)]
-pub struct RunNow {
-    pub batch: String,
-    pub job: Job,
-    pub reply: tokio::sync::oneshot::Sender<Result<RunRecord, String>>,
-}
-
-/// What the control API can do to a running scheduler.
-#[derive(Debug, Default)]
-pub struct Controls {
-    pub paused: Paused,
-    pub run_now: Option<mpsc::Receiver<RunNow>>,
-}
-
-impl Controls {
-    /// Controls and the sender that asks for runs.
-    pub fn new(paused: Paused) -> (Controls, mpsc::Sender<RunNow>) {
-        let (tx, rx) = mpsc::channel(16);
-        (
-            Controls {
-                paused,
-                run_now: Some(rx),
-            },
-            tx,
-        )
-    }
-}
-
 /// A tick's end: its run's record, or None when another worker claimed
 /// it (or it could not be claimed).
-type Done = (JobKey, Option<RunRecord>);
+pub(super) type Done = (JobKey, Option<RunRecord>);
 
 /// The jobs started and not yet reported done.
 struct InFlight {
@@ -152,7 +126,7 @@ pub struct Scheduler {
     pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
-fn us(t: DateTime<Utc>) -> i64 {
+pub(super) fn us(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
@@ -322,7 +296,7 @@ impl Scheduler {
     fn dispatch_due(&self, plan: &mut Plan, jobs: &mut InFlight, now: DateTime<Utc>) {
         for (key, tick) in plan.take_due(now) {
             if self.is_paused(&key.0) {
-                tracing::debug!("batch {} job {}: paused, tick skipped", key.0, key.1.name());
+                tracing::debug!(batch = %key.0, job = key.1.name(), "paused, tick skipped");
                 continue;
             }
             if jobs.running.contains_key(&key) {
@@ -374,9 +348,10 @@ impl Scheduler {
         let now = self.clock.now();
         for ((batch, job), scheduled) in running {
             tracing::warn!(
-                "batch {batch} job {}: still running after the {}s grace period; abandoned (its transaction is not committed)",
-                job.name(),
-                self.options.grace.as_secs()
+                batch = %batch,
+                job = job.name(),
+                grace_s = self.options.grace.as_secs(),
+                "still running after the grace period; abandoned (its transaction is not committed)"
             );
             let record = unfinished(
                 &(batch.clone(), job),
@@ -402,10 +377,10 @@ impl Scheduler {
 
     fn skip(&self, key: &JobKey, tick: DateTime<Utc>, now: DateTime<Utc>) {
         tracing::warn!(
-            "batch {} job {}: tick {} skipped, the previous run is still going",
-            key.0,
-            key.1.name(),
-            tick.format("%H:%M:%S")
+            batch = %key.0,
+            job = key.1.name(),
+            tick = %tick.format("%H:%M:%S"),
+            "tick skipped, the previous run is still going"
         );
         self.emit(Event::Skipped {
             key: key.clone(),
@@ -426,7 +401,7 @@ impl Scheduler {
                     Ok(Claim::Mine | Claim::Busy { .. }) => {}
                     Ok(Claim::Taken { .. }) => return,
                     Err(e) => {
-                        tracing::error!("batch {} job {}: {e}", key.0, key.1.name());
+                        tracing::error!(batch = %key.0, job = key.1.name(), error = %e, "recording the skipped tick failed: it could not be claimed");
                         return;
                     }
                 }
@@ -518,204 +493,20 @@ impl Scheduler {
     }
 }
 
-/// In a fleet, claim a tick before running it. Returns whether this
-/// worker runs it; if not, the tick's end is reported here: recorded as
-/// skipped (an earlier run of the job is going on another worker), or
-/// nothing (another worker has it, or it could not be claimed).
-async fn claim_first(
-    fleet: &Arc<fleet::Fleet>,
-    key: &JobKey,
-    scheduled: DateTime<Utc>,
-    log: &Arc<dyn RunLog>,
-    clock: &dyn Clock,
-    done: &mpsc::UnboundedSender<Done>,
-) -> bool {
-    let (f, k) = (fleet.clone(), key.clone());
-    let claimed = tokio::task::spawn_blocking(move || f.claim(&k, scheduled)).await;
-    let busy = match claimed {
-        Ok(Ok(Claim::Mine)) => return true,
-        Ok(Ok(Claim::Busy { worker })) => worker,
-        Ok(Ok(Claim::Taken { .. })) => {
-            let _ = done.send((key.clone(), None));
-            return false;
-        }
-        Ok(Err(e)) => {
-            tracing::error!(
-                "batch {} job {}: tick {} not run: {e}",
-                key.0,
-                key.1.name(),
-                scheduled.format("%H:%M:%S")
-            );
-            let _ = done.send((key.clone(), None));
-            return false;
-        }
-        Err(e) => {
-            tracing::error!(
-                "batch {} job {}: claiming panicked: {e}",
-                key.0,
-                key.1.name()
-            );
-            let _ = done.send((key.clone(), None));
-            return false;
-        }
-    };
-    let mut r = unfinished(
-        key,
-        [scheduled, clock.now(), clock.now()],
-        RunStatus::Skipped,
-        format!("the previous run of this job was still going on worker {busy}"),
-        Some(fleet.worker.clone()),
-    );
-    let (l, rec) = (log.clone(), r.clone());
-    r.run_id = tokio::task::spawn_blocking(move || l.record_claimed(&rec))
-        .await
-        .unwrap_or(0);
-    let _ = done.send((key.clone(), Some(r)));
-    false
-}
-
-/// Every third of the lease: renew it, take over silent workers' runs,
-/// and follow the fleet's pauses.
-async fn heartbeats(fleet: Arc<fleet::Fleet>, paused: Paused) {
-    let every = (fleet.lease / 3).max(Duration::from_millis(100));
-    loop {
-        let f = fleet.clone();
-        match tokio::task::spawn_blocking(move || f.beat()).await {
-            Ok(Ok(beat)) => {
-                for t in &beat.taken_over {
-                    tracing::warn!(
-                        "batch {} job {}: worker {} stopped renewing its lease on the run of {}; recorded as interrupted",
-                        t.batch,
-                        t.job,
-                        t.worker,
-                        chrono::DateTime::from_timestamp_micros(t.scheduled_us)
-                            .map(|d| d.format("%H:%M:%S").to_string())
-                            .unwrap_or_default()
-                    );
-                }
-                if let Ok(mut p) = paused.write() {
-                    *p = beat.paused;
-                }
-            }
-            Ok(Err(e)) => tracing::error!("fleet heartbeat of worker {}: {e}", fleet.worker),
-            Err(e) => tracing::error!("fleet heartbeat panicked: {e}"),
-        }
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// The next run-now request; never, once the senders are gone.
-async fn next_request(requests: &mut Option<mpsc::Receiver<RunNow>>) -> Option<RunNow> {
-    match requests {
-        Some(rx) => match rx.recv().await {
-            Some(r) => Some(r),
-            None => {
-                *requests = None;
-                None
-            }
-        },
-        None => None,
-    }
-}
-
-/// Wait before retry `attempt + 1` of a tick: 1, 2, 4 ... s, at most a
-/// minute.
-fn retry_delay(attempt: u32) -> Duration {
-    Duration::from_secs(1u64 << (attempt - 1).min(6)).min(Duration::from_secs(60))
-}
-
-/// Run one attempt of a tick and record it; says whether to try again
-/// (its failure can pass and `retries` are left).
-fn attempt_once(
-    ticket: &RunTicket,
-    runner: &dyn JobRunner,
-    log: &dyn RunLog,
-    clock: &dyn Clock,
-    retries: u32,
-    worker: Option<String>,
-) -> (RunRecord, bool) {
-    let attempt = ticket.attempt;
-    let started = clock.now();
-    let t0 = Instant::now();
-    let result = runner.run(ticket);
-    let again = result.status == RunStatus::Failed && result.can_pass && attempt <= retries;
-    let mut error = result.error;
-    if again {
-        let wait = retry_delay(attempt).as_secs();
-        let note = format!("retrying in {wait} s (ingest_retries={retries}, attempt {attempt})");
-        error = Some(match error {
-            Some(e) => format!("{e}\n{note}"),
-            None => note,
-        });
-    }
-    let mut record = RunRecord {
-        run_id: 0,
-        batch: ticket.spec.metric_batch.clone(),
-        job: ticket.job.name().into(),
-        scheduled_us: us(ticket.scheduled),
-        started_us: us(started),
-        ended_us: us(clock.now()),
-        status: result.status,
-        error,
-        rows: result.rows,
-        fuel: result.fuel,
-        wall_ms: t0.elapsed().as_secs_f64() * 1e3,
-        cassette: result.cassette,
-        log: result.log,
-        attempt,
-        worker,
-    };
-    // A tick's last attempt ends its claim in the same transaction.
-    record.run_id = if again {
-        log.record(&record)
-    } else {
-        log.record_claimed(&record)
-    };
-    (record, again)
-}
-
-/// The record of a run that did no work (skipped, interrupted, panicked):
-/// `times` are scheduled, started and ended; `worker`, this one in a fleet.
-fn unfinished(
-    key: &JobKey,
-    times: [DateTime<Utc>; 3],
-    status: RunStatus,
-    error: String,
-    worker: Option<String>,
-) -> RunRecord {
-    RunRecord {
-        run_id: 0,
-        batch: key.0.clone(),
-        job: key.1.name().into(),
-        scheduled_us: us(times[0]),
-        started_us: us(times[1]),
-        ended_us: us(times[2]),
-        status,
-        error: Some(error),
-        rows: 0,
-        fuel: 0,
-        wall_ms: 0.0,
-        cassette: None,
-        log: None,
-        attempt: 1,
-        worker,
-    }
-}
-
 fn log_reload(r: &ReloadReport) {
     for e in &r.errors {
         tracing::error!("reload: {e}");
     }
     for b in &r.kept {
-        tracing::warn!("reload: batch {b} failed to load; its last good version keeps running");
+        tracing::warn!(batch = %b, "reload: the batch failed to load; its last good version keeps running");
     }
     for b in &r.added {
-        tracing::info!("reload: batch {b} added");
+        tracing::info!(batch = %b, "reload: batch added");
     }
     for b in &r.changed {
-        tracing::info!("reload: batch {b} changed");
+        tracing::info!(batch = %b, "reload: batch changed");
     }
     for b in &r.removed {
-        tracing::info!("reload: batch {b} removed");
+        tracing::info!(batch = %b, "reload: batch removed");
     }
 }

@@ -1,7 +1,8 @@
-//! What a scheduled tick does: [`StoreRunner`] runs the batch's job against
-//! the DuckDB store (a connection of its own per run) and [`StoreRunLog`]
-//! writes the outcome to the run history. Both are traits so scheduler tests
-//! can count, block and fail runs at will.
+//! What a scheduled tick does: [`StoreRunner`] runs the batch's job through
+//! the pipeline (`pipeline::dispatch`, with a store connection of its own
+//! per run) and turns the outcome into a [`RunResult`]; [`StoreRunLog`]
+//! writes it to the run history (DuckDB or PostgreSQL). Both are behind
+//! traits so scheduler tests can count, block and fail runs at will.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,14 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::alerts::describe::describe;
-use crate::alerts::dispatch::{self, JobContext, JobOutcome};
 use crate::alerts::message::{FailureFacts, Message};
 use crate::alerts::{deliver, Channels, Outcome};
+use crate::cassette::RecordMode;
 use crate::config::{BatchSpec, Job};
-use crate::jobs::ingest::{self, recording::CassetteOptions, IngestOptions, SandboxSource};
-use crate::jobs::llmalert::LlmAlertError;
-use crate::sandbox::cassette::RecordMode;
+use crate::jobs::ingest::{recording::CassetteOptions, SandboxSource};
+use crate::pipeline::describe::describe;
+use crate::pipeline::{dispatch, DispatchError, JobContext, JobOutcome, RunMode};
 use crate::scheduler::failures::{counts, FailureStreaks, Notice};
 use crate::store::{Retention, RunRecord, RunStatus, Store, StoreError};
 
@@ -149,9 +149,10 @@ impl StoreRunLog {
             }
             Err(e) => {
                 tracing::error!(
-                    "batch {} job {}: could not record the run in sandstack_runs: {e}",
-                    record.batch,
-                    record.job
+                    batch = %record.batch,
+                    job = %record.job,
+                    error = %e,
+                    "could not record the run in the run history"
                 );
                 0
             }
@@ -172,8 +173,8 @@ impl RunLog for StoreRunLog {
         let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
         match store.prune_runs(self.retention, now.timestamp_micros()) {
             Ok(0) => {}
-            Ok(n) => tracing::info!("run history: pruned {n} old runs"),
-            Err(e) => tracing::error!("run history: pruning failed: {e}"),
+            Ok(n) => tracing::info!(runs = n, "run history: pruned old runs"),
+            Err(e) => tracing::error!(error = %e, "run history: pruning failed"),
         }
     }
 }
@@ -268,49 +269,6 @@ impl StoreRunner {
             scrub: Vec::new(),
         })
     }
-
-    fn ingest(&self, t: &RunTicket, store: &mut Store) -> RunResult {
-        let spec = &t.spec;
-        let cassette = self
-            .cassette_of(t, "")
-            .filter(|_| matches!(spec.ingest, crate::config::IngestSource::Python(_)));
-        let cassette_path = cassette.as_ref().map(|c| c.path.display().to_string());
-        let opts = IngestOptions {
-            simulated_now_us: t.catch_up.then(|| t.scheduled.timestamp_micros()),
-            cassette,
-            ..Default::default()
-        };
-        match ingest::run(spec, store, self.sandboxes.as_ref(), &self.env, opts) {
-            Ok(r) => RunResult {
-                fuel: r.sandbox.as_ref().map_or(0, |s| s.stats.fuel_used),
-                cassette: cassette_path,
-                log: r.sandbox.as_ref().and_then(|s| s.as_log()),
-                ..RunResult::ok(r.stored as u64)
-            },
-            Err(f) => {
-                let mut error = f.to_string();
-                if let Some(s) = &f.sandbox {
-                    if !s.output.trim().is_empty() {
-                        error.push_str("\n--- output ---\n");
-                        error.push_str(s.output.trim_end());
-                    }
-                }
-                RunResult {
-                    can_pass: f.error.can_pass(),
-                    status: if f.error.is_timeout() {
-                        RunStatus::TimedOut
-                    } else {
-                        RunStatus::Failed
-                    },
-                    fuel: f.sandbox.as_ref().map_or(0, |s| s.stats.fuel_used),
-                    log: f.sandbox.as_ref().and_then(|s| s.as_log()),
-                    // A failed run's cassette is the one worth replaying.
-                    cassette: cassette_path.filter(|p| std::path::Path::new(p).exists()),
-                    ..RunResult::failed(error)
-                }
-            }
-        }
-    }
 }
 
 impl JobRunner for StoreRunner {
@@ -344,10 +302,10 @@ impl JobRunner for StoreRunner {
         for d in deliver(&self.channels, &spec.alert.methods, &message) {
             if d.outcome != Outcome::Sent {
                 tracing::warn!(
-                    "{}: {} not delivered: {:?}",
-                    message.subject,
-                    d.channel,
-                    d.outcome
+                    subject = %message.subject,
+                    channel = %d.channel,
+                    outcome = ?d.outcome,
+                    "failure notice not delivered"
                 );
             }
         }
@@ -365,63 +323,83 @@ impl JobRunner for StoreRunner {
                 return RunResult::failed(format!("batch {}: {e}", spec.metric_batch));
             }
         }
-        if t.job == Job::Ingest {
-            return self.ingest(t, &mut store);
-        }
-        let cassette = (t.job == Job::Llmalert)
-            .then(|| self.cassette_of(t, "llmalert-"))
-            .flatten();
+        let cassette = match t.job {
+            // Only a Python ingest talks to the outside through the door.
+            Job::Ingest => self
+                .cassette_of(t, "")
+                .filter(|_| matches!(spec.ingest, crate::config::IngestSource::Python(_))),
+            Job::Llmalert => self.cassette_of(t, "llmalert-"),
+            _ => None,
+        };
+        let cassette_path = cassette.as_ref().map(|c| c.path.display().to_string());
         let ctx = JobContext {
             model_base: &self.model_base,
             plot_dir: &self.plot_dir,
             channels: Some(&self.channels),
             env: &self.env,
-            llmalert: dispatch::LlmAlertMode {
+            sandboxes: self.sandboxes.as_ref(),
+            mode: RunMode {
                 cassette,
                 dry_run: false,
+                simulated_now_us: t.catch_up.then(|| t.scheduled.timestamp_micros()),
             },
         };
         match dispatch::run(spec, &mut store, t.job, &ctx) {
-            // The job did its work; a channel that could not deliver, or a
-            // metric the chat model failed, is noted on the run, not a
-            // failure of it.
-            Ok(out) => {
-                let mut notes = Vec::new();
-                if let JobOutcome::LlmAlerted(r, _) = &out {
-                    notes.extend(r.stopped.clone());
-                    notes.extend(r.problems.iter().cloned());
-                }
-                let problems = out.sent().map(|s| s.problems()).unwrap_or_default();
-                if !problems.is_empty() {
-                    notes.push(format!("alert delivery: {}", problems.join("; ")));
-                }
-                let cassette = match &out {
-                    JobOutcome::LlmAlerted(r, _) => {
-                        r.cassette.as_ref().map(|p| p.display().to_string())
-                    }
-                    _ => None,
-                };
-                RunResult {
-                    error: (!notes.is_empty()).then(|| notes.join("\n")),
-                    cassette,
-                    log: Some(describe(spec, &out)),
-                    ..RunResult::ok(out.rows())
-                }
-            }
-            Err(e)
-                if e.downcast_ref::<LlmAlertError>()
-                    .is_some_and(|e| matches!(e, LlmAlertError::NotConfigured { .. })) =>
-            {
-                RunResult {
-                    status: RunStatus::Skipped,
-                    ..RunResult::failed(e.to_string())
-                }
-            }
-            Err(e) if e.downcast_ref::<dispatch::TimedOut>().is_some() => RunResult {
-                status: RunStatus::TimedOut,
-                ..RunResult::failed(e.to_string())
-            },
-            Err(e) => RunResult::failed(e.to_string()),
+            Ok(out) => succeeded(spec, &out, cassette_path),
+            Err(e) => failed(&e, cassette_path),
         }
+    }
+}
+
+/// A run that did its work. A channel that could not deliver, or a metric
+/// the chat model failed, is noted on the run, not a failure of it.
+fn succeeded(spec: &BatchSpec, out: &JobOutcome, cassette_path: Option<String>) -> RunResult {
+    let mut notes = Vec::new();
+    if let JobOutcome::LlmAlerted(r, _) = out {
+        notes.extend(r.stopped.clone());
+        notes.extend(r.problems.iter().cloned());
+    }
+    let problems = out.sent().map(|s| s.problems()).unwrap_or_default();
+    if !problems.is_empty() {
+        notes.push(format!("alert delivery: {}", problems.join("; ")));
+    }
+    let (cassette, log) = match out {
+        JobOutcome::Ingested(r) => (cassette_path, r.sandbox.as_ref().and_then(|s| s.as_log())),
+        JobOutcome::LlmAlerted(r, _) => (
+            r.cassette.as_ref().map(|p| p.display().to_string()),
+            Some(describe(spec, out)),
+        ),
+        _ => (None, Some(describe(spec, out))),
+    };
+    RunResult {
+        error: (!notes.is_empty()).then(|| notes.join("\n")),
+        cassette,
+        fuel: out.sandbox().map_or(0, |s| s.stats.fuel_used),
+        log,
+        ..RunResult::ok(out.rows())
+    }
+}
+
+/// A run that did not: its status says how (a timeout, an llmalert with no
+/// chat model configured is skipped), a Python ingest keeps what it printed.
+fn failed(e: &DispatchError, cassette_path: Option<String>) -> RunResult {
+    let mut error = e.to_string();
+    if let Some(s) = e.sandbox() {
+        if !s.output.trim().is_empty() {
+            error.push_str("\n--- output ---\n");
+            error.push_str(s.output.trim_end());
+        }
+    }
+    RunResult {
+        status: e.status(),
+        can_pass: e.can_pass(),
+        fuel: e.sandbox().map_or(0, |s| s.stats.fuel_used),
+        log: e.sandbox().and_then(|s| s.as_log()),
+        // A failed ingest's cassette is the one worth replaying.
+        cassette: match e {
+            DispatchError::Ingest(_) => cassette_path.filter(|p| std::path::Path::new(p).exists()),
+            _ => None,
+        },
+        ..RunResult::failed(error)
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::StoreError;
+use crate::domain::MetricType;
 
 /// One batch's home-page card figures.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,7 +21,7 @@ pub struct CardFigures {
 pub struct Anomaly {
     pub batch: String,
     pub metric: String,
-    pub kind: String,
+    pub kind: MetricType,
     pub timestamp_us: i64,
     pub metadata: Option<String>,
     pub up: i64,
@@ -34,10 +35,10 @@ pub enum Vote {
 }
 
 impl Vote {
-    pub fn metric_type(self) -> &'static str {
+    pub fn metric_type(self) -> MetricType {
         match self {
-            Vote::Up => "thumbsup",
-            Vote::Down => "thumbsdown",
+            Vote::Up => MetricType::ThumbsUp,
+            Vote::Down => MetricType::ThumbsDown,
         }
     }
 }

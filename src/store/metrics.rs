@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use arrow::record_batch::RecordBatch;
 
 use super::StoreError;
+use crate::domain::MetricType;
 
 /// One of a metric's newest values, for threshold alerts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +53,7 @@ pub trait MetricsStore {
         &self,
         table_key: &str,
         batch: &str,
-        metric_type: &str,
+        metric_type: MetricType,
     ) -> Result<TimestampsByMetric, StoreError>;
 
     /// The newest `n` values of one metric (type `metric`), newest first.

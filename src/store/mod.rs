@@ -12,6 +12,8 @@
 //! backend reads for it.
 
 pub mod confined;
+#[cfg(test)]
+pub(crate) mod contract;
 pub mod dashboard;
 pub mod duck;
 pub mod error;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::error::{ApiError, WebError};
 use super::{with_store, Shared};
 use crate::config::{Choice, Job, MetricsFolder};
 use crate::scheduler::{Paused, RunNow};
@@ -29,27 +30,31 @@ pub struct DaemonControl {
     pub reload: mpsc::Sender<MetricsFolder>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+fn unauthorized() -> ApiError {
+    WebError::Unauthorized(
+        "this needs the dashboard token: send SANDSTACK_DASHBOARD_TOKEN as `Authorization: Bearer TOKEN`".into(),
+    )
+    .into()
 }
 
-fn unauthorized() -> Response {
-    error(
-        StatusCode::UNAUTHORIZED,
-        "this needs the dashboard token: send SANDSTACK_DASHBOARD_TOKEN as `Authorization: Bearer TOKEN`",
+fn no_daemon() -> ApiError {
+    WebError::Unavailable(
+        "this dashboard is not part of `sandstack run`: there is no scheduler to run, pause or reload".into(),
     )
+    .into()
 }
 
-fn no_daemon() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "this dashboard is not part of `sandstack run`: there is no scheduler to run, pause or reload",
-    )
+fn shutting_down() -> ApiError {
+    WebError::Unavailable("the scheduler is shutting down".into()).into()
 }
 
 /// 429, with when to ask again.
 fn too_many(message: String, wait: Option<std::time::Duration>) -> Response {
-    let mut r = error(StatusCode::TOO_MANY_REQUESTS, message);
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({ "error": message })),
+    )
+        .into_response();
     if let Some(v) = wait.and_then(|w| (w.as_secs() + 1).to_string().parse().ok()) {
         r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
     }
@@ -62,7 +67,7 @@ fn too_many(message: String, wait: Option<std::time::Duration>) -> Response {
 async fn llmalert_period_spent(
     s: &Shared,
     spec: &crate::config::BatchSpec,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, WebError> {
     let Some(schedule) = spec.schedules.get(&Job::Llmalert) else {
         return Ok(None);
     };
@@ -76,10 +81,7 @@ async fn llmalert_period_spent(
         limit: 1,
         offset: 0,
     };
-    let last = with_store(s, move |st| {
-        st.list_runs(&filter).map_err(|e| e.to_string())
-    })
-    .await?;
+    let last = with_store(s, move |st| Ok(st.list_runs(&filter)?)).await?;
     Ok(last
         .first()
         .filter(|r| r.started_us >= period_start.timestamp_micros())
@@ -109,11 +111,6 @@ fn last_tick(
     now - chrono::Duration::days(400)
 }
 
-/// A database error, as the API answers it.
-fn internal(e: String) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, e)
-}
-
 #[derive(Debug, Deserialize, Serialize, Default)]
 pub struct RunsQuery {
     pub batch: Option<String>,
@@ -124,7 +121,10 @@ pub struct RunsQuery {
 }
 
 /// `GET /api/runs`: the run history, newest first.
-pub async fn runs(State(s): State<Shared>, Query(q): Query<RunsQuery>) -> Response {
+pub async fn runs(
+    State(s): State<Shared>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Response, ApiError> {
     let filter = RunFilter {
         run_id: None,
         batch: q.batch,
@@ -133,35 +133,23 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<RunsQuery>) -> Respon
         limit: q.limit.unwrap_or(50).min(10_000),
         offset: 0,
     };
-    match with_store(&s, move |st| {
-        st.list_runs(&filter).map_err(|e| e.to_string())
-    })
-    .await
-    {
-        Ok(runs) => Json(runs).into_response(),
-        Err(e) => internal(e),
-    }
+    let runs = with_store(&s, move |st| Ok(st.list_runs(&filter)?)).await?;
+    Ok(Json(runs).into_response())
 }
 
 /// `GET /api/workers`: the fleet's workers heard from in the last hour
 /// (none when the store is not shared).
-pub async fn workers(State(s): State<Shared>) -> Response {
+pub async fn workers(State(s): State<Shared>) -> Result<Response, ApiError> {
     let window = super::pages::WORKERS_SHOWN;
-    match with_store(&s, move |st| st.workers(window).map_err(|e| e.to_string())).await {
-        Ok(w) => Json(w).into_response(),
-        Err(e) => internal(e),
-    }
+    let w = with_store(&s, move |st| Ok(st.workers(window)?)).await?;
+    Ok(Json(w).into_response())
 }
 
 /// `GET /api/runs/{id}`: one run, its log included.
-pub async fn run(State(s): State<Shared>, Path(id): Path<i64>) -> Response {
-    match with_store(&s, move |st| st.run_by_id(id).map_err(|e| e.to_string())).await {
-        Ok(Some(run)) => Json(run).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            format!("no run {id} (old runs are pruned)"),
-        ),
-        Err(e) => internal(e),
+pub async fn run(State(s): State<Shared>, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    match with_store(&s, move |st| Ok(st.run_by_id(id)?)).await? {
+        Some(run) => Ok(Json(run).into_response()),
+        None => Err(WebError::NotFound(format!("no run {id} (old runs are pruned)")).into()),
     }
 }
 
@@ -178,30 +166,30 @@ pub struct SummaryText {
 }
 
 /// `GET /api/summary`: rows and timestamps per batch, metric and type.
-pub async fn summary(State(s): State<Shared>, Query(q): Query<SummaryQuery>) -> Response {
+pub async fn summary(
+    State(s): State<Shared>,
+    Query(q): Query<SummaryQuery>,
+) -> Result<Response, ApiError> {
     let folder = s.folder();
     if let Some(b) = q.batch.as_deref().filter(|b| folder.batch(b).is_none()) {
-        return error(StatusCode::NOT_FOUND, format!("no batch named {b}"));
+        return Err(WebError::NotFound(format!("no batch named {b}")).into());
     }
-    let result = with_store(&s, move |st| {
+    let text = with_store(&s, move |st| {
         let batches: Vec<_> = match &q.batch {
             Some(b) => folder.batch(b).into_iter().collect(),
             None => folder.enabled_batches().collect(),
         };
-        let out = crate::jobs::maintenance::summary(batches.into_iter(), st)
-            .map_err(|e| e.to_string())?;
+        let out = crate::jobs::maintenance::summary(batches.into_iter(), st)?;
         // The batch's SQL results, each cell one line, as the CLI prints them.
-        let table = crate::escape::table(&out).map_err(|e| e.to_string())?;
+        let table = crate::escape::table(&out)
+            .map_err(|e| WebError::Internal(format!("cannot format the summary: {e}")))?;
         Ok(SummaryText {
             rows: out.iter().map(|b| b.num_rows()).sum(),
             table,
         })
     })
-    .await;
-    match result {
-        Ok(t) => Json(t).into_response(),
-        Err(e) => internal(e),
-    }
+    .await?;
+    Ok(Json(text).into_response())
 }
 
 /// One batch as the API lists it.
@@ -253,11 +241,21 @@ fn form_token(body: &str) -> String {
 }
 
 /// `POST /api/batches/{batch}/pause` and `/resume`.
-pub async fn pause(s: State<Shared>, h: HeaderMap, b: Path<String>, body: String) -> Response {
+pub async fn pause(
+    s: State<Shared>,
+    h: HeaderMap,
+    b: Path<String>,
+    body: String,
+) -> Result<Response, ApiError> {
     set_paused(s, h, b, &body, true).await
 }
 
-pub async fn resume(s: State<Shared>, h: HeaderMap, b: Path<String>, body: String) -> Response {
+pub async fn resume(
+    s: State<Shared>,
+    h: HeaderMap,
+    b: Path<String>,
+    body: String,
+) -> Result<Response, ApiError> {
     set_paused(s, h, b, &body, false).await
 }
 
@@ -267,24 +265,18 @@ async fn set_paused(
     Path(batch): Path<String>,
     body: &str,
     paused: bool,
-) -> Response {
+) -> Result<Response, ApiError> {
     if !s.allows(&headers, &form_token(body)) {
-        return unauthorized();
+        return Err(unauthorized());
     }
     let Some(control) = s.control.clone() else {
-        return no_daemon();
+        return Err(no_daemon());
     };
     if s.folder().batch(&batch).is_none() {
-        return error(StatusCode::NOT_FOUND, format!("no batch named {batch}"));
+        return Err(WebError::NotFound(format!("no batch named {batch}")).into());
     }
     let name = batch.clone();
-    if let Err(r) = with_store(&s, move |st| {
-        st.set_paused(&name, paused).map_err(|e| e.to_string())
-    })
-    .await
-    {
-        return internal(r);
-    }
+    with_store(&s, move |st| Ok(st.set_paused(&name, paused)?)).await?;
     if let Ok(mut set) = control.paused.write() {
         if paused {
             set.insert(batch.clone());
@@ -293,10 +285,11 @@ async fn set_paused(
         }
     }
     tracing::info!(
-        "batch {batch}: schedules {}",
+        batch = %batch,
+        "schedules {}",
         if paused { "paused" } else { "resumed" }
     );
-    Json(json!({ "batch": batch, "paused": paused })).into_response()
+    Ok(Json(json!({ "batch": batch, "paused": paused })).into_response())
 }
 
 /// `POST /api/batches/{batch}/jobs/{job}/run`: run it now and answer
@@ -306,32 +299,31 @@ pub async fn run_job(
     headers: HeaderMap,
     Path((batch, job)): Path<(String, String)>,
     body: String,
-) -> Response {
+) -> Result<Response, ApiError> {
     if !s.allows(&headers, &form_token(&body)) {
-        return unauthorized();
+        return Err(unauthorized());
     }
     let Some(control) = s.control.clone() else {
-        return no_daemon();
+        return Err(no_daemon());
     };
     let Some(job) = Job::ALL.into_iter().find(|j| j.name() == job) else {
         let names: Vec<&str> = Job::ALL.iter().map(|j| j.name()).collect();
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no job named {job}: use one of {}", names.join(", ")),
-        );
+        return Err(WebError::NotFound(format!(
+            "no job named {job}: use one of {}",
+            names.join(", ")
+        ))
+        .into());
     };
     let Some(spec) = s.folder().batch(&batch).cloned() else {
-        return error(StatusCode::NOT_FOUND, format!("no batch named {batch}"));
+        return Err(WebError::NotFound(format!("no batch named {batch}")).into());
     };
     if job == Job::Llmalert {
-        match llmalert_period_spent(&s, &spec).await {
-            Ok(None) => {}
-            Ok(Some(why)) => return too_many(why, None),
-            Err(e) => return internal(e),
+        if let Some(why) = llmalert_period_spent(&s, &spec).await? {
+            return Ok(too_many(why, None));
         }
     }
     if let Err(wait) = s.limits.take_run_now(&batch, std::time::Instant::now()) {
-        return too_many(
+        return Ok(too_many(
             format!(
                 "batch {batch}: at most {} runs may be asked for at once, then one every {} s; ask again in {} s",
                 super::limits::RUN_NOW_BURST,
@@ -339,62 +331,54 @@ pub async fn run_job(
                 wait.as_secs() + 1
             ),
             Some(wait),
-        );
+        ));
     }
     let (reply, answer) = tokio::sync::oneshot::channel();
     let req = RunNow { batch, job, reply };
     if control.run_now.send(req).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the scheduler is shutting down",
-        );
+        return Err(shutting_down());
     }
     match answer.await {
-        Ok(Ok(record)) => Json::<RunRecord>(record).into_response(),
-        Ok(Err(why)) if why.starts_with("no batch") => error(StatusCode::NOT_FOUND, why),
-        Ok(Err(why)) => error(StatusCode::CONFLICT, why),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon shut down before the run ended",
-        ),
+        Ok(Ok(record)) => Ok(Json::<RunRecord>(record).into_response()),
+        Ok(Err(why)) if why.starts_with("no batch") => Err(WebError::NotFound(why).into()),
+        Ok(Err(why)) => Err(WebError::Conflict(why).into()),
+        Err(_) => {
+            Err(WebError::Unavailable("the daemon shut down before the run ended".into()).into())
+        }
     }
 }
 
 /// `POST /api/reload`: read the metrics folder again now.
-pub async fn reload(State(s): State<Shared>, headers: HeaderMap, body: String) -> Response {
+pub async fn reload(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
     if !s.allows(&headers, &form_token(&body)) {
-        return unauthorized();
+        return Err(unauthorized());
     }
     let Some(control) = s.control.clone() else {
-        return no_daemon();
+        return Err(no_daemon());
     };
     if let Err(wait) = s.limits.take_reload(std::time::Instant::now()) {
-        return too_many(
+        return Ok(too_many(
             format!(
                 "the folder was reloaded less than {} s ago; ask again in {} s",
                 super::limits::RELOAD_EVERY.as_secs(),
                 wait.as_secs() + 1
             ),
             Some(wait),
-        );
+        ));
     }
     let loader = s.loader.clone();
-    let Ok(folder) = tokio::task::spawn_blocking(move || loader()).await else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "loading the folder failed",
-        );
-    };
+    let folder = tokio::task::spawn_blocking(move || loader()).await?;
     let answer = json!({
         "batches": folder.batches.len(),
         "errors": folder.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
     s.forget_folder();
     if control.reload.send(folder).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the scheduler is shutting down",
-        );
+        return Err(shutting_down());
     }
-    Json(answer).into_response()
+    Ok(Json(answer).into_response())
 }

@@ -11,10 +11,12 @@
 pub mod api;
 pub mod charts;
 pub mod data;
+pub mod error;
 pub mod guard;
 pub mod health;
 pub mod limits;
 pub mod pages;
+mod render;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,7 @@ use axum::Router;
 use crate::config::MetricsFolder;
 use crate::scheduler::watch::Loader;
 use crate::store::Store;
+use error::WebError;
 
 /// How long a loaded metrics folder is reused before loading it again.
 const FOLDER_TTL: Duration = Duration::from_secs(2);
@@ -35,7 +38,6 @@ pub struct WebState {
     loader: Loader,
     folder: Mutex<Option<(Instant, Arc<MetricsFolder>)>>,
     token: Option<String>,
-    templates: minijinja::Environment<'static>,
     cassette_dir: PathBuf,
     /// Host names the dashboard answers to besides IP literals and
     /// `localhost` (`--allowed-host`).
@@ -48,7 +50,15 @@ pub struct WebState {
 
 pub type Shared = Arc<WebState>;
 
-fn templates() -> minijinja::Environment<'static> {
+/// The dashboard's templates, compiled once per process (they are part of
+/// the binary).
+pub(crate) fn templates() -> &'static minijinja::Environment<'static> {
+    static TEMPLATES: std::sync::OnceLock<minijinja::Environment<'static>> =
+        std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(environment)
+}
+
+fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     // Every template is HTML whatever its name, and every text value it
     // writes goes through `escape::html` (markup escaped, control characters
@@ -95,7 +105,6 @@ impl WebState {
             loader,
             folder: Mutex::new(None),
             token: token.filter(|t| !t.is_empty()),
-            templates: templates(),
             cassette_dir,
             allowed_hosts,
             control,
@@ -152,17 +161,16 @@ impl WebState {
 /// Run `work` with its own connection on the blocking pool.
 pub(crate) async fn with_store<T: Send + 'static>(
     s: &Shared,
-    work: impl FnOnce(&mut Store) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce(&mut Store) -> Result<T, WebError> + Send + 'static,
+) -> Result<T, WebError> {
     // The connection is made off the async workers too (a PostgreSQL
     // connection blocks on a runtime of its own).
     let shared = s.clone();
     tokio::task::spawn_blocking(move || {
-        let mut store = shared.store().map_err(|e| e.to_string())?;
+        let mut store = shared.store()?;
         work(&mut store)
     })
-    .await
-    .map_err(|e| format!("the request's work failed: {e}"))?
+    .await?
 }
 
 /// Compare without stopping at the first difference.

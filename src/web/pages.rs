@@ -4,68 +4,32 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::context;
 use serde::Deserialize;
 
 use super::charts::{self, Window};
 use super::data;
+use super::error::{ApiError, PageError, WebError};
 use super::{with_store, Shared};
 use crate::alerts::message::format_time;
 use crate::config::BatchSpec;
+use crate::domain::{JudgementFacts, MetricType};
 use crate::store::{RunFilter, Vote};
 
 const PAGE_SIZE: usize = 50;
 
-fn now_text() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
-}
-
 /// Render a template with the values every page has.
 fn render(s: &Shared, name: &str, page: &str, ctx: minijinja::Value) -> Response {
-    let base = context! {
-        page => page,
-        version => env!("CARGO_PKG_VERSION"),
-        now => now_text(),
-        token_required => s.token.is_some(),
-    };
-    let merged = context! { ..ctx, ..base };
-    match s
-        .templates
-        .get_template(name)
-        .and_then(|t| t.render(merged))
-    {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!("dashboard: rendering {name}: {e:#}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the page could not be rendered; see the log",
-            )
-                .into_response()
-        }
-    }
-}
-
-fn error_page(s: &Shared, status: StatusCode, message: String) -> Response {
-    let mut r = render(
-        s,
-        "error.html",
-        "",
-        context! { status => status.as_u16(), message => message },
-    );
-    *r.status_mut() = status;
-    r
+    super::render::page(s.token.is_some(), name, page, ctx)
 }
 
 fn enabled(s: &Shared) -> Vec<BatchSpec> {
     s.folder().enabled_batches().cloned().collect()
 }
 
-pub async fn home(State(s): State<Shared>) -> Response {
+pub async fn home(State(s): State<Shared>) -> Result<Response, PageError> {
     let batches = enabled(&s);
     let folder = s.folder();
     let errors: Vec<String> = folder.errors.iter().map(|e| e.to_string()).collect();
@@ -74,9 +38,9 @@ pub async fn home(State(s): State<Shared>) -> Response {
         let mut figures = BTreeMap::new();
         let tables: std::collections::BTreeSet<&str> = batches.iter().map(|b| b.table_key.as_str()).collect();
         for t in tables {
-            figures.extend(store.card_figures(t).map_err(|e| e.to_string())?);
+            figures.extend(store.card_figures(t)?);
         }
-        let ingests = store.last_ingests().map_err(|e| e.to_string())?;
+        let ingests = store.last_ingests()?;
         let mut cards: Vec<_> = batches
             .iter()
             .map(|b| {
@@ -100,16 +64,13 @@ pub async fn home(State(s): State<Shared>) -> Response {
         cards.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         Ok(cards.into_iter().map(|c| c.2).collect::<Vec<_>>())
     })
-    .await;
-    match result {
-        Ok(cards) => render(
-            &s,
-            "home.html",
-            "home",
-            context! { cards => cards, errors => errors, folder => dir },
-        ),
-        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    .await?;
+    Ok(render(
+        &s,
+        "home.html",
+        "home",
+        context! { cards => result, errors => errors, folder => dir },
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -124,12 +85,10 @@ pub async fn batch(
     State(s): State<Shared>,
     Path(name): Path<String>,
     Query(q): Query<BatchQuery>,
-) -> Response {
+) -> Result<Response, PageError> {
     let Some(spec) = s.folder().batch(&name).cloned() else {
-        return error_page(
-            &s,
-            StatusCode::NOT_FOUND,
-            format!("no batch named {name} in the metrics folder"),
+        return Err(
+            WebError::NotFound(format!("no batch named {name} in the metrics folder")).into(),
         );
     };
     let window_text = if q.window.is_empty() {
@@ -149,7 +108,7 @@ pub async fn batch(
         context! { jobs => jobs, paused => paused }
     });
     let threshold = spec.alert.threshold;
-    let result = with_store(&s, move |store| {
+    let charts = with_store(&s, move |store| {
         let series = data::chart_series(&spec, store)?;
         let now = chrono::Utc::now().timestamp_micros();
         Ok(series
@@ -158,23 +117,20 @@ pub async fn batch(
             .filter_map(|(m, ser)| charts::chart(m, ser, window, now, threshold))
             .collect::<Vec<_>>())
     })
-    .await;
+    .await?;
     let windows: Vec<_> = Window::CHOICES
         .iter()
         .map(|(v, l)| context! { value => *v, label => *l })
         .collect();
-    match result {
-        Ok(charts) => render(
-            &s,
-            "batch.html",
-            "batch",
-            context! {
-                batch => name, charts => minijinja::value::Serde(&charts), q => q.q, window => window_text, windows => windows,
-                w => charts::WIDTH, h => charts::HEIGHT, control => control,
-            },
-        ),
-        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    Ok(render(
+        &s,
+        "batch.html",
+        "batch",
+        context! {
+            batch => name, charts => minijinja::value::Serde(&charts), q => q.q, window => window_text, windows => windows,
+            w => charts::WIDTH, h => charts::HEIGHT, control => control,
+        },
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -193,50 +149,55 @@ fn one_page<T>(mut rows: Vec<T>) -> (Vec<T>, bool) {
     (rows, more)
 }
 
-pub async fn anomalies(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Response {
+pub async fn anomalies(
+    State(s): State<Shared>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, PageError> {
     let page = q.page.unwrap_or(1).max(1);
     let batches = enabled(&s);
     let result = with_store(&s, move |store| {
         let refs: Vec<&BatchSpec> = batches.iter().collect();
-        data::anomalies(store, &refs, PAGE_SIZE + 1, (page - 1) * PAGE_SIZE)
-            .map_err(|e| e.to_string())
+        Ok(data::anomalies(
+            store,
+            &refs,
+            PAGE_SIZE + 1,
+            (page - 1) * PAGE_SIZE,
+        )?)
     })
-    .await;
-    match result {
-        Ok(rows) => {
-            let (rows, more) = one_page(rows);
-            let list: Vec<_> = rows
-                .iter()
-                .map(|a| {
-                    let meta: serde_json::Value = a
-                        .metadata
-                        .as_deref()
-                        .and_then(|m| serde_json::from_str(m).ok())
-                        .unwrap_or_default();
-                    let num = |k: &str| meta.get(k).and_then(|v| v.as_f64()).map(charts::short).unwrap_or_default();
-                    context! {
-                        batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
-                        time => format_time(a.timestamp_us),
-                        kind => match a.kind.as_str() { "alert" => "anomaly", "tholdalert" => "threshold", "llmalert" => "LLM", k => k },
-                        value => num("value"),
-                        score => if a.kind == "change" { num("z") } else { num("score_smooth") },
-                        reason => meta.get("reason").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
-                        up => a.up, down => a.down,
-                    }
-                })
-                .collect();
-            render(
-                &s,
-                "anomalies.html",
-                "anomalies",
-                context! { anomalies => list, page => page, more => more },
-            )
-        }
-        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    .await?;
+    let (rows, more) = one_page(result);
+    let list: Vec<_> = rows
+        .iter()
+        .map(|a| {
+            let meta: Option<serde_json::Value> = a
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok());
+            let facts = JudgementFacts::read(a.kind, meta.as_ref());
+            let num = |v: Option<f64>| v.map(charts::short).unwrap_or_default();
+            context! {
+                batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
+                time => format_time(a.timestamp_us),
+                kind => kind_label(a.kind),
+                value => num(facts.value),
+                score => num(facts.score),
+                reason => facts.reason.unwrap_or_default(),
+                up => a.up, down => a.down,
+            }
+        })
+        .collect();
+    Ok(render(
+        &s,
+        "anomalies.html",
+        "anomalies",
+        context! { anomalies => list, page => page, more => more },
+    ))
 }
 
-pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Response {
+pub async fn runs(
+    State(s): State<Shared>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, PageError> {
     let page = q.page.unwrap_or(1).max(1);
     let failed = q.failed.is_some_and(|f| !f.is_empty() && f != "0");
     let batch = q.batch.trim().to_string();
@@ -248,66 +209,64 @@ pub async fn runs(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Respon
         limit: PAGE_SIZE + 1,
         offset: (page - 1) * PAGE_SIZE,
     };
-    let result = with_store(&s, move |store| {
-        let runs = store.list_runs(&filter).map_err(|e| e.to_string())?;
-        let workers = store.workers(WORKERS_SHOWN).map_err(|e| e.to_string())?;
+    let (rows, workers, fleet) = with_store(&s, move |store| {
+        let runs = store.list_runs(&filter)?;
+        let workers = store.workers(WORKERS_SHOWN)?;
         Ok((runs, workers, store.shared()))
     })
-    .await;
-    match result {
-        Ok((rows, workers, fleet)) => {
-            let now = chrono::Utc::now().timestamp_micros();
-            let workers: Vec<_> = workers
-                .iter()
-                .map(|w| {
-                    let state = match w.stopped_us {
-                        Some(_) => "stopped".to_string(),
-                        None => format!("heartbeat {} s ago", (now - w.heartbeat_us).max(0) / 1_000_000),
-                    };
-                    context! {
-                        worker => w.worker.clone(), host => w.host.clone(), pid => w.pid,
-                        started => format_time(w.started_us), heartbeat => format_time(w.heartbeat_us),
-                        running => w.running, state => state,
-                    }
-                })
-                .collect();
-            let (rows, more) = one_page(rows);
-            let list: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    context! {
-                        run_id => r.run_id, batch => r.batch.clone(), job => r.job.clone(), status => r.status.as_str(),
-                        started => format_time(r.started_us), rows => r.rows,
-                        wall_ms => format!("{:.1}", r.wall_ms),
-                        late_ms => format!("{:.0}", (r.started_us - r.scheduled_us) as f64 / 1e3),
-                        error => r.error.clone(), cassette => r.cassette.is_some(),
-                        log => r.log.clone(), attempt => r.attempt,
-                        worker => r.worker.clone().unwrap_or_default(),
-                    }
-                })
-                .collect();
-            render(
-                &s,
-                "runs.html",
-                "runs",
-                context! {
-                    runs => list, page => page, more => more, batch => batch, failed => failed,
-                    workers => workers, fleet => fleet,
-                },
-            )
-        }
-        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    .await?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let workers: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            let state = match w.stopped_us {
+                Some(_) => "stopped".to_string(),
+                None => format!(
+                    "heartbeat {} s ago",
+                    (now - w.heartbeat_us).max(0) / 1_000_000
+                ),
+            };
+            context! {
+                worker => w.worker.clone(), host => w.host.clone(), pid => w.pid,
+                started => format_time(w.started_us), heartbeat => format_time(w.heartbeat_us),
+                running => w.running, state => state,
+            }
+        })
+        .collect();
+    let (rows, more) = one_page(rows);
+    let list: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            context! {
+                run_id => r.run_id, batch => r.batch.clone(), job => r.job.clone(), status => r.status.as_str(),
+                started => format_time(r.started_us), rows => r.rows,
+                wall_ms => format!("{:.1}", r.wall_ms),
+                late_ms => format!("{:.0}", (r.started_us - r.scheduled_us) as f64 / 1e3),
+                error => r.error.clone(), cassette => r.cassette.is_some(),
+                log => r.log.clone(), attempt => r.attempt,
+                worker => r.worker.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok(render(
+        &s,
+        "runs.html",
+        "runs",
+        context! {
+            runs => list, page => page, more => more, batch => batch, failed => failed,
+            workers => workers, fleet => fleet,
+        },
+    ))
 }
 
 /// The workers the runs page lists: those heard from in the last hour.
 pub(crate) const WORKERS_SHOWN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A recorded run's cassette, only from the cassette folder.
-pub async fn cassette(State(s): State<Shared>, Path(id): Path<i64>) -> Response {
+pub async fn cassette(State(s): State<Shared>, Path(id): Path<i64>) -> Result<Response, PageError> {
     let dir = s.cassette_dir.clone();
     let result = with_store(&s, move |store| {
-        let run = store.run_by_id(id).map_err(|e| e.to_string())?;
+        let run = store.run_by_id(id)?;
         let Some(path) = run.and_then(|r| r.cassette) else {
             return Ok(None);
         };
@@ -324,11 +283,11 @@ pub async fn cassette(State(s): State<Shared>, Path(id): Path<i64>) -> Response 
             .unwrap_or_default();
         std::fs::read(&real)
             .map(|b| Some((name, b)))
-            .map_err(|e| e.to_string())
+            .map_err(|e| WebError::Internal(format!("cannot read the cassette of run {id}: {e}")))
     })
-    .await;
+    .await?;
     match result {
-        Ok(Some((name, bytes))) => (
+        Some((name, bytes)) => Ok((
             [
                 (header::CONTENT_TYPE, "application/yaml".to_string()),
                 (
@@ -341,13 +300,8 @@ pub async fn cassette(State(s): State<Shared>, Path(id): Path<i64>) -> Response 
             ],
             bytes,
         )
-            .into_response(),
-        Ok(None) => error_page(
-            &s,
-            StatusCode::NOT_FOUND,
-            format!("run {id} has no cassette"),
-        ),
-        Err(e) => error_page(&s, StatusCode::INTERNAL_SERVER_ERROR, e),
+            .into_response()),
+        None => Err(WebError::NotFound(format!("run {id} has no cassette")).into()),
     }
 }
 
@@ -370,35 +324,33 @@ pub async fn feedback(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
-    let fail = |status: StatusCode, message: String| {
+    let fail = |error: WebError| {
         if wants_json {
-            (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+            ApiError(error).into_response()
         } else {
-            error_page(&s, status, message)
+            PageError(error).into_response()
         }
     };
     if !s.allows(&headers, &f.token) {
-        return fail(
-            StatusCode::UNAUTHORIZED,
+        return fail(WebError::Unauthorized(
             "feedback needs the dashboard token (SANDSTACK_DASHBOARD_TOKEN): enter it at the top of the page".into(),
-        );
+        ));
     }
     let vote = match f.vote.as_str() {
         "up" => Vote::Up,
         "down" => Vote::Down,
         other => {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                format!("vote must be up or down, not {other}"),
-            )
+            return fail(WebError::BadRequest(format!(
+                "vote must be up or down, not {other}"
+            )))
         }
     };
     let Some(spec) = s.folder().batch(&f.batch).cloned() else {
-        return fail(StatusCode::NOT_FOUND, format!("no batch named {}", f.batch));
+        return fail(WebError::NotFound(format!("no batch named {}", f.batch)));
     };
     let (metric, ts) = (f.metric.clone(), f.timestamp_us);
     let result = with_store(&s, move |store| {
-        data::record_feedback(store, &spec, &metric, ts, vote).map_err(|e| e.to_string())
+        Ok(data::record_feedback(store, &spec, &metric, ts, vote)?)
     })
     .await;
     match result {
@@ -406,16 +358,13 @@ pub async fn feedback(
             axum::Json(serde_json::json!({ "count": count })).into_response()
         }
         Ok(Some(_)) => Redirect::to("/anomalies").into_response(),
-        Ok(None) => fail(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no anomaly of {} / {} at {}",
-                f.batch,
-                f.metric,
-                format_time(f.timestamp_us)
-            ),
-        ),
-        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(None) => fail(WebError::NotFound(format!(
+            "no anomaly of {} / {} at {}",
+            f.batch,
+            f.metric,
+            format_time(f.timestamp_us)
+        ))),
+        Err(e) => fail(e),
     }
 }
 
@@ -431,4 +380,14 @@ pub async fn js() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("static/app.js"),
     )
+}
+
+/// What the anomalies page calls each kind of judgement.
+fn kind_label(kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::Alert => "anomaly",
+        MetricType::ThresholdAlert => "threshold",
+        MetricType::LlmAlert => "LLM",
+        other => other.as_str(),
+    }
 }

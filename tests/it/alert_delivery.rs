@@ -13,10 +13,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use base64::Engine;
-use sandstack::alerts::notify;
 use sandstack::alerts::{Channels, Delivery, Outcome};
 use sandstack::config::{AlertMethod, BatchSpec, Choice};
 use sandstack::jobs::alert;
+use sandstack::pipeline::notify;
 use sandstack::store::Store;
 
 use crate::support::{Folder, SmtpSink, TestServer};
@@ -417,7 +417,7 @@ fn plots_are_written_per_metric_and_hostile_names_stay_in_the_folder() {
         .execute_batch("INSERT INTO metrics VALUES (now()::TIMESTAMP, 'api', '../../escape', 'metric', 1.0, NULL)")
         .expect("insert");
     let out = tempfile::tempdir().expect("tmp");
-    let files = notify::write_plots(&spec, &store, out.path()).expect("plots");
+    let files = sandstack::jobs::plot::write_plots(&spec, &store, out.path()).expect("plots");
     let names: Vec<String> = files
         .iter()
         .map(|p| {

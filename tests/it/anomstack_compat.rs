@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
 
-use sandstack::sandbox::cassette::RecordMode;
+use sandstack::cassette::RecordMode;
 use sandstack::store::Store;
 
 use crate::support::{expect_failure, python_batch, run_ingest, with_cassette, TestServer};

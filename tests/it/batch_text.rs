@@ -271,7 +271,7 @@ fn a_log_line_holding_the_batch_text_stays_one_line() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!(
         said.starts_with(
-            "batch author: no plots for the alerts: batch author: plot_sql: Conversion Error: \
+            "no plots for the alerts batch=author error=batch author: plot_sql: Conversion Error: \
              Could not convert string '\\u{1b}]52;c;ZXZpbA==\\u{7}title\\nerror: batch victim: forged' \
              to INT32\\n\\nLINE 1: SELECT CAST("
         ),

@@ -10,9 +10,9 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 
+use sandstack::cassette::RecordMode;
 use sandstack::config::BatchSpec;
 use sandstack::jobs::ingest::IngestReport;
-use sandstack::sandbox::cassette::RecordMode;
 use sandstack::store::Store;
 
 use crate::support::{python_batch, repo, with_cassette, TestServer};
@@ -258,7 +258,7 @@ fn record_modes_behave_like_vcr() {
         2,
         "new_episodes: only the new request goes out"
     );
-    let c = sandstack::sandbox::cassette::Cassette::load(&path).expect("cassette");
+    let c = sandstack::cassette::Cassette::load(&path).expect("cassette");
     assert_eq!(c.interactions.len(), 2);
     with_cassette(&two, &mut store, &path, RecordMode::None, &[])
         .unwrap_or_else(|e| panic!("{}", e.error));

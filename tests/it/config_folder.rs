@@ -388,7 +388,7 @@ fn a_backfill_widens_the_scoring_window_by_rendering_again() {
     f.write("b.yaml", &format!("{SQL_BATCH}score_max_n: 7\n"));
     let spec = f.spec("b", &[]);
     assert!(spec.sql["score_sql"].contains("recency_rank <= 7"));
-    let wide = sandstack::jobs::backfill::scoring_spec(&spec, 500).expect("renders");
+    let wide = sandstack::pipeline::backfill::scoring_spec(&spec, 500).expect("renders");
     assert_eq!((wide.score.max_n, wide.alert.recent_n), (500, 500));
     assert!(
         wide.sql["score_sql"].contains("recency_rank <= 500"),
@@ -396,7 +396,7 @@ fn a_backfill_widens_the_scoring_window_by_rendering_again() {
         wide.sql["score_sql"]
     );
     // Narrower than what the batch sets: the batch's own values stay.
-    let same = sandstack::jobs::backfill::scoring_spec(&spec, 3).expect("renders");
+    let same = sandstack::pipeline::backfill::scoring_spec(&spec, 3).expect("renders");
     assert_eq!(same.score.max_n, 7);
     assert_eq!(same.sql["score_sql"], spec.sql["score_sql"]);
 }

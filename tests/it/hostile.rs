@@ -12,9 +12,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use sandstack::cassette::{self, Cassette, RecordMode};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::ingest::{self, IngestOptions};
-use sandstack::sandbox::cassette::{self, Cassette, RecordMode};
 use sandstack::store::Store;
 
 use crate::support::{
@@ -920,20 +920,20 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
     let job = f.spec("job", &[]);
     run_ingest(&job, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().expect("tmp");
-    let ctx = sandstack::alerts::dispatch::JobContext {
+    let ctx = sandstack::pipeline::JobContext {
         model_base: models.path(),
         plot_dir: models.path(),
         channels: None,
         env: &Default::default(),
-        llmalert: Default::default(),
+        sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        mode: Default::default(),
     };
     let t = std::time::Instant::now();
     let err =
-        sandstack::alerts::dispatch::run(&job, &mut store, sandstack::config::Job::Train, &ctx)
+        sandstack::pipeline::dispatch::run(&job, &mut store, sandstack::config::Job::Train, &ctx)
             .expect_err("stopped");
     assert!(
-        err.downcast_ref::<sandstack::alerts::dispatch::TimedOut>()
-            .is_some(),
+        matches!(err, sandstack::pipeline::DispatchError::TimedOut { .. }),
         "{err}"
     );
     assert_eq!(

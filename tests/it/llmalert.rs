@@ -17,12 +17,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use sandstack::alerts::dispatch::{self, JobContext, JobOutcome};
 use sandstack::alerts::Channels;
+use sandstack::cassette::RecordMode;
 use sandstack::config::{BatchSpec, Job};
 use sandstack::jobs::ingest::recording::CassetteOptions;
 use sandstack::jobs::llmalert::LlmAlertReport;
-use sandstack::sandbox::cassette::RecordMode;
+use sandstack::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
 use sandstack::store::Store;
 use serde_json::{json, Value};
 
@@ -284,9 +284,11 @@ fn run(
         plot_dir: dir.path(),
         channels: Some(&channels),
         env,
-        llmalert: dispatch::LlmAlertMode {
+        sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        mode: RunMode {
             cassette,
             dry_run: false,
+            simulated_now_us: None,
         },
     };
     match dispatch::run(spec, &mut store, Job::Llmalert, &ctx) {

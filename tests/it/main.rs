@@ -17,6 +17,7 @@ mod fleet;
 mod hostile;
 mod ingest_sql;
 mod kill;
+mod layers;
 mod llmalert;
 mod loader;
 mod operating;

@@ -481,7 +481,7 @@ fn every_spec_made_after_load_is_held_to_the_policy() {
     f.write("b/b.yaml", &format!("metric_batch: b\n{SQL}"));
     let folder = load(&f, &p.policy);
     let spec = folder.batch("b").expect("b");
-    let wider = sandstack::jobs::backfill::scoring_spec(spec, 500).expect("re-rendered");
+    let wider = sandstack::pipeline::backfill::scoring_spec(spec, 500).expect("re-rendered");
     assert_eq!(wider.score.max_n, 500, "the wider window");
     for s in [spec, &wider] {
         assert_eq!(s.jobs.timeout_s, 2.0);

@@ -13,7 +13,7 @@ use anyhow::Context;
 use super::super::{find_batch, load_folder, Cli};
 use super::{build_profile, cpu_seconds};
 use crate::config::{BatchSpec, Choice, ModelConfig, ModelKind};
-use crate::domain::Judgement;
+use crate::domain::{Judgement, MetricType};
 use crate::jobs::rows::write;
 use crate::jobs::{score, train};
 use crate::store::{ResultCaps, Store};
@@ -117,7 +117,11 @@ fn model_sets(spec: &BatchSpec) -> Vec<(String, Vec<ModelConfig>)> {
 fn train_and_score(spec: &BatchSpec, store: &mut Store, base: &Path) -> anyhow::Result<(f64, f64)> {
     let (_, train_cpu) = timed(|| train::run(spec, store, base).map(|_| ()))?;
     let (_, score_cpu) = timed(|| score::run(spec, store, base).map(|_| ()))?;
-    let delete = format!("DELETE FROM {} WHERE metric_type = 'score'", spec.table_key);
+    let delete = format!(
+        "DELETE FROM {} WHERE metric_type = '{}'",
+        spec.table_key,
+        MetricType::Score
+    );
     store.delete_batch_sql(&spec.table_key, &spec.metric_batch, &delete)?;
     Ok((train_cpu, score_cpu))
 }
@@ -155,7 +159,13 @@ fn fill(store: &mut Store, spec: &BatchSpec, metrics: usize, points: usize) -> a
                 });
             }
         }
-        write(store, &spec.table_key, &spec.metric_batch, "metric", &rows)?;
+        write(
+            store,
+            &spec.table_key,
+            &spec.metric_batch,
+            MetricType::Metric,
+            &rows,
+        )?;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use anyhow::Context;
 use arrow::record_batch::RecordBatch;
 
 use super::{build_profile, ms, percentile};
-use crate::domain::Judgement;
+use crate::domain::{Judgement, MetricType};
 use crate::jobs::rows::judgement_rows;
 use crate::store::duck::DuckStore;
 use crate::store::pg::cluster::TempCluster;
@@ -372,7 +372,7 @@ fn reads(col: &mut Column, store: &Store, table: &str, metrics: usize) -> anyhow
         format!("{:.2} ms ({n} rows)", ms(t.elapsed())),
     );
     let t = Instant::now();
-    let seen = store.timestamps_of_type(table, BATCH, "metric")?;
+    let seen = store.timestamps_of_type(table, BATCH, MetricType::Metric)?;
     col.add(
         "timestamps of a type, per metric",
         format!("{:.2} ms ({} metrics)", ms(t.elapsed()), seen.len()),
@@ -477,7 +477,7 @@ fn rows(first: usize, end: usize, metrics: usize) -> anyhow::Result<RecordBatch>
             metadata: None,
         })
         .collect();
-    Ok(judgement_rows(BATCH, "metric", &rows)?)
+    Ok(judgement_rows(BATCH, MetricType::Metric, &rows)?)
 }
 
 /// Millions of rows a second.

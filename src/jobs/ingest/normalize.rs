@@ -11,6 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::SandboxLimits;
+use crate::domain::MetricType;
 use crate::escape::{acts_on_terminal, terminal_line, truncate};
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
@@ -125,7 +126,7 @@ pub fn normalize(
             timestamps,
             Arc::new(StringArray::from(vec![batch; n])),
             Arc::new(names),
-            Arc::new(StringArray::from(vec!["metric"; n])),
+            Arc::new(StringArray::from(vec![MetricType::Metric.as_str(); n])),
             Arc::new(rounded),
             metadata,
         ],

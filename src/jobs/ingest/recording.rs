@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::config::{BatchSpec, PythonSource};
-use crate::sandbox::cassette::{
+use crate::cassette::{
     function_sha256, Cassette, MatchOn, RecordMode, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION,
     SCRUBBED,
 };
+use crate::config::{BatchSpec, PythonSource};
 use crate::sandbox::{ExecReport, ExecRequest};
 
 #[derive(Debug, Clone)]

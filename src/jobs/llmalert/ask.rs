@@ -4,13 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::json;
-
 use super::answer::{self, Finding};
 use super::prompt::{self, Point};
 use super::{LlmAlertOptions, LlmAlertReport};
 use crate::config::BatchSpec;
-use crate::domain::{Judgement, Series};
+use crate::domain::{Judgement, JudgementMeta, Series};
 use crate::llm::{ChatAnswer, ChatRequest, Client, LlmError};
 
 /// Answer tokens asked for per call (a budget nearly spent asks fewer).
@@ -190,17 +188,19 @@ impl Asking<'_> {
                 timestamp_us: f.timestamp_us,
                 metric_name: metric.to_string(),
                 value: 1.0,
-                metadata: Some(json!({
-                    "reason": f.reason,
-                    // Anomstack's name for the same text, for queries written for it.
-                    "anomaly_explanation": f.reason,
-                    "detection_reason": detected.reason,
-                    "value": points[i].value,
-                    "model": self.client.endpoint().model,
-                    "prompt_tokens": tokens(|a| a.prompt_tokens),
-                    "answer_tokens": tokens(|a| a.answer_tokens),
-                    "tags": self.spec.metric_tags.get(metric),
-                })),
+                metadata: Some(
+                    JudgementMeta::LlmAlert {
+                        reason: f.reason.clone(),
+                        anomaly_explanation: f.reason.clone(),
+                        detection_reason: detected.reason.clone(),
+                        value: points[i].value,
+                        model: self.client.endpoint().model.clone(),
+                        prompt_tokens: tokens(|a| a.prompt_tokens),
+                        answer_tokens: tokens(|a| a.answer_tokens),
+                        tags: self.spec.metric_tags.get(metric).cloned(),
+                    }
+                    .to_value(),
+                ),
             });
         }
         out

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use super::ingest::recording::{self as cassettes, CassetteOptions};
 use super::rows::{load_input, write, JobError, JobInput};
-use crate::config::BatchSpec;
-use crate::domain::{Judgement, Series};
+use crate::config::{BatchSpec, Job};
+use crate::domain::{Judgement, MetricType, Series};
 use crate::llm::{self, Budget, Client, Endpoint, LlmError};
 
 /// What the job needs besides the batch and the store.
@@ -106,7 +106,7 @@ pub fn run(
     // The SQL is the batch's: it is stopped at the job's limit, as every
     // job's is; the questions then have what is left of it.
     let input = match store.with_time_limit(limit, |s| {
-        load_input(spec, s, "llmalert_sql", "llmalert", Some("llmalert"))
+        load_input(spec, s, Job::Llmalert, Some(MetricType::LlmAlert))
     }) {
         (Ok(input), _) => input,
         (Err(_), true) => return Err(LlmAlertError::TimedOut { batch }),
@@ -139,8 +139,14 @@ pub fn run(
         report.cassette =
             recording::save(spec, plan, c, &client, &env, recorded_at).map_err(cassette_err)?;
     }
-    write(store, &spec.table_key, &batch, "llmalert", &report.alerts)
-        .map_err(|e| JobError::of(spec)(e.into()))?;
+    write(
+        store,
+        &spec.table_key,
+        &batch,
+        MetricType::LlmAlert,
+        &report.alerts,
+    )
+    .map_err(|e| JobError::of(spec)(e.into()))?;
     Ok(report)
 }
 

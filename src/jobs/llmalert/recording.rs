@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::prompt;
-use crate::config::BatchSpec;
+use crate::cassette::{function_sha256, Cassette, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION};
+use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::recording::{CassetteOptions, Plan};
 use crate::llm::{self, Client, Tape};
-use crate::sandbox::cassette::{
-    function_sha256, Cassette, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION,
-};
 
 /// The variables the endpoint is read from: a replay's are the recorded
 /// ones, keys scrubbed, so it needs none of this machine's.
@@ -68,7 +66,7 @@ pub fn save(
     let what = format!(
         "{:?}\n{:?}\n{:?}\n{}",
         spec.llmalert,
-        spec.sql.get("llmalert_sql"),
+        spec.sql(Job::Llmalert),
         client.endpoint().model,
         prompt::SYSTEM
     );

@@ -79,7 +79,7 @@ impl HttpGate {
     ) -> Result<Hop, ExecError> {
         // Messages reach logs and the run history: secret-looking query
         // parameters (`key=`, `token=`...) are scrubbed from the URL shown.
-        let shown = &crate::sandbox::cassette::Scrubber::default().url(request.url.as_str());
+        let shown = &crate::cassette::Scrubber::default().url(request.url.as_str());
         let method = &request.method;
         let client = self.client(target.trusted)?;
         let remaining = request.deadline.saturating_duration_since(Instant::now());

@@ -20,9 +20,9 @@ mod resolver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
 use super::door::HttpRequestHeader;
 use super::error::ExecError;
+use crate::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
 use crate::config::{HttpPolicy, SandboxLimits};
 
 use replay::replayed_reply;

@@ -2,8 +2,8 @@
 //! the same limits.
 
 use super::{Exchange, Reply};
+use crate::cassette::Interaction;
 use crate::config::SandboxLimits;
-use crate::sandbox::cassette::Interaction;
 use crate::sandbox::door::HttpRequestHeader;
 use crate::sandbox::error::ExecError;
 

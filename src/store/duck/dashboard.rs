@@ -6,12 +6,10 @@ use duckdb::params;
 
 use super::metrics::ensure_table;
 use super::DuckStore;
+use crate::domain::MetricType;
 use crate::store::dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
 use crate::store::error::db_err;
 use crate::store::{StoreError, TableKey};
-
-/// The row types the anomalies page lists and takes feedback on.
-const ANOMALY_TYPES: &str = "('alert', 'tholdalert', 'change', 'llmalert')";
 
 impl DashboardStore for DuckStore {
     fn card_figures(&self, table_key: &str) -> Result<BTreeMap<String, CardFigures>, StoreError> {
@@ -52,6 +50,8 @@ impl DashboardStore for DuckStore {
         limit: usize,
         offset: usize,
     ) -> Result<Vec<Anomaly>, StoreError> {
+        let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
+        let (up, down) = (MetricType::ThumbsUp, MetricType::ThumbsDown);
         let mut by_table: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (table, batch) in batches {
             by_table.entry(table).or_default().push(batch);
@@ -68,10 +68,10 @@ impl DashboardStore for DuckStore {
             parts.push(format!(
                 "SELECT a.metric_batch, a.metric_name, a.metric_type, epoch_us(a.metric_timestamp) AS ts, a.metadata,
                    (SELECT count(*) FROM {t} f WHERE f.metric_batch = a.metric_batch AND f.metric_name = a.metric_name
-                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsup') AS up,
+                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = '{up}') AS up,
                    (SELECT count(*) FROM {t} f WHERE f.metric_batch = a.metric_batch AND f.metric_name = a.metric_name
-                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsdown') AS down
-                 FROM {t} a WHERE a.metric_type IN {ANOMALY_TYPES} AND a.metric_batch IN ({marks})"
+                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = '{down}') AS down
+                 FROM {t} a WHERE a.metric_type IN {anomaly_types} AND a.metric_batch IN ({marks})"
             ));
         }
         let sql = format!(
@@ -82,20 +82,24 @@ impl DashboardStore for DuckStore {
         let mut stmt = self.connection().prepare(&sql).map_err(db_err(ctx))?;
         let rows = stmt
             .query_map(duckdb::params_from_iter(args.iter()), |r| {
-                Ok(Anomaly {
+                // The query picks anomaly types only, so each word parses.
+                let Some(kind) = MetricType::parse(&r.get::<_, String>(2)?) else {
+                    return Ok(None);
+                };
+                Ok(Some(Anomaly {
                     batch: r.get(0)?,
                     metric: r.get(1)?,
-                    kind: r.get(2)?,
+                    kind,
                     timestamp_us: r.get(3)?,
                     metadata: r.get(4)?,
                     up: r.get(5)?,
                     down: r.get(6)?,
-                })
+                }))
             })
             .map_err(db_err(ctx))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_err(ctx))?;
-        Ok(rows)
+        Ok(rows.into_iter().flatten().collect())
     }
 
     fn record_feedback(
@@ -106,6 +110,7 @@ impl DashboardStore for DuckStore {
         timestamp_us: i64,
         vote: Vote,
     ) -> Result<Option<i64>, StoreError> {
+        let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
         let t = TableKey::parse(table_key)?.quoted();
         let ctx = "storing feedback";
         let tx = self.conn.transaction().map_err(db_err(ctx))?;
@@ -113,7 +118,7 @@ impl DashboardStore for DuckStore {
             .query_row(
                 &format!(
                     "SELECT count(*) FROM {t} WHERE metric_batch = ? AND metric_name = ? AND metric_timestamp = make_timestamp(?::BIGINT)
-                     AND metric_type IN {ANOMALY_TYPES}"
+                     AND metric_type IN {anomaly_types}"
                 ),
                 params![batch, metric, timestamp_us],
                 |r| r.get(0),
@@ -125,7 +130,7 @@ impl DashboardStore for DuckStore {
         }
         tx.execute(
             &format!("INSERT INTO {t} VALUES (make_timestamp(?::BIGINT), ?, ?, ?, 1, NULL)"),
-            params![timestamp_us, batch, metric, vote.metric_type()],
+            params![timestamp_us, batch, metric, vote.metric_type().as_str()],
         )
         .map_err(db_err(ctx))?;
         let n: i64 = tx
@@ -133,7 +138,7 @@ impl DashboardStore for DuckStore {
                 &format!(
                     "SELECT count(*) FROM {t} WHERE metric_batch = ? AND metric_name = ? AND metric_timestamp = make_timestamp(?::BIGINT) AND metric_type = ?"
                 ),
-                params![batch, metric, timestamp_us, vote.metric_type()],
+                params![batch, metric, timestamp_us, vote.metric_type().as_str()],
                 |r| r.get(0),
             )
             .map_err(db_err(ctx))?;

@@ -8,6 +8,7 @@ use duckdb::{params, Connection};
 use arrow::array::AsArray;
 
 use super::DuckStore;
+use crate::domain::MetricType;
 use crate::store::error::db_err;
 use crate::store::metrics::{MetricsStore, NewestValue, PickRows, RowSink, TimestampsByMetric};
 use crate::store::{StoreError, TableKey};
@@ -132,7 +133,7 @@ impl MetricsStore for DuckStore {
         &self,
         table_key: &str,
         batch: &str,
-        metric_type: &str,
+        metric_type: MetricType,
     ) -> Result<TimestampsByMetric, StoreError> {
         let key = TableKey::parse(table_key)?;
         let sql = format!(
@@ -143,7 +144,7 @@ impl MetricsStore for DuckStore {
         let mut out = TimestampsByMetric::new();
         let mut stmt = self.connection().prepare(&sql).map_err(db_err(ctx))?;
         let rows = stmt
-            .query_map(params![batch, metric_type], |r| {
+            .query_map(params![batch, metric_type.as_str()], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(db_err(ctx))?;
@@ -313,7 +314,9 @@ mod tests {
         assert_eq!(n, 4);
         assert_eq!(s.count_rows("s.m").expect("count"), 4);
         assert!(s.batch_has_rows("s.m", "b").expect("has"));
-        let scored = s.timestamps_of_type("s.m", "b", "score").expect("read");
+        let scored = s
+            .timestamps_of_type("s.m", "b", MetricType::Score)
+            .expect("read");
         assert_eq!(scored.len(), 1);
         assert_eq!(scored["x"].iter().copied().collect::<Vec<_>>(), vec![2]);
     }

@@ -7,6 +7,8 @@
 //! which this module also opens (one query of the right kind, checked by
 //! preparing it before it runs).
 
+#[cfg(test)]
+mod contract_tests;
 mod dashboard;
 mod generated;
 mod metrics;

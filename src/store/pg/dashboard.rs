@@ -7,10 +7,10 @@ use postgres::types::ToSql;
 use super::micros::Micros;
 use super::pg_err;
 use super::PgStore;
+use crate::domain::MetricType;
 use crate::store::dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
 use crate::store::StoreError;
 
-const ANOMALY_TYPES: &str = "('alert', 'tholdalert', 'change', 'llmalert')";
 const DAY_AGO: &str = "(now() AT TIME ZONE 'UTC') - INTERVAL '1 day'";
 
 impl DashboardStore for PgStore {
@@ -50,6 +50,8 @@ impl DashboardStore for PgStore {
         limit: usize,
         offset: usize,
     ) -> Result<Vec<Anomaly>, StoreError> {
+        let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
+        let (up, down) = (MetricType::ThumbsUp, MetricType::ThumbsDown);
         let mut by_table: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (table, batch) in batches {
             by_table.entry(table).or_default().push(batch.to_string());
@@ -66,10 +68,10 @@ impl DashboardStore for PgStore {
             parts.push(format!(
                 "SELECT a.metric_batch, a.metric_name, a.metric_type, a.metric_timestamp AS ts, a.metadata,
                    (SELECT count(*) FROM {t} f WHERE f.metric_batch = a.metric_batch AND f.metric_name = a.metric_name
-                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsup') AS up,
+                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = '{up}') AS up,
                    (SELECT count(*) FROM {t} f WHERE f.metric_batch = a.metric_batch AND f.metric_name = a.metric_name
-                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = 'thumbsdown') AS down
-                 FROM {t} a WHERE a.metric_type IN {ANOMALY_TYPES} AND a.metric_batch = ANY(${n})"
+                      AND f.metric_timestamp = a.metric_timestamp AND f.metric_type = '{down}') AS down
+                 FROM {t} a WHERE a.metric_type IN {anomaly_types} AND a.metric_batch = ANY(${n})"
             ));
         }
         let sql = format!(
@@ -82,12 +84,14 @@ impl DashboardStore for PgStore {
             .conn()?
             .query(&sql, &refs)
             .map_err(pg_err("reading anomalies"))?;
+        // The query picks anomaly types only, so each word parses.
         Ok(rows
             .iter()
-            .map(|r| Anomaly {
+            .filter_map(|r| Some((r, MetricType::parse(r.get(2))?)))
+            .map(|(r, kind)| Anomaly {
                 batch: r.get(0),
                 metric: r.get(1),
-                kind: r.get(2),
+                kind,
                 timestamp_us: r.get::<_, Micros>(3).0,
                 metadata: r.get(4),
                 up: r.get(5),
@@ -104,6 +108,7 @@ impl DashboardStore for PgStore {
         timestamp_us: i64,
         vote: Vote,
     ) -> Result<Option<i64>, StoreError> {
+        let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
         let t = super::quoted(&self.ensure_table(table_key)?);
         let ctx = "storing feedback";
         let ts = Micros(timestamp_us);
@@ -113,7 +118,7 @@ impl DashboardStore for PgStore {
             .query_one(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {t} WHERE metric_batch = $1 AND metric_name = $2 \
-                     AND metric_timestamp = $3 AND metric_type IN {ANOMALY_TYPES})"
+                     AND metric_timestamp = $3 AND metric_type IN {anomaly_types})"
                 ),
                 &[&batch, &metric, &ts],
             )
@@ -124,7 +129,7 @@ impl DashboardStore for PgStore {
         }
         tx.execute(
             &format!("INSERT INTO {t} VALUES ($1, $2, $3, $4, 1, NULL)"),
-            &[&ts, &batch, &metric, &vote.metric_type()],
+            &[&ts, &batch, &metric, &vote.metric_type().as_str()],
         )
         .map_err(pg_err(ctx))?;
         let n: i64 = tx
@@ -133,7 +138,7 @@ impl DashboardStore for PgStore {
                     "SELECT count(*) FROM {t} WHERE metric_batch = $1 AND metric_name = $2 \
                      AND metric_timestamp = $3 AND metric_type = $4"
                 ),
-                &[&batch, &metric, &ts, &vote.metric_type()],
+                &[&batch, &metric, &ts, &vote.metric_type().as_str()],
             )
             .map_err(pg_err(ctx))?
             .get(0);

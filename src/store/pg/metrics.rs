@@ -15,6 +15,7 @@ use super::micros::Micros;
 use super::migrations::SCHEMA_LOCK;
 use super::pg_err;
 use super::{arrow_rows, PgStore};
+use crate::domain::MetricType;
 use crate::store::metrics::{MetricsStore, NewestValue, PickRows, RowSink, TimestampsByMetric};
 use crate::store::{StoreError, TableKey};
 
@@ -192,7 +193,7 @@ impl MetricsStore for PgStore {
         &self,
         table_key: &str,
         batch: &str,
-        metric_type: &str,
+        metric_type: MetricType,
     ) -> Result<TimestampsByMetric, StoreError> {
         let key = self.ensure_table(table_key)?;
         let rows = self
@@ -202,7 +203,7 @@ impl MetricsStore for PgStore {
                     "SELECT metric_name, metric_timestamp FROM {} WHERE metric_batch = $1 AND metric_type = $2",
                     super::quoted(&key)
                 ),
-                &[&batch, &metric_type],
+                &[&batch, &metric_type.as_str()],
             )
             .map_err(pg_err("reading existing rows"))?;
         let mut out = TimestampsByMetric::new();

@@ -1,10 +1,10 @@
 //! What a job did, in words: the lines `sandstack <job>` prints and a
 //! scheduled run keeps as its log.
 
-use super::dispatch::JobOutcome;
 use super::notify::NotifyReport;
+use super::outcome::JobOutcome;
 use crate::config::BatchSpec;
-use crate::domain::Judgement;
+use crate::domain::{Judgement, JudgementFacts, MetricType};
 use crate::jobs::llmalert::LlmAlertReport;
 
 /// One line into `out`, escaped whole for a terminal: metric names,
@@ -22,6 +22,12 @@ pub fn describe(spec: &BatchSpec, outcome: &JobOutcome) -> String {
     let name = &spec.metric_batch;
     let mut out = String::new();
     match outcome {
+        JobOutcome::Ingested(r) => say!(
+            out,
+            "batch {name}: stored {} rows in {}",
+            r.stored,
+            r.table_key
+        ),
         JobOutcome::Trained(r) => {
             say!(out, "batch {name}: trained {} models", r.trained.len());
             for (metric, tag, rows) in &r.trained {
@@ -101,15 +107,13 @@ fn llm_alerts(out: &mut String, name: &str, r: &LlmAlertReport) {
         r.tokens
     );
     for j in &r.alerts {
-        let meta = j.metadata.clone().unwrap_or_default();
+        let facts = JudgementFacts::read(MetricType::LlmAlert, j.metadata.as_ref());
         say!(
             out,
             "  {} {}: {}",
             crate::alerts::message::format_time(j.timestamp_us),
             j.metric_name,
-            meta.get("reason")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
+            facts.reason.unwrap_or_default()
         );
     }
     for p in &r.problems {

@@ -1,16 +1,21 @@
 //! Cassettes: everything a run's guest saw from the outside (its HTTP
 //! exchanges, its clock start and its random seed), written as YAML in the
 //! spirit of VCR.py, so the run can be replayed byte for byte with no
-//! network. Secrets are scrubbed before anything is written: values of
-//! secret-looking headers, query parameters and environment variables, and
-//! every occurrence of those values anywhere else (an API that echoes a
-//! token back in its body).
+//! network. This file is the format (reading, writing, size caps);
+//! [`scrub`] takes secrets out before anything is written and [`replay`]
+//! answers a replayed run's requests.
 
 use std::path::Path;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod replay;
+mod scrub;
+
+pub use replay::ReplayBook;
+pub use scrub::{secret_name, Scrubber, SCRUBBED};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -28,30 +33,6 @@ fn max_bytes() -> u64 {
         .unwrap_or(16)
         .saturating_mul(1 << 20)
 }
-pub const SCRUBBED: &str = "<scrubbed>";
-/// A scrubbed cookie value: only characters a cookie value may hold.
-const COOKIE_SCRUBBED: &str = "scrubbed";
-
-/// Header names always scrubbed (case-insensitive).
-const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
-
-/// Name fragments that make a header, query parameter or variable secret.
-const SECRET_PARTS: &[&str] = &[
-    "key",
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "auth",
-    "credential",
-    "signature",
-];
-
 /// How `--record-mode` treats a cassette, as VCR.py does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RecordMode {
@@ -286,310 +267,9 @@ pub fn function_sha256(code: &str) -> String {
     hex::encode(Sha256::digest(code.as_bytes()))
 }
 
-/// Whether a header, parameter or variable name looks secret.
-pub fn secret_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    SECRET_HEADERS.contains(&lower.as_str()) || SECRET_PARTS.iter().any(|p| lower.contains(p))
-}
-
-/// Replaces secret values wherever they appear.
-#[derive(Debug, Clone, Default)]
-pub struct Scrubber {
-    secrets: Vec<String>,
-    extra_names: Vec<String>,
-}
-
-impl Scrubber {
-    /// Secrets are the values of secret-looking variables in `env`, plus any
-    /// names listed in `extra_names` (headers or variables to scrub too).
-    pub fn new(
-        env: &std::collections::BTreeMap<String, String>,
-        extra_names: &[String],
-    ) -> Scrubber {
-        let mut s = Scrubber {
-            secrets: Vec::new(),
-            extra_names: extra_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-        };
-        for (k, v) in env {
-            if s.is_secret_name(k) {
-                s.add_secret(v);
-            }
-        }
-        s
-    }
-
-    fn is_secret_name(&self, name: &str) -> bool {
-        secret_name(name) || self.extra_names.contains(&name.to_ascii_lowercase())
-    }
-
-    fn add_secret(&mut self, value: &str) {
-        // Very short values would scrub ordinary text; they are still
-        // removed where they stand (a secret header's value).
-        let v = value.trim();
-        if v.len() >= 4 && !self.secrets.iter().any(|s| s == v) {
-            self.secrets.push(v.to_string());
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
-        if let Some(token) = v.split_whitespace().nth(1) {
-            // "Bearer abc": the token on its own too.
-            self.add_secret(token);
-        }
-    }
-
-    /// Learn secrets from a request's headers before scrubbing anything.
-    pub fn learn_headers(&mut self, headers: &[(String, String)]) {
-        for (k, v) in headers {
-            if self.is_secret_name(k) {
-                self.add_secret(v);
-            }
-        }
-    }
-
-    pub fn text(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            out = out.replace(s.as_str(), SCRUBBED);
-        }
-        out
-    }
-
-    pub fn headers(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
-        headers
-            .iter()
-            .map(|(k, v)| {
-                let v = match k.to_ascii_lowercase().as_str() {
-                    "set-cookie" => self.cookies(v, true),
-                    "cookie" => self.cookies(v, false),
-                    _ if self.is_secret_name(k) => SCRUBBED.to_string(),
-                    _ => self.text(v),
-                };
-                (k.clone(), v)
-            })
-            .collect()
-    }
-
-    /// A cookie header with every value scrubbed and the rest kept, so a
-    /// replayed `Set-Cookie` still sets its cookie (for the host and path it
-    /// names) and code that reads a cookie's presence behaves as recorded.
-    /// `set` is a `Set-Cookie` (one cookie, then its attributes); otherwise a
-    /// `Cookie` (pairs).
-    fn cookies(&self, value: &str, set: bool) -> String {
-        let scrub_pair = |pair: &str| match pair.split_once('=') {
-            Some((name, _)) => format!("{}={COOKIE_SCRUBBED}", name.trim()),
-            None => COOKIE_SCRUBBED.to_string(),
-        };
-        if set {
-            let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
-            let attributes = if attributes.is_empty() {
-                String::new()
-            } else {
-                format!(";{}", self.text(attributes))
-            };
-            format!("{}{attributes}", scrub_pair(pair))
-        } else {
-            value
-                .split(';')
-                .map(|p| scrub_pair(p.trim()))
-                .collect::<Vec<_>>()
-                .join("; ")
-        }
-    }
-
-    /// Scrub secret-looking query parameters, then known secret values.
-    pub fn url(&self, url: &str) -> String {
-        let scrubbed = match url::Url::parse(url) {
-            Ok(mut u) if u.query().is_some() => {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if self.is_secret_name(&k) {
-                            SCRUBBED.to_string()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-                u.to_string()
-            }
-            _ => url.to_string(),
-        };
-        self.text(&scrubbed)
-    }
-
-    pub fn body(&self, bytes: &[u8]) -> Body {
-        match std::str::from_utf8(bytes) {
-            Ok(t) => Body::from_bytes(self.text(t).as_bytes()),
-            Err(_) => {
-                let mut out = bytes.to_vec();
-                for s in &self.secrets {
-                    out = replace_bytes(&out, s.as_bytes(), SCRUBBED.as_bytes());
-                }
-                Body::from_bytes(&out)
-            }
-        }
-    }
-
-    pub fn env(&self, env: &std::collections::BTreeMap<String, String>) -> Vec<EnvVar> {
-        env.iter()
-            .map(|(k, v)| EnvVar {
-                name: k.clone(),
-                value: if self.is_secret_name(k) {
-                    SCRUBBED.into()
-                } else {
-                    self.text(v)
-                },
-            })
-            .collect()
-    }
-
-    /// A request as it is written to (and matched against) a cassette.
-    pub fn request(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &[(String, String)],
-        body: &[u8],
-    ) -> Request {
-        Request {
-            method: method.to_ascii_uppercase(),
-            url: self.url(url),
-            headers: self.headers(headers),
-            body: self.body(body),
-        }
-    }
-}
-
-fn replace_bytes(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    if needle.is_empty() {
-        return haystack.to_vec();
-    }
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(needle) {
-            out.extend_from_slice(with);
-            i += needle.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// Recorded interactions being replayed: each is used once, in order, and
-/// the last match repeats when a request is made more often than recorded.
-#[derive(Debug, Clone)]
-pub struct ReplayBook {
-    pub interactions: Vec<Interaction>,
-    used: Vec<bool>,
-    pub match_on: Vec<MatchOn>,
-    /// `new_episodes`: unmatched requests go out for real.
-    pub allow_new: bool,
-}
-
-/// Whether two URLs name the same request once each is normalised: the
-/// host re-encodes a query before sending it (`,` becomes `%2C`) while a
-/// cassette written by hand, by VCR.py or from an API's docs holds it as
-/// written, so query pairs are compared decoded, in order.
-fn same_url(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
-    }
-    let (Ok(x), Ok(y)) = (url::Url::parse(a), url::Url::parse(b)) else {
-        return false;
-    };
-    let decoded_path = |u: &url::Url| {
-        percent_encoding::percent_decode_str(u.path())
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let pairs = |u: &url::Url| -> Vec<(String, String)> {
-        u.query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    };
-    x.scheme() == y.scheme()
-        && x.host_str() == y.host_str()
-        && x.port_or_known_default() == y.port_or_known_default()
-        && decoded_path(&x) == decoded_path(&y)
-        && pairs(&x) == pairs(&y)
-}
-
-impl ReplayBook {
-    pub fn new(interactions: Vec<Interaction>, match_on: Vec<MatchOn>, allow_new: bool) -> Self {
-        let used = vec![false; interactions.len()];
-        ReplayBook {
-            interactions,
-            used,
-            match_on,
-            allow_new,
-        }
-    }
-
-    fn matches(&self, a: &Request, b: &Request) -> bool {
-        self.match_on.iter().all(|m| match m {
-            MatchOn::Method => a.method.eq_ignore_ascii_case(&b.method),
-            MatchOn::Url => same_url(&a.url, &b.url),
-            MatchOn::Body => a.body.bytes().ok() == b.body.bytes().ok(),
-            MatchOn::Headers => {
-                let norm = |h: &[(String, String)]| {
-                    let mut v: Vec<(String, String)> = h
-                        .iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                        .collect();
-                    v.sort();
-                    v
-                };
-                norm(&a.headers) == norm(&b.headers)
-            }
-        })
-    }
-
-    /// The recorded interaction for `req` (already scrubbed), if any.
-    pub fn find(&mut self, req: &Request) -> Option<Interaction> {
-        let mut last = None;
-        for i in 0..self.interactions.len() {
-            if self.matches(&self.interactions[i].request, req) {
-                if !self.used[i] {
-                    self.used[i] = true;
-                    return Some(self.interactions[i].clone());
-                }
-                last = Some(i);
-            }
-        }
-        last.map(|i| self.interactions[i].clone())
-    }
-
-    /// The recorded request most like `req`, for an error message.
-    pub fn closest(&self, req: &Request) -> Option<String> {
-        let key = |r: &Request| format!("{} {}", r.method, r.url);
-        let target = key(req);
-        self.interactions
-            .iter()
-            .map(|i| {
-                (
-                    strsim::levenshtein(&key(&i.request), &target),
-                    key(&i.request),
-                )
-            })
-            .min_by_key(|(d, _)| *d)
-            .map(|(_, k)| k)
-    }
-
-    pub fn match_on_text(&self) -> String {
-        self.match_on
-            .iter()
-            .map(|m| format!("{m:?}").to_lowercase())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::replay::same_url;
     use super::*;
     use std::collections::BTreeMap;
 

@@ -18,7 +18,7 @@ const FONT: &str = "sans-serif";
 
 #[derive(Debug, thiserror::Error)]
 #[error("rendering the plot of {metric}: {message}")]
-pub struct PlotError {
+pub struct DrawError {
     pub metric: String,
     pub message: String,
 }
@@ -46,8 +46,8 @@ pub fn render_png(
     metric: &str,
     series: &Series,
     alert_threshold: f64,
-) -> Result<Vec<u8>, PlotError> {
-    let err = |message: String| PlotError {
+) -> Result<Vec<u8>, DrawError> {
+    let err = |message: String| DrawError {
         metric: metric.to_string(),
         message,
     };

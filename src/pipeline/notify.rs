@@ -1,19 +1,17 @@
 //! From job results to messages: the alert job's alerts and threshold
-//! alerts, the change job's changes and the summary, each sent through the
-//! batch's methods with the metric's plot; and the plot job's PNG files.
+//! alerts, the change job's changes, llmalert's confirmed anomalies and the
+//! summary, each sent through the batch's methods with the metric's plot.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
 
-use super::message::{AlertFacts, Kind, Message};
-use super::{deliver, plot, Channels, Delivery, Outcome};
+use crate::alerts::message::{AlertFacts, Kind, Message};
+use crate::alerts::{deliver, Channels, Delivery, Outcome};
 use crate::config::{AlertMethod, BatchSpec};
-use crate::domain::{Judgement, Series};
-use crate::file_names::file_stem;
+use crate::domain::{Judgement, JudgementFacts, MetricType};
+use crate::drawing;
 use crate::jobs::alert::AlertReport;
-use crate::jobs::rows::{load_input, JobError};
 use crate::store::Store;
 
 /// What a round of sending did.
@@ -55,32 +53,26 @@ impl NotifyReport {
     }
 }
 
-/// `plot_sql`'s rows by metric.
-pub fn plot_series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, JobError> {
-    load_input(spec, store, "plot_sql", "plot", None)
-        .map(|input| input.series)
-        .map_err(JobError::of(spec))
-}
-
 fn facts(spec: &BatchSpec, kind: Kind, j: &Judgement) -> AlertFacts {
-    let meta = j.metadata.clone().unwrap_or_default();
-    let f = |k: &str| meta.get(k).and_then(|v| v.as_f64());
-    let text = |k: &str| meta.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let written_as = match kind {
+        Kind::Threshold => MetricType::ThresholdAlert,
+        Kind::Change => MetricType::Change,
+        Kind::Llm => MetricType::LlmAlert,
+        _ => MetricType::Alert,
+    };
+    let f = JudgementFacts::read(written_as, j.metadata.as_ref());
     AlertFacts {
         kind,
         batch: spec.metric_batch.clone(),
         metric: j.metric_name.clone(),
         timestamp_us: j.timestamp_us,
-        value: f("value").unwrap_or(f64::NAN),
-        score: match kind {
-            Kind::Change => f("z"),
-            _ => f("score_smooth"),
-        },
-        threshold: f("threshold").unwrap_or(f64::NAN),
-        bound: text("bound"),
-        reason: text("reason"),
-        model: text("model"),
-        tags: meta.get("tags").cloned().unwrap_or_default(),
+        value: f.value.unwrap_or(f64::NAN),
+        score: f.score,
+        threshold: f.threshold.unwrap_or(f64::NAN),
+        bound: f.bound,
+        reason: f.reason,
+        model: f.model,
+        tags: f.tags,
     }
 }
 
@@ -94,15 +86,15 @@ fn send_judgements(
     if items.is_empty() {
         return report;
     }
-    let series = plot_series(spec, store).unwrap_or_else(|e| {
-        tracing::warn!("batch {}: no plots for the alerts: {e}", spec.metric_batch);
+    let series = crate::jobs::plot::series(spec, store).unwrap_or_else(|e| {
+        tracing::warn!(batch = %spec.metric_batch, error = %e, "no plots for the alerts");
         BTreeMap::new()
     });
     for (kind, j) in items {
         let facts = facts(spec, *kind, j);
         let png = series.get(&j.metric_name).and_then(|s| {
-            plot::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert.threshold)
-                .map_err(|e| tracing::warn!("batch {}: {e}", spec.metric_batch))
+            drawing::render_png(&spec.metric_batch, &j.metric_name, s, spec.alert.threshold)
+                .map_err(|e| tracing::warn!(batch = %spec.metric_batch, error = %e, "no plot for the alert"))
                 .ok()
         });
         let methods = match kind {
@@ -171,22 +163,4 @@ pub fn summary(
         &Message::summary(title, table, rows),
     ));
     report
-}
-
-/// Write one PNG per metric of the batch to `dir/<batch>/<metric>.png`;
-/// returns the files written.
-pub fn write_plots(spec: &BatchSpec, store: &Store, dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let series = plot_series(spec, store).map_err(|e| e.to_string())?;
-    let folder = dir.join(file_stem(&spec.metric_batch));
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
-    let mut out = Vec::new();
-    for (metric, s) in &series {
-        let png = plot::render_png(&spec.metric_batch, metric, s, spec.alert.threshold)
-            .map_err(|e| format!("batch {}: {e}", spec.metric_batch))?;
-        let path = folder.join(format!("{}.png", file_stem(metric)));
-        std::fs::write(&path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        out.push(path);
-    }
-    Ok(out)
 }

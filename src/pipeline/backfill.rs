@@ -1,12 +1,14 @@
-//! Backfill: ingest a batch over past periods with a simulated clock, so a
-//! new batch has history to train on at once (`sandstack backfill`, and the
-//! demo profile of `sandstack run`).
+//! Backfill: ingest a batch over past periods with a simulated clock, then
+//! judge what came in, so a new batch has history, models and scores at
+//! once (`sandstack backfill`, and the demo profile of `sandstack run`).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::ingest::{self, IngestOptions, SandboxSource};
-use crate::config::{self, BatchSpec, ConfigError};
+use super::context::JobContext;
+use super::dispatch;
+use super::error::DispatchError;
+use super::outcome::JobOutcome;
+use crate::config::{self, BatchSpec, ConfigError, Job};
 use crate::store::Store;
 
 #[derive(Debug, Default)]
@@ -32,13 +34,12 @@ pub struct Periods {
     pub give_up_after: Option<usize>,
 }
 
-/// Ingest each of `periods` with the clock at its instant; `progress`
-/// hears every tenth.
+/// Ingest each of `periods` with the clock at its instant, through the
+/// pipeline with `ctx`; `progress` hears every tenth.
 pub fn ingest_periods(
     spec: &BatchSpec,
     store: &mut Store,
-    sandboxes: &dyn SandboxSource,
-    env: &BTreeMap<String, String>,
+    ctx: &JobContext<'_>,
     plan: Periods,
     progress: &dyn Fn(usize, usize, Duration),
 ) -> BackfillReport {
@@ -53,13 +54,9 @@ pub fn ingest_periods(
     let mut report = BackfillReport::default();
     for i in 0..periods {
         let at = now_us - (periods - 1 - i) as i64 * step_us;
-        let opts = IngestOptions {
-            simulated_now_us: Some(at),
-            ..Default::default()
-        };
         report.periods_run += 1;
-        match ingest::run(spec, store, sandboxes, env, opts) {
-            Ok(r) => report.stored += r.stored,
+        match dispatch::run(spec, store, Job::Ingest, &ctx.at(at)) {
+            Ok(out) => report.stored += out.rows() as usize,
             Err(f) => {
                 report.failed += 1;
                 if report.first_error.is_none() {
@@ -91,4 +88,31 @@ pub fn scoring_spec(spec: &BatchSpec, periods: usize) -> Result<BatchSpec, Vec<C
             ("alert_recent_n", wider(spec.alert.recent_n)),
         ],
     )
+}
+
+/// Hears each judging job's end: the widened spec, the job, how it went;
+/// returns whether to go on.
+pub type JudgedBy<'a> = dyn FnMut(&BatchSpec, Job, Result<JobOutcome, DispatchError>) -> bool + 'a;
+
+/// The jobs that judge a backfill, in order.
+pub const JUDGING: [Job; 4] = [Job::Train, Job::Score, Job::Alert, Job::Change];
+
+/// Judge `periods` just backfilled: train, score, alert and change with
+/// the spec widened to cover them all ([`scoring_spec`]), each job's
+/// outcome handed to `each` as it ends; a failed job does not stop the next
+/// unless `each` says so by returning false.
+pub fn judge(
+    spec: &BatchSpec,
+    store: &mut Store,
+    ctx: &JobContext<'_>,
+    periods: usize,
+    each: &mut JudgedBy<'_>,
+) -> Result<(), Vec<ConfigError>> {
+    let scoring = scoring_spec(spec, periods)?;
+    for job in JUDGING {
+        if !each(&scoring, job, dispatch::run(&scoring, store, job, ctx)) {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,120 @@
+//! The one place that runs a job of a batch, ingest included, and delivers
+//! what it produced: the scheduler's runner, the command line and backfill
+//! all come here, and differ only in the context they give and what they do
+//! with the outcome. It sits above the jobs and delivery, so the jobs never
+//! import the channels that carry their results.
+
+use super::context::JobContext;
+use super::error::DispatchError;
+use super::notify::{self, NotifyReport};
+use super::outcome::JobOutcome;
+use crate::alerts::Channels;
+use crate::config::{BatchSpec, Job};
+use crate::drawing;
+use crate::jobs::ingest::{self, IngestOptions};
+use crate::jobs::llmalert::{self, LlmAlertError, LlmAlertOptions};
+use crate::jobs::{alert, change, maintenance, plot, score, train};
+use crate::store::Store;
+
+/// Run `work` within the batch's `job_timeout_s`.
+fn within_limit<T, E>(
+    spec: &BatchSpec,
+    job: Job,
+    store: &mut Store,
+    work: impl FnOnce(&mut Store) -> Result<T, E>,
+) -> Result<T, DispatchError>
+where
+    E: Into<DispatchError>,
+{
+    let limit = std::time::Duration::from_secs_f64(spec.jobs.timeout_s);
+    match store.with_time_limit(limit, work) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), true) => Err(timed_out(spec, job)),
+        (Err(e), false) => Err(e.into()),
+    }
+}
+
+fn timed_out(spec: &BatchSpec, job: Job) -> DispatchError {
+    DispatchError::TimedOut {
+        batch: spec.metric_batch.clone(),
+        job: job.name(),
+        seconds: spec.jobs.timeout_s,
+    }
+}
+
+/// Run `job` of `spec`, then deliver what it produced (delivery has its own
+/// timeouts). Ingest is bounded by its own `ingest_timeout_s`, the jobs on
+/// stored data by `job_timeout_s`; llmalert keeps its own clock: its time
+/// goes to the chat model, not to the database, and what it confirmed
+/// before the limit is kept.
+pub fn run(
+    spec: &BatchSpec,
+    store: &mut Store,
+    job: Job,
+    ctx: &JobContext<'_>,
+) -> Result<JobOutcome, DispatchError> {
+    let send = |f: &dyn Fn(&Channels) -> NotifyReport| ctx.channels.map(f).unwrap_or_default();
+    let base = ctx.model_base;
+    match job {
+        Job::Ingest => {
+            let opts = IngestOptions {
+                dry_run: ctx.mode.dry_run,
+                cassette: ctx.mode.cassette.clone(),
+                simulated_now_us: ctx.mode.simulated_now_us,
+            };
+            ingest::run(spec, store, ctx.sandboxes, ctx.env, opts)
+                .map(JobOutcome::Ingested)
+                .map_err(DispatchError::Ingest)
+        }
+        Job::Train => Ok(JobOutcome::Trained(within_limit(spec, job, store, |s| {
+            train::run(spec, s, base)
+        })?)),
+        Job::Score => Ok(JobOutcome::Scored(within_limit(spec, job, store, |s| {
+            score::run(spec, s, base)
+        })?)),
+        Job::Alert => {
+            let r = within_limit(spec, job, store, |s| alert::run(spec, s))?;
+            let sent = send(&|c| notify::alerts(spec, store, &r, c));
+            Ok(JobOutcome::Alerted(r, sent))
+        }
+        Job::Change => {
+            let r = within_limit(spec, job, store, |s| change::run(spec, s))?;
+            let sent = send(&|c| notify::changes(spec, store, &r, c));
+            Ok(JobOutcome::Changed(r, sent))
+        }
+        Job::Plot => Ok(JobOutcome::Plotted(within_limit(spec, job, store, |s| {
+            plot::write_plots(spec, s, ctx.plot_dir)
+        })?)),
+        Job::Delete => Ok(JobOutcome::Deleted(within_limit(spec, job, store, |s| {
+            maintenance::delete(spec, s)
+        })?)),
+        Job::Summary => {
+            let b = within_limit(spec, job, store, |s| {
+                maintenance::summary(std::iter::once(spec), s)
+            })?;
+            let sent = send(&|c| notify::summary(&spec.metric_batch, &spec.alert.methods, &b, c));
+            Ok(JobOutcome::Summarised(b, sent))
+        }
+        Job::Llmalert => {
+            let plot = |metric: &str, series: &crate::domain::Series| {
+                drawing::render_png(&spec.metric_batch, metric, series, spec.alert.threshold)
+                    .map_err(|e| {
+                        tracing::warn!(batch = %spec.metric_batch, error = %e, "no plot for the chat model")
+                    })
+                    .ok()
+            };
+            let opts = LlmAlertOptions {
+                env: ctx.env,
+                cassette: ctx.mode.cassette.clone(),
+                plot: &plot,
+                dry_run: ctx.mode.dry_run,
+            };
+            let r = llmalert::run(spec, store, &opts).map_err(|e| match e {
+                LlmAlertError::TimedOut { .. } => timed_out(spec, job),
+                e => DispatchError::LlmAlert(e),
+            })?;
+            let sent = send(&|c| notify::llm_alerts(spec, store, &r.alerts, c));
+            Ok(JobOutcome::LlmAlerted(r, sent))
+        }
+    }
+}
