@@ -183,6 +183,7 @@ pub(crate) fn runs_and_pauses(s: &mut Store) {
         })
         .expect("list");
     assert_eq!(failed_a.len(), 2);
+    assert_eq!(failed_a[0].error.as_deref(), Some("boom"));
     assert_eq!(s.last_scheduled("a", "ingest").expect("last"), Some(now));
     assert_eq!(s.last_scheduled("a", "train").expect("last"), None);
     let gone = s
@@ -194,13 +195,26 @@ pub(crate) fn runs_and_pauses(s: &mut Store) {
             now + 1,
         )
         .expect("prune");
+    // 7 days keeps the 7 newest; then the cap keeps the newest 4.
     assert_eq!(gone, 6);
+    let left = s
+        .list_runs(&RunFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .expect("list");
+    assert_eq!(
+        left.iter().map(|r| r.started_us).collect::<Vec<_>>(),
+        (0..4).map(|i| now - i * day).collect::<Vec<_>>()
+    );
     assert_eq!(s.last_ingests().expect("last").len(), 1);
 
     s.set_paused("a", true).expect("pause");
     s.set_paused("a", true).expect("twice");
     s.set_paused("b", true).expect("pause");
     s.set_paused("b", false).expect("resume");
+    s.set_paused("c", false)
+        .expect("resuming what is not paused is fine");
     assert_eq!(
         s.paused_batches().expect("paused"),
         BTreeSet::from(["a".to_string()])

@@ -211,87 +211,13 @@ impl RunHistory for DuckStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_rows::run_record as record;
+
+    // Pauses and the run history's filters and pruning: the storage
+    // contract (store/contract.rs, run by duck/contract_tests.rs).
 
     #[test]
-    fn pauses_are_kept_and_lifted() {
-        let store = DuckStore::in_memory().expect("db");
-        store.set_paused("a", true).expect("pause");
-        store.set_paused("a", true).expect("pausing twice is fine");
-        store.set_paused("b", true).expect("pause");
-        store.set_paused("b", false).expect("resume");
-        store
-            .set_paused("c", false)
-            .expect("resuming what is not paused is fine");
-        assert_eq!(
-            store.paused_batches().expect("read"),
-            BTreeSet::from(["a".to_string()])
-        );
+    fn a_timeout_is_stored_by_its_name() {
         let json = serde_json::to_string(&RunStatus::TimedOut).expect("json");
         assert_eq!(json, "\"timeout\"", "the name the history stores");
-    }
-
-    #[test]
-    fn records_filters_and_prunes() {
-        let store = DuckStore::in_memory().expect("db");
-        let day = 86_400_000_000i64;
-        let now = 100 * day;
-        for i in 0..10 {
-            let status = if i % 3 == 0 {
-                RunStatus::Failed
-            } else {
-                RunStatus::Succeeded
-            };
-            store
-                .record_run(&record(
-                    if i < 5 { "a" } else { "b" },
-                    now - i * day,
-                    status,
-                ))
-                .expect("insert");
-        }
-        let all = store
-            .list_runs(&RunFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("list");
-        assert_eq!(all.len(), 10);
-        assert_eq!(all[0].started_us, now, "newest first");
-        let failed_a = store
-            .list_runs(&RunFilter {
-                batch: Some("a".into()),
-                failed_only: true,
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("list");
-        assert_eq!(failed_a.len(), 2);
-        assert_eq!(failed_a[0].error.as_deref(), Some("boom"));
-        assert_eq!(
-            store.last_scheduled("a", "ingest").expect("last"),
-            Some(now)
-        );
-        // 7 days keeps i = 0..=6 (7 rows); then the cap keeps the newest 4.
-        let gone = store
-            .prune_runs(
-                Retention {
-                    max_age_days: 7,
-                    max_rows: 4,
-                },
-                now + 1,
-            )
-            .expect("prune");
-        assert_eq!(gone, 6);
-        let left = store
-            .list_runs(&RunFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("list");
-        assert_eq!(
-            left.iter().map(|r| r.started_us).collect::<Vec<_>>(),
-            (0..4).map(|i| now - i * day).collect::<Vec<_>>()
-        );
     }
 }
