@@ -165,11 +165,16 @@ impl Scheduler {
                 let (log, now) = (self.log.clone(), self.clock.now());
                 tokio::task::spawn_blocking(move || log.prune(now));
             }
-            self.dispatch_backlog(&mut plan, &mut jobs);
-            // Runs that ended since the last turn are not "still going".
+            // Runs that ended since the last turn are not "still going",
+            // and a job whose run just ended takes its next caught-up tick
+            // now: a run that ends after this is heard in the select below,
+            // which turns the loop again (drained after the backlog, a run
+            // ending between the two left the next caught-up tick waiting
+            // for the clock's next tick).
             while let Ok((key, record)) = done_rx.try_recv() {
                 self.ended(&mut jobs, &key, record);
             }
+            self.dispatch_backlog(&mut plan, &mut jobs);
             let now = self.clock.now();
             self.dispatch_due(&mut plan, &mut jobs, now);
             let next = plan.next_tick().map(|t| self.clock.sleep_until(t));
