@@ -108,15 +108,15 @@ pub(crate) async fn start_dashboard(
         local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     // A shared store needs no daemon to reach: commands open it themselves.
-    let announced = (!super::is_shared_db(&cli.db))
-        .then(|| {
-            super::daemon::announce(&cli.db, &format!("http://{local}"))
-                .map_err(|e| {
-                    tracing::warn!("commands run meanwhile cannot find this daemon: {e:#}")
-                })
-                .ok()
-        })
-        .flatten();
+    let announced = match &cli.db {
+        crate::store::DbTarget::File(file) => Some(file),
+        crate::store::DbTarget::Postgres(_) => None,
+    }
+    .and_then(|file| {
+        super::daemon::announce(file, &format!("http://{local}"))
+            .map_err(|e| tracing::warn!("commands run meanwhile cannot find this daemon: {e:#}"))
+            .ok()
+    });
     Ok(Dashboard {
         task,
         _announced: announced,

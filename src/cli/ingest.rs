@@ -173,7 +173,7 @@ fn print_report(r: &IngestReport, cli: &Cli, args: &IngestArgs) {
             "stored {} rows in {} ({})",
             r.stored,
             r.table_key,
-            super::db_label(&cli.db)
+            cli.db.label()
         )
     };
     let dropped = if r.dropped_nan > 0 {

@@ -77,8 +77,17 @@ pub struct Cli {
     /// shared by every `sandstack run` worker given the same URL (README,
     /// "Scaling out"). Without this flag or SANDSTACK_DB, Anomstack's
     /// ANOMSTACK_DUCKDB_PATH is used when set.
-    #[arg(long, global = true, env = "SANDSTACK_DB", default_value = crate::store::DEFAULT_DB)]
-    pub db: PathBuf,
+    #[arg(
+        long,
+        global = true,
+        env = "SANDSTACK_DB",
+        default_value = crate::store::DEFAULT_DB,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PathBufValueParser::new(),
+            crate::store::DbTarget::from
+        )
+    )]
+    pub db: crate::store::DbTarget,
 
     #[command(subcommand)]
     pub command: Command,
@@ -273,7 +282,7 @@ fn parse_cli() -> Cli {
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let defaulted = matches.value_source("db") == Some(clap::parser::ValueSource::DefaultValue);
     if let (true, Some(path)) = (defaulted, std::env::var_os(ANOMSTACK_DB_VAR)) {
-        cli.db = PathBuf::from(path);
+        cli.db = crate::store::DbTarget::from(PathBuf::from(path));
     }
     cli
 }
@@ -387,11 +396,10 @@ fn bench_command(cli: &Cli, b: &BenchCommand) -> anyhow::Result<ExitCode> {
             rows: *rows,
             per_append: *per_append,
             metrics: *names,
-            postgres: cli
-                .db
-                .to_str()
-                .filter(|d| crate::store::pg::is_url(d))
-                .map(str::to_string),
+            postgres: match &cli.db {
+                crate::store::DbTarget::Postgres(url) => Some(url.clone()),
+                crate::store::DbTarget::File(_) => None,
+            },
             temp_postgres: *temp_postgres,
             ticks: *ticks,
             workers: *workers,
@@ -486,21 +494,6 @@ pub(crate) fn load_policy(cli: &Cli) -> anyhow::Result<crate::config::Policy> {
     }
 }
 
-/// How `db` is named in messages: a file's path, or a URL without its
-/// password.
-pub(crate) fn db_label(db: &std::path::Path) -> String {
-    match db.to_str().filter(|d| crate::store::pg::is_url(d)) {
-        Some(url) => crate::store::pg::redacted(url),
-        None => db.display().to_string(),
-    }
-}
-
-/// Whether `db` is a shared store (a PostgreSQL URL) rather than a file
-/// one process holds.
-pub(crate) fn is_shared_db(db: &std::path::Path) -> bool {
-    db.to_str().is_some_and(crate::store::pg::is_url)
-}
-
 /// The database, with the engine limits of the policy.
 pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
     let policy = load_policy(cli)?;
@@ -516,7 +509,7 @@ pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
         reads_other_batches: policy.batch_sql_reads_other_batches(),
         ..Default::default()
     };
-    crate::store::Store::open_limited(&cli.db, limits)
+    crate::store::Store::open_target(&cli.db, limits)
         .map(|s| s.with_confined_settings(confined))
         .map_err(|e| {
         let text = e.to_string();
@@ -524,7 +517,7 @@ pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
             anyhow::anyhow!(
                 "{text}\nnote: another process holds {}: a `sandstack run` started with --no-dashboard cannot be \
                  reached; with its dashboard on, commands go through it",
-                cli.db.display()
+                cli.db.label()
             )
         } else {
             e.into()
@@ -542,13 +535,13 @@ pub(crate) enum Target {
 /// The database, or the daemon holding it (said on stderr).
 pub(crate) fn open_target(cli: &Cli) -> anyhow::Result<Target> {
     // A shared store takes every worker's and command's connections itself.
-    if is_shared_db(&cli.db) {
+    let crate::store::DbTarget::File(file) = &cli.db else {
         return Ok(Target::Local(open_store(cli)?));
-    }
-    if let Some(d) = daemon::find(&cli.db) {
+    };
+    if let Some(d) = daemon::find(file) {
         errln!(
             "note: {} is held by the running sandstack (pid {}); going through it at {}",
-            cli.db.display(),
+            file.display(),
             d.pid,
             d.url
         );

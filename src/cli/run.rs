@@ -244,7 +244,7 @@ fn join_fleet(
     errln!(
         "worker {} joined the fleet sharing {} (lease {} s: its runs are taken over {} s after it stops renewing them)",
         fleet.worker,
-        super::db_label(&cli.db),
+        cli.db.label(),
         lease.as_secs(),
         lease.as_secs()
     );
@@ -259,7 +259,7 @@ fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
         folder.dir.display(),
         enabled,
         plan.entries.len(),
-        super::db_label(&cli.db)
+        cli.db.label()
     );
     for spec in plan.batches() {
         let jobs: Vec<String> = runnable_jobs(spec)
@@ -277,7 +277,7 @@ fn print_plan(plan: &Plan, folder: &MetricsFolder, cli: &Cli) {
     }
     outln!(
         "  run history: the dashboard's Runs page, or `sandstack runs --db {}` once this process stops; edits to the folder are picked up live; Ctrl-C stops.",
-        super::db_label(&cli.db)
+        cli.db.label()
     );
 }
 

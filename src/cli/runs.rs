@@ -67,7 +67,7 @@ fn show(cli: &Cli, id: i64) -> anyhow::Result<ExitCode> {
     let Some(r) = found.first() else {
         anyhow::bail!(
             "no run {id} in {} (`sandstack runs` lists them; old runs are pruned)",
-            super::db_label(&cli.db)
+            cli.db.label()
         );
     };
     outln!(
@@ -126,10 +126,7 @@ pub fn runs(cli: &Cli, args: &RunsArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     if runs.is_empty() {
-        println!(
-            "no runs recorded in {} for this filter",
-            super::db_label(&cli.db)
-        );
+        println!("no runs recorded in {} for this filter", cli.db.label());
         return Ok(ExitCode::SUCCESS);
     }
     // Who ran each run, when several workers share the store.

@@ -23,6 +23,7 @@ pub mod pg;
 pub mod runs;
 pub mod schema;
 pub mod table_key;
+pub mod target;
 #[cfg(test)]
 pub(crate) mod test_rows;
 
@@ -43,6 +44,7 @@ pub use metrics::{MetricsStore, NewestValue};
 pub use runs::{Retention, RunFilter, RunHistory, RunRecord, RunStatus};
 pub use schema::metrics_schema;
 pub use table_key::TableKey;
+pub use target::DbTarget;
 
 /// Default database file, relative to the working directory.
 pub const DEFAULT_DB: &str = "sandstack.duckdb";
@@ -94,12 +96,17 @@ impl Store {
     /// with the engine's memory and threads capped (DuckDB's; a
     /// PostgreSQL server's are its own operator's).
     pub fn open_limited(path: &Path, limits: EngineLimits) -> Result<Self, StoreError> {
-        if let Some(url) = path.to_str().filter(|p| pg::is_url(p)) {
-            return Ok(Store::from_backend(Box::new(pg::PgStore::open(url)?)));
-        }
-        Ok(Store::from_backend(Box::new(
-            duck::DuckStore::open_limited(path, limits)?,
-        )))
+        Self::open_target(&DbTarget::from_path(path), limits)
+    }
+
+    /// Open `target` with the engine's memory and threads capped.
+    pub fn open_target(target: &DbTarget, limits: EngineLimits) -> Result<Self, StoreError> {
+        Ok(match target {
+            DbTarget::Postgres(url) => Store::from_backend(Box::new(pg::PgStore::open(url)?)),
+            DbTarget::File(path) => {
+                Store::from_backend(Box::new(duck::DuckStore::open_limited(path, limits)?))
+            }
+        })
     }
 
     /// An in-memory database, for tests and dry runs.
