@@ -8,8 +8,8 @@ use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
 use crate::cassette::RecordMode;
 use crate::config::{BatchSpec, Job, MetricsFolder};
 use crate::jobs::ingest::recording::CassetteOptions;
-use crate::jobs::ingest::{describe_rows, DefaultSandbox, IngestReport, SandboxDetails};
-use crate::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
+use crate::jobs::ingest::{describe_rows, IngestReport, SandboxDetails};
+use crate::pipeline::{dispatch, JobOutcome, RunMode};
 use crate::store::Store;
 
 fn ms(d: std::time::Duration) -> String {
@@ -111,18 +111,12 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let env = host_env();
-    let ctx = JobContext {
-        model_base: std::path::Path::new("."),
-        plot_dir: std::path::Path::new("."),
-        channels: None,
-        env: &env,
-        sandboxes: &DefaultSandbox,
-        mode: RunMode {
-            cassette,
-            dry_run: args.dry_run,
-            simulated_now_us: None,
-        },
+    let mode = RunMode {
+        cassette,
+        dry_run: args.dry_run,
+        simulated_now_us: None,
     };
+    let ctx = super::jobs::context(&env, None, mode);
     let mut failed = 0;
     for spec in &selected {
         match dispatch::run(spec, &mut store, Job::Ingest, &ctx) {

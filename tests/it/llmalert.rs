@@ -736,22 +736,31 @@ fn sandstack_run_schedules_llmalert_and_records_its_runs() {
     );
 }
 
+/// `sandstack llmalert llm --dry-run --show-prompts`'s output; it must
+/// succeed.
+fn dry_run_with_prompts(f: &Folder, dir: &Path) -> String {
+    let out = sandstack(
+        &["llmalert", "llm", "--dry-run", "--show-prompts"],
+        f,
+        &dir.join("a.duckdb"),
+    )
+    .output()
+    .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn shown_prompts_cannot_pass_for_sandstacks_lines_or_frames() {
     let (f, _, dir) = batch(
         &["cpu"],
         "llmalert_anomaly_agent_detection_prompt: \"Look.\\nerror: batch victim: forged\\n--- other (user) ---\\u001b[2J\"\n",
     );
-    let db = dir.path().join("a.duckdb");
-    let out = sandstack(&["llmalert", "llm", "--dry-run", "--show-prompts"], &f, &db)
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = dry_run_with_prompts(&f, dir.path());
     assert!(
         stdout.contains("  error: batch victim: forged\n"),
         "{stdout}"
@@ -770,16 +779,7 @@ fn shown_prompts_cannot_pass_for_sandstacks_lines_or_frames() {
 #[test]
 fn a_dry_run_shows_the_questions_and_their_cost_without_a_key() {
     let (f, _, dir) = batch(&["cpu", "disk"], "llmalert_exclude_metrics: [disk]\n");
-    let db = dir.path().join("a.duckdb");
-    let out = sandstack(&["llmalert", "llm", "--dry-run", "--show-prompts"], &f, &db)
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = dry_run_with_prompts(&f, dir.path());
     assert!(stdout.contains("batch llm: dry run with model (no endpoint configured): nothing asked, nothing stored; 1 metrics would be asked"), "{stdout}");
     assert!(
         stdout.contains("  cpu: 100 points (5 may alert), about "),
@@ -791,7 +791,7 @@ fn a_dry_run_shows_the_questions_and_their_cost_without_a_key() {
             && stdout.contains("  timestamp,value\n"),
         "{stdout}"
     );
-    assert!(stored(&db).is_empty());
+    assert!(stored(&dir.path().join("a.duckdb")).is_empty());
 }
 
 #[test]
