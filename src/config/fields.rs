@@ -115,8 +115,7 @@ impl<'a> FieldReader<'a> {
         if let Some(x) = self.read(key) {
             return x;
         }
-        let default: Value = serde_yaml_ng::from_str(default).unwrap_or(Value::Null);
-        match T::from_value(&default) {
+        match T::from_value(&parsed_default(default)) {
             Ok(x) => x,
             // The declared defaults are sandstack's own, each read back by
             // a test in `keys`.
@@ -331,6 +330,22 @@ impl<T: Choice + PartialEq> ReadAs for Vec<T> {
             .map(|text| T::parse(text).map_err(Problem::Value))
             .collect()
     }
+}
+
+/// A declared default (YAML), parsed once per process: every batch of
+/// every load (the dashboard's every few seconds) reads the same literals.
+fn parsed_default(default: &'static str) -> Value {
+    static PARSED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<&'static str, Value>>,
+    > = std::sync::OnceLock::new();
+    let mut parsed = PARSED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    parsed
+        .entry(default)
+        .or_insert_with(|| serde_yaml_ng::from_str(default).unwrap_or(Value::Null))
+        .clone()
 }
 
 #[cfg(test)]
