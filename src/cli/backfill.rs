@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::jobs::context;
 use super::{find_batch, host_env, load_folder, Cli};
 use crate::pipeline::backfill;
 use crate::pipeline::describe::describe;
@@ -41,7 +40,7 @@ pub fn backfill(cli: &Cli, name: &str, periods: usize, every: &str) -> anyhow::R
         super::Target::Daemon(d) => return Err(super::daemon::refuse(&d, "backfill")),
     };
     let env = host_env();
-    let ctx = context(&env, None, RunMode::default());
+    let ctx = super::job_context(&env, None, RunMode::default());
     let report = backfill::ingest_periods(
         spec,
         &mut store,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::jobs::context;
 use super::tasks::blocking;
 use crate::config::{self, env_batch_name, Job, MetricsFolder, Policy};
 use crate::pipeline::backfill;
@@ -71,7 +70,7 @@ pub(super) async fn demo_backfill(
         }
         errln!("demo: backfilling {name}: {periods} periods, 10 minutes apart");
         tokio::task::spawn_blocking(move || {
-            let ctx = context(&env, None, Default::default());
+            let ctx = super::job_context(&env, None, Default::default());
             let report = backfill::ingest_periods(
                 &spec,
                 &mut conn,

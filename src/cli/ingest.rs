@@ -116,7 +116,7 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
         dry_run: args.dry_run,
         simulated_now_us: None,
     };
-    let ctx = super::jobs::context(&env, None, mode);
+    let ctx = super::job_context(&env, None, mode);
     let mut failed = 0;
     for spec in &selected {
         match dispatch::run(spec, &mut store, Job::Ingest, &ctx) {

@@ -1,33 +1,14 @@
 //! `sandstack train|score|alert|change|delete` and `llmalert`: one job of
 //! one batch, here or in the daemon that holds the database.
 
-use std::path::Path;
 use std::process::ExitCode;
 
-use super::{find_batch, host_env, load_folder, CassetteArgs, Cli};
+use super::{find_batch, host_env, job_context, load_folder, CassetteArgs, Cli};
 use crate::alerts::Channels;
 use crate::config::{BatchSpec, Job};
-use crate::jobs::ingest::DefaultSandbox;
 use crate::pipeline::describe::describe;
-use crate::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
+use crate::pipeline::{dispatch, JobOutcome, RunMode};
 use crate::store::Store;
-
-/// The command line's context for a job: models and plots below the
-/// working directory, the process's environment, the default sandbox.
-pub(super) fn context<'a>(
-    env: &'a std::collections::BTreeMap<String, String>,
-    channels: Option<&'a Channels>,
-    mode: RunMode,
-) -> JobContext<'a> {
-    JobContext {
-        model_base: Path::new("."),
-        plot_dir: Path::new("."),
-        channels,
-        env,
-        sandboxes: &DefaultSandbox,
-        mode,
-    }
-}
 
 /// Run one job on one batch and print what it did; with `channels`, send
 /// its alerts or changes. `mode` says how an llmalert run goes (its
@@ -40,7 +21,7 @@ pub fn run_job(
     mode: RunMode,
 ) -> anyhow::Result<JobOutcome> {
     let env = host_env();
-    let out = dispatch::run(spec, store, job, &context(&env, channels, mode))?;
+    let out = dispatch::run(spec, store, job, &job_context(&env, channels, mode))?;
     print!("{}", crate::escape::terminal_block(&describe(spec, &out)));
     Ok(out)
 }

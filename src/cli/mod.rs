@@ -494,6 +494,23 @@ pub(crate) fn load_policy(cli: &Cli) -> anyhow::Result<crate::config::Policy> {
     }
 }
 
+/// The command line's context for a job: models and plots below the
+/// working directory, the process's environment, the default sandbox.
+pub(crate) fn job_context<'a>(
+    env: &'a std::collections::BTreeMap<String, String>,
+    channels: Option<&'a crate::alerts::Channels>,
+    mode: crate::pipeline::RunMode,
+) -> crate::pipeline::JobContext<'a> {
+    crate::pipeline::JobContext {
+        model_base: std::path::Path::new("."),
+        plot_dir: std::path::Path::new("."),
+        channels,
+        env,
+        sandboxes: &crate::jobs::ingest::DefaultSandbox,
+        mode,
+    }
+}
+
 /// The database, with the engine limits of the policy.
 pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
     let policy = load_policy(cli)?;
