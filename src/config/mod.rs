@@ -22,6 +22,7 @@ pub mod renderer;
 pub mod sections;
 mod shipped;
 mod spec;
+mod table_key;
 mod template;
 pub mod url_prefix;
 mod yaml_budget;
@@ -44,6 +45,7 @@ pub use sections::{
     Thresholds, TrainSettings,
 };
 pub use spec::{BatchSpec, IngestSource, Job, JobSchedule, PythonSource};
+pub use table_key::{TableKey, TableKeyError};
 
 /// Relative path of the defaults file inside a metrics folder.
 pub const DEFAULTS_FILE: &str = "defaults/defaults.yaml";

@@ -13,8 +13,8 @@ pub enum StoreError {
         #[source]
         source: EngineError,
     },
-    #[error("invalid table_key `{key}`: {message}")]
-    TableKey { key: String, message: String },
+    #[error(transparent)]
+    TableKey(#[from] crate::config::TableKeyError),
     /// The engine refused or failed; `context` says what was being done.
     #[error("{context}: {source}")]
     Db {

@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod pg;
 pub mod runs;
 pub mod schema;
-pub mod table_key;
 pub mod target;
 #[cfg(test)]
 pub(crate) mod test_rows;
@@ -36,6 +35,7 @@ use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 
+pub use crate::config::TableKey;
 pub use confined::{ConfinedError, ConfinedSettings, ResultCaps};
 pub use dashboard::{Anomaly, CardFigures, DashboardStore, Vote};
 pub use error::StoreError;
@@ -43,7 +43,6 @@ pub use fleet::{Claim, FleetStore, TakenOver, WorkerInfo, WorkerRow};
 pub use metrics::{MetricsStore, NewestValue};
 pub use runs::{Retention, RunFilter, RunHistory, RunRecord, RunStatus};
 pub use schema::metrics_schema;
-pub use table_key::TableKey;
 pub use target::DbTarget;
 
 /// Default database file, relative to the working directory.
