@@ -36,7 +36,8 @@ pub use choices::{AlertMethod, Choice, CombinationMethod, ModelKind, ScheduleSta
 pub use cron_expr::CronExpr;
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
-pub use names::{check_batch_name, check_table_key_syntax, validate_table_key, MAX_BATCH_NAME_LEN};
+pub use names::{check_batch_name, MAX_BATCH_NAME_LEN};
+use names::{check_table_key_syntax, validate_table_key};
 pub use policy::Policy;
 pub use render::{render_at_use, with_values};
 pub use sections::{

@@ -124,7 +124,8 @@ pub struct BatchSpec {
     /// The batch's YAML file.
     pub file: PathBuf,
     pub db: String,
-    pub table_key: String,
+    /// Checked at load ([`TableKey::claim`]): the store takes only this.
+    pub table_key: super::TableKey,
     pub model_path: String,
     pub disable_batch: bool,
     pub metric_tags: BTreeMap<String, serde_json::Value>,
@@ -230,9 +231,10 @@ pub(super) fn read_spec(
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let mut r = FieldReader::new(file, map, origins);
     let batch = BatchKeys::read(&mut r);
-    if let Err(message) = super::validate_table_key(&batch.table_key) {
-        r.bad_value("table_key", message);
-    }
+    let table_key = super::TableKey::claim(&batch.table_key).unwrap_or_else(|e| {
+        r.bad_value("table_key", e.message);
+        super::TableKey::fallback()
+    });
     let ingest_settings = IngestSettings::read(&mut r);
     if ingest_settings.retries > MAX_INGEST_RETRIES {
         r.bad_value(
@@ -255,7 +257,7 @@ pub(super) fn read_spec(
         metric_batch: name.to_string(),
         file: file.to_path_buf(),
         db: batch.db,
-        table_key: batch.table_key,
+        table_key,
         model_path: batch.model_path,
         disable_batch: batch.disable_batch,
         metric_tags: batch.metric_tags,

@@ -47,6 +47,15 @@ impl TableKey {
         Self::parse(key)
     }
 
+    /// Stands in for a refused key while the loader gathers the batch's
+    /// other errors (the spec is then discarded).
+    pub(super) fn fallback() -> Self {
+        TableKey {
+            schema: None,
+            table: "metrics".into(),
+        }
+    }
+
     /// `"schema"."table"` or `"table"` (safe to splice: both are identifiers).
     pub fn quoted(&self) -> String {
         match &self.schema {
@@ -86,6 +95,7 @@ mod tests {
         let k = TableKey::parse("s.metrics").expect("ok");
         assert_eq!(k.quoted(), "\"s\".\"metrics\"");
         assert_eq!(k.to_string(), "s.metrics");
+        // The store takes only a TableKey, so this is where such a key stops.
         assert!(TableKey::parse("a\"; DROP TABLE x; --").is_err());
     }
 

@@ -2,6 +2,7 @@
 //! series, and writing judgement rows (`score`, `alert`, `change`,
 //! `tholdalert`) to the batch's table.
 
+use crate::store::TableKey;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -266,7 +267,7 @@ pub fn series_within(
 /// Write judgement rows of `metric_type` for `batch` in one transaction.
 pub fn write(
     store: &mut Store,
-    table_key: &str,
+    table_key: &TableKey,
     batch: &str,
     metric_type: MetricType,
     rows: &[Judgement],

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 
-use crate::store::test_rows::{rows, run_record};
+use crate::store::test_rows::{key, rows, run_record};
 use crate::store::{Retention, RunFilter, RunRecord, RunStatus, Store, Vote};
 
 pub(crate) const T0: i64 = 1_700_000_000_000_000;
@@ -17,7 +17,7 @@ pub(crate) const T0: i64 = 1_700_000_000_000_000;
 fn seed(s: &mut Store) {
     let n = s
         .append_metrics(
-            "Metrics",
+            &key("Metrics"),
             &[rows(&[
                 (T0, "a", "m1", "metric", 1.5),
                 (T0 + 1, "a", "m1", "metric", 2.5),
@@ -43,16 +43,16 @@ pub(crate) fn metrics_rows_round_trip_as_arrow(s: &mut Store) {
     seed(s);
     let t0 = T0;
     assert_eq!(
-        s.count_rows("metrics").expect("count"),
+        s.count_rows(&key("metrics")).expect("count"),
         3,
         "folded like unquoted SQL"
     );
-    assert!(s.batch_has_rows("Metrics", "a").expect("has"));
-    assert!(!s.batch_has_rows("Metrics", "zzz").expect("has"));
-    assert_eq!(s.count_rows("nothing_here").expect("count"), 0);
+    assert!(s.batch_has_rows(&key("Metrics"), "a").expect("has"));
+    assert!(!s.batch_has_rows(&key("Metrics"), "zzz").expect("has"));
+    assert_eq!(s.count_rows(&key("nothing_here")).expect("count"), 0);
 
     // A batch's rows read back as Arrow, timestamps exact to the µs.
-    let out = s.read_rows("metrics", Some("a")).expect("read");
+    let out = s.read_rows(&key("metrics"), Some("a")).expect("read");
     let b = &out[0];
     assert_eq!(b.num_rows(), 2);
     let types = |s: &arrow::datatypes::Schema| -> Vec<(String, arrow::datatypes::DataType)> {
@@ -68,14 +68,22 @@ pub(crate) fn metrics_rows_round_trip_as_arrow(s: &mut Store) {
     let mut got = vec![ts.value(0), ts.value(1)];
     got.sort();
     assert_eq!(got, vec![t0, t0 + 1]);
-    assert_eq!(s.read_rows("metrics", None).expect("all")[0].num_rows(), 3);
-    assert!(s.read_rows("nothing_here", None).expect("none").is_empty());
+    assert_eq!(
+        s.read_rows(&key("metrics"), None).expect("all")[0].num_rows(),
+        3
+    );
+    assert!(s
+        .read_rows(&key("nothing_here"), None)
+        .expect("none")
+        .is_empty());
 
-    let newest = s.newest_values("metrics", "a", "m1", 5).expect("newest");
+    let newest = s
+        .newest_values(&key("metrics"), "a", "m1", 5)
+        .expect("newest");
     assert_eq!(newest.len(), 2);
     assert_eq!(newest[0].timestamp_us, t0 + 1);
     let seen = s
-        .timestamps_of_type("metrics", "a", crate::domain::MetricType::Metric)
+        .timestamps_of_type(&key("metrics"), "a", crate::domain::MetricType::Metric)
         .expect("ts");
     assert_eq!(seen["m1"], BTreeSet::from([t0, t0 + 1]));
 }
@@ -85,7 +93,12 @@ pub(crate) fn metrics_rows_round_trip_as_arrow(s: &mut Store) {
 pub(crate) fn a_batchs_sql_sees_and_deletes_only_its_own_rows(store: &mut Store) {
     seed(store);
     let query = |store: &Store, sql: &str| {
-        store.query_batch_sql("Metrics", "a", sql, crate::store::ResultCaps::TEMPLATE)
+        store.query_batch_sql(
+            &key("Metrics"),
+            "a",
+            sql,
+            crate::store::ResultCaps::TEMPLATE,
+        )
     };
     let seen = query(
         store,
@@ -124,28 +137,32 @@ pub(crate) fn a_batchs_sql_sees_and_deletes_only_its_own_rows(store: &mut Store)
         "WITH d AS (DELETE FROM metrics RETURNING *) SELECT count(*) AS n FROM d",
     )
     .expect("runs in the scratch database");
-    assert_eq!(store.count_rows("metrics").expect("count"), 3);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 3);
 
     // delete_sql: whatever it says, only the batch's own rows go.
     assert_eq!(
         store
-            .delete_batch_sql("Metrics", "a", "DELETE FROM metrics WHERE metric_value < 2")
+            .delete_batch_sql(
+                &key("Metrics"),
+                "a",
+                "DELETE FROM metrics WHERE metric_value < 2"
+            )
             .expect("own rows"),
         1
     );
     assert_eq!(
         store
-            .delete_batch_sql("Metrics", "a", "DELETE FROM metrics")
+            .delete_batch_sql(&key("Metrics"), "a", "DELETE FROM metrics")
             .expect("all of its own"),
         1
     );
     assert_eq!(
-        store.count_rows("metrics").expect("count"),
+        store.count_rows(&key("metrics")).expect("count"),
         1,
         "b's row stays"
     );
     let e = store
-        .delete_batch_sql("Metrics", "b", "SELECT 1")
+        .delete_batch_sql(&key("Metrics"), "b", "SELECT 1")
         .expect_err("not a delete");
     assert!(e.to_string().contains("must be a DELETE"), "{e}");
 }
@@ -224,24 +241,24 @@ pub(crate) fn runs_and_pauses(s: &mut Store) {
 /// Votes only on an anomaly that is stored, counted.
 pub(crate) fn feedback_only_on_a_stored_anomaly(s: &mut Store) {
     let t0 = 1_700_000_000_000_000i64;
-    s.append_metrics("m", &[rows(&[(t0, "a", "x", "alert", 1.0)])])
+    s.append_metrics(&key("m"), &[rows(&[(t0, "a", "x", "alert", 1.0)])])
         .expect("append");
     assert_eq!(
-        s.record_feedback("m", "a", "x", t0, Vote::Up)
+        s.record_feedback(&key("m"), "a", "x", t0, Vote::Up)
             .expect("vote"),
         Some(1)
     );
     assert_eq!(
-        s.record_feedback("m", "a", "x", t0, Vote::Up)
+        s.record_feedback(&key("m"), "a", "x", t0, Vote::Up)
             .expect("vote"),
         Some(2)
     );
     assert_eq!(
-        s.record_feedback("m", "a", "x", t0 + 1, Vote::Up)
+        s.record_feedback(&key("m"), "a", "x", t0 + 1, Vote::Up)
             .expect("vote"),
         None
     );
-    let anomalies = s.anomalies(&[("m", "a")], 10, 0).expect("anomalies");
+    let anomalies = s.anomalies(&[(&key("m"), "a")], 10, 0).expect("anomalies");
     assert_eq!((anomalies.len(), anomalies[0].up), (1, 2));
-    assert!(s.card_figures("m").expect("cards").contains_key("a"));
+    assert!(s.card_figures(&key("m")).expect("cards").contains_key("a"));
 }

@@ -2,6 +2,7 @@
 //! their votes) and writes (feedback rows, `thumbsup` / `thumbsdown`, as
 //! Anomstack stores them).
 
+use crate::store::TableKey;
 use std::collections::BTreeMap;
 
 use super::StoreError;
@@ -45,12 +46,15 @@ impl Vote {
 
 pub trait DashboardStore {
     /// Card figures for every batch stored in `table_key`.
-    fn card_figures(&self, table_key: &str) -> Result<BTreeMap<String, CardFigures>, StoreError>;
+    fn card_figures(
+        &self,
+        table_key: &TableKey,
+    ) -> Result<BTreeMap<String, CardFigures>, StoreError>;
 
     /// Anomalies of the given (table_key, batch) pairs, newest first.
     fn anomalies(
         &self,
-        batches: &[(&str, &str)],
+        batches: &[(&TableKey, &str)],
         limit: usize,
         offset: usize,
     ) -> Result<Vec<Anomaly>, StoreError>;
@@ -59,7 +63,7 @@ pub trait DashboardStore {
     /// when there is no such anomaly.
     fn record_feedback(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         metric: &str,
         timestamp_us: i64,

@@ -2,6 +2,7 @@
 //! and write (their judgements are metrics rows too, of another
 //! `metric_type`).
 
+use crate::store::TableKey;
 use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::record_batch::RecordBatch;
@@ -31,27 +32,27 @@ pub type PickRows<'a> = dyn FnMut(&[RecordBatch]) -> Result<Vec<usize>, StoreErr
 
 pub trait MetricsStore {
     /// Create the metrics table `table_key` (and its schema) if missing.
-    fn ensure_metrics_table(&self, table_key: &str) -> Result<(), StoreError>;
+    fn ensure_metrics_table(&self, table_key: &TableKey) -> Result<(), StoreError>;
 
     /// Append rows (in [`super::metrics_schema`]) in one transaction;
     /// returns how many.
     fn append_metrics(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batches: &[RecordBatch],
     ) -> Result<usize, StoreError>;
 
     /// Rows in `table_key`; 0 when it does not exist.
-    fn count_rows(&self, table_key: &str) -> Result<u64, StoreError>;
+    fn count_rows(&self, table_key: &TableKey) -> Result<u64, StoreError>;
 
     /// Whether `batch` has any row in `table_key`.
-    fn batch_has_rows(&self, table_key: &str, batch: &str) -> Result<bool, StoreError>;
+    fn batch_has_rows(&self, table_key: &TableKey, batch: &str) -> Result<bool, StoreError>;
 
     /// Per metric of `batch`, the timestamps that already have a row of
     /// `metric_type` (what a job has already judged).
     fn timestamps_of_type(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         metric_type: MetricType,
     ) -> Result<TimestampsByMetric, StoreError>;
@@ -59,7 +60,7 @@ pub trait MetricsStore {
     /// The newest `n` values of one metric (type `metric`), newest first.
     fn newest_values(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         metric: &str,
         n: usize,
@@ -71,7 +72,7 @@ pub trait MetricsStore {
     /// [`super::confined`]); none when the table does not exist.
     fn stream_rows(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: Option<&str>,
         each: &mut RowSink<'_>,
     ) -> Result<(), StoreError>;
@@ -79,7 +80,7 @@ pub trait MetricsStore {
     /// [`MetricsStore::stream_rows`], collected.
     fn read_rows(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: Option<&str>,
     ) -> Result<Vec<RecordBatch>, StoreError> {
         let mut out = Vec::new();
@@ -96,7 +97,7 @@ pub trait MetricsStore {
     /// how many were deleted. Only rows of `batch` can be named.
     fn delete_picked(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         pick: &mut PickRows<'_>,
     ) -> Result<usize, StoreError>;

@@ -144,15 +144,15 @@ impl Store {
     /// `caps`. It can read nothing else and change nothing.
     pub fn query_batch_sql(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         sql: &str,
         caps: ResultCaps,
     ) -> Result<Vec<RecordBatch>, StoreError> {
-        let table = TableKey::parse(table_key)?;
+        let table = table_key;
         let own = (!self.confined.reads_other_batches).then_some(batch);
         let statement = confined::Statement {
-            table: &table,
+            table,
             sql,
             settings: &self.confined,
             stop: Some(self.stop.clone()),
@@ -170,13 +170,13 @@ impl Store {
     /// there (only ever rows of `batch`). Returns how many.
     pub fn delete_batch_sql(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         sql: &str,
     ) -> Result<usize, StoreError> {
-        let table = TableKey::parse(table_key)?;
+        let table = table_key;
         let statement = confined::Statement {
-            table: &table,
+            table,
             sql,
             settings: &self.confined,
             stop: Some(self.stop.clone()),

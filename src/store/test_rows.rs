@@ -53,3 +53,8 @@ pub(crate) fn run_record(batch: &str, started_us: i64, status: RunStatus) -> Run
         worker: None,
     }
 }
+
+/// A table key the tests name.
+pub(crate) fn key(k: &str) -> super::TableKey {
+    super::TableKey::parse(k).expect("a test's table key")
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::config::BatchSpec;
 use crate::domain::Series;
 use crate::jobs::rows::{series_within, SeriesLimits};
-use crate::store::{Anomaly, Store, StoreError, Vote};
+use crate::store::{Anomaly, Store, StoreError, TableKey, Vote};
 
 /// What one page's charts may take: a page of a thousand charts is
 /// already more than anyone reads, and every view runs the query again.
@@ -62,9 +62,9 @@ pub fn anomalies(
     limit: usize,
     offset: usize,
 ) -> Result<Vec<Anomaly>, StoreError> {
-    let pairs: Vec<(&str, &str)> = batches
+    let pairs: Vec<(&TableKey, &str)> = batches
         .iter()
-        .map(|b| (b.table_key.as_str(), b.metric_batch.as_str()))
+        .map(|b| (&b.table_key, b.metric_batch.as_str()))
         .collect();
     store.anomalies(&pairs, limit, offset)
 }

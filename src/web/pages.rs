@@ -36,7 +36,7 @@ pub async fn home(State(s): State<Shared>) -> Result<Response, PageError> {
     let dir = folder.dir.display().to_string();
     let result = with_store(&s, move |store| {
         let mut figures = BTreeMap::new();
-        let tables: std::collections::BTreeSet<&str> = batches.iter().map(|b| b.table_key.as_str()).collect();
+        let tables: std::collections::BTreeSet<&crate::config::TableKey> = batches.iter().map(|b| &b.table_key).collect();
         for t in tables {
             figures.extend(store.card_figures(t)?);
         }

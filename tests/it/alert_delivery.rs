@@ -19,7 +19,7 @@ use sandstack::jobs::alert;
 use sandstack::pipeline::notify;
 use sandstack::store::Store;
 
-use crate::support::{Folder, SmtpSink, TestServer};
+use crate::support::{key, Folder, SmtpSink, TestServer};
 
 /// One request received: channel, JSON body, Authorization header.
 type Body = (String, serde_json::Value, Option<String>);
@@ -86,7 +86,7 @@ fn anomalous_batch() -> (Folder, BatchSpec, Store) {
     );
     let spec = f.spec("api", &[]);
     let store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let mut sql = String::from("INSERT INTO metrics VALUES ");
     for i in 0..60 {
         let ts = format!(
@@ -712,7 +712,7 @@ fn mention_batch() -> (Folder, BatchSpec, Store) {
     );
     let spec = f.spec("api", &[]);
     let store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let mut sql = String::from("INSERT INTO metrics VALUES ");
     for i in 0..10 {
         let ts = format!(

@@ -10,7 +10,7 @@ use std::process::Output;
 
 use sandstack::store::{RunRecord, RunStatus, Store};
 
-use crate::support::{run_sandstack, Folder};
+use crate::support::{key, run_sandstack, Folder};
 
 /// A clipboard write, a title change and a forged line, as a YAML
 /// double-quoted string writes them.
@@ -250,7 +250,7 @@ fn a_log_line_holding_the_batch_text_stays_one_line() {
     let db = tmp.path().join("d.duckdb");
     {
         let store = Store::open(&db).expect("db");
-        store.ensure_metrics_table("metrics").expect("table");
+        store.ensure_metrics_table(&key("metrics")).expect("table");
         crate::support::duck(&store)
             .execute_batch(
                 "INSERT INTO metrics VALUES (now()::TIMESTAMP, 'author', 'm', 'metric', 5.0, NULL)",

@@ -18,7 +18,7 @@ use sandstack::store::Store;
 use crate::support::{python_batch, repo, with_cassette, TestServer};
 
 /// Every stored row, as text, in a stable order.
-fn dump(store: &Store, table: &str) -> Vec<String> {
+fn dump(store: &Store, table: &sandstack::store::TableKey) -> Vec<String> {
     let mut stmt = crate::support::duck(store)
         .prepare(&format!(
             "select metric_timestamp::varchar || '|' || metric_batch || '|' || metric_name || '|' || metric_type || '|' || metric_value::varchar from {table} order by metric_name"
@@ -117,7 +117,7 @@ fn replays_are_byte_identical_and_fresh_recordings_differ() {
         let mut s = Store::in_memory().expect("store");
         let r = with_cassette(&spec, &mut s, &a, RecordMode::None, &[])
             .unwrap_or_else(|e| panic!("{}", e.error));
-        (r.rows, dump(&s, "metrics"))
+        (r.rows, dump(&s, &crate::support::key("metrics")))
     };
     let (rows1, stored1) = replay();
     let (rows2, stored2) = replay();

@@ -21,7 +21,7 @@ fn shipped_folder_loads_every_example_without_errors() {
         ["example_random", "example_sql", "hn_top_stories_scores"]
     );
     let hn = folder.batch("hn_top_stories_scores").expect("hn batch");
-    assert_eq!(hn.table_key, "metrics_hackernews");
+    assert_eq!(hn.table_key.to_string(), "metrics_hackernews");
     assert_eq!(hn.schedules[&Job::Ingest].cron.text, "45 6 * * *");
     let IngestSource::Python(src) = &hn.ingest else {
         panic!("hn is a Python batch")
@@ -79,7 +79,7 @@ fn nested_includes_render_with_config_variables() {
     f.write("b/sql/inner.sql", "select 1 as x from {{ table_key }}");
     f.write("b/b.yaml", "metric_batch: b\ntable_key: \"{{ metric_batch }}_t\"\ningest_sql: >\n  {% include \"./b/sql/outer.sql\" %}\n");
     let spec = f.spec("b", &[]);
-    assert_eq!(spec.table_key, "b_t");
+    assert_eq!(spec.table_key.to_string(), "b_t");
     assert_eq!(
         spec.ingest,
         IngestSource::Sql("select * from (select 1 as x from b_t) where 'b' = 'b'\n".into())
@@ -170,7 +170,7 @@ fn env_overrides_are_typed_and_applied_after_the_files() {
         spec.alert.methods,
         vec![sandstack::config::AlertMethod::Email]
     );
-    assert_eq!(spec.table_key, "from_env");
+    assert_eq!(spec.table_key.to_string(), "from_env");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use sandstack::store::pg::cluster::TempCluster;
 use sandstack::store::pg::PgStore;
 use sandstack::store::{ResultCaps, RunFilter, RunRecord, RunStatus, Store};
 
-use crate::support::{run_ingest, Folder};
+use crate::support::{key, run_ingest, Folder};
 
 const SQL_INGEST: &str =
     "ingest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\n";
@@ -65,7 +65,7 @@ fn world(store: &Store) -> World {
         .map(|r| format!("{}|{}|{}|{:?}", r.batch, r.job, r.status.as_str(), r.error))
         .collect();
     World {
-        rows: texts(&store.read_rows("metrics", None).expect("rows")),
+        rows: texts(&store.read_rows(&key("metrics"), None).expect("rows")),
         runs,
         paused: store
             .paused_batches()
@@ -341,11 +341,11 @@ fn an_operator_may_let_a_batchs_sql_read_the_other_batches_rows_and_no_more() {
     assert!(rows_seen(&store, &reader, "SELECT * FROM sandstack_runs").is_err());
     // Its delete_sql still removes only its own rows.
     let removed = store
-        .delete_batch_sql("metrics", "reader", "DELETE FROM metrics")
+        .delete_batch_sql(&key("metrics"), "reader", "DELETE FROM metrics")
         .expect("delete");
     assert_eq!(removed, 1);
     assert_eq!(
-        store.count_rows("metrics").expect("count"),
+        store.count_rows(&key("metrics")).expect("count"),
         1,
         "the victim's row"
     );
@@ -394,7 +394,7 @@ fn a_batchs_sql_is_held_to_the_operators_memory_and_result_caps() {
     };
     let e = store
         .query_batch_sql(
-            "metrics",
+            &key("metrics"),
             "victim",
             "SELECT now() AS metric_timestamp, 'm' || i AS metric_name, i AS metric_value FROM range(60000000) t(i)",
             caps,
@@ -540,7 +540,7 @@ fn a_table_key_cannot_claim_sandstacks_tables_and_any_case_or_schema_reads_its_r
         assert_eq!(seen, vec!["1"], "{name}");
         assert_eq!(
             store
-                .delete_batch_sql(key, name, &format!("DELETE FROM {key}"))
+                .delete_batch_sql(&spec.table_key, name, &format!("DELETE FROM {key}"))
                 .expect(name),
             1,
             "{name}"
@@ -674,7 +674,7 @@ fn results_of_countless_metrics_are_refused_and_helpers_run_a_few_at_a_time() {
                 let st = store.try_clone().expect("clone");
                 s.spawn(move || {
                     st.query_batch_sql(
-                        "metrics",
+                        &key("metrics"),
                         "wide",
                         "SELECT count(*) AS n FROM range(300000000)",
                         ResultCaps::TEMPLATE,

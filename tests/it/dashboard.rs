@@ -13,7 +13,7 @@ use base64::Engine;
 use sandstack::store::{RunRecord, RunStatus, Store};
 use serde_json::{json, Value};
 
-use crate::support::{http_get as get, start_sandstack, Folder, TestServer};
+use crate::support::{http_get as get, key, start_sandstack, Folder, TestServer};
 
 /// A metric name that runs script if it is not escaped.
 const HOSTILE: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
@@ -28,7 +28,7 @@ fn setup(db: &Path) -> Folder {
         "metric_batch: \"api\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'x' AS metric_name, 1.0 AS metric_value\"\n",
     );
     let store = Store::open(db).expect("db");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let hostile_sql = HOSTILE.replace('\'', "''");
     let mut sql = String::from("INSERT INTO metrics VALUES ");
     for i in 0..60 {
@@ -486,7 +486,7 @@ fn pages_show_slack_syntax_and_control_characters_as_text() {
         "metric_batch: \"api\"\ningest_sql: \"SELECT 1\"\n",
     );
     let store = Store::open(&db).expect("db");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let mut sql = String::from("INSERT INTO metrics VALUES ");
     for i in 0..10 {
         sql.push_str(&format!(

@@ -5,7 +5,7 @@ use sandstack::config::BatchSpec;
 use sandstack::jobs::{alert, change, score, train};
 use sandstack::store::Store;
 
-use crate::support::{run_ingest, Folder};
+use crate::support::{key, run_ingest, Folder};
 
 const PERIOD_US: i64 = 600_000_000; // 10 minutes
 const N: usize = 400;
@@ -255,7 +255,7 @@ fn the_alert_job_stores_exactly_the_expected_rows() {
     let (_f, spec) =
         batch("alert_smooth_n: 3\nalert_snooze_n: 3\nalert_threshold: 0.8\nalert_recent_n: 100");
     let mut store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
     crate::support::insert_scored_series(&store, "synth", &scores);
     let alerts = alert::run(&spec, &mut store).expect("alert").alerts;
@@ -294,7 +294,7 @@ fn jobs_on_no_data_or_too_little_store_nothing() {
     let t = train::run(&spec, &store, f.path()).expect("train on nothing");
     assert!(t.trained.is_empty() && t.skipped.is_empty());
     assert_judging_jobs_add_nothing(&spec, &mut store, f.path());
-    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
 
     crate::support::duck(&store)
         .execute_batch("insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(i), 'synth', 'short', 'metric', i, null from range(10) t(i)")
@@ -316,7 +316,7 @@ fn jobs_on_no_data_or_too_little_store_nothing() {
         )
     );
     assert_eq!(
-        store.count_rows("metrics").expect("count"),
+        store.count_rows(&key("metrics")).expect("count"),
         10,
         "only the ten metric rows"
     );
@@ -398,7 +398,7 @@ fn threshold_alerts_fire_once_and_snooze() {
     let (_f, spec) =
         batch("tholdalert_thresholds:\n  m:\n    upper: 50\n    lower: 5\ntholdalert_snooze_n: 2");
     let mut store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let add = |store: &Store, minutes_ago: i64, v: f64| {
         crate::support::duck(store)
             .execute_batch(&format!(
@@ -457,7 +457,7 @@ fn threshold_alerts_honour_disable_tholdalert_and_recent_n() {
         "{bounds}\ntholdalert_recent_n: 3\ntholdalert_exclude_metrics: [m]"
     ));
     let mut store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let duck = crate::support::duck(&store);
     for (minutes_ago, v) in [(10, 20.0), (9, 80.0), (8, 20.0)] {
         duck.execute_batch(&format!(
@@ -557,7 +557,7 @@ fn alert_always_alerts_on_the_newest_observation_whatever_its_score() {
     let (_f, quiet) = batch("alert_recent_n: 1");
     let (_g, always) = batch("alert_recent_n: 1\nalert_always: true");
     let mut store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     crate::support::insert_scored_series(&store, "synth", &[0.1, 0.1, 0.1, 0.1]);
     assert!(alert::run(&quiet, &mut store)
         .expect("alert")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sandstack::store::pg::cluster::TempCluster;
 
 use crate::support::{
-    http_get as get, http_post as post, run_sandstack, start_sandstack_args, terminate, Folder,
+    http_get as get, http_post as post, key, run_sandstack, start_sandstack_args, terminate, Folder,
 };
 
 const BATCHES: usize = 50;
@@ -276,7 +276,7 @@ fn counts_by_type(db: &str, batch: &str) -> Vec<(String, i64)> {
     let store = sandstack::store::Store::open(Path::new(db)).expect("open");
     let out = store
         .query_batch_sql(
-            "metrics",
+            &key("metrics"),
             batch,
             "SELECT metric_type, count(*)::BIGINT AS n FROM metrics GROUP BY metric_type ORDER BY metric_type",
             sandstack::store::ResultCaps::TEMPLATE,

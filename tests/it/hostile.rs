@@ -18,7 +18,8 @@ use sandstack::jobs::ingest::{self, IngestOptions};
 use sandstack::store::Store;
 
 use crate::support::{
-    expect_failure, python_batch, run_ingest, spawn_run, terminate, Folder, TestSandbox, TestServer,
+    expect_failure, key, python_batch, run_ingest, spawn_run, terminate, Folder, TestSandbox,
+    TestServer,
 };
 
 const FRAME: &str = "pd.DataFrame({'metric_name': ['m'], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})";
@@ -546,7 +547,7 @@ fn delete_sql_runs_as_one_statement() {
     );
     assert_eq!(
         store
-            .count_rows("metrics")
+            .count_rows(&key("metrics"))
             .expect("the table is still there"),
         1
     );
@@ -583,7 +584,7 @@ fn ingest_sql_and_sql_templates_run_as_one_statement() {
     );
     assert_eq!(
         store
-            .count_rows("metrics")
+            .count_rows(&key("metrics"))
             .expect("the table is still there"),
         1
     );
@@ -637,7 +638,7 @@ fn sql_from_the_folder_cannot_reach_host_files_or_change_settings() {
         assert!(err.contains(expected), "{name}: {err}");
     }
     assert_eq!(
-        store.count_rows("metrics").expect("count"),
+        store.count_rows(&key("metrics")).expect("count"),
         1,
         "only ok's row"
     );
@@ -670,7 +671,7 @@ fn read_templates_must_be_queries_and_delete_sql_a_delete() {
         err,
         "batch w: delete_sql: it is DROP; this template must be a DELETE"
     );
-    assert_eq!(store.count_rows("metrics").expect("count"), 1);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 1);
 }
 
 // 10. The dashboard answers to its own names only.
@@ -915,7 +916,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         "{:?}",
         t.elapsed()
     );
-    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
 
     let job = f.spec("job", &[]);
     run_ingest(&job, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
@@ -946,7 +947,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         t.elapsed()
     );
     // The connection is usable afterwards.
-    assert_eq!(store.count_rows("metrics").expect("count"), 1);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 1);
 }
 
 #[test]
@@ -971,7 +972,7 @@ fn delete_sql_cannot_reach_other_batches_rows() {
     let removed = sandstack::jobs::maintenance::delete(&f.spec("wiper", &[]), &mut store)
         .expect("its own rows");
     assert_eq!(removed, 1);
-    let left = store.read_rows("metrics", None).expect("rows");
+    let left = store.read_rows(&key("metrics"), None).expect("rows");
     let batches: Vec<String> = left
         .iter()
         .flat_map(|b| {

@@ -5,10 +5,10 @@ use std::process::Command;
 
 use sandstack::store::Store;
 
-use crate::support::{repo, run_ingest, Folder};
+use crate::support::{key, repo, run_ingest, Folder};
 
 fn count(store: &Store, table: &str) -> u64 {
-    store.count_rows(table).expect("count")
+    store.count_rows(&key(table)).expect("count")
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn cli_ingest_stores_and_dry_run_does_not() {
     assert_eq!(
         Store::open(&db)
             .expect("open")
-            .count_rows("metrics")
+            .count_rows(&key("metrics"))
             .expect("count"),
         3
     );

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sandstack::store::{RunFilter, Store};
 
-use crate::support::{run_command, Folder};
+use crate::support::{key, run_command, Folder};
 
 /// Rows per ingest run (one per metric, all at the run's instant).
 const PER_RUN: i64 = 5;
@@ -69,7 +69,7 @@ fn twenty_hard_kills_leave_no_partial_run() {
     eprintln!(
         "killed at {moments:?} ms; {} runs recorded, {} rows stored",
         runs.len(),
-        store.count_rows("metrics").expect("count")
+        store.count_rows(&key("metrics")).expect("count")
     );
     assert!(
         runs.iter()
@@ -86,7 +86,7 @@ fn check(db: &std::path::Path, models: &std::path::Path, kill: usize, moments: &
     let context = || format!("after kill {kill} (moments so far, ms: {moments:?})");
     let store = Store::open(db)
         .unwrap_or_else(|e| panic!("{}: the database does not open: {e}", context()));
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let conn = crate::support::duck(&store);
     let partial: Vec<(i64, i64)> = conn
         .prepare(

@@ -26,7 +26,7 @@ use sandstack::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
 use sandstack::store::Store;
 use serde_json::{json, Value};
 
-use crate::support::{Folder, TestServer};
+use crate::support::{key, Folder, TestServer};
 
 const KEY: &str = "sk-test-0123456789abcdef";
 
@@ -231,7 +231,7 @@ fn batch(metrics: &[&str], extra_yaml: &str) -> (Folder, BatchSpec, tempfile::Te
     let spec = f.spec("llm", &[]);
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::open(&dir.path().join("a.duckdb")).expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     let newest = (chrono::Utc::now().timestamp() / 60 - 1) * 60;
     let mut sql = String::from("INSERT INTO metrics VALUES ");
     for m in metrics {

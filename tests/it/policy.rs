@@ -5,7 +5,7 @@
 use sandstack::config::{self, MetricsFolder, Policy};
 use sandstack::store::Store;
 
-use crate::support::{run_ingest, Folder};
+use crate::support::{key, run_ingest, Folder};
 
 const SQL: &str =
     "ingest_sql: \"SELECT now() AS metric_timestamp, 'm' AS metric_name, 1 AS metric_value\"\n";
@@ -555,5 +555,5 @@ fn on_postgresql_the_policys_ceilings_hold() {
         .expect_err("100 rows over a ceiling of 10")
         .to_string();
     assert!(e.contains("more than 10 rows (ingest_max_rows)"), "{e}");
-    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
 }

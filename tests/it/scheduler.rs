@@ -19,7 +19,7 @@ use sandstack::scheduler::{Event, Options, Scheduler, Shutdown};
 use sandstack::store::{Retention, RunFilter, RunRecord, RunStatus, Store};
 use tokio::sync::{mpsc, watch};
 
-use crate::support::{Folder, TestSandbox};
+use crate::support::{key, Folder, TestSandbox};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
@@ -620,7 +620,7 @@ async fn real_jobs_store_rows_and_history() {
     let _ = h.stop.send(true);
     h.task.await.expect("join");
     assert_eq!(
-        store.count_rows("metrics").expect("count"),
+        store.count_rows(&key("metrics")).expect("count"),
         2,
         "sql_ok and py stored a row each"
     );
@@ -700,5 +700,5 @@ fn a_job_past_its_time_limit_is_recorded_as_timeout() {
             t.elapsed()
         );
     }
-    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
 }

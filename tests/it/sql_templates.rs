@@ -8,7 +8,7 @@ use arrow::datatypes::{Float64Type, Int32Type};
 
 use sandstack::store::{ResultCaps, Store};
 
-use crate::support::{repo, Folder};
+use crate::support::{key, repo, Folder};
 
 #[test]
 fn every_default_template_runs_for_every_example() {
@@ -82,7 +82,7 @@ fn alerts_smooth_and_snooze_over_earlier_rows_in_time_order() {
     );
     let spec = f.spec("b", &[]);
     let store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     // Five observations, scores 1,1,1,0,0 then 0,0,1,1,1 (oldest first).
     let scores = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
     crate::support::insert_scored_series(&store, "b", &scores);
@@ -127,7 +127,7 @@ fn delete_removes_only_old_rows_of_the_batch() {
     );
     let spec = f.spec("b", &[]);
     let store = Store::in_memory().expect("store");
-    store.ensure_metrics_table("metrics").expect("table");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
     crate::support::duck(&store)
         .execute_batch(
             "insert into metrics values \
@@ -139,5 +139,5 @@ fn delete_removes_only_old_rows_of_the_batch() {
     crate::support::duck(&store)
         .execute_batch(&spec.sql["delete_sql"])
         .expect("delete");
-    assert_eq!(store.count_rows("metrics").expect("count"), 2);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 2);
 }

@@ -498,3 +498,8 @@ pub fn run_measured(cmd: &mut Command) -> (std::process::Output, u64, std::time:
     drop(child);
     (output, usage.ru_maxrss as u64, elapsed)
 }
+
+/// A table key the tests name.
+pub fn key(k: &str) -> sandstack::store::TableKey {
+    sandstack::store::TableKey::parse(k).expect("a test's table key")
+}

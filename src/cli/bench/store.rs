@@ -23,7 +23,7 @@ use crate::jobs::rows::judgement_rows;
 use crate::store::duck::DuckStore;
 use crate::store::pg::cluster::TempCluster;
 use crate::store::pg::PgStore;
-use crate::store::{Claim, ResultCaps, RunRecord, RunStatus, Store};
+use crate::store::{Claim, ResultCaps, RunRecord, RunStatus, Store, TableKey};
 
 /// What `bench store` was asked to do.
 pub struct Options {
@@ -93,7 +93,7 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
     let mut columns = vec![measure(
         "DuckDB (scratch file)",
         duck,
-        "metrics",
+        &TableKey::parse("metrics")?,
         &batches,
         opts,
     )?];
@@ -105,7 +105,13 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
         } else {
             format!("PostgreSQL ({})", crate::store::pg::redacted(url))
         };
-        let column = measure(&label, pg, "sandstack_bench.metrics", &batches, opts);
+        let column = measure(
+            &label,
+            pg,
+            &TableKey::parse("sandstack_bench.metrics")?,
+            &batches,
+            opts,
+        );
         // The scratch schema goes whatever happened.
         if let Ok(pg) = Store::open(std::path::Path::new(url)) {
             if let Some(p) = pg.backend::<PgStore>() {
@@ -131,7 +137,7 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
 fn measure(
     title: &str,
     mut store: Store,
-    table: &str,
+    table: &TableKey,
     batches: &[RecordBatch],
     opts: &Options,
 ) -> anyhow::Result<Column> {
@@ -176,14 +182,14 @@ fn measure(
     let t = Instant::now();
     let made = if let Some(d) = store.backend::<DuckStore>() {
         d.insert_generated(
-            &format!("{table}_reference"),
+            &TableKey::parse(&format!("{table}_reference"))?,
             BATCH,
             rows as u64,
             opts.metrics as u64,
         )?
     } else if let Some(p) = store.backend::<PgStore>() {
         p.insert_generated(
-            &format!("{table}_reference"),
+            &TableKey::parse(&format!("{table}_reference"))?,
             BATCH,
             rows as u64,
             opts.metrics as u64,
@@ -364,7 +370,7 @@ fn in_parallel(
 }
 
 /// The reads the jobs make, timed on the appended rows.
-fn reads(col: &mut Column, store: &Store, table: &str, metrics: usize) -> anyhow::Result<()> {
+fn reads(col: &mut Column, store: &Store, table: &TableKey, metrics: usize) -> anyhow::Result<()> {
     let t = Instant::now();
     let n = store.count_rows(table)?;
     col.add(

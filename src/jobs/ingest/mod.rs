@@ -92,7 +92,7 @@ pub struct IngestOptions {
 #[derive(Debug)]
 pub struct IngestReport {
     pub batch: String,
-    pub table_key: String,
+    pub table_key: crate::store::TableKey,
     /// The normalised rows (stored unless a dry run).
     pub rows: RecordBatch,
     pub stored: usize,

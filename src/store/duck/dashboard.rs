@@ -12,7 +12,10 @@ use crate::store::error::db_err;
 use crate::store::{StoreError, TableKey};
 
 impl DashboardStore for DuckStore {
-    fn card_figures(&self, table_key: &str) -> Result<BTreeMap<String, CardFigures>, StoreError> {
+    fn card_figures(
+        &self,
+        table_key: &TableKey,
+    ) -> Result<BTreeMap<String, CardFigures>, StoreError> {
         let t = ensure_table(self.connection(), table_key)?.quoted();
         let sql = format!(
             "SELECT metric_batch,
@@ -46,13 +49,13 @@ impl DashboardStore for DuckStore {
 
     fn anomalies(
         &self,
-        batches: &[(&str, &str)],
+        batches: &[(&TableKey, &str)],
         limit: usize,
         offset: usize,
     ) -> Result<Vec<Anomaly>, StoreError> {
         let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
         let (up, down) = (MetricType::ThumbsUp, MetricType::ThumbsDown);
-        let mut by_table: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut by_table: BTreeMap<&TableKey, Vec<&str>> = BTreeMap::new();
         for (table, batch) in batches {
             by_table.entry(table).or_default().push(batch);
         }
@@ -104,14 +107,14 @@ impl DashboardStore for DuckStore {
 
     fn record_feedback(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         metric: &str,
         timestamp_us: i64,
         vote: Vote,
     ) -> Result<Option<i64>, StoreError> {
         let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
-        let t = TableKey::parse(table_key)?.quoted();
+        let t = table_key.quoted();
         let ctx = "storing feedback";
         let tx = self.conn.transaction().map_err(db_err(ctx))?;
         let exists: i64 = tx
@@ -151,11 +154,12 @@ impl DashboardStore for DuckStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_rows::key;
     use crate::store::MetricsStore;
 
     fn seed() -> DuckStore {
         let s = DuckStore::in_memory().expect("db");
-        s.ensure_metrics_table("m").expect("table");
+        s.ensure_metrics_table(&key("m")).expect("table");
         s.connection()
             .execute_batch(
                 "INSERT INTO m VALUES
@@ -171,14 +175,17 @@ mod tests {
     #[test]
     fn anomalies_of_the_asked_batches_newest_first() {
         let s = seed();
-        let got = s.anomalies(&[("m", "a")], 10, 0).expect("read");
+        let got = s.anomalies(&[(&key("m"), "a")], 10, 0).expect("read");
         assert_eq!(
             got.iter()
                 .map(|a| (a.metric.as_str(), a.kind.as_str(), a.timestamp_us))
                 .collect::<Vec<_>>(),
             vec![("y", "change", 2000), ("x", "alert", 1000)]
         );
-        assert_eq!(s.anomalies(&[("m", "a")], 1, 1).expect("page").len(), 1);
+        assert_eq!(
+            s.anomalies(&[(&key("m"), "a")], 1, 1).expect("page").len(),
+            1
+        );
         assert!(s.anomalies(&[], 10, 0).expect("none").is_empty());
     }
 
@@ -186,22 +193,22 @@ mod tests {
     fn feedback_counts_votes_on_anomalies_only() {
         let mut s = seed();
         assert_eq!(
-            s.record_feedback("m", "a", "x", 1000, Vote::Up)
+            s.record_feedback(&key("m"), "a", "x", 1000, Vote::Up)
                 .expect("vote"),
             Some(1)
         );
         assert_eq!(
-            s.record_feedback("m", "a", "x", 1000, Vote::Up)
+            s.record_feedback(&key("m"), "a", "x", 1000, Vote::Up)
                 .expect("vote"),
             Some(2)
         );
         assert_eq!(
-            s.record_feedback("m", "a", "x", 999, Vote::Down)
+            s.record_feedback(&key("m"), "a", "x", 999, Vote::Down)
                 .expect("vote"),
             None,
             "no anomaly there"
         );
-        let a = s.anomalies(&[("m", "a")], 10, 0).expect("read");
+        let a = s.anomalies(&[(&key("m"), "a")], 10, 0).expect("read");
         let x = a.iter().find(|a| a.metric == "x").expect("x");
         assert_eq!((x.up, x.down), (2, 0));
     }
@@ -209,10 +216,10 @@ mod tests {
     #[test]
     fn card_figures_per_batch() {
         let s = seed();
-        let cards = s.card_figures("m").expect("cards");
+        let cards = s.card_figures(&key("m")).expect("cards");
         assert_eq!(cards["a"].metrics, 1);
         assert_eq!(cards["a"].last_metric_us, Some(1000));
         assert_eq!(cards["b"].metrics, 0);
-        assert_eq!(s.count_rows("m").expect("count"), 4);
+        assert_eq!(s.count_rows(&key("m")).expect("count"), 4);
     }
 }

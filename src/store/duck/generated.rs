@@ -6,6 +6,7 @@ use super::metrics::ensure_table;
 use super::DuckStore;
 use crate::store::error::db_err;
 use crate::store::StoreError;
+use crate::store::TableKey;
 
 impl DuckStore {
     /// Insert `rows` metrics rows over `metrics` names (one timestamp per
@@ -13,7 +14,7 @@ impl DuckStore {
     /// one statement. Returns the rows inserted.
     pub fn insert_generated(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         rows: u64,
         metrics: u64,
@@ -34,13 +35,17 @@ impl DuckStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_rows::key;
     use crate::store::MetricsStore;
 
     #[test]
     fn generates_the_rows_asked_for_over_the_names_asked_for() {
         let s = DuckStore::in_memory().expect("db");
-        assert_eq!(s.insert_generated("g", "b", 1000, 7).expect("insert"), 1000);
-        assert_eq!(s.count_rows("g").expect("count"), 1000);
+        assert_eq!(
+            s.insert_generated(&key("g"), "b", 1000, 7).expect("insert"),
+            1000
+        );
+        assert_eq!(s.count_rows(&key("g")).expect("count"), 1000);
         let names: i64 = s
             .connection()
             .query_row("SELECT count(DISTINCT metric_name) FROM g", [], |r| {

@@ -1,5 +1,6 @@
 //! The dashboard's reads and feedback writes in PostgreSQL.
 
+use crate::store::TableKey;
 use std::collections::BTreeMap;
 
 use postgres::types::ToSql;
@@ -14,8 +15,11 @@ use crate::store::StoreError;
 const DAY_AGO: &str = "(now() AT TIME ZONE 'UTC') - INTERVAL '1 day'";
 
 impl DashboardStore for PgStore {
-    fn card_figures(&self, table_key: &str) -> Result<BTreeMap<String, CardFigures>, StoreError> {
-        let t = super::quoted(&self.ensure_table(table_key)?);
+    fn card_figures(
+        &self,
+        table_key: &TableKey,
+    ) -> Result<BTreeMap<String, CardFigures>, StoreError> {
+        let t = super::quoted(self.ensure_table(table_key)?);
         let sql = format!(
             "SELECT metric_batch,
                count(DISTINCT metric_name) FILTER (WHERE metric_type = 'metric'),
@@ -46,13 +50,13 @@ impl DashboardStore for PgStore {
 
     fn anomalies(
         &self,
-        batches: &[(&str, &str)],
+        batches: &[(&TableKey, &str)],
         limit: usize,
         offset: usize,
     ) -> Result<Vec<Anomaly>, StoreError> {
         let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
         let (up, down) = (MetricType::ThumbsUp, MetricType::ThumbsDown);
-        let mut by_table: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut by_table: BTreeMap<&TableKey, Vec<String>> = BTreeMap::new();
         for (table, batch) in batches {
             by_table.entry(table).or_default().push(batch.to_string());
         }
@@ -62,7 +66,7 @@ impl DashboardStore for PgStore {
         let mut parts = Vec::new();
         let mut args: Vec<Vec<String>> = Vec::new();
         for (table, names) in by_table {
-            let t = super::quoted(&self.ensure_table(table)?);
+            let t = super::quoted(self.ensure_table(table)?);
             args.push(names);
             let n = args.len();
             parts.push(format!(
@@ -102,14 +106,14 @@ impl DashboardStore for PgStore {
 
     fn record_feedback(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         metric: &str,
         timestamp_us: i64,
         vote: Vote,
     ) -> Result<Option<i64>, StoreError> {
         let anomaly_types = MetricType::sql_list(&MetricType::ANOMALIES);
-        let t = super::quoted(&self.ensure_table(table_key)?);
+        let t = super::quoted(self.ensure_table(table_key)?);
         let ctx = "storing feedback";
         let ts = Micros(timestamp_us);
         let mut conn = self.conn()?;

@@ -10,12 +10,12 @@ impl PgStore {
     /// one statement; returns the rows inserted.
     pub fn insert_generated(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         rows: u64,
         metrics: u64,
     ) -> Result<usize, StoreError> {
-        let t = quoted(&self.ensure_table(table_key)?);
+        let t = quoted(self.ensure_table(table_key)?);
         let (rows, metrics) = (rows as i64, metrics.max(1) as i64);
         let sql = format!(
             "INSERT INTO {t} SELECT TIMESTAMP '2026-01-01' + (i / $2::bigint) * INTERVAL '1 second', $3::text, \

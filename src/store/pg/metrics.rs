@@ -44,9 +44,12 @@ fn create_sql(key: &TableKey) -> String {
 
 impl PgStore {
     /// Make sure `table_key`'s table exists (once per connection).
-    pub(super) fn ensure_table(&self, table_key: &str) -> Result<TableKey, StoreError> {
-        let key = TableKey::parse(table_key)?;
-        if self.known_tables().contains(table_key) {
+    pub(super) fn ensure_table<'k>(
+        &self,
+        table_key: &'k TableKey,
+    ) -> Result<&'k TableKey, StoreError> {
+        let key = table_key;
+        if self.known_tables().contains(&table_key.to_string()) {
             return Ok(key);
         }
         let ctx = format!("creating metrics table {table_key}");
@@ -54,7 +57,7 @@ impl PgStore {
         let mut tx = conn.transaction().map_err(pg_err(&ctx))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .map_err(pg_err(&ctx))?;
-        tx.batch_execute(&create_sql(&key)).map_err(pg_err(&ctx))?;
+        tx.batch_execute(&create_sql(key)).map_err(pg_err(&ctx))?;
         tx.commit().map_err(pg_err(&ctx))?;
         self.known_tables().insert(table_key.to_string());
         Ok(key)
@@ -143,45 +146,42 @@ fn append_all(
 }
 
 impl MetricsStore for PgStore {
-    fn ensure_metrics_table(&self, table_key: &str) -> Result<(), StoreError> {
+    fn ensure_metrics_table(&self, table_key: &TableKey) -> Result<(), StoreError> {
         self.ensure_table(table_key).map(|_| ())
     }
 
     fn append_metrics(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batches: &[RecordBatch],
     ) -> Result<usize, StoreError> {
         let key = self.ensure_table(table_key)?;
-        append_all(&mut *self.conn()?, &[(key, batches.to_vec())])
+        append_all(&mut *self.conn()?, &[(key.clone(), batches.to_vec())])
     }
 
-    fn count_rows(&self, table_key: &str) -> Result<u64, StoreError> {
-        let key = TableKey::parse(table_key)?;
-        if !self.table_exists(&key)? {
+    fn count_rows(&self, table_key: &TableKey) -> Result<u64, StoreError> {
+        let key = table_key;
+        if !self.table_exists(key)? {
             return Ok(0);
         }
         let n: i64 = self
             .conn()?
-            .query_one(
-                &format!("SELECT count(*) FROM {}", super::quoted(&key)),
-                &[],
-            )
+            .query_one(&format!("SELECT count(*) FROM {}", super::quoted(key)), &[])
             .map_err(pg_err(format!("counting rows of {table_key}")))?
             .get(0);
         Ok(n.max(0) as u64)
     }
 
-    fn batch_has_rows(&self, table_key: &str, batch: &str) -> Result<bool, StoreError> {
-        let key = TableKey::parse(table_key)?;
-        if !self.table_exists(&key)? {
+    fn batch_has_rows(&self, table_key: &TableKey, batch: &str) -> Result<bool, StoreError> {
+        let key = table_key;
+        if !self.table_exists(key)? {
             return Ok(false);
         }
         self.conn()?
             .query_one(
                 &format!(
                     "SELECT EXISTS (SELECT 1 FROM {} WHERE metric_batch = $1)",
-                    super::quoted(&key)
+                    super::quoted(key)
                 ),
                 &[&batch],
             )
@@ -191,7 +191,7 @@ impl MetricsStore for PgStore {
 
     fn timestamps_of_type(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         metric_type: MetricType,
     ) -> Result<TimestampsByMetric, StoreError> {
@@ -201,7 +201,7 @@ impl MetricsStore for PgStore {
             .query(
                 &format!(
                     "SELECT metric_name, metric_timestamp FROM {} WHERE metric_batch = $1 AND metric_type = $2",
-                    super::quoted(&key)
+                    super::quoted(key)
                 ),
                 &[&batch, &metric_type.as_str()],
             )
@@ -216,12 +216,12 @@ impl MetricsStore for PgStore {
 
     fn newest_values(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         metric: &str,
         n: usize,
     ) -> Result<Vec<NewestValue>, StoreError> {
-        let t = super::quoted(&self.ensure_table(table_key)?);
+        let t = super::quoted(self.ensure_table(table_key)?);
         let sql = format!(
             "SELECT m.metric_timestamp, m.metric_value, \
              EXISTS (SELECT 1 FROM {t} a WHERE a.metric_batch = m.metric_batch AND a.metric_name = m.metric_name \
@@ -246,16 +246,16 @@ impl MetricsStore for PgStore {
 
     fn stream_rows(
         &self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: Option<&str>,
         each: &mut RowSink<'_>,
     ) -> Result<(), StoreError> {
         use postgres::fallible_iterator::FallibleIterator;
-        let key = TableKey::parse(table_key)?;
-        if !self.table_exists(&key)? {
+        let key = table_key;
+        if !self.table_exists(key)? {
             return Ok(());
         }
-        let t = super::quoted(&key);
+        let t = super::quoted(key);
         let ctx = format!("reading the rows of {table_key}");
         let mut conn = self.conn()?;
         let (sql, params): (String, Vec<&str>) = match batch {
@@ -290,12 +290,12 @@ impl MetricsStore for PgStore {
 
     fn delete_picked(
         &mut self,
-        table_key: &str,
+        table_key: &TableKey,
         batch: &str,
         pick: &mut PickRows<'_>,
     ) -> Result<usize, StoreError> {
         let key = self.ensure_table(table_key)?;
-        let t = super::quoted(&key);
+        let t = super::quoted(key);
         let ctx = format!("deleting rows of batch {batch} from {table_key}");
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg_err(&ctx))?;

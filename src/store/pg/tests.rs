@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::cluster::TempCluster;
 use super::PgStore;
 use crate::store::contract;
-use crate::store::test_rows::run_record;
+use crate::store::test_rows::{key, run_record};
 use crate::store::{
     Claim, FleetStore, RunFilter, RunHistory, RunRecord, RunStatus, StoreError, WorkerInfo,
 };
@@ -173,7 +173,7 @@ fn a_batchs_sql_past_its_time_limit_is_stopped() {
     let t = std::time::Instant::now();
     let (out, ran_out) = store.with_time_limit(Duration::from_millis(500), |s| {
         s.query_batch_sql(
-            "metrics",
+            &key("metrics"),
             "a",
             "SELECT count(*) AS n FROM range(10000000000)",
             crate::store::ResultCaps::TEMPLATE,
@@ -187,7 +187,7 @@ fn a_batchs_sql_past_its_time_limit_is_stopped() {
         "took {:?}",
         t.elapsed()
     );
-    assert_eq!(store.count_rows("metrics").expect("count"), 0);
+    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
 }
 
 #[test]
