@@ -130,9 +130,12 @@ fn send_with_retries(channel: &dyn Channel, message: &Message, retry: RetryPolic
             }
             Err(e) => {
                 tracing::warn!(
-                    "alert channel {}: attempt {attempt}/{attempts} failed after {} ms: {e}",
-                    channel.name(),
-                    started.elapsed().as_millis()
+                    channel = channel.name(),
+                    attempt,
+                    attempts,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    error = %e,
+                    "alert channel: an attempt failed"
                 );
                 last = e.message;
                 if e.retry == Retry::Permanent {
@@ -147,9 +150,11 @@ fn send_with_retries(channel: &dyn Channel, message: &Message, retry: RetryPolic
         }
     }
     tracing::error!(
-        "alert channel {}: giving up after {made} of {attempts} attempts: {last} ({})",
-        channel.name(),
-        message.subject
+        channel = channel.name(),
+        attempts = made,
+        error = %last,
+        subject = %message.subject,
+        "alert channel: giving up"
     );
     Delivery {
         channel: channel.name().into(),

@@ -110,7 +110,7 @@ fn read(path: &Path) -> Option<Announcement> {
 fn trusted(path: &Path) -> Option<Announcement> {
     use std::os::unix::fs::MetadataExt;
     let ignore = |why: String| {
-        tracing::warn!("ignoring {}: {why}", path.display());
+        tracing::warn!(path = %path.display(), reason = %why, "ignoring a daemon file");
         None
     };
     let meta = std::fs::symlink_metadata(path).ok()?;

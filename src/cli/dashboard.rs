@@ -98,7 +98,7 @@ pub(crate) async fn start_dashboard(
             }
         };
         if let Err(e) = crate::web::serve(listener, state, shutdown).await {
-            tracing::error!("dashboard stopped: {e}");
+            tracing::error!(error = %e, "dashboard stopped");
         }
     });
     // Commands on this machine reach it on loopback when it listens on all
@@ -114,7 +114,7 @@ pub(crate) async fn start_dashboard(
     }
     .and_then(|file| {
         super::daemon::announce(file, &format!("http://{local}"))
-            .map_err(|e| tracing::warn!("commands run meanwhile cannot find this daemon: {e:#}"))
+            .map_err(|e| tracing::warn!(error = %format_args!("{e:#}"), "commands run meanwhile cannot find this daemon"))
             .ok()
     });
     Ok(Dashboard {

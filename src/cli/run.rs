@@ -110,7 +110,7 @@ async fn run_async(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
         reload_tx.clone(),
         Duration::from_millis(300),
     )
-    .map_err(|e| tracing::warn!("hot reload is off: cannot watch {}: {e}", dir.display()))
+    .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "hot reload is off: cannot watch the folder"))
     .ok();
     let (stop_tx, stop_rx) = tokio_watch::channel(false);
     // Pauses made through the API outlive the process.

@@ -73,10 +73,12 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
                     "at or over alert_threshold"
                 };
                 tracing::warn!(
-                    "ALERT batch {batch} metric {metric}: value {} smoothed score {:.3} ({why} {})",
-                    s.values[i],
-                    smooth[i],
-                    spec.alert.threshold
+                    batch = %batch,
+                    metric = %metric,
+                    value = s.values[i],
+                    score_smooth = %format_args!("{:.3}", smooth[i]),
+                    threshold = spec.alert.threshold,
+                    "ALERT: {why}"
                 );
                 report.alerts.push(j);
             }
@@ -139,7 +141,7 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
             continue;
         }
         let value = row.value;
-        tracing::warn!("THRESHOLD ALERT batch {batch} metric {metric}: value {value} is past its {side} bound {bound}");
+        tracing::warn!(batch = %batch, metric = %metric, value, bound, "THRESHOLD ALERT: past its {side} bound");
         out.push(Judgement {
             timestamp_us: row.timestamp_us,
             metric_name: metric.clone(),

@@ -78,8 +78,11 @@ fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFail
             if zk.abs() > spec.change.threshold && !snoozed {
                 last_flag = Some(i);
                 tracing::warn!(
-                    "CHANGE batch {batch} metric {metric}: value {} has modified z-score {zk:.2}",
-                    s.values[i]
+                    batch = %batch,
+                    metric = %metric,
+                    value = s.values[i],
+                    z = %format_args!("{zk:.2}"),
+                    "CHANGE: modified z-score past change_threshold"
                 );
                 out.push(Judgement {
                     timestamp_us: s.timestamps_us[i],

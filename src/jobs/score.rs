@@ -40,7 +40,7 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
             }
         }
         if loaded.is_empty() {
-            tracing::warn!("batch {batch}: metric {metric} has no trained model yet; run `sandstack train {batch}`");
+            tracing::warn!(batch = %batch, metric = %metric, "no trained model yet; run `sandstack train BATCH`");
             report
                 .skipped
                 .push((metric.clone(), "no trained model".into()));

@@ -187,7 +187,7 @@ impl HostAddresses {
             let addrs = match if_addrs::get_if_addrs() {
                 Ok(list) => list.into_iter().map(|i| i.ip()).collect(),
                 Err(e) => {
-                    tracing::warn!("cannot list this machine's addresses: {e}");
+                    tracing::warn!(error = %e, "cannot list this machine's addresses");
                     Vec::new()
                 }
             };

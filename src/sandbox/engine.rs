@@ -134,7 +134,7 @@ fn profiler_from_env() -> ProfilingStrategy {
         Ok("jitdump") => ProfilingStrategy::JitDump,
         Ok("") | Err(_) => ProfilingStrategy::None,
         Ok(other) => {
-            tracing::warn!("SANDSTACK_PROFILER={other:?} is not perfmap or jitdump; ignored");
+            tracing::warn!(value = ?other, "SANDSTACK_PROFILER is not perfmap or jitdump; ignored");
             ProfilingStrategy::None
         }
     }
@@ -183,7 +183,7 @@ fn start_epoch_ticker(engine: Engine) {
             engine.increment_epoch();
         })
         .map(|_| ())
-        .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
+        .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the epoch ticker"));
 }
 
 /// A plain (on-demand allocator) engine for building the snapshot, with the

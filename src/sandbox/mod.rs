@@ -145,7 +145,7 @@ impl Sandbox {
         // Fast path, no lock: everything is already there.
         if let Some(module) = compiled_guest(engine, home) {
             if let Some(why) = &unfit {
-                tracing::warn!("{why}; using the compiled guest in {}", home.display());
+                tracing::warn!(reason = %why, dir = %home.display(), "using the compiled guest in SANDSTACK_HOME");
             }
             return Self::link(module, false);
         }

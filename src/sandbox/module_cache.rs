@@ -35,8 +35,9 @@ pub fn load(engine: &Engine, path: &Path) -> Option<Module> {
         Ok(m) => Some(m),
         Err(e) => {
             tracing::warn!(
-                "ignoring the compiled guest at {}: {e:#}; compiling again",
-                path.display()
+                path = %path.display(),
+                error = %format_args!("{e:#}"),
+                "ignoring the compiled guest; compiling again"
             );
             None
         }

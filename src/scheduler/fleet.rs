@@ -157,8 +157,8 @@ impl Fleet {
             *last = Some(Instant::now());
             match store.prune_ticks(KEEP_TICKS) {
                 Ok(0) => {}
-                Ok(n) => tracing::info!("fleet: forgot {n} claims older than a day"),
-                Err(e) => tracing::warn!("fleet: {e}"),
+                Ok(n) => tracing::info!(claims = n, "fleet: forgot claims older than a day"),
+                Err(e) => tracing::warn!(error = %e, "fleet: forgetting old claims failed"),
             }
         }
         Ok(Beat { taken_over, paused })
@@ -167,7 +167,7 @@ impl Fleet {
     /// This worker is leaving (blocking).
     pub fn leave(&self) {
         if let Err(e) = self.store().worker_stopped(&self.worker) {
-            tracing::warn!("fleet: {e}");
+            tracing::warn!(worker = %self.worker, error = %e, "fleet: could not record this worker leaving");
         }
     }
 }
@@ -235,13 +235,13 @@ pub(super) async fn heartbeats(fleet: Arc<Fleet>, paused: Paused) {
             Ok(Ok(beat)) => {
                 for t in &beat.taken_over {
                     tracing::warn!(
-                        "batch {} job {}: worker {} stopped renewing its lease on the run of {}; recorded as interrupted",
-                        t.batch,
-                        t.job,
-                        t.worker,
-                        chrono::DateTime::from_timestamp_micros(t.scheduled_us)
+                        batch = %t.batch,
+                        job = %t.job,
+                        worker = %t.worker,
+                        tick = %chrono::DateTime::from_timestamp_micros(t.scheduled_us)
                             .map(|d| d.format("%H:%M:%S").to_string())
-                            .unwrap_or_default()
+                            .unwrap_or_default(),
+                        "a worker stopped renewing its lease on a run; recorded as interrupted"
                     );
                 }
                 if let Ok(mut p) = paused.write() {
@@ -251,7 +251,9 @@ pub(super) async fn heartbeats(fleet: Arc<Fleet>, paused: Paused) {
             Ok(Err(e)) => {
                 tracing::error!(worker = %fleet.worker, error = %e, "fleet heartbeat failed")
             }
-            Err(e) => tracing::error!("fleet heartbeat panicked: {e}"),
+            Err(e) => {
+                tracing::error!(worker = %fleet.worker, error = %e, "fleet heartbeat panicked")
+            }
         }
         tokio::time::sleep(every).await;
     }

@@ -332,9 +332,9 @@ impl Scheduler {
         let mut out = Shutdown::default();
         if !running.is_empty() {
             tracing::info!(
-                "shutting down: waiting up to {}s for {} running job(s)",
-                self.options.grace.as_secs(),
-                running.len()
+                grace_s = self.options.grace.as_secs(),
+                running = running.len(),
+                "shutting down: waiting for running jobs"
             );
         }
         let deadline = tokio::time::Instant::now() + self.options.grace;
@@ -500,7 +500,7 @@ impl Scheduler {
 
 fn log_reload(r: &ReloadReport) {
     for e in &r.errors {
-        tracing::error!("reload: {e}");
+        tracing::error!(error = %e, "reload of the metrics folder failed");
     }
     for b in &r.kept {
         tracing::warn!(batch = %b, "reload: the batch failed to load; its last good version keeps running");

@@ -298,7 +298,7 @@ impl JobRunner for StoreRunner {
             }
             None => return,
         };
-        tracing::warn!("{}", message.subject);
+        tracing::warn!(subject = %message.subject, "failure alert");
         for d in deliver(&self.channels, &spec.alert.methods, &message) {
             if d.outcome != Outcome::Sent {
                 tracing::warn!(

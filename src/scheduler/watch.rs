@@ -36,7 +36,7 @@ pub fn watch(
             Ok(_) => {
                 let _ = tx.send(());
             }
-            Err(e) => tracing::warn!("watching the metrics folder: {e}"),
+            Err(e) => tracing::warn!(error = %e, "watching the metrics folder"),
         })?;
     watcher.watch(dir, RecursiveMode::Recursive)?;
     tokio::spawn(async move {

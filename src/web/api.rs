@@ -284,11 +284,7 @@ async fn set_paused(
             set.remove(&batch);
         }
     }
-    tracing::info!(
-        batch = %batch,
-        "schedules {}",
-        if paused { "paused" } else { "resumed" }
-    );
+    tracing::info!(batch = %batch, paused, "schedules paused or resumed");
     Ok(Json(json!({ "batch": batch, "paused": paused })).into_response())
 }
 

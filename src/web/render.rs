@@ -30,7 +30,7 @@ pub(super) fn page(
     {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
-            tracing::error!("dashboard: rendering {name}: {e:#}");
+            tracing::error!(template = %name, error = %format_args!("{e:#}"), "dashboard: a page failed to render");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the page could not be rendered; see the log",

@@ -209,7 +209,7 @@ fn execute_python(
             let plan = recording::plan(c, None)
                 .map_err(|message| fail(IngestError::Cassette { message }))?;
             for w in recording::prepare(&mut req, &plan, c, source) {
-                tracing::warn!("batch {batch}: {w}");
+                tracing::warn!(batch = %batch, "{w}");
             }
             Some((plan, c))
         }
@@ -223,12 +223,13 @@ fn execute_python(
     if let Some((plan, c)) = &plan {
         match recording::write_after(plan, c, spec, source, &run_env, &report) {
             Ok(Some(path)) => tracing::info!(
-                "batch {batch}: wrote cassette {} ({} HTTP interactions)",
-                path.display(),
-                report.interactions.len()
+                batch = %batch,
+                cassette = %path.display(),
+                interactions = report.interactions.len(),
+                "wrote cassette"
             ),
             Ok(None) => {
-                tracing::info!("batch {batch}: replayed cassette {}", c.path.display())
+                tracing::info!(batch = %batch, cassette = %c.path.display(), "replayed cassette")
             }
             Err(message) => return Err(fail(IngestError::Cassette { message })),
         }
@@ -385,7 +386,9 @@ pub fn finish_python(
 fn log_dropped(batch: &str, n: usize) {
     if n > 0 {
         tracing::warn!(
-            "batch {batch}: dropped {n} rows whose metric_value was NaN, null or infinite"
+            batch = %batch,
+            rows = n,
+            "dropped rows whose metric_value was NaN, null or infinite"
         );
     }
 }

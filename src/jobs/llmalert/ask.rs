@@ -135,7 +135,7 @@ impl Asking<'_> {
     ) -> Result<Vec<Finding>, LlmError> {
         let checked = answer::read(&a.json, points).map_err(LlmError::Answer)?;
         for r in &checked.refused {
-            tracing::warn!("llmalert metric {metric}: {step} answer: {r}");
+            tracing::warn!(metric = %metric, step = %step, answer = %r, "llmalert: an answer was refused");
             self.report
                 .problems
                 .push(format!("metric {metric}: {step} answer: {r}"));
@@ -179,10 +179,11 @@ impl Asking<'_> {
             }
             last = Some(i);
             tracing::warn!(
-                "LLMALERT batch {} metric {metric} at {}: {}",
-                self.spec.metric_batch,
-                f.label,
-                f.reason
+                batch = %self.spec.metric_batch,
+                metric = %metric,
+                at = %f.label,
+                reason = %f.reason,
+                "LLMALERT"
             );
             out.push(Judgement {
                 timestamp_us: f.timestamp_us,

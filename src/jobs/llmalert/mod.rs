@@ -178,12 +178,12 @@ fn ask_each_metric(
                 return Err(format!("llmalert metric {metric}: {message}"))
             }
             Err(e) if e.stops_the_run() => {
-                tracing::warn!("batch {batch}: llmalert stopped at metric {metric}: {e}");
+                tracing::warn!(batch = %batch, metric = %metric, error = %e, "llmalert stopped");
                 asking.report.stopped = Some(format!("stopped at metric {metric}: {e}"));
                 break;
             }
             Err(e) => {
-                tracing::warn!("batch {batch}: llmalert metric {metric}: {e}");
+                tracing::warn!(batch = %batch, metric = %metric, error = %e, "llmalert could not judge a metric");
                 asking.report.problems.push(format!("metric {metric}: {e}"));
             }
         }

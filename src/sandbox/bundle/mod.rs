@@ -139,7 +139,7 @@ impl Bundle {
             .get_or_init(|| match Bundle::open_as(&running_executable(), &running_executable_name()) {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!("{e}; running as a plain sandstack, which prepares its sandbox in SANDSTACK_HOME");
+                    tracing::warn!(error = %e, "running as a plain sandstack, which prepares its sandbox in SANDSTACK_HOME");
                     None
                 }
             })

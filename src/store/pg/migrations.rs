@@ -96,7 +96,7 @@ pub(super) fn apply(client: &mut Client) -> Result<(), StoreError> {
         if done.contains(version) {
             continue;
         }
-        tracing::info!("PostgreSQL: applying migration {version}: {description}");
+        tracing::info!(version, description = %description, "PostgreSQL: applying a migration");
         tx.batch_execute(sql).map_err(pg_err(format!(
             "{ctx}: migration {version} ({description})"
         )))?;
