@@ -28,6 +28,7 @@ mod daemon;
 mod dashboard;
 mod db_paths;
 mod demo;
+mod import;
 mod ingest;
 mod jobs;
 mod plot;
@@ -103,6 +104,8 @@ pub enum Command {
     Keys,
     /// Run the ingest of one or more batches now and store the rows.
     Ingest(ingest::IngestArgs),
+    /// Load a batch's history from CSV, Parquet or newline-delimited JSON files (long, wide or one-series shapes), checked as an ingest is, in one transaction.
+    Import(import::ImportArgs),
     /// Train the batch's models on its history (train_sql) and save them under model_path.
     Train { batch: String },
     /// Score observations not scored yet with the saved models (score_sql).
@@ -319,6 +322,7 @@ fn run_command(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(args) => ingest::ingest(cli, args),
+        Command::Import(args) => import::import(cli, args),
         Command::Setup { check: true, .. } => setup::check(),
         Command::Setup {
             check: false,

@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod change;
 pub mod features;
+pub mod import;
 pub mod ingest;
 pub mod llmalert;
 pub mod maintenance;

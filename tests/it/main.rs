@@ -15,6 +15,7 @@ mod dashboard;
 mod detection;
 mod fleet;
 mod hostile;
+mod import;
 mod ingest_sql;
 mod kill;
 mod layers;
