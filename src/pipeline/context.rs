@@ -48,7 +48,8 @@ pub struct RunMode {
     /// Ingest: run and validate, store nothing. llmalert: ask nothing,
     /// preview the questions.
     pub dry_run: bool,
-    /// Ingest as if it were this instant (µs since the epoch): backfills
-    /// and missed ticks caught up.
+    /// Run as if it were this instant (µs since the epoch): backfills,
+    /// missed ticks caught up, `--at`, replays. Ingest stamps its rows with
+    /// it; every job's SQL reads it as `now()` (see `Store::set_clock`).
     pub simulated_now_us: Option<i64>,
 }

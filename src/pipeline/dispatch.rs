@@ -53,6 +53,20 @@ pub fn run(
     job: Job,
     ctx: &JobContext<'_>,
 ) -> Result<JobOutcome, DispatchError> {
+    // The job's SQL reads the run's clock: the tick's time for a replayed or
+    // caught-up run, the real one otherwise.
+    let real = store.set_clock(ctx.mode.simulated_now_us);
+    let out = run_job(spec, store, job, ctx);
+    store.set_clock(real);
+    out
+}
+
+fn run_job(
+    spec: &BatchSpec,
+    store: &mut Store,
+    job: Job,
+    ctx: &JobContext<'_>,
+) -> Result<JobOutcome, DispatchError> {
     let send = |f: &dyn Fn(&Channels) -> NotifyReport| ctx.channels.map(f).unwrap_or_default();
     let base = ctx.model_base;
     match job {

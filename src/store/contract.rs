@@ -88,6 +88,52 @@ pub(crate) fn metrics_rows_round_trip_as_arrow(s: &mut Store) {
     assert_eq!(seen["m1"], BTreeSet::from([t0, t0 + 1]));
 }
 
+/// A batch's SQL reads the store's clock: every function of DuckDB's that
+/// tells the time gives the instant set, and the real time once it is unset.
+pub(crate) fn a_batchs_sql_runs_at_the_stores_clock(store: &mut Store) {
+    seed(store);
+    let at = 1_714_568_400_123_456; // 2024-05-01T13:00:00.123456Z
+    let sql =
+        "SELECT epoch_us(now()), epoch_us(current_timestamp), epoch_us(get_current_timestamp()), \
+               epoch_us(transaction_timestamp()), epoch_us(make_timestamp(epoch_us(now()))), \
+               CAST(current_date AS VARCHAR) || ' ' || CAST(today() AS VARCHAR), \
+               count(*) FILTER (WHERE metric_timestamp < now() - INTERVAL '1 day') FROM metrics";
+    let ask = |store: &Store| {
+        store
+            .query_batch_sql(
+                &key("Metrics"),
+                "a",
+                sql,
+                crate::store::ResultCaps::TEMPLATE,
+            )
+            .expect("runs")
+    };
+    assert_eq!(store.set_clock(Some(at)), None);
+    let got = ask(store);
+    for c in 0..5 {
+        assert_eq!(
+            got[0].column(c).as_primitive::<Int64Type>().value(0),
+            at,
+            "column {c}"
+        );
+    }
+    assert_eq!(
+        got[0].column(5).as_string::<i32>().value(0),
+        "2024-05-01 2024-05-01"
+    );
+    assert_eq!(
+        got[0].column(6).as_primitive::<Int64Type>().value(0),
+        2,
+        "a's rows are older"
+    );
+    assert_eq!(store.set_clock(None), Some(at));
+    let real = ask(store)[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert!(
+        (real - chrono::Utc::now().timestamp_micros()).abs() < 600_000_000,
+        "{real}"
+    );
+}
+
 /// A batch's SQL: DuckDB's SQL, in a scratch database with only the
 /// batch's rows; nothing else is reachable and only its own rows can go.
 pub(crate) fn a_batchs_sql_sees_and_deletes_only_its_own_rows(store: &mut Store) {

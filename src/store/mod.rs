@@ -83,6 +83,8 @@ pub struct Store {
     stop: Arc<AtomicBool>,
     /// The operator's settings for the metrics folder's SQL.
     confined: ConfinedSettings,
+    /// The instant the folder's SQL runs at (see [`Store::set_clock`]).
+    clock: Option<i64>,
 }
 
 impl Store {
@@ -119,6 +121,7 @@ impl Store {
             backend,
             stop: Arc::new(AtomicBool::new(false)),
             confined: ConfinedSettings::default(),
+            clock: None,
         }
     }
 
@@ -130,6 +133,15 @@ impl Store {
 
     pub fn confined_settings(&self) -> &ConfinedSettings {
         &self.confined
+    }
+
+    /// Run the metrics folder's SQL at `now_us` (µs since 1970, UTC): its
+    /// `now()`, `current_timestamp`, `current_date` and their relatives
+    /// return it, so the shipped templates work unchanged on history of any
+    /// age (a replay, a backtest, a caught-up tick). None: the real clock.
+    /// Returns the clock it replaces.
+    pub fn set_clock(&mut self, now_us: Option<i64>) -> Option<i64> {
+        std::mem::replace(&mut self.clock, now_us)
     }
 
     /// Another connection to the same database, for work on another
@@ -156,6 +168,7 @@ impl Store {
             sql,
             settings: &self.confined,
             stop: Some(self.stop.clone()),
+            now_us: self.clock,
         };
         let backend = &self.backend;
         confined::query(
@@ -180,6 +193,7 @@ impl Store {
             sql,
             settings: &self.confined,
             stop: Some(self.stop.clone()),
+            now_us: self.clock,
         };
         self.backend.delete_picked(table_key, batch, &mut |rows| {
             confined::delete(&statement, rows)

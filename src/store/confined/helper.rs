@@ -48,6 +48,9 @@ fn serve_on(input: &mut impl Read, output: &mut impl Write) -> Result<(), String
     let db = RawDatabase::open_scratch(header.memory_mb, header.threads)?;
     let conn = db.connection().map_err(|e| e.to_string())?;
     create_table(&conn, &table)?;
+    if let Some(us) = header.now_us {
+        set_clock(&conn, us)?;
+    }
     let expected = match header.mode {
         Mode::Query => StatementKind::Select,
         Mode::Delete => StatementKind::Delete,
@@ -61,6 +64,47 @@ fn serve_on(input: &mut impl Read, output: &mut impl Write) -> Result<(), String
     }
     child::write_frame(output, tag::DONE, &[]).map_err(|e| e.to_string())
 }
+
+/// Run the SQL at `now_us`: DuckDB resolves a macro of the database's own
+/// before the built-in function of the same name, so these stand in for
+/// the clock's functions in this scratch database (and nowhere else).
+fn set_clock(conn: &Connection, now_us: i64) -> Result<(), String> {
+    let t = chrono::DateTime::from_timestamp_micros(now_us)
+        .ok_or_else(|| format!("the clock's time ({now_us} µs from 1970) is out of range"))?;
+    let at = format!("TIMESTAMPTZ '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+    let mut sql = String::new();
+    for (names, cast) in CLOCK_FUNCTIONS {
+        for f in names {
+            let value = match cast {
+                Some(to) => format!("CAST({at} AS {to})"),
+                None => at.clone(),
+            };
+            sql.push_str(&format!("CREATE MACRO {f}() AS {value};\n"));
+        }
+    }
+    conn.execute_batch(&sql)
+        .map_err(|e| format!("setting the clock: {e}"))
+}
+
+/// DuckDB's functions that read the clock, and what each returns (a cast
+/// from the instant, made in the session's time zone as the real ones are).
+const CLOCK_FUNCTIONS: [(&[&str], Option<&str>); 4] = [
+    (
+        &[
+            "now",
+            "get_current_timestamp",
+            "transaction_timestamp",
+            "current_timestamp",
+        ],
+        None,
+    ),
+    (
+        &["current_localtimestamp", "localtimestamp"],
+        Some("TIMESTAMP"),
+    ),
+    (&["current_date", "today", "get_current_date"], Some("DATE")),
+    (&["current_time", "get_current_time"], Some("TIMETZ")),
+];
 
 fn create_table(conn: &Connection, table: &TableKey) -> Result<(), String> {
     let mut sql = String::new();

@@ -171,6 +171,8 @@ struct Header {
     mode: Mode,
     memory_mb: u64,
     threads: u64,
+    #[serde(default)]
+    now_us: Option<i64>,
 }
 
 /// Frame tags, parent to helper.
@@ -215,6 +217,9 @@ pub(crate) struct Statement<'a> {
     pub settings: &'a ConfinedSettings,
     /// Set by the store's time limit; the helper is killed when it is.
     pub stop: Option<Arc<AtomicBool>>,
+    /// The instant the SQL's `now()` and its relatives return (µs since
+    /// 1970, UTC); None: the real clock.
+    pub now_us: Option<i64>,
 }
 
 /// What the parent makes of the helper's answer frames.
@@ -377,6 +382,7 @@ fn run(
         mode,
         memory_mb: settings.memory_mb,
         threads: settings.threads,
+        now_us: st.now_us,
     };
     let header = serde_json::to_vec(&header).map_err(|e| ConfinedError::Protocol(e.to_string()))?;
     let deadline = Instant::now() + settings.default_time;

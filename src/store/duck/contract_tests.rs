@@ -26,3 +26,8 @@ fn runs_and_pauses() {
 fn feedback_only_on_a_stored_anomaly() {
     contract::feedback_only_on_a_stored_anomaly(&mut store());
 }
+
+#[test]
+fn a_batchs_sql_runs_at_the_stores_clock() {
+    contract::a_batchs_sql_runs_at_the_stores_clock(&mut store());
+}

@@ -35,6 +35,12 @@ fn a_batchs_sql_never_reaches_the_server_and_deletes_only_its_own_rows() {
 }
 
 #[test]
+fn a_batchs_sql_runs_at_the_stores_clock() {
+    let c = cluster();
+    contract::a_batchs_sql_runs_at_the_stores_clock(&mut store(&c));
+}
+
+#[test]
 fn runs_and_pauses() {
     let c = cluster();
     contract::runs_and_pauses(&mut store(&c));
