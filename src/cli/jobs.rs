@@ -26,8 +26,65 @@ pub fn run_job(
     Ok(out)
 }
 
-pub fn job(cli: &Cli, name: &str, job: Job) -> anyhow::Result<ExitCode> {
-    match job_with_mode(cli, name, job, RunMode::default())? {
+/// When a job runs: `--at`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClockArgs {
+    /// Run as if it were this instant: the SQL's now(), current_timestamp and current_date
+    /// return it, so the shipped templates' windows (train_metric_timestamp_max_days_ago, ...)
+    /// fall on imported history of any age. A UTC time (2024-05-01T13:00:00Z, 2024-05-01 13:00,
+    /// 2024-05-01) or `latest`: the batch's newest stored observation.
+    #[arg(long, value_name = "TIME", value_parser = parse_at)]
+    pub at: Option<At>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum At {
+    Instant(i64),
+    Latest,
+}
+
+fn parse_at(text: &str) -> Result<At, String> {
+    if text == "latest" {
+        return Ok(At::Latest);
+    }
+    let reader = crate::jobs::import::cells::TimeReader {
+        format: crate::jobs::import::cells::TimeFormat::Auto,
+        zone: chrono_tz::UTC,
+    };
+    let cell: arrow::array::ArrayRef =
+        std::sync::Arc::new(arrow::array::StringArray::from(vec![text]));
+    reader
+        .column(&cell, 1)
+        .map(|t| At::Instant(t[0]))
+        .map_err(|_| {
+            format!("`{text}` is not a time: use a UTC time such as 2024-05-01T13:00:00Z, 2024-05-01 13:00 or 2024-05-01, or `latest`")
+        })
+}
+
+/// The instant `at` names for `spec` (None: the real clock).
+fn instant(spec: &BatchSpec, store: &Store, at: Option<At>) -> anyhow::Result<Option<i64>> {
+    match at {
+        None => Ok(None),
+        Some(At::Instant(t)) => Ok(Some(t)),
+        Some(At::Latest) => {
+            let seen = store.timestamps_of_type(
+                &spec.table_key,
+                &spec.metric_batch,
+                crate::domain::MetricType::Metric,
+            )?;
+            match seen.values().filter_map(|s| s.last()).max() {
+                Some(t) => Ok(Some(*t)),
+                None => anyhow::bail!(
+                    "--at latest: batch {} has no stored observations (import or ingest some first)",
+                    spec.metric_batch
+                ),
+            }
+        }
+    }
+}
+
+pub fn job(cli: &Cli, name: &str, job: Job, clock: &ClockArgs) -> anyhow::Result<ExitCode> {
+    match job_with_mode(cli, name, job, RunMode::default(), clock.at)? {
         Ran::Here(_) | Ran::InDaemon(true) => Ok(ExitCode::SUCCESS),
         Ran::InDaemon(false) => Ok(ExitCode::FAILURE),
     }
@@ -53,7 +110,7 @@ pub fn llmalert(
         dry_run,
         simulated_now_us: None,
     };
-    let out = match job_with_mode(cli, name, Job::Llmalert, mode)? {
+    let out = match job_with_mode(cli, name, Job::Llmalert, mode, None)? {
         Ran::Here(out) => out,
         Ran::InDaemon(ok) => {
             return Ok(if ok {
@@ -77,21 +134,36 @@ pub fn llmalert(
     Ok(ExitCode::SUCCESS)
 }
 
-fn job_with_mode(cli: &Cli, name: &str, job: Job, mode: RunMode) -> anyhow::Result<Ran> {
+fn job_with_mode(
+    cli: &Cli,
+    name: &str,
+    job: Job,
+    mut mode: RunMode,
+    at: Option<At>,
+) -> anyhow::Result<Ran> {
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, name)?;
     let mut store = match super::open_target(cli)? {
         super::Target::Local(store) => store,
         super::Target::Daemon(d) => {
-            if mode.cassette.is_some() || mode.dry_run {
+            if mode.cassette.is_some() || mode.dry_run || at.is_some() {
                 return Err(super::daemon::refuse(
                     &d,
-                    "--record, --replay, --cassette or --dry-run",
+                    "--record, --replay, --cassette, --dry-run or --at",
                 ));
             }
             return Ok(Ran::InDaemon(d.run_job(name, job.name())?));
         }
     };
+    mode.simulated_now_us = instant(spec, &store, at)?;
+    if let Some(t) = mode.simulated_now_us {
+        errln!(
+            "{} {}: running at {} UTC",
+            job.name(),
+            spec.metric_batch,
+            crate::jobs::import::fmt_us(t)
+        );
+    }
     let channels = Channels::from_env(&host_env());
     let out = run_job(spec, &mut store, job, Some(&channels), mode)?;
     Ok(Ran::Here(Box::new(out)))

@@ -107,13 +107,29 @@ pub enum Command {
     /// Load a batch's history from CSV, Parquet or newline-delimited JSON files (long, wide or one-series shapes), checked as an ingest is, in one transaction.
     Import(import::ImportArgs),
     /// Train the batch's models on its history (train_sql) and save them under model_path.
-    Train { batch: String },
+    Train {
+        batch: String,
+        #[command(flatten)]
+        clock: jobs::ClockArgs,
+    },
     /// Score observations not scored yet with the saved models (score_sql).
-    Score { batch: String },
+    Score {
+        batch: String,
+        #[command(flatten)]
+        clock: jobs::ClockArgs,
+    },
     /// Store alerts where the smoothed score passes alert_threshold (alert_sql), and threshold alerts; send them through alert_methods / tholdalert_methods.
-    Alert { batch: String },
+    Alert {
+        batch: String,
+        #[command(flatten)]
+        clock: jobs::ClockArgs,
+    },
     /// Detect level changes with MAD (change_sql) and send them through alert_methods.
-    Change { batch: String },
+    Change {
+        batch: String,
+        #[command(flatten)]
+        clock: jobs::ClockArgs,
+    },
     /// Ask a chat model which of each metric's newest values (llmalert_sql) are anomalous, verify with a second call, store the confirmed ones as `llmalert` rows and send them through alert_methods. The model comes from the environment: OPENAI_API_KEY (or ANOMSTACK_OPENAI_KEY), ANOMSTACK_LLM_PLATFORM=openai|openrouter|anthropic with its key, SANDSTACK_LLM_BASE_URL for any OpenAI-compatible server.
     Llmalert {
         batch: String,
@@ -127,7 +143,11 @@ pub enum Command {
         cassette: CassetteArgs,
     },
     /// Delete the batch's rows older than delete_after_n_days (delete_sql).
-    Delete { batch: String },
+    Delete {
+        batch: String,
+        #[command(flatten)]
+        clock: jobs::ClockArgs,
+    },
     /// Row counts and last timestamps per batch, metric and type (summary_sql), for one batch or all.
     Summary {
         batch: Option<String>,
@@ -332,11 +352,15 @@ fn run_command(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(cli, args),
         Command::Runs(args) => runs::runs(cli, args),
         Command::Dashboard(args) => dashboard::dashboard(cli, args),
-        Command::Train { batch } => jobs::job(cli, batch, crate::config::Job::Train),
-        Command::Score { batch } => jobs::job(cli, batch, crate::config::Job::Score),
-        Command::Alert { batch } => jobs::job(cli, batch, crate::config::Job::Alert),
-        Command::Change { batch } => jobs::job(cli, batch, crate::config::Job::Change),
-        Command::Delete { batch } => jobs::job(cli, batch, crate::config::Job::Delete),
+        Command::Train { batch, clock } => jobs::job(cli, batch, crate::config::Job::Train, clock),
+        Command::Score { batch, clock } => jobs::job(cli, batch, crate::config::Job::Score, clock),
+        Command::Alert { batch, clock } => jobs::job(cli, batch, crate::config::Job::Alert, clock),
+        Command::Change { batch, clock } => {
+            jobs::job(cli, batch, crate::config::Job::Change, clock)
+        }
+        Command::Delete { batch, clock } => {
+            jobs::job(cli, batch, crate::config::Job::Delete, clock)
+        }
         Command::Llmalert {
             batch,
             dry_run,

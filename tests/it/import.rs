@@ -140,3 +140,46 @@ fn files_that_do_not_fit_are_refused_and_nothing_is_stored() {
         assert_eq!(rows(&db), 0, "{files:?}: nothing stored");
     }
 }
+
+#[test]
+fn old_history_is_trained_on_at_its_own_time() {
+    let f = folder();
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("s.duckdb");
+    let csv = dir.path().join("old.csv");
+    let mut text = String::from("time,load\n");
+    for i in 0..400 {
+        let v = 10.0 + ((i as f64) / 24.0 * std::f64::consts::TAU).sin();
+        text.push_str(&format!("{},{v:.3}\n", 1_577_836_800 + i * 3600));
+    }
+    std::fs::write(&csv, text).expect("write");
+    let run = |args: &[&str]| run_sandstack(args, &f, &db, &[]);
+    let csv = csv.display().to_string();
+    let out = run(&["import", "hist", &csv, "--timestamp-format", "epoch_s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2020's rows are outside the shipped train_sql's window today...
+    let out = run(&["train", "hist"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("trained 0 models"));
+    // ...and inside it at the time of the newest one.
+    let out = run(&["train", "hist", "--at", "latest"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("load: "), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("running at 2020-01-17 15:00:00 UTC"));
+    let out = run(&["score", "hist", "--at", "2020-01-17 15:00"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("stored"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&["train", "hist", "--at", "soon"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a time"));
+}
