@@ -116,6 +116,11 @@ pub enum ModelKind {
     Pca,
     Knn,
     IForest,
+    Ecod,
+    Copod,
+    Hbos,
+    Lof,
+    Mad,
 }
 
 impl Choice for ModelKind {
@@ -124,6 +129,11 @@ impl Choice for ModelKind {
         (ModelKind::Pca, "PCA"),
         (ModelKind::Knn, "KNN"),
         (ModelKind::IForest, "IForest"),
+        (ModelKind::Ecod, "ECOD"),
+        (ModelKind::Copod, "COPOD"),
+        (ModelKind::Hbos, "HBOS"),
+        (ModelKind::Lof, "LOF"),
+        (ModelKind::Mad, "MAD"),
     ];
     const ALIASES: &'static [(Self, &'static str)] = &[(ModelKind::IForest, "IsolationForest")];
 }
@@ -174,8 +184,8 @@ mod tests {
         assert_eq!(ModelKind::parse("iforest"), Ok(ModelKind::IForest));
         assert_eq!(ModelKind::parse("IsolationForest"), Ok(ModelKind::IForest));
         assert_eq!(
-            ModelKind::parse("LOF").unwrap_err(),
-            "unknown model_name `LOF`: use PCA, KNN, IForest"
+            ModelKind::parse("OCSVM").unwrap_err(),
+            "unknown model_name `OCSVM`: use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD"
         );
         assert_eq!(
             ScheduleStatus::parse("running"),
@@ -187,7 +197,7 @@ mod tests {
         );
         assert_eq!(
             ModelKind::parse("IForrest").unwrap_err(),
-            "unknown model_name `IForrest` (did you mean `IForest`?): use PCA, KNN, IForest"
+            "unknown model_name `IForrest` (did you mean `IForest`?): use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD"
         );
         assert_eq!(
             CombinationMethod::parse("average").unwrap_err(),
@@ -200,7 +210,10 @@ mod tests {
         let m: ModelKind = serde_json::from_str("\"knn\"").expect("parse");
         assert_eq!(serde_json::to_string(&m).expect("json"), "\"KNN\"");
         let bad = serde_json::from_str::<ModelKind>("\"LOF\"").unwrap_err();
-        assert!(bad.to_string().contains("use PCA, KNN, IForest"), "{bad}");
+        assert!(
+            bad.to_string().contains("use PCA, KNN, IForest, ECOD"),
+            "{bad}"
+        );
     }
 
     #[test]

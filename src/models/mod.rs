@@ -1,15 +1,22 @@
 //! Anomaly models and the features they are fed ([`preprocess`]). Models
-//! are named as in Anomstack's `model_configs` (PCA, KNN, IForest), trained
+//! are named as in Anomstack's `model_configs` (PyOD's PCA, KNN, IForest,
+//! ECOD, COPOD, HBOS, LOF and MAD, with PyOD's parameters), trained
 //! on one metric's feature rows, and score a row as a 0..1 anomaly
 //! probability: the raw score scaled between the lowest and highest
 //! training score and clipped, as PyOD's default (linear) `predict_proba`
 //! that Anomstack uses. Several models' probabilities combine by
 //! `model_combination_method` (mean, min, max). [`store`] saves them.
 
+mod ecdf;
+mod hbos;
 mod iforest;
 mod knn;
+mod lof;
+mod mad;
 mod pca;
 pub mod preprocess;
+#[cfg(test)]
+mod reference_tests;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +35,8 @@ pub enum ModelError {
     TooFewRows { rows: usize, min: usize },
     #[error("feature rows have {found} columns, the model was trained on {expected}")]
     Width { expected: usize, found: usize },
+    #[error("MAD scores one feature, as in PyOD, but the batch's preprocessing gives {found} (set preprocess_params: {{lags_n: 0}}, or pick another model)")]
+    OneFeature { found: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +45,10 @@ enum Inner {
     Pca(pca::Pca),
     Knn(knn::Knn),
     IForest(iforest::IsolationForest),
+    Ecdf(ecdf::Ecdf),
+    Hbos(hbos::Hbos),
+    Lof(lof::Lof),
+    Mad(mad::Mad),
 }
 
 /// One trained model for one metric.
@@ -63,6 +76,25 @@ fn param_usize(cfg: &ModelConfig, key: &str, default: usize) -> Result<usize, Mo
                 tag: cfg.tag(),
                 key: key.into(),
                 expected: "a whole number above 0",
+            }),
+    }
+}
+
+fn param_f64(
+    cfg: &ModelConfig,
+    key: &str,
+    default: f64,
+    range: (f64, f64),
+) -> Result<f64, ModelError> {
+    match cfg.model_params.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| *x >= range.0 && *x <= range.1)
+            .ok_or_else(|| ModelError::BadParam {
+                tag: cfg.tag(),
+                key: key.into(),
+                expected: "a number between 0 and 1",
             }),
     }
 }
@@ -112,6 +144,36 @@ impl TrainedModel {
                 let s = rows.iter().map(|r| m.score(r)).collect();
                 (Inner::IForest(m), s)
             }
+            ModelKind::Ecod | ModelKind::Copod => {
+                let tails = if cfg.model_name == ModelKind::Ecod {
+                    ecdf::Tails::Ecod
+                } else {
+                    ecdf::Tails::Copod
+                };
+                let m = ecdf::Ecdf::fit(rows, tails);
+                let s = m.training_scores(rows);
+                (Inner::Ecdf(m), s)
+            }
+            ModelKind::Hbos => {
+                let n_bins = param_usize(cfg, "n_bins", 10)?.max(2);
+                let alpha = param_f64(cfg, "alpha", 0.1, (0.0, 1.0))?;
+                let tol = param_f64(cfg, "tol", 0.5, (0.0, 1.0))?;
+                let m = hbos::Hbos::fit(rows, n_bins, alpha, tol);
+                let s = rows.iter().map(|r| m.score(r)).collect();
+                (Inner::Hbos(m), s)
+            }
+            ModelKind::Lof => {
+                let (m, s) = lof::Lof::fit(rows, param_usize(cfg, "n_neighbors", 20)?);
+                (Inner::Lof(m), s)
+            }
+            ModelKind::Mad => {
+                if n_features != 1 {
+                    return Err(ModelError::OneFeature { found: n_features });
+                }
+                let m = mad::Mad::fit(rows);
+                let s = rows.iter().map(|r| m.score(r)).collect();
+                (Inner::Mad(m), s)
+            }
         };
         let contamination =
             match cfg.model_params.get("contamination") {
@@ -151,6 +213,10 @@ impl TrainedModel {
             Inner::Pca(m) => m.score(row),
             Inner::Knn(m) => m.score(row),
             Inner::IForest(m) => m.score(row),
+            Inner::Ecdf(m) => m.score(row),
+            Inner::Hbos(m) => m.score(row),
+            Inner::Lof(m) => m.score(row),
+            Inner::Mad(m) => m.score(row),
         })
     }
 

@@ -1,7 +1,10 @@
-//! PCA anomaly score, as PyOD's PCA with its defaults: standardize, keep
-//! every component with non-negligible variance, and score a point by its
-//! squared projections weighted by each component's variance (the
-//! Mahalanobis distance in the principal basis).
+//! PCA anomaly score: standardize, keep every component with non-negligible
+//! variance, and score a point by its squared projections weighted by each
+//! component's variance (the Mahalanobis distance in the principal basis).
+//! PyOD's PCA standardizes and weights alike but sums a row's Euclidean
+//! distances to the component vectors themselves (`cdist(X, components_)`),
+//! which depends on each eigenvector's sign; the two rank the extremes
+//! alike and the rest less so (`models::reference_tests` measures it).
 
 use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};

@@ -580,3 +580,45 @@ fn alert_always_alerts_on_the_newest_observation_whatever_its_score() {
         "once per observation"
     );
 }
+
+#[test]
+fn pyods_other_detectors_train_and_score_by_name() {
+    let synth = generate();
+    for (model, extra) in [
+        ("ECOD", ""),
+        ("COPOD", ""),
+        ("HBOS", ", model_params: {n_bins: 20}"),
+        ("LOF", ", model_params: {n_neighbors: 10}"),
+        ("MAD", ""),
+    ] {
+        let lags = if model == "MAD" {
+            "preprocess_params: {lags_n: 0}\n"
+        } else {
+            ""
+        };
+        let yaml = format!(
+            "{lags}score_max_n: 1000\nmodel_configs: [{{model_name: {model}, model_tag: t{extra}}}]"
+        );
+        let mut store = Store::in_memory().expect("store");
+        let (f, spec) = batch_where(&synth, "metric_name = 'm0'", &yaml);
+        run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
+        let t = train::run(&spec, &store, f.path()).expect("train");
+        assert_eq!(t.trained.len(), 1, "{model}: {:?}", t.skipped);
+        let s = score::run(&spec, &mut store, f.path()).expect("score");
+        assert!(s.scored > 300, "{model}: scored {}", s.scored);
+    }
+    // PyOD's MAD takes one feature; so does sandstack's, and says how.
+    let mut store = Store::in_memory().expect("store");
+    let (f, spec) = batch_where(
+        &synth,
+        "metric_name = 'm0'",
+        "model_configs: [{model_name: MAD}]",
+    );
+    run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
+    let t = train::run(&spec, &store, f.path()).expect("train");
+    let why = format!("{:?}", t.skipped);
+    assert!(
+        why.contains("MAD scores one feature") && why.contains("preprocess_params: {lags_n: 0}"),
+        "{why}"
+    );
+}
