@@ -196,12 +196,26 @@ pub fn round_decimals(value: f64, decimals: i64) -> f64 {
         return value;
     }
     let scale = 10f64.powi(decimals.min(15) as i32);
-    (value * scale).round() / scale
+    let scaled = value * scale;
+    // A value this large has no decimals left to round (and scaling it
+    // would make it infinite).
+    if !scaled.is_finite() {
+        return value;
+    }
+    scaled.round() / scale
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_keeps_values_too_large_to_scale() {
+        assert_eq!(round_decimals(1.23456, 2), 1.23);
+        assert_eq!(round_decimals(1e306, 4), 1e306);
+        assert_eq!(round_decimals(-1e306, 4), -1e306);
+        assert_eq!(round_decimals(1.5, -1), 1.5);
+    }
 
     #[test]
     fn each_metric_type_reads_back_from_its_word() {

@@ -58,7 +58,34 @@ fn check_pattern(p: &str) -> Result<(), String> {
     if StrftimeItems::new(p).any(|i| matches!(i, Item::Error)) {
         return Err(format!("`{p}` is not a valid strftime pattern"));
     }
+    // chrono reads a zone's name but cannot place it: the time would be
+    // taken as UTC, silently off.
+    if p.contains("%Z") {
+        return Err(format!(
+            "`{p}`: %Z (a zone's name) cannot be read; use %z for an offset such as +01:00, or --timezone"
+        ));
+    }
     Ok(())
+}
+
+/// `col` cast to `to`, refusing a cell the cast could not hold (Arrow's
+/// cast turns it into a null, over a value that would be read as 0).
+fn cast_checked(col: &ArrayRef, to: &DataType, first_row: usize) -> Result<ArrayRef, CellError> {
+    let out = arrow::compute::cast(col, to).map_err(|e| CellError {
+        row: first_row,
+        value: shown(col, 0),
+        problem: e.to_string(),
+    })?;
+    if out.null_count() > col.null_count() {
+        if let Some(i) = (0..col.len()).find(|i| col.is_valid(*i) && out.is_null(*i)) {
+            return Err(CellError {
+                row: first_row + i,
+                value: shown(col, i),
+                problem: "is out of range".into(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The naive text forms `Auto` tries, most common first.
@@ -92,6 +119,9 @@ impl TimeReader {
         if let Some(i) = (0..col.len()).find(|i| col.is_null(*i)) {
             return Err(at(i, "is empty: every row needs a time".into()));
         }
+        if let DataType::Dictionary(_, values) = col.data_type() {
+            return self.column(&cast_checked(col, values, first_row)?, first_row);
+        }
         let mut out = Vec::with_capacity(col.len());
         match col.data_type() {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
@@ -105,12 +135,9 @@ impl TimeReader {
                     );
                 }
             }
-            DataType::Timestamp(unit, zone) => {
-                let us = arrow::compute::cast(
-                    col,
-                    &DataType::Timestamp(TimeUnit::Microsecond, zone.clone()),
-                )
-                .map_err(|e| at(0, e.to_string()))?;
+            DataType::Timestamp(_, zone) => {
+                let to = DataType::Timestamp(TimeUnit::Microsecond, zone.clone());
+                let us = cast_checked(col, &to, first_row)?;
                 let us = us.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
                 for (i, v) in us.values().iter().enumerate() {
                     out.push(match zone {
@@ -118,12 +145,10 @@ impl TimeReader {
                         None => self.wall_us(*v).map_err(|p| at(i, p))?,
                     });
                 }
-                let _ = unit;
             }
             DataType::Date32 | DataType::Date64 => {
-                let us =
-                    arrow::compute::cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))
-                        .map_err(|e| at(0, e.to_string()))?;
+                let to = DataType::Timestamp(TimeUnit::Microsecond, None);
+                let us = cast_checked(col, &to, first_row)?;
                 let us = us.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
                 for (i, v) in us.values().iter().enumerate() {
                     out.push(self.wall_us(*v).map_err(|p| at(i, p))?);
@@ -154,6 +179,15 @@ impl TimeReader {
         let s = raw.trim();
         match &self.format {
             TimeFormat::Epoch(scale) => {
+                // Whole numbers exactly (nanoseconds do not survive an f64).
+                if let Ok(v) = s.parse::<i64>() {
+                    let us = if *scale > 0 {
+                        v.checked_mul(*scale)
+                    } else {
+                        Some(v.div_euclid(-scale))
+                    };
+                    return us.ok_or_else(|| "is out of range for a time".to_string());
+                }
                 let v: f64 = s.parse().map_err(|_| {
                     "is not a number of the epoch --timestamp-format names".to_string()
                 })?;
@@ -249,6 +283,9 @@ pub fn values(col: &ArrayRef, first_row: usize) -> Result<Vec<Option<f64>>, Cell
         problem,
     };
     let finite = |v: f64| Some(v).filter(|v| v.is_finite());
+    if let DataType::Dictionary(_, inner) = col.data_type() {
+        return values(&cast_checked(col, inner, first_row)?, first_row);
+    }
     match col.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let text =
@@ -261,7 +298,10 @@ pub fn values(col: &ArrayRef, first_row: usize) -> Result<Vec<Option<f64>>, Cell
                     continue;
                 }
                 match s.parse::<f64>() {
-                    Ok(v) => out.push(finite(v)),
+                    Ok(v) if v.is_finite() => out.push(Some(v)),
+                    Ok(_) => {
+                        return Err(at(i, "is too large for a number (beyond ±1.8e308)".into()))
+                    }
                     Err(_) => return Err(at(i, "is not a number".into())),
                 }
             }
@@ -284,7 +324,17 @@ pub fn values(col: &ArrayRef, first_row: usize) -> Result<Vec<Option<f64>>, Cell
 fn is_empty_word(s: &str) -> bool {
     matches!(
         s.to_ascii_lowercase().as_str(),
-        "" | "nan" | "null" | "none" | "na" | "n/a" | "-"
+        "" | "nan"
+            | "null"
+            | "none"
+            | "na"
+            | "n/a"
+            | "-"
+            | "inf"
+            | "+inf"
+            | "-inf"
+            | "infinity"
+            | "-infinity"
     )
 }
 

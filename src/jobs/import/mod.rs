@@ -65,8 +65,12 @@ pub enum ImportError {
         value: String,
         problem: String,
     },
-    #[error("{}: {message}", file.display())]
-    Rows { file: PathBuf, message: String },
+    #[error("the rows read failed the checks an ingest's rows pass: {0}")]
+    Check(String),
+    #[error("{}: the import is over {limit} values (--max-rows counts every value a file holds); split it or raise --max-rows", file.display())]
+    TooManyValues { file: PathBuf, limit: u64 },
+    #[error("the files hold no rows (a header alone?)")]
+    NoRows,
     #[error("the files hold no value to store (every value cell was empty)")]
     Empty,
     #[error("storing: {0}")]
@@ -148,6 +152,9 @@ pub fn run(
             .files
             .push(shape_file(spec, &table, opts, &mut rows)?);
     }
+    if read_rows == 0 {
+        return Err(ImportError::NoRows);
+    }
     report.empty_values = rows.empty;
     progress.phase("checking against the stored rows");
     // (Asked only when the batch has rows: a dry run creates no table.)
@@ -162,7 +169,7 @@ pub fn run(
     }
     let mut chunks = Vec::new();
     for chunk in kept.chunks(CHUNK_ROWS) {
-        chunks.push(rows.normalized(spec, chunk, opts.caps.max_rows)?);
+        chunks.push(rows.normalized(spec, chunk)?);
     }
     report.stored = chunks.iter().map(|c| c.num_rows()).sum();
     if !opts.dry_run && report.stored > 0 {
@@ -227,12 +234,7 @@ impl Rows {
 
     /// Rows `picked` as the metrics table holds them, through the same
     /// checks an ingest's rows pass.
-    fn normalized(
-        &self,
-        spec: &BatchSpec,
-        picked: &[usize],
-        max_rows: u64,
-    ) -> Result<RecordBatch, ImportError> {
+    fn normalized(&self, spec: &BatchSpec, picked: &[usize]) -> Result<RecordBatch, ImportError> {
         let t: TimestampMicrosecondArray = picked.iter().map(|i| Some(self.rows[*i].0)).collect();
         let names: StringArray = picked
             .iter()
@@ -250,12 +252,10 @@ impl Rows {
             ),
             (crate::store::schema::METRIC_VALUE, Arc::new(v) as ArrayRef),
         ])
-        .map_err(|e| ImportError::Rows {
-            file: spec.file.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| ImportError::Check(e.to_string()))?;
+        // The import's own cap is --max-rows, counted as the files are read.
         let mut limits = spec.limits.clone();
-        limits.max_rows = max_rows;
+        limits.max_rows = CHUNK_ROWS as u64;
         normalize::normalize(
             &[raw],
             &spec.metric_batch,
@@ -263,10 +263,7 @@ impl Rows {
             spec.ingest_settings.metric_rounding,
         )
         .map(|n| n.rows)
-        .map_err(|e: InvalidResult| ImportError::Rows {
-            file: spec.file.clone(),
-            message: e.to_string(),
-        })
+        .map_err(|e: InvalidResult| ImportError::Check(e.to_string()))
     }
 }
 
@@ -286,9 +283,24 @@ fn find_column(columns: &[&str], wanted: &str) -> Option<String> {
         .map(|c| c.to_string())
 }
 
+/// A column's name as an error shows it: on one line, control characters
+/// escaped, cut short.
+fn shown(name: &str) -> String {
+    crate::escape::terminal_line(&crate::escape::truncate(name, 80))
+}
+
+/// Column names for an error: the first 20, then how many more.
+fn shown_list(names: &[&str]) -> String {
+    let mut out: Vec<String> = names.iter().take(20).map(|n| shown(n)).collect();
+    if names.len() > 20 {
+        out.push(format!("and {} more", names.len() - 20));
+    }
+    out.join(", ")
+}
+
 /// Which column holds what, from the header and the options.
 fn shape_of(columns: &[&str], opts: &ImportOptions) -> Result<(String, Shape), String> {
-    let listed = || columns.join(", ");
+    let listed = || shown_list(columns);
     let time = match &opts.timestamp_column {
         Some(c) => find_column(columns, c).ok_or_else(|| {
             format!(
@@ -320,13 +332,19 @@ fn shape_of(columns: &[&str], opts: &ImportOptions) -> Result<(String, Shape), S
                 return Err(format!(
                     "--metric names one series, but there are {} value columns ({}); pick one with --value-column",
                     others.len(),
-                    others.join(", ")
+                    shown_list(&others)
                 ))
             }
         };
         return Ok((time, Shape::Wide(vec![(value, metric.clone())])));
     }
     if let Some(name) = find_column(columns, &opts.name_column) {
+        if !opts.columns.is_empty() {
+            return Err(format!(
+                "--columns picks a wide file's value columns, but this file is long (it has {})",
+                shown(&name)
+            ));
+        }
         let value = need(
             opts.value_column.as_deref().unwrap_or("metric_value"),
             "--value-column",
@@ -376,7 +394,7 @@ fn shape_file(
         move |e: cells::CellError| ImportError::Cell {
             file: file.clone(),
             row: e.row,
-            column: column.clone(),
+            column: shown(&column),
             value: e.value,
             problem: e.problem,
         }
@@ -391,17 +409,21 @@ fn shape_file(
         })?;
     }
     let before = (rows.rows.len(), rows.empty);
+    // Each column's position, found once (a wide file may have thousands).
+    let at: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    let column_of =
+        |b: &'_ RecordBatch, name: &str| b.column(at.get(name).copied().unwrap_or(0)).clone();
     let mut first_row = 1;
     for b in &table.batches {
         let times = opts
             .time
-            .column(column_of(b, &time), first_row)
+            .column(&column_of(b, &time), first_row)
             .map_err(cell(&time))?;
         if let Some(i) = times.iter().position(|t| !in_range(*t)) {
             return Err(ImportError::Cell {
                 file: file.clone(),
                 row: first_row + i,
-                column: time.clone(),
+                column: shown(&time),
                 value: fmt_us(times[i]),
                 problem: format!(
                     "is outside the batch's allowed times, {} to {} (ingest_timestamp_min, ingest_timestamp_max)",
@@ -412,9 +434,9 @@ fn shape_file(
         }
         match &shape {
             Shape::Long { name, value } => {
-                let names = names_of(column_of(b, name), first_row, limits.max_name_len)
+                let names = names_of(&column_of(b, name), first_row, limits.max_name_len)
                     .map_err(cell(name))?;
-                let values = cells::values(column_of(b, value), first_row).map_err(cell(value))?;
+                let values = cells::values(&column_of(b, value), first_row).map_err(cell(value))?;
                 for ((t, n), v) in times.iter().zip(names.iter()).zip(values) {
                     push(rows, *t, n.unwrap_or_default(), v);
                 }
@@ -422,7 +444,7 @@ fn shape_file(
             Shape::Wide(cols) => {
                 for (column, metric) in cols {
                     let values =
-                        cells::values(column_of(b, column), first_row).map_err(cell(column))?;
+                        cells::values(&column_of(b, column), first_row).map_err(cell(column))?;
                     for (t, v) in times.iter().zip(values) {
                         push(rows, *t, metric, v);
                     }
@@ -430,6 +452,12 @@ fn shape_file(
             }
         }
         first_row += b.num_rows();
+        if (rows.rows.len() + rows.empty) as u64 > opts.caps.max_rows {
+            return Err(ImportError::TooManyValues {
+                file: file.clone(),
+                limit: opts.caps.max_rows,
+            });
+        }
     }
     Ok(FileReport {
         path: file.clone(),
@@ -457,12 +485,6 @@ fn push(rows: &mut Rows, t: i64, name: &str, v: Option<f64>) {
         }
         None => rows.empty += 1,
     }
-}
-
-fn column_of<'a>(b: &'a RecordBatch, name: &str) -> &'a ArrayRef {
-    // shape_of found every name in this file's schema, which every batch shares.
-    let i = b.schema().index_of(name).unwrap_or(0);
-    b.column(i)
 }
 
 /// The name column, checked as an ingest's names are.
@@ -516,12 +538,16 @@ pub fn fmt_us(us: i64) -> String {
 /// typo stops the import before any file is read.
 pub fn check_files(files: &[PathBuf]) -> Result<(), ImportError> {
     for f in files {
-        if !Path::new(f).is_file() {
-            return Err(ImportError::Io {
-                file: f.clone(),
-                message: "no such file".into(),
-            });
-        }
+        let problem = match std::fs::metadata(Path::new(f)) {
+            Ok(m) if m.is_file() => continue,
+            Ok(_) => "not a regular file".to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".to_string(),
+            Err(e) => e.to_string(),
+        };
+        return Err(ImportError::Io {
+            file: f.clone(),
+            message: problem,
+        });
     }
     Ok(())
 }

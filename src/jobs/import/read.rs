@@ -3,9 +3,11 @@
 //! JSON cells are read as text, so that every cell is parsed by
 //! [`super::cells`] and a bad one is reported with its row and column.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
@@ -13,8 +15,19 @@ use arrow::record_batch::RecordBatch;
 
 use super::ImportError;
 
-/// Rows per Arrow batch while reading.
+/// Rows per Arrow batch while reading, at most: Arrow's readers reserve a
+/// batch's room for every column, so wide files read fewer rows at a time.
 const BATCH_ROWS: usize = 8192;
+/// Cells per Arrow batch while reading, at most.
+const BATCH_CELLS: usize = 1 << 20;
+/// Columns a file may have.
+pub const MAX_COLUMNS: usize = 10_000;
+/// Longest error text quoted from a reader (it may quote the file).
+const MAX_MESSAGE: usize = 300;
+
+fn batch_rows(columns: usize) -> usize {
+    (BATCH_CELLS / columns.max(1)).clamp(1, BATCH_ROWS)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileFormat {
@@ -72,10 +85,7 @@ pub fn read_file(
     rows_before: u64,
     progress: &dyn Fn(u64),
 ) -> Result<FileTable, ImportError> {
-    let file = File::open(path).map_err(|e| ImportError::Io {
-        file: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let file = open_regular(path)?;
     let len = file
         .metadata()
         .map_err(|e| ImportError::Io {
@@ -92,7 +102,12 @@ pub fn read_file(
     }
     let malformed = |message: String| ImportError::Malformed {
         file: path.to_path_buf(),
-        message,
+        message: crate::escape::truncate(&message, MAX_MESSAGE),
+    };
+    let too_big = || ImportError::TooBig {
+        file: path.to_path_buf(),
+        bytes: caps.max_file_bytes + 1,
+        limit: caps.max_file_bytes,
     };
     let mut batches = Vec::new();
     let mut rows = 0usize;
@@ -115,33 +130,69 @@ pub fn read_file(
                 b','
             };
             let (schema, reader) = csv_reader(file, delimiter).map_err(malformed)?;
-            let mut counted = Counted::new(reader, progress);
+            check_columns(path, &schema)?;
+            let over = Rc::new(Cell::new(false));
+            let mut counted = Counted::new(reader, progress, caps.max_file_bytes, over.clone());
             let reader = arrow::csv::ReaderBuilder::new(schema.clone())
                 .with_header(true)
                 .with_delimiter(delimiter)
-                .with_batch_size(BATCH_ROWS)
+                .with_batch_size(batch_rows(schema.fields().len()))
                 .build(&mut counted)
                 .map_err(|e| malformed(e.to_string()))?;
             for b in reader {
-                take(b.map_err(|e| malformed(e.to_string()))?)?;
+                let b = b.map_err(|e| {
+                    if over.get() {
+                        too_big()
+                    } else {
+                        malformed(e.to_string())
+                    }
+                })?;
+                take(b)?;
+            }
+            if over.get() {
+                return Err(too_big());
             }
             schema
         }
         FileFormat::Ndjson => {
             let mut buf = BufReader::new(file);
-            let (inferred, _) = arrow::json::reader::infer_json_schema(&mut buf, Some(1000))
+            // Flat objects only, checked before any JSON parser sees the
+            // file: a nested value cannot be a metric's value, and a deep
+            // one would exhaust a recursive parser's stack.
+            check_flat_json(&mut buf, caps.max_file_bytes).map_err(|e| match e {
+                FlatJson::TooBig => too_big(),
+                FlatJson::Nested(line) => malformed(format!(
+                    "line {line}: a value is an object or array; sandstack reads flat objects, one value per key"
+                )),
+                FlatJson::Io(e) => malformed(e),
+            })?;
+            // Every line's keys, so a key first seen late is not dropped.
+            let (inferred, _) = arrow::json::reader::infer_json_schema(&mut buf, None)
                 .map_err(|e| malformed(format!("not newline-delimited JSON objects: {e}")))?;
             let schema = all_text(&inferred);
+            check_columns(path, &schema)?;
             buf.seek(SeekFrom::Start(0))
                 .map_err(|e| malformed(e.to_string()))?;
-            let counted = BufReader::new(Counted::new(buf, progress));
+            let over = Rc::new(Cell::new(false));
+            let counted = BufReader::new(Counted::new(
+                buf,
+                progress,
+                caps.max_file_bytes,
+                over.clone(),
+            ));
             let reader = arrow::json::ReaderBuilder::new(schema.clone())
-                .with_batch_size(BATCH_ROWS)
+                .with_batch_size(batch_rows(schema.fields().len()))
                 .with_coerce_primitive(true)
                 .build(counted)
                 .map_err(|e| malformed(e.to_string()))?;
             for b in reader {
-                take(b.map_err(|e| malformed(e.to_string()))?)?;
+                take(b.map_err(|e| {
+                    if over.get() {
+                        too_big()
+                    } else {
+                        malformed(e.to_string())
+                    }
+                })?)?;
             }
             schema
         }
@@ -156,9 +207,25 @@ pub fn read_file(
                     limit: caps.max_rows,
                 });
             }
+            // What the pages say they decompress to: a small file may hold
+            // gigabytes of one repeated value.
+            let unpacked: i64 = builder
+                .metadata()
+                .row_groups()
+                .iter()
+                .flat_map(|g| g.columns().iter().map(|c| c.uncompressed_size().max(0)))
+                .sum();
+            if unpacked as u64 > caps.max_file_bytes {
+                return Err(ImportError::TooBig {
+                    file: path.to_path_buf(),
+                    bytes: unpacked as u64,
+                    limit: caps.max_file_bytes,
+                });
+            }
             let schema = builder.schema().clone();
+            check_columns(path, &schema)?;
             let reader = builder
-                .with_batch_size(BATCH_ROWS)
+                .with_batch_size(batch_rows(schema.fields().len()))
                 .build()
                 .map_err(|e| malformed(e.to_string()))?;
             let per_row = len / declared.max(1);
@@ -177,6 +244,89 @@ pub fn read_file(
         batches,
         rows,
     })
+}
+
+/// Open `path` only if it is a regular file (not a FIFO that would block,
+/// a device or a directory), checked on the open file itself.
+fn open_regular(path: &Path) -> Result<File, ImportError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |message: String| ImportError::Io {
+        file: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| io(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(io("not a regular file".into()));
+    }
+    Ok(file)
+}
+
+fn check_columns(path: &Path, schema: &Schema) -> Result<(), ImportError> {
+    let n = schema.fields().len();
+    if n > MAX_COLUMNS {
+        return Err(ImportError::Malformed {
+            file: path.to_path_buf(),
+            message: format!("{n} columns: a file may have at most {MAX_COLUMNS}"),
+        });
+    }
+    Ok(())
+}
+
+enum FlatJson {
+    Nested(usize),
+    TooBig,
+    Io(String),
+}
+
+/// Each line an object whose values are not objects or arrays, read within
+/// `max_bytes`; rewinds the reader.
+fn check_flat_json(buf: &mut BufReader<File>, max_bytes: u64) -> Result<(), FlatJson> {
+    let (mut line, mut depth, mut in_string, mut escaped) = (1usize, 0usize, false, false);
+    let mut read = 0u64;
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let n = buf
+            .read(&mut chunk)
+            .map_err(|e| FlatJson::Io(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > max_bytes {
+            return Err(FlatJson::TooBig);
+        }
+        for &c in &chunk[..n] {
+            if in_string {
+                match (escaped, c) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > 1 {
+                        return Err(FlatJson::Nested(line));
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                b'\n' => line += 1,
+                _ => {}
+            }
+        }
+    }
+    buf.seek(SeekFrom::Start(0))
+        .map_err(|e| FlatJson::Io(e.to_string()))?;
+    Ok(())
 }
 
 /// The header's column names, every column read as text.
@@ -217,21 +367,43 @@ fn check_unique_columns(path: &Path, schema: &Schema) -> Result<(), ImportError>
     Ok(())
 }
 
-/// A reader that reports the bytes it hands on.
+/// A reader that reports the bytes it hands on, and ends (setting `over`)
+/// past `max` bytes: a file's size on disk is not proof of what reading it
+/// gives (a file still growing, a kernel file that says 0).
 struct Counted<'p, R> {
     inner: R,
     progress: &'p dyn Fn(u64),
+    left: u64,
+    over: Rc<Cell<bool>>,
 }
 
 impl<'p, R> Counted<'p, R> {
-    fn new(inner: R, progress: &'p dyn Fn(u64)) -> Self {
-        Counted { inner, progress }
+    fn new(inner: R, progress: &'p dyn Fn(u64), max: u64, over: Rc<Cell<bool>>) -> Self {
+        Counted {
+            inner,
+            progress,
+            left: max,
+            over,
+        }
     }
 }
 
 impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        if self.left == 0 {
+            // One byte more than allowed means the file is over.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? > 0 {
+                self.over.set(true);
+                return Err(std::io::Error::other(
+                    "the file is larger than --max-file-mb",
+                ));
+            }
+            return Ok(0);
+        }
+        let room = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
         (self.progress)(n as u64);
         Ok(n)
     }

@@ -248,3 +248,155 @@ fn garbage_files_are_refused_clearly() {
     assert!(run(&spec(), &mut store, &[empty], &opts(), &Quiet).is_err());
     assert!(stored(&store).is_empty());
 }
+
+/// Written compressed, as most Parquet files are.
+fn parquet(path: &Path, batch: &RecordBatch) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let out = std::fs::File::create(path).expect("create");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(out, batch.schema(), Some(props)).expect("writer");
+    w.write(batch).expect("write");
+    w.close().expect("close");
+}
+
+#[test]
+fn times_that_overflow_a_cast_are_refused_not_stored_at_1970() {
+    let d = tempfile::tempdir().expect("dir");
+    let mut store = Store::in_memory().expect("db");
+    let pq = d.path().join("far.parquet");
+    let t = arrow::array::TimestampMillisecondArray::from(vec![1i64 << 62]);
+    let batch = RecordBatch::try_from_iter(vec![
+        ("timestamp", Arc::new(t) as ArrayRef),
+        ("v", Arc::new(Float64Array::from(vec![42.0])) as ArrayRef),
+    ])
+    .expect("batch");
+    parquet(&pq, &batch);
+    let e = run(&spec(), &mut store, &[pq], &opts(), &Quiet).expect_err("overflow");
+    assert!(e.to_string().contains("row 1, column `timestamp`"), "{e}");
+    assert!(stored(&store).is_empty());
+}
+
+#[test]
+fn reading_is_bounded_whatever_the_file_claims() {
+    let d = tempfile::tempdir().expect("dir");
+    let mut store = Store::in_memory().expect("db");
+    // Too many columns, refused from the header.
+    let header: Vec<String> = (0..read::MAX_COLUMNS + 1)
+        .map(|i| format!("c{i}"))
+        .collect();
+    let wide = file(&d, "wide.csv", &format!("time,{}\n", header.join(",")));
+    let e = run(&spec(), &mut store, &[wide], &opts(), &Quiet).expect_err("columns");
+    assert!(e.to_string().contains("at most 10000"), "{e}");
+    // --max-rows counts values, not lines.
+    let f = file(
+        &d,
+        "v.csv",
+        "time,a,b,c\n2024-01-01,1,2,3\n2024-01-02,1,2,3\n",
+    );
+    let o = ImportOptions {
+        caps: ReadCaps {
+            max_file_bytes: 1 << 20,
+            max_rows: 5,
+        },
+        ..opts()
+    };
+    let e = run(&spec(), &mut store, &[f], &o, &Quiet).expect_err("values");
+    assert!(e.to_string().contains("over 5 values"), "{e}");
+    // A FIFO would block an open: it is not a regular file.
+    let fifo = d.path().join("pipe.csv");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = run(&spec(), &mut store, &[fifo], &opts(), &Quiet).expect_err("fifo");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    // A Parquet file whose pages unpack past the cap.
+    let pq = d.path().join("bomb.parquet");
+    let big = "1".repeat(2 << 20);
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "timestamp",
+            Arc::new(StringArray::from(vec!["2024-01-01"])) as ArrayRef,
+        ),
+        (
+            "v",
+            Arc::new(StringArray::from(vec![big.as_str()])) as ArrayRef,
+        ),
+    ])
+    .expect("batch");
+    parquet(&pq, &batch);
+    assert!(
+        std::fs::metadata(&pq).expect("size").len() < 1 << 20,
+        "compressed small"
+    );
+    let e = run(&spec(), &mut store, &[pq], &opts(), &Quiet).expect_err("bomb");
+    assert!(e.to_string().contains("--max-file-mb"), "{e}");
+    assert!(stored(&store).is_empty());
+}
+
+#[test]
+fn ndjson_is_flat_and_every_key_counts() {
+    let d = tempfile::tempdir().expect("dir");
+    let mut store = Store::in_memory().expect("db");
+    let deep = format!(
+        "{{\"timestamp\": \"2024-01-01\", \"v\": {}1{}}}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let f = file(&d, "deep.ndjson", &deep);
+    let e = run(&spec(), &mut store, &[f], &opts(), &Quiet).expect_err("nested");
+    assert!(
+        e.to_string()
+            .contains("line 1: a value is an object or array"),
+        "{e}"
+    );
+    let mut late = String::new();
+    for i in 0..1200 {
+        late.push_str(&format!(
+            "{{\"timestamp\": \"2024-01-01T00:{:02}:{:02}Z\", \"v\": 1}}\n",
+            i / 60 % 60,
+            i % 60
+        ));
+    }
+    late.push_str("{\"timestamp\": \"2024-01-02\", \"late\": 42}\n");
+    let f = file(&d, "late.ndjson", &late);
+    let r = run(&spec(), &mut store, &[f], &opts(), &Quiet).expect("late keys");
+    assert!(r.metrics.contains("late"), "{:?}", r.metrics);
+}
+
+#[test]
+fn large_numbers_are_kept_or_refused_never_dropped() {
+    let d = tempfile::tempdir().expect("dir");
+    let mut store = Store::in_memory().expect("db");
+    let f = file(&d, "big.csv", "time,v\n2024-01-01,1e306\n2024-01-02,inf\n");
+    let r = run(&spec(), &mut store, &[f], &opts(), &Quiet).expect("big");
+    assert_eq!((r.stored, r.empty_values), (1, 1));
+    assert_eq!(stored(&store), vec![("v".into(), 1e306)]);
+    let f = file(&d, "huge.csv", "time,v\n2024-01-03,1e309\n");
+    let e = run(&spec(), &mut store, &[f], &opts(), &Quiet).expect_err("huge");
+    assert!(e.to_string().contains("too large for a number"), "{e}");
+}
+
+#[test]
+fn options_that_cannot_apply_say_so() {
+    assert!("%Y-%m-%d %H:%M %Z".parse::<cells::TimeFormat>().is_err());
+    let d = tempfile::tempdir().expect("dir");
+    let mut store = Store::in_memory().expect("db");
+    let f = file(
+        &d,
+        "long.csv",
+        "time,metric_name,metric_value\n2024-01-01,a,1\n",
+    );
+    let o = ImportOptions {
+        columns: vec!["a".into()],
+        ..opts()
+    };
+    let e = run(&spec(), &mut store, &[f], &o, &Quiet).expect_err("long");
+    assert!(e.to_string().contains("this file is long"), "{e}");
+    let header = file(&d, "h.csv", "time,v\n");
+    let e = run(&spec(), &mut store, &[header], &opts(), &Quiet).expect_err("no rows");
+    assert!(e.to_string().contains("no rows"), "{e}");
+    let names = file(&d, "n.csv", "\"ti\nme\",v\n2024-01-01,1\n");
+    let e = run(&spec(), &mut store, &[names], &opts(), &Quiet).expect_err("names");
+    assert!(!e.to_string().contains('\n'), "one line: {e}");
+}
