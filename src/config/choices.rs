@@ -209,7 +209,7 @@ mod tests {
     fn round_trips_through_serde() {
         let m: ModelKind = serde_json::from_str("\"knn\"").expect("parse");
         assert_eq!(serde_json::to_string(&m).expect("json"), "\"KNN\"");
-        let bad = serde_json::from_str::<ModelKind>("\"LOF\"").unwrap_err();
+        let bad = serde_json::from_str::<ModelKind>("\"OCSVM\"").unwrap_err();
         assert!(
             bad.to_string().contains("use PCA, KNN, IForest, ECOD"),
             "{bad}"
