@@ -113,6 +113,11 @@ pub enum JudgementMeta {
         threshold: f64,
         alert_always: bool,
         tags: Option<serde_json::Value>,
+        /// The observation that drove the alert: the highest score in the
+        /// smoothing window (the alert itself is stamped, as Anomstack's,
+        /// at the newest one).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        driver: Option<Driver>,
     },
     /// A value past a bound: which side, and the bound.
     Threshold {
@@ -149,6 +154,19 @@ impl JudgementMeta {
     }
 }
 
+/// The observation behind an alert, and the metric's typical range then.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Driver {
+    /// µs since 1970, UTC.
+    pub timestamp_us: i64,
+    pub value: f64,
+    pub score: f64,
+    /// The 5th and 95th percentiles of the metric's values before the
+    /// smoothing window.
+    pub typical_low: f64,
+    pub typical_high: f64,
+}
+
 /// What readers of a judgement need from its metadata, whichever version
 /// or tool wrote it: a key that is missing or of another type reads as
 /// absent. The one place that knows which key holds a kind's score.
@@ -164,6 +182,8 @@ pub struct JudgementFacts {
     pub reason: Option<String>,
     pub model: Option<String>,
     pub tags: serde_json::Value,
+    /// An alert's driving observation, when its writer recorded one.
+    pub driver: Option<Driver>,
 }
 
 impl JudgementFacts {
@@ -184,6 +204,9 @@ impl JudgementFacts {
             reason: text("reason"),
             model: text("model"),
             tags: meta.get("tags").cloned().unwrap_or_default(),
+            driver: meta
+                .get("driver")
+                .and_then(|d| serde_json::from_value(d.clone()).ok()),
         }
     }
 }

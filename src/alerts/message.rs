@@ -54,6 +54,9 @@ pub struct AlertFacts {
     pub reason: Option<String>,
     pub model: Option<String>,
     pub tags: Value,
+    /// For anomalies: the observation that drove the alert, and the
+    /// metric's typical range.
+    pub driver: Option<crate::domain::Driver>,
 }
 
 /// A failure streak, for [`Message::failing`].
@@ -136,8 +139,18 @@ impl Message {
         } else {
             f.tags.to_string()
         };
+        let driven = f.driver.as_ref().map_or(String::new(), |d| {
+            format!(
+                "driven by: value {} at {} (anomaly score {}); typical range {} to {}\n",
+                num(Some(d.value)),
+                format_time(d.timestamp_us),
+                num(Some(d.score)),
+                num(Some(d.typical_low)),
+                num(Some(d.typical_high)),
+            )
+        });
         let text = format!(
-            "{headline} in batch {}\n\nmetric: {}\ntimestamp: {when}\nvalue: {}\n{judgement}\ntags: {tags}\n",
+            "{headline} in batch {}\n\nmetric: {}\ntimestamp: {when}\nvalue: {}\n{driven}{judgement}\ntags: {tags}\n",
             f.batch,
             f.metric,
             num(Some(f.value)),
@@ -154,6 +167,7 @@ impl Message {
             "reason": f.reason,
             "model": f.model,
             "tags": f.tags,
+            "driver": f.driver,
         });
         Message {
             kind: f.kind,
@@ -230,5 +244,43 @@ fn num(v: Option<f64>) -> String {
             format!("{r}")
         }
         _ => "n/a".into(),
+    }
+}
+
+#[cfg(test)]
+mod driver_tests {
+    use super::*;
+
+    #[test]
+    fn an_anomaly_names_the_value_that_drove_it_beside_the_typical_range() {
+        let f = AlertFacts {
+            kind: Kind::Anomaly,
+            batch: "b".into(),
+            metric: "m".into(),
+            timestamp_us: 1_714_568_520_000_000,
+            value: 10.05,
+            score: Some(0.7),
+            threshold: 0.6,
+            bound: None,
+            reason: None,
+            model: None,
+            tags: Value::Null,
+            driver: Some(crate::domain::Driver {
+                timestamp_us: 1_714_568_400_000_000,
+                value: 31.5,
+                score: 1.0,
+                typical_low: 9.8,
+                typical_high: 10.4,
+            }),
+        };
+        let m = Message::alert(&f, None);
+        assert!(
+            m.text
+                .contains("driven by: value 31.5 at 2024-05-01 13:00:00"),
+            "{}",
+            m.text
+        );
+        assert!(m.text.contains("typical range 9.8 to 10.4"), "{}", m.text);
+        assert_eq!(m.fields["driver"]["value"], 31.5);
     }
 }

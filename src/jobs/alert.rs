@@ -6,7 +6,7 @@
 
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
-use crate::domain::{Judgement, JudgementMeta, MetricType};
+use crate::domain::{Driver, Judgement, JudgementMeta, MetricType};
 use crate::store::{Store, StoreError};
 
 pub type AlertError = JobError;
@@ -63,6 +63,7 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
                             threshold: spec.alert.threshold,
                             alert_always: forced,
                             tags: spec.metric_tags.get(metric).cloned(),
+                            driver: driver(s, &score, i, spec.alert.smooth_n as usize),
                         }
                         .to_value(),
                     ),
@@ -100,6 +101,33 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
         &report.threshold_alerts,
     )?;
     Ok(report)
+}
+
+/// The observation with the highest score among the `smooth_n` up to `i`
+/// (the ones the smoothed score averaged), with the metric's typical range
+/// before them.
+fn driver(s: &crate::domain::Series, score: &[f64], i: usize, smooth_n: usize) -> Option<Driver> {
+    let start = (i + 1).saturating_sub(smooth_n.max(1));
+    let j = (start..=i)
+        .filter(|k| score[*k].is_finite())
+        .max_by(|a, b| score[*a].total_cmp(&score[*b]))?;
+    let mut before: Vec<f64> = s.values[..start]
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    if before.is_empty() {
+        before = s.values.iter().copied().filter(|v| v.is_finite()).collect();
+    }
+    before.sort_by(f64::total_cmp);
+    let at = |q: f64| before[((before.len() - 1) as f64 * q).round() as usize];
+    Some(Driver {
+        timestamp_us: s.timestamps_us[j],
+        value: s.values[j],
+        score: score[j],
+        typical_low: at(0.05),
+        typical_high: at(0.95),
+    })
 }
 
 /// The newest of each metric's `tholdalert_recent_n` newest values that is
@@ -158,4 +186,50 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Series;
+
+    #[test]
+    fn the_driver_is_the_highest_score_in_the_smoothing_window() {
+        let values: Vec<f64> = (0..40).map(|i| 10.0 + (i % 4) as f64 * 0.1).collect();
+        let mut s = Series {
+            timestamps_us: (0..40).map(|i| i * 1_000_000).collect(),
+            values,
+            extra: Default::default(),
+        };
+        // A spike at 37; the alert is stamped at 39, two observations on.
+        s.values[37] = 30.0;
+        let mut score = vec![0.1; 40];
+        score[37] = 1.0;
+        score[38] = 0.9;
+        let d = driver(&s, &score, 39, 3).expect("a driver");
+        assert_eq!((d.timestamp_us, d.value, d.score), (37_000_000, 30.0, 1.0));
+        assert_eq!((d.typical_low, d.typical_high), (10.0, 10.3));
+        // Outside the window, the spike does not count.
+        assert_eq!(
+            driver(&s, &score, 39, 1).expect("own").timestamp_us,
+            39_000_000
+        );
+        let meta = JudgementMeta::Alert {
+            value: 10.1,
+            score: 0.1,
+            score_smooth: 0.67,
+            threshold: 0.6,
+            alert_always: false,
+            tags: None,
+            driver: Some(d.clone()),
+        }
+        .to_value();
+        let facts = crate::domain::JudgementFacts::read(MetricType::Alert, Some(&meta));
+        assert_eq!(facts.driver, Some(d));
+        assert_eq!(
+            facts.value,
+            Some(10.1),
+            "Anomstack's keys stay as they were"
+        );
+    }
 }

@@ -73,6 +73,7 @@ fn facts(spec: &BatchSpec, kind: Kind, j: &Judgement) -> AlertFacts {
         reason: f.reason,
         model: f.model,
         tags: f.tags,
+        driver: f.driver,
     }
 }
 
