@@ -13,6 +13,30 @@ pub struct Series {
     pub extra: BTreeMap<String, Vec<f64>>,
 }
 
+impl Series {
+    /// Move each alert mark (`metric_alert`) to the observation that drove
+    /// it (`alert_driver_us`, from the alert's metadata), when that is in
+    /// the series: the spike, not the ordinary value after it.
+    pub fn mark_alerts_at_drivers(&mut self) {
+        let (Some(drivers), Some(mut alert)) = (
+            self.extra.get("alert_driver_us"),
+            self.extra.get("metric_alert").cloned(),
+        ) else {
+            return;
+        };
+        for (i, d) in drivers.iter().enumerate() {
+            if !(d.is_finite() && alert[i] > 0.0) {
+                continue;
+            }
+            if let Ok(j) = self.timestamps_us.binary_search(&(*d as i64)) {
+                alert[i] = 0.0;
+                alert[j] = alert[j].max(1.0);
+            }
+        }
+        self.extra.insert("metric_alert".into(), alert);
+    }
+}
+
 /// A judgement row to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
@@ -231,6 +255,24 @@ pub fn round_decimals(value: f64, decimals: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alert_marks_move_to_their_drivers_when_those_are_in_the_series() {
+        let mut s = Series {
+            timestamps_us: vec![10, 20, 30, 40],
+            values: vec![1.0, 9.0, 1.0, 1.0],
+            extra: BTreeMap::from([
+                ("metric_alert".to_string(), vec![0.0, 0.0, 1.0, 1.0]),
+                (
+                    "alert_driver_us".to_string(),
+                    vec![f64::NAN, f64::NAN, 20.0, 5.0],
+                ),
+            ]),
+        };
+        s.mark_alerts_at_drivers();
+        // 30's driver is 20; 40's (5) is not in the series, so it stays.
+        assert_eq!(s.extra["metric_alert"], vec![0.0, 1.0, 0.0, 1.0]);
+    }
 
     #[test]
     fn rounding_keeps_values_too_large_to_scale() {

@@ -32,7 +32,11 @@ pub enum PlotError {
 /// `plot_sql`'s rows by metric.
 pub fn series(spec: &BatchSpec, store: &Store) -> Result<BTreeMap<String, Series>, JobError> {
     load_input(spec, store, Job::Plot, None)
-        .map(|input| input.series)
+        .map(|input| {
+            let mut series = input.series;
+            series.values_mut().for_each(Series::mark_alerts_at_drivers);
+            series
+        })
         .map_err(JobError::of(spec))
 }
 

@@ -46,7 +46,10 @@ pub fn chart_series(
     match store.with_time_limit(limit, |store| {
         series_within(store, spec, &sql, "dashboard", DASHBOARD_LIMITS)
     }) {
-        (Ok(series), _) => Ok(series),
+        (Ok(mut series), _) => {
+            series.values_mut().for_each(Series::mark_alerts_at_drivers);
+            Ok(series)
+        }
         (Err(_), true) => Err(format!(
             "batch {batch}: dashboard_sql ran past job_timeout_s={} and was stopped",
             spec.jobs.timeout_s

@@ -622,3 +622,37 @@ fn pyods_other_detectors_train_and_score_by_name() {
         "{why}"
     );
 }
+
+#[test]
+fn an_alert_is_marked_on_the_observation_that_drove_it() {
+    let (_f, spec) = batch("alert_smooth_n: 3\nalert_threshold: 0.6\nalert_recent_n: 100");
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
+    // The spike's score at observation 10; the smoothed score crosses the
+    // threshold two observations later.
+    let mut scores = vec![0.1; 10];
+    scores.extend([1.0, 0.5, 0.5]);
+    crate::support::insert_scored_series(&store, "synth", &scores);
+    let alerts = alert::run(&spec, &mut store).expect("alert").alerts;
+    assert_eq!(alerts.len(), 1);
+    let meta = alerts[0].metadata.as_ref().expect("metadata");
+    assert_eq!(
+        meta["value"].as_f64(),
+        Some(12.0),
+        "stamped where Anomstack stamps it"
+    );
+    assert_eq!(
+        meta["driver"]["value"].as_f64(),
+        Some(10.0),
+        "driven by the spike"
+    );
+    let series = sandstack::jobs::plot::series(&spec, &store).expect("plot data");
+    let s = series.values().next().expect("a metric");
+    let marked: Vec<usize> = s.extra["metric_alert"]
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| **f > 0.0)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(marked, vec![10], "the plot marks the spike");
+}

@@ -2,12 +2,15 @@
     threshold) and change marks, alert_max_n observations per metric.
     Variables: table_key, metric_batch, alert_max_n.
     Output: metric_timestamp, metric_name, metric_value, metric_score, metric_alert,
-    metric_change, oldest first per metric. -#}
+    metric_change, alert_driver_us (when an alert's metadata names the observation that
+    drove it, its time: the mark goes there), oldest first per metric. -#}
 WITH data AS (
   SELECT metric_timestamp, metric_name,
     avg(CASE WHEN metric_type = 'metric' THEN metric_value END) AS metric_value,
     avg(CASE WHEN metric_type = 'score' THEN metric_value END) AS metric_score,
     max(CASE WHEN metric_type IN ('alert', 'tholdalert') THEN metric_value END) AS metric_alert,
+    max(CASE WHEN metric_type = 'alert' THEN
+      TRY_CAST(regexp_extract(metadata, '"driver":\{[^}]*"timestamp_us":(-?[0-9]+)', 1) AS BIGINT) END) AS alert_driver_us,
     max(CASE WHEN metric_type = 'change' THEN metric_value END) AS metric_change
   FROM {{ table_key }}
   WHERE metric_batch = '{{ metric_batch }}'
@@ -20,7 +23,8 @@ ranked AS (
   WHERE metric_value IS NOT NULL
 )
 SELECT metric_timestamp, metric_name, metric_value, metric_score,
-  coalesce(metric_alert, 0) AS metric_alert, coalesce(metric_change, 0) AS metric_change
+  coalesce(metric_alert, 0) AS metric_alert, coalesce(metric_change, 0) AS metric_change,
+  alert_driver_us
 FROM ranked
 WHERE recency_rank <= {{ alert_max_n }}
 ORDER BY metric_name, metric_timestamp
