@@ -276,6 +276,23 @@ enum Shape {
     Wide(Vec<(String, String)>),
 }
 
+impl Shape {
+    /// For the summary: where the times, names and values were found.
+    fn describe(&self, time: &str) -> String {
+        match self {
+            Shape::Long { name, value } => format!("long: time {time}, name {name}, value {value}"),
+            Shape::Wide(cols) if cols.len() == 1 && cols[0].0 != cols[0].1 => {
+                format!(
+                    "one series: time {time}, value {} as metric {}",
+                    cols[0].0, cols[0].1
+                )
+            }
+            Shape::Wide(cols) if cols.len() == 1 => format!("wide: time {time}, 1 metric column"),
+            Shape::Wide(cols) => format!("wide: time {time}, {} metric columns", cols.len()),
+        }
+    }
+}
+
 fn find_column(columns: &[&str], wanted: &str) -> Option<String> {
     columns
         .iter()
@@ -461,17 +478,7 @@ fn shape_file(
     }
     Ok(FileReport {
         path: file.clone(),
-        shape: match &shape {
-            Shape::Long { name, value } => format!("long: time {time}, name {name}, value {value}"),
-            Shape::Wide(cols) if cols.len() == 1 && cols[0].0 != cols[0].1 => {
-                format!(
-                    "one series: time {time}, value {} as metric {}",
-                    cols[0].0, cols[0].1
-                )
-            }
-            Shape::Wide(cols) if cols.len() == 1 => format!("wide: time {time}, 1 metric column"),
-            Shape::Wide(cols) => format!("wide: time {time}, {} metric columns", cols.len()),
-        },
+        shape: shape.describe(&time),
         rows_read: table.rows,
         values: rows.rows.len() - before.0,
     })

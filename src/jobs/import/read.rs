@@ -100,150 +100,181 @@ pub fn read_file(
             limit: caps.max_file_bytes,
         });
     }
-    let malformed = |message: String| ImportError::Malformed {
-        file: path.to_path_buf(),
-        message: crate::escape::truncate(&message, MAX_MESSAGE),
-    };
-    let too_big = || ImportError::TooBig {
-        file: path.to_path_buf(),
-        bytes: caps.max_file_bytes + 1,
-        limit: caps.max_file_bytes,
-    };
-    let mut batches = Vec::new();
-    let mut rows = 0usize;
-    let mut take = |b: RecordBatch| -> Result<(), ImportError> {
-        rows += b.num_rows();
-        if rows_before + rows as u64 > caps.max_rows {
-            return Err(ImportError::TooManyRows {
-                file: path.to_path_buf(),
-                limit: caps.max_rows,
-            });
-        }
-        batches.push(b);
-        Ok(())
+    let mut r = Reading {
+        path,
+        caps,
+        rows_before,
+        progress,
+        batches: Vec::new(),
+        rows: 0,
     };
     let schema = match format {
-        FileFormat::Csv | FileFormat::Tsv => {
-            let delimiter = if format == FileFormat::Tsv {
-                b'\t'
-            } else {
-                b','
-            };
-            let (schema, reader) = csv_reader(file, delimiter).map_err(malformed)?;
-            check_columns(path, &schema)?;
-            let over = Rc::new(Cell::new(false));
-            let mut counted = Counted::new(reader, progress, caps.max_file_bytes, over.clone());
-            let reader = arrow::csv::ReaderBuilder::new(schema.clone())
-                .with_header(true)
-                .with_delimiter(delimiter)
-                .with_batch_size(batch_rows(schema.fields().len()))
-                .build(&mut counted)
-                .map_err(|e| malformed(e.to_string()))?;
-            for b in reader {
-                let b = b.map_err(|e| {
-                    if over.get() {
-                        too_big()
-                    } else {
-                        malformed(e.to_string())
-                    }
-                })?;
-                take(b)?;
-            }
-            if over.get() {
-                return Err(too_big());
-            }
-            schema
-        }
-        FileFormat::Ndjson => {
-            let mut buf = BufReader::new(file);
-            // Flat objects only, checked before any JSON parser sees the
-            // file: a nested value cannot be a metric's value, and a deep
-            // one would exhaust a recursive parser's stack.
-            check_flat_json(&mut buf, caps.max_file_bytes).map_err(|e| match e {
-                FlatJson::TooBig => too_big(),
-                FlatJson::Nested(line) => malformed(format!(
-                    "line {line}: a value is an object or array; sandstack reads flat objects, one value per key"
-                )),
-                FlatJson::Io(e) => malformed(e),
-            })?;
-            // Every line's keys, so a key first seen late is not dropped.
-            let (inferred, _) = arrow::json::reader::infer_json_schema(&mut buf, None)
-                .map_err(|e| malformed(format!("not newline-delimited JSON objects: {e}")))?;
-            let schema = all_text(&inferred);
-            check_columns(path, &schema)?;
-            buf.seek(SeekFrom::Start(0))
-                .map_err(|e| malformed(e.to_string()))?;
-            let over = Rc::new(Cell::new(false));
-            let counted = BufReader::new(Counted::new(
-                buf,
-                progress,
-                caps.max_file_bytes,
-                over.clone(),
-            ));
-            let reader = arrow::json::ReaderBuilder::new(schema.clone())
-                .with_batch_size(batch_rows(schema.fields().len()))
-                .with_coerce_primitive(true)
-                .build(counted)
-                .map_err(|e| malformed(e.to_string()))?;
-            for b in reader {
-                take(b.map_err(|e| {
-                    if over.get() {
-                        too_big()
-                    } else {
-                        malformed(e.to_string())
-                    }
-                })?)?;
-            }
-            schema
-        }
-        FileFormat::Parquet => {
-            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| malformed(format!("not a Parquet file: {e}")))?;
-            let declared = builder.metadata().file_metadata().num_rows().max(0) as u64;
-            if rows_before + declared > caps.max_rows {
-                return Err(ImportError::TooManyRows {
-                    file: path.to_path_buf(),
-                    limit: caps.max_rows,
-                });
-            }
-            // What the pages say they decompress to: a small file may hold
-            // gigabytes of one repeated value.
-            let unpacked: i64 = builder
-                .metadata()
-                .row_groups()
-                .iter()
-                .flat_map(|g| g.columns().iter().map(|c| c.uncompressed_size().max(0)))
-                .sum();
-            if unpacked as u64 > caps.max_file_bytes {
-                return Err(ImportError::TooBig {
-                    file: path.to_path_buf(),
-                    bytes: unpacked as u64,
-                    limit: caps.max_file_bytes,
-                });
-            }
-            let schema = builder.schema().clone();
-            check_columns(path, &schema)?;
-            let reader = builder
-                .with_batch_size(batch_rows(schema.fields().len()))
-                .build()
-                .map_err(|e| malformed(e.to_string()))?;
-            let per_row = len / declared.max(1);
-            for b in reader {
-                let b = b.map_err(|e| malformed(e.to_string()))?;
-                progress(per_row * b.num_rows() as u64);
-                take(b)?;
-            }
-            schema
-        }
+        FileFormat::Csv => r.csv(file, b',')?,
+        FileFormat::Tsv => r.csv(file, b'\t')?,
+        FileFormat::Ndjson => r.ndjson(file)?,
+        FileFormat::Parquet => r.parquet(file, len)?,
     };
     check_unique_columns(path, &schema)?;
     Ok(FileTable {
         path: path.to_path_buf(),
         schema,
-        batches,
-        rows,
+        batches: r.batches,
+        rows: r.rows,
     })
+}
+
+/// One file being read: where, within what, and what it gave so far.
+struct Reading<'a> {
+    path: &'a Path,
+    caps: ReadCaps,
+    rows_before: u64,
+    progress: &'a dyn Fn(u64),
+    batches: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl Reading<'_> {
+    fn malformed(&self, message: impl std::fmt::Display) -> ImportError {
+        ImportError::Malformed {
+            file: self.path.to_path_buf(),
+            message: crate::escape::truncate(&message.to_string(), MAX_MESSAGE),
+        }
+    }
+
+    fn too_big(&self) -> ImportError {
+        ImportError::TooBig {
+            file: self.path.to_path_buf(),
+            bytes: self.caps.max_file_bytes + 1,
+            limit: self.caps.max_file_bytes,
+        }
+    }
+
+    /// A reader's error: past the byte cap, say that.
+    fn failed(&self, over: &Cell<bool>, e: impl std::fmt::Display) -> ImportError {
+        if over.get() {
+            self.too_big()
+        } else {
+            self.malformed(e)
+        }
+    }
+
+    fn too_many_rows(&self) -> ImportError {
+        ImportError::TooManyRows {
+            file: self.path.to_path_buf(),
+            limit: self.caps.max_rows,
+        }
+    }
+
+    fn take(&mut self, b: RecordBatch) -> Result<(), ImportError> {
+        self.rows += b.num_rows();
+        if self.rows_before + self.rows as u64 > self.caps.max_rows {
+            return Err(self.too_many_rows());
+        }
+        self.batches.push(b);
+        Ok(())
+    }
+
+    fn csv(&mut self, file: File, delimiter: u8) -> Result<Arc<Schema>, ImportError> {
+        let (schema, reader) = csv_reader(file, delimiter).map_err(|e| self.malformed(e))?;
+        check_columns(self.path, &schema)?;
+        let over = Rc::new(Cell::new(false));
+        let mut counted = Counted::new(
+            reader,
+            self.progress,
+            self.caps.max_file_bytes,
+            over.clone(),
+        );
+        let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+            .with_header(true)
+            .with_delimiter(delimiter)
+            .with_batch_size(batch_rows(schema.fields().len()))
+            .build(&mut counted)
+            .map_err(|e| self.malformed(e))?;
+        for b in reader {
+            let b = b.map_err(|e| self.failed(&over, e))?;
+            self.take(b)?;
+        }
+        if over.get() {
+            return Err(self.too_big());
+        }
+        Ok(schema)
+    }
+
+    fn ndjson(&mut self, file: File) -> Result<Arc<Schema>, ImportError> {
+        let mut buf = BufReader::new(file);
+        // Flat objects only, checked before any JSON parser sees the file:
+        // a nested value cannot be a metric's value, and a deep one would
+        // exhaust a recursive parser's stack.
+        check_flat_json(&mut buf, self.caps.max_file_bytes).map_err(|e| match e {
+            FlatJson::TooBig => self.too_big(),
+            FlatJson::Nested(line) => self.malformed(format!(
+                "line {line}: a value is an object or array; sandstack reads flat objects, one value per key"
+            )),
+            FlatJson::Io(e) => self.malformed(e),
+        })?;
+        // Every line's keys, so a key first seen late is not dropped.
+        let (inferred, _) = arrow::json::reader::infer_json_schema(&mut buf, None)
+            .map_err(|e| self.malformed(format!("not newline-delimited JSON objects: {e}")))?;
+        let schema = all_text(&inferred);
+        check_columns(self.path, &schema)?;
+        buf.seek(SeekFrom::Start(0))
+            .map_err(|e| self.malformed(e))?;
+        let over = Rc::new(Cell::new(false));
+        let counted = BufReader::new(Counted::new(
+            buf,
+            self.progress,
+            self.caps.max_file_bytes,
+            over.clone(),
+        ));
+        let reader = arrow::json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(batch_rows(schema.fields().len()))
+            .with_coerce_primitive(true)
+            .build(counted)
+            .map_err(|e| self.malformed(e))?;
+        for b in reader {
+            let b = b.map_err(|e| self.failed(&over, e))?;
+            self.take(b)?;
+        }
+        Ok(schema)
+    }
+
+    fn parquet(&mut self, file: File, len: u64) -> Result<Arc<Schema>, ImportError> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| self.malformed(format!("not a Parquet file: {e}")))?;
+        let declared = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        if self.rows_before + declared > self.caps.max_rows {
+            return Err(self.too_many_rows());
+        }
+        // What the pages say they decompress to: a small file may hold
+        // gigabytes of one repeated value.
+        let unpacked: i64 = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .flat_map(|g| g.columns().iter().map(|c| c.uncompressed_size().max(0)))
+            .sum();
+        if unpacked as u64 > self.caps.max_file_bytes {
+            return Err(ImportError::TooBig {
+                file: self.path.to_path_buf(),
+                bytes: unpacked as u64,
+                limit: self.caps.max_file_bytes,
+            });
+        }
+        let schema = builder.schema().clone();
+        check_columns(self.path, &schema)?;
+        let reader = builder
+            .with_batch_size(batch_rows(schema.fields().len()))
+            .build()
+            .map_err(|e| self.malformed(e))?;
+        let per_row = len / declared.max(1);
+        for b in reader {
+            let b = b.map_err(|e| self.malformed(e))?;
+            (self.progress)(per_row * b.num_rows() as u64);
+            self.take(b)?;
+        }
+        Ok(schema)
+    }
 }
 
 /// Open `path` only if it is a regular file (not a FIFO that would block,
