@@ -191,7 +191,15 @@ fn print_report(batch: &str, table: &str, r: &ImportReport, dry_run: bool) {
         outln!("  skipped: {}", skipped.join(", "));
     }
     if r.stored > 0 && !dry_run {
-        outln!("  next: `sandstack train {batch}`, then `sandstack score {batch}` and `sandstack alert {batch}`");
+        // The shipped templates look back from now(): history older than
+        // their windows is trained on at its own time.
+        let old = r
+            .last_us
+            .is_some_and(|t| chrono::Utc::now().timestamp_micros() - t > 86_400_000_000);
+        let at = if old { " --at latest" } else { "" };
+        outln!(
+            "  next: `sandstack train {batch}{at}`, then `sandstack score {batch}{at}` and `sandstack alert {batch}{at}`"
+        );
     }
 }
 
