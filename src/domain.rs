@@ -235,6 +235,15 @@ impl JudgementFacts {
     }
 }
 
+/// A time in µs since 1970 as messages show it: `2024-05-01 13:00:00`
+/// (UTC), or the count itself when no calendar holds it.
+pub fn fmt_us(us: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(us) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => format!("{us} µs from 1970"),
+    }
+}
+
 /// `value` rounded to `decimals` places, as Anomstack's
 /// `ingest_metric_rounding` and `score_metric_rounding` do; a negative
 /// `decimals` leaves it as it is.

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{find_batch, load_folder, Cli};
+use crate::domain::fmt_us;
 use crate::jobs::import::cells::{TimeFormat, TimeReader};
 use crate::jobs::import::read::{FileFormat, ReadCaps};
-use crate::jobs::import::{self, fmt_us, ImportOptions, ImportReport, Progress};
+use crate::jobs::import::{self, ImportOptions, ImportReport, Progress};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\

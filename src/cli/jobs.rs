@@ -161,7 +161,7 @@ fn job_with_mode(
             "{} {}: running at {} UTC",
             job.name(),
             spec.metric_batch,
-            crate::jobs::import::fmt_us(t)
+            crate::domain::fmt_us(t)
         );
     }
     let channels = Channels::from_env(&host_env());

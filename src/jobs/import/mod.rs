@@ -18,7 +18,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 
 use crate::config::BatchSpec;
-use crate::domain::MetricType;
+use crate::domain::{fmt_us, MetricType};
 use crate::jobs::ingest::normalize::{self, InvalidResult};
 use crate::store::{Store, StoreError};
 use cells::TimeReader;
@@ -532,13 +532,6 @@ fn names_of(
         },
     })?;
     Ok(names)
-}
-
-pub fn fmt_us(us: i64) -> String {
-    match chrono::DateTime::from_timestamp_micros(us) {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
-        None => format!("{us} µs from 1970"),
-    }
 }
 
 /// Files named on the command line, each checked to exist first, so that a

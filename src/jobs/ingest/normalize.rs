@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 use crate::config::SandboxLimits;
-use crate::domain::MetricType;
+use crate::domain::{fmt_us, MetricType};
 use crate::escape::{acts_on_terminal, terminal_line, truncate};
 use crate::store::schema::{metrics_schema, METADATA, METRIC_NAME, METRIC_TIMESTAMP, METRIC_VALUE};
 
@@ -230,13 +230,6 @@ fn check_time_range(timestamps: &ArrayRef, limits: &SandboxLimits) -> Result<(),
             min: fmt_us(min),
             max: fmt_us(max),
         }),
-    }
-}
-
-fn fmt_us(us: i64) -> String {
-    match chrono::DateTime::from_timestamp_micros(us) {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
-        None => format!("{us} µs from 1970"),
     }
 }
 
