@@ -89,8 +89,7 @@ impl Ecdf {
     fn combine(&self, left: f64, right: f64, skew_sign: f64) -> f64 {
         let (ul, ur) = (-left.ln(), -right.ln());
         // PyOD: U_l * -sign(s - 1) + U_r * sign(s + 1), for s the sign.
-        let by_skew =
-            ul * -(skew_sign - 1.0).signum_or_zero() + ur * (skew_sign + 1.0).signum_or_zero();
+        let by_skew = ul * -np_sign(skew_sign - 1.0) + ur * np_sign(skew_sign + 1.0);
         match self.tails {
             Tails::Ecod => by_skew.max(ul.max(ur)),
             Tails::Copod => by_skew.max((ul + ur) / 2.0),
@@ -115,17 +114,11 @@ fn skew_sign([s1, s2, s3]: [f64; 3], n: f64) -> f64 {
 }
 
 /// numpy's `sign`: 0 at 0 (Rust's `signum` gives ±1).
-trait SignumOrZero {
-    fn signum_or_zero(self) -> f64;
-}
-
-impl SignumOrZero for f64 {
-    fn signum_or_zero(self) -> f64 {
-        if self == 0.0 {
-            0.0
-        } else {
-            self.signum()
-        }
+fn np_sign(x: f64) -> f64 {
+    if x == 0.0 {
+        0.0
+    } else {
+        x.signum()
     }
 }
 

@@ -17,7 +17,7 @@ pub struct Knn {
 /// rows (an n x n matrix of 8 MB at most); larger ones compute it twice.
 const SHARED_PAIRS_UP_TO: usize = 1024;
 
-fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+pub(super) fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>()
 }
 

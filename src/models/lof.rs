@@ -16,11 +16,7 @@ pub struct Lof {
 }
 
 fn distance(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).powi(2))
-        .sum::<f64>()
-        .sqrt()
+    super::knn::squared_distance(a, b).sqrt()
 }
 
 /// The k nearest of `candidates` (distance, index), nearest first; ties

@@ -4,23 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::preprocess::median;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mad {
     median: f64,
     mad: f64,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return 0.0;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
 }
 
 impl Mad {
