@@ -51,14 +51,9 @@ fn parse_at(text: &str) -> Result<At, String> {
         format: crate::jobs::import::cells::TimeFormat::Auto,
         zone: chrono_tz::UTC,
     };
-    let cell: arrow::array::ArrayRef =
-        std::sync::Arc::new(arrow::array::StringArray::from(vec![text]));
-    reader
-        .column(&cell, 1)
-        .map(|t| At::Instant(t[0]))
-        .map_err(|_| {
-            format!("`{text}` is not a time: use a UTC time such as 2024-05-01T13:00:00Z, 2024-05-01 13:00 or 2024-05-01, or `latest`")
-        })
+    reader.parse(text).map(At::Instant).map_err(|_| {
+        format!("`{text}` is not a time: use a UTC time such as 2024-05-01T13:00:00Z, 2024-05-01 13:00 or 2024-05-01, or `latest`")
+    })
 }
 
 /// The instant `at` names for `spec` (None: the real clock).

@@ -158,8 +158,7 @@ impl TimeReader {
                 let TimeFormat::Epoch(scale) = self.format else {
                     return Err(at(0, "is a number: say which epoch with --timestamp-format epoch_s (or epoch_ms, epoch_us, epoch_ns)".into()));
                 };
-                let f = arrow::compute::cast(col, &DataType::Float64)
-                    .map_err(|e| at(0, e.to_string()))?;
+                let f = cast_checked(col, &DataType::Float64, first_row)?;
                 for (i, v) in f
                     .as_primitive::<arrow::datatypes::Float64Type>()
                     .values()
@@ -172,6 +171,12 @@ impl TimeReader {
             other => return Err(at(0, format!("is of type {other}, which holds no time"))),
         }
         Ok(out)
+    }
+
+    /// One time written as text, in µs since 1970 UTC; the error says
+    /// what is wrong with it.
+    pub fn parse(&self, text: &str) -> Result<i64, String> {
+        self.text(text, &mut 0)
     }
 
     /// One text cell; `hint` remembers which auto form matched last.
@@ -309,8 +314,7 @@ pub fn values(col: &ArrayRef, first_row: usize) -> Result<Vec<Option<f64>>, Cell
         }
         DataType::Null => Ok(vec![None; col.len()]),
         t if t.is_numeric() || matches!(t, DataType::Boolean) => {
-            let f =
-                arrow::compute::cast(col, &DataType::Float64).map_err(|e| at(0, e.to_string()))?;
+            let f = cast_checked(col, &DataType::Float64, first_row)?;
             Ok(f.as_primitive::<arrow::datatypes::Float64Type>()
                 .iter()
                 .map(|v| v.and_then(finite))

@@ -224,11 +224,12 @@ impl Rows {
         }
         kept.sort_by_key(|i| (self.rows[*i].0, self.rows[*i].1));
         for i in &kept {
-            let (t, n, _) = self.rows[*i];
-            report.metrics.insert(self.names[n as usize].clone());
-            report.first_us = Some(report.first_us.map_or(t, |f| f.min(t)));
-            report.last_us = Some(report.last_us.map_or(t, |l| l.max(t)));
+            report
+                .metrics
+                .insert(self.names[self.rows[*i].1 as usize].clone());
         }
+        report.first_us = kept.first().map(|i| self.rows[*i].0);
+        report.last_us = kept.last().map(|i| self.rows[*i].0);
         kept
     }
 
@@ -425,7 +426,7 @@ fn shape_file(
             message: format!("a column's name is not a metric name sandstack stores: {e}"),
         })?;
     }
-    let before = (rows.rows.len(), rows.empty);
+    let before = rows.rows.len();
     // Each column's position, found once (a wide file may have thousands).
     let at: HashMap<&str, usize> = columns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
     let column_of =
@@ -480,7 +481,7 @@ fn shape_file(
         path: file.clone(),
         shape: shape.describe(&time),
         rows_read: table.rows,
-        values: rows.rows.len() - before.0,
+        values: rows.rows.len() - before,
     })
 }
 

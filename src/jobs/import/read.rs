@@ -114,7 +114,6 @@ pub fn read_file(
         FileFormat::Ndjson => r.ndjson(file)?,
         FileFormat::Parquet => r.parquet(file, len)?,
     };
-    check_unique_columns(path, &schema)?;
     Ok(FileTable {
         path: path.to_path_buf(),
         schema,
@@ -297,13 +296,29 @@ fn open_regular(path: &Path) -> Result<File, ImportError> {
     Ok(file)
 }
 
+/// At most [`MAX_COLUMNS`] columns, each named once: checked from the
+/// header, before any row is read.
 fn check_columns(path: &Path, schema: &Schema) -> Result<(), ImportError> {
+    let refuse = |message: String| ImportError::Malformed {
+        file: path.to_path_buf(),
+        message,
+    };
     let n = schema.fields().len();
     if n > MAX_COLUMNS {
-        return Err(ImportError::Malformed {
-            file: path.to_path_buf(),
-            message: format!("{n} columns: a file may have at most {MAX_COLUMNS}"),
-        });
+        return Err(refuse(format!(
+            "{n} columns: a file may have at most {MAX_COLUMNS}"
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(f) = schema
+        .fields()
+        .iter()
+        .find(|f| !seen.insert(f.name().as_str()))
+    {
+        return Err(refuse(format!(
+            "the column `{}` appears twice in the header",
+            super::shown(f.name())
+        )));
     }
     Ok(())
 }
@@ -383,19 +398,6 @@ fn all_text(schema: &Schema) -> Arc<Schema> {
             .map(|f| Field::new(f.name(), DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ))
-}
-
-fn check_unique_columns(path: &Path, schema: &Schema) -> Result<(), ImportError> {
-    let mut seen = std::collections::BTreeSet::new();
-    for f in schema.fields() {
-        if !seen.insert(f.name().as_str()) {
-            return Err(ImportError::Malformed {
-                file: path.to_path_buf(),
-                message: format!("the column `{}` appears twice in the header", f.name()),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// A reader that reports the bytes it hands on, and ends (setting `over`)
