@@ -360,8 +360,9 @@ fn round_values(values: &Float64Array, decimals: i64) -> Float64Array {
     values.unary::<_, arrow::datatypes::Float64Type>(|v| crate::domain::round_decimals(v, decimals))
 }
 
-/// The same rows, all stamped with `at_us` (backfills of SQL batches,
-/// whose SQL reads the real clock).
+/// The same rows, all stamped with `at_us`: a SQL batch's rows in a
+/// backfill period or a caught-up tick. Its `now()` already reads that
+/// time (`Store::set_clock`); this also pins rows the SQL stamped itself.
 pub fn restamp(rows: &RecordBatch, at_us: i64) -> RecordBatch {
     let mut columns = rows.columns().to_vec();
     columns[0] = Arc::new(arrow::array::TimestampMicrosecondArray::from(
