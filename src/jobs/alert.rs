@@ -5,8 +5,11 @@
 //! are stored and logged; delivery is a separate step.
 
 use super::rows::{load_input, write, JobError, JobFailure};
-use crate::config::{BatchSpec, Job};
-use crate::domain::{Driver, Judgement, JudgementMeta, MetricType};
+use crate::config::{BatchSpec, Job, Thresholds};
+use std::collections::BTreeSet;
+
+use crate::domain::{Driver, Judgement, JudgementMeta, MetricType, Series};
+use crate::store::NewestValue;
 use crate::store::{Store, StoreError};
 
 pub type AlertError = JobError;
@@ -27,63 +30,9 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
     let (series, already) = (&input.series, &input.done);
     let mut report = AlertReport::default();
     for (metric, s) in series {
-        if spec.alert.exclude_metrics.contains(metric) {
-            continue;
-        }
-        let col = |name: &str| {
-            s.extra
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| vec![f64::NAN; s.values.len()])
-        };
-        let (flag, rank, score, smooth) = (
-            col("metric_alert"),
-            col("recency_rank"),
-            col("metric_score"),
-            col("metric_score_smooth"),
-        );
-        for i in 0..s.values.len() {
-            let recent = rank[i] <= spec.alert.recent_n as f64;
-            let is_new = !already
-                .get(metric)
-                .is_some_and(|d| d.contains(&s.timestamps_us[i]));
-            // alert_always (Anomstack's test of a batch's alert setup): the
-            // newest observation alerts whatever its score.
-            let forced = spec.alert.always && rank[i] == 1.0 && flag[i] != 1.0;
-            if recent && (flag[i] == 1.0 || forced) && is_new {
-                let j = Judgement {
-                    timestamp_us: s.timestamps_us[i],
-                    metric_name: metric.clone(),
-                    value: 1.0,
-                    metadata: Some(
-                        JudgementMeta::Alert {
-                            value: s.values[i],
-                            score: score[i],
-                            score_smooth: smooth[i],
-                            threshold: spec.alert.threshold,
-                            alert_always: forced,
-                            tags: spec.metric_tags.get(metric).cloned(),
-                            driver: driver(s, &score, i, spec.alert.smooth_n as usize),
-                        }
-                        .to_value(),
-                    ),
-                };
-                let why = if forced {
-                    "alert_always is set"
-                } else {
-                    "at or over alert_threshold"
-                };
-                tracing::warn!(
-                    batch = %batch,
-                    metric = %metric,
-                    value = s.values[i],
-                    score_smooth = %format_args!("{:.3}", smooth[i]),
-                    threshold = spec.alert.threshold,
-                    "ALERT: {why}"
-                );
-                report.alerts.push(j);
-            }
-        }
+        report
+            .alerts
+            .extend(alert_metric(spec, metric, s, already.get(metric)));
     }
     write(
         store,
@@ -101,6 +50,76 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
         &report.threshold_alerts,
     )?;
     Ok(report)
+}
+
+/// One metric's alerts from its alert SQL's rows (oldest first, with the
+/// columns `metric_alert`, `recency_rank`, `metric_score` and
+/// `metric_score_smooth`): a flagged row among the newest `alert_recent_n`
+/// whose timestamp is not in `already`.
+pub fn alert_metric(
+    spec: &BatchSpec,
+    metric: &str,
+    s: &Series,
+    already: Option<&BTreeSet<i64>>,
+) -> Vec<Judgement> {
+    let mut out = Vec::new();
+    if spec.alert.exclude_metrics.iter().any(|m| m == metric) {
+        return out;
+    }
+    let batch = &spec.metric_batch;
+    let col = |name: &str| {
+        s.extra
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| vec![f64::NAN; s.values.len()])
+    };
+    let (flag, rank, score, smooth) = (
+        col("metric_alert"),
+        col("recency_rank"),
+        col("metric_score"),
+        col("metric_score_smooth"),
+    );
+    for i in 0..s.values.len() {
+        let recent = rank[i] <= spec.alert.recent_n as f64;
+        let is_new = !already.is_some_and(|d| d.contains(&s.timestamps_us[i]));
+        // alert_always (Anomstack's test of a batch's alert setup): the
+        // newest observation alerts whatever its score.
+        let forced = spec.alert.always && rank[i] == 1.0 && flag[i] != 1.0;
+        if recent && (flag[i] == 1.0 || forced) && is_new {
+            let j = Judgement {
+                timestamp_us: s.timestamps_us[i],
+                metric_name: metric.to_string(),
+                value: 1.0,
+                metadata: Some(
+                    JudgementMeta::Alert {
+                        value: s.values[i],
+                        score: score[i],
+                        score_smooth: smooth[i],
+                        threshold: spec.alert.threshold,
+                        alert_always: forced,
+                        tags: spec.metric_tags.get(metric).cloned(),
+                        driver: driver(s, &score, i, spec.alert.smooth_n as usize),
+                    }
+                    .to_value(),
+                ),
+            };
+            let why = if forced {
+                "alert_always is set"
+            } else {
+                "at or over alert_threshold"
+            };
+            tracing::warn!(
+                batch = %batch,
+                metric = %metric,
+                value = s.values[i],
+                score_smooth = %format_args!("{:.3}", smooth[i]),
+                threshold = spec.alert.threshold,
+                "ALERT: {why}"
+            );
+            out.push(j);
+        }
+    }
+    out
 }
 
 /// The observation with the highest score among the `smooth_n` up to `i`
@@ -152,40 +171,54 @@ fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, S
             metric,
             recent_n.saturating_add(settings.snooze_n as usize),
         )?;
-        let breach = rows.iter().take(recent_n).enumerate().find_map(|(i, row)| {
+        out.extend(threshold_breach(spec, metric, bounds, &rows));
+    }
+    Ok(out)
+}
+
+/// A threshold alert for `metric` from its newest values (newest first,
+/// `tholdalert_recent_n + tholdalert_snooze_n` of them): the newest of the
+/// recent ones outside `bounds`, unless one alerted within the snooze.
+pub fn threshold_breach(
+    spec: &BatchSpec,
+    metric: &str,
+    bounds: &Thresholds,
+    rows: &[NewestValue],
+) -> Option<Judgement> {
+    let settings = &spec.tholdalert;
+    let recent_n = (settings.recent_n as usize).max(1);
+    let (i, row, (side, bound)) = rows
+        .iter()
+        .take(recent_n)
+        .enumerate()
+        .find_map(|(i, row)| {
             let side = match (bounds.upper, bounds.lower) {
                 (Some(u), _) if row.value > u => Some(("upper", u)),
                 (_, Some(l)) if row.value < l => Some(("lower", l)),
                 _ => None,
             };
             side.map(|s| (i, row, s))
-        });
-        let Some((i, row, (side, bound))) = breach else {
-            continue;
-        };
-        let window = i + 1 + settings.snooze_n as usize;
-        let snoozed = rows.iter().take(window).any(|r| r.alerted);
-        if snoozed {
-            continue;
-        }
-        let value = row.value;
-        tracing::warn!(batch = %batch, metric = %metric, value, bound, "THRESHOLD ALERT: past its {side} bound");
-        out.push(Judgement {
-            timestamp_us: row.timestamp_us,
-            metric_name: metric.clone(),
-            value: 1.0,
-            metadata: Some(
-                JudgementMeta::Threshold {
-                    value,
-                    bound: side.to_string(),
-                    threshold: bound,
-                    tags: spec.metric_tags.get(metric).cloned(),
-                }
-                .to_value(),
-            ),
-        });
+        })?;
+    let window = i + 1 + settings.snooze_n as usize;
+    if rows.iter().take(window).any(|r| r.alerted) {
+        return None;
     }
-    Ok(out)
+    let value = row.value;
+    tracing::warn!(batch = %spec.metric_batch, metric = %metric, value, bound, "THRESHOLD ALERT: past its {side} bound");
+    Some(Judgement {
+        timestamp_us: row.timestamp_us,
+        metric_name: metric.to_string(),
+        value: 1.0,
+        metadata: Some(
+            JudgementMeta::Threshold {
+                value,
+                bound: side.to_string(),
+                threshold: bound,
+                tags: spec.metric_tags.get(metric).cloned(),
+            }
+            .to_value(),
+        ),
+    })
 }
 
 #[cfg(test)]

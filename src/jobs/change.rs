@@ -6,7 +6,9 @@
 
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
-use crate::domain::{Judgement, JudgementMeta, MetricType};
+use std::collections::BTreeSet;
+
+use crate::domain::{Judgement, JudgementMeta, MetricType, Series};
 use crate::models::preprocess::median;
 use crate::store::Store;
 
@@ -41,68 +43,81 @@ fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFail
     let batch = spec.metric_batch.clone();
     let input = load_input(spec, store, Job::Change, Some(MetricType::Change))?;
     let (series, already) = (&input.series, &input.done);
-    let last_n = spec.change.detect_last_n.max(1) as usize;
     let mut out = Vec::new();
     for (metric, s) in series {
-        let smooth = s
-            .extra
-            .get("metric_value_smooth")
-            .cloned()
-            .unwrap_or_else(|| s.values.clone());
-        let changed_before = s
-            .extra
-            .get("changed_before")
-            .cloned()
-            .unwrap_or_else(|| vec![0.0; s.values.len()]);
-        let n = smooth.len();
-        if n < last_n + MIN_BASELINE {
-            continue;
-        }
-        let split = n - last_n;
-        let baseline: Vec<f64> = smooth[..split]
-            .iter()
-            .copied()
-            .filter(|v| !v.is_nan())
-            .collect();
-        let Some(z) = modified_z(&baseline, &smooth[split..]) else {
-            continue;
-        };
-        let mut last_flag: Option<usize> = None;
-        for (k, zk) in z.iter().enumerate() {
-            let i = split + k;
-            let snoozed = changed_before[i] > 0.0
-                || last_flag.is_some_and(|j| i - j <= spec.change.snooze_n as usize)
-                || already
-                    .get(metric)
-                    .is_some_and(|d| d.contains(&s.timestamps_us[i]));
-            if zk.abs() > spec.change.threshold && !snoozed {
-                last_flag = Some(i);
-                tracing::warn!(
-                    batch = %batch,
-                    metric = %metric,
-                    value = s.values[i],
-                    z = %format_args!("{zk:.2}"),
-                    "CHANGE: modified z-score past change_threshold"
-                );
-                out.push(Judgement {
-                    timestamp_us: s.timestamps_us[i],
-                    metric_name: metric.clone(),
-                    value: 1.0,
-                    metadata: Some(
-                        JudgementMeta::Change {
-                            value: s.values[i],
-                            z: *zk,
-                            threshold: spec.change.threshold,
-                            tags: spec.metric_tags.get(metric).cloned(),
-                        }
-                        .to_value(),
-                    ),
-                });
-            }
-        }
+        out.extend(change_metric(spec, metric, s, already.get(metric)));
     }
     write(store, &spec.table_key, &batch, MetricType::Change, &out)?;
     Ok(out)
+}
+
+/// One metric's changes from its change SQL's rows (oldest first, with
+/// `metric_value_smooth` and `changed_before`): the newest
+/// `change_detect_last_n` smoothed values judged against the earlier ones;
+/// a timestamp in `already` was flagged before.
+pub fn change_metric(
+    spec: &BatchSpec,
+    metric: &str,
+    s: &Series,
+    already: Option<&BTreeSet<i64>>,
+) -> Vec<Judgement> {
+    let mut out = Vec::new();
+    let last_n = spec.change.detect_last_n.max(1) as usize;
+    let smooth = s
+        .extra
+        .get("metric_value_smooth")
+        .cloned()
+        .unwrap_or_else(|| s.values.clone());
+    let changed_before = s
+        .extra
+        .get("changed_before")
+        .cloned()
+        .unwrap_or_else(|| vec![0.0; s.values.len()]);
+    let n = smooth.len();
+    if n < last_n + MIN_BASELINE {
+        return out;
+    }
+    let split = n - last_n;
+    let baseline: Vec<f64> = smooth[..split]
+        .iter()
+        .copied()
+        .filter(|v| !v.is_nan())
+        .collect();
+    let Some(z) = modified_z(&baseline, &smooth[split..]) else {
+        return out;
+    };
+    let mut last_flag: Option<usize> = None;
+    for (k, zk) in z.iter().enumerate() {
+        let i = split + k;
+        let snoozed = changed_before[i] > 0.0
+            || last_flag.is_some_and(|j| i - j <= spec.change.snooze_n as usize)
+            || already.is_some_and(|d| d.contains(&s.timestamps_us[i]));
+        if zk.abs() > spec.change.threshold && !snoozed {
+            last_flag = Some(i);
+            tracing::warn!(
+                batch = %spec.metric_batch,
+                metric = %metric,
+                value = s.values[i],
+                z = %format_args!("{zk:.2}"),
+                "CHANGE: modified z-score past change_threshold"
+            );
+            out.push(Judgement {
+                timestamp_us: s.timestamps_us[i],
+                metric_name: metric.to_string(),
+                value: 1.0,
+                metadata: Some(
+                    JudgementMeta::Change {
+                        value: s.values[i],
+                        z: *zk,
+                        threshold: spec.change.threshold,
+                        tags: spec.metric_tags.get(metric).cloned(),
+                    }
+                    .to_value(),
+                ),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@ use std::path::Path;
 use super::features::features;
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
-use crate::domain::{Judgement, JudgementMeta, MetricType};
-use crate::models::combine;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::domain::{Judgement, JudgementMeta, MetricType, Series};
 use crate::models::store::ModelStore;
+use crate::models::{combine, TrainedModel};
 use crate::store::Store;
 
 pub type ScoreError = JobError;
@@ -46,32 +48,52 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
                 .push((metric.clone(), "no trained model".into()));
             continue;
         }
-        let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;
-        let done = scored_before.get(metric);
-        for (ts, row) in features.timestamps_us.iter().zip(&features.rows) {
-            if done.is_some_and(|d| d.contains(ts)) {
-                continue;
-            }
-            let mut per_model = std::collections::BTreeMap::new();
-            let mut probs = Vec::new();
-            for m in &loaded {
-                let p = m.probability(row).map_err(|source| JobFailure::Model {
-                    metric: metric.clone(),
-                    source,
-                })?;
-                per_model.insert(m.model_tag.clone(), p);
-                probs.push(p);
-            }
-            if let Some(score) = combine(&probs, spec.score.combination_method) {
-                rows.push(Judgement {
-                    timestamp_us: *ts,
-                    metric_name: metric.clone(),
-                    value: crate::domain::round_decimals(score, spec.score.metric_rounding),
-                    metadata: Some(JudgementMeta::Score { models: per_model }.to_value()),
-                });
-            }
-        }
+        rows.extend(score_metric(
+            spec,
+            metric,
+            s,
+            &loaded,
+            scored_before.get(metric),
+        )?);
     }
     report.scored = write(store, &spec.table_key, &batch, MetricType::Score, &rows)?;
     Ok(report)
+}
+
+/// Score one metric's observations (oldest first) with its `models`, as
+/// the score job does for each metric its SQL returned: a `score` row for
+/// every feature row whose timestamp is not in `done`.
+pub fn score_metric(
+    spec: &BatchSpec,
+    metric: &str,
+    s: &Series,
+    models: &[TrainedModel],
+    done: Option<&BTreeSet<i64>>,
+) -> Result<Vec<Judgement>, JobFailure> {
+    let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;
+    let mut rows = Vec::new();
+    for (ts, row) in features.timestamps_us.iter().zip(&features.rows) {
+        if done.is_some_and(|d| d.contains(ts)) {
+            continue;
+        }
+        let mut per_model = BTreeMap::new();
+        let mut probs = Vec::new();
+        for m in models {
+            let p = m.probability(row).map_err(|source| JobFailure::Model {
+                metric: metric.to_string(),
+                source,
+            })?;
+            per_model.insert(m.model_tag.clone(), p);
+            probs.push(p);
+        }
+        if let Some(score) = combine(&probs, spec.score.combination_method) {
+            rows.push(Judgement {
+                timestamp_us: *ts,
+                metric_name: metric.to_string(),
+                value: crate::domain::round_decimals(score, spec.score.metric_rounding),
+                metadata: Some(JudgementMeta::Score { models: per_model }.to_value()),
+            });
+        }
+    }
+    Ok(rows)
 }

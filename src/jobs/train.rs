@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 use super::features::features;
 use super::rows::{load_input, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
+use crate::domain::Series;
 use crate::models::store::ModelStore;
 use crate::models::{ModelError, TrainedModel};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub type TrainError = JobError;
 
@@ -34,49 +35,71 @@ pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, 
 }
 
 fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, JobFailure> {
-    let batch = spec.metric_batch.clone();
     let input = load_input(spec, store, Job::Train, None)?;
-    let series = &input.series;
     let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = TrainReport::default();
     // Saved together at the end, so a run stopped by its time limit leaves
     // the previous models in place.
     let mut fitted = Vec::new();
-    for (metric, s) in series {
+    for (metric, s) in &input.series {
         store.check_time()?;
-        if spec.train.exclude_metrics.contains(metric) {
-            continue;
-        }
-        if (s.values.len() as u64) < spec.train.min_n {
-            report.skipped.push((
-                metric.clone(),
-                format!(
-                    "{} observations, train_min_n is {}",
-                    s.values.len(),
-                    spec.train.min_n
-                ),
-            ));
-            continue;
-        }
-        let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;
-        for cfg in &spec.train.model_configs {
-            store.check_time()?;
-            match TrainedModel::fit(cfg, &features.rows, seed(&batch, metric, &cfg.tag())) {
-                Ok(model) => {
-                    report.trained.push((metric.clone(), cfg.tag(), features.rows.len()));
-                    fitted.push((metric.clone(), model));
-                }
-                Err(ModelError::TooFewRows { rows, .. }) => report.skipped.push((
-                    metric.clone(),
-                    format!("{rows} feature rows after preprocessing (diff, smoothing and lags use up the first rows)"),
-                )),
-                Err(e) => report.skipped.push((metric.clone(), format!("model {}: {e}", cfg.tag()))),
-            }
+        let check = || store.check_time();
+        let m = fit_metric(spec, metric, s, &check)?;
+        report
+            .skipped
+            .extend(m.skipped.into_iter().map(|why| (metric.clone(), why)));
+        for model in m.models {
+            report
+                .trained
+                .push((metric.clone(), model.model_tag.clone(), model.trained_rows));
+            fitted.push((metric.clone(), model));
         }
     }
     store.check_time()?;
     for (metric, model) in &fitted {
-        models.save(&batch, metric, model)?;
+        models.save(&spec.metric_batch, metric, model)?;
     }
     Ok(report)
+}
+
+/// One metric's training: its models, and why any were not fitted.
+#[derive(Default)]
+pub struct Fitted {
+    pub models: Vec<TrainedModel>,
+    pub skipped: Vec<String>,
+}
+
+/// Fit every configured model on one metric's observations (oldest first),
+/// as the train job does for each metric its SQL returned; `check` is asked
+/// between models whether the job is out of time.
+pub fn fit_metric(
+    spec: &BatchSpec,
+    metric: &str,
+    s: &Series,
+    check: &dyn Fn() -> Result<(), StoreError>,
+) -> Result<Fitted, JobFailure> {
+    let mut out = Fitted::default();
+    if spec.train.exclude_metrics.iter().any(|m| m == metric) {
+        return Ok(out);
+    }
+    if (s.values.len() as u64) < spec.train.min_n {
+        out.skipped.push(format!(
+            "{} observations, train_min_n is {}",
+            s.values.len(),
+            spec.train.min_n
+        ));
+        return Ok(out);
+    }
+    let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;
+    for cfg in &spec.train.model_configs {
+        check()?;
+        match TrainedModel::fit(cfg, &features.rows, seed(&spec.metric_batch, metric, &cfg.tag())) {
+            Ok(model) => out.models.push(model),
+            Err(ModelError::TooFewRows { rows, .. }) => out.skipped.push(format!(
+                "{rows} feature rows after preprocessing (diff, smoothing and lags use up the first rows)"
+            )),
+            Err(e) => out.skipped.push(format!("model {}: {e}", cfg.tag())),
+        }
+    }
+    Ok(out)
 }
