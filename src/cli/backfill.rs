@@ -13,20 +13,28 @@ use crate::pipeline::RunMode;
 
 /// `10m`, `30s`, `2h`, `1d`.
 pub fn parse_every(text: &str) -> anyhow::Result<Duration> {
+    parse_span("--every", text)
+}
+
+/// A span written `10m`, `30s`, `2h` or `1d`, for the option `flag`.
+pub fn parse_span(flag: &str, text: &str) -> anyhow::Result<Duration> {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let n: u64 = num.parse().with_context(|| {
-        format!("--every `{text}`: expected a number and s, m, h or d (e.g. 10m)")
+        format!("{flag} `{text}`: expected a number and s, m, h or d (e.g. 10m)")
     })?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("--every `{text}`: the unit must be s, m, h or d (e.g. 10m)"),
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("{flag} `{text}`: the unit must be s, m, h or d (e.g. 10m)"),
+    };
+    let Some(secs) = n.checked_mul(scale).filter(|s| *s <= 100 * 365 * 86_400) else {
+        bail!("{flag} `{text}`: more than 100 years");
     };
     if secs == 0 {
-        bail!("--every must be more than 0");
+        bail!("{flag} must be more than 0");
     }
     Ok(Duration::from_secs(secs))
 }

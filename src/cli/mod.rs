@@ -22,6 +22,7 @@ macro_rules! errln {
 }
 
 mod backfill;
+mod backtest;
 mod bench;
 mod bundle;
 mod daemon;
@@ -106,6 +107,8 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Load a batch's history from CSV, Parquet or newline-delimited JSON files (long, wide or one-series shapes), checked as an ingest is, in one transaction.
     Import(import::ImportArgs),
+    /// Replay a batch's stored history through its configuration (or variants: --set, --sweep) as the scheduler would have run it, in memory, and say what it would have alerted; score it against labelled anomaly windows (--labels).
+    Backtest(backtest::BacktestArgs),
     /// Train the batch's models on its history (train_sql) and save them under model_path.
     Train {
         batch: String,
@@ -343,6 +346,7 @@ fn run_command(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ingest(args) => ingest::ingest(cli, args),
         Command::Import(args) => import::import(cli, args),
+        Command::Backtest(args) => backtest::backtest(cli, args),
         Command::Setup { check: true, .. } => setup::check(),
         Command::Setup {
             check: false,

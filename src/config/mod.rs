@@ -12,7 +12,7 @@ pub mod declare;
 mod env_overrides;
 mod error;
 pub(crate) mod fields;
-mod folder_files;
+pub mod folder_files;
 pub mod hosts;
 pub mod keys;
 mod names;
@@ -45,6 +45,7 @@ pub use sections::{
     ModelConfig, PreprocessParams, SandboxLimits, ScoreSettings, ThresholdAlertSettings,
     Thresholds, TrainSettings,
 };
+pub use shipped::overridden as overridden_templates;
 pub use spec::{BatchSpec, IngestSource, Job, JobSchedule, PythonSource};
 pub use table_key::{TableKey, TableKeyError};
 

@@ -6,6 +6,7 @@
 //! words, and [`backfill`] ingests past periods.
 
 pub mod backfill;
+pub mod backtest;
 pub mod context;
 pub mod describe;
 pub mod dispatch;

@@ -5,6 +5,7 @@ mod support;
 
 mod alert_delivery;
 mod anomstack_compat;
+mod backtest;
 mod batch_text;
 mod bench;
 mod bundle;

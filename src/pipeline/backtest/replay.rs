@@ -1,0 +1,385 @@
+//! One metric's replay: its stored rows arrive in time order and the
+//! train, score, alert (threshold alerts included) and change jobs run on
+//! their crons, each seeing only what had arrived by then, through the
+//! jobs' own per-metric steps. What the shipped templates select for each
+//! job (the day windows, `*_max_n`, smoothing and snooze over the rows
+//! before) is computed here over the rows in memory instead of by SQL:
+//! that is what lets a replay take one process and milliseconds per step
+//! (`tests/it/backtest.rs` runs the scheduler's path beside it and
+//! compares every score and alert).
+//!
+//! A job runs at its first tick after something it reads changed (a row
+//! arrived, a model was trained, a score was written); ticks at which
+//! nothing it reads changed would do nothing and are skipped.
+
+use std::collections::BTreeSet;
+
+use super::schedule::Schedule;
+use crate::config::{BatchSpec, Job};
+use crate::domain::{Judgement, Series};
+use crate::jobs::alert::{alert_metric, threshold_breach};
+use crate::jobs::change::change_metric;
+use crate::jobs::rows::JobFailure;
+use crate::jobs::score::score_metric;
+use crate::jobs::train::fit_metric;
+use crate::models::TrainedModel;
+use crate::store::NewestValue;
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// A metric's stored observations, oldest first, one per timestamp.
+#[derive(Debug, Clone, Default)]
+pub struct MetricHistory {
+    pub timestamps_us: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+/// What the replay of one metric produced.
+#[derive(Debug, Clone, Default)]
+pub struct Replayed {
+    pub timestamps_us: Vec<i64>,
+    pub values: Vec<f64>,
+    /// The score each observation got when it was scored (NaN: never).
+    pub score: Vec<f64>,
+    /// The score averaged over the `alert_smooth_n` observations up to it.
+    pub score_smooth: Vec<f64>,
+    pub alerts: Vec<Judgement>,
+    pub threshold_alerts: Vec<Judgement>,
+    pub changes: Vec<Judgement>,
+    /// Times the models were fitted.
+    pub trainings: usize,
+    /// When the first model was fitted.
+    pub first_model_us: Option<i64>,
+    /// Why training skipped the metric, the last time it did.
+    pub last_skip: Option<String>,
+}
+
+/// The pending tick of each job that runs on stored rows.
+#[derive(Default)]
+struct Pending {
+    train: Option<i64>,
+    score: Option<i64>,
+    alert: Option<i64>,
+    change: Option<i64>,
+}
+
+/// What a replay carries from one step to the next.
+struct State<'a> {
+    spec: &'a BatchSpec,
+    metric: &'a str,
+    h: &'a MetricHistory,
+    /// Rows arrived so far.
+    arrived: usize,
+    /// By position in `model_configs`.
+    models: Vec<Option<TrainedModel>>,
+    scored: BTreeSet<i64>,
+    alerted: BTreeSet<i64>,
+    /// Timestamps with a threshold alert / a change.
+    held: BTreeSet<i64>,
+    changed: BTreeSet<i64>,
+    out: Replayed,
+}
+
+/// Replay `h` through `spec`'s jobs on `schedule`; `progress` hears how
+/// many rows arrived at each step.
+pub fn replay(
+    spec: &BatchSpec,
+    schedule: &Schedule,
+    metric: &str,
+    h: &MetricHistory,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Replayed, JobFailure> {
+    let arrival = schedule.arrivals(&h.timestamps_us);
+    let mut st = State {
+        spec,
+        metric,
+        h,
+        arrived: 0,
+        models: vec![None; spec.train.model_configs.len()],
+        scored: BTreeSet::new(),
+        alerted: BTreeSet::new(),
+        held: BTreeSet::new(),
+        changed: BTreeSet::new(),
+        out: Replayed {
+            timestamps_us: h.timestamps_us.clone(),
+            values: h.values.clone(),
+            score: vec![f64::NAN; h.values.len()],
+            ..Replayed::default()
+        },
+    };
+    let mut p = Pending::default();
+    let wake = |slot: &mut Option<i64>, job: Job, t: i64| {
+        if slot.is_none() {
+            *slot = schedule.next(job, t);
+        }
+    };
+    loop {
+        let next_row = arrival.get(st.arrived).copied().filter(|t| *t != i64::MAX);
+        let Some(t) = [next_row, p.train, p.score, p.alert, p.change]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            break;
+        };
+        let before = st.arrived;
+        while arrival.get(st.arrived) == Some(&t) {
+            st.arrived += 1;
+        }
+        if st.arrived > before {
+            progress((st.arrived - before) as u64);
+            wake(&mut p.train, Job::Train, t);
+            wake(&mut p.score, Job::Score, t);
+            wake(&mut p.alert, Job::Alert, t);
+            wake(&mut p.change, Job::Change, t);
+        }
+        if p.train == Some(t) {
+            p.train = None;
+            if st.train(t)? {
+                wake(&mut p.score, Job::Score, t);
+            }
+        }
+        if p.score == Some(t) {
+            p.score = None;
+            if st.score()? {
+                wake(&mut p.alert, Job::Alert, t);
+            }
+        }
+        if p.alert == Some(t) {
+            p.alert = None;
+            st.alert(t);
+            st.threshold();
+        }
+        if p.change == Some(t) {
+            p.change = None;
+            st.change(t);
+        }
+    }
+    let smooth_n = spec.alert.smooth_n.max(1) as usize;
+    st.out.score_smooth = trailing_mean(&st.out.score, 0, st.out.score.len(), smooth_n);
+    Ok(st.out)
+}
+
+/// The mean of the non-NaN values among the `n` up to each position of
+/// `v[lo..hi]`, not reaching before `lo` (NaN where there are none): SQL's
+/// `avg(x) OVER (ROWS n-1 PRECEDING)` over a partition starting at `lo`.
+fn trailing_mean(v: &[f64], lo: usize, hi: usize, n: usize) -> Vec<f64> {
+    (lo..hi)
+        .map(|k| {
+            let from = (k + 1).saturating_sub(n).max(lo);
+            let (sum, count) = v[from..=k]
+                .iter()
+                .filter(|x| !x.is_nan())
+                .fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
+            if count == 0 {
+                f64::NAN
+            } else {
+                sum / count as f64
+            }
+        })
+        .collect()
+}
+
+impl State<'_> {
+    /// The first arrived row no older than `days` before `t`.
+    fn since(&self, t: i64, days: u64) -> usize {
+        let cutoff = t.saturating_sub((days as i64).saturating_mul(DAY_US));
+        self.h.timestamps_us[..self.arrived].partition_point(|ts| *ts < cutoff)
+    }
+
+    fn series(&self, lo: usize, hi: usize) -> Series {
+        Series {
+            timestamps_us: self.h.timestamps_us[lo..hi].to_vec(),
+            values: self.h.values[lo..hi].to_vec(),
+            extra: Default::default(),
+        }
+    }
+
+    /// train.sql: the newest `train_max_n` rows within its day window.
+    fn train(&mut self, t: i64) -> Result<bool, JobFailure> {
+        let spec = self.spec;
+        let hi = self.arrived;
+        let lo = self
+            .since(t, spec.train.metric_timestamp_max_days_ago)
+            .max(hi.saturating_sub(spec.train.max_n as usize));
+        let s = self.series(lo, hi);
+        let fitted = fit_metric(spec, self.metric, &s, &|| Ok(()))?;
+        if let Some(why) = fitted.skipped.last() {
+            self.out.last_skip = Some(why.clone());
+        }
+        if fitted.models.is_empty() {
+            return Ok(false);
+        }
+        for m in fitted.models {
+            if let Some(i) = spec
+                .train
+                .model_configs
+                .iter()
+                .position(|c| c.tag() == m.model_tag)
+            {
+                self.models[i] = Some(m);
+            }
+        }
+        self.out.trainings += 1;
+        self.out.first_model_us.get_or_insert(t);
+        Ok(true)
+    }
+
+    /// score.sql: the newest `score_max_n` rows; the job skips those
+    /// scored before.
+    fn score(&mut self) -> Result<bool, JobFailure> {
+        let spec = self.spec;
+        if spec.score.exclude_metrics.iter().any(|m| m == self.metric) {
+            return Ok(false);
+        }
+        let models: Vec<TrainedModel> = self.models.iter().flatten().cloned().collect();
+        if models.is_empty() {
+            return Ok(false);
+        }
+        let hi = self.arrived;
+        let lo = hi.saturating_sub(spec.score.max_n as usize);
+        let s = self.series(lo, hi);
+        let rows = score_metric(spec, self.metric, &s, &models, Some(&self.scored))?;
+        for j in &rows {
+            self.scored.insert(j.timestamp_us);
+            if let Ok(k) = self.h.timestamps_us[lo..hi].binary_search(&j.timestamp_us) {
+                self.out.score[lo + k] = j.value;
+            }
+        }
+        Ok(!rows.is_empty())
+    }
+
+    /// alerts.sql: the rows of the day window with their scores smoothed
+    /// over the `alert_smooth_n` up to each, flagged at `alert_threshold`
+    /// unless one of the `alert_snooze_n` before was flagged or alerted;
+    /// the newest `alert_max_n` of them.
+    fn alert(&mut self, t: i64) {
+        let spec = self.spec;
+        let a = &spec.alert;
+        let hi = self.arrived;
+        let part = self.since(t, a.metric_timestamp_max_days_ago);
+        let lo = part.max(hi.saturating_sub(a.max_n as usize));
+        if lo >= hi {
+            return;
+        }
+        // Flags are needed for the snooze_n rows before the first shown.
+        let from = part.max(lo.saturating_sub(a.snooze_n as usize));
+        let smooth = trailing_mean(&self.out.score, from, hi, a.smooth_n.max(1) as usize);
+        let smooth_at = |k: usize| smooth[k - from];
+        let raw = |k: usize| smooth_at(k) >= a.threshold;
+        let ts = &self.h.timestamps_us;
+        let mut flag = Vec::with_capacity(hi - lo);
+        for k in lo..hi {
+            let before = k.saturating_sub(a.snooze_n as usize).max(part)..k;
+            let snoozed = a.snooze_n > 0
+                && before
+                    .clone()
+                    .any(|j| (j >= from && raw(j)) || self.alerted.contains(&ts[j]));
+            flag.push(if raw(k) && !snoozed { 1.0 } else { 0.0 });
+        }
+        let mut s = self.series(lo, hi);
+        s.extra.insert("metric_alert".into(), flag);
+        s.extra.insert(
+            "recency_rank".into(),
+            (lo..hi).map(|k| (hi - k) as f64).collect(),
+        );
+        s.extra
+            .insert("metric_score".into(), self.out.score[lo..hi].to_vec());
+        s.extra.insert(
+            "metric_score_smooth".into(),
+            (lo..hi).map(smooth_at).collect(),
+        );
+        for j in alert_metric(spec, self.metric, &s, Some(&self.alerted)) {
+            self.alerted.insert(j.timestamp_us);
+            self.out.alerts.push(j);
+        }
+    }
+
+    /// The threshold alerts' read: the metric's newest
+    /// `tholdalert_recent_n + tholdalert_snooze_n` values.
+    fn threshold(&mut self) {
+        let spec = self.spec;
+        let settings = &spec.tholdalert;
+        let Some(bounds) = settings.thresholds.get(self.metric) else {
+            return;
+        };
+        if settings.disabled || settings.exclude_metrics.iter().any(|m| m == self.metric) {
+            return;
+        }
+        let want = (settings.recent_n as usize)
+            .max(1)
+            .saturating_add(settings.snooze_n as usize);
+        let hi = self.arrived;
+        let rows: Vec<NewestValue> = (hi.saturating_sub(want)..hi)
+            .rev()
+            .map(|k| NewestValue {
+                timestamp_us: self.h.timestamps_us[k],
+                value: self.h.values[k],
+                alerted: self.held.contains(&self.h.timestamps_us[k]),
+            })
+            .collect();
+        if let Some(j) = threshold_breach(spec, self.metric, bounds, &rows) {
+            self.held.insert(j.timestamp_us);
+            self.out.threshold_alerts.push(j);
+        }
+    }
+
+    /// change.sql: the rows of the day window, each value smoothed over the
+    /// `change_smooth_n` up to it, and whether a change was stored in the
+    /// `change_snooze_n` before it.
+    fn change(&mut self, t: i64) {
+        let spec = self.spec;
+        let c = &spec.change;
+        let listed = |l: &[String]| l.iter().any(|m| m == self.metric);
+        if (!c.include_metrics.is_empty() && !listed(&c.include_metrics))
+            || listed(&c.exclude_metrics)
+        {
+            return;
+        }
+        let hi = self.arrived;
+        let lo = self.since(t, c.metric_timestamp_max_days_ago);
+        if lo >= hi {
+            return;
+        }
+        let ts = &self.h.timestamps_us;
+        let mut s = self.series(lo, hi);
+        s.extra.insert(
+            "metric_value_smooth".into(),
+            trailing_mean(&self.h.values, lo, hi, c.smooth_n.max(1) as usize),
+        );
+        let before = |k: usize| {
+            let any = c.snooze_n > 0
+                && (k.saturating_sub(c.snooze_n as usize).max(lo)..k)
+                    .any(|j| self.changed.contains(&ts[j]));
+            if any {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        s.extra
+            .insert("changed_before".into(), (lo..hi).map(before).collect());
+        for j in change_metric(spec, self.metric, &s, Some(&self.changed)) {
+            self.changed.insert(j.timestamp_us);
+            self.out.changes.push(j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trailing_mean_skips_missing_scores_and_stays_in_its_partition() {
+        let v = [1.0, f64::NAN, 3.0, 5.0];
+        let m = trailing_mean(&v, 0, 4, 2);
+        assert_eq!(m[0], 1.0);
+        assert_eq!(m[1], 1.0);
+        assert_eq!(m[2], 3.0);
+        assert_eq!(m[3], 4.0);
+        let m = trailing_mean(&v, 2, 4, 3);
+        assert_eq!(m, vec![3.0, 4.0], "nothing before position 2");
+        assert!(trailing_mean(&[f64::NAN], 0, 1, 3)[0].is_nan());
+    }
+}
