@@ -48,7 +48,7 @@ pub fn read(path: &Path, window_us: Option<i64>) -> Result<Labels, LabelsError> 
         problem,
     };
     let text = read_regular(path, MAX_LABELS_BYTES).map_err(|e| file_err(e.to_string()))?;
-    let entries = if text.trim_start().starts_with('{') {
+    let entries = if text.trim_start().starts_with(['{', '[']) {
         from_json(&text).map_err(file_err)?
     } else {
         from_csv(&text).map_err(file_err)?
@@ -311,7 +311,7 @@ mod tests {
             ),
             (r#"{"cpu": [[1, 2]]}"#, "write times as strings"),
             (r#"{"cpu": [["2024-01-01"]]}"#, "two times"),
-            (r#"["cpu"]"#, "not CSV"),
+            (r#"["cpu"]"#, "expected an object"),
         ];
         for (text, want) in cases {
             let f = write(text);
