@@ -148,14 +148,25 @@ fn aggregate(mut g: Vec<f64>, agg: &str) -> f64 {
     }
 }
 
-/// The median (the mean of the middle two for an even count); sorts `v`.
+/// The median (the mean of the middle two for an even count; NaN for
+/// none); reorders `v`. A selection, not a sort: the change job takes the
+/// median of every observation in its window at each step of a backtest.
 pub fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let (m, odd) = (v.len() / 2, v.len() % 2 == 1);
+    let (below, mid, _) = v.select_nth_unstable_by(m, f64::total_cmp);
+    let upper = *mid;
+    if odd {
+        upper
     } else {
-        (v[m - 1] + v[m]) / 2.0
+        let lower = below
+            .iter()
+            .copied()
+            .max_by(f64::total_cmp)
+            .unwrap_or(upper);
+        (lower + upper) / 2.0
     }
 }
 
@@ -250,5 +261,21 @@ mod tests {
             preprocess(&[0], &[1.0], &p),
             Err(PreprocessError::BadAgg("mode".into()))
         );
+    }
+
+    #[test]
+    fn the_median_by_selection_is_the_sorted_middle() {
+        for n in 1..40usize {
+            let mut v: Vec<f64> = (0..n).map(|i| ((i * 7919) % 31) as f64 * 0.5).collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let want = if n % 2 == 1 {
+                sorted[n / 2]
+            } else {
+                (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+            };
+            assert_eq!(median(&mut v).to_bits(), want.to_bits(), "n {n}");
+        }
+        assert!(median(&mut []).is_nan());
     }
 }
