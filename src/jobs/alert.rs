@@ -8,7 +8,7 @@ use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job, Thresholds};
 use std::collections::BTreeSet;
 
-use crate::domain::{Driver, Judgement, JudgementMeta, MetricType, Series};
+use crate::domain::{Driver, Judgement, JudgementFacts, JudgementMeta, MetricType, Series};
 use crate::store::NewestValue;
 use crate::store::{Store, StoreError};
 
@@ -34,6 +34,9 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
             .alerts
             .extend(alert_metric(spec, metric, s, already.get(metric)));
     }
+    for j in &report.alerts {
+        said(spec, MetricType::Alert, j);
+    }
     write(
         store,
         &spec.table_key,
@@ -42,6 +45,9 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
         &report.alerts,
     )?;
     report.threshold_alerts = threshold_alerts(spec, store)?;
+    for j in &report.threshold_alerts {
+        said(spec, MetricType::ThresholdAlert, j);
+    }
     write(
         store,
         &spec.table_key,
@@ -50,6 +56,38 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
         &report.threshold_alerts,
     )?;
     Ok(report)
+}
+
+/// Log an alert or threshold alert the job stores (a backtest's steps
+/// find them too, and stay quiet).
+fn said(spec: &BatchSpec, kind: MetricType, j: &Judgement) {
+    let f = JudgementFacts::read(kind, j.metadata.as_ref());
+    let (batch, metric) = (&spec.metric_batch, &j.metric_name);
+    let value = f.value.unwrap_or(f64::NAN);
+    if kind == MetricType::ThresholdAlert {
+        let (side, bound) = (f.bound.unwrap_or_default(), f.threshold.unwrap_or(f64::NAN));
+        tracing::warn!(batch = %batch, metric = %metric, value, bound, "THRESHOLD ALERT: past its {side} bound");
+        return;
+    }
+    let forced = j
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("alert_always"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let why = if forced {
+        "alert_always is set"
+    } else {
+        "at or over alert_threshold"
+    };
+    tracing::warn!(
+        batch = %batch,
+        metric = %metric,
+        value,
+        score_smooth = %format_args!("{:.3}", f.score.unwrap_or(f64::NAN)),
+        threshold = spec.alert.threshold,
+        "ALERT: {why}"
+    );
 }
 
 /// One metric's alerts from its alert SQL's rows (oldest first, with the
@@ -66,7 +104,6 @@ pub fn alert_metric(
     if spec.alert.exclude_metrics.iter().any(|m| m == metric) {
         return out;
     }
-    let batch = &spec.metric_batch;
     let col = |name: &str| {
         s.extra
             .get(name)
@@ -103,19 +140,6 @@ pub fn alert_metric(
                     .to_value(),
                 ),
             };
-            let why = if forced {
-                "alert_always is set"
-            } else {
-                "at or over alert_threshold"
-            };
-            tracing::warn!(
-                batch = %batch,
-                metric = %metric,
-                value = s.values[i],
-                score_smooth = %format_args!("{:.3}", smooth[i]),
-                threshold = spec.alert.threshold,
-                "ALERT: {why}"
-            );
             out.push(j);
         }
     }
@@ -204,7 +228,6 @@ pub fn threshold_breach(
         return None;
     }
     let value = row.value;
-    tracing::warn!(batch = %spec.metric_batch, metric = %metric, value, bound, "THRESHOLD ALERT: past its {side} bound");
     Some(Judgement {
         timestamp_us: row.timestamp_us,
         metric_name: metric.to_string(),

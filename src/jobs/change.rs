@@ -8,7 +8,7 @@ use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
 use std::collections::BTreeSet;
 
-use crate::domain::{Judgement, JudgementMeta, MetricType, Series};
+use crate::domain::{Judgement, JudgementFacts, JudgementMeta, MetricType, Series};
 use crate::models::preprocess::median;
 use crate::store::Store;
 
@@ -46,6 +46,16 @@ fn change(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, JobFail
     let mut out = Vec::new();
     for (metric, s) in series {
         out.extend(change_metric(spec, metric, s, already.get(metric)));
+    }
+    for j in &out {
+        let f = JudgementFacts::read(MetricType::Change, j.metadata.as_ref());
+        tracing::warn!(
+            batch = %batch,
+            metric = %j.metric_name,
+            value = f.value.unwrap_or(f64::NAN),
+            z = %format_args!("{:.2}", f.score.unwrap_or(f64::NAN)),
+            "CHANGE: modified z-score past change_threshold"
+        );
     }
     write(store, &spec.table_key, &batch, MetricType::Change, &out)?;
     Ok(out)
@@ -94,13 +104,6 @@ pub fn change_metric(
             || already.is_some_and(|d| d.contains(&s.timestamps_us[i]));
         if zk.abs() > spec.change.threshold && !snoozed {
             last_flag = Some(i);
-            tracing::warn!(
-                batch = %spec.metric_batch,
-                metric = %metric,
-                value = s.values[i],
-                z = %format_args!("{zk:.2}"),
-                "CHANGE: modified z-score past change_threshold"
-            );
             out.push(Judgement {
                 timestamp_us: s.timestamps_us[i],
                 metric_name: metric.to_string(),

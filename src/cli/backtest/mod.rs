@@ -137,7 +137,14 @@ pub fn backtest(cli: &Cli, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     drop(store);
     let labels = match &args.labels {
         Some(path) => {
-            let l = labels::read(path, args.window)?;
+            let mut l = labels::read(path, args.window)?;
+            let dropped = l.restrict(args.from, args.to);
+            if dropped > 0 && !args.json {
+                errln!(
+                    "note: {dropped} labelled windows outside --from/--to left out; {} scored",
+                    l.count()
+                );
+            }
             labels::check(&l, &history, path)?;
             Some(l)
         }

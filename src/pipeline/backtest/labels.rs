@@ -213,6 +213,25 @@ fn from_csv(text: &str) -> Result<Vec<Entry>, String> {
     Ok(out)
 }
 
+impl Labels {
+    /// Keep only the windows that overlap `[from, to]` (a backtest of part
+    /// of the history); returns how many were dropped.
+    pub fn restrict(&mut self, from: Option<i64>, to: Option<i64>) -> usize {
+        let mut dropped = 0;
+        for w in self.windows.values_mut() {
+            let before = w.len();
+            w.retain(|(s, e)| from.is_none_or(|f| *e >= f) && to.is_none_or(|t| *s <= t));
+            dropped += before - w.len();
+        }
+        self.windows.retain(|_, w| !w.is_empty());
+        dropped
+    }
+
+    pub fn count(&self) -> usize {
+        self.windows.values().map(Vec::len).sum()
+    }
+}
+
 /// Check `labels` against the history they will score: every metric named
 /// is in it, and every window overlaps its metric's data.
 pub fn check(
@@ -347,5 +366,11 @@ mod tests {
         assert!(e.contains("outside its data"), "{e}");
         l.windows.insert("cpu".into(), vec![(H, 11 * H)]);
         check(&l, &history, Path::new("l.csv")).expect("overlaps");
+        l.windows
+            .insert("mem".into(), vec![(0, H), (20 * H, 21 * H)]);
+        assert_eq!(l.restrict(None, Some(5 * H)), 2);
+        assert_eq!(l.count(), 2);
+        assert_eq!(l.restrict(Some(12 * H), None), 2);
+        assert!(l.windows.is_empty());
     }
 }
