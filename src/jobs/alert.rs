@@ -223,7 +223,7 @@ pub fn threshold_breach(
             };
             side.map(|s| (i, row, s))
         })?;
-    let window = i + 1 + settings.snooze_n as usize;
+    let window = (i + 1).saturating_add(settings.snooze_n as usize);
     if rows.iter().take(window).any(|r| r.alerted) {
         return None;
     }

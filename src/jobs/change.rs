@@ -84,7 +84,7 @@ pub fn change_metric(
         .cloned()
         .unwrap_or_else(|| vec![0.0; s.values.len()]);
     let n = smooth.len();
-    if n < last_n + MIN_BASELINE {
+    if n < last_n.saturating_add(MIN_BASELINE) {
         return out;
     }
     let split = n - last_n;

@@ -8,9 +8,18 @@
 //! (`tests/it/backtest.rs` runs the scheduler's path beside it and
 //! compares every score and alert).
 //!
-//! A job runs at its first tick after something it reads changed (a row
-//! arrived, a model was trained, a score was written); ticks at which
+//! A job runs at its first tick after something it reads changed: a row
+//! arrived, a model was trained, a score was written, or a row left the
+//! job's day window (`*_metric_timestamp_max_days_ago` look back from the
+//! clock, so what a job reads changes with time alone). Ticks at which
 //! nothing it reads changed would do nothing and are skipped.
+//!
+//! Observations stored twice for one time are averaged when loaded, as the
+//! templates average them; the threshold alerts' read (one row per stored
+//! row) and duplicates that arrived at different times are the cases where
+//! the scheduler could have judged otherwise. Smoothing frames over more
+//! than [`EXACT_FRAME`] rows are summed by running totals, which may differ
+//! from SQL's in the last bits.
 
 use std::collections::BTreeSet;
 
@@ -26,6 +35,17 @@ use crate::models::TrainedModel;
 use crate::store::NewestValue;
 
 const DAY_US: i64 = 86_400_000_000;
+
+/// Frames up to this many rows are summed in order, as SQL's window
+/// average does; longer ones by running totals (linear, not quadratic).
+pub const EXACT_FRAME: usize = 256;
+
+/// `days` as µs, saturating.
+fn days_us(days: u64) -> i64 {
+    i64::try_from(days)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(DAY_US)
+}
 
 /// A metric's stored observations, oldest first, one per timestamp.
 #[derive(Debug, Clone, Default)]
@@ -77,6 +97,8 @@ struct State<'a> {
     /// Timestamps with a threshold alert / a change.
     held: BTreeSet<i64>,
     changed: BTreeSet<i64>,
+    /// When a row leaves the day window each job read at its last run.
+    drift: Pending,
     out: Replayed,
 }
 
@@ -100,6 +122,7 @@ pub fn replay(
         alerted: BTreeSet::new(),
         held: BTreeSet::new(),
         changed: BTreeSet::new(),
+        drift: Pending::default(),
         out: Replayed {
             timestamps_us: h.timestamps_us.clone(),
             values: h.values.clone(),
@@ -108,11 +131,16 @@ pub fn replay(
         },
     };
     let mut p = Pending::default();
-    let wake = |slot: &mut Option<i64>, job: Job, t: i64| {
-        if slot.is_none() {
-            *slot = schedule.next(job, t);
+    // A job runs at its first tick at or after the earliest change it has
+    // not seen yet.
+    let at_or_after = |slot: &mut Option<i64>, job: Job, changed: Option<i64>| {
+        if let Some(t) = changed.and_then(|at| schedule.next(job, at)) {
+            *slot = Some(slot.map_or(t, |s| s.min(t)));
         }
     };
+    let wake = |slot: &mut Option<i64>, job: Job, t: i64| at_or_after(slot, job, Some(t));
+    // A job whose window loses a row runs again at its first tick after.
+    let drift = at_or_after;
     loop {
         let next_row = arrival.get(st.arrived).copied().filter(|t| *t != i64::MAX);
         let Some(t) = [next_row, p.train, p.score, p.alert, p.change]
@@ -138,6 +166,7 @@ pub fn replay(
             if st.train(t)? {
                 wake(&mut p.score, Job::Score, t);
             }
+            drift(&mut p.train, Job::Train, st.drift.train);
         }
         if p.score == Some(t) {
             p.score = None;
@@ -149,10 +178,12 @@ pub fn replay(
             p.alert = None;
             st.alert(t);
             st.threshold();
+            drift(&mut p.alert, Job::Alert, st.drift.alert);
         }
         if p.change == Some(t) {
             p.change = None;
             st.change(t);
+            drift(&mut p.change, Job::Change, st.drift.change);
         }
     }
     let smooth_n = spec.alert.smooth_n.max(1) as usize;
@@ -164,6 +195,9 @@ pub fn replay(
 /// `v[lo..hi]`, not reaching before `lo` (NaN where there are none): SQL's
 /// `avg(x) OVER (ROWS n-1 PRECEDING)` over a partition starting at `lo`.
 fn trailing_mean(v: &[f64], lo: usize, hi: usize, n: usize) -> Vec<f64> {
+    if n > EXACT_FRAME {
+        return running_mean(v, lo, hi, n);
+    }
     (lo..hi)
         .map(|k| {
             let from = (k + 1).saturating_sub(n).max(lo);
@@ -180,11 +214,46 @@ fn trailing_mean(v: &[f64], lo: usize, hi: usize, n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// [`trailing_mean`] by running totals of the values and their count.
+fn running_mean(v: &[f64], lo: usize, hi: usize, n: usize) -> Vec<f64> {
+    let mut sums = vec![(0.0, 0usize); hi.saturating_sub(lo) + 1];
+    for k in lo..hi {
+        let (s, c) = sums[k - lo];
+        sums[k - lo + 1] = if v[k].is_nan() {
+            (s, c)
+        } else {
+            (s + v[k], c + 1)
+        };
+    }
+    (lo..hi)
+        .map(|k| {
+            let from = (k + 1).saturating_sub(n).max(lo);
+            let (s1, c1) = sums[k + 1 - lo];
+            let (s0, c0) = sums[from - lo];
+            if c1 == c0 {
+                f64::NAN
+            } else {
+                (s1 - s0) / (c1 - c0) as f64
+            }
+        })
+        .collect()
+}
+
 impl State<'_> {
     /// The first arrived row no older than `days` before `t`.
     fn since(&self, t: i64, days: u64) -> usize {
-        let cutoff = t.saturating_sub((days as i64).saturating_mul(DAY_US));
+        let cutoff = t.saturating_sub(days_us(days));
         self.h.timestamps_us[..self.arrived].partition_point(|ts| *ts < cutoff)
+    }
+
+    /// When the row at `lo` (the oldest a job read at its last run) leaves
+    /// a window of `days`: the job reads something else from then on.
+    fn leaves(&self, lo: usize, days: u64) -> Option<i64> {
+        (lo < self.arrived).then(|| {
+            self.h.timestamps_us[lo]
+                .saturating_add(days_us(days))
+                .saturating_add(1)
+        })
     }
 
     fn series(&self, lo: usize, hi: usize) -> Series {
@@ -202,6 +271,7 @@ impl State<'_> {
         let lo = self
             .since(t, spec.train.metric_timestamp_max_days_ago)
             .max(hi.saturating_sub(spec.train.max_n as usize));
+        self.drift.train = self.leaves(lo, spec.train.metric_timestamp_max_days_ago);
         let s = self.series(lo, hi);
         let fitted = fit_metric(spec, self.metric, &s, &|| Ok(()))?;
         if let Some(why) = fitted.skipped.last() {
@@ -258,24 +328,35 @@ impl State<'_> {
         let a = &spec.alert;
         let hi = self.arrived;
         let part = self.since(t, a.metric_timestamp_max_days_ago);
+        self.drift.alert = self.leaves(part, a.metric_timestamp_max_days_ago);
         let lo = part.max(hi.saturating_sub(a.max_n as usize));
         if lo >= hi {
             return;
         }
-        // Flags are needed for the snooze_n rows before the first shown.
+        // Flags are needed for the snooze_n rows before the first shown,
+        // and their smoothing for the smooth_n before those.
+        let smooth_n = a.smooth_n.max(1) as usize;
         let from = part.max(lo.saturating_sub(a.snooze_n as usize));
-        let smooth = trailing_mean(&self.out.score, from, hi, a.smooth_n.max(1) as usize);
-        let smooth_at = |k: usize| smooth[k - from];
-        let raw = |k: usize| smooth_at(k) >= a.threshold;
+        let reach = part.max(from.saturating_sub(smooth_n - 1));
+        let smooth = trailing_mean(&self.out.score, reach, hi, smooth_n);
+        let smooth_at = |k: usize| smooth[k - reach];
         let ts = &self.h.timestamps_us;
+        // How many of the rows from `from` up to each were flagged or
+        // alerted: the snooze asks of a frame of rows before each.
+        let mut marked = vec![0usize; hi - from + 1];
+        for k in from..hi {
+            let m = smooth_at(k) >= a.threshold || self.alerted.contains(&ts[k]);
+            marked[k - from + 1] = marked[k - from] + usize::from(m);
+        }
         let mut flag = Vec::with_capacity(hi - lo);
         for k in lo..hi {
-            let before = k.saturating_sub(a.snooze_n as usize).max(part)..k;
-            let snoozed = a.snooze_n > 0
-                && before
-                    .clone()
-                    .any(|j| (j >= from && raw(j)) || self.alerted.contains(&ts[j]));
-            flag.push(if raw(k) && !snoozed { 1.0 } else { 0.0 });
+            let first = k.saturating_sub(a.snooze_n as usize).max(from);
+            let snoozed = a.snooze_n > 0 && marked[k - from] > marked[first - from];
+            flag.push(if smooth_at(k) >= a.threshold && !snoozed {
+                1.0
+            } else {
+                0.0
+            });
         }
         let mut s = self.series(lo, hi);
         s.extra.insert("metric_alert".into(), flag);
@@ -338,6 +419,7 @@ impl State<'_> {
         }
         let hi = self.arrived;
         let lo = self.since(t, c.metric_timestamp_max_days_ago);
+        self.drift.change = self.leaves(lo, c.metric_timestamp_max_days_ago);
         if lo >= hi {
             return;
         }
@@ -347,11 +429,14 @@ impl State<'_> {
             "metric_value_smooth".into(),
             trailing_mean(&self.h.values, lo, hi, c.smooth_n.max(1) as usize),
         );
+        // Changes stored among the rows from `lo` up to each.
+        let mut stored = vec![0usize; hi - lo + 1];
+        for k in lo..hi {
+            stored[k - lo + 1] = stored[k - lo] + usize::from(self.changed.contains(&ts[k]));
+        }
         let before = |k: usize| {
-            let any = c.snooze_n > 0
-                && (k.saturating_sub(c.snooze_n as usize).max(lo)..k)
-                    .any(|j| self.changed.contains(&ts[j]));
-            if any {
+            let first = k.saturating_sub(c.snooze_n as usize).max(lo);
+            if c.snooze_n > 0 && stored[k - lo] > stored[first - lo] {
                 1.0
             } else {
                 0.0
@@ -381,5 +466,28 @@ mod tests {
         let m = trailing_mean(&v, 2, 4, 3);
         assert_eq!(m, vec![3.0, 4.0], "nothing before position 2");
         assert!(trailing_mean(&[f64::NAN], 0, 1, 3)[0].is_nan());
+        let long: Vec<f64> = (0..2000)
+            .map(|i| {
+                if i % 7 == 0 {
+                    f64::NAN
+                } else {
+                    (i % 13) as f64
+                }
+            })
+            .collect();
+        let direct = |n: usize| -> Vec<f64> {
+            (0..long.len())
+                .map(|k| {
+                    let w: Vec<f64> = long[(k + 1).saturating_sub(n)..=k]
+                        .iter()
+                        .copied()
+                        .filter(|x| !x.is_nan())
+                        .collect();
+                    w.iter().sum::<f64>() / w.len() as f64
+                })
+                .collect()
+        };
+        let (fast, slow) = (trailing_mean(&long, 0, 2000, 700), direct(700));
+        assert!(fast.iter().zip(&slow).all(|(a, b)| (a - b).abs() < 1e-9));
     }
 }
