@@ -288,4 +288,24 @@ mod tests {
             "Anomstack's keys stay as they were"
         );
     }
+
+    #[test]
+    fn a_threshold_snooze_at_the_integer_limit_does_not_overflow() {
+        let spec = crate::config::test_spec(
+            "metric_batch: b\ningest_sql: SELECT 1\ntholdalert_snooze_n: 18446744073709551615\ntholdalert_recent_n: 18446744073709551615\n",
+        );
+        let bounds = Thresholds {
+            upper: Some(5.0),
+            lower: None,
+        };
+        let rows: Vec<NewestValue> = (0..3)
+            .map(|i| NewestValue {
+                timestamp_us: 3 - i,
+                value: 9.0,
+                alerted: false,
+            })
+            .collect();
+        let j = threshold_breach(&spec, "m", &bounds, &rows).expect("a breach");
+        assert_eq!(j.timestamp_us, 3);
+    }
 }

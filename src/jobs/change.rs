@@ -136,4 +136,19 @@ mod tests {
         assert!(z[0].abs() < 3.5 && z[1] > 3.5, "{z:?}");
         assert!(modified_z(&[1.0; 20], &[1.0]).is_none());
     }
+
+    #[test]
+    fn settings_at_the_integer_limit_judge_nothing_rather_than_overflow() {
+        let spec = crate::config::test_spec(
+            "metric_batch: b\ningest_sql: SELECT 1\nchange_detect_last_n: 18446744073709551615\nchange_snooze_n: 18446744073709551615\n",
+        );
+        let s = Series {
+            timestamps_us: (0..30).collect(),
+            values: (0..30)
+                .map(|i| if i == 29 { 99.0 } else { (i % 3) as f64 })
+                .collect(),
+            extra: Default::default(),
+        };
+        assert!(change_metric(&spec, "m", &s, None).is_empty());
+    }
 }

@@ -62,8 +62,9 @@ fn weight(y: f64) -> f64 {
 
 /// Where `t` falls relative to the window `[s, e]`.
 fn position(t: i64, (s, e): (i64, i64)) -> f64 {
-    let len = (e - s).max(1) as f64;
-    (t - e) as f64 / len
+    // In f64: labels may name any time an i64 holds.
+    let len = (e as f64 - s as f64).max(1.0);
+    (t as f64 - e as f64) / len
 }
 
 /// The tallies of one metric, or of all of them summed.
@@ -103,6 +104,8 @@ pub struct Scores {
 pub fn tally(points: usize, windows: &[(i64, i64)], detections: &[i64]) -> Tally {
     let mut d = detections.to_vec();
     d.sort_unstable();
+    // An alert and a change at one observation are one detection.
+    d.dedup();
     let mut t = Tally {
         points,
         windows: windows.len(),
@@ -138,7 +141,7 @@ pub fn tally(points: usize, windows: &[(i64, i64)], detections: &[i64]) -> Tally
         }
         if let Some(at) = first {
             t.windows_detected += 1;
-            t.delays_us.push(at - w.0);
+            t.delays_us.push(at.saturating_sub(w.0));
         }
     }
     t
@@ -167,6 +170,8 @@ impl Tally {
         let f1 = match (precision, recall) {
             (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
             (Some(_), Some(_)) => Some(0.0),
+            // Windows and no alert at all.
+            (None, Some(_)) => Some(0.0),
             _ => None,
         };
         let mut delays = self.delays_us.clone();
@@ -174,7 +179,7 @@ impl Tally {
         let median_delay_s = match delays.len() {
             0 => None,
             n if n % 2 == 1 => Some(delays[n / 2] as f64 / 1e6),
-            n => Some((delays[n / 2 - 1] + delays[n / 2]) as f64 / 2e6),
+            n => Some((delays[n / 2 - 1] as f64 + delays[n / 2] as f64) / 2e6),
         };
         let norm = |k: usize| {
             let (raw, null, perfect) = self.sums[k];
@@ -208,7 +213,15 @@ mod tests {
     fn an_empty_detector_scores_0_and_a_perfect_one_100() {
         let none = tally(2000, &W, &[]).scores();
         assert_eq!(none.score_standard, Some(0.0));
-        assert_eq!((none.recall, none.precision), (Some(0.0), None));
+        assert_eq!(
+            (none.recall, none.precision, none.f1),
+            (Some(0.0), None, Some(0.0))
+        );
+        // The same instant twice (an alert and a change) is one detection.
+        assert_eq!(tally(2000, &W, &[100, 100, 1000]).detections, 2);
+        // Absurd label times do not overflow.
+        let wide = tally(10, &[(i64::MIN, i64::MAX)], &[0]).scores();
+        assert!(wide.score_standard.is_some_and(f64::is_finite));
         let perfect = tally(2000, &W, &[100, 1000]).scores();
         for s in [
             perfect.score_standard,

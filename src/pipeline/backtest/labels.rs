@@ -48,11 +48,15 @@ pub fn read(path: &Path, window_us: Option<i64>) -> Result<Labels, LabelsError> 
         problem,
     };
     let text = read_regular(path, MAX_LABELS_BYTES).map_err(|e| file_err(e.to_string()))?;
+    let text = text.trim_start_matches('\u{feff}');
     let entries = if text.trim_start().starts_with(['{', '[']) {
-        from_json(&text).map_err(file_err)?
+        from_json(text).map_err(file_err)?
     } else {
-        from_csv(&text).map_err(file_err)?
+        from_csv(text).map_err(file_err)?
     };
+    if entries.is_empty() {
+        return Err(file_err("no windows or points in it".into()));
+    }
     let mut labels = Labels::default();
     for e in entries {
         let entry_err = |problem: String| LabelsError::Entry {
@@ -166,7 +170,7 @@ fn from_csv(text: &str) -> Result<Vec<Entry>, String> {
         .infer_schema(Cursor::new(text.as_bytes()), Some(0))
         .map_err(|e| format!("not CSV: {e}"))?;
     let names: Vec<String> = inferred.fields().iter().map(|f| f.name().clone()).collect();
-    let pos = |n: &str| names.iter().position(|c| c == n);
+    let pos = |n: &str| names.iter().position(|c| c.trim() == n);
     let (metric, start, end) = match (pos("metric_name"), pos("start"), pos("end"), pos("timestamp")) {
         (Some(m), Some(s), Some(e), _) => (m, s, Some(e)),
         (Some(m), None, None, Some(t)) => (m, t, None),
@@ -309,6 +313,10 @@ mod tests {
         assert_eq!(l2.windows["cpu"], vec![(base + 2 * H, base + 4 * H)]);
         let json = write(r#"{"cpu": [["2024-01-01 02:00", "2024-01-01 04:00"]]}"#);
         assert_eq!(read(json.path(), None).expect("json"), l);
+        let bom = write("\u{feff}{\"cpu\": [[\"2024-01-01 02:00\", \"2024-01-01 04:00\"]]}");
+        assert_eq!(read(bom.path(), None).expect("json with a BOM"), l);
+        let spaced = write("metric_name, start, end\ncpu, 2024-01-01 02:00, 2024-01-01 04:00\n");
+        assert_eq!(read(spaced.path(), None).expect("spaced header"), l);
     }
 
     #[test]
@@ -331,6 +339,8 @@ mod tests {
             (r#"{"cpu": [[1, 2]]}"#, "write times as strings"),
             (r#"{"cpu": [["2024-01-01"]]}"#, "two times"),
             (r#"["cpu"]"#, "expected an object"),
+            ("metric_name,start,end\n", "no windows or points"),
+            ("{}", "no windows or points"),
         ];
         for (text, want) in cases {
             let f = write(text);
@@ -368,7 +378,7 @@ mod tests {
         check(&l, &history, Path::new("l.csv")).expect("overlaps");
         l.windows
             .insert("mem".into(), vec![(0, H), (20 * H, 21 * H)]);
-        assert_eq!(l.restrict(None, Some(5 * H)), 2);
+        assert_eq!(l.restrict(None, Some(5 * H)), 1);
         assert_eq!(l.count(), 2);
         assert_eq!(l.restrict(Some(12 * H), None), 2);
         assert!(l.windows.is_empty());
