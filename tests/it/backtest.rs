@@ -172,7 +172,7 @@ fn scheduler_vs_backtest(
         tick += step;
     }
 
-    let history = backtest::load_history(&spec, &store, None, None).expect("history");
+    let history = backtest::load_history(&spec, &store, None, None, usize::MAX).expect("history");
     let replayed: BTreeMap<String, Replayed> =
         backtest::run(&spec, &history, &|_| ()).expect("replay");
 
@@ -422,6 +422,7 @@ fn wrong_labels_keys_ranges_and_templates_are_refused_clearly() {
     );
     let points = file("c.csv", "metric_name,timestamp\ncpu,2024-01-01 03:20\n");
     let garbage = file("d.json", "{\"cpu\": 5}");
+    let afile = file("e.txt", "not a folder");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--labels", &other_metric],
@@ -456,6 +457,19 @@ fn wrong_labels_keys_ranges_and_templates_are_refused_clearly() {
             "no stored observations in the range asked for",
         ),
         (vec!["--from", "soon"], "`soon` is not a time"),
+        (
+            vec!["--from", "2024-02-01", "--to", "2024-01-01"],
+            "--from is after --to",
+        ),
+        (
+            vec!["--max-observations", "100"],
+            "more than 100 stored observations",
+        ),
+        (vec!["--out", &afile], "it is a file, not a folder"),
+        (
+            vec!["--sweep", "alert_threshold=0.6,0.7,high"],
+            "with alert_threshold=high (from --set/--sweep)",
+        ),
     ];
     for (args, want) in cases {
         let (ok, _, stderr) = backtest(&folder, &db, &args);

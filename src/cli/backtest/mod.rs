@@ -13,6 +13,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{find_batch, load_folder, Cli};
+use crate::config::BatchSpec;
 use crate::pipeline::backtest::evaluate::{self, Tally};
 use crate::pipeline::backtest::labels::{self, Labels};
 use crate::pipeline::backtest::{self, Replayed};
@@ -26,14 +27,17 @@ seeing only what had arrived by then, as the scheduler would have run them: mode
 train_cron_schedule from the rows then in train_sql's window, each observation scored by the model of its time,
 alerts with their smoothing and snooze. A STOPPED schedule is replayed as if RUNNING; disable_<job> turns a job
 off. llmalert is not replayed. Nothing is written to the batch's table or its model_path. Batches that replace
-the shipped train, score, alert or change SQL are refused (the replay follows the shipped templates).
+the shipped train, score, alert or change SQL are refused (the replay follows the shipped templates). A batch's
+own preprocess_fn runs in the sandbox at every train and score step, on every core: slower, and only as
+repeatable as the function.
 
 Labels (--labels): CSV `metric_name,start,end` (windows) or `metric_name,timestamp` (points, widened by --window,
 centred), or JSON {\"metric\": [[\"start\", \"end\"], \"point\", ...]}; times in UTC. The report gives, per metric and
 overall, the windows with an alert in them (recall), the alerts in a window (precision), F1, alerts outside every
 window per 1,000 observations, the median delay from a window's start to its first alert, and window scores
 (0 = never alerts, 100 = alerts at the start of every window and nowhere else) under the standard, low false
-positive and low false negative weightings. The formula is in README.md, \"Tuning detection\".
+positive and low false negative weightings. An alert and a change at one observation are one detection; alerts
+of metrics the labels do not name count as false. The formula is in README.md, \"Tuning detection\".
 
 Examples:
   sandstack backtest my_batch
@@ -73,6 +77,10 @@ pub struct BacktestArgs {
     /// Print the result as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Refuse to replay more stored observations than this (all metrics together); narrow the range
+    /// with --from/--to.
+    #[arg(long, value_name = "N", default_value_t = 20_000_000)]
+    pub max_observations: usize,
 }
 
 /// Which judgements a label scores.
@@ -114,6 +122,8 @@ fn parse_span(text: &str) -> Result<i64, String> {
 /// One replay of the batch: the values it ran with and what came of it.
 pub struct Run {
     pub assignments: Vec<Assignment>,
+    /// The combination's `alert_threshold`, for its plots.
+    pub threshold: f64,
     pub metrics: std::collections::BTreeMap<String, Replayed>,
     /// Per metric, against the labels (empty without them).
     pub tallies: std::collections::BTreeMap<String, Tally>,
@@ -125,29 +135,31 @@ pub fn backtest(cli: &Cli, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
     if args.window.is_some() && args.labels.is_none() {
         anyhow::bail!("--window widens labelled points: give --labels FILE too");
     }
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        if from > to {
+            anyhow::bail!("--from is after --to: nothing to replay");
+        }
+    }
     let folder = load_folder(cli)?;
     let spec = find_batch(&folder, &args.batch)?;
-    backtest::check_replayable(spec)?;
+    // Everything that can be wrong with the request is found before the
+    // first replay: each combination's values, and where results go.
     let combos = overrides::combinations(&args.set, &args.sweep)?;
+    let variants = combos
+        .iter()
+        .map(|assignments| variant(spec, assignments))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(dir) = &args.out {
+        output::prepare(dir, variants.len())?;
+    }
     let store = match super::open_target(cli)? {
         super::Target::Local(store) => store,
         super::Target::Daemon(d) => return Err(super::daemon::refuse(&d, "backtest")),
     };
-    let history = backtest::load_history(spec, &store, args.from, args.to)?;
+    let history = backtest::load_history(spec, &store, args.from, args.to, args.max_observations)?;
     drop(store);
     let labels = match &args.labels {
-        Some(path) => {
-            let mut l = labels::read(path, args.window)?;
-            let dropped = l.restrict(args.from, args.to);
-            if dropped > 0 && !args.json {
-                errln!(
-                    "note: {dropped} labelled windows outside --from/--to left out; {} scored",
-                    l.count()
-                );
-            }
-            labels::check(&l, &history, path)?;
-            Some(l)
-        }
+        Some(path) => Some(read_labels(path, args, &history)?),
         None => None,
     };
     let points: usize = history.values().map(|h| h.values.len()).sum();
@@ -157,37 +169,22 @@ pub fn backtest(cli: &Cli, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
             spec.metric_batch,
             points,
             history.len(),
-            combos.len(),
-            if combos.len() == 1 { "" } else { "s" },
+            variants.len(),
+            if variants.len() == 1 { "" } else { "s" },
             rayon::current_num_threads()
         );
     }
+    let sweeping = variants.len() > 1;
     let mut runs = Vec::new();
-    for (i, assignments) in combos.into_iter().enumerate() {
-        let values: Vec<(&str, serde_yaml_ng::Value)> = assignments
-            .iter()
-            .map(|a| (a.key.as_str(), a.value.clone()))
-            .collect();
-        let variant = if values.is_empty() {
-            spec.clone()
-        } else {
-            crate::config::with_values(spec, &values).map_err(|errors| {
-                let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-                anyhow::anyhow!(
-                    "with {}: {}",
-                    overrides::shown(&assignments),
-                    shown.join("; ")
-                )
-            })?
-        };
+    for (i, (assignments, variant)) in combos.into_iter().zip(&variants).enumerate() {
         let bar = bar(points as u64, &format!("replay {}", i + 1));
         let started = Instant::now();
-        let result = backtest::run(&variant, &history, &|n| bar.inc(n));
+        let result = backtest::run(variant, &history, &|n| bar.inc(n));
         bar.finish_and_clear();
-        let metrics = result?;
         let mut run = Run {
             assignments,
-            metrics,
+            threshold: variant.alert.threshold,
+            metrics: result?,
             tallies: Default::default(),
             overall: None,
             seconds: started.elapsed().as_secs_f64(),
@@ -195,10 +192,59 @@ pub fn backtest(cli: &Cli, args: &BacktestArgs) -> anyhow::Result<ExitCode> {
         if let Some(l) = &labels {
             score_against(&mut run, l, args.detections);
         }
+        if sweeping {
+            // Each combination's points go out as it ends; only its
+            // judgements and tallies are kept for the report.
+            if let Some(dir) = &args.out {
+                output::write_points(&output::combination_dir(dir, i).join("points.csv"), &run)?;
+            }
+            for r in run.metrics.values_mut() {
+                r.drop_points();
+            }
+        }
         runs.push(run);
     }
     output::report(spec, args, &runs)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The batch as if its file also set `assignments`.
+fn variant(spec: &BatchSpec, assignments: &[Assignment]) -> anyhow::Result<BatchSpec> {
+    let values: Vec<(&str, serde_yaml_ng::Value)> = assignments
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.clone()))
+        .collect();
+    let v = if values.is_empty() {
+        spec.clone()
+    } else {
+        crate::config::with_values(spec, &values).map_err(|errors| {
+            let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!(
+                "with {} (from --set/--sweep): {}",
+                overrides::shown(assignments),
+                shown.join("; ")
+            )
+        })?
+    };
+    backtest::check_replayable(&v)?;
+    Ok(v)
+}
+
+fn read_labels(
+    path: &std::path::Path,
+    args: &BacktestArgs,
+    history: &std::collections::BTreeMap<String, backtest::MetricHistory>,
+) -> anyhow::Result<Labels> {
+    let mut l = labels::read(path, args.window)?;
+    let dropped = l.restrict(args.from, args.to);
+    if dropped > 0 && !args.json {
+        errln!(
+            "note: {dropped} labelled windows outside --from/--to left out; {} scored",
+            l.count()
+        );
+    }
+    labels::check(&l, history, path)?;
+    Ok(l)
 }
 
 fn score_against(run: &mut Run, labels: &Labels, detections: Detections) {

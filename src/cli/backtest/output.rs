@@ -36,7 +36,6 @@ pub fn report(spec: &BatchSpec, args: &BacktestArgs, runs: &[Run]) -> anyhow::Re
         print_sweep(runs);
     }
     if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         if runs.len() == 1 {
             write_points(&dir.join("points.csv"), &runs[0])?;
             let plots = write_plots(spec, dir, &runs[0])?;
@@ -47,12 +46,6 @@ pub fn report(spec: &BatchSpec, args: &BacktestArgs, runs: &[Run]) -> anyhow::Re
         } else {
             std::fs::write(dir.join("sweep.csv"), sweep_csv(runs))
                 .with_context(|| format!("writing {}", dir.join("sweep.csv").display()))?;
-            for (i, r) in runs.iter().enumerate() {
-                let sub = dir.join(format!("combination-{}", i + 1));
-                std::fs::create_dir_all(&sub)
-                    .with_context(|| format!("creating {}", sub.display()))?;
-                write_points(&sub.join("points.csv"), r)?;
-            }
             errln!(
                 "wrote {} and combination-1..{}/points.csv",
                 dir.join("sweep.csv").display(),
@@ -61,6 +54,30 @@ pub fn report(spec: &BatchSpec, args: &BacktestArgs, runs: &[Run]) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Make `--out DIR` (and a folder per combination when there are several)
+/// before anything is replayed, so a path that cannot take them is said
+/// at once.
+pub fn prepare(dir: &Path, combinations: usize) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("--out {}: it is a file, not a folder", dir.display());
+    }
+    let make = |d: &Path| {
+        std::fs::create_dir_all(d).with_context(|| format!("--out: creating {}", d.display()))
+    };
+    make(dir)?;
+    if combinations > 1 {
+        for i in 0..combinations {
+            make(&combination_dir(dir, i))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where combination `i` (from 0) of a sweep writes its points.
+pub fn combination_dir(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join(format!("combination-{}", i + 1))
 }
 
 /// JSON goes out as it is: escaping it for a terminal would change it.
@@ -291,7 +308,7 @@ fn marks(r: &Replayed, js: &[&Judgement]) -> Vec<f64> {
     v
 }
 
-fn write_points(path: &Path, run: &Run) -> anyhow::Result<()> {
+pub fn write_points(path: &Path, run: &Run) -> anyhow::Result<()> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("metric_name", DataType::Utf8, false),
         Field::new(
@@ -365,7 +382,7 @@ fn write_plots(spec: &BatchSpec, dir: &Path, run: &Run) -> anyhow::Result<usize>
         );
         s.extra.insert("alert_driver_us".into(), driver);
         s.mark_alerts_at_drivers();
-        let png = crate::drawing::render_png(&spec.metric_batch, metric, &s, spec.alert.threshold)?;
+        let png = crate::drawing::render_png(&spec.metric_batch, metric, &s, run.threshold)?;
         let path = dir.join(format!("{}.png", crate::file_names::file_stem(metric)));
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         n += 1;

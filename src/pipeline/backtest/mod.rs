@@ -32,6 +32,12 @@ pub enum BacktestError {
          without them, or compare with `sandstack backfill`"
     )]
     OwnTemplates { batch: String, keys: String },
+    #[error("batch {batch} has more than {max} stored observations{range}: replay part of it with --from/--to, or raise --max-observations")]
+    TooMany {
+        batch: String,
+        max: usize,
+        range: String,
+    },
     #[error("batch {batch} has no stored observations{range}: import history first (`sandstack import {batch} FILE`)")]
     NoHistory { batch: String, range: String },
     #[error(transparent)]
@@ -73,10 +79,16 @@ pub fn load_history(
     store: &Store,
     from: Option<i64>,
     to: Option<i64>,
+    max: usize,
 ) -> Result<BTreeMap<String, MetricHistory>, BacktestError> {
     let mut points: BTreeMap<String, BTreeMap<i64, (f64, u32)>> = BTreeMap::new();
     let within = |t: i64| from.is_none_or(|f| t >= f) && to.is_none_or(|e| t <= e);
-    store.stream_rows(&spec.table_key, Some(&spec.metric_batch), &mut |b| {
+    let range = match (from, to) {
+        (None, None) => String::new(),
+        _ => " in the range asked for".to_string(),
+    };
+    let mut kept = 0usize;
+    let read = store.stream_rows(&spec.table_key, Some(&spec.metric_batch), &mut |b| {
         let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
         let names = b.column(2).as_string::<i32>();
         let types = b.column(3).as_string::<i32>();
@@ -96,14 +108,26 @@ pub fn load_history(
                 .or_insert((0.0, 0));
             e.0 += values.value(r);
             e.1 += 1;
+            kept += 1;
+            if kept > max {
+                // Stops the stream; the flag says why.
+                return Err(StoreError::Template("too many observations".into()));
+            }
         }
         Ok(())
-    })?;
+    });
+    if let Err(e) = read {
+        return Err(if kept > max {
+            BacktestError::TooMany {
+                batch: spec.metric_batch.clone(),
+                max,
+                range,
+            }
+        } else {
+            e.into()
+        });
+    }
     if points.is_empty() {
-        let range = match (from, to) {
-            (None, None) => String::new(),
-            _ => " in the range asked for".to_string(),
-        };
         return Err(BacktestError::NoHistory {
             batch: spec.metric_batch.clone(),
             range,

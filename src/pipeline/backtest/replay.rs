@@ -74,6 +74,17 @@ pub struct Replayed {
     pub last_skip: Option<String>,
 }
 
+impl Replayed {
+    /// Forget the per-observation columns, keeping the judgements and
+    /// counts (a sweep keeps only what its report needs).
+    pub fn drop_points(&mut self) {
+        for v in [&mut self.values, &mut self.score, &mut self.score_smooth] {
+            *v = Vec::new();
+        }
+        self.timestamps_us = Vec::new();
+    }
+}
+
 /// The pending tick of each job that runs on stored rows.
 #[derive(Default)]
 struct Pending {
