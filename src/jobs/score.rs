@@ -8,6 +8,8 @@ use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
+
 use crate::domain::{Judgement, JudgementMeta, MetricType, Series};
 use crate::models::store::ModelStore;
 use crate::models::{combine, TrainedModel};
@@ -33,28 +35,34 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
     let models = ModelStore::open(&spec.model_path, base)?;
     let mut report = ScoreReport::default();
     let mut rows = Vec::new();
-    for (metric, s) in series {
-        store.check_time()?;
-        let mut loaded = Vec::new();
-        for cfg in &spec.train.model_configs {
-            if let Some(m) = models.load(&batch, metric, &cfg.tag())? {
-                loaded.push(m);
+    // Metrics on every core, results taken in metric order.
+    let limit = store.time_limit();
+    let each: Vec<Result<Option<Vec<Judgement>>, JobFailure>> = series
+        .par_iter()
+        .map(|(metric, s)| {
+            limit.check()?;
+            let mut loaded = Vec::new();
+            for cfg in &spec.train.model_configs {
+                if let Some(m) = models.load(&batch, metric, &cfg.tag())? {
+                    loaded.push(m);
+                }
+            }
+            if loaded.is_empty() {
+                return Ok(None);
+            }
+            score_metric(spec, metric, s, &loaded, scored_before.get(metric)).map(Some)
+        })
+        .collect();
+    for ((metric, _), scored) in series.iter().zip(each) {
+        match scored? {
+            Some(r) => rows.extend(r),
+            None => {
+                tracing::warn!(batch = %batch, metric = %metric, "no trained model yet; run `sandstack train BATCH`");
+                report
+                    .skipped
+                    .push((metric.clone(), "no trained model".into()));
             }
         }
-        if loaded.is_empty() {
-            tracing::warn!(batch = %batch, metric = %metric, "no trained model yet; run `sandstack train BATCH`");
-            report
-                .skipped
-                .push((metric.clone(), "no trained model".into()));
-            continue;
-        }
-        rows.extend(score_metric(
-            spec,
-            metric,
-            s,
-            &loaded,
-            scored_before.get(metric),
-        )?);
     }
     report.scored = write(store, &spec.table_key, &batch, MetricType::Score, &rows)?;
     Ok(report)

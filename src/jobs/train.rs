@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::features::features;
@@ -41,10 +42,19 @@ fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, Jo
     // Saved together at the end, so a run stopped by its time limit leaves
     // the previous models in place.
     let mut fitted = Vec::new();
-    for (metric, s) in &input.series {
-        store.check_time()?;
-        let check = || store.check_time();
-        let m = fit_metric(spec, metric, s, &check)?;
+    // Metrics on every core; the results, in metric order, are what one
+    // core would give (each model's seed is its batch, metric and tag).
+    let limit = store.time_limit();
+    let each: Vec<Result<Fitted, JobFailure>> = input
+        .series
+        .par_iter()
+        .map(|(metric, s)| {
+            limit.check()?;
+            fit_metric(spec, metric, s, &|| limit.check())
+        })
+        .collect();
+    for ((metric, _), m) in input.series.iter().zip(each) {
+        let m = m?;
         report
             .skipped
             .extend(m.skipped.into_iter().map(|why| (metric.clone(), why)));
@@ -76,7 +86,7 @@ pub fn fit_metric(
     spec: &BatchSpec,
     metric: &str,
     s: &Series,
-    check: &dyn Fn() -> Result<(), StoreError>,
+    check: &(dyn Fn() -> Result<(), StoreError> + Sync),
 ) -> Result<Fitted, JobFailure> {
     let mut out = Fitted::default();
     if spec.train.exclude_metrics.iter().any(|m| m == metric) {

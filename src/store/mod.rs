@@ -253,7 +253,23 @@ impl Store {
     /// Fails once a time limit set by [`Store::with_time_limit`] has run
     /// out, for long native work between statements.
     pub fn check_time(&self) -> Result<(), StoreError> {
-        if self.stop.load(Ordering::SeqCst) {
+        self.time_limit().check()
+    }
+
+    /// [`Store::check_time`] for work on other threads (a job's metrics on
+    /// every core), which cannot hold the store itself.
+    pub fn time_limit(&self) -> TimeLimit {
+        TimeLimit(self.stop.clone())
+    }
+}
+
+/// Whether the time limit of the work under way has run out.
+#[derive(Clone)]
+pub struct TimeLimit(Arc<AtomicBool>);
+
+impl TimeLimit {
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.0.load(Ordering::SeqCst) {
             Err(StoreError::TimedOut)
         } else {
             Ok(())

@@ -656,3 +656,48 @@ fn an_alert_is_marked_on_the_observation_that_drove_it() {
         .collect();
     assert_eq!(marked, vec![10], "the plot marks the spike");
 }
+
+#[test]
+fn train_and_score_on_every_core_give_what_one_core_gives() {
+    let synth = generate();
+    let each_way = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let mut store = Store::in_memory().expect("store");
+        let (f, spec) = batch_where(&synth, "true", "score_max_n: 400");
+        run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
+        pool.install(|| {
+            train::run(&spec, &store, f.path()).expect("train");
+            score::run(&spec, &mut store, f.path()).expect("score");
+        });
+        let mut scores: Vec<(String, i64, u64)> = Vec::new();
+        for b in store
+            .read_rows(&key("metrics"), Some(&spec.metric_batch))
+            .expect("rows")
+        {
+            use arrow::array::AsArray;
+            let ts = b
+                .column(0)
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+            let names = b.column(2).as_string::<i32>();
+            let types = b.column(3).as_string::<i32>();
+            let values = b.column(4).as_primitive::<arrow::datatypes::Float64Type>();
+            for r in 0..b.num_rows() {
+                if types.value(r) == "score" {
+                    scores.push((
+                        names.value(r).to_string(),
+                        ts.value(r),
+                        values.value(r).to_bits(),
+                    ));
+                }
+            }
+        }
+        scores.sort();
+        scores
+    };
+    let (one, all) = (each_way(1), each_way(4));
+    assert!(one.len() > 5 * 300, "{} scores", one.len());
+    assert_eq!(one, all, "every score, to the bit");
+}
