@@ -9,6 +9,7 @@ fn source_label(spec: &BatchSpec) -> &'static str {
     match spec.ingest {
         IngestSource::Python(_) => "python",
         IngestSource::Sql(_) => "sql",
+        IngestSource::Imported => "imported",
     }
 }
 

@@ -105,6 +105,9 @@ pub enum IngestSource {
     Python(PythonSource),
     /// DuckDB SQL run natively.
     Sql(String),
+    /// None: `disable_ingest: true` and neither key set; the history comes
+    /// from `sandstack import`.
+    Imported,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,10 +322,12 @@ fn ingest_source(
             );
             None
         }
+        (None, None) if r.bool("disable_ingest", false) => Some(IngestSource::Imported),
         (None, None) => {
             r.bad_value(
                 "ingest_fn",
-                "a batch needs ingest_fn (Python) or ingest_sql (SQL) to get its metrics",
+                "a batch needs ingest_fn (Python) or ingest_sql (SQL) to get its metrics \
+                 (or disable_ingest: true when its history only comes from `sandstack import`)",
             );
             None
         }

@@ -183,3 +183,53 @@ fn old_history_is_trained_on_at_its_own_time() {
     let out = run(&["train", "hist", "--at", "soon"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("`soon` is not a time"));
 }
+
+#[test]
+fn a_batch_of_imported_history_only_needs_no_ingest_and_says_so_if_asked() {
+    let f = Folder::with_defaults();
+    f.write("old/old.yaml", "metric_batch: old\ndisable_ingest: true\n");
+    f.write("bad/bad.yaml", "metric_batch: bad\n");
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("s.duckdb");
+    let folder = f.load(&[]);
+    assert!(folder.batch("old").is_some(), "{:?}", folder.errors);
+    let refused = folder
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        refused.contains(
+            "or disable_ingest: true when its history only comes from `sandstack import`"
+        ),
+        "{refused}"
+    );
+    f.write("bad/bad.yaml", "metric_batch: bad\ningest_sql: SELECT 1\n");
+    let csv = dir.path().join("cpu.csv");
+    std::fs::write(&csv, "timestamp,value\n2024-01-01,1\n2024-01-02,2\n").expect("write");
+    let out = run_sandstack(
+        &[
+            "import",
+            "old",
+            csv.to_str().expect("path"),
+            "--metric",
+            "cpu",
+        ],
+        &f,
+        &db,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rows(&db), 2);
+    let out = run_sandstack(&["ingest", "old"], &f, &db, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("its history comes from `sandstack import`"),
+        "{stderr}"
+    );
+}

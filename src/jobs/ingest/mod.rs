@@ -23,6 +23,8 @@ pub use normalize::{describe_rows, InvalidResult};
 pub enum IngestError {
     #[error("ingest_sql failed: {message}")]
     Sql { message: String },
+    #[error("the batch has no ingest_fn or ingest_sql: its history comes from `sandstack import`")]
+    NoSource,
     #[error(transparent)]
     Invalid(#[from] InvalidResult),
     #[error(transparent)]
@@ -180,6 +182,11 @@ pub fn run(
             let exec = execute_python(spec, source, sandboxes, env, &opts)?;
             finish_python(spec, store, exec, opts, started)
         }
+        IngestSource::Imported => Err(Box::new(IngestFailure {
+            batch: spec.metric_batch.clone(),
+            error: IngestError::NoSource,
+            sandbox: None,
+        })),
     }
 }
 
