@@ -150,8 +150,13 @@ pub fn replay(
         }
     };
     let wake = |slot: &mut Option<i64>, job: Job, t: i64| at_or_after(slot, job, Some(t));
-    // A job whose window loses a row runs again at its first tick after.
-    let drift = at_or_after;
+    // A job whose window loses a row runs again at its first tick after,
+    // while the history lasts: past its last row the replay has ended.
+    let end = arrival.iter().rev().find(|t| **t != i64::MAX).copied();
+    let drift = |slot: &mut Option<i64>, job: Job, leaves: Option<i64>| {
+        let within = leaves.filter(|at| end.is_some_and(|e| *at <= e));
+        at_or_after(slot, job, within)
+    };
     loop {
         let next_row = arrival.get(st.arrived).copied().filter(|t| *t != i64::MAX);
         let Some(t) = [next_row, p.train, p.score, p.alert, p.change]
