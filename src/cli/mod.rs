@@ -292,6 +292,9 @@ pub enum BenchCommand {
         /// Observations per metric (one every 10 minutes up to now).
         #[arg(long, default_value_t = 500)]
         points: usize,
+        /// Then a backtest of one metric of this many points a minute apart, retrained every 20 (0: none).
+        #[arg(long, default_value_t = 20_000)]
+        backtest_points: usize,
     },
 }
 
@@ -409,12 +412,14 @@ fn bench_command(cli: &Cli, b: &BenchCommand) -> anyhow::Result<ExitCode> {
             batch,
             names,
             points,
+            backtest_points,
         } => bench::detect(
             cli,
             &bench::DetectOptions {
                 batch,
                 metrics: *names,
                 points: *points,
+                backtest_points: *backtest_points,
             },
         ),
         BenchCommand::Store {

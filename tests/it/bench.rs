@@ -124,7 +124,15 @@ fn bench_store_puts_postgresql_beside_duckdb() {
 
 #[test]
 fn bench_detect_prints_core_seconds_per_model_and_as_configured() {
-    let text = bench(&["detect", "--names", "20", "--points", "60"]);
+    let text = bench(&[
+        "detect",
+        "--names",
+        "20",
+        "--points",
+        "60",
+        "--backtest-points",
+        "600",
+    ]);
     assert!(
         text.contains("20 metrics x 60 points, batch example_random's SQL, preprocess and models"),
         "{text}"
@@ -140,16 +148,27 @@ fn bench_detect_prints_core_seconds_per_model_and_as_configured() {
             .lines()
             .find(|l| l.starts_with(label))
             .unwrap_or_else(|| panic!("no line for {label}:\n{text}"));
-        let figures: Vec<f64> = line[label.len()..]
-            .split_whitespace()
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let figures: Vec<f64> = words[words.len().saturating_sub(5)..]
+            .iter()
             .filter_map(|w| w.parse().ok())
             .collect();
-        assert_eq!(figures.len(), 4, "{line}");
+        assert_eq!(figures.len(), 5, "{line}");
         assert!(
             figures[3] > 0.0,
             "a model costs something per metric: {line}"
         );
     }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("as configured") && l.contains(", one thread")),
+        "the one-thread reference: {text}"
+    );
+    let bt = text
+        .lines()
+        .find(|l| l.starts_with("backtest of 1 metric x 600 points, retrained every 20"))
+        .unwrap_or_else(|| panic!("no backtest line:\n{text}"));
+    assert!(bt.contains("trainings alone"), "{bt}");
 }
 
 #[test]
@@ -193,7 +212,16 @@ fn bench_detect_shows_a_hostile_model_tag_as_text() {
         .arg("--metrics")
         .arg(f.path())
         .args([
-            "bench", "detect", "--batch", "bd", "--names", "3", "--points", "60",
+            "bench",
+            "detect",
+            "--batch",
+            "bd",
+            "--names",
+            "3",
+            "--points",
+            "60",
+            "--backtest-points",
+            "0",
         ])
         .current_dir(dir.path())
         .output()

@@ -23,6 +23,8 @@ pub struct Options<'a> {
     pub batch: &'a str,
     pub metrics: usize,
     pub points: usize,
+    /// Points of the backtest measured after (0: none).
+    pub backtest_points: usize,
 }
 
 pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
@@ -64,22 +66,101 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
         "reading train_sql alone", wall, cpu
     );
     println!(
-        "{:<34} {:>8} {:>9} {:>9} {:>10}",
-        "models", "train", "score", "core-s", "µs/metric"
+        "{:<56} {:>8} {:>9} {:>9} {:>10} {:>8}",
+        "models (core-seconds)", "train", "score", "core-s", "µs/metric", "wall-s"
     );
-    for (i, (label, configs)) in model_sets(spec).into_iter().enumerate() {
+    let sets = model_sets(spec);
+    let last = sets.len() - 1;
+    for (i, (label, configs)) in sets.into_iter().enumerate() {
         let mut one = spec.clone();
         one.train.model_configs = configs;
         one.model_path = format!("local://./models-{i}");
-        let (train_cpu, score_cpu) = train_and_score(&one, &mut store, scratch.path())?;
-        let total = train_cpu + score_cpu;
-        // The label holds the batch's model_tag.
-        outln!(
-            "{label:<34} {train_cpu:>8.2} {score_cpu:>9.2} {total:>9.2} {:>10.0}",
-            total * 1e6 / opts.metrics.max(1) as f64
-        );
+        // The batch's own set also on one thread: the reference for what
+        // every core buys (the results are the same).
+        let threads: &[Option<usize>] = if i == last { &[Some(1), None] } else { &[None] };
+        for t in threads {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t.unwrap_or(0))
+                .build()
+                .context("starting the worker threads")?;
+            let started = Instant::now();
+            let (train_cpu, score_cpu) =
+                pool.install(|| train_and_score(&one, &mut store, scratch.path()))?;
+            let wall = started.elapsed().as_secs_f64();
+            let total = train_cpu + score_cpu;
+            let on = match t {
+                Some(1) => ", one thread".to_string(),
+                _ => format!(", {} threads", pool.current_num_threads()),
+            };
+            // The label holds the batch's model_tag.
+            outln!(
+                "{:<56} {train_cpu:>8.2} {score_cpu:>9.2} {total:>9.2} {:>10.0} {wall:>8.2}",
+                format!("{label}{on}"),
+                total * 1e6 / opts.metrics.max(1) as f64
+            );
+        }
+    }
+    if opts.backtest_points > 0 {
+        backtest(spec, opts.backtest_points)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A backtest of one metric of `points` observations a minute apart,
+/// retrained every 20 of them, beside the reference: the same number of
+/// trainings alone on the rows each had.
+fn backtest(spec: &BatchSpec, points: usize) -> anyhow::Result<()> {
+    let minute: i64 = 60_000_000;
+    let mut h = crate::pipeline::backtest::MetricHistory::default();
+    for p in 0..points {
+        let noise = ((p * 104_729) % 1000) as f64 / 1000.0 - 0.5;
+        let spike = if p % 997 == 500 { 5.0 } else { 0.0 };
+        h.timestamps_us
+            .push(1_704_067_200_000_000 + p as i64 * minute);
+        h.values
+            .push(10.0 + (p as f64 * std::f64::consts::TAU / 1440.0).sin() + 0.2 * noise + spike);
+    }
+    let every = |cron: &str| serde_yaml_ng::Value::from(cron);
+    let variant = crate::config::with_values(
+        spec,
+        &[
+            ("ingest_cron_schedule", every("* * * * *")),
+            ("train_cron_schedule", every("*/20 * * * *")),
+            ("score_cron_schedule", every("* * * * *")),
+            ("alert_cron_schedule", every("* * * * *")),
+            ("change_cron_schedule", every("* * * * *")),
+        ],
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let history = std::collections::BTreeMap::from([("metric".to_string(), h.clone())]);
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let out = crate::pipeline::backtest::run(&variant, &history, &|_| ())?;
+    let (bt_wall, bt_cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    let r = &out["metric"];
+    // The reference: every training the replay did, alone.
+    let max_n = variant.train.max_n as usize;
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    for k in 1..=r.trainings {
+        let hi = (k * 20).min(points);
+        let lo = hi.saturating_sub(max_n);
+        let s = crate::domain::Series {
+            timestamps_us: h.timestamps_us[lo..hi].to_vec(),
+            values: h.values[lo..hi].to_vec(),
+            extra: Default::default(),
+        };
+        train::fit_metric(&variant, "metric", &s, &|| Ok(()))
+            .map_err(|e| anyhow::anyhow!("training: {e}"))?;
+    }
+    let (tr_wall, tr_cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    outln!(
+        "backtest of 1 metric x {points} points, retrained every 20: {bt_wall:.2} s wall, {bt_cpu:.2} core-s \
+         ({} trainings, {} scores, {} alerts); its {} trainings alone: {tr_wall:.2} s wall, {tr_cpu:.2} core-s",
+        r.trainings,
+        r.score.iter().filter(|s| !s.is_nan()).count(),
+        r.alerts.len(),
+        r.trainings
+    );
+    Ok(())
 }
 
 /// What to time: each of the batch's models alone, each other kind with
