@@ -37,16 +37,21 @@ fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport
     let mut rows = Vec::new();
     // Metrics on every core, results taken in metric order.
     let limit = store.time_limit();
+    // Each model tag's file once, every metric's model in it.
+    let saved = spec
+        .train
+        .model_configs
+        .iter()
+        .map(|cfg| models.load(&batch, &cfg.tag()))
+        .collect::<Result<Vec<_>, _>>()?;
     let each: Vec<Result<Option<Vec<Judgement>>, JobFailure>> = series
         .par_iter()
         .map(|(metric, s)| {
             limit.check()?;
-            let mut loaded = Vec::new();
-            for cfg in &spec.train.model_configs {
-                if let Some(m) = models.load(&batch, metric, &cfg.tag())? {
-                    loaded.push(m);
-                }
-            }
+            let loaded: Vec<&TrainedModel> = saved
+                .iter()
+                .filter_map(|tag| tag.get(metric).map(|m| &m.model))
+                .collect();
             if loaded.is_empty() {
                 return Ok(None);
             }
@@ -75,7 +80,7 @@ pub fn score_metric(
     spec: &BatchSpec,
     metric: &str,
     s: &Series,
-    models: &[TrainedModel],
+    models: &[&TrainedModel],
     done: Option<&BTreeSet<i64>>,
 ) -> Result<Vec<Judgement>, JobFailure> {
     let features = features(spec, &s.timestamps_us, &s.values).map_err(Box::new)?;

@@ -1,6 +1,7 @@
 //! The train job: `train_sql`'s observations, per metric, preprocessed and
 //! fitted by every configured model, saved under `model_path`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -10,7 +11,7 @@ use super::features::features;
 use super::rows::{load_input, JobError, JobFailure};
 use crate::config::{BatchSpec, Job};
 use crate::domain::Series;
-use crate::models::store::ModelStore;
+use crate::models::store::{ModelStore, Saved, TrainedOn};
 use crate::models::{ModelError, TrainedModel};
 use crate::store::{Store, StoreError};
 
@@ -66,8 +67,26 @@ fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, Jo
         }
     }
     store.check_time()?;
-    for (metric, model) in &fitted {
-        models.save(&spec.metric_batch, metric, model)?;
+    // One file per model tag, every metric's model in it.
+    let trained_at_us = store
+        .clock()
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+    let mut by_tag: BTreeMap<String, Vec<(String, Saved)>> = BTreeMap::new();
+    for (metric, model) in fitted {
+        let s = &input.series[&metric];
+        let trained_on = TrainedOn {
+            observations: s.values.len(),
+            first_us: s.timestamps_us.first().copied().unwrap_or_default(),
+            last_us: s.timestamps_us.last().copied().unwrap_or_default(),
+            trained_at_us,
+        };
+        by_tag
+            .entry(model.model_tag.clone())
+            .or_default()
+            .push((metric, Saved { trained_on, model }));
+    }
+    for (tag, saved) in by_tag {
+        models.save(&spec.metric_batch, &tag, saved)?;
     }
     Ok(report)
 }

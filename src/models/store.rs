@@ -1,7 +1,12 @@
-//! Saved models under `model_path` (`local://DIR`), one file per batch,
-//! metric and model tag, in a versioned JSON envelope: a file written by
-//! another format version is refused with a message saying to retrain.
+//! Saved models under `model_path` (`local://DIR`): one file per batch and
+//! model tag holding every metric's model, with what each was trained on
+//! (`DIR/<batch>/<tag>.models`). The file is a magic word and a format
+//! version, then the models as zstd-compressed JSON (exact f64 round
+//! trips): a score job reads one file per model instead of one per metric.
+//! A file of another format is refused with a message saying to retrain.
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +14,15 @@ use serde::{Deserialize, Serialize};
 use super::TrainedModel;
 use crate::file_names::file_stem as safe;
 
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The first bytes of a model file.
+const MAGIC: &[u8; 8] = b"SSMODELS";
+
+/// Most bytes a model file unpacks to (a batch of 10,000 metrics' KNN
+/// models, 2,500 rows of a few features each, is about 2 GB of JSON... at
+/// most; the cap stops a damaged file from filling memory).
+const MAX_UNPACKED: u64 = 8 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelStoreError {
@@ -23,12 +36,29 @@ pub enum ModelStoreError {
     Version { path: PathBuf, found: u32 },
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    format: u32,
+/// What a metric's model was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainedOn {
+    /// Observations read (before preprocessing).
+    pub observations: usize,
+    pub first_us: i64,
+    pub last_us: i64,
+    /// When it was trained (the run's clock).
+    pub trained_at_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub trained_on: TrainedOn,
+    pub model: TrainedModel,
+}
+
+/// Every metric's model of one batch and tag.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Bundle {
     batch: String,
-    metric: String,
-    model: TrainedModel,
+    model_tag: String,
+    metrics: BTreeMap<String, Saved>,
 }
 
 pub struct ModelStore {
@@ -46,31 +76,42 @@ impl ModelStore {
         })
     }
 
-    pub fn path(&self, batch: &str, metric: &str, tag: &str) -> PathBuf {
+    pub fn path(&self, batch: &str, tag: &str) -> PathBuf {
         self.root
             .join(safe(batch))
-            .join(safe(metric))
-            .join(format!("{}.json", safe(tag)))
+            .join(format!("{}.models", safe(tag)))
     }
 
+    /// Save `fitted` (metric, model, what it was trained on; all of model
+    /// tag `tag`) over the batch's saved ones: metrics not in `fitted` keep
+    /// theirs. A file of another format is replaced.
     pub fn save(
         &self,
         batch: &str,
-        metric: &str,
-        model: &TrainedModel,
+        tag: &str,
+        fitted: Vec<(String, Saved)>,
     ) -> Result<PathBuf, ModelStoreError> {
-        let path = self.path(batch, metric, &model.model_tag);
+        let path = self.path(batch, tag);
         let io = |message: String| ModelStoreError::Io {
             path: path.clone(),
             message,
         };
-        let envelope = Envelope {
-            format: FORMAT_VERSION,
+        let fresh = || Bundle {
             batch: batch.into(),
-            metric: metric.into(),
-            model: model.clone(),
+            model_tag: tag.into(),
+            metrics: BTreeMap::new(),
         };
-        let text = serde_json::to_vec(&envelope).map_err(|e| io(e.to_string()))?;
+        let mut bundle = match self.read(&path) {
+            Ok(Some(b)) => b,
+            Ok(None) => fresh(),
+            // Another format, or not a model file at all (a link planted
+            // where it goes): replaced, with what was just trained.
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "replacing a model file that cannot be read");
+                fresh()
+            }
+        };
+        bundle.metrics.extend(fitted);
         let dir = path
             .parent()
             .ok_or_else(|| io("a model file needs a folder".into()))?;
@@ -78,52 +119,58 @@ impl ModelStore {
         // A new file of a name no one can guess, renamed over the model: a
         // link planted where the model goes is replaced, never written
         // through.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".model-")
+        let tmp = tempfile::Builder::new()
+            .prefix(".models-")
             .tempfile_in(dir)
             .map_err(|e| io(e.to_string()))?;
-        std::io::Write::write_all(&mut tmp, &text).map_err(|e| io(e.to_string()))?;
+        let mut out = std::io::BufWriter::new(tmp);
+        std::io::Write::write_all(&mut out, MAGIC).map_err(|e| io(e.to_string()))?;
+        std::io::Write::write_all(&mut out, &FORMAT_VERSION.to_le_bytes())
+            .map_err(|e| io(e.to_string()))?;
+        let mut z = zstd::stream::Encoder::new(out, 3).map_err(|e| io(e.to_string()))?;
+        serde_json::to_writer(&mut z, &bundle).map_err(|e| io(e.to_string()))?;
+        let out = z.finish().map_err(|e| io(e.to_string()))?;
+        let tmp = out.into_inner().map_err(|e| io(e.to_string()))?;
         tmp.persist(&path).map_err(|e| io(e.to_string()))?;
         Ok(path)
     }
 
-    /// The saved model, None if there is none.
-    pub fn load(
-        &self,
-        batch: &str,
-        metric: &str,
-        tag: &str,
-    ) -> Result<Option<TrainedModel>, ModelStoreError> {
-        let path = self.path(batch, metric, tag);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(ModelStoreError::Io {
-                    path,
-                    message: e.to_string(),
-                })
-            }
+    /// Every metric's saved model of `tag`; empty if there are none.
+    pub fn load(&self, batch: &str, tag: &str) -> Result<BTreeMap<String, Saved>, ModelStoreError> {
+        Ok(self
+            .read(&self.path(batch, tag))?
+            .map(|b| b.metrics)
+            .unwrap_or_default())
+    }
+
+    fn read(&self, path: &Path) -> Result<Option<Bundle>, ModelStoreError> {
+        let io = |message: String| ModelStoreError::Io {
+            path: path.to_path_buf(),
+            message,
         };
-        #[derive(Deserialize)]
-        struct Version {
-            format: u32,
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e.to_string())),
+        };
+        let mut r = std::io::BufReader::new(file);
+        let mut head = [0u8; 12];
+        r.read_exact(&mut head)
+            .map_err(|_| io("not a sandstack model file (too short)".into()))?;
+        if &head[..8] != MAGIC {
+            return Err(io("not a sandstack model file".into()));
         }
-        let v: Version = serde_json::from_slice(&bytes).map_err(|e| ModelStoreError::Io {
-            path: path.clone(),
-            message: format!("not a sandstack model file: {e}"),
-        })?;
-        if v.format != FORMAT_VERSION {
+        let found = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        if found != FORMAT_VERSION {
             return Err(ModelStoreError::Version {
-                path,
-                found: v.format,
+                path: path.to_path_buf(),
+                found,
             });
         }
-        let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| ModelStoreError::Io {
-            path: path.clone(),
-            message: format!("corrupt model file: {e}"),
-        })?;
-        Ok(Some(env.model))
+        let z = zstd::stream::Decoder::new(r).map_err(|e| io(e.to_string()))?;
+        let bundle: Bundle = serde_json::from_reader(std::io::BufReader::new(z.take(MAX_UNPACKED)))
+            .map_err(|e| io(format!("corrupt model file: {e}")))?;
+        Ok(Some(bundle))
     }
 }
 
@@ -132,44 +179,58 @@ mod tests {
     use super::*;
     use crate::config::ModelConfig;
 
-    #[test]
-    fn saves_loads_and_refuses_other_versions() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = ModelStore::open("local://models", dir.path()).expect("local");
-        let rows: Vec<Vec<f64>> = (0..50)
-            .map(|i| vec![i as f64, (i * i % 7) as f64])
-            .collect();
+    fn model(tag: &str, n: usize) -> Saved {
+        let rows: Vec<Vec<f64>> = (0..n).map(|i| vec![i as f64, (i * i % 7) as f64]).collect();
         let cfg = ModelConfig {
-            model_name: crate::config::ModelKind::Pca,
-            model_tag: Some("pca_default".into()),
+            model_name: crate::config::ModelKind::Knn,
+            model_tag: Some(tag.into()),
             model_params: Default::default(),
         };
-        let m = TrainedModel::fit(&cfg, &rows, 1).expect("fits");
-        let path = store.save("b", "../etc/passwd", &m).expect("save");
+        Saved {
+            trained_on: TrainedOn {
+                observations: n,
+                first_us: 0,
+                last_us: n as i64,
+                trained_at_us: 7,
+            },
+            model: TrainedModel::fit(&cfg, &rows, 1).expect("fits"),
+        }
+    }
+
+    #[test]
+    fn saves_merges_loads_and_refuses_other_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ModelStore::open("local://models", dir.path()).expect("local");
+        let (a, b) = (model("knn", 50), model("knn", 60));
+        let path = store
+            .save("../b", "knn", vec![("../etc/passwd".into(), a.clone())])
+            .expect("save");
         assert!(
-            path.starts_with(dir.path().join("models/b")),
+            path.starts_with(dir.path().join("models")),
             "{}",
             path.display()
         );
-        assert_eq!(
-            store
-                .load("b", "../etc/passwd", "pca_default")
-                .expect("load"),
-            Some(m)
-        );
-        assert_eq!(store.load("b", "other", "pca_default").expect("load"), None);
+        store
+            .save("../b", "knn", vec![("m2".into(), b.clone())])
+            .expect("merge");
+        let all = store.load("../b", "knn").expect("load");
+        assert_eq!(all.get("../etc/passwd"), Some(&a), "kept, to the bit");
+        assert_eq!(all.get("m2"), Some(&b));
+        assert!(store.load("../b", "other").expect("none").is_empty());
 
-        let text = std::fs::read_to_string(&path).expect("read").replacen(
-            "\"format\":2",
-            "\"format\":1",
-            1,
-        );
-        std::fs::write(&path, text).expect("write");
-        let err = store
-            .load("b", "../etc/passwd", "pca_default")
-            .unwrap_err()
-            .to_string();
-        assert!(err.ends_with("was saved by model format 1, this sandstack reads format 2: run `sandstack train` for the batch again"), "{err}");
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        std::fs::write(&path, &bytes).expect("write");
+        let err = store.load("../b", "knn").unwrap_err().to_string();
+        assert!(err.ends_with("was saved by model format 2, this sandstack reads format 3: run `sandstack train` for the batch again"), "{err}");
+        // Training again replaces a file of another format.
+        store
+            .save("../b", "knn", vec![("m2".into(), b)])
+            .expect("save over");
+        assert_eq!(store.load("../b", "knn").expect("load").len(), 1);
+        std::fs::write(&path, b"{\"format\": 3}").expect("write");
+        let err = store.load("../b", "knn").unwrap_err().to_string();
+        assert!(err.contains("not a sandstack model file"), "{err}");
         assert!(ModelStore::open("s3://bucket/models", dir.path()).is_err());
     }
 
@@ -179,23 +240,17 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "the operator's file").expect("write");
         let store = ModelStore::open("local://models", dir.path()).expect("local");
-        let rows: Vec<Vec<f64>> = (0..20).map(|i| vec![i as f64, 1.0]).collect();
-        let cfg = ModelConfig {
-            model_name: crate::config::ModelKind::Pca,
-            model_tag: Some("t".into()),
-            model_params: Default::default(),
-        };
-        let m = TrainedModel::fit(&cfg, &rows, 1).expect("fits");
-        let path = store.path("b", "m", "t");
+        let path = store.path("b", "t");
         std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
         std::os::unix::fs::symlink(&victim, &path).expect("link");
-        std::os::unix::fs::symlink(&victim, path.with_extension("partial")).expect("link");
-        store.save("b", "m", &m).expect("save");
+        store
+            .save("b", "t", vec![("m".into(), model("t", 20))])
+            .expect("save");
         assert_eq!(
             std::fs::read_to_string(&victim).expect("read"),
             "the operator's file"
         );
         assert!(std::fs::symlink_metadata(&path).expect("meta").is_file());
-        assert!(store.load("b", "m", "t").expect("load").is_some());
+        assert_eq!(store.load("b", "t").expect("load").len(), 1);
     }
 }

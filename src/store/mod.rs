@@ -144,6 +144,11 @@ impl Store {
         std::mem::replace(&mut self.clock, now_us)
     }
 
+    /// The instant the run is at, when it is not the real clock.
+    pub fn clock(&self) -> Option<i64> {
+        self.clock
+    }
+
     /// Another connection to the same database, for work on another
     /// thread.
     pub fn try_clone(&self) -> Result<Self, StoreError> {

@@ -363,11 +363,11 @@ fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
     assert_eq!(t.trained[0].2, N - 2, "diff and one lag drop two rows");
     let models =
         sandstack::models::store::ModelStore::open(&spec.model_path, f.path()).expect("store");
-    let m = models
-        .load("synth", "m0", "pca_default")
-        .expect("load")
-        .expect("saved");
+    let saved = models.load("synth", "pca_default").expect("load");
+    let m = &saved.get("m0").expect("saved").model;
     assert_eq!(m.n_features, 3, "value, change and its lag");
+    assert_eq!(saved.len(), 5, "one file holds every metric's model");
+    assert_eq!(saved["m0"].trained_on.observations, N);
     assert!(
         score::run(&spec, &mut store, f.path())
             .expect("score")

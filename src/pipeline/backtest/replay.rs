@@ -318,7 +318,7 @@ impl State<'_> {
         if spec.score.exclude_metrics.iter().any(|m| m == self.metric) {
             return Ok(false);
         }
-        let models: Vec<TrainedModel> = self.models.iter().flatten().cloned().collect();
+        let models: Vec<&TrainedModel> = self.models.iter().flatten().collect();
         if models.is_empty() {
             return Ok(false);
         }
