@@ -44,6 +44,25 @@ impl Knn {
         kth(&mut d, self.k)
     }
 
+    /// [`Knn::training_scores`] the way they were found before: every
+    /// pair's distance. Kept as its reference (the tests and `bench
+    /// detect` compare the two).
+    pub fn training_scores_every_pair(&self) -> Vec<f64> {
+        let n = self.train.len();
+        let mut row = Vec::with_capacity(n);
+        (0..n)
+            .map(|i| {
+                row.clear();
+                row.extend(
+                    (0..n)
+                        .filter(|&j| j != i)
+                        .map(|j| squared_distance(&self.train[i], &self.train[j])),
+                );
+                kth(&mut row, self.k)
+            })
+            .collect()
+    }
+
     /// Scores of the training points themselves (each without itself).
     ///
     /// Exact, without computing every pair: rows are sorted by the feature
@@ -166,6 +185,7 @@ mod tests {
         for k in [1, 5, 80, 400] {
             let m = Knn::fit(&stuck, k);
             let scores = m.training_scores();
+            assert_eq!(scores, m.training_scores_every_pair());
             for (i, s) in scores.iter().enumerate() {
                 assert_eq!(s.to_bits(), plain(&stuck, i, k).to_bits(), "k {k}, row {i}");
             }

@@ -232,6 +232,18 @@ impl TrainedModel {
     }
 }
 
+/// KNN's training scores of `rows` with `k` neighbours, by the sorted
+/// sweep it trains with or by every pair (the previous way), for `bench
+/// detect` to time side by side.
+pub fn knn_training_scores(rows: &[Vec<f64>], k: usize, every_pair: bool) -> Vec<f64> {
+    let m = knn::Knn::fit(rows, k);
+    if every_pair {
+        m.training_scores_every_pair()
+    } else {
+        m.training_scores()
+    }
+}
+
 /// Combine several models' probabilities (`model_combination_method`).
 pub fn combine(probabilities: &[f64], method: CombinationMethod) -> Option<f64> {
     if probabilities.is_empty() {

@@ -169,6 +169,17 @@ fn bench_detect_prints_core_seconds_per_model_and_as_configured() {
         .find(|l| l.starts_with("backtest of 1 metric x 600 points, retrained every 20"))
         .unwrap_or_else(|| panic!("no backtest line:\n{text}"));
     assert!(bt.contains("trainings alone"), "{bt}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("KNN training scores, 20 metrics x ")
+                && l.contains("every pair (the previous way)")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("model files: 2 (")
+            && l.contains("a JSON file per metric and model: 40 (")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ use crate::config::{BatchSpec, Choice, ModelConfig, ModelKind};
 use crate::domain::{Judgement, MetricType};
 use crate::jobs::rows::write;
 use crate::jobs::{score, train};
+use crate::models::store::ModelStore;
 use crate::store::{ResultCaps, Store};
 
 /// What `bench detect` was asked to do.
@@ -100,10 +101,96 @@ pub fn detect(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    model_files(spec, scratch.path(), last)?;
+    knn_training(spec, opts.metrics.min(1000), opts.points)?;
     if opts.backtest_points > 0 {
         backtest(spec, opts.backtest_points)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// KNN's training scores on `metrics` training sets of `points` rows
+/// (the batch's preprocess of the synthetic series), by the sorted sweep
+/// it trains with, beside every pair (the previous way), on one thread.
+fn knn_training(spec: &BatchSpec, metrics: usize, points: usize) -> anyhow::Result<()> {
+    let sets: Vec<Vec<Vec<f64>>> = (0..metrics)
+        .map(|m| {
+            let ts: Vec<i64> = (0..points as i64).map(|p| p * 600_000_000).collect();
+            let values: Vec<f64> = (0..points)
+                .map(|p| {
+                    let noise = ((m * 7919 + p * 104_729) % 1000) as f64 / 1000.0 - 0.5;
+                    10.0 + (p as f64 * std::f64::consts::TAU / 144.0).sin() + 0.2 * noise
+                })
+                .collect();
+            crate::models::preprocess::preprocess(&ts, &values, &spec.preprocess_params)
+                .map(|f| f.rows)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut took = [0.0; 2];
+    for (i, every_pair) in [false, true].into_iter().enumerate() {
+        let cpu = cpu_seconds();
+        for rows in &sets {
+            std::hint::black_box(crate::models::knn_training_scores(rows, 5, every_pair));
+        }
+        took[i] = cpu_seconds() - cpu;
+    }
+    outln!(
+        "KNN training scores, {metrics} metrics x {} rows: sorted sweep {:.2} core-s; every pair (the previous way) {:.2} core-s",
+        sets.first().map_or(0, Vec::len),
+        took[0],
+        took[1]
+    );
+    Ok(())
+}
+
+/// The models the batch's own set saved (in `models-{set}`), read as
+/// they are kept, beside the previous layout: a JSON file per metric and
+/// model, written and read back.
+fn model_files(spec: &BatchSpec, base: &Path, set: usize) -> anyhow::Result<()> {
+    let store = ModelStore::open(&format!("local://./models-{set}"), base)?;
+    let tags: Vec<String> = spec.train.model_configs.iter().map(|c| c.tag()).collect();
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let started = Instant::now();
+    let mut saved = Vec::new();
+    for tag in &tags {
+        saved.push((tag, store.load(&spec.metric_batch, tag)?));
+    }
+    let read = started.elapsed().as_secs_f64();
+    let bytes: u64 = tags
+        .iter()
+        .map(|t| size(&store.path(&spec.metric_batch, t)))
+        .sum();
+    let previous = base.join("models-previous-layout");
+    let (mut files, mut old_bytes) = (0usize, 0u64);
+    let started = Instant::now();
+    for (tag, models) in &saved {
+        for (metric, m) in models {
+            let dir = previous.join(crate::file_names::file_stem(metric));
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(format!("{}.json", crate::file_names::file_stem(tag)));
+            std::fs::write(&path, serde_json::to_vec(&m.model)?)?;
+            old_bytes += size(&path);
+            files += 1;
+        }
+    }
+    let old_write = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for (tag, models) in &saved {
+        for metric in models.keys() {
+            let path = previous
+                .join(crate::file_names::file_stem(metric))
+                .join(format!("{}.json", crate::file_names::file_stem(tag)));
+            let _: crate::models::TrainedModel = serde_json::from_slice(&std::fs::read(path)?)?;
+        }
+    }
+    let old_read = started.elapsed().as_secs_f64();
+    outln!(
+        "model files: {} ({:.1} MB), read in {read:.2} s; previous layout, a JSON file per metric and model: {files} ({:.1} MB), written in {old_write:.2} s, read in {old_read:.2} s",
+        tags.len(),
+        bytes as f64 / 1e6,
+        old_bytes as f64 / 1e6
+    );
+    Ok(())
 }
 
 /// A backtest of one metric of `points` observations a minute apart,
