@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Reference scores from PyOD itself for the detectors sandstack implements
-natively (src/models/): ECOD, COPOD, HBOS, LOF, MAD, KNN, PCA and IForest,
+natively (src/models/): ECOD, COPOD, HBOS, LOF, MAD, KNN, PCA, IForest and
+OCSVM,
 with PyOD's defaults, on one fixed data set. Writes
 tests/fixtures/pyod_reference.json, which the test
 `models::reference_tests` compares sandstack's scores with (rank
@@ -27,6 +28,7 @@ from pyod.models.iforest import IForest
 from pyod.models.knn import KNN
 from pyod.models.lof import LOF
 from pyod.models.mad import MAD
+from pyod.models.ocsvm import OCSVM
 from pyod.models.pca import PCA
 
 
@@ -63,6 +65,7 @@ def main():
         "KNN": (KNN(), False),
         "PCA": (PCA(), False),
         "IForest": (IForest(random_state=0), False),
+        "OCSVM": (OCSVM(), False),
     }
     out = {
         "pyod_version": pyod.__version__,

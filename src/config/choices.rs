@@ -121,6 +121,7 @@ pub enum ModelKind {
     Hbos,
     Lof,
     Mad,
+    Ocsvm,
 }
 
 impl Choice for ModelKind {
@@ -134,6 +135,7 @@ impl Choice for ModelKind {
         (ModelKind::Hbos, "HBOS"),
         (ModelKind::Lof, "LOF"),
         (ModelKind::Mad, "MAD"),
+        (ModelKind::Ocsvm, "OCSVM"),
     ];
     const ALIASES: &'static [(Self, &'static str)] = &[(ModelKind::IForest, "IsolationForest")];
 }
@@ -184,8 +186,8 @@ mod tests {
         assert_eq!(ModelKind::parse("iforest"), Ok(ModelKind::IForest));
         assert_eq!(ModelKind::parse("IsolationForest"), Ok(ModelKind::IForest));
         assert_eq!(
-            ModelKind::parse("OCSVM").unwrap_err(),
-            "unknown model_name `OCSVM`: use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD"
+            ModelKind::parse("AutoEncoder").unwrap_err(),
+            "unknown model_name `AutoEncoder`: use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD, OCSVM"
         );
         assert_eq!(
             ScheduleStatus::parse("running"),
@@ -197,7 +199,7 @@ mod tests {
         );
         assert_eq!(
             ModelKind::parse("IForrest").unwrap_err(),
-            "unknown model_name `IForrest` (did you mean `IForest`?): use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD"
+            "unknown model_name `IForrest` (did you mean `IForest`?): use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD, OCSVM"
         );
         assert_eq!(
             CombinationMethod::parse("average").unwrap_err(),
@@ -209,7 +211,7 @@ mod tests {
     fn round_trips_through_serde() {
         let m: ModelKind = serde_json::from_str("\"knn\"").expect("parse");
         assert_eq!(serde_json::to_string(&m).expect("json"), "\"KNN\"");
-        let bad = serde_json::from_str::<ModelKind>("\"OCSVM\"").unwrap_err();
+        let bad = serde_json::from_str::<ModelKind>("\"AutoEncoder\"").unwrap_err();
         assert!(
             bad.to_string().contains("use PCA, KNN, IForest, ECOD"),
             "{bad}"

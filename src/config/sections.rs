@@ -195,7 +195,7 @@ crate::settings! {
         metric_timestamp_max_days_ago: u64 = "train_metric_timestamp_max_days_ago", "90";
         /// metrics not trained
         exclude_metrics: Vec<String> = "train_exclude_metrics", "[]";
-        /// models per metric: `model_name` (PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD: PyOD's, with its parameter names and defaults), `model_tag`, `model_params`
+        /// models per metric: `model_name` (PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD, OCSVM: PyOD's, with its parameter names and defaults), `model_tag`, `model_params`
         model_configs: Vec<ModelConfig> [Structured<Vec<ModelConfig>>] = "model_configs", "[{model_name: PCA, model_tag: pca_default, model_params: {contamination: 0.01}}, {model_name: KNN, model_tag: knn_default, model_params: {contamination: 0.01}}]";
     }
 }

@@ -13,6 +13,7 @@ mod iforest;
 mod knn;
 mod lof;
 mod mad;
+mod ocsvm;
 mod pca;
 pub mod preprocess;
 #[cfg(test)]
@@ -49,6 +50,7 @@ enum Inner {
     Hbos(hbos::Hbos),
     Lof(lof::Lof),
     Mad(mad::Mad),
+    Ocsvm(ocsvm::Ocsvm),
 }
 
 /// One trained model for one metric.
@@ -166,6 +168,37 @@ impl TrainedModel {
                 let (m, s) = lof::Lof::fit(rows, param_usize(cfg, "n_neighbors", 20)?);
                 (Inner::Lof(m), s)
             }
+            ModelKind::Ocsvm => {
+                let nu = param_f64(cfg, "nu", 0.5, (f64::MIN_POSITIVE, 1.0))?;
+                let tol = param_f64(cfg, "tol", 1e-3, (f64::MIN_POSITIVE, 1.0))?;
+                let gamma = match cfg.model_params.get("gamma") {
+                    None | Some(serde_json::Value::Null) => ocsvm::Gamma::Auto,
+                    Some(serde_json::Value::String(s)) if s == "auto" => ocsvm::Gamma::Auto,
+                    Some(serde_json::Value::String(s)) if s == "scale" => ocsvm::Gamma::Scale,
+                    Some(v) => ocsvm::Gamma::Value(
+                        v.as_f64()
+                            .filter(|g| *g > 0.0 && g.is_finite())
+                            .ok_or_else(|| ModelError::BadParam {
+                                tag: cfg.tag(),
+                                key: "gamma".into(),
+                                expected: "auto, scale or a number above 0",
+                            })?,
+                    ),
+                };
+                match cfg.model_params.get("kernel") {
+                    None | Some(serde_json::Value::Null) => {}
+                    Some(serde_json::Value::String(k)) if k == "rbf" => {}
+                    Some(_) => {
+                        return Err(ModelError::BadParam {
+                            tag: cfg.tag(),
+                            key: "kernel".into(),
+                            expected: "rbf (the only kernel sandstack has)",
+                        })
+                    }
+                }
+                let (m, s) = ocsvm::Ocsvm::fit(rows, nu, gamma, tol);
+                (Inner::Ocsvm(m), s)
+            }
             ModelKind::Mad => {
                 if n_features != 1 {
                     return Err(ModelError::OneFeature { found: n_features });
@@ -217,6 +250,7 @@ impl TrainedModel {
             Inner::Hbos(m) => m.score(row),
             Inner::Lof(m) => m.score(row),
             Inner::Mad(m) => m.score(row),
+            Inner::Ocsvm(m) => m.score(row),
         })
     }
 

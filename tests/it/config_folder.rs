@@ -376,7 +376,7 @@ fn misspelled_choices_fail_validate_with_a_did_you_mean() {
         "key `model_combination_method`: unknown model_combination_method `maen` (did you mean `mean`?): use mean, min, max",
         "key `train_default_schedule_status`: unknown schedule status `RUNING` (did you mean `RUNNING`?): use RUNNING, STOPPED",
         "key `model_configs`: expected a list of {model_name, model_tag, model_params}",
-        "unknown model_name `IForrest` (did you mean `IForest`?): use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD",
+        "unknown model_name `IForrest` (did you mean `IForest`?): use PCA, KNN, IForest, ECOD, COPOD, HBOS, LOF, MAD, OCSVM",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

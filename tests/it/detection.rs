@@ -590,6 +590,7 @@ fn pyods_other_detectors_train_and_score_by_name() {
         ("HBOS", ", model_params: {n_bins: 20}"),
         ("LOF", ", model_params: {n_neighbors: 10}"),
         ("MAD", ""),
+        ("OCSVM", ", model_params: {nu: 0.2, gamma: scale}"),
     ] {
         let lags = if model == "MAD" {
             "preprocess_params: {lags_n: 0}\n"
