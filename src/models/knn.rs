@@ -10,7 +10,38 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Knn {
     k: usize,
-    train: Vec<Vec<f64>>,
+    /// The feature with the widest spread; `train` is sorted by it.
+    axis: usize,
+    train: Rows,
+}
+
+/// Feature rows in one allocation (saved models hold thousands of rows per
+/// metric; one vector each made loading them mostly allocation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Rows {
+    width: usize,
+    flat: Vec<f64>,
+}
+
+impl Rows {
+    pub(super) fn of(rows: &[Vec<f64>]) -> Rows {
+        Rows {
+            width: rows.first().map_or(0, Vec::len),
+            flat: rows.iter().flatten().copied().collect(),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.flat.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    pub(super) fn row(&self, i: usize) -> &[f64] {
+        &self.flat[i * self.width..(i + 1) * self.width]
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &[f64]> {
+        (0..self.len()).map(|i| self.row(i))
+    }
 }
 
 pub(super) fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
@@ -29,19 +60,37 @@ fn kth(squared: &mut [f64], k: usize) -> f64 {
 
 impl Knn {
     pub fn fit(x: &[Vec<f64>], n_neighbors: usize) -> Knn {
+        let mut rows = Rows::of(x);
+        let axis = widest_feature(&rows);
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by(|a, b| rows.row(*a)[axis].total_cmp(&rows.row(*b)[axis]));
+        rows.flat = order.iter().flat_map(|i| rows.row(*i).to_vec()).collect();
         Knn {
             k: n_neighbors.max(1),
-            train: x.to_vec(),
+            axis,
+            train: rows,
         }
     }
 
+    /// The distance from `row` to its k-th nearest training row.
     pub fn score(&self, row: &[f64]) -> f64 {
-        let mut d: Vec<f64> = self
-            .train
-            .iter()
-            .map(|t| squared_distance(row, t))
-            .collect();
-        kth(&mut d, self.k)
+        let n = self.train.len();
+        // The first row at or past the query in the sorted feature.
+        let (mut at, mut hi) = (0, n);
+        while at < hi {
+            let mid = (at + hi) / 2;
+            if self.train.row(mid)[self.axis] < row[self.axis] {
+                at = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        self.kth_nearest(
+            row,
+            at.checked_sub(1),
+            (at < n).then_some(at),
+            self.k.min(n),
+        )
     }
 
     /// [`Knn::training_scores`] the way they were found before: every
@@ -56,79 +105,86 @@ impl Knn {
                 row.extend(
                     (0..n)
                         .filter(|&j| j != i)
-                        .map(|j| squared_distance(&self.train[i], &self.train[j])),
+                        .map(|j| squared_distance(self.train.row(i), self.train.row(j))),
                 );
                 kth(&mut row, self.k)
             })
             .collect()
     }
 
-    /// Scores of the training points themselves (each without itself).
-    ///
-    /// Exact, without computing every pair: rows are sorted by the feature
-    /// with the widest spread, and each row's neighbours are visited
-    /// outwards in that order until the gap in that feature alone passes
-    /// the k-th nearest distance found so far. The gap is a lower bound of
-    /// the distance in floating point too (a sum of non-negative terms is
-    /// never rounded below one of them), so no row that could be among the
-    /// k nearest is skipped, and the k-th distance is the brute force's to
-    /// the bit. Hand-written: spatial-index crates compute distances their
-    /// own way, and models must score the same as saved ones did.
+    /// Scores of the training rows themselves, each without itself, in the
+    /// model's row order.
     pub fn training_scores(&self) -> Vec<f64> {
         let n = self.train.len();
         if n < 2 {
             return vec![0.0; n];
         }
         let k = self.k.min(n - 1);
-        let axis = widest_feature(&self.train);
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|a, b| self.train[*a][axis].total_cmp(&self.train[*b][axis]));
-        let key: Vec<f64> = order.iter().map(|i| self.train[*i][axis]).collect();
-        let mut scores = vec![0.0; n];
+        (0..n)
+            .map(|p| {
+                let right = (p + 1 < n).then_some(p + 1);
+                self.kth_nearest(self.train.row(p), p.checked_sub(1), right, k)
+            })
+            .collect()
+    }
+
+    /// The distance from `query` to its k-th nearest among the rows from
+    /// `left` down and from `right` up, without computing every distance:
+    /// the rows are sorted by the feature with the widest spread, and are
+    /// visited outwards from the query in that order until the gap in that
+    /// feature alone passes the k-th nearest distance found so far. The gap
+    /// is a lower bound of the distance in floating point too (a sum of
+    /// non-negative terms is never rounded below one of them), so no row
+    /// that could be among the k nearest is skipped, and the result is the
+    /// brute force's to the bit. Hand-written: spatial-index crates compute
+    /// distances their own way, and models must score as saved ones did.
+    fn kth_nearest(
+        &self,
+        query: &[f64],
+        mut left: Option<usize>,
+        mut right: Option<usize>,
+        k: usize,
+    ) -> f64 {
+        let n = self.train.len();
+        let key = query[self.axis];
+        let gap = |q: usize| (key - self.train.row(q)[self.axis]).powi(2);
         // The k nearest so far, largest first.
-        let mut best: std::collections::BinaryHeap<Ordered> = std::collections::BinaryHeap::new();
-        for p in 0..n {
-            best.clear();
-            let me = &self.train[order[p]];
-            let (mut left, mut right) = (p.checked_sub(1), (p + 1 < n).then_some(p + 1));
-            loop {
-                let gap = |q: usize| (key[p] - key[q]).powi(2);
-                // The nearer side in the sorted feature goes first.
-                let q = match (left, right) {
-                    (Some(l), Some(r)) if gap(l) <= gap(r) => l,
-                    (Some(_), Some(r)) => r,
-                    (Some(l), None) => l,
-                    (None, Some(r)) => r,
-                    (None, None) => break,
-                };
-                if best.len() == k && best.peek().is_some_and(|b| gap(q) > b.0) {
-                    // Every row further out on either side is further still.
-                    break;
-                }
-                let d = squared_distance(me, &self.train[order[q]]);
-                if best.len() < k {
-                    best.push(Ordered(d));
-                } else if best.peek().is_some_and(|b| d < b.0) {
-                    best.pop();
-                    best.push(Ordered(d));
-                }
-                if q < p {
-                    left = q.checked_sub(1);
-                } else {
-                    right = (q + 1 < n).then_some(q + 1);
-                }
+        let mut best: std::collections::BinaryHeap<Ordered> =
+            std::collections::BinaryHeap::with_capacity(k + 1);
+        loop {
+            // The nearer side in the sorted feature goes first.
+            let q = match (left, right) {
+                (Some(l), Some(r)) if gap(l) <= gap(r) => l,
+                (Some(_), Some(r)) => r,
+                (Some(l), None) => l,
+                (None, Some(r)) => r,
+                (None, None) => break,
+            };
+            if best.len() == k && best.peek().is_some_and(|b| gap(q) > b.0) {
+                // Every row further out on either side is further still.
+                break;
             }
-            scores[order[p]] = best.peek().map_or(0.0, |b| b.0.sqrt());
+            let d = squared_distance(query, self.train.row(q));
+            if best.len() < k {
+                best.push(Ordered(d));
+            } else if best.peek().is_some_and(|b| d < b.0) {
+                best.pop();
+                best.push(Ordered(d));
+            }
+            if left == Some(q) {
+                left = q.checked_sub(1);
+            } else {
+                right = (q + 1 < n).then_some(q + 1);
+            }
         }
-        scores
+        best.peek().map_or(0.0, |b| b.0.sqrt())
     }
 }
 
 /// The feature whose values spread widest (by variance).
-fn widest_feature(rows: &[Vec<f64>]) -> usize {
-    let width = rows.first().map_or(0, Vec::len);
+fn widest_feature(rows: &Rows) -> usize {
     let n = rows.len() as f64;
-    (0..width)
+    (0..rows.width)
         .map(|c| {
             let mean = rows.iter().map(|r| r[c]).sum::<f64>() / n;
             let var = rows.iter().map(|r| (r[c] - mean).powi(2)).sum::<f64>();
@@ -177,6 +233,29 @@ mod tests {
         d[k.min(d.len()) - 1]
     }
 
+    /// Every row's plain k-th distance, sorted as bits (the model keeps
+    /// its rows in its own order).
+    fn all_plain(train: &[Vec<f64>], k: usize) -> Vec<u64> {
+        let mut v: Vec<u64> = (0..train.len())
+            .map(|i| plain(train, i, k).to_bits())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn bits(scores: &[f64]) -> Vec<u64> {
+        let mut v: Vec<u64> = scores.iter().map(|s| s.to_bits()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The k-th distance from `row` to the training rows, computed plainly.
+    fn plain_query(train: &[Vec<f64>], row: &[f64], k: usize) -> f64 {
+        let mut d: Vec<f64> = train.iter().map(|t| squared_distance(row, t)).collect();
+        d.sort_by(f64::total_cmp);
+        d[k.min(d.len()) - 1].sqrt()
+    }
+
     #[test]
     fn ties_and_repeated_rows_give_the_brute_force_answer() {
         let stuck: Vec<Vec<f64>> = (0..300)
@@ -186,8 +265,13 @@ mod tests {
             let m = Knn::fit(&stuck, k);
             let scores = m.training_scores();
             assert_eq!(scores, m.training_scores_every_pair());
-            for (i, s) in scores.iter().enumerate() {
-                assert_eq!(s.to_bits(), plain(&stuck, i, k).to_bits(), "k {k}, row {i}");
+            assert_eq!(bits(&scores), all_plain(&stuck, k), "k {k}");
+            for q in [[0.0, 1.0, 0.0], [1.5, 1.0, 1.0], [9.0, -3.0, 0.5]] {
+                assert_eq!(
+                    m.score(&q).to_bits(),
+                    plain_query(&stuck, &q, k).to_bits(),
+                    "k {k}, {q:?}"
+                );
             }
         }
     }
@@ -202,10 +286,17 @@ mod tests {
                 })
                 .collect();
             let m = Knn::fit(&train, 5);
-            let scores = m.training_scores();
-            for (i, s) in scores.iter().enumerate() {
-                assert_eq!(s.to_bits(), plain(&train, i, 5).to_bits(), "n {n}, row {i}");
+            assert_eq!(bits(&m.training_scores()), all_plain(&train, 5), "n {n}");
+            for i in 0..50 {
+                let x = i as f64 * 0.77;
+                let q = [x.cos(), x.sin() * 2.0, (i % 5) as f64 / 3.0];
+                assert_eq!(
+                    m.score(&q).to_bits(),
+                    plain_query(&train, &q, 5).to_bits(),
+                    "n {n}, query {i}"
+                );
             }
         }
+        assert_eq!(Knn::fit(&[], 5).score(&[1.0]), 0.0);
     }
 }

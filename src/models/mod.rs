@@ -41,7 +41,9 @@ pub enum ModelError {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+// Tagged outside its content: an internally tagged enum is read through
+// serde's buffer, which made loading large models mostly allocation.
+#[serde(rename_all = "snake_case")]
 enum Inner {
     Pca(pca::Pca),
     Knn(knn::Knn),
