@@ -34,7 +34,7 @@ repeatable as the function.
 Labels (--labels): CSV `metric_name,start,end` (windows) or `metric_name,timestamp` (points, widened by --window,
 centred), or JSON {\"metric\": [[\"start\", \"end\"], \"point\", ...]}; times in UTC. The report gives, per metric and
 overall, the windows with an alert in them (recall), the alerts in a window (precision), F1, alerts outside every
-window per 1,000 observations, the median delay from a window's start to its first alert, and window scores
+window per 1,000 observations, the median delay from a window's start to the tick its first alert was raised at, and window scores
 (0 = never alerts, 100 = alerts at the start of every window and nowhere else) under the standard, low false
 positive and low false negative weightings. An alert and a change at one observation are one detection; alerts
 of metrics the labels do not name count as false. The formula is in README.md, \"Tuning detection\".
@@ -93,13 +93,28 @@ pub enum Detections {
 
 impl Detections {
     /// The timestamps of `r`'s judgements that count.
-    fn of(self, r: &Replayed) -> Vec<i64> {
-        let alerts = r.alerts.iter().chain(&r.threshold_alerts);
-        let ts = |j: &crate::domain::Judgement| j.timestamp_us;
+    /// `r`'s judgements that count: the observation each is stamped with
+    /// and when it was raised.
+    fn of(self, r: &Replayed) -> Vec<(i64, i64)> {
+        let pairs = |js: &[crate::domain::Judgement], raised: &[i64]| -> Vec<(i64, i64)> {
+            js.iter()
+                .zip(raised)
+                .map(|(j, t)| (j.timestamp_us, *t))
+                .collect()
+        };
+        let alerts = || {
+            let mut a = pairs(&r.alerts, &r.raised_us.alerts);
+            a.extend(pairs(&r.threshold_alerts, &r.raised_us.threshold_alerts));
+            a
+        };
         match self {
-            Detections::All => alerts.chain(&r.changes).map(ts).collect(),
-            Detections::Alerts => alerts.map(ts).collect(),
-            Detections::Changes => r.changes.iter().map(ts).collect(),
+            Detections::All => {
+                let mut a = alerts();
+                a.extend(pairs(&r.changes, &r.raised_us.changes));
+                a
+            }
+            Detections::Alerts => alerts(),
+            Detections::Changes => pairs(&r.changes, &r.raised_us.changes),
         }
     }
 }

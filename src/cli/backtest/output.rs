@@ -108,6 +108,12 @@ fn print_run(spec: &BatchSpec, run: &Run) {
             r.threshold_alerts.len(),
             r.changes.len()
         );
+        if r.never_arrived > 0 {
+            outln!(
+                "    note: {} observations past the schedule's horizon (the year 2100) never arrived",
+                r.never_arrived
+            );
+        }
         list(MetricType::Alert, "alert", &r.alerts);
         list(
             MetricType::ThresholdAlert,
@@ -243,10 +249,11 @@ fn sweep_csv(runs: &[Run]) -> String {
     out
 }
 
-fn judgement_json(kind: MetricType, j: &Judgement) -> serde_json::Value {
+fn judgement_json(kind: MetricType, j: &Judgement, raised_us: Option<&i64>) -> serde_json::Value {
     let f = JudgementFacts::read(kind, j.metadata.as_ref());
     json!({
         "timestamp": fmt_us(j.timestamp_us),
+        "raised": raised_us.map(|t| fmt_us(*t)),
         "value": f.value,
         "score": f.score,
         "threshold": f.threshold,
@@ -270,9 +277,10 @@ fn run_json(run: &Run) -> serde_json::Value {
         .metrics
         .iter()
         .map(|(m, r)| {
-            let all = |kind, js: &[Judgement]| {
+            let all = |kind, js: &[Judgement], raised: &[i64]| {
                 js.iter()
-                    .map(|j| judgement_json(kind, j))
+                    .enumerate()
+                    .map(|(i, j)| judgement_json(kind, j, raised.get(i)))
                     .collect::<Vec<_>>()
             };
             (
@@ -281,9 +289,13 @@ fn run_json(run: &Run) -> serde_json::Value {
                     "observations": r.values.len(),
                     "trainings": r.trainings,
                     "first_model": r.first_model_us.map(fmt_us),
-                    "alerts": all(MetricType::Alert, &r.alerts),
-                    "threshold_alerts": all(MetricType::ThresholdAlert, &r.threshold_alerts),
-                    "changes": all(MetricType::Change, &r.changes),
+                    "alerts": all(MetricType::Alert, &r.alerts, &r.raised_us.alerts),
+                    "threshold_alerts": all(
+                        MetricType::ThresholdAlert,
+                        &r.threshold_alerts,
+                        &r.raised_us.threshold_alerts
+                    ),
+                    "changes": all(MetricType::Change, &r.changes, &r.raised_us.changes),
                     "labels": run.tallies.get(m).map(Tally::scores),
                 }),
             )

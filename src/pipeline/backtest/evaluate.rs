@@ -3,8 +3,9 @@
 //! Per metric and over all of them: how many windows had an alert in them
 //! (recall), how many alerts fell in a window (precision), F1, alerts
 //! outside every window per 1,000 observations, the median time from a
-//! window's start to its first alert, and a window score in the manner of
-//! the published streaming-anomaly benchmarks, under three weightings.
+//! window's start to when its first alert was raised, and a window score
+//! in the manner of the published streaming-anomaly benchmarks, under
+//! three weightings.
 //!
 //! The window score. For a detection at `t` and a window `[s, e]`, the
 //! relative position is `y = (t - e) / (e - s)` (-1 at the start, 0 at the
@@ -99,13 +100,19 @@ pub struct Scores {
     pub score_reward_low_fn: Option<f64>,
 }
 
-/// Tally `detections` (timestamps, any order) of a metric with `points`
-/// observations against its `windows` (sorted, not overlapping).
-pub fn tally(points: usize, windows: &[(i64, i64)], detections: &[i64]) -> Tally {
-    let mut d = detections.to_vec();
-    d.sort_unstable();
-    // An alert and a change at one observation are one detection.
-    d.dedup();
+/// Tally `detections` of a metric with `points` observations against its
+/// `windows` (sorted, not overlapping). A detection is the observation it
+/// is stamped with, which places it in or out of a window, and when it was
+/// raised, from which its delay is measured.
+pub fn tally(points: usize, windows: &[(i64, i64)], detections: &[(i64, i64)]) -> Tally {
+    let mut by_time: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for &(at, raised) in detections {
+        // An alert and a change at one observation are one detection,
+        // raised when the first of them was.
+        let r = by_time.entry(at).or_insert(raised);
+        *r = (*r).min(raised);
+    }
+    let d: Vec<i64> = by_time.keys().copied().collect();
     let mut t = Tally {
         points,
         windows: windows.len(),
@@ -141,7 +148,8 @@ pub fn tally(points: usize, windows: &[(i64, i64)], detections: &[i64]) -> Tally
         }
         if let Some(at) = first {
             t.windows_detected += 1;
-            t.delays_us.push(at.saturating_sub(w.0));
+            let raised = by_time.get(at).copied().unwrap_or(*at);
+            t.delays_us.push(raised.saturating_sub(w.0).max(0));
         }
     }
     t
@@ -218,11 +226,14 @@ mod tests {
             (Some(0.0), None, Some(0.0))
         );
         // The same instant twice (an alert and a change) is one detection.
-        assert_eq!(tally(2000, &W, &[100, 100, 1000]).detections, 2);
+        assert_eq!(
+            tally(2000, &W, &[(100, 100), (100, 100), (1000, 1000)]).detections,
+            2
+        );
         // Absurd label times do not overflow.
-        let wide = tally(10, &[(i64::MIN, i64::MAX)], &[0]).scores();
+        let wide = tally(10, &[(i64::MIN, i64::MAX)], &[(0, 0)]).scores();
         assert!(wide.score_standard.is_some_and(f64::is_finite));
-        let perfect = tally(2000, &W, &[100, 1000]).scores();
+        let perfect = tally(2000, &W, &[(100, 100), (1000, 1000)]).scores();
         for s in [
             perfect.score_standard,
             perfect.score_reward_low_fp,
@@ -239,18 +250,18 @@ mod tests {
 
     #[test]
     fn early_beats_late_and_false_alerts_cost_less_just_after_a_window() {
-        let early = tally(2000, &W, &[110, 1010])
+        let early = tally(2000, &W, &[(110, 110), (1010, 1010)])
             .scores()
             .score_standard
             .expect("s");
-        let late = tally(2000, &W, &[190, 1090])
+        let late = tally(2000, &W, &[(190, 190), (1090, 1090)])
             .scores()
             .score_standard
             .expect("s");
         assert!(early > late && late > 0.0, "{early} {late}");
-        let near = tally(2000, &W, &[100, 1000, 210]).scores();
-        let far = tally(2000, &W, &[100, 1000, 900]).scores();
-        let lone = tally(2000, &W, &[100, 1000, 50]).scores();
+        let near = tally(2000, &W, &[(100, 100), (1000, 1000), (210, 210)]).scores();
+        let far = tally(2000, &W, &[(100, 100), (1000, 1000), (900, 900)]).scores();
+        let lone = tally(2000, &W, &[(100, 100), (1000, 1000), (50, 50)]).scores();
         let (n, f, l) = (
             near.score_standard.expect("s"),
             far.score_standard.expect("s"),
@@ -265,14 +276,14 @@ mod tests {
         // Half the windows and a false alert: the weighting that punishes
         // misses more forgives the false alert relatively, the one that
         // punishes false alerts more does not.
-        let half = tally(2000, &W, &[100, 500]).scores();
+        let half = tally(2000, &W, &[(100, 100), (500, 500)]).scores();
         assert!(half.score_reward_low_fn > half.score_standard);
         assert!(half.score_reward_low_fp < half.score_standard);
     }
 
     #[test]
     fn tallies_add_up_to_the_overall_score() {
-        let a = tally(1000, &W[..1], &[150]);
+        let a = tally(1000, &W[..1], &[(150, 150)]);
         let b = tally(1000, &W[1..], &[]);
         let mut all = Tally::default();
         all.add(&a);
@@ -283,5 +294,12 @@ mod tests {
             (2, 1, Some(0.5))
         );
         assert_eq!(s.median_delay_s, Some(50e-6));
+        // The delay runs to when the alert was raised, not to the
+        // observation it is stamped with.
+        let late = tally(1000, &W[..1], &[(150, 400), (150, 300)]).scores();
+        assert_eq!(
+            (late.tally.detections, late.median_delay_s),
+            (1, Some(200e-6))
+        );
     }
 }

@@ -66,12 +66,27 @@ pub struct Replayed {
     pub alerts: Vec<Judgement>,
     pub threshold_alerts: Vec<Judgement>,
     pub changes: Vec<Judgement>,
+    /// When each of `alerts`, `threshold_alerts` and `changes` was raised:
+    /// the tick of the job that stored it (the observation it is stamped
+    /// with came earlier).
+    pub raised_us: Raised,
+    /// Rows that never arrive: no ingest tick at or after them (the cron
+    /// library reaches the year 2100).
+    pub never_arrived: usize,
     /// Times the models were fitted.
     pub trainings: usize,
     /// When the first model was fitted.
     pub first_model_us: Option<i64>,
     /// Why training skipped the metric, the last time it did.
     pub last_skip: Option<String>,
+}
+
+/// The ticks judgements were raised at, in the order of their lists.
+#[derive(Debug, Clone, Default)]
+pub struct Raised {
+    pub alerts: Vec<i64>,
+    pub threshold_alerts: Vec<i64>,
+    pub changes: Vec<i64>,
 }
 
 impl Replayed {
@@ -193,7 +208,7 @@ pub fn replay(
         if p.alert == Some(t) {
             p.alert = None;
             st.alert(t);
-            st.threshold();
+            st.threshold(t);
             drift(&mut p.alert, Job::Alert, st.drift.alert);
         }
         if p.change == Some(t) {
@@ -202,6 +217,7 @@ pub fn replay(
             drift(&mut p.change, Job::Change, st.drift.change);
         }
     }
+    st.out.never_arrived = arrival.iter().filter(|t| **t == i64::MAX).count();
     let smooth_n = spec.alert.smooth_n.max(1) as usize;
     st.out.score_smooth = trailing_mean(&st.out.score, 0, st.out.score.len(), smooth_n);
     Ok(st.out)
@@ -389,12 +405,13 @@ impl State<'_> {
         for j in alert_metric(spec, self.metric, &s, Some(&self.alerted)) {
             self.alerted.insert(j.timestamp_us);
             self.out.alerts.push(j);
+            self.out.raised_us.alerts.push(t);
         }
     }
 
     /// The threshold alerts' read: the metric's newest
     /// `tholdalert_recent_n + tholdalert_snooze_n` values.
-    fn threshold(&mut self) {
+    fn threshold(&mut self, t: i64) {
         let spec = self.spec;
         let settings = &spec.tholdalert;
         let Some(bounds) = settings.thresholds.get(self.metric) else {
@@ -418,6 +435,7 @@ impl State<'_> {
         if let Some(j) = threshold_breach(spec, self.metric, bounds, &rows) {
             self.held.insert(j.timestamp_us);
             self.out.threshold_alerts.push(j);
+            self.out.raised_us.threshold_alerts.push(t);
         }
     }
 
@@ -463,6 +481,7 @@ impl State<'_> {
         for j in change_metric(spec, self.metric, &s, Some(&self.changed)) {
             self.changed.insert(j.timestamp_us);
             self.out.changes.push(j);
+            self.out.raised_us.changes.push(t);
         }
     }
 }
