@@ -47,11 +47,8 @@ fn parse_at(text: &str) -> Result<At, String> {
     if text == "latest" {
         return Ok(At::Latest);
     }
-    let reader = crate::jobs::import::cells::TimeReader {
-        format: crate::jobs::import::cells::TimeFormat::Auto,
-        zone: chrono_tz::UTC,
-    };
-    reader.parse(text).map(At::Instant).map_err(|_| {
+    crate::jobs::import::cells::TimeReader::UTC
+        .parse(text).map(At::Instant).map_err(|_| {
         format!("`{text}` is not a time: use a UTC time such as 2024-05-01T13:00:00Z, 2024-05-01 13:00 or 2024-05-01, or `latest`")
     })
 }

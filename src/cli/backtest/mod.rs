@@ -120,11 +120,8 @@ impl Detections {
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
-    crate::jobs::import::cells::TimeReader {
-        format: crate::jobs::import::cells::TimeFormat::Auto,
-        zone: chrono_tz::UTC,
-    }
-    .parse(text)
+    crate::jobs::import::cells::TimeReader::UTC
+        .parse(text)
     .map_err(|_| format!("`{text}` is not a time: use a UTC time such as 2024-05-01T13:00:00Z, 2024-05-01 13:00 or 2024-05-01"))
 }
 

@@ -108,6 +108,13 @@ pub struct TimeReader {
 }
 
 impl TimeReader {
+    /// How a time on the command line or in a labels file is read: any of
+    /// the automatic forms, UTC unless it says otherwise.
+    pub const UTC: TimeReader = TimeReader {
+        format: TimeFormat::Auto,
+        zone: chrono_tz::UTC,
+    };
+
     /// Every cell of `col` in µs since 1970 UTC; `first_row` is the row
     /// number of its first cell.
     pub fn column(&self, col: &ArrayRef, first_row: usize) -> Result<Vec<i64>, CellError> {

@@ -16,7 +16,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 use super::MetricHistory;
 use crate::config::folder_files::read_regular;
-use crate::jobs::import::cells::{TimeFormat, TimeReader};
+use crate::domain::fmt_us;
+use crate::jobs::import::cells::TimeReader;
 
 /// Largest labels file read.
 pub const MAX_LABELS_BYTES: u64 = 64 << 20;
@@ -65,7 +66,7 @@ pub fn read(path: &Path, window_us: Option<i64>) -> Result<Labels, LabelsError> 
             problem,
         };
         let time = |t: &str| {
-            READER
+            TimeReader::UTC
                 .parse(t)
                 .map_err(|why| entry_err(format!("`{t}` is not a time: {why}")))
         };
@@ -99,11 +100,6 @@ pub fn read(path: &Path, window_us: Option<i64>) -> Result<Labels, LabelsError> 
     }
     Ok(labels)
 }
-
-const READER: TimeReader = TimeReader {
-    format: TimeFormat::Auto,
-    zone: chrono_tz::UTC,
-};
 
 /// One entry as written: a point has no end.
 struct Entry {
@@ -268,22 +264,15 @@ pub fn check(
                 format!("metric `{metric}`"),
                 format!(
                     "the window {} to {} is outside its data ({} to {}): are the times in UTC, and of this series?",
-                    show(*s),
-                    show(*e),
-                    show(first),
-                    show(last)
+                    fmt_us(*s),
+                    fmt_us(*e),
+                    fmt_us(first),
+                    fmt_us(last)
                 ),
             ));
         }
     }
     Ok(())
-}
-
-/// A time for a message.
-pub fn show(t_us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(t_us)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| t_us.to_string())
 }
 
 #[cfg(test)]
@@ -302,7 +291,7 @@ mod tests {
     fn windows_points_and_json_read_alike() {
         let csv = write("metric_name,start,end\ncpu,2024-01-01 02:00,2024-01-01 03:00\ncpu,2024-01-01 02:30,2024-01-01 04:00\n");
         let l = read(csv.path(), None).expect("csv");
-        let base = READER.parse("2024-01-01").expect("t");
+        let base = TimeReader::UTC.parse("2024-01-01").expect("t");
         assert_eq!(
             l.windows["cpu"],
             vec![(base + 2 * H, base + 4 * H)],
