@@ -160,6 +160,25 @@ impl Choice for CombinationMethod {
 }
 choice_serde!(CombinationMethod);
 
+/// `detection_defaults`: which built-in values the detection keys a folder
+/// leaves unset take (see [`super::detection_defaults`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectionDefaults {
+    /// Chosen on the evaluation corpus (README, "Tuning detection").
+    Sandstack,
+    /// Anomstack's own values, for its alerts exactly.
+    Anomstack,
+}
+
+impl Choice for DetectionDefaults {
+    const WHAT: &'static str = "detection_defaults";
+    const ALL: &'static [(Self, &'static str)] = &[
+        (DetectionDefaults::Sandstack, "sandstack"),
+        (DetectionDefaults::Anomstack, "anomstack"),
+    ];
+}
+choice_serde!(DetectionDefaults);
+
 /// `<job>_default_schedule_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleStatus {

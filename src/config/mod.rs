@@ -9,6 +9,7 @@
 pub mod choices;
 mod cron_expr;
 pub mod declare;
+mod detection_defaults;
 mod env_overrides;
 mod error;
 pub(crate) mod fields;
@@ -483,6 +484,7 @@ fn load_batch(
         merged.insert(k.clone(), v.clone());
     }
     let env_vars = overrides.apply(&mut merged);
+    let profiled = detection_defaults::apply(&mut merged);
     merged.insert("metric_batch".into(), Value::String(name.to_string()));
 
     let origin =
@@ -519,6 +521,7 @@ fn load_batch(
         dir: renderer.dir().to_path_buf(),
         scope: renderer.scope().clone(),
         merged,
+        profiled,
         origins,
         policy: policy.clone(),
     };
@@ -676,6 +679,13 @@ fn warn_unknown_keys(file: &Path, map: &Mapping, warnings: &mut Vec<String>) {
 /// defaults, for unit tests of the layers above.
 #[cfg(test)]
 pub(crate) fn test_spec(yaml: &str) -> BatchSpec {
+    test_folder(yaml).1
+}
+
+/// [`test_spec`] with its folder, kept for as long as the caller holds it
+/// (for specs that render again: `with_values`).
+#[cfg(test)]
+pub(crate) fn test_folder(yaml: &str) -> (tempfile::TempDir, BatchSpec) {
     let dir = tempfile::tempdir().expect("tmp");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("metrics/defaults");
     let defaults = dir.path().join("defaults");
@@ -692,5 +702,6 @@ pub(crate) fn test_spec(yaml: &str) -> BatchSpec {
     std::fs::write(dir.path().join("b.yaml"), yaml).expect("write");
     let folder = load(dir.path(), &BTreeMap::new());
     assert!(folder.errors.is_empty(), "{:?}", folder.errors);
-    folder.batches.into_iter().next().expect("one batch")
+    let spec = folder.batches.into_iter().next().expect("one batch");
+    (dir, spec)
 }

@@ -99,7 +99,7 @@ fn render_one(
     key: &str,
     params: &[(&str, Value)],
 ) -> Result<String, ConfigError> {
-    let merged = source.merged_with(params);
+    let (merged, _) = source.merged_with(params);
     let origin = |k: &str| source.origin_of(k, file);
     let Some(text) = merged.get(key).and_then(Value::as_str) else {
         return Err(ConfigError::BadValue {
@@ -154,10 +154,12 @@ pub fn with_values(
     spec: &BatchSpec,
     values: &[(&str, Value)],
 ) -> Result<BatchSpec, Vec<ConfigError>> {
+    let (merged, profiled) = spec.source.merged_with(values);
     let source = spec::BatchSource {
         dir: spec.source.dir.clone(),
         scope: spec.source.scope.clone(),
-        merged: spec.source.merged_with(values),
+        merged,
+        profiled,
         origins: spec.source.origins.clone(),
         policy: spec.source.policy.clone(),
     };

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::choices::{AlertMethod, Choice, CombinationMethod, ModelKind};
+use super::choices::{AlertMethod, Choice, CombinationMethod, DetectionDefaults, ModelKind};
 use super::fields::{Described, Seconds, Structured, UtcMicros};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,14 +219,16 @@ crate::settings! {
     "alert" => pub struct AlertSettings {
         /// channels alerts and changes go to (email, slack, webhook, log)
         methods: Vec<AlertMethod> = "alert_methods", "[]";
-        /// smoothed score at which a metric alerts
-        threshold: f64 = "alert_threshold", "0.8";
-        /// observations the score is smoothed over
-        smooth_n: u64 = "alert_smooth_n", "3";
-        /// observations after an alert in which the metric does not alert again
-        snooze_n: u64 = "alert_snooze_n", "3";
-        /// newest observations that may alert
-        recent_n: u64 = "alert_recent_n", "1";
+        /// which built-in values the detection keys the folder leaves unset take: sandstack (chosen on the evaluation corpus) or anomstack (Anomstack's: its alerts exactly)
+        detection_defaults: DetectionDefaults = "detection_defaults", "sandstack";
+        /// smoothed score at which a metric alerts (anomstack: 0.8)
+        threshold: f64 = "alert_threshold", "0.95";
+        /// observations the score is smoothed over (anomstack: 3)
+        smooth_n: u64 = "alert_smooth_n", "1";
+        /// observations after an alert in which the metric does not alert again (anomstack: 3)
+        snooze_n: u64 = "alert_snooze_n", "20";
+        /// newest observations that may alert (anomstack: 1)
+        recent_n: u64 = "alert_recent_n", "3";
         /// rows per metric read
         max_n: u64 = "alert_max_n", "250";
         /// every metric's newest observation alerts, whatever its score (to test the alert setup)
@@ -263,12 +265,12 @@ crate::settings! {
     "change" => pub struct ChangeSettings {
         /// modified z-score beyond which a level change is reported
         threshold: f64 = "change_threshold", "3.5";
-        /// newest values tested against the earlier ones
-        detect_last_n: u64 = "change_detect_last_n", "1";
-        /// observations the values are smoothed over
-        smooth_n: u64 = "change_smooth_n", "1";
-        /// observations after a change in which the metric does not report again
-        snooze_n: u64 = "change_snooze_n", "3";
+        /// newest values tested against the earlier ones (anomstack: 1)
+        detect_last_n: u64 = "change_detect_last_n", "3";
+        /// observations the values are smoothed over (anomstack: 1)
+        smooth_n: u64 = "change_smooth_n", "3";
+        /// observations after a change in which the metric does not report again (anomstack: 3)
+        snooze_n: u64 = "change_snooze_n", "60";
         /// if set, the only metrics tested
         include_metrics: Vec<String> = "change_include_metrics", "[]";
         /// metrics not tested
@@ -385,7 +387,7 @@ mod tests {
         assert_eq!(a.threshold, 0.5);
         assert_eq!(a.methods, vec![AlertMethod::Email, AlertMethod::Slack]);
         assert_eq!(a.exclude_metrics, vec!["a".to_string(), "2".to_string()]);
-        assert_eq!(a.snooze_n, 3, "unset keys keep their defaults");
+        assert_eq!(a.snooze_n, 20, "unset keys keep their defaults");
     }
 
     #[test]

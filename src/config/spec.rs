@@ -168,6 +168,8 @@ pub(super) struct BatchSource {
     /// Where includes may come from.
     pub scope: super::template::IncludeScope,
     pub merged: serde_yaml_ng::Mapping,
+    /// The keys in `merged` that `detection_defaults: anomstack` filled.
+    pub profiled: Vec<String>,
     pub origins: BTreeMap<String, PathBuf>,
     pub policy: std::sync::Arc<super::Policy>,
 }
@@ -179,13 +181,21 @@ impl BatchSource {
         super::renderer::TemplateRenderer::standalone(&self.dir, self.scope.clone())
     }
 
-    /// The merged keys with `values` set over them.
-    pub fn merged_with(&self, values: &[(&str, serde_yaml_ng::Value)]) -> serde_yaml_ng::Mapping {
+    /// The merged keys with `values` set over them, and the keys
+    /// `detection_defaults` then fills (`values` may change it either way).
+    pub fn merged_with(
+        &self,
+        values: &[(&str, serde_yaml_ng::Value)],
+    ) -> (serde_yaml_ng::Mapping, Vec<String>) {
         let mut merged = self.merged.clone();
+        for key in &self.profiled {
+            merged.remove(key.as_str());
+        }
         for (k, v) in values {
             merged.insert(serde_yaml_ng::Value::String(k.to_string()), v.clone());
         }
-        merged
+        let profiled = super::detection_defaults::apply(&mut merged);
+        (merged, profiled)
     }
 
     /// Where `key`'s value came from: `file` unless the defaults file or a

@@ -214,7 +214,7 @@ fn an_anomaly_reaches_every_channel_with_its_plot() {
     for field in [
         "metric: latency_ms",
         "value: 42",
-        "smoothed anomaly score: 0.97 (alert_threshold 0.8)",
+        "smoothed anomaly score: 0.97 (alert_threshold 0.95)",
         "tags: {\"team\":\"payments\",\"unit\":\"ms\"}",
         "timestamp: 20",
     ] {
@@ -249,7 +249,7 @@ fn an_anomaly_reaches_every_channel_with_its_plot() {
     assert_eq!(anomaly["metric"], "latency_ms");
     assert_eq!(anomaly["value"], 42.0);
     assert_eq!(anomaly["score"], 0.97);
-    assert_eq!(anomaly["threshold"], 0.8);
+    assert_eq!(anomaly["threshold"], 0.95);
     assert_eq!(anomaly["tags"]["team"], "payments");
     assert!(anomaly["timestamp"]
         .as_str()

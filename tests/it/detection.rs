@@ -117,13 +117,53 @@ fn index_of(s: &Synthetic, ts_us: i64) -> usize {
     ((ts_us - s.start_us) / PERIOD_US) as usize
 }
 
+/// What one set of detection defaults finds in the synthetic data.
+struct Measured {
+    recall: std::collections::BTreeMap<Kind, f64>,
+    alert_precision: f64,
+    change_precision: f64,
+    report: String,
+}
+
+/// Anomstack's set, on which these floors were first measured: spikes
+/// 13/15, drops 10/10, level shifts 2/2, alert precision 24/33, change
+/// precision 2/2. Data, noise and model seeds are fixed, so a drop below a
+/// floor means a change made detection worse, not bad luck.
 #[test]
 fn detects_injected_anomalies_with_measured_precision_and_recall() {
-    let extra = "score_max_n: 200\nalert_recent_n: 1000\nalert_max_n: 1000\nchange_detect_last_n: 10\nchange_snooze_n: 10";
+    let m = measure("detection_defaults: anomstack");
+    assert!(m.recall[&Kind::Spike] >= 0.8, "{}", m.report);
+    assert!(m.recall[&Kind::Drop] >= 0.9, "{}", m.report);
+    assert!(m.recall[&Kind::LevelShift] >= 1.0, "{}", m.report);
+    assert!(m.alert_precision >= 0.65, "{}", m.report);
+    assert!(m.change_precision >= 1.0, "{}", m.report);
+}
+
+/// sandstack's set (chosen on the evaluation corpus, README "Tuning
+/// detection"): fewer alerts, more of them right. Here, where single-point
+/// events come 30 points apart and the models train once, it finds fewer
+/// of them (spikes 10/15, drops 4/10 when written: `alert_threshold` 0.95
+/// needs both models near certain, and `alert_snooze_n` 20 silences
+/// what follows a false alert) and is wrong less (precision 15/17). The
+/// floors sit just under those figures.
+#[test]
+fn sandstacks_defaults_trade_recall_for_precision_on_the_same_data() {
+    let m = measure("detection_defaults: sandstack");
+    assert!(m.recall[&Kind::Spike] >= 0.6, "{}", m.report);
+    assert!(m.recall[&Kind::Drop] >= 0.4, "{}", m.report);
+    assert!(m.recall[&Kind::LevelShift] >= 1.0, "{}", m.report);
+    assert!(m.alert_precision >= 0.85, "{}", m.report);
+    assert!(m.change_precision >= 1.0, "{}", m.report);
+}
+
+/// Run the synthetic data through train, score, alert and change with
+/// `defaults` (a `detection_defaults` line), as deployed: the history so far
+/// is ingested and trained on; then new observations arrive and are judged.
+fn measure(defaults: &str) -> Measured {
+    let extra = format!("score_max_n: 200\nalert_recent_n: 1000\nalert_max_n: 1000\nchange_detect_last_n: 10\nchange_snooze_n: 10\n{defaults}");
+    let extra = extra.as_str();
     let mut store = Store::in_memory().expect("store");
     let synth = generate();
-    // As deployed: the history so far is ingested and trained on; then new
-    // observations arrive and are scored, alerted on and checked for change.
     let cutoff = format!("make_timestamp({})", synth.start_us + 200 * PERIOD_US);
     let (f, history) = batch_where(&synth, &format!("metric_timestamp < {cutoff}"), extra);
     let r = run_ingest(&history, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
@@ -214,16 +254,6 @@ fn detects_injected_anomalies_with_measured_precision_and_recall() {
             );
         }
     }
-    // Floors just under the measured figures (spikes 13/15, drops 10/10,
-    // level shifts 2/2, alert precision 24/33, change precision 2/2 when
-    // written). Data, noise and model seeds are fixed, so a drop below a
-    // floor means a change made detection worse, not bad luck.
-    assert!(recall[&Kind::Spike] >= 0.8, "{report}");
-    assert!(recall[&Kind::Drop] >= 0.9, "{report}");
-    assert!(recall[&Kind::LevelShift] >= 1.0, "{report}");
-    assert!(alert_precision >= 0.65, "{report}");
-    assert!(change_precision >= 1.0, "{report}");
-
     // Running score and alert again adds nothing.
     fn count(store: &Store, t: &str) -> i64 {
         crate::support::duck(store)
@@ -248,6 +278,12 @@ fn detects_injected_anomalies_with_measured_precision_and_recall() {
         ),
         (scores, alert_rows, change_rows)
     );
+    Measured {
+        recall,
+        alert_precision,
+        change_precision,
+        report,
+    }
 }
 
 #[test]
