@@ -39,11 +39,12 @@ confirm them on), each a batch of its own.
 Usage:
   eval-corpus.py build OUT        fetch the sources (cached in
                                   ~/.cache/sandstack/corpus) and write OUT/{tune,check}/
-                                  {history.csv,labels.csv}, OUT/manifest.csv
+                                  {history.csv,labels.csv,kinds.csv}, OUT/manifest.csv
   eval-corpus.py run OUT [ARGS]   make OUT/metrics (this repository's metrics/defaults and
                                   the two batches), import both halves into OUT/corpus.duckdb
-                                  and backtest each against its labels; ARGS go to
-                                  `sandstack backtest` (--set, --sweep, --json, ...)
+                                  and backtest each against its labels, then say which
+                                  kinds of anomaly were found (unless sweeping); ARGS go
+                                  to `sandstack backtest` (--set, --sweep, --json, ...)
 
 `run` uses $SANDSTACK (default: sandstack on PATH).
 """
@@ -269,16 +270,17 @@ def build(out):
             series.append((name, f"river {module} (Turing change-point dataset), annotated", values, [True] * len(values), windows))
 
     manifest = []
-    halves = {"tune": ([], []), "check": ([], [])}
+    halves = {"tune": ([], [], []), "check": ([], [], [])}
     for i, (name, source, values, keep, windows) in enumerate(series):
         half = "tune" if i % 2 == 0 else "check"
-        rows, labels = halves[half]
+        rows, labels, kinds = halves[half]
         ts = lambda j: (START + j * STEP).isoformat(sep=" ")
         rows.extend((ts(j), name, round(x, 4)) for j, x in enumerate(values) if keep[j])
         labels.extend((name, ts(a), ts(b)) for _, a, b in windows)
+        kinds.extend((name, ts(a), ts(b), kind) for kind, a, b in windows)
         manifest.append((name, half, source, sum(keep), len(windows), " ".join(w[0] for w in windows)))
 
-    for half, (rows, labels) in halves.items():
+    for half, (rows, labels, kinds) in halves.items():
         d = os.path.join(out, half)
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "history.csv"), "w", newline="") as f:
@@ -289,6 +291,10 @@ def build(out):
             w = csv.writer(f)
             w.writerow(["metric_name", "start", "end"])
             w.writerows(labels)
+        with open(os.path.join(d, "kinds.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["metric_name", "start", "end", "kind"])
+            w.writerows(kinds)
     with open(os.path.join(out, "manifest.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["metric_name", "half", "source", "observations", "windows", "kinds"])
@@ -318,7 +324,29 @@ def evaluate(out, args):
         if fresh:
             run([exe, "import", f"corpus_{half}", os.path.join(out, half, "history.csv")] + common)
         print(f"== {half}", flush=True)
-        run([exe, "backtest", f"corpus_{half}", "--labels", os.path.join(out, half, "labels.csv")] + common + args)
+        report = os.path.join(out, half, "report")
+        sweeping = any(a == "--sweep" or a.startswith("--sweep=") for a in args)
+        extra = [] if sweeping or "--out" in args else ["--out", report]
+        run([exe, "backtest", f"corpus_{half}", "--labels", os.path.join(out, half, "labels.csv")]
+            + common + extra + args)
+        if extra:
+            recall_by_kind(os.path.join(out, half, "kinds.csv"), os.path.join(report, "points.csv"))
+
+
+def recall_by_kind(kinds_csv, points_csv):
+    """Windows with a detection (alert or change) in them, per kind of anomaly."""
+    detected = {}
+    with open(points_csv) as f:
+        for r in csv.DictReader(f):
+            if r["alert"] == "1" or r["change"] == "1":
+                detected.setdefault(r["metric_name"], []).append(r["metric_timestamp"])
+    found, total = {}, {}
+    with open(kinds_csv) as f:
+        for r in csv.DictReader(f):
+            hit = any(r["start"] <= t <= r["end"] for t in detected.get(r["metric_name"], []))
+            total[r["kind"]] = total.get(r["kind"], 0) + 1
+            found[r["kind"]] = found.get(r["kind"], 0) + hit
+    print("windows found, by kind: " + ", ".join(f"{k} {found[k]}/{total[k]}" for k in sorted(total)))
 
 
 def main():
