@@ -20,7 +20,9 @@ pub const ANOMSTACK: &[(&str, &str)] = &[
     ("alert_smooth_n", "3"),
     ("alert_snooze_n", "3"),
     ("alert_recent_n", "1"),
+    ("change_threshold", "3.5"),
     ("change_detect_last_n", "1"),
+    ("change_baseline_n", "0"),
     ("change_smooth_n", "1"),
     ("change_snooze_n", "3"),
 ];
@@ -99,13 +101,17 @@ mod tests {
         }
     }
 
-    fn detection(spec: &crate::config::BatchSpec) -> (f64, u64, u64, u64, u64, u64, u64) {
+    type Detection = (f64, u64, u64, u64, f64, u64, u64, u64, u64);
+
+    fn detection(spec: &crate::config::BatchSpec) -> Detection {
         (
             spec.alert.threshold,
             spec.alert.smooth_n,
             spec.alert.snooze_n,
             spec.alert.recent_n,
+            spec.change.threshold,
             spec.change.detect_last_n,
+            spec.change.baseline_n,
             spec.change.smooth_n,
             spec.change.snooze_n,
         )
@@ -117,17 +123,17 @@ mod tests {
     #[test]
     fn a_batch_gets_the_set_it_names_and_keeps_its_own_values() {
         let (_dir, ours) = crate::config::test_folder("metric_batch: b\ndisable_ingest: true\n");
-        assert_eq!(detection(&ours), (0.95, 1, 20, 3, 3, 3, 60));
+        assert_eq!(detection(&ours), (0.95, 1, 20, 3, 5.0, 3, 60, 3, 60));
         let theirs = crate::config::test_spec(
             "metric_batch: b\ndisable_ingest: true\ndetection_defaults: anomstack\nalert_snooze_n: 7\n",
         );
-        assert_eq!(detection(&theirs), (0.8, 3, 7, 1, 1, 1, 3));
+        assert_eq!(detection(&theirs), (0.8, 3, 7, 1, 3.5, 1, 0, 1, 3));
 
         let value = |t: &str| serde_yaml_ng::from_str::<Value>(t).expect("yaml");
         let switched =
             crate::config::with_values(&ours, &[("detection_defaults", value("anomstack"))])
                 .expect("switch");
-        assert_eq!(detection(&switched), (0.8, 3, 3, 1, 1, 1, 3));
+        assert_eq!(detection(&switched), (0.8, 3, 3, 1, 3.5, 1, 0, 1, 3));
         let back =
             crate::config::with_values(&switched, &[("detection_defaults", value("sandstack"))])
                 .expect("back");

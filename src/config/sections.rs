@@ -263,10 +263,12 @@ crate::settings! {
 crate::settings! {
     /// The change job.
     "change" => pub struct ChangeSettings {
-        /// modified z-score beyond which a level change is reported
-        threshold: f64 = "change_threshold", "3.5";
+        /// modified z-score beyond which a level change is reported (anomstack: 3.5)
+        threshold: f64 = "change_threshold", "5";
         /// newest values tested against the earlier ones (anomstack: 1)
         detect_last_n: u64 = "change_detect_last_n", "3";
+        /// earlier values the newest are tested against: the newest this many before them (at least 10); 0: all in the window (anomstack: 0)
+        baseline_n: u64 = "change_baseline_n", "60";
         /// observations the values are smoothed over (anomstack: 1)
         smooth_n: u64 = "change_smooth_n", "3";
         /// observations after a change in which the metric does not report again (anomstack: 3)

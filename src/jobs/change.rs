@@ -1,6 +1,7 @@
 //! The change job: MAD-based change detection. For each metric, the newest
 //! `change_detect_last_n` (smoothed) values are compared with the earlier
-//! ones by the modified z-score `0.6745 (x - median) / MAD` (Iglewicz and
+//! ones (all in the window, or the `change_baseline_n` before them) by the
+//! modified z-score `0.6745 (x - median) / MAD` (Iglewicz and
 //! Hoaglin); beyond `change_threshold` is a change, unless one was flagged in
 //! the previous `change_snooze_n` observations.
 
@@ -88,7 +89,11 @@ pub fn change_metric(
         return out;
     }
     let split = n - last_n;
-    let baseline: Vec<f64> = smooth[..split]
+    let from = match spec.change.baseline_n {
+        0 => 0,
+        b => split.saturating_sub(usize::try_from(b).unwrap_or(usize::MAX).max(MIN_BASELINE)),
+    };
+    let baseline: Vec<f64> = smooth[from..split]
         .iter()
         .copied()
         .filter(|v| !v.is_nan())
@@ -150,5 +155,49 @@ mod tests {
             extra: Default::default(),
         };
         assert!(change_metric(&spec, "m", &s, None).is_empty());
+    }
+
+    /// A series that wanders (flat, then a slow drift) and then jumps: against
+    /// the whole window (Anomstack's way) the wandering is a change, against
+    /// the 60 observations before it only the jump is.
+    #[test]
+    fn a_recent_baseline_tells_a_jump_from_a_wander() {
+        let s = |jump: bool| Series {
+            timestamps_us: (0..400).collect(),
+            values: (0..400)
+                .map(|i| {
+                    let drift = (i as usize).saturating_sub(300) as f64 * 0.05;
+                    let v = drift + ((i * 37 % 11) as f64 - 5.0) * 0.1;
+                    if jump && i == 399 {
+                        v + 15.0
+                    } else {
+                        v
+                    }
+                })
+                .collect(),
+            extra: Default::default(),
+        };
+        let spec = |baseline: &str| {
+            crate::config::test_spec(&format!(
+                "metric_batch: b\ningest_sql: SELECT 1\nchange_detect_last_n: 1\nchange_smooth_n: 1\nchange_threshold: 8\nchange_baseline_n: {baseline}\n"
+            ))
+        };
+        let (all, recent) = (spec("0"), spec("60"));
+        assert_eq!(
+            change_metric(&all, "m", &s(false), None).len(),
+            1,
+            "the wander"
+        );
+        assert!(change_metric(&recent, "m", &s(false), None).is_empty());
+        assert_eq!(
+            change_metric(&recent, "m", &s(true), None).len(),
+            1,
+            "the jump"
+        );
+        // Past the series or below the floor of 10: every value, or 10.
+        let huge = spec("18446744073709551615");
+        assert_eq!(change_metric(&huge, "m", &s(false), None).len(), 1);
+        let tiny = spec("1");
+        assert_eq!(change_metric(&tiny, "m", &s(true), None).len(), 1);
     }
 }

@@ -145,13 +145,17 @@ fn detects_injected_anomalies_with_measured_precision_and_recall() {
 /// of them (spikes 10/15, drops 4/10 when written: `alert_threshold` 0.95
 /// needs both models near certain, and `alert_snooze_n` 20 silences
 /// what follows a false alert) and is wrong less (precision 15/17). The
-/// floors sit just under those figures.
+/// change job tests against the 60 observations before (`change_baseline_n`)
+/// at `change_threshold` 5: one of the two level shifts (+60 on a wave of
+/// ±10, whose spread over 60 observations is wide) passes it and the other
+/// does not, where Anomstack's whole-window baseline at 3.5 finds both. The floors
+/// sit just under those figures.
 #[test]
 fn sandstacks_defaults_trade_recall_for_precision_on_the_same_data() {
     let m = measure("detection_defaults: sandstack");
     assert!(m.recall[&Kind::Spike] >= 0.6, "{}", m.report);
     assert!(m.recall[&Kind::Drop] >= 0.4, "{}", m.report);
-    assert!(m.recall[&Kind::LevelShift] >= 1.0, "{}", m.report);
+    assert!(m.recall[&Kind::LevelShift] >= 0.5, "{}", m.report);
     assert!(m.alert_precision >= 0.85, "{}", m.report);
     assert!(m.change_precision >= 1.0, "{}", m.report);
 }
