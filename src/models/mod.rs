@@ -1,10 +1,12 @@
 //! Anomaly models and the features they are fed ([`preprocess`]). Models
 //! are named as in Anomstack's `model_configs` (PyOD's PCA, KNN, IForest,
-//! ECOD, COPOD, HBOS, LOF and MAD, with PyOD's parameters), trained
+//! ECOD, COPOD, HBOS, LOF, MAD and OCSVM, with PyOD's parameters), trained
 //! on one metric's feature rows, and score a row as a 0..1 anomaly
-//! probability: the raw score scaled between the lowest and highest
-//! training score and clipped, as PyOD's default (linear) `predict_proba`
-//! that Anomstack uses. Several models' probabilities combine by
+//! probability: the raw score scaled between the lowest training score and
+//! the training scores' `1 - contamination` quantile, and clipped. PyOD's
+//! linear `predict_proba` (which Anomstack uses) scales to the highest
+//! training score instead; with the quantile, one outlier in the training
+//! window does not silence the model. Several models' probabilities combine by
 //! `model_combination_method` (mean, min, max). [`store`] saves them.
 
 mod ecdf;
