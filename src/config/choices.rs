@@ -166,7 +166,7 @@ choice_serde!(CombinationMethod);
 pub enum DetectionDefaults {
     /// Chosen on the evaluation corpus (README, "Tuning detection").
     Sandstack,
-    /// Anomstack's own values, for its alerts exactly.
+    /// Anomstack's own values: its thresholds, smoothing and snoozes.
     Anomstack,
 }
 

@@ -4,9 +4,10 @@
 //! sandstack's own values (the defaults declared in [`super::sections`])
 //! were chosen with `sandstack backtest` on the evaluation corpus that
 //! `scripts/eval-corpus.py` builds (README, "Tuning detection").
-//! `detection_defaults: anomstack` puts Anomstack's values back, so a user
-//! who wants the alerts Anomstack sent gets them exactly. A value the folder
-//! sets always wins over either set.
+//! `detection_defaults: anomstack` puts Anomstack's values back for a user
+//! who wants Anomstack's thresholds, smoothing and snoozes (the scores
+//! themselves are calibrated as sandstack's models are: see `models`). A
+//! value the folder sets always wins over either set.
 
 use serde_yaml_ng::{Mapping, Value};
 
@@ -27,27 +28,37 @@ pub const ANOMSTACK: &[(&str, &str)] = &[
     ("change_snooze_n", "3"),
 ];
 
-/// Give every key of [`ANOMSTACK`] that `merged` lacks the value of the set
+/// Give every key of [`ANOMSTACK`] that `merged` lacks (or holds as null,
+/// which a key's reading takes as unset) the value of the set
 /// `detection_defaults` names there: Anomstack's, or sandstack's (its
 /// declared default). Filled in, not left to each key's reading, because
 /// the templates (`alerts.sql`, `change.sql`) read them as variables too. A
 /// value that is not one of the choices gets sandstack's set, and the key's
 /// own reading refuses it with the file and the choices. Returns the keys
 /// it filled.
+///
+/// One exception: a folder that sets `change_threshold` itself chose it for
+/// the whole-window baseline (Anomstack's defaults file states 3.5), so
+/// there `change_baseline_n` left unset stays 0, the whole window.
 pub fn apply(merged: &mut Mapping) -> Vec<String> {
+    let unset = |m: &Mapping, key: &str| m.get(key).is_none_or(Value::is_null);
     let chosen = merged
         .get("detection_defaults")
         .and_then(Value::as_str)
         .and_then(|text| DetectionDefaults::parse(text).ok())
         .unwrap_or(DetectionDefaults::Sandstack);
+    let own_threshold = !unset(merged, "change_threshold");
     let mut filled = Vec::new();
     for (key, text) in ANOMSTACK {
-        if merged.contains_key(*key) {
+        if !unset(merged, key) {
             continue;
         }
-        let value = match chosen {
-            DetectionDefaults::Sandstack => Some(keys::default_value(key).clone()),
-            DetectionDefaults::Anomstack => serde_yaml_ng::from_str::<Value>(text).ok(),
+        let anomstack = chosen == DetectionDefaults::Anomstack
+            || (*key == "change_baseline_n" && own_threshold);
+        let value = if anomstack {
+            serde_yaml_ng::from_str::<Value>(text).ok()
+        } else {
+            Some(keys::default_value(key).clone())
         };
         if let Some(value) = value {
             merged.insert(Value::String((*key).to_string()), value);
@@ -73,6 +84,23 @@ mod tests {
         assert_eq!(m.get("alert_smooth_n").and_then(Value::as_u64), Some(3));
         assert_eq!(m.get("alert_recent_n").and_then(Value::as_u64), Some(1));
         assert_eq!(m.get("change_snooze_n").and_then(Value::as_u64), Some(3));
+    }
+
+    #[test]
+    fn null_is_unset_and_a_folders_own_change_threshold_keeps_the_whole_window() {
+        let mut m = mapping("detection_defaults: anomstack\nchange_threshold: ~\n");
+        apply(&mut m);
+        assert_eq!(m.get("change_threshold").and_then(Value::as_f64), Some(3.5));
+        let mut m = mapping("change_threshold: 3.5\n");
+        apply(&mut m);
+        assert_eq!(m.get("change_baseline_n").and_then(Value::as_u64), Some(0));
+        assert_eq!(
+            m.get("alert_threshold"),
+            Some(keys::default_value("alert_threshold"))
+        );
+        let mut m = mapping("change_threshold: 3.5\nchange_baseline_n: 30\n");
+        apply(&mut m);
+        assert_eq!(m.get("change_baseline_n").and_then(Value::as_u64), Some(30));
     }
 
     #[test]
@@ -138,6 +166,25 @@ mod tests {
             crate::config::with_values(&switched, &[("detection_defaults", value("sandstack"))])
                 .expect("back");
         assert_eq!(detection(&back), detection(&ours));
+    }
+
+    /// A template would be read as one set after the values were picked
+    /// from another: it is read as written, and refused.
+    #[test]
+    fn a_templated_choice_is_refused() {
+        let (_dir, ours) = crate::config::test_folder("metric_batch: b\ndisable_ingest: true\n");
+        let value = Value::String("{{ 'anomstack' }}".into());
+        let errors =
+            crate::config::with_values(&ours, &[("detection_defaults", value)]).unwrap_err();
+        let text = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("detection_defaults") && text.contains("use sandstack, anomstack"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -91,8 +91,11 @@ pub const ANOMSTACK_ACCEPTED: &[&str] = &[
 ];
 
 /// Keys whose text is sent as written, never rendered as a template: a
-/// prompt may hold `{{` for the model's sake.
+/// prompt may hold `{{` for the model's sake; `detection_defaults` picks
+/// values before anything renders, so a template there would be read as one
+/// choice and acted on as another (it is refused, as written, instead).
 const PLAIN_TEXT: &[&str] = &[
+    "detection_defaults",
     "llmalert_anomaly_agent_detection_prompt",
     "llmalert_anomaly_agent_verification_prompt",
     "llmalert_anomaly_agent_system_prompt",

@@ -219,7 +219,7 @@ crate::settings! {
     "alert" => pub struct AlertSettings {
         /// channels alerts and changes go to (email, slack, webhook, log)
         methods: Vec<AlertMethod> = "alert_methods", "[]";
-        /// which built-in values the detection keys the folder leaves unset take: sandstack (chosen on the evaluation corpus) or anomstack (Anomstack's: its alerts exactly)
+        /// which built-in values the detection keys the folder leaves unset take: sandstack (chosen on the evaluation corpus) or anomstack (Anomstack's thresholds, smoothing, snoozes and whole-window change baseline); not a template
         detection_defaults: DetectionDefaults = "detection_defaults", "sandstack";
         /// smoothed score at which a metric alerts (anomstack: 0.8)
         threshold: f64 = "alert_threshold", "0.95";
@@ -267,7 +267,7 @@ crate::settings! {
         threshold: f64 = "change_threshold", "5";
         /// newest values tested against the earlier ones (anomstack: 1)
         detect_last_n: u64 = "change_detect_last_n", "3";
-        /// earlier values the newest are tested against: the newest this many before them (at least 10); 0: all in the window (anomstack: 0)
+        /// how many values just before the newest they are tested against (at least 10); 0: every earlier one in the window (anomstack: 0; also 0 where the folder sets change_threshold itself)
         baseline_n: u64 = "change_baseline_n", "60";
         /// observations the values are smoothed over (anomstack: 1)
         smooth_n: u64 = "change_smooth_n", "3";
