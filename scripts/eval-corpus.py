@@ -46,7 +46,9 @@ Usage:
                                   kinds of anomaly were found (unless sweeping); ARGS go
                                   to `sandstack backtest` (--set, --sweep, --json, ...)
 
-`run` uses $SANDSTACK (default: sandstack on PATH).
+`run` uses $SANDSTACK (default: sandstack on PATH). Needs Python 3.11.4 or later with
+`venv` (Debian: python3-venv), pip and npm. Overlapping annotated windows of one series
+are one window to the backtest (79 in all), and one each in the by-kind counts (84).
 """
 import ast
 import csv
@@ -83,15 +85,19 @@ def run(cmd, **kw):
 
 
 def fetch_river(cache):
-    d = os.path.join(cache, "river")
+    d = os.path.join(cache, RIVER.replace("==", "-"))
     if not (os.path.isdir(d) and any(f.endswith(".whl") for f in os.listdir(d))):
-        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--dest", d, RIVER])
+        # Only the data files inside are read: the one CPython 3.11 Linux
+        # wheel, whatever Python runs this script.
+        run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+             "--platform", "manylinux_2_28_x86_64", "--dest", d, RIVER])
     wheel = next(os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".whl"))
     return zipfile.ZipFile(wheel)
 
 
 def fetch_vega(cache):
-    d = os.path.join(cache, "vega")
+    d = os.path.join(cache, VEGA.replace("@", "-"))
     os.makedirs(d, exist_ok=True)
     if not any(f.endswith(".tgz") for f in os.listdir(d)):
         run(["npm", "pack", "--silent", "--pack-destination", d, VEGA], stdout=subprocess.DEVNULL)
@@ -105,7 +111,7 @@ def fetch_vega(cache):
 
 def duckdb_python(cache):
     """A Python with duckdb, to read the flights Parquet file (the standard library has no reader)."""
-    venv = os.path.join(cache, "venv")
+    venv = os.path.join(cache, "venv-" + DUCKDB.replace("==", "-"))
     py = os.path.join(venv, "bin", "python")
     if not os.path.exists(py):
         run([sys.executable, "-m", "venv", venv])
@@ -313,32 +319,43 @@ def evaluate(out, args):
     metrics = os.path.join(out, "metrics")
     shutil.rmtree(metrics, ignore_errors=True)
     shutil.copytree(os.path.join(REPO, "metrics", "defaults"), os.path.join(metrics, "defaults"))
+    # A fresh database each run: imports take a second, and a stale or half-imported one
+    # would be backtested silently.
     db = os.path.join(out, "corpus.duckdb")
-    fresh = not os.path.exists(db)
+    for stale in (db, db + ".wal"):
+        if os.path.exists(stale):
+            os.remove(stale)
     for half in ("tune", "check"):
         os.makedirs(os.path.join(metrics, half))
         with open(os.path.join(metrics, half, f"{half}.yaml"), "w") as f:
             f.write(f"metric_batch: corpus_{half}\ndisable_ingest: true\n")
+    flag = lambda name: next((a.split("=", 1)[1] if "=" in a else args[i + 1]
+                              for i, a in enumerate(args)
+                              if (a == name and i + 1 < len(args)) or a.startswith(name + "=")), None)
+    sweeping = flag("--sweep") is not None
+    detections = flag("--detections") or "all"
+    said = sys.stderr if "--json" in args else sys.stdout
     for half in ("tune", "check"):
         common = ["--metrics", metrics, "--db", db]
-        if fresh:
-            run([exe, "import", f"corpus_{half}", os.path.join(out, half, "history.csv")] + common)
-        print(f"== {half}", flush=True)
-        report = os.path.join(out, half, "report")
-        sweeping = any(a == "--sweep" or a.startswith("--sweep=") for a in args)
-        extra = [] if sweeping or "--out" in args else ["--out", report]
+        run([exe, "import", f"corpus_{half}", os.path.join(out, half, "history.csv")] + common,
+            stdout=subprocess.DEVNULL)
+        print(f"== {half}", file=said, flush=True)
+        report = flag("--out") or os.path.join(out, half, "report")
+        extra = [] if sweeping or flag("--out") else ["--out", report]
         run([exe, "backtest", f"corpus_{half}", "--labels", os.path.join(out, half, "labels.csv")]
             + common + extra + args)
-        if extra:
-            recall_by_kind(os.path.join(out, half, "kinds.csv"), os.path.join(report, "points.csv"))
+        if not sweeping:
+            recall_by_kind(os.path.join(out, half, "kinds.csv"), os.path.join(report, "points.csv"),
+                           detections, said)
 
 
-def recall_by_kind(kinds_csv, points_csv):
-    """Windows with a detection (alert or change) in them, per kind of anomaly."""
+def recall_by_kind(kinds_csv, points_csv, detections, said):
+    """Windows with a detection in them (what --detections counts), per kind of anomaly."""
+    columns = {"all": ("alert", "change"), "alerts": ("alert",), "changes": ("change",)}[detections]
     detected = {}
     with open(points_csv) as f:
         for r in csv.DictReader(f):
-            if r["alert"] == "1" or r["change"] == "1":
+            if any(r[c] == "1" for c in columns):
                 detected.setdefault(r["metric_name"], []).append(r["metric_timestamp"])
     found, total = {}, {}
     with open(kinds_csv) as f:
@@ -346,7 +363,8 @@ def recall_by_kind(kinds_csv, points_csv):
             hit = any(r["start"] <= t <= r["end"] for t in detected.get(r["metric_name"], []))
             total[r["kind"]] = total.get(r["kind"], 0) + 1
             found[r["kind"]] = found.get(r["kind"], 0) + hit
-    print("windows found, by kind: " + ", ".join(f"{k} {found[k]}/{total[k]}" for k in sorted(total)))
+    print(f"windows found ({detections}), by kind: "
+          + ", ".join(f"{k} {found[k]}/{total[k]}" for k in sorted(total)), file=said)
 
 
 def main():
