@@ -168,19 +168,23 @@ mod tests {
         assert_eq!(detection(&back), detection(&ours));
     }
 
+    /// What loading a batch with `detection_defaults` set to `value` says.
+    fn refusal(value: Value) -> String {
+        let (_dir, ours) = crate::config::test_folder("metric_batch: b\ndisable_ingest: true\n");
+        let errors =
+            crate::config::with_values(&ours, &[("detection_defaults", value)]).unwrap_err();
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A template would be read as one set after the values were picked
     /// from another: it is read as written, and refused.
     #[test]
     fn a_templated_choice_is_refused() {
-        let (_dir, ours) = crate::config::test_folder("metric_batch: b\ndisable_ingest: true\n");
-        let value = Value::String("{{ 'anomstack' }}".into());
-        let errors =
-            crate::config::with_values(&ours, &[("detection_defaults", value)]).unwrap_err();
-        let text = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = refusal(Value::String("{{ 'anomstack' }}".into()));
         assert!(
             text.contains("detection_defaults") && text.contains("use sandstack, anomstack"),
             "{text}"
@@ -189,15 +193,7 @@ mod tests {
 
     #[test]
     fn a_misspelt_set_is_refused_with_the_choices() {
-        let (_dir, ours) = crate::config::test_folder("metric_batch: b\ndisable_ingest: true\n");
-        let value = serde_yaml_ng::from_str::<Value>("anomstak").expect("yaml");
-        let errors =
-            crate::config::with_values(&ours, &[("detection_defaults", value)]).unwrap_err();
-        let text = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let text = refusal(Value::String("anomstak".into()));
         assert!(
             text.contains("detection_defaults") && text.contains("did you mean `anomstack`"),
             "{text}"
