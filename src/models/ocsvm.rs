@@ -140,24 +140,8 @@ impl Ocsvm {
             let sum = old_i + old_j;
             a[i] -= delta;
             a[j] += delta;
-            if sum > 1.0 {
-                if a[i] > 1.0 {
-                    a[i] = 1.0;
-                    a[j] = sum - 1.0;
-                }
-            } else if a[j] < 0.0 {
-                a[j] = 0.0;
-                a[i] = sum;
-            }
-            if sum > 1.0 {
-                if a[j] > 1.0 {
-                    a[j] = 1.0;
-                    a[i] = sum - 1.0;
-                }
-            } else if a[i] < 0.0 {
-                a[i] = 0.0;
-                a[j] = sum;
-            }
+            clip_to_box(&mut a, i, j, sum);
+            clip_to_box(&mut a, j, i, sum);
             let (di, dj) = (a[i] - old_i, a[j] - old_j);
             let row_j = kernel.row(j);
             for t in 0..n {
@@ -207,6 +191,21 @@ impl Ocsvm {
             .map(|(s, w)| w * (-self.gamma * squared_distance(s, row)).exp())
             .sum();
         self.rho - f
+    }
+}
+
+/// Bring the pair back into the box [0, 1] along the line `a[hi] + a[lo] =
+/// sum` (libsvm's clipping for equal bounds), from `hi`'s side: called once
+/// from each side.
+fn clip_to_box(a: &mut [f64], hi: usize, lo: usize, sum: f64) {
+    if sum > 1.0 {
+        if a[hi] > 1.0 {
+            a[hi] = 1.0;
+            a[lo] = sum - 1.0;
+        }
+    } else if a[lo] < 0.0 {
+        a[lo] = 0.0;
+        a[hi] = sum;
     }
 }
 
