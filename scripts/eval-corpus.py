@@ -259,14 +259,14 @@ def build(out):
         series.append((name, source, v, keep, windows))
 
     annotated = [
-        ("occupancy", ["V1", "V2", "V3", "V4"], "time"),
-        ("run_log", ["Pace", "Distance"], "time"),
-        ("bitcoin", ["price"], "date"),
-        ("brent_crude_oil", ["DPB"], "day"),
-        ("apple", ["Close", "Volume"], "Date"),
-        ("airline_passengers", ["Total Passengers"], "date"),
+        ("occupancy", ["V1", "V2", "V3", "V4"]),
+        ("run_log", ["Pace", "Distance"]),
+        ("bitcoin", ["price"]),
+        ("brent_crude_oil", ["DPB"]),
+        ("apple", ["Close", "Volume"]),
+        ("airline_passengers", ["Total Passengers"]),
     ]
-    for module, columns, _ in annotated:
+    for module, columns in annotated:
         rows = river_csv(zf, f"river/drift/datasets/{module}.csv")
         points = annotations(zf, module)
         for col in columns:
