@@ -168,7 +168,8 @@ pub(super) struct BatchSource {
     /// Where includes may come from.
     pub scope: super::template::IncludeScope,
     pub merged: serde_yaml_ng::Mapping,
-    /// The keys in `merged` that `detection_defaults: anomstack` filled.
+    /// The keys in `merged` that `detection_defaults` filled (from either
+    /// set), so `merged_with` can fill them again for another choice.
     pub profiled: Vec<String>,
     pub origins: BTreeMap<String, PathBuf>,
     pub policy: std::sync::Arc<super::Policy>,
