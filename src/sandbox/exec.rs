@@ -17,7 +17,7 @@ use super::error::ExecError;
 use super::host::{DoorState, ExecInputs, HostState, LogLine, PhaseMarks};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
-use super::{code_cache, guest_sources, instance, Sandbox};
+use super::{code_cache, guest_sources, instance, residue, Sandbox};
 use crate::cassette::{Interaction, ReplayBook, Scrubber};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
 use crate::escape;
@@ -52,6 +52,15 @@ pub struct ExecRequest {
     /// Time the run's phases ([`ExecStats::phases`]); the driver then makes
     /// one more door call.
     pub time_phases: bool,
+    /// Residue check: these bytes are looked for in the whole linear memory
+    /// once the instance is made, before any guest code runs in it
+    /// ([`ExecStats::residue_at`]).
+    pub scan_memory_for: Option<Vec<u8>>,
+    /// Page the run's memory out when it ends, before its instance is
+    /// freed, as memory pressure would (to swap, where there is swap), so
+    /// a residue check can see whether the next run's memory is reset from
+    /// swapped pages too.
+    pub page_out_after: bool,
 }
 
 impl ExecRequest {
@@ -71,6 +80,8 @@ impl ExecRequest {
             preprocess_input: None,
             record_interactions: false,
             time_phases: false,
+            scan_memory_for: None,
+            page_out_after: false,
         }
     }
 }
@@ -87,6 +98,22 @@ pub struct ExecStats {
     /// Where the time went, when the request asked and the run got as far
     /// as its result.
     pub phases: Option<Phases>,
+    /// What a run that asked for a residue check or a page-out found.
+    pub residue: Option<Box<ResidueCheck>>,
+}
+
+/// A residue check's findings ([`ExecRequest::scan_memory_for`],
+/// [`ExecRequest::page_out_after`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ResidueCheck {
+    /// The linear memory's address: runs at the same address ran in the
+    /// same slot.
+    pub slot: u64,
+    /// Where the bytes looked for were in the fresh instance's memory (an
+    /// offset), if they were.
+    pub found_at: Option<u64>,
+    /// Why the page-out could not be done.
+    pub page_out_error: Option<String>,
 }
 
 /// One run's time, step by step, as the host saw it.
@@ -190,11 +217,28 @@ impl Sandbox {
         let ready = Instant::now();
         report.stats.instantiate = ready.saturating_duration_since(t0);
         let turn = instance.and_then(|i| {
+            let memory = i.get_memory(&mut store, "memory");
+            let checked = req.scan_memory_for.is_some() || req.page_out_after;
+            let mut residue = match (checked, memory) {
+                (true, Some(m)) => Some(Box::new(ResidueCheck {
+                    slot: m.data_ptr(&store) as u64,
+                    found_at: req
+                        .scan_memory_for
+                        .as_ref()
+                        .and_then(|needle| residue::find(m.data(&store), needle)),
+                    page_out_error: None,
+                })),
+                _ => None,
+            };
             let status = instance::run_turn(&mut store, &i, guest_sources::RUN_TURN);
-            let size = i
-                .get_memory(&mut store, "memory")
-                .map_or(0, |m| m.data_size(&store));
+            let size = memory.map_or(0, |m| m.data_size(&store));
             store.data_mut().limiter.peak_bytes = store.data().limiter.peak_bytes.max(size);
+            if let (true, Some(m), Some(r)) = (req.page_out_after, memory, residue.as_mut()) {
+                r.page_out_error = residue::page_out(m.data_ptr(&store), size)
+                    .err()
+                    .map(|e| e.to_string());
+            }
+            report.stats.residue = residue;
             status
         });
         report.stats.fuel_used = match self.metering.counts_fuel() {

@@ -35,6 +35,7 @@ mod linker;
 mod module_cache;
 mod output;
 mod poll;
+mod residue;
 mod result_frame;
 mod snapshot;
 
@@ -46,7 +47,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Linker};
 
 pub use error::{ExecError, SetupError};
-pub use exec::{ExecReport, ExecRequest, ExecStats, Phases};
+pub use exec::{ExecReport, ExecRequest, ExecStats, Phases, ResidueCheck};
 pub use host::LogLine;
 
 use host::HostState;
