@@ -110,15 +110,19 @@ fn runtime_config_of(metering: Metering) -> Config {
         .max_memory_size(MAX_GUEST_MEMORY as usize)
         .table_elements(1 << 20)
         .max_core_instance_size(16 << 20)
-        // A run dirties a few MB scattered over the ~65 MB snapshot heap.
-        // With PAGEMAP_SCAN (Linux 6.7+) a freed slot's dirty pages are
-        // copied back from the image instead of unmapped, so the next run in
-        // that slot does not fault them in again; with resident tables this
-        // took the random-metrics bench from 12.4 to ~10 ms per run. Older
-        // kernels fall back to unmapping.
-        .linear_memory_keep_resident(256 << 20)
+        // A freed slot's linear memory is reset by `madvise(MADV_DONTNEED)`
+        // over all of it, which also drops pages the kernel swapped out:
+        // the next run starts from the snapshot's image, by the kernel's
+        // own rule. wasmtime's PAGEMAP_SCAN reset (copy back the dirty
+        // pages it finds, keep them resident) looks only at pages present
+        // in memory, so a dirty page swapped out between two runs was
+        // neither reset nor dropped, and the next run in the slot read the
+        // last one's data (tests/it/residue.rs shows it; wasmtime PR
+        // #14357). It also stops after 32 stretches, so it bought little:
+        // 6.9 against 7.5 ms per run of the random example.
+        .linear_memory_keep_resident(0)
         .table_keep_resident(8 << 20)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        .pagemap_scan(wasmtime::Enabled::No);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c.memory_init_cow(true);
     c.profiler(profiler_from_env());

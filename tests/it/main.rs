@@ -24,6 +24,7 @@ mod llmalert;
 mod loader;
 mod operating;
 mod policy;
+mod residue;
 mod sandbox_door;
 mod sandbox_hackernews;
 mod sandbox_http;
