@@ -17,7 +17,7 @@ use super::error::ExecError;
 use super::host::{DoorState, ExecInputs, HostState, LogLine, PhaseMarks};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
-use super::{code_cache, guest_sources, instance, residue, Sandbox};
+use super::{code_cache, guest_sources, instance, prefault, residue, Sandbox};
 use crate::cassette::{Interaction, ReplayBook, Scrubber};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
 use crate::escape;
@@ -214,6 +214,12 @@ impl Sandbox {
         let t0 = Instant::now();
         let _in_use = crate::telemetry::InstanceInUse::start();
         let instance = self.pre.instantiate(&mut store);
+        let prefault = self.written.for_run(&code_key);
+        if let (Ok(i), Some(stretches)) = (&instance, &prefault) {
+            if let Some(m) = i.get_memory(&mut store, "memory") {
+                prefault::populate(m.data_ptr(&store), m.data_size(&store), stretches);
+            }
+        }
         let ready = Instant::now();
         report.stats.instantiate = ready.saturating_duration_since(t0);
         let turn = instance.and_then(|i| {
@@ -233,6 +239,14 @@ impl Sandbox {
             let status = instance::run_turn(&mut store, &i, guest_sources::RUN_TURN);
             let size = memory.map_or(0, |m| m.data_size(&store));
             store.data_mut().limiter.peak_bytes = store.data().limiter.peak_bytes.max(size);
+            // A run that was not prefaulted shows what the batch's runs write.
+            if prefault.is_none() {
+                if let Some(stretches) =
+                    memory.and_then(|m| prefault::written(m.data_ptr(&store), size))
+                {
+                    self.written.learned(code_key, stretches);
+                }
+            }
             if let (true, Some(m), Some(r)) = (req.page_out_after, memory, residue.as_mut()) {
                 r.page_out_error = residue::page_out(m.data_ptr(&store), size)
                     .err()

@@ -35,6 +35,7 @@ mod linker;
 mod module_cache;
 mod output;
 mod poll;
+mod prefault;
 mod residue;
 mod result_frame;
 mod snapshot;
@@ -72,6 +73,8 @@ pub struct Sandbox {
     from_bundle: bool,
     /// Batches' compiled user code, handed back to their later runs.
     code: code_cache::CodeCache,
+    /// The pages each batch's last run wrote, faulted in before its next.
+    written: prefault::LastWritten,
     /// Which of fuel and the epoch deadline are enforced (both, always, but
     /// in the bench's other sandboxes).
     metering: engine::Metering,
@@ -216,6 +219,7 @@ impl Sandbox {
             pre,
             from_bundle,
             code: Default::default(),
+            written: Default::default(),
             metering: engine::Metering::Metered,
         })
     }
