@@ -24,8 +24,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::code_cache::CodeKey;
 
-const PAGE: usize = 4096;
-
 /// Stretches kept per batch; past this the rest is left to faults.
 const MAX_STRETCHES: usize = 4096;
 
@@ -158,7 +156,7 @@ const MAX_KEPT: usize = 1024;
 /// Runs prefaulted from one learning run; then a run goes without, and
 /// what it writes is learned again. Only a run without prefaulting shows
 /// what a run writes: the pages prefaulted look written too.
-const RUNS_PER_LEARNING: u32 = 64;
+const RUNS_PER_LEARNING: u32 = 256;
 
 /// The pages a batch's runs write, learned from one run of its code (by
 /// the code's key: batch, filename, source) and given to its next runs.
@@ -206,6 +204,8 @@ impl LastWritten {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PAGE: usize = 4096;
 
     /// An anonymous private mapping: pages written are found, as
     /// stretches joined across small gaps; populating makes pages present
