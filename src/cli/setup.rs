@@ -11,6 +11,16 @@ use crate::sandbox::{home_dir, snapshot_key, wasmtime_version, Readiness, Sandbo
 
 /// What this build is: sandstack, wasmtime, the guest, and whether this
 /// executable is a bundle.
+/// The profile this binary was built with: figures from a debug build are
+/// not what a release deploy sees.
+pub(crate) fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 pub fn version_text() -> String {
     let guest = pin();
     // clap prints "sandstack " before the first line.

@@ -10,6 +10,8 @@ mod store;
 
 use std::time::Duration;
 
+use super::setup::build_profile;
+
 pub use detect::{detect, Options as DetectOptions};
 pub use sandbox::{sandbox, Options as SandboxOptions};
 pub use store::{store, Options as StoreOptions};
@@ -35,16 +37,6 @@ fn proc_status_kib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The profile this binary was built with: figures from a debug build are
-/// not what a release deploy sees.
-fn build_profile() -> &'static str {
-    if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    }
 }
 
 /// CPU time of this process so far, every thread, user and system, and
