@@ -14,10 +14,11 @@ pub fn bundle(out: &Path) -> anyhow::Result<ExitCode> {
     let sources = BundleSources::for_this_machine(&home, Bundle::running(), &sandbox)?;
     let report = bundle::write(out, sources, &say)?;
     say(&format!(
-        "wrote {} ({}: sandstack {}, compiled guest {}, snapshot {} zstd from {}) in {:.1}s",
+        "wrote {} ({}: sandstack {} ({} build), compiled guest {}, snapshot {} zstd from {}) in {:.1}s",
         out.display(),
         mb(report.size),
         mb(report.executable),
+        super::setup::build_profile(),
         mb(report.compiled),
         mb(report.snapshot_compressed),
         mb(report.snapshot_raw),

