@@ -157,6 +157,15 @@ pub fn shared_engine() -> Result<&'static Engine, String> {
         .map_err(Clone::clone)
 }
 
+/// An engine of its own, with its own pool of instance slots and epoch
+/// ticker (running for the process's life), for a sandbox that must know
+/// every run that takes one of its slots: the residue tests'.
+pub fn own_engine() -> Result<Engine, String> {
+    let engine = Engine::new(&runtime_config()).map_err(|e| format!("{e:#}"))?;
+    start_epoch_ticker(engine.clone());
+    Ok(engine)
+}
+
 /// The engine for guest code compiled with other checks than the runs',
 /// for the bench (with its own epoch ticker when it checks epochs).
 pub fn bench_engine(metering: Metering) -> Result<&'static Engine, String> {

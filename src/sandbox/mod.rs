@@ -253,6 +253,21 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// A sandbox whose instance slots no other sandbox in this process
+    /// shares ([`engine::own_engine`]), for tests that must know every run
+    /// in its slots. The guest must be compiled in `home` already (open
+    /// the shared sandbox first).
+    pub fn with_own_engine(home: &Path) -> Result<Sandbox, SetupError> {
+        let engine = engine::own_engine().map_err(SetupError::Compile)?;
+        let module = compiled_guest(&engine, home).ok_or_else(|| {
+            SetupError::Compile(format!(
+                "no compiled guest in {} for a sandbox of its own: set the sandbox up first",
+                home.display()
+            ))
+        })?;
+        Self::link(module, false)
+    }
+
     /// Whether the compiled guest is mapped from this process's bundle
     /// (else it came from the cache in `SANDSTACK_HOME`).
     pub fn from_bundle(&self) -> bool {

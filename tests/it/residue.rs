@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use sandstack::config::{BatchSpec, IngestSource};
 use sandstack::jobs::ingest::SandboxSource;
-use sandstack::sandbox::{ExecReport, ExecRequest, Sandbox};
+use sandstack::sandbox::{home_dir, ExecReport, ExecRequest, Sandbox};
 use sha2::{Digest, Sha256};
 
 use crate::support::{python_batch, TestSandbox};
@@ -78,7 +78,10 @@ fn at_once(sandbox: &Arc<Sandbox>, reqs: Vec<ExecRequest>) -> Vec<ExecReport> {
 /// writers used, each checked by a reader.
 fn writers_then_readers(page_out: bool) {
     let (_folder, spec) = python_batch("residue", WRITER, "");
-    let sandbox = TestSandbox.sandbox().expect("sandbox");
+    // Set up (or found) as every test's, then one with slots of its own:
+    // no other test's run can take a writer's slot before a reader does.
+    TestSandbox.sandbox().expect("sandbox");
+    let sandbox = Arc::new(Sandbox::with_own_engine(&home_dir()).expect("a sandbox of its own"));
     let seed = format!("residue {page_out} {:?}", std::time::SystemTime::now());
     let mark = Sha256::digest(seed.as_bytes()).to_vec();
     for round in 0..3 {
