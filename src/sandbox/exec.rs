@@ -54,7 +54,7 @@ pub struct ExecRequest {
     pub time_phases: bool,
     /// Residue check: these bytes are looked for in the whole linear memory
     /// once the instance is made, before any guest code runs in it
-    /// ([`ExecStats::residue_at`]).
+    /// ([`ExecStats::residue`]).
     pub scan_memory_for: Option<Vec<u8>>,
     /// Page the run's memory out when it ends, before its instance is
     /// freed, as memory pressure would (to swap, where there is swap), so
