@@ -34,6 +34,7 @@ mod instance;
 mod linker;
 mod module_cache;
 mod output;
+mod pagemap;
 mod poll;
 mod prefault;
 mod residue;
