@@ -121,6 +121,8 @@ fn runtime_config_of(metering: Metering) -> Config {
         // #14357). It also stops after 32 stretches, so it bought little:
         // 6.9 against 7.5 ms per run of the random example.
         .linear_memory_keep_resident(0)
+        // Tables (host pointers, no guest data) are zeroed in place rather
+        // than unmapped, so the next run does not fault them in again.
         .table_keep_resident(8 << 20)
         .pagemap_scan(wasmtime::Enabled::No);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

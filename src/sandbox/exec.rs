@@ -112,6 +112,11 @@ pub struct ResidueCheck {
     /// Where the bytes looked for were in the fresh instance's memory (an
     /// offset), if they were.
     pub found_at: Option<u64>,
+    /// Where they were in the run's memory when it ended (before any
+    /// page-out): the check's own proof that the bytes were there to leave.
+    pub found_after: Option<u64>,
+    /// Pages of the run's memory in swap after its page-out.
+    pub swapped_after: Option<u64>,
     /// Why the page-out could not be done.
     pub page_out_error: Option<String>,
 }
@@ -214,10 +219,14 @@ impl Sandbox {
         let t0 = Instant::now();
         let _in_use = crate::telemetry::InstanceInUse::start();
         let instance = self.pre.instantiate(&mut store);
-        let prefault = self.written.for_run(&code_key);
+        let prefault = instance
+            .as_ref()
+            .ok()
+            .and_then(|_| self.written.for_run(&code_key));
         if let (Ok(i), Some(stretches)) = (&instance, &prefault) {
             if let Some(m) = i.get_memory(&mut store, "memory") {
-                prefault::populate(m.data_ptr(&store), m.data_size(&store), stretches);
+                // SAFETY: the live instance's memory, `data_size` bytes.
+                unsafe { prefault::populate(m.data_ptr(&store), m.data_size(&store), stretches) };
             }
         }
         let ready = Instant::now();
@@ -232,7 +241,7 @@ impl Sandbox {
                         .scan_memory_for
                         .as_ref()
                         .and_then(|needle| residue::find(m.data(&store), needle)),
-                    page_out_error: None,
+                    ..Default::default()
                 })),
                 _ => None,
             };
@@ -247,10 +256,17 @@ impl Sandbox {
                     self.written.learned(code_key, stretches);
                 }
             }
+            if let (Some(needle), Some(m), Some(r)) =
+                (&req.scan_memory_for, memory, residue.as_mut())
+            {
+                r.found_after = residue::find(m.data(&store), needle);
+            }
             if let (true, Some(m), Some(r)) = (req.page_out_after, memory, residue.as_mut()) {
-                r.page_out_error = residue::page_out(m.data_ptr(&store), size)
+                // SAFETY: the live instance's memory, `size` bytes.
+                r.page_out_error = unsafe { residue::page_out(m.data_ptr(&store), size) }
                     .err()
                     .map(|e| e.to_string());
+                r.swapped_after = residue::swapped_pages(m.data_ptr(&store), size);
             }
             report.stats.residue = residue;
             status

@@ -15,6 +15,7 @@ pub type Stretches = Vec<(usize, usize)>;
 /// Page categories (linux/fs.h).
 pub const PAGE_IS_FILE: u64 = 1 << 2;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
 
 mod ioctl {

@@ -25,33 +25,52 @@ use super::pagemap::{self, Stretches};
 /// Stretches kept per batch; past this the rest is left to faults.
 const MAX_STRETCHES: usize = 4096;
 
+/// The most a run is prefaulted: the copies are the host's work, outside
+/// the guest's fuel and time, so a learning run that wrote its whole
+/// memory cannot make the next ones cost more than this each (the random
+/// example writes about 4.5 MiB).
+const MAX_PREFAULT_BYTES: usize = 64 << 20;
+
 /// The pages of `len` bytes at `base` that were written (private copies
 /// present in memory, not the image's file pages nor the zero page), as
-/// stretches from `base`; None where the kernel cannot say. Stretches are
-/// not joined across unwritten pages: copying those cost more than the
-/// calls saved (5.1 against 4.8 ms a run of the random example, with gaps
-/// of 4 pages joined).
+/// stretches from `base`, the first [`MAX_PREFAULT_BYTES`] of them; None
+/// where the kernel cannot say. Stretches are not joined across unwritten
+/// pages: copying those cost more than the calls saved (5.1 against 4.8 ms
+/// a run of the random example, with gaps of 4 pages joined).
 pub fn written(base: *const u8, len: usize) -> Option<Stretches> {
-    pagemap::scan(
+    let mut found = pagemap::scan(
         base,
         len,
         pagemap::PAGE_IS_PRESENT,
         pagemap::PAGE_IS_FILE | pagemap::PAGE_IS_PFNZERO,
         MAX_STRETCHES,
-    )
+    )?;
+    let mut room = MAX_PREFAULT_BYTES;
+    found.retain_mut(|(_, len)| {
+        *len = (*len).min(room);
+        room -= *len;
+        *len > 0
+    });
+    Some(found)
 }
 
 /// Fault `stretches` of the memory at `base` in, writable, at once; those
-/// past `accessible` bytes are left alone. Best effort: a kernel without
-/// `MADV_POPULATE_WRITE` (before 5.14) leaves them to faults.
-pub fn populate(base: *mut u8, accessible: usize, stretches: &[(usize, usize)]) {
+/// past `accessible` bytes are left alone. Best effort: at the first
+/// refusal (a kernel before 5.14 has no `MADV_POPULATE_WRITE`) the rest is
+/// left to faults.
+///
+/// # Safety
+/// `base` must be the start of a mapping of at least `accessible` bytes
+/// that nothing else unmaps meanwhile (a live instance's linear memory).
+pub unsafe fn populate(base: *mut u8, accessible: usize, stretches: &[(usize, usize)]) {
     for &(offset, len) in stretches {
         let len = len.min(accessible.saturating_sub(offset));
         if len == 0 {
             continue;
         }
-        // SAFETY: the range lies within the instance's accessible linear
-        // memory (checked above); populating changes no contents.
+        // SAFETY: the range lies within the `accessible` bytes at `base`
+        // (checked above; the caller vouches for those); populating changes
+        // no contents.
         let rc = unsafe {
             libc::madvise(
                 base.add(offset) as *mut libc::c_void,
@@ -65,8 +84,8 @@ pub fn populate(base: *mut u8, accessible: usize, stretches: &[(usize, usize)]) 
     }
 }
 
-/// Batches most recently run, whose written pages are kept; past this the
-/// oldest is forgotten.
+/// Codes whose written pages are kept; past this the one learned longest
+/// ago is forgotten.
 const MAX_KEPT: usize = 1024;
 
 /// Runs prefaulted from one learning run; then a run goes without, and
@@ -123,9 +142,8 @@ mod tests {
 
     const PAGE: usize = 4096;
 
-    /// An anonymous private mapping: pages written are found, as
-    /// stretches joined across small gaps; populating makes pages present
-    /// without changing what they hold.
+    /// A code's first run learns, the next RUNS_PER_LEARNING are
+    /// prefaulted from it, then one learns again; each code on its own.
     #[test]
     fn a_run_in_every_so_many_learns_and_only_it() {
         let kept = LastWritten::default();
@@ -139,6 +157,42 @@ mod tests {
         assert!(kept.for_run(&[2; 32]).is_none(), "each code its own");
     }
 
+    /// However much a run wrote, the next ones are prefaulted at most
+    /// MAX_PREFAULT_BYTES.
+    #[test]
+    fn a_run_that_wrote_everything_is_prefaulted_only_so_much() {
+        let len = MAX_PREFAULT_BYTES + (16 << 20);
+        // SAFETY: a fresh private anonymous mapping, unmapped below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as *mut u8;
+        assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+        // SAFETY: every page written is inside the mapping.
+        unsafe {
+            for p in (0..len).step_by(2 * PAGE) {
+                base.add(p).write(1);
+            }
+        }
+        if let Some(found) = written(base, len) {
+            let total: usize = found.iter().map(|(_, l)| l).sum();
+            assert_eq!(total, MAX_PREFAULT_BYTES.min(MAX_STRETCHES * PAGE));
+        } else {
+            eprintln!("SKIPPED: this kernel has no PAGEMAP_SCAN");
+        }
+        // SAFETY: as above.
+        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+    }
+
+    /// An anonymous private mapping: pages written are found, adjacent
+    /// ones as one stretch, pages only read are not; populating makes pages
+    /// present without changing what they hold.
     #[test]
     fn finds_written_pages_and_populates_without_changing_them() {
         let len = 64 * PAGE;
@@ -169,7 +223,8 @@ mod tests {
         }
         let found = written(base, len).expect("scan");
         assert_eq!(found, vec![(2 * PAGE, 3 * PAGE), (30 * PAGE, PAGE)]);
-        populate(base, len, &[(50 * PAGE, 2 * PAGE)]);
+        // SAFETY: the mapping is `len` bytes and stays mapped.
+        unsafe { populate(base, len, &[(50 * PAGE, 2 * PAGE)]) };
         let after = written(base, len).expect("scan");
         assert_eq!(after.last(), Some(&(50 * PAGE, 2 * PAGE)));
         // SAFETY: as above.
