@@ -150,18 +150,15 @@ fn profiler_from_env() -> ProfilingStrategy {
 pub fn shared_engine() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE
-        .get_or_init(|| {
-            let engine = Engine::new(&runtime_config()).map_err(|e| format!("{e:#}"))?;
-            start_epoch_ticker(engine.clone());
-            Ok(engine)
-        })
+        .get_or_init(own_engine)
         .as_ref()
         .map_err(Clone::clone)
 }
 
-/// An engine of its own, with its own pool of instance slots and epoch
-/// ticker (running for the process's life), for a sandbox that must know
-/// every run that takes one of its slots: the residue tests'.
+/// A new engine, with its own pool of instance slots and epoch ticker
+/// (running for the process's life): the process's shared one, made once,
+/// and one for a sandbox that must know every run that takes one of its
+/// slots (the residue tests').
 pub fn own_engine() -> Result<Engine, String> {
     let engine = Engine::new(&runtime_config()).map_err(|e| format!("{e:#}"))?;
     start_epoch_ticker(engine.clone());

@@ -74,7 +74,8 @@ pub struct Sandbox {
     from_bundle: bool,
     /// Batches' compiled user code, handed back to their later runs.
     code: code_cache::CodeCache,
-    /// The pages each batch's last run wrote, faulted in before its next.
+    /// The pages each batch's runs write (learned from one run in 256),
+    /// faulted in before its next ones.
     written: prefault::LastWritten,
     /// Which of fuel and the epoch deadline are enforced (both, always, but
     /// in the bench's other sandboxes).
