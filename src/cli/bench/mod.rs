@@ -8,6 +8,8 @@ mod native;
 mod sandbox;
 mod store;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::setup::build_profile;
@@ -75,23 +77,43 @@ fn summary(label: &str, mut times: Vec<Duration>, total: Duration) -> String {
     )
 }
 
-/// Runs `run` `runs` times on `workers` threads at once; every result, or
-/// the first error.
-fn on_workers<T: Send>(
-    runs: usize,
+/// One place per run for its result, all made (and their memory touched)
+/// before the runs start, so the bench's own bookkeeping adds nothing to
+/// the process's RSS while they run: an RSS figure taken around
+/// [`on_workers`] shows only what the runs themselves leave behind.
+struct Results<T>(Vec<OnceLock<T>>);
+
+impl<T: Send + Sync> Results<T> {
+    fn with_room_for(runs: usize) -> Self {
+        Results((0..runs).map(|_| OnceLock::new()).collect())
+    }
+
+    /// The results of the runs made, in the order they were taken.
+    fn into_vec(self) -> Vec<T> {
+        self.0
+            .into_iter()
+            .filter_map(OnceLock::into_inner)
+            .collect()
+    }
+}
+
+/// Runs `run` once for each place in `results`, on `workers` threads at
+/// once, and stores each result there; stops at the first error.
+fn on_workers<T: Send + Sync>(
+    results: &Results<T>,
     workers: usize,
     run: &(dyn Fn() -> anyhow::Result<T> + Sync),
-) -> anyhow::Result<Vec<T>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let per_worker: Vec<anyhow::Result<Vec<T>>> = std::thread::scope(|scope| {
+) -> anyhow::Result<()> {
+    let next = AtomicUsize::new(0);
+    let outcomes: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
-                        mine.push(run()?);
+                    while let Some(place) = results.0.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        // Each index is taken by one worker only, so the place is empty.
+                        let _ = place.set(run()?);
                     }
-                    Ok(mine)
+                    Ok(())
                 })
             })
             .collect();
@@ -103,9 +125,5 @@ fn on_workers<T: Send>(
             })
             .collect()
     });
-    let mut all = Vec::with_capacity(runs);
-    for worker in per_worker {
-        all.extend(worker?);
-    }
-    Ok(all)
+    outcomes.into_iter().collect()
 }

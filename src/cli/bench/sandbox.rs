@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use super::super::{find_batch, load_folder, Cli};
 use super::{
     build_profile, mean, ms, native::compare_native, on_workers, percentile, rss_mib, summary,
+    Results,
 };
 use crate::config::{BatchSpec, IngestSource, PythonSource};
 use crate::jobs::ingest::{normalize::normalize, python, DefaultSandbox, SandboxSource};
@@ -99,12 +100,14 @@ pub fn sandbox(cli: &Cli, opts: &Options<'_>) -> anyhow::Result<ExitCode> {
     for _ in 0..opts.concurrency.max(2) {
         run_once()?;
     }
+    let results = Results::with_room_for(opts.runs);
     let rss_before = rss_mib();
     let concurrency = opts.concurrency.max(1);
     let start = Instant::now();
-    let results = on_workers(opts.runs, concurrency, &run_once)?;
+    on_workers(&results, concurrency, &run_once)?;
     let total = start.elapsed();
     let rss_after = rss_mib();
+    let results = results.into_vec();
     let rows = results.last().map_or(0, |r| r.rows);
     let mut times: Vec<Duration> = results.iter().map(|r| r.total).collect();
     let what = match opts.rows {
