@@ -27,6 +27,28 @@ impl ModelConfig {
     }
 }
 
+/// A pandas offset alias (`preprocess_params.freq`) as microseconds: `30s`,
+/// `5min` (or `5T`), `1h` (or `H`), `1D`; None for anything else.
+pub fn freq_micros(freq: &str) -> Option<i64> {
+    let f = freq.trim();
+    let split = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
+    let (num, unit) = f.split_at(split);
+    let n: i64 = if num.is_empty() { 1 } else { num.parse().ok()? };
+    let unit_us: i64 = match unit {
+        "us" | "U" => 1,
+        "ms" | "L" => 1_000,
+        "s" | "S" => 1_000_000,
+        "min" | "T" => 60_000_000,
+        "h" | "H" => 3_600_000_000,
+        "D" | "d" => 86_400_000_000,
+        _ => return None,
+    };
+    if n <= 0 {
+        return None;
+    }
+    n.checked_mul(unit_us)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreprocessParams {

@@ -31,28 +31,7 @@ pub enum PreprocessError {
 /// A pandas offset alias as microseconds: `30s`, `5min` (or `5T`), `1h`
 /// (or `H`), `1D`.
 pub fn parse_freq(freq: &str) -> Result<i64, PreprocessError> {
-    let f = freq.trim();
-    let split = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
-    let (num, unit) = f.split_at(split);
-    let n: i64 = if num.is_empty() {
-        1
-    } else {
-        num.parse()
-            .map_err(|_| PreprocessError::BadFreq(freq.into()))?
-    };
-    let unit_us: i64 = match unit {
-        "us" | "U" => 1,
-        "ms" | "L" => 1_000,
-        "s" | "S" => 1_000_000,
-        "min" | "T" => 60_000_000,
-        "h" | "H" => 3_600_000_000,
-        "D" | "d" => 86_400_000_000,
-        _ => return Err(PreprocessError::BadFreq(freq.into())),
-    };
-    if n <= 0 {
-        return Err(PreprocessError::BadFreq(freq.into()));
-    }
-    Ok(n * unit_us)
+    crate::config::sections::freq_micros(freq).ok_or_else(|| PreprocessError::BadFreq(freq.into()))
 }
 
 pub fn preprocess(
