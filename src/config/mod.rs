@@ -6,6 +6,7 @@
 //! folder is collected, and batches sandstack cannot run yet (another `db`,
 //! a cloud `model_path`) are listed as skipped while the rest load.
 
+mod bins;
 pub mod choices;
 mod cron_expr;
 pub mod declare;

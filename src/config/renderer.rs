@@ -390,12 +390,13 @@ impl TemplateRenderer {
     }
 }
 
-/// A context's keys, as the helper receives them.
+/// A context's keys, as the helper receives them, with the variables
+/// sandstack adds to every template ([`super::bins`]).
 pub struct Variables(String);
 
 impl Variables {
     pub fn of(context: &Mapping) -> Result<Variables, String> {
-        serde_yaml_ng::to_string(context)
+        serde_yaml_ng::to_string(&super::bins::with_bin_variables(context))
             .map(Variables)
             .map_err(|e| e.to_string())
     }

@@ -78,10 +78,15 @@ pub fn preprocess(
     Ok(out)
 }
 
-/// pandas' default resampling: bins of `freq` from midnight of the first
-/// timestamp's day, closed and labelled on the left, every bin from the
-/// first point's to the last point's present (empty ones aggregate to NaN,
-/// or 0 for sum and count).
+/// pandas' resampling with `origin="epoch"`: bins of `freq` counted from
+/// 1970-01-01 00:00 UTC, closed and labelled on the left, every bin from
+/// the first point's to the last point's present (empty ones aggregate to
+/// NaN, or 0 for sum and count). For a `freq` that divides a day these are
+/// pandas' default bins (from midnight of the first day); for any other,
+/// the default's bins move with the first timestamp of the window read, so
+/// one bin would get another label in the next job, and the alert and
+/// dashboard SQL (which put observations in these bins, see
+/// `config::bins`) could not find its score.
 fn resample(
     ts: &[i64],
     x: &[f64],
@@ -97,16 +102,14 @@ fn resample(
     let (Some(&first), Some(&last)) = (ts.first(), ts.last()) else {
         return Ok((Vec::new(), Vec::new()));
     };
-    const DAY: i64 = 86_400_000_000;
-    let origin = first.div_euclid(DAY) * DAY;
-    let bin = |t: i64| (t - origin).div_euclid(freq);
+    let bin = |t: i64| t.div_euclid(freq);
     let (b0, b1) = (bin(first), bin(last));
     let n = (b1 - b0 + 1) as usize;
     let mut groups: Vec<Vec<f64>> = vec![Vec::new(); n];
     for (t, v) in ts.iter().zip(x) {
         groups[(bin(*t) - b0) as usize].push(*v);
     }
-    let labels = (0..n).map(|i| origin + (b0 + i as i64) * freq).collect();
+    let labels = (0..n).map(|i| (b0 + i as i64) * freq).collect();
     let values = groups.into_iter().map(|g| aggregate(g, agg)).collect();
     Ok((labels, values))
 }
@@ -240,6 +243,34 @@ mod tests {
             preprocess(&[0], &[1.0], &p),
             Err(PreprocessError::BadAgg("mode".into()))
         );
+    }
+
+    #[test]
+    fn a_bin_keeps_its_label_whatever_window_is_read() {
+        // 7 minutes does not divide a day: bins from midnight of the first
+        // day read would move when the window starts a day later.
+        const MIN: i64 = 60_000_000;
+        let p = PreprocessParams {
+            freq: Some("7min".into()),
+            freq_agg: "mean".into(),
+            diff_n: 0,
+            smooth_n: 0,
+            lags_n: 0,
+        };
+        let day2 = 86_400_000_000 + 3 * MIN;
+        let late: Vec<i64> = (0..30).map(|i| day2 + i * MIN).collect();
+        let early: Vec<i64> = (0..30).map(|i| i * 50 * MIN).chain(late.clone()).collect();
+        let labels = |ts: &[i64]| {
+            let f = preprocess(ts, &vec![1.0; ts.len()], &p).expect("preprocess");
+            f.timestamps_us
+        };
+        let (short, long) = (labels(&late), labels(&early));
+        assert!(!short.is_empty());
+        assert!(
+            short.iter().all(|t| long.contains(t)),
+            "{short:?} not all in {long:?}"
+        );
+        assert!(short.iter().all(|t| t % (7 * MIN) == 0));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use serde_yaml_ng::Value;
+
+use super::charts::Window;
 use crate::config::BatchSpec;
 use crate::domain::Series;
 use crate::jobs::rows::{series_within, SeriesLimits};
@@ -21,23 +24,32 @@ pub const DASHBOARD_LIMITS: SeriesLimits = SeriesLimits {
     max_metrics: 1_000,
 };
 
-/// `dashboard_sql`'s series by metric. The template is rendered here, with
-/// Anomstack's run-time variable `last_n`: the points a chart shows
-/// (`alert_max_n`). It runs within the batch's `job_timeout_s`, as a job's
-/// SQL does: a page cannot hold a helper longer than a job could.
+/// The points per metric a time window's charts may hold: a month of
+/// one-minute observations is 43,200, and a chart is a few hundred pixels
+/// wide.
+pub const TIME_WINDOW_POINTS: usize = 5_000;
+
+/// `dashboard_sql`'s series by metric for the page's `window`. The template
+/// is rendered here with Anomstack's run-time variables: `last_n`, the
+/// points a chart shows, and for a time window `cutoff_time` too (its
+/// start, UTC), with `last_n` as a cap. It runs within the batch's
+/// `job_timeout_s`, as a job's SQL does: a page cannot hold a helper
+/// longer than a job could.
 pub fn chart_series(
     spec: &BatchSpec,
     store: &mut Store,
+    window: Window,
+    now_us: i64,
 ) -> Result<BTreeMap<String, Series>, String> {
-    let last_n = serde_yaml_ng::Value::from(spec.alert.max_n);
-    let sql = crate::config::render_at_use(spec, "dashboard_sql", &[("last_n", last_n)])
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!(
-                "batch {}: the batch has no dashboard_sql",
-                spec.metric_batch
-            )
-        })?;
+    let sql =
+        crate::config::render_at_use(spec, "dashboard_sql", &window_variables(window, now_us))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "batch {}: the batch has no dashboard_sql",
+                    spec.metric_batch
+                )
+            })?;
     let batch = &spec.metric_batch;
     store
         .ensure_metrics_table(&spec.table_key)
@@ -55,6 +67,24 @@ pub fn chart_series(
             spec.jobs.timeout_s
         )),
         (Err(e), false) => Err(format!("batch {batch}: {e}")),
+    }
+}
+
+/// `last_n` and, for a time window, `cutoff_time`.
+fn window_variables(window: Window, now_us: i64) -> Vec<(&'static str, Value)> {
+    match window {
+        Window::LastPoints(n) => vec![("last_n", Value::from(n as u64))],
+        Window::LastHours(h) => {
+            let from = now_us.saturating_sub(h.saturating_mul(3_600_000_000));
+            let cutoff = chrono::DateTime::from_timestamp_micros(from)
+                .unwrap_or_default()
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string();
+            vec![
+                ("last_n", Value::from(TIME_WINDOW_POINTS as u64)),
+                ("cutoff_time", Value::String(cutoff)),
+            ]
+        }
     }
 }
 

@@ -109,8 +109,8 @@ pub async fn batch(
     });
     let threshold = spec.alert.threshold;
     let charts = with_store(&s, move |store| {
-        let series = data::chart_series(&spec, store)?;
         let now = chrono::Utc::now().timestamp_micros();
+        let series = data::chart_series(&spec, store, window, now)?;
         Ok(series
             .iter()
             .filter(|(m, _)| needle.is_empty() || m.to_lowercase().contains(&needle))

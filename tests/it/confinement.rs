@@ -12,6 +12,7 @@ use sandstack::config::BatchSpec;
 use sandstack::store::pg::cluster::TempCluster;
 use sandstack::store::pg::PgStore;
 use sandstack::store::{ResultCaps, RunFilter, RunRecord, RunStatus, Store};
+use sandstack::web::charts::Window;
 
 use crate::support::{key, run_ingest, Folder};
 
@@ -498,7 +499,8 @@ fn a_dashboard_query_is_stopped_at_the_batchs_job_timeout() {
     let spec = f.spec("slow", &[]);
     let mut store = Store::in_memory().expect("store");
     let t = Instant::now();
-    let e = sandstack::web::data::chart_series(&spec, &mut store).expect_err("stopped");
+    let e = sandstack::web::data::chart_series(&spec, &mut store, Window::LastPoints(100), 0)
+        .expect_err("stopped");
     assert_eq!(
         e,
         "batch slow: dashboard_sql ran past job_timeout_s=1 and was stopped"
@@ -635,7 +637,8 @@ fn results_of_countless_metrics_are_refused_and_helpers_run_a_few_at_a_time() {
     );
     let spec = f.spec("wide", &[]);
     let mut store = Store::in_memory().expect("store");
-    let e = sandstack::web::data::chart_series(&spec, &mut store).expect_err("2000 charts");
+    let e = sandstack::web::data::chart_series(&spec, &mut store, Window::LastPoints(100), 0)
+        .expect_err("2000 charts");
     assert_eq!(
         e,
         "batch wide: dashboard SQL returned more than 1000 metrics; a batch's job reads at most 1000"

@@ -141,3 +141,104 @@ fn delete_removes_only_old_rows_of_the_batch() {
         .expect("delete");
     assert_eq!(store.count_rows(&key("metrics")).expect("count"), 2);
 }
+
+/// With `preprocess_params.freq`, scores (and alerts) are stamped on the
+/// bins' labels, which no raw observation's time matches: the alert and
+/// dashboard templates read observations as bins too, so such a batch
+/// alerts and its charts have a score line. Anomstack's own alert SQL joins
+/// raw times to bin labels and never alerts for these batches.
+#[test]
+fn a_resampled_batch_alerts_on_its_bins_and_charts_its_scores() {
+    const BIN_US: i64 = 30 * 60 * 1_000_000;
+    let f = Folder::with_defaults();
+    f.write(
+        "fb.yaml",
+        "metric_batch: fb\ningest_sql: select 1\n\
+         preprocess_params: {freq: 30min, freq_agg: mean, diff_n: 0, smooth_n: 0, lags_n: 2}\n\
+         alert_threshold: 0\nalert_smooth_n: 1\nalert_snooze_n: 0\nalert_recent_n: 3\n",
+    );
+    let spec = f.spec("fb", &[]);
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
+    // Two days of observations every 7 minutes (never on a bin's edge
+    // alone), a wave and a little noise.
+    crate::support::duck(&store)
+        .execute_batch(
+            "insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(7 * i), 'fb', 'm', \
+             'metric', 10 + sin(i / 9.0) + (i * 7919 % 13) / 20.0, null from range(1, 420) t(i)",
+        )
+        .expect("observations");
+    let models = tempfile::tempdir().expect("models dir");
+    sandstack::jobs::train::run(&spec, &store, models.path()).expect("train");
+    let scored = sandstack::jobs::score::run(&spec, &mut store, models.path()).expect("score");
+    assert!(scored.scored > 0, "{scored:?}");
+    let report = sandstack::jobs::alert::run(&spec, &mut store).expect("alert");
+    assert!(
+        !report.alerts.is_empty(),
+        "a threshold of 0 alerts on every recent scored bin"
+    );
+    for a in &report.alerts {
+        assert_eq!(
+            a.timestamp_us.rem_euclid(BIN_US),
+            0,
+            "{a:?} is not on a bin"
+        );
+    }
+    // The dashboard's series: one point per bin, every score on its bin.
+    let now = chrono::Utc::now().timestamp_micros();
+    for window in [
+        sandstack::web::charts::Window::LastPoints(500),
+        sandstack::web::charts::Window::LastHours(7 * 24),
+    ] {
+        let series = sandstack::web::data::chart_series(&spec, &mut store, window, now)
+            .expect("dashboard series");
+        let m = &series["m"];
+        assert!(m.timestamps_us.iter().all(|t| t.rem_euclid(BIN_US) == 0));
+        let scores = &m.extra["metric_score"];
+        let with_score = scores.iter().filter(|s| s.is_finite()).count();
+        assert_eq!(
+            with_score,
+            scored.scored,
+            "{window:?}: {with_score} of {} bins have a score",
+            m.values.len()
+        );
+        assert!(
+            m.values.len() > 90,
+            "{window:?}: two days of 30-minute bins"
+        );
+    }
+}
+
+/// The dashboard's windows reach past `alert_max_n`: "last 500 points" of a
+/// 300-row batch is 300 points, as is "last 7 days", where both once showed
+/// `alert_max_n` (250) of them.
+#[test]
+fn the_dashboard_windows_are_not_capped_by_alert_max_n() {
+    use sandstack::web::charts::Window;
+    let f = Folder::with_defaults();
+    f.write(
+        "w.yaml",
+        "metric_batch: w\ningest_sql: select 1\nalert_max_n: 250\n",
+    );
+    let spec = f.spec("w", &[]);
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
+    crate::support::duck(&store)
+        .execute_batch(
+            "insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(10 * i), 'w', 'm', \
+             'metric', i, null from range(0, 300) t(i)",
+        )
+        .expect("observations");
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut points = |window| {
+        sandstack::web::data::chart_series(&spec, &mut store, window, now).expect("series")["m"]
+            .values
+            .len()
+    };
+    assert_eq!(points(Window::LastPoints(100)), 100);
+    assert_eq!(points(Window::LastPoints(500)), 300);
+    assert_eq!(points(Window::LastHours(7 * 24)), 300);
+    // 24 hours of one point every 10 minutes (the oldest on the edge).
+    let day = points(Window::LastHours(24));
+    assert!((144..=145).contains(&day), "{day}");
+}

@@ -2,12 +2,15 @@
     last alert_smooth_n observations in time order (each row and the ones BEFORE it, never
     later ones), and whether an alert fires: the smoothed score reaches alert_threshold and no
     alert fired in the alert_snooze_n observations before this one.
+    With preprocess_params.freq set, an observation is its bin (the models' view: the scores
+    and alerts are stamped on the bins' labels), aggregated as freq_agg says.
     Variables: table_key, metric_batch, alert_smooth_n, alert_threshold, alert_snooze_n,
-    alert_max_n, alert_metric_timestamp_max_days_ago, alert_exclude_metrics.
+    alert_max_n, alert_metric_timestamp_max_days_ago, alert_exclude_metrics,
+    bin_timestamp_sql, bin_value_sql (sandstack's: the bin of a row and its value).
     Output: metric_timestamp, metric_name, metric_value, metric_score, metric_score_smooth,
     metric_alert (0/1), recency_rank (1 = newest). -#}
 WITH observed AS (
-  SELECT metric_timestamp, metric_name, avg(metric_value) AS metric_value
+  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name, {{ bin_value_sql }} AS metric_value
   FROM {{ table_key }}
   WHERE metric_batch = '{{ metric_batch }}'
     AND metric_type = 'metric'
@@ -15,7 +18,7 @@ WITH observed AS (
     {%- if alert_exclude_metrics %}
     AND metric_name NOT IN ({% for m in alert_exclude_metrics %}'{{ m }}'{% if not loop.last %}, {% endif %}{% endfor %})
     {%- endif %}
-  GROUP BY metric_timestamp, metric_name
+  GROUP BY 1, metric_name
 ),
 scores AS (
   SELECT metric_timestamp, metric_name, avg(metric_value) AS metric_score

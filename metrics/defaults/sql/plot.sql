@@ -1,12 +1,13 @@
 {#- plot.sql: the data behind a metric's plot: recent values with score, alert (anomaly or
     threshold) and change marks, alert_max_n observations per metric.
-    Variables: table_key, metric_batch, alert_max_n.
+    With preprocess_params.freq set, an observation is its bin, as the models see it.
+    Variables: table_key, metric_batch, alert_max_n, bin_timestamp_sql, bin_value_sql.
     Output: metric_timestamp, metric_name, metric_value, metric_score, metric_alert,
     metric_change, alert_driver_us (when an alert's metadata names the observation that
     drove it, its time: the mark goes there), oldest first per metric. -#}
 WITH data AS (
-  SELECT metric_timestamp, metric_name,
-    avg(CASE WHEN metric_type = 'metric' THEN metric_value END) AS metric_value,
+  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name,
+    {{ bin_value_sql }} FILTER (WHERE metric_type = 'metric') AS metric_value,
     avg(CASE WHEN metric_type = 'score' THEN metric_value END) AS metric_score,
     max(CASE WHEN metric_type IN ('alert', 'tholdalert') THEN metric_value END) AS metric_alert,
     max(CASE WHEN metric_type = 'alert' THEN
@@ -15,7 +16,7 @@ WITH data AS (
   FROM {{ table_key }}
   WHERE metric_batch = '{{ metric_batch }}'
     AND metric_type IN ('metric', 'score', 'alert', 'tholdalert', 'change')
-  GROUP BY metric_timestamp, metric_name
+  GROUP BY 1, metric_name
 ),
 ranked AS (
   SELECT *, row_number() OVER (PARTITION BY metric_name ORDER BY metric_timestamp DESC) AS recency_rank
