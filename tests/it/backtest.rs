@@ -453,6 +453,10 @@ fn wrong_labels_keys_ranges_and_templates_are_refused_clearly() {
             "replaces the shipped train_sql",
         ),
         (
+            vec!["--set", "preprocess_params={freq: 30min}"],
+            "resamples its metrics (preprocess_params.freq: 30min)",
+        ),
+        (
             vec!["--from", "2030-01-01"],
             "no stored observations in the range asked for",
         ),

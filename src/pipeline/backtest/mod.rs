@@ -32,6 +32,13 @@ pub enum BacktestError {
          without them, or compare with `sandstack backfill`"
     )]
     OwnTemplates { batch: String, keys: String },
+    #[error(
+        "batch {batch} resamples its metrics (preprocess_params.freq: {freq}): the backtest \
+         replays observation by observation and does not yet put them in bins as the alert SQL \
+         does, so its alerts would not be the scheduler's. Backtest a copy of the batch without \
+         freq, or compare with `sandstack backfill`"
+    )]
+    Resampled { batch: String, freq: String },
     #[error("batch {batch} has more than {max} stored observations{range}: replay part of it with --from/--to, or raise --max-observations")]
     TooMany {
         batch: String,
@@ -53,6 +60,17 @@ pub enum BacktestError {
 
 /// Refuse a batch whose templates the replay would not follow.
 pub fn check_replayable(spec: &BatchSpec) -> Result<(), BacktestError> {
+    if let Some(freq) = spec
+        .preprocess_params
+        .freq
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+    {
+        return Err(BacktestError::Resampled {
+            batch: spec.metric_batch.clone(),
+            freq: freq.to_string(),
+        });
+    }
     let own: Vec<String> = config::overridden_templates(spec)
         .into_iter()
         .filter(|k| {
