@@ -37,7 +37,7 @@ pub(crate) struct Dashboard {
 /// What anyone who reaches the dashboard's port may do, for its startup
 /// line: every endpoint, by whether the token guards it.
 fn open_endpoints(token_set: bool, scheduler: bool) -> String {
-    let reads = "pages, the JSON API's reads, /healthz, /readyz, /metrics";
+    let reads = "pages, the JSON API's reads, /healthz, /readyz, /metrics, /health, /version";
     let writes = if scheduler {
         "feedback votes, run a job now, pause, resume, reload"
     } else {
@@ -159,6 +159,8 @@ mod tests {
             "/healthz",
             "/readyz",
             "/metrics",
+            "/health",
+            "/version",
             "feedback votes",
             "run a job now",
             "pause",

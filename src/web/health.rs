@@ -1,6 +1,8 @@
 //! The daemon's health for machines: `/healthz` (the process answers),
 //! `/readyz` (the database takes writes and, when a batch runs Python, the
-//! sandbox is prepared) and `/metrics` (Prometheus).
+//! sandbox is prepared), `/metrics` (Prometheus), and the two paths
+//! Anomstack's dashboard answers, which its deploys probe: `/health` and
+//! `/version`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +17,25 @@ use crate::sandbox::{Readiness, Sandbox};
 
 pub async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Anomstack's `/health`: the process answers, in the body Anomstack's
+/// dashboard gives (deploy checks written for it look for `"status": "ok"`).
+pub async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({"status": "ok", "service": "sandstack"}))
+}
+
+/// Anomstack's `/version`: what is running.
+pub async fn version() -> axum::Json<serde_json::Value> {
+    let guest = crate::sandbox::guest::pin();
+    axum::Json(json!({
+        "service": "sandstack",
+        "version": env!("CARGO_PKG_VERSION"),
+        "wasmtime": crate::sandbox::wasmtime_version(),
+        "guest": format!("{} {}", guest.package, guest.version),
+        "snapshot": crate::sandbox::snapshot_key(),
+        "bundle": crate::sandbox::bundle::Bundle::running().is_some(),
+    }))
 }
 
 /// Whether the compiled guest loads; once it has, it stays so.

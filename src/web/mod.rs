@@ -202,6 +202,8 @@ pub fn router(state: Shared) -> Router {
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/healthz", get(health::healthz))
+        .route("/health", get(health::health))
+        .route("/version", get(health::version))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .layer(axum::middleware::from_fn_with_state(

@@ -1,5 +1,5 @@
 //! Operating the daemon: what `sandstack run` tells a monitoring system
-//! (`/metrics`, `/healthz`, `/readyz`), checked against the real binary
+//! (`/metrics`, `/healthz`, `/readyz`, `/health`, `/version`), checked against the real binary
 //! and its run history.
 
 use std::collections::BTreeMap;
@@ -79,6 +79,19 @@ fn metrics_match_the_run_history_and_readiness_says_why() {
     let (mut daemon, url) = start_sandstack(f.path(), &db);
 
     assert_eq!(get(&format!("{url}/healthz")), (200, "ok".to_string()));
+    // Anomstack's dashboard paths, which its deploys probe.
+    let json = |path: &str| {
+        let (status, body) = get(&format!("{url}{path}"));
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")
+    };
+    assert_eq!(json("/health")["status"], "ok");
+    let version = json("/version");
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        version["guest"].as_str().is_some_and(|g| !g.is_empty()),
+        "{version}"
+    );
     let (status, ready) = get(&format!("{url}/readyz"));
     assert_eq!(status, 200, "{ready}");
     let ready: serde_json::Value = serde_json::from_str(&ready).expect("json");
