@@ -148,7 +148,6 @@ pub fn is_job_key(key: &str) -> bool {
     Job::ALL
         .iter()
         .any(|job| job_keys(*job).iter().any(|k| k == key))
-        || key == "disable_dashboard"
 }
 
 pub fn is_known(key: &str) -> bool {

@@ -95,6 +95,12 @@ impl MetricsFolder {
     pub fn enabled_batches(&self) -> impl Iterator<Item = &BatchSpec> {
         self.batches.iter().filter(|b| !b.disable_batch)
     }
+
+    /// The batches the dashboard's pages show: enabled, without
+    /// `disable_dashboard`.
+    pub fn dashboard_batches(&self) -> impl Iterator<Item = &BatchSpec> {
+        self.enabled_batches().filter(|b| !b.disable_dashboard)
+    }
 }
 
 /// The `ANOMSTACK*` and `SANDSTACK*` variables of this process.

@@ -125,6 +125,8 @@ crate::settings! {
         model_path: String = "model_path", "local://./models";
         /// turn the whole batch off
         disable_batch: bool = "disable_batch", "false";
+        /// leave the batch out of the dashboard's pages (its jobs still run)
+        disable_dashboard: bool = "disable_dashboard", "false";
         /// tags per metric name, carried into alerts
         metric_tags: BTreeMap<String, serde_json::Value> [Structured<BTreeMap<String, serde_json::Value>>] = "metric_tags", "{}";
     }

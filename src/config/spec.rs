@@ -131,6 +131,8 @@ pub struct BatchSpec {
     pub table_key: super::TableKey,
     pub model_path: String,
     pub disable_batch: bool,
+    /// Left out of the dashboard's pages (Anomstack's `disable_dashboard`).
+    pub disable_dashboard: bool,
     pub metric_tags: BTreeMap<String, serde_json::Value>,
     pub ingest: IngestSource,
     pub ingest_settings: IngestSettings,
@@ -274,6 +276,7 @@ pub(super) fn read_spec(
         table_key,
         model_path: batch.model_path,
         disable_batch: batch.disable_batch,
+        disable_dashboard: batch.disable_dashboard,
         metric_tags: batch.metric_tags,
         ingest: ingest.unwrap_or(IngestSource::Sql(String::new())),
         ingest_settings,

@@ -25,12 +25,26 @@ fn render(s: &Shared, name: &str, page: &str, ctx: minijinja::Value) -> Response
     super::render::page(s.token.is_some(), name, page, ctx)
 }
 
-fn enabled(s: &Shared) -> Vec<BatchSpec> {
-    s.folder().enabled_batches().cloned().collect()
+/// The batches the pages show (not those with `disable_dashboard`).
+fn shown(s: &Shared) -> Vec<BatchSpec> {
+    s.folder().dashboard_batches().cloned().collect()
+}
+
+/// A batch a page may show, or why not.
+fn shown_batch(s: &Shared, name: &str) -> Result<BatchSpec, WebError> {
+    match s.folder().batch(name) {
+        None => Err(WebError::NotFound(format!(
+            "no batch named {name} in the metrics folder"
+        ))),
+        Some(b) if b.disable_dashboard => Err(WebError::NotFound(format!(
+            "batch {name} sets disable_dashboard: the dashboard does not show it"
+        ))),
+        Some(b) => Ok(b.clone()),
+    }
 }
 
 pub async fn home(State(s): State<Shared>) -> Result<Response, PageError> {
-    let batches = enabled(&s);
+    let batches = shown(&s);
     let folder = s.folder();
     let errors: Vec<String> = folder.errors.iter().map(|e| e.to_string()).collect();
     let dir = folder.dir.display().to_string();
@@ -86,11 +100,7 @@ pub async fn batch(
     Path(name): Path<String>,
     Query(q): Query<BatchQuery>,
 ) -> Result<Response, PageError> {
-    let Some(spec) = s.folder().batch(&name).cloned() else {
-        return Err(
-            WebError::NotFound(format!("no batch named {name} in the metrics folder")).into(),
-        );
-    };
+    let spec = shown_batch(&s, &name)?;
     let window_text = if q.window.is_empty() {
         "100".to_string()
     } else {
@@ -154,7 +164,7 @@ pub async fn anomalies(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, PageError> {
     let page = q.page.unwrap_or(1).max(1);
-    let batches = enabled(&s);
+    let batches = shown(&s);
     let result = with_store(&s, move |store| {
         let refs: Vec<&BatchSpec> = batches.iter().collect();
         Ok(data::anomalies(

@@ -163,6 +163,60 @@ fn every_page_escapes_what_comes_from_data() {
     assert_eq!(status, 404);
 }
 
+/// `disable_dashboard: true` (Anomstack's key) leaves a batch out of the
+/// pages: not on the home page, its page a 404 that says why, its anomalies
+/// not listed. Its jobs are not touched.
+#[test]
+fn a_batch_with_disable_dashboard_is_left_out_of_the_pages() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("d.duckdb");
+    let f = setup(&db);
+    let batch = |name: &str, extra: &str| {
+        f.write(
+            &format!("b/{name}.yaml"),
+            &format!(
+                "metric_batch: {name}\n{extra}ingest_sql: \"SELECT now() AS metric_timestamp, 'x' AS metric_name, 1.0 AS metric_value\"\n"
+            ),
+        );
+    };
+    let serve = || {
+        let store = Store::open(&db).expect("db");
+        let dir = f.path().to_path_buf();
+        let loader: sandstack::scheduler::watch::Loader =
+            Arc::new(move || sandstack::config::load(&dir, &Default::default()));
+        let state = sandstack::web::WebState::new(
+            store,
+            loader,
+            None,
+            db.with_extension("cassettes"),
+            Vec::new(),
+            None,
+        );
+        TestServer::start(sandstack::web::router(state))
+    };
+    batch("api", "disable_dashboard: true\n");
+    batch("shown", "");
+    let server = serve();
+    let (status, home) = get(&server.url("/"));
+    assert_eq!(status, 200);
+    assert!(home.contains("/batch/shown"), "{home}");
+    assert!(!home.contains("/batch/api"), "{home}");
+    let (status, page) = get(&server.url("/batch/api"));
+    assert_eq!(status, 404);
+    assert!(page.contains("sets disable_dashboard"), "{page}");
+    let (status, anomalies) = get(&server.url("/anomalies"));
+    assert_eq!(status, 200);
+    assert!(!anomalies.contains("latency_ms"), "{anomalies}");
+    drop(server);
+    // The same folder without the key shows the batch and its anomaly.
+    batch("api", "");
+    let server = serve();
+    let (_, home) = get(&server.url("/"));
+    assert!(home.contains("/batch/api"), "{home}");
+    let (_, anomalies) = get(&server.url("/anomalies"));
+    assert!(anomalies.contains("latency_ms"), "{anomalies}");
+}
+
 #[test]
 fn feedback_needs_the_token_when_one_is_set() {
     let tmp = tempfile::tempdir().expect("tmp");
