@@ -124,6 +124,22 @@ pub enum ModelKind {
     Ocsvm,
 }
 
+impl ModelKind {
+    /// The `model_params` sandstack's model takes, by PyOD's names; any
+    /// other is refused at load, so a parameter is never silently ignored.
+    /// `models::TrainedModel::fit` reads exactly these.
+    pub fn params(self) -> &'static [&'static str] {
+        match self {
+            ModelKind::Pca => &["n_components", "contamination"],
+            ModelKind::Knn | ModelKind::Lof => &["n_neighbors", "contamination"],
+            ModelKind::IForest => &["n_estimators", "max_samples", "contamination"],
+            ModelKind::Ecod | ModelKind::Copod | ModelKind::Mad => &["contamination"],
+            ModelKind::Hbos => &["n_bins", "alpha", "tol", "contamination"],
+            ModelKind::Ocsvm => &["nu", "tol", "gamma", "kernel", "contamination"],
+        }
+    }
+}
+
 impl Choice for ModelKind {
     const WHAT: &'static str = "model_name";
     const ALL: &'static [(Self, &'static str)] = &[

@@ -269,6 +269,8 @@ pub(super) fn read_spec(
     let sql = read_templates(&mut r, &schedules);
     let http = HttpPolicy::read(&mut r);
     check_http(&mut r, &http);
+    let train = TrainSettings::read(&mut r);
+    check_model_params(&mut r, &train.model_configs);
     let spec = BatchSpec {
         metric_batch: name.to_string(),
         file: file.to_path_buf(),
@@ -286,7 +288,7 @@ pub(super) fn read_spec(
         schedules,
         limits,
         http,
-        train: TrainSettings::read(&mut r),
+        train,
         score: ScoreSettings::read(&mut r),
         alert: AlertSettings::read(&mut r),
         tholdalert: ThresholdAlertSettings::read(&mut r),
@@ -440,6 +442,36 @@ pub const MAX_INGEST_RETRIES: u64 = 10;
 
 /// What one key cannot say alone: the time range's order and the guest's
 /// address space.
+/// Every `model_params` key is one the model takes: PyOD has more (KNN's
+/// `method`, IForest's `max_features`, ...) that sandstack's models do not
+/// compute, and a batch that sets one must not be trained as if it had.
+fn check_model_params(r: &mut FieldReader, models: &[super::ModelConfig]) {
+    use super::choices::Choice;
+    for (i, m) in models.iter().enumerate() {
+        let takes = m.model_name.params();
+        for key in m
+            .model_params
+            .keys()
+            .filter(|k| !takes.contains(&k.as_str()))
+        {
+            let hint = super::choices::closest(key, takes.iter().copied())
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            r.bad_value(
+                "model_configs",
+                format!(
+                    "model {} (`{}`, {}): model_params.{key} is not a parameter sandstack's {} takes{hint}; it takes {}. Remove it, or pick a model that has it",
+                    i + 1,
+                    m.tag(),
+                    m.model_name.name(),
+                    m.model_name.name(),
+                    takes.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 fn check_limits(r: &mut FieldReader, limits: &SandboxLimits) {
     if limits.timestamp_min_us >= limits.timestamp_max_us {
         r.bad_value(

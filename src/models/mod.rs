@@ -356,6 +356,30 @@ mod tests {
         }
     }
 
+    /// Every parameter the loader lets through (`ModelKind::params`) is one
+    /// `fit` reads: a value it cannot take is refused naming that key.
+    #[test]
+    fn every_parameter_the_loader_accepts_is_read() {
+        let (train, _, _) = data();
+        let one: Vec<Vec<f64>> = train.iter().map(|r| vec![r[0]]).collect();
+        for (kind, name) in <ModelKind as crate::config::Choice>::ALL {
+            for key in kind.params() {
+                let mut c = cfg(name);
+                c.model_params
+                    .insert((*key).into(), serde_json::json!("not a value"));
+                let rows = if *kind == ModelKind::Mad {
+                    &one
+                } else {
+                    &train
+                };
+                match TrainedModel::fit(&c, rows, 1) {
+                    Err(ModelError::BadParam { key: read, .. }) => assert_eq!(read, *key),
+                    other => panic!("{name}: model_params.{key} is not read: {other:?}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn training_is_reproducible_and_errors_are_clear() {
         let (train, _, _) = data();

@@ -382,6 +382,40 @@ fn misspelled_choices_fail_validate_with_a_did_you_mean() {
     }
 }
 
+/// A model parameter sandstack's model does not compute (PyOD's KNN
+/// `method`, a misspelt `n_neighbours`) fails validate, naming the model
+/// and what it takes, instead of training as if it were not there.
+#[test]
+fn model_params_a_model_does_not_take_fail_validate() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        &format!(
+            "{SQL_BATCH}model_configs:\n  - model_name: KNN\n    model_tag: knn_median\n    \
+             model_params: {{method: median, contamination: 0.01}}\n  - model_name: LOF\n    \
+             model_params: {{n_neighbours: 10}}\n"
+        ),
+    );
+    let (code, text) = crate::support::validate(f.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    for expected in [
+        "key `model_configs`: model 1 (`knn_median`, KNN): model_params.method is not a parameter sandstack's KNN takes; it takes n_neighbors, contamination. Remove it, or pick a model that has it",
+        "model 2 (`lof`, LOF): model_params.n_neighbours is not a parameter sandstack's LOF takes (did you mean `n_neighbors`?); it takes n_neighbors, contamination",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // The parameters it does take load.
+    f.write(
+        "b.yaml",
+        &format!(
+            "{SQL_BATCH}model_configs:\n  - model_name: KNN\n    \
+             model_params: {{n_neighbors: 7, contamination: 0.01}}\n"
+        ),
+    );
+    let (code, text) = crate::support::validate(f.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+}
+
 #[test]
 fn a_backfill_widens_the_scoring_window_by_rendering_again() {
     let f = Folder::with_defaults();
