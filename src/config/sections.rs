@@ -27,6 +27,30 @@ impl ModelConfig {
     }
 }
 
+/// Longest model name accepted for `llmalert_model`.
+const MAX_LLM_MODEL_LEN: usize = 200;
+
+/// Whether `model` can name the LLM alert's chat model: printable, at most
+/// 200 characters, and not Anomstack's `random` (a pick among
+/// `ANOMSTACK_LLMALERT_MODELS` per run, which no replay could repeat).
+/// Checked at load for the batch's `llmalert_model` and at run time for
+/// the model the operator's variables name.
+pub fn check_llm_model(model: &str) -> Result<(), String> {
+    if model.len() > MAX_LLM_MODEL_LEN || model.chars().any(char::is_control) {
+        return Err(format!(
+            "llmalert_model must be a model name of at most {MAX_LLM_MODEL_LEN} printable characters"
+        ));
+    }
+    if model.trim().eq_ignore_ascii_case("random") {
+        return Err(
+            "llmalert_model: random (Anomstack's pick among ANOMSTACK_LLMALERT_MODELS) would make runs \
+             unrepeatable; name one model"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// A pandas offset alias (`preprocess_params.freq`) as microseconds: `30s`,
 /// `5min` (or `5T`), `1h` (or `H`), `1D`; None for anything else.
 pub fn freq_micros(freq: &str) -> Option<i64> {

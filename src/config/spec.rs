@@ -271,6 +271,13 @@ pub(super) fn read_spec(
     check_http(&mut r, &http);
     let train = TrainSettings::read(&mut r);
     check_model_params(&mut r, &train.model_configs);
+    let llmalert = LlmAlertSettings::read(&mut r);
+    let llmalert_on = schedules.get(&Job::Llmalert).is_some_and(|s| !s.disabled);
+    if llmalert_on {
+        if let Err(why) = super::sections::check_llm_model(&llmalert.model) {
+            r.bad_value("llmalert_model", why);
+        }
+    }
     let spec = BatchSpec {
         metric_batch: name.to_string(),
         file: file.to_path_buf(),
@@ -293,7 +300,7 @@ pub(super) fn read_spec(
         alert: AlertSettings::read(&mut r),
         tholdalert: ThresholdAlertSettings::read(&mut r),
         change: ChangeSettings::read(&mut r),
-        llmalert: LlmAlertSettings::read(&mut r),
+        llmalert,
         jobs: JobLimits::read(&mut r),
         delete: DeleteSettings::read(&mut r),
         values: r.all_as_json(),

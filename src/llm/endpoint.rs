@@ -138,9 +138,6 @@ pub struct Endpoint {
 #[error("{0}")]
 pub struct NotConfigured(pub String);
 
-/// Longest model name accepted from a batch.
-const MAX_MODEL_LEN: usize = 200;
-
 impl Endpoint {
     /// The endpoint `env` (the operator's variables) and `batch_model`
     /// (`llmalert_model`; empty: the platform's model variable or default)
@@ -195,18 +192,7 @@ impl Endpoint {
             .filter(|m| !m.is_empty())
             .or_else(|| var(platform.model_variable()))
             .unwrap_or_else(|| platform.default_model().to_string());
-        if model.len() > MAX_MODEL_LEN || model.chars().any(char::is_control) {
-            return Err(NotConfigured(format!(
-                "llmalert_model must be a model name of at most {MAX_MODEL_LEN} printable characters"
-            )));
-        }
-        if model.eq_ignore_ascii_case("random") {
-            return Err(NotConfigured(
-                "llmalert_model: random (Anomstack's pick among ANOMSTACK_LLMALERT_MODELS) would make runs \
-                 unrepeatable; name one model"
-                    .into(),
-            ));
-        }
+        crate::config::sections::check_llm_model(&model).map_err(NotConfigured)?;
         Ok(Endpoint {
             platform,
             base_url,

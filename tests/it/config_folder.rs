@@ -416,6 +416,30 @@ fn model_params_a_model_does_not_take_fail_validate() {
     assert_eq!(code, Some(0), "{text}");
 }
 
+/// `llmalert_model: random` (Anomstack's per-run pick) fails validate when
+/// the batch's llmalert runs, rather than every llmalert run failing.
+#[test]
+fn a_random_llm_model_fails_validate_where_llmalert_runs() {
+    let f = Folder::with_defaults();
+    f.write(
+        "b.yaml",
+        &format!("{SQL_BATCH}disable_llmalert: false\nllmalert_model: Random\n"),
+    );
+    let (code, text) = crate::support::validate(f.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("key `llmalert_model`: llmalert_model: random (Anomstack's pick among ANOMSTACK_LLMALERT_MODELS) would make runs unrepeatable; name one model"),
+        "{text}"
+    );
+    // With llmalert off the key is never used.
+    f.write(
+        "b.yaml",
+        &format!("{SQL_BATCH}disable_llmalert: true\nllmalert_model: random\n"),
+    );
+    let (code, text) = crate::support::validate(f.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+}
+
 #[test]
 fn a_backfill_widens_the_scoring_window_by_rendering_again() {
     let f = Folder::with_defaults();
