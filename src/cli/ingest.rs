@@ -120,7 +120,7 @@ pub fn ingest(cli: &Cli, args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for spec in &selected {
         match dispatch::run(spec, &mut store, Job::Ingest, &ctx) {
-            Ok(JobOutcome::Ingested(r)) => print_report(&r, cli, args),
+            Ok(JobOutcome::Ingested(r, ..)) => print_report(&r, cli, args),
             Ok(_) => {}
             Err(e) => {
                 failed += 1;

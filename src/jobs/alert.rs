@@ -44,18 +44,34 @@ fn alert(spec: &BatchSpec, store: &mut Store) -> Result<AlertReport, JobFailure>
         MetricType::Alert,
         &report.alerts,
     )?;
-    report.threshold_alerts = threshold_alerts(spec, store)?;
-    for j in &report.threshold_alerts {
+    report.threshold_alerts = raise_threshold_alerts(spec, store)?;
+    Ok(report)
+}
+
+/// Threshold alerts on the newest values, as Anomstack raises them right
+/// after an ingest stores its rows; the alert job runs this too, for folders
+/// whose batches only alert from it. A breach alerts once: a stored one is
+/// within the snooze of the next check.
+pub fn threshold_run(spec: &BatchSpec, store: &mut Store) -> Result<Vec<Judgement>, AlertError> {
+    raise_threshold_alerts(spec, store).map_err(JobError::of(spec))
+}
+
+fn raise_threshold_alerts(
+    spec: &BatchSpec,
+    store: &mut Store,
+) -> Result<Vec<Judgement>, JobFailure> {
+    let raised = threshold_alerts(spec, store)?;
+    for j in &raised {
         said(spec, MetricType::ThresholdAlert, j);
     }
     write(
         store,
         &spec.table_key,
-        &batch,
+        &spec.metric_batch,
         MetricType::ThresholdAlert,
-        &report.threshold_alerts,
+        &raised,
     )?;
-    Ok(report)
+    Ok(raised)
 }
 
 /// Log an alert or threshold alert the job stores (a backtest's steps

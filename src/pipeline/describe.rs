@@ -22,12 +22,18 @@ pub fn describe(spec: &BatchSpec, outcome: &JobOutcome) -> String {
     let name = &spec.metric_batch;
     let mut out = String::new();
     match outcome {
-        JobOutcome::Ingested(r) => say!(
-            out,
-            "batch {name}: stored {} rows in {}",
-            r.stored,
-            r.table_key
-        ),
+        JobOutcome::Ingested(r, thresholds, _) => {
+            say!(
+                out,
+                "batch {name}: stored {} rows in {}",
+                r.stored,
+                r.table_key
+            );
+            if !thresholds.is_empty() {
+                say!(out, "batch {name}: {} threshold alerts", thresholds.len());
+                judgements(&mut out, thresholds.iter());
+            }
+        }
         JobOutcome::Trained(r) => {
             say!(out, "batch {name}: trained {} models", r.trained.len());
             for (metric, tag, rows) in &r.trained {

@@ -42,6 +42,30 @@ fn timed_out(spec: &BatchSpec, job: Job) -> DispatchError {
     }
 }
 
+/// Threshold alerts right after a live ingest stored rows, as Anomstack
+/// raises them (so a batch with only ingest scheduled, or `disable_alert`,
+/// still gets them). Not for a dry run, nor for a run at a simulated time
+/// (a backfill or a caught-up tick: history is not news). The rows are
+/// stored whatever happens here: a failed check is logged, and the alert
+/// job's next check finds the breach.
+fn thresholds_at_ingest(
+    spec: &BatchSpec,
+    store: &mut Store,
+    ctx: &JobContext<'_>,
+    ingested: &ingest::IngestReport,
+) -> Vec<crate::domain::Judgement> {
+    if ctx.mode.dry_run || ctx.mode.simulated_now_us.is_some() || ingested.stored == 0 {
+        return Vec::new();
+    }
+    match within_limit(spec, Job::Alert, store, |s| alert::threshold_run(spec, s)) {
+        Ok(raised) => raised,
+        Err(e) => {
+            tracing::error!(batch = %spec.metric_batch, error = %e, "threshold alerts after ingest failed; the alert job checks again");
+            Vec::new()
+        }
+    }
+}
+
 /// Run `job` of `spec`, then deliver what it produced (delivery has its own
 /// timeouts). Ingest is bounded by its own `ingest_timeout_s`, the jobs on
 /// stored data by `job_timeout_s`; llmalert keeps its own clock: its time
@@ -76,9 +100,19 @@ fn run_job(
                 cassette: ctx.mode.cassette.clone(),
                 simulated_now_us: ctx.mode.simulated_now_us,
             };
-            ingest::run(spec, store, ctx.sandboxes, ctx.env, opts)
-                .map(JobOutcome::Ingested)
-                .map_err(DispatchError::Ingest)
+            let r = ingest::run(spec, store, ctx.sandboxes, ctx.env, opts)
+                .map_err(DispatchError::Ingest)?;
+            let raised = thresholds_at_ingest(spec, store, ctx, &r);
+            let sent = if raised.is_empty() {
+                NotifyReport::default()
+            } else {
+                let report = alert::AlertReport {
+                    alerts: Vec::new(),
+                    threshold_alerts: raised.clone(),
+                };
+                send(&|c| notify::alerts(spec, store, &report, c))
+            };
+            Ok(JobOutcome::Ingested(Box::new(r), raised, sent))
         }
         Job::Train => Ok(JobOutcome::Trained(within_limit(spec, job, store, |s| {
             train::run(spec, s, base)

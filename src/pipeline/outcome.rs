@@ -13,7 +13,8 @@ use crate::jobs::train::TrainReport;
 /// What a job did.
 #[derive(Debug)]
 pub enum JobOutcome {
-    Ingested(IngestReport),
+    /// The rows stored, and the threshold alerts raised on them and sent.
+    Ingested(Box<IngestReport>, Vec<Judgement>, NotifyReport),
     Trained(TrainReport),
     Scored(ScoreReport),
     Alerted(AlertReport, NotifyReport),
@@ -28,7 +29,7 @@ impl JobOutcome {
     /// The rows (models, scores, judgements, files...) the job produced.
     pub fn rows(&self) -> u64 {
         match self {
-            JobOutcome::Ingested(r) => r.stored as u64,
+            JobOutcome::Ingested(r, ..) => r.stored as u64,
             JobOutcome::Trained(r) => r.trained.len() as u64,
             JobOutcome::Scored(r) => r.scored as u64,
             JobOutcome::Alerted(r, _) => (r.alerts.len() + r.threshold_alerts.len()) as u64,
@@ -43,7 +44,7 @@ impl JobOutcome {
     /// A Python ingest's figures, output and logs.
     pub fn sandbox(&self) -> Option<&SandboxDetails> {
         match self {
-            JobOutcome::Ingested(r) => r.sandbox.as_ref(),
+            JobOutcome::Ingested(r, ..) => r.sandbox.as_ref(),
             _ => None,
         }
     }
@@ -51,7 +52,8 @@ impl JobOutcome {
     /// What was sent, for the jobs that send.
     pub fn sent(&self) -> Option<&NotifyReport> {
         match self {
-            JobOutcome::Alerted(_, s)
+            JobOutcome::Ingested(_, _, s)
+            | JobOutcome::Alerted(_, s)
             | JobOutcome::Changed(_, s)
             | JobOutcome::Summarised(_, s)
             | JobOutcome::LlmAlerted(_, s) => Some(s),

@@ -364,7 +364,7 @@ fn succeeded(spec: &BatchSpec, out: &JobOutcome, cassette_path: Option<String>) 
         notes.push(format!("alert delivery: {}", problems.join("; ")));
     }
     let (cassette, log) = match out {
-        JobOutcome::Ingested(r) => (cassette_path, r.sandbox.as_ref().and_then(|s| s.as_log())),
+        JobOutcome::Ingested(r, ..) => (cassette_path, r.sandbox.as_ref().and_then(|s| s.as_log())),
         JobOutcome::LlmAlerted(r, _) => (
             r.cassette.as_ref().map(|p| p.display().to_string()),
             Some(describe(spec, out)),

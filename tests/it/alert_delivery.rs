@@ -929,3 +929,72 @@ fn an_email_subject_cannot_carry_controls_or_another_header() {
     );
     assert!(!mails[0].contains('\u{1b}') && !mails[0].contains('\u{7}'));
 }
+
+/// Threshold alerts fire right after an ingest stores a breaching value, as
+/// in Anomstack (a batch with only ingest scheduled, or `disable_alert`,
+/// gets them too), are sent once, and the alert job does not raise them
+/// again. A dry run, and an ingest at a simulated time (a backfill), raise
+/// none.
+#[test]
+fn threshold_alerts_fire_at_ingest_once() {
+    use sandstack::config::Job;
+    use sandstack::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
+    let f = Folder::with_defaults();
+    f.write(
+        "b/api.yaml",
+        "metric_batch: api\n\
+         ingest_sql: \"SELECT now() AS metric_timestamp, 'latency_ms' AS metric_name, 42.0 AS metric_value\"\n\
+         disable_alert: true\n\
+         tholdalert_methods: webhook\n\
+         tholdalert_thresholds:\n  latency_ms: {upper: 30}\n",
+    );
+    let spec = f.spec("api", &[]);
+    let mut store = Store::in_memory().expect("store");
+    let (server, got) = receiver();
+    let channels = Channels::from_env(&env(&[(
+        "SANDSTACK_ALERT_WEBHOOK_URL",
+        server.url("/hook"),
+    )]));
+    let dir = tempfile::tempdir().expect("dir");
+    let no_env = BTreeMap::new();
+    let ctx = |mode: RunMode| JobContext {
+        model_base: dir.path(),
+        plot_dir: dir.path(),
+        channels: Some(&channels),
+        env: &no_env,
+        sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        mode,
+    };
+    let thresholds = |out| match out {
+        JobOutcome::Ingested(r, raised, sent) => {
+            assert!(sent.problems().is_empty(), "{:?}", sent.problems());
+            (r.stored, raised.len())
+        }
+        other => panic!("{other:?}"),
+    };
+    let dry = RunMode {
+        dry_run: true,
+        ..RunMode::default()
+    };
+    let out = dispatch::run(&spec, &mut store, Job::Ingest, &ctx(dry)).expect("dry run");
+    assert_eq!(
+        thresholds(out),
+        (0, 0),
+        "a dry run stores nothing and raises nothing"
+    );
+    let back = ctx(RunMode::default());
+    let back = back.at(chrono::Utc::now().timestamp_micros() - 86_400_000_000);
+    let out = dispatch::run(&spec, &mut store, Job::Ingest, &back).expect("backfill");
+    assert_eq!(thresholds(out), (1, 0), "history is not news");
+    let out =
+        dispatch::run(&spec, &mut store, Job::Ingest, &ctx(RunMode::default())).expect("ingest");
+    assert_eq!(thresholds(out), (1, 1), "42 > upper bound 30");
+    let hooks = got.bodies.lock().expect("lock").len();
+    assert_eq!(hooks, 1, "the threshold alert went to the webhook");
+    let report = alert::run(&spec, &mut store).expect("alert job");
+    assert!(
+        report.threshold_alerts.is_empty(),
+        "the alert job does not raise it again: {:?}",
+        report.threshold_alerts
+    );
+}
