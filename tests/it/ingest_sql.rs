@@ -214,3 +214,54 @@ fn cli_ingest_stores_and_dry_run_does_not() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no batch named `nope`"));
 }
+
+/// Anomstack's `example_simple` ingest, as written there: SQLite's
+/// `DATETIME('now')`, which DuckDB lacks, reads the run's clock (the real
+/// one, or a backfill's) as a UTC timestamp.
+#[test]
+fn sqlite_datetime_now_ingests_at_the_runs_clock() {
+    let f = Folder::with_defaults();
+    f.write(
+        "simple.yaml",
+        "metric_batch: simple\n\
+         ingest_sql: >\n  \
+         WITH metric_1 AS (SELECT DATETIME('now') AS metric_timestamp, 'metric_1' AS metric_name, \
+         RANDOM() / 9223372036854775807.0 AS metric_value),\n  \
+         metric_2 AS (SELECT datetime('2026-03-01 10:00:00') AS metric_timestamp, 'metric_2' AS metric_name, \
+         2.0 AS metric_value)\n  \
+         SELECT metric_timestamp, metric_name, metric_value FROM (SELECT * FROM metric_1 UNION ALL SELECT * FROM metric_2);\n",
+    );
+    let spec = f.spec("simple", &[]);
+    let mut store = Store::in_memory().expect("store");
+    let before = chrono::Utc::now().timestamp_micros();
+    let r = run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.stored, 2);
+    let stamps = |store: &Store| -> Vec<i64> {
+        let conn = crate::support::duck(store);
+        let mut q = conn
+            .prepare("SELECT epoch_us(metric_timestamp) FROM metrics WHERE metric_name = 'metric_1' ORDER BY 1")
+            .expect("prepare");
+        q.query_map([], |row| row.get(0))
+            .expect("query")
+            .map(|v| v.expect("row"))
+            .collect()
+    };
+    let now = stamps(&store)[0];
+    assert!(
+        (before - 1_000_000..=chrono::Utc::now().timestamp_micros()).contains(&now),
+        "DATETIME('now') is the run's time in UTC: {now} vs {before}"
+    );
+    let other: i64 = crate::support::duck(&store)
+        .query_row(
+            "SELECT epoch_us(metric_timestamp) FROM metrics WHERE metric_name = 'metric_2'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("metric_2");
+    assert_eq!(other, 1_772_359_200_000_000, "2026-03-01 10:00:00 UTC");
+    // A backfill's clock.
+    let at = 1_700_000_000_000_000;
+    store.set_clock(Some(at));
+    run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(stamps(&store).contains(&at), "{:?}", stamps(&store));
+}

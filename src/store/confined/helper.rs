@@ -51,6 +51,7 @@ fn serve_on(input: &mut impl Read, output: &mut impl Write) -> Result<(), String
     if let Some(us) = header.now_us {
         set_clock(&conn, us)?;
     }
+    sqlite_functions(&conn)?;
     let expected = match header.mode {
         Mode::Query => StatementKind::Select,
         Mode::Delete => StatementKind::Delete,
@@ -84,6 +85,20 @@ fn set_clock(conn: &Connection, now_us: i64) -> Result<(), String> {
     }
     conn.execute_batch(&sql)
         .map_err(|e| format!("setting the clock: {e}"))
+}
+
+/// SQLite's functions that Anomstack's examples call and DuckDB lacks, as
+/// macros of this scratch database (after the clock's, so they read it):
+/// `DATETIME('now')` is the clock's time in UTC, `DATETIME(text)` that
+/// text as a timestamp (NULL if it is not one, which ingest then refuses
+/// naming the column). Anomstack's `example_simple` uses the first; its
+/// own translation to DuckDB fails on it.
+fn sqlite_functions(conn: &Connection) -> Result<(), String> {
+    conn.execute_batch(
+        "CREATE MACRO datetime(t) AS CASE WHEN lower(CAST(t AS VARCHAR)) = 'now' \
+         THEN make_timestamp(epoch_us(now())) ELSE TRY_CAST(t AS TIMESTAMP) END;",
+    )
+    .map_err(|e| format!("defining SQLite's functions: {e}"))
 }
 
 /// DuckDB's functions that read the clock, and what each returns (a cast
