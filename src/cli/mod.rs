@@ -258,9 +258,10 @@ pub enum BenchCommand {
     },
     /// DuckDB (a scratch file) and PostgreSQL side by side: synthetic metrics rows appended (rows/s, one writer and
     /// --workers at once) beside the engine inserting as many rows it makes itself; the scheduler's claim latency and
-    /// ticks/s with one worker and with --workers claiming every tick; the reads the jobs make. PostgreSQL is
-    /// measured when --db is a postgres:// URL (in a scratch schema `sandstack_bench`, dropped at the end) or with
-    /// --temp-postgres; a DuckDB --db is never written.
+    /// ticks/s with one worker and with --workers claiming every tick; the claims a fleet keeps over --ticks ticks a
+    /// second apart, pruned as its workers prune them; the reads the jobs make. PostgreSQL is measured when --db is a
+    /// postgres:// URL (in a scratch schema `sandstack_bench`, dropped at the end, with the bench's claims and runs,
+    /// batches `sandstack_bench_*`) or with --temp-postgres; a DuckDB --db is never written.
     Store {
         /// Rows to append in all.
         #[arg(long, default_value_t = 1_000_000)]

@@ -24,7 +24,10 @@ use super::Done;
 use crate::store::{Claim, RunStatus, Store, StoreError, WorkerInfo};
 
 /// How long claims are kept after their tick (runs are in the history).
-const KEEP_TICKS: Duration = Duration::from_secs(86_400);
+pub const KEEP_TICKS: Duration = Duration::from_secs(86_400);
+
+/// How often a worker forgets the claims older than [`KEEP_TICKS`].
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Fleet {
     store: Mutex<Store>,
@@ -153,7 +156,7 @@ impl Fleet {
         let taken_over = store.take_over_expired(&self.worker)?;
         let paused = store.paused_batches()?;
         let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+        if last.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             *last = Some(Instant::now());
             match store.prune_ticks(KEEP_TICKS) {
                 Ok(0) => {}

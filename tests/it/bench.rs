@@ -5,10 +5,16 @@
 use crate::support::repo;
 
 fn bench(args: &[&str]) -> String {
+    bench_with(&[], args)
+}
+
+/// `sandstack GLOBAL... bench ARGS...` in an empty working directory.
+fn bench_with(global: &[&std::ffi::OsStr], args: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandstack"))
         .arg("--metrics")
         .arg(repo().join("metrics"))
+        .args(global)
         .arg("bench")
         .args(args)
         .current_dir(dir.path())
@@ -102,6 +108,11 @@ fn bench_store_puts_postgresql_beside_duckdb() {
     let text = bench(&[STORE_TOY, &["--temp-postgres"]].concat());
     assert!(
         text.contains("PostgreSQL (throwaway, loopback, fsync on)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("claims kept over 50 ticks a second apart")
+            && text.contains("at most 50, 50 at the end"),
         "{text}"
     );
     for label in [
@@ -251,4 +262,54 @@ fn bench_detect_shows_a_hostile_model_tag_as_text() {
         assert!(!line.starts_with("error:"), "forged: {line}");
         assert!(!line.contains(['\x1b', '\x07', '\r']), "raw: {line:?}");
     }
+}
+
+/// Against a database that is in use, `bench store` leaves its rows
+/// nowhere: its scratch schema, its claims and its runs go at the end, and
+/// the database's own claims and runs stay.
+#[test]
+fn bench_store_leaves_a_used_postgresql_as_it_found_it() {
+    use sandstack::store::pg::cluster::TempCluster;
+    let cluster = TempCluster::start().expect("a PostgreSQL cluster (scripts/install-deps)");
+    let store = sandstack::store::Store::open(std::path::Path::new(&cluster.url)).expect("open");
+    let mine = chrono::Utc::now().timestamp_micros();
+    assert_eq!(
+        store
+            .claim_tick(
+                "w",
+                "bench_like_a_user",
+                "ingest",
+                mine,
+                std::time::Duration::from_secs(60)
+            )
+            .expect("claim"),
+        sandstack::store::Claim::Mine
+    );
+    drop(store);
+    let count = |sql: &str| -> i64 {
+        let mut pg = postgres::Client::connect(&cluster.url, postgres::NoTls).expect("connect");
+        pg.query_one(sql, &[]).expect("count").get(0)
+    };
+    let (ticks, runs) = (
+        count("SELECT count(*) FROM sandstack_ticks"),
+        count("SELECT count(*) FROM sandstack_runs"),
+    );
+    assert_eq!(ticks, 1);
+    let db = std::ffi::OsString::from(&cluster.url);
+    let text = bench_with(&["--db".as_ref(), db.as_os_str()], STORE_TOY);
+    assert!(text.contains("claims kept over 50 ticks"), "{text}");
+    assert_eq!(
+        count("SELECT count(*) FROM sandstack_ticks"),
+        ticks,
+        "claims left"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM sandstack_runs"),
+        runs,
+        "runs left"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'sandstack_bench'"),
+        0
+    );
 }

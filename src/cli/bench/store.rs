@@ -40,7 +40,10 @@ pub struct Options {
     pub workers: usize,
 }
 
-const BATCH: &str = "bench_store";
+/// Every batch the bench writes starts with this, so its claims and runs
+/// can be told from a real database's own and removed at the end.
+const BENCH: &str = "sandstack_bench_";
+const BATCH: &str = "sandstack_bench_store";
 const LEASE: Duration = Duration::from_secs(60);
 
 /// One engine's column of the table.
@@ -112,17 +115,15 @@ pub fn store(opts: &Options) -> anyhow::Result<ExitCode> {
             &batches,
             opts,
         );
-        // The scratch schema goes whatever happened.
+        // The scratch schema, the claims and the runs go whatever happened.
         if let Ok(pg) = Store::open(std::path::Path::new(url)) {
             if let Some(p) = pg.backend::<PgStore>() {
                 let _ = p.drop_schema("sandstack_bench");
-                let _ = pg.prune_runs(
-                    crate::store::Retention {
-                        max_age_days: 0,
-                        max_rows: u64::MAX,
-                    },
-                    0,
-                );
+                if let Err(e) = p.forget_batches(BENCH) {
+                    eprintln!(
+                        "warning: the bench's claims and runs ({BENCH}*) were not removed: {e}"
+                    );
+                }
             }
         }
         columns.push(column?);
@@ -220,10 +221,16 @@ fn ticks(col: &mut Column, store: &Store, opts: &Options) -> anyhow::Result<()> 
     for i in 0..ticks {
         let t = Instant::now();
         let at = base + i as i64 * 1_000;
-        tick(store, "bench-w0", i, at)?;
+        tick(store, "sandstack-bench-w0", i, at)?;
         one.push(t.elapsed());
         let t = Instant::now();
-        store.claim_tick("bench-w0", "bench_claims", "ingest", at, LEASE)?;
+        store.claim_tick(
+            "sandstack-bench-w0",
+            "sandstack_bench_claims",
+            "ingest",
+            at,
+            LEASE,
+        )?;
         claim_only.push(t.elapsed());
     }
     let took = start.elapsed();
@@ -271,6 +278,46 @@ fn ticks(col: &mut Column, store: &Store, opts: &Options) -> anyhow::Result<()> 
     if n > 1 && shared {
         contended_ticks(col, store, n, ticks, base - (ticks as i64) * 10_000_000)?;
     }
+    match store.backend::<PgStore>() {
+        Some(pg) => claims_kept(col, store, pg, ticks)?,
+        None => col.add(
+            &format!("claims kept over {ticks} ticks a second apart"),
+            "none: one process holds the file".into(),
+        ),
+    }
+    Ok(())
+}
+
+/// The claims table of a fleet over `ticks` ticks a second apart, ending
+/// now, forgotten as a worker forgets them (every [`PRUNE_EVERY`] of
+/// ticks, those older than [`KEEP_TICKS`]): it holds at most a day's
+/// ticks and the ones since the last pruning, however long the fleet runs.
+fn claims_kept(col: &mut Column, store: &Store, pg: &PgStore, ticks: usize) -> anyhow::Result<()> {
+    use crate::scheduler::fleet::{KEEP_TICKS, PRUNE_EVERY};
+    const WHOSE: &str = "sandstack_bench_fleet";
+    let now = chrono::Utc::now().timestamp_micros();
+    let every = PRUNE_EVERY.as_secs() as usize;
+    let mut most = 0;
+    for i in 0..ticks {
+        let at = now - (ticks - i) as i64 * 1_000_000;
+        if store.claim_tick("sandstack-bench-w0", WHOSE, "ingest", at, LEASE)? == Claim::Mine {
+            store.finish_tick("sandstack-bench-w0", WHOSE, "ingest", at)?;
+        }
+        if (i + 1) % every == 0 || i + 1 == ticks {
+            most = most.max(pg.claims_of(WHOSE)?);
+            store.prune_ticks(KEEP_TICKS)?;
+        }
+    }
+    let kept = pg.claims_of(WHOSE)?;
+    col.add(
+        &format!("claims kept over {ticks} ticks a second apart"),
+        format!(
+            "at most {most}, {kept} at the end (pruned every {}s of ticks, keeping {}s; a day is {} ticks)",
+            PRUNE_EVERY.as_secs(),
+            KEEP_TICKS.as_secs(),
+            KEEP_TICKS.as_secs()
+        ),
+    );
     Ok(())
 }
 
@@ -286,7 +333,7 @@ fn contended_ticks(
     let took = in_parallel(store, n, |s, k| {
         for i in 0..ticks {
             let at = base + i as i64 * 1_000;
-            if tick(&s, &format!("bench-w{k}"), i, at)? {
+            if tick(&s, &format!("sandstack-bench-w{k}"), i, at)? {
                 won.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -312,7 +359,7 @@ fn sum(d: &[Duration]) -> f64 {
 /// claim ended (as the scheduler does).
 /// Returns whether this worker ran it.
 fn tick(store: &Store, worker: &str, i: usize, at: i64) -> anyhow::Result<bool> {
-    let batch = format!("bench_{}", i % 50);
+    let batch = format!("{BENCH}{}", i % 50);
     if store.claim_tick(worker, &batch, "ingest", at, LEASE)? != Claim::Mine {
         return Ok(false);
     }
@@ -410,7 +457,7 @@ fn reads(col: &mut Column, store: &Store, table: &TableKey, metrics: usize) -> a
     let t = Instant::now();
     store.query_batch_sql(
         table,
-        "bench_no_rows",
+        "sandstack_bench_no_rows",
         "SELECT 1 AS x",
         ResultCaps::TEMPLATE,
     )?;

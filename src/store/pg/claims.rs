@@ -266,3 +266,41 @@ impl FleetStore for PgStore {
             .map_err(pg_err("pruning sandstack_ticks"))
     }
 }
+
+/// What `sandstack bench store` leaves behind, and how it reads the claims
+/// table; not part of the fleet's protocol.
+impl PgStore {
+    /// Rows in `sandstack_ticks` for batches whose names start with
+    /// `prefix`.
+    pub fn claims_of(&self, prefix: &str) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()?
+            .query_one(
+                "SELECT count(*) FROM sandstack_ticks WHERE starts_with(batch, $1)",
+                &[&prefix],
+            )
+            .map_err(pg_err("counting claims in sandstack_ticks"))?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    /// Remove the claims and runs of batches whose names start with
+    /// `prefix` (a bench's own, in a database that may be in use).
+    pub fn forget_batches(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn
+            .transaction()
+            .map_err(pg_err("starting a transaction"))?;
+        let mut n = 0;
+        for table in ["sandstack_ticks", "sandstack_runs"] {
+            n += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE starts_with(batch, $1)"),
+                    &[&prefix],
+                )
+                .map_err(pg_err(format!("removing the bench's rows from {table}")))?;
+        }
+        tx.commit().map_err(pg_err("committing"))?;
+        Ok(n)
+    }
+}
