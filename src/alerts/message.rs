@@ -59,6 +59,16 @@ pub struct AlertFacts {
     pub driver: Option<crate::domain::Driver>,
 }
 
+/// One failed run, for [`Message::failed_run`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunFailure<'a> {
+    pub batch: &'a str,
+    pub job: &'a str,
+    pub run_id: i64,
+    pub error: &'a str,
+    pub cassette: Option<&'a str>,
+}
+
 /// A failure streak, for [`Message::failing`].
 #[derive(Debug, Clone)]
 pub struct FailureFacts<'a> {
@@ -204,6 +214,31 @@ impl Message {
                 f.job, f.batch, f.failures, f.run_id, f.error, f.run_id
             ),
             fields: json!({"kind": "failure", "batch": f.batch, "job": f.job, "failures": f.failures,
+                           "run_id": f.run_id, "error": f.error, "cassette": f.cassette}),
+            plot: None,
+        }
+    }
+
+    /// One failed run, for Anomstack's failure e-mail (every failed run,
+    /// where `failing` tells of a streak once).
+    pub fn failed_run(f: &RunFailure<'_>) -> Message {
+        let replay = f
+            .cassette
+            .map(|c| {
+                format!(
+                    "\nreplay it: sandstack {} {} --replay {c}\n",
+                    f.job, f.batch
+                )
+            })
+            .unwrap_or_default();
+        Message {
+            kind: Kind::Failure,
+            subject: format!("[sandstack] run failed: {} / {} (run {})", f.batch, f.job, f.run_id),
+            text: format!(
+                "Run {} of the {} job of batch {} failed.\n\nerror:\n{}\n{replay}\nsandstack runs --show {} has its log.\n",
+                f.run_id, f.job, f.batch, f.error, f.run_id
+            ),
+            fields: json!({"kind": "failure", "batch": f.batch, "job": f.job, "failures": 1,
                            "run_id": f.run_id, "error": f.error, "cassette": f.cassette}),
             plot: None,
         }

@@ -202,6 +202,25 @@ pub fn deliver(channels: &Channels, methods: &[AlertMethod], message: &Message) 
     out
 }
 
+/// Send `message` (a failed run) by Anomstack's failure e-mail, when the
+/// operator set it up; None when not.
+pub fn deliver_failure_email(channels: &Channels, message: &Message) -> Option<Delivery> {
+    let d = match (
+        &channels.failure_email,
+        channels.problems.get(settings::FAILURE_PROBLEM),
+    ) {
+        (_, Some(why)) => Delivery {
+            channel: settings::FAILURE_PROBLEM.into(),
+            outcome: Outcome::NotConfigured(why.clone()),
+            attempts: 0,
+        },
+        (Some(email), None) => send_with_retries(email, message, channels.retry),
+        (None, None) => return None,
+    };
+    crate::telemetry::global().delivered(&d.channel, d.outcome == Outcome::Sent);
+    Some(d)
+}
+
 /// One HTTP send from a plain thread (delivery threads are not inside the
 /// scheduler's runtime), on the process's outbound runtime.
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, SendError> {
@@ -210,6 +229,41 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, SendEr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failure_email_half_set_up_says_what_is_missing() {
+        let env: std::collections::BTreeMap<String, String> = [(
+            "ANOMSTACK_FAILURE_EMAIL_TO".to_string(),
+            "ops@example.test".to_string(),
+        )]
+        .into();
+        let c = Channels::from_env(&env);
+        let d = deliver_failure_email(
+            &c,
+            &Message::failed_run(&message::RunFailure {
+                batch: "b",
+                job: "ingest",
+                run_id: 1,
+                error: "boom",
+                cassette: None,
+            }),
+        )
+        .expect("a delivery");
+        match d.outcome {
+            Outcome::NotConfigured(why) => {
+                assert!(
+                    why.contains("ANOMSTACK_FAILURE_EMAIL_FROM, _TO and _SMTP_HOST"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(deliver_failure_email(
+            &Channels::default(),
+            &Message::recovered("b", "ingest", 1, 1)
+        )
+        .is_none());
+    }
+
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;

@@ -20,6 +20,10 @@ pub struct Channels {
     /// webhook: it carries the plot.
     pub slack_api: Option<SlackApiChannel>,
     pub webhook: Option<WebhookChannel>,
+    /// Anomstack's failure e-mail (`ANOMSTACK_FAILURE_EMAIL_*`, each
+    /// falling back to its `ANOMSTACK_ALERT_EMAIL_*`): every failed run,
+    /// when the operator sets one of its variables.
+    pub failure_email: Option<EmailChannel>,
     pub retry: RetryPolicy,
     /// Settings that were present but wrong, reported when the channel is
     /// used.
@@ -34,6 +38,7 @@ impl std::fmt::Debug for Channels {
             .field("slack", &self.slack.is_some())
             .field("slack_api", &self.slack_api.is_some())
             .field("webhook", &self.webhook.is_some())
+            .field("failure_email", &self.failure_email.is_some())
             .field("retry", &self.retry)
             .finish()
     }
@@ -46,10 +51,27 @@ fn get<'a>(env: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
 impl Channels {
     pub fn from_env(env: &BTreeMap<String, String>) -> Channels {
         let mut c = Channels::default();
-        match email(env) {
+        match email(env, "ALERT") {
             Ok(e) => c.email = e,
             Err(why) => {
                 c.problems.insert("email", why);
+            }
+        }
+        if env.keys().any(|k| k.starts_with(FAILURE_EMAIL)) {
+            match email(env, "FAILURE") {
+                Ok(Some(e)) => c.failure_email = Some(e),
+                Ok(None) => {
+                    c.problems.insert(
+                        FAILURE_PROBLEM,
+                        "ANOMSTACK_FAILURE_EMAIL_* is set, but not a sender, a recipient and an SMTP host: set \
+                         ANOMSTACK_FAILURE_EMAIL_FROM, _TO and _SMTP_HOST (or their ANOMSTACK_ALERT_EMAIL_* \
+                         fallbacks)"
+                            .into(),
+                    );
+                }
+                Err(why) => {
+                    c.problems.insert(FAILURE_PROBLEM, why);
+                }
             }
         }
         match (
@@ -124,18 +146,31 @@ impl Channels {
     }
 }
 
-fn email(env: &BTreeMap<String, String>) -> Result<Option<EmailChannel>, String> {
-    let (Some(from), Some(to), Some(host)) = (
-        get(env, "ANOMSTACK_ALERT_EMAIL_FROM"),
-        get(env, "ANOMSTACK_ALERT_EMAIL_TO"),
-        get(env, "ANOMSTACK_ALERT_EMAIL_SMTP_HOST"),
-    ) else {
+const FAILURE_EMAIL: &str = "ANOMSTACK_FAILURE_EMAIL_";
+
+/// The key of a bad failure e-mail setting in [`Channels::problems`].
+pub const FAILURE_PROBLEM: &str = "failure email";
+
+/// The e-mail channel of `ANOMSTACK_{kind}_EMAIL_*` (kind ALERT or
+/// FAILURE; a FAILURE variable that is unset falls back to its ALERT one,
+/// as Anomstack's failure sensor reads them).
+fn email(env: &BTreeMap<String, String>, kind: &str) -> Result<Option<EmailChannel>, String> {
+    let var = |what: &str| {
+        let own = format!("ANOMSTACK_{kind}_EMAIL_{what}");
+        get(env, &own).map(|v| (own, v)).or_else(|| {
+            let alert = format!("ANOMSTACK_ALERT_EMAIL_{what}");
+            get(env, &alert).map(|v| (alert, v))
+        })
+    };
+    let (Some((_, from)), Some((_, to)), Some((_, host))) =
+        (var("FROM"), var("TO"), var("SMTP_HOST"))
+    else {
         return Ok(None);
     };
-    let port = match get(env, "ANOMSTACK_ALERT_EMAIL_SMTP_PORT") {
-        Some(p) => p.parse::<u16>().map_err(|_| {
-            format!("ANOMSTACK_ALERT_EMAIL_SMTP_PORT must be a port number, found `{p}`")
-        })?,
+    let port = match var("SMTP_PORT") {
+        Some((name, p)) => p
+            .parse::<u16>()
+            .map_err(|_| format!("{name} must be a port number, found `{p}`"))?,
         None => 587,
     };
     let security = match get(env, "SANDSTACK_ALERT_EMAIL_SECURITY") {
@@ -143,6 +178,6 @@ fn email(env: &BTreeMap<String, String>) -> Result<Option<EmailChannel>, String>
         None if port == 465 => Security::Tls,
         None => Security::StartTls,
     };
-    let password = get(env, "ANOMSTACK_ALERT_EMAIL_PASSWORD").map(str::to_string);
+    let password = var("PASSWORD").map(|(_, p)| p.to_string());
     EmailChannel::new(from, to, host, port, security, password).map(Some)
 }

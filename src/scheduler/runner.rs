@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use crate::alerts::message::{FailureFacts, Message};
-use crate::alerts::{deliver, Channels, Outcome};
+use crate::alerts::message::{FailureFacts, Message, RunFailure};
+use crate::alerts::{deliver, deliver_failure_email, Channels, Outcome};
 use crate::cassette::RecordMode;
 use crate::config::{BatchSpec, Job};
 use crate::jobs::ingest::{recording::CassetteOptions, SandboxSource};
@@ -272,11 +272,26 @@ impl StoreRunner {
 }
 
 impl JobRunner for StoreRunner {
-    /// Tell `alert_methods` when a job starts failing in a row and when it
-    /// recovers.
+    /// Tell Anomstack's failure e-mail of every failed run (when the
+    /// operator set it up), and `alert_methods` when a job starts failing
+    /// in a row and when it recovers.
     fn finished(&self, t: &RunTicket, record: &RunRecord) {
         let spec = &t.spec;
         let job = t.job.name();
+        if counts(record.status) == Some(true) {
+            let message = Message::failed_run(&RunFailure {
+                batch: &spec.metric_batch,
+                job,
+                run_id: record.run_id,
+                error: record.error.as_deref().unwrap_or("(no error recorded)"),
+                cassette: record.cassette.as_deref(),
+            });
+            if let Some(d) = deliver_failure_email(&self.channels, &message) {
+                if d.outcome != Outcome::Sent {
+                    tracing::warn!(subject = %message.subject, outcome = ?d.outcome, "failure e-mail not delivered");
+                }
+            }
+        }
         let threshold = spec.alert.on_failure_n.min(u32::MAX as u64) as u32;
         let notice = self.streaks.observe(
             (spec.metric_batch.clone(), job.to_string()),

@@ -406,6 +406,7 @@ fn three_failures_in_a_row_send_one_alert_and_the_recovery_one_more() {
             }),
         );
     let server = crate::support::TestServer::start(app);
+    let sink = crate::support::SmtpSink::start();
     let f = Folder::with_defaults();
     f.write("b/src.py", &fetching_batch("src", &server.url("/source")));
     f.write(
@@ -417,10 +418,21 @@ fn three_failures_in_a_row_send_one_alert_and_the_recovery_one_more() {
     let tmp = tempfile::tempdir().expect("tmp");
     let db = tmp.path().join("src.duckdb");
     let hook = server.url("/hook");
+    let port = sink.addr.port().to_string();
+    // Anomstack's failure e-mail: its own recipient, the rest from the
+    // alert e-mail's variables.
     let (mut daemon, url) = crate::support::start_sandstack_with(
         f.path(),
         &db,
-        &[("SANDSTACK_ALERT_WEBHOOK_URL", &hook)],
+        &[
+            ("SANDSTACK_ALERT_WEBHOOK_URL", &hook),
+            ("ANOMSTACK_FAILURE_EMAIL_TO", "ops@example.test"),
+            ("ANOMSTACK_ALERT_EMAIL_FROM", "sandstack@example.test"),
+            ("ANOMSTACK_ALERT_EMAIL_TO", "oncall@example.test"),
+            ("ANOMSTACK_ALERT_EMAIL_SMTP_HOST", "127.0.0.1"),
+            ("ANOMSTACK_ALERT_EMAIL_SMTP_PORT", &port),
+            ("SANDSTACK_ALERT_EMAIL_SECURITY", "plain"),
+        ],
     );
     wait_for_ingests(&url, "src", 3.0);
     terminate(&daemon);
@@ -453,6 +465,17 @@ fn three_failures_in_a_row_send_one_alert_and_the_recovery_one_more() {
         "{failure}"
     );
     assert_eq!(got[1]["failures"].as_u64(), Some(3));
+    // One e-mail per failed run, to the failure recipient only.
+    let mails = sink.messages.lock().expect("lock").clone();
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    for m in &mails {
+        assert!(m.contains("run failed: src / ingest"), "{m}");
+        assert!(
+            m.contains("ops@example.test") && !m.contains("oncall@example.test"),
+            "{m}"
+        );
+        assert!(m.contains("500 Server Error"), "{m}");
+    }
 }
 
 /// Scheduled ingest runs of batch `ctl` so far, through the API.
