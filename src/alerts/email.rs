@@ -1,12 +1,15 @@
 //! The `email` channel: SMTP through lettre, with implicit TLS, STARTTLS,
-//! or plain (local relays and test sinks only), the plot attached as a PNG.
-//! The subject goes through `escape::email_header` and the body through
-//! `escape::email_body`: both can carry a batch's text.
+//! or plain (local relays and test sinks only). A message is a plain-text
+//! body and, as Anomstack sends, an HTML one with the plot shown inline
+//! (a PNG part the HTML names by Content-ID). The subject goes through
+//! `escape::email_header`, the plain body through `escape::email_body` and
+//! every text in the HTML through `escape::html`: all can carry a batch's
+//! text.
 
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{SmtpTransport, Transport};
 
@@ -87,6 +90,26 @@ impl EmailChannel {
     }
 }
 
+/// The Content-ID of the plot's part, which the HTML body shows.
+const PLOT_ID: &str = "plot";
+
+/// The HTML body: the subject as a heading, the text as preformatted
+/// lines, the plot below. Every text is escaped; nothing from the message
+/// is markup.
+fn html_body(m: &Message) -> String {
+    let plot = if m.plot.is_some() {
+        format!("<p><img src=\"cid:{PLOT_ID}\" alt=\"the metric's plot\" style=\"max-width:100%\"></p>\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "<!doctype html>\n<html><body style=\"font-family:sans-serif\">\n<h3>{}</h3>\n\
+         <pre style=\"white-space:pre-wrap;font-family:inherit\">{}</pre>\n{plot}</body></html>\n",
+        escape::html(&escape::email_header(&m.subject)),
+        escape::html(&m.text)
+    )
+}
+
 impl Channel for EmailChannel {
     fn name(&self) -> &'static str {
         "email"
@@ -99,13 +122,18 @@ impl Channel for EmailChannel {
         for to in &self.to {
             b = b.to(to.clone());
         }
-        let mut body =
-            MultiPart::mixed().singlepart(SinglePart::plain(escape::email_body(&m.text)));
-        if let Some(p) = &m.plot {
-            let png =
-                ContentType::parse("image/png").map_err(|e| SendError::permanent(e.to_string()))?;
-            body = body.singlepart(Attachment::new(p.filename.clone()).body(p.png.clone(), png));
-        }
+        let text = MultiPart::alternative_plain_html(escape::email_body(&m.text), html_body(m));
+        let body = match &m.plot {
+            None => text,
+            Some(p) => {
+                let png = ContentType::parse("image/png")
+                    .map_err(|e| SendError::permanent(e.to_string()))?;
+                MultiPart::related().multipart(text).singlepart(
+                    Attachment::new_inline_with_name(PLOT_ID.into(), p.filename.clone())
+                        .body(p.png.clone(), png),
+                )
+            }
+        };
         let mail = b
             .multipart(body)
             .map_err(|e| SendError::permanent(format!("building the e-mail: {e}")))?;

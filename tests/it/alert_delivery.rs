@@ -222,6 +222,13 @@ fn an_anomaly_reaches_every_channel_with_its_plot() {
     }
     assert!(mail.contains("filename=\"api_latency_ms.png\""), "{mail}");
     assert_png(&attached_png(mail));
+    // Anomstack's HTML body too, the plot shown inline by its Content-ID.
+    let html = html_text(mail);
+    assert!(
+        html.contains("metric: latency_ms") && html.contains("<img src=\"cid:plot\""),
+        "{html}"
+    );
+    assert!(mail.contains("Content-ID: <plot>"), "{mail}");
 
     let bodies = got.bodies.lock().expect("lock").clone();
     let slack: Vec<_> = bodies.iter().filter(|(c, _, _)| c == "slack").collect();
@@ -760,6 +767,12 @@ fn plain_text(raw: &str) -> String {
     text.replace("\r\n", "\n")
 }
 
+/// The text/html part's body of a raw e-mail, decoded.
+fn html_text(raw: &str) -> String {
+    let at = raw.find("Content-Type: text/html").expect("an HTML part");
+    plain_text(&raw[at..].replacen("Content-Type: text/html", "Content-Type: text/plain", 1))
+}
+
 /// Quoted-printable decoded: soft line breaks joined, `=XX` as its byte.
 fn quoted_printable(text: &str) -> String {
     let joined = text.replace("=\r\n", "");
@@ -826,6 +839,12 @@ fn a_metric_named_like_a_slack_mention_reaches_slack_and_email_as_text() {
         format!("[sandstack] threshold breached: api / {MENTION} at {when}"),
         "plain text in an e-mail header: nothing to escape but controls"
     );
+    // In the HTML body the name is text, never markup.
+    let html = html_text(&mails[0]);
+    assert!(html.contains("&lt;!channel&gt;"), "{html}");
+    for live in ["<!channel", "<https", "\u{1b}"] {
+        assert!(!html.contains(live), "{live:?} in the HTML body: {html}");
+    }
 }
 
 #[test]
