@@ -47,9 +47,11 @@ pub struct EmailChannel {
 }
 
 impl EmailChannel {
+    /// `from` and `to` are (variable, value): an error names the variable
+    /// the value came from.
     pub fn new(
-        from: &str,
-        to: &str,
+        (from_var, from): (&str, &str),
+        (to_var, to): (&str, &str),
         host: &str,
         port: u16,
         security: Security,
@@ -57,18 +59,18 @@ impl EmailChannel {
     ) -> Result<Self, String> {
         let from: Mailbox = from
             .parse()
-            .map_err(|e| format!("ANOMSTACK_ALERT_EMAIL_FROM `{from}` is not an address: {e}"))?;
+            .map_err(|e| format!("{from_var} `{from}` is not an address: {e}"))?;
         let to = to
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(|t| {
                 t.parse::<Mailbox>()
-                    .map_err(|e| format!("ANOMSTACK_ALERT_EMAIL_TO: `{t}` is not an address: {e}"))
+                    .map_err(|e| format!("{to_var}: `{t}` is not an address: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if to.is_empty() {
-            return Err("ANOMSTACK_ALERT_EMAIL_TO names no address".into());
+            return Err(format!("{to_var} names no address"));
         }
         let builder = match security {
             Security::Tls => SmtpTransport::relay(host),

@@ -264,6 +264,41 @@ mod tests {
         .is_none());
     }
 
+    #[test]
+    fn failure_email_variables_left_empty_are_unset_and_errors_name_the_one_used() {
+        let env = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let alert = [
+            ("ANOMSTACK_ALERT_EMAIL_FROM", "sandstack@example.test"),
+            ("ANOMSTACK_ALERT_EMAIL_TO", "oncall@example.test"),
+            ("ANOMSTACK_ALERT_EMAIL_SMTP_HOST", "127.0.0.1"),
+        ];
+        // As in Anomstack's example environment file: present, empty.
+        let c = Channels::from_env(&env(
+            &[&alert[..], &[("ANOMSTACK_FAILURE_EMAIL_TO", " ")]].concat()
+        ));
+        assert!(
+            c.failure_email.is_none() && c.problems.is_empty(),
+            "{:?}",
+            c.problems
+        );
+        let c = Channels::from_env(&env(&[
+            &alert[..],
+            &[("ANOMSTACK_FAILURE_EMAIL_TO", "not an address")],
+        ]
+        .concat()));
+        let why = &c.problems[settings::FAILURE_PROBLEM];
+        assert!(
+            why.starts_with("ANOMSTACK_FAILURE_EMAIL_TO: `not an address`"),
+            "{why}"
+        );
+        assert!(c.email.is_some(), "the alert e-mail is not affected");
+    }
+
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;

@@ -57,7 +57,12 @@ impl Channels {
                 c.problems.insert("email", why);
             }
         }
-        if env.keys().any(|k| k.starts_with(FAILURE_EMAIL)) {
+        // Set means set to something: Anomstack's example environment file
+        // carries these variables empty.
+        if env
+            .iter()
+            .any(|(k, v)| k.starts_with(FAILURE_EMAIL) && !v.trim().is_empty())
+        {
             match email(env, "FAILURE") {
                 Ok(Some(e)) => c.failure_email = Some(e),
                 Ok(None) => {
@@ -162,8 +167,7 @@ fn email(env: &BTreeMap<String, String>, kind: &str) -> Result<Option<EmailChann
             get(env, &alert).map(|v| (alert, v))
         })
     };
-    let (Some((_, from)), Some((_, to)), Some((_, host))) =
-        (var("FROM"), var("TO"), var("SMTP_HOST"))
+    let (Some(from), Some(to), Some((host_var, host))) = (var("FROM"), var("TO"), var("SMTP_HOST"))
     else {
         return Ok(None);
     };
@@ -178,6 +182,19 @@ fn email(env: &BTreeMap<String, String>, kind: &str) -> Result<Option<EmailChann
         None if port == 465 => Security::Tls,
         None => Security::StartTls,
     };
-    let password = var("PASSWORD").map(|(_, p)| p.to_string());
-    EmailChannel::new(from, to, host, port, security, password).map(Some)
+    // The alert e-mail's password goes only to the alert e-mail's server.
+    let own_host = host_var != "ANOMSTACK_ALERT_EMAIL_SMTP_HOST";
+    let password = match var("PASSWORD") {
+        Some((name, _)) if own_host && name == "ANOMSTACK_ALERT_EMAIL_PASSWORD" => None,
+        p => p.map(|(_, p)| p.to_string()),
+    };
+    EmailChannel::new(
+        (&from.0, from.1),
+        (&to.0, to.1),
+        host,
+        port,
+        security,
+        password,
+    )
+    .map(Some)
 }

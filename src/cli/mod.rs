@@ -261,7 +261,7 @@ pub enum BenchCommand {
     /// ticks/s with one worker and with --workers claiming every tick; the claims a fleet keeps over --ticks ticks a
     /// second apart, pruned as its workers prune them; the reads the jobs make. PostgreSQL is measured when --db is a
     /// postgres:// URL (in a scratch schema `sandstack_bench`, dropped at the end, with the bench's claims and runs,
-    /// batches `sandstack_bench_*`) or with --temp-postgres; a DuckDB --db is never written.
+    /// batches `~sandstack_bench_*`, a name no metrics folder can use) or with --temp-postgres; a DuckDB --db is never written.
     Store {
         /// Rows to append in all.
         #[arg(long, default_value_t = 1_000_000)]

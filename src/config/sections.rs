@@ -51,8 +51,19 @@ pub fn check_llm_model(model: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The shortest and longest `preprocess_params.freq`: a shorter bin over
+/// a day of data makes tens of thousands of bins per metric, and a longer
+/// one than a year holds every observation a batch keeps.
+pub const FREQ_RANGE_US: (i64, i64) = (1_000_000, 366 * 86_400_000_000);
+
+/// The aggregates `preprocess_params.freq_agg` may name.
+pub const FREQ_AGGS: [&str; 8] = [
+    "mean", "sum", "min", "max", "median", "first", "last", "count",
+];
+
 /// A pandas offset alias (`preprocess_params.freq`) as microseconds: `30s`,
-/// `5min` (or `5T`), `1h` (or `H`), `1D`; None for anything else.
+/// `5min` (or `5T`), `1h` (or `H`), `1D`, within [`FREQ_RANGE_US`]; None
+/// for anything else.
 pub fn freq_micros(freq: &str) -> Option<i64> {
     let f = freq.trim();
     let split = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
@@ -71,6 +82,7 @@ pub fn freq_micros(freq: &str) -> Option<i64> {
         return None;
     }
     n.checked_mul(unit_us)
+        .filter(|us| (FREQ_RANGE_US.0..=FREQ_RANGE_US.1).contains(us))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -263,6 +263,7 @@ pub(super) fn read_spec(
     }
     let ingest = ingest_source(&mut r, &ingest_settings, raw.ingest_fn);
     let preprocess = PreprocessSettings::read(&mut r);
+    check_resampling(&mut r, &preprocess.params);
     let limits = SandboxLimits::read(&mut r);
     check_limits(&mut r, &limits);
     let schedules = read_schedules(&mut r);
@@ -449,6 +450,32 @@ pub const MAX_INGEST_RETRIES: u64 = 10;
 
 /// What one key cannot say alone: the time range's order and the guest's
 /// address space.
+/// `preprocess_params.freq` and `freq_agg` are checked at load, not first
+/// at train time: a frequency out of range would otherwise make its bins
+/// only when a job runs (and too short a one, millions of them).
+fn check_resampling(r: &mut FieldReader, p: &super::sections::PreprocessParams) {
+    use super::sections::{freq_micros, FREQ_AGGS};
+    let Some(freq) = p.freq.as_deref().filter(|f| !f.trim().is_empty()) else {
+        return;
+    };
+    if freq_micros(freq).is_none() {
+        r.bad_value(
+            "preprocess_params",
+            format!("freq `{freq}` is not a frequency sandstack takes: use one from 1s to 366D, e.g. 30s, 5min, 1h, 1D"),
+        );
+    }
+    if !FREQ_AGGS.contains(&p.freq_agg.as_str()) {
+        r.bad_value(
+            "preprocess_params",
+            format!(
+                "freq_agg `{}` is not supported: use {}",
+                p.freq_agg,
+                FREQ_AGGS.join(", ")
+            ),
+        );
+    }
+}
+
 /// Every `model_params` key is one the model takes: PyOD has more (KNN's
 /// `method`, IForest's `max_features`, ...) that sandstack's models do not
 /// compute, and a batch that sets one must not be trained as if it had.

@@ -1,8 +1,9 @@
 //! The alert job: `alert_sql` smooths each metric's score over the previous
 //! `alert_smooth_n` observations and snoozes after an alert; a row flagged
 //! there within the newest `alert_recent_n` becomes an `alert` row (once).
-//! Threshold alerts (`tholdalert_thresholds`) run in the same job. Alerts
-//! are stored and logged; delivery is a separate step.
+//! Threshold alerts (`tholdalert_thresholds`) run in the same job, and
+//! right after a live ingest ([`threshold_run`]). Alerts are stored and
+//! logged; delivery is a separate step.
 
 use super::rows::{load_input, write, JobError, JobFailure};
 use crate::config::{BatchSpec, Job, Thresholds};
@@ -60,6 +61,13 @@ fn raise_threshold_alerts(
     spec: &BatchSpec,
     store: &mut Store,
 ) -> Result<Vec<Judgement>, JobFailure> {
+    // An ingest and the alert job of one batch may run at once (the
+    // scheduler runs different jobs of a batch side by side): each checks
+    // for a stored alert, then stores its own, so the two are taken one
+    // at a time in this process, or both would raise and send the same
+    // breach. One lock for all batches: a check is a few small reads.
+    static RAISING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = RAISING.lock().unwrap_or_else(|p| p.into_inner());
     let raised = threshold_alerts(spec, store)?;
     for j in &raised {
         said(spec, MetricType::ThresholdAlert, j);

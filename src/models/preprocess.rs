@@ -20,13 +20,19 @@ pub struct Features {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PreprocessError {
-    #[error("preprocess_params.freq `{0}` is not a frequency sandstack understands (use e.g. 30s, 5min, 1h, 1D)")]
+    #[error("preprocess_params.freq `{0}` is not a frequency sandstack takes: use one from 1s to 366D, e.g. 30s, 5min, 1h, 1D")]
     BadFreq(String),
+    #[error("preprocess_params.freq of {freq_s} s makes {bins} bins of this metric's time span, more than {MAX_BINS}: use a longer freq, or a shorter train or score window")]
+    TooManyBins { freq_s: i64, bins: i64 },
     #[error("preprocess_params.freq_agg `{0}` is not supported (use mean, sum, min, max, median, first, last or count)")]
     BadAgg(String),
     #[error("timestamps and values differ in length ({0} and {1})")]
     Length(usize, usize),
 }
+
+/// Most bins one metric's resampling may make (a bin is a value and a
+/// label, so this bounds what a batch's `freq` can make sandstack allocate).
+pub const MAX_BINS: usize = 1_000_000;
 
 /// A pandas offset alias as microseconds: `30s`, `5min` (or `5T`), `1h`
 /// (or `H`), `1D`.
@@ -93,10 +99,7 @@ fn resample(
     freq: i64,
     agg: &str,
 ) -> Result<(Vec<i64>, Vec<f64>), PreprocessError> {
-    if !matches!(
-        agg,
-        "mean" | "sum" | "min" | "max" | "median" | "first" | "last" | "count"
-    ) {
+    if !crate::config::sections::FREQ_AGGS.contains(&agg) {
         return Err(PreprocessError::BadAgg(agg.into()));
     }
     let (Some(&first), Some(&last)) = (ts.first(), ts.last()) else {
@@ -104,7 +107,14 @@ fn resample(
     };
     let bin = |t: i64| t.div_euclid(freq);
     let (b0, b1) = (bin(first), bin(last));
-    let n = (b1 - b0 + 1) as usize;
+    let bins = b1.saturating_sub(b0).saturating_add(1);
+    if bins > MAX_BINS as i64 {
+        return Err(PreprocessError::TooManyBins {
+            freq_s: freq / 1_000_000,
+            bins,
+        });
+    }
+    let n = bins as usize;
     let mut groups: Vec<Vec<f64>> = vec![Vec::new(); n];
     for (t, v) in ts.iter().zip(x) {
         groups[(bin(*t) - b0) as usize].push(*v);
@@ -243,6 +253,24 @@ mod tests {
             preprocess(&[0], &[1.0], &p),
             Err(PreprocessError::BadAgg("mode".into()))
         );
+    }
+
+    #[test]
+    fn bins_are_capped_before_they_are_made() {
+        let p = PreprocessParams {
+            freq: Some("1s".into()),
+            ..Default::default()
+        };
+        // Two points 20 days apart: 1,728,001 one-second bins.
+        let err = preprocess(&[0, 20 * 86_400_000_000], &[1.0, 2.0], &p).unwrap_err();
+        assert_eq!(
+            err,
+            PreprocessError::TooManyBins {
+                freq_s: 1,
+                bins: 1_728_001
+            }
+        );
+        assert!(err.to_string().contains("more than 1000000"), "{err}");
     }
 
     #[test]

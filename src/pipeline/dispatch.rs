@@ -45,16 +45,22 @@ fn timed_out(spec: &BatchSpec, job: Job) -> DispatchError {
 /// Threshold alerts right after a live ingest stored rows, as Anomstack
 /// raises them (so a batch with only ingest scheduled, or `disable_alert`,
 /// still gets them). Not for a dry run, nor for a run at a simulated time
-/// (a backfill or a caught-up tick: history is not news). The rows are
-/// stored whatever happens here: a failed check is logged, and the alert
-/// job's next check finds the breach.
+/// (a backfill or a caught-up tick: history is not news), nor where there
+/// is nothing to send them with (`sandstack ingest` by hand: the alert
+/// job raises and sends them instead). The rows are stored whatever
+/// happens here: a failed check is logged, and the alert job's next check
+/// finds the breach.
 fn thresholds_at_ingest(
     spec: &BatchSpec,
     store: &mut Store,
     ctx: &JobContext<'_>,
     ingested: &ingest::IngestReport,
 ) -> Vec<crate::domain::Judgement> {
-    if ctx.mode.dry_run || ctx.mode.simulated_now_us.is_some() || ingested.stored == 0 {
+    if ctx.mode.dry_run
+        || ctx.mode.simulated_now_us.is_some()
+        || ctx.channels.is_none()
+        || ingested.stored == 0
+    {
         return Vec::new();
     }
     match within_limit(spec, Job::Alert, store, |s| alert::threshold_run(spec, s)) {

@@ -277,7 +277,7 @@ fn bench_store_leaves_a_used_postgresql_as_it_found_it() {
         store
             .claim_tick(
                 "w",
-                "bench_like_a_user",
+                "sandstack_bench_mine",
                 "ingest",
                 mine,
                 std::time::Duration::from_secs(60)

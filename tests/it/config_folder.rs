@@ -416,6 +416,45 @@ fn model_params_a_model_does_not_take_fail_validate() {
     assert_eq!(code, Some(0), "{text}");
 }
 
+/// A resampling frequency out of range (a microsecond would make millions
+/// of bins a metric, a year and more one bin) or an unknown aggregate fails
+/// validate, not the first train.
+#[test]
+fn resampling_out_of_range_fails_validate() {
+    let f = Folder::with_defaults();
+    for (params, expected) in [
+        (
+            "{freq: 1us}",
+            "freq `1us` is not a frequency sandstack takes: use one from 1s to 366D",
+        ),
+        (
+            "{freq: 106751D}",
+            "freq `106751D` is not a frequency sandstack takes",
+        ),
+        (
+            "{freq: 5min, freq_agg: mode}",
+            "freq_agg `mode` is not supported: use mean, sum, min, max, median, first, last, count",
+        ),
+    ] {
+        f.write(
+            "b.yaml",
+            &format!("{SQL_BATCH}preprocess_params: {params}\n"),
+        );
+        let (code, text) = crate::support::validate(f.path(), &[]);
+        assert_eq!(code, Some(1), "{params}: {text}");
+        assert!(
+            text.contains("key `preprocess_params`") && text.contains(expected),
+            "{params}: {text}"
+        );
+    }
+    f.write(
+        "b.yaml",
+        &format!("{SQL_BATCH}preprocess_params: {{freq: 30s, freq_agg: last}}\n"),
+    );
+    let (code, text) = crate::support::validate(f.path(), &[]);
+    assert_eq!(code, Some(0), "{text}");
+}
+
 /// `llmalert_model: random` (Anomstack's per-run pick) fails validate when
 /// the batch's llmalert runs, rather than every llmalert run failing.
 #[test]

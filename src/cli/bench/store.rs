@@ -40,9 +40,11 @@ pub struct Options {
     pub workers: usize,
 }
 
-/// Every batch the bench writes starts with this, so its claims and runs
-/// can be told from a real database's own and removed at the end.
-const BENCH: &str = "sandstack_bench_";
+/// Every batch the bench claims ticks and records runs for starts with
+/// this, so they can be told from a real database's own and removed at the
+/// end: `~` is not allowed in a batch name (`config::check_batch_name`), so
+/// no batch of a metrics folder can share the prefix.
+const BENCH: &str = "~sandstack_bench_";
 const BATCH: &str = "sandstack_bench_store";
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -226,7 +228,7 @@ fn ticks(col: &mut Column, store: &Store, opts: &Options) -> anyhow::Result<()> 
         let t = Instant::now();
         store.claim_tick(
             "sandstack-bench-w0",
-            "sandstack_bench_claims",
+            "~sandstack_bench_claims",
             "ingest",
             at,
             LEASE,
@@ -294,7 +296,7 @@ fn ticks(col: &mut Column, store: &Store, opts: &Options) -> anyhow::Result<()> 
 /// ticks and the ones since the last pruning, however long the fleet runs.
 fn claims_kept(col: &mut Column, store: &Store, pg: &PgStore, ticks: usize) -> anyhow::Result<()> {
     use crate::scheduler::fleet::{KEEP_TICKS, PRUNE_EVERY};
-    const WHOSE: &str = "sandstack_bench_fleet";
+    const WHOSE: &str = "~sandstack_bench_fleet";
     let now = chrono::Utc::now().timestamp_micros();
     let every = PRUNE_EVERY.as_secs() as usize;
     let mut most = 0;
