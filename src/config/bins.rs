@@ -9,7 +9,13 @@
 //!   label (bins counted from the Unix epoch, as the native preprocess
 //!   counts them), or the column itself when the batch does not resample;
 //! - `bin_value_sql`: `metric_value` aggregated over a bin as `freq_agg`
-//!   says, or `avg(metric_value)` (the rows of one timestamp) otherwise.
+//!   says, or `avg(metric_value)` (the rows of one timestamp) otherwise;
+//!   the templates apply it to one value per timestamp (the rows of a
+//!   timestamp averaged first), as the models' preprocess is fed;
+//! - `bin_empty_value_sql`: what a bin with no observation resamples to,
+//!   `0` for `count` and `sum` (such a bin is scored, and a drop to none is
+//!   the anomaly a count exists to catch), `NULL` otherwise (its value is
+//!   NaN and it has no features, so no score).
 //!
 //! Both are made here from a parsed frequency and a fixed list of
 //! aggregates, never from the batch's text, so they add nothing a batch
@@ -21,6 +27,7 @@ use super::sections::freq_micros;
 
 pub const TIMESTAMP_VAR: &str = "bin_timestamp_sql";
 pub const VALUE_VAR: &str = "bin_value_sql";
+pub const EMPTY_VAR: &str = "bin_empty_value_sql";
 
 /// `context` with the two variables set from its `preprocess_params` (a
 /// batch's own keys of the same names are replaced).
@@ -28,10 +35,16 @@ pub fn with_bin_variables(context: &Mapping) -> Mapping {
     let params = context.get("preprocess_params").and_then(Value::as_mapping);
     let text = |key: &str| params.and_then(|p| p.get(key)).and_then(Value::as_str);
     let freq_us = text("freq").and_then(freq_micros);
-    let (timestamp, value) = bin_sql(freq_us, text("freq_agg").unwrap_or("mean"));
+    let agg = text("freq_agg").unwrap_or("mean");
+    let (timestamp, value) = bin_sql(freq_us, agg);
+    let empty = match (freq_us, agg) {
+        (Some(_), "count" | "sum") => "0",
+        _ => "NULL",
+    };
     let mut out = context.clone();
     out.insert(TIMESTAMP_VAR.into(), Value::String(timestamp));
     out.insert(VALUE_VAR.into(), Value::String(value));
+    out.insert(EMPTY_VAR.into(), Value::String(empty.into()));
     out
 }
 
@@ -65,10 +78,27 @@ mod tests {
     use super::*;
 
     fn vars(yaml: &str) -> (String, String) {
+        let (t, v, _) = all_vars(yaml);
+        (t, v)
+    }
+
+    fn all_vars(yaml: &str) -> (String, String, String) {
         let m: Mapping = serde_yaml_ng::from_str(yaml).expect("yaml");
         let out = with_bin_variables(&m);
         let get = |k: &str| out.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        (get(TIMESTAMP_VAR), get(VALUE_VAR))
+        (get(TIMESTAMP_VAR), get(VALUE_VAR), get(EMPTY_VAR))
+    }
+
+    #[test]
+    fn only_a_resampled_count_or_sum_fills_its_empty_bins() {
+        for (yaml, empty) in [
+            ("preprocess_params: {freq: 1h, freq_agg: count}", "0"),
+            ("preprocess_params: {freq: 1h, freq_agg: sum}", "0"),
+            ("preprocess_params: {freq: 1h, freq_agg: mean}", "NULL"),
+            ("preprocess_params: {freq_agg: count}", "NULL"),
+        ] {
+            assert_eq!(all_vars(yaml).2, empty, "{yaml}");
+        }
     }
 
     #[test]

@@ -242,3 +242,67 @@ fn the_dashboard_windows_are_not_capped_by_alert_max_n() {
     let day = points(Window::LastHours(24));
     assert!((144..=145).contains(&day), "{day}");
 }
+
+/// A resampled `count` scores its empty bins (pandas resamples them to 0):
+/// the alert SQL has them, so a metric that stops reporting alerts, and a
+/// timestamp stored twice counts once, as the models count it.
+#[test]
+fn a_resampled_count_alerts_on_its_empty_bins_and_counts_a_timestamp_once() {
+    const BIN_US: i64 = 30 * 60 * 1_000_000;
+    let f = Folder::with_defaults();
+    f.write(
+        "fc.yaml",
+        "metric_batch: fc\ningest_sql: select 1\n\
+         preprocess_params: {freq: 30min, freq_agg: count, diff_n: 0, smooth_n: 0, lags_n: 1}\n\
+         score_max_n: 2000\nalert_threshold: 0\nalert_smooth_n: 1\nalert_snooze_n: 0\nalert_recent_n: 12\n",
+    );
+    let spec = f.spec("fc", &[]);
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
+    // Every 5 minutes (each stored twice) for two days, then nothing for
+    // the last three hours but one observation a minute ago.
+    crate::support::duck(&store)
+        .execute_batch(
+            "insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(180 + 5 * i), 'fc', 'm', \
+             'metric', 1.0, null from range(0, 576) t(i), range(2) d(k); \
+             insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(1), 'fc', 'm', 'metric', 1.0, null",
+        )
+        .expect("observations");
+    let models = tempfile::tempdir().expect("models dir");
+    sandstack::jobs::train::run(&spec, &store, models.path()).expect("train");
+    sandstack::jobs::score::run(&spec, &mut store, models.path()).expect("score");
+    let out = store
+        .query_batch_sql(
+            &spec.table_key,
+            "fc",
+            &spec.sql["alert_sql"],
+            ResultCaps::TEMPLATE,
+        )
+        .expect("alerts");
+    let values = column_f64(&out, "metric_value");
+    // A full bin holds 6 timestamps (each stored twice, counted once).
+    assert!(values.contains(&6.0), "{values:?}");
+    assert!(
+        !values.iter().any(|v| *v > 6.0),
+        "a timestamp counted twice: {values:?}"
+    );
+    let report = sandstack::jobs::alert::run(&spec, &mut store).expect("alert");
+    let now = chrono::Utc::now().timestamp_micros();
+    let empty: Vec<i64> = report
+        .alerts
+        .iter()
+        .map(|a| a.timestamp_us)
+        .filter(|t| {
+            t.rem_euclid(BIN_US) == 0 && *t > now - 170 * 60_000_000 && *t < now - 35 * 60_000_000
+        })
+        .collect();
+    assert!(
+        !empty.is_empty(),
+        "no alert on an empty bin: {:?}",
+        report
+            .alerts
+            .iter()
+            .map(|a| a.timestamp_us)
+            .collect::<Vec<_>>()
+    );
+}

@@ -3,14 +3,16 @@
     later ones), and whether an alert fires: the smoothed score reaches alert_threshold and no
     alert fired in the alert_snooze_n observations before this one.
     With preprocess_params.freq set, an observation is its bin (the models' view: the scores
-    and alerts are stamped on the bins' labels), aggregated as freq_agg says.
+    and alerts are stamped on the bins' labels), aggregated as freq_agg says over one value per
+    timestamp; for count and sum, a scored bin without observations is there with its 0.
     Variables: table_key, metric_batch, alert_smooth_n, alert_threshold, alert_snooze_n,
     alert_max_n, alert_metric_timestamp_max_days_ago, alert_exclude_metrics,
-    bin_timestamp_sql, bin_value_sql (sandstack's: the bin of a row and its value).
+    bin_timestamp_sql, bin_value_sql, bin_empty_value_sql (sandstack's: the bin of a row, its
+    value, an empty bin's value).
     Output: metric_timestamp, metric_name, metric_value, metric_score, metric_score_smooth,
     metric_alert (0/1), recency_rank (1 = newest). -#}
-WITH observed AS (
-  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name, {{ bin_value_sql }} AS metric_value
+WITH points AS (
+  SELECT metric_timestamp, metric_name, avg(metric_value) AS metric_value
   FROM {{ table_key }}
   WHERE metric_batch = '{{ metric_batch }}'
     AND metric_type = 'metric'
@@ -18,7 +20,28 @@ WITH observed AS (
     {%- if alert_exclude_metrics %}
     AND metric_name NOT IN ({% for m in alert_exclude_metrics %}'{{ m }}'{% if not loop.last %}, {% endif %}{% endfor %})
     {%- endif %}
+  GROUP BY metric_timestamp, metric_name
+),
+binned AS (
+  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name, {{ bin_value_sql }} AS metric_value
+  FROM points
   GROUP BY 1, metric_name
+),
+observed AS (
+  SELECT * FROM binned
+  {%- if bin_empty_value_sql != "NULL" %}
+  UNION ALL
+  SELECT s.metric_timestamp, s.metric_name, {{ bin_empty_value_sql }} AS metric_value
+  FROM (
+    SELECT DISTINCT metric_timestamp, metric_name
+    FROM {{ table_key }}
+    WHERE metric_batch = '{{ metric_batch }}'
+      AND metric_type = 'score'
+      AND metric_timestamp >= make_timestamp(epoch_us(now())) - INTERVAL '{{ alert_metric_timestamp_max_days_ago }} days'
+      AND metric_name IN (SELECT metric_name FROM points)
+  ) s
+  ANTI JOIN binned b USING (metric_timestamp, metric_name)
+  {%- endif %}
 ),
 scores AS (
   SELECT metric_timestamp, metric_name, avg(metric_value) AS metric_score

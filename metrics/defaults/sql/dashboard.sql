@@ -2,16 +2,17 @@
     alert, change and feedback marks, for the window the page shows: the last_n newest
     observations per metric, since cutoff_time when it is given (Anomstack's two run-time
     variables; for a time window the page passes both, last_n as a cap). With
-    preprocess_params.freq set, an observation is its bin, as the models see it, so the
-    scores and alerts stamped on bins line up.
+    preprocess_params.freq set, an observation is its bin, as the models see it (one value
+    per timestamp, then freq_agg; an empty bin of a count or sum is 0), so the scores and
+    alerts stamped on bins line up.
     Variables: table_key, metric_batch, last_n, cutoff_time (UTC, 'YYYY-MM-DD HH:MM:SS'),
-    bin_timestamp_sql, bin_value_sql.
+    bin_timestamp_sql, bin_value_sql, bin_empty_value_sql.
     Output: metric_timestamp, metric_name, metric_value, metric_score, metric_alert,
     metric_change, thumbsup, thumbsdown, alert_driver_us (when an alert's metadata names the
     observation that drove it, its time: the mark goes there), oldest first per metric. -#}
-WITH data AS (
-  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name,
-    {{ bin_value_sql }} FILTER (WHERE metric_type = 'metric') AS metric_value,
+WITH points AS (
+  SELECT metric_timestamp, metric_name,
+    avg(CASE WHEN metric_type = 'metric' THEN metric_value END) AS metric_value,
     avg(CASE WHEN metric_type = 'score' THEN metric_value END) AS metric_score,
     max(CASE WHEN metric_type IN ('alert', 'tholdalert') THEN metric_value END) AS metric_alert,
     max(CASE WHEN metric_type = 'alert' THEN
@@ -24,6 +25,15 @@ WITH data AS (
     {%- if cutoff_time is defined %}
     AND metric_timestamp >= TIMESTAMP '{{ cutoff_time }}'
     {%- endif %}
+  GROUP BY metric_timestamp, metric_name
+),
+data AS (
+  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name,
+    coalesce({{ bin_value_sql }} FILTER (WHERE metric_value IS NOT NULL), {{ bin_empty_value_sql }}) AS metric_value,
+    avg(metric_score) AS metric_score, max(metric_alert) AS metric_alert,
+    max(alert_driver_us) AS alert_driver_us, max(metric_change) AS metric_change,
+    CAST(sum(thumbsup) AS BIGINT) AS thumbsup, CAST(sum(thumbsdown) AS BIGINT) AS thumbsdown
+  FROM points
   GROUP BY 1, metric_name
 ),
 ranked AS (

@@ -1,13 +1,14 @@
 {#- plot.sql: the data behind a metric's plot: recent values with score, alert (anomaly or
     threshold) and change marks, alert_max_n observations per metric.
     With preprocess_params.freq set, an observation is its bin, as the models see it.
-    Variables: table_key, metric_batch, alert_max_n, bin_timestamp_sql, bin_value_sql.
+    Variables: table_key, metric_batch, alert_max_n, bin_timestamp_sql, bin_value_sql,
+    bin_empty_value_sql.
     Output: metric_timestamp, metric_name, metric_value, metric_score, metric_alert,
     metric_change, alert_driver_us (when an alert's metadata names the observation that
     drove it, its time: the mark goes there), oldest first per metric. -#}
-WITH data AS (
-  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name,
-    {{ bin_value_sql }} FILTER (WHERE metric_type = 'metric') AS metric_value,
+WITH points AS (
+  SELECT metric_timestamp, metric_name,
+    avg(CASE WHEN metric_type = 'metric' THEN metric_value END) AS metric_value,
     avg(CASE WHEN metric_type = 'score' THEN metric_value END) AS metric_score,
     max(CASE WHEN metric_type IN ('alert', 'tholdalert') THEN metric_value END) AS metric_alert,
     max(CASE WHEN metric_type = 'alert' THEN
@@ -16,6 +17,14 @@ WITH data AS (
   FROM {{ table_key }}
   WHERE metric_batch = '{{ metric_batch }}'
     AND metric_type IN ('metric', 'score', 'alert', 'tholdalert', 'change')
+  GROUP BY metric_timestamp, metric_name
+),
+data AS (
+  SELECT {{ bin_timestamp_sql }} AS metric_timestamp, metric_name,
+    coalesce({{ bin_value_sql }} FILTER (WHERE metric_value IS NOT NULL), {{ bin_empty_value_sql }}) AS metric_value,
+    avg(metric_score) AS metric_score, max(metric_alert) AS metric_alert,
+    max(alert_driver_us) AS alert_driver_us, max(metric_change) AS metric_change
+  FROM points
   GROUP BY 1, metric_name
 ),
 ranked AS (
