@@ -163,6 +163,10 @@ fn scheduler_vs_backtest(
             .copied()
             .collect();
         append(&mut store, &spec, &arrived);
+        if !arrived.is_empty() {
+            // What a live ingest does as it stores them.
+            sandstack::jobs::alert::threshold_run(&spec, &mut store).expect("thresholds");
+        }
         for job in [Job::Train, Job::Score, Job::Alert, Job::Change] {
             if schedule.next(job, tick) == Some(tick) {
                 dispatch::run(&spec, &mut store, job, &ctx.at(tick)).expect("job");

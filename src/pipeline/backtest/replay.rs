@@ -187,6 +187,8 @@ pub fn replay(
         }
         if st.arrived > before {
             progress((st.arrived - before) as u64);
+            // A live ingest checks the thresholds as it stores its rows.
+            st.threshold(t);
             wake(&mut p.train, Job::Train, t);
             wake(&mut p.score, Job::Score, t);
             wake(&mut p.alert, Job::Alert, t);
