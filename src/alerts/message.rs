@@ -59,6 +59,13 @@ pub struct AlertFacts {
     pub driver: Option<crate::domain::Driver>,
 }
 
+/// How to replay a failed run from its cassette, when it recorded one.
+fn replay_line(job: &str, batch: &str, cassette: Option<&str>) -> String {
+    cassette
+        .map(|c| format!("\nreplay it: sandstack {job} {batch} --replay {c}\n"))
+        .unwrap_or_default()
+}
+
 /// One failed run, for [`Message::failed_run`].
 #[derive(Debug, Clone, Copy)]
 pub struct RunFailure<'a> {
@@ -194,15 +201,7 @@ impl Message {
     /// A batch's job has failed `failures` runs in a row; `last` is the
     /// newest failure.
     pub fn failing(f: &FailureFacts<'_>) -> Message {
-        let replay = f
-            .cassette
-            .map(|c| {
-                format!(
-                    "\nreplay it: sandstack {} {} --replay {c}\n",
-                    f.job, f.batch
-                )
-            })
-            .unwrap_or_default();
+        let replay = replay_line(f.job, f.batch, f.cassette);
         Message {
             kind: Kind::Failure,
             subject: format!(
@@ -222,15 +221,7 @@ impl Message {
     /// One failed run, for Anomstack's failure e-mail (every failed run,
     /// where `failing` tells of a streak once).
     pub fn failed_run(f: &RunFailure<'_>) -> Message {
-        let replay = f
-            .cassette
-            .map(|c| {
-                format!(
-                    "\nreplay it: sandstack {} {} --replay {c}\n",
-                    f.job, f.batch
-                )
-            })
-            .unwrap_or_default();
+        let replay = replay_line(f.job, f.batch, f.cassette);
         Message {
             kind: Kind::Failure,
             subject: format!("[sandstack] run failed: {} / {} (run {})", f.batch, f.job, f.run_id),

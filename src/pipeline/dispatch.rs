@@ -56,7 +56,9 @@ fn thresholds_at_ingest(
     ctx: &JobContext<'_>,
     ingested: &ingest::IngestReport,
 ) -> Vec<crate::domain::Judgement> {
-    if ctx.mode.dry_run
+    let none_set = spec.tholdalert.disabled || spec.tholdalert.thresholds.is_empty();
+    if none_set
+        || ctx.mode.dry_run
         || ctx.mode.simulated_now_us.is_some()
         || ctx.channels.is_none()
         || ingested.stored == 0

@@ -98,13 +98,11 @@ fn post_empty(url: &str) -> (u16, String) {
     })
 }
 
-#[test]
-fn every_page_escapes_what_comes_from_data() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let db = tmp.path().join("d.duckdb");
-    let f = setup(&db);
-    let store = Store::open(&db).expect("db");
-    let dir = f.path().to_path_buf();
+/// The dashboard's router on loopback, over `folder` and the database `db`
+/// (no scheduler behind it).
+fn serve(folder: &Folder, db: &Path) -> TestServer {
+    let store = Store::open(db).expect("db");
+    let dir = folder.path().to_path_buf();
     let loader: sandstack::scheduler::watch::Loader =
         Arc::new(move || sandstack::config::load(&dir, &Default::default()));
     let state = sandstack::web::WebState::new(
@@ -115,7 +113,15 @@ fn every_page_escapes_what_comes_from_data() {
         Vec::new(),
         None,
     );
-    let server = TestServer::start(sandstack::web::router(state));
+    TestServer::start(sandstack::web::router(state))
+}
+
+#[test]
+fn every_page_escapes_what_comes_from_data() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("d.duckdb");
+    let f = setup(&db);
+    let server = serve(&f, &db);
     let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let pages = [
         "/".to_string(),
@@ -179,24 +185,9 @@ fn a_batch_with_disable_dashboard_is_left_out_of_the_pages() {
             ),
         );
     };
-    let serve = || {
-        let store = Store::open(&db).expect("db");
-        let dir = f.path().to_path_buf();
-        let loader: sandstack::scheduler::watch::Loader =
-            Arc::new(move || sandstack::config::load(&dir, &Default::default()));
-        let state = sandstack::web::WebState::new(
-            store,
-            loader,
-            None,
-            db.with_extension("cassettes"),
-            Vec::new(),
-            None,
-        );
-        TestServer::start(sandstack::web::router(state))
-    };
     batch("api", "disable_dashboard: true\n");
     batch("shown", "");
-    let server = serve();
+    let server = serve(&f, &db);
     let (status, home) = get(&server.url("/"));
     assert_eq!(status, 200);
     assert!(home.contains("/batch/shown"), "{home}");
@@ -210,7 +201,7 @@ fn a_batch_with_disable_dashboard_is_left_out_of_the_pages() {
     drop(server);
     // The same folder without the key shows the batch and its anomaly.
     batch("api", "");
-    let server = serve();
+    let server = serve(&f, &db);
     let (_, home) = get(&server.url("/"));
     assert!(home.contains("/batch/api"), "{home}");
     let (_, anomalies) = get(&server.url("/anomalies"));
