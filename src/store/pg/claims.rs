@@ -108,7 +108,7 @@ impl FleetStore for PgStore {
             // Taken over while it ran: the run did end, so its record wins.
             tx.execute(
                 "DELETE FROM sandstack_runs WHERE batch = $1 AND job = $2 AND scheduled_at = $3 \
-                 AND worker = $4 AND status = 'interrupted'",
+                 AND worker = $4 AND status IN ('interrupted', 'skipped')",
                 &[&run.batch, &run.job, &at, &worker],
             )
             .map_err(pg_err(ctx))?;
@@ -187,17 +187,30 @@ impl FleetStore for PgStore {
             .conn()?
             .query(
                 &format!(
+                    // A `skipped` claim (its batch's earlier run still held the
+                    // job) is its worker's to record too: one killed between the
+                    // claim and that record left the tick with no run at all.
                     "WITH expired AS (
-                       UPDATE sandstack_ticks SET state = 'interrupted'
-                       WHERE state = 'running' AND lease_until < {NOW}
-                       RETURNING batch, job, scheduled_at, worker, claimed_at, lease_until),
+                       UPDATE sandstack_ticks t SET state = 'interrupted'
+                       FROM (SELECT batch, job, scheduled_at, state AS was FROM sandstack_ticks
+                             WHERE state IN ('running', 'skipped') AND lease_until < {NOW}) e
+                       -- Row locks re-check t.state: a claim another worker took
+                       -- over meanwhile is not taken (or recorded) twice.
+                       WHERE t.batch = e.batch AND t.job = e.job AND t.scheduled_at = e.scheduled_at
+                         AND t.state IN ('running', 'skipped')
+                       RETURNING t.batch, t.job, t.scheduled_at, t.worker, t.claimed_at, t.lease_until, e.was),
                      recorded AS (
                        INSERT INTO sandstack_runs (batch, job, scheduled_at, started_at, ended_at, status, error,
                                                    rows, fuel, wall_ms, attempt, worker)
-                       SELECT batch, job, scheduled_at, claimed_at, {NOW}, 'interrupted',
+                       SELECT batch, job, scheduled_at, claimed_at, {NOW},
+                              CASE WHEN was = 'skipped' THEN 'skipped' ELSE 'interrupted' END,
                               'worker ' || worker || ' stopped renewing its lease (it ran out at '
                                 || to_char(lease_until, 'YYYY-MM-DD HH24:MI:SS') || ' UTC): killed, frozen or cut off '
-                                || 'from the database mid-run; worker ' || $1 || ' recorded the run as interrupted',
+                                || 'from the database '
+                                || CASE WHEN was = 'skipped'
+                                     THEN 'before recording the tick as skipped (an earlier run held the job); worker '
+                                          || $1 || ' recorded it'
+                                     ELSE 'mid-run; worker ' || $1 || ' recorded the run as interrupted' END,
                               0, 0, extract(epoch FROM {NOW} - claimed_at) * 1000, 1, worker
                        FROM expired)
                      SELECT batch, job, scheduled_at, worker FROM expired"

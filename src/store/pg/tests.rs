@@ -267,3 +267,62 @@ fn the_heartbeat_renews_only_the_claims_its_worker_holds() {
     assert_eq!(taken.len(), 1, "{taken:?}");
     assert_eq!(taken[0].batch, "lost", "the claim no one holds runs out");
 }
+
+/// A worker that claimed a tick as skipped (its batch's earlier run still
+/// held the job) and died before recording it leaves a claim another
+/// worker takes over, recording the tick as skipped, so no tick is left
+/// without a run.
+#[test]
+fn a_skipped_claim_whose_worker_died_is_recorded_by_another() {
+    let c = cluster();
+    let s = PgStore::open(&c.url).expect("open");
+    let long = Duration::from_secs(30);
+    assert_eq!(
+        s.claim_tick("w1", "a", "ingest", T0, long).expect("claim"),
+        Claim::Mine
+    );
+    assert_eq!(
+        s.claim_tick(
+            "w2",
+            "a",
+            "ingest",
+            T0 + 1_000_000,
+            Duration::from_millis(1)
+        )
+        .expect("claim"),
+        Claim::Busy {
+            worker: "w1".into()
+        }
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    let taken = s.take_over_expired("w3").expect("take over");
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(
+        (taken[0].worker.as_str(), taken[0].scheduled_us),
+        ("w2", T0 + 1_000_000)
+    );
+    assert!(
+        s.take_over_expired("w3").expect("again").is_empty(),
+        "exactly once"
+    );
+    let runs = s
+        .list_runs(&RunFilter {
+            batch: Some("a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .expect("list");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, RunStatus::Skipped);
+    assert!(
+        runs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("before recording the tick as skipped"),
+        "{:?}",
+        runs[0].error
+    );
+    // w1's own running claim, renewed, is untouched.
+    assert!(s.finish_tick("w1", "a", "ingest", T0).expect("finish"));
+}
