@@ -13,6 +13,13 @@ pub enum StoreError {
         #[source]
         source: EngineError,
     },
+    #[error(
+        "{path} names a MotherDuck database: sandstack's DuckDB runs offline without extensions, \
+         so it cannot reach MotherDuck. Point --db (or SANDSTACK_DB, ANOMSTACK_DUCKDB_PATH) at a \
+         local DuckDB file, or share one database between machines through PostgreSQL (--db \
+         postgres://...)"
+    )]
+    MotherDuck { path: String },
     #[error(transparent)]
     TableKey(#[from] crate::config::TableKeyError),
     /// The engine refused or failed; `context` says what was being done.

@@ -87,6 +87,15 @@ pub struct Store {
     clock: Option<i64>,
 }
 
+/// `md:NAME` or `motherduck:NAME`, DuckDB's names for a MotherDuck
+/// database (Anomstack's `ANOMSTACK_DUCKDB_PATH` may hold one). DuckDB
+/// would read them as a request for its extension, and fail saying so
+/// in words that send the reader after the wrong problem.
+fn is_motherduck(path: &Path) -> bool {
+    let p = path.to_string_lossy().to_ascii_lowercase();
+    p.starts_with("md:") || p.starts_with("motherduck:")
+}
+
 impl Store {
     /// Open (creating if missing) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -104,6 +113,13 @@ impl Store {
     pub fn open_target(target: &DbTarget, limits: EngineLimits) -> Result<Self, StoreError> {
         Ok(match target {
             DbTarget::Postgres(url) => Store::from_backend(Box::new(pg::PgStore::open(url)?)),
+            DbTarget::File(path) if is_motherduck(path) => {
+                // Its options may hold `motherduck_token`: never said.
+                let shown = path.to_string_lossy();
+                return Err(StoreError::MotherDuck {
+                    path: shown.split('?').next().unwrap_or_default().to_string(),
+                });
+            }
             DbTarget::File(path) => {
                 Store::from_backend(Box::new(duck::DuckStore::open_limited(path, limits)?))
             }

@@ -265,3 +265,33 @@ fn sqlite_datetime_now_ingests_at_the_runs_clock() {
     run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert!(stamps(&store).contains(&at), "{:?}", stamps(&store));
 }
+
+/// `ANOMSTACK_DUCKDB_PATH=md:...` (a MotherDuck database, which Anomstack
+/// reaches through DuckDB's extension) is refused saying why and what to
+/// use, where DuckDB's own error spoke of extensions and of another
+/// process holding the file; nothing is created in the working directory.
+#[test]
+fn a_motherduck_database_is_refused_with_the_reason() {
+    let metrics = repo().join("metrics");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for db in ["md:my_db", "MotherDuck:my_db?motherduck_token=t0ken"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sandstack"))
+            .args(["ingest", "example_sql", "--metrics"])
+            .arg(&metrics)
+            .env_remove("SANDSTACK_DB")
+            .env("ANOMSTACK_DUCKDB_PATH", db)
+            .current_dir(dir.path())
+            .output()
+            .expect("run sandstack");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{db}: {err}");
+        assert!(
+            err.contains("names a MotherDuck database") && err.contains("--db postgres://"),
+            "{db}: {err}"
+        );
+        assert!(!err.contains("another process"), "{db}: {err}");
+        assert!(!err.contains("t0ken"), "the token is never said: {err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(left.is_empty(), "{left:?}");
+}
