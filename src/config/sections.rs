@@ -56,6 +56,9 @@ pub fn check_llm_model(model: &str) -> Result<(), String> {
 /// one than a year holds every observation a batch keeps.
 pub const FREQ_RANGE_US: (i64, i64) = (1_000_000, 366 * 86_400_000_000);
 
+/// What a `preprocess_params.freq` may be, for the errors that refuse one.
+pub const FREQ_EXPECTED: &str = "use one from 1s to 366D, e.g. 30s, 5min, 1h, 1D";
+
 /// The aggregates `preprocess_params.freq_agg` may name.
 pub const FREQ_AGGS: [&str; 8] = [
     "mean", "sum", "min", "max", "median", "first", "last", "count",
@@ -111,6 +114,13 @@ fn five() -> u32 {
 }
 fn mean() -> String {
     "mean".into()
+}
+
+impl PreprocessParams {
+    /// The `freq` the batch resamples to, if it does (an empty one does not).
+    pub fn resampling(&self) -> Option<&str> {
+        self.freq.as_deref().filter(|f| !f.trim().is_empty())
+    }
 }
 
 impl Default for PreprocessParams {

@@ -454,14 +454,14 @@ pub const MAX_INGEST_RETRIES: u64 = 10;
 /// at train time: a frequency out of range would otherwise make its bins
 /// only when a job runs (and too short a one, millions of them).
 fn check_resampling(r: &mut FieldReader, p: &super::sections::PreprocessParams) {
-    use super::sections::{freq_micros, FREQ_AGGS};
-    let Some(freq) = p.freq.as_deref().filter(|f| !f.trim().is_empty()) else {
+    use super::sections::{freq_micros, FREQ_AGGS, FREQ_EXPECTED};
+    let Some(freq) = p.resampling() else {
         return;
     };
     if freq_micros(freq).is_none() {
         r.bad_value(
             "preprocess_params",
-            format!("freq `{freq}` is not a frequency sandstack takes: use one from 1s to 366D, e.g. 30s, 5min, 1h, 1D"),
+            format!("freq `{freq}` is not a frequency sandstack takes: {FREQ_EXPECTED}"),
         );
     }
     if !FREQ_AGGS.contains(&p.freq_agg.as_str()) {

@@ -20,11 +20,11 @@ pub struct Features {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PreprocessError {
-    #[error("preprocess_params.freq `{0}` is not a frequency sandstack takes: use one from 1s to 366D, e.g. 30s, 5min, 1h, 1D")]
+    #[error("preprocess_params.freq `{0}` is not a frequency sandstack takes: {expected}", expected = crate::config::sections::FREQ_EXPECTED)]
     BadFreq(String),
     #[error("preprocess_params.freq of {freq_s} s makes {bins} bins of this metric's time span, more than {MAX_BINS}: use a longer freq, or a shorter train or score window")]
     TooManyBins { freq_s: i64, bins: i64 },
-    #[error("preprocess_params.freq_agg `{0}` is not supported (use mean, sum, min, max, median, first, last or count)")]
+    #[error("preprocess_params.freq_agg `{0}` is not supported: use {aggs}", aggs = crate::config::sections::FREQ_AGGS.join(", "))]
     BadAgg(String),
     #[error("timestamps and values differ in length ({0} and {1})")]
     Length(usize, usize),
@@ -56,7 +56,7 @@ pub fn preprocess(
     // pandas' sort_values is stable too: equal timestamps keep input order.
     points.sort_by_key(|(t, _)| *t);
     let (mut ts, mut x): (Vec<i64>, Vec<f64>) = points.into_iter().unzip();
-    if let Some(freq) = p.freq.as_deref().filter(|f| !f.trim().is_empty()) {
+    if let Some(freq) = p.resampling() {
         (ts, x) = resample(&ts, &x, parse_freq(freq)?, &p.freq_agg)?;
     }
     if p.diff_n > 0 {

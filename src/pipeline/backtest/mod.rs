@@ -60,12 +60,7 @@ pub enum BacktestError {
 
 /// Refuse a batch whose templates the replay would not follow.
 pub fn check_replayable(spec: &BatchSpec) -> Result<(), BacktestError> {
-    if let Some(freq) = spec
-        .preprocess_params
-        .freq
-        .as_deref()
-        .filter(|f| !f.trim().is_empty())
-    {
+    if let Some(freq) = spec.preprocess_params.resampling() {
         return Err(BacktestError::Resampled {
             batch: spec.metric_batch.clone(),
             freq: freq.to_string(),
