@@ -330,6 +330,13 @@ crate::settings! {
     }
 }
 
+impl ThresholdAlertSettings {
+    /// Whether there is any bound to check (thresholds on, and some set).
+    pub fn checks_anything(&self) -> bool {
+        !self.disabled && !self.thresholds.is_empty()
+    }
+}
+
 crate::settings! {
     /// The change job.
     "change" => pub struct ChangeSettings {

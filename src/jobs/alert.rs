@@ -66,6 +66,9 @@ fn raise_threshold_alerts(
     // for a stored alert, then stores its own, so the two are taken one
     // at a time in this process, or both would raise and send the same
     // breach. One lock for all batches: a check is a few small reads.
+    if !spec.tholdalert.checks_anything() {
+        return Ok(Vec::new());
+    }
     static RAISING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = RAISING.lock().unwrap_or_else(|p| p.into_inner());
     let raised = threshold_alerts(spec, store)?;
@@ -204,9 +207,6 @@ fn driver(s: &crate::domain::Series, score: &[f64], i: usize, smooth_n: usize) -
 fn threshold_alerts(spec: &BatchSpec, store: &Store) -> Result<Vec<Judgement>, StoreError> {
     let mut out = Vec::new();
     let settings = &spec.tholdalert;
-    if settings.disabled || settings.thresholds.is_empty() {
-        return Ok(out);
-    }
     let batch = &spec.metric_batch;
     let recent_n = (settings.recent_n as usize).max(1);
     for (metric, bounds) in &settings.thresholds {

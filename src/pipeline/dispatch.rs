@@ -56,8 +56,7 @@ fn thresholds_at_ingest(
     ctx: &JobContext<'_>,
     ingested: &ingest::IngestReport,
 ) -> Vec<crate::domain::Judgement> {
-    let none_set = spec.tholdalert.disabled || spec.tholdalert.thresholds.is_empty();
-    if none_set
+    if !spec.tholdalert.checks_anything()
         || ctx.mode.dry_run
         || ctx.mode.simulated_now_us.is_some()
         || ctx.channels.is_none()
@@ -110,17 +109,20 @@ fn run_job(
             };
             let r = ingest::run(spec, store, ctx.sandboxes, ctx.env, opts)
                 .map_err(DispatchError::Ingest)?;
-            let raised = thresholds_at_ingest(spec, store, ctx, &r);
-            let sent = if raised.is_empty() {
+            let raised = alert::AlertReport {
+                alerts: Vec::new(),
+                threshold_alerts: thresholds_at_ingest(spec, store, ctx, &r),
+            };
+            let sent = if raised.threshold_alerts.is_empty() {
                 NotifyReport::default()
             } else {
-                let report = alert::AlertReport {
-                    alerts: Vec::new(),
-                    threshold_alerts: raised.clone(),
-                };
-                send(&|c| notify::alerts(spec, store, &report, c))
+                send(&|c| notify::alerts(spec, store, &raised, c))
             };
-            Ok(JobOutcome::Ingested(Box::new(r), raised, sent))
+            Ok(JobOutcome::Ingested(
+                Box::new(r),
+                raised.threshold_alerts,
+                sent,
+            ))
         }
         Job::Train => Ok(JobOutcome::Trained(within_limit(spec, job, store, |s| {
             train::run(spec, s, base)
