@@ -3,7 +3,7 @@
 //! is scored, and its scores (so its alerts) are stamped on the bins'
 //! labels, which no observation's own time matches: the alert, dashboard
 //! and plot templates must put observations in the same bins to meet them.
-//! Every template gets two variables for that:
+//! Every template gets three variables for that:
 //!
 //! - `bin_timestamp_sql`: an expression of `metric_timestamp`, its bin's
 //!   label (bins counted from the Unix epoch, as the native preprocess
@@ -17,7 +17,7 @@
 //!   the anomaly a count exists to catch), `NULL` otherwise (its value is
 //!   NaN and it has no features, so no score).
 //!
-//! Both are made here from a parsed frequency and a fixed list of
+//! All three are made here from a parsed frequency and a fixed list of
 //! aggregates, never from the batch's text, so they add nothing a batch
 //! author could not already write into their own SQL.
 
@@ -29,7 +29,7 @@ pub const TIMESTAMP_VAR: &str = "bin_timestamp_sql";
 pub const VALUE_VAR: &str = "bin_value_sql";
 pub const EMPTY_VAR: &str = "bin_empty_value_sql";
 
-/// `context` with the two variables set from its `preprocess_params` (a
+/// `context` with the three variables set from its `preprocess_params` (a
 /// batch's own keys of the same names are replaced).
 pub fn with_bin_variables(context: &Mapping) -> Mapping {
     let params = context.get("preprocess_params").and_then(Value::as_mapping);
