@@ -142,6 +142,29 @@ fn delete_removes_only_old_rows_of_the_batch() {
     assert_eq!(store.count_rows(&key("metrics")).expect("count"), 2);
 }
 
+/// Batch `name` of `f` in a fresh store holding the rows `insert_sql`
+/// puts in the metrics table, trained and scored as the scheduler would.
+fn trained_and_scored(
+    f: &Folder,
+    name: &str,
+    insert_sql: &str,
+) -> (
+    sandstack::config::BatchSpec,
+    Store,
+    sandstack::jobs::score::ScoreReport,
+) {
+    let spec = f.spec(name, &[]);
+    let mut store = Store::in_memory().expect("store");
+    store.ensure_metrics_table(&key("metrics")).expect("table");
+    crate::support::duck(&store)
+        .execute_batch(insert_sql)
+        .expect("observations");
+    let models = tempfile::tempdir().expect("models dir");
+    sandstack::jobs::train::run(&spec, &store, models.path()).expect("train");
+    let scored = sandstack::jobs::score::run(&spec, &mut store, models.path()).expect("score");
+    (spec, store, scored)
+}
+
 /// With `preprocess_params.freq`, scores (and alerts) are stamped on the
 /// bins' labels, which no raw observation's time matches: the alert and
 /// dashboard templates read observations as bins too, so such a batch
@@ -157,20 +180,14 @@ fn a_resampled_batch_alerts_on_its_bins_and_charts_its_scores() {
          preprocess_params: {freq: 30min, freq_agg: mean, diff_n: 0, smooth_n: 0, lags_n: 2}\n\
          alert_threshold: 0\nalert_smooth_n: 1\nalert_snooze_n: 0\nalert_recent_n: 3\n",
     );
-    let spec = f.spec("fb", &[]);
-    let mut store = Store::in_memory().expect("store");
-    store.ensure_metrics_table(&key("metrics")).expect("table");
     // Two days of observations every 7 minutes (never on a bin's edge
     // alone), a wave and a little noise.
-    crate::support::duck(&store)
-        .execute_batch(
-            "insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(7 * i), 'fb', 'm', \
-             'metric', 10 + sin(i / 9.0) + (i * 7919 % 13) / 20.0, null from range(1, 420) t(i)",
-        )
-        .expect("observations");
-    let models = tempfile::tempdir().expect("models dir");
-    sandstack::jobs::train::run(&spec, &store, models.path()).expect("train");
-    let scored = sandstack::jobs::score::run(&spec, &mut store, models.path()).expect("score");
+    let (spec, mut store, scored) = trained_and_scored(
+        &f,
+        "fb",
+        "insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(7 * i), 'fb', 'm', \
+         'metric', 10 + sin(i / 9.0) + (i * 7919 % 13) / 20.0, null from range(1, 420) t(i)",
+    );
     assert!(scored.scored > 0, "{scored:?}");
     let report = sandstack::jobs::alert::run(&spec, &mut store).expect("alert");
     assert!(
@@ -256,21 +273,15 @@ fn a_resampled_count_alerts_on_its_empty_bins_and_counts_a_timestamp_once() {
          preprocess_params: {freq: 30min, freq_agg: count, diff_n: 0, smooth_n: 0, lags_n: 1}\n\
          score_max_n: 2000\nalert_threshold: 0\nalert_smooth_n: 1\nalert_snooze_n: 0\nalert_recent_n: 12\n",
     );
-    let spec = f.spec("fc", &[]);
-    let mut store = Store::in_memory().expect("store");
-    store.ensure_metrics_table(&key("metrics")).expect("table");
     // Every 5 minutes (each stored twice) for two days, then nothing for
     // the last three hours but one observation a minute ago.
-    crate::support::duck(&store)
-        .execute_batch(
-            "insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(180 + 5 * i), 'fc', 'm', \
-             'metric', 1.0, null from range(0, 576) t(i), range(2) d(k); \
-             insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(1), 'fc', 'm', 'metric', 1.0, null",
-        )
-        .expect("observations");
-    let models = tempfile::tempdir().expect("models dir");
-    sandstack::jobs::train::run(&spec, &store, models.path()).expect("train");
-    sandstack::jobs::score::run(&spec, &mut store, models.path()).expect("score");
+    let (spec, mut store, _) = trained_and_scored(
+        &f,
+        "fc",
+        "insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(180 + 5 * i), 'fc', 'm', \
+         'metric', 1.0, null from range(0, 576) t(i), range(2) d(k); \
+         insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(1), 'fc', 'm', 'metric', 1.0, null",
+    );
     let out = store
         .query_batch_sql(
             &spec.table_key,
