@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 mod replay;
 mod scrub;
+pub mod tape;
 
 pub use replay::ReplayBook;
 pub use scrub::{secret_name, Scrubber, SCRUBBED};
@@ -269,7 +270,7 @@ pub fn function_sha256(code: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::replay::same_url;
+    use super::replay::{same_body, same_url};
     use super::*;
     use std::collections::BTreeMap;
 
@@ -332,6 +333,22 @@ mod tests {
         ));
         assert!(!same_url("https://api.test/q", "http://api.test/q"));
         assert!(!same_url("https://other.test/q", "https://api.test/q"));
+    }
+
+    #[test]
+    fn json_bodies_match_whatever_their_spacing_and_key_order() {
+        let body = |t: &str| Body::from_bytes(t.as_bytes());
+        assert!(same_body(
+            &body("{\"b\":1,\"a\":[1,2]}"),
+            &body("{ \"a\": [1, 2],\n \"b\": 1 }")
+        ));
+        assert!(!same_body(&body("{\"a\":[1,2]}"), &body("{\"a\":[2,1]}")));
+        assert!(!same_body(
+            &body("{\"q\":\"select 1\"}"),
+            &body("{\"q\":\"select 1 \"}")
+        ));
+        assert!(same_body(&body("not json"), &body("not json")));
+        assert!(!same_body(&body("a=1&b=2"), &body("b=2&a=1")));
     }
 
     #[test]

@@ -42,6 +42,25 @@ pub(super) fn same_url(a: &str, b: &str) -> bool {
         && pairs(&x) == pairs(&y)
 }
 
+/// Whether two bodies are the same: byte for byte, or as JSON when both
+/// are JSON (a cassette written by hand or by another client spaces and
+/// orders its keys as it likes; sandstack's own JSON has sorted keys).
+pub(super) fn same_body(a: &super::Body, b: &super::Body) -> bool {
+    let (Ok(x), Ok(y)) = (a.bytes(), b.bytes()) else {
+        return false;
+    };
+    if x == y {
+        return true;
+    }
+    match (
+        serde_json::from_slice::<serde_json::Value>(&x),
+        serde_json::from_slice::<serde_json::Value>(&y),
+    ) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 impl ReplayBook {
     pub fn new(interactions: Vec<Interaction>, match_on: Vec<MatchOn>, allow_new: bool) -> Self {
         let used = vec![false; interactions.len()];
@@ -57,7 +76,7 @@ impl ReplayBook {
         self.match_on.iter().all(|m| match m {
             MatchOn::Method => a.method.eq_ignore_ascii_case(&b.method),
             MatchOn::Url => same_url(&a.url, &b.url),
-            MatchOn::Body => a.body.bytes().ok() == b.body.bytes().ok(),
+            MatchOn::Body => same_body(&a.body, &b.body),
             MatchOn::Headers => {
                 let norm = |h: &[(String, String)]| {
                     let mut v: Vec<(String, String)> = h
