@@ -4,7 +4,7 @@
 //! A metric row's path, by module: [`config`] reads a batch's YAML into a
 //! `BatchSpec`; [`scheduler`] decides when each job runs and [`pipeline`]
 //! runs it (for the command line and backfill too); [`jobs::ingest`] gets
-//! its rows from the batch's SQL or from the [`sandbox`] (CPython in
+//! its rows from the batch's SQL (or a [`warehouse`] it names) or from the [`sandbox`] (CPython in
 //! wasmtime), normalises them, and hands them to [`store`] (DuckDB or
 //! PostgreSQL, one table per `table_key`, the batch's SQL confined to its own
 //! rows); [`models`] fit and score, and [`alerts`] delivers what the jobs
@@ -28,4 +28,5 @@ pub mod sandbox;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;
+pub mod warehouse;
 pub mod web;

@@ -3,13 +3,16 @@
 use std::process::ExitCode;
 
 use super::{load_folder, Cli};
-use crate::config::{BatchSpec, IngestSource, ScheduleStatus};
+use crate::config::{BatchSpec, Choice, Db, IngestSource, ScheduleStatus};
 
-fn source_label(spec: &BatchSpec) -> &'static str {
-    match spec.ingest {
-        IngestSource::Python(_) => "python",
-        IngestSource::Sql(_) => "sql",
-        IngestSource::Imported => "imported",
+/// Where the batch's rows come from: `python`, `sql` (over the store),
+/// `sql on bigquery` (a warehouse), `imported`.
+fn source_label(spec: &BatchSpec) -> String {
+    match (&spec.ingest, spec.db) {
+        (IngestSource::Python(_), _) => "python".into(),
+        (IngestSource::Sql(_), Db::DuckDb) => "sql".into(),
+        (IngestSource::Sql(_), db) => format!("sql on {}", db.name()),
+        (IngestSource::Imported, _) => "imported".into(),
     }
 }
 

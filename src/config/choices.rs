@@ -195,6 +195,42 @@ impl Choice for DetectionDefaults {
 }
 choice_serde!(DetectionDefaults);
 
+/// `db`: where a batch's `ingest_sql` runs. The rows always go to
+/// sandstack's own store; only DuckDB reads them back with the folder's SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// Over the batch's own rows, in a scratch DuckDB (the default).
+    DuckDb,
+    /// A SQLite file, or a Turso (libSQL) database over its HTTP API.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+    /// A ClickHouse server's HTTP interface.
+    ClickHouse,
+    /// BigQuery's REST API (`jobs.query`).
+    BigQuery,
+    /// Snowflake's SQL API.
+    Snowflake,
+}
+
+impl Choice for Db {
+    const WHAT: &'static str = "db";
+    const ALL: &'static [(Self, &'static str)] = &[
+        (Db::DuckDb, "duckdb"),
+        (Db::Sqlite, "sqlite"),
+        (Db::Postgres, "postgres"),
+        (Db::ClickHouse, "clickhouse"),
+        (Db::BigQuery, "bigquery"),
+        (Db::Snowflake, "snowflake"),
+    ];
+    const ALIASES: &'static [(Self, &'static str)] = &[
+        (Db::Sqlite, "turso"),
+        (Db::Sqlite, "libsql"),
+        (Db::Postgres, "postgresql"),
+    ];
+}
+choice_serde!(Db);
+
 /// `<job>_default_schedule_status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScheduleStatus {

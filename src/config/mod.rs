@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
-pub use choices::{AlertMethod, Choice, CombinationMethod, ModelKind, ScheduleStatus};
+pub use choices::{AlertMethod, Choice, CombinationMethod, Db, ModelKind, ScheduleStatus};
 pub use cron_expr::CronExpr;
 pub use env_overrides::env_batch_name;
 pub use error::ConfigError;
@@ -60,9 +60,6 @@ const IGNORE_EXAMPLES: &str = "ANOMSTACK_IGNORE_EXAMPLES";
 /// How an error names a value that came from the environment, in place of
 /// a file.
 const ENV_ORIGIN: &str = "environment variable ";
-
-/// The `db` values sandstack can run.
-const SUPPORTED_DBS: &[&str] = &["duckdb"];
 
 /// A batch sandstack recognised but cannot run yet.
 #[derive(Debug, Clone, PartialEq)]
@@ -536,27 +533,16 @@ fn load_batch(
     Ok(Loaded::Batch(Box::new(spec)))
 }
 
-/// Why sandstack cannot run a batch yet (another `db`, a `model_path`
-/// without a scheme), judged on the merged values before rendering. A cloud
-/// `model_path` does not stop a batch: its ingest runs (see
-/// [`cloud_model_path`]).
+/// Why sandstack cannot run a batch yet (a `model_path` without a scheme),
+/// judged on the merged values before rendering. A cloud `model_path`
+/// does not stop a batch: its ingest runs (see [`cloud_model_path`]).
 fn skip_reason(merged: &Mapping) -> Option<String> {
-    let text = |key: &str| {
-        merged
-            .get(key)
-            .and_then(Value::as_str)
-            .or_else(|| keys::default_value(key).as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let db = text("db");
-    if !SUPPORTED_DBS.contains(&db.as_str()) {
-        return Some(format!(
-            "db `{db}` is not supported by sandstack yet (supported: {})",
-            SUPPORTED_DBS.join(", ")
-        ));
-    }
-    let model_path = text("model_path");
+    let model_path = merged
+        .get("model_path")
+        .and_then(Value::as_str)
+        .or_else(|| keys::default_value("model_path").as_str())
+        .unwrap_or_default()
+        .to_string();
     (!model_path.contains("://"))
         .then(|| format!("model_path `{model_path}` has no scheme: write local://{model_path}"))
 }

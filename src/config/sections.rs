@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::choices::{AlertMethod, Choice, CombinationMethod, DetectionDefaults, ModelKind};
+use super::choices::{AlertMethod, Choice, CombinationMethod, Db, DetectionDefaults, ModelKind};
 use super::fields::{Described, Seconds, Structured, UtcMicros};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,8 +163,8 @@ impl Described for BTreeMap<String, String> {
 crate::settings! {
     /// Where a batch's rows live and whether it runs at all.
     "batch" => pub struct BatchKeys {
-        /// the database engine; only `duckdb` runs, other batches are listed as skipped
-        db: String = "db", "duckdb";
+        /// where `ingest_sql` runs: `duckdb` (over the batch's own rows), `sqlite` (or `turso`), `postgres`, `clickhouse`, `bigquery`, `snowflake`; the rows are stored in sandstack's own database either way
+        db: Db = "db", "duckdb";
         /// the metrics table (`table` or `schema.table`)
         table_key: String = "table_key", "metrics";
         /// where models are saved (`local://DIR`)

@@ -126,7 +126,8 @@ pub struct BatchSpec {
     pub metric_batch: String,
     /// The batch's YAML file.
     pub file: PathBuf,
-    pub db: String,
+    /// Where `ingest_sql` runs.
+    pub db: super::choices::Db,
     /// Checked at load ([`TableKey::claim`]): the store takes only this.
     pub table_key: super::TableKey,
     pub model_path: String,
@@ -235,6 +236,20 @@ impl BatchSpec {
     }
 }
 
+/// The part of `table_key` that names the table in sandstack's store. A
+/// warehouse batch's key may name the warehouse's own table in three parts
+/// (BigQuery's `project.dataset.table`, Snowflake's `database.schema.table`);
+/// its rows are stored here as `dataset.table` (`schema.table`): sandstack
+/// never writes to the warehouse.
+fn stored_key(batch: &BatchKeys) -> &str {
+    let key = batch.table_key.as_str();
+    match (batch.db, key.split_once('.')) {
+        (super::choices::Db::DuckDb, _) => key,
+        (_, Some((_, rest))) if rest.split('.').count() == 2 => rest,
+        _ => key,
+    }
+}
+
 /// Read a rendered mapping into a spec, section by section. `raw_ingest_fn`
 /// and `raw_preprocess_fn` are the values before rendering, used to find
 /// the file a traceback should name.
@@ -247,7 +262,7 @@ pub(super) fn read_spec(
 ) -> Result<BatchSpec, Vec<ConfigError>> {
     let mut r = FieldReader::new(file, map, origins);
     let batch = BatchKeys::read(&mut r);
-    let table_key = super::TableKey::claim(&batch.table_key).unwrap_or_else(|e| {
+    let table_key = super::TableKey::claim(stored_key(&batch)).unwrap_or_else(|e| {
         r.bad_value("table_key", e.message);
         super::TableKey::fallback()
     });

@@ -296,39 +296,79 @@ fn a_batch_without_metric_batch_is_an_error() {
 }
 
 #[test]
-fn unsupported_backends_are_skipped_and_the_rest_loads() {
+fn warehouse_batches_load_and_an_unknown_db_is_an_error_naming_the_choices() {
     let f = Folder::with_defaults();
     f.write(
         "bq.yaml",
         "metric_batch: bq\ndb: bigquery\ningest_sql: select 1\n",
     )
     .write(
+        "sf.yaml",
+        "metric_batch: sf\ndb: Snowflake\ningest_sql: select 1\n",
+    )
+    .write(
+        "turso.yaml",
+        "metric_batch: turso\ndb: turso\ningest_sql: select 1\n",
+    )
+    .write(
         "gcs.yaml",
         "metric_batch: gcs\nmodel_path: gs://bucket/models\ningest_sql: select 1\n",
     )
+    .write(
+        "typo.yaml",
+        "metric_batch: typo\ndb: bigqeury\ningest_sql: select 1\n",
+    )
+    .write(
+        "bq3.yaml",
+        "metric_batch: bq3\ndb: bigquery\ntable_key: proj.dataset.readings\ningest_sql: select 1\n",
+    )
+    .write(
+        "duck3.yaml",
+        "metric_batch: duck3\ntable_key: a.b.c\ningest_sql: select 1\n",
+    )
     .write("ok.yaml", "metric_batch: ok\ningest_sql: select 1\n");
     let folder = f.load(&[]);
-    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
-    // A cloud model_path no longer stops a batch: its ingest runs.
-    assert_eq!(folder.batches.len(), 2);
+    assert!(folder.skipped.is_empty(), "{:?}", folder.skipped);
+    let mut loaded: Vec<&str> = folder
+        .batches
+        .iter()
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    loaded.sort_unstable();
+    assert_eq!(loaded, ["bq", "bq3", "gcs", "ok", "sf", "turso"]);
+    // The warehouse's own three-part name: stored here as its last two.
+    assert_eq!(
+        folder.batch("bq3").expect("bq3").table_key.to_string(),
+        "dataset.readings"
+    );
+    assert_eq!(
+        folder.batch("bq").expect("bq").db,
+        sandstack::config::Db::BigQuery
+    );
+    assert_eq!(
+        folder.batch("turso").expect("turso").db,
+        sandstack::config::Db::Sqlite
+    );
+    let mut errors: Vec<String> = folder.errors.iter().map(|e| e.to_string()).collect();
+    errors.sort();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    // A DuckDB batch's key is sandstack's own table: two parts at most.
+    assert!(
+        errors[0].contains("duck3.yaml") && errors[0].contains("table_key"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("unknown db `bigqeury` (did you mean `bigquery`?)")
+            && errors[1].contains("duckdb, sqlite, postgres, clickhouse, bigquery, snowflake"),
+        "{errors:?}"
+    );
+    // A cloud model_path does not stop a batch: its ingest runs.
     assert!(
         folder.warnings.iter().any(|w| w.contains("batch `gcs`")
             && w.contains("`gs://` is not supported")
             && w.contains("its ingest")),
         "{:?}",
         folder.warnings
-    );
-    let skipped: Vec<(String, String)> = folder
-        .skipped
-        .iter()
-        .map(|s| (s.metric_batch.clone(), s.reason.clone()))
-        .collect();
-    assert_eq!(
-        skipped,
-        vec![(
-            "bq".into(),
-            "db `bigquery` is not supported by sandstack yet (supported: duckdb)".into()
-        ),]
     );
 }
 

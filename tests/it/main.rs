@@ -33,3 +33,4 @@ mod sandbox_runs;
 mod scheduler;
 mod scheduler_soak;
 mod sql_templates;
+mod warehouse;

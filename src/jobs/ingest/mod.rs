@@ -6,6 +6,7 @@
 pub mod normalize;
 pub mod python;
 pub mod recording;
+mod warehouse;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ pub use normalize::{describe_rows, InvalidResult};
 pub enum IngestError {
     #[error("ingest_sql failed: {message}")]
     Sql { message: String },
+    /// `ingest_sql` on the warehouse `db` names.
+    #[error("ingest_sql failed on {0}")]
+    Warehouse(#[from] crate::warehouse::WarehouseError),
     #[error("the batch has no ingest_fn or ingest_sql: its history comes from `sandstack import`")]
     NoSource,
     #[error(transparent)]
@@ -49,14 +53,19 @@ impl IngestError {
         match self {
             IngestError::TimedOut { .. } => true,
             IngestError::Run(e) => e.is_timeout(),
+            IngestError::Warehouse(e) => e.is_timeout(),
             _ => false,
         }
     }
 
     /// Whether a later try could succeed (see [`ExecError::can_pass`]);
-    /// SQL runs against local data and never can.
+    /// SQL over the store never can, a warehouse that was unreachable can.
     pub fn can_pass(&self) -> bool {
-        matches!(self, IngestError::Run(e) if e.can_pass())
+        match self {
+            IngestError::Run(e) => e.can_pass(),
+            IngestError::Warehouse(e) => e.can_pass(),
+            _ => false,
+        }
     }
 }
 
@@ -175,6 +184,10 @@ pub fn run(
 ) -> Result<IngestReport, Box<IngestFailure>> {
     let started = Instant::now();
     match &spec.ingest {
+        IngestSource::Sql(sql) if spec.db != crate::config::Db::DuckDb => {
+            warehouse::run(spec, store, sql, env, opts, started)
+                .map_err(IngestFailure::of(spec, None))
+        }
         IngestSource::Sql(sql) => {
             run_sql(spec, store, sql, opts, started).map_err(IngestFailure::of(spec, None))
         }
@@ -303,8 +316,24 @@ fn query_and_store(
         .map_err(|e| IngestError::Sql {
             message: e.to_string(),
         })?;
+    check_and_store(spec, store, &raw, opts, started, t.elapsed())
+}
+
+/// A SQL source's rows checked, normalised and stored (unless a dry run);
+/// the table is made first.
+fn check_and_store(
+    spec: &BatchSpec,
+    store: &mut Store,
+    raw: &[RecordBatch],
+    opts: IngestOptions,
+    started: Instant,
+    query_time: Duration,
+) -> Result<IngestReport, IngestError> {
+    let batch = spec.metric_batch.clone();
+    let table = spec.table_key.clone();
+    let t = Instant::now();
     let mut normalized = normalize::normalize(
-        &raw,
+        raw,
         &batch,
         &spec.limits,
         spec.ingest_settings.metric_rounding,
@@ -312,11 +341,14 @@ fn query_and_store(
     if let Some(at) = opts.simulated_now_us {
         normalized.rows = normalize::restamp(&normalized.rows, at);
     }
-    let source_time = t.elapsed();
+    let source_time = query_time + t.elapsed();
     let t = Instant::now();
     let stored = if opts.dry_run {
         0
     } else {
+        store
+            .ensure_metrics_table(&table)
+            .map_err(IngestError::Store)?;
         store
             .append_metrics(&table, std::slice::from_ref(&normalized.rows))
             .map_err(IngestError::Store)?

@@ -15,6 +15,7 @@ mod metrics;
 mod micros;
 mod migrations;
 mod runs;
+pub mod source;
 #[cfg(test)]
 mod tests;
 

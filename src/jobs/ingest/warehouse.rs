@@ -1,0 +1,145 @@
+//! An ingest whose `ingest_sql` runs on a warehouse (`db:` other than
+//! `duckdb`): the query on the operator's server ([`crate::warehouse`]),
+//! recorded or replayed when asked (HTTP sources), then the same checks and
+//! store as every ingest.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::recording::{self, CassetteOptions, Plan};
+use super::{IngestError, IngestOptions, IngestReport};
+use crate::cassette::tape::Tape;
+use crate::cassette::{function_sha256, ReplayBook, DEFAULT_MATCH_ON, SCRUBBED};
+use crate::config::BatchSpec;
+use crate::store::Store;
+use crate::warehouse::{self, QueryLimits};
+
+pub(super) fn run(
+    spec: &BatchSpec,
+    store: &mut Store,
+    sql: &str,
+    env: &BTreeMap<String, String>,
+    opts: IngestOptions,
+    started: Instant,
+) -> Result<IngestReport, IngestError> {
+    let limits = QueryLimits {
+        timeout: Duration::from_secs_f64(spec.limits.timeout_s),
+        max_rows: usize::try_from(spec.limits.max_rows).unwrap_or(usize::MAX),
+        max_bytes: usize::try_from(spec.limits.max_result_kb.saturating_mul(1024))
+            .unwrap_or(usize::MAX),
+    };
+    let plan = match &opts.cassette {
+        Some(c) => Some((
+            recording::plan(c, None).map_err(|message| IngestError::Cassette { message })?,
+            c,
+        )),
+        None => None,
+    };
+    let mut run_env = env.clone();
+    let tape = match &plan {
+        None => Tape::Live,
+        Some((Plan::Record, _)) => Tape::Record,
+        Some((
+            Plan::Replay {
+                cassette,
+                allow_new,
+            },
+            c,
+        )) => {
+            if cassette.function_sha256 != function_sha256(sql) {
+                tracing::warn!(
+                    batch = %spec.metric_batch,
+                    "cassette {} was recorded from another ingest_sql; replaying anyway",
+                    c.path.display()
+                );
+            }
+            // The recorded settings name the same URLs; secrets (scrubbed
+            // when written) are not needed to replay.
+            for var in &cassette.env {
+                if var.value != SCRUBBED {
+                    run_env.insert(var.name.clone(), var.value.clone());
+                }
+            }
+            let match_on = if c.match_on.is_empty() {
+                DEFAULT_MATCH_ON.to_vec()
+            } else {
+                c.match_on.clone()
+            };
+            Tape::Replay(ReplayBook::new(
+                cassette.interactions.clone(),
+                match_on,
+                *allow_new,
+            ))
+        }
+    };
+    let t = Instant::now();
+    let mut source = warehouse::open(spec.db, &run_env, tape)?.ok_or_else(|| IngestError::Sql {
+        message: "db: duckdb runs over the store, not as a warehouse".into(),
+    })?;
+    let clock_start_us = chrono::Utc::now().timestamp_micros();
+    let result = source.query(sql, &limits);
+    if let Some((plan, c)) = &plan {
+        if source.records() {
+            let interactions = source.take_interactions();
+            let settings = source.replay_settings();
+            write_cassette(plan, c, spec, sql, &settings, interactions, clock_start_us)?;
+        } else {
+            tracing::warn!(
+                batch = %spec.metric_batch,
+                "db: {} is not read over HTTP, so there is nothing to record or replay: the query ran \
+                 for real and no cassette was written",
+                crate::config::Choice::name(spec.db)
+            );
+        }
+    }
+    let raw = result?;
+    super::check_and_store(spec, store, &[raw], opts, started, t.elapsed())
+}
+
+/// The cassette of a recorded run, written whether the query succeeded or
+/// failed (a failed run's is the one to replay).
+fn write_cassette(
+    plan: &Plan,
+    opts: &CassetteOptions,
+    spec: &BatchSpec,
+    sql: &str,
+    settings: &BTreeMap<String, String>,
+    interactions: Vec<crate::cassette::Interaction>,
+    clock_start_us: i64,
+) -> Result<(), IngestError> {
+    let (mut kept, clock) = match plan {
+        Plan::Record => (Vec::new(), clock_start_us),
+        Plan::Replay {
+            allow_new: false, ..
+        } => return Ok(()),
+        Plan::Replay { cassette, .. } => (cassette.interactions.clone(), cassette.clock_start_us),
+    };
+    kept.extend(interactions);
+    // Only what the source names; scrubbed all the same, by name.
+    let scrubber = crate::cassette::Scrubber::new(settings, &opts.scrub);
+    let cassette = crate::cassette::Cassette {
+        version: crate::cassette::FORMAT_VERSION,
+        note: None,
+        job: None,
+        batch: spec.metric_batch.clone(),
+        function_sha256: function_sha256(sql),
+        clock_start_us: clock,
+        recorded_at: chrono::DateTime::from_timestamp_micros(clock)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_default(),
+        seed: String::new(),
+        env: scrubber.env(settings),
+        interactions: kept,
+    };
+    cassette
+        .save(&opts.path)
+        .map_err(|e| IngestError::Cassette {
+            message: e.to_string(),
+        })?;
+    tracing::info!(
+        batch = %spec.metric_batch,
+        cassette = %opts.path.display(),
+        "wrote cassette"
+    );
+    Ok(())
+}

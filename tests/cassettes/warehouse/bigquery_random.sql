@@ -1,0 +1,1 @@
+select current_timestamp() as metric_timestamp, 'random_1' as metric_name, rand() as metric_value union all select current_timestamp(), 'random_2', rand() union all select current_timestamp(), 'random_3', rand() * 10

@@ -1,0 +1,1 @@
+select current_timestamp() as metric_timestamp, 'metric_1' as metric_name, uniform(0::float, 1::float, random()) as metric_value union all select current_timestamp(), 'metric_2', uniform(0::float, 1::float, random()) union all select current_timestamp(), 'metric_3', uniform(0::float, 1::float, random())
