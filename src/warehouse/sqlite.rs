@@ -134,6 +134,16 @@ impl Rows {
     }
 }
 
+/// SQLite's heap ceiling, set once for the process: only these queries
+/// use SQLite, and a query cannot change it (PRAGMA is denied).
+fn set_heap_limit() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sqlite3_hard_heap_limit64 takes any value and may be called at any time.
+    SET.call_once(|| unsafe {
+        rusqlite::ffi::sqlite3_hard_heap_limit64(HEAP_LIMIT_BYTES);
+    });
+}
+
 /// A local SQLite file.
 pub struct Sqlite {
     path: std::path::PathBuf,
@@ -166,12 +176,25 @@ impl Sqlite {
                 message: format!("cannot open {} ({e})", self.path.display()),
             }
         })?;
-        conn.pragma_update(None, "hard_heap_limit", HEAP_LIMIT_BYTES)
-            .and_then(|_| conn.pragma_update(None, "query_only", true))
+        conn.pragma_update(None, "query_only", true)
             .map_err(|e| WarehouseError::Answer {
                 db: NAME,
                 message: format!("cannot limit the connection ({e})"),
             })?;
+        set_heap_limit();
+        // By construction: a statement may only select, read and call
+        // functions. PRAGMA (the heap limit is one, and process-wide),
+        // ATTACH and every write are denied while it is prepared.
+        conn.authorizer(Some(|ctx: rusqlite::hooks::AuthContext<'_>| {
+            use rusqlite::hooks::{AuthAction, Authorization};
+            match ctx.action {
+                AuthAction::Select
+                | AuthAction::Read { .. }
+                | AuthAction::Function { .. }
+                | AuthAction::Recursive => Authorization::Allow,
+                _ => Authorization::Deny,
+            }
+        }));
         Ok(conn)
     }
 }
@@ -183,8 +206,19 @@ impl super::Source for Sqlite {
             db: NAME,
             message: crate::escape::log_line(&e.to_string()),
         };
-        // rusqlite refuses a text with a second statement after the first.
-        let mut stmt = conn.prepare(sql).map_err(sql_error)?;
+        // rusqlite refuses a text with a second statement after the first;
+        // the authorizer, anything but reading.
+        let mut stmt = conn.prepare(sql).map_err(|e| {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) {
+                WarehouseError::NotReadOnly {
+                    db: NAME,
+                    found: "a statement that does more than read (SQLite's authorizer denied it)"
+                        .into(),
+                }
+            } else {
+                sql_error(e)
+            }
+        })?;
         if !stmt.readonly() || stmt.column_count() == 0 {
             return Err(WarehouseError::NotReadOnly {
                 db: NAME,
@@ -219,6 +253,13 @@ impl super::Source for Sqlite {
                         ValueRef::Null => Dyn::Null,
                         ValueRef::Integer(v) => Dyn::Int(v),
                         ValueRef::Real(v) => Dyn::Real(v),
+                        // Sized before it is copied.
+                        ValueRef::Text(t) if t.len() > limits.max_bytes => {
+                            return Err(WarehouseError::TooLarge {
+                                db: NAME,
+                                limit_kib: limits.max_bytes >> 10,
+                            })
+                        }
                         ValueRef::Text(t) => Dyn::Text(String::from_utf8_lossy(t).into_owned()),
                         ValueRef::Blob(b) => Dyn::Blob(b.len()),
                     });
@@ -552,16 +593,23 @@ mod tests {
             "select 1; delete from m",
             "attach database 'other.db' as o",
             "create table t as select * from m",
+            "pragma hard_heap_limit = 100000",
+            "vacuum into 'copy.db'",
+            "pragma table_info(m)",
         ] {
             let e = s.query(sql, &limits()).expect_err(sql);
             let text = e.to_string();
-            assert!(
+            // A second statement is refused whichever check meets it first;
+            // everything else is denied as more than a read.
+            let refused = if sql.contains(';') {
                 matches!(
                     e,
-                    WarehouseError::NotReadOnly { .. } | WarehouseError::Query { .. }
-                ),
-                "{sql}: {text}"
-            );
+                    WarehouseError::Query { .. } | WarehouseError::NotReadOnly { .. }
+                )
+            } else {
+                matches!(e, WarehouseError::NotReadOnly { .. })
+            };
+            assert!(refused, "{sql}: {text}");
         }
         let batch = s
             .query("select count(*) as n from m", &limits())
