@@ -42,6 +42,9 @@ pub enum TapeError {
     /// The server could not be reached, or its answer broke off.
     #[error("{0}")]
     Network(String),
+    /// The request's own time ran out (the run's deadline).
+    #[error("{0}")]
+    TimedOut(String),
     /// The answer was bigger than the caller allows.
     #[error("the answer from {who} is over {limit_kib} KiB: it was refused")]
     TooBig { who: String, limit_kib: usize },
@@ -80,9 +83,10 @@ impl TapedHttp {
         })
     }
 
-    /// Whether answers come from a cassette (no credentials are needed).
-    pub fn replaying(&self) -> bool {
-        matches!(self.tape, Tape::Replay(_))
+    /// Whether every answer comes from a cassette, so nothing leaves the
+    /// process and no credentials are needed (`new_episodes` asks for real).
+    pub fn offline(&self) -> bool {
+        matches!(&self.tape, Tape::Replay(book) if !book.allow_new)
     }
 
     /// Scrub these values from everything kept, too (a token fetched
@@ -201,9 +205,19 @@ impl TapedHttp {
         }
         let who = who.to_string();
         let read = async move {
-            let mut resp = req.send().await.map_err(|e| {
-                TapeError::Network(format!("{who} could not be reached: {}", e.without_url()))
-            })?;
+            let failed = |what: &str, e: reqwest::Error| {
+                let timeout = e.is_timeout();
+                let text = format!("{who} {what}: {}", e.without_url());
+                if timeout {
+                    TapeError::TimedOut(text)
+                } else {
+                    TapeError::Network(text)
+                }
+            };
+            let mut resp = req
+                .send()
+                .await
+                .map_err(|e| failed("could not be reached", e))?;
             let status = resp.status().as_u16();
             let headers = resp
                 .headers()
@@ -216,9 +230,11 @@ impl TapedHttp {
                 })
                 .collect();
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| {
-                TapeError::Network(format!("{who}'s answer broke off: {}", e.without_url()))
-            })? {
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| failed("answered, then broke off", e))?
+            {
                 body.extend_from_slice(&chunk);
                 if body.len() > max_bytes {
                     return Err(TapeError::TooBig {

@@ -54,6 +54,11 @@ struct PolicyFile {
     folders: BTreeMap<String, FolderRules>,
     #[serde(default)]
     allow_http_private: bool,
+    /// The `db` warehouses batches may read from with the operator's
+    /// credentials (`sqlite`, `postgres`, `clickhouse`, `bigquery`,
+    /// `snowflake`); `duckdb`, over sandstack's own store, is always allowed.
+    #[serde(default)]
+    warehouses: Vec<super::choices::Db>,
     #[serde(default)]
     allow_http_rewrite: bool,
     /// With `allow_http_rewrite`, the URL prefixes a rewrite may point to
@@ -252,6 +257,17 @@ impl Policy {
         }
         over.extend(self.env_refusals(spec));
         over.extend(self.http_refusals(spec));
+        if spec.db != super::choices::Db::DuckDb && !self.rules.warehouses.contains(&spec.db) {
+            use super::choices::Choice;
+            let allowed: Vec<&str> = std::iter::once("duckdb")
+                .chain(self.rules.warehouses.iter().map(|d| d.name()))
+                .collect();
+            over.push((
+                "db".to_string(),
+                format!("asks for {}", spec.db.name()),
+                format!("{} (the policy's `warehouses`)", allowed.join(", ")),
+            ));
+        }
         if !self.rules.allow_template_overrides {
             for key in super::shipped::overridden(spec) {
                 over.push((
@@ -384,6 +400,13 @@ fn powers_used(spec: &BatchSpec) -> Vec<String> {
     }
     if spec.http.allow_private {
         used.push("http_allow_private".to_string());
+    }
+    if spec.db != super::choices::Db::DuckDb {
+        use super::choices::Choice;
+        used.push(format!(
+            "db: {} (its SQL runs on that warehouse with the operator's credentials)",
+            spec.db.name()
+        ));
     }
     if !spec.http.rewrite.is_empty() {
         used.push("http_rewrite".to_string());

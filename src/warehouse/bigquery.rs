@@ -27,6 +27,11 @@ const KEY_FILE_ENV: &str = "ANOMSTACK_GOOGLE_APPLICATION_CREDENTIALS";
 const KEY_JSON_ENV: &str = "ANOMSTACK_GOOGLE_APPLICATION_CREDENTIALS_JSON";
 const PROJECT_ENV: &str = "ANOMSTACK_GCP_PROJECT_ID";
 const SCOPE: &str = "https://www.googleapis.com/auth/bigquery";
+/// The operator's ceiling on the bytes one query may bill (default 10 GiB).
+pub const MAX_BYTES_BILLED_ENV: &str = "SANDSTACK_BIGQUERY_MAX_BYTES_BILLED";
+const DEFAULT_MAX_BYTES_BILLED: u64 = 10 << 30;
+/// What a replay may take from its cassette.
+pub const REPLAY_SETTINGS: &[&str] = &[PROJECT_ENV, ENDPOINT_ENV, MAX_BYTES_BILLED_ENV];
 /// Rows asked for per page.
 const PAGE_ROWS: usize = 10_000;
 /// Largest key file read.
@@ -60,6 +65,7 @@ pub struct BigQuery {
     project: String,
     credentials: Option<Credentials>,
     token: Option<String>,
+    max_bytes_billed: u64,
 }
 
 impl BigQuery {
@@ -70,7 +76,16 @@ impl BigQuery {
             variable,
             message,
         };
-        let replaying = matches!(tape, Tape::Replay(_));
+        let replaying = super::offline(&tape);
+        let max_bytes_billed = match optional(env, MAX_BYTES_BILLED_ENV) {
+            Some(v) => v.parse().map_err(|_| {
+                setting(
+                    MAX_BYTES_BILLED_ENV,
+                    format!("`{v}` is not a number of bytes"),
+                )
+            })?,
+            None => DEFAULT_MAX_BYTES_BILLED,
+        };
         let account = match read_key(env)? {
             Some(a) => Some(a),
             None if replaying => None,
@@ -123,6 +138,7 @@ impl BigQuery {
             project,
             credentials,
             token: None,
+            max_bytes_billed,
         })
     }
 
@@ -132,7 +148,7 @@ impl BigQuery {
         deadline: Instant,
     ) -> Result<Vec<(String, String)>, WarehouseError> {
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
-        if self.http.replaying() {
+        if self.http.offline() {
             return Ok(headers);
         }
         if self.token.is_none() {
@@ -180,9 +196,9 @@ impl BigQuery {
                 )
                 .map_err(|e| WarehouseError::Tape(e, NAME))?;
             if answer.status != 200 {
+                // The account's address is scrubbed from cassettes; not shown here either.
                 let message = format!(
-                    "Google's token endpoint refused the service account {} (HTTP {}): {}",
-                    c.client_email,
+                    "Google's token endpoint refused the service account key (HTTP {}): {}",
                     answer.status,
                     server_words(&answer.body)
                 );
@@ -213,17 +229,20 @@ impl BigQuery {
         Ok(headers)
     }
 
-    fn api(&self, path: &str) -> Result<url::Url, WarehouseError> {
-        let base = self.endpoint.as_str().trim_end_matches('/');
-        url::Url::parse(&format!(
-            "{base}/bigquery/v2/projects/{}{path}",
-            self.project
-        ))
-        .map_err(|e| WarehouseError::Setting {
-            db: NAME,
-            variable: PROJECT_ENV,
-            message: format!("makes no URL ({e})"),
-        })
+    /// The API's URL for `segments` under the project; each segment is
+    /// escaped (a job id comes from the server).
+    fn api(&self, segments: &[&str]) -> Result<url::Url, WarehouseError> {
+        let mut url = self.endpoint.clone();
+        url.path_segments_mut()
+            .map_err(|_| WarehouseError::Setting {
+                db: NAME,
+                variable: ENDPOINT_ENV,
+                message: "is not a base URL".into(),
+            })?
+            .pop_if_empty()
+            .extend(["bigquery", "v2", "projects", &self.project])
+            .extend(segments);
+        Ok(url)
     }
 
     /// One call to the API; an error status becomes the error it means.
@@ -315,7 +334,7 @@ fn read_answer(answer: Exchange) -> Result<Value, WarehouseError> {
     let message = value
         .as_ref()
         .and_then(|v| v.pointer("/error/message")?.as_str().map(str::to_string))
-        .map(|m| crate::escape::log_line(&m))
+        .map(|m| super::words(&m))
         .unwrap_or_else(|| server_words(&answer.body));
     let message = format!("HTTP {}: {message}", answer.status);
     Err(if passing_status(answer.status) {
@@ -422,7 +441,7 @@ impl super::Source for BigQuery {
         // The dry run says what kind of statement this is, and costs nothing.
         let dry = self.call(
             Method::POST,
-            &self.api("/jobs")?,
+            &self.api(&["jobs"])?,
             Some(&json!({
                 "configuration": {
                     "dryRun": true,
@@ -439,18 +458,38 @@ impl super::Source for BigQuery {
         if statement != "SELECT" {
             return Err(WarehouseError::NotReadOnly {
                 db: NAME,
-                found: format!("a {statement} statement (BigQuery's dry run)"),
+                found: format!(
+                    "a {} statement (BigQuery's dry run)",
+                    super::words(statement)
+                ),
+            });
+        }
+        let scanned = dry
+            .pointer("/statistics/query/totalBytesProcessed")
+            .and_then(Value::as_str)
+            .and_then(|b| b.parse::<u64>().ok())
+            .unwrap_or(0);
+        if scanned > self.max_bytes_billed {
+            return Err(WarehouseError::Query {
+                db: NAME,
+                message: format!(
+                    "the query would scan {scanned} bytes, over the {} a query may bill \
+                     (SANDSTACK_BIGQUERY_MAX_BYTES_BILLED, the operator's): narrow it, or raise the ceiling",
+                    self.max_bytes_billed
+                ),
             });
         }
         let timeout_ms = limits.timeout.as_millis().min(u128::from(u32::MAX)) as u64;
         let page_rows = PAGE_ROWS.min(limits.max_rows.saturating_add(1));
         let mut page = self.call(
             Method::POST,
-            &self.api("/queries")?,
+            &self.api(&["queries"])?,
             Some(&json!({
                 "query": sql,
                 "useLegacySql": false,
                 "timeoutMs": timeout_ms,
+                "jobTimeoutMs": timeout_ms,
+                "maximumBytesBilled": self.max_bytes_billed.to_string(),
                 "maxResults": page_rows,
                 "formatOptions": {"useInt64Timestamp": true},
             })),
@@ -487,7 +526,7 @@ impl super::Source for BigQuery {
                     message: "the answer has more to read but no jobReference.jobId".into(),
                 });
             };
-            let mut url = self.api(&format!("/queries/{job}"))?;
+            let mut url = self.api(&["queries", job])?;
             {
                 let mut q = url.query_pairs_mut();
                 q.append_pair("maxResults", &page_rows.to_string());
@@ -539,7 +578,7 @@ impl super::Source for BigQuery {
 impl BigQuery {
     /// Ask BigQuery to stop a job past its time (best effort).
     fn cancel(&mut self, job: String, location: Option<String>) {
-        let Ok(mut url) = self.api(&format!("/jobs/{job}/cancel")) else {
+        let Ok(mut url) = self.api(&["jobs", &job, "cancel"]) else {
             return;
         };
         if let Some(l) = location {

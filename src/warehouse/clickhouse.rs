@@ -26,10 +26,14 @@ const PASSWORD_ENV: &str = "ANOMSTACK_CLICKHOUSE_PASSWORD";
 const DATABASE_ENV: &str = "ANOMSTACK_CLICKHOUSE_DATABASE";
 const SECURE_ENV: &str = "ANOMSTACK_CLICKHOUSE_SECURE";
 
+/// What a replay may take from its cassette.
+pub const REPLAY_SETTINGS: &[&str] = &[HOST_ENV, PORT_ENV, SECURE_ENV, DATABASE_ENV];
+
 /// ClickHouse's error codes sandstack tells apart.
 const TIMEOUT_EXCEEDED: &str = "159";
 const TOO_MANY_ROWS_OR_BYTES: &str = "396";
 const READONLY: &str = "164";
+const AUTHENTICATION_FAILED: &str = "516";
 
 pub struct ClickHouse {
     http: TapedHttp,
@@ -155,6 +159,11 @@ fn failure(answer: &Exchange, limits: &QueryLimits) -> WarehouseError {
             db: NAME,
             found: format!("a statement ClickHouse refused in read-only mode ({message})"),
         },
+        Some(AUTHENTICATION_FAILED) => WarehouseError::Setting {
+            db: NAME,
+            variable: USER_ENV,
+            message: format!("ClickHouse did not accept the user and password ({message})"),
+        },
         Some(_) => WarehouseError::Query { db: NAME, message },
         None if answer.status == 401 || answer.status == 403 => WarehouseError::Setting {
             db: NAME,
@@ -181,7 +190,9 @@ impl super::Source for ClickHouse {
             .append_pair("max_result_bytes", &limits.max_bytes.to_string())
             .append_pair("result_overflow_mode", "throw")
             .append_pair("date_time_output_format", "iso")
-            .append_pair("output_format_json_quote_denormals", "1");
+            .append_pair("output_format_json_quote_denormals", "1")
+            // A query sandstack stops waiting for stops on the server too.
+            .append_pair("cancel_http_readonly_queries_on_client_close", "1");
         let cap = limits.max_bytes.saturating_mul(4).max(1 << 20);
         let answer = self
             .http

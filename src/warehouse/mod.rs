@@ -97,7 +97,7 @@ pub enum WarehouseError {
          narrow the query or raise ingest_max_result_kb"
     )]
     TooLarge { db: &'static str, limit_kib: usize },
-    #[error("{db}: the query ran past ingest_timeout_s={seconds} and was cancelled")]
+    #[error("{db}: the query ran past ingest_timeout_s={seconds} and was stopped")]
     TimedOut { db: &'static str, seconds: f64 },
     /// The server could not be reached, or answered 429 or 5xx: a later
     /// try may pass.
@@ -119,7 +119,10 @@ impl WarehouseError {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, WarehouseError::TimedOut { .. })
+        matches!(
+            self,
+            WarehouseError::TimedOut { .. } | WarehouseError::Tape(TapeError::TimedOut(_), _)
+        )
     }
 }
 
@@ -162,8 +165,32 @@ fn optional(env: &Env, variable: &str) -> Option<String> {
 
 /// An error body from a server, shortened and made one line for a message.
 fn server_words(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+    words(&String::from_utf8_lossy(body))
+}
+
+/// A server's or engine's words for a message: one line, at most 600
+/// characters (an engine may echo a whole input value back).
+fn words(text: &str) -> String {
     crate::escape::truncate(&crate::escape::log_line(text.trim()), 600)
+}
+
+/// The variables a replay of `db` may take from its cassette: those naming
+/// the server, never a credential. None for the sources not read over
+/// HTTP (a replay of them would run for real).
+pub fn replay_setting_names(db: Db) -> &'static [&'static str] {
+    match db {
+        Db::DuckDb | Db::Postgres => &[],
+        Db::Sqlite => sqlite::REPLAY_SETTINGS,
+        Db::ClickHouse => clickhouse::REPLAY_SETTINGS,
+        Db::BigQuery => bigquery::REPLAY_SETTINGS,
+        Db::Snowflake => snowflake::REPLAY_SETTINGS,
+    }
+}
+
+/// Whether the tape answers everything from a cassette, so nothing leaves
+/// the process and no credentials are needed.
+fn offline(tape: &Tape) -> bool {
+    matches!(tape, Tape::Replay(book) if !book.allow_new)
 }
 
 /// Whether an HTTP status means the server may answer later.

@@ -62,10 +62,13 @@ impl super::Source for Postgres {
                     db: NAME,
                     message: e.to_string(),
                 },
-                SourceQueryError::Query(message) => WarehouseError::Query { db: NAME, message },
+                SourceQueryError::Query(message) => WarehouseError::Query {
+                    db: NAME,
+                    message: super::words(&message),
+                },
                 SourceQueryError::ReadOnly(message) => WarehouseError::NotReadOnly {
                     db: NAME,
-                    found: format!("a statement that writes ({message})"),
+                    found: format!("a statement that writes ({})", super::words(&message)),
                 },
                 SourceQueryError::TimedOut => WarehouseError::TimedOut {
                     db: NAME,

@@ -34,6 +34,16 @@ const KEY_PATH_ENV: &str = "ANOMSTACK_SNOWFLAKE_PRIVATE_KEY_PATH";
 const KEY_ENV: &str = "ANOMSTACK_SNOWFLAKE_PRIVATE_KEY";
 const TOKEN_ENV: &str = "ANOMSTACK_SNOWFLAKE_TOKEN";
 const MAX_KEY_BYTES: u64 = 64 << 10;
+/// What a replay may take from its cassette.
+pub const REPLAY_SETTINGS: &[&str] = &[
+    ACCOUNT_ENV,
+    USER_ENV,
+    ENDPOINT_ENV,
+    "ANOMSTACK_SNOWFLAKE_WAREHOUSE",
+    "ANOMSTACK_SNOWFLAKE_ROLE",
+    "ANOMSTACK_SNOWFLAKE_DATABASE",
+    "ANOMSTACK_SNOWFLAKE_SCHEMA",
+];
 
 enum Auth {
     KeyPair {
@@ -61,7 +71,7 @@ impl Snowflake {
             variable,
             message,
         };
-        let replaying = matches!(tape, Tape::Replay(_));
+        let replaying = super::offline(&tape);
         let account = required(
             env,
             NAME,
@@ -204,16 +214,26 @@ impl Snowflake {
         Ok(h)
     }
 
+    /// `path_and_query` (from the server, for a status URL) on the
+    /// account's own origin: one elsewhere would be sent the token.
     fn url(&self, path_and_query: &str) -> Result<url::Url, WarehouseError> {
-        self.base
+        let bad = |why: String| WarehouseError::Answer {
+            db: NAME,
+            message: format!(
+                "`{}` {why}",
+                crate::escape::truncate(&crate::escape::log_line(path_and_query), 120)
+            ),
+        };
+        let url = self
+            .base
             .join(path_and_query)
-            .map_err(|e| WarehouseError::Answer {
-                db: NAME,
-                message: format!(
-                    "`{}` makes no URL ({e})",
-                    crate::escape::log_line(path_and_query)
-                ),
-            })
+            .map_err(|e| bad(format!("makes no URL ({e})")))?;
+        if url.origin() != self.base.origin() {
+            return Err(bad(
+                "is not on the account's own address: it was not asked".into()
+            ));
+        }
+        Ok(url)
     }
 
     fn call(
@@ -300,7 +320,7 @@ fn read_answer(answer: &Exchange, limits: &QueryLimits) -> Result<Value, Warehou
     let message = value
         .as_ref()
         .and_then(|v| v.get("message")?.as_str().map(str::to_string))
-        .map(|m| crate::escape::log_line(&m))
+        .map(|m| super::words(&m))
         .unwrap_or_else(|| server_words(&answer.body));
     let message = format!("HTTP {}: {message}", answer.status);
     Err(if passing_status(answer.status) {
@@ -336,6 +356,63 @@ fn first_keyword(sql: &str) -> String {
         .take_while(|c| c.is_ascii_alphabetic() || *c == '_')
         .collect::<String>()
         .to_ascii_uppercase()
+}
+
+/// The words of a statement outside its strings, quoted names and
+/// comments, upper-cased; None when it holds a `$$` block (a procedure's
+/// body, which runs as a script).
+fn bare_words(sql: &str) -> Option<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = sql.chars().peekable();
+    let end_word = |word: &mut String, words: &mut Vec<String>| {
+        if !word.is_empty() {
+            words.push(std::mem::take(word).to_ascii_uppercase());
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                end_word(&mut word, &mut words);
+                // A doubled quote escapes it; in a string, so does a backslash.
+                while let Some(d) = chars.next() {
+                    if d == '\\' && c == '\'' {
+                        chars.next();
+                    } else if d == c {
+                        if chars.peek() == Some(&c) {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '-' | '/' if chars.peek() == Some(&c) => {
+                end_word(&mut word, &mut words);
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                end_word(&mut word, &mut words);
+                chars.next();
+                let mut last = ' ';
+                for d in chars.by_ref() {
+                    if last == '*' && d == '/' {
+                        break;
+                    }
+                    last = d;
+                }
+            }
+            '$' if chars.peek() == Some(&'$') => return None,
+            c if c.is_ascii_alphanumeric() || c == '_' || c == '$' => word.push(c),
+            _ => end_word(&mut word, &mut words),
+        }
+    }
+    end_word(&mut word, &mut words);
+    Some(words)
 }
 
 /// A column's kind from its `rowType` entry.
@@ -411,6 +488,22 @@ fn push_data(
 
 impl super::Source for Snowflake {
     fn query(&mut self, sql: &str, limits: &QueryLimits) -> Result<RecordBatch, WarehouseError> {
+        // Snowflake has no read-only session: refuse what is not a query
+        // before it is sent. `WITH p AS PROCEDURE ... CALL p()` and a `$$`
+        // body run as scripts, so neither the words nor the block may appear.
+        let script = match bare_words(sql) {
+            None => Some("a $$ block".to_string()),
+            Some(w) => w
+                .into_iter()
+                .find(|w| matches!(w.as_str(), "PROCEDURE" | "CALL" | "EXECUTE" | "BEGIN"))
+                .map(|w| format!("the word {w}")),
+        };
+        if let Some(what) = script {
+            return Err(WarehouseError::NotReadOnly {
+                db: NAME,
+                found: format!("a statement with {what} (a procedure or script may write)"),
+            });
+        }
         let first = first_keyword(sql);
         if !matches!(
             first.as_str(),
@@ -500,9 +593,16 @@ impl super::Source for Snowflake {
                 db: NAME,
                 message: "the answer has more partitions but no statementHandle".into(),
             })?;
-            let url = self.url(&format!(
-                "/api/v2/statements/{handle}?partition={partition}"
-            ))?;
+            let mut url = self.url("/api/v2/statements/")?;
+            url.path_segments_mut()
+                .map_err(|_| WarehouseError::Answer {
+                    db: NAME,
+                    message: "the account's address is not a base URL".into(),
+                })?
+                .pop_if_empty()
+                .push(handle);
+            url.query_pairs_mut()
+                .append_pair("partition", &partition.to_string());
             let answer = self.call(Method::GET, &url, None, deadline, limits)?;
             let value = read_answer(&answer, limits)?;
             push_data(&mut columns, &types, &value)?;
@@ -548,6 +648,27 @@ mod tests {
         );
         assert_eq!(first_keyword("/* select */ delete from t"), "DELETE");
         assert_eq!(first_keyword("/* unclosed select"), "");
+    }
+
+    #[test]
+    fn procedures_and_scripts_are_found_outside_strings_and_comments() {
+        let w = |s: &str| bare_words(s).map(|v| v.join(" "));
+        assert_eq!(
+            w("select 'call x' as \"PROCEDURE\", 1 -- call\n/* call */ from t").as_deref(),
+            Some("SELECT AS 1 FROM T")
+        );
+        assert_eq!(
+            w("select 'it''s', 'a\\'b' from t").as_deref(),
+            Some("SELECT FROM T")
+        );
+        assert_eq!(
+            w("with p as procedure() returns int language sql as $$ begin delete from t; end $$ call p()"),
+            None
+        );
+        let words =
+            bare_words("WITH p AS PROCEDURE() RETURNS INT AS 'begin delete from t; end' CALL p()")
+                .expect("words");
+        assert!(words.contains(&"PROCEDURE".to_string()) && words.contains(&"CALL".to_string()));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const NAME: &str = "sqlite";
 const PATH_ENV: &str = "ANOMSTACK_SQLITE_PATH";
 const TURSO_URL_ENV: &str = "ANOMSTACK_TURSO_DATABASE_URL";
 const TURSO_TOKEN_ENV: &str = "ANOMSTACK_TURSO_AUTH_TOKEN";
+/// What a replay may take from its cassette (Turso's address).
+pub const REPLAY_SETTINGS: &[&str] = &[TURSO_URL_ENV];
 /// Anomstack's default path.
 const DEFAULT_PATH: &str = "tmpdata/anomstack-sqlite.db";
 /// SQLite's own heap, process-wide (only these queries use SQLite): a
@@ -204,7 +206,7 @@ impl super::Source for Sqlite {
         let conn = self.open()?;
         let sql_error = |e: rusqlite::Error| WarehouseError::Query {
             db: NAME,
-            message: crate::escape::log_line(&e.to_string()),
+            message: super::words(&e.to_string()),
         };
         // rusqlite refuses a text with a second statement after the first;
         // the authorizer, anything but reading.
@@ -410,7 +412,7 @@ impl TursoSource {
                 message: first
                     .pointer("/error/message")
                     .and_then(Value::as_str)
-                    .map(crate::escape::log_line)
+                    .map(super::words)
                     .unwrap_or_else(|| "an error without a message".into()),
             }),
             _ => Err(WarehouseError::Answer {

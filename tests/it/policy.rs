@@ -557,3 +557,48 @@ fn on_postgresql_the_policys_ceilings_hold() {
     assert!(e.contains("more than 10 rows (ingest_max_rows)"), "{e}");
     assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
 }
+
+#[test]
+fn a_policy_names_the_warehouses_batches_may_read_and_refuses_the_rest() {
+    let f = Folder::with_defaults();
+    f.write("pg.yaml", &format!("metric_batch: pg\ndb: postgres\n{SQL}"))
+        .write("bq.yaml", &format!("metric_batch: bq\ndb: bigquery\n{SQL}"))
+        .write("own.yaml", &format!("metric_batch: own\n{SQL}"));
+    // Without a policy: each warehouse batch is named in a warning.
+    let folder = load(&f, &Policy::none());
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    let warned: Vec<&String> = folder
+        .warnings
+        .iter()
+        .filter(|w| w.contains("with the operator's credentials"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{:?}", folder.warnings);
+    // A policy that allows only BigQuery refuses the PostgreSQL batch,
+    // and one that names none refuses both.
+    let p = policy("warehouses: [bigquery]\n");
+    let folder = load(&f, &p.policy);
+    let errors = errors(&folder);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("pg.yaml")
+            && errors[0].contains("asks for postgres")
+            && errors[0].contains("duckdb, bigquery (the policy's `warehouses`)"),
+        "{errors:?}"
+    );
+    assert!(folder.batch("bq").is_some() && folder.batch("own").is_some());
+    let p = policy("max: {ingest_timeout_s: 10}\n");
+    assert_eq!(errors_of(&f, &p.policy), 2);
+    let e = Policy::load(&policy_path("warehouses: [oracle]\n")).expect_err("unknown");
+    assert!(e.contains("unknown db `oracle`"), "{e}");
+}
+
+fn errors_of(f: &Folder, p: &Policy) -> usize {
+    load(f, p).errors.len()
+}
+
+fn policy_path(yaml: &str) -> std::path::PathBuf {
+    let dir = tempfile::tempdir().expect("tmp").keep();
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    path
+}

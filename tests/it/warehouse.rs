@@ -114,7 +114,8 @@ fn bigquery_server(hits: Arc<Hits>) -> TestServer {
         } else {
             "SELECT"
         };
-        Json(json!({"statistics": {"query": {"statementType": kind}}})).into_response()
+        Json(json!({"statistics": {"query": {"statementType": kind, "totalBytesProcessed": "1000"}}}))
+            .into_response()
     }
     async fn queries(
         State(hits): State<Arc<Hits>>,
@@ -125,6 +126,8 @@ fn bigquery_server(hits: Arc<Hits>) -> TestServer {
         assert!(authorized(&h));
         assert_eq!(body["useLegacySql"], false);
         assert_eq!(body["formatOptions"]["useInt64Timestamp"], true);
+        assert_eq!(body["maximumBytesBilled"], "10737418240");
+        assert_eq!(body["jobTimeoutMs"], 30000);
         Json(
             json!({"kind": "bigquery#queryResponse", "jobComplete": false,
             "jobReference": {"projectId": "proj", "jobId": "job_1", "location": "US"}}),
@@ -256,8 +259,17 @@ fn bigquery_runs_only_what_its_dry_run_calls_a_select() {
             "{e}"
         );
     }
+    // A query that would scan more than the operator lets one bill.
+    let (_f, spec) = batch("bq", "bigquery", "select 1 as metric_value");
+    let mut store = Store::in_memory().expect("store");
+    let mut capped = env.to_vec();
+    capped.push(("SANDSTACK_BIGQUERY_MAX_BYTES_BILLED", "999"));
+    let e = run_ingest(&spec, &mut store, &capped)
+        .expect_err("over the bill")
+        .to_string();
+    assert!(e.contains("would scan 1000 bytes, over the 999"), "{e}");
     // Only the dry runs were asked: nothing else ran.
-    assert_eq!(hits.api.load(Ordering::SeqCst), 2);
+    assert_eq!(hits.api.load(Ordering::SeqCst), 3);
 }
 
 #[test]
@@ -432,7 +444,13 @@ fn snowflake_refuses_writes_before_sending_and_passwords_saying_what_works() {
     ];
     let mut env = base.to_vec();
     env.push(("ANOMSTACK_SNOWFLAKE_PRIVATE_KEY", KEY));
-    for sql in ["delete from t", "/* select */ drop table t", "call proc()"] {
+    for sql in [
+        "delete from t",
+        "/* select */ drop table t",
+        "call proc()",
+        "with p as procedure() returns int language sql as $$ begin delete from t; return 1; end $$ call p()",
+        "WITH p AS PROCEDURE() RETURNS INT AS 'begin delete from t; end' CALL p()",
+    ] {
         let (_f, spec) = batch("sf", "snowflake", sql);
         let mut store = Store::in_memory().expect("store");
         let e = run_ingest(&spec, &mut store, &env)
@@ -567,7 +585,7 @@ fn sqlite_runs_sqlites_own_dialect_read_only() {
     let e = run_ingest(&spec, &mut store, &env)
         .expect_err("write")
         .to_string();
-    assert!(e.contains("a statement that writes"), "{e}");
+    assert!(e.contains("a statement that does more than read"), "{e}");
     let n: i64 = conn
         .query_row("select count(*) from readings", [], |r| r.get(0))
         .expect("count");
@@ -618,6 +636,8 @@ fn postgres_queries_any_server_read_only_within_its_time() {
             "select 1; delete from readings",
             "cannot insert multiple commands",
         ),
+        ("copy (select 1) to stdout", "not a query"),
+        ("set statement_timeout = 0", "not a query"),
     ] {
         let (_f, spec) = batch("pg", "postgres", sql);
         let e = run_ingest(&spec, &mut store, &env)
@@ -725,4 +745,49 @@ fn anomstack_shaped_warehouse_batches_ingest_from_hand_written_recordings() {
             ),
         ]
     );
+}
+
+#[test]
+fn a_cassette_cannot_point_a_replay_at_another_file_or_server() {
+    // A hand-edited cassette names another SQLite file and a PostgreSQL
+    // host: a replay of a batch on the operator's SQLite file reads the
+    // file the operator set.
+    let dir = tempfile::tempdir().expect("dir");
+    let mine = dir.path().join("mine.db");
+    let theirs = dir.path().join("theirs.db");
+    for (path, name) in [(&mine, "mine"), (&theirs, "theirs")] {
+        let conn = rusqlite::Connection::open(path).expect("create");
+        conn.execute_batch(&format!(
+            "create table r (name text); insert into r values ('{name}');"
+        ))
+        .expect("rows");
+    }
+    let cassette = dir.path().join("c.yaml");
+    std::fs::write(
+        &cassette,
+        format!(
+            "version: 1\nbatch: lite\nfunction_sha256: ''\nclock_start_us: 0\nseed: ''\nenv:\n\
+             - name: ANOMSTACK_SQLITE_PATH\n  value: {}\n- name: ANOMSTACK_POSTGRES_HOST\n  value: evil.test\n\
+             interactions: []\n",
+            theirs.display()
+        ),
+    )
+    .expect("cassette");
+    let (_f, spec) = batch(
+        "lite",
+        "sqlite",
+        "select datetime('now') as metric_timestamp, name as metric_name, 1 as metric_value from r",
+    );
+    let mine_text = mine.display().to_string();
+    let mut store = Store::in_memory().expect("store");
+    let report = with_cassette(
+        &spec,
+        &mut store,
+        &cassette,
+        RecordMode::None,
+        &[("ANOMSTACK_SQLITE_PATH", mine_text.as_str())],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.stored, 1);
+    assert_eq!(values(&store, &spec), [("mine".into(), 1.0)]);
 }

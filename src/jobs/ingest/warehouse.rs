@@ -53,11 +53,17 @@ pub(super) fn run(
                     c.path.display()
                 );
             }
-            // The recorded settings name the same URLs; secrets (scrubbed
-            // when written) are not needed to replay.
-            for var in &cassette.env {
-                if var.value != SCRUBBED {
-                    run_env.insert(var.name.clone(), var.value.clone());
+            // A replay asks the recorded URLs, so it takes the settings
+            // naming the server from the cassette: only those the source
+            // names (never a credential, a file or a local server), and only
+            // when nothing leaves the process (`new_episodes` asks the
+            // operator's own server, with its own settings).
+            if !*allow_new {
+                let names = warehouse::replay_setting_names(spec.db);
+                for var in &cassette.env {
+                    if var.value != SCRUBBED && names.contains(&var.name.as_str()) {
+                        run_env.insert(var.name.clone(), var.value.clone());
+                    }
                 }
             }
             let match_on = if c.match_on.is_empty() {

@@ -86,6 +86,13 @@ pub fn read_only_query(
     tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}"))
         .map_err(query_error)?;
     let statement = tx.prepare(sql).map_err(query_error)?;
+    // Only a query: a statement with no result columns (COPY, a call run
+    // for its effect, SET) is refused before it runs.
+    if statement.columns().is_empty() {
+        return Err(SourceQueryError::ReadOnly(
+            "it returns no rows, so it is not a query".into(),
+        ));
+    }
     let mut rows = Vec::new();
     let mut iter = tx
         .query_raw(&statement, std::iter::empty::<i32>())
