@@ -70,7 +70,7 @@ pub struct BigQuery {
 
 impl BigQuery {
     /// Read the settings; on a replay no key is needed.
-    pub fn from_env(env: &Env, tape: Tape) -> Result<BigQuery, WarehouseError> {
+    pub fn from_env(env: &Env, tape: Tape, scrub: &[String]) -> Result<BigQuery, WarehouseError> {
         let setting = |variable, message: String| WarehouseError::Setting {
             db: NAME,
             variable,
@@ -126,7 +126,7 @@ impl BigQuery {
             }
             None => None,
         };
-        let mut scrubber = Scrubber::new(env, &[]);
+        let mut scrubber = Scrubber::new(env, scrub);
         if let Some(c) = &credentials {
             scrubber.learn_headers(&[("authorization".into(), c.client_email.clone())]);
         }

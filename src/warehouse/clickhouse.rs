@@ -42,7 +42,7 @@ pub struct ClickHouse {
 }
 
 impl ClickHouse {
-    pub fn from_env(env: &Env, tape: Tape) -> Result<ClickHouse, WarehouseError> {
+    pub fn from_env(env: &Env, tape: Tape, scrub: &[String]) -> Result<ClickHouse, WarehouseError> {
         let setting = |variable, message: String| WarehouseError::Setting {
             db: NAME,
             variable,
@@ -77,7 +77,7 @@ impl ClickHouse {
         if let Some(password) = env.get(PASSWORD_ENV).filter(|p| !p.is_empty()) {
             headers.push(("x-clickhouse-key".to_string(), password.clone()));
         }
-        let mut scrubber = Scrubber::new(env, &[]);
+        let mut scrubber = Scrubber::new(env, scrub);
         scrubber.learn_headers(&headers);
         let http = TapedHttp::new(tape, scrubber)
             .map_err(|message| WarehouseError::Unavailable { db: NAME, message })?;
@@ -150,6 +150,11 @@ fn failure(answer: &Exchange, limits: &QueryLimits) -> WarehouseError {
         Some(TIMEOUT_EXCEEDED) => WarehouseError::TimedOut {
             db: NAME,
             seconds: limits.timeout.as_secs_f64(),
+        },
+        // One code for both caps; its words say which.
+        Some(TOO_MANY_ROWS_OR_BYTES) if message.contains("max bytes") => WarehouseError::TooLarge {
+            db: NAME,
+            limit_kib: limits.max_bytes >> 10,
         },
         Some(TOO_MANY_ROWS_OR_BYTES) => WarehouseError::TooManyRows {
             db: NAME,

@@ -129,17 +129,23 @@ impl WarehouseError {
 /// Connect to the warehouse `db` names, with the operator's `env`; None
 /// for DuckDB, which runs over sandstack's own store. The tape is used by
 /// the sources that [`Source::records`].
-pub fn open(db: Db, env: &Env, tape: Tape) -> Result<Option<Box<dyn Source>>, WarehouseError> {
+/// `scrub` names more values to keep out of cassettes (`--scrub`).
+pub fn open(
+    db: Db,
+    env: &Env,
+    tape: Tape,
+    scrub: &[String],
+) -> Result<Option<Box<dyn Source>>, WarehouseError> {
     Ok(Some(match db {
         Db::DuckDb => return Ok(None),
         Db::Sqlite => match sqlite::Turso::from_env(env)? {
-            Some(remote) => Box::new(remote.connect(tape)?),
+            Some(remote) => Box::new(remote.connect(tape, env, scrub)?),
             None => Box::new(sqlite::Sqlite::from_env(env)?),
         },
         Db::Postgres => Box::new(postgres::Postgres::from_env(env)?),
-        Db::ClickHouse => Box::new(clickhouse::ClickHouse::from_env(env, tape)?),
-        Db::BigQuery => Box::new(bigquery::BigQuery::from_env(env, tape)?),
-        Db::Snowflake => Box::new(snowflake::Snowflake::from_env(env, tape)?),
+        Db::ClickHouse => Box::new(clickhouse::ClickHouse::from_env(env, tape, scrub)?),
+        Db::BigQuery => Box::new(bigquery::BigQuery::from_env(env, tape, scrub)?),
+        Db::Snowflake => Box::new(snowflake::Snowflake::from_env(env, tape, scrub)?),
     }))
 }
 

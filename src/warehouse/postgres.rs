@@ -56,36 +56,39 @@ impl super::Source for Postgres {
             password: self.password.as_deref(),
             dbname: self.dbname.as_deref(),
         };
-        let batch = read_only_query(&server, sql, limits.timeout, limits.max_rows).map_err(
-            |e| match e {
-                SourceQueryError::Connect { .. } => WarehouseError::Unavailable {
-                    db: NAME,
-                    message: e.to_string(),
-                },
-                SourceQueryError::Query(message) => WarehouseError::Query {
-                    db: NAME,
-                    message: super::words(&message),
-                },
-                SourceQueryError::ReadOnly(message) => WarehouseError::NotReadOnly {
-                    db: NAME,
-                    found: format!("a statement that writes ({})", super::words(&message)),
-                },
-                SourceQueryError::TimedOut => WarehouseError::TimedOut {
-                    db: NAME,
-                    seconds: limits.timeout.as_secs_f64(),
-                },
-                SourceQueryError::TooManyRows => WarehouseError::TooManyRows {
-                    db: NAME,
-                    limit: limits.max_rows,
-                },
+        let batch = read_only_query(
+            &server,
+            sql,
+            limits.timeout,
+            limits.max_rows,
+            limits.max_bytes,
+        )
+        .map_err(|e| match e {
+            SourceQueryError::Connect { .. } => WarehouseError::Unavailable {
+                db: NAME,
+                message: e.to_string(),
             },
-        )?;
-        if batch.get_array_memory_size() > limits.max_bytes.saturating_mul(2) {
-            return Err(WarehouseError::TooLarge {
+            SourceQueryError::Query(message) => WarehouseError::Query {
+                db: NAME,
+                message: super::words(&message),
+            },
+            SourceQueryError::ReadOnly(message) => WarehouseError::NotReadOnly {
+                db: NAME,
+                found: format!("a statement that writes ({})", super::words(&message)),
+            },
+            SourceQueryError::TimedOut => WarehouseError::TimedOut {
+                db: NAME,
+                seconds: limits.timeout.as_secs_f64(),
+            },
+            SourceQueryError::TooManyRows => WarehouseError::TooManyRows {
+                db: NAME,
+                limit: limits.max_rows,
+            },
+            SourceQueryError::TooLarge => WarehouseError::TooLarge {
                 db: NAME,
                 limit_kib: limits.max_bytes >> 10,
-            });
-        }
+            },
+        })?;
         Ok(batch)
     }
 }

@@ -65,7 +65,7 @@ pub struct Snowflake {
 }
 
 impl Snowflake {
-    pub fn from_env(env: &Env, tape: Tape) -> Result<Snowflake, WarehouseError> {
+    pub fn from_env(env: &Env, tape: Tape, scrub: &[String]) -> Result<Snowflake, WarehouseError> {
         let setting = |variable, message: String| WarehouseError::Setting {
             db: NAME,
             variable,
@@ -147,7 +147,7 @@ impl Snowflake {
         .into_iter()
         .filter_map(|(k, var)| optional(env, var).map(|v| (k, v)))
         .collect();
-        let mut scrubber = Scrubber::new(env, &[]);
+        let mut scrubber = Scrubber::new(env, scrub);
         if let Auth::Token(t) = &auth {
             scrubber.learn_headers(&[("authorization".into(), t.clone())]);
         }

@@ -317,8 +317,13 @@ impl Turso {
         }))
     }
 
-    pub fn connect(self, tape: Tape) -> Result<TursoSource, WarehouseError> {
-        let mut scrubber = Scrubber::default();
+    pub fn connect(
+        self,
+        tape: Tape,
+        env: &Env,
+        scrub: &[String],
+    ) -> Result<TursoSource, WarehouseError> {
+        let mut scrubber = Scrubber::new(env, scrub);
         let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
         if let Some(t) = &self.token {
             headers.push(("authorization".into(), format!("Bearer {t}")));

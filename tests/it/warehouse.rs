@@ -655,6 +655,14 @@ fn postgres_queries_any_server_read_only_within_its_time() {
         "slow/slow.yaml",
         "metric_batch: slow\ndb: postgres\ningest_timeout_s: 1\ningest_sql: select now() as metric_timestamp, 'x' as metric_name, 1 as metric_value from pg_sleep(30)\n",
     );
+    f.write(
+        "wide/wide.yaml",
+        "metric_batch: wide\ndb: postgres\ningest_max_result_kb: 4\ningest_sql: select now() as metric_timestamp, 'x' as metric_name, 1 as metric_value, repeat('x', 3000) as pad from generate_series(1, 100000)\n",
+    );
+    let e = run_ingest(&f.spec("wide", &[]), &mut store, &env)
+        .expect_err("over the size")
+        .to_string();
+    assert!(e.contains("over 4 KiB (ingest_max_result_kb)"), "{e}");
     let spec = f.spec("slow", &[]);
     let started = std::time::Instant::now();
     let e = run_ingest(&spec, &mut store, &env).expect_err("slow");

@@ -79,9 +79,15 @@ pub(super) fn run(
         }
     };
     let t = Instant::now();
-    let mut source = warehouse::open(spec.db, &run_env, tape)?.ok_or_else(|| IngestError::Sql {
-        message: "db: duckdb runs over the store, not as a warehouse".into(),
-    })?;
+    let scrub = opts
+        .cassette
+        .as_ref()
+        .map(|c| c.scrub.clone())
+        .unwrap_or_default();
+    let mut source =
+        warehouse::open(spec.db, &run_env, tape, &scrub)?.ok_or_else(|| IngestError::Sql {
+            message: "db: duckdb runs over the store, not as a warehouse".into(),
+        })?;
     let clock_start_us = chrono::Utc::now().timestamp_micros();
     let result = source.query(sql, &limits);
     if let Some((plan, c)) = &plan {

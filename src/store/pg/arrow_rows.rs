@@ -194,6 +194,15 @@ fn column(rows: &[Row], i: usize, kind: Kind) -> Result<ArrayRef, String> {
     })
 }
 
+/// The bytes a row's values took on the wire (NULLs none), for a size cap
+/// counted as rows arrive.
+pub(super) fn row_bytes(row: &Row) -> usize {
+    (0..row.len())
+        .filter_map(|i| row.try_get::<_, Raw<'_>>(i).ok())
+        .map(|v| v.0.map_or(0, <[u8]>::len))
+        .sum()
+}
+
 /// The rows of a statement with `columns` as one record batch.
 pub(super) fn to_batch(columns: &[Column], rows: &[Row]) -> Result<RecordBatch, String> {
     let kinds = kinds(columns)?;

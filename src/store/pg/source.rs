@@ -35,6 +35,8 @@ pub enum SourceQueryError {
     TimedOut,
     #[error("more rows than the cap")]
     TooManyRows,
+    #[error("more bytes than the cap")]
+    TooLarge,
 }
 
 /// SQLSTATEs told apart: a write in a read-only transaction, and a
@@ -55,6 +57,7 @@ pub fn read_only_query(
     sql: &str,
     timeout: Duration,
     max_rows: usize,
+    max_bytes: usize,
 ) -> Result<RecordBatch, SourceQueryError> {
     let mut config = Config::new();
     config
@@ -94,6 +97,7 @@ pub fn read_only_query(
         ));
     }
     let mut rows = Vec::new();
+    let mut bytes = 0usize;
     let mut iter = tx
         .query_raw(&statement, std::iter::empty::<i32>())
         .map_err(query_error)?;
@@ -101,6 +105,10 @@ pub fn read_only_query(
     while let Some(row) = iter.next().map_err(query_error)? {
         if rows.len() >= max_rows {
             return Err(SourceQueryError::TooManyRows);
+        }
+        bytes += super::arrow_rows::row_bytes(&row);
+        if bytes > max_bytes {
+            return Err(SourceQueryError::TooLarge);
         }
         rows.push(row);
     }
