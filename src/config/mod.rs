@@ -355,7 +355,7 @@ fn record(
 ) {
     match loaded {
         Ok(Loaded::Batch(spec)) => {
-            out.warnings.extend(cloud_model_path(&spec));
+            out.warnings.extend(unknown_model_store(&spec));
             out.batches.push(*spec);
         }
         Ok(Loaded::Skipped(s)) => {
@@ -534,8 +534,9 @@ fn load_batch(
 }
 
 /// Why sandstack cannot run a batch yet (a `model_path` without a scheme),
-/// judged on the merged values before rendering. A cloud `model_path`
-/// does not stop a batch: its ingest runs (see [`cloud_model_path`]).
+/// judged on the merged values before rendering. A `model_path` of an
+/// unknown store does not stop a batch: its ingest runs (see
+/// [`unknown_model_store`]).
 fn skip_reason(merged: &Mapping) -> Option<String> {
     let model_path = merged
         .get("model_path")
@@ -547,14 +548,18 @@ fn skip_reason(merged: &Mapping) -> Option<String> {
         .then(|| format!("model_path `{model_path}` has no scheme: write local://{model_path}"))
 }
 
-/// A warning for a batch whose models live in an object store sandstack
-/// cannot reach yet: everything runs but train and score.
-fn cloud_model_path(spec: &BatchSpec) -> Option<String> {
+/// A warning for a batch whose `model_path` names no store sandstack
+/// knows: everything runs but train and score.
+fn unknown_model_store(spec: &BatchSpec) -> Option<String> {
+    const KNOWN: &[&str] = &[
+        "local", "s3", "s3a", "gs", "gcs", "az", "azure", "abfs", "abfss",
+    ];
     let (scheme, _) = spec.model_path.split_once("://")?;
-    (scheme != "local").then(|| {
+    (!KNOWN.contains(&scheme)).then(|| {
         format!(
-            "{}: batch `{}`: model_path `{scheme}://` is not supported by sandstack yet (supported: local://): \
-             its ingest, change detection and threshold alerts run, its train and score jobs stop with this reason",
+            "{}: batch `{}`: model_path `{scheme}://` is not a store sandstack knows \
+             (local://, s3://, gs://, az://): its ingest, change detection and threshold alerts run, \
+             its train and score jobs stop with this reason",
             spec.file.display(),
             spec.metric_batch
         )

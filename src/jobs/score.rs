@@ -24,15 +24,26 @@ pub struct ScoreReport {
     pub skipped: Vec<(String, String)>,
 }
 
-pub fn run(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport, ScoreError> {
-    score(spec, store, base).map_err(JobError::of(spec))
+/// `env` is the operator's: an object store's credentials.
+pub fn run(
+    spec: &BatchSpec,
+    store: &mut Store,
+    base: &Path,
+    env: &crate::models::remote::Env,
+) -> Result<ScoreReport, ScoreError> {
+    score(spec, store, base, env).map_err(JobError::of(spec))
 }
 
-fn score(spec: &BatchSpec, store: &mut Store, base: &Path) -> Result<ScoreReport, JobFailure> {
+fn score(
+    spec: &BatchSpec,
+    store: &mut Store,
+    base: &Path,
+    env: &crate::models::remote::Env,
+) -> Result<ScoreReport, JobFailure> {
     let batch = spec.metric_batch.clone();
     let input = load_input(spec, store, Job::Score, Some(MetricType::Score))?;
     let (series, scored_before) = (&input.series, &input.done);
-    let models = ModelStore::open(&spec.model_path, base)?;
+    let models = ModelStore::open(&spec.model_path, base, env)?;
     let mut report = ScoreReport::default();
     let mut rows = Vec::new();
     // Metrics on every core, results taken in metric order.

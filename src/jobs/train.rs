@@ -32,13 +32,24 @@ pub fn seed(batch: &str, metric: &str, tag: &str) -> u64 {
     u64::from_le_bytes(h[..8].try_into().unwrap_or([0; 8]))
 }
 
-pub fn run(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, TrainError> {
-    train(spec, store, base).map_err(JobError::of(spec))
+/// `env` is the operator's: an object store's credentials.
+pub fn run(
+    spec: &BatchSpec,
+    store: &Store,
+    base: &Path,
+    env: &crate::models::remote::Env,
+) -> Result<TrainReport, TrainError> {
+    train(spec, store, base, env).map_err(JobError::of(spec))
 }
 
-fn train(spec: &BatchSpec, store: &Store, base: &Path) -> Result<TrainReport, JobFailure> {
+fn train(
+    spec: &BatchSpec,
+    store: &Store,
+    base: &Path,
+    env: &crate::models::remote::Env,
+) -> Result<TrainReport, JobFailure> {
     let input = load_input(spec, store, Job::Train, None)?;
-    let models = ModelStore::open(&spec.model_path, base)?;
+    let models = ModelStore::open(&spec.model_path, base, env)?;
     let mut report = TrainReport::default();
     // Saved together at the end, so a run stopped by its time limit leaves
     // the previous models in place.

@@ -20,6 +20,7 @@ mod pca;
 pub mod preprocess;
 #[cfg(test)]
 mod reference_tests;
+pub mod remote;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

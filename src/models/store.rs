@@ -1,4 +1,5 @@
-//! Saved models under `model_path` (`local://DIR`): one file per batch and
+//! Saved models under `model_path` (`local://DIR`, or an object store:
+//! `s3://`, `gs://`, `az://`, see [`super::remote`]): one file per batch and
 //! model tag holding every metric's model, with what each was trained on
 //! (`DIR/<batch>/<tag>.models`). The file is a magic word and a format
 //! version, then the models as zstd-compressed JSON (exact f64 round
@@ -27,9 +28,12 @@ const MAX_UNPACKED: u64 = 8 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelStoreError {
     #[error(
-        "model_path `{0}`: sandstack keeps models on local disk only for now (local://DIR; s3:// and gs:// are planned), so this batch cannot train or score; its ingest, change detection and threshold alerts run"
+        "model_path `{0}`: sandstack keeps models in local://DIR, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX; write one of those"
     )]
     Scheme(String),
+    /// The object store could not be opened, read or written.
+    #[error("model_path `{url}`: {message}")]
+    Remote { url: String, message: String },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
     #[error("{path} was saved by model format {found}, this sandstack reads format {FORMAT_VERSION}: run `sandstack train` for the batch again")]
@@ -61,25 +65,62 @@ struct Bundle {
     metrics: BTreeMap<String, Saved>,
 }
 
+/// Where a batch's model files are.
+enum Place {
+    Local(PathBuf),
+    Remote(super::remote::Remote),
+}
+
 pub struct ModelStore {
-    root: PathBuf,
+    place: Place,
 }
 
 impl ModelStore {
-    /// `model_path` as configured, relative paths against `base`.
-    pub fn open(model_path: &str, base: &Path) -> Result<ModelStore, ModelStoreError> {
-        let Some(dir) = model_path.strip_prefix("local://") else {
-            return Err(ModelStoreError::Scheme(model_path.to_string()));
-        };
-        Ok(ModelStore {
-            root: base.join(dir),
-        })
+    /// `model_path` as configured: `local://` paths relative to `base`, an
+    /// object store with the credentials in the operator's `env`.
+    pub fn open(
+        model_path: &str,
+        base: &Path,
+        env: &super::remote::Env,
+    ) -> Result<ModelStore, ModelStoreError> {
+        if let Some(dir) = model_path.strip_prefix("local://") {
+            return Ok(ModelStore {
+                place: Place::Local(base.join(dir)),
+            });
+        }
+        match super::remote::Remote::open(model_path, env) {
+            Some(Ok(remote)) => Ok(ModelStore {
+                place: Place::Remote(remote),
+            }),
+            Some(Err(message)) => Err(ModelStoreError::Remote {
+                url: model_path.to_string(),
+                message,
+            }),
+            None => Err(ModelStoreError::Scheme(model_path.to_string())),
+        }
     }
 
-    pub fn path(&self, batch: &str, tag: &str) -> PathBuf {
-        self.root
-            .join(safe(batch))
-            .join(format!("{}.models", safe(tag)))
+    /// The file's name parts under the root: the batch's folder, the tag's file.
+    fn parts(batch: &str, tag: &str) -> [String; 2] {
+        [safe(batch), format!("{}.models", safe(tag))]
+    }
+
+    /// Where the models of `batch` and `tag` are, for messages.
+    pub fn location(&self, batch: &str, tag: &str) -> String {
+        let [dir, file] = Self::parts(batch, tag);
+        match &self.place {
+            Place::Local(root) => root.join(dir).join(file).display().to_string(),
+            Place::Remote(r) => r.location(&[&dir, &file]),
+        }
+    }
+
+    /// The local file of `batch` and `tag` (None in an object store).
+    pub fn path(&self, batch: &str, tag: &str) -> Option<PathBuf> {
+        let [dir, file] = Self::parts(batch, tag);
+        match &self.place {
+            Place::Local(root) => Some(root.join(dir).join(file)),
+            Place::Remote(_) => None,
+        }
     }
 
     /// Save `fitted` (metric, model, what it was trained on; all of model
@@ -90,28 +131,48 @@ impl ModelStore {
         batch: &str,
         tag: &str,
         fitted: Vec<(String, Saved)>,
-    ) -> Result<PathBuf, ModelStoreError> {
-        let path = self.path(batch, tag);
-        let io = |message: String| ModelStoreError::Io {
-            path: path.clone(),
-            message,
-        };
+    ) -> Result<String, ModelStoreError> {
         let fresh = || Bundle {
             batch: batch.into(),
             model_tag: tag.into(),
             metrics: BTreeMap::new(),
         };
-        let mut bundle = match self.read(&path) {
+        let location = self.location(batch, tag);
+        let mut bundle = match self.read(batch, tag) {
             Ok(Some(b)) => b,
             Ok(None) => fresh(),
             // Another format, or not a model file at all (a link planted
             // where it goes): replaced, with what was just trained.
+            Err(ModelStoreError::Remote { url, message }) => {
+                return Err(ModelStoreError::Remote { url, message })
+            }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "replacing a model file that cannot be read");
+                tracing::warn!(path = %location, error = %e, "replacing a model file that cannot be read");
                 fresh()
             }
         };
         bundle.metrics.extend(fitted);
+        let path = match &self.place {
+            Place::Local(_) => self.path(batch, tag).unwrap_or_default(),
+            Place::Remote(r) => {
+                let [dir, file] = Self::parts(batch, tag);
+                let mut bytes = Vec::new();
+                encode(&bundle, &mut bytes).map_err(|message| ModelStoreError::Io {
+                    path: location.clone().into(),
+                    message,
+                })?;
+                r.put(&[&dir, &file], bytes)
+                    .map_err(|message| ModelStoreError::Remote {
+                        url: location.clone(),
+                        message,
+                    })?;
+                return Ok(location);
+            }
+        };
+        let io = |message: String| ModelStoreError::Io {
+            path: path.clone(),
+            message,
+        };
         let dir = path
             .parent()
             .ok_or_else(|| io("a model file needs a folder".into()))?;
@@ -124,60 +185,89 @@ impl ModelStore {
             .tempfile_in(dir)
             .map_err(|e| io(e.to_string()))?;
         let mut out = std::io::BufWriter::new(tmp);
-        std::io::Write::write_all(&mut out, MAGIC).map_err(|e| io(e.to_string()))?;
-        std::io::Write::write_all(&mut out, &FORMAT_VERSION.to_le_bytes())
-            .map_err(|e| io(e.to_string()))?;
-        let mut z = zstd::stream::Encoder::new(out, 3).map_err(|e| io(e.to_string()))?;
-        serde_json::to_writer(&mut z, &bundle).map_err(|e| io(e.to_string()))?;
-        let out = z.finish().map_err(|e| io(e.to_string()))?;
+        encode(&bundle, &mut out).map_err(io)?;
         let tmp = out.into_inner().map_err(|e| io(e.to_string()))?;
         tmp.persist(&path).map_err(|e| io(e.to_string()))?;
-        Ok(path)
+        Ok(path.display().to_string())
     }
 
     /// Every metric's saved model of `tag`; empty if there are none.
     pub fn load(&self, batch: &str, tag: &str) -> Result<BTreeMap<String, Saved>, ModelStoreError> {
         Ok(self
-            .read(&self.path(batch, tag))?
+            .read(batch, tag)?
             .map(|b| b.metrics)
             .unwrap_or_default())
     }
 
-    fn read(&self, path: &Path) -> Result<Option<Bundle>, ModelStoreError> {
-        let io = |message: String| ModelStoreError::Io {
-            path: path.to_path_buf(),
-            message,
-        };
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(e.to_string())),
-        };
-        let mut r = std::io::BufReader::new(file);
-        let mut head = [0u8; 12];
-        r.read_exact(&mut head)
-            .map_err(|_| io("not a sandstack model file (too short)".into()))?;
-        if &head[..8] != MAGIC {
-            return Err(io("not a sandstack model file".into()));
+    fn read(&self, batch: &str, tag: &str) -> Result<Option<Bundle>, ModelStoreError> {
+        match &self.place {
+            Place::Local(_) => {
+                let path = self.path(batch, tag).unwrap_or_default();
+                let file = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => {
+                        return Err(ModelStoreError::Io {
+                            path,
+                            message: e.to_string(),
+                        })
+                    }
+                };
+                decode(std::io::BufReader::new(file), &path).map(Some)
+            }
+            Place::Remote(r) => {
+                let [dir, file] = Self::parts(batch, tag);
+                let location = self.location(batch, tag);
+                match r.get(&[&dir, &file], MAX_UNPACKED) {
+                    Ok(Some(bytes)) => decode(bytes.as_slice(), Path::new(&location)).map(Some),
+                    Ok(None) => Ok(None),
+                    Err(message) => Err(ModelStoreError::Remote {
+                        url: location,
+                        message,
+                    }),
+                }
+            }
         }
-        let found = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-        if found != FORMAT_VERSION {
-            return Err(ModelStoreError::Version {
-                path: path.to_path_buf(),
-                found,
-            });
-        }
-        let z = zstd::stream::Decoder::new(r).map_err(|e| io(e.to_string()))?;
-        // Unpacked whole, then parsed: serde_json reads a slice several
-        // times faster than a stream.
-        let mut json = Vec::new();
-        z.take(MAX_UNPACKED)
-            .read_to_end(&mut json)
-            .map_err(|e| io(format!("corrupt model file: {e}")))?;
-        let bundle: Bundle =
-            serde_json::from_slice(&json).map_err(|e| io(format!("corrupt model file: {e}")))?;
-        Ok(Some(bundle))
     }
+}
+
+/// A model file's bytes: the magic word, the format, the zstd'd JSON.
+fn encode(bundle: &Bundle, out: &mut impl std::io::Write) -> Result<(), String> {
+    out.write_all(MAGIC).map_err(|e| e.to_string())?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut z = zstd::stream::Encoder::new(out, 3).map_err(|e| e.to_string())?;
+    serde_json::to_writer(&mut z, bundle).map_err(|e| e.to_string())?;
+    z.finish().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// A model file read back; `path` names it in errors.
+fn decode(mut r: impl Read, path: &Path) -> Result<Bundle, ModelStoreError> {
+    let io = |message: String| ModelStoreError::Io {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut head = [0u8; 12];
+    r.read_exact(&mut head)
+        .map_err(|_| io("not a sandstack model file (too short)".into()))?;
+    if &head[..8] != MAGIC {
+        return Err(io("not a sandstack model file".into()));
+    }
+    let found = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if found != FORMAT_VERSION {
+        return Err(ModelStoreError::Version {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    let z = zstd::stream::Decoder::new(r).map_err(|e| io(e.to_string()))?;
+    // Unpacked whole, then parsed: serde_json reads a slice several
+    // times faster than a stream.
+    let mut json = Vec::new();
+    z.take(MAX_UNPACKED)
+        .read_to_end(&mut json)
+        .map_err(|e| io(format!("corrupt model file: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| io(format!("corrupt model file: {e}")))
 }
 
 #[cfg(test)]
@@ -206,11 +296,14 @@ mod tests {
     #[test]
     fn saves_merges_loads_and_refuses_other_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = ModelStore::open("local://models", dir.path()).expect("local");
+        let store =
+            ModelStore::open("local://models", dir.path(), &Default::default()).expect("local");
         let (a, b) = (model("knn", 50), model("knn", 60));
-        let path = store
-            .save("../b", "knn", vec![("../etc/passwd".into(), a.clone())])
-            .expect("save");
+        let path = std::path::PathBuf::from(
+            store
+                .save("../b", "knn", vec![("../etc/passwd".into(), a.clone())])
+                .expect("save"),
+        );
         assert!(
             path.starts_with(dir.path().join("models")),
             "{}",
@@ -237,7 +330,7 @@ mod tests {
         std::fs::write(&path, b"{\"format\": 3}").expect("write");
         let err = store.load("../b", "knn").unwrap_err().to_string();
         assert!(err.contains("not a sandstack model file"), "{err}");
-        assert!(ModelStore::open("s3://bucket/models", dir.path()).is_err());
+        assert!(ModelStore::open("ftp://bucket/models", dir.path(), &Default::default()).is_err());
     }
 
     #[test]
@@ -245,8 +338,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "the operator's file").expect("write");
-        let store = ModelStore::open("local://models", dir.path()).expect("local");
-        let path = store.path("b", "t");
+        let store =
+            ModelStore::open("local://models", dir.path(), &Default::default()).expect("local");
+        let path = store.path("b", "t").expect("local");
         std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
         std::os::unix::fs::symlink(&victim, &path).expect("link");
         store

@@ -125,10 +125,10 @@ fn run_job(
             ))
         }
         Job::Train => Ok(JobOutcome::Trained(within_limit(spec, job, store, |s| {
-            train::run(spec, s, base)
+            train::run(spec, s, base, ctx.env)
         })?)),
         Job::Score => Ok(JobOutcome::Scored(within_limit(spec, job, store, |s| {
-            score::run(spec, s, base)
+            score::run(spec, s, base, ctx.env)
         })?)),
         Job::Alert => {
             let r = within_limit(spec, job, store, |s| alert::run(spec, s))?;

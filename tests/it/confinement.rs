@@ -182,7 +182,7 @@ fn nothing_but_own_rows_change(mut store: Store) {
                 );
             }
         }
-        let _ = sandstack::jobs::train::run(&spec, &store, models.path());
+        let _ = sandstack::jobs::train::run(&spec, &store, models.path(), &Default::default());
     }
     for name in ["wipe_runs", "wipe_pauses"] {
         let spec = f.spec(name, &[]);
@@ -644,7 +644,7 @@ fn results_of_countless_metrics_are_refused_and_helpers_run_a_few_at_a_time() {
         "batch wide: dashboard SQL returned more than 1000 metrics; a batch's job reads at most 1000"
     );
     let models = tempfile::tempdir().expect("tmp");
-    let e = sandstack::jobs::train::run(&spec, &store, models.path())
+    let e = sandstack::jobs::train::run(&spec, &store, models.path(), &Default::default())
         .expect_err("20000 metrics")
         .to_string();
     assert!(

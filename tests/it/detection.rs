@@ -172,12 +172,12 @@ fn measure(defaults: &str) -> Measured {
     let (f, history) = batch_where(&synth, &format!("metric_timestamp < {cutoff}"), extra);
     let r = run_ingest(&history, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
     assert_eq!(r.stored, 5 * 200);
-    let t = train::run(&history, &store, f.path()).expect("train");
+    let t = train::run(&history, &store, f.path(), &Default::default()).expect("train");
     assert_eq!(t.trained.len(), 10, "{:?}", t.skipped);
     let (_g, spec) = batch_where(&synth, &format!("metric_timestamp >= {cutoff}"), extra);
     let r = run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
     assert_eq!(r.stored, 5 * (N - 200));
-    let s = score::run(&spec, &mut store, f.path()).expect("score");
+    let s = score::run(&spec, &mut store, f.path(), &Default::default()).expect("score");
     assert!(s.scored > 5 * (N - 200 - 10), "scored {}", s.scored);
     let alerts = alert::run(&spec, &mut store).expect("alert").alerts;
     let changes = change::run(&spec, &mut store).expect("change");
@@ -322,7 +322,12 @@ fn the_alert_job_stores_exactly_the_expected_rows() {
 
 /// Score, alert and change find nothing new to write.
 fn assert_judging_jobs_add_nothing(spec: &BatchSpec, store: &mut Store, models: &std::path::Path) {
-    assert_eq!(score::run(spec, store, models).expect("score").scored, 0);
+    assert_eq!(
+        score::run(spec, store, models, &Default::default())
+            .expect("score")
+            .scored,
+        0
+    );
     assert!(alert::run(spec, store).expect("alert").alerts.is_empty());
     assert!(change::run(spec, store).expect("change").is_empty());
 }
@@ -331,7 +336,7 @@ fn assert_judging_jobs_add_nothing(spec: &BatchSpec, store: &mut Store, models: 
 fn jobs_on_no_data_or_too_little_store_nothing() {
     let (f, spec) = batch("train_min_n: 14");
     let mut store = Store::in_memory().expect("store");
-    let t = train::run(&spec, &store, f.path()).expect("train on nothing");
+    let t = train::run(&spec, &store, f.path(), &Default::default()).expect("train on nothing");
     assert!(t.trained.is_empty() && t.skipped.is_empty());
     assert_judging_jobs_add_nothing(&spec, &mut store, f.path());
     assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
@@ -339,7 +344,7 @@ fn jobs_on_no_data_or_too_little_store_nothing() {
     crate::support::duck(&store)
         .execute_batch("insert into metrics select make_timestamp(epoch_us(now())) - to_minutes(i), 'synth', 'short', 'metric', i, null from range(10) t(i)")
         .expect("insert");
-    let t = train::run(&spec, &store, f.path()).expect("train on too little");
+    let t = train::run(&spec, &store, f.path(), &Default::default()).expect("train on too little");
     assert_eq!(
         t.skipped,
         vec![(
@@ -347,7 +352,7 @@ fn jobs_on_no_data_or_too_little_store_nothing() {
             "10 observations, train_min_n is 14".to_string()
         )]
     );
-    let s = score::run(&spec, &mut store, f.path()).expect("score");
+    let s = score::run(&spec, &mut store, f.path(), &Default::default()).expect("score");
     assert_eq!(
         (s.scored, s.skipped.clone()),
         (
@@ -398,18 +403,20 @@ fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
     );
 
     run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
-    let t = train::run(&spec, &store, f.path()).unwrap_or_else(|e| panic!("{e}"));
+    let t =
+        train::run(&spec, &store, f.path(), &Default::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t.trained.len(), 10, "{:?}", t.skipped);
     assert_eq!(t.trained[0].2, N - 2, "diff and one lag drop two rows");
     let models =
-        sandstack::models::store::ModelStore::open(&spec.model_path, f.path()).expect("store");
+        sandstack::models::store::ModelStore::open(&spec.model_path, f.path(), &Default::default())
+            .expect("store");
     let saved = models.load("synth", "pca_default").expect("load");
     let m = &saved.get("m0").expect("saved").model;
     assert_eq!(m.n_features, 3, "value, change and its lag");
     assert_eq!(saved.len(), 5, "one file holds every metric's model");
     assert_eq!(saved["m0"].trained_on.observations, N);
     assert!(
-        score::run(&spec, &mut store, f.path())
+        score::run(&spec, &mut store, f.path(), &Default::default())
             .expect("score")
             .scored
             > 0
@@ -420,7 +427,7 @@ fn a_batch_with_its_own_preprocess_fn_runs_it_in_the_sandbox() {
         "def preprocess(df, **params):\n    raise ValueError('no features today')\n",
     );
     let spec = f.spec("synth", &[]);
-    let err = train::run(&spec, &store, f.path())
+    let err = train::run(&spec, &store, f.path(), &Default::default())
         .expect_err("raises")
         .to_string();
     assert!(
@@ -643,9 +650,9 @@ fn pyods_other_detectors_train_and_score_by_name() {
         let mut store = Store::in_memory().expect("store");
         let (f, spec) = batch_where(&synth, "metric_name = 'm0'", &yaml);
         run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
-        let t = train::run(&spec, &store, f.path()).expect("train");
+        let t = train::run(&spec, &store, f.path(), &Default::default()).expect("train");
         assert_eq!(t.trained.len(), 1, "{model}: {:?}", t.skipped);
-        let s = score::run(&spec, &mut store, f.path()).expect("score");
+        let s = score::run(&spec, &mut store, f.path(), &Default::default()).expect("score");
         assert!(s.scored > 300, "{model}: scored {}", s.scored);
     }
     // PyOD's MAD takes one feature; so does sandstack's, and says how.
@@ -656,7 +663,7 @@ fn pyods_other_detectors_train_and_score_by_name() {
         "model_configs: [{model_name: MAD}]",
     );
     run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
-    let t = train::run(&spec, &store, f.path()).expect("train");
+    let t = train::run(&spec, &store, f.path(), &Default::default()).expect("train");
     let why = format!("{:?}", t.skipped);
     assert!(
         why.contains("MAD scores one feature") && why.contains("preprocess_params: {lags_n: 0}"),
@@ -710,8 +717,8 @@ fn train_and_score_on_every_core_give_what_one_core_gives() {
         let (f, spec) = batch_where(&synth, "true", "score_max_n: 400");
         run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{}", e.error));
         pool.install(|| {
-            train::run(&spec, &store, f.path()).expect("train");
-            score::run(&spec, &mut store, f.path()).expect("score");
+            train::run(&spec, &store, f.path(), &Default::default()).expect("train");
+            score::run(&spec, &mut store, f.path(), &Default::default()).expect("score");
         });
         let mut scores: Vec<(String, i64, u64)> = Vec::new();
         for b in store

@@ -575,7 +575,7 @@ fn ingest_sql_and_sql_templates_run_as_one_statement() {
         "batch two: ingest_sql failed: it holds 2 statements; SQL from the metrics folder must be exactly one"
     );
     let models = tempfile::tempdir().expect("tmp");
-    let err = sandstack::jobs::train::run(&ok, &store, models.path())
+    let err = sandstack::jobs::train::run(&ok, &store, models.path(), &Default::default())
         .expect_err("two statements")
         .to_string();
     assert_eq!(
@@ -657,7 +657,7 @@ fn read_templates_must_be_queries_and_delete_sql_a_delete() {
     let mut store = Store::in_memory().expect("store");
     run_ingest(&spec, &mut store, &[]).unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().expect("tmp");
-    let err = sandstack::jobs::train::run(&spec, &store, models.path())
+    let err = sandstack::jobs::train::run(&spec, &store, models.path(), &Default::default())
         .expect_err("a DELETE in train_sql")
         .to_string();
     assert_eq!(

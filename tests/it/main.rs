@@ -22,6 +22,7 @@ mod kill;
 mod layers;
 mod llmalert;
 mod loader;
+mod model_stores;
 mod operating;
 mod policy;
 mod residue;

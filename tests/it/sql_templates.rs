@@ -160,8 +160,9 @@ fn trained_and_scored(
         .execute_batch(insert_sql)
         .expect("observations");
     let models = tempfile::tempdir().expect("models dir");
-    sandstack::jobs::train::run(&spec, &store, models.path()).expect("train");
-    let scored = sandstack::jobs::score::run(&spec, &mut store, models.path()).expect("score");
+    sandstack::jobs::train::run(&spec, &store, models.path(), &Default::default()).expect("train");
+    let scored = sandstack::jobs::score::run(&spec, &mut store, models.path(), &Default::default())
+        .expect("score");
     (spec, store, scored)
 }
 

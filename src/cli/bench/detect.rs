@@ -147,7 +147,11 @@ fn knn_training(spec: &BatchSpec, metrics: usize, points: usize) -> anyhow::Resu
 /// they are kept, beside the previous layout: a JSON file per metric and
 /// model, written and read back.
 fn model_files(spec: &BatchSpec, base: &Path, set: usize) -> anyhow::Result<()> {
-    let store = ModelStore::open(&format!("local://./models-{set}"), base)?;
+    let store = ModelStore::open(
+        &format!("local://./models-{set}"),
+        base,
+        &Default::default(),
+    )?;
     let tags: Vec<String> = spec.train.model_configs.iter().map(|c| c.tag()).collect();
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
@@ -158,7 +162,8 @@ fn model_files(spec: &BatchSpec, base: &Path, set: usize) -> anyhow::Result<()> 
     let read = started.elapsed().as_secs_f64();
     let bytes: u64 = tags
         .iter()
-        .map(|t| size(&store.path(&spec.metric_batch, t)))
+        .filter_map(|t| store.path(&spec.metric_batch, t))
+        .map(|p| size(&p))
         .sum();
     let previous = base.join("models-previous-layout");
     let (mut files, mut old_bytes) = (0usize, 0u64);
@@ -283,8 +288,8 @@ fn model_sets(spec: &BatchSpec) -> Vec<(String, Vec<ModelConfig>)> {
 /// Core-seconds of the train job, then of the score job (whose rows are
 /// removed after, so the next models score the same observations).
 fn train_and_score(spec: &BatchSpec, store: &mut Store, base: &Path) -> anyhow::Result<(f64, f64)> {
-    let (_, train_cpu) = timed(|| train::run(spec, store, base).map(|_| ()))?;
-    let (_, score_cpu) = timed(|| score::run(spec, store, base).map(|_| ()))?;
+    let (_, train_cpu) = timed(|| train::run(spec, store, base, &Default::default()).map(|_| ()))?;
+    let (_, score_cpu) = timed(|| score::run(spec, store, base, &Default::default()).map(|_| ()))?;
     let delete = format!(
         "DELETE FROM {} WHERE metric_type = '{}'",
         spec.table_key,
