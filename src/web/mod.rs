@@ -9,6 +9,7 @@
 //! rebinding) and, for writes, no cross-site origin.
 
 pub mod api;
+pub mod chart_data;
 pub mod charts;
 pub mod data;
 pub mod error;
@@ -195,12 +196,17 @@ pub fn router(state: Shared) -> Router {
         .route("/api/workers", get(api::workers))
         .route("/api/summary", get(api::summary))
         .route("/api/batches", get(api::batches))
+        .route("/api/batches/{batch}/series", get(chart_data::batch_series))
         .route("/api/batches/{batch}/pause", post(api::pause))
         .route("/api/batches/{batch}/resume", post(api::resume))
         .route("/api/batches/{batch}/jobs/{job}/run", post(api::run_job))
         .route("/api/reload", post(api::reload))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
+        .route("/static/charts.js", get(pages::charts_js))
+        .route("/static/theme.js", get(pages::theme_js))
+        .route("/static/uplot.js", get(pages::uplot_js))
+        .route("/static/uplot.css", get(pages::uplot_css))
         .route("/healthz", get(health::healthz))
         .route("/health", get(health::health))
         .route("/version", get(health::version))

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::context;
 use serde::Deserialize;
 
+use super::chart_data;
 use super::charts::{self, Window};
 use super::data;
 use super::error::{ApiError, PageError, WebError};
@@ -31,7 +32,7 @@ fn shown(s: &Shared) -> Vec<BatchSpec> {
 }
 
 /// A batch a page may show, or why not.
-fn shown_batch(s: &Shared, name: &str) -> Result<BatchSpec, WebError> {
+pub(super) fn shown_batch(s: &Shared, name: &str) -> Result<BatchSpec, WebError> {
     match s.folder().batch(name) {
         None => Err(WebError::NotFound(format!(
             "no batch named {name} in the metrics folder"
@@ -93,7 +94,11 @@ pub struct BatchQuery {
     q: String,
     #[serde(default)]
     window: String,
+    page: Option<usize>,
 }
+
+/// Judgements the batch page lists under its charts.
+const BATCH_ANOMALIES: usize = 20;
 
 pub async fn batch(
     State(s): State<Shared>,
@@ -107,7 +112,7 @@ pub async fn batch(
         q.window.clone()
     };
     let window = Window::parse(&window_text);
-    let needle = q.q.to_lowercase();
+    let page = q.page.unwrap_or(1).max(1);
     // Under `sandstack run`: buttons to run each job now and to pause.
     let control = s.control.as_ref().map(|c| {
         let jobs: Vec<&str> = spec.scheduled_jobs().map(|(j, _)| j.name()).collect();
@@ -118,20 +123,27 @@ pub async fn batch(
         context! { jobs => jobs, paused => paused }
     });
     let threshold = spec.alert.threshold;
-    let charts = with_store(&s, move |store| {
+    let needle = q.q.clone();
+    let (charts, total, anomalies) = with_store(&s, move |store| {
         let now = chrono::Utc::now().timestamp_micros();
         let series = data::chart_series(&spec, store, window, now)?;
-        Ok(series
+        // One page of charts: a batch may have hundreds of metrics. The
+        // browser's charts ask for the same page (`chart_data`).
+        let (names, total) = chart_data::page_of(series.keys(), &needle, page);
+        let charts = names
             .iter()
-            .filter(|(m, _)| needle.is_empty() || m.to_lowercase().contains(&needle))
+            .filter_map(|m| series.get(m).map(|ser| (m, ser)))
             .filter_map(|(m, ser)| charts::chart(m, ser, window, now, threshold))
-            .collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        let anomalies = data::anomalies(store, &[&spec], BATCH_ANOMALIES, 0)?;
+        Ok((charts, total, anomalies))
     })
     .await?;
     let windows: Vec<_> = Window::CHOICES
         .iter()
         .map(|(v, l)| context! { value => *v, label => *l })
         .collect();
+    let more = page.saturating_mul(chart_data::PER_PAGE) < total;
     Ok(render(
         &s,
         "batch.html",
@@ -139,8 +151,32 @@ pub async fn batch(
         context! {
             batch => name, charts => minijinja::value::Serde(&charts), q => q.q, window => window_text, windows => windows,
             w => charts::WIDTH, h => charts::HEIGHT, control => control,
+            page => page, more => more, total => total, anomalies => anomaly_rows(&anomalies),
         },
     ))
+}
+
+/// Judgements as the anomaly lists show them.
+fn anomaly_rows(rows: &[crate::store::Anomaly]) -> Vec<minijinja::Value> {
+    rows.iter()
+        .map(|a| {
+            let meta: Option<serde_json::Value> = a
+                .metadata
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok());
+            let facts = JudgementFacts::read(a.kind, meta.as_ref());
+            let num = |v: Option<f64>| v.map(charts::short).unwrap_or_default();
+            context! {
+                batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
+                time => format_time(a.timestamp_us),
+                kind => kind_label(a.kind),
+                value => num(facts.value),
+                score => num(facts.score),
+                reason => facts.reason.unwrap_or_default(),
+                up => a.up, down => a.down,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -176,26 +212,7 @@ pub async fn anomalies(
     })
     .await?;
     let (rows, more) = one_page(result);
-    let list: Vec<_> = rows
-        .iter()
-        .map(|a| {
-            let meta: Option<serde_json::Value> = a
-                .metadata
-                .as_deref()
-                .and_then(|m| serde_json::from_str(m).ok());
-            let facts = JudgementFacts::read(a.kind, meta.as_ref());
-            let num = |v: Option<f64>| v.map(charts::short).unwrap_or_default();
-            context! {
-                batch => a.batch.clone(), metric => a.metric.clone(), timestamp_us => a.timestamp_us,
-                time => format_time(a.timestamp_us),
-                kind => kind_label(a.kind),
-                value => num(facts.value),
-                score => num(facts.score),
-                reason => facts.reason.unwrap_or_default(),
-                up => a.up, down => a.down,
-            }
-        })
-        .collect();
+    let list = anomaly_rows(&rows);
     Ok(render(
         &s,
         "anomalies.html",
@@ -389,6 +406,43 @@ pub async fn js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("static/app.js"),
+    )
+}
+
+/// The batch page's charts (uPlot, below).
+pub async fn charts_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("static/charts.js"),
+    )
+}
+
+/// The chosen theme, applied before the page is drawn.
+pub async fn theme_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("static/theme.js"),
+    )
+}
+
+/// uPlot, the charts' library, served from the binary (`static/vendor/uplot/`).
+pub async fn uplot_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("static/vendor/uplot/uPlot.iife.min.js"),
+    )
+}
+
+pub async fn uplot_css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("static/vendor/uplot/uPlot.min.css"),
     )
 }
 

@@ -393,6 +393,38 @@ impl Browser {
         println!("screenshot: {}", to.display());
     }
 
+    /// Poll `js` (a `return` of a boolean) until true, for at most 15 s.
+    fn wait_for(&self, js: &str) {
+        let started = Instant::now();
+        while self.script(js) != json!(true) {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "waited 15 s for: {js}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Real pointer input: `steps` of (x, y in the viewport, button down?).
+    fn pointer(&self, steps: &[(f64, f64, bool)]) {
+        let mut actions = Vec::new();
+        let mut down = false;
+        for &(x, y, press) in steps {
+            actions.push(json!({"type": "pointerMove", "duration": 50, "x": x.round() as i64, "y": y.round() as i64, "origin": "viewport"}));
+            if press != down {
+                actions.push(
+                    json!({"type": if press { "pointerDown" } else { "pointerUp" }, "button": 0}),
+                );
+                down = press;
+            }
+        }
+        self.call(
+            "POST",
+            "/actions",
+            Some(json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"}, "actions": actions}]})),
+        );
+    }
+
     fn click(&self, css: &str) {
         let el = self.call(
             "POST",
@@ -441,10 +473,22 @@ fn chromium_browses_the_dashboard_and_a_thumbs_up_is_stored() {
     assert_eq!(alerts, json!("2"));
     browser.screenshot(&shots.join("home.png"));
 
+    // Without scripts the page holds an SVG chart per metric; with them,
+    // each becomes a uPlot chart as it scrolls into view.
+    let (status, html) = get(&format!("{url}/batch/api"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        html.matches("<polyline class=\"value\"").count(),
+        2,
+        "one SVG chart per metric"
+    );
+    assert_eq!(
+        html.matches("<circle class=\"alert\"").count(),
+        2,
+        "an SVG mark per alert"
+    );
     browser.open(&format!("{url}/batch/api"));
-    let charts = browser
-        .script("return document.querySelectorAll('figure.chart svg polyline.value').length");
-    assert_eq!(charts, json!(2), "one chart per metric");
+    browser.wait_for("return window.__sandstack && window.__sandstack.plots.size === 2");
     let names = browser.script(
         "return Array.from(document.querySelectorAll('figcaption .name')).map(e => e.textContent)",
     );
@@ -459,7 +503,9 @@ fn chromium_browses_the_dashboard_and_a_thumbs_up_is_stored() {
         json!(true),
         "no script ran"
     );
-    let marks = browser.script("return document.querySelectorAll('svg circle.alert').length");
+    let marks = browser.script(
+        "return Object.values(window.__sandstack.data).map(d => d.marks.filter(m => m.kind === 'alert').length).reduce((a, b) => a + b, 0)",
+    );
     assert_eq!(marks, json!(2));
     browser.screenshot(&shots.join("batch.png"));
 
@@ -611,4 +657,216 @@ fn pages_show_slack_syntax_and_control_characters_as_text() {
     );
     assert_eq!(metrics.matches("# EOF").count(), 2, "one real, one quoted");
     assert!(!metrics.contains('\u{1b}'));
+}
+
+/// `api`'s history with a threshold and an LLM alert on `latency_ms` (the
+/// LLM's reason to show on hover), and a batch of 300 metrics.
+fn setup_judgements_and_many(db: &Path, f: &Folder) {
+    f.write(
+        "b/many.yaml",
+        "metric_batch: \"many\"\ningest_sql: \"SELECT now() AS metric_timestamp, 'x' AS metric_name, 1.0 AS metric_value\"\n",
+    );
+    let store = Store::open(db).expect("db");
+    let mut sql = String::from("INSERT INTO metrics VALUES ");
+    let at = |minutes_ago: i64| {
+        format!("make_timestamp(epoch_us(now())) - INTERVAL '{minutes_ago} minutes'")
+    };
+    sql.push_str(&format!(
+        "({}, 'api', 'latency_ms', 'llmalert', 1, '{{\"reason\": \"a jump to four times the usual latency\", \"model\": \"test-model\"}}'),",
+        at(60 - 55)
+    ));
+    sql.push_str(&format!(
+        "({}, 'api', 'latency_ms', 'tholdalert', 1, '{{\"value\": 40, \"threshold\": 30, \"bound\": \"upper\"}}'),",
+        at(60 - 55)
+    ));
+    for m in 0..300 {
+        for i in 0..100 {
+            let v = (m as f64) + ((i * 13 + m) % 17) as f64 * 0.5;
+            sql.push_str(&format!(
+                "({}, 'many', 'metric_{m:03}', 'metric', {v}, NULL),",
+                at(100 - i)
+            ));
+        }
+    }
+    sql.pop();
+    crate::support::duck(&store)
+        .execute_batch(&sql)
+        .expect("insert");
+}
+
+#[test]
+fn chromium_draws_charts_with_hover_zoom_toggles_marks_and_a_dark_theme() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let db = tmp.path().join("charts.duckdb");
+    let f = setup(&db);
+    setup_judgements_and_many(&db, &f);
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e");
+    std::fs::create_dir_all(&shots).expect("mkdir");
+    let (mut daemon, url) = start_sandstack(f.path(), &db);
+    let browser = Browser::start();
+
+    // Every page, light then dark, for a developer to look at.
+    for theme in ["light", "dark"] {
+        browser.open(&format!("{url}/"));
+        browser.script(&format!(
+            "localStorage.setItem('sandstack-theme', '{theme}'); return true"
+        ));
+        for (page, path) in [
+            ("home", "/"),
+            ("batch", "/batch/api"),
+            ("anomalies", "/anomalies"),
+            ("runs", "/runs"),
+        ] {
+            browser.open(&format!("{url}{path}"));
+            if page == "batch" {
+                browser.wait_for("return window.__sandstack.plots.size === 2 && document.querySelectorAll('.spark canvas').length > 0");
+            }
+            assert_eq!(
+                browser.script("return document.documentElement.getAttribute('data-theme')"),
+                json!(theme)
+            );
+            browser.screenshot(&shots.join(format!("{page}-{theme}.png")));
+        }
+    }
+    browser.script("localStorage.clear(); return true");
+
+    browser.open(&format!("{url}/batch/api"));
+    browser.wait_for("return window.__sandstack.plots.size === 2");
+    // Marks of every kind on latency_ms, the LLM's with its reason.
+    let kinds = browser
+        .script("return window.__sandstack.data['latency_ms'].marks.map(m => m.kind).sort()");
+    assert_eq!(kinds, json!(["alert", "llm", "threshold"]));
+
+    // Hover: the pointer over the marked point shows the values in the
+    // legend and the judgements' words beside it.
+    let at = browser.script(
+        "const fig = document.querySelector('figure.chart[data-metric=\"latency_ms\"]');
+         const u = window.__sandstack.plots.get(fig);
+         const d = window.__sandstack.data['latency_ms'];
+         const m = d.marks.find(m => m.kind === 'llm');
+         const r = u.over.getBoundingClientRect();
+         fig.scrollIntoView({block: 'center'});
+         const r2 = u.over.getBoundingClientRect();
+         const i = d.t.reduce((best, t, j) => Math.abs(t - m.t) < Math.abs(d.t[best] - m.t) ? j : best, 0);
+         return [r2.left + u.valToPos(d.t[i], 'x'), r2.top + u.valToPos(d.v[i], 'y'), r.width];",
+    );
+    let (x, y) = (at[0].as_f64().expect("x"), at[1].as_f64().expect("y"));
+    browser.pointer(&[(x, y, false)]);
+    browser.wait_for("return !document.getElementById('mark-tip').hidden");
+    let tip = browser.script("return document.getElementById('mark-tip').textContent");
+    let tip = tip.as_str().unwrap_or_default();
+    assert!(
+        tip.contains("LLM")
+            && tip.contains("a jump to four times the usual latency (test-model)")
+            && tip.contains("threshold")
+            && tip.contains("upper threshold 30 crossed"),
+        "{tip}"
+    );
+    let legend = browser.script(
+        "return Array.from(document.querySelectorAll('figure.chart[data-metric=\"latency_ms\"] .u-legend .u-value')).map(e => e.textContent)",
+    );
+    assert!(
+        legend
+            .as_array()
+            .is_some_and(|v| v.len() >= 3 && v[1] == json!("40")),
+        "the legend shows the value under the cursor: {legend}"
+    );
+    browser.screenshot(&shots.join("batch-hover.png"));
+
+    // Zoom: a drag across the chart narrows its time axis; a double-click
+    // would widen it again.
+    let before = browser.script(
+        "const u = window.__sandstack.plots.get(document.querySelector('figure.chart[data-metric=\"latency_ms\"]'));
+         return [u.scales.x.min, u.scales.x.max]",
+    );
+    let w = at[2].as_f64().expect("width");
+    browser.pointer(&[
+        (x - w * 0.4, y, false),
+        (x - w * 0.4, y, true),
+        (x - w * 0.1, y, true),
+        (x - w * 0.1, y, false),
+    ]);
+    let after = browser.script(
+        "const u = window.__sandstack.plots.get(document.querySelector('figure.chart[data-metric=\"latency_ms\"]'));
+         return [u.scales.x.min, u.scales.x.max]",
+    );
+    let span = |v: &Value| v[1].as_f64().unwrap_or(0.0) - v[0].as_f64().unwrap_or(0.0);
+    assert!(
+        span(&after) < span(&before) * 0.5,
+        "zoomed: {before} -> {after}"
+    );
+
+    // The larger view.
+    browser.click("figure.chart[data-metric=\"latency_ms\"] button.expand");
+    browser.wait_for(
+        "return document.getElementById('expanded').open && !!window.__sandstack.expanded",
+    );
+    browser.screenshot(&shots.join("batch-expanded.png"));
+    browser.script("document.querySelector('#expanded .close').click(); return true");
+
+    // Display toggles: one column, no markers, no legend, thick lines; kept
+    // across a reload.
+    browser.script(
+        "const set = (k, v) => { const el = document.querySelector(`#display [data-setting=${k}]`);
+           if (el.type === 'checkbox') { el.checked = v; } else { el.value = v; }
+           el.dispatchEvent(new Event('change')); };
+         set('columns', '1'); set('markers', false); set('legend', false); set('line', '3'); set('size', 'l'); return true",
+    );
+    browser.open(&format!("{url}/batch/api"));
+    browser.wait_for("return window.__sandstack.plots.size === 2");
+    let state = browser.script(
+        "const g = document.getElementById('charts');
+         const u = window.__sandstack.plots.get(document.querySelector('figure.chart'));
+         return [g.classList.contains('cols-1'), g.classList.contains('no-legend'), u.series[3].show, u.series[1].width, u.height]",
+    );
+    assert_eq!(
+        state,
+        json!([true, true, false, 3, 290]),
+        "settings kept: {state}"
+    );
+
+    // The theme button: the system's, then dark (charts redrawn), light, the system's.
+    let bg = |b: &Browser| b.script("return getComputedStyle(document.body).backgroundColor");
+    browser.click("#theme-toggle");
+    assert_eq!(
+        browser.script("return document.documentElement.getAttribute('data-theme')"),
+        json!("dark")
+    );
+    assert_eq!(bg(&browser), json!("rgb(17, 20, 24)"));
+    browser.click("#theme-toggle");
+    assert_eq!(bg(&browser), json!("rgb(245, 246, 248)"));
+    browser.click("#theme-toggle");
+    assert_eq!(
+        browser.script("return document.documentElement.getAttribute('data-theme')"),
+        Value::Null
+    );
+    browser.script("localStorage.clear(); return true");
+
+    // 300 metrics: the first charts are drawn at once; the rest come page
+    // by page as the page is scrolled.
+    browser.open(&format!("{url}/batch/many"));
+    browser.wait_for("return window.__sandstack.readyMs !== null");
+    let ready = browser
+        .script("return window.__sandstack.readyMs")
+        .as_f64()
+        .expect("ms");
+    println!(
+        "300 metrics: the first charts were drawn {ready:.0} ms after the page's script started"
+    );
+    let first_page = browser.script("return document.querySelectorAll('figure.chart').length");
+    assert_eq!(first_page, json!(48), "one page of charts first");
+    let started = Instant::now();
+    while browser.script("window.scrollTo(0, document.body.scrollHeight); return document.querySelectorAll('figure.chart').length") != json!(300) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the later pages did not load");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let loaded_ms = started.elapsed().as_millis();
+    println!("300 metrics: all 300 charts' data loaded {loaded_ms} ms after scrolling began");
+    browser.screenshot(&shots.join("batch-300-metrics.png"));
+    assert!(ready < 1000.0, "the first charts took {ready} ms");
+    drop(browser);
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
 }

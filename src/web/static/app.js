@@ -2,8 +2,32 @@
 // - the metric filter narrows charts as you type;
 // - feedback buttons post in the background and update their counts;
 // - the dashboard token (when the server requires one) is kept in localStorage;
-// - run-now and pause buttons post in the background and say what happened.
+// - run-now and pause buttons post in the background and say what happened;
+// - the theme button goes from the system's theme to dark, light and back
+//   (kept in localStorage; theme.js applies it before the page is drawn).
 (function () {
+  var THEME = "sandstack-theme";
+  var themeButton = document.getElementById("theme-toggle");
+  if (themeButton) {
+    var show = function () {
+      var t = document.documentElement.getAttribute("data-theme") || "auto";
+      themeButton.textContent = "theme: " + t;
+    };
+    show();
+    themeButton.addEventListener("click", function () {
+      var t = document.documentElement.getAttribute("data-theme");
+      var next = t === "dark" ? "light" : (t === "light" ? null : "dark");
+      if (next) {
+        document.documentElement.setAttribute("data-theme", next);
+        try { localStorage.setItem(THEME, next); } catch (e) { /* this page only */ }
+      } else {
+        document.documentElement.removeAttribute("data-theme");
+        try { localStorage.removeItem(THEME); } catch (e) { /* this page only */ }
+      }
+      show();
+      document.dispatchEvent(new Event("sandstack-theme"));
+    });
+  }
   var KEY = "sandstack-dashboard-token";
   var filter = document.getElementById("metric-filter");
   if (filter) {
