@@ -850,9 +850,7 @@ fn chromium_draws_charts_with_hover_zoom_toggles_marks_and_a_dark_theme() {
         .script("return window.__sandstack.readyMs")
         .as_f64()
         .expect("ms");
-    println!(
-        "300 metrics: the first charts were drawn {ready:.0} ms after the page's script started"
-    );
+    println!("300 metrics: the first chart was drawn {ready:.0} ms after the page was asked for");
     let first_page = browser.script("return document.querySelectorAll('figure.chart').length");
     assert_eq!(first_page, json!(48), "one page of charts first");
     let started = Instant::now();
