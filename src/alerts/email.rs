@@ -92,18 +92,31 @@ impl EmailChannel {
     }
 }
 
-/// The Content-ID of the plot's part, which the HTML body shows.
-const PLOT_ID: &str = "plot";
+/// The Content-ID of the `i`-th plot's part, which the HTML body shows.
+fn plot_id(i: usize) -> String {
+    if i == 0 {
+        "plot".into()
+    } else {
+        format!("plot{i}")
+    }
+}
 
 /// The HTML body: the subject as a heading, the text as preformatted
 /// lines, the plot below. Every text is escaped; nothing from the message
 /// is markup.
 fn html_body(m: &Message) -> String {
-    let plot = if m.plot.is_some() {
-        format!("<p><img src=\"cid:{PLOT_ID}\" alt=\"the metric's plot\" style=\"max-width:100%\"></p>\n")
-    } else {
-        String::new()
-    };
+    let plot: String = m
+        .plots
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "<p><img src=\"cid:{}\" alt=\"{}\" style=\"max-width:100%\"></p>\n",
+                plot_id(i),
+                escape::html(&p.filename)
+            )
+        })
+        .collect();
     format!(
         "<!doctype html>\n<html><body style=\"font-family:sans-serif\">\n<h3>{}</h3>\n\
          <pre style=\"white-space:pre-wrap;font-family:inherit\">{}</pre>\n{plot}</body></html>\n",
@@ -125,16 +138,19 @@ impl Channel for EmailChannel {
             b = b.to(to.clone());
         }
         let text = MultiPart::alternative_plain_html(escape::email_body(&m.text), html_body(m));
-        let body = match &m.plot {
-            None => text,
-            Some(p) => {
-                let png = ContentType::parse("image/png")
-                    .map_err(|e| SendError::permanent(e.to_string()))?;
-                MultiPart::related().multipart(text).singlepart(
-                    Attachment::new_inline_with_name(PLOT_ID.into(), p.filename.clone())
-                        .body(p.png.clone(), png),
-                )
+        let body = if m.plots.is_empty() {
+            text
+        } else {
+            let png =
+                ContentType::parse("image/png").map_err(|e| SendError::permanent(e.to_string()))?;
+            let mut related = MultiPart::related().multipart(text);
+            for (i, p) in m.plots.iter().enumerate() {
+                related = related.singlepart(
+                    Attachment::new_inline_with_name(plot_id(i), p.filename.clone())
+                        .body(p.png.clone(), png.clone()),
+                );
             }
+            related
         };
         let mail = b
             .multipart(body)

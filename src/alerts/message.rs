@@ -100,7 +100,9 @@ pub struct Message {
     pub subject: String,
     pub text: String,
     pub fields: Value,
-    pub plot: Option<Plot>,
+    /// Plots shown with the text: one for an alert, one per alerting
+    /// metric for the folder's summary.
+    pub plots: Vec<Plot>,
 }
 
 pub fn format_time(us: i64) -> String {
@@ -191,10 +193,13 @@ impl Message {
             subject,
             text,
             fields,
-            plot: plot_png.map(|png| Plot {
-                filename: format!("{}_{}.png", file_stem(&f.batch), file_stem(&f.metric)),
-                png,
-            }),
+            plots: plot_png
+                .map(|png| Plot {
+                    filename: format!("{}_{}.png", file_stem(&f.batch), file_stem(&f.metric)),
+                    png,
+                })
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -214,7 +219,7 @@ impl Message {
             ),
             fields: json!({"kind": "failure", "batch": f.batch, "job": f.job, "failures": f.failures,
                            "run_id": f.run_id, "error": f.error, "cassette": f.cassette}),
-            plot: None,
+            plots: Vec::new(),
         }
     }
 
@@ -231,7 +236,7 @@ impl Message {
             ),
             fields: json!({"kind": "failure", "batch": f.batch, "job": f.job, "failures": 1,
                            "run_id": f.run_id, "error": f.error, "cassette": f.cassette}),
-            plot: None,
+            plots: Vec::new(),
         }
     }
 
@@ -244,7 +249,28 @@ impl Message {
                 "The {job} job of batch {batch} succeeded again (run {run_id}) after {failures} failed runs.\n"
             ),
             fields: json!({"kind": "recovery", "batch": batch, "job": job, "failures": failures, "run_id": run_id}),
-            plot: None,
+            plots: Vec::new(),
+        }
+    }
+
+    /// The folder's daily summary: `text` already laid out, a plot per
+    /// alerting metric.
+    pub fn folder_summary(
+        batches: usize,
+        alerting: usize,
+        text: String,
+        rows: usize,
+        plots: Vec<Plot>,
+    ) -> Message {
+        Message {
+            kind: Kind::Summary,
+            subject: format!(
+                "[sandstack] daily summary: {batches} batch(es), {alerting} metric(s) alerted in the last 24 hours"
+            ),
+            fields: json!({"kind": "summary", "title": "daily summary", "batches": batches,
+                           "alerting_metrics": alerting, "rows": rows, "text": text}),
+            text,
+            plots,
         }
     }
 
@@ -254,7 +280,7 @@ impl Message {
             subject: format!("[sandstack] summary: {title}"),
             text: format!("sandstack summary: {title}\n\n{table}\n"),
             fields: json!({"kind": "summary", "title": title, "rows": rows, "table": table}),
-            plot: None,
+            plots: Vec::new(),
         }
     }
 }

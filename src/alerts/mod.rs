@@ -335,7 +335,7 @@ mod tests {
             subject: "s".into(),
             text: "t".into(),
             fields: serde_json::json!({}),
-            plot: None,
+            plots: Vec::new(),
         }
     }
 

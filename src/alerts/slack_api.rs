@@ -195,35 +195,44 @@ impl Channel for SlackApiChannel {
         let channel = self.channel_id()?;
         let subject = escape::slack(&m.subject);
         let text = format!("*{subject}*\n```{}```", escape::slack(m.text.trim_end()));
-        let Some(plot) = &m.plot else {
+        if m.plots.is_empty() {
             self.call(
                 "chat.postMessage",
                 Body::Json(json!({"channel": channel, "text": text})),
             )?;
             return Ok(());
-        };
-        let length = plot.png.len().to_string();
-        let slot = self.call(
-            "files.getUploadURLExternal",
-            Body::Form(&[
-                ("filename", plot.filename.as_str()),
-                ("length", length.as_str()),
-            ]),
-        )?;
-        let (Some(upload_url), Some(file_id)) =
-            (slot["upload_url"].as_str(), slot["file_id"].as_str())
-        else {
-            return Err(SendError::transient(
-                "Slack files.getUploadURLExternal: no upload_url or file_id in the answer",
-            ));
-        };
-        let upload_url = url::Url::parse(upload_url)
-            .map_err(|_| SendError::transient("Slack gave an upload URL that does not parse"))?;
-        self.post(upload_url, Body::Bytes(&plot.png), false)?;
+        }
+        // Each plot uploaded, then shared together with the text.
+        let mut files = Vec::new();
+        for plot in &m.plots {
+            let length = plot.png.len().to_string();
+            let slot = self.call(
+                "files.getUploadURLExternal",
+                Body::Form(&[
+                    ("filename", plot.filename.as_str()),
+                    ("length", length.as_str()),
+                ]),
+            )?;
+            let (Some(upload_url), Some(file_id)) =
+                (slot["upload_url"].as_str(), slot["file_id"].as_str())
+            else {
+                return Err(SendError::transient(
+                    "Slack files.getUploadURLExternal: no upload_url or file_id in the answer",
+                ));
+            };
+            let upload_url = url::Url::parse(upload_url).map_err(|_| {
+                SendError::transient("Slack gave an upload URL that does not parse")
+            })?;
+            self.post(upload_url, Body::Bytes(&plot.png), false)?;
+            files.push(json!({"id": file_id, "title": escape::slack(&plot.filename)}));
+        }
+        if let Some(first) = files.first_mut() {
+            first["title"] = json!(subject);
+        }
         self.call(
             "files.completeUploadExternal",
             Body::Json(json!({
-                "files": [{"id": file_id, "title": subject}],
+                "files": files,
                 "channel_id": channel,
                 "initial_comment": text,
             })),

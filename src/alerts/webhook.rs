@@ -34,7 +34,8 @@ pub fn payload(m: &Message) -> serde_json::Value {
     if let Some(obj) = body.as_object_mut() {
         obj.insert("subject".into(), m.subject.clone().into());
         obj.insert("text".into(), m.text.clone().into());
-        if let Some(p) = &m.plot {
+        // The first plot as before; every plot in `plots`.
+        if let Some(p) = m.plots.first() {
             obj.insert("plot_filename".into(), p.filename.clone().into());
             obj.insert(
                 "plot_png_base64".into(),
@@ -42,6 +43,19 @@ pub fn payload(m: &Message) -> serde_json::Value {
                     .encode(&p.png)
                     .into(),
             );
+        }
+        if m.plots.len() > 1 {
+            let all: Vec<serde_json::Value> = m
+                .plots
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "filename": p.filename,
+                        "png_base64": base64::engine::general_purpose::STANDARD.encode(&p.png),
+                    })
+                })
+                .collect();
+            obj.insert("plots".into(), all.into());
         }
     }
     body

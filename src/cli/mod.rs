@@ -545,6 +545,7 @@ pub(crate) fn job_context<'a>(
         channels,
         env,
         sandboxes: &crate::jobs::ingest::DefaultSandbox,
+        peers: &[],
         mode,
     }
 }

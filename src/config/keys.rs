@@ -49,7 +49,7 @@ pub const JOB_KEYS: &[KeyDoc] = &[
     KeyDoc {
         name: "<job>_default_schedule_status",
         default: "STOPPED",
-        doc: "RUNNING or STOPPED: whether `sandstack run` schedules the job",
+        doc: "RUNNING or STOPPED: whether `sandstack run` schedules the job; left unset, the summary is RUNNING for a batch with `alert_methods` (the folder's one summary, see \"Alerts\")",
         section: "schedule",
     },
     KeyDoc {

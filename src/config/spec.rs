@@ -294,6 +294,16 @@ pub(super) fn read_spec(
             r.bad_value("llmalert_model", why);
         }
     }
+    let alert = AlertSettings::read(&mut r);
+    let mut schedules = schedules;
+    // The folder's daily summary runs unless told not to, as Anomstack's
+    // does, where it has somewhere to go: left unset, the status is
+    // RUNNING for a batch with alert_methods.
+    if !map.contains_key("summary_default_schedule_status") && !alert.methods.is_empty() {
+        if let Some(s) = schedules.get_mut(&Job::Summary) {
+            s.status = ScheduleStatus::Running;
+        }
+    }
     let spec = BatchSpec {
         metric_batch: name.to_string(),
         file: file.to_path_buf(),
@@ -313,7 +323,7 @@ pub(super) fn read_spec(
         http,
         train,
         score: ScoreSettings::read(&mut r),
-        alert: AlertSettings::read(&mut r),
+        alert,
         tholdalert: ThresholdAlertSettings::read(&mut r),
         change: ChangeSettings::read(&mut r),
         llmalert,

@@ -1,5 +1,5 @@
 //! Retention (`delete_sql`) and the summary (`summary_sql`), each batch's
-//! over its own rows.
+//! over its own rows; and the folder's daily summary across batches.
 
 use arrow::record_batch::RecordBatch;
 
@@ -42,6 +42,82 @@ pub fn summary<'a>(
         );
     }
     Ok(out)
+}
+
+/// The folder's daily summary: each batch's `summary_sql` table, and the
+/// metrics that alerted in the last day with their series (for small
+/// plots), most alerts first.
+#[derive(Debug, Default)]
+pub struct FolderSummary {
+    pub sections: Vec<(String, Vec<RecordBatch>)>,
+    pub alerting: Vec<Alerting>,
+    /// Batches whose part could not be made, with why (the rest is sent).
+    pub failed: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct Alerting {
+    pub batch: String,
+    pub metric: String,
+    pub alerts: usize,
+    pub series: crate::domain::Series,
+    pub threshold: f64,
+}
+
+impl FolderSummary {
+    /// Every batch's rows, for the run's row count.
+    pub fn rows(&self) -> Vec<RecordBatch> {
+        self.sections
+            .iter()
+            .flat_map(|(_, b)| b.iter().cloned())
+            .collect()
+    }
+}
+
+/// The folder summary of `batches` at `now_us`: a batch whose SQL fails is
+/// named in `failed` and the others still summarised.
+pub fn folder_summary(batches: &[&BatchSpec], store: &Store, now_us: i64) -> FolderSummary {
+    let day_ago = now_us - 86_400_000_000;
+    let mut out = FolderSummary::default();
+    for spec in batches {
+        match summary(std::iter::once(*spec), store) {
+            Ok(rows) => out.sections.push((spec.metric_batch.clone(), rows)),
+            Err(e) => out.failed.push((spec.metric_batch.clone(), e.to_string())),
+        }
+        // plot_sql's series, alerts marked at the observations that drove them.
+        let series = match super::plot::series(spec, store) {
+            Ok(s) => s,
+            Err(e) => {
+                out.failed.push((spec.metric_batch.clone(), e.to_string()));
+                continue;
+            }
+        };
+        for (metric, s) in series {
+            let alerts = s.extra.get("metric_alert").map_or(0, |flags| {
+                flags
+                    .iter()
+                    .zip(&s.timestamps_us)
+                    .filter(|(f, t)| **f > 0.0 && **t >= day_ago)
+                    .count()
+            });
+            if alerts > 0 {
+                out.alerting.push(Alerting {
+                    batch: spec.metric_batch.clone(),
+                    metric,
+                    alerts,
+                    series: s,
+                    threshold: spec.alert.threshold,
+                });
+            }
+        }
+    }
+    out.alerting.sort_by(|a, b| {
+        b.alerts
+            .cmp(&a.alerts)
+            .then(a.batch.cmp(&b.batch))
+            .then(a.metric.cmp(&b.metric))
+    });
+    out
 }
 
 /// A template's failure, naming the batch and the key.

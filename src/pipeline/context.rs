@@ -22,6 +22,9 @@ pub struct JobContext<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Where Python ingests get their sandbox.
     pub sandboxes: &'a dyn SandboxSource,
+    /// A scheduled summary's batches (the folder's one summary covers them
+    /// all); empty: the batch alone.
+    pub peers: &'a [std::sync::Arc<crate::config::BatchSpec>],
     /// How this run goes.
     pub mode: RunMode,
 }

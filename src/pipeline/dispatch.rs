@@ -146,6 +146,18 @@ fn run_job(
         Job::Delete => Ok(JobOutcome::Deleted(within_limit(spec, job, store, |s| {
             maintenance::delete(spec, s)
         })?)),
+        // The scheduled summary: the folder's one, across every batch.
+        Job::Summary if !ctx.peers.is_empty() => {
+            let specs: Vec<&BatchSpec> = ctx.peers.iter().map(|p| p.as_ref()).collect();
+            let now = store
+                .clock()
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+            let s = within_limit(spec, job, store, |st| {
+                Ok::<_, crate::store::StoreError>(maintenance::folder_summary(&specs, st, now))
+            })?;
+            let sent = send(&|c| notify::folder_summary(&spec.alert.methods, &s, c));
+            Ok(JobOutcome::Summarised(s.rows(), sent))
+        }
         Job::Summary => {
             let b = within_limit(spec, job, store, |s| {
                 maintenance::summary(std::iter::once(spec), s)

@@ -147,6 +147,77 @@ pub fn llm_alerts(
 }
 
 /// Send a summary (the `summary_sql` result) through `methods`.
+/// Plots the folder's summary carries at most (the metrics with the most
+/// alerts in the last day).
+const SUMMARY_PLOTS: usize = 8;
+
+/// Send the folder's daily summary through `methods` (the carrier batch's):
+/// each batch's table, the metrics that alerted in the last day, and a plot
+/// of each of the first few.
+pub fn folder_summary(
+    methods: &[AlertMethod],
+    summary: &crate::jobs::maintenance::FolderSummary,
+    channels: &Channels,
+) -> NotifyReport {
+    let mut text = String::new();
+    if summary.alerting.is_empty() {
+        text.push_str("No metric alerted in the last 24 hours.\n");
+    } else {
+        text.push_str("Alerted in the last 24 hours:\n");
+        for a in &summary.alerting {
+            text.push_str(&format!(
+                "  {} / {}: {} alert(s)\n",
+                a.batch, a.metric, a.alerts
+            ));
+        }
+    }
+    for (batch, rows) in &summary.sections {
+        let table = crate::escape::table(rows)
+            .unwrap_or_else(|e| format!("(cannot format the summary: {e})"));
+        text.push_str(&format!("\n== {batch} ==\n{table}\n"));
+    }
+    for (batch, why) in &summary.failed {
+        text.push_str(&format!("\n== {batch} ==\n(not summarised: {why})\n"));
+    }
+    let plots = summary
+        .alerting
+        .iter()
+        .take(SUMMARY_PLOTS)
+        .filter_map(|a| {
+            crate::drawing::render_png(&a.batch, &a.metric, &a.series, a.threshold)
+                .map_err(|e| tracing::warn!(batch = %a.batch, metric = %a.metric, error = %e, "no plot for the summary"))
+                .ok()
+                .map(|png| crate::alerts::message::Plot {
+                    filename: format!(
+                        "{}_{}.png",
+                        crate::file_names::file_stem(&a.batch),
+                        crate::file_names::file_stem(&a.metric)
+                    ),
+                    png,
+                })
+        })
+        .collect();
+    let rows = summary
+        .sections
+        .iter()
+        .flat_map(|(_, b)| b)
+        .map(|b| b.num_rows())
+        .sum();
+    let mut report = NotifyReport::default();
+    report.add(deliver(
+        channels,
+        methods,
+        &Message::folder_summary(
+            summary.sections.len(),
+            summary.alerting.len(),
+            text,
+            rows,
+            plots,
+        ),
+    ));
+    report
+}
+
 pub fn summary(
     title: &str,
     methods: &[AlertMethod],

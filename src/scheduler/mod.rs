@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::config::{Job, MetricsFolder};
+use crate::config::{BatchSpec, Job, MetricsFolder};
 use crate::store::{Claim, RunRecord, RunStatus};
 use attempts::{attempt_once, retry_delay, unfinished};
 use clock::Clock;
@@ -256,6 +256,7 @@ impl Scheduler {
             scheduled: self.clock.now(),
             catch_up: false,
             attempt: 1,
+            peers: Vec::new(),
         };
         jobs.waiting.insert(key, req.reply);
         self.dispatch(ticket, jobs);
@@ -282,6 +283,7 @@ impl Scheduler {
             if self.is_paused(&key.0) {
                 continue;
             }
+            let peers = peers_for(plan, key.1);
             if let Some(e) = plan.entries.get_mut(&key) {
                 if let Some(tick) = e.backlog.pop_front() {
                     let ticket = RunTicket {
@@ -290,6 +292,7 @@ impl Scheduler {
                         scheduled: tick,
                         catch_up: true,
                         attempt: 1,
+                        peers,
                     };
                     self.dispatch(ticket, jobs);
                 }
@@ -317,6 +320,7 @@ impl Scheduler {
                 scheduled: tick,
                 catch_up: false,
                 attempt: 1,
+                peers: peers_for(plan, key.1),
             };
             self.dispatch(ticket, jobs);
         }
@@ -513,5 +517,15 @@ fn log_reload(r: &ReloadReport) {
     }
     for b in &r.removed {
         tracing::info!(batch = %b, "reload: batch removed");
+    }
+}
+
+/// A scheduled job's peers: the batches the folder's summary covers (the
+/// plan schedules the summary on one batch only); none for other jobs.
+fn peers_for(plan: &Plan, job: Job) -> Vec<Arc<BatchSpec>> {
+    if job == Job::Summary {
+        plan.summarised()
+    } else {
+        Vec::new()
     }
 }

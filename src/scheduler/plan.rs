@@ -67,6 +67,28 @@ pub fn runnable_jobs(spec: &BatchSpec) -> impl Iterator<Item = (Job, &CronExpr)>
         .map(|(job, s)| (job, &s.cron))
 }
 
+/// The batch whose summary job sends the folder's one daily summary,
+/// across every batch (as Anomstack runs one summary job, on its first
+/// batch's settings): the first enabled batch by name whose summary job is
+/// not disabled. The other batches' summary schedules do not fire.
+pub fn summary_carrier<'a>(batches: impl Iterator<Item = &'a BatchSpec>) -> Option<&'a str> {
+    batches
+        .filter(|b| !b.disable_batch)
+        .filter(|b| b.scheduled_jobs().any(|(j, _)| j == Job::Summary))
+        .map(|b| b.metric_batch.as_str())
+        .min()
+}
+
+/// The jobs of `spec` the plan schedules: its runnable ones, the summary
+/// only on the folder's carrier.
+fn planned_jobs<'a>(
+    spec: &'a BatchSpec,
+    carrier: Option<&'a str>,
+) -> impl Iterator<Item = (Job, &'a CronExpr)> + 'a {
+    runnable_jobs(spec)
+        .filter(move |(job, _)| *job != Job::Summary || carrier == Some(spec.metric_batch.as_str()))
+}
+
 impl Plan {
     /// The plan for a freshly loaded folder at `now`. `last_scheduled`
     /// gives the newest recorded tick of a job, used by `catch_up`.
@@ -79,10 +101,11 @@ impl Plan {
             dir: folder.dir.clone(),
             ..Default::default()
         };
+        let carrier = summary_carrier(folder.batches.iter()).map(str::to_string);
         for spec in &folder.batches {
             let spec = Arc::new(spec.clone());
             plan.batches.insert(spec.metric_batch.clone(), spec.clone());
-            for (job, cron) in runnable_jobs(&spec) {
+            for (job, cron) in planned_jobs(&spec, carrier.as_deref()) {
                 let Some(next) = after(cron, now) else {
                     continue;
                 };
@@ -119,6 +142,15 @@ impl Plan {
 
     pub fn batches(&self) -> impl Iterator<Item = &Arc<BatchSpec>> {
         self.batches.values()
+    }
+
+    /// What the folder's summary covers: every enabled batch.
+    pub fn summarised(&self) -> Vec<Arc<BatchSpec>> {
+        self.batches
+            .values()
+            .filter(|b| !b.disable_batch)
+            .cloned()
+            .collect()
     }
 
     /// The earliest next tick of any job.
@@ -189,8 +221,10 @@ impl Plan {
         }
 
         let mut entries = BTreeMap::new();
+        let carrier =
+            summary_carrier(next_batches.values().map(|b| b.as_ref())).map(str::to_string);
         for spec in next_batches.values() {
-            for (job, cron) in runnable_jobs(spec) {
+            for (job, cron) in planned_jobs(spec, carrier.as_deref()) {
                 let key = (spec.metric_batch.clone(), job);
                 let entry = match self.entries.remove(&key) {
                     // Same schedule: keep its timing and backlog.

@@ -31,6 +31,9 @@ pub struct RunTicket {
     pub catch_up: bool,
     /// 1, or which retry of the tick this is (`ingest_retries`).
     pub attempt: u32,
+    /// For the folder's summary (a scheduled summary job): every batch it
+    /// covers; empty for any other run.
+    pub peers: Vec<Arc<BatchSpec>>,
 }
 
 /// How a run went.
@@ -353,6 +356,7 @@ impl JobRunner for StoreRunner {
             channels: Some(&self.channels),
             env: &self.env,
             sandboxes: self.sandboxes.as_ref(),
+            peers: &t.peers,
             mode: RunMode {
                 cassette,
                 dry_run: false,

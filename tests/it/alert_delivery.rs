@@ -632,7 +632,7 @@ fn slack_through_the_web_api_uploads_the_plot_as_anomstack_does() {
         subject: "[sandstack] test".into(),
         text: "no plot".into(),
         fields: serde_json::json!({}),
-        plot: None,
+        plots: Vec::new(),
     };
     let slack = channels
         .get(AlertMethod::Slack)
@@ -933,7 +933,7 @@ fn an_email_subject_cannot_carry_controls_or_another_header() {
         subject: "[sandstack] \u{1b}]0;title\u{7}cpu\r\nBcc: victim@evil.example".into(),
         text: "body".into(),
         fields: serde_json::json!({}),
-        plot: None,
+        plots: Vec::new(),
     };
     email.send(&m).expect("sent");
     let mails = sink.messages.lock().expect("lock").clone();
@@ -982,6 +982,7 @@ fn threshold_alerts_fire_at_ingest_once() {
         channels: Some(&channels),
         env: &no_env,
         sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        peers: &[],
         mode,
     };
     let thresholds = |out| match out {
@@ -1016,4 +1017,108 @@ fn threshold_alerts_fire_at_ingest_once() {
         "the alert job does not raise it again: {:?}",
         report.threshold_alerts
     );
+}
+
+/// The scheduled summary is the folder's one: one e-mail across batches
+/// (each batch's table, the metrics that alerted in the last day with a
+/// plot of each, inline in the HTML), on by default where a batch has
+/// alert_methods, and scheduled on one batch only.
+#[test]
+fn one_daily_summary_covers_every_batch_with_a_plot_per_alerting_metric() {
+    use sandstack::config::Job;
+    use sandstack::pipeline::{dispatch, JobContext, JobOutcome, RunMode};
+    let (f, api, mut store) = anomalous_batch();
+    f.write(
+        "b/web.yaml",
+        "metric_batch: \"web\"\ningest_sql: \"SELECT 1\"\nalert_methods: \"email\"\n",
+    );
+    f.write(
+        "b/quiet.yaml",
+        "metric_batch: \"quiet\"\ningest_sql: \"SELECT 1\"\nsummary_default_schedule_status: STOPPED\n",
+    );
+    let folder = f.load(&[]);
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    let status = |b: &str| {
+        folder
+            .batch(b)
+            .expect("batch")
+            .scheduled_jobs()
+            .find(|(j, _)| *j == Job::Summary)
+            .map(|(_, s)| s.status)
+    };
+    use sandstack::config::ScheduleStatus;
+    assert_eq!(
+        status("api"),
+        Some(ScheduleStatus::Running),
+        "alert_methods: on"
+    );
+    assert_eq!(
+        status("quiet"),
+        Some(ScheduleStatus::Stopped),
+        "said so: off"
+    );
+    let plan = sandstack::scheduler::plan::Plan::new(&folder, chrono::Utc::now(), &|_, _| None);
+    let summaries: Vec<&str> = plan
+        .entries
+        .keys()
+        .filter(|(_, j)| *j == Job::Summary)
+        .map(|(b, _)| b.as_str())
+        .collect();
+    assert_eq!(
+        summaries,
+        ["api"],
+        "one summary, on the first batch by name"
+    );
+
+    // The alert job marks the anomaly; then the summary runs as scheduled.
+    sandstack::jobs::alert::run(&api, &mut store).expect("alert");
+    let sink = SmtpSink::start();
+    let channels = Channels::from_env(&env(&email_env(&sink)));
+    let peers: Vec<std::sync::Arc<BatchSpec>> = folder
+        .batches
+        .iter()
+        .map(|b| std::sync::Arc::new(b.clone()))
+        .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let no_env = BTreeMap::new();
+    let ctx = JobContext {
+        model_base: dir.path(),
+        plot_dir: dir.path(),
+        channels: Some(&channels),
+        env: &no_env,
+        sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        peers: &peers,
+        mode: RunMode::default(),
+    };
+    match dispatch::run(&api, &mut store, Job::Summary, &ctx).expect("summary") {
+        // api asks for slack and a webhook too; only e-mail is configured here.
+        JobOutcome::Summarised(_, sent) => assert!(
+            sent.problems()
+                .iter()
+                .all(|p| p.contains("is not configured")),
+            "{:?}",
+            sent.problems()
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mails = sink.messages.lock().expect("lock").clone();
+    assert_eq!(mails.len(), 1, "one e-mail for the whole folder");
+    let mail = &mails[0];
+    assert!(
+        mail.replace("\r\n ", " ").contains("Subject: [sandstack] daily summary: 3 batch(es), 1 metric(s) alerted in the last 24 hours"),
+        "{mail}"
+    );
+    // The whole mail decoded (its parts are quoted-printable; the tables'
+    // long lines are wrapped).
+    let html = quoted_printable(mail);
+    for part in [
+        "api &#x2f; latency_ms: 1 alert(s)",
+        "== api ==",
+        "== quiet ==",
+        "== web ==",
+        "<img src=\"cid:plot\"",
+    ] {
+        assert!(html.contains(part), "missing {part:?} in {html}");
+    }
+    assert_png(&attached_png(mail));
 }

@@ -147,6 +147,7 @@ fn scheduler_vs_backtest(
         channels: None,
         env: &env,
         sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        peers: &[],
         mode: RunMode::default(),
     };
     let schedule = Schedule::of(&spec);

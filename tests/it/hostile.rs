@@ -927,6 +927,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         channels: None,
         env: &Default::default(),
         sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        peers: &[],
         mode: Default::default(),
     };
     let t = std::time::Instant::now();

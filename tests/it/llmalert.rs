@@ -285,6 +285,7 @@ fn run(
         channels: Some(&channels),
         env,
         sandboxes: &sandstack::jobs::ingest::DefaultSandbox,
+        peers: &[],
         mode: RunMode {
             cassette,
             dry_run: false,

@@ -682,6 +682,7 @@ fn a_job_past_its_time_limit_is_recorded_as_timeout() {
             scheduled: Utc::now(),
             catch_up: false,
             attempt: 1,
+            peers: Vec::new(),
         });
         assert_eq!(
             result.status,
