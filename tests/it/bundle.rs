@@ -487,3 +487,101 @@ fn an_offline_setup_takes_the_guest_wheel_from_a_path_and_checks_it() {
         "{shown}"
     );
 }
+
+/// The container image (`scripts/container-image`, `deploy/Containerfile`):
+/// the bundle on an empty base, run by Podman (installed by
+/// `scripts/install-deps --test-servers`) as an unprivileged user, serves the
+/// demo's dashboard.
+#[test]
+fn the_container_image_serves_the_demo_as_an_unprivileged_user() {
+    assert!(
+        Command::new("podman").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "podman is missing: run scripts/install-deps --test-servers (it installs Debian's podman and runc)"
+    );
+    let id = std::process::id();
+    let tag = format!("localhost/sandstack-test:{id}");
+    let name = format!("sandstack-test-{id}");
+    let built = Command::new(repo().join("scripts/container-image"))
+        .arg(bundle())
+        .arg(&tag)
+        .output()
+        .expect("scripts/container-image");
+    assert!(built.status.success(), "{}", text(&built));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let listen = format!("127.0.0.1:{port}");
+    // runc, and limits no higher than this kind of VM lets a container set
+    // (crun cannot run on its hybrid cgroups, and both refuse raising the
+    // process and file limits).
+    let started = Command::new("podman")
+        .args(["run", "--detach", "--name", &name, "--runtime", "runc"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--network",
+            "host",
+        ])
+        .arg(&tag)
+        .args([
+            "run",
+            "--demo",
+            "--metrics",
+            "/app/metrics",
+            "--db",
+            "/data/demo.duckdb",
+            "--listen",
+            &listen,
+        ])
+        .output()
+        .expect("podman run");
+    /// Removes the container and the image however the test ends.
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("podman")
+                .args(["rm", "--force", &self.0])
+                .output();
+            let _ = Command::new("podman")
+                .args(["rmi", "--force", &self.1])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(name.clone(), tag.clone());
+    assert!(started.status.success(), "podman run: {}", text(&started));
+    // The demo backfills a day of history first, then serves the dashboard.
+    let wait = Instant::now();
+    let mut home = (0, String::new());
+    while wait.elapsed() < Duration::from_secs(300) {
+        if std::net::TcpStream::connect(&listen).is_ok() {
+            home = crate::support::http_get(&format!("http://{listen}/"));
+            if home.0 == 200 && home.1.contains("example_random") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let user = Command::new("podman")
+        .args(["top", &name, "user", "args"])
+        .output()
+        .expect("podman top");
+    let logs = Command::new("podman")
+        .args(["logs", &name])
+        .output()
+        .expect("logs");
+    assert!(
+        home.0 == 200 && home.1.contains("example_random"),
+        "the dashboard did not answer with the demo's batches: {} {}\n{}",
+        home.0,
+        home.1.chars().take(400).collect::<String>(),
+        text(&logs)
+    );
+    let user = String::from_utf8_lossy(&user.stdout).to_string();
+    assert!(
+        user.lines().skip(1).all(|l| l.trim_start().starts_with("10001") || l.trim_start().starts_with("sandstack")),
+        "not the unprivileged user: {user}"
+    );
+}
