@@ -241,7 +241,7 @@ pub async fn batch_series(
     Path(name): Path<String>,
     Query(q): Query<SeriesQuery>,
 ) -> Result<Response, ApiError> {
-    let spec = super::pages::shown_batch(&s, &name)?;
+    let spec = super::shown_batch(&s, &name)?;
     let page = with_store(&s, move |store| {
         series_page(&spec, store, &q, chrono::Utc::now().timestamp_micros())
     })

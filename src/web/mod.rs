@@ -159,6 +159,19 @@ impl WebState {
     }
 }
 
+/// A batch a page may show, or why not.
+pub(crate) fn shown_batch(s: &Shared, name: &str) -> Result<crate::config::BatchSpec, WebError> {
+    match s.folder().batch(name) {
+        None => Err(WebError::NotFound(format!(
+            "no batch named {name} in the metrics folder"
+        ))),
+        Some(b) if b.disable_dashboard => Err(WebError::NotFound(format!(
+            "batch {name} sets disable_dashboard: the dashboard does not show it"
+        ))),
+        Some(b) => Ok(b.clone()),
+    }
+}
+
 /// Run `work` with its own connection on the blocking pool.
 pub(crate) async fn with_store<T: Send + 'static>(
     s: &Shared,

@@ -13,7 +13,7 @@ use super::chart_data;
 use super::charts::{self, Window};
 use super::data;
 use super::error::{ApiError, PageError, WebError};
-use super::{with_store, Shared};
+use super::{shown_batch, with_store, Shared};
 use crate::alerts::message::format_time;
 use crate::config::BatchSpec;
 use crate::domain::{JudgementFacts, MetricType};
@@ -29,19 +29,6 @@ fn render(s: &Shared, name: &str, page: &str, ctx: minijinja::Value) -> Response
 /// The batches the pages show (not those with `disable_dashboard`).
 fn shown(s: &Shared) -> Vec<BatchSpec> {
     s.folder().dashboard_batches().cloned().collect()
-}
-
-/// A batch a page may show, or why not.
-pub(super) fn shown_batch(s: &Shared, name: &str) -> Result<BatchSpec, WebError> {
-    match s.folder().batch(name) {
-        None => Err(WebError::NotFound(format!(
-            "no batch named {name} in the metrics folder"
-        ))),
-        Some(b) if b.disable_dashboard => Err(WebError::NotFound(format!(
-            "batch {name} sets disable_dashboard: the dashboard does not show it"
-        ))),
-        Some(b) => Ok(b.clone()),
-    }
 }
 
 pub async fn home(State(s): State<Shared>) -> Result<Response, PageError> {

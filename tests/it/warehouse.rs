@@ -799,3 +799,90 @@ fn a_cassette_cannot_point_a_replay_at_another_file_or_server() {
     assert_eq!(report.stored, 1);
     assert_eq!(values(&store, &spec), [("mine".into(), 1.0)]);
 }
+
+// ------------------------------------------------------------------ Turso
+
+#[test]
+fn turso_describes_before_it_executes_and_replays_without_its_token() {
+    let hits = Arc::new(Hits::default());
+    async fn pipeline(
+        State(hits): State<Arc<Hits>>,
+        h: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> axum::response::Response {
+        hits.api.fetch_add(1, Ordering::SeqCst);
+        if h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some("Bearer turso-secret")
+        {
+            return (StatusCode::UNAUTHORIZED, "no").into_response();
+        }
+        let first = &body["requests"][0];
+        assert_eq!(body["requests"][1]["type"], "close");
+        let result = match first["type"].as_str() {
+            Some("describe") => {
+                let sql = first["sql"].as_str().unwrap_or("").to_lowercase();
+                json!({"type": "describe", "result": {"params": [], "is_explain": false,
+                    "cols": if sql.contains("delete") { json!([]) } else { json!([{"name": "metric_timestamp"}, {"name": "metric_name"}, {"name": "metric_value"}]) },
+                    "is_readonly": !sql.contains("delete")}})
+            }
+            Some("execute") => {
+                hits.token.fetch_add(1, Ordering::SeqCst);
+                json!({"type": "execute", "result": {
+                    "cols": [{"name": "metric_timestamp", "decltype": "TEXT"}, {"name": "metric_name", "decltype": "TEXT"}, {"name": "metric_value", "decltype": "REAL"}],
+                    "rows": [
+                        [{"type": "text", "value": "2026-01-01 00:00:00"}, {"type": "text", "value": "a"}, {"type": "float", "value": 1.5}],
+                        [{"type": "text", "value": "2026-01-01 00:00:00"}, {"type": "text", "value": "b"}, {"type": "integer", "value": "2"}]],
+                    "affected_row_count": 0}})
+            }
+            other => panic!("unexpected request {other:?}"),
+        };
+        Json(json!({"baton": null, "base_url": null,
+            "results": [{"type": "ok", "response": result}, {"type": "ok", "response": {"type": "close"}}]}))
+        .into_response()
+    }
+    let server = TestServer::start(
+        Router::new()
+            .route("/v2/pipeline", post(pipeline))
+            .with_state(hits.clone()),
+    );
+    let url = server.url("");
+    let env = [
+        ("ANOMSTACK_TURSO_DATABASE_URL", url.as_str()),
+        ("ANOMSTACK_TURSO_AUTH_TOKEN", "turso-secret"),
+    ];
+    let (_f, spec) = batch(
+        "lite",
+        "turso",
+        "select ts as metric_timestamp, name as metric_name, v as metric_value from readings",
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let cassette = dir.path().join("turso.yaml");
+    let mut store = Store::in_memory().expect("store");
+    let report = with_cassette(&spec, &mut store, &cassette, RecordMode::All, &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.stored, 2);
+    let recorded = values(&store, &spec);
+    assert_eq!(recorded, [("a".into(), 1.5), ("b".into(), 2.0)]);
+    let text = std::fs::read_to_string(&cassette).expect("cassette");
+    assert!(!text.contains("turso-secret"), "{text}");
+    let calls = hits.api.load(Ordering::SeqCst);
+    assert_eq!(calls, 2, "describe, then execute");
+    let mut again = Store::in_memory().expect("store");
+    with_cassette(&spec, &mut again, &cassette, RecordMode::None, &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(values(&again, &spec), recorded);
+    assert_eq!(hits.api.load(Ordering::SeqCst), calls, "replayed offline");
+    // A write is refused on describe's word: nothing is executed.
+    let (_f, spec) = batch("lite", "turso", "delete from readings");
+    let e = run_ingest(&spec, &mut store, &env)
+        .expect_err("write")
+        .to_string();
+    assert!(
+        e.contains("a statement that writes (Turso's describe)"),
+        "{e}"
+    );
+    assert_eq!(
+        hits.token.load(Ordering::SeqCst),
+        1,
+        "only the first query executed"
+    );
+}
