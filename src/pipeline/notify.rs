@@ -150,6 +150,11 @@ pub fn llm_alerts(
 /// Plots the folder's summary carries at most (the metrics with the most
 /// alerts in the last day).
 const SUMMARY_PLOTS: usize = 8;
+/// Alerting metrics it lists, and rows of each batch's table it shows: a
+/// folder of hundreds of batches still makes one message a mail server
+/// and Slack take.
+const SUMMARY_METRICS: usize = 50;
+const SUMMARY_ROWS: usize = 40;
 
 /// Send the folder's daily summary through `methods` (the carrier batch's):
 /// each batch's table, the metrics that alerted in the last day, and a plot
@@ -164,17 +169,42 @@ pub fn folder_summary(
         text.push_str("No metric alerted in the last 24 hours.\n");
     } else {
         text.push_str("Alerted in the last 24 hours:\n");
-        for a in &summary.alerting {
+        for a in summary.alerting.iter().take(SUMMARY_METRICS) {
             text.push_str(&format!(
                 "  {} / {}: {} alert(s)\n",
                 a.batch, a.metric, a.alerts
             ));
         }
+        if summary.alerting.len() > SUMMARY_METRICS {
+            text.push_str(&format!(
+                "  and {} more (see the dashboard's anomalies)\n",
+                summary.alerting.len() - SUMMARY_METRICS
+            ));
+        }
     }
     for (batch, rows) in &summary.sections {
-        let table = crate::escape::table(rows)
+        let total: usize = rows.iter().map(|b| b.num_rows()).sum();
+        let mut shown = Vec::new();
+        let mut left = SUMMARY_ROWS;
+        for b in rows {
+            if left == 0 {
+                break;
+            }
+            let n = b.num_rows().min(left);
+            shown.push(b.slice(0, n));
+            left -= n;
+        }
+        let table = crate::escape::table(&shown)
             .unwrap_or_else(|e| format!("(cannot format the summary: {e})"));
-        text.push_str(&format!("\n== {batch} ==\n{table}\n"));
+        let more = if total > SUMMARY_ROWS {
+            format!(
+                "({} more rows: `sandstack summary {batch}`)\n",
+                total - SUMMARY_ROWS
+            )
+        } else {
+            String::new()
+        };
+        text.push_str(&format!("\n== {batch} ==\n{table}\n{more}"));
     }
     for (batch, why) in &summary.failed {
         text.push_str(&format!("\n== {batch} ==\n(not summarised: {why})\n"));

@@ -256,7 +256,12 @@ impl Scheduler {
             scheduled: self.clock.now(),
             catch_up: false,
             attempt: 1,
-            peers: Vec::new(),
+            // Run now on the summary's carrier: the folder's summary.
+            peers: if plan.carries_summary(&req.batch) {
+                peers_for(plan, req.job)
+            } else {
+                Vec::new()
+            },
         };
         jobs.waiting.insert(key, req.reply);
         self.dispatch(ticket, jobs);

@@ -69,12 +69,12 @@ pub fn runnable_jobs(spec: &BatchSpec) -> impl Iterator<Item = (Job, &CronExpr)>
 
 /// The batch whose summary job sends the folder's one daily summary,
 /// across every batch (as Anomstack runs one summary job, on its first
-/// batch's settings): the first enabled batch by name whose summary job is
-/// not disabled. The other batches' summary schedules do not fire.
+/// batch's settings): the first batch by name whose summary would run on
+/// its schedule (enabled, not disabled, RUNNING). The other batches'
+/// summary schedules do not fire.
 pub fn summary_carrier<'a>(batches: impl Iterator<Item = &'a BatchSpec>) -> Option<&'a str> {
     batches
-        .filter(|b| !b.disable_batch)
-        .filter(|b| b.scheduled_jobs().any(|(j, _)| j == Job::Summary))
+        .filter(|b| runnable_jobs(b).any(|(j, _)| j == Job::Summary))
         .map(|b| b.metric_batch.as_str())
         .min()
 }
@@ -144,13 +144,21 @@ impl Plan {
         self.batches.values()
     }
 
-    /// What the folder's summary covers: every enabled batch.
+    /// What the folder's summary covers: every enabled batch but those
+    /// that set `disable_summary`.
     pub fn summarised(&self) -> Vec<Arc<BatchSpec>> {
         self.batches
             .values()
             .filter(|b| !b.disable_batch)
+            .filter(|b| b.scheduled_jobs().any(|(j, _)| j == Job::Summary))
             .cloned()
             .collect()
+    }
+
+    /// Whether `batch` carries the folder's summary (its summary is planned).
+    pub fn carries_summary(&self, batch: &str) -> bool {
+        self.entries
+            .contains_key(&(batch.to_string(), Job::Summary))
     }
 
     /// The earliest next tick of any job.
