@@ -250,6 +250,18 @@ pub fn html(text: &str) -> String {
     minijinja::HtmlEscape(&terminal_block(text)).to_string()
 }
 
+/// JSON for a page's `<script type="application/json">` element: `<`, `>`
+/// and `&` written as `\u003c`, `\u003e`, `\u0026` (still the same JSON),
+/// so no value, a metric named `</script>` included, can end the element.
+/// Text inside keeps its characters: the browser's script reads it, and
+/// every page writes it with `textContent`.
+pub fn script_json(value: &impl serde::Serialize) -> Result<String, serde_json::Error> {
+    Ok(serde_json::to_string(value)?
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026"))
+}
+
 /// For a Prometheus / OpenMetrics label value: [`terminal_line`].
 /// prometheus-client then escapes `\`, `"` and `\n` as the format requires,
 /// and passes everything else raw, `\r` and ESC included (a scrape read
@@ -261,6 +273,18 @@ pub fn prometheus_label(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_for_a_script_element_cannot_end_it() {
+        let v = serde_json::json!({"metric": "</script><script>alert(1)</script> & <!--"});
+        let text = script_json(&v).expect("json");
+        assert!(
+            !text.contains('<') && !text.contains('>') && !text.contains('&'),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).expect("still JSON");
+        assert_eq!(back, v);
+    }
 
     /// An OSC 52 clipboard write, a title change, a screen clear, a
     /// carriage return, a bidirectional override and a forged line.

@@ -30,8 +30,9 @@ pub struct SeriesQuery {
     #[serde(default)]
     pub window: String,
     pub page: Option<usize>,
-    /// One metric by its exact name (the anomaly list's small charts).
-    pub metric: Option<String>,
+    /// Metrics by their exact names, one a line (the anomaly list's small
+    /// charts; names hold no control characters).
+    pub metrics: Option<String>,
 }
 
 /// One judgement on a chart.
@@ -167,15 +168,37 @@ pub fn series_page(
     };
     let window = Window::parse(window_text);
     let all = data::chart_series(spec, store, window, now_us).map_err(WebError::Internal)?;
+    page_from(spec, store, &all, q, now_us)
+}
+
+/// A page of `all` (the batch's `dashboard_sql` series for `q`'s window,
+/// already read: the batch page passes its own, so its first page's data
+/// comes with it and `dashboard_sql` runs once).
+pub fn page_from(
+    spec: &BatchSpec,
+    store: &crate::store::Store,
+    all: &BTreeMap<String, Series>,
+    q: &SeriesQuery,
+    now_us: i64,
+) -> Result<SeriesPage, WebError> {
+    let window_text = if q.window.is_empty() {
+        "100"
+    } else {
+        q.window.as_str()
+    };
+    let window = Window::parse(window_text);
     let page = q.page.unwrap_or(1).max(1);
-    let (names, total) = match &q.metric {
-        Some(m) => (
-            all.get_key_value(m)
-                .map(|(k, _)| k.clone())
-                .into_iter()
-                .collect(),
-            1,
-        ),
+    let (names, total) = match &q.metrics {
+        Some(list) => {
+            let names: Vec<String> = list
+                .lines()
+                .filter(|m| all.contains_key(*m))
+                .take(PER_PAGE)
+                .map(str::to_string)
+                .collect();
+            let n = names.len();
+            (names, n)
+        }
         None => page_of(all.keys(), &q.q, page),
     };
     let mut metrics: Vec<MetricSeries> = names
@@ -231,7 +254,7 @@ pub fn series_page(
         total,
         page,
         per_page: PER_PAGE,
-        more: q.metric.is_none() && page.saturating_mul(PER_PAGE) < total,
+        more: q.metrics.is_none() && page.saturating_mul(PER_PAGE) < total,
         metrics,
     })
 }

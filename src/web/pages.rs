@@ -110,22 +110,30 @@ pub async fn batch(
         context! { jobs => jobs, paused => paused }
     });
     let threshold = spec.alert.threshold;
-    let needle = q.q.clone();
-    let (charts, total, anomalies) = with_store(&s, move |store| {
+    let series_query = chart_data::SeriesQuery {
+        q: q.q.clone(),
+        window: window_text.clone(),
+        page: Some(page),
+        metrics: None,
+    };
+    let (charts, first_page, anomalies) = with_store(&s, move |store| {
         let now = chrono::Utc::now().timestamp_micros();
         let series = data::chart_series(&spec, store, window, now)?;
         // One page of charts: a batch may have hundreds of metrics. The
-        // browser's charts ask for the same page (`chart_data`).
-        let (names, total) = chart_data::page_of(series.keys(), &needle, page);
-        let charts = names
+        // page carries this page's chart data; the browser asks for the
+        // next ones (`chart_data`).
+        let first_page = chart_data::page_from(&spec, store, &series, &series_query, now)?;
+        let charts = first_page
+            .metrics
             .iter()
-            .filter_map(|m| series.get(m).map(|ser| (m, ser)))
+            .filter_map(|m| series.get(&m.metric).map(|ser| (&m.metric, ser)))
             .filter_map(|(m, ser)| charts::chart(m, ser, window, now, threshold))
             .collect::<Vec<_>>();
         let anomalies = data::anomalies(store, &[&spec], BATCH_ANOMALIES, 0)?;
-        Ok((charts, total, anomalies))
+        Ok((charts, first_page, anomalies))
     })
     .await?;
+    let total = first_page.total;
     let windows: Vec<_> = Window::CHOICES
         .iter()
         .map(|(v, l)| context! { value => *v, label => *l })
@@ -139,6 +147,7 @@ pub async fn batch(
             batch => name, charts => minijinja::value::Serde(&charts), q => q.q, window => window_text, windows => windows,
             w => charts::WIDTH, h => charts::HEIGHT, control => control,
             page => page, more => more, total => total, anomalies => anomaly_rows(&anomalies),
+            chart_data => crate::escape::script_json(&first_page).unwrap_or_else(|_| "{}".into()),
         },
     ))
 }

@@ -26,7 +26,9 @@
   var nextPage = parseInt(grid.getAttribute("data-page") || "1", 10);
   var more = true;
   var loading = false;
-  var data = {};        // metric -> its series from the API
+  // Keyed by metric name, which the batch chooses: a Map, so a name such
+  // as `constructor` or `__proto__` is a name like any other.
+  var data = new Map(); // metric -> its series from the API
   var plots = new Map(); // figure -> uPlot
   var tip = document.getElementById("mark-tip");
   // For the browser tests: the live charts, and when the first was drawn
@@ -157,7 +159,7 @@
   var threshold = 0.8;
 
   function draw(fig) {
-    var d = data[fig.getAttribute("data-metric")];
+    var d = data.get(fig.getAttribute("data-metric"));
     if (!d) { return; }
     var old = plots.get(fig);
     if (old) { old.destroy(); }
@@ -222,21 +224,10 @@
       .then(function (r) { return r.json(); })
       .then(function (j) {
         loading = false;
-        if (!j.metrics) { more = false; return; }
-        threshold = j.threshold;
-        var figs = {};
-        grid.querySelectorAll("figure.chart").forEach(function (f) { figs[f.getAttribute("data-metric")] = f; });
-        j.metrics.forEach(function (m) {
-          data[m.metric] = m;
-          var fig = figs[m.metric];
-          if (!fig) { fig = figure(m.metric); grid.appendChild(fig); }
-          seen.observe(fig);
-        });
-        more = j.more;
-        nextPage = page + 1;
-        var pager = document.getElementById("chart-pager");
-        if (pager) { pager.hidden = true; }
-        drawSparks();
+        take(j);
+        // Later pages now come as the page is scrolled; the link is not needed.
+        var link = document.getElementById("chart-more");
+        if (link) { link.hidden = true; }
       })
       .catch(function () { loading = false; more = false; });
   }
@@ -252,7 +243,7 @@
     var button = e.target.closest ? e.target.closest("button.expand") : null;
     if (!button) { return; }
     var fig = button.closest("figure.chart");
-    var d = data[fig.getAttribute("data-metric")];
+    var d = data.get(fig.getAttribute("data-metric"));
     if (!d) { return; }
     dialog.querySelector(".name").textContent = d.metric;
     dialog.showModal();
@@ -265,21 +256,30 @@
   dialog.addEventListener("close", function () { if (big) { big.destroy(); big = null; window.__sandstack.expanded = null; } });
 
   // The anomaly list's small charts: the metric around the judgement.
-  var sparkData = {};
+  // Metrics not on the loaded pages come in one request for them all.
+  var sparkData = new Map();
+  var sparkAsked = false;
   function drawSparks() {
-    document.querySelectorAll(".spark").forEach(function (el) {
+    var sparks = document.querySelectorAll(".spark");
+    var missing = [];
+    sparks.forEach(function (el) {
       var name = el.getAttribute("data-metric");
-      var d = data[name] || sparkData[name];
-      if (!d) {
-        if (sparkData[name] === undefined) {
-          sparkData[name] = null;
-          fetch(url({ metric: name }), { headers: { "Accept": "application/json" } })
-            .then(function (r) { return r.json(); })
-            .then(function (j) { if (j.metrics && j.metrics.length) { sparkData[name] = j.metrics[0]; drawSparks(); } })
-            .catch(function () { /* the row still reads without its chart */ });
-        }
-        return;
-      }
+      if (!data.has(name) && !sparkData.has(name) && missing.indexOf(name) < 0) { missing.push(name); }
+    });
+    if (missing.length && !sparkAsked) {
+      sparkAsked = true;
+      fetch(url({ metrics: missing.join("\n") }), { headers: { "Accept": "application/json" } })
+        .then(function (r) { return r.json(); })
+        .then(function (j) {
+          (j.metrics || []).forEach(function (m) { sparkData.set(m.metric, m); });
+          drawSparks();
+        })
+        .catch(function () { /* the rows still read without their charts */ });
+    }
+    sparks.forEach(function (el) {
+      var name = el.getAttribute("data-metric");
+      var d = data.get(name) || sparkData.get(name);
+      if (!d) { return; }
       if (el.__plot) { el.__plot.destroy(); }
       el.textContent = "";
       el.__plot = new uPlot(options(d, el.clientWidth || 160, el.clientHeight || 48, true), columns(d), el);
@@ -293,6 +293,24 @@
     window.__sandstackResize = setTimeout(redrawAll, 150);
   });
 
+  // This page's data came with it; later pages are asked for.
+  function take(j) {
+    if (!j.metrics) { more = false; return; }
+    threshold = j.threshold;
+    var figs = new Map();
+    grid.querySelectorAll("figure.chart").forEach(function (f) { figs.set(f.getAttribute("data-metric"), f); });
+    j.metrics.forEach(function (m) {
+      data.set(m.metric, m);
+      var fig = figs.get(m.metric);
+      if (!fig) { fig = figure(m.metric); grid.appendChild(fig); }
+      seen.observe(fig);
+    });
+    more = j.more;
+    nextPage = j.page + 1;
+    drawSparks();
+  }
+
   applyLayout();
-  loadPage();
+  var embedded = document.getElementById("chart-data");
+  try { take(JSON.parse(embedded ? embedded.textContent : "{}")); } catch (e) { loadPage(); }
 })();
