@@ -501,6 +501,19 @@ fn the_container_image_serves_the_demo_as_an_unprivileged_user() {
     let id = std::process::id();
     let tag = format!("localhost/sandstack-test:{id}");
     let name = format!("sandstack-test-{id}");
+    /// Removes the container and the image however the test ends.
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("podman")
+                .args(["rm", "--force", &self.0])
+                .output();
+            let _ = Command::new("podman")
+                .args(["rmi", "--force", &self.1])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(name.clone(), tag.clone());
     let built = Command::new(repo().join("scripts/container-image"))
         .arg(bundle())
         .arg(&tag)
@@ -538,24 +551,24 @@ fn the_container_image_serves_the_demo_as_an_unprivileged_user() {
         ])
         .output()
         .expect("podman run");
-    /// Removes the container and the image however the test ends.
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = Command::new("podman")
-                .args(["rm", "--force", &self.0])
-                .output();
-            let _ = Command::new("podman")
-                .args(["rmi", "--force", &self.1])
-                .output();
-        }
-    }
-    let _cleanup = Cleanup(name.clone(), tag.clone());
     assert!(started.status.success(), "podman run: {}", text(&started));
     // The demo backfills a day of history first, then serves the dashboard.
     let wait = Instant::now();
     let mut home = (0, String::new());
     while wait.elapsed() < Duration::from_secs(300) {
+        let running = Command::new("podman")
+            .args([
+                "container",
+                "inspect",
+                "--format",
+                "{{.State.Running}}",
+                &name,
+            ])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true");
+        if !running {
+            break;
+        }
         if std::net::TcpStream::connect(&listen).is_ok() {
             home = crate::support::http_get(&format!("http://{listen}/"));
             if home.0 == 200 && home.1.contains("example_random") {
@@ -579,7 +592,12 @@ fn the_container_image_serves_the_demo_as_an_unprivileged_user() {
         home.1.chars().take(400).collect::<String>(),
         text(&logs)
     );
+    assert!(user.status.success(), "podman top: {}", text(&user));
     let user = String::from_utf8_lossy(&user.stdout).to_string();
+    assert!(
+        user.lines().count() > 1,
+        "podman top listed no process: {user}"
+    );
     assert!(
         user.lines().skip(1).all(|l| l.trim_start().starts_with("10001") || l.trim_start().starts_with("sandstack")),
         "not the unprivileged user: {user}"
