@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::columns::{self, Cell, Columns, Kind};
 use super::jwt::RsaKey;
 use super::{left, optional, passing_status, server_words, Env, QueryLimits, WarehouseError};
-use crate::cassette::tape::{Exchange, Tape, TapeError, TapedHttp};
+use crate::cassette::tape::{Exchange, Tape, TapedHttp};
 use crate::cassette::{Interaction, Scrubber};
 
 pub const NAME: &str = "bigquery";
@@ -259,26 +259,17 @@ impl BigQuery {
         }
         let headers = self.authorization(deadline)?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        // A page holds at most the result cap, plus its JSON's overhead.
-        let cap = limits.max_bytes.saturating_mul(4).max(1 << 20);
-        let answer = self
-            .http
-            .send(
-                "BigQuery",
-                method,
-                url,
-                &headers,
-                body.as_bytes(),
-                left(deadline),
-                cap,
-            )
-            .map_err(|e| match e {
-                TapeError::TooBig { .. } => WarehouseError::TooLarge {
-                    db: NAME,
-                    limit_kib: limits.max_bytes >> 10,
-                },
-                e => WarehouseError::Tape(e, NAME),
-            })?;
+        let answer = super::send(
+            &mut self.http,
+            NAME,
+            "BigQuery",
+            method,
+            url,
+            &headers,
+            body.as_bytes(),
+            deadline,
+            limits,
+        )?;
         read_answer(answer)
     }
 }

@@ -14,8 +14,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::columns::{self, Cell, Columns, Kind};
-use super::{left, optional, passing_status, server_words, Env, QueryLimits, WarehouseError};
-use crate::cassette::tape::{Exchange, Tape, TapeError, TapedHttp};
+use super::{optional, passing_status, server_words, Env, QueryLimits, WarehouseError};
+use crate::cassette::tape::{Exchange, Tape, TapedHttp};
 use crate::cassette::{Interaction, Scrubber};
 
 pub const NAME: &str = "clickhouse";
@@ -198,25 +198,17 @@ impl super::Source for ClickHouse {
             .append_pair("output_format_json_quote_denormals", "1")
             // A query sandstack stops waiting for stops on the server too.
             .append_pair("cancel_http_readonly_queries_on_client_close", "1");
-        let cap = limits.max_bytes.saturating_mul(4).max(1 << 20);
-        let answer = self
-            .http
-            .send(
-                "ClickHouse",
-                Method::POST,
-                &url,
-                &self.headers,
-                sql.as_bytes(),
-                left(deadline),
-                cap,
-            )
-            .map_err(|e| match e {
-                TapeError::TooBig { .. } => WarehouseError::TooLarge {
-                    db: NAME,
-                    limit_kib: limits.max_bytes >> 10,
-                },
-                e => WarehouseError::Tape(e, NAME),
-            })?;
+        let answer = super::send(
+            &mut self.http,
+            NAME,
+            "ClickHouse",
+            Method::POST,
+            &url,
+            &self.headers,
+            sql.as_bytes(),
+            deadline,
+            limits,
+        )?;
         if answer.status != 200 {
             return Err(failure(&answer, limits));
         }

@@ -204,6 +204,39 @@ fn passing_status(status: u16) -> bool {
     status == 408 || status == 429 || status >= 500
 }
 
+/// One request of a query through the run's tape, within the query's
+/// deadline, its answer read to at most four times the result cap (a
+/// page's JSON around its values); an answer bigger than that is the
+/// result cap's error. `who` names the service in errors.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    http: &mut crate::cassette::tape::TapedHttp,
+    db: &'static str,
+    who: &str,
+    method: reqwest::Method,
+    url: &url::Url,
+    headers: &[(String, String)],
+    body: &[u8],
+    deadline: std::time::Instant,
+    limits: &QueryLimits,
+) -> Result<crate::cassette::tape::Exchange, WarehouseError> {
+    if std::time::Instant::now() >= deadline {
+        return Err(WarehouseError::TimedOut {
+            db,
+            seconds: limits.timeout.as_secs_f64(),
+        });
+    }
+    let cap = limits.max_bytes.saturating_mul(4).max(1 << 20);
+    http.send(who, method, url, headers, body, left(deadline), cap)
+        .map_err(|e| match e {
+            TapeError::TooBig { .. } => WarehouseError::TooLarge {
+                db,
+                limit_kib: limits.max_bytes >> 10,
+            },
+            e => WarehouseError::Tape(e, db),
+        })
+}
+
 /// The time left before `deadline`, at least a millisecond so a request
 /// is still attempted (and fails on its own timeout).
 fn left(deadline: std::time::Instant) -> Duration {

@@ -21,7 +21,7 @@ use super::jwt::RsaKey;
 use super::{
     left, optional, passing_status, required, server_words, Env, QueryLimits, WarehouseError,
 };
-use crate::cassette::tape::{Exchange, Tape, TapeError, TapedHttp};
+use crate::cassette::tape::{Exchange, Tape, TapedHttp};
 use crate::cassette::{Interaction, Scrubber};
 
 pub const NAME: &str = "snowflake";
@@ -249,25 +249,18 @@ impl Snowflake {
         }
         let headers = self.headers()?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let answer = super::send(
+            &mut self.http,
+            NAME,
+            "Snowflake",
+            method,
+            url,
+            &headers,
+            body.as_bytes(),
+            deadline,
+            limits,
+        )?;
         let cap = limits.max_bytes.saturating_mul(4).max(1 << 20);
-        let answer = self
-            .http
-            .send(
-                "Snowflake",
-                method,
-                url,
-                &headers,
-                body.as_bytes(),
-                left(deadline),
-                cap,
-            )
-            .map_err(|e| match e {
-                TapeError::TooBig { .. } => WarehouseError::TooLarge {
-                    db: NAME,
-                    limit_kib: limits.max_bytes >> 10,
-                },
-                e => WarehouseError::Tape(e, NAME),
-            })?;
         let body = unzip(&answer, cap, limits)?;
         Ok(Exchange { body, ..answer })
     }

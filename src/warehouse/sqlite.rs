@@ -20,8 +20,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::columns::{Cell, Columns, Kind};
-use super::{left, optional, passing_status, server_words, Env, QueryLimits, WarehouseError};
-use crate::cassette::tape::{Tape, TapeError, TapedHttp};
+use super::{optional, passing_status, server_words, Env, QueryLimits, WarehouseError};
+use crate::cassette::tape::{Tape, TapedHttp};
 use crate::cassette::{Interaction, Scrubber};
 
 pub const NAME: &str = "sqlite";
@@ -361,32 +361,18 @@ impl TursoSource {
         deadline: Instant,
         limits: &QueryLimits,
     ) -> Result<Value, WarehouseError> {
-        if Instant::now() >= deadline {
-            return Err(WarehouseError::TimedOut {
-                db: NAME,
-                seconds: limits.timeout.as_secs_f64(),
-            });
-        }
         let body = json!({"requests": [request, {"type": "close"}]}).to_string();
-        let cap = limits.max_bytes.saturating_mul(4).max(1 << 20);
-        let answer = self
-            .http
-            .send(
-                "Turso",
-                Method::POST,
-                &self.pipeline,
-                &self.headers,
-                body.as_bytes(),
-                left(deadline),
-                cap,
-            )
-            .map_err(|e| match e {
-                TapeError::TooBig { .. } => WarehouseError::TooLarge {
-                    db: NAME,
-                    limit_kib: limits.max_bytes >> 10,
-                },
-                e => WarehouseError::Tape(e, NAME),
-            })?;
+        let answer = super::send(
+            &mut self.http,
+            NAME,
+            "Turso",
+            Method::POST,
+            &self.pipeline,
+            &self.headers,
+            body.as_bytes(),
+            deadline,
+            limits,
+        )?;
         if answer.status != 200 {
             let message = format!("HTTP {}: {}", answer.status, server_words(&answer.body));
             return Err(if passing_status(answer.status) {
