@@ -77,6 +77,7 @@ fn environment() -> minijinja::Environment<'static> {
         ("home.html", include_str!("templates/home.html")),
         ("batch.html", include_str!("templates/batch.html")),
         ("anomalies.html", include_str!("templates/anomalies.html")),
+        ("feedback.html", include_str!("templates/feedback.html")),
         ("runs.html", include_str!("templates/runs.html")),
         ("error.html", include_str!("templates/error.html")),
     ] {
