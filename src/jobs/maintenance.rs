@@ -4,6 +4,7 @@
 use arrow::record_batch::RecordBatch;
 
 use crate::config::{BatchSpec, Job};
+use crate::domain::MetricType;
 use crate::store::{ResultCaps, Store, StoreError};
 
 /// Run the batch's `delete_sql` over its own rows (see
@@ -59,8 +60,10 @@ pub struct FolderSummary {
 pub struct Alerting {
     pub batch: String,
     pub metric: String,
+    /// Anomaly, threshold and LLM alerts in the last day.
     pub alerts: usize,
-    pub series: crate::domain::Series,
+    /// `plot_sql`'s series, for its plot (None when it returned none).
+    pub series: Option<crate::domain::Series>,
     pub threshold: f64,
 }
 
@@ -74,6 +77,9 @@ impl FolderSummary {
     }
 }
 
+/// Judgements read per batch for the summary's counts (newest first).
+const MAX_JUDGED: usize = 10_000;
+
 /// The folder summary of `batches` at `now_us`: a batch whose SQL fails is
 /// named in `failed` and the others still summarised.
 pub fn folder_summary(batches: &[&BatchSpec], store: &Store, now_us: i64) -> FolderSummary {
@@ -84,31 +90,50 @@ pub fn folder_summary(batches: &[&BatchSpec], store: &Store, now_us: i64) -> Fol
             Ok(rows) => out.sections.push((spec.metric_batch.clone(), rows)),
             Err(e) => out.failed.push((spec.metric_batch.clone(), e.to_string())),
         }
-        // plot_sql's series, alerts marked at the observations that drove them.
-        let series = match super::plot::series(spec, store) {
-            Ok(s) => s,
+        // What alerted in the last day, by metric: anomaly, threshold and
+        // LLM alerts as stored (newest first).
+        let judged = match store.anomalies(
+            &[(&spec.table_key, spec.metric_batch.as_str())],
+            MAX_JUDGED,
+            0,
+        ) {
+            Ok(j) => j,
             Err(e) => {
                 out.failed.push((spec.metric_batch.clone(), e.to_string()));
                 continue;
             }
         };
-        for (metric, s) in series {
-            let alerts = s.extra.get("metric_alert").map_or(0, |flags| {
-                flags
-                    .iter()
-                    .zip(&s.timestamps_us)
-                    .filter(|(f, t)| **f > 0.0 && **t >= day_ago)
-                    .count()
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for a in judged
+            .iter()
+            .filter(|a| a.timestamp_us >= day_ago)
+            .filter(|a| {
+                matches!(
+                    a.kind,
+                    MetricType::Alert | MetricType::ThresholdAlert | MetricType::LlmAlert
+                )
+            })
+        {
+            *counts.entry(a.metric.clone()).or_default() += 1;
+        }
+        if counts.is_empty() {
+            continue;
+        }
+        // plot_sql's series for their plots (alerts marked at the
+        // observations that drove them); without it they are listed unplotted.
+        let mut series = super::plot::series(spec, store).unwrap_or_else(|e| {
+            out.failed
+                .push((spec.metric_batch.clone(), format!("no plots: {e}")));
+            Default::default()
+        });
+        for (metric, alerts) in counts {
+            out.alerting.push(Alerting {
+                batch: spec.metric_batch.clone(),
+                series: series.remove(&metric),
+                metric,
+                alerts,
+                threshold: spec.alert.threshold,
             });
-            if alerts > 0 {
-                out.alerting.push(Alerting {
-                    batch: spec.metric_batch.clone(),
-                    metric,
-                    alerts,
-                    series: s,
-                    threshold: spec.alert.threshold,
-                });
-            }
         }
     }
     out.alerting.sort_by(|a, b| {

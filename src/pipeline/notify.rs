@@ -212,9 +212,11 @@ pub fn folder_summary(
     let plots = summary
         .alerting
         .iter()
+        .filter(|a| a.series.is_some())
         .take(SUMMARY_PLOTS)
         .filter_map(|a| {
-            crate::drawing::render_png(&a.batch, &a.metric, &a.series, a.threshold)
+            let series = a.series.as_ref()?;
+            crate::drawing::render_png(&a.batch, &a.metric, series, a.threshold)
                 .map_err(|e| tracing::warn!(batch = %a.batch, metric = %a.metric, error = %e, "no plot for the summary"))
                 .ok()
                 .map(|png| crate::alerts::message::Plot {

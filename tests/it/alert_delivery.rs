@@ -1112,7 +1112,7 @@ fn one_daily_summary_covers_every_batch_with_a_plot_per_alerting_metric() {
     // long lines are wrapped).
     let html = quoted_printable(mail);
     for part in [
-        "api &#x2f; latency_ms: 1 alert(s)",
+        "api &#x2f; latency_ms: 2 alert(s)",
         "== api ==",
         "== quiet ==",
         "== web ==",
