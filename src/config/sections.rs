@@ -183,7 +183,7 @@ crate::settings! {
     "ingest" => pub struct IngestSettings {
         /// Python (a template, usually `{% include %}` of a `.py` file) defining the ingest function
         ingest_fn: Option<String> = "ingest_fn", "~";
-        /// DuckDB SQL that returns the rows (instead of `ingest_fn`)
+        /// SQL that returns the rows (instead of `ingest_fn`): DuckDB over the batch's own rows, or the warehouse `db` names, in its dialect
         ingest_sql: Option<String> = "ingest_sql", "~";
         /// the function `ingest_fn` defines and sandstack calls (with its default arguments)
         fn_name: String = "ingest_fn_name", "ingest";

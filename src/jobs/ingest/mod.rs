@@ -25,7 +25,7 @@ pub enum IngestError {
     #[error("ingest_sql failed: {message}")]
     Sql { message: String },
     /// `ingest_sql` on the warehouse `db` names.
-    #[error("ingest_sql failed on {0}")]
+    #[error("ingest_sql failed: {0}")]
     Warehouse(#[from] crate::warehouse::WarehouseError),
     #[error("the batch has no ingest_fn or ingest_sql: its history comes from `sandstack import`")]
     NoSource,
