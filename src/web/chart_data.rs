@@ -154,10 +154,11 @@ fn mark_text(kind: MetricType, facts: &JudgementFacts) -> String {
     }
 }
 
-/// One page of the batch's charts.
+/// One page of the batch's charts (the series from `cache`, or read).
 pub fn series_page(
     spec: &BatchSpec,
     store: &mut crate::store::Store,
+    cache: &data::SeriesCache,
     q: &SeriesQuery,
     now_us: i64,
 ) -> Result<SeriesPage, WebError> {
@@ -167,7 +168,9 @@ pub fn series_page(
         q.window.as_str()
     };
     let window = Window::parse(window_text);
-    let all = data::chart_series(spec, store, window, now_us).map_err(WebError::Internal)?;
+    let all = cache
+        .get(spec, store, window, now_us)
+        .map_err(WebError::Internal)?;
     page_from(spec, store, &all, q, now_us)
 }
 
@@ -265,8 +268,15 @@ pub async fn batch_series(
     Query(q): Query<SeriesQuery>,
 ) -> Result<Response, ApiError> {
     let spec = super::shown_batch(&s, &name)?;
+    let state = s.clone();
     let page = with_store(&s, move |store| {
-        series_page(&spec, store, &q, chrono::Utc::now().timestamp_micros())
+        series_page(
+            &spec,
+            store,
+            &state.series,
+            &q,
+            chrono::Utc::now().timestamp_micros(),
+        )
     })
     .await?;
     Ok(Json(page).into_response())

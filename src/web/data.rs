@@ -70,6 +70,69 @@ pub fn chart_series(
     }
 }
 
+/// How long a batch's chart series are reused: a page and the script's
+/// requests for its later pages and small charts read one run of
+/// `dashboard_sql`, not one each.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Series kept at once (batch and window pairs).
+const CACHE_ENTRIES: usize = 8;
+
+type Cached = (
+    String,
+    std::time::Instant,
+    std::sync::Arc<BTreeMap<String, Series>>,
+);
+
+/// Recent [`chart_series`] results, by batch, window and the rendered
+/// template (a reloaded folder's new `dashboard_sql` is a new key).
+#[derive(Default)]
+pub struct SeriesCache {
+    entries: std::sync::Mutex<Vec<Cached>>,
+}
+
+impl SeriesCache {
+    /// The series of `spec` for `window`: a run of `dashboard_sql` at most
+    /// [`CACHE_TTL`] old, else a fresh one.
+    pub fn get(
+        &self,
+        spec: &BatchSpec,
+        store: &mut Store,
+        window: Window,
+        now_us: i64,
+    ) -> Result<std::sync::Arc<BTreeMap<String, Series>>, String> {
+        // The batch's whole configuration is in the key: a reload that
+        // changes it (its dashboard_sql, its table) reads afresh.
+        let config = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for (k, v) in &spec.values {
+                k.hash(&mut h);
+                v.to_string().hash(&mut h);
+            }
+            h.finish()
+        };
+        let key = format!("{}\0{window:?}\0{config:x}", spec.metric_batch);
+        let fresh = |e: &&Cached| e.0 == key && e.1.elapsed() < CACHE_TTL;
+        if let Some(hit) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(fresh)
+        {
+            return Ok(hit.2.clone());
+        }
+        let series = std::sync::Arc::new(chart_series(spec, store, window, now_us)?);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|e| e.0 != key && e.1.elapsed() < CACHE_TTL);
+        if entries.len() >= CACHE_ENTRIES {
+            entries.remove(0);
+        }
+        entries.push((key, std::time::Instant::now(), series.clone()));
+        Ok(series)
+    }
+}
+
 /// `last_n` and, for a time window, `cutoff_time`.
 fn window_variables(window: Window, now_us: i64) -> Vec<(&'static str, Value)> {
     match window {

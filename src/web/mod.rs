@@ -47,6 +47,9 @@ pub struct WebState {
     control: Option<api::DaemonControl>,
     /// How often the control API may be asked to run and reload.
     limits: limits::ControlLimits,
+    /// Chart series read in the last seconds (a page and its script's
+    /// requests share one run of `dashboard_sql`).
+    series: data::SeriesCache,
 }
 
 pub type Shared = Arc<WebState>;
@@ -111,6 +114,7 @@ impl WebState {
             allowed_hosts,
             control,
             limits: limits::ControlLimits::default(),
+            series: data::SeriesCache::default(),
         })
     }
 

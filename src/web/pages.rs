@@ -116,9 +116,10 @@ pub async fn batch(
         page: Some(page),
         metrics: None,
     };
+    let state = s.clone();
     let (charts, first_page, anomalies) = with_store(&s, move |store| {
         let now = chrono::Utc::now().timestamp_micros();
-        let series = data::chart_series(&spec, store, window, now)?;
+        let series = state.series.get(&spec, store, window, now)?;
         // One page of charts: a batch may have hundreds of metrics. The
         // page carries this page's chart data; the browser asks for the
         // next ones (`chart_data`).

@@ -841,9 +841,9 @@ fn chromium_draws_charts_with_hover_zoom_toggles_marks_and_a_dark_theme() {
 
     // 300 metrics: the first charts are drawn at once (the page carries
     // its own data); the rest come page by page as the page is scrolled.
-    // Twice: the better of two loads, so one slow moment of a busy machine
-    // does not decide it.
-    let mut ready = f64::MAX;
+    // The first load is the one judged (the second reads the dashboard's
+    // seconds-old series, printed beside it).
+    let mut loads = Vec::new();
     for _ in 0..2 {
         browser.open(&format!("{url}/batch/many"));
         browser.wait_for("return window.__sandstack.readyMs !== null");
@@ -851,9 +851,13 @@ fn chromium_draws_charts_with_hover_zoom_toggles_marks_and_a_dark_theme() {
             .script("return window.__sandstack.readyMs")
             .as_f64()
             .expect("ms");
-        println!("300 metrics: the first chart was drawn {ms:.0} ms after the page was asked for");
-        ready = ready.min(ms);
+        loads.push(ms);
     }
+    println!(
+        "300 metrics: the first chart was drawn {:.0} ms after the page was asked for ({:.0} ms again within the series' 10 s)",
+        loads[0], loads[1]
+    );
+    let ready = loads[0];
     let first_page = browser.script("return document.querySelectorAll('figure.chart').length");
     assert_eq!(first_page, json!(48), "one page of charts first");
     let started = Instant::now();
