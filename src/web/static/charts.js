@@ -169,6 +169,9 @@
       holder.className = "plot";
       fig.appendChild(holder);
     }
+    // The canvas has no text of its own: say what it shows.
+    holder.setAttribute("role", "img");
+    holder.setAttribute("aria-label", d.metric + ": " + d.t.length + " points, " + d.marks.length + " marked");
     var svg = fig.querySelector("svg.chart");
     if (svg) { svg.remove(); }
     var width = Math.max(200, fig.clientWidth - 20);
@@ -203,7 +206,7 @@
     b.type = "button";
     b.className = "expand";
     b.title = "a larger view of this chart";
-    b.setAttribute("aria-label", "expand");
+    b.setAttribute("aria-label", "a larger view of " + name);
     b.textContent = "⤢";
     cap.appendChild(b);
     fig.appendChild(cap);
