@@ -154,6 +154,16 @@ fn mark_text(kind: MetricType, facts: &JudgementFacts) -> String {
     }
 }
 
+/// The window `q` asks for, as written (100 points when unset) and read.
+fn window_of(q: &SeriesQuery) -> (&str, Window) {
+    let text = if q.window.is_empty() {
+        "100"
+    } else {
+        q.window.as_str()
+    };
+    (text, Window::parse(text))
+}
+
 /// One page of the batch's charts (the series from `cache`, or read).
 pub fn series_page(
     spec: &BatchSpec,
@@ -162,12 +172,7 @@ pub fn series_page(
     q: &SeriesQuery,
     now_us: i64,
 ) -> Result<SeriesPage, WebError> {
-    let window_text = if q.window.is_empty() {
-        "100"
-    } else {
-        q.window.as_str()
-    };
-    let window = Window::parse(window_text);
+    let (_, window) = window_of(q);
     let all = cache
         .get(spec, store, window, now_us)
         .map_err(WebError::Internal)?;
@@ -184,12 +189,7 @@ pub fn page_from(
     q: &SeriesQuery,
     now_us: i64,
 ) -> Result<SeriesPage, WebError> {
-    let window_text = if q.window.is_empty() {
-        "100"
-    } else {
-        q.window.as_str()
-    };
-    let window = Window::parse(window_text);
+    let (window_text, window) = window_of(q);
     let page = q.page.unwrap_or(1).max(1);
     let (names, total) = match &q.metrics {
         Some(list) => {
