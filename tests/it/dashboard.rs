@@ -699,7 +699,16 @@ fn chromium_draws_charts_with_hover_zoom_toggles_marks_and_a_dark_theme() {
     setup_judgements_and_many(&db, &f);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e");
     std::fs::create_dir_all(&shots).expect("mkdir");
-    let (mut daemon, url) = start_sandstack(f.path(), &db);
+    let (daemon, url) = start_sandstack(f.path(), &db);
+    // Stopped however the test ends (a failed assertion included).
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Stop(daemon);
     let browser = Browser::start();
 
     // Every page, light then dark, for a developer to look at.
@@ -870,8 +879,4 @@ fn chromium_draws_charts_with_hover_zoom_toggles_marks_and_a_dark_theme() {
     browser.screenshot(&shots.join("batch-300-metrics.png"));
     assert!(ready < 1000.0, "the first charts took {ready} ms");
     drop(browser);
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let _ = daemon.wait();
 }
