@@ -255,7 +255,7 @@ impl BigQuery {
         limits: &QueryLimits,
     ) -> Result<Value, WarehouseError> {
         if Instant::now() >= deadline {
-            return Err(timed_out(limits));
+            return Err(WarehouseError::timed_out(NAME, limits));
         }
         let headers = self.authorization(deadline)?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -271,13 +271,6 @@ impl BigQuery {
             limits,
         )?;
         read_answer(answer)
-    }
-}
-
-fn timed_out(limits: &QueryLimits) -> WarehouseError {
-    WarehouseError::TimedOut {
-        db: NAME,
-        seconds: limits.timeout.as_secs_f64(),
     }
 }
 

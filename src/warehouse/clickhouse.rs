@@ -147,19 +147,12 @@ fn failure(answer: &Exchange, limits: &QueryLimits) -> WarehouseError {
         .map(str::to_string);
     let message = format!("HTTP {}: {}", answer.status, server_words(&answer.body));
     match code.as_deref() {
-        Some(TIMEOUT_EXCEEDED) => WarehouseError::TimedOut {
-            db: NAME,
-            seconds: limits.timeout.as_secs_f64(),
-        },
+        Some(TIMEOUT_EXCEEDED) => WarehouseError::timed_out(NAME, limits),
         // One code for both caps; its words say which.
-        Some(TOO_MANY_ROWS_OR_BYTES) if message.contains("max bytes") => WarehouseError::TooLarge {
-            db: NAME,
-            limit_kib: limits.max_bytes >> 10,
-        },
-        Some(TOO_MANY_ROWS_OR_BYTES) => WarehouseError::TooManyRows {
-            db: NAME,
-            limit: limits.max_rows,
-        },
+        Some(TOO_MANY_ROWS_OR_BYTES) if message.contains("max bytes") => {
+            WarehouseError::too_large(NAME, limits)
+        }
+        Some(TOO_MANY_ROWS_OR_BYTES) => WarehouseError::too_many_rows(NAME, limits),
         Some(READONLY) => WarehouseError::NotReadOnly {
             db: NAME,
             found: format!("a statement ClickHouse refused in read-only mode ({message})"),

@@ -42,16 +42,52 @@ enum Builder {
     Text(StringBuilder),
 }
 
+/// What an answer has taken of the batch's row and size caps, counted as
+/// its rows arrive: every source's one count.
+pub struct Budget {
+    db: &'static str,
+    limits: QueryLimits,
+    rows: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn new(db: &'static str, limits: &QueryLimits) -> Budget {
+        Budget {
+            db,
+            limits: *limits,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// One more row, refused past `ingest_max_rows`; returns its number
+    /// (from 1).
+    pub fn next_row(&mut self) -> Result<usize, WarehouseError> {
+        if self.rows >= self.limits.max_rows {
+            return Err(WarehouseError::too_many_rows(self.db, &self.limits));
+        }
+        self.rows += 1;
+        Ok(self.rows)
+    }
+
+    /// `bytes` more of the answer, refused past `ingest_max_result_kb`.
+    pub fn add_bytes(&mut self, bytes: usize) -> Result<(), WarehouseError> {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.bytes > self.limits.max_bytes {
+            return Err(WarehouseError::too_large(self.db, &self.limits));
+        }
+        Ok(())
+    }
+}
+
 /// The columns of one answer, filled row by row.
 pub struct Columns {
     db: &'static str,
     names: Vec<String>,
     kinds: Vec<Kind>,
     builders: Vec<Builder>,
-    rows: usize,
-    bytes: usize,
-    max_rows: usize,
-    max_bytes: usize,
+    budget: Budget,
 }
 
 impl Columns {
@@ -73,10 +109,7 @@ impl Columns {
             names,
             kinds,
             builders,
-            rows: 0,
-            bytes: 0,
-            max_rows: limits.max_rows,
-            max_bytes: limits.max_bytes,
+            budget: Budget::new(db, limits),
         }
     }
 
@@ -88,10 +121,6 @@ impl Columns {
         &self.names
     }
 
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// Add a row; its cells must be as many as the columns, each of its
     /// column's kind or null.
     pub fn push(&mut self, cells: Vec<Cell>) -> Result<(), WarehouseError> {
@@ -100,23 +129,21 @@ impl Columns {
                 db: self.db,
                 message: format!(
                     "row {} has {} values for {} columns",
-                    self.rows + 1,
+                    self.budget.rows + 1,
                     cells.len(),
                     self.builders.len()
                 ),
             });
         }
-        if self.rows >= self.max_rows {
-            return Err(WarehouseError::TooManyRows {
-                db: self.db,
-                limit: self.max_rows,
-            });
-        }
-        for (i, cell) in cells.into_iter().enumerate() {
-            self.bytes += match &cell {
+        let row = self.budget.next_row()?;
+        let bytes = cells
+            .iter()
+            .map(|c| match c {
                 Cell::Text(t) => t.len(),
                 _ => 8,
-            };
+            })
+            .sum();
+        for (i, cell) in cells.into_iter().enumerate() {
             match (&mut self.builders[i], cell) {
                 (Builder::Timestamp(b), Cell::Null) => b.append_null(),
                 (Builder::Float(b), Cell::Null) => b.append_null(),
@@ -130,8 +157,7 @@ impl Columns {
                     return Err(WarehouseError::Answer {
                         db: self.db,
                         message: format!(
-                            "row {}, column `{}`: {other:?} is not a {:?} value",
-                            self.rows + 1,
+                            "row {row}, column `{}`: {other:?} is not a {:?} value",
                             crate::escape::log_line(&self.names[i]),
                             self.kinds[i]
                         ),
@@ -139,14 +165,7 @@ impl Columns {
                 }
             }
         }
-        if self.bytes > self.max_bytes {
-            return Err(WarehouseError::TooLarge {
-                db: self.db,
-                limit_kib: self.max_bytes >> 10,
-            });
-        }
-        self.rows += 1;
-        Ok(())
+        self.budget.add_bytes(bytes)
     }
 
     pub fn finish(self) -> Result<RecordBatch, WarehouseError> {

@@ -110,6 +110,30 @@ pub enum WarehouseError {
 }
 
 impl WarehouseError {
+    /// The query ran past `ingest_timeout_s`.
+    pub fn timed_out(db: &'static str, limits: &QueryLimits) -> WarehouseError {
+        WarehouseError::TimedOut {
+            db,
+            seconds: limits.timeout.as_secs_f64(),
+        }
+    }
+
+    /// The answer has more than `ingest_max_rows` rows.
+    pub fn too_many_rows(db: &'static str, limits: &QueryLimits) -> WarehouseError {
+        WarehouseError::TooManyRows {
+            db,
+            limit: limits.max_rows,
+        }
+    }
+
+    /// The answer is over `ingest_max_result_kb`.
+    pub fn too_large(db: &'static str, limits: &QueryLimits) -> WarehouseError {
+        WarehouseError::TooLarge {
+            db,
+            limit_kib: limits.max_bytes >> 10,
+        }
+    }
+
     /// Whether a later try could succeed.
     pub fn can_pass(&self) -> bool {
         matches!(
@@ -221,18 +245,12 @@ fn send(
     limits: &QueryLimits,
 ) -> Result<crate::cassette::tape::Exchange, WarehouseError> {
     if std::time::Instant::now() >= deadline {
-        return Err(WarehouseError::TimedOut {
-            db,
-            seconds: limits.timeout.as_secs_f64(),
-        });
+        return Err(WarehouseError::timed_out(db, limits));
     }
     let cap = limits.max_bytes.saturating_mul(4).max(1 << 20);
     http.send(who, method, url, headers, body, left(deadline), cap)
         .map_err(|e| match e {
-            TapeError::TooBig { .. } => WarehouseError::TooLarge {
-                db,
-                limit_kib: limits.max_bytes >> 10,
-            },
+            TapeError::TooBig { .. } => WarehouseError::too_large(db, limits),
             e => WarehouseError::Tape(e, db),
         })
 }

@@ -76,18 +76,9 @@ impl super::Source for Postgres {
                 db: NAME,
                 found: format!("a statement that writes ({})", super::words(&message)),
             },
-            SourceQueryError::TimedOut => WarehouseError::TimedOut {
-                db: NAME,
-                seconds: limits.timeout.as_secs_f64(),
-            },
-            SourceQueryError::TooManyRows => WarehouseError::TooManyRows {
-                db: NAME,
-                limit: limits.max_rows,
-            },
-            SourceQueryError::TooLarge => WarehouseError::TooLarge {
-                db: NAME,
-                limit_kib: limits.max_bytes >> 10,
-            },
+            SourceQueryError::TimedOut => WarehouseError::timed_out(NAME, limits),
+            SourceQueryError::TooManyRows => WarehouseError::too_many_rows(NAME, limits),
+            SourceQueryError::TooLarge => WarehouseError::too_large(NAME, limits),
         })?;
         Ok(batch)
     }

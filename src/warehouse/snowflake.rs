@@ -245,7 +245,7 @@ impl Snowflake {
         limits: &QueryLimits,
     ) -> Result<Exchange, WarehouseError> {
         if Instant::now() >= deadline {
-            return Err(timed_out(limits));
+            return Err(WarehouseError::timed_out(NAME, limits));
         }
         let headers = self.headers()?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -266,13 +266,6 @@ impl Snowflake {
     }
 }
 
-fn timed_out(limits: &QueryLimits) -> WarehouseError {
-    WarehouseError::TimedOut {
-        db: NAME,
-        seconds: limits.timeout.as_secs_f64(),
-    }
-}
-
 /// A partition's body, gunzipped when Snowflake sent it so, within `cap`.
 fn unzip(answer: &Exchange, cap: usize, limits: &QueryLimits) -> Result<Vec<u8>, WarehouseError> {
     let gzipped = answer
@@ -290,10 +283,7 @@ fn unzip(answer: &Exchange, cap: usize, limits: &QueryLimits) -> Result<Vec<u8>,
             message: format!("a gzipped partition does not decode ({e})"),
         })?;
     if out.len() > cap {
-        return Err(WarehouseError::TooLarge {
-            db: NAME,
-            limit_kib: limits.max_bytes >> 10,
-        });
+        return Err(WarehouseError::too_large(NAME, limits));
     }
     Ok(out)
 }
@@ -308,7 +298,7 @@ fn read_answer(answer: &Exchange, limits: &QueryLimits) -> Result<Value, Warehou
         });
     }
     if answer.status == 408 {
-        return Err(timed_out(limits));
+        return Err(WarehouseError::timed_out(NAME, limits));
     }
     let message = value
         .as_ref()

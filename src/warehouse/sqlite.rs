@@ -19,7 +19,7 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::columns::{Cell, Columns, Kind};
+use super::columns::{Budget, Cell, Columns, Kind};
 use super::{optional, passing_status, server_words, Env, QueryLimits, WarehouseError};
 use crate::cassette::tape::{Tape, TapedHttp};
 use crate::cassette::{Interaction, Scrubber};
@@ -60,32 +60,21 @@ impl Dyn {
 struct Rows {
     names: Vec<String>,
     rows: Vec<Vec<Dyn>>,
-    bytes: usize,
+    budget: Budget,
 }
 
 impl Rows {
-    fn new(names: Vec<String>) -> Rows {
+    fn new(names: Vec<String>, limits: &QueryLimits) -> Rows {
         Rows {
             names,
             rows: Vec::new(),
-            bytes: 0,
+            budget: Budget::new(NAME, limits),
         }
     }
 
-    fn push(&mut self, row: Vec<Dyn>, limits: &QueryLimits) -> Result<(), WarehouseError> {
-        if self.rows.len() >= limits.max_rows {
-            return Err(WarehouseError::TooManyRows {
-                db: NAME,
-                limit: limits.max_rows,
-            });
-        }
-        self.bytes += row.iter().map(Dyn::size).sum::<usize>();
-        if self.bytes > limits.max_bytes {
-            return Err(WarehouseError::TooLarge {
-                db: NAME,
-                limit_kib: limits.max_bytes >> 10,
-            });
-        }
+    fn push(&mut self, row: Vec<Dyn>) -> Result<(), WarehouseError> {
+        self.budget.next_row()?;
+        self.budget.add_bytes(row.iter().map(Dyn::size).sum())?;
         self.rows.push(row);
         Ok(())
     }
@@ -245,7 +234,7 @@ impl super::Source for Sqlite {
             false
         });
         let read = (|| {
-            let mut rows = Rows::new(names);
+            let mut rows = Rows::new(names, limits);
             let mut cursor = stmt.query([]).map_err(sql_error)?;
             while let Some(row) = cursor.next().map_err(sql_error)? {
                 let mut values = Vec::with_capacity(n);
@@ -257,26 +246,20 @@ impl super::Source for Sqlite {
                         ValueRef::Real(v) => Dyn::Real(v),
                         // Sized before it is copied.
                         ValueRef::Text(t) if t.len() > limits.max_bytes => {
-                            return Err(WarehouseError::TooLarge {
-                                db: NAME,
-                                limit_kib: limits.max_bytes >> 10,
-                            })
+                            return Err(WarehouseError::too_large(NAME, limits))
                         }
                         ValueRef::Text(t) => Dyn::Text(String::from_utf8_lossy(t).into_owned()),
                         ValueRef::Blob(b) => Dyn::Blob(b.len()),
                     });
                 }
-                rows.push(values, limits)?;
+                rows.push(values)?;
             }
             Ok(rows)
         })();
         let _ = done.send(());
         let interrupted = timer.join().unwrap_or(false);
         match read {
-            Err(_) if interrupted => Err(WarehouseError::TimedOut {
-                db: NAME,
-                seconds: limits.timeout.as_secs_f64(),
-            }),
+            Err(_) if interrupted => Err(WarehouseError::timed_out(NAME, limits)),
             Err(e) => Err(e),
             Ok(rows) => rows.finish(limits),
         }
@@ -483,7 +466,7 @@ impl super::Source for TursoSource {
             })
             .collect();
         let n = names.len();
-        let mut rows = Rows::new(names);
+        let mut rows = Rows::new(names, limits);
         for row in result
             .get("rows")
             .and_then(Value::as_array)
@@ -500,10 +483,7 @@ impl super::Source for TursoSource {
                     message: format!("a row has {} values for {n} columns", values.len()),
                 });
             }
-            rows.push(
-                values.iter().map(turso_value).collect::<Result<_, _>>()?,
-                limits,
-            )?;
+            rows.push(values.iter().map(turso_value).collect::<Result<_, _>>()?)?;
         }
         rows.finish(limits)
     }
