@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::endpoint::{Endpoint, Platform};
 use super::{anthropic, openai, AnswerError, ChatAnswer, ChatRequest};
-use crate::cassette::{Interaction, RecordedError, ReplayBook, Response, Scrubber};
+use crate::cassette::{Interaction, RecordedError, Response, Scrubber};
 use crate::escape;
 
 /// Attempts per question, the first included.
@@ -38,17 +38,8 @@ pub struct Budget {
     pub deadline: Instant,
 }
 
-/// Where answers come from.
-#[derive(Debug)]
-pub enum Tape {
-    /// From the server.
-    Live,
-    /// From the server, each exchange kept for a cassette.
-    Record,
-    /// From a cassette; with the book's `allow_new`, what it lacks is asked
-    /// for real and kept.
-    Replay(ReplayBook),
-}
+/// Where answers come from: the cassette module's, as for the warehouses.
+pub use crate::cassette::tape::Tape;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LlmError {

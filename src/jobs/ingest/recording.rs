@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::cassette::tape::Tape;
 use crate::cassette::{
-    function_sha256, Cassette, MatchOn, RecordMode, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION,
-    SCRUBBED,
+    function_sha256, Cassette, Interaction, MatchOn, RecordMode, ReplayBook, DEFAULT_MATCH_ON,
+    FORMAT_VERSION, SCRUBBED,
 };
 use crate::config::{BatchSpec, PythonSource};
 use crate::sandbox::{ExecReport, ExecRequest};
@@ -78,6 +79,48 @@ pub fn plan(opts: &CassetteOptions, job: Option<&str>) -> Result<Plan, String> {
             ))
         }
     })
+}
+
+/// Where a run's answers come from under `plan` (none: live), replayed
+/// matching on what `opts` says, else method, URL and body: for sandstack's
+/// own requests (a warehouse, the chat model), through
+/// [`crate::cassette::tape`].
+pub fn tape(plan: Option<&Plan>, opts: Option<&CassetteOptions>) -> Tape {
+    match plan {
+        None => Tape::Live,
+        Some(Plan::Record) => Tape::Record,
+        Some(Plan::Replay {
+            cassette,
+            allow_new,
+        }) => {
+            let match_on = opts
+                .map(|c| c.match_on.clone())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| DEFAULT_MATCH_ON.to_vec());
+            Tape::Replay(ReplayBook::new(
+                cassette.interactions.clone(),
+                match_on,
+                *allow_new,
+            ))
+        }
+    }
+}
+
+/// The interactions a run's cassette is written with under `plan`: the
+/// run's own when recording, the cassette's and the run's new ones with
+/// `new_episodes`; None when a replay writes nothing.
+pub fn kept_interactions(plan: &Plan, new: Vec<Interaction>) -> Option<Vec<Interaction>> {
+    match plan {
+        Plan::Record => Some(new),
+        Plan::Replay {
+            allow_new: false, ..
+        } => None,
+        Plan::Replay { cassette, .. } => {
+            let mut all = cassette.interactions.clone();
+            all.extend(new);
+            Some(all)
+        }
+    }
 }
 
 /// Seed `req` for the plan; returns warnings for the user.

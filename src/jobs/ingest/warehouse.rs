@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::recording::{self, CassetteOptions, Plan};
 use super::{IngestError, IngestOptions, IngestReport};
-use crate::cassette::tape::Tape;
-use crate::cassette::{function_sha256, ReplayBook, DEFAULT_MATCH_ON, SCRUBBED};
+use crate::cassette::{function_sha256, SCRUBBED};
 use crate::config::BatchSpec;
 use crate::store::Store;
 use crate::warehouse::{self, QueryLimits};
@@ -36,48 +35,36 @@ pub(super) fn run(
         None => None,
     };
     let mut run_env = env.clone();
-    let tape = match &plan {
-        None => Tape::Live,
-        Some((Plan::Record, _)) => Tape::Record,
-        Some((
-            Plan::Replay {
-                cassette,
-                allow_new,
-            },
-            c,
-        )) => {
-            if cassette.function_sha256 != function_sha256(sql) {
-                tracing::warn!(
-                    batch = %spec.metric_batch,
-                    "cassette {} was recorded from another ingest_sql; replaying anyway",
-                    c.path.display()
-                );
-            }
-            // A replay asks the recorded URLs, so it takes the settings
-            // naming the server from the cassette: only those the source
-            // names (never a credential, a file or a local server), and only
-            // when nothing leaves the process (`new_episodes` asks the
-            // operator's own server, with its own settings).
-            if !*allow_new {
-                let names = warehouse::replay_setting_names(spec.db);
-                for var in &cassette.env {
-                    if var.value != SCRUBBED && names.contains(&var.name.as_str()) {
-                        run_env.insert(var.name.clone(), var.value.clone());
-                    }
+    let tape = recording::tape(plan.as_ref().map(|(p, _)| p), opts.cassette.as_ref());
+    if let Some((
+        Plan::Replay {
+            cassette,
+            allow_new,
+        },
+        c,
+    )) = &plan
+    {
+        if cassette.function_sha256 != function_sha256(sql) {
+            tracing::warn!(
+                batch = %spec.metric_batch,
+                "cassette {} was recorded from another ingest_sql; replaying anyway",
+                c.path.display()
+            );
+        }
+        // A replay asks the recorded URLs, so it takes the settings naming
+        // the server from the cassette: only those the source names (never
+        // a credential, a file or a local server), and only when nothing
+        // leaves the process (`new_episodes` asks the operator's own
+        // server, with its own settings).
+        if !*allow_new {
+            let names = warehouse::replay_setting_names(spec.db);
+            for var in &cassette.env {
+                if var.value != SCRUBBED && names.contains(&var.name.as_str()) {
+                    run_env.insert(var.name.clone(), var.value.clone());
                 }
             }
-            let match_on = if c.match_on.is_empty() {
-                DEFAULT_MATCH_ON.to_vec()
-            } else {
-                c.match_on.clone()
-            };
-            Tape::Replay(ReplayBook::new(
-                cassette.interactions.clone(),
-                match_on,
-                *allow_new,
-            ))
         }
-    };
+    }
     let t = Instant::now();
     let scrub = opts
         .cassette
@@ -119,14 +106,13 @@ fn write_cassette(
     interactions: Vec<crate::cassette::Interaction>,
     clock_start_us: i64,
 ) -> Result<(), IngestError> {
-    let (mut kept, clock) = match plan {
-        Plan::Record => (Vec::new(), clock_start_us),
-        Plan::Replay {
-            allow_new: false, ..
-        } => return Ok(()),
-        Plan::Replay { cassette, .. } => (cassette.interactions.clone(), cassette.clock_start_us),
+    let Some(kept) = recording::kept_interactions(plan, interactions) else {
+        return Ok(());
     };
-    kept.extend(interactions);
+    let clock = match plan {
+        Plan::Replay { cassette, .. } => cassette.clock_start_us,
+        Plan::Record => clock_start_us,
+    };
     // Only what the source names; scrubbed all the same, by name.
     let scrubber = crate::cassette::Scrubber::new(settings, &opts.scrub);
     let cassette = crate::cassette::Cassette {

@@ -120,7 +120,7 @@ pub fn run(
         max_tokens: spec.llmalert.max_tokens,
         deadline: started + limit,
     };
-    let tape = recording::tape_of(plan.as_ref(), opts.cassette.as_ref());
+    let tape = crate::jobs::ingest::recording::tape(plan.as_ref(), opts.cassette.as_ref());
     let scrub = opts
         .cassette
         .as_ref()

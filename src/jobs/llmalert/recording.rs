@@ -1,15 +1,15 @@
 //! An llmalert run's cassette: the variables a replay calls the endpoint
-//! with, where answers come from ([`Tape`]), and the cassette written after
-//! a recording run.
+//! with, and the cassette written after a recording run (where answers come
+//! from is [`crate::jobs::ingest::recording::tape`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::prompt;
-use crate::cassette::{function_sha256, Cassette, ReplayBook, DEFAULT_MATCH_ON, FORMAT_VERSION};
+use crate::cassette::{function_sha256, Cassette, FORMAT_VERSION};
 use crate::config::{BatchSpec, Job};
-use crate::jobs::ingest::recording::{CassetteOptions, Plan};
-use crate::llm::{self, Client, Tape};
+use crate::jobs::ingest::recording::{kept_interactions, CassetteOptions, Plan};
+use crate::llm::{self, Client};
 
 /// The variables the endpoint is read from: a replay's are the recorded
 /// ones, keys scrubbed, so it needs none of this machine's.
@@ -24,28 +24,6 @@ pub fn env_for(plan: Option<&Plan>, env: &BTreeMap<String, String>) -> BTreeMap<
     }
 }
 
-/// Where the run's answers come from.
-pub fn tape_of(plan: Option<&Plan>, opts: Option<&CassetteOptions>) -> Tape {
-    match plan {
-        None => Tape::Live,
-        Some(Plan::Record) => Tape::Record,
-        Some(Plan::Replay {
-            cassette,
-            allow_new,
-        }) => {
-            let match_on = opts
-                .map(|c| c.match_on.clone())
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| DEFAULT_MATCH_ON.to_vec());
-            Tape::Replay(ReplayBook::new(
-                cassette.interactions.clone(),
-                match_on,
-                *allow_new,
-            ))
-        }
-    }
-}
-
 /// Write the run's cassette when the plan records.
 pub fn save(
     spec: &BatchSpec,
@@ -55,14 +33,9 @@ pub fn save(
     env: &BTreeMap<String, String>,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<PathBuf>, String> {
-    let mut interactions = match plan {
-        Plan::Record => Vec::new(),
-        Plan::Replay {
-            allow_new: false, ..
-        } => return Ok(None),
-        Plan::Replay { cassette, .. } => cassette.interactions.clone(),
+    let Some(interactions) = kept_interactions(plan, client.interactions.clone()) else {
+        return Ok(None);
     };
-    interactions.extend(client.interactions.iter().cloned());
     let what = format!(
         "{:?}\n{:?}\n{:?}\n{}",
         spec.llmalert,
