@@ -319,8 +319,7 @@ fn query_and_store(
     check_and_store(spec, store, &raw, opts, started, t.elapsed())
 }
 
-/// A SQL source's rows checked, normalised and stored (unless a dry run);
-/// the table is made first.
+/// A SQL source's rows checked, normalised and stored (unless a dry run).
 fn check_and_store(
     spec: &BatchSpec,
     store: &mut Store,
@@ -346,9 +345,8 @@ fn check_and_store(
     let stored = if opts.dry_run {
         0
     } else {
-        store
-            .ensure_metrics_table(&table)
-            .map_err(IngestError::Store)?;
+        // append_metrics makes the table if it is missing (a warehouse
+        // batch's first run).
         store
             .append_metrics(&table, std::slice::from_ref(&normalized.rows))
             .map_err(IngestError::Store)?
