@@ -176,16 +176,27 @@ pub fn series_page(
     let all = cache
         .get(spec, store, window, now_us)
         .map_err(WebError::Internal)?;
-    page_from(spec, store, &all, q, now_us)
+    let judged = judgements(spec, store)?;
+    page_from(spec, &all, &judged, q, now_us)
+}
+
+/// The batch's stored judgements a page marks, newest first (the batch
+/// page lists the newest of them too).
+pub fn judgements(
+    spec: &BatchSpec,
+    store: &crate::store::Store,
+) -> Result<Vec<crate::store::Anomaly>, WebError> {
+    Ok(data::anomalies(store, &[spec], MAX_MARKS, 0)?)
 }
 
 /// A page of `all` (the batch's `dashboard_sql` series for `q`'s window,
 /// already read: the batch page passes its own, so its first page's data
-/// comes with it and `dashboard_sql` runs once).
+/// comes with it and `dashboard_sql` runs once), its marks from `judged`
+/// ([`judgements`]).
 pub fn page_from(
     spec: &BatchSpec,
-    store: &crate::store::Store,
     all: &BTreeMap<String, Series>,
+    judged: &[crate::store::Anomaly],
     q: &SeriesQuery,
     now_us: i64,
 ) -> Result<SeriesPage, WebError> {
@@ -215,7 +226,6 @@ pub fn page_from(
         .enumerate()
         .map(|(i, m)| (m.metric.as_str(), i))
         .collect();
-    let judged = data::anomalies(store, &[spec], MAX_MARKS, 0)?;
     let mut extra: Vec<(usize, Mark)> = Vec::new();
     for a in judged {
         if !matches!(a.kind, MetricType::ThresholdAlert | MetricType::LlmAlert) {

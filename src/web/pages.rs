@@ -123,14 +123,16 @@ pub async fn batch(
         // One page of charts: a batch may have hundreds of metrics. The
         // page carries this page's chart data; the browser asks for the
         // next ones (`chart_data`).
-        let first_page = chart_data::page_from(&spec, store, &series, &series_query, now)?;
+        // The judgements read once: the page's marks and its anomaly list.
+        let judged = chart_data::judgements(&spec, store)?;
+        let first_page = chart_data::page_from(&spec, &series, &judged, &series_query, now)?;
         let charts = first_page
             .metrics
             .iter()
             .filter_map(|m| series.get(&m.metric).map(|ser| (&m.metric, ser)))
             .filter_map(|(m, ser)| charts::chart(m, ser, window, now, threshold))
             .collect::<Vec<_>>();
-        let anomalies = data::anomalies(store, &[&spec], BATCH_ANOMALIES, 0)?;
+        let anomalies: Vec<_> = judged.into_iter().take(BATCH_ANOMALIES).collect();
         Ok((charts, first_page, anomalies))
     })
     .await?;
