@@ -22,6 +22,16 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     })
 }
 
+/// Whether `host` (lower-case, without brackets) is one `pattern` allows:
+/// the name itself, or for `*.domain` any name under the domain.
+pub fn matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.trim().to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => pattern == host,
+    }
+}
+
 /// A DNS name of ASCII letters, digits, `-` and `_`, in labels of 1 to 63
 /// characters, at most 253 in all.
 fn check_name(name: &str) -> Result<(), String> {
@@ -55,7 +65,15 @@ fn check_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_pattern;
+    use super::{check_pattern, matches};
+
+    #[test]
+    fn allowlist_patterns() {
+        assert!(matches("api.example.com", "api.example.com"));
+        assert!(matches("*.example.com", "a.example.com"));
+        assert!(!matches("*.example.com", "example.com.evil.net"));
+        assert!(!matches("example.com", "badexample.com"));
+    }
 
     #[test]
     fn names_domains_and_addresses_pass() {

@@ -60,7 +60,7 @@ impl HttpGate {
                 .policy
                 .allow_hosts
                 .iter()
-                .any(|h| host_matches(h, &host))
+                .any(|h| crate::config::hosts::matches(h, &host))
         {
             return Err(ExecError::Policy {
                 target: url.to_string(),
@@ -91,26 +91,5 @@ impl HttpGate {
             }
         }
         Ok(())
-    }
-}
-
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.trim().to_ascii_lowercase();
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host.ends_with(&format!(".{suffix}")),
-        None => pattern == host,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allowlist_patterns() {
-        assert!(host_matches("api.example.com", "api.example.com"));
-        assert!(host_matches("*.example.com", "a.example.com"));
-        assert!(!host_matches("*.example.com", "example.com.evil.net"));
-        assert!(!host_matches("example.com", "badexample.com"));
     }
 }
