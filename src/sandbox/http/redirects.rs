@@ -140,7 +140,7 @@ impl HttpGate {
         location: &str,
         status: u16,
     ) -> Result<(), Reply> {
-        request.url = fetched
+        let next = fetched
             .url
             .join(location)
             .map(|u| self.guest_view(&u))
@@ -148,6 +148,14 @@ impl HttpGate {
                 kind: "connection",
                 message: format!("redirect from {} to an invalid location: {e}", request.url),
             })?;
+        if strips_auth(&request.url, &next) {
+            // As `requests` does: credentials are for the origin they
+            // were written for (a secret in them would be refused anyway).
+            request
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+        }
+        request.url = next;
         if status == 303
             || ((status == 301 || status == 302) && request.method == reqwest::Method::POST)
         {
@@ -158,9 +166,50 @@ impl HttpGate {
     }
 }
 
+/// Whether a redirect from `old` to `new` leaves the origin the request's
+/// credentials were for: another host, port or scheme, except the upgrade
+/// from http to https on the default ports.
+fn strips_auth(old: &reqwest::Url, new: &reqwest::Url) -> bool {
+    if old.host_str() != new.host_str() {
+        return true;
+    }
+    let upgrade = old.scheme() == "http"
+        && new.scheme() == "https"
+        && old.port().is_none()
+        && new.port().is_none();
+    !upgrade
+        && (old.scheme() != new.scheme()
+            || old.port_or_known_default() != new.port_or_known_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_stay_with_their_origin_across_redirects() {
+        let u = |s: &str| reqwest::Url::parse(s).expect("url");
+        assert!(strips_auth(
+            &u("https://a.example/x"),
+            &u("https://b.example/x")
+        ));
+        assert!(strips_auth(
+            &u("https://a.example/"),
+            &u("http://a.example/")
+        ));
+        assert!(strips_auth(
+            &u("https://a.example/"),
+            &u("https://a.example:8443/")
+        ));
+        assert!(!strips_auth(
+            &u("https://a.example/x"),
+            &u("https://a.example/y")
+        ));
+        assert!(!strips_auth(
+            &u("http://a.example/"),
+            &u("https://a.example/")
+        ));
+    }
 
     #[test]
     fn only_redirect_statuses_with_a_location_are_followed_and_only_when_asked() {
