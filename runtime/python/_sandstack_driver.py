@@ -89,6 +89,10 @@ def main():
     os.environ.clear()
     os.environ.update(start.get("env", {}))
     os.environ.setdefault("TMPDIR", "/tmp")
+    if start.get("secrets"):
+        import _sandstack_secrets
+
+        _sandstack_secrets.guard(start["secrets"])
     _reseed()
 
     import linecache

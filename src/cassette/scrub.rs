@@ -40,6 +40,9 @@ pub fn secret_name(name: &str) -> bool {
 pub struct Scrubber {
     secrets: Vec<String>,
     extra_names: Vec<String>,
+    /// (placeholder, marker): a run's secret placeholders, written as the
+    /// secrets' names (`crate::sandbox::secrets`).
+    markers: Vec<(String, String)>,
 }
 
 impl Scrubber {
@@ -52,6 +55,7 @@ impl Scrubber {
         let mut s = Scrubber {
             secrets: Vec::new(),
             extra_names: extra_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            markers: Vec::new(),
         };
         for (k, v) in env {
             if s.is_secret_name(k) {
@@ -59,6 +63,37 @@ impl Scrubber {
             }
         }
         s
+    }
+
+    /// Write each placeholder as its marker (a secret's name, not a value,
+    /// so kept where a secret-looking name would have its value scrubbed).
+    pub fn with_markers(mut self, markers: Vec<(String, String)>) -> Scrubber {
+        self.markers = markers;
+        self
+    }
+
+    /// A secret-looking name's value kept: nothing but markers, or an
+    /// authorization scheme and one.
+    fn only_markers(&self, value: &str) -> bool {
+        if self.markers.is_empty() {
+            return false;
+        }
+        let mut rest = value.to_string();
+        let mut any = false;
+        for (_, m) in &self.markers {
+            any |= rest.contains(m.as_str());
+            rest = rest.replace(m.as_str(), "");
+        }
+        let rest = rest.trim();
+        any && (rest.is_empty() || rest.chars().all(|c| c.is_ascii_alphabetic()))
+    }
+
+    fn marked(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (p, m) in &self.markers {
+            out = out.replace(p.as_str(), m);
+        }
+        out
     }
 
     fn is_secret_name(&self, name: &str) -> bool {
@@ -82,14 +117,15 @@ impl Scrubber {
     /// Learn secrets from a request's headers before scrubbing anything.
     pub fn learn_headers(&mut self, headers: &[(String, String)]) {
         for (k, v) in headers {
-            if self.is_secret_name(k) {
+            // A placeholder is no value: it is written as its marker.
+            if self.is_secret_name(k) && !self.only_markers(&self.marked(v)) {
                 self.add_secret(v);
             }
         }
     }
 
     pub fn text(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out = self.marked(text);
         for s in &self.secrets {
             out = out.replace(s.as_str(), SCRUBBED);
         }
@@ -103,6 +139,7 @@ impl Scrubber {
                 let v = match k.to_ascii_lowercase().as_str() {
                     "set-cookie" => self.cookies(v, true),
                     "cookie" => self.cookies(v, false),
+                    _ if self.only_markers(&self.marked(v)) => self.marked(v),
                     _ if self.is_secret_name(k) => SCRUBBED.to_string(),
                     _ => self.text(v),
                 };
@@ -140,12 +177,13 @@ impl Scrubber {
 
     /// Scrub secret-looking query parameters, then known secret values.
     pub fn url(&self, url: &str) -> String {
+        let url = &self.marked(url);
         let scrubbed = match url::Url::parse(url) {
             Ok(mut u) if u.query().is_some() => {
                 let pairs: Vec<(String, String)> = u
                     .query_pairs()
                     .map(|(k, v)| {
-                        let v = if self.is_secret_name(&k) {
+                        let v = if self.is_secret_name(&k) && !self.only_markers(&v) {
                             SCRUBBED.to_string()
                         } else {
                             v.into_owned()
@@ -166,6 +204,9 @@ impl Scrubber {
             Ok(t) => Body::from_bytes(self.text(t).as_bytes()),
             Err(_) => {
                 let mut out = bytes.to_vec();
+                for (p, m) in &self.markers {
+                    out = replace_bytes(&out, p.as_bytes(), m.as_bytes());
+                }
                 for s in &self.secrets {
                     out = replace_bytes(&out, s.as_bytes(), SCRUBBED.as_bytes());
                 }

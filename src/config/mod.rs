@@ -21,6 +21,7 @@ mod names;
 pub mod policy;
 mod render;
 pub mod renderer;
+pub mod secrets;
 pub mod sections;
 mod shipped;
 mod spec;

@@ -81,6 +81,10 @@ struct PolicyFile {
     /// own (it still reads no other table and changes nothing).
     #[serde(default)]
     batch_sql_reads_other_batches: bool,
+    /// Host variables that are secrets: the hosts each may be sent to
+    /// (the guest holds a placeholder), or `plain: true`.
+    #[serde(default)]
+    secrets: BTreeMap<String, super::secrets::Binding>,
 }
 
 fn yes() -> bool {
@@ -142,6 +146,9 @@ impl Policy {
         }
         let refuse = |m: String| format!("policy {}: {m}", path.display());
         check_folders(&rules).map_err(refuse)?;
+        for (name, binding) in &rules.secrets {
+            binding.check(name).map_err(refuse)?;
+        }
         for h in &rules.http_allow_hosts {
             super::hosts::check_pattern(h).map_err(|m| refuse(format!("http_allow_hosts: {m}")))?;
         }
@@ -256,6 +263,7 @@ impl Policy {
             }
         }
         over.extend(self.env_refusals(spec));
+        let plain = self.grant_secrets(spec);
         over.extend(self.http_refusals(spec));
         if spec.db != super::choices::Db::DuckDb && !self.rules.warehouses.contains(&spec.db) {
             use super::choices::Choice;
@@ -287,7 +295,40 @@ impl Policy {
                 policy: policy.clone(),
             })
             .collect();
-        (errors, Vec::new())
+        (errors, plain)
+    }
+
+    /// Give `spec` the secrets bound for it (those its `ingest_env` lists,
+    /// and those whose `batches` name it); the warnings name each handed
+    /// to its code as a plain value.
+    fn grant_secrets(&self, spec: &mut BatchSpec) -> Vec<String> {
+        let mut plain = Vec::new();
+        for (name, binding) in &self.rules.secrets {
+            let listed = spec.ingest_settings.env.iter().any(|n| n == name);
+            let named = binding
+                .batches
+                .iter()
+                .any(|p| name_matches(p, &spec.metric_batch));
+            if !(listed || named) {
+                continue;
+            }
+            if binding.plain {
+                if !listed {
+                    spec.ingest_settings.env.push(name.clone());
+                }
+                plain.push(format!(
+                    "{}: batch `{}` gets secret {name}'s value itself (the policy's `secrets: {{{name}: {{plain: true}}}}`): \
+                     its code can send it to any host it may reach, store it or print it",
+                    spec.file.display(),
+                    spec.metric_batch
+                ));
+            } else {
+                spec.ingest_settings.env.retain(|n| n != name);
+                spec.secrets
+                    .push(super::secrets::SecretGrant::new(name, binding));
+            }
+        }
+        plain
     }
 
     /// Each `ingest_env` name the policy does not list.
@@ -314,18 +355,42 @@ impl Policy {
             let names: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
             names.join(", ")
         };
-        spec.ingest_settings
-            .env
-            .iter()
-            .filter(|name| !allowed.iter().any(|p| name_matches(p, name)))
-            .map(|name| {
-                (
+        let mut over = Vec::new();
+        for name in &spec.ingest_settings.env {
+            if let Some(binding) = self.rules.secrets.get(name) {
+                let batch = &spec.metric_batch;
+                if !binding.batches.is_empty()
+                    && !binding.batches.iter().any(|p| name_matches(p, batch))
+                {
+                    over.push((
+                        "ingest_env".to_string(),
+                        format!("asks for secret {name}"),
+                        format!(
+                            "{name} only for the batches {} (the policy's `secrets:`)",
+                            binding.batches.join(", ")
+                        ),
+                    ));
+                }
+            } else if !allowed.iter().any(|p| name_matches(p, name)) {
+                over.push((
                     "ingest_env".to_string(),
                     format!("asks for host variable {name}"),
                     shown.clone(),
-                )
-            })
-            .collect()
+                ));
+            } else if crate::cassette::secret_name(name) {
+                // Granted by a name list, a secret would reach the code
+                // itself; the operator binds it to its hosts, or says plain.
+                over.push((
+                    "ingest_env".to_string(),
+                    format!("asks for host variable {name}, whose name says it is a secret"),
+                    format!(
+                        "a secret only through the policy's `secrets:` (`{name}: {{hosts: [...]}}` sends it only \
+                         to those hosts and keeps it out of the sandbox; `{name}: {{plain: true}}` hands the code its value)"
+                    ),
+                ));
+            }
+        }
+        over
     }
 
     /// Private addresses, rewrites and hosts beyond what the policy allows;
@@ -393,9 +458,20 @@ impl Policy {
 fn powers_used(spec: &BatchSpec) -> Vec<String> {
     let mut used = Vec::new();
     if !spec.ingest_settings.env.is_empty() {
+        let secret = spec
+            .ingest_settings
+            .env
+            .iter()
+            .any(|n| crate::cassette::secret_name(n));
         used.push(format!(
-            "ingest_env ({})",
-            spec.ingest_settings.env.join(", ")
+            "ingest_env ({}){}",
+            spec.ingest_settings.env.join(", "),
+            if secret {
+                " and its code holds their values (a policy's `secrets:` would keep a secret out of the \
+                 sandbox, sent only to the hosts it is for)"
+            } else {
+                ""
+            }
         ));
     }
     if spec.http.allow_private {
@@ -445,7 +521,23 @@ fn check_folders(rules: &PolicyFile) -> Result<(), String> {
             ));
         }
     }
-    for batch in rules.ingest_env_allowed_by_batch.keys() {
+    // (batch, what the policy grants it by name)
+    let by_name = rules
+        .ingest_env_allowed_by_batch
+        .keys()
+        .map(|b| (b, "ingest_env_allowed_by_batch grants".to_string()))
+        .chain(
+            rules
+                .secrets
+                .iter()
+                .filter(|(_, s)| s.plain)
+                .flat_map(|(name, s)| {
+                    s.batches
+                        .iter()
+                        .map(move |b| (b, format!("secrets: {name} (plain) grants")))
+                }),
+        );
+    for (batch, grant) in by_name {
         let binding: Vec<&String> = rules
             .folders
             .iter()
@@ -455,14 +547,14 @@ fn check_folders(rules: &PolicyFile) -> Result<(), String> {
         if binding.len() > 1 {
             let shown: Vec<String> = binding.iter().map(|f| format!("{f}/")).collect();
             return Err(format!(
-                "ingest_env_allowed_by_batch grants `{batch}` host variables, but the name is bound to {}: \
+                "{grant} `{batch}` host variables, but the name is bound to {}: \
                  a file in any of them could claim it and its variables; bind it to one folder",
                 shown.join(" and ")
             ));
         }
         if binding.is_empty() {
             return Err(format!(
-                "ingest_env_allowed_by_batch grants `{batch}` host variables, but no entry of `folders` binds \
+                "{grant} `{batch}` host variables, but no entry of `folders` binds \
                  the name `{batch}` to a folder, so a batch file anywhere could claim it: add \
                  `folders: {{<its folder>: {{batches: [{batch}]}}}}`, or grant the variables there"
             ));

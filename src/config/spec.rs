@@ -147,6 +147,9 @@ pub struct BatchSpec {
     pub schedules: BTreeMap<Job, JobSchedule>,
     pub limits: SandboxLimits,
     pub http: HttpPolicy,
+    /// The policy's secrets this batch's runs get as placeholders
+    /// (set by [`super::Policy::apply`]).
+    pub secrets: Vec<super::secrets::SecretGrant>,
     pub train: TrainSettings,
     pub score: ScoreSettings,
     pub alert: AlertSettings,
@@ -321,6 +324,7 @@ pub(super) fn read_spec(
         schedules,
         limits,
         http,
+        secrets: Vec::new(),
         train,
         score: ScoreSettings::read(&mut r),
         alert,

@@ -94,6 +94,9 @@ pub enum ExecError {
     /// The guest stopped in a way none of the above explains.
     #[error("the guest stopped unexpectedly: {0}")]
     Crashed(String),
+    /// A secret the operator bound cannot be used as set (said in full).
+    #[error("{0}")]
+    Secret(String),
     #[error("the Python sandbox is not available: {0}")]
     Setup(#[from] SetupError),
     #[error("internal sandbox error: {0}")]

@@ -17,6 +17,7 @@ use super::error::ExecError;
 use super::host::{DoorState, ExecInputs, HostState, LogLine, PhaseMarks};
 use super::http::fmt_secs;
 use super::output::CappedOutput;
+use super::secrets::Vault;
 use super::{code_cache, guest_sources, instance, prefault, residue, Sandbox};
 use crate::cassette::{Interaction, ReplayBook, Scrubber};
 use crate::config::{HttpPolicy, PythonSource, SandboxLimits};
@@ -31,6 +32,8 @@ pub struct ExecRequest {
     pub http: HttpPolicy,
     /// Allowlisted environment variables and their values.
     pub env: BTreeMap<String, String>,
+    /// Secrets the guest gets as placeholders ([`super::secrets`]).
+    pub secrets: Vec<super::secrets::HostSecret>,
     pub kwargs: serde_json::Map<String, serde_json::Value>,
     /// The guest's random seed; a fresh one when None.
     pub seed: Option<[u8; 32]>,
@@ -71,6 +74,7 @@ impl ExecRequest {
             limits,
             http,
             env: BTreeMap::new(),
+            secrets: Vec::new(),
             kwargs: serde_json::Map::new(),
             seed: None,
             clock_start_us: None,
@@ -320,13 +324,18 @@ impl Sandbox {
             seed[..16].try_into().unwrap_or([0; 16]),
         ));
         let limits = req.limits.clone();
+        let vault =
+            Vault::new(&req.secrets, &seed, req.replay.is_some()).map_err(ExecError::Secret)?;
+        let mut env = req.env.clone();
+        env.extend(vault.placeholders());
         let inputs = ExecInputs {
             batch: req.batch.clone(),
             source: req.source.code.clone(),
             filename: req.source.filename.clone(),
             function: req.source.function.clone(),
             kwargs: req.kwargs.clone(),
-            env: req.env.clone(),
+            env,
+            secrets: vault.placeholders().into_values().collect(),
             mode: if req.preprocess_input.is_some() {
                 "preprocess"
             } else {
@@ -350,8 +359,9 @@ impl Sandbox {
         state.door.http.set_cassette(
             req.replay.clone(),
             req.record_interactions,
-            Scrubber::new(&req.env, &req.scrub_names),
+            Scrubber::new(&req.env, &req.scrub_names).with_markers(vault.markers()),
         );
+        state.door.http.set_vault(vault);
         let mut store = Store::new(self.pre.module().engine(), state);
         store.limiter(|s| &mut s.limiter);
         if self.metering.counts_fuel() {

@@ -21,6 +21,11 @@ pub const MODULES: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "_sandstack_secrets",
+        include_str!("../../runtime/python/_sandstack_secrets.py"),
+        false,
+    ),
+    (
         "_sandstack_driver",
         include_str!("../../runtime/python/_sandstack_driver.py"),
         false,

@@ -46,6 +46,10 @@ pub struct ExecInputs {
     pub function: String,
     pub kwargs: serde_json::Map<String, serde_json::Value>,
     pub env: std::collections::BTreeMap<String, String>,
+    /// The placeholders among `env`'s values, for the driver's guard on
+    /// hashing them ([`super::secrets`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// `ingest`, or `preprocess` with `series` as the metric's input.
     pub mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,6 +159,7 @@ impl DoorState {
             function: String::new(),
             kwargs: Default::default(),
             env: Default::default(),
+            secrets: Vec::new(),
             mode: "ingest",
             series: None,
             time_phases: false,
@@ -422,6 +427,7 @@ pub(super) mod tests {
             function: "ingest".into(),
             kwargs: Default::default(),
             env: Default::default(),
+            secrets: Vec::new(),
             mode: "ingest",
             series: None,
             time_phases: false,

@@ -39,6 +39,7 @@ mod poll;
 mod prefault;
 mod residue;
 mod result_frame;
+pub mod secrets;
 mod snapshot;
 
 use std::collections::HashMap;

@@ -64,7 +64,7 @@ fn the_operator_binds_names_and_their_secrets_to_folders() {
     // A secret granted by name alone could go to any file claiming it.
     let e = policy_file(
         &dir,
-        "ingest_env_allowed_by_batch: {weather: [WEATHER_API_KEY]}\n",
+        "ingest_env_allowed_by_batch: {weather: [WEATHER_REGION]}\n",
     )
     .expect_err("unbound grant");
     assert!(
@@ -73,11 +73,11 @@ fn the_operator_binds_names_and_their_secrets_to_folders() {
     );
     let p = policy_file(
         &dir,
-        "folders:\n  teams/weather: {batches: [weather, \"weather_*\"], ingest_env_allowed: [WEATHER_API_KEY]}\n  teams/other: {batches: [other]}\n",
+        "folders:\n  teams/weather: {batches: [weather, \"weather_*\"], ingest_env_allowed: [WEATHER_REGION]}\n  teams/other: {batches: [other]}\n",
     )
     .expect("policy");
     let f = Folder::with_defaults();
-    let env = "ingest_env: [WEATHER_API_KEY]\n";
+    let env = "ingest_env: [WEATHER_REGION]\n";
     f.write(
         "teams/weather/weather.yaml",
         &format!("metric_batch: weather\n{SQL}{env}"),
@@ -107,7 +107,7 @@ fn the_operator_binds_names_and_their_secrets_to_folders() {
     assert_eq!(errs.len(), 3, "{errs:#?}");
     assert!(errs
         .iter()
-        .any(|e| e.contains("o.yaml: key `ingest_env`: asks for host variable WEATHER_API_KEY")));
+        .any(|e| e.contains("o.yaml: key `ingest_env`: asks for host variable WEATHER_REGION")));
     assert!(errs.iter().any(|e| e
         .contains("w.yaml: key `metric_batch`: claims the batch name `weather_2`")
         && e.contains("files in teams/other/ only the names other")));

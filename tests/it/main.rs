@@ -33,5 +33,6 @@ mod sandbox_limits;
 mod sandbox_runs;
 mod scheduler;
 mod scheduler_soak;
+mod secrets;
 mod sql_templates;
 mod warehouse;

@@ -105,30 +105,30 @@ fn host_variables_are_refused_unless_the_policy_lists_them() {
     // A grant by batch name needs the name bound to a folder, so no file
     // elsewhere can claim it.
     let p = policy(
-        "ingest_env_allowed: [WEATHER_API_KEY, \"POSTHOG_*\"]\ningest_env_allowed_by_batch:\n  special: [SPECIAL_TOKEN]\n\
+        "ingest_env_allowed: [WEATHER_REGION, \"POSTHOG_*\"]\ningest_env_allowed_by_batch:\n  special: [SPECIAL_SETTING]\n\
          folders:\n  ok: {batches: [ok]}\n  other: {batches: [other]}\n  special: {batches: [special]}\n  thief: {batches: [thief]}\n",
     );
     f.write(
         "thief/thief.yaml",
-        &format!("metric_batch: \"thief\"\n{SQL}ingest_env: [WEATHER_API_KEY, ANOMSTACK_ALERT_EMAIL_PASSWORD]\n"),
+        &format!("metric_batch: \"thief\"\n{SQL}ingest_env: [WEATHER_REGION, ANOMSTACK_ALERT_EMAIL_PASSWORD]\n"),
     );
     f.write(
         "ok/ok.yaml",
-        &format!("metric_batch: \"ok\"\n{SQL}ingest_env: [WEATHER_API_KEY, POSTHOG_PROJECT]\n"),
+        &format!("metric_batch: \"ok\"\n{SQL}ingest_env: [WEATHER_REGION, POSTHOG_PROJECT]\n"),
     );
     f.write(
         "special/special.yaml",
-        &format!("metric_batch: \"special\"\n{SQL}ingest_env: [SPECIAL_TOKEN]\n"),
+        &format!("metric_batch: \"special\"\n{SQL}ingest_env: [SPECIAL_SETTING]\n"),
     );
     f.write(
         "other/other.yaml",
-        &format!("metric_batch: \"other\"\n{SQL}ingest_env: [SPECIAL_TOKEN]\n"),
+        &format!("metric_batch: \"other\"\n{SQL}ingest_env: [SPECIAL_SETTING]\n"),
     );
     let folder = load(&f, &p.policy);
     let e = errors(&folder);
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e[0].starts_with(&format!(
-        "{}: key `ingest_env`: asks for host variable SPECIAL_TOKEN, but the policy",
+        "{}: key `ingest_env`: asks for host variable SPECIAL_SETTING, but the policy",
         f.shown("other/other.yaml")
     )));
     assert!(e[1].starts_with(&format!(
@@ -136,7 +136,7 @@ fn host_variables_are_refused_unless_the_policy_lists_them() {
         f.shown("thief/thief.yaml")
     )));
     assert!(
-        e[1].contains("allows WEATHER_API_KEY, POSTHOG_*: change the batch"),
+        e[1].contains("allows WEATHER_REGION, POSTHOG_*: change the batch"),
         "{}",
         e[1]
     );
@@ -154,11 +154,11 @@ fn an_allowed_host_variable_still_reaches_the_code() {
     let p = policy("ingest_env_allowed: [\"WEATHER_*\"]\n");
     f.write(
         "w/w.py",
-        "import os\nimport pandas as pd\n\ndef ingest():\n    return pd.DataFrame({'metric_name': [os.environ['WEATHER_API_KEY']], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})\n",
+        "import os\nimport pandas as pd\n\ndef ingest():\n    return pd.DataFrame({'metric_name': [os.environ['WEATHER_REGION']], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})\n",
     );
     f.write(
         "w/w.yaml",
-        "metric_batch: \"w\"\ningest_fn: >\n  {% include \"./w/w.py\" %}\ningest_env: [WEATHER_API_KEY]\n",
+        "metric_batch: \"w\"\ningest_fn: >\n  {% include \"./w/w.py\" %}\ningest_env: [WEATHER_REGION]\n",
     );
     let folder = load(&f, &p.policy);
     assert!(folder.errors.is_empty(), "{:?}", folder.errors);
@@ -166,7 +166,7 @@ fn an_allowed_host_variable_still_reaches_the_code() {
     let r = run_ingest(
         &folder.batches[0],
         &mut store,
-        &[("WEATHER_API_KEY", "k123")],
+        &[("WEATHER_REGION", "eu-west")],
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let names = r
@@ -178,7 +178,7 @@ fn an_allowed_host_variable_still_reaches_the_code() {
         .expect("text")
         .value(0)
         .to_string();
-    assert_eq!(names, "k123");
+    assert_eq!(names, "eu-west");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{BatchSpec, PythonSource};
+use crate::sandbox::secrets::HostSecret;
 use crate::sandbox::{ExecError, ExecRequest};
 
 /// The allowlisted variables' values from `env` (those set).
@@ -27,6 +28,14 @@ pub fn request(
         spec.http.clone(),
     );
     req.env = allowed_env(spec, env);
+    req.secrets = spec
+        .secrets
+        .iter()
+        .map(|grant| HostSecret {
+            grant: grant.clone(),
+            value: env.get(&grant.name).cloned(),
+        })
+        .collect();
     req
 }
 
@@ -51,7 +60,19 @@ pub fn explain(
         "KeyError" => {
             let name = message.trim().trim_matches(|c| c == '\'' || c == '"');
             let allowed = spec.ingest_settings.env.iter().any(|n| n == name);
-            (host_env.contains_key(name) && !allowed).then(|| {
+            let bound = spec.secrets.iter().any(|s| s.name == name);
+            if bound && host_env.get(name).is_none_or(|v| v.is_empty()) {
+                return ExecError::Exception {
+                    message: format!(
+                        "{message}: {name} is a secret the policy binds for batch `{}`, but it is not set in \
+                         sandstack's environment: set it where sandstack runs",
+                        spec.metric_batch
+                    ),
+                    type_name,
+                    traceback,
+                };
+            }
+            (host_env.contains_key(name) && !allowed && !bound).then(|| {
                 format!(
                     "{message}: the environment variable {name} is set on the host but not allowed for batch `{}`; \
                      add it to the batch's ingest_env (ingest_env: [{name}]) to pass it in, \

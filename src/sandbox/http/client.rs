@@ -86,12 +86,17 @@ impl HttpGate {
         let wall_bound = remaining < request.per_request;
         let budget = remaining.min(request.per_request);
         let max_bytes = self.limits.http_max_response_kb.saturating_mul(1024);
-        let mut builder = client.request(method.clone(), target.url.clone());
-        for (k, v) in &request.headers {
+        // Secrets' values go in here, for this hop's host only, and
+        // nothing that comes back carries them.
+        let filled = self
+            .vault
+            .fill(&request.url, &target.url, &request.headers, &request.body)?;
+        let mut builder = client.request(method.clone(), filled.url);
+        for (k, v) in &filled.headers {
             builder = builder.header(k, v);
         }
-        if !request.body.is_empty() {
-            builder = builder.body(request.body.clone());
+        if !filled.body.is_empty() {
+            builder = builder.body(filled.body);
         }
         let outcome = runtime()
             .block_on(async { tokio::time::timeout(budget, fetch(builder, max_bytes)).await });
@@ -129,9 +134,12 @@ impl HttpGate {
             Ok(Ok(Ok((status, headers, body, location)))) => Ok(Hop::Response {
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),
-                headers,
-                body,
-                location,
+                headers: headers
+                    .into_iter()
+                    .map(|(k, v)| (self.vault.scrub_text(&k), self.vault.scrub_text(&v)))
+                    .collect(),
+                body: self.vault.scrub(&body),
+                location: location.map(|l| self.vault.scrub_text(&l)),
             }),
             Ok(Err(e)) => Ok(Hop::Failed(Reply::Failed {
                 kind: if e.is_timeout() {
@@ -140,7 +148,10 @@ impl HttpGate {
                     "connection"
                 },
                 // Without its URL: reqwest would name the rewrite target.
-                message: format!("{method} {shown} failed: {}", error_chain(&e.without_url())),
+                message: self.vault.scrub_text(&format!(
+                    "{method} {shown} failed: {}",
+                    error_chain(&e.without_url())
+                )),
             })),
         }
     }

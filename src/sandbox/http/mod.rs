@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use super::door::HttpRequestHeader;
 use super::error::ExecError;
+use super::secrets::Vault;
 use crate::cassette::{self, Interaction, RecordedError, ReplayBook, Scrubber};
 use crate::config::{HttpPolicy, SandboxLimits};
 
@@ -62,6 +63,8 @@ pub struct HttpGate {
     /// In replay, the recorded interactions that answer requests.
     replay: Option<ReplayBook>,
     pub scrubber: Scrubber,
+    /// The run's secrets: filled into requests, kept out of replies.
+    vault: Vault,
 }
 
 impl HttpGate {
@@ -77,7 +80,12 @@ impl HttpGate {
             record: false,
             replay: None,
             scrubber: Scrubber::default(),
+            vault: Vault::default(),
         }
+    }
+
+    pub fn set_vault(&mut self, vault: Vault) {
+        self.vault = vault;
     }
 
     /// Answer requests from `book` (and, with `allow_new`, go out for the
@@ -112,6 +120,10 @@ impl HttpGate {
         if self.replay.is_none() && !self.record {
             return self.execute_live(req, body, deadline);
         }
+        if let Ok(url) = reqwest::Url::parse(&req.url) {
+            // A replay refuses what the live run would have.
+            self.vault.judge(&url, &req.headers, body)?;
+        }
         self.scrubber.learn_headers(&req.headers);
         let recorded = self
             .scrubber
@@ -122,7 +134,7 @@ impl HttpGate {
                 if self.record {
                     self.interactions.push(hit.clone());
                 }
-                return replayed_reply(req, hit, &self.limits);
+                return replayed_reply(req, hit, &self.limits, &self.vault);
             }
             if !book.allow_new {
                 let closest = book.closest(&recorded).map_or_else(

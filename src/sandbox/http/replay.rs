@@ -6,6 +6,7 @@ use crate::cassette::Interaction;
 use crate::config::SandboxLimits;
 use crate::sandbox::door::HttpRequestHeader;
 use crate::sandbox::error::ExecError;
+use crate::sandbox::secrets::Vault;
 
 /// A recorded interaction as the guest sees it, under the same limits as
 /// a live response.
@@ -13,6 +14,7 @@ pub(super) fn replayed_reply(
     req: &HttpRequestHeader,
     hit: Interaction,
     limits: &SandboxLimits,
+    vault: &Vault,
 ) -> Result<Reply, ExecError> {
     Ok(match (hit.response, hit.error) {
         (Some(r), _) => {
@@ -34,15 +36,20 @@ pub(super) fn replayed_reply(
                     ),
                 });
             }
+            // The recording names secrets where the run had placeholders.
             Reply::Response(Exchange {
                 status: r.status,
                 reason: r.reason,
-                response_headers: r.headers,
-                response_body: body,
+                response_headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (vault.unmark_text(&k), vault.unmark_text(&v)))
+                    .collect(),
+                response_body: vault.unmark(&body),
                 final_url: if r.url.is_empty() {
                     req.url.clone()
                 } else {
-                    r.url
+                    vault.unmark_text(&r.url)
                 },
             })
         }

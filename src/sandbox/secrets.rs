@@ -1,0 +1,590 @@
+//! Secrets the guest never holds. For each secret the policy binds to hosts
+//! ([`crate::config::secrets`]), a run's `os.environ` holds a placeholder
+//! instead of the value: `SANDSTACK-SECRET-<NAME>-<32 hex>`, derived from
+//! the run's seed (so unique per run, the same in a replay of it, and
+//! nothing of the value). The door puts the value in place of the
+//! placeholder only in a request to a host the secret is bound to, over
+//! HTTPS unless the binding allows HTTP, and only where the binding allows
+//! (header, query, path, body); a placeholder anywhere else stops the run
+//! before the request goes out. Whatever comes back has the value put back
+//! to the placeholder before the guest (or a cassette) sees it. Cassettes
+//! hold the secret's name, `SANDSTACK-SECRET-<NAME>-RECORDED`, in its
+//! place.
+//!
+//! Hand-written: the substitution rules are sandstack's own policy; only
+//! the encodings come from crates.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use super::error::ExecError;
+use crate::config::secrets::{Place, SecretGrant};
+
+/// What every placeholder and marker starts with (the guest's hashing
+/// guard looks for it too: runtime/python/_sandstack_secrets.py).
+pub const PREFIX: &str = "SANDSTACK-SECRET-";
+/// A shorter value could not be told apart from ordinary text in what
+/// comes back, so it could not be kept from the guest.
+pub const MIN_VALUE_LEN: usize = 6;
+
+/// A secret a run may use: its binding, and its value from the operator's
+/// environment (None when unset there).
+#[derive(Debug, Clone)]
+pub struct HostSecret {
+    pub grant: SecretGrant,
+    pub value: Option<String>,
+}
+
+/// A secret's name in a cassette, where a run had its placeholder.
+pub fn marker(name: &str) -> String {
+    format!("{PREFIX}{name}-RECORDED")
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    grant: SecretGrant,
+    placeholder: String,
+    value: Option<String>,
+    /// The value as it may come back (as is, URL- and JSON-encoded).
+    echoes: Vec<String>,
+}
+
+/// One run's secrets and their placeholders.
+#[derive(Debug, Clone, Default)]
+pub struct Vault {
+    entries: Vec<Entry>,
+}
+
+/// A request with the secrets' values in place of their placeholders.
+#[derive(Debug)]
+pub struct Filled {
+    pub url: reqwest::Url,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Characters a URL carries as they are; the rest of a value is
+/// percent-encoded wherever in a URL it goes.
+const URL_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl Vault {
+    /// The run's placeholders: one for each secret set on the host, or for
+    /// each secret at all when `replaying` (a replay needs no value).
+    pub fn new(secrets: &[HostSecret], seed: &[u8; 32], replaying: bool) -> Result<Vault, String> {
+        let mut entries = Vec::new();
+        for s in secrets {
+            let value = s.value.clone().filter(|v| !v.is_empty());
+            if value.is_none() && !replaying {
+                continue;
+            }
+            if let Some(v) = &value {
+                if v.chars().count() < MIN_VALUE_LEN {
+                    return Err(format!(
+                        "secret {} is {} characters long; a value under {MIN_VALUE_LEN} cannot be told from ordinary \
+                         text in the responses it must be kept out of: use a longer one, or bind it with \
+                         `plain: true` in the policy's `secrets:`",
+                        s.grant.name,
+                        v.chars().count()
+                    ));
+                }
+            }
+            let digest = Sha256::new()
+                .chain_update(b"sandstack secret placeholder\0")
+                .chain_update(seed)
+                .chain_update(s.grant.name.as_bytes())
+                .finalize();
+            let echoes = value.as_deref().map(echoes).unwrap_or_default();
+            entries.push(Entry {
+                placeholder: format!("{PREFIX}{}-{}", s.grant.name, hex::encode(&digest[..16])),
+                grant: s.grant.clone(),
+                value,
+                echoes,
+            });
+        }
+        Ok(Vault { entries })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The guest's variables: each secret's name and placeholder.
+    pub fn placeholders(&self) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .map(|e| (e.grant.name.clone(), e.placeholder.clone()))
+            .collect()
+    }
+
+    /// (placeholder, marker) pairs, for what a cassette records.
+    pub fn markers(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|e| (e.placeholder.clone(), marker(&e.grant.name)))
+            .collect()
+    }
+
+    /// A recorded text with this run's placeholders where the recording
+    /// has markers, so a replay sees what the recorded run saw.
+    pub fn unmark(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        for e in &self.entries {
+            out = replace_bytes(
+                &out,
+                marker(&e.grant.name).as_bytes(),
+                e.placeholder.as_bytes(),
+            );
+        }
+        out
+    }
+
+    pub fn unmark_text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for e in &self.entries {
+            out = out.replace(&marker(&e.grant.name), &e.placeholder);
+        }
+        out
+    }
+
+    /// Every form of every value in `bytes` put back to its placeholder.
+    pub fn scrub(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        for e in &self.entries {
+            for echo in &e.echoes {
+                out = replace_bytes(&out, echo.as_bytes(), e.placeholder.as_bytes());
+            }
+        }
+        out
+    }
+
+    pub fn scrub_text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for e in &self.entries {
+            for echo in &e.echoes {
+                out = out.replace(echo.as_str(), &e.placeholder);
+            }
+        }
+        out
+    }
+
+    /// Refuse the request if it carries a placeholder where its secret may
+    /// not go. `guest_url` is the URL the code asked for: its host and
+    /// scheme are what a binding names.
+    pub fn judge(
+        &self,
+        guest_url: &reqwest::Url,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<(), ExecError> {
+        for e in &self.entries {
+            e.judge(guest_url, headers, body)?;
+        }
+        Ok(())
+    }
+
+    /// The request to send to `wire_url` (the guest's URL, or an operator's
+    /// rewrite of it), with the values in place; refused as [`Self::judge`]
+    /// refuses.
+    pub fn fill(
+        &self,
+        guest_url: &reqwest::Url,
+        wire_url: &reqwest::Url,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Filled, ExecError> {
+        let mut filled = Filled {
+            url: wire_url.clone(),
+            headers: headers.to_vec(),
+            body: body.to_vec(),
+        };
+        let json = content_type(headers).is_some_and(|t| t.contains("json"));
+        for e in &self.entries {
+            if !e.judge(guest_url, headers, body)? {
+                continue;
+            }
+            let Some(value) = &e.value else {
+                return Err(e.refuse(
+                    guest_url,
+                    format!(
+                        "it carries secret {}, which is not set in sandstack's environment",
+                        e.grant.name
+                    ),
+                    " (set it, or replay from a cassette)",
+                ));
+            };
+            let p = e.placeholder.as_str();
+            let in_url = percent_encoding::utf8_percent_encode(value, URL_KEEP).to_string();
+            let mut url = filled.url.as_str().replace(p, &in_url);
+            if let Some(at) = url.find('#') {
+                url.truncate(at); // never sent; nothing of the value stays in it
+            }
+            filled.url = reqwest::Url::parse(&url).map_err(|err| {
+                e.refuse(
+                    guest_url,
+                    format!("its URL is not valid with secret {}: {err}", e.grant.name),
+                    "",
+                )
+            })?;
+            for (_, v) in filled.headers.iter_mut() {
+                *v = fill_header(v, p, value);
+            }
+            let in_body = if json {
+                let quoted = serde_json::Value::String(value.clone()).to_string();
+                quoted[1..quoted.len() - 1].to_string()
+            } else if content_type(headers)
+                .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+            {
+                in_url.clone()
+            } else {
+                value.clone()
+            };
+            filled.body = replace_bytes(&filled.body, p.as_bytes(), in_body.as_bytes());
+        }
+        Ok(filled)
+    }
+}
+
+impl Entry {
+    /// Whether the request carries this secret's placeholder, or why it
+    /// may not.
+    fn judge(
+        &self,
+        guest_url: &reqwest::Url,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<bool, ExecError> {
+        let p = self.placeholder.as_str();
+        let name = &self.grant.name;
+        let host = guest_url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_ascii_lowercase();
+        let nowhere = |part: &str| {
+            self.refuse(
+                guest_url,
+                format!(
+                    "it carries secret {name} in {part}; a secret goes only in a header's value, the query, \
+                     the path or the body"
+                ),
+                " (the request did not go out)",
+            )
+        };
+        // Host names are lower-cased when parsed.
+        if host.contains(&p.to_ascii_lowercase()) {
+            return Err(nowhere("its host name"));
+        }
+        if headers.iter().any(|(k, _)| k.contains(p)) {
+            return Err(nowhere("a header's name"));
+        }
+        let mut places = Vec::new();
+        if guest_url.username().contains(p) || guest_url.password().is_some_and(|w| w.contains(p)) {
+            places.push(Place::Header);
+        }
+        if guest_url.path().contains(p) {
+            places.push(Place::Path);
+        }
+        if guest_url.query().is_some_and(|q| q.contains(p)) {
+            places.push(Place::Query);
+        }
+        if headers
+            .iter()
+            .any(|(_, v)| v.contains(p) || basic_credentials(v).is_some_and(|c| c.contains(p)))
+        {
+            places.push(Place::Header);
+        }
+        if memchr::memmem::find(body, p.as_bytes()).is_some() {
+            places.push(Place::Body);
+        }
+        if places.is_empty() {
+            return Ok(false);
+        }
+        if !self.grant.allows_host(&host) {
+            return Err(self.refuse(
+                guest_url,
+                format!(
+                    "it carries secret {name}, which the policy's `secrets:` lets go only to {}, not to {host}",
+                    self.grant.hosts.join(", ")
+                ),
+                " (the request did not go out)",
+            ));
+        }
+        if guest_url.scheme() != "https" && !self.grant.http {
+            return Err(self.refuse(
+                guest_url,
+                format!(
+                    "it carries secret {name} over {}, and the policy's `secrets:` lets {name} go only over https",
+                    guest_url.scheme()
+                ),
+                " (the request did not go out; the operator may allow plain http with `http: true`)",
+            ));
+        }
+        if let Some(place) = places.iter().find(|p| !self.grant.allows_place(**p)) {
+            return Err(self.refuse(
+                guest_url,
+                format!(
+                    "it carries secret {name} in its {}, and the policy's `secrets:` lets {name} go only in its {}",
+                    place.name(),
+                    self.grant.places_text()
+                ),
+                " (the request did not go out)",
+            ));
+        }
+        Ok(true)
+    }
+
+    fn refuse(&self, guest_url: &reqwest::Url, reason: String, hint: &str) -> ExecError {
+        ExecError::Policy {
+            target: crate::cassette::Scrubber::default().url(guest_url.as_str()),
+            reason,
+            hint: hint.to_string(),
+        }
+    }
+}
+
+/// The forms a value may come back in, longest first, each once.
+fn echoes(value: &str) -> Vec<String> {
+    let quoted = serde_json::Value::String(value.to_string()).to_string();
+    let mut forms = vec![
+        value.to_string(),
+        percent_encoding::utf8_percent_encode(value, URL_KEEP).to_string(),
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+        quoted[1..quoted.len() - 1].to_string(),
+    ];
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    forms
+}
+
+fn content_type(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.to_ascii_lowercase())
+}
+
+/// The `user:password` of a `Basic` authorization value.
+fn basic_credentials(value: &str) -> Option<String> {
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// A header's value with `value` for `placeholder`, inside basic
+/// credentials too.
+fn fill_header(header: &str, placeholder: &str, value: &str) -> String {
+    match basic_credentials(header) {
+        Some(c) if c.contains(placeholder) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(c.replace(placeholder, value))
+        ),
+        _ => header.replace(placeholder, value),
+    }
+}
+
+fn replace_bytes(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    if needle.is_empty() {
+        return haystack.to_vec();
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut rest = haystack;
+    let finder = memchr::memmem::Finder::new(needle);
+    while let Some(at) = finder.find(rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(with);
+        rest = &rest[at + needle.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::secrets::Place;
+
+    const VALUE: &str = "s3cr3t value/+&\"x";
+
+    fn grant(hosts: &[&str], places: &[Place], http: bool) -> SecretGrant {
+        SecretGrant {
+            name: "API_KEY".into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            places: if places.is_empty() {
+                Place::ALL.to_vec()
+            } else {
+                places.to_vec()
+            },
+            http,
+        }
+    }
+
+    fn vault(g: SecretGrant) -> (Vault, String) {
+        let v = Vault::new(
+            &[HostSecret {
+                grant: g,
+                value: Some(VALUE.into()),
+            }],
+            &[7; 32],
+            false,
+        )
+        .expect("vault");
+        let p = v.placeholders()["API_KEY"].clone();
+        (v, p)
+    }
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).expect("url")
+    }
+
+    #[test]
+    fn placeholders_are_per_seed_and_say_nothing_of_the_value() {
+        let secret = |value: &str| HostSecret {
+            grant: grant(&["a.example"], &[], false),
+            value: Some(value.into()),
+        };
+        let p = |value: &str, seed: u8| {
+            Vault::new(&[secret(value)], &[seed; 32], false)
+                .expect("vault")
+                .placeholders()["API_KEY"]
+                .clone()
+        };
+        assert_eq!(p("first-value", 1), p("other-value", 1));
+        assert_ne!(p("first-value", 1), p("first-value", 2));
+        assert!(p("first-value", 1).starts_with("SANDSTACK-SECRET-API_KEY-"));
+        let unset = HostSecret {
+            grant: grant(&["a.example"], &[], false),
+            value: None,
+        };
+        let live = Vault::new(std::slice::from_ref(&unset), &[1; 32], false).expect("vault");
+        assert!(live.is_empty(), "an unset secret has no placeholder live");
+        let replay = Vault::new(&[unset], &[1; 32], true).expect("vault");
+        assert_eq!(replay.placeholders()["API_KEY"], p("x-value", 1));
+        let e = Vault::new(&[secret("abc")], &[1; 32], false).expect_err("short");
+        assert!(
+            e.contains("API_KEY is 3 characters long") && e.contains("plain: true"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn values_go_in_encoded_for_where_they_stand_to_bound_hosts_only() {
+        let (v, p) = vault(grant(&["api.example.com"], &[], false));
+        let guest = url(&format!("https://api.example.com/v1/{p}?key={p}#{p}"));
+        let wire = url(&format!("http://127.0.0.1:9/v1/{p}?key={p}#{p}"));
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("user:{p}"));
+        let headers = vec![
+            ("Authorization".to_string(), format!("Bearer {p}")),
+            ("X-Basic".to_string(), format!("Basic {auth}")),
+            ("Content-Type".to_string(), "application/json".to_string()),
+        ];
+        let body = format!("{{\"key\": \"{p}\"}}");
+        let f = v
+            .fill(&guest, &wire, &headers, body.as_bytes())
+            .expect("bound host");
+        let encoded = "s3cr3t%20value%2F%2B%26%22x";
+        assert_eq!(
+            f.url.as_str(),
+            format!("http://127.0.0.1:9/v1/{encoded}?key={encoded}")
+        );
+        assert_eq!(f.headers[0].1, format!("Bearer {VALUE}"));
+        let basic = basic_credentials(&f.headers[1].1).expect("basic");
+        assert_eq!(basic, format!("user:{VALUE}"));
+        let sent: serde_json::Value = serde_json::from_slice(&f.body).expect("json body");
+        assert_eq!(sent["key"], VALUE);
+    }
+
+    type Headers = Vec<(String, String)>;
+
+    #[test]
+    fn a_placeholder_anywhere_else_stops_the_request_naming_the_secret() {
+        let (v, p) = vault(grant(&["api.example.com"], &[Place::Header], false));
+        let none: Vec<(String, String)> = Vec::new();
+        let bearer = vec![("Authorization".to_string(), format!("Bearer {p}"))];
+        let cases: Vec<(String, Headers, String, &str)> = vec![
+            (
+                format!("https://evil.example.net/?k={p}"),
+                none.clone(),
+                String::new(),
+                "only to api.example.com, not to evil.example.net",
+            ),
+            (
+                "https://evil.example.net/".into(),
+                bearer.clone(),
+                String::new(),
+                "not to evil.example.net",
+            ),
+            (
+                "https://evil.example.net/".into(),
+                none.clone(),
+                format!("k={p}"),
+                "not to evil.example.net",
+            ),
+            (
+                "http://api.example.com/".into(),
+                bearer.clone(),
+                String::new(),
+                "only over https",
+            ),
+            (
+                format!("https://api.example.com/?k={p}"),
+                none.clone(),
+                String::new(),
+                "in its query, and the policy's `secrets:` lets API_KEY go only in its header",
+            ),
+            (
+                format!("https://{p}.api.example.com/"),
+                none.clone(),
+                String::new(),
+                "in its host name",
+            ),
+            (
+                "https://api.example.com/".into(),
+                vec![(p.clone(), "x".into())],
+                String::new(),
+                "a header's name",
+            ),
+        ];
+        for (u, headers, body, why) in cases {
+            let e = v
+                .judge(&url(&u), &headers, body.as_bytes())
+                .expect_err(&u)
+                .to_string();
+            assert!(e.contains(why) && e.contains("API_KEY"), "{u}: {e}");
+            assert!(!e.contains(VALUE), "{e}");
+        }
+        assert!(v
+            .judge(&url("https://api.example.com/"), &bearer, b"")
+            .is_ok());
+    }
+
+    #[test]
+    fn every_form_of_the_value_comes_back_as_the_placeholder() {
+        let (v, p) = vault(grant(&["a.example"], &[], false));
+        for echo in [
+            VALUE.to_string(),
+            "s3cr3t%20value%2F%2B%26%22x".into(),
+            "s3cr3t+value%2F%2B%26%22x".into(),
+            "s3cr3t value/+&\\\"x".into(),
+        ] {
+            let back = v.scrub(format!("<{echo}>").as_bytes());
+            assert_eq!(back, format!("<{p}>").into_bytes(), "{echo}");
+        }
+        let recorded = crate::sandbox::secrets::marker("API_KEY");
+        assert_eq!(v.unmark_text(&format!("k={recorded}")), format!("k={p}"));
+        assert_eq!(
+            v.unmark(format!("k={recorded}").as_bytes()),
+            format!("k={p}").into_bytes()
+        );
+    }
+}
