@@ -63,6 +63,8 @@ pub struct Filled {
     pub url: reqwest::Url,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The secrets it carries.
+    pub carried: Vec<String>,
 }
 
 /// Characters a URL carries as they are; the rest of a value is
@@ -183,14 +185,16 @@ impl Vault {
         body: &[u8],
     ) -> Result<(), ExecError> {
         for e in &self.entries {
-            e.judge(guest_url, headers, body)?;
+            e.judge(guest_url, None, headers, body)?;
         }
         Ok(())
     }
 
-    /// The request to send to `wire_url` (the guest's URL, or an operator's
-    /// rewrite of it), with the values in place; refused as [`Self::judge`]
-    /// refuses.
+    /// The request to send to `wire_url` (the guest's URL, or an
+    /// `http_rewrite` of it), with the values in place; refused as
+    /// [`Self::judge`] refuses, and when the value would go to a rewrite
+    /// target the secret is not bound to (a rewrite may not carry a secret
+    /// anywhere its binding does not name).
     pub fn fill(
         &self,
         guest_url: &reqwest::Url,
@@ -202,12 +206,14 @@ impl Vault {
             url: wire_url.clone(),
             headers: headers.to_vec(),
             body: body.to_vec(),
+            carried: Vec::new(),
         };
         let json = content_type(headers).is_some_and(|t| t.contains("json"));
         for e in &self.entries {
-            if !e.judge(guest_url, headers, body)? {
+            if !e.judge(guest_url, Some(wire_url), headers, body)? {
                 continue;
             }
+            filled.carried.push(e.grant.name.clone());
             let Some(value) = &e.value else {
                 return Err(e.refuse(
                     guest_url,
@@ -256,16 +262,13 @@ impl Entry {
     fn judge(
         &self,
         guest_url: &reqwest::Url,
+        wire_url: Option<&reqwest::Url>,
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<bool, ExecError> {
         let p = self.placeholder.as_str();
         let name = &self.grant.name;
-        let host = guest_url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase();
+        let host = host_of(guest_url);
         let nowhere = |part: &str| {
             self.refuse(
                 guest_url,
@@ -305,25 +308,32 @@ impl Entry {
         if places.is_empty() {
             return Ok(false);
         }
-        if !self.grant.allows_host(&host) {
-            return Err(self.refuse(
-                guest_url,
-                format!(
-                    "it carries secret {name}, which the policy's `secrets:` lets go only to {}, not to {host}",
-                    self.grant.hosts.join(", ")
-                ),
-                " (the request did not go out)",
-            ));
-        }
-        if guest_url.scheme() != "https" && !self.grant.http {
-            return Err(self.refuse(
-                guest_url,
-                format!(
-                    "it carries secret {name} over {}, and the policy's `secrets:` lets {name} go only over https",
-                    guest_url.scheme()
-                ),
-                " (the request did not go out; the operator may allow plain http with `http: true`)",
-            ));
+        // Where the code sends it, and where a rewrite would take it.
+        let rewritten = wire_url.filter(|w| w.as_str() != guest_url.as_str());
+        for (url, via) in std::iter::once((guest_url, String::new()))
+            .chain(rewritten.map(|w| (w, format!(" (where http_rewrite sends {host})"))))
+        {
+            let to = host_of(url);
+            if !self.grant.allows_host(&to) {
+                return Err(self.refuse(
+                    guest_url,
+                    format!(
+                        "it carries secret {name}, which the policy's `secrets:` lets go only to {}, not to {to}{via}",
+                        self.grant.hosts.join(", ")
+                    ),
+                    " (the request did not go out)",
+                ));
+            }
+            if url.scheme() != "https" && !self.grant.http {
+                return Err(self.refuse(
+                    guest_url,
+                    format!(
+                        "it carries secret {name} over {}{via}, and the policy's `secrets:` lets {name} go only over https",
+                        url.scheme()
+                    ),
+                    " (the request did not go out; the operator may allow plain http with `http: true`)",
+                ));
+            }
         }
         if let Some(place) = places.iter().find(|p| !self.grant.allows_place(**p)) {
             return Err(self.refuse(
@@ -348,18 +358,74 @@ impl Entry {
     }
 }
 
-/// The forms a value may come back in, longest first, each once.
+fn host_of(url: &reqwest::Url) -> String {
+    url.host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase()
+}
+
+/// The forms a value may come back in, longest first, each once: as is,
+/// URL-encoded (either hex case, `+` or `%20` for a space), JSON-escaped
+/// (with and without `\/`), and inside base64 at each alignment.
 fn echoes(value: &str) -> Vec<String> {
     let quoted = serde_json::Value::String(value.to_string()).to_string();
+    let json = quoted[1..quoted.len() - 1].to_string();
+    let url = percent_encoding::utf8_percent_encode(value, URL_KEEP).to_string();
+    let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
     let mut forms = vec![
         value.to_string(),
-        percent_encoding::utf8_percent_encode(value, URL_KEEP).to_string(),
-        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
-        quoted[1..quoted.len() - 1].to_string(),
+        lower_hex(&url),
+        url,
+        lower_hex(&form),
+        form,
+        json.replace('/', "\\/"),
+        json,
     ];
+    forms.extend(base64_cores(value.as_bytes()));
+    forms.retain(|f| f.len() >= MIN_VALUE_LEN);
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms.dedup();
     forms
+}
+
+/// `%2F` as `%2f`.
+fn lower_hex(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut after_percent = 0;
+    for c in encoded.chars() {
+        if after_percent > 0 {
+            out.push(c.to_ascii_lowercase());
+            after_percent -= 1;
+        } else {
+            out.push(c);
+            if c == '%' {
+                after_percent = 2;
+            }
+        }
+    }
+    out
+}
+
+/// What base64 of any text holding `value` always holds, for each of the
+/// three alignments and both alphabets: the characters that encode the
+/// value's bytes alone (the groups shared with its neighbours left out).
+fn base64_cores(value: &[u8]) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut cores = Vec::new();
+    for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+        for shift in 0..3 {
+            let mut bytes = vec![0u8; shift];
+            bytes.extend_from_slice(value);
+            let encoded = engine.encode(&bytes);
+            let start = if shift == 0 { 0 } else { 4 };
+            let end = bytes.len() / 3 * 4;
+            if end >= start + 8 {
+                cores.push(encoded[start..end].to_string());
+            }
+        }
+    }
+    cores
 }
 
 fn content_type(headers: &[(String, String)]) -> Option<String> {
@@ -479,7 +545,7 @@ mod tests {
 
     #[test]
     fn values_go_in_encoded_for_where_they_stand_to_bound_hosts_only() {
-        let (v, p) = vault(grant(&["api.example.com"], &[], false));
+        let (v, p) = vault(grant(&["api.example.com", "127.0.0.1"], &[], true));
         let guest = url(&format!("https://api.example.com/v1/{p}?key={p}#{p}"));
         let wire = url(&format!("http://127.0.0.1:9/v1/{p}?key={p}#{p}"));
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("user:{p}"));
@@ -566,6 +632,27 @@ mod tests {
         assert!(v
             .judge(&url("https://api.example.com/"), &bearer, b"")
             .is_ok());
+        // A rewrite takes the value nowhere its binding does not name.
+        let guest = url("https://api.example.com/");
+        for (wire, why) in [
+            (
+                "https://collector.example.net/",
+                "not to collector.example.net (where http_rewrite sends api.example.com)",
+            ),
+            (
+                "http://api.example.com/",
+                "over http (where http_rewrite sends api.example.com)",
+            ),
+        ] {
+            let e = v
+                .fill(&guest, &url(wire), &bearer, b"")
+                .expect_err(wire)
+                .to_string();
+            assert!(e.contains(why), "{wire}: {e}");
+        }
+        assert!(v
+            .fill(&guest, &url("https://api.example.com/v2/"), &bearer, b"")
+            .is_ok());
     }
 
     #[test]
@@ -576,10 +663,20 @@ mod tests {
             "s3cr3t%20value%2F%2B%26%22x".into(),
             "s3cr3t+value%2F%2B%26%22x".into(),
             "s3cr3t value/+&\\\"x".into(),
+            "s3cr3t%20value%2f%2b%26%22x".into(),
+            "s3cr3t value\\/+&\\\"x".into(),
         ] {
             let back = v.scrub(format!("<{echo}>").as_bytes());
             assert_eq!(back, format!("<{p}>").into_bytes(), "{echo}");
         }
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("user:{VALUE}"));
+        let back = String::from_utf8(v.scrub(basic.as_bytes())).expect("text");
+        assert!(back.contains(&p), "base64 at any alignment: {back}");
+        let decoded = base64::engine::general_purpose::STANDARD.decode(&back);
+        assert!(
+            decoded.map_or(true, |d| memchr::memmem::find(&d, VALUE.as_bytes())
+                .is_none())
+        );
         let recorded = crate::sandbox::secrets::marker("API_KEY");
         assert_eq!(v.unmark_text(&format!("k={recorded}")), format!("k={p}"));
         assert_eq!(

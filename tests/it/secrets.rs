@@ -37,7 +37,9 @@ type Seen = Arc<Mutex<Vec<String>>>;
 /// A loopback server that writes down every request. `/echo` answers with
 /// the request (the value included, as an API echoing a key would),
 /// `/redirect` redirects to `https://b.test/steal` with the request's query,
-/// `/redirect-on` redirects to `https://b.test/next`.
+/// `/redirect-on` redirects to `https://b.test/next`, `/encoded` echoes
+/// the query and the `Accept-Encoding` it was sent, marked gzip whatever
+/// it was asked for.
 fn server(seen: Seen) -> TestServer {
     async fn handle(
         State(seen): State<Seen>,
@@ -73,6 +75,16 @@ fn server(seen: Seen) -> TestServer {
                 [("location", format!("https://b.test/steal?{query}"))],
             )
                 .into_response(),
+            "/encoded" => (
+                [("content-encoding", "gzip")],
+                format!(
+                    "{query} {}",
+                    headers
+                        .get("accept-encoding")
+                        .map_or("", |v| v.to_str().unwrap_or(""))
+                ),
+            )
+                .into_response(),
             "/redirect-on" => (
                 StatusCode::FOUND,
                 [("location", "https://b.test/next".to_string())],
@@ -103,7 +115,8 @@ fn rig(batches: &[(&str, &str)]) -> Rig {
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
         &policy,
-        format!("allow_http_rewrite: true\nsecrets:\n  {NAME}: {{hosts: [a.test]}}\n"),
+        // 127.0.0.1 is where a.test's stand-in is: the value goes there.
+        format!("allow_http_rewrite: true\nsecrets:\n  {NAME}: {{hosts: [a.test, 127.0.0.1], http: true}}\n"),
     )
     .expect("policy");
     let folder = Folder::with_defaults();
@@ -119,8 +132,11 @@ fn rig(batches: &[(&str, &str)]) -> Rig {
             &format!("b/{name}.yaml"),
             &format!(
                 "metric_batch: \"{name}\"\ningest_fn: >\n  {{% include \"./b/{name}.py\" %}}\ningest_env: [{NAME}]\n\
-                 http_rewrite:\n  \"https://a.test\": \"http://{}\"\n  \"https://b.test\": \"http://{}\"\n",
-                sa.addr, sb.addr
+                 http_rewrite:\n  \"https://a.test\": \"http://{}\"\n  \"https://b.test\": \"http://{}\"\n  \
+                 \"https://a.test/via\": \"http://localhost:{}\"\n",
+                sa.addr,
+                sb.addr,
+                sb.addr.port()
             ),
         );
     }
@@ -327,8 +343,8 @@ fn every_way_to_another_host_is_refused_before_the_request_goes_out() {
             "    requests.get('https://a.test/redirect', params={'key': S})",
         ),
         (
-            "plain_http",
-            "    requests.get('http://a.test/x', params={'key': S})",
+            "rewritten",
+            "    requests.get('https://a.test/via/x', params={'key': S})",
         ),
         (
             "host_name",
@@ -374,6 +390,10 @@ fn credentials_do_not_follow_a_redirect_to_another_host_and_raised_secrets_are_p
             ),
         ),
         ("raise", "    raise ValueError('the key is ' + S)"),
+        (
+            "encoded",
+            "    requests.get('https://a.test/encoded', params={'key': S}, headers={'Accept-Encoding': 'gzip'})",
+        ),
     ]);
     let out = rig.ingest("follow", &[], &[(NAME, VALUE)]);
     assert!(out.status.success(), "{}", Rig::text(&out));
@@ -388,6 +408,19 @@ fn credentials_do_not_follow_a_redirect_to_another_host_and_raised_secrets_are_p
         text.contains("ValueError: the key is SANDSTACK-SECRET-SANDSTACK_TEST_API_KEY-"),
         "{text}"
     );
+    assert_eq!(holds_value(text.as_bytes()), None, "{text}");
+
+    // A reply that could hide the value in an encoding is not handed over.
+    let out = rig.ingest("encoded", &[], &[(NAME, VALUE)]);
+    let text = Rig::text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("the response to a request carrying secret SANDSTACK_TEST_API_KEY came encoded (Content-Encoding: gzip)"),
+        "{text}"
+    );
+    let a = rig.a.lock().expect("lock").join("\n");
+    assert!(a.contains("accept-encoding: identity"), "{a}");
+    assert!(!a.contains("accept-encoding: gzip"), "{a}");
     assert_eq!(holds_value(text.as_bytes()), None, "{text}");
     assert_nowhere_under(rig._dir.path());
 }

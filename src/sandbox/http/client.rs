@@ -88,9 +88,18 @@ impl HttpGate {
         let max_bytes = self.limits.http_max_response_kb.saturating_mul(1024);
         // Secrets' values go in here, for this hop's host only, and
         // nothing that comes back carries them.
-        let filled = self
-            .vault
-            .fill(&request.url, &target.url, &request.headers, &request.body)?;
+        let mut filled =
+            self.vault
+                .fill(&request.url, &target.url, &request.headers, &request.body)?;
+        if !filled.carried.is_empty() {
+            // A compressed reply could not be checked for the value.
+            filled
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("accept-encoding"));
+            filled
+                .headers
+                .push(("Accept-Encoding".into(), "identity".into()));
+        }
         let mut builder = client.request(method.clone(), filled.url);
         for (k, v) in &filled.headers {
             builder = builder.header(k, v);
@@ -131,6 +140,20 @@ impl HttpGate {
                 value: self.limits.http_max_response_kb.to_string(),
                 detail: format!("response from {shown} is over {} KiB", size / 1024),
             }),
+            Ok(Ok(Ok((_, headers, _, _))))
+                if !filled.carried.is_empty() && encoded(&headers).is_some() =>
+            {
+                Ok(Hop::Failed(Reply::Failed {
+                    kind: "connection",
+                    message: format!(
+                        "{method} {shown}: the response to a request carrying secret {} came encoded \
+                         (Content-Encoding: {}), though the request asked for none, so it could not be \
+                         checked for the value; it was not handed over",
+                        filled.carried.join(", "),
+                        self.vault.scrub_text(&encoded(&headers).unwrap_or_default())
+                    ),
+                }))
+            }
             Ok(Ok(Ok((status, headers, body, location)))) => Ok(Hop::Response {
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),
@@ -155,6 +178,16 @@ impl HttpGate {
             })),
         }
     }
+}
+
+/// A response's `Content-Encoding`, unless none or `identity`.
+fn encoded(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, v)| {
+            k.eq_ignore_ascii_case("content-encoding") && !v.trim().eq_ignore_ascii_case("identity")
+        })
+        .map(|(_, v)| v.clone())
 }
 
 /// A response with its status, headers, body and `Location`.
