@@ -530,11 +530,13 @@ fn check_folders(rules: &PolicyFile) -> Result<(), String> {
             rules
                 .secrets
                 .iter()
-                .filter(|(_, s)| s.plain)
+                // A plain value's batches always; a placeholder's once the
+                // policy binds folders at all (it still hands over the key's use).
+                .filter(|(_, s)| s.plain || !rules.folders.is_empty())
                 .flat_map(|(name, s)| {
                     s.batches
                         .iter()
-                        .map(move |b| (b, format!("secrets: {name} (plain) grants")))
+                        .map(move |b| (b, format!("secrets: {name} grants")))
                 }),
         );
     for (batch, grant) in by_name {

@@ -7,9 +7,8 @@
 
 use serde::Deserialize;
 
-/// Where in a request a secret may be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A part of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
     /// A header's value (basic auth and URL user information included).
     Header,
@@ -31,6 +30,71 @@ impl Place {
     }
 }
 
+/// Where in a request a secret may be sent: a part, and for a header or a
+/// query parameter its name (`header:Authorization`, `query:key`); a part
+/// alone allows any of its headers or parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Spot {
+    pub place: Place,
+    pub name: Option<String>,
+}
+
+impl TryFrom<String> for Spot {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Spot, String> {
+        let (part, name) = match text.split_once(':') {
+            Some((p, n)) => (p.trim(), Some(n.trim().to_string())),
+            None => (text.trim(), None),
+        };
+        let place = Place::ALL
+            .into_iter()
+            .find(|p| p.name() == part)
+            .ok_or_else(|| {
+                format!(
+                    "`{}` is not a part of a request: use header, query, path or body, or header:NAME or query:NAME",
+                    text.escape_default()
+                )
+            })?;
+        match &name {
+            Some(n) if n.is_empty() => Err(format!("`{text}` names no {part}: write {part}:NAME")),
+            Some(_) if matches!(place, Place::Path | Place::Body) => Err(format!(
+                "`{text}`: only a header or a query parameter can be named (write `{part}`)"
+            )),
+            Some(n) if n.chars().any(|c| c.is_control() || c == ' ') => Err(format!(
+                "`{}` is not a header or parameter name",
+                n.escape_default()
+            )),
+            _ => Ok(Spot { place, name }),
+        }
+    }
+}
+
+impl Spot {
+    /// Whether a placeholder found in `place` (under the header or
+    /// parameter `name`) is where this spot allows.
+    pub fn allows(&self, place: Place, name: Option<&str>) -> bool {
+        if self.place != place {
+            return false;
+        }
+        match (&self.name, name) {
+            (None, _) => true,
+            // Header names are case-insensitive; parameter names are not.
+            (Some(want), Some(got)) if place == Place::Header => want.eq_ignore_ascii_case(got),
+            (Some(want), Some(got)) => want == got,
+            (Some(_), None) => false,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{} {n}", self.place.name()),
+            None => self.place.name().to_string(),
+        }
+    }
+}
+
 /// One entry of `secrets:`, as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +104,7 @@ pub(super) struct Binding {
     pub hosts: Vec<String>,
     /// Where in a request (empty: anywhere but a host name).
     #[serde(default, rename = "in")]
-    pub places: Vec<Place>,
+    pub places: Vec<Spot>,
     /// May go over plain HTTP (only HTTPS otherwise).
     #[serde(default)]
     pub http: bool,
@@ -94,8 +158,8 @@ impl Binding {
 pub struct SecretGrant {
     pub name: String,
     pub hosts: Vec<String>,
-    /// Never empty: every place when the policy names none.
-    pub places: Vec<Place>,
+    /// Never empty: every part when the policy names none.
+    pub places: Vec<Spot>,
     /// May go over plain HTTP.
     pub http: bool,
 }
@@ -106,7 +170,10 @@ impl SecretGrant {
             name: name.to_string(),
             hosts: binding.hosts.clone(),
             places: if binding.places.is_empty() {
-                Place::ALL.to_vec()
+                Place::ALL
+                    .into_iter()
+                    .map(|place| Spot { place, name: None })
+                    .collect()
             } else {
                 binding.places.clone()
             },
@@ -119,13 +186,14 @@ impl SecretGrant {
         self.hosts.iter().any(|p| super::hosts::matches(p, host))
     }
 
-    pub fn allows_place(&self, place: Place) -> bool {
-        self.places.contains(&place)
+    /// Whether it may go in `place` (under the header or parameter `name`).
+    pub fn allows_place(&self, place: Place, name: Option<&str>) -> bool {
+        self.places.iter().any(|s| s.allows(place, name))
     }
 
     /// The places it may go, for messages.
     pub fn places_text(&self) -> String {
-        let names: Vec<&str> = self.places.iter().map(|p| p.name()).collect();
+        let names: Vec<String> = self.places.iter().map(Spot::text).collect();
         names.join(", ")
     }
 }
@@ -167,17 +235,40 @@ mod tests {
             let e = binding(yaml).check(name).expect_err(yaml);
             assert!(e.contains(why), "{yaml}: {e}");
         }
-        assert!(serde_yaml_ng::from_str::<Binding>("in: [cookie]").is_err());
     }
 
     #[test]
     fn a_grant_without_places_may_go_anywhere_but_a_host_name() {
         let g = SecretGrant::new("K", &binding("hosts: [\"*.example.com\"]"));
-        assert!(Place::ALL.iter().all(|p| g.allows_place(*p)));
+        assert!(Place::ALL.iter().all(|p| g.allows_place(*p, Some("x"))));
         assert!(g.allows_host("api.example.com"));
         assert!(!g.allows_host("example.com.evil.net"));
         let g = SecretGrant::new("K", &binding("{hosts: [a.example], in: [query]}"));
-        assert!(g.allows_place(Place::Query) && !g.allows_place(Place::Header));
+        assert!(g.allows_place(Place::Query, Some("k")) && !g.allows_place(Place::Header, None));
         assert_eq!(g.places_text(), "query");
+        let g = SecretGrant::new(
+            "K",
+            &binding("{hosts: [a.example], in: [\"header:Authorization\", \"query:key\"]}"),
+        );
+        assert!(g.allows_place(Place::Header, Some("authorization")));
+        assert!(!g.allows_place(Place::Header, Some("User-Agent")));
+        assert!(
+            g.allows_place(Place::Query, Some("key")) && !g.allows_place(Place::Query, Some("Key"))
+        );
+        assert!(!g.allows_place(Place::Body, None));
+        assert_eq!(g.places_text(), "header Authorization, query key");
+        for (bad, why) in [
+            ("in: [cookie]", "is not a part of a request"),
+            (
+                "in: [\"body:key\"]",
+                "only a header or a query parameter can be named",
+            ),
+            ("in: [\"header:\"]", "names no header"),
+        ] {
+            let e = serde_yaml_ng::from_str::<Binding>(&format!("{{hosts: [a.example], {bad}}}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -299,7 +299,9 @@ impl Sandbox {
         report.logs = state.door.logs.clone();
         report.interactions = state.door.http.interactions.clone();
         report.scrubber = state.door.http.scrubber.clone();
+        let vault = state.door.http.take_vault();
         report.outcome = classify(turn, state, &output, &report.output, &req.limits);
+        vault.stop_if_held(&mut report);
         report
     }
 

@@ -37,7 +37,8 @@ type Seen = Arc<Mutex<Vec<String>>>;
 /// A loopback server that writes down every request. `/echo` answers with
 /// the request (the value included, as an API echoing a key would),
 /// `/redirect` redirects to `https://b.test/steal` with the request's query,
-/// `/redirect-on` redirects to `https://b.test/next`, `/encoded` echoes
+/// `/redirect-on` redirects to `https://b.test/next`, `/reversed` answers
+/// the `key` parameter reversed, `/encoded` echoes
 /// the query and the `Accept-Encoding` it was sent, marked gzip whatever
 /// it was asked for.
 fn server(seen: Seen) -> TestServer {
@@ -75,6 +76,13 @@ fn server(seen: Seen) -> TestServer {
                 [("location", format!("https://b.test/steal?{query}"))],
             )
                 .into_response(),
+            "/reversed" => {
+                let key = url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(k, _)| k == "key")
+                    .map(|(_, v)| v.chars().rev().collect::<String>())
+                    .unwrap_or_default();
+                key.into_response()
+            }
             "/encoded" => (
                 [("content-encoding", "gzip")],
                 format!(
@@ -415,7 +423,7 @@ fn credentials_do_not_follow_a_redirect_to_another_host_and_raised_secrets_are_p
     let text = Rig::text(&out);
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("the response to a request carrying secret SANDSTACK_TEST_API_KEY came encoded (Content-Encoding: gzip)"),
+        text.contains("the reply came encoded (content-encoding: gzip) though none was asked for; in a run with secrets (SANDSTACK_TEST_API_KEY)"),
         "{text}"
     );
     let a = rig.a.lock().expect("lock").join("\n");
@@ -516,11 +524,11 @@ fn the_operator_binds_secrets_and_validate_names_plain_ones() {
         ),
         (
             "secrets: {K: {hosts: [a.example], in: [cookie]}}\n",
-            "unknown variant `cookie`",
+            "`cookie` is not a part of a request",
         ),
         (
             "secrets: {K: {plain: true, batches: [b]}}\n",
-            "secrets: K (plain) grants `b` host variables, but no entry of `folders` binds",
+            "secrets: K grants `b` host variables, but no entry of `folders` binds",
         ),
     ] {
         std::fs::write(&policy, yaml).expect("policy");
@@ -552,8 +560,8 @@ fn key_using_batches_replay_from_their_recordings_with_the_secrets_bound() {
         std::fs::write(
             &policy,
             format!(
-                "secrets:\n  ANOMSTACK_TOMTOM_API_KEY: {{hosts: [{tomtom}], in: [query], batches: [traffic]}}\n  \
-                 POSTHOG_API_KEY: {{hosts: [us.posthog.com, eu.posthog.com], in: [header], batches: [analytics]}}\n"
+                "secrets:\n  ANOMSTACK_TOMTOM_API_KEY: {{hosts: [{tomtom}], in: [\"query:key\"], batches: [traffic]}}\n  \
+                 POSTHOG_API_KEY: {{hosts: [us.posthog.com, eu.posthog.com], in: [\"header:Authorization\"], batches: [analytics]}}\n"
             ),
         )
         .expect("policy");
@@ -605,4 +613,38 @@ fn key_using_batches_replay_from_their_recordings_with_the_secrets_bound() {
         ),
         "{text}"
     );
+}
+
+/// A bound host that hands the value back in a form no check knows
+/// (reversed) defeats the scrub; the run is then stopped as soon as the
+/// value shows in its output, log, error or rows, and nothing is stored.
+#[test]
+fn a_value_brought_back_in_an_unknown_form_stops_the_run() {
+    let fetch = "    v = requests.get('https://a.test/reversed', params={'key': S}).text[::-1]\n";
+    let rig = rig(&[
+        (
+            "in_rows",
+            &format!("{fetch}    return pd.DataFrame({{'metric_name': ['k_' + v], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]}})"),
+        ),
+        ("in_output", &format!("{fetch}    print('got', v)\n{RETURN}")),
+        ("in_log", &format!("{fetch}    logging.getLogger('x').warning(v)\n{RETURN}")),
+        ("in_error", &format!("{fetch}    raise ValueError(v)")),
+    ]);
+    // A log line is printed to the run's output too, where it is seen first.
+    for (batch, at) in [
+        ("in_rows", "rows"),
+        ("in_output", "output"),
+        ("in_log", "output"),
+        ("in_error", "error"),
+    ] {
+        let out = rig.ingest(batch, &[], &[(NAME, VALUE)]);
+        let text = Rig::text(&out);
+        assert!(!out.status.success(), "{batch}: {text}");
+        assert!(
+            text.contains(&format!("the run's {at} held the value of secret {NAME}")),
+            "{batch}: {text}"
+        );
+        assert_eq!(holds_value(text.as_bytes()), None, "{batch}: {text}");
+    }
+    assert_nowhere_under(rig._dir.path());
 }

@@ -91,15 +91,18 @@ impl HttpGate {
         let mut filled =
             self.vault
                 .fill(&request.url, &target.url, &request.headers, &request.body)?;
-        if !filled.carried.is_empty() {
-            // A compressed reply could not be checked for the value.
-            filled
-                .headers
-                .retain(|(k, _)| !k.eq_ignore_ascii_case("accept-encoding"));
-            filled
-                .headers
-                .push(("Accept-Encoding".into(), "identity".into()));
-        }
+        self.vault.guard_request(&mut filled.headers);
+        let guest_host = request
+            .url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let wire_host = target
+            .url
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let hosts = [guest_host.as_str(), wire_host.as_str()];
         let mut builder = client.request(method.clone(), filled.url);
         for (k, v) in &filled.headers {
             builder = builder.header(k, v);
@@ -140,30 +143,25 @@ impl HttpGate {
                 value: self.limits.http_max_response_kb.to_string(),
                 detail: format!("response from {shown} is over {} KiB", size / 1024),
             }),
-            Ok(Ok(Ok((_, headers, _, _))))
-                if !filled.carried.is_empty() && encoded(&headers).is_some() =>
-            {
-                Ok(Hop::Failed(Reply::Failed {
-                    kind: "connection",
-                    message: format!(
-                        "{method} {shown}: the response to a request carrying secret {} came encoded \
-                         (Content-Encoding: {}), though the request asked for none, so it could not be \
-                         checked for the value; it was not handed over",
-                        filled.carried.join(", "),
-                        self.vault.scrub_text(&encoded(&headers).unwrap_or_default())
-                    ),
-                }))
+            Ok(Ok(Ok((status, headers, body, location)))) => {
+                // What comes back has no secret's value in it.
+                match self
+                    .vault
+                    .scrub_reply(&hosts, status.as_u16(), headers, body)
+                {
+                    Ok((headers, body)) => Ok(Hop::Response {
+                        status: status.as_u16(),
+                        reason: status.canonical_reason().unwrap_or("").to_string(),
+                        headers,
+                        body,
+                        location: location.map(|l| self.vault.scrub_text(&hosts, &l)),
+                    }),
+                    Err(why) => Ok(Hop::Failed(Reply::Failed {
+                        kind: "connection",
+                        message: format!("{method} {shown}: {why}"),
+                    })),
+                }
             }
-            Ok(Ok(Ok((status, headers, body, location)))) => Ok(Hop::Response {
-                status: status.as_u16(),
-                reason: status.canonical_reason().unwrap_or("").to_string(),
-                headers: headers
-                    .into_iter()
-                    .map(|(k, v)| (self.vault.scrub_text(&k), self.vault.scrub_text(&v)))
-                    .collect(),
-                body: self.vault.scrub(&body),
-                location: location.map(|l| self.vault.scrub_text(&l)),
-            }),
             Ok(Err(e)) => Ok(Hop::Failed(Reply::Failed {
                 kind: if e.is_timeout() {
                     "timeout"
@@ -171,23 +169,13 @@ impl HttpGate {
                     "connection"
                 },
                 // Without its URL: reqwest would name the rewrite target.
-                message: self.vault.scrub_text(&format!(
-                    "{method} {shown} failed: {}",
-                    error_chain(&e.without_url())
-                )),
+                message: self.vault.scrub_text(
+                    &hosts,
+                    &format!("{method} {shown} failed: {}", error_chain(&e.without_url())),
+                ),
             })),
         }
     }
-}
-
-/// A response's `Content-Encoding`, unless none or `identity`.
-fn encoded(headers: &[(String, String)]) -> Option<String> {
-    headers
-        .iter()
-        .find(|(k, v)| {
-            k.eq_ignore_ascii_case("content-encoding") && !v.trim().eq_ignore_ascii_case("identity")
-        })
-        .map(|(_, v)| v.clone())
 }
 
 /// A response with its status, headers, body and `Location`.

@@ -88,6 +88,11 @@ impl HttpGate {
         self.vault = vault;
     }
 
+    /// The run's secrets, once its requests are done.
+    pub fn take_vault(&mut self) -> Vault {
+        std::mem::take(&mut self.vault)
+    }
+
     /// Answer requests from `book` (and, with `allow_new`, go out for the
     /// rest); with `record`, keep every interaction, scrubbed with
     /// `scrubber`. Without either, requests are neither copied nor scrubbed.
