@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sandstack::store::{RunFilter, Store};
 
-use crate::support::{key, run_command, Folder};
+use crate::support::{files_under, key, run_command, Folder};
 
 /// Rows per ingest run (one per metric, all at the run's instant).
 const PER_RUN: i64 = 5;
@@ -77,7 +77,7 @@ fn twenty_hard_kills_leave_no_partial_run() {
         "some runs finished between the kills"
     );
     assert!(
-        !walk(&models).is_empty(),
+        !files_under(&models).is_empty(),
         "some models were saved between the kills (else their check above checked nothing)"
     );
 }
@@ -110,7 +110,7 @@ fn check(db: &std::path::Path, models: &std::path::Path, kill: usize, moments: &
         })
         .unwrap_or_else(|e| panic!("{}: the history does not read: {e}", context()));
     if models.is_dir() {
-        for entry in walk(models) {
+        for entry in files_under(models) {
             if entry.extension().is_some_and(|e| e == "json") {
                 let text = std::fs::read_to_string(&entry).expect("read");
                 serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| {
@@ -119,17 +119,4 @@ fn check(db: &std::path::Path, models: &std::path::Path, kill: usize, moments: &
             }
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

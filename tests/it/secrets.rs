@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use crate::support::{run_sandstack, validate, Folder, TestServer};
+use crate::support::{files_under, run_sandstack, validate, Folder, TestServer};
 
 const NAME: &str = "SANDSTACK_TEST_API_KEY";
 const VALUE: &str = "sk-live-7Q2w9Zr4Xy+Kp/v8";
@@ -190,7 +190,7 @@ fn holds_value(bytes: &[u8]) -> Option<String> {
 /// Every file under `dir` (the database and its write-ahead log, the
 /// cassettes) searched for the value.
 fn assert_nowhere_under(dir: &Path) {
-    for entry in walk(dir) {
+    for entry in files_under(dir) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert_eq!(
             holds_value(&bytes),
@@ -199,19 +199,6 @@ fn assert_nowhere_under(dir: &Path) {
             entry.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 const RETURN: &str = "    return pd.DataFrame({'metric_name': ['n'], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})";
