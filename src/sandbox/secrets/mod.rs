@@ -93,12 +93,12 @@ impl Vault {
             }
             if let Some(v) = &value {
                 if v.chars().count() < MIN_VALUE_LEN {
+                    // Its length is not said: the error reaches the run history.
                     return Err(format!(
-                        "secret {} is {} characters long; a value under {MIN_VALUE_LEN} cannot be told from ordinary \
-                         text in the responses it must be kept out of: use a longer one, or bind it with \
-                         `plain: true` in the policy's `secrets:`",
-                        s.grant.name,
-                        v.chars().count()
+                        "secret {} is shorter than {MIN_VALUE_LEN} characters, and so short a value cannot be told \
+                         from ordinary text in the replies it must be kept out of: use a longer one, or bind it \
+                         with `plain: true` in the policy's `secrets:`",
+                        s.grant.name
                     ));
                 }
             }
@@ -684,9 +684,10 @@ mod tests {
         assert_eq!(replay.placeholders()["API_KEY"], p("x-value", 1));
         let e = Vault::new(&[secret("abc")], &[1; 32], false).expect_err("short");
         assert!(
-            e.contains("API_KEY is 3 characters long") && e.contains("plain: true"),
+            e.contains("API_KEY is shorter than 6 characters") && e.contains("plain: true"),
             "{e}"
         );
+        assert!(!e.contains('3'), "the length is not said: {e}");
     }
 
     #[test]
