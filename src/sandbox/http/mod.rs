@@ -88,6 +88,11 @@ impl HttpGate {
         self.vault = vault;
     }
 
+    /// A guest log line with any secret's value put back to its placeholder.
+    pub fn scrub_log(&self, line: &str) -> String {
+        self.vault.scrub_everywhere(line)
+    }
+
     /// The run's secrets, once its requests are done.
     pub fn take_vault(&mut self) -> Vault {
         std::mem::take(&mut self.vault)

@@ -17,22 +17,32 @@ pub(super) struct Echoes {
 }
 
 impl Echoes {
-    pub fn of(value: &str) -> Echoes {
+    /// A value's echoes, or why they cannot be looked for (a value so
+    /// long its pattern is over the size the matcher allows).
+    pub fn of(value: &str) -> Result<Echoes, String> {
+        if value.chars().count() > MAX_VALUE_CHARS {
+            return Err(format!(
+                "is longer than {MAX_VALUE_CHARS} characters, too long for its echoes to be looked for in what \
+                 comes back"
+            ));
+        }
         let mut alternatives = vec![format!("(?i:{})", characters(value))];
         alternatives.extend(
             base64_cores(value.as_bytes())
                 .iter()
-                .map(|core| regex::escape(core)),
+                .map(|c| base64_form(c)),
         );
         let pattern = regex::bytes::RegexBuilder::new(&alternatives.join("|"))
-            .size_limit(1 << 24)
+            .size_limit(MAX_PATTERN_BYTES)
             .build()
-            // Every piece is escaped or a fixed form: it always compiles,
-            // and a value too long to compile is matched as is.
-            .unwrap_or_else(|_| {
-                regex::bytes::Regex::new(&regex::escape(value)).unwrap_or_else(|_| never())
-            });
-        Echoes { pattern }
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => format!(
+                    "is {} characters long, too long for its echoes to be looked for in what comes back",
+                    value.chars().count()
+                ),
+                other => format!("cannot be looked for in what comes back: {other}"),
+            })?;
+        Ok(Echoes { pattern })
     }
 
     /// `bytes` with every echo replaced by `with`.
@@ -46,9 +56,31 @@ impl Echoes {
     }
 }
 
-fn never() -> regex::bytes::Regex {
-    // An empty class matches nothing; it compiles.
-    regex::bytes::Regex::new("[^\\x00-\\x{10FFFF}]").expect("a fixed pattern")
+/// The longest value looked for: a private key in PEM fits; its pattern
+/// takes about 0.2 s to build in a debug build at 3,200 characters.
+const MAX_VALUE_CHARS: usize = 16 * 1024;
+
+/// The most memory one value's compiled pattern may take.
+const MAX_PATTERN_BYTES: usize = 64 << 20;
+
+/// A base64 run as it may be written: wrapped in lines (MIME, PEM, APIs
+/// that send files), its `+` and `/` escaped as JSON or a URL would.
+fn base64_form(core: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in core.chars().enumerate() {
+        if i > 0 {
+            out.push_str("(?:\\r?\\n)?");
+        }
+        out.push_str(match c {
+            '+' => "(?:\\+|%2[bB]|\\\\u002[bB])",
+            '/' => "(?:/|%2[fF]|\\\\u002[fF]|\\\\/)",
+            _ => "",
+        });
+        if c != '+' && c != '/' {
+            out.push_str(&regex::escape(&c.to_string()));
+        }
+    }
+    out
 }
 
 /// One group per character of `value`, each matching its forms.
@@ -59,14 +91,18 @@ fn characters(value: &str) -> String {
         let bytes = c.encode_utf8(&mut buf).as_bytes();
         let once: String = bytes.iter().map(|b| format!("%{b:02x}")).collect();
         let twice: String = bytes.iter().map(|b| format!("%25{b:02x}")).collect();
-        let mut forms = vec![regex::escape(&c.to_string()), once, twice];
+        let n = c as u32;
+        let mut forms = vec![
+            regex::escape(&c.to_string()),
+            once,
+            twice,
+            format!("&#0*{n};"),
+            format!("&#x0*{n:x};"),
+        ];
+        if n <= 0xffff {
+            forms.push(format!("\\\\u{n:04x}"));
+        }
         if !c.is_ascii_alphanumeric() {
-            let n = c as u32;
-            forms.push(format!("&#0*{n};"));
-            forms.push(format!("&#x0*{n:x};"));
-            if n <= 0xffff {
-                forms.push(format!("\\\\u{n:04x}"));
-            }
             forms.push(format!("\\\\{}", regex::escape(&c.to_string())));
             let named = match c {
                 ' ' => "\\+",
@@ -119,12 +155,8 @@ mod tests {
     const VALUE: &str = "s3cr3t value/+&\"x";
 
     fn scrubbed(text: &str) -> String {
-        String::from_utf8(
-            Echoes::of(VALUE)
-                .replace(text.as_bytes(), b"P")
-                .into_owned(),
-        )
-        .expect("text")
+        let echoes = Echoes::of(VALUE).expect("echoes");
+        String::from_utf8(echoes.replace(text.as_bytes(), b"P").into_owned()).expect("text")
     }
 
     #[test]
@@ -142,10 +174,45 @@ mod tests {
             "s3cr3t value/&#43;&amp;&quot;x",
             "s3cr3t&#x20;value&#47;+&#38;&#34;x",
             "s3cr3t value/ &\"x",
+            "\\u0073\\u0033cr3t value/+&\"x",
+            "&#115;3&#99;r3t value/+&\"x",
         ] {
             assert_eq!(scrubbed(&format!("<{echo}>")), "<P>", "{echo}");
         }
         assert_eq!(scrubbed("s3cr3t value/+&\"y"), "s3cr3t value/+&\"y");
+    }
+
+    #[test]
+    fn base64_wrapped_in_lines_or_escaped_is_found_too() {
+        use base64::engine::general_purpose::STANDARD;
+        let value = "k/+".repeat(30);
+        let echoes = Echoes::of(&value).expect("echoes");
+        let encoded = STANDARD.encode(format!("user:{value}"));
+        let wrapped: Vec<String> = encoded
+            .as_bytes()
+            .chunks(60)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        for form in [
+            wrapped.join("\n"),
+            wrapped.join("\r\n"),
+            encoded.replace('+', "\\u002B").replace('/', "\\/"),
+            encoded.replace('+', "%2B").replace('/', "%2F"),
+        ] {
+            assert!(echoes.found_in(form.as_bytes()), "{form}");
+        }
+    }
+
+    #[test]
+    fn a_value_too_long_to_look_for_is_refused_not_matched_as_is() {
+        let long = "x".repeat(MAX_VALUE_CHARS + 1);
+        let e = Echoes::of(&long).expect_err("too long");
+        assert!(
+            e.contains("too long for its echoes to be looked for"),
+            "{e}"
+        );
+        // A PEM private key's size is looked for.
+        assert!(Echoes::of(&"k/+=".repeat(800)).is_ok());
     }
 
     #[test]

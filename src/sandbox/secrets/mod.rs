@@ -107,7 +107,16 @@ impl Vault {
                 .chain_update(seed)
                 .chain_update(s.grant.name.as_bytes())
                 .finalize();
-            let echoes = value.as_deref().map(Echoes::of);
+            let echoes = match value.as_deref().map(Echoes::of) {
+                Some(Err(why)) => {
+                    return Err(format!(
+                        "secret {} {why}: bind it with `plain: true` in the policy's `secrets:`, or use a shorter one",
+                        s.grant.name
+                    ))
+                }
+                Some(Ok(echoes)) => Some(echoes),
+                None => None,
+            };
             entries.push(Entry {
                 placeholder: format!("{PREFIX}{}-{}", s.grant.name, hex::encode(&digest[..16])),
                 grant: s.grant.clone(),
@@ -278,6 +287,13 @@ impl Vault {
         let held = |at: &'static str, name: Option<&str>| name.map(|n| (at, n.to_string()));
         let found = held("output", self.held_in(report.output.as_bytes()))
             .or_else(|| {
+                let name = report.interactions.iter().find_map(|i| {
+                    let text = serde_json::to_vec(i).unwrap_or_default();
+                    self.held_in(&text)
+                });
+                held("HTTP exchanges", name)
+            })
+            .or_else(|| {
                 let name = report
                     .logs
                     .iter()
@@ -299,6 +315,8 @@ impl Vault {
                 held("rows", name)
             });
         let Some((at, name)) = found else { return };
+        // Nothing of the run is kept for a cassette either.
+        report.interactions.clear();
         report.output = self.scrub_everywhere(&report.output);
         for l in &mut report.logs {
             l.message = self.scrub_everywhere(&l.message);
@@ -311,7 +329,10 @@ impl Vault {
     }
 
     /// Every value in `text` put back to its placeholder, whoever sent it.
-    fn scrub_everywhere(&self, text: &str) -> String {
+    pub fn scrub_everywhere(&self, text: &str) -> String {
+        if self.entries.is_empty() {
+            return text.to_string();
+        }
         let mut out = text.as_bytes().to_vec();
         for e in &self.entries {
             if let Some(echoes) = &e.echoes {
@@ -324,18 +345,52 @@ impl Vault {
     /// The first secret whose value a text column of `rows` holds.
     fn held_in_rows(&self, rows: &arrow::record_batch::RecordBatch) -> Option<&str> {
         use arrow::array::AsArray;
-        rows.columns().iter().find_map(|col| {
-            let texts: Vec<&str> = if let Some(a) = col.as_string_opt::<i32>() {
-                a.iter().flatten().collect()
-            } else if let Some(a) = col.as_string_opt::<i64>() {
-                a.iter().flatten().collect()
-            } else if let Some(a) = col.as_string_view_opt() {
-                a.iter().flatten().collect()
-            } else {
-                return None;
-            };
-            texts.iter().find_map(|t| self.held_in(t.as_bytes()))
+        let named = rows
+            .schema()
+            .fields()
+            .iter()
+            .find_map(|f| self.held_in(f.name().as_bytes()));
+        named.or_else(|| {
+            rows.columns().iter().find_map(|col| {
+                let texts: Vec<&str> = if let Some(a) = col.as_string_opt::<i32>() {
+                    a.iter().flatten().collect()
+                } else if let Some(a) = col.as_string_opt::<i64>() {
+                    a.iter().flatten().collect()
+                } else if let Some(a) = col.as_string_view_opt() {
+                    a.iter().flatten().collect()
+                } else {
+                    return None;
+                };
+                texts.iter().find_map(|t| self.held_in(t.as_bytes()))
+            })
         })
+    }
+
+    /// Stop a request in which the code sends a value itself (it can only
+    /// have one from a reply the scrub missed).
+    fn refuse_values(
+        &self,
+        url: &reqwest::Url,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<(), ExecError> {
+        let held = self.held_in(url.as_str().as_bytes()).or_else(|| {
+            headers
+                .iter()
+                .find_map(|(k, v)| {
+                    self.held_in(k.as_bytes())
+                        .or_else(|| self.held_in(v.as_bytes()))
+                })
+                .or_else(|| self.held_in(body))
+        });
+        match held {
+            Some(name) => Err(ExecError::Secret(format!(
+                "the code sent the value of secret {name} itself, which never enters the sandbox: a reply from a \
+                 host it is bound to must have brought it back in a form sandstack does not recognise. The run \
+                 was stopped before the request went out and nothing of it stored; check what that host returns"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The first secret whose value `bytes` hold in any form.
@@ -355,6 +410,7 @@ impl Vault {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<(), ExecError> {
+        self.refuse_values(guest_url, headers, body)?;
         for e in &self.entries {
             e.judge(guest_url, None, headers, body)?;
         }
@@ -373,6 +429,7 @@ impl Vault {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<Filled, ExecError> {
+        self.refuse_values(guest_url, headers, body)?;
         let mut filled = Filled {
             url: wire_url.clone(),
             headers: headers.to_vec(),
@@ -465,7 +522,8 @@ impl Entry {
         if guest_url.path().contains(p) {
             places.push((Place::Path, None));
         }
-        for pair in guest_url.query().unwrap_or("").split('&') {
+        // Some servers split on `;` too: a pair is judged as either would see it.
+        for pair in guest_url.query().unwrap_or("").split(['&', ';']) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             if key.contains(p) {
                 return Err(nowhere("a query parameter's name"));
@@ -548,7 +606,9 @@ impl Entry {
     }
 }
 
-fn host_of(url: &reqwest::Url) -> String {
+/// A URL's host as bindings name it: lower-case, an IPv6 address without
+/// its brackets.
+pub fn host_of(url: &reqwest::Url) -> String {
     url.host_str()
         .unwrap_or_default()
         .trim_matches(['[', ']'])
@@ -777,6 +837,31 @@ mod tests {
         assert!(v
             .judge(&url("https://api.example.com/"), &bearer, b"")
             .is_ok());
+        // A named parameter is judged as a server splitting on `;` sees it.
+        let named = SecretGrant {
+            places: vec![Spot {
+                place: Place::Query,
+                name: Some("key".into()),
+            }],
+            ..grant(&["api.example.com"], &[], false)
+        };
+        let (nv, np) = vault(named);
+        assert!(nv
+            .judge(
+                &url(&format!("https://api.example.com/?key={np}")),
+                &[],
+                b""
+            )
+            .is_ok());
+        let e = nv
+            .judge(
+                &url(&format!("https://api.example.com/?key={np};note={np}")),
+                &[],
+                b"",
+            )
+            .expect_err("a second parameter after ;")
+            .to_string();
+        assert!(e.contains("in its query parameter note"), "{e}");
         // A rewrite takes the value nowhere its binding does not name.
         let guest = url("https://api.example.com/");
         for (wire, why) in [
