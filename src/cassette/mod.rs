@@ -16,7 +16,7 @@ mod scrub;
 pub mod tape;
 
 pub use replay::ReplayBook;
-pub use scrub::{secret_name, Scrubber, SCRUBBED};
+pub use scrub::{replace_bytes, secret_name, Scrubber, SCRUBBED};
 
 pub const FORMAT_VERSION: u32 = 1;
 

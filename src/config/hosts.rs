@@ -22,6 +22,15 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     })
 }
 
+/// A URL's host as patterns name it: lower-case, an IPv6 address without
+/// its brackets.
+pub fn of_url(url: &url::Url) -> String {
+    url.host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase()
+}
+
 /// Whether `host` (lower-case, without brackets) is one `pattern` allows:
 /// the name itself, or for `*.domain` any name under the domain.
 pub fn matches(pattern: &str, host: &str) -> bool {

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::resolver::{runtime, PolicyResolver};
 use super::{fmt_secs, HttpGate, Reply};
+use crate::config::hosts::of_url;
 use crate::sandbox::error::ExecError;
-use crate::sandbox::secrets::host_of;
 
 /// A guest request in the guest's own terms, checked once, carried through
 /// every hop (a redirect may change its method, body and URL).
@@ -93,7 +93,7 @@ impl HttpGate {
             self.vault
                 .fill(&request.url, &target.url, &request.headers, &request.body)?;
         self.vault.guard_request(&mut filled.headers);
-        let (guest_host, wire_host) = (host_of(&request.url), host_of(&target.url));
+        let (guest_host, wire_host) = (of_url(&request.url), of_url(&target.url));
         let hosts = [guest_host.as_str(), wire_host.as_str()];
         let mut builder = client.request(method.clone(), filled.url);
         for (k, v) in &filled.headers {

@@ -50,11 +50,7 @@ impl HttpGate {
                 url.scheme()
             )));
         }
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase();
+        let host = crate::config::hosts::of_url(url);
         if !self.policy.allow_hosts.is_empty()
             && !self
                 .policy
@@ -74,11 +70,7 @@ impl HttpGate {
     /// IP literals skip DNS, so they are checked here; names are checked
     /// by the resolver.
     pub(super) fn check_address(&self, url: &reqwest::Url) -> Result<(), ExecError> {
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase();
+        let host = crate::config::hosts::of_url(url);
         if let Ok(ip) = host.parse::<IpAddr>() {
             if !self.policy.allow_private {
                 if let Some(reason) = refusal(ip) {

@@ -23,6 +23,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::error::ExecError;
+use crate::cassette::replace_bytes;
 use crate::config::secrets::{Place, SecretGrant};
 use echoes::Echoes;
 
@@ -495,7 +496,7 @@ impl Entry {
     ) -> Result<bool, ExecError> {
         let p = self.placeholder.as_str();
         let name = &self.grant.name;
-        let host = host_of(guest_url);
+        let host = crate::config::hosts::of_url(guest_url);
         let nowhere = |part: &str| {
             self.refuse(
                 guest_url,
@@ -552,7 +553,7 @@ impl Entry {
         for (url, via) in std::iter::once((guest_url, String::new()))
             .chain(rewritten.map(|w| (w, format!(" (where http_rewrite sends {host})"))))
         {
-            let to = host_of(url);
+            let to = crate::config::hosts::of_url(url);
             if !self.grant.allows_host(&to) {
                 return Err(self.refuse(
                     guest_url,
@@ -606,15 +607,6 @@ impl Entry {
     }
 }
 
-/// A URL's host as bindings name it: lower-case, an IPv6 address without
-/// its brackets.
-pub fn host_of(url: &reqwest::Url) -> String {
-    url.host_str()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_ascii_lowercase()
-}
-
 /// The body's media type, lower-case, without parameters; none when the
 /// code sent no `Content-Type`, or several.
 fn content_type(headers: &[(String, String)]) -> Option<String> {
@@ -656,22 +648,6 @@ fn fill_header(header: &str, placeholder: &str, value: &str) -> String {
         ),
         _ => header.replace(placeholder, value),
     }
-}
-
-fn replace_bytes(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
-    if needle.is_empty() {
-        return haystack.to_vec();
-    }
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut rest = haystack;
-    let finder = memchr::memmem::Finder::new(needle);
-    while let Some(at) = finder.find(rest) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(with);
-        rest = &rest[at + needle.len()..];
-    }
-    out.extend_from_slice(rest);
-    out
 }
 
 #[cfg(test)]
