@@ -72,6 +72,11 @@ impl TryFrom<String> for Spot {
 }
 
 impl Spot {
+    /// A whole part of a request: any of its headers or parameters.
+    pub fn part(place: Place) -> Spot {
+        Spot { place, name: None }
+    }
+
     /// Whether a placeholder found in `place` (under the header or
     /// parameter `name`) is where this spot allows.
     pub fn allows(&self, place: Place, name: Option<&str>) -> bool {
@@ -170,10 +175,7 @@ impl SecretGrant {
             name: name.to_string(),
             hosts: binding.hosts.clone(),
             places: if binding.places.is_empty() {
-                Place::ALL
-                    .into_iter()
-                    .map(|place| Spot { place, name: None })
-                    .collect()
+                Place::ALL.into_iter().map(Spot::part).collect()
             } else {
                 binding.places.clone()
             },

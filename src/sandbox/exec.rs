@@ -328,8 +328,9 @@ impl Sandbox {
         let limits = req.limits.clone();
         let vault =
             Vault::new(&req.secrets, &seed, req.replay.is_some()).map_err(ExecError::Secret)?;
+        let placeholders = vault.placeholders();
         let mut env = req.env.clone();
-        env.extend(vault.placeholders());
+        env.extend(placeholders.clone());
         let inputs = ExecInputs {
             batch: req.batch.clone(),
             source: req.source.code.clone(),
@@ -337,7 +338,7 @@ impl Sandbox {
             function: req.source.function.clone(),
             kwargs: req.kwargs.clone(),
             env,
-            secrets: vault.placeholders().into_values().collect(),
+            secrets: placeholders.into_values().collect(),
             mode: if req.preprocess_input.is_some() {
                 "preprocess"
             } else {

@@ -165,11 +165,7 @@ impl Vault {
     }
 
     pub fn unmark_text(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for e in &self.entries {
-            out = out.replace(&marker(&e.grant.name), &e.placeholder);
-        }
-        out
+        String::from_utf8_lossy(&self.unmark(text.as_bytes())).into_owned()
     }
 
     /// `bytes` from `hosts` (the code's and the wire's) with every form of
@@ -177,13 +173,17 @@ impl Vault {
     /// Only a bound host ever had a value: scrubbing what another sends
     /// would tell the code which of its guesses was the value.
     pub fn scrub<'a>(&self, hosts: &[&str], bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        self.scrub_values(bytes, |e| hosts.iter().any(|h| e.grant.allows_host(h)))
+    }
+
+    /// `bytes` with the values of the entries `which` picks put back to
+    /// their placeholders; borrowed when nothing changed.
+    fn scrub_values<'a>(&self, bytes: &'a [u8], which: impl Fn(&Entry) -> bool) -> Cow<'a, [u8]> {
         let mut out = Cow::Borrowed(bytes);
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| which(e)) {
             let Some(echoes) = &e.echoes else { continue };
-            if hosts.iter().any(|h| e.grant.allows_host(h)) {
-                if let Cow::Owned(changed) = echoes.replace(&out, e.placeholder.as_bytes()) {
-                    out = Cow::Owned(changed);
-                }
+            if let Cow::Owned(changed) = echoes.replace(&out, e.placeholder.as_bytes()) {
+                out = Cow::Owned(changed);
             }
         }
         out
@@ -331,16 +331,7 @@ impl Vault {
 
     /// Every value in `text` put back to its placeholder, whoever sent it.
     pub fn scrub_everywhere(&self, text: &str) -> String {
-        if self.entries.is_empty() {
-            return text.to_string();
-        }
-        let mut out = text.as_bytes().to_vec();
-        for e in &self.entries {
-            if let Some(echoes) = &e.echoes {
-                out = echoes.replace(&out, e.placeholder.as_bytes()).into_owned();
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
+        String::from_utf8_lossy(&self.scrub_values(text.as_bytes(), |_| true)).into_owned()
     }
 
     /// The first secret whose value a text column of `rows` holds.
@@ -437,7 +428,9 @@ impl Vault {
             body: body.to_vec(),
             carried: Vec::new(),
         };
-        let json = content_type(headers).is_some_and(|t| t.contains("json"));
+        let media = content_type(headers);
+        let json = media.as_deref().is_some_and(|t| t.contains("json"));
+        let form = media.as_deref() == Some("application/x-www-form-urlencoded");
         for e in &self.entries {
             if !e.judge(guest_url, Some(wire_url), headers, body)? {
                 continue;
@@ -472,8 +465,7 @@ impl Vault {
             let in_body = if json {
                 let quoted = serde_json::Value::String(value.clone()).to_string();
                 quoted[1..quoted.len() - 1].to_string()
-            } else if content_type(headers).as_deref() == Some("application/x-www-form-urlencoded")
-            {
+            } else if form {
                 in_url.clone()
             } else {
                 value.clone()
@@ -658,21 +650,15 @@ mod tests {
     const VALUE: &str = "s3cr3t value/+&\"x";
 
     fn grant(hosts: &[&str], places: &[Place], http: bool) -> SecretGrant {
-        let places: Vec<Spot> = places
-            .iter()
-            .map(|&place| Spot { place, name: None })
-            .collect();
+        let places = if places.is_empty() {
+            &Place::ALL[..]
+        } else {
+            places
+        };
         SecretGrant {
             name: "API_KEY".into(),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            places: if places.is_empty() {
-                Place::ALL
-                    .into_iter()
-                    .map(|place| Spot { place, name: None })
-                    .collect()
-            } else {
-                places
-            },
+            places: places.iter().copied().map(Spot::part).collect(),
             http,
         }
     }
