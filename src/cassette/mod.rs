@@ -27,7 +27,8 @@ pub const MAX_INTERACTIONS: usize = 10_000;
 /// The operator's cap on a cassette's size, in MiB (default 16).
 pub const MAX_MB_ENV: &str = "SANDSTACK_CASSETTE_MAX_MB";
 
-fn max_bytes() -> u64 {
+/// The largest cassette read: [`MAX_MB_ENV`] MiB, 16 by default.
+pub fn max_bytes() -> u64 {
     std::env::var(MAX_MB_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -205,11 +206,33 @@ impl Cassette {
     /// Read a cassette's text; `path` names it in errors. The checks of
     /// [`Cassette::load`] but the size.
     pub fn parse(text: &str, path: &str) -> Result<Cassette, CassetteError> {
+        let c = serde_yaml_ng::from_str(text).map_err(|e| CassetteError::Read {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        Cassette::checked(c, path)
+    }
+
+    /// [`Cassette::parse`] of a YAML value already parsed (by a helper
+    /// process, for a cassette from the metrics folder).
+    pub fn from_yaml_value(
+        value: serde_yaml_ng::Value,
+        path: &str,
+    ) -> Result<Cassette, CassetteError> {
+        let c = serde_yaml_ng::from_value(value).map_err(|e| CassetteError::Read {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        Cassette::checked(c, path)
+    }
+
+    /// `c` if it is of this version, within [`MAX_INTERACTIONS`], with
+    /// bodies that decode.
+    fn checked(c: Cassette, path: &str) -> Result<Cassette, CassetteError> {
         let err = |message: String| CassetteError::Read {
             path: path.to_string(),
             message,
         };
-        let c: Cassette = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
         if c.version != FORMAT_VERSION {
             return Err(CassetteError::Version {
                 path: path.to_string(),

@@ -550,6 +550,18 @@ pub(crate) fn job_context<'a>(
     }
 }
 
+/// The policy's settings for the folder's SQL.
+pub(crate) fn confined_settings(policy: &crate::config::Policy) -> crate::store::ConfinedSettings {
+    crate::store::ConfinedSettings {
+        memory_mb: policy
+            .engine_memory_mb()
+            .unwrap_or(crate::store::confined::DEFAULT_MEMORY_MB),
+        threads: policy.engine_threads().unwrap_or(1),
+        reads_other_batches: policy.batch_sql_reads_other_batches(),
+        ..Default::default()
+    }
+}
+
 /// The database, with the engine limits of the policy.
 pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
     let policy = load_policy(cli)?;
@@ -557,14 +569,7 @@ pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<crate::store::Store> {
         memory_mb: policy.engine_memory_mb(),
         threads: policy.engine_threads(),
     };
-    let confined = crate::store::ConfinedSettings {
-        memory_mb: policy
-            .engine_memory_mb()
-            .unwrap_or(crate::store::confined::DEFAULT_MEMORY_MB),
-        threads: policy.engine_threads().unwrap_or(1),
-        reads_other_batches: policy.batch_sql_reads_other_batches(),
-        ..Default::default()
-    };
+    let confined = confined_settings(&policy);
     crate::store::Store::open_target(&cli.db, limits)
         .map(|s| s.with_confined_settings(confined))
         .map_err(|e| {

@@ -13,10 +13,30 @@ use std::path::Path;
 pub enum ReadError {
     #[error("it is not a regular file")]
     NotRegular,
+    #[error(
+        "it resolves outside the metrics folder (through a symlink): sandstack reads only the folder's own files"
+    )]
+    Outside,
     #[error("it is {} KiB, over the {} KiB a file may have", .size >> 10, .max >> 10)]
     TooBig { size: u64, max: u64 },
     #[error("{0}")]
     Io(String),
+}
+
+/// The text of `path`, a regular file that resolves inside the folder
+/// `root` (a symlink out of it is refused before anything is opened), at
+/// most `max_bytes` long.
+pub fn read_inside(root: &Path, path: &Path, max_bytes: u64) -> Result<String, ReadError> {
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    let inside = root
+        .canonicalize()
+        .is_ok_and(|root| canonical.starts_with(root));
+    if !inside {
+        return Err(ReadError::Outside);
+    }
+    read_regular(&canonical, max_bytes)
 }
 
 /// The text of the regular file at `path`, at most `max_bytes` long.

@@ -579,17 +579,7 @@ fn read_mapping(
         file: path.to_path_buf(),
         message,
     };
-    let canonical = path.canonicalize().map_err(|e| io(e.to_string()))?;
-    let inside = dir
-        .canonicalize()
-        .is_ok_and(|root| canonical.starts_with(root));
-    if !inside {
-        return Err(io(
-            "it resolves outside the metrics folder (through a symlink): sandstack reads only the folder's own files"
-                .into(),
-        ));
-    }
-    let text = folder_files::read_regular(&canonical, yaml_budget::MAX_FILE_BYTES).map_err(
+    let text = folder_files::read_inside(dir, path, yaml_budget::MAX_FILE_BYTES).map_err(
         |why| match why {
             folder_files::ReadError::TooBig { size, max } => io(format!(
                 "it is {} KiB; a YAML file may be at most {} KiB (put large code or SQL in included files)",
