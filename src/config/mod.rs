@@ -604,15 +604,24 @@ fn read_mapping(
     }
 }
 
-/// Every `*.yaml`/`*.yml` below `dir` except the defaults file, sorted, so
-/// load order (and so which duplicate is "first") is stable.
+/// The folder beside a batch's YAML that holds its tests (recordings,
+/// expected rows, fixture histories: `sandstack test`), not batches.
+pub const TESTS_DIR: &str = "tests";
+
+/// Every `*.yaml`/`*.yml` below `dir` except the defaults file and what is
+/// in hidden folders and in the [`TESTS_DIR`] folder beside a batch's YAML,
+/// sorted, so load order (and so which duplicate is "first") is stable.
 fn batch_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
     let defaults = dir.join(DEFAULTS_FILE);
     let mut files = Vec::new();
     let walker = walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            let tests = e.file_type().is_dir() && is_tests_folder(e.path());
+            e.depth() == 0 || !(name.starts_with('.') || tests)
+        });
     for entry in walker {
         match entry {
             Ok(e) => {
@@ -635,6 +644,25 @@ fn batch_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// Whether `path` is a folder of tests: named [`TESTS_DIR`], beside a
+/// batch's YAML. (A folder of that name elsewhere may hold batches.)
+pub fn is_tests_folder(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == TESTS_DIR) && path.parent().is_some_and(holds_yaml)
+}
+
+/// Whether `dir` holds a YAML file (a batch's folder).
+fn holds_yaml(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        (name.ends_with(".yaml") || name.ends_with(".yml"))
+            && e.file_type().is_ok_and(|t| t.is_file())
+    })
 }
 
 fn note_unused_keys(file: &Path, map: &Mapping, notes: &mut Vec<String>) {
@@ -693,4 +721,47 @@ pub(crate) fn test_folder(yaml: &str) -> (tempfile::TempDir, BatchSpec) {
     assert!(folder.errors.is_empty(), "{:?}", folder.errors);
     let spec = folder.batches.into_iter().next().expect("one batch");
     (dir, spec)
+}
+
+#[cfg(test)]
+mod batch_files_tests {
+    use super::*;
+
+    #[test]
+    fn tests_and_hidden_folders_hold_no_batches() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let batch = dir.path().join("hn");
+        for sub in ["tests", ".git", "more", "../group/tests/deep"] {
+            std::fs::create_dir_all(batch.join(sub)).expect("mkdir");
+        }
+        let files = [
+            "hn.yaml",
+            "tests/front.yaml",
+            ".git/x.yaml",
+            "more/m.yml",
+            // A folder named tests beside no batch is an ordinary folder.
+            "../group/tests/deep/d.yaml",
+        ];
+        for f in files {
+            std::fs::write(batch.join(f), "metric_batch: x\n").expect("write");
+        }
+        // A file named `tests.yaml` is a batch; only the folder is not.
+        std::fs::write(dir.path().join("tests.yaml"), "").expect("write");
+        let mut errors = Vec::new();
+        let found: Vec<_> = batch_files(dir.path(), &mut errors)
+            .into_iter()
+            .map(|p| p.strip_prefix(dir.path()).expect("inside").to_path_buf())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            found,
+            [
+                "group/tests/deep/d.yaml",
+                "hn/hn.yaml",
+                "hn/more/m.yml",
+                "tests.yaml"
+            ]
+            .map(PathBuf::from)
+        );
+    }
 }
