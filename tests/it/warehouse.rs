@@ -758,8 +758,8 @@ fn anomstack_shaped_warehouse_batches_ingest_from_hand_written_recordings() {
 #[test]
 fn a_cassette_cannot_point_a_replay_at_another_file_or_server() {
     // A hand-edited cassette names another SQLite file and a PostgreSQL
-    // host: a replay of a batch on the operator's SQLite file reads the
-    // file the operator set.
+    // host: a replay of a batch on a SQLite file is refused before either
+    // file is read (a local file cannot be replayed), so neither is.
     let dir = tempfile::tempdir().expect("dir");
     let mine = dir.path().join("mine.db");
     let theirs = dir.path().join("theirs.db");
@@ -788,16 +788,21 @@ fn a_cassette_cannot_point_a_replay_at_another_file_or_server() {
     );
     let mine_text = mine.display().to_string();
     let mut store = Store::in_memory().expect("store");
-    let report = with_cassette(
+    let refused = with_cassette(
         &spec,
         &mut store,
         &cassette,
         RecordMode::None,
         &[("ANOMSTACK_SQLITE_PATH", mine_text.as_str())],
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.stored, 1);
-    assert_eq!(values(&store, &spec), [("mine".into(), 1.0)]);
+    .expect_err("a replay of a local SQLite file");
+    assert!(
+        refused.to_string().contains(
+            "db: sqlite is not read over HTTP, so a run of it cannot be recorded or replayed: nothing was asked of it"
+        ),
+        "{refused}"
+    );
+    assert_eq!(store.count_rows(&spec.table_key).expect("count"), 0);
 }
 
 // ------------------------------------------------------------------ Turso

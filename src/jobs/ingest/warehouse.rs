@@ -75,6 +75,17 @@ pub(super) fn run(
         warehouse::open(spec.db, &run_env, tape, &scrub)?.ok_or_else(|| IngestError::Sql {
             message: "db: duckdb runs over the store, not as a warehouse".into(),
         })?;
+    // A replay promises no live query: one of a source that cannot replay
+    // asks nothing of it.
+    if matches!(plan, Some((Plan::Replay { .. }, _))) && !source.records() {
+        return Err(IngestError::Cassette {
+            message: format!(
+                "db: {} is not read over HTTP, so a run of it cannot be recorded or replayed: nothing \
+                 was asked of it (test the batch's judgements with a fixture history instead)",
+                crate::config::Choice::name(spec.db)
+            ),
+        });
+    }
     let clock_start_us = chrono::Utc::now().timestamp_micros();
     let result = source.query(sql, &limits);
     if let Some((plan, c)) = &plan {
@@ -85,8 +96,8 @@ pub(super) fn run(
         } else {
             tracing::warn!(
                 batch = %spec.metric_batch,
-                "db: {} is not read over HTTP, so there is nothing to record or replay: the query ran \
-                 for real and no cassette was written",
+                "db: {} is not read over HTTP, so there is nothing to record: the query ran for real and \
+                 no cassette was written",
                 crate::config::Choice::name(spec.db)
             );
         }
