@@ -90,6 +90,27 @@ pub fn terminal_block(text: &str) -> String {
     out
 }
 
+/// For XML 1.0 text and attribute values (a JUnit report): as
+/// [`terminal_block`], and the noncharacters U+FFFE and U+FFFF, which XML
+/// cannot carry even as references, as `\u{..}` too. The XML writer then
+/// escapes `<`, `&` and quotes.
+pub fn xml(text: &str) -> String {
+    let block = terminal_block(text);
+    let not_xml = |c: char| matches!(c, '\u{fffe}' | '\u{ffff}');
+    if !block.chars().any(not_xml) {
+        return block;
+    }
+    let mut out = String::with_capacity(block.len() + 16);
+    for c in block.chars() {
+        if not_xml(c) {
+            escape(c, &mut out);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The first `max_chars` characters of `text`, with `…` if it was longer.
 pub fn truncate(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
@@ -273,6 +294,15 @@ pub fn prometheus_label(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xml_text_keeps_lines_and_escapes_what_xml_cannot_carry() {
+        assert_eq!(xml("a\n\tb"), "a\n\tb");
+        assert_eq!(
+            xml("\u{1b}[31m\u{0}\u{fffe}\u{ffff}\r"),
+            "\\u{1b}[31m\\u{0}\\u{fffe}\\u{ffff}\\u{d}"
+        );
+    }
 
     #[test]
     fn json_for_a_script_element_cannot_end_it() {
