@@ -57,7 +57,7 @@ fn the_hackernews_cassette_replays_the_same_four_values_with_no_network() {
     let spec = folder.batch("hn_top_stories_scores").expect("hn").clone();
     let rows = replay_twice(
         &spec,
-        &repo().join("tests/cassettes/hn_top_stories_scores.yaml"),
+        &repo().join("metrics/examples/hackernews/tests/front_page.yaml"),
     );
     let values: Vec<&str> = rows
         .iter()
@@ -73,7 +73,10 @@ fn the_random_example_cassette_replays_identically() {
         .batch("example_random")
         .expect("example_random")
         .clone();
-    let rows = replay_twice(&spec, &repo().join("tests/cassettes/example_random.yaml"));
+    let rows = replay_twice(
+        &spec,
+        &repo().join("metrics/examples/random/tests/seeded.yaml"),
+    );
     assert_eq!(rows.len(), 3);
 }
 
