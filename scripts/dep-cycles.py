@@ -17,7 +17,8 @@ import sys
 
 # Bottom to top: a module may use the ones before it.
 LAYERS = ["escape", "outbound", "cassette", "child", "config", "domain", "drawing", "telemetry", "file_names", "sandbox",
-          "store", "warehouse", "llm", "models", "jobs", "alerts", "pipeline", "scheduler", "web", "cli"]
+          "store", "warehouse", "llm", "models", "jobs", "alerts", "pipeline", "folder_tests", "scheduler", "web",
+          "cli"]
 # The crate roots: they declare the modules, so they use every one.
 ROOTS = {(), ("main",)}
 

@@ -19,6 +19,7 @@ pub mod domain;
 pub mod drawing;
 pub mod escape;
 pub mod file_names;
+pub mod folder_tests;
 pub mod jobs;
 pub mod llm;
 pub mod models;

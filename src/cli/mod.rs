@@ -33,11 +33,13 @@ mod import;
 mod ingest;
 mod jobs;
 mod plot;
+mod record;
 mod run;
 mod runs;
 mod setup;
 mod summary;
 mod tasks;
+mod test;
 mod validate;
 
 use std::path::PathBuf;
@@ -109,6 +111,12 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Replay a batch's stored history through its configuration (or variants: --set, --sweep) as the scheduler would have run it, in memory, and say what it would have alerted; score it against labelled anomaly windows (--labels).
     Backtest(backtest::BacktestArgs),
+    /// Run the folder's own tests: every recorded ingest run and fixture history beside each batch (tests/),
+    /// replayed in parallel in scratch stores with no network, compared with the rows each must produce.
+    Test(test::TestArgs),
+    /// Record one live ingest run of a batch as a test (<batch folder>/tests/NAME.yaml, secrets scrubbed) with
+    /// its rows as the expected ones, then replay it as `sandstack test` will.
+    Record(record::RecordArgs),
     /// Train the batch's models on its history (train_sql) and save them under model_path.
     Train {
         batch: String,
@@ -351,6 +359,8 @@ fn run_command(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => ingest::ingest(cli, args),
         Command::Import(args) => import::import(cli, args),
         Command::Backtest(args) => backtest::backtest(cli, args),
+        Command::Test(args) => test::test(cli, args),
+        Command::Record(args) => record::record(cli, args),
         Command::Setup { check: true, .. } => setup::check(),
         Command::Setup {
             check: false,
