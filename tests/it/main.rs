@@ -15,6 +15,7 @@ mod confinement;
 mod dashboard;
 mod detection;
 mod fleet;
+mod folder_tests;
 mod hostile;
 mod import;
 mod ingest_sql;

@@ -79,6 +79,12 @@ impl Folder {
         self.dir.path()
     }
 
+    /// Copy the folder `from` (with what is in it) to `rel` in this one.
+    pub fn copy(&self, from: &Path, rel: &str) -> &Self {
+        copy_dir(from, &self.path().join(rel));
+        self
+    }
+
     pub fn write(&self, rel: &str, content: &str) -> &Self {
         let p = self.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
