@@ -75,19 +75,7 @@ fn escape(c: char, out: &mut String) {
 /// For what is meant to have lines (a run's log, a traceback, a table) and
 /// is shown framed, indented or as the last thing printed.
 pub fn terminal_block(text: &str) -> String {
-    let escaped = |c: char| escaped(c) && c != '\n' && c != '\t';
-    if !text.chars().any(escaped) {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if escaped(c) {
-            escape(c, &mut out);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    escape_where(text, |c| escaped(c) && c != '\n' && c != '\t')
 }
 
 /// For XML 1.0 text and attribute values (a JUnit report): as
@@ -95,14 +83,19 @@ pub fn terminal_block(text: &str) -> String {
 /// cannot carry even as references, as `\u{..}` too. The XML writer then
 /// escapes `<`, `&` and quotes.
 pub fn xml(text: &str) -> String {
-    let block = terminal_block(text);
-    let not_xml = |c: char| matches!(c, '\u{fffe}' | '\u{ffff}');
-    if !block.chars().any(not_xml) {
-        return block;
+    escape_where(text, |c| {
+        (escaped(c) && c != '\n' && c != '\t') || matches!(c, '\u{fffe}' | '\u{ffff}')
+    })
+}
+
+/// `text` with each character `escaped` says as `\u{..}`.
+fn escape_where(text: &str, escaped: impl Fn(char) -> bool) -> String {
+    if !text.chars().any(&escaped) {
+        return text.to_string();
     }
-    let mut out = String::with_capacity(block.len() + 16);
-    for c in block.chars() {
-        if not_xml(c) {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escaped(c) {
             escape(c, &mut out);
         } else {
             out.push(c);
