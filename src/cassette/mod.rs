@@ -233,6 +233,15 @@ impl Cassette {
             path: path.to_string(),
             message,
         };
+        // Shown in messages and sliced: hex only (empty in a cassette
+        // written by hand).
+        let hex = |t: &str| t.len() <= 64 && t.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(&c.function_sha256) {
+            return Err(err(format!(
+                "function_sha256 `{}` is not a SHA-256 in hex: record the run again",
+                crate::escape::truncate(&c.function_sha256, 70)
+            )));
+        }
         if c.version != FORMAT_VERSION {
             return Err(CassetteError::Version {
                 path: path.to_string(),

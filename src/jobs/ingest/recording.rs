@@ -187,7 +187,7 @@ pub fn prepare(
 }
 
 fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// Write the cassette if the plan records; returns its path.
