@@ -154,6 +154,18 @@ impl WarehouseError {
 /// for DuckDB, which runs over sandstack's own store. The tape is used by
 /// the sources that [`Source::records`].
 /// `scrub` names more values to keep out of cassettes (`--scrub`).
+/// Whether `db`'s queries go over HTTP as `env` configures it, so a
+/// cassette can record and replay them: not PostgreSQL's, nor a SQLite
+/// file's (Turso's do; a Turso setting that does not read is left to
+/// [`open`] to report).
+pub fn reads_over_http(db: Db, env: &Env) -> bool {
+    match db {
+        Db::DuckDb | Db::Postgres => false,
+        Db::Sqlite => !matches!(sqlite::Turso::from_env(env), Ok(None)),
+        Db::ClickHouse | Db::BigQuery | Db::Snowflake => true,
+    }
+}
+
 pub fn open(
     db: Db,
     env: &Env,

@@ -65,6 +65,19 @@ pub(super) fn run(
             }
         }
     }
+    // A replay promises no live query: one of a database that cannot
+    // replay asks nothing of it (nor asks for its settings).
+    if matches!(plan, Some((Plan::Replay { .. }, _)))
+        && !warehouse::reads_over_http(spec.db, &run_env)
+    {
+        return Err(IngestError::Cassette {
+            message: format!(
+                "db: {} is not read over HTTP, so a run of it cannot be recorded or replayed: nothing \
+                 was asked of it (test the batch's judgements with a fixture history instead)",
+                crate::config::Choice::name(spec.db)
+            ),
+        });
+    }
     let t = Instant::now();
     let scrub = opts
         .cassette
@@ -75,17 +88,6 @@ pub(super) fn run(
         warehouse::open(spec.db, &run_env, tape, &scrub)?.ok_or_else(|| IngestError::Sql {
             message: "db: duckdb runs over the store, not as a warehouse".into(),
         })?;
-    // A replay promises no live query: one of a source that cannot replay
-    // asks nothing of it.
-    if matches!(plan, Some((Plan::Replay { .. }, _))) && !source.records() {
-        return Err(IngestError::Cassette {
-            message: format!(
-                "db: {} is not read over HTTP, so a run of it cannot be recorded or replayed: nothing \
-                 was asked of it (test the batch's judgements with a fixture history instead)",
-                crate::config::Choice::name(spec.db)
-            ),
-        });
-    }
     let clock_start_us = chrono::Utc::now().timestamp_micros();
     let result = source.query(sql, &limits);
     if let Some((plan, c)) = &plan {
