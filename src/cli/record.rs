@@ -52,13 +52,46 @@ pub fn record(cli: &Cli, args: &RecordArgs) -> anyhow::Result<ExitCode> {
         );
     }
     folder_tests::run::recorded_code(spec).map_err(anyhow::Error::msg)?;
+    let env = host_env();
+    if spec.db != crate::config::Db::DuckDb && !crate::warehouse::reads_over_http(spec.db, &env) {
+        bail!(
+            "batch `{}` reads db: {}, which is not read over HTTP, so a run of it cannot be recorded: test its \
+             judgements with a fixture history instead",
+            spec.metric_batch,
+            crate::config::Choice::name(spec.db)
+        );
+    }
     let dir = discover::tests_dir(spec);
+    let beside: Vec<&str> = folder
+        .batches
+        .iter()
+        .filter(|b| discover::tests_dir(b) == dir)
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    if beside.len() > 1 {
+        bail!(
+            "batch `{}` shares its folder with {}: a test belongs to the one batch of its folder, so sandstack test \
+             would refuse it; give each batch a folder of its own",
+            spec.metric_batch,
+            beside.join(", ")
+        );
+    }
     if std::fs::symlink_metadata(&dir).is_err() {
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     folder_tests::inside(&folder.dir, &dir).map_err(anyhow::Error::msg)?;
     let recording = dir.join(format!("{}{}", args.name, discover::RECORDING));
     let expected_file = dir.join(format!("{}{}", args.name, discover::EXPECTED));
+    for other in [discover::RECORDING_YML, discover::HISTORY] {
+        let taken = dir.join(format!("{}{other}", args.name));
+        if std::fs::symlink_metadata(&taken).is_ok() {
+            bail!(
+                "{} is test `{}` already: choose another --name",
+                taken.display(),
+                args.name
+            );
+        }
+    }
     for path in [&recording, &expected_file] {
         if std::fs::symlink_metadata(path).is_ok() {
             discover::regular(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -85,7 +118,6 @@ pub fn record(cli: &Cli, args: &RecordArgs) -> anyhow::Result<ExitCode> {
         dry_run: true,
         simulated_now_us: None,
     };
-    let env = host_env();
     let mut store = Store::in_memory()?;
     errln!("record {}: running the ingest for real", spec.metric_batch);
     let report = match dispatch::run(
@@ -106,14 +138,6 @@ pub fn record(cli: &Cli, args: &RecordArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let rows = expected::rows_of(std::slice::from_ref(&report.rows)).map_err(anyhow::Error::msg)?;
-    if !cassette_file.exists() {
-        bail!(
-            "db: {} is not read over HTTP, so a run of it cannot be recorded (it ran, and nothing was written to \
-             {}): test the batch's judgements with a fixture history instead",
-            crate::config::Choice::name(spec.db),
-            dir.display()
-        );
-    }
     let cassette = Cassette::load(&cassette_file)?;
     folder_tests::replace_file(&recording, &std::fs::read(&cassette_file)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", recording.display()))?;

@@ -140,6 +140,10 @@ pub fn test(cli: &Cli, args: &TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The most characters of an error shown (a batch's error may quote
+/// megabytes of its own text).
+const MAX_SHOWN: usize = 4_000;
+
 /// One test's line, and what it failed with, indented below it.
 pub fn print_result(r: &TestResult) {
     let secs = format!("{:.2} s", r.elapsed.as_secs_f64());
@@ -165,17 +169,17 @@ pub fn print_result(r: &TestResult) {
         Outcome::BadExpected(message) => println!(
             "FAILED  {}: {}\n          (`sandstack test --update` writes it again)",
             crate::escape::terminal_line(&r.id),
-            crate::escape::terminal_indented(message, "          ")
+            crate::escape::terminal_indented(&crate::escape::truncate(message, MAX_SHOWN), "          ")
         ),
         // A refused file's message starts with its name, its id.
         Outcome::Error(message) if message.starts_with(&r.id) => println!(
             "ERROR   {}",
-            crate::escape::terminal_indented(message, "          ")
+            crate::escape::terminal_indented(&crate::escape::truncate(message, MAX_SHOWN), "          ")
         ),
         Outcome::Error(message) => println!(
             "ERROR   {}: {}",
             crate::escape::terminal_line(&r.id),
-            crate::escape::terminal_indented(message, "          ")
+            crate::escape::terminal_indented(&crate::escape::truncate(message, MAX_SHOWN), "          ")
         ),
         Outcome::NotRun => outln!("skipped {} (--fail-fast)", r.id),
     }

@@ -1,12 +1,13 @@
 //! Finding a metrics folder's tests: the `tests/` folder beside each
 //! batch's YAML holds recordings (`<name>.yaml`, a cassette of one ingest
 //! run), fixture histories (`<name>.history.csv`) and the rows each must
-//! produce (`<name>.expected.csv`). Everything here is the batch author's,
-//! so a file that is not a regular file of the folder, is too large, or
-//! does not parse is refused here, as an error of its own test, before
-//! anything runs. A recording is parsed in a helper process (as the
-//! folder's YAML is: within a deadline and a budget) and kept as its
-//! checked value, so the run never reads the author's text again.
+//! produce (`<name>.expected.csv`). A test belongs to the one batch of its
+//! folder. Everything here is the batch author's, so what cannot be a
+//! test (a link, a subfolder, a name that cannot name one or a suffix in
+//! the wrong case, an expected file without its test, too many files) is
+//! refused here, as an error of its own; nothing is read: each test reads,
+//! caps and parses its own files when it runs (`super::run`), so finding
+//! costs one directory listing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -171,6 +172,10 @@ fn find_in(dir: &Path, batches: &[&BatchSpec], found: &mut Found) {
             refuse(found, &file, format!("{file}: the name is not UTF-8"));
             continue;
         };
+        if let Some(why) = misnamed(name) {
+            refuse(found, &file, format!("{file}: {why}"));
+            continue;
+        }
         let (stem, is_history) = if let Some(s) = name.strip_suffix(EXPECTED) {
             expected.push((s.to_string(), path));
             continue;
@@ -242,6 +247,24 @@ fn find_in(dir: &Path, batches: &[&BatchSpec], found: &mut Found) {
     }
 }
 
+/// Why `name` looks like a test file but will not be read as one (a
+/// suffix in capitals, a history that is not CSV); None when it is one,
+/// or plainly something else.
+fn misnamed(name: &str) -> Option<&'static str> {
+    let suffixes = [EXPECTED, HISTORY, RECORDING, RECORDING_YML];
+    let lower = name.to_ascii_lowercase();
+    if suffixes.iter().any(|s| lower.ends_with(s)) && !suffixes.iter().any(|s| name.ends_with(s)) {
+        return Some("write its suffix in lower case (.yaml, .history.csv, .expected.csv): as it is, it would not be read");
+    }
+    let stem = Path::new(&lower)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned());
+    if stem.is_some_and(|s| s.ends_with(".history")) && !name.ends_with(HISTORY) {
+        return Some("a fixture history is read as CSV: save it as <name>.history.csv");
+    }
+    None
+}
+
 /// `path` is a regular file itself, not a link to one.
 pub fn regular(path: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(path) {
@@ -308,6 +331,8 @@ mod tests {
             ("a/tests/README.md", ""),
             ("a/tests/sub/deep.yaml", ""),
             ("a/tests/gone.expected.csv", ""),
+            ("a/tests/Loud.YAML", ""),
+            ("a/tests/week.history.parquet", ""),
             ("two/b.yaml", &format!("metric_batch: b\n{SQL}")),
             ("two/c.yaml", &format!("metric_batch: c\n{SQL}")),
             ("two/tests/x.yaml", ""),
@@ -334,7 +359,12 @@ mod tests {
             shown("a/tests/gone.expected.csv")
         );
         assert_eq!(refused("this folder holds b, c"), shown("two/tests"));
-        assert_eq!(found.refused.len(), 3, "{:?}", found.refused);
+        assert_eq!(refused("in lower case"), shown("a/tests/Loud.YAML"));
+        assert_eq!(
+            refused("read as CSV"),
+            shown("a/tests/week.history.parquet")
+        );
+        assert_eq!(found.refused.len(), 5, "{:?}", found.refused);
         // Asked for one batch, the others' tests are not looked at.
         let only = BTreeSet::from(["b".to_string()]);
         let found = find(&f, &only);

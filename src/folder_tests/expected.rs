@@ -436,6 +436,38 @@ mod tests {
     }
 
     #[test]
+    fn repeated_rows_pair_by_value_and_null_and_nan_are_values_of_their_own() {
+        let text = "metric_timestamp,metric_name,metric_type,metric_value\n\
+                    2026-01-01T00:00:00Z,a,metric,2.0\n\
+                    2026-01-01T00:00:00Z,a,metric,1.0\n\
+                    2026-01-01T00:00:00Z,a,metric,NaN\n\
+                    2026-01-01T00:00:00Z,a,metric,\n";
+        let expected = from_csv(text, "e.csv").expect("read");
+        let t = expected[0].row.timestamp_us;
+        let mut actual = vec![
+            row(t, "a", "metric", 1.0),
+            Row {
+                value: None,
+                ..row(t, "a", "metric", 0.0)
+            },
+            row(t, "a", "metric", -f64::NAN),
+            row(t, "a", "metric", 2.0),
+        ];
+        actual.sort_by(Row::cmp);
+        assert!(compare(&expected, &actual, Tolerance::default()).is_empty());
+        // A NULL where a number was, or one copy fewer, is a difference.
+        let mut fewer = actual.clone();
+        fewer.retain(|r| r.value != Some(1.0));
+        let diff = compare(&expected, &fewer, Tolerance::default());
+        assert_eq!((diff.changed, diff.missing, diff.extra), (1, 1, 0));
+        for r in actual.iter_mut().filter(|r| r.value == Some(2.0)) {
+            r.value = None;
+        }
+        actual.sort_by(Row::cmp);
+        assert!(!compare(&expected, &actual, Tolerance::default()).is_empty());
+    }
+
+    #[test]
     fn malformed_files_are_refused_with_the_line_and_column() {
         let head = "metric_timestamp,metric_name,metric_type,metric_value\n";
         let err = |body: &str| from_csv(&format!("{head}{body}"), "x.expected.csv").unwrap_err();

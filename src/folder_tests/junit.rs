@@ -82,7 +82,14 @@ fn case(w: &mut Writer<Vec<u8>>, r: &TestResult) -> Result<(), std::io::Error> {
     e.push_attribute(("time", format!("{:.3}", r.elapsed.as_secs_f64()).as_str()));
     let (tag, message, body) = match &r.outcome {
         Outcome::Passed => (None, String::new(), String::new()),
-        Outcome::Failed(diff) => (Some("failure"), diff.summary(), diff.lines.join("\n")),
+        Outcome::Failed(diff) => {
+            let mut lines = diff.lines.join("\n");
+            let all = diff.changed + diff.missing + diff.extra;
+            if all > diff.lines.len() {
+                lines.push_str(&format!("\n... and {} more", all - diff.lines.len()));
+            }
+            (Some("failure"), diff.summary(), lines)
+        }
         Outcome::NoExpected => (
             Some("failure"),
             "no expected rows: run `sandstack test --update` and review them".to_string(),
@@ -96,7 +103,8 @@ fn case(w: &mut Writer<Vec<u8>>, r: &TestResult) -> Result<(), std::io::Error> {
             String::new(),
         ),
     };
-    let mut body = body;
+    // A batch's error may quote megabytes of its own text.
+    let mut body = crate::escape::truncate(&body, 4_000);
     for note in &r.notes {
         body.push_str(&format!("\nnote: {note}"));
     }

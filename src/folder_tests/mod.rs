@@ -128,7 +128,21 @@ pub fn write_expected(
     }
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     inside(root, dir).map_err(|e| format!("{shown}: {e}"))?;
+    if rows.len() > expected::MAX_ROWS {
+        return Err(format!(
+            "{shown}: the test produces {} rows, more than the {} an expected file may hold: test a smaller recording or history",
+            rows.len(),
+            expected::MAX_ROWS
+        ));
+    }
     let text = expected::to_csv(rows).map_err(|e| format!("{shown}: {e}"))?;
+    if text.len() as u64 > expected::MAX_BYTES {
+        return Err(format!(
+            "{shown}: the test's rows take {} KiB, more than the {} KiB an expected file may have: test a smaller recording or history",
+            text.len() >> 10,
+            expected::MAX_BYTES >> 10
+        ));
+    }
     replace_file(path, text.as_bytes()).map_err(|e| format!("{shown}: {e}"))
 }
 

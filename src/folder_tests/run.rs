@@ -122,12 +122,14 @@ pub fn run_case(spec: &BatchSpec, case: &TestCase, setting: &Setting<'_>) -> Tes
 }
 
 /// Why an expected file was not read.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ExpectedError {
     /// Not a regular file of the folder: never replaced.
+    #[error("{0}")]
     Refused(String),
     /// A file of the folder that is too large or does not read as expected
     /// rows: `--update` writes it again.
+    #[error("{0}")]
     Unreadable(String),
 }
 
@@ -139,10 +141,14 @@ pub fn read_expected(root: &Path, path: &Path) -> Result<Option<Vec<ExpectedRow>
     }
     super::discover::regular(path).map_err(|e| ExpectedError::Refused(format!("{shown}: {e}")))?;
     let text = folder_files::read_inside(root, path, expected::MAX_BYTES).map_err(|e| match e {
-        ReadError::TooBig { .. } => {
-            ExpectedError::Unreadable(format!("{shown}: {}", read_error(e, "an expected file")))
+        ReadError::NotRegular | ReadError::Outside => {
+            ExpectedError::Refused(format!("{shown}: {e}"))
         }
-        other => ExpectedError::Refused(format!("{shown}: {other}")),
+        // Too large, or not text: a file of the folder to write again.
+        other => ExpectedError::Unreadable(format!(
+            "{shown}: {}",
+            read_error(other, "an expected file")
+        )),
     })?;
     expected::from_csv(&text, &shown)
         .map(Some)
@@ -186,35 +192,34 @@ fn produce(
         peers: &[],
         mode: RunMode::default(),
     };
-    let copy = |path: &Path,
-                name: &str,
-                max: u64,
-                what: &str|
-     -> Result<(String, std::path::PathBuf), String> {
-        let text = folder_files::read_inside(setting.root, path, max)
-            .map_err(|e| format!("{}: {}", path.display(), read_error(e, what)))?;
-        Ok((text, scratch.path().join(name)))
-    };
     match &case.input {
         Input::Recording(path) => {
-            let (text, file) = copy(
-                path,
-                "recording.yaml",
-                crate::cassette::max_bytes(),
-                "a recording",
-            )
-            .map_err(|e| match e.contains(" KiB a recording may have") {
-                true => format!("{e} (the operator sets {})", crate::cassette::MAX_MB_ENV),
-                false => e,
-            })?;
+            let text = folder_files::read_inside(setting.root, path, crate::cassette::max_bytes())
+                .map_err(|e| {
+                    let why = match &e {
+                        ReadError::TooBig { .. } => format!(
+                            "{} (the operator sets {})",
+                            read_error(e, "a recording"),
+                            crate::cassette::MAX_MB_ENV
+                        ),
+                        _ => read_error(e, "a recording"),
+                    };
+                    format!("{}: {why}", path.display())
+                })?;
             let cassette = parse_recording(setting.root, path, &text, &spec)?;
+            let file = scratch.path().join("recording.yaml");
             replay(&spec, &cassette, &file, &mut store, &ctx, notes)
                 .map_err(|e| e.replace(&file.display().to_string(), &path.display().to_string()))
         }
         Input::History(path) => {
-            let (text, file) = copy(path, "history.csv", MAX_HISTORY_BYTES, "a fixture history")?;
+            let text =
+                folder_files::read_inside(setting.root, path, MAX_HISTORY_BYTES).map_err(|e| {
+                    format!("{}: {}", path.display(), read_error(e, "a fixture history"))
+                })?;
+            let file = scratch.path().join("history.csv");
             std::fs::write(&file, text)
                 .map_err(|e| format!("cannot write the scratch copy: {e}"))?;
+            // Errors name the author's file, not the scratch copy.
             let named =
                 |e: String| e.replace(&file.display().to_string(), &path.display().to_string());
             judge(&spec, &file, &mut store, &ctx).map_err(named)

@@ -112,6 +112,10 @@ fn a_fixture_history_is_judged_with_scores_alerts_and_changes() {
         expected.contains("2026-11-21T23:30:00Z,sql_noise,alert,1.0"),
         "{expected}"
     );
+    assert!(
+        expected.contains("2026-11-21T23:30:00Z,sql_noise,change,1.0"),
+        "{expected}"
+    );
     assert!(expected.contains(",sql_noise,score,"), "{expected}");
 }
 
@@ -292,6 +296,20 @@ fn hostile_test_files_are_refused_and_nothing_outside_the_folder_is_touched() {
         seeded.replace("batch: example_random", "batch: example_sql"),
     )
     .expect("write");
+    // A hash that is not one (multibyte, an escape): refused, not sliced.
+    let hash_line = seeded
+        .lines()
+        .find(|l| l.starts_with("function_sha256:"))
+        .expect("hash line")
+        .to_string();
+    std::fs::write(
+        t.join("badhash.yaml"),
+        seeded.replace(
+            &hash_line,
+            "function_sha256: \"aaaaaaaaaaa\\u00e9\\e[31mred\"",
+        ),
+    )
+    .expect("write");
     std::fs::copy(t.join("seeded.yaml"), t.join("bad.yaml")).expect("copy");
     std::fs::write(
         t.join("bad.expected.csv"),
@@ -366,6 +384,15 @@ fn hostile_test_files_are_refused_and_nothing_outside_the_folder_is_touched() {
         "the linked expected file was replaced"
     );
     has("ERROR", "orphan.expected.csv", "no recording (orphan.yaml)");
+    has(
+        "ERROR",
+        "badhash.yaml",
+        "is not a SHA-256 in hex: record the run again",
+    );
+    assert!(
+        !ran.all().contains('\u{1b}'),
+        "an escape reached the terminal"
+    );
     has("ERROR", "bad$name.yaml", "cannot name a test");
     has("ERROR", "sql/tests", "is not a folder (a symlink?)");
     // The good test still ran and passed.
@@ -423,4 +450,72 @@ fn a_database_not_read_over_http_is_never_queried_by_a_replay() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the database was connected to"
     );
+}
+
+#[test]
+fn a_new_test_fails_until_accepted_and_fail_fast_stops_the_rest() {
+    let f = Folder::with_defaults();
+    f.copy(&repo().join("metrics/examples/random"), "examples/random");
+    f.copy(&repo().join("metrics/examples/sql"), "examples/sql");
+    std::fs::remove_file(f.path().join("examples/random/tests/seeded.expected.csv")).expect("rm");
+    let cwd = tempfile::tempdir().expect("tmp");
+    let ran = sandstack(f.path(), cwd.path(), &["test"], &[]);
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    assert!(
+        ran.stdout.contains("NEW     example_random/seeded (3 rows"),
+        "{}",
+        ran.all()
+    );
+    assert!(
+        ran.stdout.contains("2 tests: 1 passed, 1 failed"),
+        "{}",
+        ran.all()
+    );
+
+    // One thread, in name order: the first fails, the second never starts.
+    let ran = sandstack(
+        f.path(),
+        cwd.path(),
+        &["test", "--fail-fast", "-j", "1"],
+        &[],
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    assert!(
+        ran.stdout
+            .contains("skipped example_sql/noise_spike (--fail-fast)"),
+        "{}",
+        ran.all()
+    );
+    assert!(
+        ran.stdout
+            .contains("2 tests: 0 passed, 1 failed, 1 not run"),
+        "{}",
+        ran.all()
+    );
+
+    let ran = sandstack(
+        f.path(),
+        cwd.path(),
+        &["test", "--filter", "no_such_test"],
+        &[],
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    assert!(ran.stderr.contains("no tests found"), "{}", ran.all());
+
+    // record keeps to the layout's names.
+    f.write("examples/random/tests/clash.history.csv", "");
+    let ran = sandstack(
+        f.path(),
+        cwd.path(),
+        &["record", "example_random", "--name", "clash"],
+        &[],
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.all());
+    assert!(
+        ran.stderr
+            .contains("clash.history.csv is test `clash` already"),
+        "{}",
+        ran.all()
+    );
+    assert!(!f.path().join("examples/random/tests/clash.yaml").exists());
 }
