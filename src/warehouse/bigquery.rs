@@ -542,10 +542,6 @@ impl super::Source for BigQuery {
             .finish()
     }
 
-    fn records(&self) -> bool {
-        true
-    }
-
     fn replay_settings(&self) -> Env {
         let mut env = Env::from([(PROJECT_ENV.to_string(), self.project.clone())]);
         if self.endpoint.as_str().trim_end_matches('/') != DEFAULT_ENDPOINT {

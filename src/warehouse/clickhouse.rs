@@ -260,10 +260,6 @@ impl super::Source for ClickHouse {
         columns.finish()
     }
 
-    fn records(&self) -> bool {
-        true
-    }
-
     fn replay_settings(&self) -> Env {
         let mut env = Env::from([
             (

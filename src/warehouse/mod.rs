@@ -46,12 +46,6 @@ pub trait Source {
     /// Run `sql` (one read-only query) within `limits` and return its rows.
     fn query(&mut self, sql: &str, limits: &QueryLimits) -> Result<RecordBatch, WarehouseError>;
 
-    /// Whether its runs go over HTTP, so a cassette can record and replay
-    /// them (a local file or a PostgreSQL connection cannot).
-    fn records(&self) -> bool {
-        false
-    }
-
     /// The exchanges kept for a cassette (HTTP sources that record).
     fn take_interactions(&mut self) -> Vec<Interaction> {
         Vec::new()
@@ -150,10 +144,6 @@ impl WarehouseError {
     }
 }
 
-/// Connect to the warehouse `db` names, with the operator's `env`; None
-/// for DuckDB, which runs over sandstack's own store. The tape is used by
-/// the sources that [`Source::records`].
-/// `scrub` names more values to keep out of cassettes (`--scrub`).
 /// Whether `db`'s queries go over HTTP as `env` configures it, so a
 /// cassette can record and replay them: not PostgreSQL's, nor a SQLite
 /// file's (Turso's do; a Turso setting that does not read is left to
@@ -166,6 +156,10 @@ pub fn reads_over_http(db: Db, env: &Env) -> bool {
     }
 }
 
+/// Connect to the warehouse `db` names, with the operator's `env`; None
+/// for DuckDB, which runs over sandstack's own store. The tape is used by
+/// the sources [`reads_over_http`] says go over HTTP.
+/// `scrub` names more values to keep out of cassettes (`--scrub`).
 pub fn open(
     db: Db,
     env: &Env,

@@ -593,10 +593,6 @@ impl super::Source for Snowflake {
         columns.finish()
     }
 
-    fn records(&self) -> bool {
-        true
-    }
-
     fn replay_settings(&self) -> Env {
         let mut env = Env::from([
             (ACCOUNT_ENV.to_string(), self.account.clone()),

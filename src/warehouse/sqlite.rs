@@ -488,10 +488,6 @@ impl super::Source for TursoSource {
         rows.finish(limits)
     }
 
-    fn records(&self) -> bool {
-        true
-    }
-
     fn replay_settings(&self) -> Env {
         let base = self
             .pipeline

@@ -65,11 +65,10 @@ pub(super) fn run(
             }
         }
     }
+    let over_http = warehouse::reads_over_http(spec.db, &run_env);
     // A replay promises no live query: one of a database that cannot
     // replay asks nothing of it (nor asks for its settings).
-    if matches!(plan, Some((Plan::Replay { .. }, _)))
-        && !warehouse::reads_over_http(spec.db, &run_env)
-    {
+    if matches!(plan, Some((Plan::Replay { .. }, _))) && !over_http {
         return Err(IngestError::Cassette {
             message: format!(
                 "db: {} is not read over HTTP, so a run of it cannot be recorded or replayed: nothing \
@@ -91,7 +90,7 @@ pub(super) fn run(
     let clock_start_us = chrono::Utc::now().timestamp_micros();
     let result = source.query(sql, &limits);
     if let Some((plan, c)) = &plan {
-        if source.records() {
+        if over_http {
             let interactions = source.take_interactions();
             let settings = source.replay_settings();
             write_cassette(plan, c, spec, sql, &settings, interactions, clock_start_us)?;
