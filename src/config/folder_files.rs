@@ -27,6 +27,11 @@ pub enum ReadError {
 /// `root` (a symlink out of it is refused before anything is opened), at
 /// most `max_bytes` long.
 pub fn read_inside(root: &Path, path: &Path, max_bytes: u64) -> Result<String, ReadError> {
+    read_regular(&resolve_inside(root, path)?, max_bytes)
+}
+
+/// `path` with every link resolved, if that is inside the folder `root`.
+pub fn resolve_inside(root: &Path, path: &Path) -> Result<std::path::PathBuf, ReadError> {
     let canonical = path
         .canonicalize()
         .map_err(|e| ReadError::Io(e.to_string()))?;
@@ -36,7 +41,7 @@ pub fn read_inside(root: &Path, path: &Path, max_bytes: u64) -> Result<String, R
     if !inside {
         return Err(ReadError::Outside);
     }
-    read_regular(&canonical, max_bytes)
+    Ok(canonical)
 }
 
 /// The text of the regular file at `path`, at most `max_bytes` long.

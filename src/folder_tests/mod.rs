@@ -171,15 +171,13 @@ pub fn inside(root: &std::path::Path, dir: &std::path::Path) -> Result<(), Strin
     if !meta.is_dir() {
         return Err(format!("{} is not a folder (a symlink?)", dir.display()));
     }
-    let (Ok(dir), Ok(root)) = (dir.canonicalize(), root.canonicalize()) else {
-        return Err("cannot resolve the folder".into());
-    };
-    if !dir.starts_with(&root) {
-        return Err(format!(
+    match crate::config::folder_files::resolve_inside(root, dir) {
+        Ok(_) => Ok(()),
+        Err(crate::config::folder_files::ReadError::Outside) => Err(format!(
             "{} resolves outside the metrics folder {}",
             dir.display(),
             root.display()
-        ));
+        )),
+        Err(e) => Err(format!("cannot resolve {}: {e}", dir.display())),
     }
-    Ok(())
 }
