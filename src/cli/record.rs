@@ -11,11 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use super::{find_batch, host_env, job_context, load_folder, load_policy, Cli};
+use super::{find_batch, host_env, job_context, load_folder, Cli};
 use crate::cassette::{Cassette, RecordMode};
 use crate::config::Job;
 use crate::folder_tests::expected::{self, Tolerance};
-use crate::folder_tests::{self, discover, Input, Outcome, Setting, TestCase};
+use crate::folder_tests::{self, discover, Input, Outcome, TestCase};
 use crate::jobs::ingest::recording::CassetteOptions;
 use crate::pipeline::{dispatch, JobOutcome, RunMode};
 use crate::store::Store;
@@ -161,7 +161,7 @@ pub fn record(cli: &Cli, args: &RecordArgs) -> anyhow::Result<ExitCode> {
         input: Input::Recording(recording.clone()),
         expected: expected_file.clone(),
     };
-    let replayed = replay(cli, &folder.dir, spec, &case)?;
+    let replayed = replay(cli, &folder.dir, &env, spec, &case)?;
     folder_tests::write_expected(&folder.dir, &expected_file, &replayed)
         .map_err(anyhow::Error::msg)?;
     outln!("  {}", expected_file.display());
@@ -187,18 +187,11 @@ pub fn record(cli: &Cli, args: &RecordArgs) -> anyhow::Result<ExitCode> {
 fn replay(
     cli: &Cli,
     root: &Path,
+    env: &std::collections::BTreeMap<String, String>,
     spec: &crate::config::BatchSpec,
     case: &TestCase,
 ) -> anyhow::Result<Vec<expected::Row>> {
-    let env = host_env();
-    let policy = load_policy(cli)?;
-    let setting = Setting {
-        root,
-        tolerance: Tolerance::default(),
-        env: &env,
-        sandboxes: &crate::jobs::ingest::DefaultSandbox,
-        confined: super::confined_settings(&policy),
-    };
+    let setting = super::test::setting(cli, root, env, Tolerance::default())?;
     let result = folder_tests::run::run_case(spec, case, &setting);
     match (result.outcome, result.actual) {
         (Outcome::Error(message), _) => bail!(

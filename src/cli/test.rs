@@ -98,16 +98,10 @@ pub fn test(cli: &Cli, args: &TestArgs) -> anyhow::Result<ExitCode> {
         jobs.min(cases.len()).max(1)
     );
     let env = host_env();
-    let policy = load_policy(cli)?;
-    let setting = Setting {
-        root: &folder.dir,
-        tolerance: Tolerance {
-            score: args.score_tolerance,
-        },
-        env: &env,
-        sandboxes: &crate::jobs::ingest::DefaultSandbox,
-        confined: super::confined_settings(&policy),
+    let tolerance = Tolerance {
+        score: args.score_tolerance,
     };
+    let setting = setting(cli, &folder.dir, &env, tolerance)?;
     for r in &refused {
         print_result(r);
     }
@@ -137,6 +131,25 @@ pub fn test(cli: &Cli, args: &TestArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// What every test runs with: the folder, the process's environment, the
+/// default sandbox and the policy's settings for the folder's SQL (the
+/// same for `sandstack record`'s replay).
+pub(super) fn setting<'a>(
+    cli: &Cli,
+    root: &'a Path,
+    env: &'a std::collections::BTreeMap<String, String>,
+    tolerance: Tolerance,
+) -> anyhow::Result<Setting<'a>> {
+    let policy = load_policy(cli)?;
+    Ok(Setting {
+        root,
+        tolerance,
+        env,
+        sandboxes: &crate::jobs::ingest::DefaultSandbox,
+        confined: super::confined_settings(&policy),
     })
 }
 

@@ -355,10 +355,8 @@ fn judge(
         return Err("the history holds no values".into());
     };
     let at = ctx.at(at);
-    for job in FIXTURE_JOBS {
-        if spec.schedules.get(&job).is_none_or(|s| s.disabled) {
-            continue;
-        }
+    let enabled: Vec<Job> = spec.scheduled_jobs().map(|(job, _)| job).collect();
+    for job in FIXTURE_JOBS.into_iter().filter(|j| enabled.contains(j)) {
         dispatch::run(spec, store, job, &at).map_err(|e| format!("the {} job: {e}", job.name()))?;
     }
     let stored = store
