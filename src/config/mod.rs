@@ -626,11 +626,7 @@ fn batch_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
         match entry {
             Ok(e) => {
                 let p = e.path();
-                let is_yaml = matches!(
-                    p.extension().and_then(|x| x.to_str()),
-                    Some("yaml") | Some("yml")
-                );
-                if e.file_type().is_file() && is_yaml && p != defaults {
+                if e.file_type().is_file() && is_yaml(p) && p != defaults {
                     files.push(p.to_path_buf());
                 }
             }
@@ -657,12 +653,17 @@ fn holds_yaml(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
-    entries.filter_map(Result::ok).any(|e| {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        (name.ends_with(".yaml") || name.ends_with(".yml"))
-            && e.file_type().is_ok_and(|t| t.is_file())
-    })
+    entries
+        .filter_map(Result::ok)
+        .any(|e| is_yaml(&e.path()) && e.file_type().is_ok_and(|t| t.is_file()))
+}
+
+/// Whether `path` names a YAML file (`.yaml` or `.yml`).
+fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|x| x.to_str()),
+        Some("yaml") | Some("yml")
+    )
 }
 
 fn note_unused_keys(file: &Path, map: &Mapping, notes: &mut Vec<String>) {

@@ -113,7 +113,7 @@ fn case(w: &mut Writer<Vec<u8>>, r: &TestResult) -> Result<(), std::io::Error> {
             return w.write_event(Event::Empty(e));
         }
         w.write_event(Event::Start(e))?;
-        text_element(w, "system-out", body.trim_start())?;
+        text_element(w, BytesStart::new("system-out"), body.trim_start())?;
         return w.write_event(Event::End(BytesEnd::new("testcase")));
     };
     w.write_event(Event::Start(e))?;
@@ -125,19 +125,22 @@ fn case(w: &mut Writer<Vec<u8>>, r: &TestResult) -> Result<(), std::io::Error> {
     if body.trim().is_empty() {
         w.write_event(Event::Empty(inner))?;
     } else {
-        w.write_event(Event::Start(inner))?;
-        let text = crate::escape::xml(body.trim_start());
-        w.write_event(Event::Text(BytesText::new(&text)))?;
-        w.write_event(Event::End(BytesEnd::new(tag)))?;
+        text_element(w, inner, body.trim_start())?;
     }
     w.write_event(Event::End(BytesEnd::new("testcase")))
 }
 
-fn text_element(w: &mut Writer<Vec<u8>>, tag: &str, text: &str) -> Result<(), std::io::Error> {
-    w.write_event(Event::Start(BytesStart::new(tag)))?;
+/// `start`, `text` (escaped) and the matching end.
+fn text_element(
+    w: &mut Writer<Vec<u8>>,
+    start: BytesStart<'_>,
+    text: &str,
+) -> Result<(), std::io::Error> {
+    let end = start.to_end().into_owned();
+    w.write_event(Event::Start(start))?;
     let text = crate::escape::xml(text);
     w.write_event(Event::Text(BytesText::new(&text)))?;
-    w.write_event(Event::End(BytesEnd::new(tag)))
+    w.write_event(Event::End(end))
 }
 
 /// An attribute's value: one line, control characters escaped.
