@@ -13,6 +13,17 @@ pub enum StoreError {
         #[source]
         source: EngineError,
     },
+    /// A database server could not be reached or refused the login.
+    #[error(
+        "cannot connect to PostgreSQL at {url}: {source} (check that the server is up and that \
+         the URL's host, port, user, password and database are right)"
+    )]
+    Connect {
+        /// The URL with its password hidden.
+        url: String,
+        #[source]
+        source: EngineError,
+    },
     #[error(
         "{path} names a MotherDuck database: sandstack's DuckDB runs offline without extensions, \
          so it cannot reach MotherDuck. Point --db (or SANDSTACK_DB, ANOMSTACK_DUCKDB_PATH) at a \

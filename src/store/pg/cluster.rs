@@ -2,7 +2,8 @@
 //! by `initdb` in a temporary directory, listening on a free loopback port
 //! only, run as an unprivileged user (`nobody` when this process is root,
 //! since PostgreSQL refuses root), with a login role that is not a
-//! superuser, and stopped and deleted when dropped. The server programs
+//! superuser, passwords checked (SCRAM), and stopped and deleted when
+//! dropped. The server programs
 //! come from Debian's `postgresql` package (`scripts/install-deps`), or
 //! from `SANDSTACK_PG_BIN`.
 
@@ -10,6 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The superuser's password (the cluster listens on loopback only and
+/// lives as long as the test).
+const ADMIN_PASSWORD: &str = "admin";
 
 pub struct TempCluster {
     /// `postgres://` URL of the non-superuser role's database.
@@ -95,6 +100,12 @@ impl TempCluster {
                 .map_err(|e| e.to_string())?;
             std::os::unix::fs::chown(&data, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
         }
+        // The superuser's password, for initdb to set.
+        let pwfile = dir.path().join("admin.pw");
+        std::fs::write(&pwfile, ADMIN_PASSWORD).map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
+        }
         let mut cluster = TempCluster {
             url: String::new(),
             admin_url: String::new(),
@@ -111,7 +122,9 @@ impl TempCluster {
                 path_str(&cluster.data)?,
                 "-U",
                 "admin",
-                "--auth=trust",
+                "--auth=scram-sha-256",
+                "--pwfile",
+                path_str(&pwfile)?,
                 "-E",
                 "UTF8",
                 "--no-locale",
@@ -119,7 +132,10 @@ impl TempCluster {
             ],
         )?;
         cluster.port = cluster.serve(durable)?;
-        cluster.admin_url = format!("postgres://admin@127.0.0.1:{}/postgres", cluster.port);
+        cluster.admin_url = format!(
+            "postgres://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
+            cluster.port
+        );
         cluster.add_role()?;
         cluster.url = format!(
             "postgres://sandstack:sandstack@127.0.0.1:{}/sandstack",

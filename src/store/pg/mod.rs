@@ -126,9 +126,8 @@ impl PgStore {
     /// Connect to `url` and bring its schema up to date.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let label = redacted(url);
-        let open_error = |e: postgres::Error| StoreError::Open {
-            engine: "PostgreSQL",
-            path: label.clone().into(),
+        let open_error = |e: postgres::Error| StoreError::Connect {
+            url: label.clone(),
             source: engine_words(&e).into(),
         };
         let mut config: Config = url.parse().map_err(open_error)?;
@@ -152,9 +151,8 @@ impl PgStore {
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(15))
             .build(Manager::new(config, NoTls))
-            .map_err(|e| StoreError::Open {
-                engine: "PostgreSQL",
-                path: label.clone().into(),
+            .map_err(|e| StoreError::Connect {
+                url: label.clone(),
                 source: e.to_string().into(),
             })?;
         PgStore::from_pool(Arc::new(pool), label, Arc::default())
@@ -186,9 +184,8 @@ impl PgStore {
             if slot.is_some() {
                 tracing::warn!("PostgreSQL: the connection was closed; connecting again");
             }
-            let fresh = self.pool()?.get().map_err(|e| StoreError::Open {
-                engine: "PostgreSQL",
-                path: self.label.clone().into(),
+            let fresh = self.pool()?.get().map_err(|e| StoreError::Connect {
+                url: self.label.clone(),
                 source: e.to_string().into(),
             })?;
             if let Some(closed) = slot.replace(fresh) {
