@@ -334,6 +334,11 @@ mod tests {
             values: vec![1.0, 2.0, 3.0],
             extra: Default::default(),
         };
-        let _ = render_png("b", "m", &s, 0.8);
+        // A whole picture, its time axis spanning the two ends.
+        let png = render_png("b", "m", &s, 0.8).unwrap_or_else(|e| panic!("{e}"));
+        let reader = png::Decoder::new(std::io::Cursor::new(&png))
+            .read_info()
+            .expect("decodes");
+        assert_eq!((reader.info().width, reader.info().height), (WIDTH, HEIGHT));
     }
 }

@@ -353,8 +353,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.starts_with("the template ran too long"), "{err}");
+        // Unstopped, the loop runs for hours; the bound leaves a loaded
+        // machine all the time it needs.
         assert!(
-            t.elapsed() < std::time::Duration::from_secs(5),
+            t.elapsed() < std::time::Duration::from_secs(30),
             "{:?}",
             t.elapsed()
         );
@@ -373,7 +375,7 @@ mod tests {
     #[test]
     fn deep_recursion_is_an_error() {
         let err = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap_err();
-        assert!(!err.is_empty());
+        assert_eq!(err, "recursion limit exceeded (in t line 1)");
     }
 
     #[test]

@@ -303,17 +303,16 @@ mod tests {
         assert!(host.contains("127.0.0.1".parse().expect("ip")));
         assert!(host.contains("::ffff:127.0.0.1".parse().expect("ip")));
         assert!(!host.contains("1.1.1.1".parse().expect("ip")));
-        if let Some(own) = if_addrs::get_if_addrs()
-            .unwrap_or_default()
+        let own = if_addrs::get_if_addrs()
+            .expect("this machine's interfaces")
             .into_iter()
             .map(|i| i.ip())
             .find(|ip| !ip.is_loopback())
-        {
-            assert_eq!(
-                refusal(own).as_deref(),
-                Some("an address of this machine"),
-                "{own} is this machine's and must be refused"
-            );
-        }
+            .expect("this test needs a non-loopback interface, and this machine has none");
+        assert_eq!(
+            refusal(own).as_deref(),
+            Some("an address of this machine"),
+            "{own} is this machine's and must be refused"
+        );
     }
 }

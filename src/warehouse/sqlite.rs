@@ -609,8 +609,10 @@ mod tests {
             )
             .expect_err("stopped");
         assert!(e.is_timeout(), "{e}");
+        // Unstopped, the query never ends; the bound leaves a loaded
+        // machine all the time it needs past SHORT.
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(30),
             "{:?}",
             started.elapsed()
         );
