@@ -270,36 +270,39 @@ fn cli(folder: &Folder, db: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// Rows per metric_type of `batch`, through the storage seam (the same
-/// call whichever the engine).
-fn counts_by_type(db: &str, batch: &str) -> Vec<(String, i64)> {
+/// Every row of `batch`, through the storage seam (the same call whichever
+/// the engine): its type, metric, age (µs before the newest observation:
+/// the two stores ingested at different moments) and value.
+fn rows_by_age(db: &str, batch: &str) -> Vec<(String, String, i64, f64)> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
     let store = sandstack::store::Store::open(Path::new(db)).expect("open");
     let out = store
         .query_batch_sql(
             &key("metrics"),
             batch,
-            "SELECT metric_type, count(*)::BIGINT AS n FROM metrics GROUP BY metric_type ORDER BY metric_type",
+            "SELECT metric_type, metric_name, \
+               (SELECT epoch_us(max(metric_timestamp)) FROM metrics WHERE metric_type = 'metric') \
+                 - epoch_us(metric_timestamp) AS age_us, metric_value::DOUBLE AS v \
+             FROM metrics ORDER BY metric_type, metric_name, age_us, v",
             sandstack::store::ResultCaps::TEMPLATE,
         )
-        .expect("counts");
-    let mut counts = Vec::new();
+        .expect("rows");
+    let mut rows = Vec::new();
     for b in out {
-        let names =
-            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).expect("cast");
-        let names = names
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .expect("text");
-        let n = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<arrow::array::Int64Array>()
-            .expect("bigint");
+        let text = |i: usize| arrow::compute::cast(b.column(i), &DataType::Utf8).expect("cast");
+        let (kinds, names) = (text(0), text(1));
+        let age = arrow::compute::cast(b.column(2), &DataType::Int64).expect("cast");
         for i in 0..b.num_rows() {
-            counts.push((names.value(i).to_string(), n.value(i)));
+            rows.push((
+                kinds.as_string::<i32>().value(i).to_string(),
+                names.as_string::<i32>().value(i).to_string(),
+                age.as_primitive::<Int64Type>().value(i),
+                b.column(3).as_primitive::<Float64Type>().value(i),
+            ));
         }
     }
-    counts
+    rows
 }
 
 #[test]
@@ -336,13 +339,20 @@ fn the_detection_jobs_give_the_same_results_on_postgresql_as_on_duckdb() {
             assert!(!err.contains(":sandstack@"), "the password is shown: {err}");
         }
     }
-    let on_duck = counts_by_type(duck, "wave");
-    let on_pg = counts_by_type(&cluster.url, "wave");
-    assert_eq!(
-        on_pg, on_duck,
-        "the same templates judge the same on either store"
-    );
-    let kinds: BTreeSet<&str> = on_pg.iter().map(|(k, _)| k.as_str()).collect();
+    let on_duck = rows_by_age(duck, "wave");
+    let on_pg = rows_by_age(&cluster.url, "wave");
+    // Observations, scores, alerts and changes: the same rows at the same
+    // ages with the same values (within the last bits of sin() on either
+    // engine).
+    assert_eq!(on_pg.len(), on_duck.len(), "{on_pg:?}\n{on_duck:?}");
+    for (pg, duck) in on_pg.iter().zip(&on_duck) {
+        assert!(
+            (&pg.0, &pg.1, pg.2) == (&duck.0, &duck.1, duck.2)
+                && (pg.3 - duck.3).abs() <= 1e-9 * duck.3.abs().max(1.0),
+            "the same templates judge the same on either store: PostgreSQL {pg:?}, DuckDB {duck:?}"
+        );
+    }
+    let kinds: BTreeSet<&str> = on_pg.iter().map(|(k, ..)| k.as_str()).collect();
     assert!(
         ["metric", "score", "alert", "change"]
             .iter()

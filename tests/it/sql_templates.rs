@@ -13,6 +13,16 @@ use crate::support::{key, repo, Folder};
 #[test]
 fn every_default_template_runs_for_every_example() {
     let folder = sandstack::config::load(&repo().join("metrics"), &Default::default());
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    let names: Vec<&str> = folder
+        .batches
+        .iter()
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["example_random", "example_sql", "hn_top_stories_scores"]
+    );
     let mut store = Store::in_memory().expect("store");
     for spec in &folder.batches {
         store.ensure_metrics_table(&spec.table_key).expect("table");
@@ -126,7 +136,7 @@ fn delete_removes_only_old_rows_of_the_batch() {
         "metric_batch: b\ningest_sql: select 1\ndelete_after_n_days: 30\n",
     );
     let spec = f.spec("b", &[]);
-    let store = Store::in_memory().expect("store");
+    let mut store = Store::in_memory().expect("store");
     store.ensure_metrics_table(&key("metrics")).expect("table");
     crate::support::duck(&store)
         .execute_batch(
@@ -136,10 +146,19 @@ fn delete_removes_only_old_rows_of_the_batch() {
              (make_timestamp(epoch_us(now())) - interval '40 days', 'other', 'm', 'metric', 3, null)",
         )
         .expect("insert");
-    crate::support::duck(&store)
-        .execute_batch(&spec.sql["delete_sql"])
+    store
+        .delete_batch_sql(&spec.table_key, &spec.metric_batch, &spec.sql["delete_sql"])
         .expect("delete");
-    assert_eq!(store.count_rows(&key("metrics")).expect("count"), 2);
+    // b's 40-day-old row is gone; its recent one and the other batch's old
+    // one stay.
+    let left: Vec<(String, f64)> = crate::support::duck(&store)
+        .prepare("SELECT metric_batch, metric_value FROM metrics ORDER BY metric_value")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()
+        })
+        .expect("rows left");
+    assert_eq!(left, [("b".to_string(), 2.0), ("other".to_string(), 3.0)]);
 }
 
 /// Batch `name` of `f` in a fresh store holding the rows `insert_sql`
