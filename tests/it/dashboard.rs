@@ -5,7 +5,7 @@
 //! Screenshots go to the test's output folder.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -290,7 +290,7 @@ fn free_port() -> u16 {
 
 /// A WebDriver session in headless Chromium.
 struct Browser {
-    driver: Child,
+    driver: crate::support::Daemon,
     base: String,
     session: String,
     client: reqwest::Client,
@@ -306,12 +306,11 @@ impl Browser {
             );
         }
         let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let driver = crate::support::Daemon::spawn(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null()),
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -539,9 +538,7 @@ fn chromium_browses_the_dashboard_and_a_thumbs_up_is_stored() {
     drop(browser);
 
     // Stop the daemon, then read what the click stored.
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
+    crate::support::terminate(&daemon);
     let status = daemon.wait().expect("wait");
     assert!(status.success(), "{status:?}");
     let store = Store::open(&db).expect("db");
@@ -699,16 +696,8 @@ fn chromium_draws_charts_with_hover_zoom_toggles_marks_and_a_dark_theme() {
     setup_judgements_and_many(&db, &f);
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-e2e");
     std::fs::create_dir_all(&shots).expect("mkdir");
-    let (daemon, url) = start_sandstack(f.path(), &db);
     // Stopped however the test ends (a failed assertion included).
-    struct Stop(Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _daemon = Stop(daemon);
+    let (_daemon, url) = start_sandstack(f.path(), &db);
     let browser = Browser::start();
 
     // Every page, light then dark, for a developer to look at.

@@ -6,13 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use sandstack::store::pg::cluster::TempCluster;
 
 use crate::support::{
-    http_get as get, http_post as post, key, run_sandstack, start_sandstack_args, terminate, Folder,
+    http_get as get, http_post as post, key, run_sandstack, start_sandstack_args, terminate,
+    Daemon, Folder,
 };
 
 const BATCHES: usize = 50;
@@ -43,7 +43,7 @@ fn fleet_folder() -> Folder {
     f
 }
 
-fn worker(folder: &Path, url: &str, name: &str) -> (Child, String) {
+fn worker(folder: &Path, url: &str, name: &str) -> (Daemon, String) {
     start_sandstack_args(
         folder,
         Path::new(url),
@@ -59,17 +59,21 @@ fn worker(folder: &Path, url: &str, name: &str) -> (Child, String) {
     )
 }
 
-fn sigkill(child: &mut Child) {
+fn sigkill(child: &mut Daemon) {
     child.kill().expect("SIGKILL");
     let _ = child.wait();
 }
 
 /// Wait for a worker asked to stop; it must stop cleanly.
-fn wait_exit(child: &mut Child) {
+fn wait_exit(child: &mut Daemon) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "a worker stopped with {status}");
+            assert!(
+                status.success(),
+                "a worker stopped with {status}: {}",
+                child.stderr()
+            );
             return;
         }
         assert!(
@@ -106,7 +110,7 @@ fn three_workers_run_every_tick_once_and_take_over_a_killed_one() {
     let folder = fleet_folder();
     let mut pg = postgres::Client::connect(&cluster.url, postgres::NoTls).expect("connect");
 
-    let mut workers: BTreeMap<String, (Child, String)> = ["w1", "w2", "w3"]
+    let mut workers: BTreeMap<String, (Daemon, String)> = ["w1", "w2", "w3"]
         .into_iter()
         .map(|w| (w.to_string(), worker(folder.path(), &cluster.url, w)))
         .collect();

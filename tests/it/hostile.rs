@@ -18,8 +18,8 @@ use sandstack::jobs::ingest::{self, IngestOptions};
 use sandstack::store::Store;
 
 use crate::support::{
-    expect_failure, key, python_batch, run_ingest, spawn_run, terminate, Folder, TestSandbox,
-    TestServer,
+    assert_stopped_in_time, expect_failure, key, python_batch, run_ingest, spawn_run, terminate,
+    Folder, TestSandbox, TestServer,
 };
 
 const FRAME: &str = "pd.DataFrame({'metric_name': ['m'], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})";
@@ -28,13 +28,15 @@ fn body(lines: &str) -> String {
     format!("import time\nimport pandas as pd\n\ndef ingest():\n{lines}\n    return {FRAME}\n")
 }
 
-/// Expect a failure within `within`; return the error.
-fn fails_within(spec: &sandstack::config::BatchSpec, within: Duration) -> String {
+/// Expect a failure, stopped by the batch's `deadline`; return the error.
+fn fails_by(spec: &sandstack::config::BatchSpec, deadline: Duration) -> String {
     let started = Instant::now();
     let err = expect_failure(spec);
-    let took = started.elapsed();
-    assert!(took < within, "took {took:?} (limit {within:?}): {err}");
-    eprintln!("stopped in {:.0} ms: {err}", took.as_secs_f64() * 1e3);
+    eprintln!(
+        "stopped in {:.0} ms: {err}",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    assert_stopped_in_time(started, deadline, &spec.metric_batch);
     err
 }
 
@@ -48,7 +50,7 @@ fn a_sleep_past_the_deadline_ends_the_run_at_once() {
         "ingest_timeout_s: 2",
     );
     assert_eq!(
-        fails_within(&spec, Duration::from_secs(2)),
+        fails_by(&spec, Duration::from_secs(2)),
         "batch sleeper: ingest exceeded ingest_timeout_s=2 (the code asked to wait 1000000s (time.sleep, select, ...), which ends past the run's deadline)"
     );
 }
@@ -60,7 +62,7 @@ fn select_with_a_long_timeout_is_bounded() {
         &body("    import select\n    select.select([], [], [], 10**6)"),
         "ingest_timeout_s: 2",
     );
-    let err = fails_within(&spec, Duration::from_secs(3));
+    let err = fails_by(&spec, Duration::from_secs(2));
     assert!(
         err.starts_with("batch selector: ingest exceeded ingest_timeout_s=2"),
         "{err}"
@@ -72,7 +74,7 @@ fn a_sleep_in_code_the_driver_runs_after_ingest_is_bounded() {
     let code = "import time\nimport pandas as pd\n\nclass Slow:\n    def __str__(self):\n        time.sleep(10**6)\n        return 'm'\n\ndef ingest():\n    return pd.DataFrame({'metric_name': [Slow()], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]})\n";
     let (_f, spec) = python_batch("late_sleeper", code, "ingest_timeout_s: 2");
     assert_eq!(
-        fails_within(&spec, Duration::from_secs(2)),
+        fails_by(&spec, Duration::from_secs(2)),
         "batch late_sleeper: ingest exceeded ingest_timeout_s=2 (the code asked to wait 1000000s (time.sleep, select, ...), which ends past the run's deadline)"
     );
 }
@@ -84,7 +86,7 @@ fn short_sleeps_in_a_loop_end_at_the_deadline() {
         &body("    while True:\n        time.sleep(0.3)"),
         "ingest_timeout_s: 1",
     );
-    let err = fails_within(&spec, Duration::from_secs(3));
+    let err = fails_by(&spec, Duration::from_secs(1));
     assert!(
         err.starts_with("batch napper: ingest exceeded ingest_timeout_s=1"),
         "{err}"
@@ -239,7 +241,7 @@ fn log_records_share_the_output_budget() {
     let code = "import pandas as pd\nfrom dagster import get_dagster_logger\n\ndef ingest():\n    log = get_dagster_logger()\n    while True:\n        log.info('x' * 10000)\n";
     let (_f, spec) = python_batch("chatty", code, "ingest_max_output_kb: 64");
     assert_eq!(
-        fails_within(&spec, Duration::from_secs(10)),
+        expect_failure(&spec),
         "batch chatty: ingest exceeded ingest_max_output_kb=64 (stdout, stderr and log records together)"
     );
     let code = "import _sandstack_door as door\n\ndef ingest():\n    door.call('log', {'level': 'info', 'message': 'y' * 900_000})\n";
@@ -292,7 +294,7 @@ fn metric_names_are_bounded() {
         format!("import pandas as pd\n\ndef ingest():\n    return pd.DataFrame({{'metric_name': [{expr}], 'metric_value': [1.0], 'metric_timestamp': [pd.Timestamp.now(tz='UTC')]}})\n")
     };
     let (_f, spec) = python_batch("huge_name", &named("'n' * 60_000_000"), "");
-    let err = fails_within(&spec, Duration::from_secs(30));
+    let err = expect_failure(&spec);
     assert!(
         err.starts_with("batch huge_name: metric_name at row 0 is 60000000 characters long, over ingest_max_name_len=200: \"nnnn"),
         "{}",
@@ -428,23 +430,19 @@ fn replays_keep_the_limits_and_refuse_bad_cassettes() {
     let one = c.interactions[0].clone();
     c.interactions = vec![one; cassette::MAX_INTERACTIONS + 1];
     c.save(&many).expect("save");
-    let started = Instant::now();
     let err = replay(&spec, &many);
     assert!(
         err.contains("it has 10001 interactions, over the 10000"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10));
 
     let huge = tmp.path().join("huge.yaml");
     std::fs::write(&huge, vec![b'#'; 17 << 20]).expect("write");
-    let started = Instant::now();
     let err = replay(&spec, &huge);
     assert!(
         err.contains("it is 17 MiB, over the 16 MiB a cassette may have"),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 // 7. Errors that name the real cause.
@@ -788,7 +786,7 @@ fn sleeping_batches_cannot_starve_a_third_and_sigterm_ends_the_process_in_grace(
     std::thread::sleep(Duration::from_secs(8));
     terminate(&child);
     let asked = Instant::now();
-    let out = child.wait_with_output().expect("wait");
+    let out = child.wait_with_output();
     let took = asked.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("SIGTERM to exit: {took:?}");
@@ -872,8 +870,10 @@ fn config_that_would_stall_the_loader_is_refused_quickly() {
     let (code, text) = crate::support::validate(f.path(), &[]);
     let took = t.elapsed();
     assert_eq!(code, Some(1), "{text}");
+    // Unbounded, the loop alone renders for hours; each file's own limit
+    // is 2 s.
     assert!(
-        took < std::time::Duration::from_secs(10),
+        took < 4 * Duration::from_secs(2) + crate::support::STOP_SLACK,
         "validate took {took:?}"
     );
     for expected in [
@@ -911,11 +911,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         err.to_string(),
         "batch slow: ingest exceeded ingest_timeout_s=1: ingest_sql was stopped and nothing was stored"
     );
-    assert!(
-        t.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        t.elapsed()
-    );
+    assert_stopped_in_time(t, Duration::from_secs(1), "ingest_sql");
     assert_eq!(store.count_rows(&key("metrics")).expect("count"), 0);
 
     let job = f.spec("job", &[]);
@@ -942,11 +938,7 @@ fn a_never_ending_sql_ingest_or_job_is_stopped_by_its_time_limit() {
         err.to_string(),
         "batch job: the train job ran past job_timeout_s=1 and was stopped; nothing it was writing was stored"
     );
-    assert!(
-        t.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        t.elapsed()
-    );
+    assert_stopped_in_time(t, Duration::from_secs(1), "train");
     // The connection is usable afterwards.
     assert_eq!(store.count_rows(&key("metrics")).expect("count"), 1);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sandstack::store::{RunFilter, Store};
 
-use crate::support::{files_under, key, run_command, Folder};
+use crate::support::{files_under, key, run_command, Daemon, Folder};
 
 /// Rows per ingest run (one per metric, all at the run's instant).
 const PER_RUN: i64 = 5;
@@ -39,6 +39,7 @@ fn twenty_hard_kills_leave_no_partial_run() {
         .map_or(1, |d| d.as_nanos() as u64)
         | 1;
     let mut moments = Vec::new();
+    let mut models_read = 0;
     for kill in 1..=20 {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -47,17 +48,14 @@ fn twenty_hard_kills_leave_no_partial_run() {
         moments.push(ms);
         // Models go where the operator says (a batch's own model_path must
         // stay below the working directory).
-        let mut child = run_command(&f, &db, &[])
-            .env(
-                "ANOMSTACK_MODEL_PATH",
-                format!("local://{}", models.display()),
-            )
-            .spawn()
-            .expect("start sandstack run");
+        let mut child = Daemon::spawn(run_command(&f, &db, &[]).env(
+            "ANOMSTACK_MODEL_PATH",
+            format!("local://{}", models.display()),
+        ));
         std::thread::sleep(Duration::from_millis(ms));
         child.kill().expect("SIGKILL");
         let _ = child.wait();
-        check(&db, &models, kill, &moments);
+        models_read = models_read.max(check(&db, &models, kill, &moments));
     }
     let store = Store::open(&db).expect("opens");
     let runs = store
@@ -77,12 +75,14 @@ fn twenty_hard_kills_leave_no_partial_run() {
         "some runs finished between the kills"
     );
     assert!(
-        !files_under(&models).is_empty(),
+        models_read > 0,
         "some models were saved between the kills (else their check above checked nothing)"
     );
 }
 
-fn check(db: &std::path::Path, models: &std::path::Path, kill: usize, moments: &[u64]) {
+/// Check the database and models after a kill; returns how many model
+/// files there were (each read whole).
+fn check(db: &std::path::Path, models: &std::path::Path, kill: usize, moments: &[u64]) -> usize {
     let context = || format!("after kill {kill} (moments so far, ms: {moments:?})");
     let store = Store::open(db)
         .unwrap_or_else(|e| panic!("{}: the database does not open: {e}", context()));
@@ -109,14 +109,34 @@ fn check(db: &std::path::Path, models: &std::path::Path, kill: usize, moments: &
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("{}: the history does not read: {e}", context()));
-    if models.is_dir() {
-        for entry in files_under(models) {
-            if entry.extension().is_some_and(|e| e == "json") {
-                let text = std::fs::read_to_string(&entry).expect("read");
-                serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| {
-                    panic!("{}: model {} is torn: {e}", context(), entry.display())
-                });
-            }
-        }
+    // Every saved model file reads whole through the model store (a save
+    // writes a temporary file and renames it over the old one).
+    let saved = sandstack::models::store::ModelStore::open(
+        &format!("local://{}", models.display()),
+        std::path::Path::new("/"),
+        &Default::default(),
+    )
+    .expect("the model store");
+    let files: Vec<_> = files_under(models)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "models"))
+        .collect();
+    for file in &files {
+        let batch = file
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .expect("a batch folder");
+        let tag = file.file_stem().and_then(|s| s.to_str()).expect("a tag");
+        let read = saved
+            .load(batch, tag)
+            .unwrap_or_else(|e| panic!("{}: model {} is torn: {e}", context(), file.display()));
+        assert!(
+            !read.is_empty(),
+            "{}: {} holds no model",
+            context(),
+            file.display()
+        );
     }
+    files.len()
 }

@@ -193,7 +193,7 @@ fn template_bombs_end_their_render_with_the_file_and_key_in_bounded_memory() {
 }
 
 #[test]
-fn yaml_of_aliased_empty_lists_is_refused_within_a_second() {
+fn yaml_of_aliased_empty_lists_is_refused_before_it_expands() {
     let f = Folder::with_defaults();
     // 6000 aliases of a list of 3000 empty lists: 18 million values.
     let mut text = format!(
@@ -212,8 +212,13 @@ fn yaml_of_aliased_empty_lists_is_refused_within_a_second() {
         )),
         "{out}"
     );
+    // Memory is the proof it never expanded; time, only that it ended
+    // (its parse's deadline is 2 s).
     assert!(rss_kb < VALIDATE_RSS_KB, "{rss_kb} KiB");
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took < Duration::from_secs(2) + crate::support::STOP_SLACK,
+        "{took:?}"
+    );
 }
 
 #[test]
@@ -241,7 +246,6 @@ fn a_folder_renders_to_a_bounded_total() {
 
 #[test]
 fn a_template_bomb_dropped_into_a_running_daemons_folder_is_refused_and_it_runs_on() {
-    use std::io::Read;
     let f = Folder::with_defaults();
     f.write("ok/ok.yaml", &format!("metric_batch: ok\n{SQL}"));
     let db = tempfile::tempdir().expect("tmp");
@@ -259,14 +263,9 @@ fn a_template_bomb_dropped_into_a_running_daemons_folder_is_refused_and_it_runs_
         "the daemon is still running"
     );
     crate::support::terminate(&run);
-    let status = run.wait().expect("wait");
-    let mut err = String::new();
-    run.stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read");
-    assert!(status.success(), "{status}: {err}");
+    let out = run.wait_with_output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {err}", out.status);
     assert!(
         err.contains(&format!("{}: key `ingest_sql`", f.shown("bomb/bomb.yaml")))
             && err.contains("MiB of memory"),
@@ -482,7 +481,10 @@ fn yaml_that_parses_slowly_or_multiplies_through_the_defaults_is_refused() {
         )),
         "{out}"
     );
-    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        took < Duration::from_secs(2) + crate::support::STOP_SLACK,
+        "{took:?}"
+    );
 
     let g = Folder::with_defaults();
     let mut defaults =

@@ -5,28 +5,16 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sandstack::jobs::{score, train};
 use sandstack::models::store::ModelStore;
 use sandstack::store::Store;
 
-use crate::support::{run_ingest, Folder};
+use crate::support::{run_ingest, Daemon, Folder, START_TIMEOUT};
 
 const KEY: &str = include_str!("../fixtures/test_rsa_key.pem");
-
-/// A server from the pip-installed folder, killed when dropped.
-struct Emulator {
-    child: Child,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn emulators_dir() -> std::path::PathBuf {
     let dir = std::env::var_os("SANDSTACK_EMULATORS_DIR")
@@ -53,24 +41,26 @@ fn free_port() -> u16 {
 
 /// Start `python3 args...` with the servers' folder on its path and wait
 /// until `port` answers.
-fn start(args: &[&str], port: u16) -> Emulator {
-    let child = Command::new("python3")
-        .args(args)
-        .env("PYTHONPATH", emulators_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let emulator = Emulator { child };
+fn start(args: &[&str], port: u16) -> Daemon {
+    let mut server = Daemon::spawn(
+        Command::new("python3")
+            .args(args)
+            .env("PYTHONPATH", emulators_dir())
+            .stdout(Stdio::null()),
+    );
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = server.try_wait().expect("status") {
+            panic!("{args:?} ended ({status}): {}", server.stderr());
+        }
         assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{args:?} did not start"
+            started.elapsed() < START_TIMEOUT,
+            "{args:?} did not listen on {port} in {START_TIMEOUT:?}: {}",
+            server.stderr()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    emulator
+    server
 }
 
 /// One plain HTTP request; the status code.

@@ -2,11 +2,12 @@
 //! on the shipped defaults, the shared sandbox, and loopback HTTP servers.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sandstack::cassette::RecordMode;
 use sandstack::config::{self, BatchSpec, MetricsFolder};
@@ -321,11 +322,9 @@ pub fn validate(folder: &Path, args: &[&std::ffi::OsStr]) -> (Option<i32>, Strin
 }
 
 /// Start the real `sandstack run` on `folder` and `db`, without the
-/// dashboard, with `args` added; stdout is dropped, stderr piped.
-pub fn spawn_run(folder: &Folder, db: &Path, args: &[&str]) -> std::process::Child {
-    run_command(folder, db, args)
-        .spawn()
-        .expect("start sandstack run")
+/// dashboard, with `args` added; stdout is dropped, stderr kept.
+pub fn spawn_run(folder: &Folder, db: &Path, args: &[&str]) -> Daemon {
+    Daemon::spawn(&mut run_command(folder, db, args))
 }
 
 /// The command `spawn_run` starts, for a test that sets more on it (the
@@ -345,12 +344,171 @@ pub fn run_command(folder: &Folder, db: &Path, args: &[&str]) -> std::process::C
 }
 
 /// Send SIGTERM to `child`.
-pub fn terminate(child: &std::process::Child) {
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success(), "kill -TERM {}", child.id());
+pub fn terminate(child: &Child) {
+    // SAFETY: kill has no memory preconditions; the pid is our own child's,
+    // not yet reaped (the caller holds it).
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0, "kill -TERM {}", child.id());
+}
+
+/// What a test allows past a step's own deadline before calling it not
+/// stopped: far more than a loaded two-core machine adds (a debug build's
+/// sandbox start-up, a busy scheduler), far less than the minutes or the
+/// forever an unstopped step would take. A time bound proves that a limit
+/// stopped something, not how promptly to the millisecond.
+pub const STOP_SLACK: Duration = Duration::from_secs(15);
+
+/// Fail the test unless the step started at `started`, which its own
+/// `deadline` should stop, ended within that deadline and [`STOP_SLACK`].
+pub fn assert_stopped_in_time(started: Instant, deadline: Duration, what: &str) {
+    let took = started.elapsed();
+    assert!(
+        took < deadline + STOP_SLACK,
+        "{what} took {took:?}: its deadline is {deadline:?}, so it was not stopped by it"
+    );
+}
+
+/// How long a test waits for a process it started to say it is ready: far
+/// more than any start takes, even on a loaded machine, so that only a
+/// process that never gets there fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A process a test started (a `sandstack run`, a test server): killed and
+/// reaped when dropped, so a test that fails leaves nothing running to
+/// starve the rest of the run, and its stderr kept for the failure message.
+/// It derefs to its [`Child`] for `id`, `wait`, `try_wait` and `kill`.
+pub struct Daemon {
+    child: Child,
+    name: String,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+    stdout_lines: Option<mpsc::Receiver<String>>,
+}
+
+impl Daemon {
+    /// Start `cmd` with stderr kept and stdout as the command set it (piped
+    /// stdout is read line by line, for [`Daemon::wait_for_line`]).
+    pub fn spawn(cmd: &mut Command) -> Daemon {
+        let name = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_reader = child.stderr.take().map(|mut pipe| {
+            let kept = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    kept.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            })
+        });
+        let stdout_lines = child.stdout.take().map(|out| {
+            let (send, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                // Read to the end whether or not anyone listens, so the
+                // process never blocks on a full pipe.
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = send.send(line);
+                }
+            });
+            lines
+        });
+        Daemon {
+            child,
+            name,
+            stderr,
+            stderr_reader,
+            stdout_lines,
+        }
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    /// The first stdout line starting with `prefix`, with the prefix cut;
+    /// fails the test, with the process's stderr, if the process ends or
+    /// [`START_TIMEOUT`] passes first.
+    pub fn wait_for_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let lines = self
+            .stdout_lines
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: its stdout is not piped", self.name));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.to_string();
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{} printed no line starting {prefix:?} in {START_TIMEOUT:?}; its stderr:\n{}",
+                    self.name,
+                    self.stderr()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait();
+                    panic!(
+                        "{} ended ({status:?}) before printing a line starting {prefix:?}; its stderr:\n{}",
+                        self.name,
+                        self.stderr()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Wait for the process to end (after [`terminate`], say): its status,
+    /// and all it wrote to stderr. Stdout is not kept.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        let status = self.child.wait().expect("wait for the process");
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: self.stderr().into_bytes(),
+        }
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let stderr = self.stderr();
+            let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+            eprintln!(
+                "--- the last lines {} wrote to stderr:\n{}",
+                self.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
 }
 
 /// Ingest `spec` recording or replaying the cassette at `path`.
@@ -379,13 +537,13 @@ pub fn with_cassette(
 }
 
 /// Start `sandstack run` with the dashboard on a free port; returns the
-/// child and the dashboard's base URL.
-pub fn start_sandstack(folder: &Path, db: &Path) -> (Child, String) {
+/// daemon and the dashboard's base URL.
+pub fn start_sandstack(folder: &Path, db: &Path) -> (Daemon, String) {
     start_sandstack_with(folder, db, &[])
 }
 
 /// [`start_sandstack`] with more environment variables.
-pub fn start_sandstack_with(folder: &Path, db: &Path, env: &[(&str, &str)]) -> (Child, String) {
+pub fn start_sandstack_with(folder: &Path, db: &Path, env: &[(&str, &str)]) -> (Daemon, String) {
     start_sandstack_args(folder, db, &[], env)
 }
 
@@ -396,43 +554,32 @@ pub fn start_sandstack_args(
     db: &Path,
     args: &[&str],
     env: &[(&str, &str)],
-) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandstack"))
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--grace-secs",
-            "5",
-            "--metrics",
-        ])
-        .arg(folder)
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sandstack run");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("sandstack run printed its dashboard address")
-            .expect("line");
-        if let Some(rest) = line.strip_prefix("dashboard: ") {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .trim_end_matches('/')
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
+) -> (Daemon, String) {
+    let mut daemon = Daemon::spawn(
+        Command::new(env!("CARGO_BIN_EXE_sandstack"))
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--grace-secs",
+                "5",
+                "--metrics",
+            ])
+            .arg(folder)
+            .arg("--db")
+            .arg(db)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped()),
+    );
+    let url = daemon
+        .wait_for_line("dashboard: ")
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_string();
+    (daemon, url)
 }
 
 /// GET `url`: its status and body.
@@ -442,12 +589,20 @@ pub fn http_get(url: &str) -> (u16, String) {
         .build()
         .expect("rt");
     rt.block_on(async {
-        let r = reqwest::get(url).await.expect("get");
-        (r.status().as_u16(), r.text().await.expect("text"))
+        let r = reqwest::get(url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = r.status().as_u16();
+        let text = r
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {status}, its body unreadable: {e}"));
+        (status, text)
     })
 }
 
-/// POST to `url` with the bearer `token`: its status and JSON body.
+/// POST to `url` with the bearer `token`: its status and JSON body (null
+/// when empty); fails the test on a body it cannot read or parse.
 pub fn http_post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -458,10 +613,25 @@ pub fn http_post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let r = req.send().await.expect("post");
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
         let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or_default())
+        let text = r
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {status}, its body unreadable: {e}"));
+        // An empty body is null; any other must be JSON, so that a test
+        // reading a field never mistakes a broken answer for a missing one.
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("POST {url}: {status}, its body is not JSON ({e}): {text}")
+            })
+        };
+        (status, body)
     })
 }
 
