@@ -8,53 +8,9 @@ use std::time::{Duration, Instant};
 use sandstack::store::Store;
 
 use crate::support::{
-    http_get as get, http_post as post, run_sandstack as sandstack, start_sandstack, terminate,
-    Folder,
+    http_get as get, http_post as post, run_sandstack as sandstack, samples, start_sandstack,
+    terminate, wait_for_ingests, Folder,
 };
-
-/// The scraped samples of `name`, by their labels (sorted `k=v` pairs).
-fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
-    let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("a Prometheus text-format page");
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .map(|s| {
-            let mut labels: Vec<String> =
-                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            let v = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            };
-            (labels.join(","), v)
-        })
-        .collect()
-}
-
-/// Wait until `url`'s /metrics counts `n` succeeded ingests of `batch`.
-fn wait_for_ingests(url: &str, batch: &str, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let label = format!("batch={batch},job=ingest,status=succeeded");
-    loop {
-        let page = get(&format!("{url}/metrics")).1;
-        let done = samples(&page, "sandstack_runs_total")
-            .get(&label)
-            .copied()
-            .unwrap_or(0.0);
-        if done >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{batch}: {done} of {n} ingests in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 const SQL_BATCH: &str = "metric_batch: \"ops\"\n\
     ingest_sql: \"SELECT now()::TIMESTAMP AS metric_timestamp, 'm' || i AS metric_name, random() AS metric_value FROM range(3) t(i)\"\n\

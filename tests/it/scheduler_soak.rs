@@ -107,10 +107,7 @@ fn fifty_batches_every_second() {
             (last - first_tick) / 1_000_000,
             (last_tick - first_tick) / 1_000_000
         );
-        gaps += ticks
-            .windows(2)
-            .filter(|w| w[1] - w[0] != every_us)
-            .count();
+        gaps += ticks.windows(2).filter(|w| w[1] - w[0] != every_us).count();
     }
     assert_eq!(gaps, 0, "missed ticks");
     let done: Vec<_> = runs

@@ -601,6 +601,50 @@ pub fn http_get(url: &str) -> (u16, String) {
     })
 }
 
+/// The scraped samples of `name`, by their labels (sorted `k=v` pairs).
+pub fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a Prometheus text-format page");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| {
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            (labels.join(","), v)
+        })
+        .collect()
+}
+
+/// Wait until `url`'s /metrics counts `n` succeeded ingests of `batch`.
+pub fn wait_for_ingests(url: &str, batch: &str, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let label = format!("batch={batch},job=ingest,status=succeeded");
+    loop {
+        let page = http_get(&format!("{url}/metrics")).1;
+        let done = samples(&page, "sandstack_runs_total")
+            .get(&label)
+            .copied()
+            .unwrap_or(0.0);
+        if done >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{batch}: {done} of {n} ingests in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// POST to `url` with the bearer `token`: its status and JSON body (null
 /// when empty); fails the test on a body it cannot read or parse.
 pub fn http_post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
