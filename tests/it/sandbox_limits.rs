@@ -116,6 +116,17 @@ fn writing_files_is_refused() {
         err.starts_with("batch writes: PermissionError: [Errno 30] Read-only file system: '/usr/local/lib/python315.zip'\n"),
         "{err}"
     );
+    // Nowhere else either: each write fails with its own error.
+    let code = "def ingest():\n    seen = []\n    for path in ['/tmp/x', 'x', '/usr/local/lib/python3.15/x.py', '/dev/null']:\n        try:\n            open(path, 'wb').write(b'x')\n        except OSError as e:\n            seen.append(f'{path}: {type(e).__name__} {e.errno}')\n        else:\n            seen.append(f'{path}: WRITTEN')\n    raise RuntimeError('; '.join(seen))\n";
+    let (_f, spec) = python_batch("writes_anywhere", code, "");
+    let err = expect_failure(&spec);
+    // WASI's errno: 44 no such file (there is no directory to write in),
+    // 8 a bad descriptor (the standard library's folder is in memory).
+    assert_eq!(
+        err.lines().next(),
+        Some("batch writes_anywhere: RuntimeError: /tmp/x: FileNotFoundError 44; x: FileNotFoundError 44; /usr/local/lib/python3.15/x.py: OSError 8; /dev/null: FileNotFoundError 44"),
+        "{err}"
+    );
 }
 
 #[test]
