@@ -8,18 +8,8 @@ const SQL_BATCH: &str = "metric_batch: \"b\"\ningest_sql: \"select 1\"\n";
 
 #[test]
 fn shipped_folder_loads_every_example_without_errors() {
-    let folder = sandstack::config::load(&repo().join("metrics"), &Default::default());
-    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    let folder = crate::support::shipped_folder();
     assert!(folder.warnings.is_empty(), "{:?}", folder.warnings);
-    let names: Vec<&str> = folder
-        .batches
-        .iter()
-        .map(|b| b.metric_batch.as_str())
-        .collect();
-    assert_eq!(
-        names,
-        ["example_random", "example_sql", "hn_top_stories_scores"]
-    );
     let hn = folder.batch("hn_top_stories_scores").expect("hn batch");
     assert_eq!(hn.table_key.to_string(), "metrics_hackernews");
     assert_eq!(hn.schedules[&Job::Ingest].cron.text, "45 6 * * *");

@@ -17,18 +17,12 @@ use crate::support::{run_ingest, Daemon, Folder, START_TIMEOUT};
 const KEY: &str = include_str!("../fixtures/test_rsa_key.pem");
 
 fn emulators_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("SANDSTACK_EMULATORS_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").expect("HOME"))
-                .join(".cache/sandstack-deps/emulators")
-        });
-    assert!(
-        dir.join("moto").is_dir() && dir.join("gcp_storage_emulator").is_dir(),
-        "the object store test servers are not installed in {}: run scripts/install-deps --test-servers",
-        dir.display()
-    );
-    dir
+    crate::support::installed_dir(
+        "SANDSTACK_EMULATORS_DIR",
+        "emulators",
+        "gcp_storage_emulator",
+        "the object store test servers are",
+    )
 }
 
 fn free_port() -> u16 {

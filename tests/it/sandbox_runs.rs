@@ -270,18 +270,12 @@ fn the_result_frame_carries_every_column_type() {
 /// Where `scripts/install-deps --test-servers` put pandas for the host's
 /// python3.
 fn host_pandas_dir() -> std::path::PathBuf {
-    let dir = std::env::var_os("SANDSTACK_HOST_PANDAS_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var("HOME").expect("HOME"))
-                .join(".cache/sandstack-deps/host-pandas")
-        });
-    assert!(
-        dir.join("pandas").is_dir(),
-        "pandas for the host's python3 is not installed in {}: run scripts/install-deps --test-servers",
-        dir.display()
-    );
-    dir
+    crate::support::installed_dir(
+        "SANDSTACK_HOST_PANDAS_DIR",
+        "host-pandas",
+        "pandas",
+        "pandas for the host's python3 is",
+    )
 }
 
 /// `sandstack bench sandbox` runs the batch at the concurrency asked and

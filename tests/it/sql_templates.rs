@@ -8,21 +8,11 @@ use arrow::datatypes::{Float64Type, Int32Type};
 
 use sandstack::store::{ResultCaps, Store};
 
-use crate::support::{key, repo, Folder};
+use crate::support::{key, Folder};
 
 #[test]
 fn every_default_template_runs_for_every_example() {
-    let folder = sandstack::config::load(&repo().join("metrics"), &Default::default());
-    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
-    let names: Vec<&str> = folder
-        .batches
-        .iter()
-        .map(|b| b.metric_batch.as_str())
-        .collect();
-    assert_eq!(
-        names,
-        ["example_random", "example_sql", "hn_top_stories_scores"]
-    );
+    let folder = crate::support::shipped_folder();
     let mut store = Store::in_memory().expect("store");
     for spec in &folder.batches {
         store.ensure_metrics_table(&spec.table_key).expect("table");

@@ -44,6 +44,40 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A folder `scripts/install-deps --test-servers` filled for the tests:
+/// `$var` if set, else `~/.cache/sandstack-deps/<name>`; fails the test,
+/// saying what to run, unless `marker` is in it.
+pub fn installed_dir(var: &str, name: &str, marker: &str, what: &str) -> PathBuf {
+    let dir = std::env::var_os(var).map(Into::into).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").expect("HOME"))
+            .join(".cache/sandstack-deps")
+            .join(name)
+    });
+    assert!(
+        dir.join(marker).exists(),
+        "{what} not installed in {}: run scripts/install-deps --test-servers",
+        dir.display()
+    );
+    dir
+}
+
+/// The shipped `metrics/` folder, loaded: it has no errors and holds the
+/// three example batches.
+pub fn shipped_folder() -> MetricsFolder {
+    let folder = config::load(&repo().join("metrics"), &Default::default());
+    assert!(folder.errors.is_empty(), "{:?}", folder.errors);
+    let names: Vec<&str> = folder
+        .batches
+        .iter()
+        .map(|b| b.metric_batch.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["example_random", "example_sql", "hn_top_stories_scores"]
+    );
+    folder
+}
+
 /// A temporary metrics folder.
 pub struct Folder {
     pub dir: tempfile::TempDir,
@@ -582,23 +616,27 @@ pub fn start_sandstack_args(
     (daemon, url)
 }
 
-/// GET `url`: its status and body.
-pub fn http_get(url: &str) -> (u16, String) {
+/// Send `req` (named `what` in failures): its status and body text; fails
+/// the test if it cannot be sent or its body read.
+fn send(req: reqwest::RequestBuilder, what: &str) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("rt");
     rt.block_on(async {
-        let r = reqwest::get(url)
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let r = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         let status = r.status().as_u16();
         let text = r
             .text()
             .await
-            .unwrap_or_else(|e| panic!("GET {url}: {status}, its body unreadable: {e}"));
+            .unwrap_or_else(|e| panic!("{what}: {status}, its body unreadable: {e}"));
         (status, text)
     })
+}
+
+/// GET `url`: its status and body.
+pub fn http_get(url: &str) -> (u16, String) {
+    send(reqwest::Client::new().get(url), &format!("GET {url}"))
 }
 
 /// The scraped samples of `name`, by their labels (sorted `k=v` pairs).
@@ -648,35 +686,20 @@ pub fn wait_for_ingests(url: &str, batch: &str, n: f64) {
 /// POST to `url` with the bearer `token`: its status and JSON body (null
 /// when empty); fails the test on a body it cannot read or parse.
 pub fn http_post(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let mut req = reqwest::Client::new().post(url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = r.status().as_u16();
-        let text = r
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {status}, its body unreadable: {e}"));
-        // An empty body is null; any other must be JSON, so that a test
-        // reading a field never mistakes a broken answer for a missing one.
-        let body = if text.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| {
-                panic!("POST {url}: {status}, its body is not JSON ({e}): {text}")
-            })
-        };
-        (status, body)
-    })
+    let mut req = reqwest::Client::new().post(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let (status, text) = send(req, &format!("POST {url}"));
+    // An empty body is null; any other must be JSON, so that a test reading
+    // a field never mistakes a broken answer for a missing one.
+    let body = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("POST {url}: {status}, its body is not JSON ({e}): {text}"))
+    };
+    (status, body)
 }
 
 /// The real binary with `args` on `folder` and `db`, with `env`.
