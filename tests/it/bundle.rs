@@ -11,7 +11,7 @@
 //! point at a closed port, and each test says the machine's network was not
 //! taken away.
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -265,46 +265,20 @@ fn the_demo_starts_from_a_bundle_on_a_clean_machine() {
     let exe = bundle();
     let m = CleanMachine::new();
     // The dashboard needs loopback, which a fresh network namespace has down.
-    let mut child = m
-        .command(
+    let mut child = crate::support::Daemon::spawn(
+        m.command(
             exe,
             &["run", "--demo", "--demo-periods", "12", "--no-dashboard"],
             &[],
         )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the demo");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen = Vec::new();
-    let backfilled = loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                let done =
-                    line.starts_with("demo: example_random: ") && line.contains(" rows stored");
-                seen.push(line);
-                if done {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
-    };
-    terminate(&child);
-    let _ = child.wait();
-    assert!(
-        backfilled,
-        "the demo did not backfill example_random:\n{}",
-        seen.join("\n")
+        .stdout(Stdio::null()),
     );
-    let line = seen.last().cloned().unwrap_or_default();
+    let backfilled =
+        |l: &str| l.starts_with("demo: example_random: ") && l.contains(" rows stored");
+    let stderr = child.wait_for_stderr("backfilling example_random", backfilled);
+    terminate(&child);
+    child.wait().expect("wait");
+    let line = stderr.lines().find(|l| backfilled(l)).unwrap_or_default();
     assert!(line.contains(", 0 periods failed"), "{line}");
     assert_eq!(m.files_in_home(), Vec::<PathBuf>::new(), "nothing cached");
 }

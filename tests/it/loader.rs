@@ -249,28 +249,26 @@ fn a_template_bomb_dropped_into_a_running_daemons_folder_is_refused_and_it_runs_
     let f = Folder::with_defaults();
     f.write("ok/ok.yaml", &format!("metric_batch: ok\n{SQL}"));
     let db = tempfile::tempdir().expect("tmp");
-    let mut run = crate::support::spawn_run(&f, &db.path().join("m.duckdb"), &[]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Its dashboard's address is printed once the folder is loaded.
+    let (mut run, _) = crate::support::start_sandstack(f.path(), &db.path().join("m.duckdb"));
     f.write(
         "bomb/bomb.yaml",
         "metric_batch: bomb\ningest_sql: \"{{ range(100000) | join(range(100000) | join(\\\",\\\")) }}\"\n",
     );
-    // The reload comes a quiet second after the change; give it time to
-    // render (and refuse) the bomb.
-    std::thread::sleep(Duration::from_secs(8));
+    // The reload comes a quiet second after the change, and renders (and
+    // refuses) the bomb.
+    let bomb = format!("{}: key `ingest_sql`", f.shown("bomb/bomb.yaml"));
+    let err = run.wait_for_stderr("refusing the bomb", |l| {
+        l.contains(&bomb) && l.contains("MiB of memory")
+    });
     assert!(
         run.try_wait().expect("status").is_none(),
-        "the daemon is still running"
+        "the daemon is still running: {err}"
     );
     crate::support::terminate(&run);
     let out = run.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{}: {err}", out.status);
-    assert!(
-        err.contains(&format!("{}: key `ingest_sql`", f.shown("bomb/bomb.yaml")))
-            && err.contains("MiB of memory"),
-        "{err}"
-    );
 }
 
 /// The loader reads only the folder's own files: a defaults file or a

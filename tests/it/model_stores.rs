@@ -20,7 +20,7 @@ fn emulators_dir() -> std::path::PathBuf {
     crate::support::installed_dir(
         "SANDSTACK_EMULATORS_DIR",
         "emulators",
-        "gcp_storage_emulator",
+        &["moto", "gcp_storage_emulator"],
         "the object store test servers are",
     )
 }

@@ -273,7 +273,7 @@ fn host_pandas_dir() -> std::path::PathBuf {
     crate::support::installed_dir(
         "SANDSTACK_HOST_PANDAS_DIR",
         "host-pandas",
-        "pandas",
+        &["pandas"],
         "pandas for the host's python3 is",
     )
 }

@@ -46,15 +46,15 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// A folder `scripts/install-deps --test-servers` filled for the tests:
 /// `$var` if set, else `~/.cache/sandstack-deps/<name>`; fails the test,
-/// saying what to run, unless `marker` is in it.
-pub fn installed_dir(var: &str, name: &str, marker: &str, what: &str) -> PathBuf {
+/// saying what to run, unless each of `markers` is in it.
+pub fn installed_dir(var: &str, name: &str, markers: &[&str], what: &str) -> PathBuf {
     let dir = std::env::var_os(var).map(Into::into).unwrap_or_else(|| {
         PathBuf::from(std::env::var("HOME").expect("HOME"))
             .join(".cache/sandstack-deps")
             .join(name)
     });
     assert!(
-        dir.join(marker).exists(),
+        markers.iter().all(|m| dir.join(m).exists()),
         "{what} not installed in {}: run scripts/install-deps --test-servers",
         dir.display()
     );
@@ -445,8 +445,12 @@ impl Daemon {
             std::thread::spawn(move || {
                 // Read to the end whether or not anyone listens, so the
                 // process never blocks on a full pipe.
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let _ = send.send(line);
+                let mut out = BufReader::new(out);
+                let mut line = Vec::new();
+                while out.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                    let text = String::from_utf8_lossy(&line);
+                    let _ = send.send(text.trim_end_matches(['\n', '\r']).to_string());
+                    line.clear();
                 }
             });
             lines
@@ -488,7 +492,7 @@ impl Daemon {
                     self.stderr()
                 ),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait();
+                    let status = self.wait();
                     panic!(
                         "{} ended ({status:?}) before printing a line starting {prefix:?}; its stderr:\n{}",
                         self.name,
@@ -499,10 +503,55 @@ impl Daemon {
         }
     }
 
-    /// Wait for the process to end (after [`terminate`], say): its status,
-    /// and all it wrote to stderr. Stdout is not kept.
+    /// Wait for a stderr line for which `done` holds; returns all of stderr
+    /// so far. Fails the test, with the stderr, if the process ends or
+    /// [`START_TIMEOUT`] passes first.
+    pub fn wait_for_stderr(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let stderr = self.stderr();
+            if stderr.lines().any(&done) {
+                return stderr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} ended ({status}) before {what}; its stderr:\n{stderr}",
+                    self.name
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not get to {what} in {START_TIMEOUT:?}; its stderr:\n{stderr}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait for the process to end, at most [`START_TIMEOUT`]: a process
+    /// that does not end fails the test (and is killed on drop) instead of
+    /// hanging it. Shadows [`Child::wait`].
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not end in {START_TIMEOUT:?}; its stderr:\n{}",
+                self.name,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait for the process to end (after [`terminate`], say), as
+    /// [`Daemon::wait`] does: its status, and all it wrote to stderr.
+    /// Stdout is not kept.
     pub fn wait_with_output(mut self) -> std::process::Output {
-        let status = self.child.wait().expect("wait for the process");
+        let status = self.wait().expect("wait for the process");
         if let Some(reader) = self.stderr_reader.take() {
             let _ = reader.join();
         }
@@ -619,6 +668,8 @@ pub fn start_sandstack_args(
 /// Send `req` (named `what` in failures): its status and body text; fails
 /// the test if it cannot be sent or its body read.
 fn send(req: reqwest::RequestBuilder, what: &str) -> (u16, String) {
+    // A server that accepts and never answers fails the test, not hangs it.
+    let req = req.timeout(START_TIMEOUT);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
