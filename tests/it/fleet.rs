@@ -399,21 +399,36 @@ fn a_pause_through_one_workers_api_holds_for_the_fleet() {
         .expect("count")
         .get(0)
     };
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(count(&mut pg) > 0, "the batch runs");
+    let until = |pg: &mut postgres::Client, what: &str, done: &dyn Fn(i64) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(count(pg)) {
+            assert!(Instant::now() < deadline, "{what} (60 s)");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until(&mut pg, "the batch runs", &|n| n > 0);
 
     let (status, body) = post(&format!("{url_a}/api/batches/ctl/pause"), None);
     assert_eq!(status, 200, "{body}");
-    // Worker b hears of it at its next heartbeat (every third of the lease).
-    std::thread::sleep(Duration::from_secs(LEASE_SECS) / 3 + Duration::from_secs(2));
+    let paused = std::time::SystemTime::now();
+    // Worker b hears of it at its next heartbeat (every third of the
+    // lease): after a whole lease, no worker starts a tick of it. Three
+    // more seconds of ticks go by to show it.
+    let heard = paused + Duration::from_secs(LEASE_SECS);
+    std::thread::sleep(Duration::from_secs(LEASE_SECS + 3));
+    let late: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM sandstack_runs WHERE batch = 'ctl' AND scheduled_at > $1",
+            &[&heard],
+        )
+        .expect("late ticks")
+        .get(0);
+    assert_eq!(late, 0, "no worker runs a paused batch");
     let paused_at = count(&mut pg);
-    std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(count(&mut pg), paused_at, "no worker runs a paused batch");
 
     let (status, body) = post(&format!("{url_a}/api/batches/ctl/resume"), None);
     assert_eq!(status, 200, "{body}");
-    std::thread::sleep(Duration::from_secs(LEASE_SECS) / 3 + Duration::from_secs(3));
-    assert!(count(&mut pg) > paused_at, "runs again after resume");
+    until(&mut pg, "runs again after resume", &|n| n > paused_at);
     for child in [&a, &b] {
         terminate(child);
     }
