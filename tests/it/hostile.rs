@@ -356,7 +356,7 @@ fn replay(spec: &sandstack::config::BatchSpec, path: &std::path::Path) -> String
     };
     let err = ingest::run(spec, &mut store, &TestSandbox, &Default::default(), opts)
         .expect_err("the replay fails");
-    assert_eq!(store.count_rows(&spec.table_key).unwrap_or(0), 0);
+    assert_eq!(store.count_rows(&spec.table_key).expect("count"), 0);
     err.to_string()
 }
 

@@ -195,7 +195,8 @@ fn holds_value(bytes: &[u8]) -> Option<String> {
 /// cassettes) searched for the value.
 fn assert_nowhere_under(dir: &Path) {
     for entry in files_under(dir) {
-        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let bytes = std::fs::read(&entry)
+            .unwrap_or_else(|e| panic!("{}: {e} (it cannot be searched)", entry.display()));
         assert_eq!(
             holds_value(&bytes),
             None,

@@ -243,9 +243,23 @@ fn garbage_files_are_refused_clearly() {
         "{e}"
     );
     let json = file(&d, "j.ndjson", "[1, 2, 3]\n");
-    assert!(run(&spec(), &mut store, &[json], &opts(), &Quiet).is_err());
+    let e = run(&spec(), &mut store, &[json], &opts(), &Quiet).expect_err("not objects");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: not newline-delimited JSON objects: Json error: Expected JSON record to be an object, found Array [Number(1), Number(2), Number(3)]",
+            d.path().join("j.ndjson").display()
+        )
+    );
     let empty = file(&d, "e.csv", "");
-    assert!(run(&spec(), &mut store, &[empty], &opts(), &Quiet).is_err());
+    let e = run(&spec(), &mut store, &[empty], &opts(), &Quiet).expect_err("empty");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: the file is empty: the first line must name the columns",
+            d.path().join("e.csv").display()
+        )
+    );
     assert!(stored(&store).is_empty());
 }
 

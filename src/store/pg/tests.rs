@@ -156,13 +156,19 @@ fn opening_refuses_what_it_cannot_use() {
              and that the URL's host, port, user, password and database are right)"
         )
     );
-    let missing = c.url.replace("/sandstack", "/nope");
+    let missing = format!("postgres://sandstack:sandstack@127.0.0.1:{port}/nope");
     let e = PgStore::open(&missing)
         .err()
         .expect("no such database")
         .to_string();
-    assert!(e.contains("PostgreSQL") && e.contains("nope"), "{e}");
-    assert!(!e.contains(":sandstack@"), "password shown: {e}");
+    assert_eq!(
+        e,
+        format!(
+            "cannot connect to PostgreSQL at postgres://sandstack:***@127.0.0.1:{port}/nope: \
+             database \"nope\" does not exist (check that the server is up and that the URL's \
+             host, port, user, password and database are right)"
+        )
+    );
     let e = PgStore::open("postgres://127.0.0.1:1/x")
         .err()
         .expect("nothing listens")
@@ -202,8 +208,9 @@ fn a_batchs_sql_past_its_time_limit_is_stopped() {
     assert!(ran_out, "the limit ran out");
     let e = out.expect_err("stopped").to_string();
     assert!(e.contains("time limit"), "{e}");
+    // Unstopped, the count runs for hours.
     assert!(
-        t.elapsed() < Duration::from_secs(10),
+        t.elapsed() < Duration::from_secs(30),
         "took {:?}",
         t.elapsed()
     );
