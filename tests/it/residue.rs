@@ -175,8 +175,8 @@ impl Drop for SwapFile {
     }
 }
 
-/// Swap to page out to: the machine's own, or a file this test makes
-/// (root only); None, with the reason, where neither is possible.
+/// Swap to page out to: the machine's own (None), or a file this test
+/// makes (root only); the reason, as an error, where neither is possible.
 fn swap() -> Result<Option<SwapFile>, String> {
     let swaps = std::fs::read_to_string("/proc/swaps").map_err(|e| format!("/proc/swaps: {e}"))?;
     if swaps.lines().count() > 1 {

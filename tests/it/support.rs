@@ -410,7 +410,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// A process a test started (a `sandstack run`, a test server): killed and
 /// reaped when dropped, so a test that fails leaves nothing running to
 /// starve the rest of the run, and its stderr kept for the failure message.
-/// It derefs to its [`Child`] for `id`, `wait`, `try_wait` and `kill`.
+/// It derefs to its [`Child`] for `id`, `try_wait` and `kill`; its own
+/// `wait` is bounded.
 pub struct Daemon {
     child: Child,
     name: String,
@@ -772,7 +773,9 @@ pub fn run_sandstack(
 }
 
 /// Run `cmd` to its end: its output, the peak memory (resident KiB) of it
-/// and every helper process it waited for, and how long it took.
+/// and every helper process it waited for, and how long it took. Not a
+/// [`Daemon`]: the figures need `wait4`'s own reaping, and `cmd` is a
+/// command that ends (`sandstack validate`).
 pub fn run_measured(cmd: &mut Command) -> (std::process::Output, u64, std::time::Duration) {
     use std::io::Read;
     let t = std::time::Instant::now();
