@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sandstack::store::pg::cluster::TempCluster;
 
 use crate::support::{
-    http_get as get, http_post as post, key, run_sandstack, start_sandstack_args, terminate,
-    Daemon, Folder,
+    eventually, http_get as get, http_post as post, key, run_sandstack, start_sandstack_args,
+    terminate, Daemon, Folder,
 };
 
 const BATCHES: usize = 50;
@@ -66,22 +66,14 @@ fn sigkill(child: &mut Daemon) {
 
 /// Wait for a worker asked to stop; it must stop cleanly.
 fn wait_exit(child: &mut Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(
-                status.success(),
-                "a worker stopped with {status}: {}",
-                child.stderr()
-            );
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a worker did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let status = child
+        .wait_within(Duration::from_secs(30))
+        .expect("wait for a worker");
+    assert!(
+        status.success(),
+        "a worker stopped with {status}: {}",
+        child.stderr()
+    );
 }
 
 /// (batch, µs tick) → [(status, worker)].
@@ -391,22 +383,21 @@ fn a_pause_through_one_workers_api_holds_for_the_fleet() {
     let (mut a, url_a) = worker(f.path(), &cluster.url, "a");
     let (mut b, _) = worker(f.path(), &cluster.url, "b");
     let mut pg = postgres::Client::connect(&cluster.url, postgres::NoTls).expect("connect");
-    let count = |pg: &mut postgres::Client| -> i64 {
-        pg.query_one(
-            "SELECT count(*) FROM sandstack_runs WHERE batch = 'ctl' AND status = 'succeeded'",
-            &[],
-        )
-        .expect("count")
-        .get(0)
+    // ctl's runs of ticks after `t`: all of them, and those that succeeded.
+    let ticks_after = |pg: &mut postgres::Client, t: std::time::SystemTime| -> (i64, i64) {
+        let r = pg
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') \
+                 FROM sandstack_runs WHERE batch = 'ctl' AND scheduled_at > $1",
+                &[&t],
+            )
+            .expect("ctl's runs");
+        (r.get(0), r.get(1))
     };
-    let until = |pg: &mut postgres::Client, what: &str, done: &dyn Fn(i64) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !done(count(pg)) {
-            assert!(Instant::now() < deadline, "{what} (60 s)");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    until(&mut pg, "the batch runs", &|n| n > 0);
+    eventually(Duration::from_secs(60), || {
+        let (_, ok) = ticks_after(&mut pg, std::time::UNIX_EPOCH);
+        (ok > 0).then_some(()).ok_or("the batch runs".into())
+    });
 
     let (status, body) = post(&format!("{url_a}/api/batches/ctl/pause"), None);
     assert_eq!(status, 200, "{body}");
@@ -416,13 +407,7 @@ fn a_pause_through_one_workers_api_holds_for_the_fleet() {
     // more seconds of ticks go by to show it.
     let heard = paused + Duration::from_secs(LEASE_SECS);
     std::thread::sleep(Duration::from_secs(LEASE_SECS + 3));
-    let late: i64 = pg
-        .query_one(
-            "SELECT count(*) FROM sandstack_runs WHERE batch = 'ctl' AND scheduled_at > $1",
-            &[&heard],
-        )
-        .expect("late ticks")
-        .get(0);
+    let (late, _) = ticks_after(&mut pg, heard);
     assert_eq!(late, 0, "no worker runs a paused batch");
 
     let (status, body) = post(&format!("{url_a}/api/batches/ctl/resume"), None);
@@ -430,21 +415,12 @@ fn a_pause_through_one_workers_api_holds_for_the_fleet() {
     // A tick after the resume runs (a count could move with a run from
     // before the pause, recorded late).
     let resumed = std::time::SystemTime::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let after: i64 = pg
-            .query_one(
-                "SELECT count(*) FROM sandstack_runs WHERE batch = 'ctl' AND status = 'succeeded' AND scheduled_at > $1",
-                &[&resumed],
-            )
-            .expect("ticks after the resume")
-            .get(0);
-        if after > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "runs again after resume (60 s)");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(Duration::from_secs(60), || {
+        let (_, ok) = ticks_after(&mut pg, resumed);
+        (ok > 0)
+            .then_some(())
+            .ok_or("runs again after resume".into())
+    });
     for child in [&a, &b] {
         terminate(child);
     }

@@ -606,11 +606,13 @@ fn while_the_daemon_holds_the_database_commands_go_through_it_and_a_pause_surviv
     assert_eq!(status, 200);
     // A tick after the resume ran (a run from before the pause, recorded
     // late, would move a count but not this).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ingest_ticks(&url).iter().any(|t| *t > resumed_us) {
-        assert!(Instant::now() < deadline, "resumed, but nothing ran");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    crate::support::eventually(Duration::from_secs(60), || {
+        ingest_ticks(&url)
+            .iter()
+            .any(|t| *t > resumed_us)
+            .then_some(())
+            .ok_or("resumed, but nothing ran".into())
+    });
     terminate(&daemon);
     assert!(daemon.wait().expect("wait").success());
 

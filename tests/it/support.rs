@@ -508,44 +508,50 @@ impl Daemon {
     /// so far. Fails the test, with the stderr, if the process ends or
     /// [`START_TIMEOUT`] passes first.
     pub fn wait_for_stderr(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let stderr = self.stderr();
-            if stderr.lines().any(&done) {
-                return stderr;
+        let mut seen = String::new();
+        eventually(START_TIMEOUT, || {
+            seen = self.stderr();
+            if seen.lines().any(&done) {
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "{} ended ({status}) before {what}; its stderr:\n{stderr}",
+                    "{} ended ({status}) before {what}; its stderr:\n{seen}",
                     self.name
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not get to {what} in {START_TIMEOUT:?}; its stderr:\n{stderr}",
+            Err(format!(
+                "{} did not get to {what}; its stderr:\n{seen}",
                 self.name
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            ))
+        });
+        seen
     }
 
     /// Wait for the process to end, at most [`START_TIMEOUT`]: a process
     /// that does not end fails the test (and is killed on drop) instead of
     /// hanging it. Shadows [`Child::wait`].
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not end in {START_TIMEOUT:?}; its stderr:\n{}",
+        self.wait_within(START_TIMEOUT)
+    }
+
+    /// [`Daemon::wait`], at most `within`.
+    pub fn wait_within(&mut self, within: Duration) -> std::io::Result<std::process::ExitStatus> {
+        let mut ended = None;
+        eventually(within, || match self.child.try_wait() {
+            Ok(None) => Err(format!(
+                "{} did not end; its stderr:\n{}",
                 self.name,
                 self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            )),
+            done => {
+                ended = Some(done);
+                Ok(())
+            }
+        });
+        ended
+            .expect("set when done")
+            .map(|status| status.expect("ended"))
     }
 
     /// Wait for the process to end (after [`terminate`], say), as
@@ -716,22 +722,32 @@ pub fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
 
 /// Wait until `url`'s /metrics counts `n` succeeded ingests of `batch`.
 pub fn wait_for_ingests(url: &str, batch: &str, n: f64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
     let label = format!("batch={batch},job=ingest,status=succeeded");
-    loop {
+    eventually(Duration::from_secs(60), || {
         let page = http_get(&format!("{url}/metrics")).1;
         let done = samples(&page, "sandstack_runs_total")
             .get(&label)
             .copied()
             .unwrap_or(0.0);
         if done >= n {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{batch}: {done} of {n} ingests"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{batch}: {done} of {n} ingests in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    });
+}
+
+/// Poll `done` until it answers Ok; fails the test with its last answer
+/// (what has not happened yet, and how far it got) once `within` has
+/// passed. The one wait-for-an-event loop of the tests.
+pub fn eventually(within: Duration, mut done: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
+    loop {
+        match done() {
+            Ok(()) => return,
+            Err(why) => assert!(Instant::now() < deadline, "{why} (waited {within:?})"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
